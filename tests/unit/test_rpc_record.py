@@ -1,0 +1,129 @@
+"""Record marking (RFC 5531 §11): whole, every split point, byte at a time, caps."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from pynfsd.rpc.record import (
+    LAST_FRAGMENT,
+    RecordError,
+    RecordReader,
+    encode_record,
+    record_buffers,
+)
+
+
+def marker(length: int, last: bool) -> bytes:
+    return struct.pack(">I", (LAST_FRAGMENT if last else 0) | length)
+
+
+RECORDS = [b"hello world!", b"", b"x" * 1000, bytes(range(256))]
+STREAM = b"".join(encode_record(r) for r in RECORDS)
+MULTI = marker(3, False) + b"abc" + marker(0, False) + marker(4, True) + b"defg"
+
+
+def feed_all(reader: RecordReader, chunks: list[bytes]) -> list[bytes]:
+    out: list[bytes] = []
+    for chunk in chunks:
+        out += reader.feed(chunk)
+    return out
+
+
+def test_encode_single_fragment() -> None:
+    assert encode_record(b"abcd") == b"\x80\x00\x00\x04abcd"
+    assert encode_record(b"") == b"\x80\x00\x00\x00"
+
+
+def test_encode_multi_fragment_boundaries() -> None:
+    assert encode_record(b"abcdefg", max_fragment=3) == (
+        marker(3, False) + b"abc" + marker(3, False) + b"def" + marker(1, True) + b"g"
+    )
+    assert encode_record(b"abcdef", max_fragment=3) == (
+        marker(3, False) + b"abc" + marker(3, True) + b"def"
+    )
+
+
+def test_record_buffers_is_writev_form() -> None:
+    bufs = record_buffers(b"payload")
+    assert bufs[0] == marker(7, True) and bufs[1] == b"payload"
+
+
+def test_whole_stream() -> None:
+    assert RecordReader(2000, 4).feed(STREAM) == RECORDS
+
+
+def test_every_split_point() -> None:
+    for split in range(len(STREAM) + 1):
+        reader = RecordReader(2000, 4)
+        assert feed_all(reader, [STREAM[:split], STREAM[split:]]) == RECORDS, split
+
+
+def test_every_pair_of_split_points_multi_fragment() -> None:
+    for a in range(len(MULTI) + 1):
+        for b in range(a, len(MULTI) + 1):
+            reader = RecordReader(100, 3)
+            assert feed_all(reader, [MULTI[:a], MULTI[a:b], MULTI[b:]]) == [b"abcdefg"]
+
+
+def test_byte_at_a_time() -> None:
+    reader = RecordReader(2000, 4)
+    assert feed_all(reader, [bytes([c]) for c in STREAM]) == RECORDS
+    assert reader.buffered == 0
+
+
+def test_encoded_multi_fragment_round_trip() -> None:
+    payload = bytes(range(256)) * 10
+    for size in (1, 7, 255, 256, 2559, 2560, 5000):
+        stream = encode_record(payload, max_fragment=size)
+        assert RecordReader(len(payload), 3000).feed(stream) == [payload]
+
+
+def test_trailing_partial_record_is_kept() -> None:
+    reader = RecordReader(100, 4)
+    assert reader.feed(encode_record(b"one") + marker(5, True) + b"tw") == [b"one"]
+    assert reader.buffered == 2
+    assert reader.feed(b"o!!") == [b"two!!"]
+    assert reader.feed(b"\x80") == []
+    assert reader.buffered == 1
+
+
+def test_oversized_marker_rejected_before_body() -> None:
+    reader = RecordReader(1024, 4)
+    with pytest.raises(RecordError):
+        reader.feed(marker(0x7FFFFFFF, True))
+    assert reader.buffered == 0
+    with pytest.raises(RecordError):
+        reader.feed(b"more")  # poisoned
+
+
+def test_oversize_across_fragments() -> None:
+    reader = RecordReader(10, 8)
+    assert reader.feed(marker(6, False) + b"abcdef") == []
+    with pytest.raises(RecordError):
+        reader.feed(marker(5, True))
+
+
+def test_exact_max_record_accepted() -> None:
+    reader = RecordReader(10, 8)
+    assert reader.feed(marker(6, False) + b"abcdef" + marker(4, True) + b"ghij") == [b"abcdefghij"]
+
+
+def test_too_many_fragments() -> None:
+    reader = RecordReader(100, 2)
+    with pytest.raises(RecordError):
+        reader.feed(marker(0, False) * 3)
+
+
+def test_fragment_count_resets_per_record() -> None:
+    reader = RecordReader(100, 2)
+    one = marker(1, False) + b"a" + marker(1, True) + b"b"
+    assert reader.feed(one * 5) == [b"ab"] * 5
+
+
+def test_invalid_caps() -> None:
+    with pytest.raises(ValueError):
+        RecordReader(10, 0)
+    with pytest.raises(ValueError):
+        record_buffers(b"x", max_fragment=0)
