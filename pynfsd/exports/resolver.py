@@ -1,0 +1,102 @@
+"""The export resolver: the one place the NFS layer asks "what may this client use?".
+
+Theory of operation: the NFS layer holds an :class:`ExportResolver` and awaits
+``exports_for(client_addr)`` whenever it needs a client's exports (PUTROOTFH, crossing into an
+export, SECINFO, revalidating a filehandle). The call may suspend: the static resolver runs a
+reverse DNS lookup in a thread, and a future export cache with kernel-style upcalls can make
+the request wait for an answer without changing its callers. Nothing is cached here, so a
+client's view can never go stale; the exports table itself is immutable (reload = new resolver).
+
+Every export gets a 64-bit ``fsid``: the ``fsid=`` number when one is given (``fsid=0`` and
+``fsid=root`` are the pseudo-root, ``PSEUDO_ROOT_FSID``), otherwise a hash of the UUID or the
+path with the top bit set, so derived values never collide with the 32-bit numbers an
+administrator can write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from .match import ReverseLookup, best_match, needs_names, parse_client_addr, system_reverse_lookup
+from .types import ClientExport, ExportEntry, ExportOptions, ExportsError
+
+#: fsid of the NFSv4 pseudo-root (an ``fsid=0``/``fsid=root`` export, or the synthesised root).
+PSEUDO_ROOT_FSID = 0
+_DERIVED_BIT = 1 << 63
+
+
+class ExportResolver(Protocol):
+    """What the NFS layer uses for every export lookup."""
+
+    async def exports_for(self, client_addr: str) -> tuple[ClientExport, ...]:
+        """The exports ``client_addr`` may use, each with the options that apply to it."""
+        ...
+
+
+def _hash64(tag: bytes, data: bytes) -> int:
+    digest = hashlib.blake2b(tag + b"\0" + data, digest_size=8).digest()
+    return int.from_bytes(digest, "big") | _DERIVED_BIT
+
+
+def export_fsid(path: str, options: ExportOptions) -> int:
+    """The integer fsid of an export: numeric ``fsid=``, 0 for the root, else a stable hash."""
+    if options.pseudo_root:
+        return PSEUDO_ROOT_FSID
+    if isinstance(options.fsid, int):
+        return options.fsid
+    if isinstance(options.fsid, str):
+        return _hash64(b"uuid", options.fsid.replace("-", "").replace(":", "").encode())
+    return _hash64(b"path", os.fsencode(path))
+
+
+def _check_fsids(entries: Sequence[ExportEntry]) -> None:
+    """Two different paths must never share an fsid (filehandles would be ambiguous)."""
+    owner: dict[int, str] = {}
+    for entry in entries:
+        for _, options in entry.clients:
+            fsid = export_fsid(entry.path, options)
+            other = owner.setdefault(fsid, entry.path)
+            if other != entry.path:
+                raise ExportsError(f"{entry.path}: fsid {options.fsid} already used by {other}")
+
+
+class StaticExportResolver:
+    """Resolves against a fixed exports table; reverse lookups run in a thread."""
+
+    def __init__(
+        self,
+        entries: Iterable[ExportEntry],
+        reverse_lookup: ReverseLookup = system_reverse_lookup,
+    ) -> None:
+        self.entries: tuple[ExportEntry, ...] = tuple(entries)
+        _check_fsids(self.entries)
+        self._reverse_lookup = reverse_lookup
+        self._needs_names = needs_names([s for e in self.entries for s, _ in e.clients])
+
+    async def exports_for(self, client_addr: str) -> tuple[ClientExport, ...]:
+        names: list[str] = []
+        if self._needs_names:
+            names = await asyncio.to_thread(self._lookup, client_addr)
+        return self.exports_for_names(client_addr, names)
+
+    def _lookup(self, client_addr: str) -> list[str]:
+        try:
+            addr = str(parse_client_addr(client_addr))
+        except ValueError:
+            return []
+        return list(self._reverse_lookup(addr))
+
+    def exports_for_names(
+        self, client_addr: str, names: Sequence[str] = ()
+    ) -> tuple[ClientExport, ...]:
+        """The sans-IO core of :meth:`exports_for`, given the client's host names."""
+        found: list[ClientExport] = []
+        for entry in self.entries:
+            options = best_match(entry.clients, client_addr, names)
+            if options is not None:
+                found.append(ClientExport(entry.path, options, export_fsid(entry.path, options)))
+        return tuple(found)
