@@ -1,0 +1,252 @@
+"""Filesystem backend interface: what the NFS layer needs from a filesystem, and nothing of NFS.
+
+Theory of operation
+-------------------
+A backend exposes a tree of objects named by opaque *handles* (``bytes``, at most
+``MAX_HANDLE_SIZE`` = 100 bytes). All calls are blocking and thread-safe; the NFS layer runs
+them on worker threads. A backend never imports the NFS layer: every failure is an ``OSError``
+whose ``errno`` says what went wrong, and the NFS layer maps errno -> nfsstat4 in one table.
+
+Errors (the errno values a caller must expect):
+
+* ``ESTALE``   -- the handle is malformed, forged or tampered with (bad MAC), names an object
+  outside the export root, or names an object that has since been removed.
+* ``ENOENT``   -- a name does not exist; ``parent()`` of the root (never leaves the root).
+* ``EEXIST``, ``ENOTDIR``, ``EISDIR``, ``ENOTEMPTY``, ``EXDEV``, ``EMLINK``, ``ENOSPC``,
+  ``EFBIG``, ``EROFS``, ``EPERM``, ``EACCES``, ``ENAMETOOLONG`` -- as in POSIX.
+* ``ELOOP``    -- a non-exclusive ``create_file`` found a symlink under the name.
+* ``EINVAL``   -- a bad name (empty, ``.``, ``..``, containing ``/`` or NUL), a bad argument
+  (``mknod`` of a type that is not a device/socket/FIFO, read/write/truncate of a non-file that
+  is not a directory) and, from ``readdir`` only, a bad cookie or verifier (the NFS layer maps
+  ``EINVAL`` from ``readdir`` to NFS4ERR_BAD_COOKIE).
+* ``EXDEV``    -- ``lookup`` of a mount point inside the export (mounts are not crossed).
+
+Names are single path components as ``bytes`` (at most ``NAME_MAX`` = 255 bytes).
+
+Permission checks are NOT done by backends: the caller evaluates them with
+``pynfsd.fs.perm.check_access`` against the attributes and passes already-squashed ids.
+
+Attributes
+----------
+``Attrs.fileid`` is unique within the backend and stable for an object's lifetime.
+``Attrs.change`` (the NFSv4 change attribute) differs after every modification of the object
+made through the backend, also changes when the object is modified by other means, and never
+goes backwards for an object -- across server restarts too (see each backend for its scheme).
+Directory modifications (create/remove/rename/link inside it) change the directory's
+``change``, ``mtime_ns`` and ``ctime_ns``.
+
+readdir
+-------
+``readdir(dir_h, cookie, verifier, max_entries)`` returns up to ``max_entries`` entries after
+``cookie`` (0 = from the start), skipping ``.`` and ``..``. Every entry carries its own
+cookie: resuming from *any* returned entry's cookie continues right after that entry, so a
+caller that can only encode part of a batch resumes from the last entry it sent. Cookies are
+never 0, 1 or 2 (reserved in NFSv4, RFC 7530 section 16.24.4) and stay valid while the
+directory changes: an entry present for the whole listing is returned exactly once; entries
+added or removed meanwhile may or may not appear. The returned 8-byte verifier is constant
+for a directory; a non-zero verifier that this backend did not issue for the directory, or a
+cookie of 1 or 2, raises ``EINVAL``. A zero verifier is always accepted. ``eof`` is true when
+no entries follow the returned ones.
+
+I/O
+---
+``read`` returns ``(data, eof)`` with eof true when the read reached the end of the file.
+``write(..., sync=True)`` and ``commit`` put data and metadata on stable storage before they
+return. ``write`` returns the number of bytes written.
+
+Times
+-----
+All times are integer nanoseconds since the Unix epoch. ``setattr`` takes an ``int`` or the
+``SET_TO_NOW`` sentinel for ``atime``/``mtime``; ``None`` leaves a field unchanged.
+``setattr(mode=...)`` on a symlink is ignored (as knfsd does); ``size`` on a directory is
+``EISDIR`` and on other non-files ``EINVAL``.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass
+from typing import Final
+
+MAX_HANDLE_SIZE: Final = 100
+NAME_MAX: Final = 255
+
+
+class FileType(enum.IntEnum):
+    """Object types; values equal NFSv4 nfs_ftype4 for the types a filesystem holds."""
+
+    REG = 1
+    DIR = 2
+    BLK = 3
+    CHR = 4
+    LNK = 5
+    SOCK = 6
+    FIFO = 7
+
+
+class SetToNow(enum.Enum):
+    """Type of the ``SET_TO_NOW`` sentinel."""
+
+    SET_TO_NOW = "SET_TO_NOW"
+
+
+SET_TO_NOW: Final = SetToNow.SET_TO_NOW
+
+TimeArg = int | SetToNow | None
+
+
+@dataclass(slots=True, frozen=True)
+class Attrs:
+    """Attributes of one object (``mode`` holds only the 0o7777 permission bits)."""
+
+    type: FileType
+    mode: int
+    nlink: int
+    uid: int
+    gid: int
+    size: int
+    space_used: int
+    rdev: tuple[int, int]
+    fileid: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    change: int
+
+
+@dataclass(slots=True, frozen=True)
+class FsStat:
+    """Filesystem space and file counts; ``*_avail`` is what an unprivileged user may use."""
+
+    bytes_total: int
+    bytes_free: int
+    bytes_avail: int
+    files_total: int
+    files_free: int
+    files_avail: int
+    name_max: int
+
+
+@dataclass(slots=True, frozen=True)
+class DirEntry:
+    """One readdir entry; ``cookie`` resumes the listing right after this entry."""
+
+    name: bytes
+    cookie: int
+    handle: bytes
+    attrs: Attrs
+
+
+class Backend(abc.ABC):
+    """A filesystem tree addressed by opaque handles. See the module docstring."""
+
+    @abc.abstractmethod
+    def root(self) -> bytes:
+        """Handle of the export root."""
+
+    @abc.abstractmethod
+    def getattr(self, h: bytes) -> Attrs:
+        """Attributes of ``h``."""
+
+    @abc.abstractmethod
+    def lookup(self, dir_h: bytes, name: bytes) -> tuple[bytes, Attrs]:
+        """Find ``name`` in directory ``dir_h`` (symlinks are never followed)."""
+
+    @abc.abstractmethod
+    def parent(self, dir_h: bytes) -> tuple[bytes, Attrs]:
+        """The parent directory of ``dir_h``; ``ENOENT`` for the root."""
+
+    @abc.abstractmethod
+    def readdir(
+        self, dir_h: bytes, cookie: int, verifier: bytes, max_entries: int
+    ) -> tuple[list[DirEntry], bool, bytes]:
+        """Entries after ``cookie``: ``(entries, eof, verifier8)``."""
+
+    @abc.abstractmethod
+    def read(self, h: bytes, offset: int, count: int) -> tuple[bytes, bool]:
+        """Up to ``count`` bytes at ``offset``: ``(data, eof)``."""
+
+    @abc.abstractmethod
+    def write(self, h: bytes, offset: int, data: bytes, sync: bool) -> int:
+        """Write ``data`` at ``offset``; with ``sync`` it is on stable storage on return."""
+
+    @abc.abstractmethod
+    def commit(self, h: bytes) -> None:
+        """Put all written data and metadata of ``h`` on stable storage."""
+
+    @abc.abstractmethod
+    def create_file(
+        self, dir_h: bytes, name: bytes, mode: int, uid: int, gid: int, exclusive: bool
+    ) -> tuple[bytes, Attrs, bool]:
+        """Create a regular file: ``(handle, attrs, created)``.
+
+        ``exclusive``: ``EEXIST`` if the name exists. Otherwise an existing regular file is
+        returned unchanged with ``created=False`` (a directory is ``EISDIR``, a symlink
+        ``ELOOP``, another type ``EINVAL``).
+        """
+
+    @abc.abstractmethod
+    def mkdir(
+        self, dir_h: bytes, name: bytes, mode: int, uid: int, gid: int
+    ) -> tuple[bytes, Attrs]:
+        """Create a directory."""
+
+    @abc.abstractmethod
+    def symlink(
+        self, dir_h: bytes, name: bytes, target: bytes, uid: int, gid: int
+    ) -> tuple[bytes, Attrs]:
+        """Create a symlink to ``target`` (never interpreted by the backend)."""
+
+    @abc.abstractmethod
+    def mknod(
+        self,
+        dir_h: bytes,
+        name: bytes,
+        ftype: FileType,
+        mode: int,
+        rdev: tuple[int, int],
+        uid: int,
+        gid: int,
+    ) -> tuple[bytes, Attrs]:
+        """Create a BLK/CHR device, SOCK or FIFO (other types: ``EINVAL``)."""
+
+    @abc.abstractmethod
+    def readlink(self, h: bytes) -> bytes:
+        """Target of symlink ``h`` (``EINVAL`` if not a symlink)."""
+
+    @abc.abstractmethod
+    def remove(self, dir_h: bytes, name: bytes) -> None:
+        """Remove a non-directory or an empty directory."""
+
+    @abc.abstractmethod
+    def rename(
+        self, src_dir_h: bytes, src_name: bytes, dst_dir_h: bytes, dst_name: bytes
+    ) -> None:
+        """POSIX rename(2), replacing an existing compatible target."""
+
+    @abc.abstractmethod
+    def link(self, h: bytes, dir_h: bytes, name: bytes) -> Attrs:
+        """Hard link ``h`` as ``name`` in ``dir_h``; returns the new attributes of ``h``."""
+
+    @abc.abstractmethod
+    def setattr(
+        self,
+        h: bytes,
+        *,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        size: int | None = None,
+        atime: TimeArg = None,
+        mtime: TimeArg = None,
+    ) -> Attrs:
+        """Change the given attributes; returns the attributes afterwards."""
+
+    @abc.abstractmethod
+    def statfs(self, h: bytes) -> FsStat:
+        """Space and file counts of the filesystem holding ``h``."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release cached resources (open fds). The backend may not be used afterwards."""
