@@ -76,9 +76,7 @@ def conf_domain(conf_path: str = DEFAULT_CONF) -> str | None:
     return None
 
 
-def default_domain(
-    conf_path: str = DEFAULT_CONF, fqdn: Callable[[], str] = socket.getfqdn
-) -> str:
+def default_domain(conf_path: str = DEFAULT_CONF, fqdn: Callable[[], str] = socket.getfqdn) -> str:
     """idmapd.conf's Domain, else the host's DNS domain, else ``localdomain`` (lower case)."""
     domain = conf_domain(conf_path)
     if domain is None:

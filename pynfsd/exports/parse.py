@@ -103,7 +103,9 @@ def _options(text: str, token: Token, filename: str) -> list[str]:
         raise ExportsError(str(e), filename, token.lineno) from None
 
 
-def _parse_client(token: Token, defaults: list[str], filename: str) -> tuple[ClientSpec, ExportOptions]:
+def _parse_client(
+    token: Token, defaults: list[str], filename: str
+) -> tuple[ClientSpec, ExportOptions]:
     m = _CLIENT_RE.fullmatch(token.text)
     if m is None:
         raise ExportsError(f"bad client {token.text!r}", filename, token.lineno)
