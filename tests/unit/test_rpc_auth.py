@@ -1,0 +1,112 @@
+"""AUTH_NONE, AUTH_SYS (strict decoding) and the flavour registry."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import pytest
+
+from pynfsd.client.rpc import AuthSysCred, encode_call
+from pynfsd.gen import rpc as R
+from pynfsd.rpc.auth import (
+    NOBODY,
+    Accepted,
+    AuthFlavor,
+    AuthNone,
+    AuthRegistry,
+    AuthSys,
+    Credential,
+    decode_authsys,
+)
+from pynfsd.rpc.errors import AuthError
+from pynfsd.rpc.header import CallHeader, decode_call
+
+NULL = R.opaque_auth(R.AUTH_NONE, b"")
+
+
+def header(cred: R.opaque_auth, verf: R.opaque_auth = NULL) -> CallHeader:
+    return decode_call(encode_call(1, 100003, 4, 1, b"", cred, verf))
+
+
+def accept(flavor: AuthFlavor, call: CallHeader) -> Accepted:
+    return asyncio.run(flavor.accept(call))
+
+
+def authsys_body(machinename: bytes, gids: list[int], trailing: bytes = b"") -> bytes:
+    name = struct.pack(">I", len(machinename)) + machinename + b"\0" * (-len(machinename) % 4)
+    gid_list = struct.pack(f">I{len(gids)}I", len(gids), *gids)
+    return struct.pack(">I", 77) + name + struct.pack(">II", 1000, 100) + gid_list + trailing
+
+
+def test_authsys_accepts_and_maps_identity() -> None:
+    cred = AuthSysCred(1000, 100, tuple(range(16)), "m" * 255).opaque_auth()
+    result = accept(AuthSys(), header(cred))
+    assert result.cred == Credential(R.AUTH_SYS, 1000, 100, tuple(range(16)), None, "m" * 255)
+    assert result.verf is None and result.reply is None
+
+
+def test_authsys_strict_bounds() -> None:
+    assert decode_authsys(authsys_body(b"h", [1, 2])).gids == (1, 2)
+    bad = [
+        authsys_body(b"m" * 256, []),  # machinename > 255
+        authsys_body(b"h", list(range(17))),  # > 16 gids
+        authsys_body(b"h", [], trailing=b"\0\0\0\0"),  # trailing bytes
+        authsys_body(b"h", [])[:-4],  # truncated
+        authsys_body(b"\xff\xfe", []),  # not UTF-8
+    ]
+    for body in bad:
+        with pytest.raises(AuthError) as info:
+            decode_authsys(body)
+        assert info.value.auth_stat == R.AUTH_BADCRED
+
+
+def test_authsys_requires_null_verifier() -> None:
+    cred = AuthSysCred(0, 0).opaque_auth()
+    with pytest.raises(AuthError) as info:
+        accept(AuthSys(), header(cred, R.opaque_auth(R.AUTH_SYS, b"")))
+    assert info.value.auth_stat == R.AUTH_BADVERF
+    with pytest.raises(AuthError):
+        accept(AuthSys(), header(cred, R.opaque_auth(R.AUTH_NONE, b"xxxx")))
+
+
+def test_auth_none_is_anonymous() -> None:
+    result = accept(AuthNone(), header(NULL))
+    assert (result.cred.flavor, result.cred.uid, result.cred.gid) == (R.AUTH_NONE, NOBODY, NOBODY)
+    assert accept(AuthNone(7, 8), header(NULL)).cred.uid == 7
+    with pytest.raises(AuthError):
+        accept(AuthNone(), header(NULL, R.opaque_auth(R.AUTH_SYS, b"")))
+
+
+def test_identity_wrap_unwrap() -> None:
+    flavor = AuthSys()
+    acc = accept(flavor, header(AuthSysCred(1, 1).opaque_auth()))
+    args = memoryview(b"args")
+    assert asyncio.run(flavor.unwrap(acc, args)) is args
+    assert asyncio.run(flavor.wrap(acc, [b"res"])) == [b"res"]
+
+
+def test_registry_lookup_and_unknown_flavor() -> None:
+    reg = AuthRegistry.default()
+    assert reg.flavors() == [R.AUTH_NONE, R.AUTH_SYS]
+    assert isinstance(reg.lookup(R.AUTH_SYS), AuthSys)
+    with pytest.raises(AuthError) as info:
+        reg.lookup(R.RPCSEC_GSS)
+    assert info.value.auth_stat == R.AUTH_REJECTEDCRED
+    with pytest.raises(AuthError) as info:
+        AuthRegistry([AuthSys()], unknown_flavor_stat=R.AUTH_BADCRED).lookup(R.AUTH_NONE)
+    assert info.value.auth_stat == R.AUTH_BADCRED
+
+
+def test_registry_refuses_duplicates_and_accepts_plugins() -> None:
+    class Custom(AuthFlavor):
+        flavor = 390003
+
+        async def accept(self, call: CallHeader) -> Accepted:
+            return Accepted(Credential(self.flavor, 0, 0, principal="x@REALM"))
+
+    reg = AuthRegistry.default()
+    with pytest.raises(ValueError):
+        reg.register(AuthSys())
+    reg.register(Custom())
+    assert accept(reg.lookup(390003), header(NULL)).cred.principal == "x@REALM"
