@@ -1,0 +1,769 @@
+"""The NFSv4.0 state manager: client ids, leases, opens, share reservations and byte-range locks.
+
+Theory of operation
+-------------------
+Sans-IO: the manager is driven only by calls from the op layer; it never reads the time or
+randomness itself (`clock()` in seconds and `rng(n)` are injected) and owns no tasks or timers.
+It is not thread-safe: call it from one thread (the event loop) or serialise the calls.
+
+Clients (`state_clients`).  SETCLIENTID/SETCLIENTID_CONFIRM follow every case of RFC 7530
+§16.33.5/§16.34.5.  A client id is `boot_tag << 32 | counter`, and a stateid's 12-byte `other`
+is `clientid (8) | per-client index (4)`, so ids minted by another server boot are recognised
+at once (NFS4ERR_STALE_CLIENTID / NFS4ERR_STALE_STATEID, §9.6.2) and a stateid leads straight
+to its client without a global table.
+
+Leases (§9.5).  Each confirmed client has one expiry time, pushed forward by every operation
+that uses a valid client id or non-special stateid.  The server *announces* `lease_time`
+(the lease_time attribute) but *enforces* `lease_time * enforced_lease_factor`, so clients
+renewing on time are never cut off by delays.  Expiry is lazy: it is noticed when the client's
+own state is touched (the operation fails with NFS4ERR_EXPIRED), when another client's request
+meets its conflicting opens or locks, or when `sweep()` runs; a client whose lease is *pinned*
+(`pin`/`unpin` or `lease_held`, held by the COMPOUND that is using it) never expires, and
+unpinning renews it.  An expired or revoked client leaves a bounded tombstone so its ids get
+NFS4ERR_EXPIRED / NFS4ERR_ADMIN_REVOKED instead of NFS4ERR_BAD_STATEID.
+
+State-owners (§9.1.7-§9.1.9).  Seqid-bearing operations run in three steps in the op layer:
+get the owner (`open_owner` for OPEN, `owner_for_stateid` for CLOSE, OPEN_CONFIRM,
+OPEN_DOWNGRADE, LOCK and LOCKU), `owner.check_seqid(seqid, opnum)` (returns the stored reply
+of a retransmission, raises NFS4ERR_BAD_SEQID), run the operation, then
+`owner.record_result(seqid, result, status, opnum)` whatever the outcome; the seqid does not
+advance for the statuses §9.1.7 lists.  For LOCK with a new lock-owner, the open-owner's
+sequence governs replay and `lock_seqid` initialises the lock-owner (§16.10.5).
+New open-owners are unconfirmed until OPEN_CONFIRM (§9.1.11, §16.18); another OPEN on an
+unconfirmed owner that is not a retransmission, or a bad seqid, cancels its opens (§16.18.5).
+A CLOSEd stateid is retained until the owner's next sequenced request so that a retransmitted
+CLOSE is answered from the replay cache (§9.1.10.1).
+
+Opens and shares (§9.9-§9.11).  One `OpenState` per (open-owner, file); a second OPEN
+upgrades it to the union of the modes and bumps its seqid.  Share checks include the
+requester's own opens, as §9.9 requires.  I/O with the anonymous stateid (or the READ bypass
+stateid for writes) is refused with NFS4ERR_LOCKED by a conflicting deny reservation.
+
+Locks (`state_locks`).  One `LockState` per (lock-owner, open); POSIX range semantics with
+split, merge, upgrade and downgrade; conflicts across lock-owners give NFS4ERR_DENIED with
+the conflicting lock; blocking-lock fairness is described in `state_locks`.  Locks are
+advisory: I/O never checks them.
+
+Growth seams: `ClientStore` (stable storage of confirmed clients, reclaim permission) and
+`in_grace()` (reclaim-only grace period) are injected; courteous expiry would replace
+`_expired`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from pynfsd.nfs4 import errors as E
+from pynfsd.nfs4.state_clients import ClientTable
+from pynfsd.nfs4.state_locks import FileState, Waiter, apply_lock, count_locks, subtract
+from pynfsd.nfs4.state_owners import (
+    Client,
+    LockOwner,
+    LockState,
+    OpenOwner,
+    OpenState,
+    StateOwner,
+)
+from pynfsd.nfs4.state_types import (
+    ANONYMOUS_STATEID,
+    LOCK_TYPES,
+    OPEN4_SHARE_ACCESS_READ,
+    OPEN4_SHARE_ACCESS_WRITE,
+    READ_BYPASS_STATEID,
+    READ_LT,
+    WRITE_LT,
+    ByteRange,
+    ClientInfo,
+    ClientStore,
+    LockDenied,
+    NullClientStore,
+    OpenResult,
+    ReplayedResult,
+    StateCounts,
+    Stateid,
+    byte_range,
+    is_blocking_lock,
+    is_special_other,
+    is_write_lock,
+    seqid_earlier,
+)
+
+__all__ = [
+    "ANONYMOUS_STATEID",
+    "READ_BYPASS_STATEID",
+    "ClientInfo",
+    "ClientStore",
+    "LockDenied",
+    "OpenResult",
+    "ReplayedResult",
+    "StateCounts",
+    "StateManager",
+    "StateOwner",
+    "Stateid",
+]
+
+EXPIRED = E.NFS4ERR_EXPIRED.status
+ADMIN_REVOKED = E.NFS4ERR_ADMIN_REVOKED.status
+AnyState = OpenState | LockState
+
+
+def boot_tag_of(server_boot_id: bytes) -> int:
+    """The 32-bit tag of a server boot carried in every client id and stateid."""
+    tag = int.from_bytes(hashlib.blake2b(server_boot_id, digest_size=4).digest(), "big")
+    return tag ^ 1 if tag in (0, 0xFFFFFFFF) else tag  # never an all-zeros/ones prefix
+
+
+class StateManager:
+    """All NFSv4.0 locking state of one server boot (see the module docstring)."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        rng: Callable[[int], bytes],
+        lease_time: int = 90,
+        *,
+        server_boot_id: bytes,
+        enforced_lease_factor: float = 1.5,
+        store: ClientStore | None = None,
+        in_grace: Callable[[], bool] | None = None,
+        waiter_window: float | None = None,
+    ) -> None:
+        self.clock = clock
+        self.lease_time = lease_time
+        self.enforced_lease = lease_time * enforced_lease_factor
+        self.waiter_window = lease_time if waiter_window is None else waiter_window
+        self._store: ClientStore = store if store is not None else NullClientStore()
+        self._in_grace = in_grace if in_grace is not None else (lambda: False)
+        self.clients = ClientTable(
+            boot_tag_of(server_boot_id),
+            clock,
+            rng,
+            self.enforced_lease,
+            self._store,
+            self._drop_state,
+        )
+        self._files: dict[bytes, FileState] = {}
+
+    # -- client ids (§16.33, §16.34, §16.28) ----------------------------------------------
+
+    def setclientid(
+        self, verifier: bytes, ownerid: bytes, principal: str, callback: object, client_addr: str
+    ) -> tuple[int, bytes]:
+        """SETCLIENTID: returns (clientid, setclientid_confirm); may raise NFS4ERR_CLID_INUSE."""
+        self._expire_if_lapsed(self.clients.confirmed_by_name.get(ownerid))  # §9.1.2
+        res = self.clients.setclientid(verifier, ownerid, principal, callback, client_addr)
+        return res.clientid, res.confirm
+
+    def setclientid_confirm(self, clientid: int, confirm: bytes, principal: str) -> None:
+        """SETCLIENTID_CONFIRM; confirming a new incarnation drops the old one's state."""
+        unconf = self.clients.unconfirmed.get(clientid)
+        if unconf is not None:
+            self._expire_if_lapsed(self.clients.confirmed_by_name.get(unconf.ownerid))
+        self.clients.confirm(clientid, confirm, principal)
+
+    def renew(self, clientid: int, principal: str = "") -> None:
+        """RENEW (§16.28): NFS4ERR_STALE_CLIENTID or NFS4ERR_EXPIRED, else the lease is renewed.
+
+        `principal` is accepted for future policy but not enforced: clients may renew with
+        any credential (Linux uses whichever state-owner credential it has at hand).
+        """
+        self._client(clientid)
+
+    def pin(self, clientid: int) -> None:
+        """Hold the lease of `clientid` for an operation in progress: it cannot expire."""
+        self._client(clientid).pins += 1
+
+    def unpin(self, clientid: int) -> None:
+        client = self.clients.confirmed.get(clientid)
+        if client is not None and client.pins > 0:
+            client.pins -= 1
+            self._renew(client)
+
+    @contextmanager
+    def lease_held(self, clientid: int) -> Iterator[None]:
+        """`with state.lease_held(clientid):` pins the lease for the duration of a block."""
+        self.pin(clientid)
+        try:
+            yield
+        finally:
+            self.unpin(clientid)
+
+    def clientid_of(self, stateid: Stateid) -> int | None:
+        """The client id a non-special stateid belongs to (for pinning), or None."""
+        if len(stateid.other) != 12 or is_special_other(stateid.other):
+            return None
+        return int.from_bytes(stateid.other[:8], "big")
+
+    # -- state-owners (§9.1.7) ------------------------------------------------------------
+
+    def open_owner(self, clientid: int, owner: bytes, seqid: int) -> OpenOwner:
+        """The open-owner an OPEN with `seqid` is sequenced on (created if unknown, §9.1.9).
+
+        An unconfirmed owner is restarted unless this is a retransmission (§16.18.5).
+        """
+        client = self._client(clientid)
+        oo = client.open_owners.get(owner)
+        if oo is not None and (oo.cancelled or (not oo.confirmed and seqid != oo.last_seqid)):
+            self._release_open_owner(oo)
+            oo = None
+        if oo is None:
+            oo = client.open_owners[owner] = OpenOwner(client, owner)
+        oo.last_used = self.clock()
+        return oo
+
+    def owner_for_stateid(self, stateid: Stateid) -> StateOwner:
+        """The state-owner whose seqid sequences an operation on `stateid`.
+
+        Raises the stateid errors that do not depend on its seqid (STALE, BAD, EXPIRED,
+        ADMIN_REVOKED); the seqid itself is checked later by the operation (§9.1.9 order).
+        """
+        client, state = self._locate(stateid)
+        self._renew(client)
+        owner = state.owner
+        owner.last_used = self.clock()
+        return owner
+
+    # -- OPEN, OPEN_CONFIRM, OPEN_DOWNGRADE, CLOSE (§16.16, §16.18, §16.19, §16.2) ------------
+
+    def open(
+        self,
+        clientid: int,
+        owner: bytes,
+        file_key: bytes,
+        access: int,
+        deny: int,
+        *,
+        reclaim: bool = False,
+    ) -> OpenResult:
+        """OPEN's state part: share reservation check, new open or upgrade (§9.9, §9.11)."""
+        check_share_args(access, deny)
+        client = self._client(clientid)
+        self._check_grace(client, reclaim)
+        oo = client.open_owners.get(owner)
+        if oo is None or oo.cancelled:
+            oo = self.open_owner(clientid, owner, 0)
+        fs = self._live_file(file_key)
+        for other in fs.opens:  # §9.9: no exception for the same open-owner
+            if access & other.deny or deny & other.access:
+                raise E.NFS4ERR_SHARE_DENIED()
+        if reclaim:
+            oo.confirmed = True  # §9.1.11: MUST NOT require confirmation on reclaim
+        stateid = self._upgrade_or_create(oo, fs, file_key, access, deny)
+        return OpenResult(stateid, needs_confirm=not oo.confirmed)
+
+    def _upgrade_or_create(
+        self, oo: OpenOwner, fs: FileState, file_key: bytes, access: int, deny: int
+    ) -> Stateid:
+        os = oo.opens.get(file_key)
+        if os is not None:
+            os.access |= access
+            os.deny |= deny
+            os.modes |= mode_bit(access, deny)
+            return os.bump()  # §9.11: one open, union of the modes
+        client = oo.client
+        os = OpenState(
+            client.allocate_index(), 1, oo, file_key, access, deny, mode_bit(access, deny)
+        )
+        client.states[os.index] = os
+        oo.opens[file_key] = os
+        fs.opens.append(os)
+        return os.stateid()
+
+    def open_confirm(self, stateid: Stateid, file_key: bytes | None = None) -> Stateid:
+        """OPEN_CONFIRM (§16.18): confirm the open-owner; returns the bumped stateid."""
+        os = self._resolve(stateid, file_key, OpenState, unconfirmed_ok=True)
+        assert isinstance(os, OpenState)
+        if os.owner.confirmed:
+            raise E.NFS4ERR_BAD_STATEID("open-owner already confirmed")
+        os.owner.confirmed = True
+        return os.bump()
+
+    def open_downgrade(
+        self, stateid: Stateid, access: int, deny: int, file_key: bytes | None = None
+    ) -> Stateid:
+        """OPEN_DOWNGRADE (§16.19): modes must be the union of a subset of the OPENs."""
+        check_share_args(access, deny)
+        os = self._resolve(stateid, file_key, OpenState)
+        assert isinstance(os, OpenState)
+        if not is_union_of_subset(os.modes, access, deny):
+            raise E.NFS4ERR_INVAL("not a union of previous OPEN modes")  # §16.19.4
+        if not locks_fit_access(os, access):
+            raise E.NFS4ERR_LOCKS_HELD()  # §16.19.4
+        os.access, os.deny = access, deny
+        os.modes &= subset_mask(access, deny)
+        return os.bump()  # §9.11: MUST increment even when nothing changes
+
+    def close(self, stateid: Stateid, file_key: bytes | None = None) -> Stateid:
+        """CLOSE (§16.2): fails with NFS4ERR_LOCKS_HELD while any byte-range lock remains."""
+        os = self._resolve(stateid, file_key, OpenState)
+        assert isinstance(os, OpenState)
+        if any(ls.locks for ls in os.lock_states):
+            raise E.NFS4ERR_LOCKS_HELD()  # §16.2.4: MUST fail if locks would exist after
+        self._release_open(os)
+        oo = os.owner
+        if oo.closed is not None:
+            oo.client.states.pop(oo.closed.index, None)
+        oo.client.states[os.index] = os  # retained for a retransmitted CLOSE (§9.1.10.1)
+        oo.closed, oo.closed_fresh = os, True
+        return os.bump()
+
+    # -- I/O (§9.1.4.3-§9.1.4.6) ----------------------------------------------------------
+
+    def check_io_stateid(self, stateid: Stateid, file_key: bytes, write: bool) -> None:
+        """Validate the stateid of READ, WRITE or SETATTR(size) against the file's state.
+
+        A read is allowed under any open (write-only opens included, as clients read to fill
+        partial pages); a write needs OPEN4_SHARE_ACCESS_WRITE (NFS4ERR_OPENMODE).
+        """
+        if stateid.other == ANONYMOUS_STATEID.other:
+            if stateid.seqid != 0:
+                raise E.NFS4ERR_BAD_STATEID()  # §9.1.4.3
+            return self._check_anonymous(file_key, write)
+        if stateid.other == READ_BYPASS_STATEID.other:
+            if stateid.seqid != READ_BYPASS_STATEID.seqid:
+                raise E.NFS4ERR_BAD_STATEID()  # §9.1.4.3
+            return self._check_anonymous(file_key, write) if write else None
+        state = self._resolve(stateid, file_key, (OpenState, LockState))
+        os = state if isinstance(state, OpenState) else state.open
+        if write and not os.access & OPEN4_SHARE_ACCESS_WRITE:
+            raise E.NFS4ERR_OPENMODE()
+
+    def _check_anonymous(self, file_key: bytes, write: bool) -> None:
+        """Special stateids are refused by a conflicting deny reservation (§9.1.4.3, §9.10)."""
+        fs = self._files.get(file_key)
+        if fs is None:
+            return
+        self._reap(fs)
+        bit = OPEN4_SHARE_ACCESS_WRITE if write else OPEN4_SHARE_ACCESS_READ
+        if any(os.deny & bit for os in fs.opens):
+            raise E.NFS4ERR_LOCKED("denied by a share reservation")
+
+    # -- LOCK, LOCKT, LOCKU, RELEASE_LOCKOWNER (§16.10-§16.12, §16.37) ------------------------
+
+    def lock_new(
+        self,
+        open_stateid: Stateid,
+        lock_owner: bytes,
+        lock_seqid: int,
+        file_key: bytes,
+        locktype: int,
+        offset: int,
+        length: int,
+        *,
+        reclaim: bool = False,
+    ) -> Stateid:
+        """LOCK with new_lock_owner (open_to_lock_owner4); returns a lock stateid, seqid 1."""
+        rng = lock_args(locktype, offset, length)
+        os = self._resolve(open_stateid, file_key, OpenState)
+        assert isinstance(os, OpenState)
+        client = os.owner.client
+        self._check_grace(client, reclaim)
+        lo = client.lock_owners.get(lock_owner)
+        if lo is not None:
+            check_new_locker_seqid(lo, os, lock_seqid)
+        else:
+            lo = client.lock_owners[lock_owner] = LockOwner(client, lock_owner)
+        ls = LockState(client.allocate_index(), 1, lo, os)
+        try:
+            self._grant(ls, rng, locktype)
+        except E.NFS4Error:
+            lo.last_seqid = lock_seqid
+            if not lo.lock_states and lo.reply is None:
+                del client.lock_owners[lock_owner]
+            raise
+        lo.last_seqid = lock_seqid
+        self._attach(ls)
+        return ls.stateid()
+
+    def lock_existing(
+        self,
+        lock_stateid: Stateid,
+        file_key: bytes | None,
+        locktype: int,
+        offset: int,
+        length: int,
+        *,
+        reclaim: bool = False,
+    ) -> Stateid:
+        """LOCK with an existing lock-owner (exist_lock_owner4); returns the bumped stateid."""
+        rng = lock_args(locktype, offset, length)
+        ls = self._resolve(lock_stateid, file_key, LockState)
+        assert isinstance(ls, LockState)
+        self._check_grace(ls.owner.client, reclaim)
+        self._grant(ls, rng, locktype)
+        return ls.bump()
+
+    def lockt(
+        self,
+        clientid: int,
+        owner: bytes,
+        file_key: bytes,
+        locktype: int,
+        offset: int,
+        length: int,
+    ) -> None:
+        """LOCKT (§16.11): NFS4ERR_DENIED with the conflicting lock of another lock-owner."""
+        rng = lock_args(locktype, offset, length)
+        self._client(clientid)
+        if self._in_grace():
+            raise E.NFS4ERR_GRACE()
+        fs = self._files.get(file_key)
+        if fs is None:
+            return
+        self._reap(fs)
+        hit = fs.find_conflict(rng, is_write_lock(locktype), skip=(clientid, owner))
+        if hit is not None:
+            raise E.NFS4ERR_DENIED(value=denied(hit[0], hit[1].range, hit[1].write))
+
+    def locku(
+        self,
+        stateid: Stateid,
+        locktype: int,
+        offset: int,
+        length: int,
+        file_key: bytes | None = None,
+    ) -> Stateid:
+        """LOCKU (§16.12): unlock any sub-range (POSIX); returns the bumped lock stateid."""
+        rng = lock_args(locktype, offset, length)
+        ls = self._resolve(stateid, file_key, LockState)
+        assert isinstance(ls, LockState)
+        ls.locks = subtract(ls.locks, rng)
+        return ls.bump()
+
+    def release_lockowner(self, clientid: int, owner: bytes) -> None:
+        """RELEASE_LOCKOWNER (§16.37): NFS4ERR_LOCKS_HELD if it still holds any lock."""
+        client = self._client(clientid)
+        lo = client.lock_owners.get(owner)
+        if lo is None:
+            return
+        if any(ls.locks for ls in lo.lock_states):
+            raise E.NFS4ERR_LOCKS_HELD()  # §16.37.4
+        for ls in list(lo.lock_states):
+            self._release_lock_state(ls)
+        del client.lock_owners[owner]
+
+    def _grant(self, ls: LockState, rng: ByteRange, locktype: int) -> None:
+        """Grant `rng` to lock set `ls` or raise NFS4ERR_DENIED / NFS4ERR_OPENMODE."""
+        write = is_write_lock(locktype)
+        need = OPEN4_SHARE_ACCESS_WRITE if write else OPEN4_SHARE_ACCESS_READ
+        if not ls.open.access & need:
+            raise E.NFS4ERR_OPENMODE("lock type not allowed by the open's access")
+        fs = self._live_file(ls.open.file_key)
+        who = (ls.owner.client.clientid, ls.owner.owner)
+        hit = fs.find_conflict(rng, write, skip=who)
+        if hit is not None:
+            self._note_denied(fs, who, rng, locktype)
+            raise E.NFS4ERR_DENIED(value=denied(hit[0], hit[1].range, hit[1].write))
+        waiter = fs.preferred_waiter(who, rng, write, self.clock())
+        if waiter is not None:
+            self._note_denied(fs, who, rng, locktype)
+            raise E.NFS4ERR_DENIED(value=waiter_denied(waiter))  # §9.4 fairness
+        fs.remove_waiter(who)
+        ls.locks = apply_lock(ls.locks, rng, write)
+
+    def _note_denied(
+        self, fs: FileState, who: tuple[int, bytes], rng: ByteRange, locktype: int
+    ) -> None:
+        """Queue a denied blocking request; a denied non-blocking one leaves the queue (§9.4)."""
+        if is_blocking_lock(locktype):
+            expires = self.clock() + self.waiter_window
+            fs.add_waiter(Waiter(who[0], who[1], rng, is_write_lock(locktype), expires))
+        else:
+            fs.remove_waiter(who)
+
+    def _attach(self, ls: LockState) -> None:
+        ls.owner.client.states[ls.index] = ls
+        ls.owner.lock_states.append(ls)
+        ls.open.lock_states.append(ls)
+        self._file(ls.open.file_key).lock_states.append(ls)
+
+    # -- admin ----------------------------------------------------------------------------
+
+    def sweep(self) -> int:
+        """Expire lapsed leases and idle records; returns how many clients expired."""
+        now = self.clock()
+        expired = 0
+        for client in list(self.clients.confirmed.values()):
+            if self._expired(client, now):
+                self._expire(client, EXPIRED)
+                expired += 1
+            else:
+                self._sweep_owners(client, now)
+        self.clients.expire_unconfirmed(now)
+        for key, fs in list(self._files.items()):
+            fs.waiters = [w for w in fs.waiters if w.expires > now]
+            if fs.is_empty():
+                del self._files[key]
+        return expired
+
+    def _sweep_owners(self, client: Client, now: float) -> None:
+        """Cancel unconfirmed opens and forget owners idle for a lease (§16.18.5, §9.1.10)."""
+        idle_before = now - self.enforced_lease
+        for oo in list(client.open_owners.values()):
+            if oo.last_used <= idle_before and (not oo.confirmed or not oo.opens):
+                self._release_open_owner(oo)
+        for name, lo in list(client.lock_owners.items()):
+            if not lo.lock_states and lo.last_used <= idle_before:
+                del client.lock_owners[name]
+
+    def revoke_client(self, clientid: int) -> bool:
+        """Drop all state of a client; its stateids then give NFS4ERR_ADMIN_REVOKED (§9.8)."""
+        client = self.clients.confirmed.get(clientid)
+        if client is None:
+            return False
+        self._expire(client, ADMIN_REVOKED)
+        return True
+
+    def client_list(self) -> list[ClientInfo]:
+        """Every client record with its remaining (enforced) lease and state counts."""
+        now = self.clock()
+        records = [*self.clients.confirmed.values(), *self.clients.unconfirmed.values()]
+        return [client_info(c, now) for c in records]
+
+    def counts(self) -> StateCounts:
+        confirmed = self.clients.confirmed.values()
+        owners = [oo for c in confirmed for oo in c.open_owners.values()]
+        lock_sets = [
+            ls for c in confirmed for lo in c.lock_owners.values() for ls in lo.lock_states
+        ]
+        return StateCounts(
+            clients=len(self.clients.confirmed),
+            unconfirmed_clients=len(self.clients.unconfirmed),
+            open_owners=len(owners),
+            opens=sum(len(oo.opens) for oo in owners),
+            lock_states=len(lock_sets),
+            locks=count_locks(lock_sets),
+        )
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def _client(self, clientid: int) -> Client:
+        """The confirmed client for a clientid argument, renewed; or STALE/EXPIRED."""
+        client = self.clients.lookup(clientid)
+        if self._expired(client, self.clock()):
+            self._expire(client, EXPIRED)
+            raise E.NFS4ERR_EXPIRED()  # §9.5: the lease has lapsed
+        self._renew(client)
+        return client
+
+    def _renew(self, client: Client) -> None:
+        client.expires = self.clock() + self.enforced_lease  # §9.5
+
+    def _expired(self, client: Client, now: float) -> bool:
+        return client.pins == 0 and now >= client.expires
+
+    def _expire_if_lapsed(self, client: Client | None) -> None:
+        if client is not None and client.confirmed and self._expired(client, self.clock()):
+            self._expire(client, EXPIRED)
+
+    def _expire(self, client: Client, status: int) -> None:
+        self.clients.remove_confirmed(client)
+        self._drop_state(client, status)
+
+    def _drop_state(self, client: Client, status: int) -> None:
+        """Release every open, lock and waiter of `client`; tombstone its id if `status`."""
+        for oo in list(client.open_owners.values()):
+            self._release_open_owner(oo)
+        client.lock_owners.clear()
+        client.states.clear()
+        for fs in self._files.values():
+            if fs.waiters:
+                fs.remove_client_waiters(client.clientid)
+        if status:
+            self.clients.bury(client.clientid, status)
+        self._store.client_removed(client.ownerid)
+
+    def _check_grace(self, client: Client, reclaim: bool) -> None:
+        """Only reclaims during grace, and reclaims only during grace (§9.6.2)."""
+        if not reclaim:
+            if self._in_grace():
+                raise E.NFS4ERR_GRACE()
+        elif not self._in_grace() or not self._store.may_reclaim(client.ownerid):
+            raise E.NFS4ERR_NO_GRACE()
+
+    # -- stateid resolution (§9.1.4.4) -----------------------------------------------------
+
+    def _locate(self, stateid: Stateid) -> tuple[Client, AnyState]:
+        """Find the state behind a non-special stateid, ignoring its seqid."""
+        other = stateid.other
+        if len(other) != 12 or is_special_other(other):
+            raise E.NFS4ERR_BAD_STATEID()  # §9.1.4.4: special stateid not allowed here
+        clientid = int.from_bytes(other[:8], "big")
+        if not self.clients.is_this_boot(clientid):
+            raise E.NFS4ERR_STALE_STATEID()  # §9.1.4.4, §9.6.2
+        client = self.clients.confirmed.get(clientid)
+        if client is None:
+            raise tombstone_error(self.clients.tombstones.get(clientid))
+        if self._expired(client, self.clock()):
+            self._expire(client, EXPIRED)
+            raise E.NFS4ERR_EXPIRED()
+        state = client.states.get(int.from_bytes(other[8:], "big"))
+        if state is None:
+            raise E.NFS4ERR_BAD_STATEID()
+        return client, state
+
+    def _resolve(
+        self,
+        stateid: Stateid,
+        file_key: bytes | None,
+        kind: type[OpenState] | type[LockState] | tuple[type[OpenState], type[LockState]],
+        *,
+        unconfirmed_ok: bool = False,
+    ) -> AnyState:
+        """Validate a stateid for an operation, in the order of §9.1.4.4; renews the lease."""
+        client, state = self._locate(stateid)
+        open_state = state if isinstance(state, OpenState) else state.open
+        if file_key is not None and open_state.file_key != file_key:
+            raise E.NFS4ERR_BAD_STATEID("stateid is for another file")
+        if not isinstance(state, kind) or state.closed:
+            raise E.NFS4ERR_BAD_STATEID("wrong stateid type for this operation")
+        if open_state.owner.cancelled or (not open_state.owner.confirmed and not unconfirmed_ok):
+            raise E.NFS4ERR_BAD_STATEID("open not confirmed")  # §16.18.5
+        if stateid.seqid != state.seqid:
+            if seqid_earlier(stateid.seqid, state.seqid):
+                raise E.NFS4ERR_OLD_STATEID()
+            raise E.NFS4ERR_BAD_STATEID("stateid seqid from the future")
+        self._renew(client)
+        return state
+
+    # -- files ----------------------------------------------------------------------------
+
+    def _file(self, file_key: bytes) -> FileState:
+        fs = self._files.get(file_key)
+        if fs is None:
+            fs = self._files[file_key] = FileState()
+        return fs
+
+    def _live_file(self, file_key: bytes) -> FileState:
+        fs = self._file(file_key)
+        self._reap(fs)
+        return fs
+
+    def _reap(self, fs: FileState) -> None:
+        """Lazily expire lapsed clients and cancelled owners holding state on a file."""
+        now = self.clock()
+        holders = {os.owner.client for os in fs.opens}
+        holders.update(ls.owner.client for ls in fs.lock_states)
+        for client in holders:
+            if client.confirmed and self._expired(client, now):
+                self._expire(client, EXPIRED)
+        for os in [os for os in fs.opens if os.owner.cancelled]:
+            self._release_open_owner(os.owner)
+
+    def _release_open_owner(self, oo: OpenOwner) -> None:
+        for os in list(oo.opens.values()):
+            self._release_open(os)
+        if oo.closed is not None:
+            oo.client.states.pop(oo.closed.index, None)
+            oo.closed = None
+        if oo.client.open_owners.get(oo.owner) is oo:
+            del oo.client.open_owners[oo.owner]
+
+    def _release_open(self, os: OpenState) -> None:
+        for ls in list(os.lock_states):
+            self._release_lock_state(ls)
+        os.closed = True
+        os.owner.opens.pop(os.file_key, None)
+        os.owner.client.states.pop(os.index, None)
+        fs = self._files.get(os.file_key)
+        if fs is not None:
+            fs.opens.remove(os)
+            self._gc_file(os.file_key, fs)
+
+    def _release_lock_state(self, ls: LockState) -> None:
+        ls.locks = []
+        ls.owner.lock_states.remove(ls)
+        ls.open.lock_states.remove(ls)
+        ls.owner.client.states.pop(ls.index, None)
+        fs = self._files.get(ls.open.file_key)
+        if fs is not None:
+            fs.lock_states.remove(ls)
+            self._gc_file(ls.open.file_key, fs)
+
+    def _gc_file(self, file_key: bytes, fs: FileState) -> None:
+        if fs.is_empty() and self._files.get(file_key) is fs:
+            del self._files[file_key]
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def check_share_args(access: int, deny: int) -> None:
+    """OPEN/OPEN_DOWNGRADE modes must be one of the defined values (§16.16.6, §9.9)."""
+    if access not in (1, 2, 3) or deny not in (0, 1, 2, 3):
+        raise E.NFS4ERR_INVAL("bad share_access/share_deny")
+
+
+def mode_bit(access: int, deny: int) -> int:
+    return 1 << (access * 4 + deny)
+
+
+def subset_mask(access: int, deny: int) -> int:
+    """The `modes` bits of every (a, d) with a ⊆ access and d ⊆ deny."""
+    return sum(
+        mode_bit(a, d) for a in (1, 2, 3) for d in range(4) if a & ~access == 0 and d & ~deny == 0
+    )
+
+
+def is_union_of_subset(modes: int, access: int, deny: int) -> bool:
+    """True if (access, deny) is the union of some subset of the recorded OPEN modes."""
+    got_access = got_deny = 0
+    for a in (1, 2, 3):
+        for d in range(4):
+            if modes & subset_mask(access, deny) & mode_bit(a, d):
+                got_access |= a
+                got_deny |= d
+    return (got_access, got_deny) == (access, deny)
+
+
+def locks_fit_access(os: OpenState, access: int) -> bool:
+    """Held locks stay allowed by the downgraded access (write locks need write access)."""
+    for ls in os.lock_states:
+        for lock in ls.locks:
+            need = OPEN4_SHARE_ACCESS_WRITE if lock.write else OPEN4_SHARE_ACCESS_READ
+            if not access & need:
+                return False
+    return True
+
+
+def lock_args(locktype: int, offset: int, length: int) -> ByteRange:
+    if locktype not in LOCK_TYPES:
+        raise E.NFS4ERR_INVAL("bad lock type")
+    return byte_range(offset, length)
+
+
+def check_new_locker_seqid(lo: LockOwner, os: OpenState, lock_seqid: int) -> None:
+    """An existing lock-owner named as new: §16.10.5 cases for open_to_lock_owner4."""
+    if any(ls.open is os for ls in lo.lock_states):
+        raise E.NFS4ERR_BAD_SEQID("lock-owner already has state for this open")  # §16.10.5
+    if lo.lock_states and lo.check_seqid(lock_seqid) is not None:
+        raise E.NFS4ERR_BAD_SEQID("lock_seqid replays an old request")
+
+
+def denied(ls: LockState, rng: ByteRange, write: bool) -> LockDenied:
+    locktype = WRITE_LT if write else READ_LT
+    return LockDenied(rng.start, rng.length, locktype, ls.owner.client.clientid, ls.owner.owner)
+
+
+def waiter_denied(w: Waiter) -> LockDenied:
+    locktype = WRITE_LT if w.write else READ_LT
+    return LockDenied(w.range.start, w.range.length, locktype, w.clientid, w.owner)
+
+
+def tombstone_error(status: int | None) -> E.NFS4Error:
+    if status == ADMIN_REVOKED:
+        return E.NFS4ERR_ADMIN_REVOKED()  # §9.8
+    if status == EXPIRED:
+        return E.NFS4ERR_EXPIRED()  # §9.1.4.4: state lost to lease expiration
+    return E.NFS4ERR_BAD_STATEID()
+
+
+def client_info(c: Client, now: float) -> ClientInfo:
+    opens = sum(len(oo.opens) for oo in c.open_owners.values())
+    locks = count_locks(ls for lo in c.lock_owners.values() for ls in lo.lock_states)
+    left = max(0.0, c.expires - now)
+    return ClientInfo(
+        c.clientid, c.ownerid, c.principal, c.client_addr, c.confirmed, left, opens, locks
+    )

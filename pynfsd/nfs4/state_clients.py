@@ -1,0 +1,180 @@
+"""Client id negotiation: SETCLIENTID and SETCLIENTID_CONFIRM (RFC 7530 §16.33, §16.34).
+
+Client records are indexed by the client id string x (`nfs_client_id4.id`, "ownerid") and by
+the shorthand client id c.  There is at most one confirmed and one unconfirmed record per x.
+A confirmed record is replaced only by SETCLIENTID_CONFIRM of a newer unconfirmed record,
+which drops the old incarnation's state (§16.34.5, §9.1.1) through the `drop` callback.
+
+Client ids are `boot_tag << 32 | counter`: ids handed out before a restart carry another boot
+tag and get NFS4ERR_STALE_CLIENTID.  Clients whose state was dropped for lease expiry or
+revocation leave a small bounded tombstone so that their ids get NFS4ERR_EXPIRED (stateids:
+NFS4ERR_EXPIRED / NFS4ERR_ADMIN_REVOKED) rather than a misleading STALE/BAD error.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+from pynfsd.nfs4 import errors as E
+from pynfsd.nfs4.state_owners import Client
+from pynfsd.nfs4.state_types import ClientStore, SetClientIdResult
+
+MAX_TOMBSTONES = 4096
+MAX_UNCONFIRMED = 4096
+
+
+class ClientTable:
+    """The client records of one server boot (§16.33.5 notation in the comments)."""
+
+    def __init__(
+        self,
+        boot_tag: int,
+        clock: Callable[[], float],
+        rng: Callable[[int], bytes],
+        lease: float,
+        store: ClientStore,
+        drop: Callable[[Client, int], None],
+    ) -> None:
+        self.boot_tag = boot_tag
+        self._clock = clock
+        self._rng = rng
+        self._lease = lease
+        self._store = store
+        self._drop = drop  # drop(client, status): release its state, leave a tombstone
+        self._next = 1
+        self.confirmed: dict[int, Client] = {}
+        self.unconfirmed: dict[int, Client] = {}
+        self.confirmed_by_name: dict[bytes, Client] = {}
+        self.unconfirmed_by_name: dict[bytes, Client] = {}
+        self.tombstones: OrderedDict[int, int] = OrderedDict()
+
+    # -- ids ------------------------------------------------------------------------------
+
+    def new_clientid(self) -> int:
+        clientid = self.boot_tag << 32 | self._next
+        self._next = self._next % 0xFFFFFFFF + 1
+        return clientid
+
+    def new_confirm(self, *avoid: bytes) -> bytes:
+        """A fresh setclientid_confirm verifier, different from `avoid` (t != s)."""
+        while True:
+            confirm = self._rng(8)
+            if confirm not in avoid:
+                return confirm
+
+    def is_this_boot(self, clientid: int) -> bool:
+        return clientid >> 32 == self.boot_tag
+
+    def bury(self, clientid: int, status: int) -> None:
+        self.tombstones[clientid] = status
+        while len(self.tombstones) > MAX_TOMBSTONES:
+            self.tombstones.popitem(last=False)
+
+    # -- SETCLIENTID ----------------------------------------------------------------------
+
+    def setclientid(
+        self,
+        verifier: bytes,
+        ownerid: bytes,
+        principal: str,
+        callback: object,
+        client_addr: str,
+    ) -> SetClientIdResult:
+        """Process SETCLIENTID { v, x, k } per every case of §16.33.5 (the DRC is the RPC layer's)."""
+        conf = self.confirmed_by_name.get(ownerid)
+        if conf is not None and conf.principal != principal and conf.has_state():
+            raise E.NFS4ERR_CLID_INUSE(value=client_address(conf))  # §16.33.5, §9.1.2
+        old_unconf = self.unconfirmed_by_name.pop(ownerid, None)
+        if old_unconf is not None:
+            del self.unconfirmed[old_unconf.clientid]  # any unconfirmed record for x is replaced
+        if conf is not None and conf.verifier == verifier and conf.principal == principal:
+            clientid = conf.clientid  # same v: probable callback update, keep c
+        else:
+            clientid = self.new_clientid()  # new client, reboot (v != u) or replacement: d != c
+        avoid = [r.confirm for r in (conf, old_unconf) if r is not None]
+        record = Client(
+            clientid, ownerid, verifier, principal, callback, client_addr, self.new_confirm(*avoid)
+        )
+        record.expires = self._clock() + self._lease  # unconfirmed records are not kept forever
+        self._add_unconfirmed(record)
+        return SetClientIdResult(clientid, record.confirm)
+
+    def _add_unconfirmed(self, record: Client) -> None:
+        if len(self.unconfirmed) >= MAX_UNCONFIRMED:
+            oldest = next(iter(self.unconfirmed.values()))
+            self._forget_unconfirmed(oldest)
+        self.unconfirmed[record.clientid] = record
+        self.unconfirmed_by_name[record.ownerid] = record
+
+    def _forget_unconfirmed(self, record: Client) -> None:
+        self.unconfirmed.pop(record.clientid, None)
+        if self.unconfirmed_by_name.get(record.ownerid) is record:
+            del self.unconfirmed_by_name[record.ownerid]
+
+    # -- SETCLIENTID_CONFIRM --------------------------------------------------------------
+
+    def confirm(self, clientid: int, confirm: bytes, principal: str) -> Client:
+        """Process SETCLIENTID_CONFIRM { c, s } per every case of §16.34.5."""
+        conf = self.confirmed.get(clientid)
+        unconf = self.unconfirmed.get(clientid)
+        for record in (unconf, conf):
+            if record is not None and record.principal != principal:
+                raise E.NFS4ERR_CLID_INUSE(value=client_address(record))  # §16.34.5
+        if unconf is None or unconf.confirm != confirm:
+            if conf is not None and conf.confirm == confirm:
+                return conf  # retry of a confirm whose reply was lost: state intact
+            raise E.NFS4ERR_STALE_CLIENTID()  # no record { *, *, c, *, s }
+        if conf is not None:
+            self._forget_unconfirmed(unconf)
+            return self._update_callback(conf, unconf)
+        return self._confirm_new(unconf)
+
+    def _update_callback(self, conf: Client, unconf: Client) -> Client:
+        """Unconfirmed { v, x, c, k, s } + confirmed { v, x, c, l, t }: take k, keep state."""
+        conf.callback = unconf.callback
+        conf.confirm = unconf.confirm
+        conf.client_addr = unconf.client_addr
+        return conf
+
+    def _confirm_new(self, unconf: Client) -> Client:
+        """No confirmed c: confirm { *, x, c, k, s }; an old confirmed { *, x, d, *, t } goes."""
+        old = self.confirmed_by_name.get(unconf.ownerid)
+        if old is not None:
+            if old.principal != unconf.principal and old.has_state():
+                raise E.NFS4ERR_CLID_INUSE(value=client_address(old))  # §9.1.2
+            self.remove_confirmed(old)
+            self._drop(old, 0)  # §16.34.5: MUST remove x's relevant leased state
+        self._forget_unconfirmed(unconf)
+        unconf.confirmed = True
+        unconf.expires = self._clock() + self._lease
+        self.confirmed[unconf.clientid] = unconf
+        self.confirmed_by_name[unconf.ownerid] = unconf
+        self._store.client_confirmed(unconf.ownerid, unconf.principal)
+        return unconf
+
+    def remove_confirmed(self, client: Client) -> None:
+        self.confirmed.pop(client.clientid, None)
+        if self.confirmed_by_name.get(client.ownerid) is client:
+            del self.confirmed_by_name[client.ownerid]
+
+    # -- lookup ---------------------------------------------------------------------------
+
+    def lookup(self, clientid: int) -> Client:
+        """The confirmed client for `clientid`, or the error §9.1.2/§9.6 prescribes."""
+        client = self.confirmed.get(clientid)
+        if client is not None:
+            return client
+        if clientid in self.tombstones:
+            raise E.NFS4ERR_EXPIRED()  # its lease expired or it was revoked
+        raise E.NFS4ERR_STALE_CLIENTID()  # another boot, unconfirmed, or long forgotten
+
+    def expire_unconfirmed(self, now: float) -> None:
+        for record in [r for r in self.unconfirmed.values() if r.expires <= now]:
+            self._forget_unconfirmed(record)
+
+
+def client_address(client: Client) -> tuple[str, str]:
+    """The clientaddr4 (r_netid, r_addr) payload of NFS4ERR_CLID_INUSE."""
+    netid = "tcp6" if ":" in client.client_addr else "tcp"
+    return (netid, client.client_addr)

@@ -1,0 +1,180 @@
+"""State records of the NFSv4.0 state manager: clients, state-owners, opens and lock sets.
+
+These are slotted records with no behaviour beyond their own invariants; the rules that
+span records live in `pynfsd.nfs4.state`.  The one piece of protocol here is the state-owner
+seqid machine of RFC 7530 §9.1.7/§9.1.8: `check_seqid` before executing a seqid-bearing
+operation, `record_result` after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pynfsd.nfs4 import errors as E
+from pynfsd.nfs4.state_types import (
+    NON_ADVANCING_STATUSES,
+    ByteRange,
+    ReplayedResult,
+    Stateid,
+    next_seqid,
+)
+
+
+@dataclass(slots=True, eq=False)
+class Client:
+    """One client record { v, x, c, k, s } of §16.33.5, confirmed or not, and its state."""
+
+    clientid: int
+    ownerid: bytes
+    verifier: bytes
+    principal: str
+    callback: object
+    client_addr: str
+    confirm: bytes
+    confirmed: bool = False
+    expires: float = 0.0
+    pins: int = 0
+    open_owners: dict[bytes, OpenOwner] = field(default_factory=dict)
+    lock_owners: dict[bytes, LockOwner] = field(default_factory=dict)
+    states: dict[int, OpenState | LockState] = field(default_factory=dict)
+    next_index: int = 1
+
+    def has_state(self) -> bool:
+        """True when the client holds opens or locks (what §9.1.2 calls "state")."""
+        return any(not s.closed for s in self.states.values() if isinstance(s, OpenState))
+
+    def stateid_other(self, index: int) -> bytes:
+        """`other` = clientid (boot tag + counter) + per-client index: unique per server."""
+        return self.clientid.to_bytes(8, "big") + index.to_bytes(4, "big")
+
+    def allocate_index(self) -> int:
+        index = self.next_index
+        self.next_index += 1
+        return index
+
+
+@dataclass(slots=True, eq=False)
+class StateOwner:
+    """An open-owner or lock-owner: (clientid, opaque owner) with its seqid and last reply."""
+
+    client: Client
+    owner: bytes
+    last_seqid: int | None = None
+    reply: ReplayedResult | None = None
+    last_used: float = 0.0
+
+    def check_seqid(self, seqid: int, opnum: int = 0) -> ReplayedResult | None:
+        """Check the seqid of a request before executing it (§9.1.7).
+
+        Returns None when the request is the next in sequence (or the owner has no sequence
+        yet, §9.1.9), the stored reply when it is a retransmission of the last request, and
+        raises NFS4ERR_BAD_SEQID otherwise.
+        """
+        if self.last_seqid is None or seqid == next_seqid(self.last_seqid):
+            return None
+        reply = self.reply
+        if seqid == self.last_seqid and reply is not None and reply.seqid == seqid:
+            if opnum and reply.opnum and opnum != reply.opnum:
+                raise E.NFS4ERR_BAD_SEQID("replayed seqid with another operation")  # §9.1.9
+            return reply
+        self.on_bad_seqid()
+        raise E.NFS4ERR_BAD_SEQID(f"seqid {seqid}, last {self.last_seqid}")  # §9.1.7
+
+    def record_result(self, seqid: int, result: object, status: int, opnum: int = 0) -> None:
+        """Remember the reply to a request; the seqid advances unless §9.1.7 exempts `status`."""
+        if status in NON_ADVANCING_STATUSES:
+            return
+        self.last_seqid = seqid
+        self.reply = ReplayedResult(seqid, result, status, opnum)
+        self.on_advance()
+
+    def on_bad_seqid(self) -> None:
+        return None
+
+    def on_advance(self) -> None:
+        return None
+
+
+@dataclass(slots=True, eq=False)
+class OpenOwner(StateOwner):
+    """An open-owner (§9.1.1); new ones are unconfirmed until OPEN_CONFIRM (§9.1.11)."""
+
+    confirmed: bool = False
+    cancelled: bool = False
+    opens: dict[bytes, OpenState] = field(default_factory=dict)
+    closed: OpenState | None = None  # the last CLOSEd stateid, kept for replay (§9.1.10.1)
+    closed_fresh: bool = False
+
+    def on_bad_seqid(self) -> None:
+        if not self.confirmed:
+            self.cancelled = True  # §16.18.4: the original OPEN will not be confirmed
+
+    def on_advance(self) -> None:
+        """A new validly sequenced request ends the retention of a closed stateid."""
+        if self.closed is not None and not self.closed_fresh:
+            self.client.states.pop(self.closed.index, None)
+            self.closed = None
+        self.closed_fresh = False
+
+
+@dataclass(slots=True, eq=False)
+class LockOwner(StateOwner):
+    """A lock-owner (§9.1.5) and its lock sets, one per open it locked under."""
+
+    lock_states: list[LockState] = field(default_factory=list)
+
+
+@dataclass(slots=True, eq=False)
+class OpenState:
+    """The open of one file by one open-owner (§9.1.4.1), with its share reservation.
+
+    `modes` is a 16-bit set of the (access, deny) pairs of the OPENs merged into this open,
+    bit (access * 4 + deny), for the OPEN_DOWNGRADE subset rule of §16.19.4.
+    """
+
+    index: int
+    seqid: int
+    owner: OpenOwner
+    file_key: bytes
+    access: int
+    deny: int
+    modes: int = 0
+    lock_states: list[LockState] = field(default_factory=list)
+    closed: bool = False
+
+    def stateid(self) -> Stateid:
+        return Stateid(self.seqid, self.owner.client.stateid_other(self.index))
+
+    def bump(self) -> Stateid:
+        self.seqid = next_seqid(self.seqid)  # §9.1.4.2
+        return self.stateid()
+
+
+@dataclass(frozen=True, slots=True)
+class HeldLock:
+    """One granted byte range of a lock set."""
+
+    range: ByteRange
+    write: bool
+
+
+@dataclass(slots=True, eq=False)
+class LockState:
+    """The byte-range locks of one lock-owner on one file under one open (§9.1.4.1)."""
+
+    index: int
+    seqid: int
+    owner: LockOwner
+    open: OpenState
+    locks: list[HeldLock] = field(default_factory=list)
+
+    @property
+    def closed(self) -> bool:
+        return self.open.closed
+
+    def stateid(self) -> Stateid:
+        return Stateid(self.seqid, self.owner.client.stateid_other(self.index))
+
+    def bump(self) -> Stateid:
+        self.seqid = next_seqid(self.seqid)  # §9.1.4.2
+        return self.stateid()
