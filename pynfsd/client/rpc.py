@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass
+from typing import cast
 
 from pynfsd.gen import rpc as R
 from pynfsd.rpc.record import MAX_FRAGMENT, RecordError, RecordReader, record_buffers
@@ -163,8 +164,7 @@ class _Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -205,8 +205,7 @@ class RpcClient:
         client = cls(cred, xid_start)
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_connection(lambda: _Protocol(client, max_record), host, port)
-        assert isinstance(transport, asyncio.Transport)
-        client._transport = transport
+        client._transport = cast(asyncio.Transport, transport)
         return client
 
     def next_xid(self) -> int:

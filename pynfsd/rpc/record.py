@@ -118,6 +118,13 @@ class RecordReader:
         raise self._failed
 
 
+def marker(length: int, last: bool = True) -> bytes:
+    """A fragment marker (RFC 5531 §11)."""
+    if not 0 <= length <= MAX_FRAGMENT:
+        raise ValueError("fragment length out of range")
+    return _MARKER.pack((LAST_FRAGMENT if last else 0) | length)
+
+
 def record_buffers(
     payload: bytes | bytearray | memoryview, max_fragment: int = MAX_FRAGMENT
 ) -> list[bytes | bytearray | memoryview]:

@@ -1,0 +1,290 @@
+"""The asyncio skin over the sans-IO RPC core: a TCP server (RFC 5531 §11 record marking).
+
+Theory of operation: each connection owns a `RecordReader`; every complete record becomes its
+own task running `RpcServer.handle_call`, so many calls are outstanding at once and replies
+go out in completion order.  Reading pauses while the transport's write buffer is above its
+high-water mark, while `max_outstanding` calls are running, or while decoded records wait
+for a slot; it resumes when all three clear.  A record marker announcing more than
+`max_record` bytes (or too many fragments) aborts that connection only.
+
+Per-connection memory is therefore bounded by roughly: `max_record` (reader) + one read
+chunk of queued records + `max_outstanding` calls in progress + `write_high` + one reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import cast
+
+from pynfsd.rpc.record import RecordError, RecordReader, marker
+from pynfsd.rpc.server import Buffer, ConnInfo, RpcServer
+
+log = logging.getLogger(__name__)
+
+ALL_ADDRESSES = ("0.0.0.0", "::")
+
+
+def install_event_loop() -> bool:
+    """Use uvloop's event loop policy when it is installed; return whether it is."""
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+DEFAULT_MAX_RECORD = (1 << 20) + (64 << 10)
+DEFAULT_MAX_FRAGMENTS = 64
+DEFAULT_MAX_OUTSTANDING = 64
+DEFAULT_WRITE_HIGH = 4 << 20
+DEFAULT_WRITE_LOW = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_record: int = DEFAULT_MAX_RECORD
+    max_fragments: int = DEFAULT_MAX_FRAGMENTS
+    max_outstanding: int = DEFAULT_MAX_OUTSTANDING
+    write_high: int = DEFAULT_WRITE_HIGH
+    write_low: int = DEFAULT_WRITE_LOW
+
+
+def normalize_addr(sockaddr: object) -> tuple[str, int]:
+    """(ip, port) from a socket address; IPv4-mapped IPv6 addresses become plain IPv4."""
+    if not isinstance(sockaddr, tuple) or len(sockaddr) < 2:
+        return ("", 0)
+    host, port = str(sockaddr[0]), int(sockaddr[1])
+    if host.startswith("::ffff:") and "." in host:
+        host = host[len("::ffff:") :]
+    return host, port
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: framing, task per call, flow control."""
+
+    def __init__(self, owner: RpcTcpServer) -> None:
+        self.owner = owner
+        self.limits = owner.limits
+        self.reader = RecordReader(self.limits.max_record, self.limits.max_fragments)
+        self.queued: deque[bytes] = deque()
+        self.outstanding = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.write_paused = False
+        self.read_paused = False
+        self.closed = False
+        self.transport: asyncio.Transport | None = None
+        self.info = ConnInfo(("", 0))
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        peer = normalize_addr(transport.get_extra_info("peername"))
+        self.info = ConnInfo(peer, normalize_addr(transport.get_extra_info("sockname")))
+        self.transport.set_write_buffer_limits(high=self.limits.write_high, low=self.limits.write_low)
+        self.owner._connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            records = self.reader.feed(data)
+        except RecordError as e:
+            log.warning("closing connection from %s port %d: %s", *self.info.peer, e)
+            self.abort()
+            return
+        self.queued.extend(records)
+        self._pump()
+
+    def _pump(self) -> None:
+        while self.queued and self.outstanding < self.limits.max_outstanding and not self.closed:
+            self.outstanding += 1
+            task = asyncio.get_running_loop().create_task(self._serve(self.queued.popleft()))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        self._flow()
+
+    def _flow(self) -> None:
+        busy = self.write_paused or bool(self.queued)
+        busy = busy or self.outstanding >= self.limits.max_outstanding
+        if self.transport is None or self.closed or busy == self.read_paused:
+            return
+        self.read_paused = busy
+        if busy:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+
+    async def _serve(self, record: bytes) -> None:
+        try:
+            reply = await self.owner.rpc.handle_call(record, self.info)
+            if reply is not None and not self.closed and self.transport is not None:
+                self.transport.writelines(_framed(reply))
+        finally:
+            self.outstanding -= 1
+            self._pump()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self._flow()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._flow()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.queued.clear()
+        self.owner._connections.discard(self)
+
+
+def _framed(parts: list[Buffer]) -> list[Buffer]:
+    return [marker(sum(len(p) for p in parts)), *parts]
+
+
+class RpcTcpServer:
+    """Listening sockets plus their connections; from `serve()`."""
+
+    def __init__(self, rpc: RpcServer, limits: Limits) -> None:
+        self.rpc = rpc
+        self.limits = limits
+        self._servers: list[asyncio.Server] = []
+        self._connections: set[_Connection] = set()
+
+    async def _listen(self, sockets: list[socket.socket]) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in sockets:
+            server = await loop.create_server(lambda: _Connection(self), sock=sock)
+            self._servers.append(server)
+            log.info("listening for RPC on %s port %d", *normalize_addr(sock.getsockname()))
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return [s for server in self._servers for s in server.sockets]  # type: ignore[misc]
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [normalize_addr(s.getsockname()) for s in self.sockets]
+
+    @property
+    def port(self) -> int:
+        return self.addresses[0][1]
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    def close(self) -> None:
+        """Stop listening, abort every connection and cancel calls in progress."""
+        for server in self._servers:
+            server.close()
+        for conn in list(self._connections):
+            for task in conn.tasks:
+                task.cancel()
+            conn.abort()
+
+    async def wait_closed(self) -> None:
+        for server in self._servers:
+            await server.wait_closed()
+        tasks = [t for conn in list(self._connections) for t in conn.tasks]
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> RpcTcpServer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+def _resolve(hosts: Sequence[str]) -> list[tuple[socket.AddressFamily, str]]:
+    out: list[tuple[socket.AddressFamily, str]] = []
+    for host in hosts:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, _, _, _, sockaddr in infos:
+            item = (family, str(sockaddr[0]))
+            if item not in out:
+                out.append(item)
+    return out
+
+
+def _bind_one(family: socket.AddressFamily, addr: str, port: int, v6only: bool) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
+        sock.bind((addr, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_sockets(hosts: Sequence[str], port: int, *, optional_v6: bool = False) -> list[socket.socket]:
+    """Listening sockets for every address of `hosts`, all on the same port.
+
+    With both IPv4 and IPv6 addresses, IPv6 sockets are IPV6_V6ONLY so they do not collide
+    with the IPv4 ones; a lone IPv6 wildcard stays dual-stack.  Port 0 picks one ephemeral
+    port for all sockets (retrying if the other family has it taken).
+    """
+    addrs = _resolve(hosts)
+    v6only = any(family == socket.AF_INET for family, _ in addrs)
+    for _attempt in range(20):
+        try:
+            return _bind_all(addrs, port, v6only, optional_v6)
+        except OSError as e:
+            if port != 0 or e.errno != errno.EADDRINUSE:
+                raise
+    raise OSError(errno.EADDRINUSE, "could not find a free port for every address")
+
+
+def _bind_all(
+    addrs: list[tuple[socket.AddressFamily, str]], port: int, v6only: bool, optional_v6: bool
+) -> list[socket.socket]:
+    socks: list[socket.socket] = []
+    try:
+        for family, addr in addrs:
+            try:
+                sock = _bind_one(family, addr, port, v6only)
+            except OSError as e:
+                if not (optional_v6 and family == socket.AF_INET6 and socks):
+                    raise
+                log.warning("not listening on %s: %s", addr, e)
+                continue
+            socks.append(sock)
+            port = sock.getsockname()[1]
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+async def serve(
+    rpc: RpcServer,
+    host: str | Sequence[str] | None,
+    port: int,
+    *,
+    max_record: int = DEFAULT_MAX_RECORD,
+    max_fragments: int = DEFAULT_MAX_FRAGMENTS,
+    max_outstanding_per_conn: int = DEFAULT_MAX_OUTSTANDING,
+    write_high: int = DEFAULT_WRITE_HIGH,
+    write_low: int = DEFAULT_WRITE_LOW,
+) -> RpcTcpServer:
+    """Listen on `host` (None, "" or "*": every IPv4 and IPv6 address) and serve `rpc`."""
+    wildcard = host in (None, "", "*")
+    hosts = ALL_ADDRESSES if wildcard else [host] if isinstance(host, str) else list(host or ())
+    limits = Limits(max_record, max_fragments, max_outstanding_per_conn, write_high, write_low)
+    server = RpcTcpServer(rpc, limits)
+    await server._listen(bind_sockets(hosts, port, optional_v6=wildcard))
+    return server

@@ -1,0 +1,274 @@
+"""Loopback integration: the TCP transport, the dispatcher and the client together."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import struct
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from pynfsd.client.rpc import (
+    AuthRejected,
+    AuthSysCred,
+    ConnectionClosed,
+    GarbageArgsError,
+    ProcUnavail,
+    ProgMismatch,
+    ProgUnavail,
+    RpcClient,
+    RpcMismatch,
+    SystemErr,
+    decode_reply,
+    encode_call,
+)
+from pynfsd.gen import rpc as R
+from pynfsd.rpc.auth import AuthRegistry
+from pynfsd.rpc.errors import GarbageArgs
+from pynfsd.rpc.record import marker
+from pynfsd.rpc.server import RpcCall, RpcServer
+from pynfsd.rpc.transport import RpcTcpServer, install_event_loop, serve
+
+PROG = 0x20000099
+CRED = AuthSysCred(1000, 1000, (1000, 10), "tester")
+
+try:
+    import uvloop
+
+    LOOPS: list[Callable[[], asyncio.AbstractEventLoop]] = [
+        asyncio.new_event_loop,
+        uvloop.new_event_loop,
+    ]
+except ImportError:  # pragma: no cover - uvloop is optional
+    LOOPS = [asyncio.new_event_loop]
+
+
+@pytest.fixture(params=LOOPS, ids=lambda f: f.__module__.split(".")[0])
+def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, None]], None]:
+    def runner(coro: Coroutine[Any, Any, None]) -> None:
+        with asyncio.Runner(loop_factory=request.param) as r:
+            r.run(asyncio.wait_for(coro, 60))
+
+    return runner
+
+
+class Toy:
+    """prog 0x20000099: 1 echo, 2 wait for the gate, 3 open the gate, 4 sleep, 5 big, 6 bad."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.active = 0
+        self.max_active = 0
+        self.calls = 0
+        self.peers: list[tuple[str, int]] = []
+
+    def server(self) -> RpcServer:
+        rpc = RpcServer(AuthRegistry.default())
+        procs: dict[int, Callable[[RpcCall], Awaitable[bytes]]] = {
+            1: self.echo, 2: self.wait, 3: self.open, 4: self.sleep, 5: self.big, 6: self.bad,
+            7: self.crash,
+        }
+        rpc.register(PROG, 1, procs)
+        rpc.register(PROG, 2, procs)
+        return rpc
+
+    async def echo(self, call: RpcCall) -> bytes:
+        self.calls += 1
+        self.peers.append(call.peer)
+        return bytes(call.args)
+
+    async def wait(self, call: RpcCall) -> bytes:
+        self.calls += 1
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        await self.gate.wait()
+        self.active -= 1
+        return b"waited!!"
+
+    async def open(self, call: RpcCall) -> bytes:
+        self.gate.set()
+        return b""
+
+    async def sleep(self, call: RpcCall) -> bytes:
+        (ms,) = struct.unpack(">I", call.args[:4])
+        await asyncio.sleep(ms / 1000)
+        return bytes(call.args)
+
+    async def big(self, call: RpcCall) -> bytes:
+        self.calls += 1
+        return b"\xab" * (256 << 10)
+
+    async def bad(self, call: RpcCall) -> bytes:
+        raise GarbageArgs()
+
+    async def crash(self, call: RpcCall) -> bytes:
+        raise KeyError("crash")
+
+
+async def started(toy: Toy, **kw: Any) -> RpcTcpServer:
+    return await serve(toy.server(), "127.0.0.1", 0, **kw)
+
+
+def test_concurrent_calls_out_of_order(run: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+    async def main() -> None:
+        toy = Toy()
+        async with await started(toy) as server:
+            client = await RpcClient.connect("127.0.0.1", server.port, cred=CRED)
+            waiting = asyncio.ensure_future(client.call(PROG, 1, 2))
+            while toy.active == 0:
+                await asyncio.sleep(0.001)
+            assert await client.call(PROG, 1, 1, b"next") == b"next"  # overtakes the first
+            assert not waiting.done() and not toy.gate.is_set()
+            assert await client.call(PROG, 1, 3) == b""
+            assert await waiting == b"waited!!"
+            rng = random.Random(7)
+            args = [struct.pack(">II", rng.randrange(5), i) for i in range(300)]
+            results = await asyncio.gather(*(client.call(PROG, 1, 4, a) for a in args))
+            assert results == args
+            client.close()
+
+    run(main())
+
+
+def test_every_rejection_over_tcp(run: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+    async def main() -> None:
+        async with await started(Toy()) as server:
+            c = await RpcClient.connect("127.0.0.1", server.port, cred=CRED)
+            assert await c.call(PROG, 1, 0) == b""
+            with pytest.raises(ProgUnavail):
+                await c.call(PROG + 1, 1, 0)
+            with pytest.raises(ProgMismatch) as mismatch:
+                await c.call(PROG, 9, 0)
+            assert (mismatch.value.low, mismatch.value.high) == (1, 2)
+            with pytest.raises(ProcUnavail):
+                await c.call(PROG, 1, 42)
+            with pytest.raises(GarbageArgsError):
+                await c.call(PROG, 1, 6)
+            with pytest.raises(SystemErr):
+                await c.call(PROG, 1, 7)
+            with pytest.raises(AuthRejected) as auth:
+                await c.call(PROG, 1, 1, cred=R.opaque_auth(R.AUTH_SYS, b"short"))
+            assert auth.value.auth_stat == R.AUTH_BADCRED
+            xid = c.next_xid()
+            reply = await c.call_record(xid, encode_call(xid, PROG, 1, 0, rpcvers=1))
+            with pytest.raises(RpcMismatch):
+                decode_reply(reply)
+            assert await c.call(PROG, 1, 1, b"ok!!") == b"ok!!"  # connection still fine
+            c.close()
+
+    run(main())
+
+
+def test_multi_fragment_call(run: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+    async def main() -> None:
+        async with await started(Toy()) as server:
+            c = await RpcClient.connect("127.0.0.1", server.port)
+            c.max_fragment = 50
+            payload = bytes(range(256)) * 4
+            assert await c.call(PROG, 1, 1, payload) == payload  # 22 fragments
+            c.max_fragment = 5
+            with pytest.raises(ConnectionClosed):  # > 64 fragments: the server hangs up
+                await c.call(PROG, 1, 1, payload)
+
+    run(main())
+
+
+def test_oversized_marker_closes_only_that_connection(
+    run: Callable[[Coroutine[Any, Any, None]], None],
+) -> None:
+    async def main() -> None:
+        async with await started(Toy(), max_record=4096) as server:
+            good = await RpcClient.connect("127.0.0.1", server.port)
+            bad = await RpcClient.connect("127.0.0.1", server.port)
+            bad.send_raw(marker(0x7FFFFFF0))
+            await bad.wait_closed()
+            with pytest.raises(ConnectionClosed):
+                await bad.call(PROG, 1, 0)
+            assert await good.call(PROG, 1, 1, b"\0" * 4000) == b"\0" * 4000
+            good.close()
+
+    run(main())
+
+
+def test_outstanding_cap_pauses_reading(run: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+    async def main() -> None:
+        toy = Toy()
+        async with await started(toy, max_outstanding_per_conn=3) as server:
+            c = await RpcClient.connect("127.0.0.1", server.port)
+            calls = [asyncio.ensure_future(c.call(PROG, 1, 2)) for _ in range(20)]
+            while toy.active < 3:
+                await asyncio.sleep(0.001)
+            other = await RpcClient.connect("127.0.0.1", server.port)
+            assert await other.call(PROG, 1, 3) == b""  # opens the gate from another connection
+            assert await asyncio.gather(*calls) == [b"waited!!"] * 20
+            assert toy.max_active <= 3
+            c.close()
+            other.close()
+
+    run(main())
+
+
+def test_write_backpressure(run: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+    async def main() -> None:
+        toy = Toy()
+        async with await started(toy, write_high=64 << 10, write_low=16 << 10) as server:
+            c = await RpcClient.connect("127.0.0.1", server.port)
+            assert c._transport is not None
+            c._transport.pause_reading()  # a client that stops reading its replies
+            calls = [asyncio.ensure_future(c.call(PROG, 1, 5)) for _ in range(60)]
+            conn = next(iter(server._connections))
+            while not conn.read_paused:
+                await asyncio.sleep(0.005)
+            assert conn.write_paused and toy.calls < 60
+            c._transport.resume_reading()
+            replies = await asyncio.gather(*calls)
+            assert all(len(r) == 256 << 10 for r in replies) and toy.calls == 60
+            c.close()
+
+    run(main())
+
+
+def test_ipv4_and_ipv6_on_one_port(run: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+    async def main() -> None:
+        toy = Toy()
+        async with await serve(toy.server(), ["127.0.0.1", "::1"], 0) as server:
+            families = {s.family for s in server.sockets}
+            assert families == {socket.AF_INET, socket.AF_INET6}
+            assert len({port for _, port in server.addresses}) == 1
+            for host in ("127.0.0.1", "::1"):
+                c = await RpcClient.connect(host, server.port)
+                assert await c.call(PROG, 1, 1, b"abcd") == b"abcd"
+                c.close()
+            assert [peer[0] for peer in toy.peers] == ["127.0.0.1", "::1"]
+
+    run(main())
+
+
+def test_all_addresses_and_lone_v6_wildcard(run: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+    async def main() -> None:
+        toy = Toy()
+        async with await serve(toy.server(), None, 0) as server:
+            hosts = {host for host, _ in server.addresses}
+            assert "0.0.0.0" in hosts and len({p for _, p in server.addresses}) == 1
+            c = await RpcClient.connect("127.0.0.1", server.port)
+            assert await c.call(PROG, 1, 1) == b""
+            c.close()
+        async with await serve(toy.server(), "::", 0) as server:  # dual-stack socket
+            c = await RpcClient.connect("127.0.0.1", server.port)
+            assert await c.call(PROG, 1, 1) == b""
+            c.close()
+        assert toy.peers[-1][0] == "127.0.0.1"  # v4-mapped address normalised
+
+    run(main())
+
+
+def test_install_event_loop() -> None:
+    policy = asyncio.get_event_loop_policy()
+    try:
+        installed = install_event_loop()
+        assert installed == (type(asyncio.get_event_loop_policy()).__module__.startswith("uvloop"))
+    finally:
+        asyncio.set_event_loop_policy(policy)
