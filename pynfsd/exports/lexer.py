@@ -85,7 +85,7 @@ class _LineLexer:
             elif ch == "\\":
                 buf += self.escape()
             else:
-                buf += ch.encode("utf-8", "surrogateescape")
+                buf += self.encode(ch)
                 self.pos += 1
         if quoted:
             raise self.error("unterminated quote", start)
@@ -102,7 +102,14 @@ class _LineLexer:
         if self.pos + 1 >= len(self.line):
             raise self.error("backslash at end of input", self.pos)
         self.pos += 2
-        return self.line[self.pos - 1].encode("utf-8", "surrogateescape")
+        return self.encode(self.line[self.pos - 1])
+
+    def encode(self, ch: str) -> bytes:
+        """A character as file-system bytes (surrogate escapes become their raw byte)."""
+        try:
+            return ch.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise self.error(f"invalid character {ch!r}", self.pos) from None
 
 
 def tokenize(text: str, filename: str) -> Iterator[list[Token]]:

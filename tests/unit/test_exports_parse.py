@@ -248,6 +248,8 @@ def test_client_kinds(text: str, kind: str, network: str | None) -> None:
         ("/a h \\\n  h2(bad)", 2, "unknown option 'bad'"),
         ("/a h \\\n  \\\n /b", 3, "bad network '/b'"),
         ("/srv\\777 *", 1, "bad octal"),
+        ("/srv\n/a\ud800 *", 2, "invalid character"),
+        ("/srv\n/a\\\ud800 *", 2, "invalid character"),
     ],
 )
 def test_errors_name_file_and_line(text: str, lineno: int, message: str) -> None:
