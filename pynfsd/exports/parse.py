@@ -164,6 +164,8 @@ def _parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     address = _parse_address(addr_text)
     if address is None or mask == "":
         raise OptionError(f"bad network {text!r}")
+    if address.version == 4 and ":" in addr_text and mask.isdigit():
+        mask = str(int(mask) - 96)  # ::ffff:a.b.c.d/104 is the IPv4 network a.b.c.d/8
     try:
         return ipaddress.ip_network(f"{address}/{mask}", strict=False)
     except ValueError:
