@@ -1,0 +1,111 @@
+"""A bounded, thread-safe LRU cache of open file descriptors, keyed by handle.
+
+Each entry holds an ``O_PATH`` descriptor for the object and, lazily, an I/O descriptor
+(regular files). Users borrow entries (reference counted); an entry evicted or invalidated
+while borrowed is closed only when its last borrower returns it, so a descriptor is never
+closed (and its number reused for another file) under a running read or write.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+
+
+class CachedObject:
+    """Descriptors of one object; ``fd`` is ``O_PATH``, ``io_fd`` is -1 until opened."""
+
+    __slots__ = ("key", "fd", "io_fd", "io_writable", "ino", "refs", "dead")
+
+    def __init__(self, key: bytes, fd: int, ino: int) -> None:
+        self.key = key
+        self.fd = fd
+        self.io_fd = -1
+        self.io_writable = False
+        self.ino = ino
+        self.refs = 0
+        self.dead = False
+
+    def close(self) -> None:
+        for fd in (self.fd, self.io_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self.io_fd = -1
+
+
+class FdCache:
+    """LRU of ``CachedObject`` with at most ``capacity`` entries (two fds each at most)."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = max(1, capacity)
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[bytes, CachedObject] = OrderedDict()
+
+    def get(self, key: bytes) -> CachedObject | None:
+        """Borrow the entry for ``key`` if cached."""
+        with self._lock:
+            obj = self._entries.get(key)
+            if obj is not None:
+                self._entries.move_to_end(key)
+                obj.refs += 1
+            return obj
+
+    def put(self, key: bytes, fd: int, ino: int) -> CachedObject:
+        """Cache ``fd`` (ownership passes to the cache) and borrow the entry for ``key``."""
+        with self._lock:
+            obj = self._entries.get(key)
+            if obj is not None:
+                os.close(fd)  # another thread cached the same object first
+            else:
+                obj = self._entries[key] = CachedObject(key, fd, ino)
+                self._evict()
+            obj.refs += 1
+            return obj
+
+    def release(self, obj: CachedObject) -> None:
+        """Return a borrowed entry."""
+        with self._lock:
+            obj.refs -= 1
+            if obj.dead and obj.refs == 0:
+                obj.close()
+
+    def io_fd(self, obj: CachedObject, opener: Callable[[int], tuple[int, bool]]) -> int:
+        """The entry's I/O descriptor, opened once with ``opener(fd) -> (fd, writable)``."""
+        with self._lock:
+            if obj.io_fd < 0:
+                obj.io_fd, obj.io_writable = opener(obj.fd)
+            return obj.io_fd
+
+    def _drop(self, obj: CachedObject) -> None:
+        """Remove from the table; close now or when the last borrower is done."""
+        self._entries.pop(obj.key, None)
+        obj.dead = True
+        if obj.refs == 0:
+            obj.close()
+
+    def _evict(self) -> None:
+        while len(self._entries) > self._capacity:
+            oldest = next(iter(self._entries.values()))
+            self._drop(oldest)
+
+    def invalidate(self, key: bytes) -> None:
+        with self._lock:
+            obj = self._entries.get(key)
+            if obj is not None:
+                self._drop(obj)
+
+    def invalidate_ino(self, ino: int) -> None:
+        """Drop entries for inode ``ino`` (after its last link is removed)."""
+        with self._lock:
+            for obj in [o for o in self._entries.values() if o.ino == ino]:
+                self._drop(obj)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def close_all(self) -> None:
+        with self._lock:
+            for obj in list(self._entries.values()):
+                self._drop(obj)

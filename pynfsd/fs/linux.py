@@ -1,0 +1,96 @@
+"""Linux system calls the standard library lacks, through ctypes.
+
+``name_to_handle_at``/``open_by_handle_at`` (persistent file handles), ``getdents64``
+(directory offsets usable as cookies), and the ``AT_EMPTY_PATH`` forms of ``fchownat``,
+``utimensat`` and ``linkat`` that act on ``O_PATH`` descriptors, symlinks included.
+Every failure raises ``OSError`` with the errno the kernel returned.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+from typing import Final
+
+AT_EMPTY_PATH: Final = 0x1000
+AT_SYMLINK_NOFOLLOW: Final = 0x100
+MAX_HANDLE_SZ: Final = 128
+UTIME_NOW: Final = (1 << 30) - 1
+UTIME_OMIT: Final = (1 << 30) - 2
+_DIRENT = struct.Struct("<QqHB")  # d_ino, d_off, d_reclen, d_type; then the name
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _FileHandle(ctypes.Structure):
+    _fields_ = [
+        ("handle_bytes", ctypes.c_uint),
+        ("handle_type", ctypes.c_int),
+        ("f_handle", ctypes.c_ubyte * MAX_HANDLE_SZ),
+    ]
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def _check(ret: int) -> int:
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return ret
+
+
+def name_to_handle_at(dirfd: int, name: bytes, flags: int) -> tuple[int, bytes]:
+    """The kernel handle ``(type, bytes)`` of ``name`` relative to ``dirfd``."""
+    fh = _FileHandle()
+    fh.handle_bytes = MAX_HANDLE_SZ
+    mount_id = ctypes.c_int()
+    _check(_libc.name_to_handle_at(dirfd, name, ctypes.byref(fh), ctypes.byref(mount_id), flags))
+    return fh.handle_type, bytes(fh.f_handle[: fh.handle_bytes])
+
+
+def handle_of_fd(fd: int) -> tuple[int, bytes]:
+    """The kernel handle of the object ``fd`` refers to (``O_PATH`` descriptors work)."""
+    return name_to_handle_at(fd, b"", AT_EMPTY_PATH)
+
+
+def open_by_handle_at(mount_fd: int, handle_type: int, handle: bytes, flags: int) -> int:
+    """Open the object a kernel handle names (needs CAP_DAC_READ_SEARCH)."""
+    if len(handle) > MAX_HANDLE_SZ:
+        raise OSError(22, os.strerror(22))
+    fh = _FileHandle()
+    fh.handle_bytes = len(handle)
+    fh.handle_type = handle_type
+    ctypes.memmove(fh.f_handle, handle, len(handle))
+    return _check(_libc.open_by_handle_at(mount_fd, ctypes.byref(fh), flags))
+
+
+def getdents64(fd: int, bufsize: int = 32768) -> list[tuple[bytes, int, int]]:
+    """One ``getdents64`` call: ``(name, d_off, d_ino)`` for each entry; empty at the end."""
+    buf = ctypes.create_string_buffer(bufsize)
+    n = _check(_libc.syscall(217, fd, buf, bufsize))  # SYS_getdents64 on x86_64
+    raw, out, pos = buf.raw[:n], [], 0
+    while pos < n:
+        ino, off, reclen, _ = _DIRENT.unpack_from(raw, pos)
+        name_end = raw.index(b"\0", pos + _DIRENT.size)
+        out.append((raw[pos + _DIRENT.size : name_end], off, ino))
+        pos += reclen
+    return out
+
+
+def fchown_empty(fd: int, uid: int, gid: int) -> None:
+    """``fchownat(fd, "", uid, gid, AT_EMPTY_PATH)``: chown the object itself, no following."""
+    _check(_libc.fchownat(fd, b"", uid, gid, AT_EMPTY_PATH))
+
+
+def utimens_empty(fd: int, atime: tuple[int, int], mtime: tuple[int, int]) -> None:
+    """``utimensat(fd, "", times, AT_EMPTY_PATH)``; each time is ``(sec, nsec)``."""
+    times = (_Timespec * 2)(_Timespec(*atime), _Timespec(*mtime))
+    _check(_libc.utimensat(fd, b"", times, AT_EMPTY_PATH))
+
+
+def link_empty(fd: int, dst_dirfd: int, name: bytes) -> None:
+    """``linkat(fd, "", dst_dirfd, name, AT_EMPTY_PATH)``: hard-link the object ``fd`` names."""
+    _check(_libc.linkat(fd, b"", dst_dirfd, name, AT_EMPTY_PATH))

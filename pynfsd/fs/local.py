@@ -1,0 +1,529 @@
+"""Backend over a real directory tree (Linux, run as root).
+
+Theory of operation
+-------------------
+Handles wrap the kernel's own persistent file handles (``name_to_handle_at``), so they
+survive server restarts and go stale only when the object is removed; ``open_by_handle_at``
+turns them back into descriptors. Each handle carries an HMAC (``handles.HandleCodec``)
+bound to the export root, so clients cannot forge handles to objects elsewhere on the disk.
+
+Confinement: every operation starts from a descriptor, never a path. Names are single
+components (``names.check_name``), opened with ``*at`` calls relative to the directory's
+descriptor and ``O_NOFOLLOW``; symlinks are never followed. A directory opened from a
+handle is checked to lie under the export root by walking ``..`` descriptors up to the
+root's (dev, ino); ``parent()`` of the root is ENOENT. Objects on other filesystems (mount
+points inside the export) are not reachable (``EXDEV`` from lookup, omitted by readdir).
+Limitation (as knfsd without subtree_check): a non-directory moved out of the export by a
+local user stays reachable through a handle issued earlier.
+
+Descriptors are cached (``fdcache.FdCache``): ``O_PATH`` for every object plus an I/O
+descriptor for regular files, reopened through ``/proc/self/fd``. Objects whose link count
+dropped to zero are reported ``ESTALE`` and evicted.
+
+readdir cookies are the filesystem's own ``getdents64`` ``d_off`` positions plus 3 (so never
+0, 1 or 2), as knfsd uses them: on ext4 they are hash positions that stay valid while the
+directory changes. The change attribute is described in ``change``.
+
+Ownership race: a new directory, symlink or node is created by root and then chowned
+through a descriptor opened by name; the descriptor is checked to be a root-owned object of
+the created type before the chown, so a concurrent rename cannot make us chown a user's
+object.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pynfsd.fs import linux, statedir
+from pynfsd.fs.backend import (
+    SET_TO_NOW,
+    Attrs,
+    Backend,
+    DirEntry,
+    FileType,
+    FsStat,
+    TimeArg,
+)
+from pynfsd.fs.change import ChangeTracker
+from pynfsd.fs.fdcache import CachedObject, FdCache
+from pynfsd.fs.handles import HandleCodec
+from pynfsd.fs.names import check_name, check_target, oserror
+
+O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+COOKIE_BIAS = 3  # cookie = d_off + 3: never 0, 1 or 2 (RFC 7530 section 16.24.4)
+MAX_OFFSET = (1 << 63) - 1
+MAX_DEPTH = 4096
+_TYPES = {
+    stat.S_IFREG: FileType.REG, stat.S_IFDIR: FileType.DIR, stat.S_IFBLK: FileType.BLK,
+    stat.S_IFCHR: FileType.CHR, stat.S_IFLNK: FileType.LNK, stat.S_IFSOCK: FileType.SOCK,
+    stat.S_IFIFO: FileType.FIFO,
+}  # fmt: skip
+_NODE_FMT = {
+    FileType.BLK: stat.S_IFBLK, FileType.CHR: stat.S_IFCHR, FileType.SOCK: stat.S_IFSOCK,
+    FileType.FIFO: stat.S_IFIFO,
+}  # fmt: skip
+_STALE = (errno.ESTALE, errno.ENOENT, errno.EINVAL, errno.EOVERFLOW)
+
+
+def _proc(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+def _file_type(st: os.stat_result) -> FileType:
+    return _TYPES[stat.S_IFMT(st.st_mode)]
+
+
+def _require_dir(st: os.stat_result) -> None:
+    if not stat.S_ISDIR(st.st_mode):
+        raise oserror(errno.ENOTDIR)
+
+
+def _require_file(st: os.stat_result) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise oserror(errno.EISDIR)
+    if not stat.S_ISREG(st.st_mode):
+        raise oserror(errno.EINVAL, "not a regular file")
+
+
+def _open_io(fd: int) -> tuple[int, bool]:
+    """Reopen an ``O_PATH`` descriptor of a regular file for I/O (read-only if must be)."""
+    try:
+        return os.open(_proc(fd), os.O_RDWR | os.O_CLOEXEC), True
+    except OSError as e:
+        if e.errno not in (errno.EROFS, errno.ETXTBSY, errno.EACCES, errno.EPERM):
+            raise
+        return os.open(_proc(fd), os.O_RDONLY | os.O_CLOEXEC), False
+
+
+def _timespec(t: TimeArg) -> tuple[int, int]:
+    if t is None:
+        return 0, linux.UTIME_OMIT
+    if t is SET_TO_NOW:
+        return 0, linux.UTIME_NOW
+    return divmod(int(t), 1_000_000_000)  # type: ignore[arg-type]
+
+
+class LocalBackend(Backend):
+    """The directory ``root_path`` as a backend; persistent state lives in ``state_dir``."""
+
+    def __init__(self, root_path: str, state_dir: str, cache_size: int = 256) -> None:
+        self._root_fd = os.open(root_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(self._root_fd)
+            self._root_id = (st.st_dev, st.st_ino)
+            root_type, root_fh = linux.handle_of_fd(self._root_fd)
+            os.makedirs(state_dir, mode=0o700, exist_ok=True)
+            self._codec = HandleCodec(
+                statedir.load_or_create_key(state_dir), root_type.to_bytes(4, "little") + root_fh
+            )
+            self._root_h = self._codec.encode(root_type, root_fh)
+            os.close(linux.open_by_handle_at(self._root_fd, root_type, root_fh, O_PATH))
+            self._changes = ChangeTracker(statedir.next_boot_count(state_dir))
+        except BaseException:
+            os.close(self._root_fd)
+            raise
+        self._cache = FdCache(cache_size)
+
+    # -- handles and descriptors ---------------------------------------------------------
+
+    def _open_handle(self, h: bytes) -> tuple[int, os.stat_result]:
+        """Open the object of ``h`` (``O_PATH``) and check it is live and inside the export."""
+        handle_type, kernel_handle = self._codec.decode(h)
+        try:
+            fd = linux.open_by_handle_at(self._root_fd, handle_type, kernel_handle, O_PATH)
+        except OSError as e:
+            if e.errno in _STALE:
+                raise oserror(errno.ESTALE) from e
+            raise
+        try:
+            st = os.fstat(fd)
+            if st.st_nlink == 0 or st.st_dev != self._root_id[0]:
+                raise oserror(errno.ESTALE)
+            if stat.S_ISDIR(st.st_mode) and not self._inside_root(fd):
+                raise oserror(errno.ESTALE, "directory outside the export")
+            return fd, st
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _inside_root(self, fd: int) -> bool:
+        """Whether directory ``fd`` is the root or below it, walking ``..`` descriptors."""
+        cur, st = fd, os.fstat(fd)
+        try:
+            for _ in range(MAX_DEPTH):
+                if (st.st_dev, st.st_ino) == self._root_id:
+                    return True
+                up = os.open("..", O_PATH | os.O_DIRECTORY, dir_fd=cur)
+                if cur != fd:
+                    os.close(cur)
+                cur, prev, st = up, st, os.fstat(up)
+                if (st.st_dev, st.st_ino) == (prev.st_dev, prev.st_ino):
+                    return False  # reached the filesystem root
+            return False
+        finally:
+            if cur != fd:
+                os.close(cur)
+
+    @contextmanager
+    def _borrow(self, h: bytes) -> Iterator[CachedObject]:
+        obj = self._cache.get(h)
+        if obj is None:
+            fd, st = self._open_handle(h)
+            obj = self._cache.put(h, fd, st.st_ino)
+        try:
+            yield obj
+        finally:
+            self._cache.release(obj)
+
+    def _live(self, obj: CachedObject) -> os.stat_result:
+        """``fstat`` of a cached object; ESTALE (and evict) once it has been removed."""
+        st = os.fstat(obj.fd)
+        if st.st_nlink == 0:
+            self._cache.invalidate(obj.key)
+            raise oserror(errno.ESTALE)
+        return st
+
+    @contextmanager
+    def _dir(self, h: bytes) -> Iterator[tuple[CachedObject, os.stat_result]]:
+        with self._borrow(h) as obj:
+            st = self._live(obj)
+            _require_dir(st)
+            yield obj, st
+
+    def _publish(self, fd: int, st: os.stat_result) -> tuple[bytes, Attrs]:
+        """Handle and attributes of the object ``fd``; the cache takes ownership of ``fd``."""
+        try:
+            h = self._codec.encode(*linux.handle_of_fd(fd))
+        except BaseException:
+            os.close(fd)
+            raise
+        self._cache.release(self._cache.put(h, fd, st.st_ino))
+        return h, self._attrs(st)
+
+    def _attrs(self, st: os.stat_result) -> Attrs:
+        rdev = (os.major(st.st_rdev), os.minor(st.st_rdev))
+        return Attrs(
+            _file_type(st), stat.S_IMODE(st.st_mode), st.st_nlink, st.st_uid, st.st_gid,
+            st.st_size, st.st_blocks * 512, rdev, st.st_ino, st.st_atime_ns, st.st_mtime_ns,
+            st.st_ctime_ns, self._changes.observe(st.st_ino, st.st_ctime_ns),
+        )  # fmt: skip
+
+    def _open_child(self, dir_fd: int, name: bytes) -> tuple[int, os.stat_result]:
+        """``O_PATH`` descriptor and stat of ``name`` in ``dir_fd`` (not following links)."""
+        fd = os.open(check_name(name), O_PATH, dir_fd=dir_fd)
+        st = os.fstat(fd)
+        if st.st_dev != self._root_id[0]:
+            os.close(fd)
+            raise oserror(errno.EXDEV, "mount point")
+        return fd, st
+
+    def _modified(self, st: os.stat_result) -> None:
+        self._changes.bump(st.st_ino, st.st_ctime_ns)
+
+    # -- Backend: lookups ----------------------------------------------------------------
+
+    def root(self) -> bytes:
+        return self._root_h
+
+    def getattr(self, h: bytes) -> Attrs:
+        with self._borrow(h) as obj:
+            return self._attrs(self._live(obj))
+
+    def lookup(self, dir_h: bytes, name: bytes) -> tuple[bytes, Attrs]:
+        with self._dir(dir_h) as (d, _):
+            return self._publish(*self._open_child(d.fd, name))
+
+    def parent(self, dir_h: bytes) -> tuple[bytes, Attrs]:
+        with self._dir(dir_h) as (d, st):
+            if (st.st_dev, st.st_ino) == self._root_id:
+                raise oserror(errno.ENOENT, "parent of the export root")
+            fd = os.open("..", O_PATH | os.O_DIRECTORY, dir_fd=d.fd)
+            if not self._inside_root(fd):
+                os.close(fd)
+                raise oserror(errno.ESTALE, "directory moved out of the export")
+            return self._publish(fd, os.fstat(fd))
+
+    def readlink(self, h: bytes) -> bytes:
+        with self._borrow(h) as obj:
+            if not stat.S_ISLNK(self._live(obj).st_mode):
+                raise oserror(errno.EINVAL, "not a symlink")
+            return os.readlink(b"", dir_fd=obj.fd)
+
+    def statfs(self, h: bytes) -> FsStat:
+        with self._borrow(h) as obj:
+            v = os.fstatvfs(obj.fd)
+            return FsStat(
+                v.f_blocks * v.f_frsize, v.f_bfree * v.f_frsize, v.f_bavail * v.f_frsize,
+                v.f_files, v.f_ffree, v.f_favail, v.f_namemax,
+            )  # fmt: skip
+
+    # -- Backend: readdir ----------------------------------------------------------------
+
+    def _verifier(self, dir_h: bytes) -> bytes:
+        return self._codec.mac(b"readdir\0" + dir_h)[:8]
+
+    def _dir_entry(self, dir_fd: int, name: bytes, d_off: int) -> DirEntry | None:
+        """The entry for ``name``, or None if it vanished or is a mount point."""
+        try:
+            fd, st = self._open_child(dir_fd, name)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.EXDEV):
+                return None
+            raise
+        try:
+            h = self._codec.encode(*linux.handle_of_fd(fd))
+        finally:
+            os.close(fd)
+        return DirEntry(name, d_off + COOKIE_BIAS, h, self._attrs(st))
+
+    def _scan(self, fd: int, max_entries: int) -> tuple[list[DirEntry], bool]:
+        out: list[DirEntry] = []
+        while batch := linux.getdents64(fd):
+            for name, d_off, _ in batch:
+                if name in (b".", b".."):
+                    continue
+                if len(out) >= max_entries:
+                    return out, False
+                entry = self._dir_entry(fd, name, d_off)
+                if entry is not None:
+                    out.append(entry)
+        return out, True
+
+    def readdir(
+        self, dir_h: bytes, cookie: int, verifier: bytes, max_entries: int
+    ) -> tuple[list[DirEntry], bool, bytes]:
+        mine = self._verifier(dir_h)
+        if cookie in (1, 2) or cookie < 0 or cookie - COOKIE_BIAS > MAX_OFFSET:
+            raise oserror(errno.EINVAL, "bad readdir cookie")  # NFS4ERR_BAD_COOKIE
+        if verifier != bytes(8) and verifier != mine:
+            raise oserror(errno.EINVAL, "bad readdir verifier")
+        with self._dir(dir_h) as (d, _):
+            fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=d.fd)
+            try:
+                if cookie:
+                    os.lseek(fd, cookie - COOKIE_BIAS, os.SEEK_SET)
+                entries, eof = self._scan(fd, max_entries)
+            finally:
+                os.close(fd)
+        return entries, eof, mine
+
+    # -- Backend: I/O --------------------------------------------------------------------
+
+    def _io(self, obj: CachedObject) -> tuple[int, os.stat_result]:
+        st = self._live(obj)
+        _require_file(st)
+        return self._cache.io_fd(obj, _open_io), st
+
+    def read(self, h: bytes, offset: int, count: int) -> tuple[bytes, bool]:
+        with self._borrow(h) as obj:
+            fd, _ = self._io(obj)
+            if offset > MAX_OFFSET:
+                return b"", True
+            data = os.pread(fd, count, offset)
+            return data, offset + len(data) >= os.fstat(fd).st_size
+
+    def write(self, h: bytes, offset: int, data: bytes, sync: bool) -> int:
+        with self._borrow(h) as obj:
+            fd, st = self._io(obj)
+            if not obj.io_writable:
+                os.close(_open_io(obj.fd)[0])  # raises the reason it is read-only
+                raise oserror(errno.EROFS)
+            if offset + len(data) > MAX_OFFSET:
+                raise oserror(errno.EFBIG)
+            done = 0
+            while done < len(data):
+                done += os.pwrite(fd, data[done:], offset + done)
+            if sync:
+                os.fsync(fd)  # RFC 7530 section 16.36.4: FILE_SYNC4 data and metadata stable
+            if done:
+                self._modified(st)
+            return done
+
+    def commit(self, h: bytes) -> None:
+        with self._borrow(h) as obj:
+            fd, _ = self._io(obj)
+            os.fsync(fd)  # RFC 7530 section 16.3.4: stable storage before the reply
+
+    # -- Backend: creation ---------------------------------------------------------------
+
+    def _existing_file(self, dir_fd: int, name: bytes) -> tuple[bytes, Attrs, bool]:
+        fd, st = self._open_child(dir_fd, name)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            codes = {stat.S_IFDIR: errno.EISDIR, stat.S_IFLNK: errno.ELOOP}
+            raise oserror(codes.get(stat.S_IFMT(st.st_mode), errno.EINVAL), repr(name))
+        return (*self._publish(fd, st), False)
+
+    def _new_file(self, dir_fd: int, name: bytes, mode: int, uid: int, gid: int) -> int:
+        """Create ``name`` exclusively and return its ``O_PATH`` descriptor."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(check_name(name), flags, 0o600, dir_fd=dir_fd)
+        try:
+            os.fchown(fd, uid, gid)
+            os.fchmod(fd, mode & 0o7777)
+            return os.open(_proc(fd), os.O_PATH | os.O_CLOEXEC)
+        finally:
+            os.close(fd)
+
+    def create_file(
+        self, dir_h: bytes, name: bytes, mode: int, uid: int, gid: int, exclusive: bool
+    ) -> tuple[bytes, Attrs, bool]:
+        with self._dir(dir_h) as (d, dst):
+            for _ in range(8):
+                try:
+                    fd = self._new_file(d.fd, name, mode, uid, gid)
+                except FileExistsError:
+                    if exclusive:
+                        raise
+                    try:
+                        return self._existing_file(d.fd, name)
+                    except FileNotFoundError:
+                        continue  # removed meanwhile: try creating again
+                self._modified(dst)
+                return (*self._publish(fd, os.fstat(fd)), True)
+            raise oserror(errno.EAGAIN)
+
+    def _adopt(self, dir_fd: int, name: bytes, ifmt: int, mode: int | None, uid: int,
+               gid: int) -> tuple[bytes, Attrs]:
+        """Give a just-created root-owned ``name`` its owner and mode; see module docstring."""
+        fd, st = self._open_child(dir_fd, name)
+        try:
+            if stat.S_IFMT(st.st_mode) != ifmt or st.st_uid != os.geteuid():
+                raise oserror(errno.EAGAIN, "created object replaced concurrently")
+            linux.fchown_empty(fd, uid, gid)
+            if mode is not None:
+                os.chmod(_proc(fd), mode & 0o7777)
+        except BaseException:
+            os.close(fd)
+            raise
+        return self._publish(fd, os.fstat(fd))
+
+    def mkdir(
+        self, dir_h: bytes, name: bytes, mode: int, uid: int, gid: int
+    ) -> tuple[bytes, Attrs]:
+        with self._dir(dir_h) as (d, dst):
+            os.mkdir(check_name(name), 0o700, dir_fd=d.fd)
+            self._modified(dst)
+            return self._adopt(d.fd, name, stat.S_IFDIR, mode, uid, gid)
+
+    def symlink(
+        self, dir_h: bytes, name: bytes, target: bytes, uid: int, gid: int
+    ) -> tuple[bytes, Attrs]:
+        with self._dir(dir_h) as (d, dst):
+            os.symlink(check_target(target), check_name(name), dir_fd=d.fd)
+            self._modified(dst)
+            return self._adopt(d.fd, name, stat.S_IFLNK, None, uid, gid)
+
+    def mknod(
+        self,
+        dir_h: bytes,
+        name: bytes,
+        ftype: FileType,
+        mode: int,
+        rdev: tuple[int, int],
+        uid: int,
+        gid: int,
+    ) -> tuple[bytes, Attrs]:
+        ifmt = _NODE_FMT.get(ftype)
+        if ifmt is None:
+            raise oserror(errno.EINVAL, f"mknod of {ftype!r}")
+        device = os.makedev(*rdev) if ftype in (FileType.BLK, FileType.CHR) else 0
+        with self._dir(dir_h) as (d, dst):
+            os.mknod(check_name(name), ifmt | 0o600, device, dir_fd=d.fd)
+            self._modified(dst)
+            return self._adopt(d.fd, name, ifmt, mode, uid, gid)
+
+    # -- Backend: namespace changes ------------------------------------------------------
+
+    def _lstat(self, dir_fd: int, name: bytes) -> os.stat_result | None:
+        try:
+            return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def _gone(self, st: os.stat_result | None) -> None:
+        """After ``st``'s object lost a link: drop its cache entries if it is gone."""
+        if st is None:
+            return
+        self._modified(st)
+        if st.st_nlink <= 1 or stat.S_ISDIR(st.st_mode):
+            self._cache.invalidate_ino(st.st_ino)
+
+    def remove(self, dir_h: bytes, name: bytes) -> None:
+        with self._dir(dir_h) as (d, dst):
+            victim = self._lstat(d.fd, check_name(name))
+            try:
+                os.unlink(name, dir_fd=d.fd)
+            except IsADirectoryError:
+                os.rmdir(name, dir_fd=d.fd)
+            self._modified(dst)
+            self._gone(victim)
+
+    def rename(
+        self, src_dir_h: bytes, src_name: bytes, dst_dir_h: bytes, dst_name: bytes
+    ) -> None:
+        with self._dir(src_dir_h) as (s, sst), self._dir(dst_dir_h) as (t, tst):
+            moved = self._lstat(s.fd, check_name(src_name))
+            replaced = self._lstat(t.fd, check_name(dst_name))
+            os.rename(src_name, dst_name, src_dir_fd=s.fd, dst_dir_fd=t.fd)
+            if moved is not None and replaced is not None and moved.st_ino == replaced.st_ino:
+                return  # POSIX: renaming a file onto itself (or a hard link of it) does nothing
+            for st in (sst, tst, moved):
+                if st is not None:
+                    self._modified(st)
+            self._gone(replaced)
+
+    def link(self, h: bytes, dir_h: bytes, name: bytes) -> Attrs:
+        with self._borrow(h) as obj, self._dir(dir_h) as (d, dst):
+            st = self._live(obj)
+            if stat.S_ISDIR(st.st_mode):
+                raise oserror(errno.EPERM, "hard link to a directory")
+            linux.link_empty(obj.fd, d.fd, check_name(name))
+            self._modified(dst)
+            self._modified(st)
+            return self._attrs(os.fstat(obj.fd))
+
+    # -- Backend: setattr ----------------------------------------------------------------
+
+    def _truncate(self, obj: CachedObject, size: int) -> None:
+        fd, _ = self._io(obj)
+        if not obj.io_writable:
+            raise oserror(errno.EROFS)
+        if size > MAX_OFFSET:
+            raise oserror(errno.EFBIG)
+        os.ftruncate(fd, size)
+
+    def setattr(
+        self,
+        h: bytes,
+        *,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        size: int | None = None,
+        atime: TimeArg = None,
+        mtime: TimeArg = None,
+    ) -> Attrs:
+        with self._borrow(h) as obj:
+            st = self._live(obj)
+            if size is not None:
+                self._truncate(obj, size)
+            if uid is not None or gid is not None:
+                linux.fchown_empty(obj.fd, -1 if uid is None else uid, -1 if gid is None else gid)
+            if mode is not None and not stat.S_ISLNK(st.st_mode):
+                os.chmod(_proc(obj.fd), mode & 0o7777)
+            if atime is not None or mtime is not None:
+                linux.utimens_empty(obj.fd, _timespec(atime), _timespec(mtime))
+            if any(v is not None for v in (mode, uid, gid, size, atime, mtime)):
+                self._modified(st)
+            return self._attrs(os.fstat(obj.fd))
+
+    def close(self) -> None:
+        self._cache.close_all()
+        if self._root_fd >= 0:
+            os.close(self._root_fd)
+            self._root_fd = -1
