@@ -98,6 +98,9 @@ class RpcServer:
             return [encode_auth_error(call.xid, e.auth_stat)]  # RFC 5531 §9: MSG_DENIED
         except DropCall:
             return None
+        except Exception:
+            log.exception("auth flavour %d failed on xid %#x", call.cred.flavor, call.xid)
+            return [encode_accepted(call.xid, R.SYSTEM_ERR)]
         if accepted.reply is not None:
             return [encode_accepted(call.xid, R.SUCCESS, accepted.verf), accepted.reply]
         return await self._dispatch(call, flavor, accepted, conn)

@@ -87,6 +87,7 @@ class _Connection(asyncio.Protocol):
         peer = normalize_addr(transport.get_extra_info("peername"))
         self.info = ConnInfo(peer, normalize_addr(transport.get_extra_info("sockname")))
         self.transport.set_write_buffer_limits(high=self.limits.write_high, low=self.limits.write_low)
+        _set_nodelay(transport.get_extra_info("socket"))
         self.owner._connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -123,6 +124,8 @@ class _Connection(asyncio.Protocol):
             reply = await self.owner.rpc.handle_call(record, self.info)
             if reply is not None and not self.closed and self.transport is not None:
                 self.transport.writelines(_framed(reply))
+        except Exception:
+            log.exception("RPC call from %s port %d failed", *self.info.peer)
         finally:
             self.outstanding -= 1
             self._pump()
@@ -143,6 +146,14 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         self.queued.clear()
         self.owner._connections.discard(self)
+
+
+def _set_nodelay(sock: object) -> None:
+    """Replies are whole records: send each at once instead of waiting on Nagle/delayed ACK."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        pass  # not a TCP socket (tests with other transports)
 
 
 def _framed(parts: list[Buffer]) -> list[Buffer]:
@@ -216,7 +227,7 @@ def _resolve(hosts: Sequence[str]) -> list[tuple[socket.AddressFamily, str]]:
 
 
 def _bind_one(family: socket.AddressFamily, addr: str, port: int, v6only: bool) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:

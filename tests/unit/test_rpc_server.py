@@ -24,7 +24,7 @@ from pynfsd.gen import rpc as R
 from pynfsd.rpc.auth import Accepted, AuthFlavor, AuthRegistry, Credential
 from pynfsd.rpc.errors import DropCall, GarbageArgs
 from pynfsd.rpc.header import CallHeader
-from pynfsd.rpc.server import ConnInfo, RpcCall, RpcServer
+from pynfsd.rpc.server import ConnInfo, Handler, RpcCall, RpcServer
 
 PROG = 0x20000099
 SYS = AuthSysCred(1000, 100, (10, 20), "client").opaque_auth()
@@ -55,7 +55,7 @@ async def drop(call: RpcCall) -> bytes:
 
 def make_server(auth: AuthRegistry | None = None) -> RpcServer:
     server = RpcServer(auth or AuthRegistry.default())
-    procs = {1: echo, 2: parts, 3: garbage, 4: crash, 5: drop}
+    procs: dict[int, Handler] = {1: echo, 2: parts, 3: garbage, 4: crash, 5: drop}
     server.register(PROG, 1, procs)
     server.register(PROG, 3, procs)
     return server
@@ -211,3 +211,19 @@ def test_duplicate_registration() -> None:
     server = make_server()
     with pytest.raises(ValueError):
         server.register(PROG, 1, {})
+
+
+def test_crashing_flavor_is_system_err(caplog: pytest.LogCaptureFixture) -> None:
+    class Broken(AuthFlavor):
+        flavor = R.RPCSEC_GSS
+
+        async def accept(self, call: CallHeader) -> Accepted:
+            raise ValueError("gss library exploded")
+
+    auth = AuthRegistry.default()
+    auth.register(Broken())
+    cred = R.opaque_auth(R.RPCSEC_GSS, b"")
+    with caplog.at_level(logging.ERROR, logger="pynfsd.rpc.server"):
+        with pytest.raises(SystemErr):
+            roundtrip(make_server(auth), 1, 1, cred=cred)
+    assert "exploded" in caplog.text

@@ -272,3 +272,17 @@ def test_install_event_loop() -> None:
         assert installed == (type(asyncio.get_event_loop_policy()).__module__.startswith("uvloop"))
     finally:
         asyncio.set_event_loop_policy(policy)
+
+
+def test_server_sockets_disable_nagle(run: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+    async def main() -> None:
+        async with await started(Toy()) as server:
+            c = await RpcClient.connect("127.0.0.1", server.port)
+            assert await c.call(PROG, 1, 0) == b""
+            conn = next(iter(server._connections))
+            assert conn.transport is not None
+            sock = conn.transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            c.close()
+
+    run(main())
