@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pynfsd.fs.backend import SET_TO_NOW, Attrs, FileType, FsStat
 from pynfsd.gen import nfs4 as x
@@ -551,3 +553,53 @@ def test_decode_fattr4_rejects_unknown_bits_and_malformed() -> None:
         decode_fattr4(x.fattr4([0, 0, 1], b""))
     with pytest.raises(XdrError):
         decode_fattr4(x.fattr4([1 << x.FATTR4_SIZE], b"\0"))
+
+
+# --------------------------------------------------------------------------- properties
+
+ANY_BIT = st.integers(min_value=0, max_value=70)
+
+
+@settings(max_examples=300, deadline=None)
+@given(bits=st.sets(ANY_BIT, max_size=8), data=st.binary(max_size=64))
+def test_decoders_raise_only_nfs4_errors(bits: set[int], data: bytes) -> None:
+    f = x.fattr4(set_to_bitmap(bits), data)
+    for decode in (decode_settable, decode_for_verify):
+        try:
+            decode(f)
+        except errors.NFS4Error:
+            pass
+
+
+@settings(deadline=None)
+@given(
+    mode=st.none() | st.integers(0, 0o7777),
+    size=st.none() | st.integers(0, 2**64 - 1),
+    owner=st.none() | st.text(max_size=20),
+    mtime=st.none() | st.tuples(st.integers(-(2**63), 2**63 - 1), st.integers(0, 10**9 - 1)),
+)
+def test_settable_round_trip(
+    mode: int | None, size: int | None, owner: str | None, mtime: tuple[int, int] | None
+) -> None:
+    values: dict[int, bytes] = {}
+    if mode is not None:
+        values[x.FATTR4_MODE] = u32(mode)
+    if size is not None:
+        values[x.FATTR4_SIZE] = u64(size)
+    if owner is not None:
+        values[x.FATTR4_OWNER] = opaque(owner.encode())
+    if mtime is not None:
+        values[x.FATTR4_TIME_MODIFY_SET] = settime(*mtime)
+    s = decode_settable(fattr(values))
+    assert (s.mode, s.size, s.owner) == (mode, size, owner)
+    assert s.mtime == (None if mtime is None else mtime[0] * 10**9 + mtime[1])
+    assert bitmap_to_set(s.mask) == set(values)
+
+
+@settings(deadline=None)
+@given(bits=st.sets(ANY_BIT, max_size=20))
+def test_encode_returns_requested_intersect_supported(bits: set[int]) -> None:
+    requested = frozenset(bits - WRITE_ONLY_ATTRS)
+    f = encode_fattr4(set_to_bitmap(requested), S)
+    assert bitmap_to_set(f.attrmask) == requested & SUPPORTED_ATTRS
+    assert list(decode_fattr4(f)) == sorted(requested & SUPPORTED_ATTRS)
