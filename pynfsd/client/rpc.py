@@ -263,6 +263,13 @@ class RpcClient:
         if self._transport is not None:
             self._transport.close()
 
+    async def __aenter__(self) -> RpcClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.wait_closed()
+
     def _writer(self) -> asyncio.Transport:
         if self._transport is None or self._closed.done():
             raise ConnectionClosed("connection is closed")

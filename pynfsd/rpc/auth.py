@@ -33,6 +33,12 @@ class Credential:
     gids: tuple[int, ...] = ()
     principal: str | None = None
     machinename: str = ""
+    pseudoflavor: int | None = None  # RPCSEC_GSS: e.g. 390003 krb5, 390004 krb5i, 390005 krb5p
+
+    @property
+    def sec_flavor(self) -> int:
+        """The security flavour to check against an export's sec= list (RFC 7530 §3.2)."""
+        return self.flavor if self.pseudoflavor is None else self.pseudoflavor
 
 
 @dataclass(slots=True)

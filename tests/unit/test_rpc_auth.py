@@ -109,4 +109,6 @@ def test_registry_refuses_duplicates_and_accepts_plugins() -> None:
     with pytest.raises(ValueError):
         reg.register(AuthSys())
     reg.register(Custom())
-    assert accept(reg.lookup(390003), header(NULL)).cred.principal == "x@REALM"
+    cred = accept(reg.lookup(390003), header(NULL)).cred
+    assert cred.principal == "x@REALM" and cred.sec_flavor == 390003
+    assert Credential(6, 0, 0, pseudoflavor=390005).sec_flavor == 390005

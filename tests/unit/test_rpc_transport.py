@@ -165,13 +165,14 @@ def test_every_rejection_over_tcp(run: Callable[[Coroutine[Any, Any, None]], Non
 def test_multi_fragment_call(run: Callable[[Coroutine[Any, Any, None]], None]) -> None:
     async def main() -> None:
         async with await started(Toy()) as server:
-            c = await RpcClient.connect("127.0.0.1", server.port)
-            c.max_fragment = 50
-            payload = bytes(range(256)) * 4
-            assert await c.call(PROG, 1, 1, payload) == payload  # 22 fragments
-            c.max_fragment = 5
-            with pytest.raises(ConnectionClosed):  # > 64 fragments: the server hangs up
-                await c.call(PROG, 1, 1, payload)
+            async with await RpcClient.connect("127.0.0.1", server.port) as c:
+                c.max_fragment = 50
+                payload = bytes(range(256)) * 4
+                assert await c.call(PROG, 1, 1, payload) == payload  # 22 fragments
+                c.max_fragment = 5
+                with pytest.raises(ConnectionClosed):  # > 64 fragments: the server hangs up
+                    await c.call(PROG, 1, 1, payload)
+            assert c.is_closed
 
     run(main())
 
