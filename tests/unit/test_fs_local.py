@@ -1,0 +1,292 @@
+"""LocalBackend specifics: persistent and unforgeable handles, confinement, change, caches."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pynfsd.fs import statedir
+from pynfsd.fs.backend import FileType
+from pynfsd.fs.change import STEP, ChangeTracker
+from pynfsd.fs.fdcache import FdCache
+from pynfsd.fs.local import LocalBackend
+
+Z8 = bytes(8)
+
+
+class Env:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.root = tmp / "export"
+        self.state = tmp / "state"
+        self.root.mkdir()
+        self.opened: list[LocalBackend] = []
+
+    def backend(self, root: Path | None = None, state: Path | None = None,
+                **kw: Any) -> LocalBackend:
+        b = LocalBackend(str(root or self.root), str(state or self.state), **kw)
+        self.opened.append(b)
+        return b
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    e = Env(tmp_path)
+    yield e
+    for b in e.opened:
+        b.close()
+
+
+def expect(code: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    with pytest.raises(OSError) as info:
+        fn(*args, **kwargs)
+    assert info.value.errno == code, f"expected {errno.errorcode[code]}, got {info.value!r}"
+
+
+# -- persistence ---------------------------------------------------------------------------
+
+
+def test_handles_survive_a_restart(env: Env) -> None:
+    b1 = env.backend()
+    d, _ = b1.mkdir(b1.root(), b"d", 0o755, 0, 0)
+    f, _, _ = b1.create_file(d, b"f", 0o644, 0, 0, True)
+    b1.write(f, 0, b"persist", True)
+    lnk, _ = b1.symlink(d, b"l", b"f", 0, 0)
+    b1.close()
+    b2 = env.backend()
+    assert b2.root() == b1.root()
+    assert b2.read(f, 0, 100) == (b"persist", True)
+    assert b2.lookup(d, b"f")[0] == f
+    assert b2.readlink(lnk) == b"f"
+    assert b2.parent(d)[0] == b2.root()
+
+
+def test_objects_made_on_disk_directly_are_reachable(env: Env) -> None:
+    (env.root / "sub").mkdir()
+    (env.root / "sub" / "x").write_bytes(b"direct")
+    b = env.backend()
+    sub, _ = b.lookup(b.root(), b"sub")
+    x, attrs = b.lookup(sub, b"x")
+    assert attrs.fileid == os.stat(env.root / "sub" / "x").st_ino
+    assert b.read(x, 0, 10) == (b"direct", True)
+
+
+def test_removed_objects_are_stale_before_and_after_restart(env: Env) -> None:
+    b1 = env.backend()
+    f, _, _ = b1.create_file(b1.root(), b"f", 0o644, 0, 0, True)
+    b1.read(f, 0, 1)  # cached descriptors
+    os.unlink(env.root / "f")  # removed behind the backend's back
+    expect(errno.ESTALE, b1.getattr, f)
+    expect(errno.ESTALE, b1.write, f, 0, b"x", False)
+    expect(errno.ESTALE, env.backend().getattr, f)
+
+
+def test_readdir_cookies_survive_a_restart(env: Env) -> None:
+    for i in range(100):
+        (env.root / f"f{i:03}").touch()
+    b1 = env.backend()
+    first, _, verf = b1.readdir(b1.root(), 0, Z8, 30)
+    b2 = env.backend()
+    rest, eof, _ = b2.readdir(b2.root(), first[-1].cookie, verf, 1000)
+    names = [e.name for e in first + rest]
+    assert eof and sorted(names) == [b"f%03d" % i for i in range(100)]
+
+
+# -- unforgeable handles -------------------------------------------------------------------
+
+
+def test_handles_from_another_state_dir_are_stale(env: Env) -> None:
+    b1 = env.backend()
+    f, _, _ = b1.create_file(b1.root(), b"f", 0o644, 0, 0, True)
+    other = env.backend(state=env.tmp / "other-state")
+    expect(errno.ESTALE, other.getattr, f)
+    expect(errno.ESTALE, other.getattr, b1.root())
+
+
+def test_handles_are_bound_to_their_export(env: Env) -> None:
+    b1 = env.backend()
+    d, _ = b1.mkdir(b1.root(), b"d", 0o755, 0, 0)
+    f, _, _ = b1.create_file(d, b"f", 0o644, 0, 0, True)
+    sub = env.backend(root=env.root / "d")  # same key, different export root
+    expect(errno.ESTALE, sub.getattr, f)
+    expect(errno.ESTALE, b1.getattr, sub.lookup(sub.root(), b"f")[0])
+
+
+def test_key_file_is_private_and_created_once(env: Env) -> None:
+    env.backend()
+    key_path = env.state / statedir.KEY_FILE
+    st = os.stat(key_path)
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_size == statedir.KEY_LEN
+    key = key_path.read_bytes()
+    env.backend()
+    assert key_path.read_bytes() == key
+    assert [p.name for p in env.state.iterdir() if p.name.startswith(".")] == []
+    os.chmod(key_path, 0o644)
+    expect(errno.EACCES, env.backend)
+
+
+def test_boot_count_increments(tmp_path: Path) -> None:
+    assert [statedir.next_boot_count(str(tmp_path)) for _ in range(3)] == [1, 2, 3]
+
+
+# -- confinement ---------------------------------------------------------------------------
+
+
+def test_symlinks_are_never_followed(env: Env) -> None:
+    outside = env.tmp / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"s")
+    os.symlink(outside, env.root / "esc")
+    os.symlink("..", env.root / "up")
+    b = env.backend()
+    for name in (b"esc", b"up"):
+        h, attrs = b.lookup(b.root(), name)
+        assert attrs.type == FileType.LNK
+        expect(errno.ENOTDIR, b.lookup, h, b"secret")
+        expect(errno.ENOTDIR, b.create_file, h, b"new", 0o644, 0, 0, False)
+        expect(errno.ENOTDIR, b.readdir, h, 0, Z8, 10)
+        expect(errno.EINVAL, b.read, h, 0, 10)
+        b.setattr(h, uid=1000)
+    assert os.stat(outside).st_uid == 0
+    expect(errno.ELOOP, b.create_file, b.root(), b"esc", 0o644, 0, 0, False)
+    assert sorted(os.listdir(outside)) == ["secret"]
+
+
+def test_parent_never_leaves_the_root(env: Env) -> None:
+    b = env.backend()
+    expect(errno.ENOENT, b.parent, b.root())
+    expect(errno.EINVAL, b.lookup, b.root(), b"..")
+
+
+def test_directory_moved_out_of_the_export_goes_stale(env: Env) -> None:
+    b1 = env.backend()
+    d, _ = b1.mkdir(b1.root(), b"d", 0o755, 0, 0)
+    inner, _ = b1.mkdir(d, b"inner", 0o755, 0, 0)
+    os.rename(env.root / "d", env.tmp / "moved-out")
+    b2 = env.backend()
+    expect(errno.ESTALE, b2.getattr, d)
+    expect(errno.ESTALE, b2.lookup, inner, b"x")
+    expect(errno.ESTALE, b1.parent, inner)  # cached descriptor, parent re-checked
+
+
+def test_rename_races_cannot_redirect_operations_outside(env: Env) -> None:
+    outside = env.tmp / "outside"
+    outside.mkdir()
+    (env.root / "real").mkdir()
+    os.symlink(outside, env.root / "evil")
+    b = env.backend()
+    stop = threading.Event()
+
+    def swapper() -> None:
+        root = str(env.root)
+        while not stop.is_set():
+            for a, c in (("real", "x"), ("x", "real"), ("evil", "x"), ("x", "evil")):
+                try:
+                    os.rename(os.path.join(root, a), os.path.join(root, c))
+                except FileNotFoundError:
+                    pass
+
+    t = threading.Thread(target=swapper)
+    t.start()
+    try:
+        for i in range(300):
+            try:
+                h, _ = b.lookup(b.root(), b"x")
+                b.create_file(h, b"f%d" % i, 0o644, 1000, 1000, True)
+                b.mkdir(h, b"d%d" % i, 0o755, 1000, 1000)
+                b.symlink(h, b"s%d" % i, b"t", 1000, 1000)
+                b.readdir(h, 0, Z8, 5)
+            except OSError as e:
+                assert e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ESTALE)
+    finally:
+        stop.set()
+        t.join()
+    assert os.listdir(outside) == []
+    assert os.stat(outside).st_uid == 0
+
+
+# -- change attribute ----------------------------------------------------------------------
+
+
+def test_change_follows_modifications_made_on_disk(env: Env) -> None:
+    b = env.backend()
+    f, _, _ = b.create_file(b.root(), b"f", 0o644, 0, 0, True)
+    values = [b.getattr(f).change]
+    for i in range(20):
+        with open(env.root / "f", "ab") as out:
+            out.write(b"%d" % i)
+        values.append(b.getattr(f).change)
+    os.chmod(env.root / "f", 0o600)
+    values.append(b.getattr(f).change)
+    assert values == sorted(values) and len(set(values)) == len(values)
+
+
+def test_change_never_goes_back_across_a_restart(env: Env) -> None:
+    b1 = env.backend()
+    f, _, _ = b1.create_file(b1.root(), b"f", 0o644, 0, 0, True)
+    for i in range(50):
+        b1.write(f, i, b"x", False)
+    before = b1.getattr(f).change
+    b1.close()
+    assert env.backend().getattr(f).change > before
+
+
+def test_change_tracker_bumps_within_one_ctime_tick() -> None:
+    t = ChangeTracker(boot_count=1)
+    assert t.observe(7, 1000) == 1000 + STEP
+    t.bump(7, 1000)
+    t.bump(7, 1000)
+    assert t.observe(7, 1000) == 1002 + STEP
+    assert t.observe(7, 1001) == 1003 + STEP  # new ctime, still above the bumps
+    assert t.observe(7, 5000) == 5000 + STEP  # record no longer needed
+    restarted = ChangeTracker(boot_count=2)
+    assert restarted.observe(7, 1000) > 1002 + STEP
+
+
+# -- descriptor cache ----------------------------------------------------------------------
+
+
+def test_descriptor_cache_is_bounded(env: Env) -> None:
+    b = env.backend(cache_size=8)
+    handles = [b.create_file(b.root(), b"f%d" % i, 0o644, 0, 0, True)[0] for i in range(40)]
+    for i, h in enumerate(handles):
+        b.write(h, 0, b"%d" % i, False)
+    assert len(b._cache) <= 8
+    assert [b.read(h, 0, 10)[0] for h in handles] == [b"%d" % i for i in range(40)]
+
+
+def test_evicted_descriptor_stays_open_while_borrowed(tmp_path: Path) -> None:
+    cache = FdCache(1)
+    first = cache.put(b"a", os.open(tmp_path, os.O_PATH), 1)
+    cache.release(cache.put(b"b", os.open(tmp_path, os.O_PATH), 2))  # evicts "a"
+    assert cache.get(b"a") is None and first.dead
+    os.fstat(first.fd)  # still open
+    fd = first.fd
+    cache.release(first)
+    assert first.fd == -1
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    cache.close_all()
+    assert len(cache) == 0
+
+
+def test_ownership_and_fsync_paths(env: Env) -> None:
+    b = env.backend()
+    f, _, _ = b.create_file(b.root(), b"f", 0o640, 1000, 1001, True)
+    b.write(f, 0, b"x", True)
+    b.commit(f)
+    st = os.lstat(env.root / "f")
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1000, 1001, 0o640)
+    b.symlink(b.root(), b"l", b"f", 1002, 1003)
+    st = os.lstat(env.root / "l")
+    assert (st.st_uid, st.st_gid) == (1002, 1003) and stat.S_ISLNK(st.st_mode)
+    b.mkdir(b.root(), b"d", 0o2770, 1004, 1005)
+    st = os.lstat(env.root / "d")
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1004, 1005, 0o2770)
