@@ -304,15 +304,20 @@ def _compile(requested: int, supported: frozenset[int]) -> _Plan:
     )
 
 
+#: bitmap4 words that can hold an RFC 7530 attribute; later words only name unsupported ones.
+_DEFINED_WORDS: Final = max(ATTR_NAMES) // 32 + 1
+
+
 @lru_cache(maxsize=1024)
 def _words_to_int(words: tuple[int, ...]) -> int:
     return bitmap_to_int(words)
 
 
 def _request_bits(requested: frozenset[int] | list[int] | tuple[int, ...]) -> int:
+    """The requested RFC 7530 attributes as a bit-integer (others can only be omitted)."""
     if isinstance(requested, frozenset):
-        return sum(1 << b for b in requested if b >= 0)
-    return _words_to_int(tuple(requested))
+        return sum(1 << b for b in requested if b in ATTR_NAMES)
+    return _words_to_int(tuple(requested[:_DEFINED_WORDS]))
 
 
 _NO_FSSTAT: Final = 1
@@ -383,14 +388,24 @@ _DECODERS: Final[dict[int, Callable[[Unpacker], object]]] = {
 }
 
 
+@lru_cache(maxsize=64)
+def _mask_of(attrs: frozenset[int]) -> int:
+    return sum(1 << b for b in attrs)
+
+
+def _lowest(bits: int) -> str:
+    b = (bits & -bits).bit_length() - 1
+    return ATTR_NAMES.get(b, str(b))
+
+
 def _check_mask(bits: int, supported: frozenset[int], forbidden: frozenset[int], why: str) -> None:
     """ATTRNOTSUPP for unsupported bits, then INVAL for ``forbidden`` ones."""
-    for b in iter_bits(bits):
-        if b not in supported:
-            raise errors.NFS4ERR_ATTRNOTSUPP(f"attribute {ATTR_NAMES.get(b, b)} not supported")
-    for b in iter_bits(bits):
-        if b in forbidden:
-            raise errors.NFS4ERR_INVAL(f"attribute {ATTR_NAMES.get(b, b)} {why}")
+    unsupported = bits & ~_mask_of(supported)
+    if unsupported:
+        raise errors.NFS4ERR_ATTRNOTSUPP(f"attribute {_lowest(unsupported)} not supported")
+    bad = bits & _mask_of(forbidden)
+    if bad:
+        raise errors.NFS4ERR_INVAL(f"attribute {_lowest(bad)} {why}")
 
 
 def _split(bits: int, data: bytes) -> dict[int, bytes]:

@@ -7,6 +7,7 @@ set bits come out in ascending order.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Iterator
 
 __all__ = [
@@ -21,29 +22,43 @@ _WORD = 0xFFFFFFFF
 
 
 def bitmap_to_int(words: Iterable[int]) -> int:
-    """The bitmap as one integer (bit n of the result = attribute n)."""
-    value = 0
-    for i, w in enumerate(words):
-        if w:
+    """The bitmap as one integer (bit n of the result = attribute n); linear in its length."""
+    words = list(words)
+    if len(words) <= 2:  # the common case: no packing needed
+        value = 0
+        for i, w in enumerate(words):
             value |= (w & _WORD) << (32 * i)
-    return value
+        return value
+    packed = struct.pack(f"<{len(words)}I", *[w & _WORD for w in words])
+    return int.from_bytes(packed, "little")
 
 
 def int_to_bitmap(value: int) -> list[int]:
     """bitmap4 words for ``value``, without trailing zero words."""
-    words: list[int] = []
+    n = (value.bit_length() + 31) // 32
+    if n <= 2:
+        return [(value >> (32 * i)) & _WORD for i in range(n)]
+    return list(struct.unpack(f"<{n}I", value.to_bytes(4 * n, "little")))
+
+
+def _iter_small(value: int, base: int) -> Iterator[int]:
     while value:
-        words.append(value & _WORD)
-        value >>= 32
-    return words
+        low = value & -value
+        yield base + low.bit_length() - 1
+        value ^= low
 
 
 def iter_bits(value: int) -> Iterator[int]:
-    """Set bit numbers of ``value`` in ascending order."""
-    while value:
-        low = value & -value
-        yield low.bit_length() - 1
-        value ^= low
+    """Set bit numbers of ``value`` in ascending order; linear in the size of ``value``."""
+    if value < 0:
+        raise ValueError("a bitmap cannot be negative")
+    if value.bit_length() <= 64:
+        yield from _iter_small(value, 0)
+        return
+    data = value.to_bytes((value.bit_length() + 63) // 64 * 8, "little")
+    for i, (chunk,) in enumerate(struct.iter_unpack("<Q", data)):
+        if chunk:
+            yield from _iter_small(chunk, 64 * i)
 
 
 def bitmap_to_set(words: Iterable[int]) -> frozenset[int]:

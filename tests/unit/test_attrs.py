@@ -603,3 +603,15 @@ def test_encode_returns_requested_intersect_supported(bits: set[int]) -> None:
     f = encode_fattr4(set_to_bitmap(requested), S)
     assert bitmap_to_set(f.attrmask) == requested & SUPPORTED_ATTRS
     assert list(decode_fattr4(f)) == sorted(requested & SUPPORTED_ATTRS)
+
+
+def test_huge_bitmaps_are_handled() -> None:
+    # A 40 KB bitmap4 (10,000 words, every bit set): omitted beyond the RFC 7530 attributes
+    # on encode, ATTRNOTSUPP on decode -- and iterating it is linear.
+    words = [0xFFFFFFFF] * 10_000
+    f = encode_fattr4([0xFFFFFFFF, 0xFFFFFFFF & ~(1 << 16) & ~(1 << 22)] + words, S)
+    assert bitmap_to_set(f.attrmask) == set(READABLE)
+    with pytest.raises(errors.NFS4ERR_ATTRNOTSUPP):
+        decode_settable(x.fattr4([0, 0] + words, b""))
+    assert sum(1 for _ in iter_bits(bitmap_to_int(words))) == 320_000
+    assert int_to_bitmap(bitmap_to_int(words)) == words
