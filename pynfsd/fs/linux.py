@@ -70,7 +70,7 @@ def open_by_handle_at(mount_fd: int, handle_type: int, handle: bytes, flags: int
 def getdents64(fd: int, bufsize: int = 32768) -> list[tuple[bytes, int, int]]:
     """One ``getdents64`` call: ``(name, d_off, d_ino)`` for each entry; empty at the end."""
     buf = ctypes.create_string_buffer(bufsize)
-    n = _check(_libc.syscall(217, fd, buf, bufsize))  # SYS_getdents64 on x86_64
+    n = _check(_libc.getdents64(fd, buf, ctypes.c_size_t(bufsize)))  # glibc >= 2.30
     raw, out, pos = buf.raw[:n], [], 0
     while pos < n:
         ino, off, reclen, _ = _DIRENT.unpack_from(raw, pos)
