@@ -66,6 +66,13 @@ from pynfsd.nfs4.state_owners import (
     OpenState,
     StateOwner,
 )
+from pynfsd.nfs4.state_shares import (
+    check_share_args,
+    is_union_of_subset,
+    locks_fit_access,
+    mode_bit,
+    subset_mask,
+)
 from pynfsd.nfs4.state_types import (
     ANONYMOUS_STATEID,
     LOCK_TYPES,
@@ -688,44 +695,6 @@ class StateManager:
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-def check_share_args(access: int, deny: int) -> None:
-    """OPEN/OPEN_DOWNGRADE modes must be one of the defined values (§16.16.6, §9.9)."""
-    if access not in (1, 2, 3) or deny not in (0, 1, 2, 3):
-        raise E.NFS4ERR_INVAL("bad share_access/share_deny")
-
-
-def mode_bit(access: int, deny: int) -> int:
-    return 1 << (access * 4 + deny)
-
-
-def subset_mask(access: int, deny: int) -> int:
-    """The `modes` bits of every (a, d) with a ⊆ access and d ⊆ deny."""
-    return sum(
-        mode_bit(a, d) for a in (1, 2, 3) for d in range(4) if a & ~access == 0 and d & ~deny == 0
-    )
-
-
-def is_union_of_subset(modes: int, access: int, deny: int) -> bool:
-    """True if (access, deny) is the union of some subset of the recorded OPEN modes."""
-    got_access = got_deny = 0
-    for a in (1, 2, 3):
-        for d in range(4):
-            if modes & subset_mask(access, deny) & mode_bit(a, d):
-                got_access |= a
-                got_deny |= d
-    return (got_access, got_deny) == (access, deny)
-
-
-def locks_fit_access(os: OpenState, access: int) -> bool:
-    """Held locks stay allowed by the downgraded access (write locks need write access)."""
-    for ls in os.lock_states:
-        for lock in ls.locks:
-            need = OPEN4_SHARE_ACCESS_WRITE if lock.write else OPEN4_SHARE_ACCESS_READ
-            if not access & need:
-                return False
-    return True
 
 
 def lock_args(locktype: int, offset: int, length: int) -> ByteRange:

@@ -451,3 +451,13 @@ def test_reclaim_without_stable_record_is_no_grace() -> None:
     c = new_client(w.sm)
     with pytest.raises(E.NFS4ERR_NO_GRACE):
         w.sm.open(c, b"oo", b"f", R, 0, reclaim=True)
+
+
+def test_downgrade_forgets_the_opens_it_dropped() -> None:
+    w = make_world()
+    c = new_client(w.sm)
+    open_confirmed(w.sm, c, b"oo", b"f", R, 0)
+    sid = w.sm.open(c, b"oo", b"f", W, 0).stateid
+    sid = w.sm.open_downgrade(sid, R, 0)
+    with pytest.raises(E.NFS4ERR_INVAL):
+        w.sm.open_downgrade(sid, W, 0)
