@@ -602,7 +602,9 @@ class Gen:
         if un.default is not None:
             arm_types.append(self.py_type(un.default))
         distinct = sorted(set(arm_types) | {"None"}, key=lambda t: (t == "None", t))
-        vtype = " | ".join(distinct) if len(distinct) <= 4 else "Any"
+        # One value type (or none): typed precisely; several arms of different types: Any,
+        # and the discriminant tells the caller which it is.
+        vtype = " | ".join(distinct) if len(distinct) <= 2 else "Any"
         w()
         w()
         w("@dataclass(slots=True)")

@@ -1985,7 +1985,7 @@ def pack_COMMIT4res(p: Packer, v: COMMIT4res) -> None:
 @dataclass(slots=True)
 class createtype4:
     type: int
-    value: bytes | specdata4 | None = None
+    value: Any = None
 
 
 def _unpack_createtype4_void(u: Unpacker) -> None:
@@ -2499,7 +2499,7 @@ def pack_exist_lock_owner4(p: Packer, v: exist_lock_owner4) -> None:
 @dataclass(slots=True)
 class locker4:
     new_lock_owner: bool
-    value: exist_lock_owner4 | open_to_lock_owner4 | None = None
+    value: Any = None
 
 
 def _unpack_locker4_void(u: Unpacker) -> None:
@@ -2621,7 +2621,7 @@ def pack_LOCK4resok(p: Packer, v: LOCK4resok) -> None:
 @dataclass(slots=True)
 class LOCK4res:
     status: int
-    value: LOCK4denied | LOCK4resok | None = None
+    value: Any = None
 
 
 def _unpack_LOCK4res_void(u: Unpacker) -> None:
@@ -2949,7 +2949,7 @@ def pack_createmode4(p: Packer, v: int) -> None:
 @dataclass(slots=True)
 class createhow4:
     mode: int
-    value: bytes | fattr4 | None = None
+    value: Any = None
 
 
 def _unpack_createhow4_void(u: Unpacker) -> None:
@@ -3113,7 +3113,7 @@ def pack_nfs_modified_limit4(p: Packer, v: nfs_modified_limit4) -> None:
 @dataclass(slots=True)
 class nfs_space_limit4:
     limitby: int
-    value: int | nfs_modified_limit4 | None = None
+    value: Any = None
 
 
 def _unpack_nfs_space_limit4_void(u: Unpacker) -> None:
@@ -3224,7 +3224,7 @@ def pack_open_claim_delegate_cur4(p: Packer, v: open_claim_delegate_cur4) -> Non
 @dataclass(slots=True)
 class open_claim4:
     claim: int
-    value: bytes | int | open_claim_delegate_cur4 | None = None
+    value: Any = None
 
 
 def _unpack_open_claim4_void(u: Unpacker) -> None:
@@ -3377,7 +3377,7 @@ def pack_open_write_delegation4(p: Packer, v: open_write_delegation4) -> None:
 @dataclass(slots=True)
 class open_delegation4:
     delegation_type: int
-    value: open_read_delegation4 | open_write_delegation4 | None = None
+    value: Any = None
 
 
 def _unpack_open_delegation4_void(u: Unpacker) -> None:
@@ -4606,7 +4606,7 @@ def pack_SETCLIENTID4resok(p: Packer, v: SETCLIENTID4resok) -> None:
 @dataclass(slots=True)
 class SETCLIENTID4res:
     status: int
-    value: SETCLIENTID4resok | netaddr4 | None = None
+    value: Any = None
 
 
 def _unpack_SETCLIENTID4res_void(u: Unpacker) -> None:
@@ -5988,7 +5988,7 @@ def pack_nfs_cb_opnum4(p: Packer, v: int) -> None:
 @dataclass(slots=True)
 class nfs_cb_argop4:
     argop: int
-    value: CB_GETATTR4args | CB_RECALL4args | None = None
+    value: Any = None
 
 
 def _unpack_nfs_cb_argop4_void(u: Unpacker) -> None:
@@ -6055,7 +6055,7 @@ def pack_nfs_cb_argop4(p: Packer, v: nfs_cb_argop4) -> None:
 @dataclass(slots=True)
 class nfs_cb_resop4:
     resop: int
-    value: CB_GETATTR4res | CB_ILLEGAL4res | CB_RECALL4res | None = None
+    value: Any = None
 
 
 def _unpack_nfs_cb_resop4_void(u: Unpacker) -> None:

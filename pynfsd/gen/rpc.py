@@ -173,7 +173,7 @@ def pack_rpc_msg(p: Packer, v: rpc_msg) -> None:
 @dataclass(slots=True)
 class rpc_msg_body:
     mtype: int
-    value: call_body | reply_body | None = None
+    value: Any = None
 
 
 def _unpack_rpc_msg_body_void(u: Unpacker) -> None:
@@ -259,7 +259,7 @@ def pack_call_body(p: Packer, v: call_body) -> None:
 @dataclass(slots=True)
 class reply_body:
     stat: int
-    value: accepted_reply | rejected_reply | None = None
+    value: Any = None
 
 
 def _unpack_reply_body_void(u: Unpacker) -> None:
@@ -333,7 +333,7 @@ def pack_rpc_mismatch_info(p: Packer, v: rpc_mismatch_info) -> None:
 @dataclass(slots=True)
 class rpc_reply_data:
     stat: int
-    value: bytes | rpc_mismatch_info | None = None
+    value: Any = None
 
 
 def _unpack_rpc_reply_data_void(u: Unpacker) -> None:
@@ -416,7 +416,7 @@ def pack_accepted_reply(p: Packer, v: accepted_reply) -> None:
 @dataclass(slots=True)
 class rejected_reply:
     stat: int
-    value: int | rpc_mismatch_info | None = None
+    value: Any = None
 
 
 def _unpack_rejected_reply_void(u: Unpacker) -> None:

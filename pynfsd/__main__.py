@@ -1,0 +1,5 @@
+import sys
+
+from pynfsd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,125 @@
+"""The `pynfsd` command line.
+
+    pynfsd serve [--export 'LINE']... [--exports FILE] [--bind ADDR] [--port N]
+                 [--state-dir DIR] [--lease SECONDS] [--grace SECONDS] [--log-level LEVEL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from pynfsd import __version__
+from pynfsd.exports import ExportsError, load_exports, parse_export_line
+from pynfsd.exports.resolver import StaticExportResolver
+from pynfsd.exports.types import ExportEntry
+from pynfsd.nfs4.server import NFSServer, ServerConfig
+from pynfsd.rpc.auth import AuthRegistry
+from pynfsd.rpc.server import RpcServer
+from pynfsd.rpc.transport import install_event_loop, serve
+
+log = logging.getLogger("pynfsd")
+
+DEFAULT_EXPORT = "/srv/pynfsd"
+DEFAULT_STATE_DIR = "/var/lib/pynfsd"
+
+_DESCRIPTION = """\
+pynfsd is an NFSv4.0 server (RFC 7530) written in Python.
+
+  pynfsd serve --export '/srv/share *(rw,no_root_squash,insecure)'
+
+serves /srv/share to every client.  Each --export is one exports(5) line; a bare directory
+means 'DIR *(rw,root_squash,sec=sys)'.  --exports reads a whole exports(5) file.  With neither,
+pynfsd exports {} (created if missing) as 'DIR *(rw,root_squash,insecure)'.
+""".format(DEFAULT_EXPORT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pynfsd", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"pynfsd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    s = sub.add_parser("serve", help="run the NFSv4.0 server", description=_DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--export", action="append", default=[], metavar="LINE",
+                   help="one exports(5) line, e.g. '/srv/share *(rw,no_root_squash)'; repeatable")
+    s.add_argument("--exports", metavar="FILE", help="an exports(5) file")
+    s.add_argument("--bind", action="append", default=[], metavar="ADDR",
+                   help="address to listen on; repeatable (default: all IPv4 and IPv6 addresses)")
+    s.add_argument("--port", type=int, default=2049, metavar="N", help="TCP port (default 2049)")
+    s.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
+                   help=f"where client records and filehandle keys are kept (default {DEFAULT_STATE_DIR})")
+    s.add_argument("--lease", type=int, default=90, metavar="SECONDS",
+                   help="lease time announced to clients (default 90)")
+    s.add_argument("--grace", type=int, default=90, metavar="SECONDS",
+                   help="grace period after a restart for state reclaim (default 90)")
+    s.add_argument("--log-level", default="INFO", metavar="LEVEL",
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
+                   help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    return parser
+
+
+def export_entries(args: argparse.Namespace) -> list[ExportEntry]:
+    entries: list[ExportEntry] = []
+    if args.exports:
+        entries.extend(load_exports(args.exports))
+    for line in args.export:
+        entries.append(parse_export_line(line))
+    if not entries:
+        os.makedirs(DEFAULT_EXPORT, exist_ok=True)
+        entries.append(parse_export_line(f"{DEFAULT_EXPORT} *(rw,root_squash,insecure)"))
+    for entry in entries:
+        if not os.path.isdir(entry.path):
+            raise ExportsError(f"{entry.path}: not a directory")
+    return entries
+
+
+async def run_server(args: argparse.Namespace, entries: list[ExportEntry]) -> None:
+    config = ServerConfig(state_dir=args.state_dir, lease_time=args.lease, grace_time=args.grace)
+    nfs = NFSServer(config, StaticExportResolver(entries))
+    rpc = RpcServer(AuthRegistry.default())
+    nfs.register(rpc)
+    server = await serve(rpc, args.bind or None, args.port)
+    for host, port in server.addresses:
+        log.info("listening on %s port %d", host, port)
+    for entry in entries:
+        log.info("exporting %s to %s", entry.path, " ".join(s.pattern for s, _ in entry.clients))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    server.close()
+    await server.wait_closed()
+    nfs.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        entries = export_entries(args)
+        os.makedirs(args.state_dir, mode=0o700, exist_ok=True)
+    except (ExportsError, OSError) as e:
+        print(f"pynfsd: {e}", file=sys.stderr)
+        return 2
+    uvloop = install_event_loop()
+    log.info("pynfsd %s starting (%s event loop)", __version__, "uvloop" if uvloop else "asyncio")
+    try:
+        asyncio.run(run_server(args, entries))
+    except OSError as e:
+        print(f"pynfsd: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

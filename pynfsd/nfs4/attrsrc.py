@@ -1,0 +1,55 @@
+"""Building `AttrSource`s: what attribute encoding needs about an object, gathered once."""
+
+from __future__ import annotations
+
+from pynfsd.fs.backend import Attrs, FsStat
+from pynfsd.nfs4.attrs import NEEDS_FSSTAT, NEEDS_OWNER, AttrSource
+from pynfsd.nfs4.bitmap import bitmap_to_set
+from pynfsd.nfs4.compound import CompoundContext
+from pynfsd.nfs4.vfs import Obj
+
+MAXFILESIZE = (1 << 63) - 1
+MAXLINK = 65000
+MAXNAME = 255
+
+
+def requested_set(words: list[int]) -> frozenset[int]:
+    return bitmap_to_set(words)
+
+
+async def fsstat_if_needed(ctx: CompoundContext, obj: Obj, req: frozenset[int]) -> FsStat | None:
+    if req & NEEDS_FSSTAT:
+        return await ctx.vfs.statfs(obj)
+    return None
+
+
+def make_source(
+    ctx: CompoundContext, obj: Obj, attrs: Attrs, req: frozenset[int], fsstat: FsStat | None
+) -> AttrSource:
+    cfg = ctx.server.config
+    owner = group = None
+    if req & NEEDS_OWNER:
+        idmap = ctx.server.idmap
+        owner = idmap.user_to_name(attrs.uid)
+        group = idmap.group_to_name(attrs.gid)
+    fsid = (obj.export.fsid, 0) if obj.export is not None else (0, 0)
+    return AttrSource(
+        attrs=attrs,
+        fh=obj.fh,
+        fsid=fsid,
+        mounted_on_fileid=ctx.vfs.mounted_on_fileid(obj, attrs),
+        lease_time=cfg.lease_time,
+        maxread=cfg.maxread,
+        maxwrite=cfg.maxwrite,
+        maxfilesize=MAXFILESIZE,
+        maxlink=MAXLINK,
+        maxname=MAXNAME,
+        fsstat=fsstat,
+        owner=owner,
+        owner_group=group,
+    )
+
+
+async def source_for(ctx: CompoundContext, obj: Obj, req: frozenset[int]) -> AttrSource:
+    attrs = await ctx.vfs.getattr(obj)
+    return make_source(ctx, obj, attrs, req, await fsstat_if_needed(ctx, obj, req))

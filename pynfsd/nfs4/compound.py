@@ -1,0 +1,201 @@
+"""COMPOUND (RFC 7530 §15.2, §16.2): the loop, its context and the one op table.
+
+Theory of operation: arguments are decoded one operation at a time, so an undecodable or
+unknown operation ends the COMPOUND at that point with NFS4ERR_BADXDR or NFS4ERR_OP_ILLEGAL
+(§15.2) and the results so far are kept.  Each op is described once in `OPS` (handler, whether
+it needs a current filehandle, whether the security flavour of that filehandle's export is
+checked first); the loop applies those checks in one place.  A handler returns the value of
+its result's NFS4_OK arm (or None) and raises `NFS4Error` for anything else; the loop maps
+exceptions to result statuses here and nowhere else (unexpected ones become
+NFS4ERR_SERVERFAULT, logged with their traceback).  Processing stops at the first op that
+does not return NFS4_OK (§15.2.4).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+from pynfsd.gen import nfs4 as N
+from pynfsd.nfs4 import errors
+from pynfsd.xdr.runtime import Packer, Unpacker, XdrError
+
+if TYPE_CHECKING:
+    from pynfsd.nfs4.server import NFSServer
+    from pynfsd.nfs4.vfs import Obj, Vfs
+    from pynfsd.rpc.auth import Credential
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[["CompoundContext", Any], Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class OpSpec:
+    opnum: int
+    name: str
+    handler: Handler
+    needs_fh: bool
+    check_sec: bool
+    unpack_args: Callable[[Unpacker], Any]
+    pack_res: Callable[[Packer, Any], None]
+    res_cls: type
+    res_is_union: bool
+
+
+OPS: dict[int, OpSpec] = {}
+
+# Ops after which the flavour check of the current filehandle is not made (RFC 7530 §3.3.1,
+# §16.31.4): they only move the current filehandle around or ask which flavours to use.
+_SEC_EXEMPT = {
+    "PUTFH",
+    "PUTPUBFH",
+    "PUTROOTFH",
+    "RESTOREFH",
+    "SAVEFH",
+    "LOOKUP",
+    "LOOKUPP",
+    "SECINFO",
+    "GETFH",
+}
+
+
+def op(
+    opnum: int, *, needs_fh: bool = True, pack_res: Callable[[Packer, Any], None] | None = None
+) -> Callable[[Handler], Handler]:
+    """Register a handler for `opnum` in the op table (`pack_res`: a hand-tuned encoder)."""
+
+    def register(fn: Handler) -> Handler:
+        name = N.nfs_opnum4_names[opnum][3:]
+        res_cls = getattr(N, f"{name}4res")
+        is_union = [f.name for f in fields(res_cls)][-1] == "value"
+        OPS[opnum] = OpSpec(
+            opnum,
+            name,
+            fn,
+            needs_fh,
+            needs_fh and name not in _SEC_EXEMPT,
+            N.nfs_argop4_arm_unpackers[opnum],
+            pack_res or N.nfs_resop4_arm_packers[opnum],
+            res_cls,
+            is_union,
+        )
+        return fn
+
+    return register
+
+
+def make_result(spec: OpSpec, status: int, value: Any) -> Any:
+    if spec.res_is_union:
+        return spec.res_cls(status, value)
+    if len(fields(spec.res_cls)) == 1:
+        return spec.res_cls(status)
+    return spec.res_cls(status, value if value is not None else [])  # SETATTR4res attrsset
+
+
+class CompoundContext:
+    """The state of one COMPOUND: current and saved filehandles, credential, client."""
+
+    __slots__ = ("server", "vfs", "cred", "client_addr", "_current", "_saved", "tag", "index")
+
+    def __init__(self, server: NFSServer, vfs: Vfs, cred: Credential, client_addr: str) -> None:
+        self.server = server
+        self.vfs = vfs
+        self.cred = cred
+        self.client_addr = client_addr
+        self._current: Obj | None = None
+        self._saved: Obj | None = None
+        self.tag = b""
+        self.index = 0
+
+    @property
+    def current(self) -> Obj:
+        if self._current is None:
+            raise errors.NFS4ERR_NOFILEHANDLE()
+        return self._current
+
+    @current.setter
+    def current(self, obj: Obj) -> None:
+        self._current = obj
+
+    @property
+    def has_current(self) -> bool:
+        return self._current is not None
+
+    @property
+    def saved(self) -> Obj:
+        if self._saved is None:
+            raise errors.NFS4ERR_RESTOREFH()
+        return self._saved
+
+    def save(self) -> None:
+        self._saved = self.current
+
+    @property
+    def principal(self) -> str:
+        """The identity state is keyed by (RFC 7530 §9.1.1): the credential's principal."""
+        c = self.cred
+        if c.principal:
+            return c.principal
+        return f"sys:{c.uid}" if c.flavor == 1 else "none"
+
+
+def _illegal_result(p: Packer, status: int) -> None:
+    p.pack_uint(N.OP_ILLEGAL)
+    p.pack_int(status)
+
+
+async def run_op(ctx: CompoundContext, spec: OpSpec, args: Any) -> tuple[int, Any]:
+    """Run one op: (status, NFS4_OK-arm value or error-arm payload)."""
+    try:
+        if spec.needs_fh:
+            obj = ctx.current
+            if spec.check_sec:
+                ctx.vfs.check_sec(obj)
+        return N.NFS4_OK, await spec.handler(ctx, args)
+    except errors.NFS4Error as e:
+        return e.status, e.value
+    except Exception:
+        log.exception("NFS4ERR_SERVERFAULT in %s", spec.name)
+        return N.NFS4ERR_SERVERFAULT, None
+
+
+async def process(ctx: CompoundContext, u: Unpacker, count: int) -> tuple[int, Packer, int]:
+    """Run the ops of a COMPOUND: (status of the last op, encoded results, number of results)."""
+    out = Packer()
+    status = N.NFS4_OK
+    for i in range(count):
+        ctx.index = i
+        try:
+            opnum = u.unpack_uint()
+        except XdrError:
+            _illegal_result(out, N.NFS4ERR_BADXDR)
+            return N.NFS4ERR_BADXDR, out, i + 1
+        spec = OPS.get(opnum)
+        if spec is None:
+            _illegal_result(out, N.NFS4ERR_OP_ILLEGAL)  # RFC 7530 §15.2.4, §16.39
+            return N.NFS4ERR_OP_ILLEGAL, out, i + 1
+        try:
+            args = spec.unpack_args(u)
+        except XdrError as e:
+            log.debug("BADXDR in %s arguments: %s", spec.name, e)
+            status, value = N.NFS4ERR_BADXDR, None
+        else:
+            status, value = await run_op(ctx, spec, args)
+        out.pack_uint(opnum)
+        spec.pack_res(out, make_result(spec, status, value))
+        if status != N.NFS4_OK:
+            return status, out, i + 1
+    return status, out, count
+
+
+def encode_reply(status: int, tag: bytes, numres: int, results: Packer | None) -> list[bytes]:
+    head = Packer()
+    head.pack_int(status)
+    head.pack_opaque(tag)
+    head.pack_uint(numres)
+    if results is None:
+        return [head.get_buffer()]
+    return [head.get_buffer(), bytes(results.get_bytearray())]

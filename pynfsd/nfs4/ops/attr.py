@@ -1,0 +1,87 @@
+"""Attribute operations: GETATTR, SETATTR, VERIFY, NVERIFY, ACCESS
+(RFC 7530 §16.1, §16.7, §16.15, §16.32, §16.35)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pynfsd.gen import nfs4 as N
+from pynfsd.idmap import IdmapError
+from pynfsd.nfs4 import errors
+from pynfsd.nfs4.attrs import SetAttrs, decode_settable, encode_fattr4, verify_matches
+from pynfsd.nfs4.attrsrc import requested_set, source_for
+from pynfsd.nfs4.compound import CompoundContext, op
+from pynfsd.nfs4.ops.seqid import to_stateid
+from pynfsd.nfs4.vfs import Obj
+
+
+@op(N.OP_GETATTR)
+async def getattr_(ctx: CompoundContext, args: N.GETATTR4args) -> N.GETATTR4resok:
+    req = requested_set(args.attr_request)
+    src = await source_for(ctx, ctx.current, req)
+    return N.GETATTR4resok(encode_fattr4(req, src))
+
+
+@op(N.OP_ACCESS)
+async def access(ctx: CompoundContext, args: N.ACCESS4args) -> N.ACCESS4resok:
+    if args.access & ~0x3F:
+        raise errors.NFS4ERR_INVAL("unknown ACCESS4 bits")
+    supported, granted = await ctx.vfs.access(ctx.current, args.access)
+    return N.ACCESS4resok(supported, granted)
+
+
+def setattr_changes(ctx: CompoundContext, s: SetAttrs) -> dict[str, Any]:
+    """SetAttrs -> backend setattr keywords, mapping owner strings (NFS4ERR_BADOWNER)."""
+    changes: dict[str, Any] = {}
+    idmap = ctx.server.idmap
+    try:
+        if s.owner is not None:
+            changes["uid"] = idmap.name_to_uid(s.owner)
+        if s.owner_group is not None:
+            changes["gid"] = idmap.name_to_gid(s.owner_group)
+    except IdmapError as e:
+        raise errors.NFS4ERR_BADOWNER(str(e)) from None
+    for key in ("mode", "size", "atime", "mtime"):
+        value = getattr(s, key)
+        if value is not None:
+            changes[key] = value
+    return changes
+
+
+async def apply_setattrs(ctx: CompoundContext, obj: Obj, s: SetAttrs) -> None:
+    changes = setattr_changes(ctx, s)
+    if changes:
+        await ctx.vfs.setattr(obj, **changes)
+
+
+@op(N.OP_SETATTR)
+async def setattr_(ctx: CompoundContext, args: N.SETATTR4args) -> list[int]:
+    obj = ctx.current
+    s = decode_settable(args.obj_attributes)
+    if s.size is not None:
+        ctx.vfs.check_writable(obj)
+        # RFC 7530 §16.32.4: a size change is checked against the stateid like a WRITE.
+        ctx.server.state.check_io_stateid(to_stateid(args.stateid), obj.fh, True)
+    try:
+        await apply_setattrs(ctx, obj, s)
+    except errors.NFS4Error as e:
+        e.value = []
+        raise
+    return s.mask
+
+
+async def _verify(ctx: CompoundContext, f: N.fattr4) -> bool:
+    src = await source_for(ctx, ctx.current, requested_set(f.attrmask))
+    return verify_matches(f, src)
+
+
+@op(N.OP_VERIFY)
+async def verify(ctx: CompoundContext, args: N.VERIFY4args) -> None:
+    if not await _verify(ctx, args.obj_attributes):
+        raise errors.NFS4ERR_NOT_SAME()
+
+
+@op(N.OP_NVERIFY)
+async def nverify(ctx: CompoundContext, args: N.NVERIFY4args) -> None:
+    if await _verify(ctx, args.obj_attributes):
+        raise errors.NFS4ERR_SAME()

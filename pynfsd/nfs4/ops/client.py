@@ -1,0 +1,46 @@
+"""Client-id operations: SETCLIENTID, SETCLIENTID_CONFIRM, RENEW, and the delegation ops
+(RFC 7530 §16.33, §16.34, §16.28, §16.5, §16.6)."""
+
+from __future__ import annotations
+
+from pynfsd.gen import nfs4 as N
+from pynfsd.nfs4 import errors
+from pynfsd.nfs4.compound import CompoundContext, op
+from pynfsd.nfs4.ops.seqid import to_stateid
+
+
+@op(N.OP_SETCLIENTID, needs_fh=False)
+async def setclientid(ctx: CompoundContext, args: N.SETCLIENTID4args) -> N.SETCLIENTID4resok:
+    try:
+        clientid, confirm = ctx.server.state.setclientid(
+            args.client.verifier, args.client.id, ctx.principal, args.callback, ctx.client_addr
+        )
+    except errors.NFS4ERR_CLID_INUSE as e:
+        if isinstance(e.value, tuple):
+            e.value = N.netaddr4(*e.value)  # §16.33.4: where the id is in use
+        raise
+    return N.SETCLIENTID4resok(clientid, confirm)
+
+
+@op(N.OP_SETCLIENTID_CONFIRM, needs_fh=False)
+async def setclientid_confirm(ctx: CompoundContext, args: N.SETCLIENTID_CONFIRM4args) -> None:
+    ctx.server.state.setclientid_confirm(args.clientid, args.setclientid_confirm, ctx.principal)
+
+
+@op(N.OP_RENEW, needs_fh=False)
+async def renew(ctx: CompoundContext, args: N.RENEW4args) -> None:
+    ctx.server.state.renew(args.clientid, ctx.principal)
+
+
+@op(N.OP_DELEGPURGE, needs_fh=False)
+async def delegpurge(ctx: CompoundContext, args: N.DELEGPURGE4args) -> None:
+    # pynfsd grants no delegations and so supports no CLAIM_DELEGATE_PREV (§16.5.4).
+    raise errors.NFS4ERR_NOTSUPP()
+
+
+@op(N.OP_DELEGRETURN)
+async def delegreturn(ctx: CompoundContext, args: N.DELEGRETURN4args) -> None:
+    # No delegation is ever granted: an unknown stateid gets the error its form calls for
+    # (STALE/EXPIRED/BAD, §9.1.4), and an open or lock stateid is not a delegation stateid.
+    ctx.server.state.owner_for_stateid(to_stateid(args.deleg_stateid))
+    raise errors.NFS4ERR_BAD_STATEID("not a delegation stateid")

@@ -1,0 +1,179 @@
+"""Directory operations: READDIR, CREATE, REMOVE, RENAME, LINK, READLINK, OPENATTR
+(RFC 7530 §16.4, §16.9, §16.17, §16.24, §16.25, §16.26, §16.27)."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from pynfsd.fs.backend import Attrs, FileType
+from pynfsd.gen import nfs4 as N
+from pynfsd.nfs4 import errors
+from pynfsd.nfs4.attrs import SetAttrs, decode_settable, encode_fattr4
+from pynfsd.nfs4.attrsrc import fsstat_if_needed, make_source, requested_set
+from pynfsd.nfs4.compound import CompoundContext, op
+from pynfsd.nfs4.ops.attr import apply_setattrs
+from pynfsd.nfs4.ops.names import check_name
+from pynfsd.nfs4.vfs import Obj
+from pynfsd.xdr.runtime import Packer
+
+_READDIR_RESOK_OVERHEAD = 8 + 4 + 4  # cookieverf, final "no more entries", eof
+_ENTRY_OVERHEAD = 4 + 8 + 4 + 4  # value_follows, cookie, name length, attrmask length
+
+
+def change_info(before: Attrs, after: Attrs) -> N.change_info4:
+    # atomic is false: another client could change the directory between the two reads.
+    return N.change_info4(False, before.change, after.change)
+
+
+def _pad(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def _pack_entry(p: Packer, cookie: int, name: bytes, fattr: N.fattr4) -> None:
+    p.pack_uint(1)
+    p.pack_uhyper(cookie)
+    p.pack_opaque(name)
+    N.pack_fattr4(p, fattr)
+
+
+def _finish(p: Packer, verf: bytes, eof: bool) -> tuple[bytes, bytes]:
+    p.pack_uint(0)
+    p.pack_bool(eof)
+    return verf, p.get_buffer()
+
+
+def _pack_readdir_res(p: Packer, res: N.READDIR4res) -> None:
+    """READDIR4res whose NFS4_OK arm is (cookieverf, encoded dirlist4)."""
+    p.pack_int(res.status)
+    if res.status == N.NFS4_OK:
+        verf, raw = cast(tuple[bytes, bytes], res.value)
+        p.pack_fopaque(8, verf)
+        p.pack_raw(raw)
+
+
+@op(N.OP_READDIR, pack_res=_pack_readdir_res)
+async def readdir(ctx: CompoundContext, args: N.READDIR4args) -> tuple[bytes, bytes]:
+    """The entries are encoded here directly: this is the hot path for large directories."""
+    d = ctx.current
+    req = requested_set(args.attr_request)
+    if args.cookie in (1, 2):
+        raise errors.NFS4ERR_BAD_COOKIE()  # RFC 7530 §16.24.4: reserved cookie values
+    maxcount = min(args.maxcount, ctx.server.config.maxread + 4096)
+    fsstat = await fsstat_if_needed(ctx, d, req)
+    p = Packer()
+    used = _READDIR_RESOK_OVERHEAD
+    cookie, verf, eof, n = args.cookie, args.cookieverf, False, 0
+    while not eof:
+        batch, eof, verf = await ctx.vfs.readdir(d, cookie, args.cookieverf, 512)
+        for name, ecookie, obj, attrs in batch:
+            fattr = encode_fattr4(req, make_source(ctx, obj, attrs, req, fsstat))
+            size = (
+                _ENTRY_OVERHEAD
+                + _pad(len(name))
+                + 4 * len(fattr.attrmask)
+                + 4
+                + _pad(len(fattr.attr_vals))
+            )
+            if used + size > maxcount:
+                if n == 0:
+                    raise errors.NFS4ERR_TOOSMALL()
+                return _finish(p, verf, False)
+            used += size
+            n += 1
+            _pack_entry(p, ecookie, name, fattr)
+            cookie = ecookie
+        if not batch:
+            break
+    return _finish(p, verf, eof)
+
+
+@op(N.OP_READLINK)
+async def readlink(ctx: CompoundContext, args: None) -> N.READLINK4resok:
+    obj = ctx.current
+    attrs = await ctx.vfs.getattr(obj)
+    if attrs.type == FileType.DIR:
+        raise errors.NFS4ERR_ISDIR()
+    if attrs.type != FileType.LNK:
+        raise errors.NFS4ERR_INVAL()
+    return N.READLINK4resok(await ctx.vfs.readlink(obj))
+
+
+_CREATE_TYPES = {
+    N.NF4DIR: FileType.DIR,
+    N.NF4LNK: FileType.LNK,
+    N.NF4BLK: FileType.BLK,
+    N.NF4CHR: FileType.CHR,
+    N.NF4SOCK: FileType.SOCK,
+    N.NF4FIFO: FileType.FIFO,
+}
+
+
+@op(N.OP_CREATE)
+async def create(ctx: CompoundContext, args: N.CREATE4args) -> N.CREATE4resok:
+    d = ctx.current
+    name = check_name(args.objname)
+    ftype = _CREATE_TYPES.get(args.objtype.type)
+    if ftype is None:
+        raise errors.NFS4ERR_BADTYPE()  # regular files are made by OPEN (§16.4.4)
+    s = decode_settable(args.createattrs)
+    target, rdev = b"", (0, 0)
+    if ftype == FileType.LNK:
+        target = args.objtype.value
+        if not target:
+            raise errors.NFS4ERR_INVAL("empty symlink target")
+    elif ftype in (FileType.BLK, FileType.CHR):
+        rdev = (args.objtype.value.specdata1, args.objtype.value.specdata2)
+    before = await ctx.vfs.getattr(d)
+    mode = s.mode if s.mode is not None else (0o755 if ftype == FileType.DIR else 0o644)
+    obj, _ = await ctx.vfs.make(d, name, ftype, mode, target, rdev)
+    await _apply_extra(ctx, obj, s, ftype)
+    after = await ctx.vfs.getattr(d)
+    ctx.current = obj
+    return N.CREATE4resok(change_info(before, after), s.mask)
+
+
+async def _apply_extra(ctx: CompoundContext, obj: Obj, s: SetAttrs, ftype: FileType) -> None:
+    """Attributes other than mode that CREATE/OPEN asked for (owner, group, times)."""
+    extra = SetAttrs(None, s.owner, s.owner_group, s.size, s.atime, s.mtime)
+    if ftype == FileType.LNK:
+        extra.size = None
+    if any(
+        v is not None
+        for v in (extra.owner, extra.owner_group, extra.size, extra.atime, extra.mtime)
+    ):
+        await apply_setattrs(ctx, obj, extra)
+
+
+@op(N.OP_REMOVE)
+async def remove(ctx: CompoundContext, args: N.REMOVE4args) -> N.REMOVE4resok:
+    d = ctx.current
+    name = check_name(args.target)
+    before = await ctx.vfs.getattr(d)
+    await ctx.vfs.remove(d, name)
+    return N.REMOVE4resok(change_info(before, await ctx.vfs.getattr(d)))
+
+
+@op(N.OP_RENAME)
+async def rename(ctx: CompoundContext, args: N.RENAME4args) -> N.RENAME4resok:
+    src, dst = ctx.saved, ctx.current
+    ctx.vfs.check_sec(src)
+    old, new = check_name(args.oldname), check_name(args.newname)
+    sb, tb = await ctx.vfs.getattr(src), await ctx.vfs.getattr(dst)
+    await ctx.vfs.rename(src, old, dst, new)
+    sa, ta = await ctx.vfs.getattr(src), await ctx.vfs.getattr(dst)
+    return N.RENAME4resok(change_info(sb, sa), change_info(tb, ta))
+
+
+@op(N.OP_LINK)
+async def link(ctx: CompoundContext, args: N.LINK4args) -> N.LINK4resok:
+    src, d = ctx.saved, ctx.current
+    ctx.vfs.check_sec(src)
+    name = check_name(args.newname)
+    before = await ctx.vfs.getattr(d)
+    await ctx.vfs.link(src, d, name)
+    return N.LINK4resok(change_info(before, await ctx.vfs.getattr(d)))
+
+
+@op(N.OP_OPENATTR)
+async def openattr(ctx: CompoundContext, args: N.OPENATTR4args) -> None:
+    raise errors.NFS4ERR_NOTSUPP("named attributes are not supported")

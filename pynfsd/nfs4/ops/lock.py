@@ -1,0 +1,102 @@
+"""Byte-range locks: LOCK, LOCKT, LOCKU, RELEASE_LOCKOWNER (RFC 7530 §16.10-16.12, §16.37)."""
+
+from __future__ import annotations
+
+from pynfsd.gen import nfs4 as N
+from pynfsd.nfs4 import errors
+from pynfsd.nfs4.compound import CompoundContext, op
+from pynfsd.nfs4.ops.seqid import sequenced, to_stateid, to_stateid4
+from pynfsd.nfs4.state import LockDenied
+
+
+def lock4denied(d: LockDenied) -> N.LOCK4denied:
+    return N.LOCK4denied(d.offset, d.length, d.locktype, N.lock_owner4(d.clientid, d.owner))
+
+
+def _convert_denied(e: errors.NFS4Error) -> None:
+    if isinstance(e.value, LockDenied):
+        e.value = lock4denied(e.value)
+
+
+def _check_file(ctx: CompoundContext) -> bytes:
+    obj = ctx.current
+    if obj.is_pseudo:
+        raise errors.NFS4ERR_ISDIR()
+    return obj.fh
+
+
+@op(N.OP_LOCK)
+async def lock(ctx: CompoundContext, args: N.LOCK4args) -> N.stateid4:
+    state = ctx.server.state
+    fh = _check_file(ctx)
+    locker = args.locker
+    if locker.new_lock_owner:
+        new: N.open_to_lock_owner4 = locker.value
+        open_sid = to_stateid(new.open_stateid)
+        owner = state.owner_for_stateid(open_sid)
+        seqid = new.open_seqid
+
+        def grant() -> N.stateid4:
+            return to_stateid4(
+                state.lock_new(
+                    open_sid,
+                    new.lock_owner.owner,
+                    new.lock_seqid,
+                    fh,
+                    args.locktype,
+                    args.offset,
+                    args.length,
+                    reclaim=args.reclaim,
+                )
+            )
+    else:
+        old: N.exist_lock_owner4 = locker.value
+        lock_sid = to_stateid(old.lock_stateid)
+        owner = state.owner_for_stateid(lock_sid)
+        seqid = old.lock_seqid
+
+        def grant() -> N.stateid4:
+            return to_stateid4(
+                state.lock_existing(
+                    lock_sid, fh, args.locktype, args.offset, args.length, reclaim=args.reclaim
+                )
+            )
+
+    async def body() -> N.stateid4:
+        try:
+            return grant()
+        except errors.NFS4Error as e:
+            _convert_denied(e)
+            raise
+
+    return await sequenced(owner, seqid, N.OP_LOCK, body)
+
+
+@op(N.OP_LOCKT)
+async def lockt(ctx: CompoundContext, args: N.LOCKT4args) -> None:
+    fh = _check_file(ctx)
+    try:
+        ctx.server.state.lockt(
+            args.owner.clientid, args.owner.owner, fh, args.locktype, args.offset, args.length
+        )
+    except errors.NFS4Error as e:
+        _convert_denied(e)
+        raise
+
+
+@op(N.OP_LOCKU)
+async def locku(ctx: CompoundContext, args: N.LOCKU4args) -> N.stateid4:
+    state = ctx.server.state
+    fh = _check_file(ctx)
+    sid = to_stateid(args.lock_stateid)
+    owner = state.owner_for_stateid(sid)
+
+    async def body() -> N.stateid4:
+        return to_stateid4(state.locku(sid, args.locktype, args.offset, args.length, fh))
+
+    return await sequenced(owner, args.seqid, N.OP_LOCKU, body)
+
+
+@op(N.OP_RELEASE_LOCKOWNER, needs_fh=False)
+async def release_lockowner(ctx: CompoundContext, args: N.RELEASE_LOCKOWNER4args) -> None:
+    ctx.server.state.release_lockowner(args.lock_owner.clientid, args.lock_owner.owner)

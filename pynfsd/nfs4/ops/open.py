@@ -1,0 +1,185 @@
+"""OPEN, OPEN_CONFIRM, OPEN_DOWNGRADE and CLOSE (RFC 7530 §16.16, §16.18, §16.19, §16.2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pynfsd.fs.backend import Attrs, FileType
+from pynfsd.gen import nfs4 as N
+from pynfsd.nfs4 import errors
+from pynfsd.nfs4.attrs import SetAttrs, decode_settable
+from pynfsd.nfs4.compound import CompoundContext, op
+from pynfsd.nfs4.ops.attr import apply_setattrs
+from pynfsd.nfs4.ops.dirs import change_info
+from pynfsd.nfs4.ops.names import check_name
+from pynfsd.nfs4.ops.seqid import sequenced, to_stateid, to_stateid4
+from pynfsd.nfs4.vfs import Obj
+
+OPEN4_SHARE_ACCESS_READ = 1
+OPEN4_SHARE_ACCESS_WRITE = 2
+OPEN4_RESULT_CONFIRM = 0x2
+OPEN4_RESULT_LOCKTYPE_POSIX = 0x4
+_NS = 1_000_000_000
+# For EXCLUSIVE4 the verifier is kept in atime/mtime (as knfsd does); the client then sets
+# the real values with SETATTR, told by attrset that these were used (RFC 7530 §16.16.5).
+_EXCL_ATTRSET = [0, (1 << (N.FATTR4_TIME_ACCESS - 32)) | (1 << (N.FATTR4_TIME_MODIFY - 32))]
+
+
+@dataclass(slots=True)
+class _Opened:
+    obj: Obj
+    attrs: Attrs
+    created: bool
+    cinfo: N.change_info4
+    attrset: list[int]
+
+
+@op(N.OP_OPEN)
+async def open_(ctx: CompoundContext, args: N.OPEN4args) -> N.OPEN4resok:
+    state = ctx.server.state
+    clientid = args.owner.clientid
+    owner = state.open_owner(clientid, args.owner.owner, args.seqid)
+    with state.lease_held(clientid):
+        resok, obj = await sequenced(owner, args.seqid, N.OP_OPEN, lambda: _open(ctx, args))
+    ctx.current = obj
+    return resok
+
+
+async def _open(ctx: CompoundContext, args: N.OPEN4args) -> tuple[N.OPEN4resok, Obj]:
+    claim = args.claim
+    access, deny = args.share_access, args.share_deny
+    reclaim = claim.claim == N.CLAIM_PREVIOUS
+    if claim.claim == N.CLAIM_NULL:
+        opened = await _open_by_name(ctx, args, check_name(claim.value))
+    elif reclaim:
+        opened = await _existing(ctx, ctx.current)
+    elif claim.claim == N.CLAIM_DELEGATE_CUR:
+        raise errors.NFS4ERR_BAD_STATEID("no delegations are granted")
+    else:
+        raise errors.NFS4ERR_RECLAIM_BAD("no delegations were granted")
+    if not opened.created:
+        await ctx.vfs.check_open_access(
+            opened.obj,
+            opened.attrs,
+            bool(access & OPEN4_SHARE_ACCESS_READ),
+            bool(access & OPEN4_SHARE_ACCESS_WRITE),
+        )
+    res = ctx.server.state.open(
+        args.owner.clientid, args.owner.owner, opened.obj.fh, access, deny, reclaim=reclaim
+    )
+    rflags = OPEN4_RESULT_LOCKTYPE_POSIX | (OPEN4_RESULT_CONFIRM if res.needs_confirm else 0)
+    none = N.open_delegation4(N.OPEN_DELEGATE_NONE, None)
+    resok = N.OPEN4resok(to_stateid4(res.stateid), opened.cinfo, rflags, opened.attrset, none)
+    return resok, opened.obj
+
+
+async def _existing(ctx: CompoundContext, obj: Obj) -> _Opened:
+    attrs = await ctx.vfs.getattr(obj)
+    _check_regular(attrs)
+    return _Opened(obj, attrs, False, N.change_info4(False, 0, 0), [])
+
+
+def _check_regular(attrs: Attrs) -> None:
+    """OPEN is for regular files only (RFC 7530 §16.16.5)."""
+    if attrs.type == FileType.DIR:
+        raise errors.NFS4ERR_ISDIR()
+    if attrs.type == FileType.LNK:
+        raise errors.NFS4ERR_SYMLINK()
+    if attrs.type != FileType.REG:
+        raise errors.NFS4ERR_INVAL("not a regular file")
+
+
+async def _open_by_name(ctx: CompoundContext, args: N.OPEN4args, name: bytes) -> _Opened:
+    d = ctx.current
+    if d.is_pseudo and args.openhow.opentype == N.OPEN4_CREATE:
+        raise errors.NFS4ERR_ROFS()
+    before = await ctx.vfs.getattr(d)
+    if before.type != FileType.DIR:
+        raise errors.NFS4ERR_NOTDIR()
+    if args.openhow.opentype == N.OPEN4_CREATE:
+        how = args.openhow.value
+        assert how is not None
+        opened = await _create(ctx, d, name, how)
+    else:
+        obj = await ctx.vfs.lookup(d, name)
+        opened = await _existing(ctx, obj)
+    opened.cinfo = change_info(before, await ctx.vfs.getattr(d))
+    return opened
+
+
+async def _create(ctx: CompoundContext, d: Obj, name: bytes, how: N.createhow4) -> _Opened:
+    if how.mode == N.EXCLUSIVE4:
+        return await _create_exclusive(ctx, d, name, how.value)
+    s = decode_settable(how.value)
+    mode = s.mode if s.mode is not None else 0o644
+    obj, attrs, created = await ctx.vfs.create_file(d, name, mode, how.mode == N.GUARDED4)
+    _check_regular(attrs)
+    if not created and how.mode == N.GUARDED4:
+        raise errors.NFS4ERR_EXIST()
+    extra = SetAttrs(None, s.owner, s.owner_group, s.size, s.atime, s.mtime)
+    if created or s.size is not None:  # UNCHECKED4 on an existing file: only size applies
+        if not created:
+            extra = SetAttrs(size=s.size)
+        if any(
+            v is not None
+            for v in (extra.owner, extra.owner_group, extra.size, extra.atime, extra.mtime)
+        ):
+            await apply_setattrs(ctx, obj, extra)
+    return _Opened(obj, attrs, created, N.change_info4(False, 0, 0), s.mask)
+
+
+async def _create_exclusive(ctx: CompoundContext, d: Obj, name: bytes, verf: bytes) -> _Opened:
+    atime = int.from_bytes(verf[:4], "big") * _NS
+    mtime = int.from_bytes(verf[4:], "big") * _NS
+    try:
+        obj, attrs, _ = await ctx.vfs.create_file(d, name, 0o600, True)
+    except errors.NFS4ERR_EXIST:
+        obj = await ctx.vfs.lookup(d, name)
+        attrs = await ctx.vfs.getattr(obj)
+        if attrs.type != FileType.REG or attrs.atime_ns != atime or attrs.mtime_ns != mtime:
+            raise  # §16.16.5: someone else's file, not a retransmission of our create
+        return _Opened(obj, attrs, True, N.change_info4(False, 0, 0), list(_EXCL_ATTRSET))
+    attrs = await ctx.vfs.setattr(obj, atime=atime, mtime=mtime)
+    return _Opened(obj, attrs, True, N.change_info4(False, 0, 0), list(_EXCL_ATTRSET))
+
+
+@op(N.OP_OPEN_CONFIRM)
+async def open_confirm(ctx: CompoundContext, args: N.OPEN_CONFIRM4args) -> N.OPEN_CONFIRM4resok:
+    state = ctx.server.state
+    sid = to_stateid(args.open_stateid)
+    owner = state.owner_for_stateid(sid)
+    fh = ctx.current.fh
+
+    async def body() -> N.OPEN_CONFIRM4resok:
+        return N.OPEN_CONFIRM4resok(to_stateid4(state.open_confirm(sid, fh)))
+
+    return await sequenced(owner, args.seqid, N.OP_OPEN_CONFIRM, body)
+
+
+@op(N.OP_OPEN_DOWNGRADE)
+async def open_downgrade(
+    ctx: CompoundContext, args: N.OPEN_DOWNGRADE4args
+) -> N.OPEN_DOWNGRADE4resok:
+    state = ctx.server.state
+    sid = to_stateid(args.open_stateid)
+    owner = state.owner_for_stateid(sid)
+    fh = ctx.current.fh
+
+    async def body() -> N.OPEN_DOWNGRADE4resok:
+        new = state.open_downgrade(sid, args.share_access, args.share_deny, fh)
+        return N.OPEN_DOWNGRADE4resok(to_stateid4(new))
+
+    return await sequenced(owner, args.seqid, N.OP_OPEN_DOWNGRADE, body)
+
+
+@op(N.OP_CLOSE)
+async def close(ctx: CompoundContext, args: N.CLOSE4args) -> N.stateid4:
+    state = ctx.server.state
+    sid = to_stateid(args.open_stateid)
+    owner = state.owner_for_stateid(sid)
+    fh = ctx.current.fh
+
+    async def body() -> N.stateid4:
+        return to_stateid4(state.close(sid, fh))
+
+    return await sequenced(owner, args.seqid, N.OP_CLOSE, body)

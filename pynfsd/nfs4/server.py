@@ -1,0 +1,140 @@
+"""The NFSv4.0 service: program 100003 version 4 (RFC 7530 §15, §16.1-16.2).
+
+Theory of operation: `NFSServer` owns what lives longer than one COMPOUND: the export resolver
+and one backend per export, the state manager, the idmapper, the worker threads that run
+blocking filesystem calls, and the server's boot-time write verifier.  `compound()` is the RPC
+procedure: it decodes the COMPOUND header, builds the client's view of the exports (cached per
+set of exports), and hands the operations to `pynfsd.nfs4.compound`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pynfsd.exports.pseudofs import PseudoNode
+from pynfsd.exports.resolver import ExportResolver
+from pynfsd.exports.types import ClientExport
+from pynfsd.fs.backend import Attrs, Backend, FileType
+from pynfsd.gen import nfs4 as N
+from pynfsd.idmap import IdMapper
+from pynfsd.nfs4 import compound
+from pynfsd.nfs4.state import StateManager
+from pynfsd.nfs4.vfs import ClientView, Vfs
+from pynfsd.rpc.errors import GarbageArgs
+from pynfsd.rpc.server import RpcCall, RpcServer
+from pynfsd.xdr.runtime import Unpacker, XdrError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+NFS_PROGRAM = 100003
+NFS_V4 = 4
+NFSPROC4_COMPOUND = 1
+
+
+@dataclass
+class ServerConfig:
+    state_dir: str
+    lease_time: int = 90
+    grace_time: int = 90
+    maxread: int = 1024 * 1024
+    maxwrite: int = 1024 * 1024
+    workers: int = 16
+    backend_factory: Callable[[ClientExport, str], Backend] | None = None
+    clock: Callable[[], float] = field(default=time.monotonic)
+    wallclock_ns: Callable[[], int] = field(default=time.time_ns)
+
+
+def local_backend(export: ClientExport, state_dir: str) -> Backend:
+    from pynfsd.fs.local import LocalBackend
+
+    return LocalBackend(export.path, state_dir)
+
+
+class NFSServer:
+    def __init__(
+        self, config: ServerConfig, resolver: ExportResolver, idmap: IdMapper | None = None
+    ) -> None:
+        self.config = config
+        self.resolver = resolver
+        self.idmap = idmap or IdMapper(numeric=True)
+        self.boot_ns = config.wallclock_ns()
+        # The write verifier changes on every server start (RFC 7530 §16.36.5).
+        self.write_verifier = secrets.token_bytes(8)
+        self.state = StateManager(
+            clock=config.clock,
+            rng=secrets.token_bytes,
+            lease_time=config.lease_time,
+            server_boot_id=secrets.token_bytes(4),
+        )
+        self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="pynfsd-fs")
+        self._backends: dict[int, Backend] = {}
+        self._views: dict[tuple[ClientExport, ...], ClientView] = {}
+        self._factory = config.backend_factory or local_backend
+
+    # ------------------------------------------------------------ resources
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def backend_for(self, export: ClientExport) -> Backend:
+        backend = self._backends.get(export.fsid)
+        if backend is None:
+            state_dir = os.path.join(self.config.state_dir, "exports", f"{export.fsid:016x}")
+            os.makedirs(state_dir, mode=0o700, exist_ok=True)
+            backend = self._factory(export, state_dir)
+            self._backends[export.fsid] = backend
+        return backend
+
+    async def view_for(self, client_addr: str) -> ClientView:
+        exports = await self.resolver.exports_for(client_addr)
+        view = self._views.get(exports)
+        if view is None:
+            if len(self._views) > 1024:
+                self._views.clear()
+            view = ClientView.build(exports)
+            self._views[exports] = view
+        return view
+
+    def pseudo_attrs(self, node: PseudoNode | None) -> Attrs:
+        """Attributes of a pure pseudo-fs directory: read-only, owned by root."""
+        nlink = 2 + (len(node.children) if node is not None else 0)
+        fileid = node.fileid if node is not None else 1
+        t = self.boot_ns
+        return Attrs(FileType.DIR, 0o555, nlink, 0, 0, 4096, 4096, (0, 0), fileid, t, t, t, t)
+
+    def close(self) -> None:
+        for backend in self._backends.values():
+            backend.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------ RPC
+    def register(self, rpc: RpcServer) -> None:
+        from pynfsd.nfs4 import ops  # noqa: F401  (fills the op table)
+
+        rpc.register(NFS_PROGRAM, NFS_V4, {NFSPROC4_COMPOUND: self.compound})
+
+    async def compound(self, call: RpcCall) -> list[bytes]:
+        u = Unpacker(call.args)
+        try:
+            tag = u.unpack_opaque()
+            minorversion = u.unpack_uint()
+            count = u.unpack_uint()
+        except XdrError as e:
+            raise GarbageArgs(str(e)) from None
+        if minorversion != 0:
+            # RFC 7530 §16.2.3: an unsupported minor version gets no results at all.
+            return compound.encode_reply(N.NFS4ERR_MINOR_VERS_MISMATCH, tag, 0, None)
+        client_addr = call.peer[0]
+        view = await self.view_for(client_addr)
+        ctx = compound.CompoundContext(self, Vfs(self, view, call.cred), call.cred, client_addr)
+        ctx.tag = tag
+        status, results, numres = await compound.process(ctx, u, count)
+        return compound.encode_reply(status, tag, numres, results)

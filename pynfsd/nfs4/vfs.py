@@ -1,0 +1,469 @@
+"""The policy wrapper around the filesystem backends (STYLE.md §6).
+
+Theory of operation: handlers never touch a backend directly.  A `Vfs` is made per COMPOUND
+from the client's view of the exports (which exports it may use, joined into a pseudo-fs) and
+the RPC credential.  It turns filehandles into `Obj`s, and applies every policy in one place:
+the export a handle belongs to and whether this client may use it, security flavours
+(NFS4ERR_WRONGSEC), squashing (root_squash/all_squash/anonuid), read-only exports
+(NFS4ERR_ROFS), POSIX permission checks (the server runs as root, so it enforces them), pseudo
+directories, and crossing from one export into another.  Blocking backend calls run in the
+server's worker threads, never on the event loop; OSErrors become NFS4 errors here.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pynfsd.exports.pseudofs import PseudoFs, PseudoNode
+from pynfsd.exports.types import ClientExport
+from pynfsd.fs import perm
+from pynfsd.fs.backend import Attrs, Backend, DirEntry, FileType, FsStat
+from pynfsd.nfs4 import errors
+from pynfsd.nfs4.fh import KIND_PSEUDO, decode_fh, export_fh, pseudo_fh
+
+if TYPE_CHECKING:
+    from pynfsd.nfs4.server import NFSServer
+    from pynfsd.rpc.auth import Credential
+
+T = TypeVar("T")
+
+# RFC 7530 §16.1 ACCESS4 bits
+ACCESS4_READ = 0x01
+ACCESS4_LOOKUP = 0x02
+ACCESS4_MODIFY = 0x04
+ACCESS4_EXTEND = 0x08
+ACCESS4_DELETE = 0x10
+ACCESS4_EXECUTE = 0x20
+
+AUTH_NONE = 0
+AUTH_SYS = 1
+_FLAVOUR_NAMES = {AUTH_NONE: "none", AUTH_SYS: "sys"}
+
+
+@dataclass(slots=True)
+class Obj:
+    """A resolved filehandle: a pure pseudo directory (export None) or an object in an export."""
+
+    fh: bytes
+    export: ClientExport | None
+    backend: Backend | None
+    handle: bytes
+    node: PseudoNode | None = None  # pseudo node at this object, when known
+
+    @property
+    def is_pseudo(self) -> bool:
+        return self.export is None
+
+    def be(self) -> Backend:
+        if self.backend is None:
+            raise errors.NFS4ERR_ROFS("pseudo-filesystem directory")
+        return self.backend
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The ids a request acts as within one export, after squashing."""
+
+    uid: int
+    gid: int
+    gids: tuple[int, ...]
+
+
+@dataclass(slots=True)
+class ClientView:
+    """What one client may see: its exports joined into a pseudo-fs (cached per export set)."""
+
+    exports: tuple[ClientExport, ...]
+    pseudofs: PseudoFs
+    by_fsid: dict[int, ClientExport]
+    node_by_fsid: dict[int, PseudoNode]
+
+    @classmethod
+    def build(cls, exports: tuple[ClientExport, ...]) -> ClientView:
+        pfs = PseudoFs.build(exports)
+        nodes = {n.export.fsid: n for n in pfs if n.export is not None}
+        return cls(exports, pfs, {e.fsid: e for e in exports}, nodes)
+
+
+def flavour_name(cred: Credential) -> str:
+    return cred.sec_name if hasattr(cred, "sec_name") else _FLAVOUR_NAMES.get(cred.flavor, "?")
+
+
+class Vfs:
+    """Per-COMPOUND access to the client's exports with every policy applied."""
+
+    def __init__(self, server: NFSServer, view: ClientView, cred: Credential) -> None:
+        self.server = server
+        self.view = view
+        self.cred = cred
+        self.flavour = flavour_name(cred)
+        self._ids: dict[int, Identity] = {}
+
+    # ------------------------------------------------------------ plumbing
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await self.server.run_blocking(fn, *args)
+        except OSError as e:
+            raise errors.from_oserror(e) from None
+
+    def identity(self, export: ClientExport | None) -> Identity:
+        """Squash the credential as the export says (exports(5) root_squash/all_squash)."""
+        key = export.fsid if export is not None else -1
+        ident = self._ids.get(key)
+        if ident is None:
+            ident = self._squash(export)
+            self._ids[key] = ident
+        return ident
+
+    def _squash(self, export: ClientExport | None) -> Identity:
+        c = self.cred
+        if export is None:
+            return Identity(c.uid, c.gid, tuple(c.gids))
+        o = export.options
+        anon = Identity(o.anonuid, o.anongid, ())
+        if c.flavor == AUTH_NONE or o.squash == "all":
+            return anon
+        if o.squash == "root":
+            uid = o.anonuid if c.uid == 0 else c.uid
+            gid = o.anongid if c.gid == 0 else c.gid
+            gids = tuple(o.anongid if g == 0 else g for g in c.gids)
+            return Identity(uid, gid, gids)
+        return Identity(c.uid, c.gid, tuple(c.gids))
+
+    def check_sec(self, obj: Obj) -> None:
+        """NFS4ERR_WRONGSEC when the request's flavour is not allowed on obj's export (§3.3)."""
+        if obj.export is not None and self.flavour not in obj.export.options.sec:
+            raise errors.NFS4ERR_WRONGSEC()
+
+    def check_writable(self, obj: Obj) -> None:
+        if obj.export is None or not obj.export.options.rw:
+            raise errors.NFS4ERR_ROFS()
+
+    def permit(self, obj: Obj, attrs: Attrs, want: int, owner_override: bool = False) -> None:
+        """POSIX permission check; NFS4ERR_ACCESS when any of `want` is denied."""
+        ident = self.identity(obj.export)
+        if owner_override and ident.uid == attrs.uid:
+            return
+        granted = perm.check_access(attrs, ident.uid, (ident.gid, *ident.gids), want)
+        if granted != want:
+            raise errors.NFS4ERR_ACCESS()
+
+    # ------------------------------------------------------------ filehandles
+    def root(self) -> Obj:
+        node = self.view.pseudofs.root
+        if node.export is not None:
+            return self._export_root(node.export, node)
+        return Obj(pseudo_fh(node.id), None, None, b"", node)
+
+    def _export_root(self, export: ClientExport, node: PseudoNode | None) -> Obj:
+        backend = self.server.backend_for(export)
+        handle = backend.root()
+        return Obj(export_fh(export.fsid, handle), export, backend, handle, node)
+
+    def from_fh(self, fh: bytes) -> Obj:
+        """PUTFH: a handle this client may use (STALE for unknown or not-allowed exports)."""
+        d = decode_fh(fh)
+        if d.kind == KIND_PSEUDO:
+            node = self.view.pseudofs.find_by_id(d.ident)
+            if node is None:
+                raise errors.NFS4ERR_STALE()
+            if node.export is not None:
+                return self._export_root(node.export, node)
+            return Obj(fh, None, None, b"", node)
+        export = self.view.by_fsid.get(d.fsid)
+        if export is None:
+            raise errors.NFS4ERR_STALE()
+        backend = self.server.backend_for(export)
+        node = self.view.node_by_fsid.get(export.fsid) if d.ident == backend.root() else None
+        return Obj(fh, export, backend, d.ident, node)
+
+    # ------------------------------------------------------------ attributes
+    async def getattr(self, obj: Obj) -> Attrs:
+        if obj.backend is None:
+            return self.server.pseudo_attrs(obj.node)
+        return await self._run(obj.backend.getattr, obj.handle)
+
+    async def statfs(self, obj: Obj) -> FsStat:
+        if obj.backend is None:
+            return FsStat(0, 0, 0, 0, 0, 0, 255)
+        return await self._run(obj.backend.statfs, obj.handle)
+
+    def mounted_on_fileid(self, obj: Obj, attrs: Attrs) -> int:
+        """For an export root, the fileid of the directory it covers (RFC 7530 §5.8.2.33)."""
+        node = obj.node
+        if node is not None and node.export is not None and node.parent is not None:
+            if obj.backend is not None and obj.handle == obj.backend.root():
+                return node.fileid
+        return attrs.fileid
+
+    async def access(self, obj: Obj, want: int) -> tuple[int, int]:
+        """ACCESS (RFC 7530 §16.1): (supported, granted) ACCESS4 bits."""
+        attrs = await self.getattr(obj)
+        if attrs.type == FileType.DIR:
+            supported = want & (
+                ACCESS4_READ | ACCESS4_LOOKUP | ACCESS4_MODIFY | ACCESS4_EXTEND | ACCESS4_DELETE
+            )
+        else:
+            supported = want & (ACCESS4_READ | ACCESS4_MODIFY | ACCESS4_EXTEND | ACCESS4_EXECUTE)
+        if obj.is_pseudo:
+            return supported, supported & (ACCESS4_READ | ACCESS4_LOOKUP)
+        ident = self.identity(obj.export)
+        bits = perm.check_access(attrs, ident.uid, (ident.gid, *ident.gids), perm.ALL)
+        granted = 0
+        if bits & perm.READ:
+            granted |= ACCESS4_READ
+        if bits & perm.EXEC:
+            granted |= ACCESS4_LOOKUP | ACCESS4_EXECUTE
+        writable = obj.export is not None and obj.export.options.rw
+        if bits & perm.WRITE and writable:
+            granted |= ACCESS4_MODIFY | ACCESS4_EXTEND | ACCESS4_DELETE
+        return supported, supported & granted
+
+    # ------------------------------------------------------------ namespace
+    async def lookup(self, d: Obj, name: bytes) -> Obj:
+        if d.node is not None:
+            child = self.view.pseudofs.lookup(d.node, name)
+            if child is not None:
+                return await self._enter_node(child)
+            if d.is_pseudo:
+                raise errors.NFS4ERR_NOENT()
+        dattrs = await self.getattr(d)
+        if dattrs.type != FileType.DIR:
+            raise errors.NFS4ERR_NOTDIR()
+        self.permit(d, dattrs, perm.EXEC)
+        backend = d.be()
+        handle, _ = await self._run(backend.lookup, d.handle, name)
+        assert d.export is not None
+        return Obj(export_fh(d.export.fsid, handle), d.export, backend, handle)
+
+    async def _enter_node(self, node: PseudoNode) -> Obj:
+        if node.export is not None:
+            return self._export_root(node.export, node)
+        if node.covering is None:
+            return Obj(pseudo_fh(node.id), None, None, b"", node)
+        # a directory inside an export on the way to a nested export: walk the backend to it
+        export = node.covering
+        backend = self.server.backend_for(export)
+        handle = backend.root()
+        rel = os.path.relpath(node.real_path, export.path)
+        for comp in rel.split("/"):
+            handle, _ = await self._run(backend.lookup, handle, os.fsencode(comp))
+        return Obj(export_fh(export.fsid, handle), export, backend, handle, node)
+
+    async def lookupp(self, obj: Obj) -> Obj:
+        node = obj.node
+        if obj.is_pseudo or (
+            node is not None and obj.backend is not None and obj.handle == obj.backend.root()
+        ):
+            assert node is not None
+            parent = self.view.pseudofs.parent(node)
+            if parent is None:
+                raise errors.NFS4ERR_NOENT()
+            return await self._enter_node(parent)
+        attrs = await self.getattr(obj)
+        if attrs.type != FileType.DIR:
+            raise errors.NFS4ERR_NOTDIR()
+        backend = obj.be()
+        handle, _ = await self._run(backend.parent, obj.handle)
+        assert obj.export is not None
+        parent_obj = Obj(export_fh(obj.export.fsid, handle), obj.export, backend, handle)
+        if handle == backend.root():
+            parent_obj.node = self.view.node_by_fsid.get(obj.export.fsid)
+        return parent_obj
+
+    async def readdir(
+        self, d: Obj, cookie: int, verifier: bytes, max_entries: int
+    ) -> tuple[list[tuple[bytes, int, Obj, Attrs]], bool, bytes]:
+        attrs = await self.getattr(d)
+        if attrs.type != FileType.DIR:
+            raise errors.NFS4ERR_NOTDIR()
+        if d.is_pseudo:
+            return await self._pseudo_readdir(d, cookie, max_entries)
+        self.permit(d, attrs, perm.READ)
+        backend = d.be()
+        try:
+            ents, eof, verf = await self.server.run_blocking(
+                backend.readdir, d.handle, cookie, verifier, max_entries
+            )
+        except OSError as e:
+            if e.errno == errno.EINVAL:
+                raise errors.NFS4ERR_BAD_COOKIE() from None
+            raise errors.from_oserror(e) from None
+        assert d.export is not None
+        out = [(e.name, e.cookie, self._entry_obj(d, e), e.attrs) for e in ents]
+        return out, eof, verf
+
+    def _entry_obj(self, d: Obj, e: DirEntry) -> Obj:
+        assert d.export is not None
+        return Obj(export_fh(d.export.fsid, e.handle), d.export, d.backend, e.handle)
+
+    async def _pseudo_readdir(
+        self, d: Obj, cookie: int, max_entries: int
+    ) -> tuple[list[tuple[bytes, int, Obj, Attrs]], bool, bytes]:
+        assert d.node is not None
+        names = sorted(d.node.children)
+        out: list[tuple[bytes, int, Obj, Attrs]] = []
+        for i, name in enumerate(names[max(0, cookie - 2) :], start=max(0, cookie - 2)):
+            if len(out) >= max_entries:
+                return out, False, b"\0" * 8
+            obj = await self._enter_node(d.node.children[name])
+            out.append((name, i + 3, obj, await self.getattr(obj)))
+        return out, True, b"\0" * 8
+
+    async def readlink(self, obj: Obj) -> bytes:
+        return await self._run(obj.be().readlink, obj.handle)
+
+    async def _dir_for_change(self, d: Obj) -> Attrs:
+        """Checks before creating or removing in d: writable export, a directory, w+x access."""
+        self.check_writable(d)
+        attrs = await self.getattr(d)
+        if attrs.type != FileType.DIR:
+            raise errors.NFS4ERR_NOTDIR()
+        self.permit(d, attrs, perm.WRITE | perm.EXEC)
+        return attrs
+
+    def _child(self, d: Obj, handle: bytes) -> Obj:
+        assert d.export is not None
+        return Obj(export_fh(d.export.fsid, handle), d.export, d.backend, handle)
+
+    def _owner_for_new(self, d: Obj, dattrs: Attrs) -> tuple[int, int]:
+        ident = self.identity(d.export)
+        gid = dattrs.gid if dattrs.mode & 0o2000 else ident.gid  # setgid directories
+        return ident.uid, gid
+
+    async def create_file(
+        self, d: Obj, name: bytes, mode: int, exclusive: bool
+    ) -> tuple[Obj, Attrs, bool]:
+        dattrs = await self._dir_for_change(d)
+        uid, gid = self._owner_for_new(d, dattrs)
+        h, attrs, created = await self._run(
+            d.be().create_file, d.handle, name, mode, uid, gid, exclusive
+        )
+        return self._child(d, h), attrs, created
+
+    async def make(
+        self, d: Obj, name: bytes, ftype: FileType, mode: int, target: bytes, rdev: tuple[int, int]
+    ) -> tuple[Obj, Attrs]:
+        """CREATE of a non-regular object (directory, symlink, device, socket, FIFO)."""
+        dattrs = await self._dir_for_change(d)
+        uid, gid = self._owner_for_new(d, dattrs)
+        be = d.be()
+        if ftype == FileType.DIR:
+            if dattrs.mode & 0o2000:
+                mode |= 0o2000
+            h, attrs = await self._run(be.mkdir, d.handle, name, mode, uid, gid)
+        elif ftype == FileType.LNK:
+            h, attrs = await self._run(be.symlink, d.handle, name, target, uid, gid)
+        else:
+            h, attrs = await self._run(be.mknod, d.handle, name, ftype, mode, rdev, uid, gid)
+        return self._child(d, h), attrs
+
+    async def _check_sticky(self, d: Obj, dattrs: Attrs, name: bytes) -> None:
+        """In a sticky directory only the owner of the entry or the directory may remove it."""
+        if not dattrs.mode & 0o1000:
+            return
+        ident = self.identity(d.export)
+        if ident.uid in (0, dattrs.uid):
+            return
+        _, attrs = await self._run(d.be().lookup, d.handle, name)
+        if attrs.uid != ident.uid:
+            raise errors.NFS4ERR_ACCESS()
+
+    async def remove(self, d: Obj, name: bytes) -> None:
+        dattrs = await self._dir_for_change(d)
+        await self._check_sticky(d, dattrs, name)
+        await self._run(d.be().remove, d.handle, name)
+
+    async def rename(self, src: Obj, old: bytes, dst: Obj, new: bytes) -> None:
+        if src.export is None or dst.export is None or src.export.fsid != dst.export.fsid:
+            raise errors.NFS4ERR_XDEV()
+        sattrs = await self._dir_for_change(src)
+        await self._dir_for_change(dst)
+        await self._check_sticky(src, sattrs, old)
+        await self._run(src.be().rename, src.handle, old, dst.handle, new)
+
+    async def link(self, obj: Obj, d: Obj, name: bytes) -> None:
+        if obj.export is None or d.export is None or obj.export.fsid != d.export.fsid:
+            raise errors.NFS4ERR_XDEV()
+        await self._dir_for_change(d)
+        attrs = await self.getattr(obj)
+        if attrs.type == FileType.DIR:
+            raise errors.NFS4ERR_ISDIR()
+        await self._run(d.be().link, obj.handle, d.handle, name)
+
+    # ------------------------------------------------------------ data
+    async def read(self, obj: Obj, offset: int, count: int, check_perm: bool) -> tuple[bytes, bool]:
+        if check_perm:
+            attrs = await self._file_attrs(obj)
+            self.permit(obj, attrs, perm.READ, owner_override=True)
+        return await self._run(obj.be().read, obj.handle, offset, count)
+
+    async def write(self, obj: Obj, offset: int, data: bytes, sync: bool, check_perm: bool) -> int:
+        self.check_writable(obj)
+        if check_perm:
+            attrs = await self._file_attrs(obj)
+            self.permit(obj, attrs, perm.WRITE, owner_override=True)
+        return await self._run(obj.be().write, obj.handle, offset, data, sync)
+
+    async def commit(self, obj: Obj) -> None:
+        await self._file_attrs(obj)
+        await self._run(obj.be().commit, obj.handle)
+
+    async def _file_attrs(self, obj: Obj) -> Attrs:
+        attrs = await self.getattr(obj)
+        if attrs.type == FileType.DIR:
+            raise errors.NFS4ERR_ISDIR()
+        if attrs.type == FileType.LNK:
+            raise errors.NFS4ERR_SYMLINK()
+        if attrs.type != FileType.REG:
+            raise errors.NFS4ERR_INVAL()
+        return attrs
+
+    async def check_open_access(self, obj: Obj, attrs: Attrs, read: bool, write: bool) -> None:
+        """OPEN of an existing file: the access it asks for must be allowed (§16.16.5)."""
+        want = (perm.READ if read else 0) | (perm.WRITE if write else 0)
+        if write:
+            self.check_writable(obj)
+        if want:
+            self.permit(obj, attrs, want, owner_override=False)
+
+    async def setattr(self, obj: Obj, **changes: Any) -> Attrs:
+        """SETATTR with the ownership rules of chmod/chown/truncate/utimes."""
+        self.check_writable(obj)
+        attrs = await self.getattr(obj)
+        ident = self.identity(obj.export)
+        is_owner = ident.uid in (0, attrs.uid)
+        if changes.get("mode") is not None and not is_owner:
+            raise errors.NFS4ERR_PERM()
+        uid, gid = changes.get("uid"), changes.get("gid")
+        if uid is not None and uid != attrs.uid and ident.uid != 0:
+            raise errors.NFS4ERR_PERM()
+        if gid is not None and gid != attrs.gid and ident.uid != 0:
+            if not is_owner or gid not in (ident.gid, *ident.gids):
+                raise errors.NFS4ERR_PERM()
+        if changes.get("size") is not None:
+            if attrs.type == FileType.DIR:
+                raise errors.NFS4ERR_ISDIR()
+            self.permit(obj, attrs, perm.WRITE, owner_override=True)
+        await self._check_times(obj, attrs, changes, is_owner)
+        return await self._run(self._do_setattr, obj, changes)
+
+    async def _check_times(
+        self, obj: Obj, attrs: Attrs, changes: dict[str, Any], is_owner: bool
+    ) -> None:
+        from pynfsd.fs.backend import SET_TO_NOW
+
+        times = [changes.get("atime"), changes.get("mtime")]
+        if is_owner or all(t is None for t in times):
+            return
+        if any(t is not None and t is not SET_TO_NOW for t in times):
+            raise errors.NFS4ERR_PERM()
+        self.permit(obj, attrs, perm.WRITE)
+
+    @staticmethod
+    def _do_setattr(obj: Obj, changes: dict[str, Any]) -> Attrs:
+        return obj.be().setattr(obj.handle, **changes)
