@@ -50,6 +50,7 @@ __all__ = [
     "decode_settable",
     "encode_fattr4",
     "encode_rdattr_error",
+    "requested_attrs",
     "verify_matches",
 ]
 
@@ -313,11 +314,25 @@ def _words_to_int(words: tuple[int, ...]) -> int:
     return bitmap_to_int(words)
 
 
+@lru_cache(maxsize=1024)
+def _set_to_int(attrs: frozenset[int]) -> int:
+    return sum(1 << b for b in attrs if b in ATTR_NAMES)
+
+
 def _request_bits(requested: frozenset[int] | list[int] | tuple[int, ...]) -> int:
     """The requested RFC 7530 attributes as a bit-integer (others can only be omitted)."""
     if isinstance(requested, frozenset):
-        return sum(1 << b for b in requested if b in ATTR_NAMES)
+        return _set_to_int(requested)
     return _words_to_int(tuple(requested[:_DEFINED_WORDS]))
+
+
+def requested_attrs(words: list[int] | tuple[int, ...]) -> frozenset[int]:
+    """The RFC 7530 attributes named by a client's bitmap4, bounded in time and size.
+
+    Use this rather than ``bitmap_to_set`` on client bitmaps: bits beyond the attributes
+    RFC 7530 defines can only be omitted or refused, and a huge bitmap would be expensive.
+    """
+    return frozenset(iter_bits(_request_bits(words)))
 
 
 _NO_FSSTAT: Final = 1

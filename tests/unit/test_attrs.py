@@ -29,6 +29,7 @@ from pynfsd.nfs4.attrs import (
     decode_settable,
     encode_fattr4,
     encode_rdattr_error,
+    requested_attrs,
     verify_matches,
 )
 from pynfsd.nfs4.bitmap import (
@@ -615,3 +616,9 @@ def test_huge_bitmaps_are_handled() -> None:
         decode_settable(x.fattr4([0, 0] + words, b""))
     assert sum(1 for _ in iter_bits(bitmap_to_int(words))) == 320_000
     assert int_to_bitmap(bitmap_to_int(words)) == words
+
+
+def test_requested_attrs_is_bounded() -> None:
+    assert requested_attrs([0x12, 0x2, 0xFFFFFFFF] + [0xFFFFFFFF] * 10_000) == {1, 4, 33}
+    assert requested_attrs([]) == frozenset()
+    assert requested_attrs(set_to_bitmap(SUPPORTED_ATTRS)) == SUPPORTED_ATTRS
