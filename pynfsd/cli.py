@@ -28,15 +28,15 @@ log = logging.getLogger("pynfsd")
 DEFAULT_EXPORT = "/srv/pynfsd"
 DEFAULT_STATE_DIR = "/var/lib/pynfsd"
 
-_DESCRIPTION = """\
+_DESCRIPTION = f"""\
 pynfsd is an NFSv4.0 server (RFC 7530) written in Python.
 
   pynfsd serve --export '/srv/share *(rw,no_root_squash,insecure)'
 
 serves /srv/share to every client.  Each --export is one exports(5) line; a bare directory
 means 'DIR *(rw,root_squash,sec=sys)'.  --exports reads a whole exports(5) file.  With neither,
-pynfsd exports {} (created if missing) as 'DIR *(rw,root_squash,insecure)'.
-""".format(DEFAULT_EXPORT)
+pynfsd exports {DEFAULT_EXPORT} (created if missing) as 'DIR *(rw,root_squash,insecure)'.
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
