@@ -222,3 +222,25 @@ def mode_attr(mode: int) -> N.fattr4:
 
 def unchecked(mode: int = 0o644) -> N.createhow4:
     return N.createhow4(N.UNCHECKED4, mode_attr(mode))
+
+
+def in_process(server: Any, cred: Any = None, peer: tuple[str, int] = ("127.0.0.1", 800)) -> Nfs4Client:
+    """An Nfs4Client whose COMPOUNDs run straight through `server` (an NFSServer), no sockets.
+
+    `cred` is a `pynfsd.rpc.auth.Credential` (default: AUTH_SYS uid 0); `peer` the client
+    address the server sees (exports are matched against it).
+    """
+    from pynfsd.rpc.auth import Credential
+    from pynfsd.rpc.server import ConnInfo, RpcCall
+
+    credential = cred or Credential(1, 0, 0, (), None, "in-process")
+    conn = ConnInfo(peer)
+    xid = 0
+
+    async def caller(args: bytes) -> bytes:
+        nonlocal xid
+        xid += 1
+        call = RpcCall(xid, NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND, credential, memoryview(args), conn)
+        return b"".join(await server.compound(call))
+
+    return Nfs4Client(caller)

@@ -79,6 +79,7 @@ class NFSServer:
         self._backends: dict[int, Backend] = {}
         self._views: dict[tuple[ClientExport, ...], ClientView] = {}
         self._factory = config.backend_factory or local_backend
+        from pynfsd.nfs4 import ops  # noqa: F401  (importing the handlers fills the op table)
 
     # ------------------------------------------------------------ resources
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
@@ -117,8 +118,6 @@ class NFSServer:
 
     # ------------------------------------------------------------ RPC
     def register(self, rpc: RpcServer) -> None:
-        from pynfsd.nfs4 import ops  # noqa: F401  (fills the op table)
-
         rpc.register(NFS_PROGRAM, NFS_V4, {NFSPROC4_COMPOUND: self.compound})
 
     async def compound(self, call: RpcCall) -> list[bytes]:
