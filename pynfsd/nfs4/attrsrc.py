@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from pynfsd.fs.backend import Attrs, FsStat
-from pynfsd.nfs4.attrs import NEEDS_FSSTAT, NEEDS_OWNER, AttrSource
-from pynfsd.nfs4.bitmap import bitmap_to_set
+from pynfsd.nfs4.attrs import NEEDS_FSSTAT, NEEDS_OWNER, AttrSource, requested_attrs
 from pynfsd.nfs4.compound import CompoundContext
 from pynfsd.nfs4.vfs import Obj
 
@@ -14,7 +13,8 @@ MAXNAME = 255
 
 
 def requested_set(words: list[int]) -> frozenset[int]:
-    return bitmap_to_set(words)
+    """The attributes a client asked for (bits past the defined ones are ignored)."""
+    return requested_attrs(words)
 
 
 async def fsstat_if_needed(ctx: CompoundContext, obj: Obj, req: frozenset[int]) -> FsStat | None:
