@@ -90,12 +90,14 @@ async def run_server(args: argparse.Namespace, entries: list[ExportEntry]) -> No
         log.info("listening on %s port %d", host, port)
     for entry in entries:
         log.info("exporting %s to %s", entry.path, " ".join(s.pattern for s, _ in entry.clients))
+    sweeper = asyncio.create_task(nfs.housekeeping())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping")
+    sweeper.cancel()
     server.close()
     await server.wait_closed()
     nfs.close()

@@ -111,6 +111,14 @@ class NFSServer:
         t = self.boot_ns
         return Attrs(FileType.DIR, 0o555, nlink, 0, 0, 4096, 4096, (0, 0), fileid, t, t, t, t)
 
+    async def housekeeping(self) -> None:
+        """Expire lapsed leases now and then, so idle clients' state does not linger."""
+        while True:
+            await asyncio.sleep(max(1.0, self.config.lease_time / 4))
+            expired = self.state.sweep()
+            if expired:
+                log.info("expired the state of %d client(s) whose lease ran out", expired)
+
     def close(self) -> None:
         for backend in self._backends.values():
             backend.close()
@@ -133,7 +141,7 @@ class NFSServer:
             return compound.encode_reply(N.NFS4ERR_MINOR_VERS_MISMATCH, tag, 0, None)
         client_addr = call.peer[0]
         view = await self.view_for(client_addr)
-        ctx = compound.CompoundContext(self, Vfs(self, view, call.cred), call.cred, client_addr)
+        ctx = compound.CompoundContext(self, Vfs(self, view, call.cred, call.peer[1]), call.cred, client_addr)
         ctx.tag = tag
         status, results, numres = await compound.process(ctx, u, count)
         return compound.encode_reply(status, tag, numres, results)

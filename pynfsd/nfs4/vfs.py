@@ -96,10 +96,11 @@ def flavour_name(cred: Credential) -> str:
 class Vfs:
     """Per-COMPOUND access to the client's exports with every policy applied."""
 
-    def __init__(self, server: NFSServer, view: ClientView, cred: Credential) -> None:
+    def __init__(self, server: NFSServer, view: ClientView, cred: Credential, port: int = 0) -> None:
         self.server = server
         self.view = view
         self.cred = cred
+        self.port = port
         self.flavour = flavour_name(cred)
         self._ids: dict[int, Identity] = {}
 
@@ -136,8 +137,13 @@ class Vfs:
 
     def check_sec(self, obj: Obj) -> None:
         """NFS4ERR_WRONGSEC when the request's flavour is not allowed on obj's export (§3.3)."""
-        if obj.export is not None and self.flavour not in obj.export.options.sec:
+        if obj.export is None:
+            return
+        if self.flavour not in obj.export.options.sec:
             raise errors.NFS4ERR_WRONGSEC()
+        if obj.export.options.secure and self.port >= 1024:
+            # exports(5) "secure": requests must come from a reserved port (as knfsd: PERM).
+            raise errors.NFS4ERR_PERM("request from an unprivileged port to a 'secure' export")
 
     def check_writable(self, obj: Obj) -> None:
         if obj.export is None or not obj.export.options.rw:
