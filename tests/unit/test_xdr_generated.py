@@ -355,6 +355,26 @@ def test_linked_list_of_100000_entries_needs_no_recursion() -> None:
     assert encode(N.pack_dirlist4, got) == wire
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=RecursionError,
+    reason="xdrgen gen_struct emits plain @dataclass __eq__/__repr__ for linked-list structs; "
+    "they recurse once per node, so a READDIR reply of ~1000 entries cannot be compared or logged",
+)
+def test_long_linked_list_compares_and_reprs_without_recursion() -> None:
+    def listing(count: int, last_name: bytes) -> N.entry4 | None:
+        head: N.entry4 | None = None
+        for cookie in range(count, 0, -1):
+            name = last_name if cookie == count else b"f%d" % cookie
+            head = N.entry4(cookie, name, N.fattr4([], b""), head)
+        return head
+
+    a, b, c = listing(5000, b"end"), listing(5000, b"end"), listing(5000, b"END")
+    assert a == b
+    assert a != c
+    assert repr(a).startswith("entry4(cookie=1, name=b'f1', ")
+
+
 def test_truncated_linked_list_is_refused() -> None:
     with pytest.raises(XdrError):
         decode(N.unpack_READDIR4resok, READDIR_WIRE[:-8])
