@@ -536,17 +536,19 @@ class Gen:
 
     def gen_struct(self, s: Struct) -> None:
         w = self.w
+        link = self.linked_field(s)
         w()
         w()
-        w("@dataclass(slots=True)")
+        w("@dataclass(slots=True, eq=False, repr=False)" if link else "@dataclass(slots=True)")
         w(f"class {s.name}:")
         for f in s.fields:
             w(f"    {pyname(f.name)}: {self.py_type(f)}")
         if not s.fields:
             w("    pass")
+        if link:
+            self.linked_methods(s, link)
         w()
         w()
-        link = self.linked_field(s)
         body = s.fields[:-1] if link else s.fields
         w(f"def unpack_{s.name}(u: Unpacker) -> {s.name}:")
         lines: list[str] = []
@@ -592,6 +594,33 @@ class Gen:
         for line in lines or ["    pass"]:
             w(line)
         w()
+
+    def linked_methods(self, s: Struct, link: Decl) -> None:
+        """Loop-based __eq__/__repr__ for linked lists (the dataclass ones would recurse)."""
+        w = self.w
+        nxt = pyname(link.name)
+        body = [pyname(f.name) for f in s.fields[:-1]]
+        w()
+        w("    def __eq__(self, other: object) -> bool:")
+        w(f"        if not isinstance(other, {s.name}):")
+        w("            return NotImplemented")
+        w(f"        a: {s.name} | None = self")
+        w(f"        b: {s.name} | None = other")
+        w("        while a is not None and b is not None:")
+        cmp = " or ".join(f"a.{f} != b.{f}" for f in body) or "False"
+        w(f"            if {cmp}:")
+        w("                return False")
+        w(f"            a, b = a.{nxt}, b.{nxt}")
+        w("        return a is None and b is None")
+        w()
+        w("    def __repr__(self) -> str:")
+        w("        parts: list[str] = []")
+        w(f"        node: {s.name} | None = self")
+        w("        while node is not None:")
+        fields = ", ".join(f"{f}={{node.{f}!r}}" for f in body)
+        w(f"            parts.append(f\"{s.name}({fields}{', ' if body else ''}{nxt}=\")")
+        w(f"            node = node.{nxt}")
+        w('        return "".join(parts) + "None" + ")" * len(parts)')
 
     def gen_union(self, un: Union) -> None:
         w = self.w

@@ -3912,12 +3912,31 @@ def pack_READDIR4args(p: Packer, v: READDIR4args) -> None:
 
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False, repr=False)
 class entry4:
     cookie: int
     name: bytes
     attrs: fattr4
     nextentry: entry4 | None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, entry4):
+            return NotImplemented
+        a: entry4 | None = self
+        b: entry4 | None = other
+        while a is not None and b is not None:
+            if a.cookie != b.cookie or a.name != b.name or a.attrs != b.attrs:
+                return False
+            a, b = a.nextentry, b.nextentry
+        return a is None and b is None
+
+    def __repr__(self) -> str:
+        parts: list[str] = []
+        node: entry4 | None = self
+        while node is not None:
+            parts.append(f"entry4(cookie={node.cookie!r}, name={node.name!r}, attrs={node.attrs!r}, nextentry=")
+            node = node.nextentry
+        return "".join(parts) + "None" + ")" * len(parts)
 
 
 def unpack_entry4(u: Unpacker) -> entry4:

@@ -355,12 +355,6 @@ def test_linked_list_of_100000_entries_needs_no_recursion() -> None:
     assert encode(N.pack_dirlist4, got) == wire
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="xdrgen gen_struct emits plain @dataclass __eq__/__repr__ for linked-list structs; "
-    "they recurse once per node, so a READDIR reply of ~1000 entries cannot be compared or logged",
-)
 def test_long_linked_list_compares_and_reprs_without_recursion() -> None:
     def listing(count: int, last_name: bytes) -> N.entry4 | None:
         head: N.entry4 | None = None
