@@ -26,7 +26,7 @@ def _check_file(ctx: CompoundContext) -> bytes:
 
 
 @op(N.OP_LOCK)
-async def lock(ctx: CompoundContext, args: N.LOCK4args) -> N.stateid4:
+async def lock(ctx: CompoundContext, args: N.LOCK4args) -> N.LOCK4resok:
     state = ctx.server.state
     fh = _check_file(ctx)
     locker = args.locker
@@ -62,9 +62,9 @@ async def lock(ctx: CompoundContext, args: N.LOCK4args) -> N.stateid4:
                 )
             )
 
-    async def body() -> N.stateid4:
+    async def body() -> N.LOCK4resok:
         try:
-            return grant()
+            return N.LOCK4resok(grant())
         except errors.NFS4Error as e:
             _convert_denied(e)
             raise
