@@ -238,6 +238,8 @@ class Vfs:
             if d.is_pseudo:
                 raise errors.NFS4ERR_NOENT()
         dattrs = await self.getattr(d)
+        if dattrs.type == FileType.LNK:
+            raise errors.NFS4ERR_SYMLINK()  # RFC 7530 §16.13.5
         if dattrs.type != FileType.DIR:
             raise errors.NFS4ERR_NOTDIR()
         self.permit(d, dattrs, perm.EXEC)
