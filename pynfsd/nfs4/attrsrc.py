@@ -29,7 +29,7 @@ def make_source(
     cfg = ctx.server.config
     owner = group = None
     if req & NEEDS_OWNER:
-        idmap = ctx.server.idmap
+        idmap = ctx.server.idmap_numeric if ctx.cred.flavor in (0, 1) else ctx.server.idmap
         owner = idmap.user_to_name(attrs.uid)
         group = idmap.group_to_name(attrs.gid)
     fsid = (obj.export.fsid, 0) if obj.export is not None else (0, 0)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
@@ -198,4 +198,5 @@ def encode_reply(status: int, tag: bytes, numres: int, results: Packer | None) -
     head.pack_uint(numres)
     if results is None:
         return [head.get_buffer()]
-    return [head.get_buffer(), bytes(results.get_bytearray())]
+    # The results buffer goes out as it is (no copy): a READ reply can be a megabyte.
+    return [head.get_buffer(), cast(bytes, results.get_bytearray())]

@@ -65,7 +65,11 @@ class NFSServer:
     ) -> None:
         self.config = config
         self.resolver = resolver
-        self.idmap = idmap or IdMapper(numeric=True)
+        # Owners go out as numeric strings under AUTH_SYS (knfsd's nfs4_disable_idmapping
+        # default: clients without an idmapper still see the right ids) and as user@domain
+        # under Kerberos; both forms are accepted from clients.
+        self.idmap = idmap or IdMapper()
+        self.idmap_numeric = IdMapper(self.idmap.domain, numeric=True)
         self.boot_ns = config.wallclock_ns()
         # The write verifier changes on every server start (RFC 7530 §16.36.5).
         self.write_verifier = secrets.token_bytes(8)
