@@ -299,11 +299,20 @@ class Vfs:
             )
         except OSError as e:
             if e.errno == errno.EINVAL:
-                raise errors.NFS4ERR_BAD_COOKIE() from None
+                raise await self._cookie_error(backend, d, verifier) from None
             raise errors.from_oserror(e) from None
         assert d.export is not None
         out = [(e.name, e.cookie, self._entry_obj(d, e), e.attrs) for e in ents]
         return out, eof, verf
+
+    async def _cookie_error(self, backend: Backend, d: Obj, verifier: bytes) -> errors.NFS4Error:
+        """The backend refused a cookie/verifier pair: a verifier that is no longer the
+        directory's is NFS4ERR_NOT_SAME (RFC 7530 §16.24.4 MUST), else NFS4ERR_BAD_COOKIE."""
+        if verifier != bytes(8):
+            _, _, current = await self._run(backend.readdir, d.handle, 0, bytes(8), 0)
+            if current != verifier:
+                return errors.NFS4ERR_NOT_SAME()
+        return errors.NFS4ERR_BAD_COOKIE()
 
     def _entry_obj(self, d: Obj, e: DirEntry) -> Obj:
         assert d.export is not None
@@ -392,7 +401,14 @@ class Vfs:
         sattrs = await self._dir_for_change(src)
         await self._dir_for_change(dst)
         await self._check_sticky(src, sattrs, old)
-        await self._run(src.be().rename, src.handle, old, dst.handle, new)
+        try:
+            await self.server.run_blocking(src.be().rename, src.handle, old, dst.handle, new)
+        except OSError as e:
+            if e.errno in (errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY, errno.EEXIST):
+                # RFC 7530 §16.27.4: an incompatible or non-empty target is NFS4ERR_EXIST
+                # (both directories were checked above, so ENOTDIR is about the target).
+                raise errors.NFS4ERR_EXIST() from None
+            raise errors.from_oserror(e) from None
 
     async def link(self, obj: Obj, d: Obj, name: bytes) -> None:
         if obj.export is None or d.export is None or obj.export.fsid != d.export.fsid:

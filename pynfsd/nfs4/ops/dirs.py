@@ -8,7 +8,7 @@ from typing import cast
 from pynfsd.fs.backend import Attrs, FileType
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
-from pynfsd.nfs4.attrs import SetAttrs, decode_settable, encode_fattr4
+from pynfsd.nfs4.attrs import WRITE_ONLY_ATTRS, SetAttrs, decode_settable, encode_fattr4
 from pynfsd.nfs4.attrsrc import fsstat_if_needed, make_source, requested_set
 from pynfsd.nfs4.compound import CompoundContext, op
 from pynfsd.nfs4.ops.attr import apply_setattrs
@@ -56,6 +56,9 @@ async def readdir(ctx: CompoundContext, args: N.READDIR4args) -> tuple[bytes, by
     """The entries are encoded here directly: this is the hot path for large directories."""
     d = ctx.current
     req = requested_set(args.attr_request)
+    if req & WRITE_ONLY_ATTRS:
+        # Refused up front (as GETATTR does, §5.5), not only once an entry is encoded.
+        raise errors.NFS4ERR_INVAL("write-only attribute requested")
     if args.cookie in (1, 2):
         raise errors.NFS4ERR_BAD_COOKIE()  # RFC 7530 §16.24.4: reserved cookie values
     maxcount = min(args.maxcount, ctx.server.config.maxread + 4096)
@@ -153,9 +156,18 @@ async def remove(ctx: CompoundContext, args: N.REMOVE4args) -> N.REMOVE4resok:
     return N.REMOVE4resok(change_info(before, await ctx.vfs.getattr(d)))
 
 
+def _saved(ctx: CompoundContext) -> Obj:
+    """The saved filehandle of RENAME/LINK: NFS4ERR_NOFILEHANDLE when there is none
+    (RFC 7530 §13.2: NFS4ERR_RESTOREFH is for RESTOREFH only)."""
+    try:
+        return ctx.saved
+    except errors.NFS4ERR_RESTOREFH:
+        raise errors.NFS4ERR_NOFILEHANDLE("no saved filehandle") from None
+
+
 @op(N.OP_RENAME)
 async def rename(ctx: CompoundContext, args: N.RENAME4args) -> N.RENAME4resok:
-    src, dst = ctx.saved, ctx.current
+    src, dst = _saved(ctx), ctx.current
     ctx.vfs.check_sec(src)
     old, new = check_name(args.oldname), check_name(args.newname)
     sb, tb = await ctx.vfs.getattr(src), await ctx.vfs.getattr(dst)
@@ -166,7 +178,7 @@ async def rename(ctx: CompoundContext, args: N.RENAME4args) -> N.RENAME4resok:
 
 @op(N.OP_LINK)
 async def link(ctx: CompoundContext, args: N.LINK4args) -> N.LINK4resok:
-    src, d = ctx.saved, ctx.current
+    src, d = _saved(ctx), ctx.current
     ctx.vfs.check_sec(src)
     name = check_name(args.newname)
     before = await ctx.vfs.getattr(d)

@@ -1,0 +1,522 @@
+"""Directory ops through COMPOUND: CREATE, REMOVE, RENAME, LINK, READDIR, READLINK
+(RFC 7530 §16.4, §16.9, §16.24-27)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from nfs4_fixtures import (
+    World,
+    attrs_of,
+    entries,
+    expect,
+    export_root,
+    getattrs,
+    last,
+    lookup_fh,
+    make_world,
+    mkdir,
+    new_clientid,
+    open_file,
+    ops,
+    readdir_all,
+    user,
+)
+
+from pynfsd.client.nfs4 import Nfs4Client, op
+from pynfsd.gen import nfs4 as N
+
+
+@pytest.fixture
+def w(tmp_path: Path) -> Iterator[World]:
+    world = make_world(tmp_path)
+    yield world
+    world.close()
+
+
+async def _file(c: Nfs4Client, d: bytes, name: bytes) -> bytes:
+    clientid = await new_clientid(c, b"dirs-" + name)
+    return (await open_file(c, d, clientid, b"o", name)).fh
+
+
+# ------------------------------------------------------------ CREATE (§16.4)
+
+
+def test_create_directory_sets_current_fh_and_cinfo(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        vals = await c.check([op.putfh(root), op.mkdir(b"d", 0o750), op.getfh()])
+        resok = vals[1]
+        assert resok.cinfo.after > resok.cinfo.before
+        assert resok.attrset == [0, 1 << (N.FATTR4_MODE - 32)]
+        got = await getattrs(c, vals[2].object, N.FATTR4_TYPE, N.FATTR4_MODE)
+        assert got == {N.FATTR4_TYPE: N.NF4DIR, N.FATTR4_MODE: 0o750}
+        assert await lookup_fh(c, root, b"d") == vals[2].object
+
+    w.run(body())
+
+
+def test_create_symlink_and_readlink(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        vals = await c.check(
+            [
+                op.putfh(root),
+                op.symlink(b"l", b"../some/where"),
+                ops.readlink(),
+                op.getattr(N.FATTR4_TYPE),
+            ]
+        )
+        assert vals[2].link == b"../some/where"
+        assert attrs_of(vals[3]) == {N.FATTR4_TYPE: N.NF4LNK}
+
+    w.run(body())
+
+
+def test_create_fifo_socket_and_devices(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        for t, name, value in [
+            (N.NF4FIFO, b"fifo", None),
+            (N.NF4SOCK, b"sock", None),
+            (N.NF4CHR, b"chr", N.specdata4(1, 3)),
+            (N.NF4BLK, b"blk", N.specdata4(8, 0)),
+        ]:
+            vals = await c.check(
+                [
+                    op.putfh(root),
+                    ops.create(t, name, value),
+                    op.getattr(N.FATTR4_TYPE, N.FATTR4_RAWDEV),
+                ]
+            )
+            got = attrs_of(vals[2])
+            assert got[N.FATTR4_TYPE] == t
+            if value is not None:
+                assert got[N.FATTR4_RAWDEV] == value
+
+    w.run(body())
+
+
+def test_create_regular_file_is_badtype(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        await expect(c, [op.putfh(root), ops.create(N.NF4REG, b"f")], N.NFS4ERR_BADTYPE)
+
+    w.run(body())
+
+
+def test_create_existing_name_is_exist(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        await mkdir(c, root, b"d")
+        await expect(c, [op.putfh(root), op.mkdir(b"d")], N.NFS4ERR_EXIST)
+        await expect(c, [op.putfh(root), op.symlink(b"d", b"x")], N.NFS4ERR_EXIST)
+
+    w.run(body())
+
+
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [
+        (b"", N.NFS4ERR_INVAL),
+        (b"..", N.NFS4ERR_BADNAME),
+        (b"a/b", N.NFS4ERR_BADCHAR),
+        (b"n" * 256, N.NFS4ERR_NAMETOOLONG),
+    ],
+    ids=["empty", "dotdot", "slash", "long"],
+)
+def test_create_bad_names(w: World, name: bytes, status: int) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        await expect(c, [op.putfh(root), op.mkdir(name)], status)
+
+    w.run(body())
+
+
+def test_create_symlink_with_empty_target_is_inval(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        await expect(c, [op.putfh(root), op.symlink(b"l", b"")], N.NFS4ERR_INVAL)
+
+    w.run(body())
+
+
+def test_create_in_a_file_is_notdir(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        f = await _file(c, root, b"f")
+        await expect(c, [op.putfh(f), op.mkdir(b"d")], N.NFS4ERR_NOTDIR)
+
+    w.run(body())
+
+
+def test_create_without_write_permission_is_access(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        await expect(w.client(user(1000)), [op.putfh(root), op.mkdir(b"d")], N.NFS4ERR_ACCESS)
+
+    w.run(body())
+
+
+def test_create_owned_by_the_caller(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        d = await mkdir(c, root, b"pub", 0o777)
+        u = w.client(user(1000, 100))
+        sub = await mkdir(u, d, b"mine")
+        got = await getattrs(c, sub, N.FATTR4_OWNER, N.FATTR4_OWNER_GROUP)
+        assert got == {N.FATTR4_OWNER: b"1000", N.FATTR4_OWNER_GROUP: b"100"}
+
+    w.run(body())
+
+
+# ------------------------------------------------------------ REMOVE (§16.26)
+
+
+def test_remove_file_and_empty_directory(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        await _file(c, root, b"f")
+        await mkdir(c, root, b"d")
+        (_, res) = await c.check([op.putfh(root), op.remove(b"f")])
+        assert res.cinfo.after > res.cinfo.before
+        await c.check([op.putfh(root), op.remove(b"d")])
+        assert await readdir_all(c, root) == []
+
+    w.run(body())
+
+
+def test_remove_errors(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        d = await mkdir(c, root, b"d")
+        await mkdir(c, d, b"inner")
+        await expect(c, [op.putfh(root), op.remove(b"d")], N.NFS4ERR_NOTEMPTY)
+        await expect(c, [op.putfh(root), op.remove(b"nope")], N.NFS4ERR_NOENT)
+        await expect(c, [op.putfh(root), op.remove(b"")], N.NFS4ERR_INVAL)
+        await expect(c, [op.putfh(root), op.remove(b".")], N.NFS4ERR_BADNAME)
+        f = await _file(c, root, b"f")
+        await expect(c, [op.putfh(f), op.remove(b"x")], N.NFS4ERR_NOTDIR)
+        await expect(w.client(user(7)), [op.putfh(d), op.remove(b"inner")], N.NFS4ERR_ACCESS)
+
+    w.run(body())
+
+
+def test_remove_in_sticky_directory(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        tmp = await mkdir(c, root, b"tmp", 0o1777)
+        alice, bob = w.client(user(1000)), w.client(user(1001))
+        await mkdir(alice, tmp, b"alices")
+        await expect(bob, [op.putfh(tmp), op.remove(b"alices")], N.NFS4ERR_ACCESS)
+        await alice.check([op.putfh(tmp), op.remove(b"alices")])
+
+    w.run(body())
+
+
+# ------------------------------------------------------------ RENAME (§16.27)
+
+
+def test_rename_within_and_across_directories(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        a, b = await mkdir(c, root, b"a"), await mkdir(c, root, b"b")
+        f = await _file(c, a, b"f")
+        vals = await c.check(
+            [op.putfh(a), op.savefh(), op.putfh(b), op.rename(b"f", b"g"), op.getfh()]
+        )
+        assert vals[4].object == b  # the current filehandle stays the target directory
+        assert vals[3].source_cinfo.after > vals[3].source_cinfo.before
+        assert vals[3].target_cinfo.after > vals[3].target_cinfo.before
+        assert await lookup_fh(c, b, b"g") == f  # persistent handle survives the rename
+        await expect(c, [op.putfh(a), op.lookup(b"f")], N.NFS4ERR_NOENT)
+
+    w.run(body())
+
+
+def test_rename_over_an_existing_file_replaces_it(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        f = await _file(c, root, b"f")
+        old = await _file(c, root, b"old")
+        await c.check([op.putfh(root), op.savefh(), op.rename(b"f", b"old")])
+        assert await lookup_fh(c, root, b"old") == f
+        await expect(c, [op.putfh(old)], N.NFS4ERR_STALE)
+        assert [e.name for e in await readdir_all(c, root)] == [b"old"]
+
+    w.run(body())
+
+
+def test_rename_incompatible_targets_are_exist(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        await _file(c, root, b"f")
+        await mkdir(c, root, b"d")
+        full = await mkdir(c, root, b"full")
+        await mkdir(c, full, b"x")
+        await mkdir(c, root, b"e")
+        pre = [op.putfh(root), op.savefh()]
+        await expect(c, [*pre, op.rename(b"f", b"d")], N.NFS4ERR_EXIST)
+        await expect(c, [*pre, op.rename(b"d", b"f")], N.NFS4ERR_EXIST)
+        await expect(c, [*pre, op.rename(b"e", b"full")], N.NFS4ERR_EXIST)
+        await c.check([*pre, op.rename(b"e", b"d")])  # empty directory: replaced
+
+    w.run(body())
+
+
+def test_rename_same_file_is_a_no_op(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        f = await _file(c, root, b"f")
+        await c.check([op.putfh(f), op.savefh(), op.putfh(root), ops.link(b"f2")])
+        await c.check([op.putfh(root), op.savefh(), op.rename(b"f", b"f2")])
+        assert await lookup_fh(c, root, b"f") == f == await lookup_fh(c, root, b"f2")
+
+    w.run(body())
+
+
+def test_rename_errors(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        d = await mkdir(c, root, b"d")
+        sub = await mkdir(c, d, b"sub")
+        pre = [op.putfh(root), op.savefh()]
+        await expect(c, [*pre, op.rename(b"nope", b"x")], N.NFS4ERR_NOENT)
+        await expect(c, [*pre, op.rename(b"", b"x")], N.NFS4ERR_INVAL)
+        await expect(c, [*pre, op.rename(b"d", b"")], N.NFS4ERR_INVAL)
+        await expect(c, [*pre, op.rename(b"d", b"..")], N.NFS4ERR_BADNAME)
+        await expect(c, [*pre, op.rename(b"d", b"a/b")], N.NFS4ERR_BADCHAR)
+        into_self = [op.putfh(root), op.savefh(), op.putfh(sub), op.rename(b"d", b"x")]
+        await expect(c, into_self, N.NFS4ERR_INVAL)
+        await expect(c, [op.putfh(root), op.rename(b"d", b"x")], N.NFS4ERR_NOFILEHANDLE)
+        f = await _file(c, root, b"f")
+        await expect(
+            c, [op.putfh(f), op.savefh(), op.putfh(root), op.rename(b"a", b"b")], N.NFS4ERR_NOTDIR
+        )
+
+    w.run(body())
+
+
+def test_rename_across_exports_is_xdev(tmp_path: Path) -> None:
+    w = make_world(tmp_path, ["/a *(rw,no_root_squash)", "/b *(rw,no_root_squash)"])
+
+    async def body() -> None:
+        c = w.client()
+        a, b = await export_root(c, b"a"), await export_root(c, b"b")
+        await mkdir(c, a, b"d")
+        await expect(
+            c, [op.putfh(a), op.savefh(), op.putfh(b), op.rename(b"d", b"d")], N.NFS4ERR_XDEV
+        )
+        f = await _file(c, a, b"f")
+        await expect(c, [op.putfh(f), op.savefh(), op.putfh(b), ops.link(b"f")], N.NFS4ERR_XDEV)
+
+    try:
+        w.run(body())
+    finally:
+        w.close()
+
+
+# ------------------------------------------------------------ LINK (§16.9)
+
+
+def test_link_creates_a_second_name(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        d = await mkdir(c, root, b"d")
+        f = await _file(c, root, b"f")
+        vals = await c.check([op.putfh(f), op.savefh(), op.putfh(d), ops.link(b"g"), op.getfh()])
+        assert vals[4].object == d
+        assert vals[3].cinfo.after > vals[3].cinfo.before
+        assert await lookup_fh(c, d, b"g") == f
+        assert (await getattrs(c, f, N.FATTR4_NUMLINKS))[N.FATTR4_NUMLINKS] == 2
+
+    w.run(body())
+
+
+def test_link_errors(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        d = await mkdir(c, root, b"d")
+        f = await _file(c, root, b"f")
+        link_f = [op.putfh(f), op.savefh(), op.putfh(root)]
+        await expect(c, [*link_f, ops.link(b"f")], N.NFS4ERR_EXIST)
+        await expect(c, [*link_f, ops.link(b"")], N.NFS4ERR_INVAL)
+        await expect(c, [*link_f, ops.link(b"..")], N.NFS4ERR_BADNAME)
+        await expect(
+            c, [op.putfh(d), op.savefh(), op.putfh(root), ops.link(b"d2")], N.NFS4ERR_ISDIR
+        )
+        await expect(c, [op.putfh(root), ops.link(b"x")], N.NFS4ERR_NOFILEHANDLE)
+        await expect(c, [op.putfh(f), op.savefh(), ops.link(b"x")], N.NFS4ERR_NOTDIR)
+
+    w.run(body())
+
+
+# ------------------------------------------------------------ READLINK (§16.25)
+
+
+def test_readlink_of_non_symlinks(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        f = await _file(c, root, b"f")
+        await expect(c, [op.putfh(root), ops.readlink()], N.NFS4ERR_ISDIR)
+        await expect(c, [op.putfh(f), ops.readlink()], N.NFS4ERR_INVAL)
+
+    w.run(body())
+
+
+# ------------------------------------------------------------ READDIR (§16.24)
+
+
+def test_readdir_of_1000_entries_across_many_calls(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        d = await mkdir(c, root, b"big")
+        names = [b"entry-%04d" % i for i in range(1000)]
+        for i in range(0, 1000, 50):
+            await c.check([op.putfh(d), *_fifos(names[i : i + 50])])
+        calls = 0
+        seen: list[bytes] = []
+        cookie, verf = 0, b"\0" * 8
+        while True:
+            _, resok = await c.check(
+                [op.putfh(d), op.readdir(cookie, verf, 256, 600, [N.FATTR4_FILEID])]
+            )
+            calls += 1
+            got = entries(resok)
+            seen.extend(e.name for e in got)
+            assert all(e.cookie > 2 for e in got)
+            if resok.reply.eof:
+                break
+            cookie, verf = got[-1].cookie, resok.cookieverf
+        assert calls > 20
+        assert sorted(seen) == names and len(set(seen)) == 1000
+
+    w.run(body())
+
+
+def _fifos(names: list[bytes]) -> list[N.nfs_argop4]:
+    """CREATEs of FIFOs in one directory; each CREATE moves the current fh, so go back."""
+    out: list[N.nfs_argop4] = [op.savefh()]
+    for n in names:
+        out += [ops.create(N.NF4FIFO, n), op.restorefh()]
+    return out
+
+
+def test_readdir_does_not_list_dot_entries_and_returns_attrs(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        f = await _file(c, root, b"f")
+        await mkdir(c, root, b"d")
+        ents = await readdir_all(c, root, attrs=[N.FATTR4_TYPE, N.FATTR4_FILEHANDLE])
+        got = {e.name: attrs_of(e.attrs) for e in ents}
+        assert set(got) == {b"f", b"d"}
+        assert got[b"f"] == {N.FATTR4_TYPE: N.NF4REG, N.FATTR4_FILEHANDLE: f}
+        assert got[b"d"][N.FATTR4_TYPE] == N.NF4DIR
+
+    w.run(body())
+
+
+def test_readdir_too_small(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        await mkdir(c, root, b"a-long-enough-name")
+        await expect(c, [op.putfh(root), op.readdir(0, b"\0" * 8, 10, 24)], N.NFS4ERR_TOOSMALL)
+
+    w.run(body())
+
+
+def test_readdir_of_empty_directory_with_small_maxcount(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        (_, resok) = await c.check([op.putfh(root), op.readdir(0, b"\0" * 8, 10, 24)])
+        assert entries(resok) == [] and resok.reply.eof
+
+    w.run(body())
+
+
+@pytest.mark.parametrize("cookie", [1, 2, 1 << 40])
+def test_readdir_bad_cookie(w: World, cookie: int) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        await mkdir(c, root, b"d")
+        (_, resok) = await c.check([op.putfh(root), op.readdir()])
+        verf = resok.cookieverf
+        await expect(c, [op.putfh(root), op.readdir(cookie, verf)], N.NFS4ERR_BAD_COOKIE)
+
+    w.run(body())
+
+
+def test_readdir_with_another_directorys_verifier_is_not_same(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        d = await mkdir(c, root, b"d")
+        await mkdir(c, root, b"e")
+        (_, other) = await c.check([op.putfh(d), op.readdir()])
+        (_, mine) = await c.check([op.putfh(root), op.readdir(maxcount=60)])
+        cookie = entries(mine)[0].cookie
+        assert other.cookieverf != mine.cookieverf
+        await expect(c, [op.putfh(root), op.readdir(cookie, other.cookieverf)], N.NFS4ERR_NOT_SAME)
+        await c.check([op.putfh(root), op.readdir(cookie, mine.cookieverf)])
+
+    w.run(body())
+
+
+def test_readdir_of_a_file_is_notdir(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        f = await _file(c, root, b"f")
+        await expect(c, [op.putfh(f), op.readdir()], N.NFS4ERR_NOTDIR)
+
+    w.run(body())
+
+
+def test_readdir_without_read_permission_is_access(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        d = await mkdir(c, root, b"private", 0o711)
+        await expect(w.client(user(1000)), [op.putfh(d), op.readdir()], N.NFS4ERR_ACCESS)
+
+    w.run(body())
+
+
+def test_readdir_of_write_only_attribute_is_inval(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        res = await expect(
+            c, [op.putfh(root), op.readdir(attrs=[N.FATTR4_TIME_ACCESS_SET])], N.NFS4ERR_INVAL
+        )
+        assert last(res) is None
+
+    w.run(body())
