@@ -1,0 +1,1 @@
+"""Benchmarks of pynfsd against real clients (see ``bench.kernel_bench``)."""
