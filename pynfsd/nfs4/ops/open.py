@@ -8,11 +8,13 @@ from pynfsd.fs.backend import Attrs, FileType
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
 from pynfsd.nfs4.attrs import SetAttrs, decode_settable
+from pynfsd.nfs4.bitmap import int_to_bitmap
 from pynfsd.nfs4.compound import CompoundContext, op
 from pynfsd.nfs4.ops.attr import apply_setattrs
 from pynfsd.nfs4.ops.dirs import change_info
 from pynfsd.nfs4.ops.names import check_name
 from pynfsd.nfs4.ops.seqid import sequenced, to_stateid, to_stateid4
+from pynfsd.nfs4.state_shares import check_share_args
 from pynfsd.nfs4.vfs import Obj
 
 OPEN4_SHARE_ACCESS_READ = 1
@@ -32,6 +34,7 @@ class _Opened:
     created: bool
     cinfo: N.change_info4
     attrset: list[int]
+    truncate: bool = False  # UNCHECKED4 size 0 on an existing file, done after the share check
 
 
 @op(N.OP_OPEN)
@@ -49,6 +52,7 @@ async def _open(ctx: CompoundContext, args: N.OPEN4args) -> tuple[N.OPEN4resok, 
     claim = args.claim
     access, deny = args.share_access, args.share_deny
     reclaim = claim.claim == N.CLAIM_PREVIOUS
+    check_share_args(access, deny)  # before anything is created (§16.16.5)
     if claim.claim == N.CLAIM_NULL:
         opened = await _open_by_name(ctx, args, check_name(claim.value))
     elif reclaim:
@@ -67,6 +71,8 @@ async def _open(ctx: CompoundContext, args: N.OPEN4args) -> tuple[N.OPEN4resok, 
     res = ctx.server.state.open(
         args.owner.clientid, args.owner.owner, opened.obj.fh, access, deny, reclaim=reclaim
     )
+    if opened.truncate:
+        await ctx.vfs.setattr(opened.obj, size=0)
     rflags = OPEN4_RESULT_LOCKTYPE_POSIX | (OPEN4_RESULT_CONFIRM if res.needs_confirm else 0)
     none = N.open_delegation4(N.OPEN_DELEGATE_NONE, None)
     resok = N.OPEN4resok(to_stateid4(res.stateid), opened.cinfo, rflags, opened.attrset, none)
@@ -99,7 +105,7 @@ async def _open_by_name(ctx: CompoundContext, args: N.OPEN4args, name: bytes) ->
     if args.openhow.opentype == N.OPEN4_CREATE:
         how = args.openhow.value
         assert how is not None
-        opened = await _create(ctx, d, name, how)
+        opened = await _create(ctx, d, name, how, args.share_access)
     else:
         obj = await ctx.vfs.lookup(d, name)
         opened = await _existing(ctx, obj)
@@ -107,24 +113,32 @@ async def _open_by_name(ctx: CompoundContext, args: N.OPEN4args, name: bytes) ->
     return opened
 
 
-async def _create(ctx: CompoundContext, d: Obj, name: bytes, how: N.createhow4) -> _Opened:
+async def _create(
+    ctx: CompoundContext, d: Obj, name: bytes, how: N.createhow4, access: int
+) -> _Opened:
     if how.mode == N.EXCLUSIVE4:
         return await _create_exclusive(ctx, d, name, how.value)
     s = decode_settable(how.value)
     mode = s.mode if s.mode is not None else 0o644
     obj, attrs, created = await ctx.vfs.create_file(d, name, mode, how.mode == N.GUARDED4)
     _check_regular(attrs)
-    if not created and how.mode == N.GUARDED4:
-        raise errors.NFS4ERR_EXIST()
+    if not created:
+        if how.mode == N.GUARDED4:
+            raise errors.NFS4ERR_EXIST()
+        # §16.16.5: on an existing file createattrs are not used, except that size 0
+        # truncates it (after the share reservation check, and only when opened for write).
+        if s.size != 0:
+            return _Opened(obj, attrs, False, N.change_info4(False, 0, 0), [])
+        if not access & OPEN4_SHARE_ACCESS_WRITE:
+            raise errors.NFS4ERR_INVAL("truncating OPEN without write access")
+        size_set = int_to_bitmap(1 << N.FATTR4_SIZE)
+        return _Opened(obj, attrs, False, N.change_info4(False, 0, 0), size_set, truncate=True)
     extra = SetAttrs(None, s.owner, s.owner_group, s.size, s.atime, s.mtime)
-    if created or s.size is not None:  # UNCHECKED4 on an existing file: only size applies
-        if not created:
-            extra = SetAttrs(size=s.size)
-        if any(
-            v is not None
-            for v in (extra.owner, extra.owner_group, extra.size, extra.atime, extra.mtime)
-        ):
-            await apply_setattrs(ctx, obj, extra)
+    if any(
+        v is not None
+        for v in (extra.owner, extra.owner_group, extra.size, extra.atime, extra.mtime)
+    ):
+        await apply_setattrs(ctx, obj, extra)
     return _Opened(obj, attrs, created, N.change_info4(False, 0, 0), s.mask)
 
 
