@@ -1,0 +1,24 @@
+#!/bin/sh
+# Install everything the Linux-kernel-client VM tests (tests/vm, tests/e2e) need.
+# Idempotent: re-running only installs what is missing. Must run as root.
+set -eu
+
+PKGS="qemu-system-x86 busybox-static gcc libc6-dev cpio kmod iproute2 xz-utils \
+      nfs-ganesha nfs-ganesha-vfs"
+
+missing=""
+for p in $PKGS; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+
+if [ -n "$missing" ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    # shellcheck disable=SC2086
+    apt-get install -y --no-install-recommends $missing
+fi
+
+# The guest kernel itself is fetched (apt-get download) and cached by tests/vm on first use.
+echo "vm-deps: all present:$(echo " $PKGS" | tr -s ' ')"

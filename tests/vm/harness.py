@@ -1,0 +1,125 @@
+"""One complete workload run: network + server + guest boot, with parsed results.
+
+``run_workload(server_name, net_name, workdir, ...)`` prepares the export (a host-made file with
+known attributes and a 10,000-entry directory), starts the server inside the chosen network,
+boots the guest with ``guest/workload.sh``, restarts the server when the guest asks
+(``@@PAUSE restart``), and returns a ``WorkloadRun`` with the guest's ``@@RESULT`` and
+``@@VALUE`` lines and the export directory for host-side checks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.vm.initramfs import GUEST, assemble
+from tests.vm.kernel import guest_kernel
+from tests.vm.network import make_network
+from tests.vm.qemu import GuestVM, Transcript
+from tests.vm.servers import Server, make_server
+
+RESULT_RE = re.compile(r"^@@RESULT (\S+) (PASS|FAIL)\s*(.*)$")
+VALUE_RE = re.compile(r"^@@VALUE (\S+) (.*)$")
+
+HOST_FILE_TEXT = "made on the host\n"
+HOST_FILE_MODE = 0o604
+HOST_FILE_OWNER = (4321, 8765)
+HOST_FILE_MTIME = 1234567890
+
+
+@dataclass
+class WorkloadRun:
+    """Outcome of one guest boot against one server over one network mode."""
+
+    server: str
+    network: str
+    export_dir: Path
+    console_log: Path
+    server_log: Path
+    transcript: Transcript
+    results: dict[str, tuple[bool, str]] = field(default_factory=dict)
+    values: dict[str, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def diagnostics(self, lines: int = 60) -> str:
+        """Console tail, server log tail and harness errors, for assertion messages."""
+        head = f"[{self.server}/{self.network}] console: {self.console_log}\n"
+        extra = "".join(f"harness: {e}\n" for e in self.errors)
+        if self.transcript.timed_out:
+            extra += "harness: the VM hit its hard timeout\n"
+        server_tail = _tail(self.server_log, 25)
+        return (f"{head}{extra}--- console tail ---\n{self.transcript.tail(lines)}\n"
+                f"--- server log tail ({self.server_log}) ---\n{server_tail}")
+
+
+def _tail(path: Path, n: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except FileNotFoundError:
+        return "(missing)"
+
+
+def prepare_export(export_dir: Path, bigdir_count: int) -> None:
+    """Content the guest checks: a file with host-set attributes and a large directory."""
+    export_dir.mkdir(parents=True, exist_ok=True)
+    host_file = export_dir / "hostfile"
+    host_file.write_text(HOST_FILE_TEXT)
+    os.chown(host_file, *HOST_FILE_OWNER)
+    os.chmod(host_file, HOST_FILE_MODE)
+    os.utime(host_file, (HOST_FILE_MTIME, HOST_FILE_MTIME))
+    bigdir = export_dir / "bigdir"
+    bigdir.mkdir()
+    for i in range(bigdir_count):
+        (bigdir / f"entry-{i:05d}").touch()
+
+
+def parse_transcript(run: WorkloadRun) -> None:
+    for line in run.transcript.lines:
+        if m := RESULT_RE.match(line):
+            run.results[m.group(1)] = (m.group(2) == "PASS", m.group(3))
+        elif m := VALUE_RE.match(line):
+            run.values[m.group(1)] = m.group(2).strip()
+
+
+def run_workload(server_name: str, net_name: str, workdir: Path, *, big_mb: int = 0,
+                 small_files: int = 2000, bigdir_count: int = 10000,
+                 timeout: float = 300.0) -> WorkloadRun:
+    """Boot the guest once and run the whole workload; never raises for guest failures."""
+    kernel = guest_kernel()
+    workdir.mkdir(parents=True, exist_ok=True)
+    with make_network(net_name) as net:
+        server = make_server(server_name, workdir, net)
+        prepare_export(server.export_dir, bigdir_count)
+        config: dict[str, str | int] = {
+            "SERVER_IP": net.server_addr, "NFS_PORT": server.port,
+            "EXPORT_PATH": str(server.export_dir), "MOUNT_EXTRA": net.mount_extra,
+            "GUEST_IP": net.guest_ip, "GUEST_PREFIX": net.guest_prefix,
+            "BIG_MB": big_mb, "SMALL_FILES": small_files, "BIGDIR_COUNT": bigdir_count,
+            "DO_RESTART": 1}
+        initrd = assemble(kernel, GUEST / "workload.sh", config, workdir / "initrd.img")
+        vm = GuestVM(kernel, initrd, net, workdir, timeout, on_pause=_pause_handler(server))
+        run = WorkloadRun(server_name, net_name, server.export_dir, vm.console_log,
+                          server.log_path, Transcript())
+        try:
+            server.start()
+            run.transcript = vm.run()
+        except Exception as exc:
+            run.errors.append(repr(exc))
+        finally:
+            if server.pid is None and not run.errors:
+                run.errors.append(f"{server_name} was not running at the end of the workload")
+            server.stop()
+    run.errors.extend(run.transcript.pause_errors)
+    parse_transcript(run)
+    return run
+
+
+def _pause_handler(server: Server) -> Callable[[str], None]:
+    def on_pause(what: str) -> None:
+        if what != "restart":
+            raise ValueError(f"unknown pause request {what!r}")
+        server.restart()
+    return on_pause

@@ -1,0 +1,117 @@
+"""The two ways the guest reaches the server, both confined to this machine.
+
+``UserNet``: qemu user-mode networking. The guest is 10.0.2.15 and reaches the host's loopback
+as 10.0.2.2, so the server listens on 127.0.0.1. The server cannot connect back to the guest,
+so the guest mounts with ``clientaddr=0.0.0.0`` (no callback channel, no delegations).
+
+``NetnsNet``: a network namespace created for the test with a tap device on a private /24
+(192.168.77.0/24 exists only inside the namespace). qemu and the server both run inside it
+via ``ip netns exec``; the server can open the callback connection to the guest. The
+namespace is deleted on ``close()`` (use it as a context manager), also after failures.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import subprocess
+from types import TracebackType
+
+
+class Network:
+    """What the harness needs from a network mode."""
+
+    name = "abstract"
+    server_bind = "127.0.0.1"    # where the server listens (in its namespace)
+    server_addr = "10.0.2.2"     # how the guest reaches the server
+    guest_ip = "10.0.2.15"
+    guest_prefix = 24
+    mount_extra = ""             # appended to the mount options
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        """The command line that runs ``argv`` where the server and qemu must run."""
+        return argv
+
+    def qemu_args(self) -> list[str]:
+        raise NotImplementedError
+
+    def free_port(self) -> int:
+        """A TCP port that is free where the server will listen."""
+        return 2049
+
+    def close(self) -> None:
+        """Release what ``__init__`` created."""
+
+    def __enter__(self) -> Network:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class UserNet(Network):
+    """qemu user-mode networking; the server listens on the host's loopback."""
+
+    name = "user"
+    mount_extra = ",clientaddr=0.0.0.0"
+
+    def qemu_args(self) -> list[str]:
+        return ["-netdev", "user,id=n0,ipv6=off", "-device", "virtio-net-pci,netdev=n0"]
+
+    def free_port(self) -> int:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+
+_counter = itertools.count()
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+class NetnsNet(Network):
+    """A private network namespace with a tap device for qemu; deleted on close()."""
+
+    name = "netns"
+    server_bind = "192.168.77.1"
+    server_addr = "192.168.77.1"
+    guest_ip = "192.168.77.2"
+    tap = "tap0"
+
+    def __init__(self) -> None:
+        self.ns = f"pynfsd-e2e-{os.getpid()}-{next(_counter)}"
+        _ip("netns", "add", self.ns)
+        try:
+            self._in_ns("link", "set", "lo", "up")
+            self._in_ns("tuntap", "add", "dev", self.tap, "mode", "tap")
+            self._in_ns("addr", "add", f"{self.server_addr}/24", "dev", self.tap)
+            self._in_ns("link", "set", self.tap, "up")
+        except BaseException:
+            self.close()
+            raise
+
+    def _in_ns(self, *args: str) -> None:
+        _ip("netns", "exec", self.ns, "ip", *args)
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.ns, *argv]
+
+    def qemu_args(self) -> list[str]:
+        return ["-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no",
+                "-device", "virtio-net-pci,netdev=n0"]
+
+    def close(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+
+
+def make_network(name: str) -> Network:
+    """``"user"`` or ``"netns"``."""
+    if name == "user":
+        return UserNet()
+    if name == "netns":
+        return NetnsNet()
+    raise ValueError(f"unknown network mode {name!r}")
