@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pynfsd.fs.backend import FileType
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
 from pynfsd.nfs4.compound import CompoundContext, op
@@ -18,17 +19,23 @@ def _convert_denied(e: errors.NFS4Error) -> None:
         e.value = lock4denied(e.value)
 
 
-def _check_file(ctx: CompoundContext) -> bytes:
+async def _check_file(ctx: CompoundContext) -> bytes:
+    """Byte-range locks are on regular files: a directory is NFS4ERR_ISDIR, anything else
+    that is not a regular file NFS4ERR_INVAL (RFC 7530 §16.10-16.12 error lists)."""
     obj = ctx.current
     if obj.is_pseudo:
         raise errors.NFS4ERR_ISDIR()
+    ftype = (await ctx.vfs.getattr(obj)).type
+    if ftype == FileType.DIR:
+        raise errors.NFS4ERR_ISDIR()
+    if ftype != FileType.REG:
+        raise errors.NFS4ERR_INVAL("not a regular file")
     return obj.fh
 
 
 @op(N.OP_LOCK)
 async def lock(ctx: CompoundContext, args: N.LOCK4args) -> N.LOCK4resok:
     state = ctx.server.state
-    fh = _check_file(ctx)
     locker = args.locker
     if locker.new_lock_owner:
         new: N.open_to_lock_owner4 = locker.value
@@ -36,7 +43,7 @@ async def lock(ctx: CompoundContext, args: N.LOCK4args) -> N.LOCK4resok:
         owner = state.owner_for_stateid(open_sid)
         seqid = new.open_seqid
 
-        def grant() -> N.stateid4:
+        def grant(fh: bytes) -> N.stateid4:
             return to_stateid4(
                 state.lock_new(
                     open_sid,
@@ -55,7 +62,7 @@ async def lock(ctx: CompoundContext, args: N.LOCK4args) -> N.LOCK4resok:
         owner = state.owner_for_stateid(lock_sid)
         seqid = old.lock_seqid
 
-        def grant() -> N.stateid4:
+        def grant(fh: bytes) -> N.stateid4:
             return to_stateid4(
                 state.lock_existing(
                     lock_sid, fh, args.locktype, args.offset, args.length, reclaim=args.reclaim
@@ -63,8 +70,9 @@ async def lock(ctx: CompoundContext, args: N.LOCK4args) -> N.LOCK4resok:
             )
 
     async def body() -> N.LOCK4resok:
+        fh = await _check_file(ctx)  # inside: the seqid advances on ISDIR/INVAL (§9.1.7)
         try:
-            return N.LOCK4resok(grant())
+            return N.LOCK4resok(grant(fh))
         except errors.NFS4Error as e:
             _convert_denied(e)
             raise
@@ -74,7 +82,7 @@ async def lock(ctx: CompoundContext, args: N.LOCK4args) -> N.LOCK4resok:
 
 @op(N.OP_LOCKT)
 async def lockt(ctx: CompoundContext, args: N.LOCKT4args) -> None:
-    fh = _check_file(ctx)
+    fh = await _check_file(ctx)
     try:
         ctx.server.state.lockt(
             args.owner.clientid, args.owner.owner, fh, args.locktype, args.offset, args.length
@@ -87,11 +95,11 @@ async def lockt(ctx: CompoundContext, args: N.LOCKT4args) -> None:
 @op(N.OP_LOCKU)
 async def locku(ctx: CompoundContext, args: N.LOCKU4args) -> N.stateid4:
     state = ctx.server.state
-    fh = _check_file(ctx)
     sid = to_stateid(args.lock_stateid)
     owner = state.owner_for_stateid(sid)
 
     async def body() -> N.stateid4:
+        fh = await _check_file(ctx)
         return to_stateid4(state.locku(sid, args.locktype, args.offset, args.length, fh))
 
     return await sequenced(owner, args.seqid, N.OP_LOCKU, body)

@@ -1,0 +1,281 @@
+"""Byte-range locks through COMPOUND: LOCK, LOCKT, LOCKU, RELEASE_LOCKOWNER
+(RFC 7530 §9.4, §16.10-16.12, §16.37), between two clients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from nfs4_fixtures import (
+    RW,
+    Opened,
+    R,
+    World,
+    expect,
+    export_root,
+    last,
+    make_world,
+    mkdir,
+    new_clientid,
+    open_file,
+    ops,
+)
+
+from pynfsd.client.nfs4 import Nfs4Client, op
+from pynfsd.gen import nfs4 as N
+
+READ_LT, WRITE_LT = N.READ_LT, N.WRITE_LT
+EOF = N.NFS4_UINT64_MAX
+
+
+@pytest.fixture
+def w(tmp_path: Path) -> Iterator[World]:
+    world = make_world(tmp_path)
+    yield world
+    world.close()
+
+
+@dataclass
+class Party:
+    c: Nfs4Client
+    clientid: int
+    opened: Opened
+
+
+async def _two_parties(w: World, access: int = RW) -> tuple[Party, Party, bytes]:
+    a = w.client(peer=("127.0.0.1", 800))
+    b = w.client(peer=("127.0.0.2", 800))
+    root = await export_root(a)
+    ca, cb = await new_clientid(a, b"client-a"), await new_clientid(b, b"client-b")
+    oa = await open_file(a, root, ca, b"oa", b"f", access=access)
+    ob = await open_file(b, root, cb, b"ob", b"f", access=access, create=False)
+    return Party(a, ca, oa), Party(b, cb, ob), root
+
+
+async def _lock(p: Party, locktype: int, offset: int, length: int, owner: bytes) -> N.stateid4:
+    """LOCK with a new lock-owner; returns the lock stateid (the open seqid advances)."""
+    o = p.opened
+    args = ops.lock_new(locktype, offset, length, o.seqid, o.stateid, 1, p.clientid, owner)
+    (_, resok) = await p.c.check([op.putfh(o.fh), args])
+    o.seqid += 1
+    sid: N.stateid4 = resok.lock_stateid
+    return sid
+
+
+def test_lock_conflict_between_two_clients_reports_the_holder(w: World) -> None:
+    async def body() -> None:
+        a, b, _ = await _two_parties(w)
+        await _lock(a, WRITE_LT, 100, 50, b"lo-a")
+        o = b.opened
+        res = await expect(
+            b.c,
+            [
+                op.putfh(o.fh),
+                ops.lock_new(WRITE_LT, 120, 10, o.seqid, o.stateid, 1, b.clientid, b"lo-b"),
+            ],
+            N.NFS4ERR_DENIED,
+        )
+        denied = last(res)
+        assert (denied.offset, denied.length, denied.locktype) == (100, 50, WRITE_LT)
+        assert (denied.owner.clientid, denied.owner.owner) == (a.clientid, b"lo-a")
+
+    w.run(body())
+
+
+def test_lockt_reports_conflicts_without_taking_locks(w: World) -> None:
+    async def body() -> None:
+        a, b, _ = await _two_parties(w)
+        await _lock(a, WRITE_LT, 0, 10, b"lo-a")
+        fh = b.opened.fh
+        res = await expect(
+            b.c, [op.putfh(fh), op.lockt(READ_LT, 5, 1, b.clientid, b"lo-b")], N.NFS4ERR_DENIED
+        )
+        assert last(res).owner.owner == b"lo-a" and last(res).length == 10
+        await b.c.check([op.putfh(fh), op.lockt(WRITE_LT, 10, EOF, b.clientid, b"lo-b")])
+        # the holder's own lock-owner does not conflict with itself
+        await a.c.check([op.putfh(fh), op.lockt(WRITE_LT, 0, 10, a.clientid, b"lo-a")])
+
+    w.run(body())
+
+
+def test_read_locks_share_and_write_locks_exclude(w: World) -> None:
+    async def body() -> None:
+        a, b, _ = await _two_parties(w)
+        await _lock(a, READ_LT, 0, EOF, b"lo-a")
+        await _lock(b, READ_LT, 0, 100, b"lo-b")
+        o = b.opened
+        await expect(
+            b.c,
+            [
+                op.putfh(o.fh),
+                ops.lock_new(WRITE_LT, 0, 1, o.seqid, o.stateid, 1, b.clientid, b"lo-b2"),
+            ],
+            N.NFS4ERR_DENIED,
+        )
+
+    w.run(body())
+
+
+def test_locku_lets_the_other_client_in(w: World) -> None:
+    async def body() -> None:
+        a, b, _ = await _two_parties(w)
+        sid = await _lock(a, WRITE_LT, 0, 10, b"lo-a")
+        (_, after) = await a.c.check([op.putfh(a.opened.fh), op.locku(WRITE_LT, 2, sid, 0, 10)])
+        assert after.other == sid.other and after.seqid == sid.seqid + 1
+        await _lock(b, WRITE_LT, 0, 10, b"lo-b")
+
+    w.run(body())
+
+
+def test_existing_lock_owner_and_its_seqids(w: World) -> None:
+    async def body() -> None:
+        a, _, _ = await _two_parties(w)
+        sid = await _lock(a, WRITE_LT, 0, 10, b"lo-a")
+        fh = a.opened.fh
+        more = [op.putfh(fh), ops.lock_existing(WRITE_LT, 20, 10, sid, 2)]
+        (_, res2) = await a.c.check(more)
+        sid2 = res2.lock_stateid
+        assert sid2.other == sid.other and sid2.seqid == sid.seqid + 1
+        (_, replay) = await a.c.check(more)  # retransmission: the same reply
+        assert replay == res2
+        await expect(
+            a.c, [op.putfh(fh), ops.lock_existing(WRITE_LT, 40, 1, sid2, 7)], N.NFS4ERR_BAD_SEQID
+        )
+        await expect(a.c, [op.putfh(fh), op.locku(WRITE_LT, 9, sid2, 0, 10)], N.NFS4ERR_BAD_SEQID)
+        await a.c.check([op.putfh(fh), op.locku(WRITE_LT, 3, sid2, 0, 10)])
+
+    w.run(body())
+
+
+def test_lock_replay_with_a_new_lock_owner(w: World) -> None:
+    async def body() -> None:
+        a, _, _ = await _two_parties(w)
+        o = a.opened
+        req = [
+            op.putfh(o.fh),
+            ops.lock_new(WRITE_LT, 0, 1, o.seqid, o.stateid, 1, a.clientid, b"lo"),
+        ]
+        (_, first) = await a.c.check(req)
+        (_, again) = await a.c.check(req)
+        assert again == first
+
+    w.run(body())
+
+
+def test_write_lock_on_a_read_only_open_is_openmode(w: World) -> None:
+    async def body() -> None:
+        a, _, _ = await _two_parties(w, access=R)
+        o = a.opened
+        await expect(
+            a.c,
+            [
+                op.putfh(o.fh),
+                ops.lock_new(WRITE_LT, 0, 1, o.seqid, o.stateid, 1, a.clientid, b"lo"),
+            ],
+            N.NFS4ERR_OPENMODE,
+        )
+        a.opened.seqid += 1  # OPENMODE is not one of the statuses that keep the seqid (§9.1.7)
+        await _lock(a, READ_LT, 0, 1, b"lo2")
+
+    w.run(body())
+
+
+@pytest.mark.parametrize(("offset", "length"), [(0, 0), (10, EOF - 5), (EOF, 2)])
+def test_bad_lock_ranges_are_inval(w: World, offset: int, length: int) -> None:
+    async def body() -> None:
+        a, _, _ = await _two_parties(w)
+        o = a.opened
+        await expect(
+            a.c,
+            [
+                op.putfh(o.fh),
+                ops.lock_new(WRITE_LT, offset, length, o.seqid, o.stateid, 1, a.clientid, b"lo"),
+            ],
+            N.NFS4ERR_INVAL,
+        )
+        await expect(
+            a.c,
+            [op.putfh(o.fh), op.lockt(WRITE_LT, offset, length, a.clientid, b"lo")],
+            N.NFS4ERR_INVAL,
+        )
+
+    w.run(body())
+
+
+def test_close_with_locks_held_is_locks_held(w: World) -> None:
+    async def body() -> None:
+        a, _, _ = await _two_parties(w)
+        sid = await _lock(a, WRITE_LT, 0, 10, b"lo-a")
+        o = a.opened
+        await expect(a.c, [op.putfh(o.fh), op.close(o.seqid, o.stateid)], N.NFS4ERR_LOCKS_HELD)
+        await a.c.check([op.putfh(o.fh), op.locku(WRITE_LT, 2, sid, 0, 10)])
+        await a.c.check([op.putfh(o.fh), op.close(o.seqid + 1, o.stateid)])
+
+    w.run(body())
+
+
+def test_release_lockowner(w: World) -> None:
+    async def body() -> None:
+        a, b, _ = await _two_parties(w)
+        sid = await _lock(a, WRITE_LT, 0, 10, b"lo-a")
+        fh = a.opened.fh
+        await expect(a.c, [ops.release_lockowner(a.clientid, b"lo-a")], N.NFS4ERR_LOCKS_HELD)
+        await a.c.check([op.putfh(fh), op.locku(WRITE_LT, 2, sid, 0, 10)])
+        await a.c.check([ops.release_lockowner(a.clientid, b"lo-a")])
+        # the released owner's stateid is gone
+        res = await a.c.compound([op.putfh(fh), ops.lock_existing(WRITE_LT, 0, 1, sid, 3)])
+        assert res.status == N.NFS4ERR_BAD_STATEID
+        await a.c.check([ops.release_lockowner(a.clientid, b"never-used")])
+        await expect(b.c, [ops.release_lockowner(0x77, b"x")], N.NFS4ERR_STALE_CLIENTID)
+
+    w.run(body())
+
+
+def test_lockt_with_unknown_clientid_is_stale_clientid(w: World) -> None:
+    async def body() -> None:
+        a, _, _ = await _two_parties(w)
+        await expect(
+            a.c,
+            [op.putfh(a.opened.fh), op.lockt(READ_LT, 0, 1, 0x99, b"x")],
+            N.NFS4ERR_STALE_CLIENTID,
+        )
+
+    w.run(body())
+
+
+@pytest.mark.parametrize("which", ["lock", "lockt", "locku"])
+def test_locking_a_directory_is_isdir(w: World, which: str) -> None:
+    async def body() -> None:
+        a, _, root = await _two_parties(w)
+        d = await mkdir(a.c, root, b"d")
+        o = a.opened
+        sid = await _lock(a, WRITE_LT, 0, 1, b"lo")
+        args = {
+            "lock": ops.lock_new(WRITE_LT, 0, 1, o.seqid, o.stateid, 1, a.clientid, b"lo2"),
+            "lockt": op.lockt(WRITE_LT, 0, 1, a.clientid, b"lo"),
+            "locku": op.locku(WRITE_LT, 2, sid, 0, 1),
+        }[which]
+        await expect(a.c, [op.putfh(d), args], N.NFS4ERR_ISDIR)
+        pseudo = (await a.c.check([op.putrootfh(), op.getfh()]))[1].object
+        await expect(a.c, [op.putfh(pseudo), args], N.NFS4ERR_ISDIR)
+
+    w.run(body())
+
+
+def test_lock_with_a_stateid_of_another_file_is_bad_stateid(w: World) -> None:
+    async def body() -> None:
+        a, _, root = await _two_parties(w)
+        g = await open_file(a.c, root, a.clientid, b"og", b"g")
+        o = a.opened
+        await expect(
+            a.c,
+            [
+                op.putfh(g.fh),
+                ops.lock_new(WRITE_LT, 0, 1, o.seqid, o.stateid, 1, a.clientid, b"lo"),
+            ],
+            N.NFS4ERR_BAD_STATEID,
+        )
+
+    w.run(body())
