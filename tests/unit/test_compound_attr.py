@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from nfs4_fixtures import (
     ANON,
+    DENY_WRITE,
     LEASE,
     RW,
     R,
@@ -495,5 +496,30 @@ def test_attrs_of_helper_decodes_getattr(w: World) -> None:
         root = await export_root(c)
         (_, res) = await c.check([op.putfh(root), op.getattr(N.FATTR4_TYPE)])
         assert attrs_of(res) == {N.FATTR4_TYPE: N.NF4DIR}
+
+    w.run(body())
+
+
+def test_setattr_size_with_anonymous_stateid_against_a_deny_write_share_is_locked(
+    w: World,
+) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        clientid = await new_clientid(c)
+        o = await open_file(c, root, clientid, b"o", b"f", access=R, deny=DENY_WRITE)
+        other = w.client(peer=("127.0.0.2", 800))
+        await expect(other, [op.putfh(o.fh), ops.setattr({N.FATTR4_SIZE: 0})], N.NFS4ERR_LOCKED)
+
+    w.run(body())
+
+
+def test_verify_of_rdattr_error_is_inval(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        raw = N.fattr4(bitmap([N.FATTR4_RDATTR_ERROR]), b"\0\0\0\0")
+        args = N.nfs_argop4(N.OP_VERIFY, N.VERIFY4args(raw))
+        await expect(c, [op.putfh(root), args], N.NFS4ERR_INVAL)
 
     w.run(body())

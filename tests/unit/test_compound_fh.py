@@ -471,3 +471,14 @@ def test_wrongsec_for_a_flavour_the_export_does_not_allow(tmp_path: Path) -> Non
         w.run(body())
     finally:
         w.close()
+
+
+def test_secinfo_keeps_the_current_filehandle(w: World) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        await mkdir(c, root, b"d")
+        vals = await c.check([op.putfh(root), ops.secinfo(b"d"), op.getfh()])
+        assert vals[2].object == root  # RFC 7530 §16.31.4
+
+    w.run(body())

@@ -16,6 +16,7 @@ from nfs4_fixtures import (
     R,
     W,
     World,
+    attrs_of,
     expect,
     export_root,
     fattr,
@@ -83,8 +84,6 @@ def test_unchecked_creates_a_new_file(w: World) -> None:
         assert resok.attrset == mode.attrmask
         assert resok.delegation.delegation_type == N.OPEN_DELEGATE_NONE
         assert await lookup_fh(c, root, b"f") == vals[2].object
-        from nfs4_fixtures import attrs_of
-
         assert attrs_of(vals[3]) == {N.FATTR4_TYPE: N.NF4REG, N.FATTR4_MODE: 0o640}
 
     w.run(body())
@@ -487,5 +486,29 @@ def test_upgrade_then_both_stateids_work_in_one_open(w: World) -> None:
         up = await open_file(c, root, cid, b"o", b"f", access=W, create=False, seqid=o.seqid)
         await c.check([op.putfh(up.fh), op.write(up.stateid, 0, b"ok")])
         await c.check([op.putfh(up.fh), op.close(up.seqid, up.stateid)])
+
+    w.run(body())
+
+
+def test_reclaim_outside_the_grace_period_is_no_grace(w: World) -> None:
+    async def body() -> None:
+        c, root, cid = await _setup(w)
+        o = await open_file(c, root, cid, b"o", b"f")
+        claim = N.open_claim4(N.CLAIM_PREVIOUS, N.OPEN_DELEGATE_NONE)
+        args = N.OPEN4args(
+            1, R, DENY_NONE, N.open_owner4(cid, b"r"), N.openflag4(N.OPEN4_NOCREATE, None), claim
+        )
+        await expect(c, [op.putfh(o.fh), N.nfs_argop4(N.OP_OPEN, args)], N.NFS4ERR_NO_GRACE)
+
+    w.run(body())
+
+
+def test_same_seqid_for_another_operation_is_bad_seqid(w: World) -> None:
+    async def body() -> None:
+        c, root, cid = await _setup(w)
+        o = await open_file(c, root, cid, b"o", b"f")
+        await c.check([op.putfh(o.fh), ops.open_downgrade(o.stateid, o.seqid, RW, DENY_NONE)])
+        # a CLOSE with the seqid just used by OPEN_DOWNGRADE is not its retransmission
+        await expect(c, [op.putfh(o.fh), op.close(o.seqid, o.stateid)], N.NFS4ERR_BAD_SEQID)
 
     w.run(body())
