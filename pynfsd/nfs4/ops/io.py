@@ -52,5 +52,6 @@ async def commit(ctx: CompoundContext, args: N.COMMIT4args) -> N.COMMIT4resok:
         raise errors.NFS4ERR_ISDIR()
     if args.offset + args.count > (1 << 64) - 1:
         raise errors.NFS4ERR_INVAL()
+    ctx.vfs.check_writable(obj)  # RFC 7530 §16.3.5 lists NFS4ERR_ROFS for COMMIT
     await ctx.vfs.commit(obj)
     return N.COMMIT4resok(ctx.server.write_verifier)
