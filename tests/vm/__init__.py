@@ -1,0 +1,43 @@
+"""Kernel-client VM harness: a real Linux NFSv4.0 client (a Debian kernel in qemu) for e2e tests.
+
+How it works
+------------
+* ``kernel.py``: ``apt-get download`` the image package behind ``linux-image-amd64``,
+  ``dpkg -x`` it, ``depmod -b`` it, extract the uncompressed ``vmlinux`` (booted through the
+  PVH entry; ``vmlinuz`` is the fallback). Cached in ``$PYNFSD_VM_CACHE`` or
+  ``/var/cache/pynfsd-vm``.
+* ``initramfs.py`` + ``cpio.py``: a cached base initramfs keyed by kernel version and a hash of
+  its inputs (static busybox with applet links, the NFS/virtio module closure from
+  ``modules.dep``, the static helpers compiled from ``helpers/*.c`` with ``gcc -static``,
+  ``guest/init.sh`` as ``/init``), plus a per-run gzip'd cpio layer with ``/workload.sh`` and
+  ``/config``; the kernel unpacks both.
+* ``network.py``: ``UserNet`` (qemu user networking; the guest reaches the host's loopback as
+  10.0.2.2 and mounts with ``clientaddr=0.0.0.0``) and ``NetnsNet`` (a namespace made for the
+  run, tap0 = 192.168.77.1/24 inside it only, guest 192.168.77.2; server and qemu run under
+  ``ip netns exec``; deleted on close, also on failure).
+* ``servers.py``: ``Server`` (``start() stop() restart() kill()``, ``export_dir``, ``port``,
+  ``pid``, ``log_path``) with ``PynfsdServer`` (``python -m pynfsd serve ...``) and
+  ``GaneshaServer`` (NFS-Ganesha, VFS FSAL, v4.0 only, fs recovery backend). Processes are
+  ended only by their own PID.
+* ``qemu.py``: ``GuestVM.run()`` boots qemu (TCG ``-accel tcg,thread=multi -cpu max -smp 2
+  -m 1024``; KVM only where it is real), logs ttyS0 to ``console.log``, enforces a hard timeout
+  and always kills qemu by PID. Host action mid-workload: the guest prints ``@@PAUSE <what>``
+  and blocks reading ``/dev/ttyS1`` (a unix-socket chardev); the host acts (e.g. restarts the
+  server) and writes ``go``.
+* ``guest/workload.sh``: the workload; one ``@@RESULT <name> PASS|FAIL <why>`` line per step,
+  ``@@VALUE <key> <value>`` for what the host verifies on the server's disk.
+* ``harness.py``: ``run_workload(server, net, workdir, big_mb=...) -> WorkloadRun`` ties it
+  together (prepares the export, starts the server, boots, restarts on request, parses).
+
+Running
+-------
+Install the host tools once: ``scripts/vm-deps.sh`` (as root). Then, from the repo root::
+
+    python -m pytest -m vm tests/e2e -v                         # pynfsd, both network modes
+    PYNFSD_E2E_SERVERS=pynfsd,ganesha python -m pytest -m vm tests/e2e
+    python -m pytest -m vm tests/e2e -k "pynfsd-user and flock"  # one test (one VM boot)
+    python -m tests.vm.run --server pynfsd --net netns --big-mb 32 /tmp/vmrun   # by hand
+
+A run by hand leaves ``console.log``, the server log, ``initrd.img`` and the export in the
+work directory. ``PYNFSD_VM_ACCEL=tcg`` forces TCG even where KVM would be usable.
+"""

@@ -24,6 +24,8 @@ from tests.vm.servers import Server, make_server
 RESULT_RE = re.compile(r"^@@RESULT (\S+) (PASS|FAIL)\s*(.*)$")
 VALUE_RE = re.compile(r"^@@VALUE (\S+) (.*)$")
 
+NETWORKS = ("user", "netns")
+
 HOST_FILE_TEXT = "made on the host\n"
 HOST_FILE_MODE = 0o604
 HOST_FILE_OWNER = (4321, 8765)
@@ -50,6 +52,8 @@ class WorkloadRun:
         extra = "".join(f"harness: {e}\n" for e in self.errors)
         if self.transcript.timed_out:
             extra += "harness: the VM hit its hard timeout\n"
+        if self.transcript.aborted:
+            extra += f"harness: VM stopped early: {self.transcript.aborted}\n"
         server_tail = _tail(self.server_log, 25)
         return (f"{head}{extra}--- console tail ---\n{self.transcript.tail(lines)}\n"
                 f"--- server log tail ({self.server_log}) ---\n{server_tail}")
@@ -60,6 +64,12 @@ def _tail(path: Path, n: int) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
     except FileNotFoundError:
         return "(missing)"
+
+
+def servers_under_test() -> list[str]:
+    """``$PYNFSD_E2E_SERVERS`` (comma separated), default ``pynfsd`` only."""
+    names = os.environ.get("PYNFSD_E2E_SERVERS", "pynfsd").split(",")
+    return [n.strip() for n in names if n.strip()]
 
 
 def prepare_export(export_dir: Path, bigdir_count: int) -> None:
@@ -100,7 +110,8 @@ def run_workload(server_name: str, net_name: str, workdir: Path, *, big_mb: int 
             "BIG_MB": big_mb, "SMALL_FILES": small_files, "BIGDIR_COUNT": bigdir_count,
             "DO_RESTART": 1}
         initrd = assemble(kernel, GUEST / "workload.sh", config, workdir / "initrd.img")
-        vm = GuestVM(kernel, initrd, net, workdir, timeout, on_pause=_pause_handler(server))
+        vm = GuestVM(kernel, initrd, net, workdir, timeout, on_pause=_pause_handler(server),
+                     watchdog=_server_watchdog(server))
         run = WorkloadRun(server_name, net_name, server.export_dir, vm.console_log,
                           server.log_path, Transcript())
         try:
@@ -115,6 +126,14 @@ def run_workload(server_name: str, net_name: str, workdir: Path, *, big_mb: int 
     run.errors.extend(run.transcript.pause_errors)
     parse_transcript(run)
     return run
+
+
+def _server_watchdog(server: Server) -> Callable[[], str | None]:
+    def check() -> str | None:
+        if server.pid is None and not server.restarting:
+            return f"{server.name} exited during the workload (see {server.log_path})"
+        return None
+    return check
 
 
 def _pause_handler(server: Server) -> Callable[[str], None]:

@@ -2,8 +2,9 @@
 
 The guest console is ttyS0 (qemu stdout, logged line by line to ``console_log``). ttyS1 is a
 unix-socket chardev: when the guest prints ``@@PAUSE <what>`` it blocks reading a line from
-ttyS1; the harness calls ``on_pause(what)`` and then writes ``go``. A hard timeout kills qemu;
-qemu is always ended by its PID.
+ttyS1; the harness calls ``on_pause(what)`` and then writes ``go``. A hard timeout kills qemu,
+and so does ``watchdog()`` returning a reason (e.g. the server died, so a hard NFS mount would
+hang until the timeout); qemu is always ended by its PID.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Transcript:
     timed_out: bool = False
     exit_code: int | None = None     # qemu's exit status
     pause_errors: list[str] = field(default_factory=list)
+    aborted: str | None = None       # why the harness ended the VM early (watchdog)
 
     def tail(self, n: int = 60) -> str:
         return "\n".join(self.lines[-n:])
@@ -61,12 +63,14 @@ class GuestVM:
 
     def __init__(self, kernel: GuestKernel, initrd: Path, network: Network, workdir: Path,
                  timeout: float = 300.0,
-                 on_pause: Callable[[str], None] | None = None) -> None:
+                 on_pause: Callable[[str], None] | None = None,
+                 watchdog: Callable[[], str | None] | None = None) -> None:
         self.kernel = kernel
         self.initrd = initrd
         self.network = network
         self.timeout = timeout
         self.on_pause = on_pause or (lambda what: None)
+        self.watchdog = watchdog or (lambda: None)
         self.console_log = workdir / "console.log"
         self.control_path = workdir / "control.sock"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -120,11 +124,16 @@ class GuestVM:
         deadline = time.monotonic() + self.timeout
         while True:
             remaining = deadline - time.monotonic()
-            try:
-                line = lines.get(timeout=max(remaining, 0.01))
-            except queue.Empty:
+            if remaining <= 0:
                 transcript.timed_out = True
                 return
+            try:
+                line = lines.get(timeout=min(remaining, 1.0))
+            except queue.Empty:
+                if (why := self.watchdog()) is not None:
+                    transcript.aborted = why
+                    return
+                continue
             if line is None:
                 return
             transcript.lines.append(line)

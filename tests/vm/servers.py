@@ -56,6 +56,7 @@ class Server(ABC):
         self.grace = grace
         self.log_path = workdir / f"{self.name}.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        self.restarting = False
 
     @abstractmethod
     def command(self) -> list[str]:
@@ -117,8 +118,12 @@ class Server(ABC):
 
     def restart(self) -> None:
         """Stop and start again on the same port with the same export and state."""
-        self.stop()
-        self.start()
+        self.restarting = True
+        try:
+            self.stop()
+            self.start()
+        finally:
+            self.restarting = False
 
     def log_tail(self, lines: int = 40) -> str:
         try:
