@@ -20,5 +20,14 @@ if [ -n "$missing" ]; then
     apt-get install -y --no-install-recommends $missing
 fi
 
-# The guest kernel itself is fetched (apt-get download) and cached by tests/vm on first use.
+# Fetch the guest kernel (apt-get download) and build the cached base initramfs now, so a
+# missing package shows up here and not as a slow first test. Cache: $PYNFSD_VM_CACHE or
+# /var/cache/pynfsd-vm.
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+(cd "$REPO" && "${PYTHON:-python3}" -c '
+from tests.vm.initramfs import base_initramfs
+from tests.vm.kernel import guest_kernel
+kernel = guest_kernel()
+print("vm-deps: guest kernel", kernel.version, "initramfs", base_initramfs(kernel))
+')
 echo "vm-deps: all present:$(echo " $PKGS" | tr -s ' ')"

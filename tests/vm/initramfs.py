@@ -109,6 +109,8 @@ def base_initramfs(kernel: GuestKernel) -> Path:
     path = cache_dir() / f"initramfs-{kernel.version}-{_input_hash(kernel)}.cpio.gz"
     with cache_lock("initramfs"):
         if not path.exists():
+            for stale in cache_dir().glob(f"initramfs-{kernel.version}-*.cpio.gz"):
+                stale.unlink()  # older inputs; assemble() copies under the same lock
             tmp = path.with_suffix(".tmp")
             _write_base(kernel, tmp)
             tmp.rename(path)
@@ -127,7 +129,9 @@ def run_layer(workload: Path, config: Mapping[str, str | int]) -> bytes:
 def assemble(kernel: GuestKernel, workload: Path, config: Mapping[str, str | int],
              out: Path) -> Path:
     """Write base + per-run layer to ``out`` (the kernel unpacks concatenated archives)."""
-    with open(out, "wb") as fh, open(base_initramfs(kernel), "rb") as base:
+    base_path = base_initramfs(kernel)
+    with cache_lock("initramfs"), open(out, "wb") as fh, open(base_path, "rb") as base:
         shutil.copyfileobj(base, fh)
+    with open(out, "ab") as fh:
         fh.write(run_layer(workload, config))
     return out
