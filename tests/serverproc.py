@@ -178,6 +178,11 @@ def _around(text: str, needle: str, width: int = 3000) -> str:
     return text[max(0, at - width // 3) : at + width]
 
 
+def lookup_path(path: str | os.PathLike[str]) -> list[N.nfs_argop4]:
+    """PUTROOTFH then one LOOKUP per component: reaches an export through the pseudo-fs."""
+    return [op.putrootfh(), *(op.lookup(os.fsencode(c)) for c in Path(path).parts[1:])]
+
+
 async def probe(port: int, host: str = HOST) -> None:
     """PUTROOTFH + GETATTR(type) on a new connection; AssertionError unless NFS4_OK."""
     client = await Nfs4Client.connect(host, port, cred=AuthSysCred(0, 0))
