@@ -30,7 +30,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.cpu import cpu_seconds
-from bench.profiling import CProfiledPynfsd, PhaseProfiler, PySpyProfiler, summarize_collapsed
+from bench.experiment_serve import VARIANTS
+from bench.profiling import (
+    CProfiledPynfsd,
+    PhaseProfiler,
+    PySpyProfiler,
+    VariantPynfsd,
+    summarize_collapsed,
+)
 from bench.report import PHASES, PhaseSample, ServerRun, comparison_table, ops_table
 from tests.vm.initramfs import assemble
 from tests.vm.kernel import guest_kernel
@@ -50,6 +57,7 @@ class BenchParams:
     repeat: int = 1
     timeout: float = 900.0
     profile: str = "none"
+    variant: str = ""
 
 
 class PhaseMarks:
@@ -95,6 +103,8 @@ def guest_config(server: Server, net: Network, params: BenchParams) -> dict[str,
 def new_server(name: str, workdir: Path, net: Network, params: BenchParams) -> Server:
     if name == "pynfsd" and params.profile == "cprofile":
         return CProfiledPynfsd(workdir, net, workdir / "pynfsd.pstats")
+    if name == "pynfsd" and params.variant:
+        return VariantPynfsd(workdir, net, params.variant)
     return make_server(name, workdir, net)
 
 
@@ -158,7 +168,8 @@ def print_runs(net_name: str, runs: dict[str, ServerRun], params: BenchParams) -
     ours = runs["pynfsd"]
     peer = runs.get("ganesha", ServerRun("ganesha", net_name))
     print(f"\n== network {net_name}: {params.size_mb} MiB, {params.files} files, "
-          f"{params.repeat} repetition(s), median rates; profile={params.profile} ==")
+          f"{params.repeat} repetition(s), median rates; profile={params.profile}"
+          f"{'; pynfsd variant ' + params.variant if params.variant else ''} ==")
     for run in (ours, peer):
         print(f"{run.server}: host load {run.host_load[0]:.1f} -> {run.host_load[1]:.1f} "
               f"({os.cpu_count()} CPUs); mount: {run.mount}")
@@ -190,6 +201,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=900.0, help="per guest boot")
     parser.add_argument("--profile", default="none", choices=["none", "py-spy", "cprofile"])
+    parser.add_argument("--variant", default="", choices=["", *VARIANTS],
+                        help="experiment: run pynfsd with this change patched in")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="default: a new /var/tmp/pynfsd-bench-<time>")
     parser.add_argument("--json", type=Path, default=None, help="write all samples here")
@@ -198,7 +211,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    params = BenchParams(args.size_mb, args.files, args.repeat, args.timeout, args.profile)
+    params = BenchParams(args.size_mb, args.files, args.repeat, args.timeout, args.profile,
+                         args.variant)
     root = args.workdir or Path(f"/var/tmp/pynfsd-bench-{time.strftime('%Y%m%d-%H%M%S')}")
     nets = ["user", "netns"] if args.net == "both" else [args.net]
     servers = ["pynfsd"] if params.profile != "none" else ["pynfsd", "ganesha"]

@@ -51,8 +51,10 @@ class PySpyProfiler(PhaseProfiler):
         if rep != 1:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        # --gil: only the thread holding the GIL is sampled, i.e. where Python code runs
+        # (idle pool workers and the event loop's epoll would otherwise dominate).
         argv = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate",
-                str(self.rate), "--threads", "--output", str(self.output(phase))]
+                str(self.rate), "--gil", "--threads", "--output", str(self.output(phase))]
         log = open(self.out_dir / f"pyspy-{phase}.log", "wb")
         self._proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, start_new_session=True)
@@ -87,6 +89,24 @@ class CProfiledPynfsd(PynfsdServer):
                 *argv[serve:]]
 
 
+# Leaves that mean "waiting": a pool worker blocked on its queue. The event loop's own native
+# code (uvloop) shows up as a ``Runner.run`` leaf: idle epoll and real loop work alike.
+IDLE_LEAVES = ("_worker (concurrent/futures/thread.py",)
+
+
+class VariantPynfsd(PynfsdServer):
+    """pynfsd with an experimental change patched in (``bench.experiment_serve``)."""
+
+    def __init__(self, workdir: Path, network: Network, variant: str) -> None:
+        super().__init__(workdir, network)
+        self.variant = variant
+
+    def command(self) -> list[str]:
+        argv = super().command()
+        serve = argv.index("serve")
+        return [sys.executable, "-m", "bench.experiment_serve", self.variant, *argv[serve:]]
+
+
 def _frames(stack: str) -> list[str]:
     """Frames of one collapsed stack, without the leading thread/process frames."""
     return [f for f in stack.split(";") if not f.startswith(("thread (", "process "))]
@@ -103,12 +123,14 @@ def summarize_collapsed(path: Path, top: int = 20) -> str:
             continue
         n = int(count)
         frames = _frames(stack)
+        if frames and frames[-1].startswith(IDLE_LEAVES):
+            continue
         total += n
         if frames:
             own[frames[-1]] += n
         for frame in set(frames):
             incl[frame] += n
-    lines = [f"{path.name}: {total} samples"]
+    lines = [f"{path.name}: {total} non-idle samples"]
     for title, counter in (("self", own), ("inclusive", incl)):
         lines.append(f"  -- top {top} by {title} samples --")
         lines += [f"  {100 * n / max(total, 1):5.1f}%  {frame}"

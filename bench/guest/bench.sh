@@ -80,6 +80,6 @@ while [ $rep -le "${REPEAT:-1}" ]; do one_round $rep; rep=$((rep + 1)); done
 rmdir $B
 host_pause "mark done"
 sed -n '/^\tper-op/,/^$/p' /proc/self/mountstats \
-    | awk 'NF>1 && $2>0 {sub(":", "", $1); print "@@OPS", $1, $2}'
+    | awk '$2 ~ /^[0-9]+$/ && $2 > 0 {sub(":", "", $1); print "@@OPS", $1, $2}'
 cd / && umount $M || fail "umount"
 say "@@BENCHDONE"
