@@ -145,9 +145,17 @@ class ServerProcess:
     def returncode(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
 
-    def log_text(self) -> str:
-        """Everything every run of this server has logged so far."""
-        return self.log_path.read_bytes().decode(errors="replace") if self.log_path.exists() else ""
+    def log_text(self, since: int = 0) -> str:
+        """What every run of this server has logged so far (from byte offset `since`)."""
+        if not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as f:
+            f.seek(since)
+            return f.read().decode(errors="replace")
+
+    def log_mark(self) -> int:
+        """The current end of the log, for `log_text(since=...)`."""
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
 
     def _run_log(self) -> bytes:
         with open(self.log_path, "rb") as f:

@@ -69,7 +69,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(base: Path) -> Iterator[ServerProcess]:
+def shared_server(base: Path) -> Iterator[ServerProcess]:
     exports = [
         f"{base / 'rw'} *(rw,no_root_squash,insecure)",
         f"{base / 'ro'} *(ro,no_root_squash,insecure)",
@@ -78,7 +78,14 @@ def server(base: Path) -> Iterator[ServerProcess]:
     ]
     with ServerProcess(exports, base / "state") as srv:
         yield srv
-    assert_log_clean(srv.log_text())
+
+
+@pytest.fixture()
+def server(shared_server: ServerProcess) -> Iterator[ServerProcess]:
+    """The shared server; after the test its log since the start of the test must be clean."""
+    mark = shared_server.log_mark()
+    yield shared_server
+    assert_log_clean(shared_server.log_text(since=mark))
 
 
 async def connect(srv: ServerProcess, cred: AuthSysCred = ROOT) -> Nfs4Client:
