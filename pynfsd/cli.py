@@ -118,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(run_server(args, entries))
     except OSError as e:
-        print(f"pynfsd: {e}", file=sys.stderr)
+        where = ", ".join(args.bind) or "all addresses"
+        print(f"pynfsd: cannot listen on {where} port {args.port}: {e.strerror or e}", file=sys.stderr)
         return 1
     return 0
 

@@ -34,7 +34,7 @@ _ERRNO_TO_STATUS: dict[int, int] = {
     _errno.EBADF: 10001,  # NFS4ERR_BADHANDLE
     _errno.ENOTSUP: 10004,  # NFS4ERR_NOTSUPP
     _errno.EOVERFLOW: 27,  # NFS4ERR_FBIG
-    _errno.ELOOP: 10062,  # NFS4ERR_SYMLINK
+    _errno.ELOOP: 10029,  # NFS4ERR_SYMLINK
     _errno.EAGAIN: 10008,  # NFS4ERR_DELAY
     _errno.EBUSY: 10008,  # NFS4ERR_DELAY
     _errno.ETXTBSY: 10008,  # NFS4ERR_DELAY
@@ -44,7 +44,10 @@ _ERRNO_TO_STATUS: dict[int, int] = {
 
 
 def error_for_status(status: int, message: str = "") -> NFS4Error:
-    return BY_STATUS[status](message)
+    cls = BY_STATUS.get(status)
+    if cls is None:
+        raise ValueError(f"{status} is not an nfsstat4")
+    return cls(message)
 
 
 def from_errno(err: int, message: str = "") -> NFS4Error:

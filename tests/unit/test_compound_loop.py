@@ -166,3 +166,12 @@ def test_state_does_not_leak_between_compounds(w: World) -> None:
         await expect(c, [op.getfh()], N.NFS4ERR_NOFILEHANDLE)
 
     w.run(body())
+
+
+def test_every_errno_maps_to_a_real_status() -> None:
+    from pynfsd.gen.nfs4_errors import BY_STATUS
+    from pynfsd.nfs4 import errors as E
+
+    for err, status in E._ERRNO_TO_STATUS.items():
+        assert status in BY_STATUS, (err, status)
+        assert E.from_errno(err).status == status
