@@ -30,7 +30,7 @@ def run(request: pytest.FixtureRequest,
     server, net = request.param
     workdir = tmp_path_factory.mktemp(f"{server}-{net}")
     big = BIG_MB if net == BIG_FILE_NETWORK else 0
-    return run_workload(server, net, workdir, big_mb=big, timeout=420.0)
+    return run_workload(server, net, workdir, big_mb=big, timeout=600.0)
 
 
 def assert_guest(run: WorkloadRun, name: str) -> None:

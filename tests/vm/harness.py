@@ -96,7 +96,7 @@ def parse_transcript(run: WorkloadRun) -> None:
 
 def run_workload(server_name: str, net_name: str, workdir: Path, *, big_mb: int = 0,
                  small_files: int = 2000, bigdir_count: int = 10000,
-                 timeout: float = 300.0, only: str = "") -> WorkloadRun:
+                 timeout: float = 300.0, only: str = "", step_timeout: int = 120) -> WorkloadRun:
     """Boot the guest once and run the workload (``only``: space-separated step names, default
     all); never raises for guest failures."""
     kernel = guest_kernel()
@@ -109,7 +109,7 @@ def run_workload(server_name: str, net_name: str, workdir: Path, *, big_mb: int 
             "EXPORT_PATH": str(server.export_dir), "MOUNT_EXTRA": net.mount_extra,
             "GUEST_IP": net.guest_ip, "GUEST_PREFIX": net.guest_prefix,
             "BIG_MB": big_mb, "SMALL_FILES": small_files, "BIGDIR_COUNT": bigdir_count,
-            "DO_RESTART": 1, "ONLY": only}
+            "DO_RESTART": 1, "ONLY": only, "STEP_TIMEOUT": step_timeout}
         initrd = assemble(kernel, GUEST / "workload.sh", config, workdir / "initrd.img")
         vm = GuestVM(kernel, initrd, net, workdir, timeout, on_pause=_pause_handler(server),
                      watchdog=_server_watchdog(server))

@@ -16,11 +16,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big-mb", type=int, default=0)
     parser.add_argument("--small-files", type=int, default=2000)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--step-timeout", type=int, default=120)
     parser.add_argument("--only", default="", help="space-separated step names (default all)")
     parser.add_argument("workdir", type=Path)
     args = parser.parse_args(argv)
     run = run_workload(args.server, args.net, args.workdir, big_mb=args.big_mb,
-                       small_files=args.small_files, timeout=args.timeout, only=args.only)
+                       small_files=args.small_files, timeout=args.timeout, only=args.only,
+                       step_timeout=args.step_timeout)
     for name, (ok, detail) in run.results.items():
         print(f"{'PASS' if ok else 'FAIL'} {name} {detail}")
     for key, value in run.values.items():

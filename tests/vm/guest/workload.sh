@@ -4,7 +4,7 @@
 # "@@VALUE <key> <value>" lines carry what the host verifies on the server's disk afterwards;
 # "@@PAUSE <what>" asks the host to act, and the guest waits for "go" on /dev/ttyS1.
 # Config (from /config): SERVER_IP NFS_PORT EXPORT_PATH MOUNT_EXTRA BIG_MB SMALL_FILES
-#                        BIGDIR_COUNT DO_RESTART ONLY
+#                        BIGDIR_COUNT DO_RESTART ONLY STEP_TIMEOUT
 . /config
 M=/mnt/nfs
 K=$M/keep
@@ -15,15 +15,23 @@ say() { echo "$*" > /dev/console; }   # straight to the host, also from inside r
 eq() { [ "$1" = "$2" ] || die "$3: got '$1', expected '$2'"; }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
-# run_test NAME FUNCTION: run FUNCTION with set -e in a subshell, report one result line.
-# ONLY (config, space separated) limits the steps run; mount and unmount always run.
+# run_test NAME FUNCTION [TIMEOUT]: run FUNCTION with set -e in its own session (so a step
+# stuck on the server can be killed as a whole after TIMEOUT s, default STEP_TIMEOUT or 120)
+# and report one result line. ONLY (space separated) limits the steps; mount/unmount always run.
 run_test() {
     case "$1" in mount|unmount) ;; *)
         [ -z "${ONLY:-}" ] || case " $ONLY " in *" $1 "*) ;; *) return 0;; esac;;
     esac
     start=$(date +%s)
-    ( set -e; "$2" ) > "/tmp/out.$1" 2>&1
+    limit=${3:-${STEP_TIMEOUT:-120}}
+    setsid sh /workload.sh step "$2" > "/tmp/out.$1" 2>&1 &
+    pid=$!
+    ( sleep "$limit"; echo "step timed out after ${limit}s" >> "/tmp/out.$1"; kill -9 -"$pid" ) \
+        > /dev/null 2>&1 &
+    watchdog=$!
+    wait $pid
     rc=$?
+    kill $watchdog 2>/dev/null
     sed "s/^/  [$1] /" "/tmp/out.$1" | tail -n 20
     echo "  [$1] took $(( $(date +%s) - start ))s"
     if [ $rc -eq 0 ]; then
@@ -286,12 +294,19 @@ t_unmount() {
     if grep -q " $M nfs4 " /proc/mounts; then die "still mounted"; fi
 }
 
+if [ "${1:-}" = step ]; then   # re-entered by run_test: run one step function
+    set -e
+    start=$(date +%s)
+    "$2"
+    exit 0
+fi
+
 exec 9< /dev/ttyS1
 stty -F /dev/ttyS1 -echo 2>/dev/null || true
 run_test mount t_mount
 grep -q " $M nfs4 " /proc/mounts || exit 1
-run_test big_file t_big_file
-run_test small_files t_small_files
+run_test big_file t_big_file 400
+run_test small_files t_small_files 300
 run_test tree_copy t_tree_copy
 run_test renames t_renames
 run_test symlinks t_symlinks
@@ -302,6 +317,6 @@ run_test large_directory t_large_directory
 run_test flock t_flock
 run_test fcntl_locks t_fcntl_locks
 run_test negotiation t_negotiation
-run_test server_restart t_server_restart
+run_test server_restart t_server_restart 180
 grep " $M " /proc/self/mountstats >/dev/null 2>&1 && sed -n '/^\tper-op/,/^$/p' /proc/self/mountstats | awk 'NF>1 && $2>0 {print "  [ops] " $1, $2}' | head -60
 run_test unmount t_unmount
