@@ -17,6 +17,7 @@ import os
 import socket
 import subprocess
 from types import TracebackType
+from typing import Self
 
 
 class Network:
@@ -43,7 +44,7 @@ class Network:
     def close(self) -> None:
         """Release what ``__init__`` created."""
 
-    def __enter__(self) -> Network:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
