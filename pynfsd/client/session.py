@@ -17,6 +17,7 @@ clients; it keeps no state on the server's behalf beyond ids and seqids.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from pynfsd.client.nfs4 import Nfs4Client, Nfs4Failure, bitmap, mode_attr, op
 from pynfsd.gen import nfs4 as N
@@ -75,7 +76,7 @@ class ClientSession:
     def owner(self, name: bytes = b"owner") -> Owner:
         return self.open_owners.setdefault(name, Owner(name))
 
-    async def _sequenced(self, owner: Owner, ops: list[N.nfs_argop4]) -> list[object]:
+    async def _sequenced(self, owner: Owner, ops: list[N.nfs_argop4]) -> list[Any]:
         res = await self.nfs.compound(ops)
         owner.advance(res.status)
         if res.status != N.NFS4_OK:
@@ -88,7 +89,7 @@ class ClientSession:
         how = N.createhow4(N.UNCHECKED4, mode_attr(0o644)) if create else None
         opn = op.open(o.seqid, self.clientid, o.name, name, access=access, deny=deny, create=how)
         vals = await self._sequenced(o, [op.putfh(dir_fh), opn, op.getfh()])
-        return await self._opened(o, vals[1], bytes(vals[2].object))  # type: ignore[attr-defined]
+        return await self._opened(o, vals[1], bytes(vals[2].object))
 
     async def reclaim_open(self, fh: bytes, *, access: int = ACCESS_BOTH, deny: int = 0,
                            owner: bytes = b"owner") -> OpenFile:
@@ -98,19 +99,19 @@ class ClientSession:
                            N.openflag4(N.OPEN4_NOCREATE, None),
                            N.open_claim4(N.CLAIM_PREVIOUS, N.OPEN_DELEGATE_NONE))
         vals = await self._sequenced(o, [op.putfh(fh), N.nfs_argop4(N.OP_OPEN, args)])
-        return await self._opened(o, vals[1], fh)  # type: ignore[arg-type]
+        return await self._opened(o, vals[1], fh)
 
     async def _opened(self, o: Owner, resok: N.OPEN4resok, fh: bytes) -> OpenFile:
         f = OpenFile(fh, resok.stateid, o)
         if resok.rflags & 0x2:  # OPEN4_RESULT_CONFIRM
             vals = await self._sequenced(o, [op.putfh(fh), op.open_confirm(f.stateid, o.seqid)])
-            f.stateid = vals[1].open_stateid  # type: ignore[attr-defined]
+            f.stateid = vals[1].open_stateid
         o.confirmed = True
         return f
 
     async def close(self, f: OpenFile) -> None:
         vals = await self._sequenced(f.owner, [op.putfh(f.fh), op.close(f.owner.seqid, f.stateid)])
-        f.stateid = vals[1]  # type: ignore[assignment]
+        f.stateid = vals[1]
 
     async def write(self, f: OpenFile, offset: int, data: bytes, stable: int = 2) -> int:
         ok = await self.nfs.check([op.putfh(f.fh), op.write(f.stateid, offset, data, stable)])
@@ -137,14 +138,14 @@ class ClientSession:
                                                  op.lock(locktype, offset, length, locker, reclaim)])
         if f.lock_stateid is None and f.lock_owner is not None:
             f.lock_owner.seqid += 1
-        f.lock_stateid = vals[1].lock_stateid  # type: ignore[attr-defined]
+        f.lock_stateid = vals[1].lock_stateid
         return f.lock_stateid
 
     async def unlock(self, f: OpenFile, locktype: int, offset: int, length: int) -> None:
         assert f.lock_owner is not None and f.lock_stateid is not None
         vals = await self._sequenced(f.lock_owner, [
             op.putfh(f.fh), op.locku(locktype, f.lock_owner.seqid, f.lock_stateid, offset, length)])
-        f.lock_stateid = vals[1]  # type: ignore[assignment]
+        f.lock_stateid = vals[1]
 
     async def test_lock(self, f: OpenFile, locktype: int, offset: int, length: int,
                         owner: bytes = b"tester") -> N.LOCK4denied | None:
