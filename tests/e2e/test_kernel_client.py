@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -17,7 +18,18 @@ import pytest
 
 from tests.vm.harness import NETWORKS, WorkloadRun, run_workload, servers_under_test
 
-pytestmark = pytest.mark.vm
+
+def vm_skip_reason() -> str | None:
+    """Why the VM tests cannot run here, or None. Only these two reasons skip."""
+    if os.geteuid() != 0:
+        return "kernel-client VM tests need root (netns, tap devices, cache in /var/cache)"
+    if shutil.which("qemu-system-x86_64") is None:
+        return "qemu-system-x86_64 missing (run scripts/vm-deps.sh)"
+    return None
+
+
+pytestmark = [pytest.mark.vm,
+              pytest.mark.skipif(vm_skip_reason() is not None, reason=str(vm_skip_reason()))]
 
 BIG_MB = 256
 BIG_FILE_NETWORK = "netns"   # the 256 MiB dd runs once per server, over the faster mode
@@ -136,6 +148,7 @@ def test_version_negotiation_to_4_0(run: WorkloadRun) -> None:
 
 def test_server_restart_while_mounted(run: WorkloadRun) -> None:
     assert_guest(run, "server_restart")
+    assert run.server_starts == 2, f"server started {run.server_starts} times, expected 2"
     held = run.export_dir / "keep" / "restart-held"
     assert held.read_text() == "line1\nline2\nline3\n"
     assert (run.export_dir / "restart" / "new").read_text() == "after\n"

@@ -45,6 +45,7 @@ class WorkloadRun:
     results: dict[str, tuple[bool, str]] = field(default_factory=dict)
     values: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    server_starts: int = 0
 
     def diagnostics(self, lines: int = 60) -> str:
         """Console tail, server log tail and harness errors, for assertion messages."""
@@ -124,6 +125,7 @@ def run_workload(server_name: str, net_name: str, workdir: Path, *, big_mb: int 
             if server.pid is None and not run.errors:
                 run.errors.append(f"{server_name} was not running at the end of the workload")
             server.stop()
+            run.server_starts = server.starts
     run.errors.extend(run.transcript.pause_errors)
     parse_transcript(run)
     return run

@@ -57,6 +57,7 @@ class Server(ABC):
         self.log_path = workdir / f"{self.name}.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self.restarting = False
+        self.starts = 0              # successful start() calls, e.g. 2 after one restart()
 
     @abstractmethod
     def command(self) -> list[str]:
@@ -86,6 +87,7 @@ class Server(ABC):
                                           env=self.environment(), cwd=self.workdir,
                                           start_new_session=True)
         self._wait_ready(timeout)
+        self.starts += 1
 
     def _wait_ready(self, timeout: float) -> None:
         probe = [sys.executable, "-c", PROBE, self.network.server_bind, str(self.port),
