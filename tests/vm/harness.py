@@ -3,7 +3,7 @@
 ``run_workload(server_name, net_name, workdir, ...)`` prepares the export (a host-made file with
 known attributes and a 10,000-entry directory), starts the server inside the chosen network,
 boots the guest with ``guest/workload.sh``, restarts the server when the guest asks
-(``@@PAUSE restart``), and returns a ``WorkloadRun`` with the guest's ``@@RESULT`` and
+(``@@PAUSE restart``: SIGTERM + start; ``@@PAUSE crash``: SIGKILL + start), and returns a ``WorkloadRun`` with the guest's ``@@RESULT`` and
 ``@@VALUE`` lines and the export directory for host-side checks.
 """
 
@@ -110,7 +110,7 @@ def run_workload(server_name: str, net_name: str, workdir: Path, *, big_mb: int 
             "EXPORT_PATH": str(server.export_dir), "MOUNT_EXTRA": net.mount_extra,
             "GUEST_IP": net.guest_ip, "GUEST_PREFIX": net.guest_prefix,
             "BIG_MB": big_mb, "SMALL_FILES": small_files, "BIGDIR_COUNT": bigdir_count,
-            "DO_RESTART": 1, "ONLY": only, "STEP_TIMEOUT": step_timeout}
+            "ONLY": only, "STEP_TIMEOUT": step_timeout}
         initrd = assemble(kernel, GUEST / "workload.sh", config, workdir / "initrd.img")
         vm = GuestVM(kernel, initrd, net, workdir, timeout, on_pause=_pause_handler(server),
                      watchdog=_server_watchdog(server))
@@ -141,7 +141,10 @@ def _server_watchdog(server: Server) -> Callable[[], str | None]:
 
 def _pause_handler(server: Server) -> Callable[[str], None]:
     def on_pause(what: str) -> None:
-        if what != "restart":
+        if what == "restart":
+            server.restart()
+        elif what == "crash":
+            server.crash_restart()
+        else:
             raise ValueError(f"unknown pause request {what!r}")
-        server.restart()
     return on_pause

@@ -16,6 +16,7 @@ import itertools
 import os
 import socket
 import subprocess
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -68,6 +69,16 @@ class UserNet(Network):
 
 
 _counter = itertools.count()
+NS_PREFIX = "pynfsd-e2e-"
+
+
+def prune_stale_namespaces() -> None:
+    """Delete namespaces left by test processes that no longer exist (named with their PID)."""
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for name in (line.split()[0] for line in out.splitlines() if line.strip()):
+        pid = name.removeprefix(NS_PREFIX).split("-")[0]
+        if name.startswith(NS_PREFIX) and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def _ip(*args: str) -> None:
@@ -84,7 +95,8 @@ class NetnsNet(Network):
     tap = "tap0"
 
     def __init__(self) -> None:
-        self.ns = f"pynfsd-e2e-{os.getpid()}-{next(_counter)}"
+        prune_stale_namespaces()
+        self.ns = f"{NS_PREFIX}{os.getpid()}-{next(_counter)}"
         _ip("netns", "add", self.ns)
         try:
             self._in_ns("link", "set", "lo", "up")

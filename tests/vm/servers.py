@@ -127,6 +127,15 @@ class Server(ABC):
         finally:
             self.restarting = False
 
+    def crash_restart(self) -> None:
+        """SIGKILL (no clean shutdown) and start again: recovery from stable storage only."""
+        self.restarting = True
+        try:
+            self.kill()
+            self.start()
+        finally:
+            self.restarting = False
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             text = self.log_path.read_text(errors="replace")

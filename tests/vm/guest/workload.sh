@@ -4,7 +4,7 @@
 # "@@VALUE <key> <value>" lines carry what the host verifies on the server's disk afterwards;
 # "@@PAUSE <what>" asks the host to act, and the guest waits for "go" on /dev/ttyS1.
 # Config (from /config): SERVER_IP NFS_PORT EXPORT_PATH MOUNT_EXTRA BIG_MB SMALL_FILES
-#                        BIGDIR_COUNT DO_RESTART ONLY STEP_TIMEOUT
+#                        BIGDIR_COUNT ONLY STEP_TIMEOUT
 . /config
 M=/mnt/nfs
 K=$M/keep
@@ -266,27 +266,32 @@ t_negotiation() {
     case "$line" in *vers=4.0,*) ;; *) die "negotiated: $line";; esac
 }
 
-t_server_restart() {
-    [ "${DO_RESTART:-1}" = 1 ] || { echo "skipped"; return 0; }
-    d=$M/restart
+# restart_case DIR PAUSE: keep a file open, let the host restart the server (PAUSE restart:
+# SIGTERM + start; PAUSE crash: SIGKILL + start), then carry on with the same files.
+restart_case() {
+    d=$M/$1
     mkdir -p $d
     echo before > $d/closed
     echo line1 > $d/held
     exec 3>> $d/held
     echo line2 >&3
     sync
-    host_pause restart
+    host_pause "$2"
     echo line3 >&3
     exec 3>&-
     drop_caches
-    eq "$(cat $d/closed)" before "closed file content after restart"
-    eq "$(cat $d/held | tr '\n' ' ')" "line1 line2 line3 " "file held open across restart"
+    eq "$(cat $d/closed)" before "closed file content after $2"
+    eq "$(cat $d/held | tr '\n' ' ')" "line1 line2 line3 " "file held open across $2"
     echo after > $d/new
     drop_caches
-    eq "$(cat $d/new)" after "new file after restart"
-    locktest fcntl ex $d/held try 0 0 || die "lock after restart"
-    cp $d/held $K/restart-held
+    eq "$(cat $d/new)" after "new file after $2"
+    locktest fcntl ex $d/held try 0 0 || die "lock after $2"
+    cp $d/held $K/$1-held
 }
+
+t_server_restart() { restart_case restart restart; }
+
+t_server_crash() { restart_case crash crash; }
 
 t_unmount() {
     cd /
@@ -318,5 +323,6 @@ run_test flock t_flock
 run_test fcntl_locks t_fcntl_locks
 run_test negotiation t_negotiation
 run_test server_restart t_server_restart 180
+run_test server_crash t_server_crash 180
 grep " $M " /proc/self/mountstats >/dev/null 2>&1 && sed -n '/^\tper-op/,/^$/p' /proc/self/mountstats | awk 'NF>1 && $2>0 {print "  [ops] " $1, $2}' | head -60
 run_test unmount t_unmount
