@@ -14,11 +14,13 @@ import queue
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from tests.vm.kernel import GuestKernel
 from tests.vm.network import Network
@@ -72,13 +74,19 @@ class GuestVM:
         self.on_pause = on_pause or (lambda what: None)
         self.watchdog = watchdog or (lambda: None)
         self.console_log = workdir / "console.log"
-        self.control_path = workdir / "control.sock"
+        self.control_path = workdir / "control.sock"   # replaced by a short path in run()
         self._proc: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
 
     def run(self) -> Transcript:
+        """Boot, stream the console until qemu exits, the timeout hits or the watchdog fires."""
+        # unix socket paths are limited to 108 bytes; pytest's tmp paths can be longer
+        with tempfile.TemporaryDirectory(prefix="pynfsd-vm-", dir="/tmp") as short:
+            self.control_path = Path(short) / "ctl"
+            return self._run()
+
+    def _run(self) -> Transcript:
         transcript = Transcript()
-        self.control_path.unlink(missing_ok=True)
         argv = self.network.wrap(qemu_command(self.kernel, self.initrd, self.network,
                                               self.control_path))
         lines: queue.Queue[str | None] = queue.Queue()
@@ -97,12 +105,12 @@ class GuestVM:
         transcript.exit_code = self._proc.returncode
         return transcript
 
-    def _read_console(self, lines: queue.Queue[str | None], log: object) -> None:
+    def _read_console(self, lines: queue.Queue[str | None], log: TextIO) -> None:
         assert self._proc is not None and self._proc.stdout is not None
         for raw in self._proc.stdout:
             line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            log.write(line + "\n")  # type: ignore[attr-defined]
-            log.flush()  # type: ignore[attr-defined]
+            log.write(line + "\n")
+            log.flush()
             lines.put(line)
         lines.put(None)
 
