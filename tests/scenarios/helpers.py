@@ -1,0 +1,192 @@
+"""Actors for the scenarios: one NFSv4.0 client each, every step written to the timeline.
+
+    a = await Actor.connect(tl, "A", srv.port, ownerid=linux_v40_id("ctr"), uid=0)
+    await a.establish()                         # SETCLIENTID + SETCLIENTID_CONFIRM, logged
+    f = await a.open(d, b"shared")              # OPEN (+ OPEN_CONFIRM)
+    await a.lock(f, 0, 10)                      # LOCK
+    status = await a.fails("READ", a.session.read(f, 0, 1), N.NFS4ERR_EXPIRED)
+
+`ok` runs a step that must succeed, `fails` one that must fail with one of the given statuses;
+either way the timeline shows the request and the server's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from pynfsd.client.nfs4 import Nfs4Client, Nfs4Failure, op
+from pynfsd.client.rpc import AuthSysCred
+from pynfsd.client.session import WRITE_LT, ClientSession, OpenFile
+from pynfsd.gen import nfs4 as N
+from tests.scenarios.timeline import Timeline, status_name
+
+T = TypeVar("T")
+STEP_TIMEOUT = 20.0
+SCENARIO_TIMEOUT = 90.0
+LEASE = 4  # seconds the server announces (it enforces a little longer)
+GRACE = 8  # seconds of grace after a restart
+
+
+def run(coro: Awaitable[T]) -> T:
+    """Run one scenario's coroutine with an overall bound."""
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, SCENARIO_TIMEOUT)
+    return asyncio.run(bounded())
+
+
+def linux_v40_id(nodename: str, server: str = "127.0.0.1", uniquifier: str = "") -> bytes:
+    """The co_ownerid a Linux NFSv4.0 client sends (fs/nfs/nfs4proc.c, non-uniform string):
+    "Linux NFSv4.0 <nodename>/<server>", with `nfs4_unique_id` between them when it is set."""
+    middle = f"{nodename}/{uniquifier}/" if uniquifier else f"{nodename}/"
+    return f"Linux NFSv4.0 {middle}{server}".encode()
+
+
+def stateid_text(s: N.stateid4) -> str:
+    return f"{s.seqid}:{s.other.hex()}"
+
+
+class Actor:
+    """One client (one AUTH_SYS principal, one co_ownerid and boot verifier)."""
+
+    def __init__(self, tl: Timeline, name: str, nfs: Nfs4Client, ownerid: bytes, verifier: bytes,
+                 uid: int) -> None:
+        self.tl = tl
+        self.name = name
+        self.uid = uid
+        self.session = ClientSession(nfs, ownerid, verifier)
+        self.names: dict[bytes, str] = {}  # filehandle -> file name, for the timeline
+
+    @classmethod
+    async def connect(cls, tl: Timeline, name: str, port: int, *, ownerid: bytes,
+                      verifier: bytes = b"boot-001", uid: int = 0) -> Actor:
+        nfs = await Nfs4Client.connect("127.0.0.1", port, cred=AuthSysCred(uid, uid, machinename=name.lower()))
+        return cls(tl, name, nfs, ownerid, verifier, uid)
+
+    @property
+    def principal(self) -> str:
+        return f"sys:{self.uid}"
+
+    async def close(self) -> None:
+        await self.session.nfs.close()
+
+    # -- running steps --------------------------------------------------------------------
+
+    async def ok(self, label: str, step: Awaitable[T], show: Callable[[T], str] = lambda _: "OK") -> T:
+        """Run a step that must succeed; log `label -> show(result)`."""
+        try:
+            value = await asyncio.wait_for(step, STEP_TIMEOUT)
+        except Nfs4Failure as e:
+            self.tl.log(self.name, f"{label} -> {status_name(e.status)}")
+            raise AssertionError(f"{self.name}: {label} failed: {e}\n{self.tl.text()}") from None
+        self.tl.log(self.name, f"{label} -> {show(value)}")
+        return value
+
+    async def fails(self, label: str, step: Awaitable[Any], *expected: int) -> int:
+        """Run a step that must fail with one of `expected`; return the status."""
+        names = " or ".join(status_name(s) for s in expected)
+        try:
+            await asyncio.wait_for(step, STEP_TIMEOUT)
+        except Nfs4Failure as e:
+            self.tl.log(self.name, f"{label} -> {status_name(e.status)}")
+            self.tl.check(e.status in expected, f"{self.name}: {label} is refused with {names}")
+            return e.status
+        self.tl.log(self.name, f"{label} -> NFS4_OK")
+        self.tl.check(False, f"{self.name}: {label} is refused with {names}")
+        raise AssertionError("unreachable")
+
+    async def status_of(self, label: str, step: Awaitable[Any]) -> int:
+        """Run a step whose outcome the scenario decides on; log and return its status."""
+        try:
+            await asyncio.wait_for(step, STEP_TIMEOUT)
+        except Nfs4Failure as e:
+            self.tl.log(self.name, f"{label} -> {status_name(e.status)}")
+            return e.status
+        self.tl.log(self.name, f"{label} -> NFS4_OK")
+        return N.NFS4_OK
+
+    # -- the client-id steps, logged one by one ------------------------------------------------
+
+    def _who(self) -> str:
+        s = self.session
+        return f'id="{s.ownerid.decode(errors="replace")}" verifier={printable(s.verifier)} principal={self.principal}'
+
+    async def setclientid(self) -> N.SETCLIENTID4resok:
+        resok: N.SETCLIENTID4resok = (await self.ok(
+            f"SETCLIENTID {self._who()}",
+            self.session.nfs.check([op.setclientid(self.session.verifier, self.session.ownerid)]),
+            lambda r: f"clientid {r[0].clientid:#018x}"))[0]
+        return resok
+
+    async def confirm(self, resok: N.SETCLIENTID4resok) -> int:
+        await self.ok(f"SETCLIENTID_CONFIRM clientid {resok.clientid:#018x}",
+                      self.session.nfs.check([op.setclientid_confirm(resok.clientid, resok.setclientid_confirm)]))
+        self.session.clientid = resok.clientid
+        return resok.clientid
+
+    async def establish(self) -> int:
+        return await self.confirm(await self.setclientid())
+
+    def reset_owners(self) -> None:
+        """Forget open-owner seqids, as a client does for a new client id."""
+        self.session.open_owners.clear()
+
+    # -- state steps --------------------------------------------------------------------------
+
+    async def root(self) -> bytes:
+        """The export's filehandle (it is the root of the namespace, fsid=0)."""
+        return await self.ok("PUTROOTFH; GETFH", self.session.lookup_path("/"), lambda fh: f"fh {fh.hex()[:16]}...")
+
+    async def open(self, dir_fh: bytes, name: bytes, *, create: bool = True) -> OpenFile:
+        f = await self.ok(f"OPEN {name.decode()} (read+write, deny none)", self.session.open(dir_fh, name, create=create),
+                          lambda f: f"open stateid {stateid_text(f.stateid)}")
+        self.names[f.fh] = name.decode()
+        return f
+
+    async def reclaim_open(self, fh: bytes, name: str) -> OpenFile:
+        self.names[fh] = name
+        return await self.ok(f"OPEN {name} claim=CLAIM_PREVIOUS", self.session.reclaim_open(fh),
+                             lambda f: f"open stateid {stateid_text(f.stateid)}")
+
+    def lock_label(self, verb: str, f: OpenFile, offset: int, length: int, reclaim: bool = False) -> str:
+        name = self.names.get(f.fh, "?")
+        return f"{verb} {name} WRITE [{offset}, {offset + length})" + (" reclaim=true" if reclaim else "")
+
+    def try_lock(self, f: OpenFile, offset: int, length: int, *, reclaim: bool = False) -> Awaitable[N.stateid4]:
+        """The LOCK step itself, for `fails` or `status_of`."""
+        return self.session.lock(f, WRITE_LT, offset, length, reclaim=reclaim)
+
+    async def lock(self, f: OpenFile, offset: int, length: int, *, reclaim: bool = False) -> N.stateid4:
+        return await self.ok(self.lock_label("LOCK", f, offset, length, reclaim),
+                             self.try_lock(f, offset, length, reclaim=reclaim),
+                             lambda s: f"lock stateid {stateid_text(s)}")
+
+    async def lockt(self, f: OpenFile, offset: int, length: int) -> N.LOCK4denied | None:
+        """LOCKT for a write lock; logs who holds the range if anyone does."""
+        return await self.ok(self.lock_label("LOCKT", f, offset, length),
+                             self.session.test_lock(f, WRITE_LT, offset, length),
+                             lambda d: "free" if d is None else f"DENIED (held by {holder(d)})")
+
+    async def renew(self) -> None:
+        await self.ok(f"RENEW clientid {self.session.clientid:#018x}", self.session.renew())
+
+
+def printable(b: bytes) -> str:
+    text = b.decode("ascii", errors="replace")
+    return f'"{text}"' if text.isprintable() and "\ufffd" not in text else b.hex()
+
+
+def holder(denied: N.LOCK4denied) -> str:
+    return f"clientid {denied.owner.clientid:#018x} owner {bytes(denied.owner.owner)!r}"
+
+
+async def keep_alive(tl: Timeline, seconds: float, *actors: Actor, step: float = 1.0) -> None:
+    """Wait `seconds`, renewing the actors' leases every `step` seconds (quietly)."""
+    tl.note(f"wait {seconds:.1f}s" + (f", renewing {', '.join(a.name for a in actors)}" if actors else ""))
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while (left := end - loop.time()) > 0:
+        await asyncio.sleep(min(step, left))
+        for a in actors:
+            await a.session.renew()
