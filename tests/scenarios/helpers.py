@@ -112,12 +112,17 @@ class Actor:
         s = self.session
         return f'id="{s.ownerid.decode(errors="replace")}" verifier={printable(s.verifier)} principal={self.principal}'
 
+    def _setclientid(self) -> Awaitable[list[Any]]:
+        return self.session.nfs.check([op.setclientid(self.session.verifier, self.session.ownerid)])
+
     async def setclientid(self) -> N.SETCLIENTID4resok:
         resok: N.SETCLIENTID4resok = (await self.ok(
-            f"SETCLIENTID {self._who()}",
-            self.session.nfs.check([op.setclientid(self.session.verifier, self.session.ownerid)]),
+            f"SETCLIENTID {self._who()}", self._setclientid(),
             lambda r: f"clientid {r[0].clientid:#018x}"))[0]
         return resok
+
+    async def setclientid_refused(self, *expected: int) -> int:
+        return await self.fails(f"SETCLIENTID {self._who()}", self._setclientid(), *expected)
 
     async def confirm(self, resok: N.SETCLIENTID4resok) -> int:
         await self.ok(f"SETCLIENTID_CONFIRM clientid {resok.clientid:#018x}",
