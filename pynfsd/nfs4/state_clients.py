@@ -9,12 +9,22 @@ Client ids are `boot_tag << 32 | counter`: ids handed out before a restart carry
 tag and get NFS4ERR_STALE_CLIENTID.  Clients whose state was dropped for lease expiry or
 revocation leave a small bounded tombstone so that their ids get NFS4ERR_EXPIRED (stateids:
 NFS4ERR_EXPIRED / NFS4ERR_ADMIN_REVOKED) rather than a misleading STALE/BAD error.
+
+Colliding identifiers (`CollisionTracker`).  Machines that share one client id string (containers
+with one hostname: Linux builds the id from the hostname unless `nfs4_unique_id` is set) keep
+replacing each other's records.  A SETCLIENTID whose (address, principal) differs from that of a
+live record for the same x (a confirmed client within its lease, or a pending unconfirmed one)
+is counted as a collision; the first one logs a warning naming the id, the addresses and the
+principals, and later ones at most one warning per `warn_interval`.  Only ids that collided are
+remembered (a bounded LRU), so the tracker costs nothing per ordinary client.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state_owners import Client
@@ -22,6 +32,12 @@ from pynfsd.nfs4.state_types import ClientStore, SetClientIdResult
 
 MAX_TOMBSTONES = 4096
 MAX_UNCONFIRMED = 4096
+MAX_COLLIDING_IDS = 4096  # ids whose collision history is kept (LRU)
+MAX_USERS_PER_ID = 8  # (address, principal) pairs remembered per colliding id
+COLLISION_WARN_INTERVAL = 3600.0  # seconds between two warnings about one id
+LOG_ID_MAX = 128  # characters of a client id string shown in a log line
+
+log = logging.getLogger(__name__)
 
 
 class ClientTable:
@@ -35,6 +51,8 @@ class ClientTable:
         lease: float,
         store: ClientStore,
         drop: Callable[[Client, int], None],
+        *,
+        collision_warn_interval: float = COLLISION_WARN_INTERVAL,
     ) -> None:
         self.boot_tag = boot_tag
         self._clock = clock
@@ -48,6 +66,7 @@ class ClientTable:
         self.confirmed_by_name: dict[bytes, Client] = {}
         self.unconfirmed_by_name: dict[bytes, Client] = {}
         self.tombstones: OrderedDict[int, int] = OrderedDict()
+        self.collisions = CollisionTracker(collision_warn_interval)
 
     # -- ids ------------------------------------------------------------------------------
 
@@ -83,6 +102,7 @@ class ClientTable:
     ) -> SetClientIdResult:
         """Process SETCLIENTID { v, x, k } per every case of §16.33.5 (the DRC is the RPC layer's)."""
         conf = self.confirmed_by_name.get(ownerid)
+        self._note_users(ownerid, client_addr, principal, conf)
         if conf is not None and conf.principal != principal and conf.has_state():
             raise E.NFS4ERR_CLID_INUSE(value=client_address(conf))  # §16.33.5, §9.1.2
         old_unconf = self.unconfirmed_by_name.pop(ownerid, None)
@@ -99,6 +119,13 @@ class ClientTable:
         record.expires = self._clock() + self._lease  # unconfirmed records are not kept forever
         self._add_unconfirmed(record)
         return SetClientIdResult(clientid, record.confirm)
+
+    def _note_users(self, ownerid: bytes, addr: str, principal: str, conf: Client | None) -> None:
+        """Count a collision when a live record for x came from elsewhere (module docstring)."""
+        now = self._clock()
+        records = (conf, self.unconfirmed_by_name.get(ownerid))
+        live = [(r.client_addr, r.principal) for r in records if r is not None and is_live(r, now)]
+        self.collisions.observe(ownerid, (addr, principal), live, now)
 
     def _add_unconfirmed(self, record: Client) -> None:
         if len(self.unconfirmed) >= MAX_UNCONFIRMED:
@@ -178,3 +205,99 @@ def client_address(client: Client) -> tuple[str, str]:
     """The clientaddr4 (r_netid, r_addr) payload of NFS4ERR_CLID_INUSE."""
     netid = "tcp6" if ":" in client.client_addr else "tcp"
     return (netid, client.client_addr)
+
+
+def is_live(record: Client, now: float) -> bool:
+    """A record whose owner is still around: within its lease, or in use by a COMPOUND."""
+    return record.expires > now or record.pins > 0
+
+
+# -- colliding client ids ---------------------------------------------------------------------
+
+User = tuple[str, str]  # (client address, principal)
+
+
+@dataclass(slots=True)
+class Collisions:
+    """What is known about one client id string that more than one machine uses."""
+
+    users: OrderedDict[User, float] = field(default_factory=OrderedDict)  # -> last seen
+    count: int = 0
+    warned_at: float | None = None
+    warned_count: int = 0  # `count` when the last warning was logged
+
+
+class CollisionTracker:
+    """Counts SETCLIENTIDs that collide with a live record of another user of the same id."""
+
+    def __init__(self, warn_interval: float = COLLISION_WARN_INTERVAL) -> None:
+        self.warn_interval = warn_interval
+        self.ids: OrderedDict[bytes, Collisions] = OrderedDict()
+        self.total = 0
+
+    def observe(self, ownerid: bytes, user: User, live: Iterable[User], now: float) -> bool:
+        """Note a SETCLIENTID of `ownerid` by `user`; True (and counted) if it collides."""
+        others = [u for u in live if u != user]
+        entry = self.ids.get(ownerid)
+        if not others:
+            if entry is not None:
+                remember(entry, user, now)
+            return False
+        if entry is None:
+            entry = self.ids[ownerid] = Collisions()
+            while len(self.ids) > MAX_COLLIDING_IDS:
+                self.ids.popitem(last=False)
+        self.ids.move_to_end(ownerid)
+        for other in others:
+            entry.users.setdefault(other, now)
+        remember(entry, user, now)
+        entry.count += 1
+        self.total += 1
+        self._maybe_warn(ownerid, entry, now)
+        return True
+
+    def count(self, ownerid: bytes) -> int:
+        entry = self.ids.get(ownerid)
+        return 0 if entry is None else entry.count
+
+    def _maybe_warn(self, ownerid: bytes, entry: Collisions, now: float) -> None:
+        """One warning per id, then at most one per `warn_interval` (never per SETCLIENTID)."""
+        if entry.warned_at is not None and now - entry.warned_at < self.warn_interval:
+            return
+        log.warning("%s", collision_message(ownerid, entry))
+        entry.warned_at, entry.warned_count = now, entry.count
+
+
+def remember(entry: Collisions, user: User, now: float) -> None:
+    entry.users[user] = now
+    entry.users.move_to_end(user)
+    while len(entry.users) > MAX_USERS_PER_ID:
+        entry.users.popitem(last=False)
+
+
+def collision_message(ownerid: bytes, entry: Collisions) -> str:
+    users = [f"{addr} ({principal})" for addr, principal in entry.users]
+    who = ", ".join(users[:-1]) + " and " + users[-1]
+    since = entry.count - entry.warned_count
+    repeat = f" ({since} colliding SETCLIENTIDs since the last warning)" if entry.warned_at is not None else ""
+    return (
+        f'client id "{printable_id(ownerid, LOG_ID_MAX)}" is used by {who}{repeat}: these look '
+        "like different machines sharing one NFSv4 client identifier; give each a unique one "
+        "(nfs4_unique_id / /sys/fs/nfs/net/nfs_client/identifier)"
+    )
+
+
+def printable_id(ownerid: bytes, limit: int | None = None) -> str:
+    """A client id string for people: printable ASCII as is, other bytes as \\xNN escapes."""
+    out = []
+    for b in ownerid:
+        if b in (0x22, 0x5C):
+            out.append("\\" + chr(b))
+        elif 0x20 <= b < 0x7F:
+            out.append(chr(b))
+        else:
+            out.append(f"\\x{b:02x}")
+    text = "".join(out)
+    if limit is not None and len(text) > limit:
+        return text[:limit] + "..."
+    return text
