@@ -61,6 +61,8 @@ class Actor:
     @classmethod
     async def connect(cls, tl: Timeline, name: str, port: int, *, ownerid: bytes,
                       verifier: bytes = b"boot-001", uid: int = 0) -> Actor:
+        if len(verifier) != 8:
+            raise ValueError(f"a boot verifier is 8 bytes, not {verifier!r}")
         nfs = await Nfs4Client.connect("127.0.0.1", port, cred=AuthSysCred(uid, uid, machinename=name.lower()))
         return cls(tl, name, nfs, ownerid, verifier, uid)
 
@@ -96,15 +98,16 @@ class Actor:
         self.tl.check(False, f"{self.name}: {label} is refused with {names}")
         raise AssertionError("unreachable")
 
-    async def status_of(self, label: str, step: Awaitable[Any]) -> int:
-        """Run a step whose outcome the scenario decides on; log and return its status."""
+    async def status_of(self, label: str, step: Awaitable[Any], *, log: bool = True) -> int:
+        """Run a step whose outcome the scenario decides on; log (unless not `log`) and return its status."""
         try:
             await asyncio.wait_for(step, STEP_TIMEOUT)
+            status = N.NFS4_OK
         except Nfs4Failure as e:
-            self.tl.log(self.name, f"{label} -> {status_name(e.status)}")
-            return e.status
-        self.tl.log(self.name, f"{label} -> NFS4_OK")
-        return N.NFS4_OK
+            status = e.status
+        if log:
+            self.tl.log(self.name, f"{label} -> {status_name(status)}")
+        return status
 
     # -- the client-id steps, logged one by one ------------------------------------------------
 
