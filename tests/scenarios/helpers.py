@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from pynfsd.client.nfs4 import Nfs4Client, Nfs4Failure, op
-from pynfsd.client.rpc import AuthSysCred
+from pynfsd.client.nfs4 import NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND, Nfs4Client, Nfs4Failure, op
+from pynfsd.client.rpc import AuthSysCred, RpcClient, _Protocol
 from pynfsd.client.session import WRITE_LT, ClientSession, OpenFile
 from pynfsd.gen import nfs4 as N
 from tests.scenarios.timeline import Timeline, status_name
+from tests.serverproc import ServerProcess
 
 T = TypeVar("T")
+HOST = "127.0.0.1"
 STEP_TIMEOUT = 20.0
 SCENARIO_TIMEOUT = 90.0
 LEASE = 4  # seconds the server announces (it enforces a little longer)
@@ -43,6 +45,32 @@ def linux_v40_id(nodename: str, server: str = "127.0.0.1", uniquifier: str = "")
     return f"Linux NFSv4.0 {middle}{server}".encode()
 
 
+async def connect_from(source: str, port: int, cred: AuthSysCred) -> Nfs4Client:
+    """`Nfs4Client.connect` from a chosen source address (any 127.0.0.0/8 address on Linux).
+
+    `RpcClient.connect` has no local address; this repeats its three lines with one.
+    """
+    rpc = RpcClient(cred, None)
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_connection(lambda: _Protocol(rpc, 64 << 20), HOST, port,
+                                                local_addr=(source, 0))
+    rpc._transport = cast(asyncio.Transport, transport)
+
+    async def caller(args: bytes) -> bytes:
+        return await rpc.call(NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND, args)
+
+    return Nfs4Client(caller, rpc)
+
+
+def collision_warnings(srv: ServerProcess, tl: Timeline, ownerid: bytes) -> list[str]:
+    """The server's warnings about `ownerid` being used by several machines, shown on the timeline."""
+    lines = [ln.split(": ", 1)[-1] for ln in srv.log_text().splitlines()
+             if "WARNING" in ln and f'client id "{ownerid.decode()}"' in ln]
+    for ln in lines:
+        tl.note(f"server log: {ln}")
+    return lines
+
+
 def stateid_text(s: N.stateid4) -> str:
     return f"{s.seqid}:{s.other.hex()}"
 
@@ -57,14 +85,20 @@ class Actor:
         self.uid = uid
         self.session = ClientSession(nfs, ownerid, verifier)
         self.names: dict[bytes, str] = {}  # filehandle -> file name, for the timeline
+        self.source = HOST
 
     @classmethod
     async def connect(cls, tl: Timeline, name: str, port: int, *, ownerid: bytes,
-                      verifier: bytes = b"boot-001", uid: int = 0) -> Actor:
+                      verifier: bytes = b"boot-001", uid: int = 0, source: str | None = None) -> Actor:
+        """A client connected to the server on 127.0.0.1, from the loopback address `source`
+        if given (a machine of its own, as far as the server can tell)."""
         if len(verifier) != 8:
             raise ValueError(f"a boot verifier is 8 bytes, not {verifier!r}")
-        nfs = await Nfs4Client.connect("127.0.0.1", port, cred=AuthSysCred(uid, uid, machinename=name.lower()))
-        return cls(tl, name, nfs, ownerid, verifier, uid)
+        cred = AuthSysCred(uid, uid, machinename=name.lower())
+        nfs = await (connect_from(source, port, cred) if source else Nfs4Client.connect(HOST, port, cred=cred))
+        actor = cls(tl, name, nfs, ownerid, verifier, uid)
+        actor.source = source or HOST
+        return actor
 
     @property
     def principal(self) -> str:
@@ -113,7 +147,7 @@ class Actor:
 
     def _who(self) -> str:
         s = self.session
-        return f'id="{s.ownerid.decode(errors="replace")}" verifier={printable(s.verifier)} principal={self.principal}'
+        return f'id="{s.ownerid.decode(errors="replace")}" verifier={printable(s.verifier)} principal={self.principal} from {self.source}'
 
     def _setclientid(self) -> Awaitable[list[Any]]:
         return self.session.nfs.check([op.setclientid(self.session.verifier, self.session.ownerid)])

@@ -1,15 +1,16 @@
 """Scenario a: two containers with the same hostname share a co_ownerid and a principal.
 
-Both send `Linux NFSv4.0 ctr/127.0.0.1` as AUTH_SYS uid 0, each with its own boot verifier.
+Both send `Linux NFSv4.0 ctr/127.0.0.1` as AUTH_SYS uid 0, each with its own boot verifier,
+from its own address (127.0.0.2 and 127.0.0.3).
 To the server that is one client rebooting again and again (RFC 7530 §9.1.1, §16.33.5 case
 "update" of a confirmed record with a new verifier): each SETCLIENTID_CONFIRM of one
-discards the other's opens and locks (§16.34.5), so neither keeps its state.
+discards the other's opens and locks (§16.34.5), so neither keeps its state.  The server warns once, naming the id and both addresses.
 """
 
 from __future__ import annotations
 
 from pynfsd.gen import nfs4 as N
-from tests.scenarios.helpers import Actor, linux_v40_id, run
+from tests.scenarios.helpers import Actor, collision_warnings, linux_v40_id, run
 from tests.scenarios.timeline import Timeline
 from tests.serverproc import ServerProcess
 
@@ -25,9 +26,9 @@ def test_same_id_same_principal_keep_rebooting_each_other(server: ServerProcess,
 
 async def play(srv: ServerProcess, tl: Timeline) -> None:
     ctr = linux_v40_id("ctr")
-    a = await Actor.connect(tl, "A", srv.port, ownerid=ctr, verifier=b"boot-A-1", uid=0)
-    b = await Actor.connect(tl, "B", srv.port, ownerid=ctr, verifier=b"boot-B-1", uid=0)
-    c = await Actor.connect(tl, "C", srv.port, ownerid=linux_v40_id("observer"), uid=0)
+    a = await Actor.connect(tl, "A", srv.port, ownerid=ctr, verifier=b"boot-A-1", uid=0, source="127.0.0.2")
+    b = await Actor.connect(tl, "B", srv.port, ownerid=ctr, verifier=b"boot-B-1", uid=0, source="127.0.0.3")
+    c = await Actor.connect(tl, "C", srv.port, ownerid=linux_v40_id("observer"), uid=0, source="127.0.0.4")
     try:
         await a.establish()
         d = await a.root()
@@ -53,15 +54,9 @@ async def play(srv: ServerProcess, tl: Timeline) -> None:
         fcb = await c.open(d, b"b.txt", create=False)
         tl.check(await c.lockt(fca, 0, 10) is None, "A's lock on a.txt is gone")
         tl.check(await c.lockt(fcb, 0, 10) is None, "B's lock on b.txt is gone")
-        show_collision_warning(srv, tl)
+        warnings = collision_warnings(srv, tl, ctr)
+        tl.check(len(warnings) == 1 and all(ip in warnings[0] for ip in ("127.0.0.2", "127.0.0.3")),
+                 "the server logged one warning naming the shared id and both machines")
     finally:
         for actor in (a, b, c):
             await actor.close()
-
-
-def show_collision_warning(srv: ServerProcess, tl: Timeline) -> None:
-    lines = [ln for ln in srv.log_text().splitlines() if "collid" in ln.lower()]
-    for ln in lines[:3]:
-        tl.note(f"server log: {ln.split(': ', 1)[-1]}")
-    if not lines:
-        tl.note("server log: no collision warning (the server does not detect collisions)")

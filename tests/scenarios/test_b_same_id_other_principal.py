@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pynfsd.client.session import WRITE_LT
 from pynfsd.gen import nfs4 as N
-from tests.scenarios.helpers import Actor, linux_v40_id, run
+from tests.scenarios.helpers import Actor, collision_warnings, linux_v40_id, run
 from tests.scenarios.timeline import Timeline
 from tests.serverproc import ServerProcess
 
@@ -37,6 +37,9 @@ async def play(srv: ServerProcess, tl: Timeline) -> None:
         b.session.verifier = b"boot-A-1"
         await b.setclientid_refused(N.NFS4ERR_CLID_INUSE)
 
+        warnings = collision_warnings(srv, tl, ctr)
+        tl.check(len(warnings) == 1 and "sys:0" in warnings[0] and "sys:1000" in warnings[0],
+                 "the server logged one warning naming the shared id and both principals")
         tl.note("A's client, state and lease are untouched")
         await a.renew()
         data = await a.ok("READ a.txt", a.session.read(fa, 0, 8), repr)
