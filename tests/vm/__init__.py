@@ -22,10 +22,16 @@ How it works
 * ``qemu.py``: ``GuestVM.run()`` boots qemu (TCG ``-accel tcg,thread=multi -cpu max -smp 2
   -m 1024``; KVM only where it is real), logs ttyS0 to ``console.log``, enforces a hard timeout
   and always kills qemu by PID. Host action mid-workload: the guest prints ``@@PAUSE <what>``
-  and blocks reading ``/dev/ttyS1`` (a unix-socket chardev); the host acts (e.g. restarts the
-  server) and writes ``go``.
+  and blocks reading ``/dev/ttyS1`` (a unix-socket chardev); the host acts and writes ``go``
+  (``restart``: SIGTERM + start; ``crash``: SIGKILL + start). A watchdog stops the VM early
+  when the server process dies (a hard NFS mount would otherwise hang to the timeout).
 * ``guest/workload.sh``: the workload; one ``@@RESULT <name> PASS|FAIL <why>`` line per step,
-  ``@@VALUE <key> <value>`` for what the host verifies on the server's disk.
+  ``@@VALUE <key> <value>`` for what the host verifies on the server's disk. Each step runs in
+  its own session with a timeout (``STEP_TIMEOUT``); a stuck step is killed and reported as
+  FAIL, and the next step runs. ``ONLY="flock fcntl_locks"`` runs just those steps.
+  Steps: mount big_file small_files tree_copy renames symlinks hard_links attributes
+  directories large_directory flock fcntl_locks negotiation server_restart server_crash unmount.
+* ``helpers/locktest.c``: flock/fcntl tester (try, hold, blocking wait, F_GETLK, byte ranges).
 * ``harness.py``: ``run_workload(server, net, workdir, big_mb=...) -> WorkloadRun`` ties it
   together (prepares the export, starts the server, boots, restarts on request, parses).
 
@@ -37,6 +43,7 @@ Install the host tools once: ``scripts/vm-deps.sh`` (as root). Then, from the re
     PYNFSD_E2E_SERVERS=pynfsd,ganesha python -m pytest -m vm tests/e2e
     python -m pytest -m vm tests/e2e -k "pynfsd-user and flock"  # one test (one VM boot)
     python -m tests.vm.run --server pynfsd --net netns --big-mb 32 /tmp/vmrun   # by hand
+    python -m tests.vm.run --server ganesha --net user --only "flock renames" /tmp/vmrun2
 
 A run by hand leaves ``console.log``, the server log, ``initrd.img`` and the export in the
 work directory. ``PYNFSD_VM_ACCEL=tcg`` forces TCG even where KVM would be usable.
