@@ -1,9 +1,9 @@
 """Scenario d: the server restarts and the client comes back under another identity.
 
-Container ctr generates a fresh client identifier at every boot (a random uniquifier, as a
-container that writes a new /sys/fs/nfs/net/nfs_client/identifier each start does).  It locks
-a file, then the server restarts and the container with it.  The new identity is not in the
-server's stable-storage records, so its reclaims fail (NFS4ERR_RECLAIM_BAD or
+Container ctr's client identifier is not stable: a random uniquifier is written to
+/sys/fs/nfs/net/nfs_client/identifier whenever its network namespace is set up.  It locks a
+file; while the server restarts, the namespace is recreated, and the client comes back under a
+new id string.  That identity is not in the server's stable-storage records, so its reclaims fail (NFS4ERR_RECLAIM_BAD or
 NFS4ERR_NO_GRACE, RFC 7530 §9.6.2, §9.6.3.4); when grace is over the lock is free for anyone:
 client B takes it, and the container's client has lost it for good (lock stealing).
 """
@@ -40,7 +40,7 @@ async def play(srv: ServerProcess, tl: Timeline) -> None:
     d = await before.root()
     fa = await before.open(d, b"data.txt")
     await before.lock(fa, 0, 100)
-    tl.note("the server restarts (SIGTERM, same state dir); the container restarts with it")
+    tl.note("the server restarts (SIGTERM, same state dir); meanwhile the client's identifier is regenerated")
     mark = srv.log_mark()
     srv.restart()
     tl.note(f"server up again on port {srv.port}")
