@@ -15,12 +15,20 @@ to its client without a global table.
 Leases (§9.5).  Each confirmed client has one expiry time, pushed forward by every operation
 that uses a valid client id or non-special stateid.  The server *announces* `lease_time`
 (the lease_time attribute) but *enforces* `lease_time * enforced_lease_factor`, so clients
-renewing on time are never cut off by delays.  Expiry is lazy: it is noticed when the client's
-own state is touched (the operation fails with NFS4ERR_EXPIRED), when another client's request
-meets its conflicting opens or locks, or when `sweep()` runs; a client whose lease is *pinned*
-(`pin`/`unpin` or `lease_held`, held by the COMPOUND that is using it) never expires, and
-unpinning renews it.  An expired or revoked client leaves a bounded tombstone so its ids get
-NFS4ERR_EXPIRED / NFS4ERR_ADMIN_REVOKED instead of NFS4ERR_BAD_STATEID.
+renewing on time are never cut off by delays.  A client whose lease is *pinned* (`pin`/`unpin`
+or `lease_held`, held by the COMPOUND that is using it) never lapses; unpinning renews it.
+
+Courtesy (§9.6.3.1).  A lapsed client that holds opens is *courteous*: it keeps its opens and
+locks, and if it comes back (RENEW, or any use of its client id or stateids) they are renewed
+as if nothing happened.  When another client's request conflicts with its state (a share
+reservation, a lock range, I/O refused by its deny mode, or a SETCLIENTID of its co_ownerid
+by another principal), the courteous client's lease is cancelled there and then: all its state
+goes, its ids get NFS4ERR_EXPIRED (§9.6.3.2) and the conflicting request proceeds.  Courtesy
+is bounded: a client lapsed for `courtesy_limit` seconds (24 h) is cancelled, and when more
+than `max_courteous` clients are courteous `sweep()` cancels the longest-lapsed first.  A
+lapsed client without opens is cancelled when next noticed.  A cancelled or revoked client
+leaves a bounded tombstone so its ids get NFS4ERR_EXPIRED / NFS4ERR_ADMIN_REVOKED instead of
+NFS4ERR_BAD_STATEID or NFS4ERR_STALE_CLIENTID.
 
 State-owners (§9.1.7-§9.1.9).  Seqid-bearing operations run in three steps in the op layer:
 get the owner (`open_owner` for OPEN, `owner_for_stateid` for CLOSE, OPEN_CONFIRM,
@@ -44,22 +52,48 @@ split, merge, upgrade and downgrade; conflicts across lock-owners give NFS4ERR_D
 the conflicting lock; blocking-lock fairness is described in `state_locks`.  Locks are
 advisory: I/O never checks them.
 
-Growth seams: `ClientStore` (stable storage of confirmed clients, reclaim permission) and
-`in_grace()` (reclaim-only grace period) are injected; courteous expiry would replace
-`_expired`.
+Stable storage and grace (§9.6.2, §9.6.3.4.3).  A `ClientStore` records a client the first
+time it gets an open in this boot (`client_has_state`) and forgets it when its state goes
+(`client_removed`); the op layer awaits `store.sync()` before replying.  A `GraceTracker`
+says whether the server is in grace: then only reclaims (OPEN CLAIM_PREVIOUS, LOCK with
+reclaim) are served, from clients the store allows (else NFS4ERR_RECLAIM_BAD); other OPEN,
+LOCK, LOCKT and I/O with a special stateid get NFS4ERR_GRACE; reclaims outside grace get
+NFS4ERR_NO_GRACE.  The tracker is told of each recorded client's progress so grace can end
+early.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state_clients import ClientTable
-from pynfsd.nfs4.state_locks import FileState, Waiter, apply_lock, count_locks, subtract
+from pynfsd.nfs4.state_leases import (
+    ADMIN_REVOKED,
+    COURTESY_LIMIT,
+    EXPIRED,
+    MAX_COURTEOUS,
+    Leases,
+    client_info,
+    tombstone_error,
+)
+from pynfsd.nfs4.state_locks import (
+    FileState,
+    Waiter,
+    apply_lock,
+    check_new_locker_seqid,
+    count_locks,
+    denied,
+    lock_args,
+    subtract,
+    waiter_denied,
+)
 from pynfsd.nfs4.state_owners import (
     Client,
+    HeldLock,
     LockOwner,
     LockState,
     OpenOwner,
@@ -75,22 +109,20 @@ from pynfsd.nfs4.state_shares import (
 )
 from pynfsd.nfs4.state_types import (
     ANONYMOUS_STATEID,
-    LOCK_TYPES,
     OPEN4_SHARE_ACCESS_READ,
     OPEN4_SHARE_ACCESS_WRITE,
     READ_BYPASS_STATEID,
-    READ_LT,
-    WRITE_LT,
     ByteRange,
     ClientInfo,
     ClientStore,
+    FixedGrace,
+    GraceTracker,
     LockDenied,
     NullClientStore,
     OpenResult,
     ReplayedResult,
     StateCounts,
     Stateid,
-    byte_range,
     is_blocking_lock,
     is_special_other,
     is_write_lock,
@@ -111,8 +143,8 @@ __all__ = [
     "Stateid",
 ]
 
-EXPIRED = E.NFS4ERR_EXPIRED.status
-ADMIN_REVOKED = E.NFS4ERR_ADMIN_REVOKED.status
+log = logging.getLogger(__name__)
+
 AnyState = OpenState | LockState
 
 
@@ -135,14 +167,19 @@ class StateManager:
         enforced_lease_factor: float = 1.5,
         store: ClientStore | None = None,
         in_grace: Callable[[], bool] | None = None,
+        grace: GraceTracker | None = None,
         waiter_window: float | None = None,
+        courtesy_limit: float = COURTESY_LIMIT,
+        max_courteous: int = MAX_COURTEOUS,
     ) -> None:
         self.clock = clock
         self.lease_time = lease_time
         self.enforced_lease = lease_time * enforced_lease_factor
         self.waiter_window = lease_time if waiter_window is None else waiter_window
         self._store: ClientStore = store if store is not None else NullClientStore()
-        self._in_grace = in_grace if in_grace is not None else (lambda: False)
+        self._grace: GraceTracker = grace if grace is not None else FixedGrace(in_grace)
+        self._in_grace = self._grace.in_grace
+        self.leases = Leases(clock, self.enforced_lease, courtesy_limit, max_courteous)
         self.clients = ClientTable(
             boot_tag_of(server_boot_id),
             clock,
@@ -158,17 +195,32 @@ class StateManager:
     def setclientid(
         self, verifier: bytes, ownerid: bytes, principal: str, callback: object, client_addr: str
     ) -> tuple[int, bytes]:
-        """SETCLIENTID: returns (clientid, setclientid_confirm); may raise NFS4ERR_CLID_INUSE."""
-        self._expire_if_lapsed(self.clients.confirmed_by_name.get(ownerid))  # §9.1.2
+        """SETCLIENTID: returns (clientid, setclientid_confirm); may raise NFS4ERR_CLID_INUSE.
+
+        A lapsed client of the same co_ownerid yields to another principal (§9.1.2: MUST
+        allow once the lease expired); a courteous one presented by its own principal stays.
+        """
+        conf = self.clients.confirmed_by_name.get(ownerid)
+        if conf is not None and (conf.principal != principal or not self.leases.courteous(conf)):
+            self._expire_if_lapsed(conf)  # §9.1.2, §9.6.3.1
         res = self.clients.setclientid(verifier, ownerid, principal, callback, client_addr)
         return res.clientid, res.confirm
 
     def setclientid_confirm(self, clientid: int, confirm: bytes, principal: str) -> None:
-        """SETCLIENTID_CONFIRM; confirming a new incarnation drops the old one's state."""
+        """SETCLIENTID_CONFIRM; confirming a new incarnation drops the old one's state.
+
+        A callback update of a courteous client keeps its state (the client came back).
+        """
         unconf = self.clients.unconfirmed.get(clientid)
         if unconf is not None:
-            self._expire_if_lapsed(self.clients.confirmed_by_name.get(unconf.ownerid))
-        self.clients.confirm(clientid, confirm, principal)
+            old = self.clients.confirmed_by_name.get(unconf.ownerid)
+            if old is not None and (old.clientid != clientid or not self.leases.courteous(old)):
+                self._expire_if_lapsed(old)
+        was_confirmed = clientid in self.clients.confirmed
+        client = self.clients.confirm(clientid, confirm, principal)
+        self.leases.renew(client)
+        if not was_confirmed:
+            self._grace.client_confirmed(client.ownerid)
 
     def renew(self, clientid: int, principal: str = "") -> None:
         """RENEW (§16.28): NFS4ERR_STALE_CLIENTID or NFS4ERR_EXPIRED, else the lease is renewed.
@@ -186,7 +238,7 @@ class StateManager:
         client = self.clients.confirmed.get(clientid)
         if client is not None and client.pins > 0:
             client.pins -= 1
-            self._renew(client)
+            self.leases.renew(client)
 
     @contextmanager
     def lease_held(self, clientid: int) -> Iterator[None]:
@@ -227,7 +279,7 @@ class StateManager:
         ADMIN_REVOKED); the seqid itself is checked later by the operation (§9.1.9 order).
         """
         client, state = self._locate(stateid)
-        self._renew(client)
+        self.leases.renew(client)
         owner = state.owner
         owner.last_used = self.clock()
         return owner
@@ -252,13 +304,22 @@ class StateManager:
         if oo is None or oo.cancelled:
             oo = self.open_owner(clientid, owner, 0)
         fs = self._live_file(file_key)
-        for other in fs.opens:  # §9.9: no exception for the same open-owner
-            if access & other.deny or deny & other.access:
+        for other in list(fs.opens):  # §9.9: no exception for the same open-owner
+            if other.closed or not (access & other.deny or deny & other.access):
+                continue
+            if not self._yield_courteous(other.owner.client, "a share reservation"):
                 raise E.NFS4ERR_SHARE_DENIED()
         if reclaim:
             oo.confirmed = True  # §9.1.11: MUST NOT require confirmation on reclaim
         stateid = self._upgrade_or_create(oo, fs, file_key, access, deny)
+        self._record(client)
         return OpenResult(stateid, needs_confirm=not oo.confirmed)
+
+    def _record(self, client: Client) -> None:
+        """Put a client in stable storage the first time it holds state in this boot."""
+        if not client.recorded:
+            client.recorded = True
+            self._store.client_has_state(client.ownerid, client.principal)
 
     def _upgrade_or_create(
         self, oo: OpenOwner, fs: FileState, file_key: bytes, access: int, deny: int
@@ -327,15 +388,25 @@ class StateManager:
         if stateid.other == ANONYMOUS_STATEID.other:
             if stateid.seqid != 0:
                 raise E.NFS4ERR_BAD_STATEID()  # §9.1.4.3
+            self._check_io_grace()
             return self._check_anonymous(file_key, write)
         if stateid.other == READ_BYPASS_STATEID.other:
             if stateid.seqid != READ_BYPASS_STATEID.seqid:
                 raise E.NFS4ERR_BAD_STATEID()  # §9.1.4.3
-            return self._check_anonymous(file_key, write) if write else None
+            if not write:
+                return None  # bypasses share reservations, so no reclaim can conflict
+            self._check_io_grace()
+            return self._check_anonymous(file_key, write)
         state = self._resolve(stateid, file_key, (OpenState, LockState))
         os = state if isinstance(state, OpenState) else state.open
         if write and not os.access & OPEN4_SHARE_ACCESS_WRITE:
             raise E.NFS4ERR_OPENMODE()
+
+    def _check_io_grace(self) -> None:
+        """I/O without reclaimed state may conflict with a share reservation still to be
+        reclaimed, so it waits out the grace period (§9.6.2); reclaimed stateids may do I/O."""
+        if self._in_grace():
+            raise E.NFS4ERR_GRACE()
 
     def _check_anonymous(self, file_key: bytes, write: bool) -> None:
         """Special stateids are refused by a conflicting deny reservation (§9.1.4.3, §9.10)."""
@@ -344,8 +415,10 @@ class StateManager:
             return
         self._reap(fs)
         bit = OPEN4_SHARE_ACCESS_WRITE if write else OPEN4_SHARE_ACCESS_READ
-        if any(os.deny & bit for os in fs.opens):
-            raise E.NFS4ERR_LOCKED("denied by a share reservation")
+        for os in list(fs.opens):
+            if os.deny & bit and not os.closed:
+                if not self._yield_courteous(os.owner.client, "I/O with a special stateid"):
+                    raise E.NFS4ERR_LOCKED("denied by a share reservation")
 
     # -- LOCK, LOCKT, LOCKU, RELEASE_LOCKOWNER (§16.10-§16.12, §16.37) ------------------------
 
@@ -420,7 +493,7 @@ class StateManager:
         if fs is None:
             return
         self._reap(fs)
-        hit = fs.find_conflict(rng, is_write_lock(locktype), skip=(clientid, owner))
+        hit = self._find_conflict(fs, rng, is_write_lock(locktype), (clientid, owner))
         if hit is not None:
             raise E.NFS4ERR_DENIED(value=denied(hit[0], hit[1].range, hit[1].write))
 
@@ -459,7 +532,7 @@ class StateManager:
             raise E.NFS4ERR_OPENMODE("lock type not allowed by the open's access")
         fs = self._live_file(ls.open.file_key)
         who = (ls.owner.client.clientid, ls.owner.owner)
-        hit = fs.find_conflict(rng, write, skip=who)
+        hit = self._find_conflict(fs, rng, write, who)
         if hit is not None:
             self._note_denied(fs, who, rng, locktype)
             raise E.NFS4ERR_DENIED(value=denied(hit[0], hit[1].range, hit[1].write))
@@ -469,6 +542,15 @@ class StateManager:
             raise E.NFS4ERR_DENIED(value=waiter_denied(waiter))  # §9.4 fairness
         fs.remove_waiter(who)
         ls.locks = apply_lock(ls.locks, rng, write)
+
+    def _find_conflict(
+        self, fs: FileState, rng: ByteRange, write: bool, who: tuple[int, bytes]
+    ) -> tuple[LockState, HeldLock] | None:
+        """The first conflicting lock of another lock-owner; courteous holders yield."""
+        while True:
+            hit = fs.find_conflict(rng, write, skip=who)
+            if hit is None or not self._yield_courteous(hit[0].owner.client, "a lock"):
+                return hit
 
     def _note_denied(
         self, fs: FileState, who: tuple[int, bytes], rng: ByteRange, locktype: int
@@ -489,15 +571,22 @@ class StateManager:
     # -- admin ----------------------------------------------------------------------------
 
     def sweep(self) -> int:
-        """Expire lapsed leases and idle records; returns how many clients expired."""
+        """Cancel lapsed leases beyond courtesy, move the others to courtesy (§9.6.3.1) and
+        forget idle records; returns how many clients were cancelled."""
         now = self.clock()
         expired = 0
+        courteous: list[Client] = []
         for client in list(self.clients.confirmed.values()):
-            if self._expired(client, now):
+            if not self.leases.lapsed(client):
+                self._sweep_owners(client, now)
+            elif self.leases.courteous(client):
+                courteous.append(client)
+            else:
                 self._expire(client, EXPIRED)
                 expired += 1
-            else:
-                self._sweep_owners(client, now)
+        for client in self.leases.over_bound(courteous):
+            self._expire(client, EXPIRED)
+            expired += 1
         self.clients.expire_unconfirmed(now)
         for key, fs in list(self._files.items()):
             fs.waiters = [w for w in fs.waiters if w.expires > now]
@@ -549,20 +638,36 @@ class StateManager:
     def _client(self, clientid: int) -> Client:
         """The confirmed client for a clientid argument, renewed; or STALE/EXPIRED."""
         client = self.clients.lookup(clientid)
-        if self._expired(client, self.clock()):
-            self._expire(client, EXPIRED)
-            raise E.NFS4ERR_EXPIRED()  # §9.5: the lease has lapsed
-        self._renew(client)
+        self._check_lease(client)
+        self.leases.renew(client)
         return client
 
-    def _renew(self, client: Client) -> None:
-        client.expires = self.clock() + self.enforced_lease  # §9.5
+    def _check_lease(self, client: Client) -> None:
+        """The client's own request: a courteous client comes back and keeps its state
+        (§9.6.3.1: renewed implicitly); any other lapsed lease is cancelled (§9.6.3.2)."""
+        if not self.leases.lapsed(client):
+            return
+        if self.leases.courteous(client):
+            log.info("client %r came back after its lease expired: state kept", client.ownerid)
+            return
+        self._expire(client, EXPIRED)
+        raise E.NFS4ERR_EXPIRED()  # §9.5, §9.6.3.2: the lease was cancelled
 
-    def _expired(self, client: Client, now: float) -> bool:
-        return client.pins == 0 and now >= client.expires
+    def _yield_courteous(self, client: Client, what: str) -> bool:
+        """Cancel a lapsed client whose state conflicts with another client's request
+        (§9.6.3.1: MUST free the courtesy lock and grant the new request); False if live."""
+        if not client.confirmed or not self.leases.lapsed(client):
+            return False
+        log.info(
+            "cancelling the expired lease of client %r: another client needs %s it holds",
+            client.ownerid,
+            what,
+        )
+        self._expire(client, EXPIRED)
+        return True
 
     def _expire_if_lapsed(self, client: Client | None) -> None:
-        if client is not None and client.confirmed and self._expired(client, self.clock()):
+        if client is not None and client.confirmed and self.leases.lapsed(client):
             self._expire(client, EXPIRED)
 
     def _expire(self, client: Client, status: int) -> None:
@@ -580,15 +685,22 @@ class StateManager:
                 fs.remove_client_waiters(client.clientid)
         if status:
             self.clients.bury(client.clientid, status)
+        client.courteous = False
         self._store.client_removed(client.ownerid)
+        self._grace.client_gone(client.ownerid)
 
     def _check_grace(self, client: Client, reclaim: bool) -> None:
         """Only reclaims during grace, and reclaims only during grace (§9.6.2)."""
         if not reclaim:
+            self._grace.non_reclaim(client.ownerid)  # may end grace early
             if self._in_grace():
-                raise E.NFS4ERR_GRACE()
-        elif not self._in_grace() or not self._store.may_reclaim(client.ownerid):
-            raise E.NFS4ERR_NO_GRACE()
+                raise E.NFS4ERR_GRACE()  # §9.6.2: MUST reject non-reclaim requests
+        elif not self._in_grace():
+            raise E.NFS4ERR_NO_GRACE()  # §9.6.2: reclaim outside the grace period
+        elif not self._store.may_reclaim(client.ownerid):
+            raise E.NFS4ERR_RECLAIM_BAD("client held no state before the restart")  # §9.6.3.4.3
+        else:
+            self._grace.reclaimed(client.ownerid)
 
     # -- stateid resolution (§9.1.4.4) -----------------------------------------------------
 
@@ -603,9 +715,7 @@ class StateManager:
         client = self.clients.confirmed.get(clientid)
         if client is None:
             raise tombstone_error(self.clients.tombstones.get(clientid))
-        if self._expired(client, self.clock()):
-            self._expire(client, EXPIRED)
-            raise E.NFS4ERR_EXPIRED()
+        self._check_lease(client)
         state = client.states.get(int.from_bytes(other[8:], "big"))
         if state is None:
             raise E.NFS4ERR_BAD_STATEID()
@@ -632,7 +742,7 @@ class StateManager:
             if seqid_earlier(stateid.seqid, state.seqid):
                 raise E.NFS4ERR_OLD_STATEID()
             raise E.NFS4ERR_BAD_STATEID("stateid seqid from the future")
-        self._renew(client)
+        self.leases.renew(client)
         return state
 
     # -- files ----------------------------------------------------------------------------
@@ -649,13 +759,7 @@ class StateManager:
         return fs
 
     def _reap(self, fs: FileState) -> None:
-        """Lazily expire lapsed clients and cancelled owners holding state on a file."""
-        now = self.clock()
-        holders = {os.owner.client for os in fs.opens}
-        holders.update(ls.owner.client for ls in fs.lock_states)
-        for client in holders:
-            if client.confirmed and self._expired(client, now):
-                self._expire(client, EXPIRED)
+        """Release the opens of cancelled owners on a file (lapsed holders yield on conflict)."""
         for os in [os for os in fs.opens if os.owner.cancelled]:
             self._release_open_owner(os.owner)
 
@@ -695,44 +799,3 @@ class StateManager:
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-def lock_args(locktype: int, offset: int, length: int) -> ByteRange:
-    if locktype not in LOCK_TYPES:
-        raise E.NFS4ERR_INVAL("bad lock type")
-    return byte_range(offset, length)
-
-
-def check_new_locker_seqid(lo: LockOwner, os: OpenState, lock_seqid: int) -> None:
-    """An existing lock-owner named as new: §16.10.5 cases for open_to_lock_owner4."""
-    if any(ls.open is os for ls in lo.lock_states):
-        raise E.NFS4ERR_BAD_SEQID("lock-owner already has state for this open")  # §16.10.5
-    if lo.lock_states and lo.check_seqid(lock_seqid) is not None:
-        raise E.NFS4ERR_BAD_SEQID("lock_seqid replays an old request")
-
-
-def denied(ls: LockState, rng: ByteRange, write: bool) -> LockDenied:
-    locktype = WRITE_LT if write else READ_LT
-    return LockDenied(rng.start, rng.length, locktype, ls.owner.client.clientid, ls.owner.owner)
-
-
-def waiter_denied(w: Waiter) -> LockDenied:
-    locktype = WRITE_LT if w.write else READ_LT
-    return LockDenied(w.range.start, w.range.length, locktype, w.clientid, w.owner)
-
-
-def tombstone_error(status: int | None) -> E.NFS4Error:
-    if status == ADMIN_REVOKED:
-        return E.NFS4ERR_ADMIN_REVOKED()  # §9.8
-    if status == EXPIRED:
-        return E.NFS4ERR_EXPIRED()  # §9.1.4.4: state lost to lease expiration
-    return E.NFS4ERR_BAD_STATEID()
-
-
-def client_info(c: Client, now: float) -> ClientInfo:
-    opens = sum(len(oo.opens) for oo in c.open_owners.values())
-    locks = count_locks(ls for lo in c.lock_owners.values() for ls in lo.lock_states)
-    left = max(0.0, c.expires - now)
-    return ClientInfo(
-        c.clientid, c.ownerid, c.principal, c.client_addr, c.confirmed, left, opens, locks
-    )

@@ -20,8 +20,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pynfsd.nfs4.state_owners import HeldLock, LockState, OpenState
-from pynfsd.nfs4.state_types import NFS4_UINT64_MAX, ByteRange
+from pynfsd.nfs4 import errors as E
+from pynfsd.nfs4.state_owners import HeldLock, LockOwner, LockState, OpenState
+from pynfsd.nfs4.state_types import (
+    LOCK_TYPES,
+    NFS4_UINT64_MAX,
+    READ_LT,
+    WRITE_LT,
+    ByteRange,
+    LockDenied,
+    byte_range,
+)
 
 MAX_WAITERS_PER_FILE = 64
 
@@ -131,3 +140,27 @@ class FileState:
 
 def count_locks(states: Iterable[LockState]) -> int:
     return sum(len(ls.locks) for ls in states)
+
+
+def lock_args(locktype: int, offset: int, length: int) -> ByteRange:
+    if locktype not in LOCK_TYPES:
+        raise E.NFS4ERR_INVAL("bad lock type")
+    return byte_range(offset, length)
+
+
+def check_new_locker_seqid(lo: LockOwner, os: OpenState, lock_seqid: int) -> None:
+    """An existing lock-owner named as new: §16.10.5 cases for open_to_lock_owner4."""
+    if any(ls.open is os for ls in lo.lock_states):
+        raise E.NFS4ERR_BAD_SEQID("lock-owner already has state for this open")  # §16.10.5
+    if lo.lock_states and lo.check_seqid(lock_seqid) is not None:
+        raise E.NFS4ERR_BAD_SEQID("lock_seqid replays an old request")
+
+
+def denied(ls: LockState, rng: ByteRange, write: bool) -> LockDenied:
+    locktype = WRITE_LT if write else READ_LT
+    return LockDenied(rng.start, rng.length, locktype, ls.owner.client.clientid, ls.owner.owner)
+
+
+def waiter_denied(w: Waiter) -> LockDenied:
+    locktype = WRITE_LT if w.write else READ_LT
+    return LockDenied(w.range.start, w.range.length, locktype, w.clientid, w.owner)

@@ -34,6 +34,8 @@ class Client:
     confirmed: bool = False
     expires: float = 0.0
     pins: int = 0
+    recorded: bool = False  # in stable storage for this server boot (first open, §9.6.3.4.3)
+    courteous: bool = False  # lease lapsed but state kept (§9.6.3.1); cleared on renewal
     open_owners: dict[bytes, OpenOwner] = field(default_factory=dict)
     lock_owners: dict[bytes, LockOwner] = field(default_factory=dict)
     states: dict[int, OpenState | LockState] = field(default_factory=dict)

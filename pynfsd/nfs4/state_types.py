@@ -7,6 +7,7 @@ hook interfaces (`ClientStore`) through which later work adds stable storage and
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -161,6 +162,7 @@ class ClientInfo:
     lease_left: float
     opens: int
     locks: int
+    courteous: bool = False  # lease lapsed, state kept until someone conflicts (§9.6.3.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,19 +175,37 @@ class StateCounts:
     locks: int
 
 
-class ClientStore(Protocol):
-    """Hook for stable storage of client records (a later issue persists these).
+# runs a blocking callable in a worker thread (NFSServer.run_blocking)
+RunBlocking = Callable[[Callable[[], None]], Awaitable[None]]
 
-    Called when a client id is confirmed and when its state is dropped (lease expiry,
-    revocation, or replacement by a rebooted client); `may_reclaim` answers whether a
-    client id string held state before the server restarted (used during grace).
+
+class ClientStore(Protocol):
+    """Stable storage of client records (the embedded one is `pynfsd.nfs4.clientstore`).
+
+    The state manager calls the synchronous hooks on the event loop thread; they must not
+    block (a store queues its I/O and performs it in `sync`, which the op layer awaits before
+    replying to the operation whose record must be durable):
+
+    - `client_confirmed`: a client id was confirmed (stores may ignore it);
+    - `client_has_state`: a confirmed client got its first open of this server boot: record it;
+    - `client_removed`: the client's state went (expiry, revocation, a rebooted client's new
+      incarnation): forget its record, and it may no longer reclaim in this boot;
+    - `may_reclaim`: whether a client id string held state before the restart (grace, §9.6.2);
+    - `grace_done`: the grace period ended: records of clients that did not come back go, so
+      they cannot reclaim after a later restart (§9.6.3.4.3, second edge condition).
     """
 
     def client_confirmed(self, ownerid: bytes, principal: str) -> None: ...
 
+    def client_has_state(self, ownerid: bytes, principal: str) -> None: ...
+
     def client_removed(self, ownerid: bytes) -> None: ...
 
     def may_reclaim(self, ownerid: bytes) -> bool: ...
+
+    def grace_done(self) -> None: ...
+
+    async def sync(self, run_blocking: RunBlocking) -> None: ...
 
 
 class NullClientStore:
@@ -194,8 +214,57 @@ class NullClientStore:
     def client_confirmed(self, ownerid: bytes, principal: str) -> None:
         return None
 
+    def client_has_state(self, ownerid: bytes, principal: str) -> None:
+        return None
+
     def client_removed(self, ownerid: bytes) -> None:
         return None
 
     def may_reclaim(self, ownerid: bytes) -> bool:
         return False
+
+    def grace_done(self) -> None:
+        return None
+
+    async def sync(self, run_blocking: RunBlocking) -> None:
+        return None
+
+
+class GraceTracker(Protocol):
+    """The grace period as the state manager sees it (the real one is `pynfsd.nfs4.grace`).
+
+    `in_grace` answers whether only reclaims are served now; the other hooks report each
+    recorded client's progress so grace can end early once none can still reclaim.
+    """
+
+    def in_grace(self) -> bool: ...
+
+    def client_confirmed(self, ownerid: bytes) -> None: ...
+
+    def reclaimed(self, ownerid: bytes) -> None: ...
+
+    def non_reclaim(self, ownerid: bytes) -> None: ...
+
+    def client_gone(self, ownerid: bytes) -> None: ...
+
+
+class FixedGrace:
+    """A `GraceTracker` that only asks a callable whether grace is on (tests, no tracking)."""
+
+    def __init__(self, in_grace: Callable[[], bool] | None = None) -> None:
+        self._in_grace = in_grace if in_grace is not None else (lambda: False)
+
+    def in_grace(self) -> bool:
+        return self._in_grace()
+
+    def client_confirmed(self, ownerid: bytes) -> None:
+        return None
+
+    def reclaimed(self, ownerid: bytes) -> None:
+        return None
+
+    def non_reclaim(self, ownerid: bytes) -> None:
+        return None
+
+    def client_gone(self, ownerid: bytes) -> None:
+        return None

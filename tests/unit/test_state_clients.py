@@ -228,7 +228,7 @@ def test_renew_extends_the_lease() -> None:
 
 
 def test_lapsed_lease_gives_expired_and_drops_state() -> None:
-    w = make_world()
+    w = make_world(courtesy_limit=0)  # no courtesy (tests/unit/test_state_courteous.py)
     c = new_client(w.sm)
     sid = open_confirmed(w.sm, c, b"oo", b"f")
     w.clock.advance(ENFORCED)

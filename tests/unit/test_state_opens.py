@@ -15,7 +15,7 @@ from test_state_support import (
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state import ANONYMOUS_STATEID, READ_BYPASS_STATEID, Stateid
 from pynfsd.nfs4.state_owners import OpenOwner
-from pynfsd.nfs4.state_types import ReplayedResult, next_seqid, seqid_earlier
+from pynfsd.nfs4.state_types import NullClientStore, ReplayedResult, next_seqid, seqid_earlier
 
 R, W, RW = 1, 2, 3
 OP_OPEN, OP_CLOSE = 18, 4
@@ -422,13 +422,7 @@ def test_io_with_a_stateid_renews_the_lease() -> None:
 # -- grace seam (§9.6.2) -----------------------------------------------------------------------
 
 
-class ReclaimAll:
-    def client_confirmed(self, ownerid: bytes, principal: str) -> None:
-        return None
-
-    def client_removed(self, ownerid: bytes) -> None:
-        return None
-
+class ReclaimAll(NullClientStore):
     def may_reclaim(self, ownerid: bytes) -> bool:
         return True
 
@@ -446,10 +440,10 @@ def test_grace_allows_only_reclaims() -> None:
         w.sm.open(c, b"oo", b"g", R, 0, reclaim=True)
 
 
-def test_reclaim_without_stable_record_is_no_grace() -> None:
+def test_reclaim_without_stable_record_is_reclaim_bad() -> None:
     w = make_world(in_grace=lambda: True)
     c = new_client(w.sm)
-    with pytest.raises(E.NFS4ERR_NO_GRACE):
+    with pytest.raises(E.NFS4ERR_RECLAIM_BAD):
         w.sm.open(c, b"oo", b"f", R, 0, reclaim=True)
 
 

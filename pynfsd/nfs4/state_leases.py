@@ -1,0 +1,100 @@
+"""Lease arithmetic and courtesy bounds for the state manager (RFC 7530 §9.5, §9.6.3.1).
+
+A client's lease runs until `client.expires`, pushed `enforced_lease` seconds ahead by every
+renewal; it never lapses while pinned by a COMPOUND in progress.  A lapsed client that still
+holds opens is *courteous* (§9.6.3.1) for at most `courtesy_limit` seconds, and at most
+`max_courteous` clients are; what the state manager does with lapsed and courteous clients
+is described in `pynfsd.nfs4.state`.  Pure arithmetic on the injected clock: no I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from pynfsd.nfs4 import errors as E
+from pynfsd.nfs4.state_locks import count_locks
+from pynfsd.nfs4.state_owners import Client
+from pynfsd.nfs4.state_types import ClientInfo
+
+log = logging.getLogger("pynfsd.nfs4.state")
+
+COURTESY_LIMIT = 24 * 3600.0  # seconds a lapsed client's state is kept at most (§9.6.3.1)
+MAX_COURTEOUS = 1024  # courteous clients kept at most; the longest-lapsed go first beyond
+EXPIRED = E.NFS4ERR_EXPIRED.status
+ADMIN_REVOKED = E.NFS4ERR_ADMIN_REVOKED.status
+
+
+class Leases:
+    """When leases lapse and how long lapsed clients are kept as a courtesy."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        enforced_lease: float,
+        courtesy_limit: float = COURTESY_LIMIT,
+        max_courteous: int = MAX_COURTEOUS,
+    ) -> None:
+        self.clock = clock
+        self.enforced_lease = enforced_lease
+        self.courtesy_limit = courtesy_limit
+        self.max_courteous = max_courteous
+
+    def renew(self, client: Client) -> None:
+        client.expires = self.clock() + self.enforced_lease  # §9.5
+        client.courteous = False
+
+    def lapsed(self, client: Client) -> bool:
+        return client.pins == 0 and self.clock() >= client.expires
+
+    def courteous(self, client: Client) -> bool:
+        """Lapsed but still holding state within the courtesy bound (§9.6.3.1)."""
+        return (
+            self.lapsed(client)
+            and self.clock() < client.expires + self.courtesy_limit
+            and client.has_state()
+        )
+
+    def over_bound(self, courteous: list[Client]) -> list[Client]:
+        """Mark (and log) newly courteous clients; return those beyond `max_courteous`,
+        longest-lapsed first, whose leases must now be cancelled."""
+        for client in courteous:
+            if not client.courteous:
+                client.courteous = True
+                log.info(
+                    "lease of client %r expired; its state is kept as a courtesy until "
+                    "another client conflicts with it",
+                    client.ownerid,
+                )
+        overflow = len(courteous) - self.max_courteous
+        if overflow <= 0:
+            return []
+        excess = sorted(courteous, key=lambda c: c.expires)[:overflow]
+        log.info("%d courteous clients, at most %d kept", len(courteous), self.max_courteous)
+        return excess
+
+
+def tombstone_error(status: int | None) -> E.NFS4Error:
+    if status == ADMIN_REVOKED:
+        return E.NFS4ERR_ADMIN_REVOKED()  # §9.8
+    if status == EXPIRED:
+        return E.NFS4ERR_EXPIRED()  # §9.1.4.4: state lost to lease expiration
+    return E.NFS4ERR_BAD_STATEID()
+
+
+def client_info(c: Client, now: float) -> ClientInfo:
+    opens = sum(len(oo.opens) for oo in c.open_owners.values())
+    locks = count_locks(ls for lo in c.lock_owners.values() for ls in lo.lock_states)
+    left = max(0.0, c.expires - now)
+    courteous = c.confirmed and c.pins == 0 and now >= c.expires and opens > 0
+    return ClientInfo(
+        c.clientid,
+        c.ownerid,
+        c.principal,
+        c.client_addr,
+        c.confirmed,
+        left,
+        opens,
+        locks,
+        courteous,
+    )
