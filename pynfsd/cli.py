@@ -2,19 +2,25 @@
 
     pynfsd serve [--export 'LINE']... [--exports FILE] [--bind ADDR] [--port N]
                  [--state-dir DIR] [--lease SECONDS] [--grace SECONDS] [--log-level LEVEL]
+    pynfsd clients [--state-dir DIR] [--json]
+    pynfsd clients revoke ID [--state-dir DIR] [--json]
+    pynfsd status [--state-dir DIR] [--json]
+
+The admin commands talk to a running server over `<state-dir>/control.sock` (root only).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
 
-from pynfsd import __version__
+from pynfsd import __version__, admin
 from pynfsd.exports import ExportsError, load_exports, parse_export_line
 from pynfsd.exports.resolver import StaticExportResolver
 from pynfsd.exports.types import ExportEntry
@@ -62,7 +68,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="INFO", metavar="LEVEL",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
                    help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    add_admin_commands(sub)
     return parser
+
+
+def add_admin_options(p: argparse.ArgumentParser, default: object) -> None:
+    p.add_argument("--state-dir", default=default, metavar="DIR",
+                   help=f"the running server's --state-dir (default {DEFAULT_STATE_DIR})")
+    p.add_argument("--json", action="store_true", default=default if default is argparse.SUPPRESS
+                   else False, help="machine-readable JSON output")
+
+
+def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    c = sub.add_parser("clients", help="list the clients of a running server (root only)",
+                       description="List the NFSv4 clients of the server running with --state-dir:"
+                       " client id, state, lease left, opens, locks, client-id collisions, "
+                       "principal, address and client id string (co_ownerid).")
+    add_admin_options(c, DEFAULT_STATE_DIR)
+    actions = c.add_subparsers(dest="action", metavar="[revoke ID]")
+    r = actions.add_parser("revoke", help="revoke all state of one client",
+                           description="Revoke all opens and locks of a client: its later use of "
+                           "them gets NFS4ERR_ADMIN_REVOKED.")
+    r.add_argument("id", metavar="ID", help="client id (hexadecimal, as `pynfsd clients` shows)")
+    add_admin_options(r, argparse.SUPPRESS)
+    st = sub.add_parser("status", help="show the status of a running server (root only)",
+                        description="Version, uptime, clients, state and grace period of the "
+                        "server running with --state-dir.")
+    add_admin_options(st, DEFAULT_STATE_DIR)
 
 
 def export_entries(args: argparse.Namespace) -> list[ExportEntry]:
@@ -86,6 +118,7 @@ async def run_server(args: argparse.Namespace, entries: list[ExportEntry]) -> No
     rpc = RpcServer(AuthRegistry.default())
     nfs.register(rpc)
     server = await serve(rpc, args.bind or None, args.port)
+    control = await admin.start_admin(nfs, args.state_dir)
     for host, port in server.addresses:
         log.info("listening on %s port %d", host, port)
     for entry in entries:
@@ -97,14 +130,43 @@ async def run_server(args: argparse.Namespace, entries: list[ExportEntry]) -> No
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping")
+    if control is not None:
+        control.close()
     sweeper.cancel()
     server.close()
     await server.wait_closed()
     nfs.close()
 
 
+def admin_main(args: argparse.Namespace) -> int:
+    """`pynfsd clients [revoke ID]` and `pynfsd status`: one request to the control socket."""
+    if args.command == "status":
+        request: dict[str, object] = {"cmd": "status"}
+    elif getattr(args, "action", None) == "revoke":
+        request = {"cmd": "revoke", "clientid": args.id}
+    else:
+        request = {"cmd": "clients"}
+    try:
+        result = admin.call(args.state_dir, request)
+    except admin.AdminClientError as e:
+        print(f"pynfsd: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif request["cmd"] == "status":
+        print(admin.format_status(result), end="")
+    elif request["cmd"] == "revoke":
+        print(f"revoked client {result['clientid']} (\"{result['co_ownerid']}\"): "
+              f"{result['opens']} open(s), {result['locks']} lock(s)")
+    else:
+        print(admin.format_clients(result), end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "serve":
+        return admin_main(args)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
