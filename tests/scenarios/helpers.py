@@ -13,7 +13,7 @@ either way the timeline shows the request and the server's answer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 
 import pytest
@@ -288,3 +288,23 @@ def grace_log(srv: ServerProcess, tl: Timeline, since: int = 0) -> list[str]:
     for ln in lines:
         tl.note(f"server log: {ln}")
     return lines
+
+
+async def wait_for_log(tl: Timeline, srv: ServerProcess, since: int, needles: Sequence[str], *keep: Actor,
+                       limit: float, every: float = 0.25) -> str | None:
+    """Wait (RENEWing `keep`, quietly) until a server log line after `since` holds one of
+    `needles`; show and return it, or None after `limit` seconds."""
+    tl.note("wait for the server's lease sweep" + (f"; {', '.join(a.name for a in keep)} RENEW" if keep else ""))
+    loop = asyncio.get_running_loop()
+    end, next_renew = loop.time() + limit, loop.time() + 1.0
+    while loop.time() < end:
+        for ln in srv.log_text(since).splitlines():
+            if any(n in ln for n in needles):
+                tl.note(f"server log: {ln.split(': ', 1)[-1]}")
+                return ln
+        await asyncio.sleep(every)
+        if loop.time() >= next_renew:
+            next_renew += 1.0
+            for a in keep:
+                await a.session.renew()
+    return None
