@@ -13,6 +13,9 @@ either way the timeline shows the request and the server's answer.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 
@@ -308,3 +311,16 @@ async def wait_for_log(tl: Timeline, srv: ServerProcess, since: int, needles: Se
             for a in keep:
                 await a.session.renew()
     return None
+
+
+def admin_clients(srv: ServerProcess, tl: Timeline) -> list[dict[str, Any]]:
+    """`pynfsd clients --json` against the running server; the table goes on the timeline."""
+    argv = [sys.executable, "-m", "pynfsd", "clients", "--state-dir", str(srv.state_dir)]
+    table = subprocess.run(argv, capture_output=True, text=True, timeout=STEP_TIMEOUT, check=True).stdout
+    tl.note("$ pynfsd clients")
+    for ln in table.rstrip().splitlines():
+        if ln.strip():
+            tl.note(f"  {ln}")
+    out = subprocess.run([*argv, "--json"], capture_output=True, text=True, timeout=STEP_TIMEOUT, check=True).stdout
+    data = json.loads(out)
+    return data if isinstance(data, list) else list(data.get("clients", []))

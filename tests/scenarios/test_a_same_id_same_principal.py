@@ -10,7 +10,7 @@ discards the other's opens and locks (§16.34.5), so neither keeps its state.  T
 from __future__ import annotations
 
 from pynfsd.gen import nfs4 as N
-from tests.scenarios.helpers import Actor, collision_warnings, linux_v40_id, run
+from tests.scenarios.helpers import Actor, admin_clients, collision_warnings, linux_v40_id, run
 from tests.scenarios.timeline import Timeline
 from tests.serverproc import ServerProcess
 
@@ -57,6 +57,9 @@ async def play(srv: ServerProcess, tl: Timeline) -> None:
         warnings = collision_warnings(srv, tl, ctr)
         tl.check(len(warnings) == 1 and all(ip in warnings[0] for ip in ("127.0.0.2", "127.0.0.3")),
                  "the server logged one warning naming the shared id and both machines")
+        listed = [c for c in admin_clients(srv, tl) if c["co_ownerid"] == ctr.decode()]
+        tl.check(len(listed) == 1 and listed[0]["collisions"] >= 2 and listed[0]["opens"] == 0,
+                 "pynfsd clients shows one record for the shared id, its collisions, and no state")
     finally:
         for actor in (a, b, c):
             await actor.close()

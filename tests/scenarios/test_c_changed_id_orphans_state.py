@@ -16,7 +16,7 @@ import pytest
 
 from pynfsd.client.session import OpenFile
 from pynfsd.gen import nfs4 as N
-from tests.scenarios.helpers import LEASE, Actor, linux_v40_id, run, wait_for_log
+from tests.scenarios.helpers import LEASE, Actor, admin_clients, linux_v40_id, run, wait_for_log
 from tests.scenarios.timeline import Timeline
 from tests.serverproc import ServerProcess
 
@@ -56,6 +56,9 @@ async def play(srv: ServerProcess, tl: Timeline) -> None:
         seen = await wait_for_log(tl, srv, mark, (COURTESY, SWEEP), b, new, limit=6 * LEASE)
         if seen is not None and COURTESY in seen:
             tl.note("the lapsed client's lock is kept as a courtesy (§9.6.3.1) until someone conflicts")
+            orphan = [c for c in admin_clients(srv, tl) if c["co_ownerid"] == old.session.ownerid.decode()]
+            tl.check(len(orphan) == 1 and orphan[0]["courtesy"] and orphan[0]["locks"] == 1,
+                     "pynfsd clients lists the orphaned client in courtesy, still holding its lock")
             before_grant = srv.log_mark()
             await b.lock(fb, 0, 100)
             cancelled = [ln for ln in srv.log_text(before_grant).splitlines() if CONFLICT in ln and "ctr-1" in ln]
