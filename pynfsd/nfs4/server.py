@@ -26,6 +26,8 @@ from pynfsd.fs.backend import Attrs, Backend, FileType
 from pynfsd.gen import nfs4 as N
 from pynfsd.idmap import IdMapper
 from pynfsd.nfs4 import compound
+from pynfsd.nfs4.clientstore import FileClientStore
+from pynfsd.nfs4.grace import GracePeriod
 from pynfsd.nfs4.state import StateManager
 from pynfsd.nfs4.vfs import ClientView, Vfs
 from pynfsd.rpc.errors import GarbageArgs
@@ -73,11 +75,25 @@ class NFSServer:
         self.boot_ns = config.wallclock_ns()
         # The write verifier changes on every server start (RFC 7530 §16.36.5).
         self.write_verifier = secrets.token_bytes(8)
+        # Client records on stable storage decide who may reclaim after a restart, and the
+        # grace period during which only reclaims are served (RFC 7530 §9.6.2).
+        self.client_store = FileClientStore(
+            os.path.join(config.state_dir, "clients"), lambda: config.wallclock_ns() / 1e9
+        )
+        self.grace = GracePeriod(
+            config.clock,
+            config.grace_time,
+            self.client_store.recorded(),
+            lease=config.lease_time,
+            on_end=self.client_store.grace_done,
+        )
         self.state = StateManager(
             clock=config.clock,
             rng=secrets.token_bytes,
             lease_time=config.lease_time,
             server_boot_id=secrets.token_bytes(4),
+            store=self.client_store,
+            grace=self.grace,
         )
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="pynfsd-fs")
         self._backends: dict[int, Backend] = {}
@@ -88,6 +104,10 @@ class NFSServer:
     # ------------------------------------------------------------ resources
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def durable(self) -> None:
+        """Wait until the client records changed so far are on stable storage."""
+        await self.client_store.sync(self.run_blocking)
 
     def backend_for(self, export: ClientExport) -> Backend:
         backend = self._backends.get(export.fsid)
@@ -122,8 +142,11 @@ class NFSServer:
             expired = self.state.sweep()
             if expired:
                 log.info("expired the state of %d client(s) whose lease ran out", expired)
+            self.grace.in_grace()  # ends the grace period on time even when nobody asks
+            await self.durable()
 
     def close(self) -> None:
+        self.client_store.flush()
         for backend in self._backends.values():
             backend.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
