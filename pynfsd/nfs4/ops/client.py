@@ -19,6 +19,7 @@ async def setclientid(ctx: CompoundContext, args: N.SETCLIENTID4args) -> N.SETCL
         if isinstance(e.value, tuple):
             e.value = N.netaddr4(*e.value)  # §16.33.4: where the id is in use
         raise
+    await ctx.server.durable()  # a courteous client it displaced is forgotten on disk
     return N.SETCLIENTID4resok(clientid, confirm)
 
 

@@ -77,7 +77,10 @@ async def lock(ctx: CompoundContext, args: N.LOCK4args) -> N.LOCK4resok:
             _convert_denied(e)
             raise
 
-    return await sequenced(owner, seqid, N.OP_LOCK, body)
+    try:
+        return await sequenced(owner, seqid, N.OP_LOCK, body)
+    finally:
+        await ctx.server.durable()  # records of clients whose leases were cancelled
 
 
 @op(N.OP_LOCKT)
@@ -90,6 +93,7 @@ async def lockt(ctx: CompoundContext, args: N.LOCKT4args) -> None:
     except errors.NFS4Error as e:
         _convert_denied(e)
         raise
+    await ctx.server.durable()  # records of clients whose leases were cancelled
 
 
 @op(N.OP_LOCKU)

@@ -42,8 +42,11 @@ async def open_(ctx: CompoundContext, args: N.OPEN4args) -> N.OPEN4resok:
     state = ctx.server.state
     clientid = args.owner.clientid
     owner = state.open_owner(clientid, args.owner.owner, args.seqid)
-    with state.lease_held(clientid):
-        resok, obj = await sequenced(owner, args.seqid, N.OP_OPEN, lambda: _open(ctx, args))
+    try:
+        with state.lease_held(clientid):
+            resok, obj = await sequenced(owner, args.seqid, N.OP_OPEN, lambda: _open(ctx, args))
+    finally:
+        await ctx.server.durable()  # client records changed, before the reply (§9.6.3.4)
     ctx.current = obj
     return resok
 
