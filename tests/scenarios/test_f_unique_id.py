@@ -39,7 +39,8 @@ async def play_no_collision(srv: ServerProcess, tl: Timeline) -> None:
         tl.note("each SETCLIENTID_CONFIRM left the other client alone")
         for actor, f in ((a, fa), (b, fb)):
             await actor.renew()
-            await actor.ok(f"READ {actor.names[f.fh]}", actor.session.read(f, 0, 1), lambda data: f"{len(data)} bytes")
+            await actor.ok(f"WRITE {actor.names[f.fh]} with its open stateid", actor.session.write(f, 0, actor.name.encode()),
+                           lambda n: f"{n} bytes")
         fab = await b.open(d, b"a.txt", create=False)
         denied = await b.lockt(fab, 0, 10)
         tl.check(denied is not None and denied.owner.clientid == a.session.clientid, "A still holds its lock")
