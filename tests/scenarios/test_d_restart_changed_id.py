@@ -16,7 +16,6 @@ import pytest
 
 from pynfsd.gen import nfs4 as N
 from tests.scenarios.helpers import (
-    GRACE_PENDING,
     Actor,
     grace_log,
     linux_v40_id,
@@ -28,7 +27,6 @@ from tests.serverproc import ServerProcess
 
 
 @pytest.mark.slow
-@GRACE_PENDING
 def test_restart_with_changed_id_cannot_reclaim_and_loses_lock(server: ServerProcess, timeline: Timeline) -> None:
     """the server restarts and the client comes back with a changed identity: no reclaim, lock stolen"""
     run(play(server, timeline))

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
-
 from pynfsd.gen import nfs4 as N
-from tests.scenarios.helpers import GRACE_PENDING, Actor, grace_log, linux_v40_id, run
+from tests.scenarios.helpers import Actor, grace_log, linux_v40_id, run
 from tests.scenarios.timeline import Timeline
 from tests.serverproc import ServerProcess
 
@@ -51,8 +49,6 @@ async def play_no_collision(srv: ServerProcess, tl: Timeline) -> None:
             await actor.close()
 
 
-@pytest.mark.slow
-@GRACE_PENDING
 def test_stable_unique_id_reclaims_after_server_restart(server: ServerProcess, timeline: Timeline) -> None:
     """a unique id kept across restarts: the client reclaims after a server restart (scenario d does not happen)"""
     run(play_stable_id(server, timeline))
