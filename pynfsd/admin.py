@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import errno
 import json
 import logging
@@ -158,14 +157,11 @@ def parse_clientid(value: object) -> int:
 
 
 def grace_status(server: object) -> Any:
-    """`server.grace.status()` as JSON-able data, or None while the server has no grace object."""
+    """`server.grace.status()` (a dict), or None when the server has no grace period object."""
     grace = getattr(server, "grace", None)
     if grace is None or not callable(getattr(grace, "status", None)):
         return None
-    value = grace.status()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    return value
+    return grace.status()
 
 
 # ------------------------------------------------------------------ server side (asyncio skin)
@@ -388,13 +384,7 @@ def format_clients(rows: list[dict[str, Any]]) -> str:
 
 
 def format_status(st: dict[str, Any]) -> str:
-    grace = st.get("grace")
-    if grace is None:
-        grace_text = "not reported by this server"
-    elif isinstance(grace, dict):
-        grace_text = ", ".join(f"{k}={v}" for k, v in grace.items())
-    else:
-        grace_text = str(grace)
+    grace_text = format_grace(st.get("grace"))
     lines = [
         f"pynfsd {st['version']}, up {format_duration(float(st['uptime']))}",
         f"clients: {st['clients']} ({st['unconfirmed_clients']} unconfirmed)",
@@ -403,6 +393,20 @@ def format_status(st: dict[str, Any]) -> str:
         f"grace: {grace_text}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def format_grace(grace: Any) -> str:
+    if grace is None:
+        return "not reported by this server"
+    if not isinstance(grace, dict):
+        return str(grace)
+    if grace.get("in_grace"):
+        return (f"in grace, {float(grace.get('seconds_left', 0)):.0f}s left; "
+                f"{grace.get('reclaimed')} of {grace.get('recorded')} recorded clients reclaimed, "
+                f"{grace.get('pending')} pending")
+    if "ended_reason" in grace:
+        return f"over ({grace['ended_reason']})"
+    return ", ".join(f"{k}={v}" for k, v in grace.items())
 
 
 def format_duration(seconds: float) -> str:

@@ -190,30 +190,29 @@ def test_status(world: World) -> None:
         await holder(world, b"client-A", "10.0.0.5", 0, b"a")
         world.clock.advance(42)
         st = ask(admin.AdminCore(world.server), {"cmd": "status"})["result"]
+        grace = st.pop("grace")
         assert st == {"version": admin.__version__, "uptime": 42.0, "clients": 1,
                       "unconfirmed_clients": 0, "opens": 1, "locks": 1, "lease_time": LEASE,
-                      "collisions": 0, "grace": None}
-        assert "grace: not reported by this server" in admin.format_status(st)
+                      "collisions": 0}
+        assert grace == json.loads(json.dumps(world.server.grace.status()))
+        assert grace["in_grace"] is False  # a fresh state dir: nobody can reclaim
+        assert f"grace: over ({grace['ended_reason']})" in admin.format_status({**st, "grace": grace})
 
     world.run(body())
 
 
-@dataclass
-class GraceReport:
-    active: bool
-    reason: str
-
-
-class Grace:
-    def status(self) -> GraceReport:
-        return GraceReport(False, "all clients reclaimed")
-
-
-def test_status_reports_grace_when_the_server_has_one(world: World) -> None:
-    world.server.grace = Grace()  # type: ignore[attr-defined]
+def test_status_without_a_grace_period_object(world: World) -> None:
+    del world.server.grace  # as before the grace period existed
     st = ask(admin.AdminCore(world.server), {"cmd": "status"})["result"]
-    assert st["grace"] == {"active": False, "reason": "all clients reclaimed"}
-    assert "grace: active=False, reason=all clients reclaimed" in admin.format_status(st)
+    assert st["grace"] is None
+    assert "grace: not reported by this server" in admin.format_status(st)
+
+
+def test_format_grace_in_progress() -> None:
+    grace = {"in_grace": True, "seconds_left": 61.2, "recorded": 3, "reclaimed": 1,
+             "pending": 2, "ended_reason": None}
+    assert admin.format_grace(grace) == (
+        "in grace, 61s left; 1 of 3 recorded clients reclaimed, 2 pending")
 
 
 def test_format_clients_table() -> None:
