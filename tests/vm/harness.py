@@ -19,7 +19,7 @@ from tests.vm.initramfs import GUEST, assemble
 from tests.vm.kernel import guest_kernel
 from tests.vm.network import make_network
 from tests.vm.qemu import GuestVM, Transcript
-from tests.vm.servers import Server, make_server
+from tests.vm.servers import SERVERS, Server, make_server
 
 RESULT_RE = re.compile(r"^@@RESULT (\S+) (PASS|FAIL)\s*(.*)$")
 VALUE_RE = re.compile(r"^@@VALUE (\S+) (.*)$")
@@ -69,8 +69,11 @@ def _tail(path: Path, n: int) -> str:
 
 def servers_under_test() -> list[str]:
     """``$PYNFSD_E2E_SERVERS`` (comma separated), default ``pynfsd`` only."""
-    names = os.environ.get("PYNFSD_E2E_SERVERS", "pynfsd").split(",")
-    return [n.strip() for n in names if n.strip()]
+    names = [n.strip() for n in os.environ.get("PYNFSD_E2E_SERVERS", "pynfsd").split(",")]
+    unknown = [n for n in names if n and n not in SERVERS]
+    if unknown:
+        raise ValueError(f"PYNFSD_E2E_SERVERS: unknown {unknown}; known: {sorted(SERVERS)}")
+    return [n for n in names if n]
 
 
 def prepare_export(export_dir: Path, bigdir_count: int) -> None:
