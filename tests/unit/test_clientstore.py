@@ -133,7 +133,9 @@ def test_a_subdirectory_is_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixt
     assert "not a client record" in caplog.text
 
 
-def gated() -> tuple[Callable[[Callable[[], None]], asyncio.Future[None]], list[str], asyncio.Event]:
+def gated() -> tuple[
+    Callable[[Callable[[], None]], asyncio.Future[None]], list[str], asyncio.Event
+]:
     """A run_blocking that runs in a thread once `gate` is set, logging each call."""
     calls: list[str] = []
     gate = asyncio.Event()
