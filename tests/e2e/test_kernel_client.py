@@ -134,6 +134,26 @@ def test_large_directory_listing(run: WorkloadRun) -> None:
     assert_guest(run, "large_directory")
 
 
+def test_exclusive_create(run: WorkloadRun) -> None:
+    assert_guest(run, "exclusive_create")
+
+
+def test_offsets_beyond_4_gib(run: WorkloadRun) -> None:
+    assert_guest(run, "large_offsets")
+    sparse = run.export_dir / "keep" / "sparse"
+    assert sparse.stat().st_size == 1048578 * 4096
+    with open(sparse, "rb") as fh:
+        fh.seek(1048577 * 4096)
+        block = fh.read(4096)
+    assert hashlib.md5(block).hexdigest() == run.values.get("sparse_block_md5")
+    sparse.unlink()
+
+
+def test_concurrent_writers_one_file(run: WorkloadRun) -> None:
+    assert_guest(run, "concurrent_writes")
+    assert md5_file(run.export_dir / "keep" / "concurrent") == run.values.get("concurrent_md5")
+
+
 def test_flock(run: WorkloadRun) -> None:
     assert_guest(run, "flock")
 

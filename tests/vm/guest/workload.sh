@@ -214,6 +214,41 @@ t_large_directory() {
         || die "first/last entry missing"
 }
 
+t_exclusive_create() {
+    f=$M/excl
+    ( set -C; echo first > $f ) || die "O_EXCL create failed"
+    if ( set -C; echo second > $f ) 2>/dev/null; then die "second O_EXCL create succeeded"; fi
+    drop_caches
+    eq "$(cat $f)" first "content after O_EXCL create"
+    # EXCLUSIVE4 keeps the verifier in the times until the client's SETATTR (RFC 7530 §16.16.5)
+    [ "$(stat -c %Y $f)" -gt 1500000000 ] || die "mtime not set after O_EXCL create: $(stat -c %Y $f)"
+    [ "$(stat -c %a $f)" != 0 ] || die "mode 0 after O_EXCL create"
+    rm $f
+}
+
+t_large_offsets() {
+    dd if=/dev/urandom of=/tmp/block bs=4k count=1 2>/dev/null
+    dd if=/tmp/block of=$K/sparse bs=4k seek=1048577 conv=notrunc 2>/dev/null   # at 4 GiB + 4 KiB
+    drop_caches
+    eq "$(stat -c %s $K/sparse)" $(( 1048578 * 4096 )) "size beyond 2^32"
+    eq "$(dd if=$K/sparse bs=4k skip=1048577 count=1 2>/dev/null | md5sum)" \
+        "$(md5sum < /tmp/block)" "block read back at 4 GiB"
+    eq "$(dd if=$K/sparse bs=4k skip=1000 count=1 2>/dev/null | tr -d '\0' | wc -c)" 0 "hole reads as zeros"
+    say "@@VALUE sparse_block_md5 $(md5sum < /tmp/block | cut -d' ' -f1)"
+}
+
+t_concurrent_writes() {
+    dd if=/dev/urandom of=/tmp/chunks bs=1M count=8 2>/dev/null
+    : > $K/concurrent
+    for i in 0 1 2 3 4 5 6 7; do
+        dd if=/tmp/chunks of=$K/concurrent bs=1M skip=$i seek=$i count=1 conv=notrunc 2>/dev/null &
+    done
+    wait
+    drop_caches
+    eq "$(md5sum < $K/concurrent)" "$(md5sum < /tmp/chunks)" "8 concurrent writers"
+    say "@@VALUE concurrent_md5 $(md5sum < /tmp/chunks | cut -d' ' -f1)"
+}
+
 lock_pair() {  # lock_pair KIND TYPE FILE [START LEN]: holder + conflicting waiter
     kind=$1; type=$2; file=$3; shift 3
     rm -f /tmp/ready /tmp/released
@@ -319,6 +354,9 @@ run_test hard_links t_hard_links
 run_test attributes t_attributes
 run_test directories t_directories
 run_test large_directory t_large_directory
+run_test exclusive_create t_exclusive_create
+run_test large_offsets t_large_offsets
+run_test concurrent_writes t_concurrent_writes
 run_test flock t_flock
 run_test fcntl_locks t_fcntl_locks
 run_test negotiation t_negotiation
