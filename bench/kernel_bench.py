@@ -12,9 +12,15 @@ host reads the server's CPU time from ``/proc/PID/stat`` at the guest's phase ma
 per-phase rates (median over repetitions), the pynfsd/Ganesha ratio against the goals (0.8x for
 sequential I/O, 0.5x for metadata), server CPU seconds, and the client's NFS op counts.
 
+The guest is TCG-emulated and shares the host's CPUs with both servers (and with whatever else
+runs there): rates move with host load (printed as the 1-minute load average), while server CPU
+per MiB or per operation is the steadier number for comparing the two servers.
+
 With ``--profile`` only pynfsd runs: ``py-spy`` records each phase of repetition 1 into the
 work directory (timings are then slightly perturbed), or ``cprofile`` runs the whole server
-under cProfile (much slower; use it for call counts only). A benchmark, not a test: nothing
+under cProfile (much slower; use it for call counts only; coroutines count one call per
+resumption). ``--variant`` runs pynfsd with an experimental change patched in
+(``bench.experiment_serve``). A benchmark, not a test: nothing
 here asserts on timings.
 """
 
