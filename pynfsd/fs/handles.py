@@ -30,7 +30,7 @@ class HandleCodec:
         self._prefix = b"pynfsd-fh-v1\0" + export_id
 
     def mac(self, body: bytes) -> bytes:
-        return hmac.new(self._key, self._prefix + body, hashlib.sha256).digest()[:MAC_LEN]
+        return hmac.digest(self._key, self._prefix + body, "sha256")[:MAC_LEN]
 
     def encode(self, handle_type: int, kernel_handle: bytes) -> bytes:
         """Our handle for a kernel handle (EOVERFLOW if it would exceed 100 bytes)."""

@@ -43,6 +43,7 @@ class OpSpec:
     pack_res: Callable[[Packer, Any], None]
     res_cls: type
     res_is_union: bool
+    res_nfields: int
 
 
 OPS: dict[int, OpSpec] = {}
@@ -81,6 +82,7 @@ def op(
             pack_res or N.nfs_resop4_arm_packers[opnum],
             res_cls,
             is_union,
+            len(fields(res_cls)),
         )
         return fn
 
@@ -90,7 +92,7 @@ def op(
 def make_result(spec: OpSpec, status: int, value: Any) -> Any:
     if spec.res_is_union:
         return spec.res_cls(status, value)
-    if len(fields(spec.res_cls)) == 1:
+    if spec.res_nfields == 1:
         return spec.res_cls(status)
     return spec.res_cls(status, value if value is not None else [])  # SETATTR4res attrsset
 

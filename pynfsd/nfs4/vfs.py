@@ -53,6 +53,9 @@ class Obj:
     backend: Backend | None
     handle: bytes
     node: PseudoNode | None = None  # pseudo node at this object, when known
+    # Attributes read during this COMPOUND (Objs live for one COMPOUND): every modification
+    # made through the Vfs drops or replaces them, so a later op never sees stale values.
+    attrs: Attrs | None = None
 
     @property
     def is_pseudo(self) -> bool:
@@ -189,9 +192,15 @@ class Vfs:
 
     # ------------------------------------------------------------ attributes
     async def getattr(self, obj: Obj) -> Attrs:
+        attrs = obj.attrs
+        if attrs is not None:
+            return attrs
         if obj.backend is None:
-            return self.server.pseudo_attrs(obj.node)
-        return await self._run(obj.backend.getattr, obj.handle)
+            attrs = self.server.pseudo_attrs(obj.node)
+        else:
+            attrs = await self._run(obj.backend.getattr, obj.handle)
+        obj.attrs = attrs
+        return attrs
 
     async def statfs(self, obj: Obj) -> FsStat:
         if obj.backend is None:
@@ -244,9 +253,9 @@ class Vfs:
             raise errors.NFS4ERR_NOTDIR()
         self.permit(d, dattrs, perm.EXEC)
         backend = d.be()
-        handle, _ = await self._run(backend.lookup, d.handle, name)
+        handle, attrs = await self._run(backend.lookup, d.handle, name)
         assert d.export is not None
-        return Obj(export_fh(d.export.fsid, handle), d.export, backend, handle)
+        return Obj(export_fh(d.export.fsid, handle), d.export, backend, handle, attrs=attrs)
 
     async def _enter_node(self, node: PseudoNode) -> Obj:
         if node.export is not None:
@@ -316,7 +325,7 @@ class Vfs:
 
     def _entry_obj(self, d: Obj, e: DirEntry) -> Obj:
         assert d.export is not None
-        return Obj(export_fh(d.export.fsid, e.handle), d.export, d.backend, e.handle)
+        return Obj(export_fh(d.export.fsid, e.handle), d.export, d.backend, e.handle, attrs=e.attrs)
 
     async def _pseudo_readdir(
         self, d: Obj, cookie: int, max_entries: int
@@ -343,9 +352,10 @@ class Vfs:
         self.permit(d, attrs, perm.WRITE | perm.EXEC)
         return attrs
 
-    def _child(self, d: Obj, handle: bytes) -> Obj:
+    def _child(self, d: Obj, handle: bytes, attrs: Attrs | None = None) -> Obj:
         assert d.export is not None
-        return Obj(export_fh(d.export.fsid, handle), d.export, d.backend, handle)
+        d.attrs = None  # the directory changed
+        return Obj(export_fh(d.export.fsid, handle), d.export, d.backend, handle, attrs=attrs)
 
     def _owner_for_new(self, d: Obj, dattrs: Attrs) -> tuple[int, int]:
         ident = self.identity(d.export)
@@ -360,7 +370,7 @@ class Vfs:
         h, attrs, created = await self._run(
             d.be().create_file, d.handle, name, mode, uid, gid, exclusive
         )
-        return self._child(d, h), attrs, created
+        return self._child(d, h, attrs), attrs, created
 
     async def make(
         self, d: Obj, name: bytes, ftype: FileType, mode: int, target: bytes, rdev: tuple[int, int]
@@ -377,7 +387,7 @@ class Vfs:
             h, attrs = await self._run(be.symlink, d.handle, name, target, uid, gid)
         else:
             h, attrs = await self._run(be.mknod, d.handle, name, ftype, mode, rdev, uid, gid)
-        return self._child(d, h), attrs
+        return self._child(d, h, attrs), attrs
 
     async def _check_sticky(self, d: Obj, dattrs: Attrs, name: bytes) -> None:
         """In a sticky directory only the owner of the entry or the directory may remove it."""
@@ -393,6 +403,7 @@ class Vfs:
     async def remove(self, d: Obj, name: bytes) -> None:
         dattrs = await self._dir_for_change(d)
         await self._check_sticky(d, dattrs, name)
+        d.attrs = None
         await self._run(d.be().remove, d.handle, name)
 
     async def rename(self, src: Obj, old: bytes, dst: Obj, new: bytes) -> None:
@@ -401,6 +412,7 @@ class Vfs:
         sattrs = await self._dir_for_change(src)
         await self._dir_for_change(dst)
         await self._check_sticky(src, sattrs, old)
+        src.attrs = dst.attrs = None
         try:
             await self.server.run_blocking(src.be().rename, src.handle, old, dst.handle, new)
         except OSError as e:
@@ -417,6 +429,7 @@ class Vfs:
         attrs = await self.getattr(obj)
         if attrs.type == FileType.DIR:
             raise errors.NFS4ERR_ISDIR()
+        d.attrs = obj.attrs = None  # the directory and the link count change
         await self._run(d.be().link, obj.handle, d.handle, name)
 
     # ------------------------------------------------------------ data
@@ -431,6 +444,7 @@ class Vfs:
         if check_perm:
             attrs = await self._file_attrs(obj)
             self.permit(obj, attrs, perm.WRITE, owner_override=True)
+        obj.attrs = None
         return await self._run(obj.be().write, obj.handle, offset, data, sync)
 
     async def commit(self, obj: Obj) -> None:
@@ -474,7 +488,9 @@ class Vfs:
                 raise errors.NFS4ERR_ISDIR()
             self.permit(obj, attrs, perm.WRITE, owner_override=True)
         await self._check_times(obj, attrs, changes, is_owner)
-        return await self._run(self._do_setattr, obj, changes)
+        obj.attrs = None
+        obj.attrs = await self._run(self._do_setattr, obj, changes)
+        return obj.attrs
 
     async def _check_times(
         self, obj: Obj, attrs: Attrs, changes: dict[str, Any], is_owner: bool
