@@ -13,9 +13,12 @@ for p in $PKGS; do
     fi
 done
 
-if [ -n "$missing" ]; then
-    export DEBIAN_FRONTEND=noninteractive
+export DEBIAN_FRONTEND=noninteractive
+# The guest kernel is fetched with apt-get download, which needs the package lists too.
+if [ -n "$missing" ] || ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then
     apt-get update
+fi
+if [ -n "$missing" ]; then
     # shellcheck disable=SC2086
     apt-get install -y --no-install-recommends $missing
 fi
