@@ -9,7 +9,6 @@ for. Anything that fails to parse or verify is ``ESTALE``.
 from __future__ import annotations
 
 import errno
-import hashlib
 import hmac
 import struct
 

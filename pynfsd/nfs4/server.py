@@ -40,6 +40,7 @@ T = TypeVar("T")
 NFS_PROGRAM = 100003
 NFS_V4 = 4
 NFSPROC4_COMPOUND = 1
+VIEW_TTL = 5.0  # seconds a client's resolved export view is reused
 
 
 @dataclass
@@ -98,6 +99,7 @@ class NFSServer:
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="pynfsd-fs")
         self._backends: dict[int, Backend] = {}
         self._views: dict[tuple[ClientExport, ...], ClientView] = {}
+        self._by_addr: dict[str, tuple[float, ClientView]] = {}
         self._factory = config.backend_factory or local_backend
         from pynfsd.nfs4 import ops  # noqa: F401  (importing the handlers fills the op table)
 
@@ -119,6 +121,19 @@ class NFSServer:
         return backend
 
     async def view_for(self, client_addr: str) -> ClientView:
+        """The client's view of the exports, asked of the resolver at most every few seconds
+        per address (a hot path: every COMPOUND needs it)."""
+        now = self.config.clock()
+        hit = self._by_addr.get(client_addr)
+        if hit is not None and now - hit[0] < VIEW_TTL:
+            return hit[1]
+        view = await self._resolve_view(client_addr)
+        if len(self._by_addr) > 4096:
+            self._by_addr.clear()
+        self._by_addr[client_addr] = (now, view)
+        return view
+
+    async def _resolve_view(self, client_addr: str) -> ClientView:
         exports = await self.resolver.exports_for(client_addr)
         view = self._views.get(exports)
         if view is None:

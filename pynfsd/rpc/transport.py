@@ -123,7 +123,7 @@ class _Connection(asyncio.Protocol):
         try:
             reply = await self.owner.rpc.handle_call(record, self.info)
             if reply is not None and not self.closed and self.transport is not None:
-                self.transport.writelines(_framed(reply))
+                _send(self.transport, reply)
         except Exception:
             log.exception("RPC call from %s port %d failed", *self.info.peer)
         finally:
@@ -156,8 +156,17 @@ def _set_nodelay(sock: object) -> None:
         pass  # not a TCP socket (tests with other transports)
 
 
-def _framed(parts: list[Buffer]) -> list[Buffer]:
-    return [marker(sum(len(p) for p in parts)), *parts]
+_JOIN_BELOW = 16 << 10
+
+
+def _send(transport: asyncio.WriteTransport, parts: list[Buffer]) -> None:
+    """Write one reply record: small ones joined into one buffer (one write call, one
+    segment), large ones gathered without copying the payload."""
+    size = sum(len(p) for p in parts)
+    if size < _JOIN_BELOW:
+        transport.write(b"".join([marker(size), *parts]))
+    else:
+        transport.writelines([marker(size), *parts])
 
 
 class RpcTcpServer:
