@@ -37,6 +37,7 @@ run_test() {
     if [ $rc -eq 0 ]; then
         echo "@@RESULT $1 PASS"
     else
+        dmesg | grep -iE 'nfs|rpc|lockd' | grep -vE 'Regist|FS-Cache' | tail -n 8 | sed "s/^/  [$1 dmesg] /"
         echo "@@RESULT $1 FAIL rc=$rc: $(tail -n 3 "/tmp/out.$1" | tr '\n' '|')"
     fi
 }
