@@ -41,7 +41,8 @@ ACCESS4_EXECUTE = 0x20
 
 AUTH_NONE = 0
 AUTH_SYS = 1
-_FLAVOUR_NAMES = {AUTH_NONE: "none", AUTH_SYS: "sys"}
+# RFC 2623 §2.1 pseudoflavours for the Kerberos V5 services
+_FLAVOUR_NAMES = {AUTH_NONE: "none", AUTH_SYS: "sys", 390003: "krb5", 390004: "krb5i", 390005: "krb5p"}
 
 
 @dataclass(slots=True)
@@ -93,7 +94,8 @@ class ClientView:
 
 
 def flavour_name(cred: Credential) -> str:
-    return cred.sec_name if hasattr(cred, "sec_name") else _FLAVOUR_NAMES.get(cred.flavor, "?")
+    """The exports(5) sec= name of the request's flavour (pseudoflavour for RPCSEC_GSS)."""
+    return _FLAVOUR_NAMES.get(cred.sec_flavor, "?")
 
 
 class Vfs:
