@@ -58,7 +58,10 @@ class AuthFlavor(ABC):
 
     @abstractmethod
     async def accept(self, call: CallHeader) -> Accepted:
-        """Verify credential and verifier; raise AuthError (or DropCall) to refuse."""
+        """Verify credential and verifier; raise AuthError (or DropCall) to refuse.
+
+        A flavour answering a control procedure itself may raise GarbageArgs when that
+        procedure's arguments do not decode."""
 
     async def unwrap(self, accepted: Accepted, args: memoryview) -> memoryview:
         """The procedure arguments as the program sees them; raise GarbageArgs if damaged."""

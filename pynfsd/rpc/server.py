@@ -98,6 +98,9 @@ class RpcServer:
             return [encode_auth_error(call.xid, e.auth_stat)]  # RFC 5531 §9: MSG_DENIED
         except DropCall:
             return None
+        except GarbageArgs:
+            # A flavour's control procedure (RPCSEC_GSS INIT) could not decode its arguments.
+            return [encode_accepted(call.xid, R.GARBAGE_ARGS)]
         except Exception:
             log.exception("auth flavour %d failed on xid %#x", call.cred.flavor, call.xid)
             return [encode_accepted(call.xid, R.SYSTEM_ERR)]
