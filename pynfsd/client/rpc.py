@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 from pynfsd.gen import rpc as R
 from pynfsd.rpc.record import MAX_FRAGMENT, RecordError, RecordReader, record_buffers
@@ -124,6 +124,12 @@ def encode_call(
 
 def decode_reply(record: bytes) -> tuple[int, bytes]:
     """(xid, results) of a SUCCESS reply; raises the RpcError matching any other reply."""
+    xid, _, results = decode_reply_verf(record)
+    return xid, results
+
+
+def decode_reply_verf(record: bytes) -> tuple[int, R.opaque_auth, bytes]:
+    """(xid, reply verifier, results) of a SUCCESS reply, like `decode_reply`."""
     u = Unpacker(record)
     try:
         msg = R.unpack_rpc_msg(u)
@@ -135,7 +141,7 @@ def decode_reply(record: bytes) -> tuple[int, bytes]:
     if isinstance(body.value, R.rejected_reply):
         raise _denied(msg.xid, body.value)
     assert isinstance(body.value, R.accepted_reply)
-    return msg.xid, _accepted_results(msg.xid, body.value, record[u.pos :])
+    return msg.xid, body.value.verf, _accepted_results(msg.xid, body.value, record[u.pos :])
 
 
 def _denied(xid: int, rej: R.rejected_reply) -> RpcDeniedError:
@@ -155,6 +161,13 @@ def _accepted_results(xid: int, acc: R.accepted_reply, rest: bytes) -> bytes:
     if rest:
         raise BadReply(f"xid {xid:#x}: {len(rest)} bytes after a {err}")
     raise err
+
+
+class CallAuth(Protocol):
+    """A credential provider that runs whole calls itself (RPCSEC_GSS: signs the header,
+    protects the arguments, checks the reply verifier and unprotects the results)."""
+
+    async def call(self, client: RpcClient, prog: int, vers: int, proc: int, args: bytes) -> bytes: ...
 
 
 class _Protocol(asyncio.Protocol):
@@ -185,6 +198,7 @@ class RpcClient:
 
     def __init__(self, cred: AuthSysCred | None, xid_start: int | None) -> None:
         self.cred = cred
+        self.auth: CallAuth | None = None  # when set, calls without an explicit cred use it
         self._xid = int.from_bytes(os.urandom(4), "big") if xid_start is None else xid_start
         self._pending: dict[int, asyncio.Future[bytes]] = {}
         self._unmatched: asyncio.Queue[bytes] = asyncio.Queue()
@@ -223,6 +237,8 @@ class RpcClient:
         verf: R.opaque_auth = NULL_AUTH,
     ) -> bytes:
         """Call a procedure; return its results or raise an RpcError subclass."""
+        if cred is None and self.auth is not None:
+            return await self.auth.call(self, prog, vers, proc, args)
         if cred is None:
             cred = self.cred.opaque_auth() if self.cred else NULL_AUTH
         xid = self.next_xid()
