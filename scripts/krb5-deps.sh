@@ -1,0 +1,30 @@
+#!/bin/sh
+# Install what the Kerberos tests (tests/interop, bench/gss_perpacket.py) need: the MIT KDC and
+# client tools (k5test builds a throwaway realm from them), libkrb5-dev and gcc (python-gssapi has
+# no Linux wheel and builds from source against krb5-config), then gssapi and k5test into the
+# Python given as $1 (default: python3). Idempotent: re-running installs only what is missing.
+# Must run as root.
+set -eu
+
+PY="${1:-python3}"
+PKGS="krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc libc6-dev"
+
+missing=""
+for p in $PKGS; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+
+export DEBIAN_FRONTEND=noninteractive
+if [ -n "$missing" ]; then
+    apt-get update
+    # shellcheck disable=SC2086
+    apt-get install -y --no-install-recommends $missing
+fi
+
+if ! "$PY" -c 'import gssapi, k5test' >/dev/null 2>&1; then
+    "$PY" -m pip install --quiet "gssapi>=1.8" "k5test>=0.10"
+fi
+"$PY" -c 'import gssapi.raw.ext_krb5, k5test' \
+    && echo "krb5-deps: all present: $(echo "$PKGS" | tr -s ' '), gssapi, k5test"
