@@ -1,0 +1,189 @@
+"""RFC 4121 (Kerberos 5 GSS-API mechanism, version 2 "CFX") per-message tokens.
+
+MIC token (§4.2.6.1):  04 04 | flags | FF x5 | SND_SEQ(8) | checksum(msg | header)
+Wrap token (§4.2.6.2): 05 04 | flags | FF | EC(2) | RRC(2) | SND_SEQ(8) | data
+  sealed:   data = encrypt(msg | EC filler octets | header with RRC 0)
+  unsealed: data = msg | checksum(msg | header with EC 0 and RRC 0), EC = checksum length
+  data may be rotated right by RRC octets (§4.2.5); we send RRC 0, and read any RRC in place.
+
+Theory of operation: `CfxKeys` holds the per-message keys of one context for both
+directions (the key usages of §2: acceptor seal/sign 22/23, initiator seal/sign 24/25) and
+the flags we send. The functions here are pure: sequence numbers, the confounder and the
+clock come from the caller (`pynfsd.gss.lucid.Krb5Context`).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pynfsd.gss import BadMic, DefectiveToken
+from pynfsd.gss.krb5crypto import Buffer, CryptoError, UsageKey, gather
+
+TOK_MIC = b"\x04\x04"
+TOK_WRAP = b"\x05\x04"
+# §4.2.2 flags
+FLAG_SENT_BY_ACCEPTOR = 0x01
+FLAG_SEALED = 0x02
+FLAG_ACCEPTOR_SUBKEY = 0x04
+# §2 key usage numbers
+KG_USAGE_ACCEPTOR_SEAL = 22
+KG_USAGE_ACCEPTOR_SIGN = 23
+KG_USAGE_INITIATOR_SEAL = 24
+KG_USAGE_INITIATOR_SIGN = 25
+
+HEADER_SIZE = 16
+_SEQ_MASK = (1 << 64) - 1
+_MIC_HEADER = struct.Struct(">2sB5sQ")
+_WRAP_HEADER = struct.Struct(">2sBBHHQ")
+_MIC_FILLER = b"\xff" * 5
+
+
+class _Direction:
+    """The seal and sign keys of one sender (initiator or acceptor) under one base key."""
+
+    __slots__ = ("seal", "sign")
+
+    def __init__(self, enctype: int, key: bytes, acceptor: bool) -> None:
+        seal = KG_USAGE_ACCEPTOR_SEAL if acceptor else KG_USAGE_INITIATOR_SEAL
+        sign = KG_USAGE_ACCEPTOR_SIGN if acceptor else KG_USAGE_INITIATOR_SIGN
+        self.seal = UsageKey(enctype, key, seal)
+        self.sign = UsageKey(enctype, key, sign)
+
+
+class CfxKeys:
+    """Per-message keys of one context, for tokens we send and tokens we receive.
+
+    §2: when the acceptor asserted a subkey, both sides protect tokens with it and set
+    AcceptorSubkey; otherwise the context key (initiator subkey or session key) is used.
+    """
+
+    __slots__ = ("initiator", "send", "send_flags", "_recv", "_spec")
+
+    def __init__(
+        self,
+        initiator: bool,
+        enctype: int,
+        key: bytes,
+        acceptor_subkey_enctype: int | None = None,
+        acceptor_subkey: bytes | None = None,
+    ) -> None:
+        self.initiator = initiator
+        self._spec: dict[bool, tuple[int, bytes]] = {False: (enctype, key)}
+        if acceptor_subkey:
+            self._spec[True] = (acceptor_subkey_enctype or enctype, acceptor_subkey)
+        use_subkey = True in self._spec
+        self.send = _Direction(*self._spec[use_subkey], acceptor=not initiator)
+        self.send_flags = (0 if initiator else FLAG_SENT_BY_ACCEPTOR) | (
+            FLAG_ACCEPTOR_SUBKEY if use_subkey else 0
+        )
+        self._recv: dict[bool, _Direction] = {}
+
+    def receive(self, flags: int) -> _Direction:
+        """The peer's keys for a token with these flags (checks direction and key choice)."""
+        if bool(flags & FLAG_SENT_BY_ACCEPTOR) != self.initiator:
+            # §4.2.2: a token must come from the other side (this also stops reflection).
+            raise DefectiveToken("token sent in the wrong direction")
+        subkey = bool(flags & FLAG_ACCEPTOR_SUBKEY)
+        keys = self._recv.get(subkey)
+        if keys is None:
+            if subkey not in self._spec:
+                raise DefectiveToken("token uses an acceptor subkey this context lacks")
+            keys = self._recv[subkey] = _Direction(*self._spec[subkey], acceptor=self.initiator)
+        return keys
+
+
+def make_mic(keys: CfxKeys, seq: int, msg: Buffer) -> bytes:
+    """§4.2.6.1 MIC token: checksum over the message, then the 16-octet header."""
+    header = _MIC_HEADER.pack(TOK_MIC, keys.send_flags, _MIC_FILLER, seq & _SEQ_MASK)
+    return header + keys.send.sign.checksum((msg, header))
+
+
+def verify_mic(keys: CfxKeys, msg: Buffer, token: Buffer) -> int:
+    """Check a MIC token over `msg`; returns its sequence number."""
+    if len(token) < HEADER_SIZE:
+        raise DefectiveToken("MIC token too short")
+    tok_id, flags, filler, seq = _MIC_HEADER.unpack_from(token)
+    if tok_id != TOK_MIC or filler != _MIC_FILLER or flags & FLAG_SEALED:
+        raise DefectiveToken("not a CFX MIC token")  # §4.2.6.1; Sealed SHALL NOT be set
+    sign = keys.receive(flags).sign
+    if len(token) != HEADER_SIZE + sign.mac_size:
+        raise DefectiveToken("MIC token has the wrong length")
+    view = memoryview(token)
+    if not sign.verify_checksum((msg, view[:HEADER_SIZE]), view[HEADER_SIZE:]):
+        raise BadMic("MIC does not verify")
+    return int(seq)
+
+
+def make_wrap(
+    keys: CfxKeys, seq: int, msg: Buffer, conf: bool, confounder: bytes | None = None
+) -> bytearray:
+    """§4.2.6.2 Wrap token with RRC 0 and no filler when sealed."""
+    seal = keys.send.seal
+    seq &= _SEQ_MASK
+    if conf:
+        header = _WRAP_HEADER.pack(TOK_WRAP, keys.send_flags | FLAG_SEALED, 0xFF, 0, 0, seq)
+        # §4.2.4: the encrypted copy of the header has RRC 0 (and EC as in the token).
+        return seal.seal(header, (msg, header), confounder)
+    header = _WRAP_HEADER.pack(TOK_WRAP, keys.send_flags, 0xFF, seal.mac_size, 0, seq)
+    signed = _WRAP_HEADER.pack(TOK_WRAP, keys.send_flags, 0xFF, 0, 0, seq)
+    out = bytearray(HEADER_SIZE + len(msg) + seal.mac_size)
+    out[:HEADER_SIZE] = header
+    out[HEADER_SIZE : HEADER_SIZE + len(msg)] = msg
+    # §4.2.4: the checksum covers msg | header with EC and RRC set to zero.
+    out[HEADER_SIZE + len(msg) :] = seal.checksum((msg, signed))
+    return out
+
+
+def read_wrap(keys: CfxKeys, token: Buffer) -> tuple[bytearray, bool, int]:
+    """Open a Wrap token: (message, sealed?, sequence number)."""
+    if len(token) < HEADER_SIZE:
+        raise DefectiveToken("Wrap token too short")
+    tok_id, flags, filler, ec, rrc, seq = _WRAP_HEADER.unpack_from(token)
+    if tok_id != TOK_WRAP or filler != 0xFF:
+        raise DefectiveToken("not a CFX Wrap token")
+    seal = keys.receive(flags).seal
+    view = memoryview(token)
+    data = view[HEADER_SIZE:]
+    rot = rrc % len(data) if len(data) else 0  # §4.2.5: undo a right rotation, in place
+    segments = [data[rot:], data[:rot]] if rot else [data]
+    if flags & FLAG_SEALED:
+        return _open_sealed(seal, view[:HEADER_SIZE], segments, ec), True, int(seq)
+    return _open_signed(seal, view[:HEADER_SIZE], segments, ec), False, int(seq)
+
+
+def _open_sealed(
+    seal: UsageKey, header: memoryview, segments: list[memoryview], ec: int
+) -> bytearray:
+    try:
+        plain = seal.open(segments)
+    except CryptoError as e:
+        raise BadMic(f"Wrap token does not decrypt: {e}") from None
+    if len(plain) < ec + HEADER_SIZE:
+        raise DefectiveToken("Wrap token filler longer than its data")
+    copy = memoryview(plain)[len(plain) - HEADER_SIZE :]
+    # §4.2.4: the encrypted header must match the one in the clear (RRC excepted).
+    same = copy[:6] == header[:6] and copy[8:] == header[8:]
+    copy.release()
+    if not same:
+        raise DefectiveToken("encrypted Wrap header does not match")
+    del plain[len(plain) - ec - HEADER_SIZE :]
+    return plain
+
+
+def _open_signed(
+    seal: UsageKey, header: memoryview, segments: list[memoryview], ec: int
+) -> bytearray:
+    size = sum(len(s) for s in segments)
+    if ec != seal.mac_size or size < ec:  # §4.2.4: EC is the checksum length
+        raise DefectiveToken("unsealed Wrap token has a bad EC")
+    msg = bytearray(size - ec)
+    pos = 0
+    for seg in segments:
+        take = min(len(seg), len(msg) - pos)
+        msg[pos : pos + take] = seg[:take]
+        pos += take
+    trailer = gather(segments, size - ec, size)
+    signed = bytes(header[:4]) + b"\x00\x00\x00\x00" + bytes(header[8:])
+    if not seal.verify_checksum((msg, signed), trailer):
+        raise BadMic("Wrap token checksum does not verify")
+    return msg
