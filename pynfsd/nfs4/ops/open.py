@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pynfsd.fs.backend import Attrs, FileType
@@ -14,6 +15,7 @@ from pynfsd.nfs4.ops.attr import apply_setattrs
 from pynfsd.nfs4.ops.dirs import change_info
 from pynfsd.nfs4.ops.names import check_name
 from pynfsd.nfs4.ops.seqid import sequenced, to_stateid, to_stateid4
+from pynfsd.nfs4.state import Stateid
 from pynfsd.nfs4.state_shares import check_share_args
 from pynfsd.nfs4.vfs import Obj
 
@@ -160,17 +162,27 @@ async def _create_exclusive(ctx: CompoundContext, d: Obj, name: bytes, verf: byt
     return _Opened(obj, attrs, True, N.change_info4(False, 0, 0), list(_EXCL_ATTRSET))
 
 
+async def _on_open_stateid(
+    ctx: CompoundContext, sid4: N.stateid4, seqid: int, opnum: int,
+    change: Callable[[Stateid, bytes], Stateid],
+) -> N.stateid4:
+    """OPEN_CONFIRM, OPEN_DOWNGRADE and CLOSE: a state change sequenced on the open-owner."""
+    sid = to_stateid(sid4)
+    owner = ctx.server.state.owner_for_stateid(sid)
+    fh = ctx.current.fh
+
+    async def body() -> N.stateid4:
+        return to_stateid4(change(sid, fh))
+
+    return await sequenced(owner, seqid, opnum, body)
+
+
 @op(N.OP_OPEN_CONFIRM)
 async def open_confirm(ctx: CompoundContext, args: N.OPEN_CONFIRM4args) -> N.OPEN_CONFIRM4resok:
     state = ctx.server.state
-    sid = to_stateid(args.open_stateid)
-    owner = state.owner_for_stateid(sid)
-    fh = ctx.current.fh
-
-    async def body() -> N.OPEN_CONFIRM4resok:
-        return N.OPEN_CONFIRM4resok(to_stateid4(state.open_confirm(sid, fh)))
-
-    return await sequenced(owner, args.seqid, N.OP_OPEN_CONFIRM, body)
+    new = await _on_open_stateid(ctx, args.open_stateid, args.seqid, N.OP_OPEN_CONFIRM,
+                                 state.open_confirm)
+    return N.OPEN_CONFIRM4resok(new)
 
 
 @op(N.OP_OPEN_DOWNGRADE)
@@ -178,25 +190,15 @@ async def open_downgrade(
     ctx: CompoundContext, args: N.OPEN_DOWNGRADE4args
 ) -> N.OPEN_DOWNGRADE4resok:
     state = ctx.server.state
-    sid = to_stateid(args.open_stateid)
-    owner = state.owner_for_stateid(sid)
-    fh = ctx.current.fh
 
-    async def body() -> N.OPEN_DOWNGRADE4resok:
-        new = state.open_downgrade(sid, args.share_access, args.share_deny, fh)
-        return N.OPEN_DOWNGRADE4resok(to_stateid4(new))
+    def downgrade(sid: Stateid, fh: bytes) -> Stateid:
+        return state.open_downgrade(sid, args.share_access, args.share_deny, fh)
 
-    return await sequenced(owner, args.seqid, N.OP_OPEN_DOWNGRADE, body)
+    new = await _on_open_stateid(ctx, args.open_stateid, args.seqid, N.OP_OPEN_DOWNGRADE, downgrade)
+    return N.OPEN_DOWNGRADE4resok(new)
 
 
 @op(N.OP_CLOSE)
 async def close(ctx: CompoundContext, args: N.CLOSE4args) -> N.stateid4:
-    state = ctx.server.state
-    sid = to_stateid(args.open_stateid)
-    owner = state.owner_for_stateid(sid)
-    fh = ctx.current.fh
-
-    async def body() -> N.stateid4:
-        return to_stateid4(state.close(sid, fh))
-
-    return await sequenced(owner, args.seqid, N.OP_CLOSE, body)
+    return await _on_open_stateid(ctx, args.open_stateid, args.seqid, N.OP_CLOSE,
+                                  ctx.server.state.close)
