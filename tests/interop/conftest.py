@@ -75,7 +75,7 @@ def _free_portbase() -> int:
     raise RuntimeError("no free block of ports for the test KDC")
 
 
-def _start_realm() -> Any:
+def start_realm() -> Any:
     from k5test import K5Realm
 
     k5 = K5Realm(portbase=_free_portbase(), create_host=False, start_kdc=False, get_creds=False)
@@ -85,12 +85,12 @@ def _start_realm() -> Any:
         k5.start_kdc()
         k5.kinit(k5.user_princ, k5.password("user"))
     except BaseException:
-        _stop_realm(k5)
+        stop_realm(k5)
         raise
     return k5
 
 
-def _stop_realm(k5: Any) -> None:
+def stop_realm(k5: Any) -> None:
     proc = getattr(k5, "_kdc_proc", None)
     if proc is not None:  # by PID: only the KDC this fixture started
         proc.terminate()
@@ -105,7 +105,7 @@ def _stop_realm(k5: Any) -> None:
 
 @pytest.fixture(scope="session")
 def krb5_realm() -> Iterator[Krb5Realm]:
-    k5 = _start_realm()
+    k5 = start_realm()
     saved = {name: os.environ.get(name) for name in k5.env}
     os.environ.update(k5.env)
     host = k5.hostname
@@ -129,4 +129,4 @@ def krb5_realm() -> Iterator[Krb5Realm]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        _stop_realm(k5)
+        stop_realm(k5)
