@@ -101,15 +101,19 @@ class Krb5Context:
 
     def verify_mic(self, msg: Buffer, token: Buffer) -> None:
         """Raise BadMic, DefectiveToken or ContextExpired unless `token` is a MIC of `msg`."""
-        self.verify_mic_seq(msg, token)
+        if self._clock() >= self.endtime:
+            raise ContextExpired("the context's ticket has expired")
+        cfx.verify_mic(self._keys, msg, token)
 
-    def wrap(self, msg: Buffer, conf: bool = True) -> bytearray:
+    def wrap(self, msg: Buffer, conf: bool = True) -> bytes | bytearray:
         confounder = self._random(BLOCK) if conf else None
         return cfx.make_wrap(self._keys, next(self._seq), msg, conf, confounder)
 
-    def unwrap(self, token: Buffer) -> tuple[bytearray, bool]:
+    def unwrap(self, token: Buffer) -> tuple[bytes | bytearray, bool]:
         """(message, confidentiality was applied); raises like `verify_mic`."""
-        msg, sealed, _ = self.unwrap_seq(token)
+        if self._clock() >= self.endtime:
+            raise ContextExpired("the context's ticket has expired")
+        msg, sealed, _ = cfx.read_wrap(self._keys, token)
         return msg, sealed
 
     # -- variants that also return the token's sequence number -------------------------------
@@ -118,7 +122,7 @@ class Krb5Context:
         self._check_time()
         return cfx.verify_mic(self._keys, msg, token)
 
-    def unwrap_seq(self, token: Buffer) -> tuple[bytearray, bool, int]:
+    def unwrap_seq(self, token: Buffer) -> tuple[bytes | bytearray, bool, int]:
         self._check_time()
         return cfx.read_wrap(self._keys, token)
 

@@ -116,14 +116,14 @@ def verify_mic(keys: CfxKeys, msg: Buffer, token: Buffer) -> int:
 
 def make_wrap(
     keys: CfxKeys, seq: int, msg: Buffer, conf: bool, confounder: bytes | None = None
-) -> bytearray:
+) -> bytes | bytearray:
     """§4.2.6.2 Wrap token with RRC 0 and no filler when sealed."""
     seal = keys.send.seal
     seq &= _SEQ_MASK
     if conf:
         header = _WRAP_HEADER.pack(TOK_WRAP, keys.send_flags | FLAG_SEALED, 0xFF, 0, 0, seq)
         # §4.2.4: the encrypted copy of the header has RRC 0 (and EC as in the token).
-        return seal.seal(header, (msg, header), confounder)
+        return seal.seal(header, msg, header, confounder)
     header = _WRAP_HEADER.pack(TOK_WRAP, keys.send_flags, 0xFF, seal.mac_size, 0, seq)
     signed = _WRAP_HEADER.pack(TOK_WRAP, keys.send_flags, 0xFF, 0, 0, seq)
     out = bytearray(HEADER_SIZE + len(msg) + seal.mac_size)
@@ -134,7 +134,7 @@ def make_wrap(
     return out
 
 
-def read_wrap(keys: CfxKeys, token: Buffer) -> tuple[bytearray, bool, int]:
+def read_wrap(keys: CfxKeys, token: Buffer) -> tuple[bytes | bytearray, bool, int]:
     """Open a Wrap token: (message, sealed?, sequence number)."""
     if len(token) < HEADER_SIZE:
         raise DefectiveToken("Wrap token too short")
@@ -146,44 +146,38 @@ def read_wrap(keys: CfxKeys, token: Buffer) -> tuple[bytearray, bool, int]:
     data = view[HEADER_SIZE:]
     rot = rrc % len(data) if len(data) else 0  # §4.2.5: undo a right rotation, in place
     segments = [data[rot:], data[:rot]] if rot else [data]
+    header = bytes(view[:HEADER_SIZE])
     if flags & FLAG_SEALED:
-        return _open_sealed(seal, view[:HEADER_SIZE], segments, ec), True, int(seq)
-    return _open_signed(seal, view[:HEADER_SIZE], segments, ec), False, int(seq)
+        return _open_sealed(seal, header, segments, ec), True, int(seq)
+    return _open_signed(seal, header, segments, ec), False, int(seq)
 
 
 def _open_sealed(
-    seal: UsageKey, header: memoryview, segments: list[memoryview], ec: int
-) -> bytearray:
+    seal: UsageKey, header: bytes, segments: list[memoryview], ec: int
+) -> bytes | bytearray:
     try:
         plain = seal.open(segments)
     except CryptoError as e:
         raise BadMic(f"Wrap token does not decrypt: {e}") from None
-    if len(plain) < ec + HEADER_SIZE:
+    end = len(plain) - HEADER_SIZE - ec
+    if end < 0:
         raise DefectiveToken("Wrap token filler longer than its data")
-    copy = memoryview(plain)[len(plain) - HEADER_SIZE :]
+    copy = bytes(plain[-HEADER_SIZE:])
     # §4.2.4: the encrypted header must match the one in the clear (RRC excepted).
-    same = copy[:6] == header[:6] and copy[8:] == header[8:]
-    copy.release()
-    if not same:
+    if copy[:6] != header[:6] or copy[8:] != header[8:]:
         raise DefectiveToken("encrypted Wrap header does not match")
-    del plain[len(plain) - ec - HEADER_SIZE :]
-    return plain
+    if isinstance(plain, bytearray):
+        del plain[end:]  # no copy of a large message
+        return plain
+    return plain[:end]
 
 
-def _open_signed(
-    seal: UsageKey, header: memoryview, segments: list[memoryview], ec: int
-) -> bytearray:
+def _open_signed(seal: UsageKey, header: bytes, segments: list[memoryview], ec: int) -> bytes:
     size = sum(len(s) for s in segments)
     if ec != seal.mac_size or size < ec:  # §4.2.4: EC is the checksum length
         raise DefectiveToken("unsealed Wrap token has a bad EC")
-    msg = bytearray(size - ec)
-    pos = 0
-    for seg in segments:
-        take = min(len(seg), len(msg) - pos)
-        msg[pos : pos + take] = seg[:take]
-        pos += take
-    trailer = gather(segments, size - ec, size)
-    signed = bytes(header[:4]) + b"\x00\x00\x00\x00" + bytes(header[8:])
-    if not seal.verify_checksum((msg, signed), trailer):
+    msg = gather(segments, 0, size - ec)
+    signed = header[:4] + b"\x00\x00\x00\x00" + header[8:]
+    if not seal.verify_checksum((msg, signed), gather(segments, size - ec, size)):
         raise BadMic("Wrap token checksum does not verify")
     return msg

@@ -120,7 +120,7 @@ def sealed_token(ctx: Krb5Context, msg: bytes, ec: int, inner_ec: int | None = N
     inner = struct.pack(
         ">2sBBHHQ", cfx.TOK_WRAP, flags, 0xFF, ec if inner_ec is None else inner_ec, 0, 7
     )
-    return bytes(seal.seal(header, (msg, b"\xaa" * ec, inner)))
+    return bytes(seal.seal(header, msg + b"\xaa" * ec, inner))
 
 
 def test_filler_is_removed_and_headers_compared() -> None:

@@ -259,14 +259,17 @@ def test_encrypt_matches_rfc3961_definition(enctype: int) -> None:
 
 @pytest.mark.parametrize("enctype", [17, 18, 19, 20])
 def test_seal_open_round_trip_and_segments(enctype: int) -> None:
-    key = kc.UsageKey(enctype, os.urandom(kc.profile(enctype).key_size), 22)
-    for length in (0, 1, 15, 16, 17, 100, 4097):
+    """Small (joined) and large (streamed, chunked) paths, whole and split into segments."""
+    base = os.urandom(kc.profile(enctype).key_size)
+    key, ke = kc.UsageKey(enctype, base, 22), kc.derive_key(enctype, base, 22, kc.KE)
+    sizes = (0, 1, 15, 16, 17, 100, 4097, kc.SMALL - 1, kc.SMALL + 1, kc.CHUNK + 7, 200_000)
+    for length in sizes:
         data = os.urandom(length)
-        parts = [data[:3], data[3:], b"", b"tail-bytes"]
-        sealed = key.seal(b"HDR", parts)
+        sealed = key.seal(b"HDR", data, b"tail-bytes")
         assert sealed[:3] == b"HDR"
         body = bytes(sealed[3:])
         assert len(body) == key.ciphertext_size(length + 10)
+        assert kc.cts_decrypt(ke, body[: -key.mac_size])[16:] == data + b"tail-bytes"
         assert key.open([memoryview(body)]) == data + b"tail-bytes"
         for split in (0, 1, 7, 16, len(body) // 2, len(body) - 5, len(body)):
             segs = [memoryview(body)[:split], memoryview(body)[split:]]
