@@ -177,10 +177,10 @@ def allocation_table(r: RunResult) -> str:
 
 def print_profile(path: str, limit: int = 25) -> None:
     print(f"\n--- {path}: top {limit} by own time ---")
-    stats = pstats.Stats(path, stream=sys.stdout)
-    stats.strip_dirs().sort_stats("tottime").print_stats(limit)
-    print(f"--- {path}: top {limit} by cumulative time (pynfsd) ---")
-    stats.sort_stats("cumulative").print_stats(r"pynfsd|scale|runtime", limit)
+    pstats.Stats(path, stream=sys.stdout).strip_dirs().sort_stats("tottime").print_stats(limit)
+    print(f"--- {path}: top {limit} server functions by cumulative time ---")
+    server = r"pynfsd/(nfs4|rpc|fs|exports)/"
+    pstats.Stats(path, stream=sys.stdout).sort_stats("cumulative").print_stats(server, limit)
 
 
 def to_json(results: list[RunResult], shape: Shape) -> dict[str, Any]:
