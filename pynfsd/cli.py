@@ -24,6 +24,7 @@ from pynfsd import __version__, admin
 from pynfsd.exports import ExportsError, load_exports, parse_export_line
 from pynfsd.exports.resolver import StaticExportResolver
 from pynfsd.exports.types import ExportEntry
+from pynfsd.gss.accept import Acceptor
 from pynfsd.nfs4.server import NFSServer, ServerConfig
 from pynfsd.rpc.auth import AuthRegistry
 from pynfsd.rpc.server import RpcServer
@@ -65,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lease time announced to clients (default 90)")
     s.add_argument("--grace", type=int, default=90, metavar="SECONDS",
                    help="grace period after a restart for state reclaim (default 90)")
+    s.add_argument("--keytab", metavar="FILE",
+                   help="Kerberos keytab for RPCSEC_GSS (sec=krb5, krb5i, krb5p); default: "
+                   "KRB5_KTNAME or /etc/krb5.keytab when present and python-gssapi is installed")
+    s.add_argument("--gss-backend", choices=["gssapi", "gssproxy"], default="gssapi",
+                   help="how RPCSEC_GSS contexts are established (default gssapi: in-process)")
+    s.add_argument("--principal-map", metavar="FILE",
+                   help="static Kerberos principal map: 'principal user' or "
+                   "'principal uid:gid[:gids]' per line (checked before the passwd database)")
     s.add_argument("--log-level", default="INFO", metavar="LEVEL",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
                    help="DEBUG, INFO, WARNING or ERROR (default INFO)")
@@ -112,10 +121,52 @@ def export_entries(args: argparse.Namespace) -> list[ExportEntry]:
     return entries
 
 
-async def run_server(args: argparse.Namespace, entries: list[ExportEntry]) -> None:
+def default_keytab() -> str | None:
+    """KRB5_KTNAME (a FILE: name or a path) or /etc/krb5.keytab, if the file exists."""
+    name = os.environ.get("KRB5_KTNAME", "/etc/krb5.keytab")
+    path = name.split(":", 1)[1] if name.startswith(("FILE:", "WRFILE:")) else name
+    return path if os.path.isfile(path) else None
+
+
+def auth_registry(args: argparse.Namespace) -> AuthRegistry:
+    """AUTH_NONE, AUTH_SYS and, with a keytab, RPCSEC_GSS (RFC 2203)."""
+    registry = AuthRegistry.default()
+    keytab = args.keytab or default_keytab()
+    if keytab is None:
+        return registry
+    try:
+        from pynfsd.gss.principals import PrincipalMapper, load_map_file
+        from pynfsd.rpc.gss import RpcsecGss
+
+        acceptor = gss_acceptor(args.gss_backend, keytab)
+    except ImportError as e:
+        if args.keytab:
+            raise ExportsError(f"--keytab needs the {args.gss_backend} backend: {e}") from None
+        log.info("no RPCSEC_GSS: %s", e)
+        return registry
+    static = load_map_file(args.principal_map) if args.principal_map else None
+    registry.register(RpcsecGss(acceptor, PrincipalMapper(static=static)))
+    log.info("RPCSEC_GSS (krb5, krb5i, krb5p) with keytab %s via %s", keytab, args.gss_backend)
+    return registry
+
+
+def gss_acceptor(backend: str, keytab: str) -> Acceptor:
+    if backend == "gssproxy":
+        from pynfsd.gss.gssproxy import GssproxyAcceptor  # type: ignore[import-not-found]
+
+        proxy: Acceptor = GssproxyAcceptor(keytab=keytab)
+        return proxy
+    from pynfsd.gss.accept import GssapiAcceptor
+
+    return GssapiAcceptor(keytab)
+
+
+async def run_server(
+    args: argparse.Namespace, entries: list[ExportEntry], auth: AuthRegistry | None = None
+) -> None:
     config = ServerConfig(state_dir=args.state_dir, lease_time=args.lease, grace_time=args.grace)
     nfs = NFSServer(config, StaticExportResolver(entries))
-    rpc = RpcServer(AuthRegistry.default())
+    rpc = RpcServer(auth or AuthRegistry.default())
     nfs.register(rpc)
     server = await serve(rpc, args.bind or None, args.port)
     control = await admin.start_admin(nfs, args.state_dir)
@@ -172,13 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         entries = export_entries(args)
         os.makedirs(args.state_dir, mode=0o700, exist_ok=True)
-    except (ExportsError, OSError) as e:
+        auth = auth_registry(args)
+    except (ExportsError, OSError, ValueError) as e:
         print(f"pynfsd: {e}", file=sys.stderr)
         return 2
     uvloop = install_event_loop()
     log.info("pynfsd %s starting (%s event loop)", __version__, "uvloop" if uvloop else "asyncio")
     try:
-        asyncio.run(run_server(args, entries))
+        asyncio.run(run_server(args, entries, auth))
     except OSError as e:
         where = ", ".join(args.bind) or "all addresses"
         print(f"pynfsd: cannot listen on {where} port {args.port}: {e.strerror or e}", file=sys.stderr)
