@@ -607,3 +607,20 @@ def test_client_rejects_a_forged_reply_verifier() -> None:
             a.check_reply(2, reply)  # the verifier is the MIC of seq 1, not 2
 
     run(go())
+
+
+# ------------------------------------------------------------------ the command line
+def test_serve_registers_rpcsec_gss_only_with_a_keytab(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pynfsd.cli import auth_registry, build_parser
+
+    monkeypatch.setenv("KRB5_KTNAME", f"FILE:{tmp_path}/missing.keytab")
+    args = build_parser().parse_args(["serve"])
+    assert auth_registry(args).flavors() == [R.AUTH_NONE, R.AUTH_SYS]
+    pytest.importorskip("gssapi")
+    keytab = tmp_path / "krb5.keytab"
+    keytab.write_bytes(b"\x05\x02")
+    (tmp_path / "map").write_text("alice@EX 1000:100\n")
+    for argv in (["serve", "--keytab", str(keytab), "--principal-map", str(tmp_path / "map")],
+                 ["serve"]):
+        monkeypatch.setenv("KRB5_KTNAME", f"FILE:{keytab}")
+        assert auth_registry(build_parser().parse_args(argv)).flavors() == [0, 1, R.RPCSEC_GSS]
