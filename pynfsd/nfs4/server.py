@@ -15,7 +15,6 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -27,6 +26,7 @@ from pynfsd.gen import nfs4 as N
 from pynfsd.idmap import IdMapper
 from pynfsd.nfs4 import compound
 from pynfsd.nfs4.clientstore import FileClientStore
+from pynfsd.nfs4.executor import BlockingPool
 from pynfsd.nfs4.grace import GracePeriod
 from pynfsd.nfs4.state import StateManager
 from pynfsd.nfs4.vfs import ClientView, Vfs
@@ -96,7 +96,7 @@ class NFSServer:
             store=self.client_store,
             grace=self.grace,
         )
-        self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="pynfsd-fs")
+        self._pool = BlockingPool(config.workers)
         self._backends: dict[int, Backend] = {}
         self._views: dict[tuple[ClientExport, ...], ClientView] = {}
         self._by_addr: dict[str, tuple[float, ClientView]] = {}
@@ -105,7 +105,7 @@ class NFSServer:
 
     # ------------------------------------------------------------ resources
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        return await self._pool.run(fn, *args)
 
     async def durable(self) -> None:
         """Wait until the client records changed so far are on stable storage."""
@@ -164,7 +164,7 @@ class NFSServer:
         self.client_store.flush()
         for backend in self._backends.values():
             backend.close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
 
     # ------------------------------------------------------------ RPC
     def register(self, rpc: RpcServer) -> None:
