@@ -1,10 +1,13 @@
 """RPCSEC_GSS v1 (RFC 2203) for the client library: krb5, krb5i and krb5p calls.
 
+    nfs = await connect("127.0.0.1", 2049, SVC_PRIVACY)   # an Nfs4Client speaking krb5p
+
+or step by step:
+
     auth = RpcsecGssAuth(GssapiInitiator("nfs@localhost"), service=SVC_PRIVACY)
     rpc = await RpcClient.connect(host, port)
     await auth.establish(rpc)          # INIT / CONTINUE_INIT until the context is complete
     rpc.auth = auth                    # rpc.call(...) now signs, seals and checks every call
-    nfs = Nfs4Client(caller_for(rpc), rpc)
 
 `GssapiInitiator` drives MIT krb5 through python-gssapi (blocking steps run in a thread); every
 per-message operation then goes through MIT as well, so tests talking to pynfsd check pynfsd's
@@ -20,7 +23,15 @@ import struct
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from pynfsd.client.rpc import NULL_AUTH, BadReply, RpcError, decode_reply_verf, encode_call
+from pynfsd.client.nfs4 import Nfs4Client
+from pynfsd.client.rpc import (
+    NULL_AUTH,
+    BadReply,
+    RpcClient,
+    RpcError,
+    decode_reply_verf,
+    encode_call,
+)
 from pynfsd.gen import rpc as R
 from pynfsd.gen import rpcsec_gss as G
 from pynfsd.gss.accept import Buffer, PerPacket
@@ -263,3 +274,24 @@ class RpcsecGssAuth:
         except Exception as e:
             raise BadReply(f"bad DESTROY verifier: {e}") from None
         self._pp = None
+
+
+async def connect(
+    host: str, port: int, service: int = SVC_NONE, *, target: str = "nfs@localhost",
+    enctypes: Sequence[int] = (),
+) -> Nfs4Client:
+    """An `Nfs4Client` whose COMPOUNDs go under RPCSEC_GSS krb5 with `service`, as the
+    Kerberos user of the current credential cache (KRB5CCNAME)."""
+    rpc = await RpcClient.connect(host, port)
+    try:
+        auth = RpcsecGssAuth(GssapiInitiator(target, enctypes=enctypes), service)
+        await auth.establish(rpc)
+    except BaseException:
+        rpc.close()
+        raise
+    rpc.auth = auth
+
+    async def caller(args: bytes) -> bytes:
+        return await rpc.call(NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND, args)
+
+    return Nfs4Client(caller, rpc)

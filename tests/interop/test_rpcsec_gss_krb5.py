@@ -19,7 +19,15 @@ from typing import Any, TypeVar
 
 import pytest
 
-from pynfsd.client.gss import SVC_INTEGRITY, SVC_NONE, SVC_PRIVACY, GssapiInitiator, RpcsecGssAuth
+from pynfsd.client.gss import (
+    SVC_INTEGRITY,
+    SVC_NONE,
+    SVC_PRIVACY,
+    GssapiInitiator,
+    GssClientError,
+    RpcsecGssAuth,
+)
+from pynfsd.client.gss import connect as gss_connect
 from pynfsd.client.nfs4 import Nfs4Client, op
 from pynfsd.client.rpc import (
     AuthRejected,
@@ -60,12 +68,13 @@ class Server:
 
 
 @asynccontextmanager
-async def running(realm: Krb5Realm, tmp: Path, sec: str = "krb5:krb5i:krb5p") -> AsyncIterator[Server]:
+async def running(realm: Krb5Realm, tmp: Path, sec: str = "krb5:krb5i:krb5p",
+                  keytab: str | None = None) -> AsyncIterator[Server]:
     export = tmp / "export"
     export.mkdir(exist_ok=True)
     skew = [0.0]
     mapper = PrincipalMapper(static={realm.user_principal: Identity(0, 0)})
-    flavour = RpcsecGss(GssapiAcceptor(realm.keytab), mapper,
+    flavour = RpcsecGss(GssapiAcceptor(keytab or realm.keytab), mapper,
                         clock=lambda: time.time() + skew[0])
     nfs = NFSServer(ServerConfig(state_dir=str(tmp / "state"), grace_time=0),
                     StaticExportResolver([parse_export_line(
@@ -95,9 +104,9 @@ async def gss_client(realm: Krb5Realm, server: Server, service: int,
 
 
 def run(realm: Krb5Realm, tmp: Path, body: Callable[[Server], Coroutine[Any, Any, T]],
-        sec: str = "krb5:krb5i:krb5p") -> T:
+        sec: str = "krb5:krb5i:krb5p", keytab: str | None = None) -> T:
     async def main() -> T:
-        async with running(realm, tmp, sec) as server:
+        async with running(realm, tmp, sec, keytab) as server:
             return await body(server)
 
     return asyncio.run(main())
@@ -197,3 +206,28 @@ def test_expired_context_then_destroy(krb5_realm: Krb5Realm, tmp_path: Path) -> 
         await again.close()
 
     run(krb5_realm, tmp_path, body)
+
+
+def test_concurrent_calls_on_one_context(krb5_realm: Krb5Realm, tmp_path: Path) -> None:
+    async def body(server: Server) -> None:
+        nfs = await gss_connect("127.0.0.1", server.port, SVC_INTEGRITY, target=krb5_realm.service)
+        ops = [op.putrootfh(), op.getattr(N.FATTR4_TYPE)]
+        results = await asyncio.gather(*(nfs.check(ops) for _ in range(64)))
+        assert len(results) == 64
+        assert server.gss.stats["seq_replayed"] == server.gss.stats["seq_below_window"] == 0
+        await nfs.close()
+
+    run(krb5_realm, tmp_path, body)
+
+
+def test_server_without_the_key_refuses_the_context(krb5_realm: Krb5Realm, tmp_path: Path) -> None:
+    other = str(tmp_path / "other.keytab")
+    krb5_realm.add_service(f"nfs/elsewhere@{krb5_realm.realm}", other)
+
+    async def body(server: Server) -> None:
+        with pytest.raises(GssClientError) as e:
+            await gss_connect("127.0.0.1", server.port, SVC_NONE, target=krb5_realm.service)
+        assert e.value.major != 0
+        assert server.gss.stats["init_failed"] == 1 and len(server.gss.contexts) == 0
+
+    run(krb5_realm, tmp_path, body, keytab=other)
