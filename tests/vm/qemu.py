@@ -2,9 +2,11 @@
 
 The guest console is ttyS0 (qemu stdout, logged line by line to ``console_log``). ttyS1 is a
 unix-socket chardev: when the guest prints ``@@PAUSE <what>`` it blocks reading a line from
-ttyS1; the harness calls ``on_pause(what)`` and then writes ``go``. A hard timeout kills qemu,
-and so does ``watchdog()`` returning a reason (e.g. the server died, so a hard NFS mount would
-hang until the timeout); qemu is always ended by its PID.
+ttyS1; the harness calls ``on_pause(what)`` and then writes ``go`` (or the line ``on_pause``
+returned, e.g. a command for a guest agent). ``on_line`` sees every console line as it arrives,
+from the reader thread, so also while ``on_pause`` blocks. A hard timeout kills qemu, and so
+does ``watchdog()`` returning a reason (e.g. the server died, so a hard NFS mount would hang
+until the timeout); qemu is always ended by its PID.
 """
 
 from __future__ import annotations
@@ -65,14 +67,19 @@ class GuestVM:
 
     def __init__(self, kernel: GuestKernel, initrd: Path, network: Network, workdir: Path,
                  timeout: float = 300.0,
-                 on_pause: Callable[[str], None] | None = None,
-                 watchdog: Callable[[], str | None] | None = None) -> None:
+                 on_pause: Callable[[str], str | None] | None = None,
+                 watchdog: Callable[[], str | None] | None = None, *,
+                 on_line: Callable[[str], None] | None = None,
+                 smp: int = 2, memory: int = 1024) -> None:
         self.kernel = kernel
         self.initrd = initrd
         self.network = network
         self.timeout = timeout
-        self.on_pause = on_pause or (lambda what: None)
+        self.on_pause: Callable[[str], str | None] = on_pause or (lambda what: None)
         self.watchdog = watchdog or (lambda: None)
+        self.on_line = on_line or (lambda line: None)
+        self.smp = smp
+        self.memory = memory
         self.console_log = workdir / "console.log"
         self.control_path = workdir / "control.sock"   # replaced by a short path in run()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -88,7 +95,7 @@ class GuestVM:
     def _run(self) -> Transcript:
         transcript = Transcript()
         argv = self.network.wrap(qemu_command(self.kernel, self.initrd, self.network,
-                                              self.control_path))
+                                              self.control_path, self.memory, self.smp))
         lines: queue.Queue[str | None] = queue.Queue()
         with open(self.console_log, "w", encoding="utf-8", errors="replace") as log:
             log.write(f"# {' '.join(argv)}\n")
@@ -111,6 +118,7 @@ class GuestVM:
             line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
             log.write(line + "\n")
             log.flush()
+            self.on_line(line)   # from this reader thread: also while a pause is pending
             lines.put(line)
         lines.put(None)
 
@@ -151,12 +159,24 @@ class GuestVM:
     def _handle_pause(self, what: str, transcript: Transcript) -> None:
         reply = b"go\n"
         try:
-            self.on_pause(what)
+            answer = self.on_pause(what)
+            if answer is not None:
+                reply = answer.encode() + b"\n"
         except Exception as exc:  # the guest must still be released; the test reports it
             transcript.pause_errors.append(f"{what}: {exc!r}")
             reply = b"fail\n"
         if self._control is not None:
             self._control.sendall(reply)
+
+    def running(self) -> bool:
+        """qemu has been started and has not exited."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def kill(self) -> None:
+        """Pull the plug: SIGKILL this qemu (by PID) now; ``run()`` then returns."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
 
     def _end(self) -> None:
         if self._control is not None:
