@@ -19,7 +19,13 @@ from typing import Any, TypeVar
 import pytest
 
 from pynfsd.client.gss import SVC_INTEGRITY, SVC_NONE, SVC_PRIVACY, GssClientError, RpcsecGssAuth
-from pynfsd.client.rpc import AuthRejected, GarbageArgsError, decode_reply_verf, encode_call
+from pynfsd.client.rpc import (
+    AuthRejected,
+    GarbageArgsError,
+    RpcMismatch,
+    decode_reply_verf,
+    encode_call,
+)
 from pynfsd.gen import rpc as R
 from pynfsd.gen import rpcsec_gss as G
 from pynfsd.gss.accept import GSS_S_CONTINUE_NEEDED, GSS_S_DEFECTIVE_TOKEN, Buffer, StepResult
@@ -165,6 +171,9 @@ class Setup:
 
     async def echo(self, a: RpcsecGssAuth, data: bytes) -> bytes:
         return await a.call(self.wire, PROG, VERS, ECHO, data)
+
+    async def server_reply(self, record: bytes) -> bytes | None:
+        return await self.wire.server.handle_record(record, self.wire.conn)
 
 
 def make(config: GssConfig | None = None, endtime: float = START + 3600) -> Setup:
@@ -624,3 +633,26 @@ def test_serve_registers_rpcsec_gss_only_with_a_keytab(tmp_path: Any, monkeypatc
                  ["serve"]):
         monkeypatch.setenv("KRB5_KTNAME", f"FILE:{keytab}")
         assert auth_registry(build_parser().parse_args(argv)).flavors() == [0, 1, R.RPCSEC_GSS]
+
+
+@pytest.mark.parametrize("service", [SVC_NONE, SVC_INTEGRITY, SVC_PRIVACY])
+def test_no_single_bit_flip_gets_a_call_through(service: int) -> None:
+    """Every byte of a protected call is covered: header and credential by the verifier,
+    arguments by the checksum or wrap token (under krb5 only the header is protected)."""
+    s = make()
+
+    async def go() -> None:
+        a = await s.auth(service=service)
+        size = len(a.data_call(77, 1, PROG, VERS, ECHO, b"argument bytes"))
+        header_end = size - len(a.protect(1, b"argument bytes"))
+        for at in range(header_end if service == SVC_NONE else size):
+            record = a.data_call(77, a.next_seq(), PROG, VERS, ECHO, b"argument bytes")
+            reply = await s.server_reply(flip(record, at))
+            assert s.seen == [], f"a flip at byte {at} reached the procedure"
+            if reply is not None:
+                with pytest.raises((AuthRejected, GarbageArgsError, RpcMismatch)):
+                    decode_reply_verf(reply)
+        assert s.flavour.stats["seq_replayed"] == 0
+        assert await s.echo(a, b"argument bytes") == b"argument bytes"
+
+    run(go())
