@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from pynfsd.gen import rpc as R
 from pynfsd.gen import rpcsec_gss as G
+from pynfsd.gss import ContextExpired
 from pynfsd.gss.accept import Acceptor, PerPacket, StepResult
 from pynfsd.gss.principals import Identity, PrincipalMapper
 from pynfsd.rpc.auth import Accepted, AuthFlavor, Credential
@@ -150,6 +151,9 @@ class RpcsecGss(AuthFlavor):
             raise DropCall()
         try:
             per_packet.verify_mic(bytes(call.header), call.verf.body)  # RFC 2203 §5.3.1
+        except ContextExpired:
+            self.contexts.remove(ctx.handle)
+            raise self._refuse("expired_context", R.RPCSEC_GSS_CTXPROBLEM, ctx.initiator) from None
         except Exception as e:
             # RFC 2203 §5.3.3.4.2: a verifier that fails GSS_VerifyMIC → CREDPROBLEM.
             raise self._refuse("bad_header_mic", R.RPCSEC_GSS_CREDPROBLEM,

@@ -3,7 +3,7 @@
 The server establishes contexts with `GssapiAcceptor` (python-gssapi, the realm's keytab) and
 then does every MIC and Wrap itself (`Krb5Context` from the lucid export); the client library
 (`pynfsd.client.gss`) does its side through MIT.  So each call below checks pynfsd's RFC 4121
-code against MIT's in both directions, for krb5, krb5i and krb5p, enctypes 18 and 20.
+code against MIT's in both directions, for krb5, krb5i and krb5p, AES enctypes 17 to 20.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def run(realm: Krb5Realm, tmp: Path, body: Callable[[Server], Coroutine[Any, Any
     return asyncio.run(main())
 
 
-@pytest.mark.parametrize("enctype", [18, 20])
+@pytest.mark.parametrize("enctype", [17, 18, 19, 20])
 @pytest.mark.parametrize("name", list(SERVICES))
 def test_compounds_under_each_service(krb5_realm: Krb5Realm, tmp_path: Path, name: str,
                                       enctype: int) -> None:

@@ -28,6 +28,7 @@ from pynfsd.client.rpc import (
 )
 from pynfsd.gen import rpc as R
 from pynfsd.gen import rpcsec_gss as G
+from pynfsd.gss import ContextExpired
 from pynfsd.gss.accept import GSS_S_CONTINUE_NEEDED, GSS_S_DEFECTIVE_TOKEN, Buffer, StepResult
 from pynfsd.gss.principals import Identity, PrincipalMapper
 from pynfsd.rpc.auth import AuthNone, AuthRegistry, AuthSys
@@ -47,6 +48,7 @@ class StubPerPacket:
     def __init__(self, key: bytes) -> None:
         self.key = key
         self.mics = 0
+        self.expired = False
 
     def _tag(self, label: bytes, msg: Buffer) -> bytes:
         return hmac.new(self.key, label + bytes(msg), hashlib.sha256).digest()[:16]
@@ -56,6 +58,8 @@ class StubPerPacket:
         return self._tag(b"mic", msg)
 
     def verify_mic(self, msg: Buffer, token: Buffer) -> None:
+        if self.expired:
+            raise ContextExpired("stub context expired")
         if not hmac.compare_digest(self._tag(b"mic", msg), token):
             raise ValueError("bad MIC")
 
@@ -543,6 +547,21 @@ def test_expired_context_is_ctxproblem_then_gone() -> None:
         with pytest.raises(AuthRejected) as e:
             await s.echo(a, b"x")
         assert e.value.auth_stat == R.RPCSEC_GSS_CREDPROBLEM
+
+    run(go())
+
+
+def test_mechanism_saying_expired_is_ctxproblem() -> None:
+    s = make()
+
+    async def go() -> None:
+        a = await s.auth()
+        ctx = s.flavour.contexts.get(a.handle)
+        assert ctx is not None and isinstance(ctx.per_packet, StubPerPacket)
+        ctx.per_packet.expired = True  # the ticket ended by the mechanism's own clock
+        with pytest.raises(AuthRejected) as e:
+            await s.echo(a, b"x")
+        assert e.value.auth_stat == R.RPCSEC_GSS_CTXPROBLEM and len(s.flavour.contexts) == 0
 
     run(go())
 
