@@ -52,6 +52,7 @@ class GssConfig:
     max_token: int = 256 * 1024  # INIT token bound (tickets with big PACs reach tens of KiB)
     pending_ttl: float = 60.0  # seconds a half-established context waits for CONTINUE_INIT
     log_interval: float = 60.0  # one log line per kind of rejection per interval
+    max_steps: int = 64  # INIT / CONTINUE_INIT steps under way at once; more are dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ class RpcsecGss(AuthFlavor):
         self._clock = clock
         self._rng = rng
         self._logged: dict[str, float] = {}
+        self._steps = 0  # acceptor steps under way
 
     # ------------------------------------------------------------ accounting
     def note(self, event: str, detail: str = "") -> None:
@@ -185,8 +187,16 @@ class RpcsecGss(AuthFlavor):
             raise self._refuse("bad_verifier", R.AUTH_BADVERF, "INIT verifier must be AUTH_NONE")
         token = self._init_token(call)
         pending = self._pending(gc)
+        if self._steps >= self.config.max_steps:
+            # Bounded establishment work: the client retransmits (RPC over TCP) or retries.
+            self.note("init_busy", f"{self._steps} context steps under way")
+            raise DropCall()
         state, pending.pending = pending.pending, None  # one step at a time per context
-        result = await self.acceptor.step(state, token)
+        self._steps += 1
+        try:
+            result = await self.acceptor.step(state, token)
+        finally:
+            self._steps -= 1
         if result.failed:
             self.contexts.remove(pending.handle)
             self.note("init_failed", f"major {result.major:#x} minor {result.minor:#x}")
@@ -214,7 +224,7 @@ class RpcsecGss(AuthFlavor):
                 raise self._refuse("bad_credential", R.AUTH_BADCRED, "INIT with a handle")
             return GssContext(self._new_handle(), 0.0, SeqWindow(self.config.seq_window))
         ctx = self.contexts.get(gc.handle)
-        if ctx is None or ctx.established or ctx.pending is None:
+        if ctx is None or ctx.established or ctx.pending is None or ctx.expires <= self._clock():
             raise self._refuse("unknown_handle", R.RPCSEC_GSS_CREDPROBLEM, "CONTINUE_INIT")
         return ctx
 

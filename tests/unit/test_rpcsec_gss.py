@@ -675,3 +675,43 @@ def test_no_single_bit_flip_gets_a_call_through(service: int) -> None:
         assert await s.echo(a, b"argument bytes") == b"argument bytes"
 
     run(go())
+
+
+def test_establishment_work_is_bounded() -> None:
+    s = make(GssConfig(max_steps=2))
+    gate = asyncio.Event()
+    inner = s.acceptor.step
+
+    async def slow_step(ctx_state: object, token: bytes) -> StepResult:
+        await gate.wait()
+        return await inner(ctx_state, token)
+
+    s.flavour.acceptor = type("Slow", (), {"step": staticmethod(slow_step)})()
+
+    async def go() -> None:
+        first = [asyncio.create_task(s.auth(f"u{i}@TEST")) for i in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(Dropped):
+            await s.auth("third@TEST")
+        gate.set()
+        await asyncio.gather(*first)
+        assert s.flavour.stats["init_busy"] == 1 and s.flavour.stats["established"] == 2
+        await s.auth("third@TEST")
+
+    run(go())
+
+
+def test_half_established_context_expires() -> None:
+    s = make(GssConfig(pending_ttl=5))
+
+    async def go() -> None:
+        a = RpcsecGssAuth(StubInitiator("bob@TEST", two_step=True), prog=PROG, vers=VERS)
+        res, _ = await a._init_call(s.wire, G.RPCSEC_GSS_INIT, b"two:bob@TEST")
+        assert res.gss_major == GSS_S_CONTINUE_NEEDED
+        a.handle = res.handle
+        s.clock.now += 5
+        with pytest.raises(AuthRejected) as e:
+            await a._init_call(s.wire, G.RPCSEC_GSS_CONTINUE_INIT, b"again")
+        assert e.value.auth_stat == R.RPCSEC_GSS_CREDPROBLEM
+
+    run(go())
