@@ -166,7 +166,10 @@ class GuestVM:
             transcript.pause_errors.append(f"{what}: {exc!r}")
             reply = b"fail\n"
         if self._control is not None:
-            self._control.sendall(reply)
+            try:
+                self._control.sendall(reply)
+            except OSError as exc:  # qemu died (or was killed) while the guest waited
+                transcript.pause_errors.append(f"{what}: reply not delivered: {exc!r}")
 
     def running(self) -> bool:
         """qemu has been started and has not exited."""

@@ -37,9 +37,13 @@ writer() {
 # holder FILE: hold a whole-file fcntl write lock until the guest ends; "@@HELD FILE" when granted
 holder() {
     ( locktest fcntl ex "$M/$1" hold 100000 "/tmp/held.$1" /tmp/never 0 0 > /dev/console 2>&1 ) &
+    echo $! > "/tmp/holder.$1"
     while [ ! -e "/tmp/held.$1" ]; do sleep 0.1; done
     say "@@HELD $1"
 }
+
+# holding FILE: the holder process of FILE is still alive
+holding() { kill -0 "$(cat "/tmp/holder.$1")" && echo "holder of $1 alive"; }
 
 # try FILE: one non-blocking whole-file fcntl write lock attempt; prints granted or denied
 try() {
