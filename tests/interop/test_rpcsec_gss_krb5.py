@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -231,3 +235,44 @@ def test_server_without_the_key_refuses_the_context(krb5_realm: Krb5Realm, tmp_p
         assert server.gss.stats["init_failed"] == 1 and len(server.gss.contexts) == 0
 
     run(krb5_realm, tmp_path, body, keytab=other)
+
+
+def test_pynfsd_serve_with_keytab(krb5_realm: Krb5Realm, tmp_path: Path) -> None:
+    """`pynfsd serve --keytab` registers RPCSEC_GSS: a krb5p client works, AUTH_SYS gets
+    WRONGSEC on the krb5p-only export."""
+    export = tmp_path / "export"
+    export.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pynfsd", "serve", "--export", f"{export} *(rw,insecure,sec=krb5p)",
+         "--bind", "127.0.0.1", "--port", "0", "--state-dir", str(tmp_path / "state"),
+         "--keytab", krb5_realm.keytab],
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        port = _listening_port(proc)
+
+        async def main() -> None:
+            nfs = await gss_connect("127.0.0.1", port, SVC_PRIVACY, target=krb5_realm.service)
+            comps = [op.lookup(c.encode()) for c in str(export).strip("/").split("/")]
+            fh = (await nfs.check([op.putrootfh(), *comps, op.getfh()]))[-1].object
+            await nfs.check([op.putfh(fh), op.getattr(N.FATTR4_TYPE)])
+            sys_client = await Nfs4Client.connect("127.0.0.1", port, cred=AuthSysCred(0, 0))
+            res = await sys_client.compound([op.putfh(fh), op.getattr(N.FATTR4_TYPE)])
+            assert res.status == N.NFS4ERR_WRONGSEC
+            await nfs.close()
+            await sys_client.close()
+
+        asyncio.run(main())
+    finally:
+        proc.terminate()  # by PID: the server this test started
+        proc.wait(timeout=10)
+
+
+def _listening_port(proc: subprocess.Popen[str]) -> int:
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        m = re.search(r"pynfsd: listening on 127\.0\.0\.1 port (\d+)", line)
+        if m:  # keep draining the server's log so it never blocks on a full pipe
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            return int(m.group(1))
+    raise AssertionError(f"pynfsd serve exited with {proc.wait()}")
