@@ -64,7 +64,11 @@ _SEC_EXEMPT = {
 
 
 def op(
-    opnum: int, *, needs_fh: bool = True, pack_res: Callable[[Packer, Any], None] | None = None
+    opnum: int,
+    *,
+    needs_fh: bool = True,
+    pack_res: Callable[[Packer, Any], None] | None = None,
+    unpack_args: Callable[[Unpacker], Any] | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register a handler for `opnum` in the op table (`pack_res`: a hand-tuned encoder)."""
 
@@ -78,7 +82,7 @@ def op(
             fn,
             needs_fh,
             needs_fh and name not in _SEC_EXEMPT,
-            N.nfs_argop4_arm_unpackers[opnum],
+            unpack_args or N.nfs_argop4_arm_unpackers[opnum],
             pack_res or N.nfs_resop4_arm_packers[opnum],
             res_cls,
             is_union,
@@ -200,5 +204,5 @@ def encode_reply(status: int, tag: bytes, numres: int, results: Packer | None) -
     head.pack_uint(numres)
     if results is None:
         return [head.get_buffer()]
-    # The results buffer goes out as it is (no copy): a READ reply can be a megabyte.
-    return [head.get_buffer(), cast(bytes, results.get_bytearray())]
+    # The results go out as they are (no copy): a READ reply's data is an out-of-line segment.
+    return [head.get_buffer(), *cast(list[bytes], results.get_buffers())]

@@ -24,21 +24,50 @@ class XdrError(ValueError):
 
 
 class Packer:
-    """Appends XDR items to a growing buffer."""
+    """Appends XDR items to a growing buffer.
 
-    __slots__ = ("_buf",)
+    `pack_opaque_ref` places a large payload (a READ's data) out of line: the packer then
+    holds a list of segments, which `get_buffers` returns for a gathering write without
+    copying the payload; `get_buffer` joins them.
+    """
+
+    __slots__ = ("_buf", "_segments", "_seglen")
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        self._segments: list[bytes | bytearray | memoryview] = []
+        self._seglen = 0
 
     def get_buffer(self) -> bytes:
-        return bytes(self._buf)
+        if not self._segments:
+            return bytes(self._buf)
+        return b"".join([*self._segments, self._buf])
+
+    def get_buffers(self) -> list[bytes | bytearray | memoryview]:
+        """The encoded data as segments (no copy of out-of-line payloads)."""
+        return [*self._segments, self._buf] if self._segments else [self._buf]
 
     def get_bytearray(self) -> bytearray:
+        if self._segments:
+            raise XdrError("packer holds out-of-line segments: use get_buffers()")
         return self._buf
 
     def __len__(self) -> int:
-        return len(self._buf)
+        return self._seglen + len(self._buf)
+
+    def pack_opaque_ref(self, data: bytes | bytearray | memoryview, maxlen: int | None = None) -> None:
+        """Like pack_opaque, but the payload is referenced, not copied."""
+        n = len(data)
+        if maxlen is not None and n > maxlen:
+            raise XdrError(f"opaque of {n} bytes exceeds its maximum {maxlen}")
+        if n < 4096:
+            self.pack_opaque(data)
+            return
+        self._buf += _U32.pack(n)
+        self._segments.append(self._buf)
+        self._segments.append(data)
+        self._seglen += len(self._buf) + n
+        self._buf = bytearray(_ZEROS[: (4 - (n & 3)) & 3])
 
     def pack_uint(self, v: int) -> None:
         self._buf += _U32.pack(v)
