@@ -5,8 +5,8 @@ from __future__ import annotations
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
 from pynfsd.nfs4.compound import CompoundContext, op
-from pynfsd.xdr.runtime import Packer, Unpacker
 from pynfsd.nfs4.ops.seqid import to_stateid
+from pynfsd.xdr.runtime import Packer, Unpacker
 
 UNSTABLE4 = 0
 FILE_SYNC4 = 2
