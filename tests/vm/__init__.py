@@ -34,6 +34,12 @@ How it works
 * ``helpers/locktest.c``: flock/fcntl tester (try, hold, blocking wait, F_GETLK, byte ranges).
 * ``harness.py``: ``run_workload(server, net, workdir, big_mb=...) -> WorkloadRun`` ties it
   together (prepares the export, starts the server, boots, restarts on request, parses).
+* Several guests at once (issue 3 scenarios, ``tests/e2e/test_kernel_scenarios.py``):
+  ``multi.py`` (``BridgeNet``: a namespace with a bridge and one tap/address/MAC per guest;
+  ``Guest``: a VM running ``guest/scenario_agent.sh``, driven one shell command at a time with
+  ``guest.sh(cmd)``, console events awaited with ``wait_line``) and ``scene.py`` (``Scene``:
+  bridge + pynfsd + guests + a printed timeline). ``helpers/lockwriter.c`` holds an fcntl lock
+  and appends fsync'ed numbered records that the host checks on the server's disk.
 
 Running
 -------
@@ -42,6 +48,7 @@ Install the host tools once: ``scripts/vm-deps.sh`` (as root). Then, from the re
     python -m pytest -m vm tests/e2e -v                         # pynfsd, both network modes
     PYNFSD_E2E_SERVERS=pynfsd,ganesha python -m pytest -m vm tests/e2e
     python -m pytest -m vm tests/e2e -k "pynfsd-user and flock"  # one test (one VM boot)
+    python -m pytest -m vm -s tests/e2e/test_kernel_scenarios.py  # issue 3, with timelines
     python -m tests.vm.run --server pynfsd --net netns --big-mb 32 /tmp/vmrun   # by hand
     python -m tests.vm.run --server ganesha --net user --only "flock renames" /tmp/vmrun2
 
