@@ -82,18 +82,18 @@ from pynfsd.nfs4.state_leases import (
 )
 from pynfsd.nfs4.state_locks import (
     FileState,
+    Hit,
+    Holder,
     Waiter,
-    apply_lock,
     check_new_locker_seqid,
     count_locks,
     denied,
+    holder,
     lock_args,
-    subtract,
     waiter_denied,
 )
 from pynfsd.nfs4.state_owners import (
     Client,
-    HeldLock,
     LockOwner,
     LockState,
     OpenOwner,
@@ -109,6 +109,7 @@ from pynfsd.nfs4.state_shares import (
 )
 from pynfsd.nfs4.state_types import (
     ANONYMOUS_STATEID,
+    NFS4_UINT64_MAX,
     OPEN4_SHARE_ACCESS_READ,
     OPEN4_SHARE_ACCESS_WRITE,
     READ_BYPASS_STATEID,
@@ -337,6 +338,8 @@ class StateManager:
         client.states[os.index] = os
         oo.opens[file_key] = os
         fs.opens.append(os)
+        if not oo.confirmed:
+            fs.pending = (*fs.pending, os)  # a cancelled owner's opens are reaped from here
         return os.stateid()
 
     def open_confirm(self, stateid: Stateid, file_key: bytes | None = None) -> Stateid:
@@ -367,7 +370,7 @@ class StateManager:
         """CLOSE (§16.2): fails with NFS4ERR_LOCKS_HELD while any byte-range lock remains."""
         os = self._resolve(stateid, file_key, OpenState)
         assert isinstance(os, OpenState)
-        if any(ls.locks for ls in os.lock_states):
+        if any(len(ls) for ls in os.lock_states):
             raise E.NFS4ERR_LOCKS_HELD()  # §16.2.4: MUST fail if locks would exist after
         self._release_open(os)
         oo = os.owner
@@ -447,13 +450,14 @@ class StateManager:
             lo = client.lock_owners[lock_owner] = LockOwner(client, lock_owner)
         ls = LockState(client.allocate_index(), 1, lo, os)
         try:
-            self._grant(ls, rng, locktype)
+            self._may_grant(ls, rng, locktype)
         except E.NFS4Error:
             lo.last_seqid = lock_seqid
             if not lo.lock_states and lo.reply is None:
                 del client.lock_owners[lock_owner]
             raise
         lo.last_seqid = lock_seqid
+        ls.apply(rng.start, rng.end, is_write_lock(locktype))
         self._attach(ls)
         return ls.stateid()
 
@@ -472,7 +476,8 @@ class StateManager:
         ls = self._resolve(lock_stateid, file_key, LockState)
         assert isinstance(ls, LockState)
         self._check_grace(ls.owner.client, reclaim)
-        self._grant(ls, rng, locktype)
+        fs = self._may_grant(ls, rng, locktype)
+        fs.lock(ls, rng, is_write_lock(locktype))
         return ls.bump()
 
     def lockt(
@@ -495,7 +500,7 @@ class StateManager:
         self._reap(fs)
         hit = self._find_conflict(fs, rng, is_write_lock(locktype), (clientid, owner))
         if hit is not None:
-            raise E.NFS4ERR_DENIED(value=denied(hit[0], hit[1].range, hit[1].write))
+            raise E.NFS4ERR_DENIED(value=denied(hit))
 
     def locku(
         self,
@@ -509,7 +514,7 @@ class StateManager:
         rng = lock_args(locktype, offset, length)
         ls = self._resolve(stateid, file_key, LockState)
         assert isinstance(ls, LockState)
-        ls.locks = subtract(ls.locks, rng)
+        self._file(ls.open.file_key).unlock(ls, rng)
         return ls.bump()
 
     def release_lockowner(self, clientid: int, owner: bytes) -> None:
@@ -518,43 +523,40 @@ class StateManager:
         lo = client.lock_owners.get(owner)
         if lo is None:
             return
-        if any(ls.locks for ls in lo.lock_states):
+        if any(len(ls) for ls in lo.lock_states):
             raise E.NFS4ERR_LOCKS_HELD()  # §16.37.4
         for ls in list(lo.lock_states):
             self._release_lock_state(ls)
         del client.lock_owners[owner]
 
-    def _grant(self, ls: LockState, rng: ByteRange, locktype: int) -> None:
-        """Grant `rng` to lock set `ls` or raise NFS4ERR_DENIED / NFS4ERR_OPENMODE."""
+    def _may_grant(self, ls: LockState, rng: ByteRange, locktype: int) -> FileState:
+        """Check that `rng` may be granted to lock set `ls` (returning its file) or raise
+        NFS4ERR_DENIED / NFS4ERR_OPENMODE; the caller then grants it."""
         write = is_write_lock(locktype)
         need = OPEN4_SHARE_ACCESS_WRITE if write else OPEN4_SHARE_ACCESS_READ
         if not ls.open.access & need:
             raise E.NFS4ERR_OPENMODE("lock type not allowed by the open's access")
         fs = self._live_file(ls.open.file_key)
-        who = (ls.owner.client.clientid, ls.owner.owner)
+        who = holder(ls)
         hit = self._find_conflict(fs, rng, write, who)
         if hit is not None:
             self._note_denied(fs, who, rng, locktype)
-            raise E.NFS4ERR_DENIED(value=denied(hit[0], hit[1].range, hit[1].write))
+            raise E.NFS4ERR_DENIED(value=denied(hit))
         waiter = fs.preferred_waiter(who, rng, write, self.clock())
         if waiter is not None:
             self._note_denied(fs, who, rng, locktype)
             raise E.NFS4ERR_DENIED(value=waiter_denied(waiter))  # §9.4 fairness
         fs.remove_waiter(who)
-        ls.locks = apply_lock(ls.locks, rng, write)
+        return fs
 
-    def _find_conflict(
-        self, fs: FileState, rng: ByteRange, write: bool, who: tuple[int, bytes]
-    ) -> tuple[LockState, HeldLock] | None:
+    def _find_conflict(self, fs: FileState, rng: ByteRange, write: bool, who: Holder) -> Hit | None:
         """The first conflicting lock of another lock-owner; courteous holders yield."""
         while True:
             hit = fs.find_conflict(rng, write, skip=who)
             if hit is None or not self._yield_courteous(hit[0].owner.client, "a lock"):
                 return hit
 
-    def _note_denied(
-        self, fs: FileState, who: tuple[int, bytes], rng: ByteRange, locktype: int
-    ) -> None:
+    def _note_denied(self, fs: FileState, who: Holder, rng: ByteRange, locktype: int) -> None:
         """Queue a denied blocking request; a denied non-blocking one leaves the queue (§9.4)."""
         if is_blocking_lock(locktype):
             expires = self.clock() + self.waiter_window
@@ -564,9 +566,9 @@ class StateManager:
 
     def _attach(self, ls: LockState) -> None:
         ls.owner.client.states[ls.index] = ls
-        ls.owner.lock_states.append(ls)
-        ls.open.lock_states.append(ls)
-        self._file(ls.open.file_key).lock_states.append(ls)
+        ls.owner.lock_states = (*ls.owner.lock_states, ls)
+        ls.open.lock_states = (*ls.open.lock_states, ls)
+        self._file(ls.open.file_key).add_lock_state(ls)
 
     # -- admin ----------------------------------------------------------------------------
 
@@ -589,7 +591,7 @@ class StateManager:
             expired += 1
         self.clients.expire_unconfirmed(now)
         for key, fs in list(self._files.items()):
-            fs.waiters = [w for w in fs.waiters if w.expires > now]
+            fs.drop_lapsed_waiters(now)
             if fs.is_empty():
                 del self._files[key]
         return expired
@@ -759,8 +761,13 @@ class StateManager:
         return fs
 
     def _reap(self, fs: FileState) -> None:
-        """Release the opens of cancelled owners on a file (lapsed holders yield on conflict)."""
-        for os in [os for os in fs.opens if os.owner.cancelled]:
+        """Release the opens of cancelled owners on a file (lapsed holders yield on conflict).
+
+        Only an unconfirmed owner can be cancelled, so only `fs.pending` is looked at."""
+        if not fs.pending:
+            return
+        fs.pending = tuple(os for os in fs.pending if not (os.closed or os.owner.confirmed))
+        for os in [os for os in fs.pending if os.owner.cancelled]:
             self._release_open_owner(os.owner)
 
     def _release_open_owner(self, oo: OpenOwner) -> None:
@@ -781,17 +788,20 @@ class StateManager:
         fs = self._files.get(os.file_key)
         if fs is not None:
             fs.opens.remove(os)
+            if fs.pending:
+                fs.pending = tuple(p for p in fs.pending if p is not os)
             self._gc_file(os.file_key, fs)
 
     def _release_lock_state(self, ls: LockState) -> None:
-        ls.locks = []
-        ls.owner.lock_states.remove(ls)
-        ls.open.lock_states.remove(ls)
+        ls.owner.lock_states = tuple(x for x in ls.owner.lock_states if x is not ls)
+        ls.open.lock_states = tuple(x for x in ls.open.lock_states if x is not ls)
         ls.owner.client.states.pop(ls.index, None)
         fs = self._files.get(ls.open.file_key)
         if fs is not None:
-            fs.lock_states.remove(ls)
+            fs.remove_lock_state(ls)
             self._gc_file(ls.open.file_key, fs)
+        else:
+            ls.remove(0, NFS4_UINT64_MAX)
 
     def _gc_file(self, file_key: bytes, fs: FileState) -> None:
         if fs.is_empty() and self._files.get(file_key) is fs:

@@ -14,6 +14,7 @@ from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state_types import (
     NON_ADVANCING_STATUSES,
     ByteRange,
+    LockSet,
     ReplayedResult,
     Stateid,
     next_seqid,
@@ -121,9 +122,10 @@ class OpenOwner(StateOwner):
 
 @dataclass(slots=True, eq=False)
 class LockOwner(StateOwner):
-    """A lock-owner (§9.1.5) and its lock sets, one per open it locked under."""
+    """A lock-owner (§9.1.5) and its lock sets, one per open it locked under (a tuple:
+    usually one, and no per-owner list to allocate)."""
 
-    lock_states: list[LockState] = field(default_factory=list)
+    lock_states: tuple[LockState, ...] = ()
 
 
 @dataclass(slots=True, eq=False)
@@ -131,7 +133,8 @@ class OpenState:
     """The open of one file by one open-owner (§9.1.4.1), with its share reservation.
 
     `modes` is a 16-bit set of the (access, deny) pairs of the OPENs merged into this open,
-    bit (access * 4 + deny), for the OPEN_DOWNGRADE subset rule of §16.19.4.
+    bit (access * 4 + deny), for the OPEN_DOWNGRADE subset rule of §16.19.4.  Its lock
+    sets are a tuple (usually empty: the shared `()`).
     """
 
     index: int
@@ -141,7 +144,7 @@ class OpenState:
     access: int
     deny: int
     modes: int = 0
-    lock_states: list[LockState] = field(default_factory=list)
+    lock_states: tuple[LockState, ...] = ()
     closed: bool = False
 
     def stateid(self) -> Stateid:
@@ -154,25 +157,36 @@ class OpenState:
 
 @dataclass(frozen=True, slots=True)
 class HeldLock:
-    """One granted byte range of a lock set."""
+    """One granted byte range of a lock set, as views (`LockState.locks`) show it."""
 
     range: ByteRange
     write: bool
 
 
 @dataclass(slots=True, eq=False)
-class LockState:
-    """The byte-range locks of one lock-owner on one file under one open (§9.1.4.1)."""
+class LockState(LockSet):
+    """The byte-range locks of one lock-owner on one file under one open (§9.1.4.1).
+
+    The ranges are the `LockSet` it extends; change them only through the file's
+    `FileState`, which keeps its conflict index in step.
+    """
 
     index: int
     seqid: int
     owner: LockOwner
     open: OpenState
-    locks: list[HeldLock] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        LockSet.__init__(self)
 
     @property
     def closed(self) -> bool:
         return self.open.closed
+
+    @property
+    def locks(self) -> list[HeldLock]:
+        """The ranges as `HeldLock` values (built on demand, for views and tests)."""
+        return [HeldLock(ByteRange(s, e), w) for s, e, w in self.ranges()]
 
     def stateid(self) -> Stateid:
         return Stateid(self.seqid, self.owner.client.stateid_other(self.index))

@@ -43,8 +43,8 @@ def is_union_of_subset(modes: int, access: int, deny: int) -> bool:
 def locks_fit_access(os: OpenState, access: int) -> bool:
     """Held locks stay allowed by the downgraded access (write locks need write access)."""
     for ls in os.lock_states:
-        for lock in ls.locks:
-            need = OPEN4_SHARE_ACCESS_WRITE if lock.write else OPEN4_SHARE_ACCESS_READ
-            if not access & need:
-                return False
+        if ls.has_write() and not access & OPEN4_SHARE_ACCESS_WRITE:
+            return False
+        if ls.has_read() and not access & OPEN4_SHARE_ACCESS_READ:
+            return False
     return True
