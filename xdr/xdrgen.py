@@ -275,6 +275,7 @@ class Gen:
         self.module = module
         self.error_enums = error_enums
         self.out: list[str] = []
+        self.loop_vars: dict[str, str] = {}  # element type -> loop variable, per packer
         self.consts = {name: value for name, value in spec.consts}
         for t in spec.types.values():
             if isinstance(t, Enum):
@@ -439,10 +440,18 @@ class Gen:
                     lines.append(f"{indent}if len({value}) > {b}:")
                     lines.append(f"{indent}    raise XdrError('array exceeds its maximum {b}')")
                 lines.append(f"{indent}p.pack_uint(len({value}))")
-            lines.append(f"{indent}for _item in {value}:")
-            lines.append(f"{indent}    {self.scalar_pack(tn, '_item')}")
+            item = self.loop_var(tn)
+            lines.append(f"{indent}for {item} in {value}:")
+            lines.append(f"{indent}    {self.scalar_pack(tn, item)}")
             return
         lines.append(f"{indent}{self.scalar_pack(tn, value)}")
+
+    def loop_var(self, tn: str) -> str:
+        """The loop variable for an array of `tn` in the current packer: one name per element
+        type, so that mypy sees one type per variable when a struct has arrays of several."""
+        if tn not in self.loop_vars:
+            self.loop_vars[tn] = f"_item{len(self.loop_vars) or ''}"
+        return self.loop_vars[tn]
 
     def scalar_pack(self, tn: str, value: str) -> str:
         if tn in _PRIM:
@@ -522,6 +531,7 @@ class Gen:
         w()
         w()
         lines = []
+        self.loop_vars = {}
         self.pack_stmt(d, lines, "v", "    ")
         w(f"def pack_{t.name}(p: Packer, v: {self.py_type(d)}) -> None:")
         for line in lines or ["    pass"]:
@@ -580,6 +590,7 @@ class Gen:
         w()
         w()
         w(f"def pack_{s.name}(p: Packer, v: {s.name}) -> None:")
+        self.loop_vars = {}
         lines = []
         if link:
             w(f"    node: {s.name} | None = v")
@@ -703,6 +714,7 @@ class Gen:
         w()
         w()
         lines = []
+        self.loop_vars = {}
         self.pack_stmt(d, lines, "v", "    ")
         w(f"def _pack_{name}(p: Packer, v: Any) -> None:")
         for line in lines or ["    pass"]:
