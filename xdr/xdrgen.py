@@ -25,6 +25,7 @@ SPECS: list[tuple[str, str, list[str]]] = [
     ("rpc.x", "rpc", []),
     ("rpcsec_gss.x", "rpcsec_gss", []),
     ("nfs4.x", "nfs4", ["nfsstat4"]),
+    ("gssproxy.x", "gssproxy", []),
 ]
 
 
