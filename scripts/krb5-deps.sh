@@ -1,13 +1,14 @@
 #!/bin/sh
 # Install what the Kerberos tests (tests/interop, bench/gss_perpacket.py) need: the MIT KDC and
-# client tools (k5test builds a throwaway realm from them), libkrb5-dev and gcc (python-gssapi has
+# client tools (k5test builds a throwaway realm from them), the gssproxy daemon (tests of the
+# gssproxy acceptor start their own), libkrb5-dev and gcc (python-gssapi has
 # no Linux wheel and builds from source against krb5-config), then gssapi and k5test into the
 # Python given as $1 (default: python3). Idempotent: re-running installs only what is missing.
 # Must run as root.
 set -eu
 
 PY="${1:-python3}"
-PKGS="krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc libc6-dev"
+PKGS="krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc libc6-dev gssproxy"
 
 missing=""
 for p in $PKGS; do
