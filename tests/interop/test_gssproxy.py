@@ -1,0 +1,386 @@
+"""GssproxyAcceptor against a real gssproxy daemon and a real MIT KDC, initiators from MIT.
+
+The daemon (Debian `gssproxy`, scripts/krb5-deps.sh) runs with its own configuration and socket
+in the realm's temporary directory, in a private mount namespace where /etc/passwd and
+/etc/group are bind-mounted copies with two extra users: `user` (the realm's user principal,
+a few groups) and `pynfsbig` (65,100 supplementary groups).  So gssproxy's gss_localname + NSS
+mapping sees them and nothing outside the namespace does.  It is stopped by its PID.
+
+Covered: contexts for enctypes 17-20 whose lucid export becomes a Krb5Context that
+interoperates with MIT both ways (MIC, wrap with and without confidentiality); a service ticket
+of 70 KB (authorization data added to the TGS request through libkrb5, see `big_ticket`),
+so the AP-REQ token is over 64 KiB; the user in 65,100 groups, whose groups all arrive;
+bad tokens and an unreachable daemon; and an NFSv4 krb5i COMPOUND end to end through
+RpcsecGss(GssproxyAcceptor) and the project's RPCSEC_GSS client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pynfsd.gss.accept import StepResult
+from pynfsd.gss.gssproxy import KRB5_MECH_OID, GssproxyAcceptor
+from pynfsd.gss.lucid import Krb5Context
+from pynfsd.gss.principals import Identity, PrincipalMapper
+from tests.interop.conftest import Krb5Realm
+
+gr = pytest.importorskip("gssapi.raw")
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("gssproxy") is None or shutil.which("unshare") is None or os.geteuid() != 0,
+    reason="needs gssproxy (scripts/krb5-deps.sh), unshare and root",
+)
+
+USER = Identity(61001, 61001, (61001, 61002, 61003))
+BIG_USER = "pynfsbig"
+BIG_UID = 61010
+BIG_GROUPS = 65_100
+BIG_GID_BASE = 300_000
+
+
+# ------------------------------------------------------------------ the daemon
+
+
+@dataclass
+class Gssproxy:
+    socket: str
+    pid: int
+    log: Path
+    big_ccache: str  # FILE ccache with a TGT of pynfsbig@REALM
+    big_principal: str
+
+
+def _nss_files(tmp: Path) -> tuple[Path, Path]:
+    passwd, group = tmp / "passwd", tmp / "group"
+    base_pw = Path("/etc/passwd").read_text()
+    base_gr = Path("/etc/group").read_text()
+    passwd.write_text(
+        base_pw.rstrip("\n") + f"\nuser:x:{USER.uid}:{USER.gid}::/nonexistent:/bin/false\n"
+        f"{BIG_USER}:x:{BIG_UID}:{BIG_UID}::/nonexistent:/bin/false\n"
+    )
+    lines = [base_gr.rstrip("\n"), f"user:x:{USER.gid}:", f"{BIG_USER}:x:{BIG_UID}:"]
+    lines += [f"pyu{g}:x:{g}:user" for g in USER.gids[1:]]
+    lines += [f"pyb{g}:x:{g}:{BIG_USER}" for g in range(BIG_GID_BASE, BIG_GID_BASE + BIG_GROUPS)]
+    group.write_text("\n".join(lines) + "\n")
+    return passwd, group
+
+
+def _config(tmp: Path, realm: Krb5Realm, sock: str) -> Path:
+    # Not `kernel_nfsd = yes`: that makes gssproxy switch the host kernel's knfsd to it.
+    conf = tmp / "gssproxy.conf"
+    conf.write_text(
+        "[gssproxy]\n  debug_level = 1\n"
+        f"[service/pynfsd]\n  mechs = krb5\n  socket = {sock}\n"
+        f"  cred_store = keytab:{realm.keytab}\n  trusted = yes\n  euid = {os.geteuid()}\n"
+    )
+    (tmp / "conf.d").mkdir(exist_ok=True)
+    return conf
+
+
+def _wait_for_socket(path: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    for _ in range(400):  # a start-up wait, not a timing assertion
+        if proc.poll() is not None:
+            raise RuntimeError(f"gssproxy exited: {log.read_text()[-2000:]}")
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(path)
+                return
+            except OSError:
+                time.sleep(0.025)
+    raise RuntimeError("gssproxy did not open its socket")
+
+
+def _big_user(realm: Krb5Realm, tmp: Path) -> tuple[str, str]:
+    principal = f"{BIG_USER}@{realm.realm}"
+    realm.kadmin(f"addprinc -pw bigpw {principal}")
+    ccache = f"FILE:{tmp / 'big.cc'}"
+    realm.k5.kinit(principal, "bigpw", ["-c", ccache])
+    return principal, ccache
+
+
+@pytest.fixture(scope="module")
+def gssproxy(krb5_realm: Krb5Realm) -> Iterator[Gssproxy]:
+    tmp = Path(krb5_realm.tmpdir) / "gssproxy"
+    tmp.mkdir(exist_ok=True)
+    sock = str(tmp / "gssproxy.sock")
+    passwd, group = _nss_files(tmp)
+    conf = _config(tmp, krb5_realm, sock)
+    log = tmp / "gssproxy.log"
+    script = (f"mount --bind {passwd} /etc/passwd && mount --bind {group} /etc/group && "
+              f"exec gssproxy -i -c {conf} -C {tmp / 'conf.d'} -s {sock}")
+    env = {**os.environ, **krb5_realm.env}
+    with log.open("wb") as out:  # unshare and sh exec: the PID is gssproxy's own
+        proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_socket(sock, proc, log)
+        principal, ccache = _big_user(krb5_realm, tmp)
+        yield Gssproxy(sock, proc.pid, log, ccache, principal)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ------------------------------------------------------------------ MIT initiators
+
+
+def _flags() -> list[Any]:
+    f = gr.RequirementFlag  # no replay/sequence flags: the tests send tokens out of order
+    return [f.mutual_authentication, f.integrity, f.confidentiality]
+
+
+class Initiator:
+    def __init__(self, realm: Krb5Realm, enctypes: tuple[int, ...] = (), ccache: str | None = None):
+        store = {b"ccache": ccache.encode()} if ccache else None
+        self.creds = gr.acquire_cred_from(store, None, usage="initiate").creds
+        if enctypes:
+            gr.krb5_set_allowable_enctypes(self.creds, list(enctypes))
+        self.name = gr.import_name(realm.service.encode(), gr.NameType.hostbased_service)
+        self.mech = gr.OID(elements=KRB5_MECH_OID)
+        self.ctx: Any = None
+        self.complete = False
+
+    def step(self, token: bytes | None = None) -> bytes:
+        res = gr.init_sec_context(self.name, self.creds, self.ctx, self.mech, _flags(),
+                                  input_token=token)
+        self.ctx, self.complete = res.context, not res.more_steps
+        return bytes(res.token or b"")
+
+
+async def establish(acceptor: GssproxyAcceptor, ini: Initiator) -> StepResult:
+    result = await acceptor.step(None, ini.step())
+    assert result.complete, result
+    ini.step(result.output_token)  # the AP-REP: mutual authentication
+    assert ini.complete
+    return result
+
+
+def check_per_packet(ctx: Krb5Context, ini: Initiator, sizes: tuple[int, ...]) -> None:
+    for size in sizes:
+        msg = os.urandom(size)
+        gr.verify_mic(ini.ctx, msg, ctx.get_mic(msg))
+        ctx.verify_mic(msg, gr.get_mic(ini.ctx, msg))
+        for conf in (True, False):
+            res = gr.unwrap(ini.ctx, bytes(ctx.wrap(msg, conf)))
+            assert (res.message, res.encrypted) == (msg, conf)
+            assert ctx.unwrap(gr.wrap(ini.ctx, msg, conf).message) == (msg, conf)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+# ------------------------------------------------------------------ tests
+
+
+def test_gssproxy_offers_krb5(gssproxy: Gssproxy) -> None:
+    async def body() -> list[bytes]:
+        acceptor = GssproxyAcceptor(gssproxy.socket)
+        try:
+            return await acceptor.indicate_mechs()
+        finally:
+            acceptor.close()
+
+    assert KRB5_MECH_OID in run(body())
+
+
+@pytest.mark.parametrize("enctype", [17, 18, 19, 20])
+def test_context_per_enctype_interoperates_with_mit(
+    krb5_realm: Krb5Realm, gssproxy: Gssproxy, enctype: int
+) -> None:
+    ini = Initiator(krb5_realm, (enctype,))
+
+    async def body() -> tuple[StepResult, GssproxyAcceptor]:
+        acceptor = GssproxyAcceptor(gssproxy.socket)
+        try:
+            return await establish(acceptor, ini), acceptor
+        finally:
+            acceptor.close()
+
+    result, acceptor = run(body())
+    ctx = result.per_packet
+    assert isinstance(ctx, Krb5Context)
+    assert (result.initiator, ctx.enctype, ctx.initiator) == (krb5_realm.user_principal, enctype, False)
+    assert time.time() < result.endtime <= time.time() + 86400 * 2
+    check_per_packet(ctx, ini, (0, 1, 15, 16, 17, 1000, 70_000))
+    assert acceptor.identities.get(krb5_realm.user_principal) == USER
+    assert acceptor.mapper(PrincipalMapper()).lookup(krb5_realm.user_principal) == USER
+
+
+def test_many_contexts_over_the_connection_pool(krb5_realm: Krb5Realm, gssproxy: Gssproxy) -> None:
+    initiators = [Initiator(krb5_realm) for _ in range(12)]
+
+    async def body() -> list[StepResult]:
+        acceptor = GssproxyAcceptor(gssproxy.socket)
+        try:
+            return list(await asyncio.gather(*(establish(acceptor, i) for i in initiators)))
+        finally:
+            acceptor.close()
+
+    for result, ini in zip(run(body()), initiators, strict=True):
+        assert isinstance(result.per_packet, Krb5Context)
+        check_per_packet(result.per_packet, ini, (100,))
+
+
+def test_a_ticket_over_64_kib_passes(krb5_realm: Krb5Realm, gssproxy: Gssproxy, tmp_path: Path) -> None:
+    ccache = f"FILE:{tmp_path / 'big-ticket.cc'}"  # a TGT only: no ticket for nfs/ yet
+    krb5_realm.k5.kinit(krb5_realm.user_principal, krb5_realm.k5.password("user"), ["-c", ccache])
+    ticket = big_ticket(ccache, krb5_realm.service_principal, 70_000)
+    assert ticket > 70_000
+    ini = Initiator(krb5_realm, ccache=ccache)
+    token = ini.step()
+    assert len(token) > 64 * 1024
+
+    async def body() -> StepResult:
+        acceptor = GssproxyAcceptor(gssproxy.socket)
+        try:
+            return await acceptor.step(None, token)
+        finally:
+            acceptor.close()
+
+    result = run(body())
+    assert result.complete and result.initiator == krb5_realm.user_principal
+    ini.step(result.output_token)
+    assert isinstance(result.per_packet, Krb5Context)
+    check_per_packet(result.per_packet, ini, (0, 4096))
+
+
+def test_a_user_in_65100_groups_gets_them_all(krb5_realm: Krb5Realm, gssproxy: Gssproxy) -> None:
+    ini = Initiator(krb5_realm, ccache=gssproxy.big_ccache)
+
+    async def body() -> tuple[StepResult, Identity]:
+        acceptor = GssproxyAcceptor(gssproxy.socket)
+        try:
+            result = await establish(acceptor, ini)
+            mapper = acceptor.mapper(PrincipalMapper())
+            return result, await asyncio.to_thread(mapper.lookup, result.initiator)
+        finally:
+            acceptor.close()
+
+    result, ident = run(body())
+    assert result.initiator == gssproxy.big_principal
+    assert (ident.uid, ident.gid) == (BIG_UID, BIG_UID)
+    assert len(ident.gids) == BIG_GROUPS + 1  # getgrouplist(3) lists the primary group too
+    expected = {BIG_UID, *range(BIG_GID_BASE, BIG_GID_BASE + BIG_GROUPS)}
+    assert set(ident.gids) == expected
+
+
+def test_bad_tokens_fail_and_the_acceptor_goes_on(krb5_realm: Krb5Realm, gssproxy: Gssproxy) -> None:
+    good = Initiator(krb5_realm)
+    tampered = bytearray(Initiator(krb5_realm).step())
+    tampered[-20] ^= 0x01
+
+    async def body() -> list[StepResult]:
+        acceptor = GssproxyAcceptor(gssproxy.socket)
+        try:
+            return [await acceptor.step(None, b""), await acceptor.step(None, os.urandom(300)),
+                    await acceptor.step(None, bytes(tampered)),
+                    await acceptor.step(None, good.step())]
+        finally:
+            acceptor.close()
+
+    *bad, ok = run(body())
+    for result in bad:
+        assert result.failed and not result.complete and result.per_packet is None
+    assert ok.complete and ok.initiator == krb5_realm.user_principal
+
+
+def test_an_unreachable_daemon_fails_the_step(tmp_path: Path) -> None:
+    async def body() -> StepResult:
+        return await GssproxyAcceptor(str(tmp_path / "no-such.sock")).step(None, b"token")
+
+    result = run(body())
+    assert result.failed and not result.complete
+
+
+# ------------------------------------------------------------------ tickets with big authdata
+
+
+class _Data(ctypes.Structure):
+    _fields_ = [("magic", ctypes.c_int32), ("length", ctypes.c_uint), ("data", ctypes.c_void_p)]
+
+
+class _Keyblock(ctypes.Structure):
+    _fields_ = [("magic", ctypes.c_int32), ("enctype", ctypes.c_int32),
+                ("length", ctypes.c_uint), ("contents", ctypes.c_void_p)]
+
+
+class _Authdata(ctypes.Structure):
+    _fields_ = [("magic", ctypes.c_int32), ("ad_type", ctypes.c_int32),
+                ("length", ctypes.c_uint), ("contents", ctypes.c_void_p)]
+
+
+class _Creds(ctypes.Structure):  # krb5_creds of MIT's krb5.h
+    _fields_ = [("magic", ctypes.c_int32), ("client", ctypes.c_void_p),
+                ("server", ctypes.c_void_p), ("keyblock", _Keyblock),
+                ("times", ctypes.c_int32 * 4), ("is_skey", ctypes.c_uint),
+                ("ticket_flags", ctypes.c_int32), ("addresses", ctypes.c_void_p),
+                ("ticket", _Data), ("second_ticket", _Data),
+                ("authdata", ctypes.POINTER(ctypes.POINTER(_Authdata)))]
+
+
+KRB5_GC_NO_STORE = 8
+
+
+def big_ticket(ccache: str, server: str, size: int) -> int:
+    """Add to `ccache` (which holds a TGT) a ticket for `server` carrying `size` bytes of
+    authorization data; returns the ticket's length.
+
+    The data travels in the TGS request's enc-authorization-data, which the KDC copies into the
+    ticket (RFC 4120 §5.4.1).  The cache entry is stored without the authdata field, so that
+    GSS-API's own lookup (which matches authdata) finds and uses it.
+    """
+    lib = ctypes.CDLL(ctypes.util.find_library("krb5") or "libkrb5.so.3")
+    kctx, cc, client, srv = (ctypes.c_void_p() for _ in range(4))
+    _ok(lib.krb5_init_context(ctypes.byref(kctx)), "krb5_init_context")
+    try:
+        _ok(lib.krb5_cc_resolve(kctx, ccache.encode(), ctypes.byref(cc)), "krb5_cc_resolve")
+        _ok(lib.krb5_cc_get_principal(kctx, cc, ctypes.byref(client)), "krb5_cc_get_principal")
+        _ok(lib.krb5_parse_name(kctx, server.encode(), ctypes.byref(srv)), "krb5_parse_name")
+        return _store_big_ticket(lib, kctx, cc, _Creds(client=client, server=srv), size)
+    finally:
+        for fn, obj in (("krb5_free_principal", srv), ("krb5_free_principal", client),
+                        ("krb5_cc_close", cc)):
+            if obj.value:
+                getattr(lib, fn)(kctx, obj)
+        lib.krb5_free_context(kctx)
+
+
+def _store_big_ticket(lib: Any, kctx: Any, cc: Any, want: _Creds, size: int) -> int:
+    payload = ctypes.create_string_buffer(os.urandom(size), size)
+    ad = _Authdata(0, 0x7FF0, size, ctypes.cast(payload, ctypes.c_void_p))  # an unregistered type
+    ads = (ctypes.POINTER(_Authdata) * 2)(ctypes.pointer(ad))  # NULL-terminated
+    want.authdata = ctypes.cast(ads, ctypes.POINTER(ctypes.POINTER(_Authdata)))
+    got = ctypes.POINTER(_Creds)()
+    _ok(lib.krb5_get_credentials(kctx, KRB5_GC_NO_STORE, cc, ctypes.byref(want),
+                                 ctypes.byref(got)), "krb5_get_credentials")
+    length: int = got.contents.ticket.length
+    saved, got.contents.authdata = got.contents.authdata, None
+    try:
+        _ok(lib.krb5_cc_store_cred(kctx, cc, got), "krb5_cc_store_cred")
+    finally:
+        got.contents.authdata = saved
+        lib.krb5_free_creds(kctx, got)
+    return length
+
+
+def _ok(code: int, what: str) -> None:
+    if code:
+        raise RuntimeError(f"{what}: krb5 error {code}")
