@@ -384,3 +384,75 @@ def _store_big_ticket(lib: Any, kctx: Any, cc: Any, want: _Creds, size: int) -> 
 def _ok(code: int, what: str) -> None:
     if code:
         raise RuntimeError(f"{what}: krb5 error {code}")
+
+
+# ------------------------------------------------------------------ end to end
+
+
+def test_krb5i_compound_end_to_end(krb5_realm: Krb5Realm, gssproxy: Gssproxy, tmp_path: Path) -> None:
+    from pynfsd.client.gss import SVC_INTEGRITY, GssapiInitiator, RpcsecGssAuth
+    from pynfsd.client.nfs4 import Nfs4Client
+    from pynfsd.client.rpc import RpcClient
+    from pynfsd.client.session import ClientSession
+    from pynfsd.exports import parse_export_line
+    from pynfsd.exports.resolver import StaticExportResolver
+    from pynfsd.nfs4.server import NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND, NFSServer, ServerConfig
+    from pynfsd.rpc.auth import AuthNone, AuthRegistry, AuthSys
+    from pynfsd.rpc.gss import RpcsecGss
+    from pynfsd.rpc.server import RpcServer
+    from pynfsd.rpc.transport import serve
+
+    export = tmp_path / "export"
+    export.mkdir(mode=0o777)
+    export.chmod(0o777)
+    shared = export / "shared"  # writable only through the user's last supplementary group
+    shared.mkdir()
+    os.chown(shared, 0, BIG_GID_BASE + BIG_GROUPS - 1)
+    shared.chmod(0o070)
+    data = os.urandom(200_000)
+
+    async def body() -> tuple[Any, bytes]:
+        acceptor = GssproxyAcceptor(gssproxy.socket)
+        flavour = RpcsecGss(acceptor, acceptor.mapper(PrincipalMapper()))
+        nfs = NFSServer(ServerConfig(state_dir=str(tmp_path / "state"), grace_time=0),
+                        StaticExportResolver([parse_export_line(f"{export} *(rw,insecure,sec=krb5i)")]))
+        rpc = RpcServer(AuthRegistry([AuthNone(), AuthSys(), flavour]))
+        nfs.register(rpc)
+        tcp = await serve(rpc, "127.0.0.1", 0)
+        client = await RpcClient.connect("127.0.0.1", tcp.addresses[0][1])
+        try:
+            creds = gr.acquire_cred_from({b"ccache": gssproxy.big_ccache.encode()}, None,
+                                         usage="initiate").creds
+            auth = RpcsecGssAuth(GssapiInitiator(krb5_realm.service, creds=creds), SVC_INTEGRITY)
+            await auth.establish(client)
+            client.auth = auth
+
+            async def caller(args: bytes) -> bytes:
+                return await client.call(NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND, args)
+
+            s = ClientSession(Nfs4Client(caller, client), b"gssproxy-e2e")
+            await s.establish()
+            root = await s.lookup_path(str(export))
+            f = await s.open(root, b"file", create=True)
+            await s.write(f, 0, data)
+            back = await s.read(f, 0, len(data))
+            await s.close(f)
+            g = await s.open(await s.lookup_path(str(shared)), b"by-group", create=True)
+            await s.write(g, 0, b"group access")
+            await s.close(g)
+            ctx = flavour.contexts.get(auth.handle)
+            assert ctx is not None and flavour.stats["established"] == 1
+            return ctx.creds[SVC_INTEGRITY], back
+        finally:
+            client.close()
+            tcp.close()
+            await tcp.wait_closed()
+            nfs.close()
+            acceptor.close()
+
+    cred, back = asyncio.run(body())
+    assert back == data and (export / "file").read_bytes() == data
+    assert (cred.uid, cred.gid, cred.principal) == (BIG_UID, BIG_UID, gssproxy.big_principal)
+    assert len(cred.gids) == BIG_GROUPS + 1
+    assert (export / "file").stat().st_uid == BIG_UID
+    assert (shared / "by-group").read_bytes() == b"group access"
