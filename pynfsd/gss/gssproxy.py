@@ -154,20 +154,22 @@ class GssproxyClient:
         async with self._slots:
             conn = self._idle.pop() if self._idle else await self._connect()
             try:
-                record = await asyncio.wait_for(conn.exchange(payload), self.timeout)
-                xid, results = decode_reply(record)
-            except (OSError, RecordError, RpcError, TimeoutError, GssproxyError) as e:
+                results = await self._exchange(conn, payload)
+            except BaseException:  # cancelled too: a reply may still come, so never reuse
                 conn.close()
-                raise GssproxyError(f"gssproxy call {proc}: {type(e).__name__}: {e}") from e
-            if xid != self._xid_of(payload):
-                conn.close()
-                raise GssproxyError(f"gssproxy answered xid {xid:#x}")
+                raise
             self._idle.append(conn)
             return results
 
-    @staticmethod
-    def _xid_of(payload: bytes) -> int:
-        return int.from_bytes(payload[:4], "big")
+    async def _exchange(self, conn: _Connection, payload: bytes) -> bytes:
+        try:
+            record = await asyncio.wait_for(conn.exchange(payload), self.timeout)
+            xid, results = decode_reply(record)
+        except (OSError, RecordError, RpcError, TimeoutError) as e:
+            raise GssproxyError(f"gssproxy call: {type(e).__name__}: {e}") from e
+        if xid != int.from_bytes(payload[:4], "big"):
+            raise GssproxyError(f"gssproxy answered xid {xid:#x}")
+        return results
 
     async def _connect(self) -> _Connection:
         try:

@@ -22,6 +22,7 @@ import ctypes.util
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -31,18 +32,21 @@ from typing import Any
 
 import pytest
 
+from pynfsd.gss import BadMic
 from pynfsd.gss.accept import StepResult
-from pynfsd.gss.gssproxy import KRB5_MECH_OID, GssproxyAcceptor
+from pynfsd.gss.gssproxy import (
+    KRB5_MECH_OID,
+    GssproxyAcceptor,
+    parse_linux_creds_v1,
+    parse_linux_lucid_v1,
+)
 from pynfsd.gss.lucid import Krb5Context
 from pynfsd.gss.principals import Identity, PrincipalMapper
 from tests.interop.conftest import Krb5Realm
 
 gr = pytest.importorskip("gssapi.raw")
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("gssproxy") is None or shutil.which("unshare") is None or os.geteuid() != 0,
-    reason="needs gssproxy (scripts/krb5-deps.sh), unshare and root",
-)
+NO_DAEMON = shutil.which("gssproxy") is None or shutil.which("unshare") is None or os.geteuid() != 0
 
 USER = Identity(61001, 61001, (61001, 61002, 61003))
 BIG_USER = "pynfsbig"
@@ -113,6 +117,8 @@ def _big_user(realm: Krb5Realm, tmp: Path) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def gssproxy(krb5_realm: Krb5Realm) -> Iterator[Gssproxy]:
+    if NO_DAEMON:
+        pytest.skip("needs gssproxy (scripts/krb5-deps.sh), unshare and root")
     tmp = Path(krb5_realm.tmpdir) / "gssproxy"
     tmp.mkdir(exist_ok=True)
     sock = str(tmp / "gssproxy.sock")
@@ -185,6 +191,42 @@ def check_per_packet(ctx: Krb5Context, ini: Initiator, sizes: tuple[int, ...]) -
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+# ------------------------------------------------------------------ the exported buffers
+
+
+def test_linux_creds_v1_buffers() -> None:
+    assert parse_linux_creds_v1(struct.pack("=6I", 7, 8, 3, 8, 9, 10)) == Identity(7, 8, (8, 9, 10))
+    assert parse_linux_creds_v1(struct.pack("=iiI", -1, -1, 0)) is None  # no local user
+    for bad in (b"", struct.pack("=3I", 1, 2, 1), struct.pack("=5I", 1, 2, 1, 3, 4), b"\0" * 13):
+        with pytest.raises(ValueError):
+            parse_linux_creds_v1(bad)
+
+
+@pytest.mark.parametrize(("enctype", "size"), [(17, 16), (18, 32), (19, 16), (20, 32)])
+@pytest.mark.parametrize("subkey", [True, False])
+def test_linux_lucid_v1_buffers(enctype: int, size: int, subkey: bool) -> None:
+    key = os.urandom(size)
+    flags = 0x2 | (0x4 if subkey else 0)  # CFX, acceptor subkey; not the initiator
+    ours = parse_linux_lucid_v1(struct.pack("=IIQI", flags, 2_000_000_000, 5, enctype) + key)
+    assert (ours.enctype, ours.initiator, ours.endtime) == (enctype, False, 2_000_000_000.0)
+    peer = Krb5Context.from_keys(initiator=True, enctype=enctype, key=key,
+                                 acceptor_subkey=key if subkey else None)
+    ours.verify_mic(b"call", peer.get_mic(b"call"))
+    peer.verify_mic(b"reply", ours.get_mic(b"reply"))
+    assert peer.unwrap(ours.wrap(b"data")) == (b"data", True)
+    with pytest.raises(BadMic):
+        ours.verify_mic(b"call", Krb5Context.from_keys(initiator=True, enctype=enctype,
+                                                       key=os.urandom(size)).get_mic(b"call"))
+
+
+def test_linux_lucid_v1_refusals() -> None:
+    head = struct.Struct("=IIQI")
+    for bad in (b"", head.pack(2, 1, 0, 18) + bytes(16), head.pack(0, 1, 0, 18) + bytes(32),
+                head.pack(2, 1, 0, 16) + bytes(24), head.pack(2, 1, 0, 23) + bytes(16)):
+        with pytest.raises(ValueError):
+            parse_linux_lucid_v1(bad)
 
 
 # ------------------------------------------------------------------ tests
