@@ -49,6 +49,7 @@ GSSPROXYVERS = 1
 GSSX_INDICATE_MECHS = 1
 GSSX_ACCEPT_SEC_CONTEXT = 9
 MAX_RPC_SIZE = 1 << 20  # gssproxy's gp_common.h: larger requests make it drop the connection
+DEFAULT_SOCKET = "/run/gssproxy.sock"  # Debian's /etc/gssproxy/24-nfs-server.conf
 KRB5_MECH_OID = bytes.fromhex("2a864886f712010202")  # 1.2.840.113554.1.2.2 (RFC 1964)
 
 # gssproxy compares these option names including their C string terminator (sizeof), as the
@@ -213,7 +214,7 @@ class GssproxyAcceptor:
 
     def __init__(
         self,
-        socket: str,
+        socket: str = DEFAULT_SOCKET,
         *,
         client: GssproxyClient | None = None,
         clock: Callable[[], float] = time.time,
