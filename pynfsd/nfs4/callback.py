@@ -19,6 +19,15 @@ callback service accepts and so authenticates the server.  Establishment runs in
 thread through python-gssapi; the context is then exported as a lucid context and every MIC
 and Wrap token is made by pynfsd (`pynfsd.gss.lucid.Krb5Context`, initiator role).  The RPC
 framing and RFC 2203 call encoding are the client library's (`RpcClient`, `RpcsecGssAuth`).
+A context the client's service drops (CREDPROBLEM/CTXPROBLEM) is replaced once per call.
+
+Wiring into the server (not done here):
+    server.callbacks = CallbackClient(ServerGssIdentity(f"nfs@{host}", keytab))  # or None
+    # SETCLIENTID: record the target as the client's (opaque) `callback`
+    callback = CallbackTarget.from_setclientid(args, ctx.cred)
+    # SETCLIENTID_CONFIRM, after the state accepted it:
+    ctx.server.callbacks.confirmed(args.clientid, <the confirmed record>.callback)
+    # client purged: server.callbacks.forget(clientid); shutdown: await server.callbacks.close()
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pynfsd.client.gss import GssClientError, RpcsecGssAuth
-from pynfsd.client.rpc import AuthSysCred, RpcClient, RpcError
+from pynfsd.client.rpc import AuthRejected, AuthSysCred, RpcClient, RpcError
 from pynfsd.gen import nfs4 as N
 from pynfsd.gen import rpc as R
 from pynfsd.gss.accept import PerPacket
@@ -52,6 +61,7 @@ MAX_UADDR = 64  # longer than any TCP/TCP6 universal address
 MAX_CB_REPLY = 256 << 10
 KRB5_MECH_OID = "1.2.840.113554.1.2.2"
 _PORT_BYTE = re.compile(r"[0-9]{1,3}")
+_STALE_CONTEXT = (R.RPCSEC_GSS_CREDPROBLEM, R.RPCSEC_GSS_CTXPROBLEM)
 _SERVICE_OF_PSEUDOFLAVOR = {flavor: svc for svc, flavor in KRB5_PSEUDOFLAVORS.items()}
 
 
@@ -381,8 +391,7 @@ class CallbackChannel:
         """Results of one callback procedure; CallbackError on any failure."""
         try:
             async with asyncio.timeout(self.timeout):
-                rpc = await self._open()
-                return await rpc.call(self.target.program, CB_VERSION, proc, args)
+                return await self._call(proc, args)
         except CallbackError:
             raise
         except TimeoutError:
@@ -391,6 +400,22 @@ class CallbackChannel:
         except (OSError, RpcError) as e:
             self.close()
             raise CallbackError(_describe(e)) from None
+
+    async def _call(self, proc: int, args: bytes) -> bytes:
+        rpc = await self._open()
+        auth = rpc.auth
+        try:
+            return await rpc.call(self.target.program, CB_VERSION, proc, args)
+        except AuthRejected as e:
+            sec = self.target.security
+            if not isinstance(sec, GssSecurity) or e.auth_stat not in _STALE_CONTEXT:
+                raise
+        # RFC 2203 §5.3.3.3: the client's service dropped our context; the call never reached
+        # the procedure, so a new context and one retry are safe.
+        async with self._lock:
+            if rpc.auth is auth:
+                rpc.auth = await self._establish(rpc, sec)
+        return await rpc.call(self.target.program, CB_VERSION, proc, args)
 
     async def _open(self) -> RpcClient:
         async with self._lock:

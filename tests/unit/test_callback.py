@@ -370,3 +370,17 @@ def test_new_callback_info_outdates_a_probe_under_way() -> None:
         quiet.close()
 
     run(body)
+
+
+def test_rpcsec_gss_callback_needs_a_server_identity() -> None:
+    async def body() -> None:
+        async with callback_service() as (svc, tcp):
+            cb = CallbackClient()  # no ServerGssIdentity: no keytab to initiate from
+            gss = CallbackTarget(CB_PROG, "tcp", universal_address("127.0.0.1", tcp.port), 1,
+                                 GssSecurity("nfs/client@EX.COM", 3))
+            path = await cb.confirmed(1, gss)
+            assert path.state is PathState.DOWN and "no GSS identity" in path.last_error
+            await cb.close()
+        assert svc.calls == []
+
+    run(body)
