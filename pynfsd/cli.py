@@ -24,7 +24,6 @@ from pynfsd import __version__, admin
 from pynfsd.exports import ExportsError, load_exports, parse_export_line
 from pynfsd.exports.resolver import StaticExportResolver
 from pynfsd.exports.types import ExportEntry
-from pynfsd.gss.accept import Acceptor
 from pynfsd.nfs4.server import NFSServer, ServerConfig
 from pynfsd.rpc.auth import AuthRegistry
 from pynfsd.rpc.server import RpcServer
@@ -71,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "KRB5_KTNAME or /etc/krb5.keytab when present and python-gssapi is installed")
     s.add_argument("--gss-backend", choices=["gssapi", "gssproxy"], default="gssapi",
                    help="how RPCSEC_GSS contexts are established (default gssapi: in-process)")
+    s.add_argument("--gssproxy-socket", default="/run/gssproxy.sock", metavar="PATH",
+                   help="the gssproxy daemon's socket, for --gss-backend gssproxy (its own "
+                   "configuration names the keytab; default /run/gssproxy.sock)")
     s.add_argument("--principal-map", metavar="FILE",
                    help="static Kerberos principal map: 'principal user' or "
                    "'principal uid:gid[:gids]' per line (checked before the passwd database)")
@@ -129,36 +131,36 @@ def default_keytab() -> str | None:
 
 
 def auth_registry(args: argparse.Namespace) -> AuthRegistry:
-    """AUTH_NONE, AUTH_SYS and, with a keytab, RPCSEC_GSS (RFC 2203)."""
+    """AUTH_NONE, AUTH_SYS and, with a keytab or gssproxy, RPCSEC_GSS (RFC 2203)."""
     registry = AuthRegistry.default()
+    use_proxy = args.gss_backend == "gssproxy"
     keytab = args.keytab or default_keytab()
-    if keytab is None:
+    if keytab is None and not use_proxy:
         return registry
     try:
         from pynfsd.gss.principals import PrincipalMapper, load_map_file
         from pynfsd.rpc.gss import RpcsecGss
 
-        acceptor = gss_acceptor(args.gss_backend, keytab)
+        static = load_map_file(args.principal_map) if args.principal_map else None
+        base = PrincipalMapper(static=static)
+        if use_proxy:
+            from pynfsd.gss.gssproxy import GssproxyAcceptor
+
+            proxy = GssproxyAcceptor(args.gssproxy_socket)
+            registry.register(RpcsecGss(proxy, proxy.mapper(base)))
+            log.info("RPCSEC_GSS (krb5, krb5i, krb5p) via gssproxy at %s", args.gssproxy_socket)
+            return registry
+        from pynfsd.gss.accept import GssapiAcceptor
+
+        assert keytab is not None
+        registry.register(RpcsecGss(GssapiAcceptor(keytab), base))
     except ImportError as e:
-        if args.keytab:
-            raise ExportsError(f"--keytab needs the {args.gss_backend} backend: {e}") from None
+        if args.keytab or use_proxy:
+            raise ExportsError(f"RPCSEC_GSS needs the {args.gss_backend} backend: {e}") from None
         log.info("no RPCSEC_GSS: %s", e)
         return registry
-    static = load_map_file(args.principal_map) if args.principal_map else None
-    registry.register(RpcsecGss(acceptor, PrincipalMapper(static=static)))
-    log.info("RPCSEC_GSS (krb5, krb5i, krb5p) with keytab %s via %s", keytab, args.gss_backend)
+    log.info("RPCSEC_GSS (krb5, krb5i, krb5p) with keytab %s, in-process", keytab)
     return registry
-
-
-def gss_acceptor(backend: str, keytab: str) -> Acceptor:
-    if backend == "gssproxy":
-        from pynfsd.gss.gssproxy import GssproxyAcceptor  # type: ignore[import-not-found]
-
-        proxy: Acceptor = GssproxyAcceptor(keytab=keytab)
-        return proxy
-    from pynfsd.gss.accept import GssapiAcceptor
-
-    return GssapiAcceptor(keytab)
 
 
 async def run_server(
