@@ -234,6 +234,7 @@ def run_layer_krb5(realm: GuestRealm) -> bytes:
     cpio.add_bytes("etc/hostname", f"{GUEST_NAME}\n".encode())
     cpio.add_file("etc/krb5.keytab", realm.guest_keytab, 0o600)
     cpio.add_file("krb5/workload.sh", GUEST / "workload.sh", 0o755)
+    cpio.add_file("krb5/gssd.sh", GUEST / "krb5_gssd.sh", 0o644)
     return cpio.gzipped()
 
 
@@ -320,13 +321,16 @@ def make_krb5_server(name: str, workdir: Path, realm: GuestRealm, sys_too: bool 
 @contextmanager
 def krb5_setup(server_name: str, net_name: str, workdir: Path, *, sys_too: bool = False,
                ) -> Iterator[tuple[GuestRealm, Server]]:
-    """Network, realm (KDC inside it) and a krb5 server, not yet started; all torn down after."""
+    """Network, realm (KDC inside it) and a krb5 server, not yet started; all torn down after
+    (the KDC's log is kept as ``workdir/kdc.log``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     with make_network(net_name) as net:
         realm = start_guest_realm(net, workdir)
         try:
             yield realm, make_krb5_server(server_name, workdir, realm, sys_too)
         finally:
+            if realm.kdc_log.exists():  # the realm's directory goes with it
+                shutil.copy(realm.kdc_log, workdir / "kdc.log")
             realm.stop()
 
 

@@ -7,7 +7,7 @@
 # subdirectory of that name, after a line "@@SEC <flavour>" (the host files results under it).
 # Config (from /config): SERVER_IP NFS_PORT EXPORT_PATH MOUNT_EXTRA SECS CHECK_WRONGSEC + workload's
 . /config
-export PATH=/bin:/usr/sbin LD_LIBRARY_PATH=/lib/x86_64-linux-gnu
+. /krb5/gssd.sh
 
 # run_test in the workload re-enters it as /workload.sh: put it there. This shell keeps
 # reading its own file through the descriptor it has open (rename keeps the inode).
@@ -16,25 +16,6 @@ cp /krb5/workload.sh /workload.sh
 cp /config /krb5/config.base
 
 result() { echo "@@RESULT $1 $2"; }
-
-while read -r module; do
-    insmod "$module" 2>/dev/null || echo "@@WARN insmod $module failed"
-done < /etc/krb5-modules.order
-
-start_gssd() {
-    mount -t rpc_pipefs rpc_pipefs /run/rpc_pipefs || return 1
-    rpc.gssd -f -v -p /run/rpc_pipefs -k /etc/krb5.keytab > /tmp/gssd.log 2>&1 &
-    gssd_pid=$!
-    # ready once it holds the pipe of the kernel's dummy gssd client open
-    i=0
-    until ls -l /proc/$gssd_pid/fd 2>/dev/null | grep -q 'rpc_pipefs/gssd/'; do
-        i=$((i + 1))
-        [ $i -lt 150 ] && [ -d /proc/$gssd_pid ] || return 1
-        sleep 0.1
-    done
-}
-
-gssd_log() { tail -n "${1:-40}" /tmp/gssd.log | sed 's/^/  [gssd] /'; }
 
 opts() { echo "vers=4.0,port=$NFS_PORT$MOUNT_EXTRA$1"; }
 
@@ -72,6 +53,14 @@ check_negotiated() {
     esac
 }
 
+# what the workload leaves in /tmp (a fifo, lock flags), not gssd's machine credential cache
+clean_tmp() {
+    for f in /tmp/*; do
+        case "$f" in /tmp/krb5cc*|/tmp/gssd.log) ;; *) rm -rf "$f";; esac
+    done
+}
+
+load_krb5_modules
 if start_gssd; then
     result gssd PASS
 else
@@ -89,6 +78,7 @@ for sec in $SECS; do
       echo "EXPORT_PATH='$EXPORT_PATH/$sec'"
       echo "MOUNT_EXTRA='$MOUNT_EXTRA,sec=$sec'"
     } > /config
+    clean_tmp
     sh /workload.sh
 done
 echo "@@SEC -"
