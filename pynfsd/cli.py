@@ -166,9 +166,13 @@ def auth_registry(args: argparse.Namespace) -> AuthRegistry:
 async def run_server(
     args: argparse.Namespace, entries: list[ExportEntry], auth: AuthRegistry | None = None
 ) -> None:
-    config = ServerConfig(state_dir=args.state_dir, lease_time=args.lease, grace_time=args.grace)
+    registry = auth or AuthRegistry.default()
+    gss = 6 in registry.flavors()  # RPCSEC_GSS: callbacks may need the server's GSS identity
+    keytab = (args.keytab or default_keytab()) if gss else None
+    config = ServerConfig(state_dir=args.state_dir, lease_time=args.lease, grace_time=args.grace,
+                          callback_keytab=keytab)
     nfs = NFSServer(config, StaticExportResolver(entries))
-    rpc = RpcServer(auth or AuthRegistry.default())
+    rpc = RpcServer(registry)
     nfs.register(rpc)
     server = await serve(rpc, args.bind or None, args.port)
     control = await admin.start_admin(nfs, args.state_dir)
@@ -188,7 +192,7 @@ async def run_server(
     sweeper.cancel()
     server.close()
     await server.wait_closed()
-    nfs.close()
+    await nfs.shutdown()
 
 
 def admin_main(args: argparse.Namespace) -> int:

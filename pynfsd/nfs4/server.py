@@ -26,6 +26,7 @@ from pynfsd.gen import nfs4 as N
 from pynfsd.idmap import IdMapper
 from pynfsd.nfs4 import compound
 from pynfsd.nfs4.clientstore import FileClientStore
+from pynfsd.nfs4.callback import CallbackClient, CallbackTarget, ServerGssIdentity
 from pynfsd.nfs4.executor import BlockingPool
 from pynfsd.nfs4.grace import GracePeriod
 from pynfsd.nfs4.state import StateManager
@@ -52,6 +53,9 @@ class ServerConfig:
     maxwrite: int = 1024 * 1024
     workers: int = 16
     backend_factory: Callable[[ClientExport, str], Backend] | None = None
+    # RPCSEC_GSS callbacks: the server's initiator name and keytab (None: AUTH_SYS only)
+    callback_keytab: str | None = None
+    callback_gss_name: str | None = None
     clock: Callable[[], float] = field(default=time.monotonic)
     wallclock_ns: Callable[[], int] = field(default=time.time_ns)
 
@@ -102,6 +106,10 @@ class NFSServer:
         self._by_addr: dict[str, tuple[float, ClientView]] = {}
         self._factory = config.backend_factory or local_backend
         from pynfsd.nfs4 import ops  # noqa: F401  (importing the handlers fills the op table)
+        self.callbacks = CallbackClient(
+            ServerGssIdentity(config.callback_gss_name, config.callback_keytab)
+            if config.callback_keytab else None
+        )
 
     # ------------------------------------------------------------ resources
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
@@ -159,6 +167,31 @@ class NFSServer:
                 log.info("expired the state of %d client(s) whose lease ran out", expired)
             self.grace.in_grace()  # ends the grace period on time even when nobody asks
             await self.durable()
+
+    def start_callback(self, clientid: int, target: object, client_addr: str) -> None:
+        """Probe a newly confirmed client's callback path (CB_NULL) in the background.
+
+        Only an address the client itself calls from is probed: a client cannot make the
+        server connect to another host (as knfsd, callbacks go to the client; unlike it, a
+        third-party address is refused, so the server cannot be used to reach other hosts).
+        """
+        if not isinstance(target, CallbackTarget):
+            return
+        try:
+            host = target.address().host
+        except Exception as e:  # a malformed r_addr: the path is simply down
+            log.debug("client %#x: no callback path: %s", clientid, e)
+            return
+        if host != client_addr:
+            log.debug("client %#x: callback address %s is not its own (%s): not probed",
+                      clientid, host, client_addr)
+            return
+        self.callbacks.confirmed(clientid, target)
+
+    async def shutdown(self) -> None:
+        """Stop callback work, then release backends and threads."""
+        await self.callbacks.close()
+        self.close()
 
     def close(self) -> None:
         self.client_store.flush()

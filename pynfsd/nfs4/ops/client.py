@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
+from pynfsd.nfs4.callback import CallbackTarget
 from pynfsd.nfs4.compound import CompoundContext, op
 from pynfsd.nfs4.ops.seqid import to_stateid
 
@@ -12,8 +13,9 @@ from pynfsd.nfs4.ops.seqid import to_stateid
 @op(N.OP_SETCLIENTID, needs_fh=False)
 async def setclientid(ctx: CompoundContext, args: N.SETCLIENTID4args) -> N.SETCLIENTID4resok:
     try:
+        target = CallbackTarget.from_setclientid(args, ctx.cred)
         clientid, confirm = ctx.server.state.setclientid(
-            args.client.verifier, args.client.id, ctx.principal, args.callback, ctx.client_addr
+            args.client.verifier, args.client.id, ctx.principal, target, ctx.client_addr
         )
     except errors.NFS4ERR_CLID_INUSE as e:
         if isinstance(e.value, tuple):
@@ -26,6 +28,9 @@ async def setclientid(ctx: CompoundContext, args: N.SETCLIENTID4args) -> N.SETCL
 @op(N.OP_SETCLIENTID_CONFIRM, needs_fh=False)
 async def setclientid_confirm(ctx: CompoundContext, args: N.SETCLIENTID_CONFIRM4args) -> None:
     ctx.server.state.setclientid_confirm(args.clientid, args.setclientid_confirm, ctx.principal)
+    record = ctx.server.state.clients.confirmed.get(args.clientid)
+    if record is not None:
+        ctx.server.start_callback(args.clientid, record.callback, ctx.client_addr)
 
 
 @op(N.OP_RENEW, needs_fh=False)

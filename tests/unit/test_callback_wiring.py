@@ -1,0 +1,57 @@
+"""SETCLIENTID_CONFIRM starts a CB_NULL probe of the client's callback path — only to the
+address the client itself calls from."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from pynfsd.client.nfs4 import in_process, op
+from pynfsd.exports import StaticExportResolver, parse_export_line
+from pynfsd.fs.memory import MemoryBackend
+from pynfsd.nfs4.callback import universal_address
+from pynfsd.nfs4.server import NFSServer, ServerConfig
+
+
+async def _confirm_with_callback(tmp_path: Path, cb_host: str, cb_port: int) -> NFSServer:
+    be = MemoryBackend()
+    srv = NFSServer(ServerConfig(state_dir=str(tmp_path), backend_factory=lambda e, s: be),
+                    StaticExportResolver([parse_export_line("/export *(rw,no_root_squash)")]))
+    c = in_process(srv, peer=("127.0.0.1", 900))
+    uaddr = universal_address(cb_host, cb_port)
+    ok = await c.check([op.setclientid(b"v" * 8, b"cb-client", addr=uaddr)])
+    await c.check([op.setclientid_confirm(ok[0].clientid, ok[0].setclientid_confirm)])
+    return srv
+
+
+def test_probe_reaches_the_clients_own_address(tmp_path: Path) -> None:
+    async def main() -> int:
+        seen: list[bytes] = []
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            seen.append(await reader.read(4096))
+            writer.close()
+
+        listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        srv = await _confirm_with_callback(tmp_path, "127.0.0.1", port)
+        for _ in range(200):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        await srv.shutdown()
+        listener.close()
+        return len(seen)
+
+    assert asyncio.run(main()) == 1
+
+
+def test_no_probe_to_another_address_than_the_clients(tmp_path: Path) -> None:
+    async def main() -> int:
+        srv = await _confirm_with_callback(tmp_path, "127.0.0.2", 2049)
+        await asyncio.sleep(0)
+        probes = len(srv.callbacks._entries)
+        await srv.shutdown()
+        return probes
+
+    assert asyncio.run(main()) == 0
