@@ -25,8 +25,8 @@ from pynfsd.fs.backend import Attrs, Backend, FileType
 from pynfsd.gen import nfs4 as N
 from pynfsd.idmap import IdMapper
 from pynfsd.nfs4 import compound
-from pynfsd.nfs4.clientstore import FileClientStore
 from pynfsd.nfs4.callback import CallbackClient, CallbackTarget, ServerGssIdentity
+from pynfsd.nfs4.clientstore import FileClientStore
 from pynfsd.nfs4.executor import BlockingPool
 from pynfsd.nfs4.grace import GracePeriod
 from pynfsd.nfs4.state import StateManager
