@@ -233,6 +233,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ExportsError, OSError, ValueError) as e:
         print(f"pynfsd: {e}", file=sys.stderr)
         return 2
+    # READ/WRITE payloads and krb5p tokens are ~1 MiB buffers: serve them from the heap
+    # instead of fresh mmaps that page-fault on every use (bounded: 4 MiB blocks, 16 MiB kept).
+    from pynfsd.gss.krb5crypto import keep_large_buffers_in_heap
+
+    keep_large_buffers_in_heap(4 << 20)
     uvloop = install_event_loop()
     log.info("pynfsd %s starting (%s event loop)", __version__, "uvloop" if uvloop else "asyncio")
     try:
