@@ -1,16 +1,19 @@
 """Kernel-client dd benchmark under sys, krb5, krb5i and krb5p: pynfsd against NFS-Ganesha.
 
 ``python -m bench.kernel_krb5_bench [--net user|netns] [--size-mb N] [--repeat K]
-[--servers pynfsd,ganesha] [--workdir DIR] [--json OUT]``
+[--servers pynfsd,ganesha] [--phase-timeout S] [--workdir DIR] [--json OUT]``
 
-One guest boot per server (``tests/vm``, the Debian kernel in qemu, rpc.gssd from
+One guest boot per server and flavour (``tests/vm``, the Debian kernel in qemu, rpc.gssd from
 ``tests/vm/krb5guest.py``), each server exporting ``sec=sys:krb5:krb5i:krb5p`` with the same
 throwaway realm's keys (Ganesha: ``NFS_KRB5 { Active_krb5 = true; }``, ``SecType = sys, krb5,
-krb5i, krb5p``). For each flavour the guest mounts its own subdirectory, writes N MiB with
-``dd conv=fsync`` and reads it back after dropping caches (``tests/vm/guest/krb5_bench.sh``);
-the host reads the server's CPU time from ``/proc/PID/stat`` at the guest's marks. Printed:
+krb5i, krb5p``). The guest mounts the flavour's own subdirectory, writes N MiB with ``dd
+conv=fsync`` and reads it back after dropping caches, K times
+(``tests/vm/guest/krb5_bench.sh``); the host reads the server's CPU time from
+``/proc/PID/stat`` at the guest's marks. A phase that does not end within ``--phase-timeout``
+stops that boot and the server is restarted, so one stuck flavour costs only itself. Printed:
 median MB/s per phase and flavour, ratios to sys and pynfsd/Ganesha (goal: >= 1.0x for every
-flavour), and server CPU seconds per GiB moved (the krb5p rows are the ones the issue asks for).
+flavour), server CPU seconds per GiB moved (the krb5p rows are the ones the issue asks for),
+and each server's log lines about GSS or errors.
 
 The client is TCG-emulated: under krb5i/krb5p its own crypto is the bound, and rates move with
 host load (printed). Server CPU per GiB is the steadier figure. Nothing here asserts on timings.
@@ -25,13 +28,14 @@ import re
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.cpu import cpu_seconds
 from tests.vm.initramfs import GUEST
 from tests.vm.kernel import guest_kernel
-from tests.vm.krb5guest import assemble_krb5, guest_config, krb5_setup
+from tests.vm.krb5guest import GuestRealm, assemble_krb5, guest_config, krb5_setup
 from tests.vm.qemu import GuestVM, Transcript
 from tests.vm.servers import Server
 
@@ -40,6 +44,14 @@ SECS = ("sys", "krb5", "krb5i", "krb5p")
 PHASES = ("write", "read")
 KBENCH_RE = re.compile(r"^@@KBENCH (\w+) (\w+) (\d+) (\d+) (-?\d+)\s*$")
 GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class Params:
+    size_mb: int = 128
+    repeat: int = 1
+    timeout: float = 1200.0        # per guest boot
+    phase_timeout: float = 240.0   # one dd phase; a stuck server costs no more than this
 
 
 @dataclass
@@ -78,12 +90,17 @@ class ServerResult:
 
 
 class CpuMarks:
-    """``on_pause``: the server's CPU seconds at ``mark begin|end PHASE SEC REP``."""
+    """``on_pause``: the server's CPU seconds at ``mark begin|end PHASE SEC REP``; ``stuck()``
+    names a phase that began more than ``limit`` seconds ago and has not ended."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, limit: float = 240.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.server = server
+        self.limit = limit
+        self.clock = clock
         self.begin: dict[tuple[str, str, int], float | None] = {}
         self.spent: dict[tuple[str, str, int], float | None] = {}
+        self.open: tuple[str, float] | None = None   # (phase, when it began)
 
     def __call__(self, what: str) -> None:
         words = what.split()
@@ -93,9 +110,18 @@ class CpuMarks:
         now = cpu_seconds(self.server.pid) if self.server.pid is not None else None
         if words[1] == "begin":
             self.begin[key] = now
+            self.open = (" ".join(words[2:]), self.clock())
         else:
             start = self.begin.get(key)
             self.spent[key] = None if now is None or start is None else now - start
+            self.open = None
+
+    def stuck(self) -> str | None:
+        if self.open is not None and self.clock() - self.open[1] > self.limit:
+            return f"phase {self.open[0]} still running after {self.limit:.0f}s"
+        if self.server.pid is None:
+            return f"{self.server.name} exited"
+        return None
 
 
 def parse(transcript: Transcript, marks: CpuMarks, result: ServerResult) -> None:
@@ -111,6 +137,8 @@ def parse(transcript: Transcript, marks: CpuMarks, result: ServerResult) -> None
         elif line.startswith("@@BENCHFAIL"):
             result.errors.append(line)
         done = done or line.startswith("@@KBENCHDONE")
+    if transcript.aborted:
+        result.errors.append(f"VM stopped: {transcript.aborted}")
     if transcript.timed_out:
         result.errors.append("the VM hit its timeout")
     if not done and not result.errors:
@@ -119,44 +147,65 @@ def parse(transcript: Transcript, marks: CpuMarks, result: ServerResult) -> None
 
 
 def log_notes(path: Path, limit: int = 12) -> list[str]:
-    """Log lines about Kerberos/GSS, or at a serious level (Ganesha CRIT/MAJ, pynfsd ERROR),
-    minus Ganesha's start-up noise here (no D-Bus system bus; no NFSv4 over UDP)."""
+    """Distinct log lines about Kerberos/GSS or at a serious level (Ganesha CRIT/MAJ, pynfsd
+    WARNING/ERROR), with counts; minus Ganesha's start-up noise here (no D-Bus, no UDP)."""
     try:
         lines = path.read_text(errors="replace").splitlines()
     except FileNotFoundError:
         return [f"(no log at {path})"]
-    pick = re.compile(r"krb5|gss|GSS|keytab|principal|CRIT|MAJ|ERROR|Traceback")
-    noise = re.compile(r":DBUS :|Cannot register NFS V4 on UDP|^==== start")
-    notes = [line for line in lines if pick.search(line) and not noise.search(line)]
+    pick = re.compile(r"RPCSEC_GSS|krb5|gss|GSS|CRIT|MAJ|WARNING|ERROR|Traceback")
+    noise = re.compile(r":DBUS :|Cannot register NFS V4 on UDP|^==== start|keytab")
+    stamp = re.compile(r"^[\d/:, -]+(: epoch \w+ : \w+ : )?|0x[0-9a-f]+")
+    counts: dict[str, int] = {}
+    for line in lines:
+        if pick.search(line) and not noise.search(line):
+            key = stamp.sub("", line)
+            counts[key] = counts.get(key, 0) + 1
+    notes = [f"(x{n}) {text}" for text, n in counts.items()]
     return notes[:limit] or [f"nothing about krb5/GSS and no errors in {path}"]
 
 
-def run_server(name: str, net_name: str, workdir: Path, size_mb: int, repeat: int,
-               timeout: float) -> ServerResult:
-    """One guest boot against server ``name``; errors are recorded, not raised."""
+def boot_one(server: Server, realm: GuestRealm, sec: str, workdir: Path, params: Params,
+             result: ServerResult) -> bool:
+    """One guest boot measuring flavour ``sec``; True if it finished cleanly."""
     kernel = guest_kernel()
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = guest_config(server, realm.network, SECS=sec, SIZE_MB=params.size_mb,
+                          REPEAT=params.repeat)
+    initrd = assemble_krb5(kernel, BENCH_SH, config, realm, workdir / "initrd.img")
+    marks = CpuMarks(server, params.phase_timeout)
+    vm = GuestVM(kernel, initrd, realm.network, workdir, params.timeout, on_pause=marks,
+                 watchdog=marks.stuck)
+    errors_before = len(result.errors)
+    try:
+        transcript = vm.run()
+    except Exception as exc:
+        transcript = Transcript()
+        result.errors.append(f"{sec}: {exc!r}")
+    parse(transcript, marks, result)
+    result.errors[errors_before:] = [f"[{sec}] {e}" for e in result.errors[errors_before:]]
+    return len(result.errors) == errors_before
+
+
+def run_server(name: str, net_name: str, workdir: Path, params: Params) -> ServerResult:
+    """One guest boot per flavour against server ``name`` (restarted after a failed boot, so
+    one stuck flavour costs only itself); errors are recorded, not raised."""
     result = ServerResult(name, net_name, workdir=str(workdir))
     load_before = os.getloadavg()[0]
-    transcript = Transcript()
     with krb5_setup(name, net_name, workdir, sys_too=True) as (realm, server):
         for sec in SECS:
             (server.export_dir / sec).mkdir(parents=True, exist_ok=True)
-        config = guest_config(server, realm.network, SECS=" ".join(SECS), SIZE_MB=size_mb,
-                              REPEAT=repeat)
-        initrd = assemble_krb5(kernel, BENCH_SH, config, realm, workdir / "initrd.img")
-        marks = CpuMarks(server)
-        vm = GuestVM(kernel, initrd, realm.network, workdir, timeout, on_pause=marks,
-                     watchdog=lambda: None if server.pid else f"{name} exited")
         try:
             server.start()
-            transcript = vm.run()
+            for sec in SECS:
+                if not boot_one(server, realm, sec, workdir / f"guest-{sec}", params, result):
+                    server.restart()
         except Exception as exc:
             result.errors.append(repr(exc))
         finally:
             server.stop()
-    parse(transcript, marks, result)
-    ganesha_log = workdir / "ganesha.nfsd.log"
-    result.log_notes = log_notes(ganesha_log if name == "ganesha" else workdir / f"{name}.log")
+    log = workdir / ("ganesha.nfsd.log" if name == "ganesha" else f"{name}.log")
+    result.log_notes = log_notes(log)
     result.host_load = (load_before, os.getloadavg()[0])
     return result
 
@@ -212,6 +261,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--servers", default="pynfsd,ganesha")
     parser.add_argument("--timeout", type=float, default=1200.0, help="per guest boot")
+    parser.add_argument("--phase-timeout", type=float, default=240.0,
+                        help="stop the guest when one dd phase takes longer")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="default: a new /var/tmp/pynfsd-krb5-bench-<time>")
     parser.add_argument("--json", type=Path, default=None, help="write all samples here")
@@ -222,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     root = args.workdir or Path(f"/var/tmp/pynfsd-krb5-bench-{time.strftime('%Y%m%d-%H%M%S')}")
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-    results = {s: run_server(s, args.net, root / s, args.size_mb, args.repeat, args.timeout)
-               for s in servers}
+    params = Params(args.size_mb, args.repeat, args.timeout, args.phase_timeout)
+    results = {s: run_server(s, args.net, root / s, params) for s in servers}
     report(results, args.size_mb, args.repeat)
     if args.json:
         doc = {"size_mb": args.size_mb, "repeat": args.repeat, "net": args.net,
