@@ -7,7 +7,7 @@ hook interfaces (`ClientStore`) through which later work adds stable storage and
 
 from __future__ import annotations
 
-from array import array
+import struct
 from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -105,6 +105,7 @@ def byte_range(offset: int, length: int) -> ByteRange:
 
 
 Range = tuple[int, int, bool]  # (start, end, write): one granted range, end inclusive
+_PAIR = struct.Struct("=QQ")  # a range's (start, end) in `LockSet.bounds`
 
 
 class LockSet:
@@ -112,8 +113,9 @@ class LockSet:
 
     Ranges are sorted, disjoint, and two ranges of the same type never touch (they are
     merged); a request over part of a range splits it, one of the other type upgrades or
-    downgrades that part.  Stored compactly: `bounds` is an `array('Q')` of inclusive
-    (start, end) pairs, `writes` an int with bit i set when range i is a write lock.  As
+    downgrades that part.  Stored compactly: `bounds` is an exact-size `bytes` of native
+    uint64 (start, end) pairs, inclusive (the empty set shares b""), and `writes` an int
+    with bit i set when range i is a write lock.  As
     the ranges are disjoint, both starts and ends are sorted, so a change bisects to the
     ranges it touches and rewrites only those (at most one neighbour on each side).
     """
@@ -121,14 +123,15 @@ class LockSet:
     __slots__ = ("bounds", "writes")
 
     def __init__(self) -> None:
-        self.bounds = array("Q")
+        self.bounds = b""
         self.writes = 0
 
     def __len__(self) -> int:
-        return len(self.bounds) >> 1
+        return len(self.bounds) >> 4
 
     def range_at(self, i: int) -> Range:
-        return self.bounds[2 * i], self.bounds[2 * i + 1], bool(self.writes >> i & 1)
+        start, end = _PAIR.unpack_from(self.bounds, i << 4)
+        return start, end, bool(self.writes >> i & 1)
 
     def ranges(self) -> Iterator[Range]:
         return (self.range_at(i) for i in range(len(self)))
@@ -141,9 +144,9 @@ class LockSet:
 
     def window(self, lo: int, hi: int) -> tuple[int, int]:
         """Indices [i, j) of the ranges ending at or after `lo` and starting at or before `hi`."""
-        with memoryview(self.bounds) as mv:
-            i = bisect_left(mv[1::2], lo)
-            return i, bisect_right(mv[0::2], hi, lo=i)
+        words = memoryview(self.bounds).cast("Q")
+        i = bisect_left(words[1::2], lo)
+        return i, bisect_right(words[0::2], hi, lo=i)
 
     def conflict(self, start: int, end: int, write: bool) -> Range | None:
         """The first range overlapping [start, end] that conflicts with a lock of `write`."""
@@ -185,13 +188,12 @@ class LockSet:
         return old, self._replace(i, j, new)
 
     def _replace(self, i: int, j: int, new: list[Range]) -> list[Range]:
-        flat = array("Q")
         bits = 0
-        for k, (s, e, w) in enumerate(new):
-            flat.append(s)
-            flat.append(e)
+        for k, (_, _, w) in enumerate(new):
             bits |= w << k
-        self.bounds[2 * i : 2 * j] = flat
+        packed = b"".join(_PAIR.pack(s, e) for s, e, _ in new)
+        old = memoryview(self.bounds)
+        self.bounds = b"".join((old[: i << 4], packed, old[j << 4 :]))
         low = self.writes & ((1 << i) - 1)
         self.writes = low | bits << i | (self.writes >> j) << (i + len(new))
         return new
