@@ -305,7 +305,8 @@ class StateManager:
         if oo is None or oo.cancelled:
             oo = self.open_owner(clientid, owner, 0)
         fs = self._live_file(file_key)
-        for other in list(fs.opens):  # §9.9: no exception for the same open-owner
+        sharing = fs.opens if deny or fs.denying else ()  # no deny anywhere: nothing to check
+        for other in list(sharing):  # §9.9: no exception for the same open-owner
             if other.closed or not (access & other.deny or deny & other.access):
                 continue
             if not self._yield_courteous(other.owner.client, "a share reservation"):
@@ -328,7 +329,7 @@ class StateManager:
         os = oo.opens.get(file_key)
         if os is not None:
             os.access |= access
-            os.deny |= deny
+            fs.set_deny(os, os.deny | deny)
             os.modes |= mode_bit(access, deny)
             return os.bump()  # §9.11: one open, union of the modes
         client = oo.client
@@ -337,7 +338,7 @@ class StateManager:
         )
         client.states[os.index] = os
         oo.opens[file_key] = os
-        fs.opens.append(os)
+        fs.add_open(os)
         if not oo.confirmed:
             fs.pending = (*fs.pending, os)  # a cancelled owner's opens are reaped from here
         return os.stateid()
@@ -362,7 +363,8 @@ class StateManager:
             raise E.NFS4ERR_INVAL("not a union of previous OPEN modes")  # §16.19.4
         if not locks_fit_access(os, access):
             raise E.NFS4ERR_LOCKS_HELD()  # §16.19.4
-        os.access, os.deny = access, deny
+        os.access = access
+        self._file(os.file_key).set_deny(os, deny)
         os.modes &= subset_mask(access, deny)
         return os.bump()  # §9.11: MUST increment even when nothing changes
 
@@ -418,7 +420,7 @@ class StateManager:
             return
         self._reap(fs)
         bit = OPEN4_SHARE_ACCESS_WRITE if write else OPEN4_SHARE_ACCESS_READ
-        for os in list(fs.opens):
+        for os in list(fs.opens if fs.denying else ()):
             if os.deny & bit and not os.closed:
                 if not self._yield_courteous(os.owner.client, "I/O with a special stateid"):
                     raise E.NFS4ERR_LOCKED("denied by a share reservation")
@@ -756,9 +758,12 @@ class StateManager:
         return fs
 
     def _live_file(self, file_key: bytes) -> FileState:
-        fs = self._file(file_key)
-        self._reap(fs)
-        return fs
+        """The file's state after reaping cancelled opens (which may drop an emptied
+        FileState, so it is looked up again rather than kept)."""
+        fs = self._files.get(file_key)
+        if fs is not None:
+            self._reap(fs)
+        return self._file(file_key)
 
     def _reap(self, fs: FileState) -> None:
         """Release the opens of cancelled owners on a file (lapsed holders yield on conflict).
@@ -787,7 +792,7 @@ class StateManager:
         os.owner.client.states.pop(os.index, None)
         fs = self._files.get(os.file_key)
         if fs is not None:
-            fs.opens.remove(os)
+            fs.remove_open(os)
             if fs.pending:
                 fs.pending = tuple(p for p in fs.pending if p is not os)
             self._gc_file(os.file_key, fs)

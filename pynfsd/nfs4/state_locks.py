@@ -171,7 +171,9 @@ class Waiter:
 class FileState:
     """Everything the state manager tracks for one file: opens, lock sets, waiters.
 
-    `pending` holds opens made by open-owners that were not yet confirmed, the only ones a
+    `denying` counts the opens with a deny mode, so OPEN and I/O with a special stateid
+    skip the share check when there is none (the usual case).  `pending` holds opens made
+    by open-owners that were not yet confirmed, the only ones a
     cancelled owner can have (pruned as they are confirmed or closed); `index` exists while
     the file has at least `INDEX_AT // 2` lock sets, once it reached `INDEX_AT`.  Empty
     collections are shared empty tuples until first needed.
@@ -182,9 +184,25 @@ class FileState:
     waiters: tuple[Waiter, ...] = ()
     pending: tuple[OpenState, ...] = ()
     index: RangeIndex | None = None
+    denying: int = 0
 
     def is_empty(self) -> bool:
         return not self.opens and not self.lock_states and not self.waiters
+
+    # -- opens ------------------------------------------------------------------------------
+
+    def add_open(self, os: OpenState) -> None:
+        self.opens.append(os)
+        self.denying += os.deny != 0
+
+    def remove_open(self, os: OpenState) -> None:
+        self.opens.remove(os)
+        self.denying -= os.deny != 0
+
+    def set_deny(self, os: OpenState, deny: int) -> None:
+        """Change the deny mode of an open of this file (upgrade or downgrade)."""
+        self.denying += (deny != 0) - (os.deny != 0)
+        os.deny = deny
 
     # -- lock sets: every change to a lock set on this file goes through here -------------
 
