@@ -190,6 +190,7 @@ class StateManager:
             self._drop_state,
         )
         self._files: dict[bytes, FileState] = {}
+        self._waiting: set[FileState] = set()  # files that may have waiters (§9.4)
 
     # -- client ids (§16.33, §16.34, §16.28) ----------------------------------------------
 
@@ -563,6 +564,7 @@ class StateManager:
         if is_blocking_lock(locktype):
             expires = self.clock() + self.waiter_window
             fs.add_waiter(Waiter(who[0], who[1], rng, is_write_lock(locktype), expires))
+            self._waiting.add(fs)
         else:
             fs.remove_waiter(who)
 
@@ -594,6 +596,8 @@ class StateManager:
         self.clients.expire_unconfirmed(now)
         for key, fs in list(self._files.items()):
             fs.drop_lapsed_waiters(now)
+            if not fs.waiters:
+                self._waiting.discard(fs)
             if fs.is_empty():
                 del self._files[key]
         return expired
@@ -684,9 +688,10 @@ class StateManager:
             self._release_open_owner(oo)
         client.lock_owners.clear()
         client.states.clear()
-        for fs in self._files.values():
-            if fs.waiters:
-                fs.remove_client_waiters(client.clientid)
+        for fs in list(self._waiting):
+            fs.remove_client_waiters(client.clientid)
+            if not fs.waiters:
+                self._waiting.discard(fs)
         if status:
             self.clients.bury(client.clientid, status)
         client.courteous = False

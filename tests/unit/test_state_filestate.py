@@ -60,3 +60,17 @@ def test_cancelled_owner_opens_are_reaped_from_pending() -> None:
     assert [os.owner.owner for os in fs.pending] == [b"oo3"]  # b's, confirmed, was pruned
     with pytest.raises(E.NFS4ERR_SHARE_DENIED):
         w.sm.open(a, b"oo4", b"f", READ, WRITE)  # b's WRITE open is seen
+
+
+def test_dropping_a_client_removes_its_waiters() -> None:
+    w = make_world()
+    a, b, c = (new_client(w.sm, name) for name in (b"a", b"b", b"c"))
+    sa, sb, sc = (open_confirmed(w.sm, x, b"oo", b"f") for x in (a, b, c))
+    la = w.sm.lock_new(sa, b"lo", 1, b"f", WRITE, 0, 10)
+    with pytest.raises(E.NFS4ERR_DENIED):
+        w.sm.lock_new(sb, b"lo", 1, b"f", 4, 0, 10)  # WRITEW_LT: b queues (§9.4)
+    assert w.sm._waiting == {w.sm._files[b"f"]}
+    w.sm.locku(la, WRITE, 0, 10)
+    w.sm.revoke_client(b)
+    assert w.sm._waiting == set()
+    w.sm.lock_new(sc, b"lo", 1, b"f", WRITE, 0, 10)  # no waiter left ahead of c
