@@ -150,14 +150,14 @@ def parse(transcript: Transcript, marks: CpuMarks, result: ServerResult) -> None
 
 def log_notes(path: Path, limit: int = 12) -> list[str]:
     """Distinct log lines about Kerberos/GSS or at a serious level (Ganesha CRIT/MAJ, pynfsd
-    WARNING/ERROR), with counts; minus Ganesha's start-up noise here (no D-Bus, no UDP)."""
+    WARNING/ERROR), with counts; minus Ganesha's start-up noise here (no D-Bus, UDP, RADOS)."""
     try:
         lines = path.read_text(errors="replace").splitlines()
     except FileNotFoundError:
         return [f"(no log at {path})"]
     pick = re.compile(r"GSS|pynfsd\.(rpc\.)?gss|CRIT|MAJ|WARN|ERROR|Traceback")
-    noise = re.compile(r":DBUS :|Cannot register NFS V4 on UDP|^==== start|keytab")
-    stamp = re.compile(r"^[\d/:, -]+(: epoch \w+ : \w+ : )?|0x[0-9a-f]+")
+    noise = re.compile(r":DBUS :|Cannot register NFS V4 on UDP|RADOS|^==== start|keytab")
+    stamp = re.compile(r"^[\d/:, -]+(epoch \w+ : \S+ : nfs-ganesha-\d+)?|0x[0-9a-f]+")
     counts: dict[str, int] = {}
     for line in lines:
         if pick.search(line) and not noise.search(line):
