@@ -590,6 +590,7 @@ class CallbackClient:
         if error is not None:
             self._drop_channel(entry)
         if entry.path.state is not before and entry.path.state is PathState.DOWN:
-            log.warning("callback path of client %#x is down: %s", clientid, error)
+            # INFO, not WARNING: callbacks serve delegations, which pynfsd does not grant yet.
+            log.info("callback path of client %#x is down: %s", clientid, error)
         elif entry.path.state is not before:
             log.info("callback path of client %#x is %s", clientid, entry.path.state.value)
