@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,13 +35,6 @@ ACC_READ, ACC_LOOKUP, ACC_MODIFY, ACC_EXTEND, ACC_DELETE, ACC_EXECUTE = 1, 2, 4,
 ACC_ALL = 0x3F
 ACC_FILE = ACC_READ | ACC_MODIFY | ACC_EXTEND | ACC_EXECUTE
 ACC_DIR = ACC_READ | ACC_LOOKUP | ACC_MODIFY | ACC_EXTEND | ACC_DELETE
-
-
-@pytest.fixture
-def w(tmp_path: Path) -> Iterator[World]:
-    world = make_world(tmp_path)
-    yield world
-    world.close()
 
 
 async def _file(c: Nfs4Client, root: bytes, name: bytes = b"f", owner: bytes = b"o") -> bytes:

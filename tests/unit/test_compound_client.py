@@ -4,10 +4,8 @@ delegation ops a server without delegations still answers (RFC 7530 §9.5, §16.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from nfs4_fixtures import (
     DENY_WRITE,
     LEASE,
@@ -27,13 +25,6 @@ from pynfsd.client.nfs4 import op
 from pynfsd.gen import nfs4 as N
 
 PAST_LEASE = LEASE * 2 + 1  # beyond any enforced lease (announced LEASE, enforced longer)
-
-
-@pytest.fixture
-def w(tmp_path: Path) -> Iterator[World]:
-    world = make_world(tmp_path)
-    yield world
-    world.close()
 
 
 def test_setclientid_and_confirm(w: World) -> None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,13 +26,6 @@ from nfs4_fixtures import (
 
 from pynfsd.client.nfs4 import Nfs4Client, op
 from pynfsd.gen import nfs4 as N
-
-
-@pytest.fixture
-def w(tmp_path: Path) -> Iterator[World]:
-    world = make_world(tmp_path)
-    yield world
-    world.close()
 
 
 async def _file(c: Nfs4Client, d: bytes, name: bytes) -> bytes:

@@ -30,13 +30,6 @@ from pynfsd.gen import nfs4 as N
 
 
 @pytest.fixture
-def w(tmp_path: Path) -> Iterator[World]:
-    world = make_world(tmp_path)
-    yield world
-    world.close()
-
-
-@pytest.fixture
 def pw(tmp_path: Path) -> Iterator[World]:
     """Two exports below shared pseudo directories: /srv/a and /srv/b/c."""
     world = make_world(tmp_path, ["/srv/a *(rw,no_root_squash)", "/srv/b/c *(ro)"])

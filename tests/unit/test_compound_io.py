@@ -3,7 +3,6 @@ stateid checks they make (§9.1.4)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,13 +29,6 @@ from pynfsd.client.nfs4 import Nfs4Client, op
 from pynfsd.gen import nfs4 as N
 
 UNSTABLE4, FILE_SYNC4 = 0, 2
-
-
-@pytest.fixture
-def w(tmp_path: Path) -> Iterator[World]:
-    world = make_world(tmp_path)
-    yield world
-    world.close()
 
 
 async def _file(c: Nfs4Client, root: bytes, name: bytes = b"f") -> bytes:

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from nfs4_fixtures import (
@@ -16,7 +14,6 @@ from nfs4_fixtures import (
     expect,
     export_root,
     last,
-    make_world,
     mkdir,
     new_clientid,
     open_file,
@@ -28,13 +25,6 @@ from pynfsd.gen import nfs4 as N
 
 READ_LT, WRITE_LT = N.READ_LT, N.WRITE_LT
 EOF = N.NFS4_UINT64_MAX
-
-
-@pytest.fixture
-def w(tmp_path: Path) -> Iterator[World]:
-    world = make_world(tmp_path)
-    yield world
-    world.close()
 
 
 @dataclass

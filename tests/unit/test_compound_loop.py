@@ -3,22 +3,14 @@ undecodable operations, stopping at the first error, and operations pynfsd does 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import pytest
-from nfs4_fixtures import World, expect, export_root, make_world, ops
+from nfs4_fixtures import World, expect, export_root, ops
 
 from pynfsd.client.nfs4 import decode_compound, op
 from pynfsd.gen import nfs4 as N
 from pynfsd.xdr.runtime import Packer
-
-
-@pytest.fixture
-def w(tmp_path: Path) -> Iterator[World]:
-    world = make_world(tmp_path)
-    yield world
-    world.close()
 
 
 def _raw(ops_: Sequence[N.nfs_argop4], tail: bytes, count: int, tag: bytes = b"t") -> bytes:

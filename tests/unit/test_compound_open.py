@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,13 +35,6 @@ from pynfsd.client.nfs4 import Nfs4Client, op, unchecked
 from pynfsd.gen import nfs4 as N
 
 CONFIRM = 0x2
-
-
-@pytest.fixture
-def w(tmp_path: Path) -> Iterator[World]:
-    world = make_world(tmp_path)
-    yield world
-    world.close()
 
 
 async def _setup(w: World) -> tuple[Nfs4Client, bytes, int]:
