@@ -369,3 +369,9 @@ async def readdir_all(
             return out
         assert got, "READDIR returned no entries and no eof"
         cookie, verf = got[-1].cookie, resok.cookieverf
+
+
+async def make_file(c: Nfs4Client, dirfh: bytes, name: bytes = b"f", owner: bytes = b"o") -> bytes:
+    """A regular file made by OPEN (with its own client id); its filehandle."""
+    clientid = await new_clientid(c, b"file-" + name + owner)
+    return (await open_file(c, dirfh, clientid, owner, name)).fh

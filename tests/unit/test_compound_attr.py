@@ -19,6 +19,7 @@ from nfs4_fixtures import (
     export_root,
     getattrs,
     last,
+    make_file,
     make_world,
     mkdir,
     new_clientid,
@@ -35,11 +36,6 @@ ACC_READ, ACC_LOOKUP, ACC_MODIFY, ACC_EXTEND, ACC_DELETE, ACC_EXECUTE = 1, 2, 4,
 ACC_ALL = 0x3F
 ACC_FILE = ACC_READ | ACC_MODIFY | ACC_EXTEND | ACC_EXECUTE
 ACC_DIR = ACC_READ | ACC_LOOKUP | ACC_MODIFY | ACC_EXTEND | ACC_DELETE
-
-
-async def _file(c: Nfs4Client, root: bytes, name: bytes = b"f", owner: bytes = b"o") -> bytes:
-    clientid = await new_clientid(c, b"attr-" + name + owner)
-    return (await open_file(c, root, clientid, owner, name)).fh
 
 
 async def _chmod(c: Nfs4Client, fh: bytes, mode: int) -> None:
@@ -61,7 +57,7 @@ def test_getattr_of_every_supported_attribute(w: World, kind: str) -> None:
         c = w.client()
         root = await export_root(c)
         fh = {
-            "file": lambda: _file(c, root),
+            "file": lambda: make_file(c, root),
             "dir": lambda: mkdir(c, root, b"d"),
         }.get(kind)
         target = await fh() if fh else (await c.check([op.putrootfh(), op.getfh()]))[1].object
@@ -106,7 +102,7 @@ def test_change_and_size_follow_a_write(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root)
+        f = await make_file(c, root)
         before = await getattrs(c, f, N.FATTR4_CHANGE, N.FATTR4_SIZE)
         await c.check([op.putfh(f), op.write(ANON, 0, b"hello")])
         after = await getattrs(c, f, N.FATTR4_CHANGE, N.FATTR4_SIZE)
@@ -122,7 +118,7 @@ def test_setattr_mode(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root)
+        f = await make_file(c, root)
         res = await c.compound([op.putfh(f), ops.setattr({N.FATTR4_MODE: 0o4751})])
         assert res.status == N.NFS4_OK
         assert res.resarray[-1].value.attrsset == bitmap([N.FATTR4_MODE])
@@ -147,7 +143,7 @@ def test_setattr_owner_and_group(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root)
+        f = await make_file(c, root)
         await c.check(
             [op.putfh(f), ops.setattr({N.FATTR4_OWNER: b"1234", N.FATTR4_OWNER_GROUP: b"99"})]
         )
@@ -172,7 +168,7 @@ def test_setattr_chown_by_non_root_is_perm(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root)
+        f = await make_file(c, root)
         await _chown(c, f, 1000)
         u = w.client(user(1000))
         await expect(u, [op.putfh(f), ops.setattr({N.FATTR4_OWNER: b"1001"})], N.NFS4ERR_PERM)
@@ -187,7 +183,7 @@ def test_setattr_size_with_anonymous_stateid(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root)
+        f = await make_file(c, root)
         await c.check([op.putfh(f), ops.setattr({N.FATTR4_SIZE: 4096})])
         assert (await getattrs(c, f, N.FATTR4_SIZE))[N.FATTR4_SIZE] == 4096
 
@@ -240,7 +236,7 @@ def test_setattr_times(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root)
+        f = await make_file(c, root)
         await c.check(
             [
                 op.putfh(f),
@@ -278,7 +274,7 @@ def test_setattr_times_by_non_owner(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root)
+        f = await make_file(c, root)
         await _chmod(c, f, 0o666)
         u = w.client(user(1000))
         now = N.settime4(N.SET_TO_SERVER_TIME4, None)
@@ -354,7 +350,7 @@ def test_verify_several_attributes(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root)
+        f = await make_file(c, root)
         got = await getattrs(c, f, N.FATTR4_FILEID, N.FATTR4_CHANGE)
         same = {N.FATTR4_TYPE: N.NF4REG, **got}
         await c.check([op.putfh(f), ops.verify(same)])
@@ -392,7 +388,7 @@ def test_access_for_owner_other_and_root(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root)
+        f = await make_file(c, root)
         await _chown(c, f, 1000)
         await _chmod(c, f, 0o744)
         (_, own) = await w.client(user(1000)).check([op.putfh(f), op.access(ACC_ALL)])
@@ -425,7 +421,7 @@ def test_access_group_member(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root)
+        f = await make_file(c, root)
         await c.check([op.putfh(f), ops.setattr({N.FATTR4_OWNER_GROUP: b"500"})])
         await _chmod(c, f, 0o060)
         (_, g) = await w.client(user(3000, 3000, [500])).check([op.putfh(f), op.access(ACC_ALL)])
@@ -442,7 +438,7 @@ def test_access_with_root_squash(tmp_path: Path) -> None:
         root = await export_root(c)
         be = w.backends["/export"]
         be.setattr(be.root(), mode=0o777)  # setup: root squashed to nobody may create here
-        f = await _file(c, root)
+        f = await make_file(c, root)
         await _chmod(c, f, 0o600)  # owned by 65534, so the squashed root owns it
         (_, mine) = await c.check([op.putfh(f), op.access(ACC_ALL)])
         assert mine.access == ACC_READ | ACC_MODIFY | ACC_EXTEND

@@ -15,23 +15,16 @@ from nfs4_fixtures import (
     getattrs,
     last,
     lookup_fh,
+    make_file,
     make_world,
     mkdir,
-    new_clientid,
-    open_file,
     ops,
     readdir_all,
     user,
 )
 
-from pynfsd.client.nfs4 import Nfs4Client, op
+from pynfsd.client.nfs4 import op
 from pynfsd.gen import nfs4 as N
-
-
-async def _file(c: Nfs4Client, d: bytes, name: bytes) -> bytes:
-    clientid = await new_clientid(c, b"dirs-" + name)
-    return (await open_file(c, d, clientid, b"o", name)).fh
-
 
 # ------------------------------------------------------------ CREATE (§16.4)
 
@@ -146,7 +139,7 @@ def test_create_in_a_file_is_notdir(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root, b"f")
+        f = await make_file(c, root, b"f")
         await expect(c, [op.putfh(f), op.mkdir(b"d")], N.NFS4ERR_NOTDIR)
 
     w.run(body())
@@ -181,7 +174,7 @@ def test_remove_file_and_empty_directory(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        await _file(c, root, b"f")
+        await make_file(c, root, b"f")
         await mkdir(c, root, b"d")
         (_, res) = await c.check([op.putfh(root), op.remove(b"f")])
         assert res.cinfo.after > res.cinfo.before
@@ -201,7 +194,7 @@ def test_remove_errors(w: World) -> None:
         await expect(c, [op.putfh(root), op.remove(b"nope")], N.NFS4ERR_NOENT)
         await expect(c, [op.putfh(root), op.remove(b"")], N.NFS4ERR_INVAL)
         await expect(c, [op.putfh(root), op.remove(b".")], N.NFS4ERR_BADNAME)
-        f = await _file(c, root, b"f")
+        f = await make_file(c, root, b"f")
         await expect(c, [op.putfh(f), op.remove(b"x")], N.NFS4ERR_NOTDIR)
         await expect(w.client(user(7)), [op.putfh(d), op.remove(b"inner")], N.NFS4ERR_ACCESS)
 
@@ -229,7 +222,7 @@ def test_rename_within_and_across_directories(w: World) -> None:
         c = w.client()
         root = await export_root(c)
         a, b = await mkdir(c, root, b"a"), await mkdir(c, root, b"b")
-        f = await _file(c, a, b"f")
+        f = await make_file(c, a, b"f")
         vals = await c.check(
             [op.putfh(a), op.savefh(), op.putfh(b), op.rename(b"f", b"g"), op.getfh()]
         )
@@ -246,8 +239,8 @@ def test_rename_over_an_existing_file_replaces_it(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root, b"f")
-        old = await _file(c, root, b"old")
+        f = await make_file(c, root, b"f")
+        old = await make_file(c, root, b"old")
         await c.check([op.putfh(root), op.savefh(), op.rename(b"f", b"old")])
         assert await lookup_fh(c, root, b"old") == f
         await expect(c, [op.putfh(old)], N.NFS4ERR_STALE)
@@ -260,7 +253,7 @@ def test_rename_incompatible_targets_are_exist(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        await _file(c, root, b"f")
+        await make_file(c, root, b"f")
         await mkdir(c, root, b"d")
         full = await mkdir(c, root, b"full")
         await mkdir(c, full, b"x")
@@ -278,7 +271,7 @@ def test_rename_same_file_is_a_no_op(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root, b"f")
+        f = await make_file(c, root, b"f")
         await c.check([op.putfh(f), op.savefh(), op.putfh(root), ops.link(b"f2")])
         await c.check([op.putfh(root), op.savefh(), op.rename(b"f", b"f2")])
         assert await lookup_fh(c, root, b"f") == f == await lookup_fh(c, root, b"f2")
@@ -301,7 +294,7 @@ def test_rename_errors(w: World) -> None:
         into_self = [op.putfh(root), op.savefh(), op.putfh(sub), op.rename(b"d", b"x")]
         await expect(c, into_self, N.NFS4ERR_INVAL)
         await expect(c, [op.putfh(root), op.rename(b"d", b"x")], N.NFS4ERR_NOFILEHANDLE)
-        f = await _file(c, root, b"f")
+        f = await make_file(c, root, b"f")
         await expect(
             c, [op.putfh(f), op.savefh(), op.putfh(root), op.rename(b"a", b"b")], N.NFS4ERR_NOTDIR
         )
@@ -319,7 +312,7 @@ def test_rename_across_exports_is_xdev(tmp_path: Path) -> None:
         await expect(
             c, [op.putfh(a), op.savefh(), op.putfh(b), op.rename(b"d", b"d")], N.NFS4ERR_XDEV
         )
-        f = await _file(c, a, b"f")
+        f = await make_file(c, a, b"f")
         await expect(c, [op.putfh(f), op.savefh(), op.putfh(b), ops.link(b"f")], N.NFS4ERR_XDEV)
 
     try:
@@ -336,7 +329,7 @@ def test_link_creates_a_second_name(w: World) -> None:
         c = w.client()
         root = await export_root(c)
         d = await mkdir(c, root, b"d")
-        f = await _file(c, root, b"f")
+        f = await make_file(c, root, b"f")
         vals = await c.check([op.putfh(f), op.savefh(), op.putfh(d), ops.link(b"g"), op.getfh()])
         assert vals[4].object == d
         assert vals[3].cinfo.after > vals[3].cinfo.before
@@ -351,7 +344,7 @@ def test_link_errors(w: World) -> None:
         c = w.client()
         root = await export_root(c)
         d = await mkdir(c, root, b"d")
-        f = await _file(c, root, b"f")
+        f = await make_file(c, root, b"f")
         link_f = [op.putfh(f), op.savefh(), op.putfh(root)]
         await expect(c, [*link_f, ops.link(b"f")], N.NFS4ERR_EXIST)
         await expect(c, [*link_f, ops.link(b"")], N.NFS4ERR_INVAL)
@@ -372,7 +365,7 @@ def test_readlink_of_non_symlinks(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root, b"f")
+        f = await make_file(c, root, b"f")
         await expect(c, [op.putfh(root), ops.readlink()], N.NFS4ERR_ISDIR)
         await expect(c, [op.putfh(f), ops.readlink()], N.NFS4ERR_INVAL)
 
@@ -422,7 +415,7 @@ def test_readdir_does_not_list_dot_entries_and_returns_attrs(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root, b"f")
+        f = await make_file(c, root, b"f")
         await mkdir(c, root, b"d")
         ents = await readdir_all(c, root, attrs=[N.FATTR4_TYPE, N.FATTR4_FILEHANDLE])
         got = {e.name: attrs_of(e.attrs) for e in ents}
@@ -486,7 +479,7 @@ def test_readdir_of_a_file_is_notdir(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root, b"f")
+        f = await make_file(c, root, b"f")
         await expect(c, [op.putfh(f), op.readdir()], N.NFS4ERR_NOTDIR)
 
     w.run(body())

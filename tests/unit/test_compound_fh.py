@@ -16,16 +16,15 @@ from nfs4_fixtures import (
     export_root,
     getattrs,
     lookup_fh,
+    make_file,
     make_world,
     mkdir,
-    new_clientid,
-    open_file,
     ops,
     readdir_all,
     user,
 )
 
-from pynfsd.client.nfs4 import Nfs4Client, op, unchecked
+from pynfsd.client.nfs4 import op, unchecked
 from pynfsd.gen import nfs4 as N
 
 
@@ -221,7 +220,7 @@ def test_lookup_in_a_file_is_notdir(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _regular_file(c, root, b"f")
+        f = await make_file(c, root, b"f")
         await expect(c, [op.putfh(f), op.lookup(b"x")], N.NFS4ERR_NOTDIR)
 
     w.run(body())
@@ -262,12 +261,6 @@ def test_lookup_in_directory_without_search_permission(w: World) -> None:
     w.run(body())
 
 
-async def _regular_file(c: Nfs4Client, dirfh: bytes, name: bytes) -> bytes:
-    clientid = await new_clientid(c, b"helper-" + name)
-    opened = await open_file(c, dirfh, clientid, b"helper", name)
-    return opened.fh
-
-
 # ------------------------------------------------------------ LOOKUPP (§16.14)
 
 
@@ -279,7 +272,7 @@ def test_lookupp_of_a_file_is_notdir(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _regular_file(c, root, b"f")
+        f = await make_file(c, root, b"f")
         await expect(c, [op.putfh(f), op.lookupp()], N.NFS4ERR_NOTDIR)
 
     w.run(body())

@@ -17,6 +17,7 @@ from nfs4_fixtures import (
     expect,
     export_root,
     getattrs,
+    make_file,
     make_world,
     mkdir,
     new_clientid,
@@ -25,22 +26,17 @@ from nfs4_fixtures import (
     user,
 )
 
-from pynfsd.client.nfs4 import Nfs4Client, op
+from pynfsd.client.nfs4 import op
 from pynfsd.gen import nfs4 as N
 
 UNSTABLE4, FILE_SYNC4 = 0, 2
-
-
-async def _file(c: Nfs4Client, root: bytes, name: bytes = b"f") -> bytes:
-    clientid = await new_clientid(c, b"io-" + name)
-    return (await open_file(c, root, clientid, b"o", name)).fh
 
 
 def test_write_and_read_with_the_anonymous_stateid(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root)
+        f = await make_file(c, root)
         (_, wr) = await c.check([op.putfh(f), op.write(ANON, 0, b"hello world")])
         assert wr.count == 11 and wr.committed == FILE_SYNC4
         (_, rd) = await c.check([op.putfh(f), op.read(ANON, 6, 100)])
@@ -57,7 +53,7 @@ def test_read_with_the_bypass_stateid_but_not_write(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root)
+        f = await make_file(c, root)
         await c.check([op.putfh(f), op.write(ANON, 0, b"abc")])
         (_, rd) = await c.check([op.putfh(f), op.read(BYPASS, 0, 3)])
         assert rd.data == b"abc"
@@ -137,7 +133,7 @@ def test_stateid_of_another_server_boot_is_stale_stateid(w: World, tmp_path: Pat
         try:
             c2 = other.client()
             root2 = await export_root(c2)
-            f2 = await _file(c2, root2)
+            f2 = await make_file(c2, root2)
             await expect(c2, [op.putfh(f2), op.read(o.stateid, 0, 1)], N.NFS4ERR_STALE_STATEID)
         finally:
             other.close()
@@ -175,7 +171,7 @@ def test_anonymous_io_checks_file_permissions(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root)
+        f = await make_file(c, root)
         await c.check([op.putfh(f), ops.setattr({N.FATTR4_OWNER: b"1000", N.FATTR4_MODE: 0o600})])
         other = w.client(user(2000))
         await expect(other, [op.putfh(f), op.read(ANON, 0, 1)], N.NFS4ERR_ACCESS)
@@ -221,7 +217,7 @@ def test_write_verifier_is_stable_within_a_server_and_changes_with_a_new_one(
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root)
+        f = await make_file(c, root)
         (_, a) = await c.check([op.putfh(f), op.write(ANON, 0, b"a", UNSTABLE4)])
         (_, b) = await c.check([op.putfh(f), op.write(ANON, 1, b"b", UNSTABLE4)])
         (_, cm) = await c.check([op.putfh(f), op.commit(0, 0)])
@@ -230,7 +226,7 @@ def test_write_verifier_is_stable_within_a_server_and_changes_with_a_new_one(
         try:
             c2 = other.client()
             root2 = await export_root(c2)
-            f2 = await _file(c2, root2)
+            f2 = await make_file(c2, root2)
             (_, x) = await c2.check([op.putfh(f2), op.write(ANON, 0, b"a", UNSTABLE4)])
             assert x.writeverf != a.writeverf
         finally:
@@ -244,7 +240,7 @@ def test_unstable_write_then_commit(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root)
+        f = await make_file(c, root)
         (_, wr) = await c.check([op.putfh(f), op.write(ANON, 10, b"xyz", UNSTABLE4)])
         assert wr.committed in (UNSTABLE4, FILE_SYNC4)
         await c.check([op.putfh(f), op.commit(0, 0)])
@@ -260,7 +256,7 @@ def test_commit_range_overflow_is_inval(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root)
+        f = await make_file(c, root)
         await expect(c, [op.putfh(f), op.commit((1 << 64) - 2, 10)], N.NFS4ERR_INVAL)
 
     w.run(body())
@@ -270,7 +266,7 @@ def test_write_beyond_the_maximum_file_size_is_fbig(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root)
+        f = await make_file(c, root)
         await expect(c, [op.putfh(f), op.write(ANON, (1 << 63) - 2, b"xyz")], N.NFS4ERR_FBIG)
 
     w.run(body())
@@ -280,7 +276,7 @@ def test_read_count_is_capped_at_maxread(w: World) -> None:
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
-        f = await _file(c, root)
+        f = await make_file(c, root)
         maxread = w.server.config.maxread
         await c.check([op.putfh(f), ops.setattr({N.FATTR4_SIZE: maxread + 100})])
         (_, rd) = await c.check([op.putfh(f), op.read(ANON, 0, maxread + 100)])
