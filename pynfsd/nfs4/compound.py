@@ -127,10 +127,6 @@ class CompoundContext:
         self._current = obj
 
     @property
-    def has_current(self) -> bool:
-        return self._current is not None
-
-    @property
     def saved(self) -> Obj:
         if self._saved is None:
             raise errors.NFS4ERR_RESTOREFH()
