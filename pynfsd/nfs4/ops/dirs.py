@@ -66,8 +66,10 @@ async def readdir(ctx: CompoundContext, args: N.READDIR4args) -> tuple[bytes, by
     p = Packer()
     used = _READDIR_RESOK_OVERHEAD
     cookie, verf, eof, n = args.cookie, args.cookieverf, False, 0
+    # read about as many entries as can fit (an entry encodes to 48 bytes or more), not more
+    batch_size = min(512, max(16, maxcount // 48))
     while not eof:
-        batch, eof, verf = await ctx.vfs.readdir(d, cookie, args.cookieverf, 512)
+        batch, eof, verf = await ctx.vfs.readdir(d, cookie, args.cookieverf, batch_size)
         for name, ecookie, obj, attrs in batch:
             fattr = encode_fattr4(req, make_source(ctx, obj, attrs, req, fsstat))
             size = (
