@@ -85,10 +85,6 @@ def profile(enctype: int) -> Profile:
         raise ValueError(f"unsupported Kerberos enctype {enctype}") from None
 
 
-def _xor16(a: Buffer, b: Buffer) -> bytes:
-    return (int.from_bytes(a) ^ int.from_bytes(b)).to_bytes(BLOCK)
-
-
 def nfold(data: bytes, nbytes: int) -> bytes:
     """RFC 3961 §5.1 n-fold: replicate with 13-bit right rotations, ones'-complement sum."""
     inbits, outbits = len(data) * 8, nbytes * 8
@@ -187,46 +183,25 @@ def cts_decrypt(key: bytes, ciphertext: bytes) -> bytes:
 
 
 class _Pool:
-    """Long-lived cipher contexts for one key, one per concurrent caller.
+    """Long-lived crypto contexts for one key, one per concurrent caller.
 
     A context is taken out for one message and put back afterwards (list pop/append are
     atomic), so callers in different threads never share one; a context whose message failed
-    half-way is simply dropped.
+    half-way is simply dropped. The hot paths use `free` directly (a method call costs as
+    much as AES on a few blocks); `take` is the same thing spelled out.
     """
 
-    __slots__ = ("_factory", "_free")
+    __slots__ = ("new", "free")
 
     def __init__(self, factory: Callable[[], Any]) -> None:
-        self._factory = factory
-        self._free: list[Any] = []
+        self.new = factory
+        self.free: list[Any] = []
 
     def take(self) -> Any:
         try:
-            return self._free.pop()
+            return self.free.pop()
         except IndexError:
-            return self._factory()
-
-    def give(self, ctx: Any) -> None:
-        self._free.append(ctx)
-
-
-class _ChainPool:
-    """A `_Pool` of CBC encryption contexts, each with the last ciphertext block it wrote."""
-
-    __slots__ = ("_factory", "_free")
-
-    def __init__(self, factory: Callable[[], Any]) -> None:
-        self._factory = factory
-        self._free: list[list[Any]] = []
-
-    def take(self) -> list[Any]:
-        try:
-            return self._free.pop()
-        except IndexError:
-            return [self._factory(), _ZERO_BLOCK]
-
-    def give(self, entry: list[Any]) -> None:
-        self._free.append(entry)
+            return self.new()
 
 
 def _hmac_factory(key: bytes, hash_name: str) -> Callable[[], Any]:
@@ -242,6 +217,8 @@ def _hmac_factory(key: bytes, hash_name: str) -> Callable[[], Any]:
 # Up to this many octets of plaintext a message is joined into one buffer and run through
 # each primitive in one call (fewer Python-level steps); above it, it is streamed in place.
 SMALL = 8192
+# The ciphertext of a SMALL message with a Wrap token's confounder, header and padding.
+SMALL_SEALED = SMALL + 4 * BLOCK
 # Streamed messages go through AES and HMAC in chunks of this size, so the chunk that one
 # primitive has just read or written is still in cache when the other reads it.
 CHUNK = 64 * 1024
@@ -260,7 +237,8 @@ class UsageKey:
         self._kc = _hmac_factory(derive_key(enctype, base_key, usage, KC), prof.hash_name)
         self._ki = _hmac_factory(derive_key(enctype, base_key, usage, KI), prof.hash_name)
         aes = algorithms.AES(derive_key(enctype, base_key, usage, KE))
-        self._enc = _ChainPool(lambda: Cipher(aes, modes.CBC(_ZERO_BLOCK)).encryptor())
+        # an encryption entry is [context, the last ciphertext block it wrote, as an int]
+        self._enc = _Pool(lambda: [Cipher(aes, modes.CBC(_ZERO_BLOCK)).encryptor(), 0])
         self._dec = _Pool(lambda: Cipher(aes, modes.CBC(_ZERO_BLOCK)).decryptor())
 
     # -- checksums (RFC 3961 §5.4 get_mic; RFC 8009 §5) ------------------------------------
@@ -290,32 +268,38 @@ class UsageKey:
     def seal(
         self, prefix: bytes, msg: Buffer, trailer: bytes, confounder: bytes | None = None
     ) -> bytes | bytearray:
-        """`prefix | encrypt(msg | trailer)` (the plaintext pieces are not joined when large)."""
-        conf = os.urandom(BLOCK) if confounder is None else confounder
-        if len(msg) <= SMALL:
-            return self._seal_small(prefix, msg, trailer, conf)
-        return self._seal_large(prefix, msg, trailer, conf)
+        """`prefix | encrypt(msg | trailer)` (the plaintext pieces are not joined when large).
 
-    def _seal_small(self, prefix: bytes, msg: Buffer, trailer: bytes, conf: bytes) -> bytes:
+        Small messages take one straight path (every Python step here costs about as much
+        as AES on a few blocks): join, one CBC call, RFC 3962 §5's swap and truncation of
+        the last two blocks as output slices, one HMAC.
+        """
+        conf = os.urandom(BLOCK) if confounder is None else confounder
+        if len(msg) > SMALL:
+            return self._seal_large(prefix, msg, trailer, conf)
         n = BLOCK + len(msg) + len(trailer)
         m = -(-n // BLOCK)
         entry = self._enc.take()
-        first = (int.from_bytes(conf) ^ int.from_bytes(entry[1])).to_bytes(BLOCK)
+        first = (int.from_bytes(conf) ^ entry[1]).to_bytes(BLOCK)  # undo the chaining
         c = entry[0].update(b"".join((first, msg, trailer, _ZERO_BLOCK[: m * BLOCK - n])))
-        entry[1] = c[-BLOCK:]
-        self._enc.give(entry)
+        entry[1] = int.from_bytes(c[-BLOCK:])
+        self._enc.free.append(entry)
         if m > 1:  # RFC 3962 §5: swap the last two blocks, truncate the (new) last one
             cut = (m - 2) * BLOCK
-            c = c[:cut] + c[cut + BLOCK :] + c[cut : n - BLOCK]
+            parts = [prefix, c[:cut], c[cut + BLOCK :], c[cut : n - BLOCK]]
+        else:
+            parts = [prefix, c]
         mac = self._ki()
         if self._etm:  # RFC 8009 §5: HMAC(Ki, IV | C)
             mac.update(_ZERO_BLOCK)
-            mac.update(c)
+            for part in parts[1:]:
+                mac.update(part)
         else:  # RFC 3961 §5.3: HMAC(Ki, confounder | plaintext)
             mac.update(conf)
             mac.update(msg)
             mac.update(trailer)
-        return b"".join((prefix, c, mac.digest()[: self.mac_size]))
+        parts.append(mac.digest()[: self.mac_size])
+        return b"".join(parts)
 
     def _seal_large(self, prefix: bytes, msg: Buffer, trailer: bytes, conf: bytes) -> bytearray:
         start = len(prefix)
@@ -331,7 +315,8 @@ class UsageKey:
             mac.update(conf)
         entry = self._enc.take()
         ctx = entry[0]
-        pos = start + ctx.update_into(_xor16(conf, entry[1]), view[start:])
+        first = (int.from_bytes(conf) ^ entry[1]).to_bytes(BLOCK)
+        pos = start + ctx.update_into(first, view[start:])
         macced = start
         src = memoryview(msg)
         for off in range(0, len(src), CHUNK):
@@ -343,9 +328,9 @@ class UsageKey:
             else:
                 mac.update(chunk)
         pos += ctx.update_into(trailer + _ZERO_BLOCK[: m * BLOCK - n], view[pos:])
-        entry[1] = bytes(view[pos - BLOCK : pos])
-        self._enc.give(entry)
-        prev = out[cut : cut + BLOCK]  # RFC 3962 §5 swap, as in _seal_small (m > 2 here)
+        entry[1] = int.from_bytes(view[pos - BLOCK : pos])
+        self._enc.free.append(entry)
+        prev = out[cut : cut + BLOCK]  # RFC 3962 §5 swap, as in the small path (m > 2 here)
         out[cut : cut + BLOCK] = out[cut + BLOCK : cut + 2 * BLOCK]
         out[cut + BLOCK : start + n] = prev[: start + n - cut - BLOCK]
         mac.update(view[macced : start + n] if self._etm else trailer)
@@ -362,41 +347,43 @@ class UsageKey:
         ciphertext is their concatenation.
         """
         total = len(segments[0]) if len(segments) == 1 else sum(len(s) for s in segments)
-        if total - self.mac_size < BLOCK:
-            raise CryptoError("ciphertext shorter than one block")
-        if total <= SMALL + 4 * BLOCK + self.mac_size:
+        if total <= SMALL_SEALED + self.mac_size:
             whole = bytes(segments[0]) if len(segments) == 1 else b"".join(segments)
-            return self._open_small(whole)
+            return self.open_at(whole, 0)
         return self._open_large(segments, total)
 
-    def _open_small(self, body: bytes) -> bytes:
-        n = len(body) - self.mac_size
-        c, expected = body[:n], body[n:]
+    def open_at(self, data: bytes, start: int) -> bytes:
+        """Decrypt the small C | H that fills `data` from `start` (`open`'s one straight path)."""
+        end = len(data) - self.mac_size
+        n = end - start
+        if n < BLOCK:
+            raise CryptoError("ciphertext shorter than one block")
         mac = self._ki()
         if self._etm:  # RFC 8009 §5: verify before decrypting
             mac.update(_ZERO_BLOCK)
-            mac.update(c)
-            if not hmac.compare_digest(mac.digest()[: self.mac_size], expected):
+            mac.update(memoryview(data)[start:end])
+            if not hmac.compare_digest(mac.digest()[: self.mac_size], data[end:]):
                 raise CryptoError("integrity check failed")
         m = -(-n // BLOCK)
         ctx = self._dec.take()
         if m == 1:
             # a zero block first resets the long-lived context's chaining to the zero IV
-            p, tail = ctx.update(_ZERO_BLOCK + c)[BLOCK:], b""
+            p = ctx.update(_ZERO_BLOCK + data[start:end])[BLOCK:]
         else:
-            cut = (m - 2) * BLOCK
-            last = c[cut + BLOCK :]
-            # D(C_m') = (P_m | 0) xor C_(m-1), unchained by the zero blocks around it
-            x = ctx.update(_ZERO_BLOCK + c[cut : cut + BLOCK] + _ZERO_BLOCK)[BLOCK : 2 * BLOCK]
-            p = ctx.update(c[:cut] + last + x[len(last) :])
-            tail = (int.from_bytes(x[: len(last)]) ^ int.from_bytes(last)).to_bytes(len(last))
-        self._dec.give(ctx)
+            cut = start + (m - 2) * BLOCK
+            last = data[cut + BLOCK : end]
+            # D(C_m') = (P_m | 0) xor C_(m-1): the zero block before it unchains it, and its
+            # tail completes the truncated C_(m-1). Then CBC over C_1 … C_(m-1), C_m' (from
+            # the zero chaining state the last zero block left) chains C_(m-1) into D(C_m'),
+            # giving every plaintext block in one call. Every use starts with a zero block.
+            x = ctx.update(_ZERO_BLOCK + data[cut : cut + BLOCK] + _ZERO_BLOCK)[BLOCK : 2 * BLOCK]
+            p = ctx.update(b"".join((data[start:cut], last, x[len(last) :], data[cut : cut + BLOCK])))
+        self._dec.free.append(ctx)
         if not self._etm:  # RFC 3961 §5.3: HMAC of confounder | plaintext
-            mac.update(p)
-            mac.update(tail)
-            if not hmac.compare_digest(mac.digest()[: self.mac_size], expected):
+            mac.update(memoryview(p)[:n])
+            if not hmac.compare_digest(mac.digest()[: self.mac_size], data[end:]):
                 raise CryptoError("integrity check failed")
-        return p[BLOCK:] + tail
+        return p[BLOCK:n]
 
     def _open_large(self, segments: Sequence[memoryview], total: int) -> bytearray:
         n = total - self.mac_size
@@ -415,7 +402,7 @@ class UsageKey:
             mac.update(piece if self._etm else view[macced:pos])
             macced = pos
         ctx.update_into(last + x[len(last) :], view[pos:])
-        self._dec.give(ctx)
+        self._dec.free.append(ctx)
         d = len(last)
         out[cut + BLOCK : cut + BLOCK + d] = _xor_bytes(x[:d], last)
         # the rest of C_(m-1)' | C_m as sent (encrypt-then-MAC), or of the plaintext

@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 
 from pynfsd.gss import BadMic, DefectiveToken
-from pynfsd.gss.krb5crypto import Buffer, CryptoError, UsageKey, gather
+from pynfsd.gss.krb5crypto import SMALL_SEALED, Buffer, CryptoError, UsageKey, gather
 
 TOK_MIC = b"\x04\x04"
 TOK_WRAP = b"\x05\x04"
@@ -57,7 +57,7 @@ class CfxKeys:
     AcceptorSubkey; otherwise the context key (initiator subkey or session key) is used.
     """
 
-    __slots__ = ("initiator", "send", "send_flags", "_recv", "_spec")
+    __slots__ = ("initiator", "send", "send_flags", "sealed_prefix", "_recv", "_spec")
 
     def __init__(
         self,
@@ -76,6 +76,9 @@ class CfxKeys:
         self.send_flags = (0 if initiator else FLAG_SENT_BY_ACCEPTOR) | (
             FLAG_ACCEPTOR_SUBKEY if use_subkey else 0
         )
+        # the first 8 octets of every sealed Wrap token we send (EC 0, RRC 0)
+        self.sealed_prefix = _WRAP_HEADER.pack(TOK_WRAP, self.send_flags | FLAG_SEALED,
+                                               0xFF, 0, 0, 0)[:8]
         self._recv: dict[bool, _Direction] = {}
 
     def receive(self, flags: int) -> _Direction:
@@ -121,7 +124,7 @@ def make_wrap(
     seal = keys.send.seal
     seq &= _SEQ_MASK
     if conf:
-        header = _WRAP_HEADER.pack(TOK_WRAP, keys.send_flags | FLAG_SEALED, 0xFF, 0, 0, seq)
+        header = keys.sealed_prefix + seq.to_bytes(8)
         # §4.2.4: the encrypted copy of the header has RRC 0 (and EC as in the token).
         return seal.seal(header, msg, header, confounder)
     header = _WRAP_HEADER.pack(TOK_WRAP, keys.send_flags, 0xFF, seal.mac_size, 0, seq)
@@ -142,29 +145,34 @@ def read_wrap(keys: CfxKeys, token: Buffer) -> tuple[bytes | bytearray, bool, in
     if tok_id != TOK_WRAP or filler != 0xFF:
         raise DefectiveToken("not a CFX Wrap token")
     seal = keys.receive(flags).seal
-    view = memoryview(token)
-    data = view[HEADER_SIZE:]
-    rot = rrc % len(data) if len(data) else 0  # §4.2.5: undo a right rotation, in place
-    segments = [data[rot:], data[:rot]] if rot else [data]
-    header = bytes(view[:HEADER_SIZE])
-    if flags & FLAG_SEALED:
-        return _open_sealed(seal, header, segments, ec), True, int(seq)
-    return _open_signed(seal, header, segments, ec), False, int(seq)
-
-
-def _open_sealed(
-    seal: UsageKey, header: bytes, segments: list[memoryview], ec: int
-) -> bytes | bytearray:
+    header = bytes(token[:HEADER_SIZE])
+    size = len(token) - HEADER_SIZE
+    rot = rrc % size if size else 0  # §4.2.5: undo a right rotation, in place
+    if not flags & FLAG_SEALED:
+        return _open_signed(seal, header, _segments(token, rot), ec), False, int(seq)
     try:
-        plain = seal.open(segments)
+        if rot == 0 and size <= SMALL_SEALED + seal.mac_size and isinstance(token, bytes):
+            plain: bytes | bytearray = seal.open_at(token, HEADER_SIZE)  # the common case
+        else:
+            plain = seal.open(_segments(token, rot))
     except CryptoError as e:
         raise BadMic(f"Wrap token does not decrypt: {e}") from None
+    return _check_sealed(plain, header, ec), True, int(seq)
+
+
+def _segments(token: Buffer, rot: int) -> list[memoryview]:
+    """The token's data in logical order: rotated right by `rot` octets as sent."""
+    data = memoryview(token)[HEADER_SIZE:]
+    return [data[rot:], data[:rot]] if rot else [data]
+
+
+def _check_sealed(plain: bytes | bytearray, header: bytes, ec: int) -> bytes | bytearray:
+    """The message from a decrypted `msg | filler | header copy`, once the copy is checked."""
     end = len(plain) - HEADER_SIZE - ec
     if end < 0:
         raise DefectiveToken("Wrap token filler longer than its data")
-    copy = bytes(plain[-HEADER_SIZE:])
     # §4.2.4: the encrypted header must match the one in the clear (RRC excepted).
-    if copy[:6] != header[:6] or copy[8:] != header[8:]:
+    if plain[-16:-10] != header[:6] or plain[-8:] != header[8:]:
         raise DefectiveToken("encrypted Wrap header does not match")
     if isinstance(plain, bytearray):
         del plain[end:]  # no copy of a large message
