@@ -1,6 +1,6 @@
 """Kernel-client dd benchmark under sys, krb5, krb5i and krb5p: pynfsd against NFS-Ganesha.
 
-``python -m bench.kernel_krb5_bench [--net user|netns] [--size-mb N] [--repeat K]
+``python -m bench.kernel_krb5_bench [--net user|netns] [--size-mb N] [--repeat K] [--rounds R]
 [--servers pynfsd,ganesha] [--phase-timeout S] [--retries R] [--workdir DIR] [--json OUT]``
 
 One guest boot per server and flavour (``tests/vm``, the Debian kernel in qemu, rpc.gssd from
@@ -11,7 +11,9 @@ conv=fsync`` and reads it back after dropping caches, K times
 (``tests/vm/guest/krb5_bench.sh``); the host reads the server's CPU time from
 ``/proc/PID/stat`` at the guest's marks. A phase that does not end within ``--phase-timeout``
 stops that boot and the server is restarted, so one stuck flavour costs only itself; the
-flavour is booted again ``--retries`` times (samples of every boot count). Printed:
+flavour is booted again ``--retries`` times (samples of every boot count). ``--rounds R``
+measures every server R times in alternating order (A B, B A, A B, ...), so a drift in host
+load during the run weighs on both servers alike; the samples of all rounds are pooled. Printed:
 median MB/s per phase and flavour, ratios to sys and pynfsd/Ganesha (goal: >= 1.0x for every
 flavour), server CPU seconds per GiB moved (the krb5p rows are the ones the issue asks for),
 and each server's log lines about GSS or errors.
@@ -215,6 +217,14 @@ def run_server(name: str, net_name: str, workdir: Path, params: Params) -> Serve
     return result
 
 
+def merge(a: ServerResult, b: ServerResult) -> ServerResult:
+    """The pooled result of two rounds against one server."""
+    return ServerResult(
+        a.server, a.network, a.samples + b.samples, {**a.mounts, **b.mounts},
+        a.errors + b.errors, a.log_notes + [n for n in b.log_notes if n not in a.log_notes],
+        (a.host_load[0], b.host_load[1]), f"{a.workdir} {b.workdir}")
+
+
 def _fmt(value: float | None, spec: str = ".1f", suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
@@ -264,6 +274,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--net", default="netns", choices=["user", "netns"])
     parser.add_argument("--size-mb", type=int, default=128)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure each server this many times, in alternating order")
     parser.add_argument("--servers", default="pynfsd,ganesha")
     parser.add_argument("--timeout", type=float, default=1200.0, help="per guest boot")
     parser.add_argument("--phase-timeout", type=float, default=120.0,
@@ -281,8 +293,13 @@ def main(argv: list[str] | None = None) -> int:
     root = args.workdir or Path(f"/var/tmp/pynfsd-krb5-bench-{time.strftime('%Y%m%d-%H%M%S')}")
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     params = Params(args.size_mb, args.repeat, args.timeout, args.phase_timeout, args.retries)
-    results = {s: run_server(s, args.net, root / s, params) for s in servers}
-    report(results, args.size_mb, args.repeat)
+    results: dict[str, ServerResult] = {}
+    for rnd in range(args.rounds):
+        for name in servers if rnd % 2 == 0 else servers[::-1]:
+            sub = root / name if args.rounds == 1 else root / f"{name}-round{rnd + 1}"
+            res = run_server(name, args.net, sub, params)
+            results[name] = merge(results[name], res) if name in results else res
+    report(results, args.size_mb, args.repeat * args.rounds)
     if args.json:
         doc = {"size_mb": args.size_mb, "repeat": args.repeat, "net": args.net,
                "results": {s: asdict(r) for s, r in results.items()}}

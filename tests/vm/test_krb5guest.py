@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.kernel_krb5_bench import CpuMarks, ServerResult, log_notes, parse, table
+from bench.kernel_krb5_bench import CpuMarks, Sample, ServerResult, log_notes, merge, parse, table
 from tests.vm.krb5guest import (
     GUEST_NAME,
     SERVER_NAME,
@@ -123,6 +123,18 @@ def test_bench_parse_and_table(tmp_path: Path) -> None:
     assert result.cpu_per_gib("read", "krb5p") is None
     text = table(result, ServerResult("ganesha", "user"))
     assert "| krb5p | write | 2.6 | 0.25x | - |" in text
+
+
+def test_bench_rounds_pool_their_samples() -> None:
+    first = ServerResult("pynfsd", "netns", [Sample("write", "sys", 1, 1 << 20, 10, 0.1)],
+                         {"sys": "m1"}, ["e1"], ["n1"], (0.5, 1.0), "/w1")
+    second = ServerResult("pynfsd", "netns", [Sample("write", "sys", 1, 1 << 20, 30, None)],
+                          {"krb5": "m2"}, ["e2"], ["n1", "n2"], (1.0, 1.5), "/w2")
+    both = merge(first, second)
+    assert both.rate("write", "sys") == pytest.approx((1.048576 / 0.1 + 1.048576 / 0.3) / 2)
+    assert both.mounts == {"sys": "m1", "krb5": "m2"} and both.errors == ["e1", "e2"]
+    assert both.log_notes == ["n1", "n2"] and both.host_load == (0.5, 1.5)
+    assert both.cpu_per_gib("write", "sys") == pytest.approx(0.1 * 1024)
 
 
 def test_bench_parse_reports_an_unfinished_guest(tmp_path: Path) -> None:
