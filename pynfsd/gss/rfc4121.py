@@ -151,8 +151,8 @@ def read_wrap(keys: CfxKeys, token: Buffer) -> tuple[bytes | bytearray, bool, in
     if not flags & FLAG_SEALED:
         return _open_signed(seal, header, _segments(token, rot), ec), False, int(seq)
     try:
-        if rot == 0 and size <= SMALL_SEALED + seal.mac_size and isinstance(token, bytes):
-            plain: bytes | bytearray = seal.open_at(token, HEADER_SIZE)  # the common case
+        if rot == 0 and size <= SMALL_SEALED + seal.mac_size:  # the common case
+            plain: bytes | bytearray = seal.open_at(bytes(token), HEADER_SIZE)
         else:
             plain = seal.open(_segments(token, rot))
     except CryptoError as e:

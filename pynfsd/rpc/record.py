@@ -6,6 +6,12 @@ fragment length.  `RecordReader.feed` consumes arbitrary slices of the byte stre
 the records completed by them.  The size a record would reach is checked from each marker
 *before* any of its body is buffered, so a peer can never make the reader hold more than
 `max_record` bytes of record data plus a partial 4-byte marker.
+
+Large pieces of a record body are kept as views of the `bytes` objects fed in (immutable,
+so safe to hold) and joined once when the record completes: one copy of a big WRITE however
+many reads it arrived in. That holds at most two fed objects beyond the record's own bytes
+(only its first and last piece can share an object with other data). Small pieces, and
+pieces of other buffer types, are copied as they arrive.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ LAST_FRAGMENT = 0x80000000
 MAX_FRAGMENT = 0x7FFFFFFF  # RFC 5531 §11: 31-bit fragment length
 
 _MARKER = struct.Struct(">I")
+_VIEW_MIN = 16 << 10  # pieces at least this large are held as views, not copied
 
 
 class RecordError(Exception):
@@ -38,6 +45,7 @@ class RecordReader:
         "_record_len",
         "_fragments",
         "_failed",
+        "_keep",
     )
 
     def __init__(self, max_record: int, max_fragments: int) -> None:
@@ -48,10 +56,11 @@ class RecordReader:
         self._marker = bytearray()
         self._need = -1  # bytes of fragment body still expected; -1: reading a marker
         self._last = False
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | memoryview] = []
         self._record_len = 0  # bytes of the record announced by markers so far
         self._fragments = 0
         self._failed: RecordError | None = None
+        self._keep = False
 
     @property
     def buffered(self) -> int:
@@ -63,6 +72,7 @@ class RecordReader:
         if self._failed is not None:
             raise self._failed
         view = memoryview(data).cast("B")
+        self._keep = isinstance(data, bytes)  # views of it stay valid
         records: list[bytes] = []
         pos = 0
         while pos < len(view):
@@ -98,13 +108,13 @@ class RecordReader:
     def _read_body(self, view: memoryview, pos: int) -> int:
         take = min(self._need, len(view) - pos)
         if take:
-            self._parts.append(bytes(view[pos : pos + take]))
+            piece = view[pos : pos + take]
+            self._parts.append(piece if self._keep and take >= _VIEW_MIN else bytes(piece))
             self._need -= take
         return pos + take
 
     def _finish_record(self) -> bytes:
-        parts = self._parts
-        record = parts[0] if len(parts) == 1 else b"".join(parts)
+        record = b"".join(self._parts)  # the one copy (none for a lone bytes part)
         self._parts = []
         self._record_len = 0
         self._fragments = 0

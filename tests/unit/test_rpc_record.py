@@ -127,3 +127,17 @@ def test_invalid_caps() -> None:
         RecordReader(10, 0)
     with pytest.raises(ValueError):
         record_buffers(b"x", max_fragment=0)
+
+
+def test_large_pieces_are_joined_once_and_other_buffers_copied() -> None:
+    body = bytes(range(256)) * 300  # 76,800 bytes: pieces over the view threshold
+    stream = encode_record(body) + encode_record(b"next")
+    chunks = [stream[:5], stream[5:40_000], stream[40_000:]]
+    reader = RecordReader(1 << 20, 4)
+    assert feed_all(reader, chunks) == [body, b"next"]
+    # a caller's bytearray may change after feed returns: what was read must not
+    reader = RecordReader(1 << 20, 4)
+    buf = bytearray(stream[:50_000])
+    assert reader.feed(buf) == []
+    buf[:] = bytes(len(buf))
+    assert reader.feed(stream[50_000:]) == [body, b"next"]

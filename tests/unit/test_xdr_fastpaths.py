@@ -71,3 +71,27 @@ def test_write_args_view_decoder_is_bounded() -> None:
     bad_pad = wire[:-1] + b"\x01"
     with pytest.raises(XdrError):
         _unpack_write_args(Unpacker(bad_pad))
+
+
+@pytest.mark.parametrize("size", [0, 3, 4096, 70000])
+def test_gss_body_view_decoders_match_generated(size: int) -> None:
+    from pynfsd.gen import rpcsec_gss as G
+    from pynfsd.rpc.gss import unpack_integ_data_view, unpack_priv_data_view
+
+    body = bytes(range(256)) * (size // 256) + b"\x07" * (size % 256)
+    p = Packer()
+    G.pack_rpc_gss_integ_data(p, G.rpc_gss_integ_data(body, b"mic-bytes"))
+    wire = p.get_buffer() + b"tail"
+    u1, u2 = Unpacker(wire), Unpacker(wire)
+    view, checksum = unpack_integ_data_view(u1)
+    ref = G.unpack_rpc_gss_integ_data(u2)
+    assert (bytes(view), checksum, u1.pos) == (ref.databody_integ, ref.checksum, u2.pos)
+    p = Packer()
+    G.pack_rpc_gss_priv_data(p, G.rpc_gss_priv_data(body))
+    wire = p.get_buffer()
+    u1, u2 = Unpacker(wire), Unpacker(wire)
+    assert bytes(unpack_priv_data_view(u1)) == G.unpack_rpc_gss_priv_data(u2).databody_priv
+    assert u1.pos == u2.pos
+    for cut in [*range(0, len(wire), max(1, len(wire) // 50)), len(wire) - 1]:
+        with pytest.raises(XdrError):
+            unpack_priv_data_view(Unpacker(wire[:cut]))
