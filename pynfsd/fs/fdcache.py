@@ -15,9 +15,15 @@ from collections.abc import Callable
 
 
 class CachedObject:
-    """Descriptors of one object; ``fd`` is ``O_PATH``, ``io_fd`` is -1 until opened."""
+    """Descriptors of one object; ``fd`` is ``O_PATH``, ``io_fd`` is -1 until opened.
 
-    __slots__ = ("key", "fd", "io_fd", "io_writable", "ino", "refs", "dead")
+    ``write_lock`` serializes writes to the object's data: the kernel serializes buffered
+    writes to one inode anyway, and worker threads waiting here sleep, where threads
+    racing for the inode lock spin (measured: 4-5x the system CPU per MiB written with 8
+    WRITEs to one file in flight).
+    """
+
+    __slots__ = ("key", "fd", "io_fd", "io_writable", "ino", "refs", "dead", "write_lock")
 
     def __init__(self, key: bytes, fd: int, ino: int) -> None:
         self.key = key
@@ -27,6 +33,7 @@ class CachedObject:
         self.ino = ino
         self.refs = 0
         self.dead = False
+        self.write_lock = threading.Lock()
 
     def close(self) -> None:
         for fd in (self.fd, self.io_fd):

@@ -320,11 +320,14 @@ class LocalBackend(Backend):
 
     def read(self, h: bytes, offset: int, count: int) -> tuple[bytes, bool]:
         with self._borrow(h) as obj:
-            fd, _ = self._io(obj)
+            fd, st = self._io(obj)
             if offset > MAX_OFFSET:
                 return b"", True
             data = os.pread(fd, count, offset)
-            return data, offset + len(data) >= os.fstat(fd).st_size
+            end = offset + len(data)
+            if len(data) == count and end < st.st_size:
+                return data, False  # short of the size seen before the read: not at EOF
+            return data, end >= os.fstat(fd).st_size
 
     def write(self, h: bytes, offset: int, data: bytes, sync: bool) -> int:
         with self._borrow(h) as obj:
@@ -335,8 +338,9 @@ class LocalBackend(Backend):
             if offset + len(data) > MAX_OFFSET:
                 raise oserror(errno.EFBIG)
             done = 0
-            while done < len(data):
-                done += os.pwrite(fd, data[done:], offset + done)
+            with obj.write_lock:
+                while done < len(data):
+                    done += os.pwrite(fd, data[done:], offset + done)
             if sync:
                 os.fsync(fd)  # RFC 7530 section 16.36.4: FILE_SYNC4 data and metadata stable
             if done:

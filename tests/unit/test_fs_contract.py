@@ -215,6 +215,18 @@ def test_read_write_and_eof(fs: Backend) -> None:
     fs.commit(h)
 
 
+def test_concurrent_writes_to_one_file(fs: Backend) -> None:
+    """Writes from many worker threads at once (the server's pool) all land."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    h = mkfile(fs, b"f")
+    chunk = 4096
+    with ThreadPoolExecutor(8) as pool:
+        done = list(pool.map(lambda i: fs.write(h, i * chunk, bytes([i]) * chunk, False), range(64)))
+    assert done == [chunk] * 64
+    assert fs.read(h, 0, 64 * chunk) == (b"".join(bytes([i]) * chunk for i in range(64)), True)
+
+
 def test_io_on_non_files(fs: Backend) -> None:
     d, _ = fs.mkdir(fs.root(), b"d", 0o755, 0, 0)
     lnk, _ = fs.symlink(fs.root(), b"l", b"f", 0, 0)
