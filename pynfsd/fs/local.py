@@ -56,6 +56,7 @@ from pynfsd.fs.names import check_name, check_target, oserror
 O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 COOKIE_BIAS = 3  # cookie = d_off + 3: never 0, 1 or 2 (RFC 7530 section 16.24.4)
 MAX_OFFSET = (1 << 63) - 1
+_RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)  # Linux 4.14+, Python 3.7+
 MAX_DEPTH = 4096
 _TYPES = {
     stat.S_IFREG: FileType.REG, stat.S_IFDIR: FileType.DIR, stat.S_IFBLK: FileType.BLK,
@@ -328,6 +329,39 @@ class LocalBackend(Backend):
             if len(data) == count and end < st.st_size:
                 return data, False  # short of the size seen before the read: not at EOF
             return data, end >= os.fstat(fd).st_size
+
+    def read_cached(self, h: bytes, offset: int, count: int) -> tuple[bytes | bytearray, bool] | None:
+        """The whole read from the page cache (``preadv2`` with ``RWF_NOWAIT``) when the object
+        is already open for I/O here; None when any of it would wait for the disk.
+
+        This saves the round trip through a worker thread, which costs more CPU than copying
+        a megabyte of cached data (measured: ~45 % of a 1 MiB READ's server CPU).
+        """
+        obj = self._cache.get(h)
+        if obj is None:
+            return None
+        try:
+            if obj.io_fd < 0 or _RWF_NOWAIT is None or count <= 0 or offset > MAX_OFFSET:
+                return None
+            st = self._live(obj)
+            _require_file(st)
+            if offset >= st.st_size:
+                return b"", True
+            buf = bytearray(min(count, st.st_size - offset))
+            try:
+                n = os.preadv(obj.io_fd, [buf], offset, _RWF_NOWAIT)
+            except OSError as e:
+                if e.errno in (errno.EAGAIN, errno.EOPNOTSUPP, errno.EINVAL):
+                    return None  # not all cached, or no RWF_NOWAIT on this filesystem
+                raise
+            if n < len(buf):
+                return None  # partly cached, or the file shrank: the worker reads it whole
+            end = offset + n
+            if end < st.st_size:
+                return buf, False
+            return buf, end >= os.fstat(obj.io_fd).st_size
+        finally:
+            self._cache.release(obj)
 
     def write(self, h: bytes, offset: int, data: bytes, sync: bool) -> int:
         with self._borrow(h) as obj:

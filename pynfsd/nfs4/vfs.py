@@ -435,11 +435,20 @@ class Vfs:
         await self._run(d.be().link, obj.handle, d.handle, name)
 
     # ------------------------------------------------------------ data
-    async def read(self, obj: Obj, offset: int, count: int, check_perm: bool) -> tuple[bytes, bool]:
+    async def read(
+        self, obj: Obj, offset: int, count: int, check_perm: bool
+    ) -> tuple[bytes | bytearray, bool]:
         if check_perm:
             attrs = await self._file_attrs(obj)
             self.permit(obj, attrs, perm.READ, owner_override=True)
-        return await self._run(obj.be().read, obj.handle, offset, count)
+        backend = obj.be()
+        try:
+            cached = backend.read_cached(obj.handle, offset, count)  # never blocks
+        except OSError as e:
+            raise errors.from_oserror(e) from None
+        if cached is not None:
+            return cached
+        return await self._run(backend.read, obj.handle, offset, count)
 
     async def write(self, obj: Obj, offset: int, data: bytes, sync: bool, check_perm: bool) -> int:
         self.check_writable(obj)

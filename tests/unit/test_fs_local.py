@@ -277,6 +277,23 @@ def test_evicted_descriptor_stays_open_while_borrowed(tmp_path: Path) -> None:
     assert len(cache) == 0
 
 
+def test_read_cached_answers_like_read_or_declines(env: Env) -> None:
+    b = env.backend()
+    f, _, _ = b.create_file(b.root(), b"f", 0o644, 0, 0, True)
+    assert b.read_cached(f, 0, 10) is None  # not open for I/O yet: declined
+    data = os.urandom(100_000)
+    b.write(f, 0, data, False)  # opens the descriptor; the data is in the page cache
+    for offset, count in [(0, 10), (5, 99_995), (5, 200_000), (100_000, 1), (300_000, 5)]:
+        got = b.read_cached(f, offset, count)
+        assert got is not None and (bytes(got[0]), got[1]) == b.read(f, offset, count)
+    assert b.read_cached(f, 0, 0) is None
+    d, _ = b.mkdir(b.root(), b"d", 0o755, 0, 0)
+    assert b.read_cached(d, 0, 10) is None  # never opened for I/O
+    assert b.read_cached(b"\0" * 40, 0, 10) is None  # unknown handle: the worker says why
+    os.unlink(env.root / "f")
+    expect(errno.ESTALE, b.read_cached, f, 0, 10)
+
+
 def test_ownership_and_fsync_paths(env: Env) -> None:
     b = env.backend()
     f, _, _ = b.create_file(b.root(), b"f", 0o640, 1000, 1001, True)

@@ -38,7 +38,7 @@ async def read(ctx: CompoundContext, args: N.READ4args) -> N.READ4resok:
     ctx.server.state.check_io_stateid(to_stateid(sid), obj.fh, False)
     count = min(args.count, ctx.server.config.maxread)
     data, eof = await ctx.vfs.read(obj, args.offset, count, check_perm=_anonymous(sid))
-    return N.READ4resok(eof, data)
+    return N.READ4resok(eof, data)  # type: ignore[arg-type]  # packed by reference
 
 
 def _anonymous(sid: N.stateid4) -> bool:
