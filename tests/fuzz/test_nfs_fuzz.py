@@ -21,7 +21,7 @@ from pynfsd.gen import nfs4 as N
 from pynfsd.xdr.runtime import Packer
 from tests.serverproc import BlockingRpc, ServerProcess, assert_log_clean
 
-FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 ANON = N.stateid4(0, b"\0" * 12)
 NAME_ERRORS = {N.NFS4ERR_BADNAME, N.NFS4ERR_BADCHAR, N.NFS4ERR_NAMETOOLONG, N.NFS4ERR_INVAL, N.NFS4ERR_NOENT}
 

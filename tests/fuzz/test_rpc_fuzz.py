@@ -229,7 +229,7 @@ def ping(sock: socket.socket, xid: int) -> list[bytes]:
 
 
 @given(st.lists(records, min_size=1, max_size=8))
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 def test_live_server_survives_random_records(live: LiveServer, batch: list[bytes]) -> None:
     with live.connect() as sock:
         sock.sendall(b"".join(encode_record(r) for r in batch))
@@ -248,7 +248,7 @@ def test_live_server_survives_random_records(live: LiveServer, batch: list[bytes
 
 
 @given(st.binary(min_size=1, max_size=200))
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 def test_live_server_random_stream_then_canary(live: LiveServer, junk: bytes) -> None:
     with live.connect() as sock:
         sock.sendall(junk)  # arbitrary bytes, markers included; maybe an oversized one
