@@ -387,24 +387,28 @@ class UsageKey:
 
     def _open_large(self, segments: Sequence[memoryview], total: int) -> bytearray:
         n = total - self.mac_size
-        expected = gather(segments, n, total)
         m = -(-n // BLOCK)
         cut = (m - 2) * BLOCK
-        last = gather(segments, cut + BLOCK, n)
+        if len(segments) == 1:  # the usual unrotated token: plain slices
+            data = segments[0]
+            expected, last = bytes(data[n:]), bytes(data[cut + BLOCK : n])
+            c_m = bytes(data[cut : cut + BLOCK])
+            pieces = [data[off : min(off + CHUNK, cut)] for off in range(0, cut, CHUNK)]
+        else:
+            expected, last = gather(segments, n, total), gather(segments, cut + BLOCK, n)
+            c_m, pieces = gather(segments, cut, cut + BLOCK), _chunks(slices(segments, 0, cut))
         out = bytearray(m * BLOCK + 2 * BLOCK)
         view, mac = memoryview(out), self._ki()
         if self._etm:
             mac.update(_ZERO_BLOCK)
         ctx, pos, macced = self._dec.take(), 0, 0
-        x = ctx.update(_ZERO_BLOCK + gather(segments, cut, cut + BLOCK) + _ZERO_BLOCK)[16:32]
-        for piece in _chunks(slices(segments, 0, cut)):
+        x = ctx.update(_ZERO_BLOCK + c_m + _ZERO_BLOCK)[BLOCK : 2 * BLOCK]  # as in open_at
+        for piece in pieces:
             pos += ctx.update_into(piece, view[pos:])
             mac.update(piece if self._etm else view[macced:pos])
             macced = pos
-        ctx.update_into(last + x[len(last) :], view[pos:])
+        ctx.update_into(b"".join((last, x[len(last) :], c_m)), view[pos:])
         self._dec.free.append(ctx)
-        d = len(last)
-        out[cut + BLOCK : cut + BLOCK + d] = _xor_bytes(x[:d], last)
         # the rest of C_(m-1)' | C_m as sent (encrypt-then-MAC), or of the plaintext
         mac.update(gather(segments, cut, n) if self._etm else view[macced:n])
         view.release()
