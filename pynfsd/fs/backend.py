@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 A backend exposes a tree of objects named by opaque *handles* (``bytes``, at most
 ``MAX_HANDLE_SIZE`` = 100 bytes). All calls are blocking and thread-safe; the NFS layer runs
-them on worker threads. The one exception is ``read_cached``, which never blocks (it answers
-only from memory, or declines) and is called on the event loop first. A backend never imports the NFS layer: every failure is an ``OSError``
+them on worker threads. The exceptions are ``read_cached`` and ``getattr_cached``, which never
+block (they answer only from memory, or decline) and are called on the event loop first. A backend never imports the NFS layer: every failure is an ``OSError``
 whose ``errno`` says what went wrong, and the NFS layer maps errno -> nfsstat4 in one table.
 
 Errors (the errno values a caller must expect):
@@ -167,6 +167,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def read(self, h: bytes, offset: int, count: int) -> tuple[bytes, bool]:
         """Up to ``count`` bytes at ``offset``: ``(data, eof)``."""
+
+    def getattr_cached(self, h: bytes) -> Attrs | None:
+        """``getattr`` if it can be answered without blocking, else None (the caller then
+        calls ``getattr`` on a worker thread). Never blocks; the default always declines."""
+        return None
 
     def read_cached(self, h: bytes, offset: int, count: int) -> tuple[bytes | bytearray, bool] | None:
         """``read`` if it can be answered without blocking on I/O, else None (the caller then

@@ -94,3 +94,18 @@ def utimens_empty(fd: int, atime: tuple[int, int], mtime: tuple[int, int]) -> No
 def link_empty(fd: int, dst_dirfd: int, name: bytes) -> None:
     """``linkat(fd, "", dst_dirfd, name, AT_EMPTY_PATH)``: hard-link the object ``fd`` names."""
     _check(_libc.linkat(fd, b"", dst_dirfd, name, AT_EMPTY_PATH))
+
+
+def fs_type(dev: int, mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """The filesystem type (``ext4``, ``fuse.sshfs``, ...) mounted with device number ``dev``,
+    from ``mountinfo`` (proc(5): field 3 is ``major:minor``, the type follows `` - ``)."""
+    want = f"{os.major(dev)}:{os.minor(dev)}"
+    try:
+        with open(mountinfo, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                fields = line.split()
+                if len(fields) > 2 and fields[2] == want and " - " in line:
+                    return line.split(" - ", 1)[1].split()[0]
+    except OSError:
+        pass
+    return None

@@ -200,7 +200,13 @@ class Vfs:
         if obj.backend is None:
             attrs = self.server.pseudo_attrs(obj.node)
         else:
-            attrs = await self._run(obj.backend.getattr, obj.handle)
+            try:
+                cached = obj.backend.getattr_cached(obj.handle)  # never blocks
+            except OSError as e:
+                raise errors.from_oserror(e) from None
+            if cached is None:
+                cached = await self._run(obj.backend.getattr, obj.handle)
+            attrs = cached
         obj.attrs = attrs
         return attrs
 

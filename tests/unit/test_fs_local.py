@@ -294,6 +294,44 @@ def test_read_cached_answers_like_read_or_declines(env: Env) -> None:
     expect(errno.ESTALE, b.read_cached, f, 0, 10)
 
 
+def test_getattr_cached_answers_like_getattr_or_declines(env: Env) -> None:
+    b = env.backend()
+    f, _, _ = b.create_file(b.root(), b"f", 0o644, 0, 0, True)
+    b.write(f, 0, b"abc", False)
+    assert b.getattr_cached(f) == b.getattr(f)
+    assert b.getattr_cached(b"\0" * 40) is None  # not cached: the worker thread says why
+    os.unlink(env.root / "f")
+    expect(errno.ESTALE, b.getattr_cached, f)
+
+
+def test_no_event_loop_answers_on_filesystems_that_may_block(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pynfsd.fs import linux
+
+    monkeypatch.setattr(linux, "fs_type", lambda dev: "fuse.sshfs")
+    b = env.backend()
+    f, _, _ = b.create_file(b.root(), b"f", 0o644, 0, 0, True)
+    b.write(f, 0, b"abc", False)
+    assert b.getattr_cached(f) is None and b.read_cached(f, 0, 3) is None
+    assert b.read(f, 0, 3) == (b"abc", True)
+
+
+def test_fs_type_reads_mountinfo(tmp_path: Path) -> None:
+    from pynfsd.fs import linux
+
+    info = tmp_path / "mountinfo"
+    info.write_text(
+        "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+        "40 22 0:45 / /mnt/remote rw,nosuid shared:20 - fuse.sshfs host:/ rw,user_id=0\n"
+    )
+    assert linux.fs_type(os.makedev(8, 1), str(info)) == "ext4"
+    assert linux.fs_type(os.makedev(0, 45), str(info)) == "fuse.sshfs"
+    assert linux.fs_type(os.makedev(9, 9), str(info)) is None
+    assert linux.fs_type(os.makedev(8, 1), str(tmp_path / "missing")) is None
+    assert linux.fs_type(os.stat(tmp_path).st_dev) is not None  # this machine's own table
+
+
 def test_ownership_and_fsync_paths(env: Env) -> None:
     b = env.backend()
     f, _, _ = b.create_file(b.root(), b"f", 0o640, 1000, 1001, True)
