@@ -5,8 +5,9 @@ Theory of operation
 A backend exposes a tree of objects named by opaque *handles* (``bytes``, at most
 ``MAX_HANDLE_SIZE`` = 100 bytes). All calls are blocking and thread-safe; the NFS layer runs
 them on worker threads. The exceptions are ``read_cached`` and ``getattr_cached``, which never
-block (they answer only from memory, or decline) and are called on the event loop first. A backend never imports the NFS layer: every failure is an ``OSError``
-whose ``errno`` says what went wrong, and the NFS layer maps errno -> nfsstat4 in one table.
+block (they answer only from memory, or decline) and are called on the event loop first.
+A backend never imports the NFS layer: every failure is an ``OSError`` whose ``errno`` says
+what went wrong, and the NFS layer maps errno -> nfsstat4 in one table.
 
 Errors (the errno values a caller must expect):
 
