@@ -90,6 +90,14 @@ def _require_dir(st: os.stat_result) -> None:
         raise oserror(errno.ENOTDIR)
 
 
+def _at_eof(fd: int, end: int, size_seen: int, short: bool) -> bool:
+    """Whether a read that ended at ``end`` reached EOF: not when it was full and stopped short
+    of the size seen before it (no second fstat mid-file); otherwise by the size now."""
+    if not short and end < size_seen:
+        return False
+    return end >= os.fstat(fd).st_size
+
+
 def _require_file(st: os.stat_result) -> None:
     if stat.S_ISDIR(st.st_mode):
         raise oserror(errno.EISDIR)
@@ -350,10 +358,7 @@ class LocalBackend(Backend):
             if offset > MAX_OFFSET:
                 return b"", True
             data = os.pread(fd, count, offset)
-            end = offset + len(data)
-            if len(data) == count and end < st.st_size:
-                return data, False  # short of the size seen before the read: not at EOF
-            return data, end >= os.fstat(fd).st_size
+            return data, _at_eof(fd, offset + len(data), st.st_size, len(data) < count)
 
     def read_cached(self, h: bytes, offset: int, count: int) -> tuple[bytes | bytearray, bool] | None:
         """The whole read from the page cache (``preadv2`` with ``RWF_NOWAIT``) when the object
@@ -380,10 +385,7 @@ class LocalBackend(Backend):
                 raise
             if n < len(buf):
                 return None  # partly cached, or the file shrank: the worker reads it whole
-            end = offset + n
-            if end < st.st_size:
-                return buf, False
-            return buf, end >= os.fstat(obj.io_fd).st_size
+            return buf, _at_eof(obj.io_fd, offset + n, st.st_size, n < count)
 
     def write(self, h: bytes, offset: int, data: bytes, sync: bool) -> int:
         with self._borrow(h) as obj:

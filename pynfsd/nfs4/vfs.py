@@ -116,6 +116,17 @@ class Vfs:
         except OSError as e:
             raise errors.from_oserror(e) from None
 
+    async def _quick_or_run(
+        self, quick: Callable[..., T | None], fn: Callable[..., T], *args: Any
+    ) -> T:
+        """``quick(*args)`` on the event loop (a backend's ``*_cached`` call: it never blocks),
+        or ``fn(*args)`` on a worker thread when it declines."""
+        try:
+            value = quick(*args)
+        except OSError as e:
+            raise errors.from_oserror(e) from None
+        return value if value is not None else await self._run(fn, *args)
+
     def identity(self, export: ClientExport | None) -> Identity:
         """Squash the credential as the export says (exports(5) root_squash/all_squash)."""
         key = export.fsid if export is not None else -1
@@ -200,13 +211,9 @@ class Vfs:
         if obj.backend is None:
             attrs = self.server.pseudo_attrs(obj.node)
         else:
-            try:
-                cached = obj.backend.getattr_cached(obj.handle)  # never blocks
-            except OSError as e:
-                raise errors.from_oserror(e) from None
-            if cached is None:
-                cached = await self._run(obj.backend.getattr, obj.handle)
-            attrs = cached
+            attrs = await self._quick_or_run(
+                obj.backend.getattr_cached, obj.backend.getattr, obj.handle
+            )
         obj.attrs = attrs
         return attrs
 
@@ -448,13 +455,9 @@ class Vfs:
             attrs = await self._file_attrs(obj)
             self.permit(obj, attrs, perm.READ, owner_override=True)
         backend = obj.be()
-        try:
-            cached = backend.read_cached(obj.handle, offset, count)  # never blocks
-        except OSError as e:
-            raise errors.from_oserror(e) from None
-        if cached is not None:
-            return cached
-        return await self._run(backend.read, obj.handle, offset, count)
+        return await self._quick_or_run(
+            backend.read_cached, backend.read, obj.handle, offset, count
+        )
 
     async def write(self, obj: Obj, offset: int, data: bytes, sync: bool, check_perm: bool) -> int:
         self.check_writable(obj)

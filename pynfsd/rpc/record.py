@@ -45,7 +45,6 @@ class RecordReader:
         "_record_len",
         "_fragments",
         "_failed",
-        "_keep",
     )
 
     def __init__(self, max_record: int, max_fragments: int) -> None:
@@ -60,7 +59,6 @@ class RecordReader:
         self._record_len = 0  # bytes of the record announced by markers so far
         self._fragments = 0
         self._failed: RecordError | None = None
-        self._keep = False
 
     @property
     def buffered(self) -> int:
@@ -72,14 +70,14 @@ class RecordReader:
         if self._failed is not None:
             raise self._failed
         view = memoryview(data).cast("B")
-        self._keep = isinstance(data, bytes)  # views of it stay valid
+        keep = isinstance(data, bytes)  # views of it stay valid
         records: list[bytes] = []
         pos = 0
         while pos < len(view):
             if self._need < 0:
                 pos = self._read_marker(view, pos)
             else:
-                pos = self._read_body(view, pos)
+                pos = self._read_body(view, pos, keep)
             if self._need == 0 and self._last:
                 records.append(self._finish_record())
             elif self._need == 0:
@@ -105,11 +103,11 @@ class RecordReader:
         self._need = length
         self._last = last
 
-    def _read_body(self, view: memoryview, pos: int) -> int:
+    def _read_body(self, view: memoryview, pos: int, keep: bool) -> int:
         take = min(self._need, len(view) - pos)
         if take:
             piece = view[pos : pos + take]
-            self._parts.append(piece if self._keep and take >= _VIEW_MIN else bytes(piece))
+            self._parts.append(piece if keep and take >= _VIEW_MIN else bytes(piece))
             self._need -= take
         return pos + take
 
