@@ -92,21 +92,12 @@ def floors(enctype: int, size: int, seconds: int) -> tuple[float, float]:
 
 
 def establish(service: str, enctype: int) -> tuple[Any, Any]:
-    import gssapi.raw as gr
     from gssapi.raw import RequirementFlag as Flag
 
+    from tests.interop.conftest import establish_mit_pair
+
     flags = [Flag.mutual_authentication, Flag.integrity, Flag.confidentiality]
-    name = gr.import_name(service.encode(), gr.NameType.hostbased_service)
-    icred = gr.acquire_cred(None, usage="initiate").creds
-    gr.krb5_set_allowable_enctypes(icred, [enctype])
-    acred = gr.acquire_cred(None, usage="accept").creds
-    first = gr.init_sec_context(name, icred, flags=flags)
-    assert first.token is not None
-    accepted = gr.accept_sec_context(first.token, acred)
-    done = gr.init_sec_context(
-        name, icred, context=first.context, input_token=accepted.token, flags=flags
-    )
-    return done.context, accepted.context
+    return establish_mit_pair(service, enctype, flags)
 
 
 def measure(service: str, enctype: int, size: int, seconds: float, ossl: int) -> Row:

@@ -103,6 +103,25 @@ def stop_realm(k5: Any) -> None:
     shutil.rmtree(k5.tmpdir, ignore_errors=True)
 
 
+def establish_mit_pair(service: str, enctype: int, flags: list[Any]) -> tuple[Any, Any]:
+    """An MIT initiator and acceptor context for ``service`` (python-gssapi raw contexts),
+    with the initiator limited to ``enctype``; the realm's environment must be set."""
+    import gssapi.raw as gr
+
+    name = gr.import_name(service.encode(), gr.NameType.hostbased_service)
+    icred = gr.acquire_cred(None, usage="initiate").creds
+    gr.krb5_set_allowable_enctypes(icred, [enctype])
+    acred = gr.acquire_cred(None, usage="accept").creds
+    first = gr.init_sec_context(name, icred, flags=flags)
+    assert first.token is not None
+    accepted = gr.accept_sec_context(first.token, acred)
+    done = gr.init_sec_context(
+        name, icred, context=first.context, input_token=accepted.token, flags=flags
+    )
+    assert not done.more_steps and not accepted.more_steps
+    return done.context, accepted.context
+
+
 @pytest.fixture(scope="session")
 def krb5_realm() -> Iterator[Krb5Realm]:
     k5 = start_realm()

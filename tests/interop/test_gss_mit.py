@@ -23,7 +23,7 @@ from gssapi.raw.ext_krb5 import krb5_export_lucid_sec_context
 
 from pynfsd.gss import BadMic, DefectiveToken, GssError
 from pynfsd.gss.lucid import Krb5Context
-from tests.interop.conftest import Krb5Realm
+from tests.interop.conftest import Krb5Realm, establish_mit_pair
 
 ENCTYPES = [17, 18, 19, 20]
 ROLES = ["acceptor", "initiator"]  # pynfsd's side
@@ -42,23 +42,8 @@ class Pair:
     exported_at: float
 
 
-def establish(realm: Krb5Realm, enctype: int, flags: list[Flag]) -> tuple[Any, Any]:
-    name = gr.import_name(realm.service.encode(), gr.NameType.hostbased_service)
-    icred = gr.acquire_cred(None, usage="initiate").creds
-    gr.krb5_set_allowable_enctypes(icred, [enctype])
-    acred = gr.acquire_cred(None, usage="accept").creds
-    first = gr.init_sec_context(name, icred, flags=flags)
-    assert first.token is not None
-    accepted = gr.accept_sec_context(first.token, acred)
-    done = gr.init_sec_context(
-        name, icred, context=first.context, input_token=accepted.token, flags=flags
-    )
-    assert not done.more_steps and not accepted.more_steps
-    return done.context, accepted.context
-
-
 def make_pair(realm: Krb5Realm, enctype: int, role: str, flags: list[Flag] = FLAGS) -> Pair:
-    initiator, acceptor = establish(realm, enctype, flags)
+    initiator, acceptor = establish_mit_pair(realm.service, enctype, flags)
     mine, theirs = (acceptor, initiator) if role == "acceptor" else (initiator, acceptor)
     lifetime = gr.inquire_context(mine, lifetime=True).lifetime
     assert lifetime is not None
