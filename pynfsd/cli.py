@@ -24,7 +24,13 @@ from pynfsd import __version__, admin
 from pynfsd.exports import ExportsError, load_exports, parse_export_line
 from pynfsd.exports.resolver import StaticExportResolver
 from pynfsd.exports.types import ExportEntry
-from pynfsd.nfs4.server import NFSServer, ServerConfig
+from pynfsd.nfs4.server import (
+    DEFAULT_MAX_COMPOUND_OPS,
+    DEFAULT_MAX_REPLY,
+    REPLY_HEADROOM,
+    NFSServer,
+    ServerConfig,
+)
 from pynfsd.rpc.auth import AuthRegistry
 from pynfsd.rpc.server import RpcServer
 from pynfsd.rpc.transport import install_event_loop, serve
@@ -76,11 +82,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--principal-map", metavar="FILE",
                    help="static Kerberos principal map: 'principal user' or "
                    "'principal uid:gid[:gids]' per line (checked before the passwd database)")
+    s.add_argument("--max-compound-ops", type=_positive, default=DEFAULT_MAX_COMPOUND_OPS,
+                   metavar="N", help="operations per COMPOUND; op N+1 gets NFS4ERR_RESOURCE "
+                   f"(default {DEFAULT_MAX_COMPOUND_OPS})")
+    s.add_argument("--max-reply-size", type=_reply_size, default=DEFAULT_MAX_REPLY,
+                   metavar="BYTES", help="bytes of a COMPOUND reply; the op that would pass it "
+                   "gets NFS4ERR_RESOURCE.  maxread/maxwrite are announced as 1 MiB, or this "
+                   f"less {REPLY_HEADROOM // 1024} KiB when smaller (default {DEFAULT_MAX_REPLY})")
     s.add_argument("--log-level", default="INFO", metavar="LEVEL",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
                    help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     add_admin_commands(sub)
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be at least 1")
+    return value
+
+
+def _reply_size(text: str) -> int:
+    value = int(text)
+    if ServerConfig.io_size_for(value) < 4096:
+        raise argparse.ArgumentTypeError(f"{text}: must be at least {REPLY_HEADROOM + 4096}")
+    return value
 
 
 def add_admin_options(p: argparse.ArgumentParser, default: object) -> None:
@@ -169,8 +196,11 @@ async def run_server(
     registry = auth or AuthRegistry.default()
     gss = 6 in registry.flavors()  # RPCSEC_GSS: callbacks may need the server's GSS identity
     keytab = (args.keytab or default_keytab()) if gss else None
+    io_size = ServerConfig.io_size_for(args.max_reply_size)
     config = ServerConfig(state_dir=args.state_dir, lease_time=args.lease, grace_time=args.grace,
-                          callback_keytab=keytab)
+                          callback_keytab=keytab, maxread=io_size, maxwrite=io_size,
+                          max_compound_ops=args.max_compound_ops,
+                          max_reply=args.max_reply_size)
     nfs = NFSServer(config, StaticExportResolver(entries))
     rpc = RpcServer(registry)
     nfs.register(rpc)

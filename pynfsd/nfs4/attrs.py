@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final, TypeVar
 
-from pynfsd.fs.backend import SET_TO_NOW, Attrs, FsStat, SetToNow
+from pynfsd.fs.backend import SET_TO_NOW, Attrs, FileType, FsStat, SetToNow
 from pynfsd.gen import nfs4 as x
 from pynfsd.nfs4 import errors
 from pynfsd.nfs4.bitmap import bitmap_to_int, int_to_bitmap, iter_bits, set_to_bitmap
@@ -50,6 +50,7 @@ __all__ = [
     "decode_settable",
     "encode_fattr4",
     "encode_rdattr_error",
+    "fattr4_max_size",
     "requested_attrs",
     "verify_matches",
 ]
@@ -278,6 +279,36 @@ _ENCODERS: Final[dict[int, _Encoder]] = {
     x.FATTR4_TIME_MODIFY: lambda s: _nfstime4(s.attrs.mtime_ns),
     x.FATTR4_MOUNTED_ON_FILEID: lambda s: _U64(s.mounted_on_fileid),
 }
+
+
+#: The longest owner/owner_group string counted in reply-size estimates ("user@domain").
+OWNER_MAX: Final = 512
+
+
+def _largest_source() -> AttrSource:
+    """An AttrSource whose variable-size attributes are as long as they get."""
+    attrs = Attrs(FileType.REG, 0, 0, 0, 0, 0, 0, (0, 0), 0, 0, 0, 0, 0)
+    return AttrSource(
+        attrs, b"\0" * x.NFS4_FHSIZE, (0, 0), 0, 0, 0, 0, 0, 0, 0,
+        fsstat=FsStat(0, 0, 0, 0, 0, 0, 0), owner="o" * OWNER_MAX, owner_group="g" * OWNER_MAX,
+    )
+
+
+#: Attribute -> the most bytes its value encodes to (from the encoders themselves).
+_MAX_SIZE: Final = {a: len(enc(_largest_source())) for a, enc in _ENCODERS.items()}
+
+
+@lru_cache(maxsize=1024)
+def _max_size_of(bits: int) -> int:
+    plan = _compile(bits, SUPPORTED_ATTRS)
+    values = sum(_MAX_SIZE[a] for a in iter_bits(plan.bits))
+    return 4 + 4 * len(plan.mask) + 4 + values
+
+
+def fattr4_max_size(words: list[int] | tuple[int, ...]) -> int:
+    """An upper bound of the fattr4 that a request bitmap4 `words` encodes to (GETATTR, one
+    READDIR entry): the reply-size estimate of the op table."""
+    return _max_size_of(_request_bits(words))
 
 
 @dataclass(slots=True, frozen=True)

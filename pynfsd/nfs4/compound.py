@@ -9,10 +9,19 @@ its result's NFS4_OK arm (or None) and raises `NFS4Error` for anything else; the
 exceptions to result statuses here and nowhere else (unexpected ones become
 NFS4ERR_SERVERFAULT, logged with their traceback).  Processing stops at the first op that
 does not return NFS4_OK (§15.2.4).
+
+Bounded work (RFC 7530 §15.2, §13.1.3.4): every op in `OPS` has a reply-size estimate (an
+upper bound of its encoded result, from its arguments: READ its count, READDIR its maxcount,
+GETATTR the attributes asked for, a small fixed size by default).  Before an op runs, the
+loop adds its estimate to the bytes encoded so far; the first op that would take the
+COMPOUND4res past `max_reply` bytes, or that is past `max_compound_ops`, gets
+NFS4ERR_RESOURCE and ends the COMPOUND.  Every `YIELD_EVERY` ops the loop yields to the event
+loop, so a long COMPOUND of cheap ops does not hold up other clients.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
@@ -23,13 +32,31 @@ from pynfsd.nfs4 import errors
 from pynfsd.xdr.runtime import Packer, Unpacker, XdrError
 
 if TYPE_CHECKING:
-    from pynfsd.nfs4.server import NFSServer
+    from pynfsd.nfs4.server import NFSServer, ServerConfig
     from pynfsd.nfs4.vfs import Obj, Vfs
     from pynfsd.rpc.auth import Credential
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[["CompoundContext", Any], Awaitable[Any]]
+#: An upper bound of the bytes an op's result encodes to, from its arguments and the config.
+Estimate = Callable[[Any, "ServerConfig"], int]
+
+#: The result of most ops: a status and a few fixed-size fields (stateid, change_info4,
+#: a bitmap); larger results (READ, READDIR, GETATTR, READLINK, LOCK) declare their own.
+SMALL_REPLY = 256
+#: The loop yields to the event loop every this many ops.
+YIELD_EVERY = 32
+
+
+def fixed(n: int) -> Estimate:
+    """A reply-size estimate that does not depend on the arguments."""
+    return lambda _args, _cfg: n
+
+
+def xdr_pad(n: int) -> int:
+    """`n` rounded up to the XDR unit of 4 bytes."""
+    return (n + 3) & ~3
 
 
 @dataclass(slots=True)
@@ -44,6 +71,7 @@ class OpSpec:
     res_cls: type
     res_is_union: bool
     res_nfields: int
+    reply_size: Estimate
 
 
 OPS: dict[int, OpSpec] = {}
@@ -69,8 +97,11 @@ def op(
     needs_fh: bool = True,
     pack_res: Callable[[Packer, Any], None] | None = None,
     unpack_args: Callable[[Unpacker], Any] | None = None,
+    reply_size: Estimate | int = SMALL_REPLY,
 ) -> Callable[[Handler], Handler]:
-    """Register a handler for `opnum` in the op table (`pack_res`: a hand-tuned encoder)."""
+    """Register a handler for `opnum` in the op table (`pack_res`: a hand-tuned encoder;
+    `reply_size`: an upper bound of the encoded result, a function of the arguments)."""
+    estimate = fixed(reply_size) if isinstance(reply_size, int) else reply_size
 
     def register(fn: Handler) -> Handler:
         name = N.nfs_opnum4_names[opnum][3:]
@@ -87,6 +118,7 @@ def op(
             res_cls,
             is_union,
             len(fields(res_cls)),
+            estimate,
         )
         return fn
 
@@ -168,8 +200,11 @@ async def process(ctx: CompoundContext, u: Unpacker, count: int) -> tuple[int, P
     """Run the ops of a COMPOUND: (status of the last op, encoded results, number of results)."""
     out = Packer()
     status = N.NFS4_OK
+    head = 12 + xdr_pad(len(ctx.tag))  # COMPOUND4res status, tag, resarray length
     for i in range(count):
         ctx.index = i
+        if i and i % YIELD_EVERY == 0:
+            await asyncio.sleep(0)  # let other clients' calls run (bounded work per turn)
         try:
             opnum = u.unpack_uint()
         except XdrError:
@@ -179,18 +214,35 @@ async def process(ctx: CompoundContext, u: Unpacker, count: int) -> tuple[int, P
         if spec is None:
             _illegal_result(out, N.NFS4ERR_OP_ILLEGAL)  # RFC 7530 §15.2.4, §16.39
             return N.NFS4ERR_OP_ILLEGAL, out, i + 1
-        try:
-            args = spec.unpack_args(u)
-        except XdrError as e:
-            log.debug("BADXDR in %s arguments: %s", spec.name, e)
-            status, value = N.NFS4ERR_BADXDR, None
-        else:
-            status, value = await run_op(ctx, spec, args)
+        status, value = await _execute(ctx, spec, u, head + len(out))
         out.pack_uint(opnum)
         spec.pack_res(out, make_result(spec, status, value))
         if status != N.NFS4_OK:
             return status, out, i + 1
     return status, out, count
+
+
+async def _execute(
+    ctx: CompoundContext, spec: OpSpec, u: Unpacker, used: int
+) -> tuple[int, Any]:
+    """Decode and run one op within the COMPOUND's bounds (`used`: reply bytes so far)."""
+    cfg = ctx.server.config
+    if ctx.index >= cfg.max_compound_ops:
+        # RFC 7530 §13.1.3.4, §15.2: too many ops for the server; the COMPOUND ends here.
+        log.debug("NFS4ERR_RESOURCE: op %d of a COMPOUND (max %d)", ctx.index + 1,
+                  cfg.max_compound_ops)
+        return N.NFS4ERR_RESOURCE, None
+    try:
+        args = spec.unpack_args(u)
+    except XdrError as e:
+        log.debug("BADXDR in %s arguments: %s", spec.name, e)
+        return N.NFS4ERR_BADXDR, None
+    if used + 4 + spec.reply_size(args, cfg) > cfg.max_reply:
+        # RFC 7530 §13.1.3.4: the reply would be too large; checked before the op runs.
+        log.debug("NFS4ERR_RESOURCE: %s would take the reply past %d bytes", spec.name,
+                  cfg.max_reply)
+        return N.NFS4ERR_RESOURCE, None
+    return await run_op(ctx, spec, args)
 
 
 def encode_reply(status: int, tag: bytes, numres: int, results: Packer | None) -> list[bytes]:

@@ -8,14 +8,24 @@ from typing import Any
 from pynfsd.gen import nfs4 as N
 from pynfsd.idmap import IdmapError
 from pynfsd.nfs4 import errors
-from pynfsd.nfs4.attrs import SetAttrs, decode_settable, encode_fattr4, verify_matches
+from pynfsd.nfs4.attrs import (
+    SetAttrs,
+    decode_settable,
+    encode_fattr4,
+    fattr4_max_size,
+    verify_matches,
+)
 from pynfsd.nfs4.attrsrc import requested_set, source_for
 from pynfsd.nfs4.compound import CompoundContext, op
 from pynfsd.nfs4.ops.seqid import to_stateid
 from pynfsd.nfs4.vfs import Obj
 
 
-@op(N.OP_GETATTR)
+def _getattr_reply(args: N.GETATTR4args, _cfg: object) -> int:
+    return 4 + fattr4_max_size(args.attr_request)
+
+
+@op(N.OP_GETATTR, reply_size=_getattr_reply)
 async def getattr_(ctx: CompoundContext, args: N.GETATTR4args) -> N.GETATTR4resok:
     req = requested_set(args.attr_request)
     src = await source_for(ctx, ctx.current, req)

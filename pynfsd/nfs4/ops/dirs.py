@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from pynfsd.fs.backend import Attrs, FileType
 from pynfsd.gen import nfs4 as N
@@ -16,8 +16,17 @@ from pynfsd.nfs4.ops.names import check_name
 from pynfsd.nfs4.vfs import Obj
 from pynfsd.xdr.runtime import Packer
 
+if TYPE_CHECKING:
+    from pynfsd.nfs4.server import ServerConfig
+
 _READDIR_RESOK_OVERHEAD = 8 + 4 + 4  # cookieverf, final "no more entries", eof
 _ENTRY_OVERHEAD = 4 + 8 + 4 + 4  # value_follows, cookie, name length, attrmask length
+PATH_MAX = 4096  # the longest symlink target READLINK returns (Linux PATH_MAX)
+
+
+def readdir_maxcount(args: N.READDIR4args, cfg: ServerConfig) -> int:
+    """The bytes of READDIR4resok the server will return: the client's maxcount, capped."""
+    return min(args.maxcount, cfg.maxread + 4096)
 
 
 def change_info(before: Attrs, after: Attrs) -> N.change_info4:
@@ -51,7 +60,8 @@ def _pack_readdir_res(p: Packer, res: N.READDIR4res) -> None:
         p.pack_raw(raw)
 
 
-@op(N.OP_READDIR, pack_res=_pack_readdir_res)
+@op(N.OP_READDIR, pack_res=_pack_readdir_res,
+    reply_size=lambda args, cfg: 4 + readdir_maxcount(args, cfg))
 async def readdir(ctx: CompoundContext, args: N.READDIR4args) -> tuple[bytes, bytes]:
     """The entries are encoded here directly: this is the hot path for large directories."""
     d = ctx.current
@@ -61,7 +71,9 @@ async def readdir(ctx: CompoundContext, args: N.READDIR4args) -> tuple[bytes, by
         raise errors.NFS4ERR_INVAL("write-only attribute requested")
     if args.cookie in (1, 2):
         raise errors.NFS4ERR_BAD_COOKIE()  # RFC 7530 §16.24.4: reserved cookie values
-    maxcount = min(args.maxcount, ctx.server.config.maxread + 4096)
+    maxcount = readdir_maxcount(args, ctx.server.config)
+    if maxcount < _READDIR_RESOK_OVERHEAD:
+        raise errors.NFS4ERR_TOOSMALL("maxcount too small for even an empty reply")  # §16.24.4
     fsstat = await fsstat_if_needed(ctx, d, req)
     p = Packer()
     used = _READDIR_RESOK_OVERHEAD

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
-from pynfsd.nfs4.compound import CompoundContext, op
+from pynfsd.nfs4.compound import CompoundContext, op, xdr_pad
 from pynfsd.nfs4.ops.seqid import to_stateid
 from pynfsd.xdr.runtime import Packer, Unpacker
+
+if TYPE_CHECKING:
+    from pynfsd.nfs4.server import ServerConfig
 
 UNSTABLE4 = 0
 FILE_SYNC4 = 2
@@ -29,7 +34,12 @@ def _unpack_write_args(u: Unpacker) -> N.WRITE4args:
     return N.WRITE4args(stateid, offset, stable, u.unpack_opaque_view())  # type: ignore[arg-type]
 
 
-@op(N.OP_READ, pack_res=_pack_read_res)
+def _read_reply(args: N.READ4args, cfg: ServerConfig) -> int:
+    """status, eof and the data: at most maxread bytes (the count is capped below)."""
+    return 12 + xdr_pad(min(args.count, cfg.maxread))
+
+
+@op(N.OP_READ, pack_res=_pack_read_res, reply_size=_read_reply)
 async def read(ctx: CompoundContext, args: N.READ4args) -> N.READ4resok:
     obj = ctx.current
     if obj.is_pseudo:

@@ -9,6 +9,10 @@ from pynfsd.nfs4.compound import CompoundContext, op
 from pynfsd.nfs4.ops.seqid import sequenced, to_stateid, to_stateid4
 from pynfsd.nfs4.state import LockDenied
 
+#: status and LOCK4denied: offset, length, locktype, clientid and an owner of up to
+#: NFS4_OPAQUE_LIMIT bytes.
+_DENIED_REPLY = 4 + 8 + 8 + 4 + 8 + 4 + N.NFS4_OPAQUE_LIMIT
+
 
 def lock4denied(d: LockDenied) -> N.LOCK4denied:
     return N.LOCK4denied(d.offset, d.length, d.locktype, N.lock_owner4(d.clientid, d.owner))
@@ -33,7 +37,7 @@ async def _check_file(ctx: CompoundContext) -> bytes:
     return obj.fh
 
 
-@op(N.OP_LOCK)
+@op(N.OP_LOCK, reply_size=_DENIED_REPLY)
 async def lock(ctx: CompoundContext, args: N.LOCK4args) -> N.LOCK4resok:
     state = ctx.server.state
     locker = args.locker
@@ -83,7 +87,7 @@ async def lock(ctx: CompoundContext, args: N.LOCK4args) -> N.LOCK4resok:
         await ctx.server.durable()  # records of clients whose leases were cancelled
 
 
-@op(N.OP_LOCKT)
+@op(N.OP_LOCKT, reply_size=_DENIED_REPLY)
 async def lockt(ctx: CompoundContext, args: N.LOCKT4args) -> None:
     fh = await _check_file(ctx)
     try:
