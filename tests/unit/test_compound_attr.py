@@ -511,3 +511,13 @@ def test_verify_of_rdattr_error_is_inval(w: World) -> None:
         await expect(c, [op.putfh(root), args], N.NFS4ERR_INVAL)
 
     w.run(body())
+
+
+@pytest.mark.parametrize("attr", [N.FATTR4_OWNER, N.FATTR4_OWNER_GROUP])
+def test_setattr_empty_owner_is_inval(w: World, attr: int) -> None:
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        await expect(c, [op.putfh(root), ops.setattr({attr: b""})], N.NFS4ERR_INVAL)
+
+    w.run(body())

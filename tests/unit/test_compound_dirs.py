@@ -18,12 +18,13 @@ from nfs4_fixtures import (
     make_file,
     make_world,
     mkdir,
+    new_clientid,
     ops,
     readdir_all,
     user,
 )
 
-from pynfsd.client.nfs4 import op
+from pynfsd.client.nfs4 import op, unchecked
 from pynfsd.gen import nfs4 as N
 
 # ------------------------------------------------------------ CREATE (§16.4)
@@ -361,12 +362,15 @@ def test_link_errors(w: World) -> None:
 # ------------------------------------------------------------ READLINK (§16.25)
 
 
-def test_readlink_of_non_symlinks(w: World) -> None:
+def test_readlink_of_non_symlinks_is_inval(w: World) -> None:
+    """RFC 7530 §16.25.5: NFS4ERR_INVAL for anything not NF4LNK, a directory too."""
+
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
         f = await make_file(c, root, b"f")
-        await expect(c, [op.putfh(root), ops.readlink()], N.NFS4ERR_ISDIR)
+        await expect(c, [op.putfh(root), ops.readlink()], N.NFS4ERR_INVAL)
+        await expect(c, [op.putrootfh(), ops.readlink()], N.NFS4ERR_INVAL)  # pseudo-fs dir
         await expect(c, [op.putfh(f), ops.readlink()], N.NFS4ERR_INVAL)
 
     w.run(body())
@@ -503,5 +507,51 @@ def test_readdir_of_write_only_attribute_is_inval(w: World) -> None:
             c, [op.putfh(root), op.readdir(attrs=[N.FATTR4_TIME_ACCESS_SET])], N.NFS4ERR_INVAL
         )
         assert last(res) is None
+
+    w.run(body())
+
+
+# ------------------------------------------------------------ names (§12.7)
+
+_NOT_UTF8 = [b"\xff", b"caf\xe9", b"\xc3", b"a\xed\xa0\x80b"]  # bad byte, latin-1, cut, surrogate
+
+
+@pytest.mark.parametrize("name", _NOT_UTF8, ids=["ff", "latin1", "truncated", "surrogate"])
+def test_names_that_are_not_utf8_are_inval_in_every_op(w: World, name: bytes) -> None:
+    """RFC 7530 §12.7: every op taking a component4 refuses invalid UTF-8 with INVAL."""
+
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        await make_file(c, root, b"f")
+        cid = await new_clientid(c, b"utf8")
+        at_root, saved = [op.putfh(root)], [op.putfh(root), op.savefh()]
+        cases = [
+            [*at_root, op.lookup(name)],
+            [*at_root, op.mkdir(name)],
+            [*at_root, op.open(1, cid, b"o", name, create=unchecked())],
+            [*at_root, op.remove(name)],
+            [*saved, op.rename(name, b"x")],
+            [*saved, op.rename(b"f", name)],
+            [*saved, op.lookup(b"f"), op.savefh(), op.putfh(root), ops.link(name)],
+            [*at_root, ops.secinfo(name)],
+        ]
+        for ops_ in cases:
+            await expect(c, ops_, N.NFS4ERR_INVAL)
+        assert {e.name for e in await readdir_all(c, root)} == {b"f"}
+
+    w.run(body())
+
+
+def test_readdir_maxcount_below_an_empty_reply_is_toosmall(w: World) -> None:
+    """RFC 7530 §16.24.4: even an empty directory needs 16 bytes (verifier, eof)."""
+
+    async def body() -> None:
+        c = w.client()
+        empty = await mkdir(c, await export_root(c), b"empty")
+        for maxcount in (0, 8, 15):
+            await expect(c, [op.putfh(empty), op.readdir(maxcount=maxcount)], N.NFS4ERR_TOOSMALL)
+        ok = await c.check([op.putfh(empty), op.readdir(maxcount=16)])
+        assert ok[1].reply.entries is None and ok[1].reply.eof
 
     w.run(body())

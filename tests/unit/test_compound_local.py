@@ -23,7 +23,7 @@ from nfs4_fixtures import (
     readdir_all,
 )
 
-from pynfsd.client.nfs4 import Nfs4Client, op
+from pynfsd.client.nfs4 import Nfs4Client, op, unchecked
 from pynfsd.gen import nfs4 as N
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="LocalBackend needs root")
@@ -203,3 +203,68 @@ def test_handles_do_not_carry_over_to_another_state_dir(tmp_path: Path) -> None:
         w2.run(expect(w2.client(), [op.putfh(root)], N.NFS4ERR_STALE))
     finally:
         w2.close()
+
+
+def _special_files(exp: Path) -> list[bytes]:
+    """A FIFO, a bound UNIX socket and a character device in the export; their names."""
+    import socket
+    import stat
+
+    os.mkfifo(exp / "fifo")
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(exp / "sock"))
+    os.mknod(exp / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    return [b"fifo", b"sock", b"null"]
+
+
+def test_open_of_sockets_fifos_and_devices_is_symlink(tmp_path: Path) -> None:
+    """RFC 7530 §16.16.5: OPEN of anything but a regular file or directory: NFS4ERR_SYMLINK."""
+    w, exp = _local_world(tmp_path)
+    names = _special_files(exp)
+
+    async def body() -> None:
+        c = w.client()
+        root = await _root(c, exp)
+        cid = await new_clientid(c)
+        for i, name in enumerate(names):
+            plain = op.open(1, cid, b"o%d" % i, name)
+            await expect(c, [op.putfh(root), plain], N.NFS4ERR_SYMLINK)
+            create = op.open(1, cid, b"c%d" % i, name, create=unchecked())
+            await expect(c, [op.putfh(root), create], N.NFS4ERR_SYMLINK)
+
+    try:
+        w.run(body())
+    finally:
+        w.close()
+
+
+def test_readlink_of_a_directory_and_a_fifo_is_inval(tmp_path: Path) -> None:
+    w, exp = _local_world(tmp_path)
+    _special_files(exp)
+
+    async def body() -> None:
+        c = w.client()
+        root = await _root(c, exp)
+        await expect(c, [op.putfh(root), ops.readlink()], N.NFS4ERR_INVAL)
+        await expect(c, [op.putfh(root), op.lookup(b"fifo"), ops.readlink()], N.NFS4ERR_INVAL)
+
+    try:
+        w.run(body())
+    finally:
+        w.close()
+
+
+def test_lookup_of_a_name_that_is_not_utf8_is_inval(tmp_path: Path) -> None:
+    """Even when a file of that (latin-1) name exists on disk (RFC 7530 §12.7)."""
+    w, exp = _local_world(tmp_path)
+    (exp / os.fsdecode(b"caf\xe9")).write_bytes(b"x")
+
+    async def body() -> None:
+        c = w.client()
+        root = await _root(c, exp)
+        await expect(c, [op.putfh(root), op.lookup(b"caf\xe9")], N.NFS4ERR_INVAL)
+
+    try:
+        w.run(body())
+    finally:
+        w.close()

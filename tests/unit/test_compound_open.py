@@ -504,3 +504,22 @@ def test_same_seqid_for_another_operation_is_bad_seqid(w: World) -> None:
         await expect(c, [op.putfh(o.fh), op.close(o.seqid, o.stateid)], N.NFS4ERR_BAD_SEQID)
 
     w.run(body())
+
+
+@pytest.mark.parametrize(
+    ("objtype", "value"),
+    [(N.NF4FIFO, None), (N.NF4SOCK, None), (N.NF4CHR, N.specdata4(1, 3)),
+     (N.NF4BLK, N.specdata4(8, 0))],
+    ids=["fifo", "socket", "chr", "blk"],
+)
+def test_open_of_a_special_file_is_symlink(w: World, objtype: int, value: object) -> None:
+    """RFC 7530 §16.16.5: not a directory and not a regular file: NFS4ERR_SYMLINK."""
+
+    async def body() -> None:
+        c, root, cid = await _setup(w)
+        await c.check([op.putfh(root), ops.create(objtype, b"s", value)])
+        await expect(c, [op.putfh(root), op.open(1, cid, b"o", b"s")], N.NFS4ERR_SYMLINK)
+        create = op.open(1, cid, b"p", b"s", create=unchecked())
+        await expect(c, [op.putfh(root), create], N.NFS4ERR_SYMLINK)
+
+    w.run(body())

@@ -44,6 +44,8 @@ def setattr_changes(ctx: CompoundContext, s: SetAttrs) -> dict[str, Any]:
     """SetAttrs -> backend setattr keywords, mapping owner strings (NFS4ERR_BADOWNER)."""
     changes: dict[str, Any] = {}
     idmap = ctx.server.idmap
+    if s.owner == "" or s.owner_group == "":
+        raise errors.NFS4ERR_INVAL("empty owner or owner_group")  # RFC 7530 §5.9
     try:
         if s.owner is not None:
             changes["uid"] = idmap.name_to_uid(s.owner)

@@ -104,14 +104,12 @@ async def readdir(ctx: CompoundContext, args: N.READDIR4args) -> tuple[bytes, by
     return _finish(p, verf, eof)
 
 
-@op(N.OP_READLINK)
+@op(N.OP_READLINK, reply_size=4 + 4 + PATH_MAX)
 async def readlink(ctx: CompoundContext, args: None) -> N.READLINK4resok:
     obj = ctx.current
     attrs = await ctx.vfs.getattr(obj)
-    if attrs.type == FileType.DIR:
-        raise errors.NFS4ERR_ISDIR()
     if attrs.type != FileType.LNK:
-        raise errors.NFS4ERR_INVAL()
+        raise errors.NFS4ERR_INVAL("not a symbolic link")  # RFC 7530 §16.25.5, a directory too
     return N.READLINK4resok(await ctx.vfs.readlink(obj))
 
 

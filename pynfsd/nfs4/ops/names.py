@@ -8,9 +8,14 @@ NAME_MAX = 255
 
 
 def check_name(name: bytes, *, allow_dots: bool = False) -> bytes:
-    """A single path component: INVAL if empty, NAMETOOLONG, BADCHAR for '/' or NUL."""
+    """A single path component: INVAL if empty or not UTF-8, NAMETOOLONG, BADCHAR for '/'
+    or NUL."""
     if not name:
         raise errors.NFS4ERR_INVAL("empty name")
+    try:
+        name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise errors.NFS4ERR_INVAL("name is not UTF-8") from None  # RFC 7530 §12.7
     if len(name) > NAME_MAX:
         raise errors.NFS4ERR_NAMETOOLONG()
     if b"/" in name or b"\0" in name:

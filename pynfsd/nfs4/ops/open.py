@@ -91,13 +91,12 @@ async def _existing(ctx: CompoundContext, obj: Obj) -> _Opened:
 
 
 def _check_regular(attrs: Attrs) -> None:
-    """OPEN is for regular files only (RFC 7530 §16.16.5)."""
+    """OPEN is for regular files only (RFC 7530 §16.16.5): a directory is NFS4ERR_ISDIR,
+    anything else (symbolic link, socket, FIFO, device) NFS4ERR_SYMLINK."""
     if attrs.type == FileType.DIR:
         raise errors.NFS4ERR_ISDIR()
-    if attrs.type == FileType.LNK:
-        raise errors.NFS4ERR_SYMLINK()
     if attrs.type != FileType.REG:
-        raise errors.NFS4ERR_INVAL("not a regular file")
+        raise errors.NFS4ERR_SYMLINK()
 
 
 async def _open_by_name(ctx: CompoundContext, args: N.OPEN4args, name: bytes) -> _Opened:
@@ -125,7 +124,11 @@ async def _create(
         return await _create_exclusive(ctx, d, name, how.value)
     s = decode_settable(how.value)
     mode = s.mode if s.mode is not None else 0o644
-    obj, attrs, created = await ctx.vfs.create_file(d, name, mode, how.mode == N.GUARDED4)
+    try:
+        obj, attrs, created = await ctx.vfs.create_file(d, name, mode, how.mode == N.GUARDED4)
+    except errors.NFS4ERR_INVAL:
+        # The name is checked already: the backend found a socket, FIFO or device there.
+        raise errors.NFS4ERR_SYMLINK("not a regular file") from None  # RFC 7530 §16.16.5
     _check_regular(attrs)
     if not created:
         if how.mode == N.GUARDED4:
