@@ -11,10 +11,12 @@ from nfs4_fixtures import ANON, World, attrs_of, expect, export_root, make_file,
 from pynfsd.cli import build_parser
 from pynfsd.client.nfs4 import Nfs4Client, decode_compound, encode_compound, op
 from pynfsd.gen import nfs4 as N
+from pynfsd.nfs4 import ops as _handlers  # noqa: F401  (fills the op table)
 from pynfsd.nfs4.attrs import SUPPORTED_ATTRS, WRITE_ONLY_ATTRS, fattr4_max_size
-from pynfsd.nfs4.compound import OPS, YIELD_EVERY
+from pynfsd.nfs4.compound import OPS, YIELD_EVERY, make_result
 from pynfsd.nfs4.server import DEFAULT_MAX_REPLY, REPLY_HEADROOM, ServerConfig
 from pynfsd.rpc.transport import DEFAULT_MAX_RECORD
+from pynfsd.xdr.runtime import Packer, Unpacker
 
 MIB = 1 << 20
 ALL_ATTRS = sorted(SUPPORTED_ATTRS - WRITE_ONLY_ATTRS)
@@ -166,6 +168,19 @@ def test_estimates_of_read_readdir_and_getattr() -> None:
     assert readdir <= cfg.max_reply - 8192  # room for PUTFH and GETATTR around it
     getattr_all = OPS[N.OP_GETATTR].reply_size(N.GETATTR4args([0xFFFFFFFF] * 3), cfg)
     assert 4 + 12 + 4 < getattr_all < 4096
+
+
+@pytest.mark.parametrize("opnum", sorted(OPS), ids=lambda n: N.nfs_opnum4_names[n][3:])
+def test_every_op_encodes_a_resource_result(opnum: int) -> None:
+    """Any op can be the one that goes past a bound: its RESOURCE result must encode."""
+    spec = OPS[opnum]
+    p = Packer()
+    p.pack_uint(opnum)
+    spec.pack_res(p, make_result(spec, N.NFS4ERR_RESOURCE, None))
+    u = Unpacker(p.get_buffer())
+    res = N.unpack_nfs_resop4(u)
+    u.done()
+    assert (res.resop, res.value.status) == (opnum, N.NFS4ERR_RESOURCE)
 
 
 # ------------------------------------------------------------------ limits agree
