@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 from pynfsd import __version__, admin
 from pynfsd.exports import ExportsError, load_exports, parse_export_line
+from pynfsd.exports.mounts import DEFAULT_MAX_MOUNTS
 from pynfsd.exports.resolver import StaticExportResolver
 from pynfsd.exports.types import ExportEntry
 from pynfsd.nfs4.server import NFSServer, ServerConfig
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--principal-map", metavar="FILE",
                    help="static Kerberos principal map: 'principal user' or "
                    "'principal uid:gid[:gids]' per line (checked before the passwd database)")
+    s.add_argument("--max-mounts", type=int, default=DEFAULT_MAX_MOUNTS, metavar="N",
+                   help="mounts read from /proc/self/mountinfo, and filesystems crossed into "
+                   f"per export set under crossmnt (default {DEFAULT_MAX_MOUNTS})")
     s.add_argument("--log-level", default="INFO", metavar="LEVEL",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
                    help="DEBUG, INFO, WARNING or ERROR (default INFO)")
@@ -170,7 +174,7 @@ async def run_server(
     gss = 6 in registry.flavors()  # RPCSEC_GSS: callbacks may need the server's GSS identity
     keytab = (args.keytab or default_keytab()) if gss else None
     config = ServerConfig(state_dir=args.state_dir, lease_time=args.lease, grace_time=args.grace,
-                          callback_keytab=keytab)
+                          callback_keytab=keytab, max_mounts=args.max_mounts)
     nfs = NFSServer(config, StaticExportResolver(entries))
     rpc = RpcServer(registry)
     nfs.register(rpc)
