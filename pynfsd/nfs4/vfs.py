@@ -7,7 +7,8 @@ the export a handle belongs to and whether this client may use it, security flav
 (NFS4ERR_WRONGSEC), squashing (root_squash/all_squash/anonuid), read-only exports
 (NFS4ERR_ROFS), POSIX permission checks (the server runs as root, so it enforces them), pseudo
 directories, and crossing from one export into another or into a filesystem mounted inside
-it (`pynfsd.nfs4.crossing`).  Blocking backend calls run in the server's worker threads, never on the event loop; OSErrors become NFS4 errors here.
+it (`pynfsd.nfs4.crossing`).  Blocking backend calls run in the server's worker threads,
+never on the event loop; OSErrors become NFS4 errors here.
 """
 
 from __future__ import annotations
