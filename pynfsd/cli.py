@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="static Kerberos principal map: 'principal user' or "
                    "'principal uid:gid[:gids]' per line (checked before the passwd database)")
     s.add_argument("--max-mounts", type=int, default=DEFAULT_MAX_MOUNTS, metavar="N",
-                   help="mounts read from /proc/self/mountinfo, and filesystems crossed into "
-                   f"per export set under crossmnt (default {DEFAULT_MAX_MOUNTS})")
+                   help="filesystems mounted inside exports that are crossed (crossmnt) and "
+                   f"remembered per set of exports (default {DEFAULT_MAX_MOUNTS})")
     s.add_argument("--log-level", default="INFO", metavar="LEVEL",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
                    help="DEBUG, INFO, WARNING or ERROR (default INFO)")

@@ -1,10 +1,10 @@
 """The server's mount table (``/proc/self/mountinfo``) and the fsids of crossed mounts.
 
 Theory of operation: :func:`parse_mountinfo` is the sans-IO parser (proc(5) format, octal
-escapes decoded, at most ``max_mounts`` entries). :class:`MountTable` keeps
-``/proc/self/mountinfo`` open and re-reads it only when the kernel reports a change (the file
-polls ``POLLPRI`` after every mount or umount, proc(5)); between changes the parsed table is
-reused. It is read on demand, never at start: when a filehandle names an fsid the client's view
+escapes decoded, at most ``MAX_TABLE_MOUNTS`` entries, the kernel's default ``fs.mount-max``,
+read line by line). :class:`MountTable` keeps ``/proc/self/mountinfo`` open and re-reads it
+only when the kernel reports a change (the file polls ``POLLPRI`` once after a mount or umount,
+proc(5)); between changes the parsed table is reused. It is read on demand, never at start: when a filehandle names an fsid the client's view
 does not know yet (a mount crossed before a restart).
 
 A mount crossed under ``crossmnt`` gets a stable fsid from :func:`mount_fsid`: a hash of the
@@ -19,16 +19,17 @@ import logging
 import os
 import select
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from .resolver import derived_fsid
 
 log = logging.getLogger(__name__)
 
-#: Default bound on the mounts read from the mount table (``pynfsd serve --max-mounts``).
+#: Default bound on the mounts crossed per client view (``pynfsd serve --max-mounts``).
 DEFAULT_MAX_MOUNTS = 4096
-_LINE_BYTES = 4096 + 512  # a mount point is at most PATH_MAX, escaped a bit longer
+#: Bound on the mounts kept from the mount table: the kernel's default ``fs.mount-max``.
+MAX_TABLE_MOUNTS = 100_000
 MOUNTINFO = "/proc/self/mountinfo"
 
 
@@ -70,12 +71,15 @@ def parse_line(line: bytes) -> Mount | None:
         return None
 
 
-def parse_mountinfo(data: bytes, max_mounts: int = DEFAULT_MAX_MOUNTS) -> tuple[Mount, ...]:
-    """The mounts in ``data`` (mountinfo text), at most ``max_mounts`` of them."""
+def parse_mountinfo(
+    lines: Iterable[bytes], max_mounts: int = MAX_TABLE_MOUNTS
+) -> tuple[Mount, ...]:
+    """The mounts in mountinfo ``lines``, at most ``max_mounts`` of them (the rest are not
+    found again after a restart; LOOKUP still crosses them)."""
     out: list[Mount] = []
-    for line in data.splitlines():
+    for line in lines:
         if len(out) >= max_mounts:
-            log.warning("mount table: more than %d mounts; the rest are not crossed", max_mounts)
+            log.warning("mount table: more than %d mounts; the rest are ignored", max_mounts)
             break
         mount = parse_line(line)
         if mount is not None:
@@ -99,12 +103,23 @@ def mount_fsid(fs_key: bytes) -> int:
     return derived_fsid(b"mount", fs_key)
 
 
+def _lines(fd: int) -> Iterator[bytes]:
+    """The lines of ``fd`` from the start, read in chunks (never the whole file at once)."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    rest = b""
+    while chunk := os.read(fd, 65536):
+        *lines, rest = (rest + chunk).split(b"\n")
+        yield from lines
+    if rest:
+        yield rest
+
+
 class MountTable:
     """``/proc/self/mountinfo``, parsed, re-read only after the kernel reports a change.
 
     Safe to call from several worker threads; every call may block (reads /proc)."""
 
-    def __init__(self, max_mounts: int = DEFAULT_MAX_MOUNTS, path: str = MOUNTINFO) -> None:
+    def __init__(self, max_mounts: int = MAX_TABLE_MOUNTS, path: str = MOUNTINFO) -> None:
         self.max_mounts = max_mounts
         self._path = path
         self._lock = threading.Lock()
@@ -122,21 +137,9 @@ class MountTable:
                 self._poll.register(self._file, select.POLLPRI | select.POLLERR)
             elif not self._poll.poll(0):
                 return self._generation, self._mounts
-            self._mounts = parse_mountinfo(self._read(self._file), self.max_mounts)
+            self._mounts = parse_mountinfo(_lines(self._file), self.max_mounts)
             self._generation += 1
             return self._generation, self._mounts
-
-    def _read(self, fd: int) -> bytes:
-        """The whole file from the start (which also re-arms the poll), bounded in size."""
-        limit = (self.max_mounts + 1) * _LINE_BYTES
-        os.lseek(fd, 0, os.SEEK_SET)
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := os.read(fd, 65536):
-            if size < limit:
-                chunks.append(chunk)
-            size += len(chunk)  # read on to the end: the kernel re-arms the poll there
-        return b"".join(chunks)[:limit]
 
     def close(self) -> None:
         with self._lock:

@@ -54,7 +54,7 @@ class ServerConfig:
     maxread: int = 1024 * 1024
     maxwrite: int = 1024 * 1024
     workers: int = 16
-    # mounts read from /proc/self/mountinfo and crossed per client view (crossmnt)
+    # filesystems mounted inside exports crossed per client view (crossmnt)
     max_mounts: int = DEFAULT_MAX_MOUNTS
     backend_factory: Callable[[ClientExport, str], Backend] | None = None
     # RPCSEC_GSS callbacks: the server's initiator name and keytab (None: AUTH_SYS only)
@@ -110,7 +110,7 @@ class NFSServer:
         self._by_addr: dict[str, tuple[float, ClientView]] = {}
         self._factory = config.backend_factory or local_backend
         # filesystems mounted inside exports (pynfsd.nfs4.crossing)
-        self.mounts = MountTable(config.max_mounts)
+        self.mounts = MountTable()
         self.hidden_mounts = OnceLog()
         from pynfsd.nfs4 import ops  # noqa: F401  (importing the handlers fills the op table)
         self.callbacks = CallbackClient(

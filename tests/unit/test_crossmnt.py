@@ -244,6 +244,22 @@ def test_nested_mounts_are_crossed_and_found_again_after_a_restart(
             w2.run(after())
 
 
+def test_crossmnt_below_an_fsid0_root(tmp_path: Path, exp: Path) -> None:
+    with server(tmp_path, f"{exp} *(rw,no_root_squash,fsid=0,crossmnt)") as w:
+
+        async def body() -> None:
+            c = w.client()
+            vals = await c.check([op.putrootfh(), op.getfh(), op.lookup(b"mnt"), op.getfh()])
+            root, mnt = vals[1].object, vals[3].object
+            got = await getattrs(c, mnt, FSID, MOUNTED_ON)
+            assert (got[FSID].major, got[FSID].minor) != (0, 0)
+            assert got[MOUNTED_ON] == _covered_ino(exp)
+            vals = await c.check([op.putfh(mnt), op.lookupp(), op.getfh()])
+            assert vals[-1].object == root
+
+        w.run(body())
+
+
 def test_submount_inherits_the_parent_export_options(tmp_path: Path, exp: Path) -> None:
     with server(tmp_path, f"{exp} *(ro,crossmnt)") as w:
 
@@ -352,10 +368,10 @@ def test_parse_mountinfo_fields_escapes_and_bound() -> None:
         b"garbage line\n"
         b"41 40 8:1 /sub /srv/a\\040b/x rw master:1 shared:2 - ext4 /dev/sda1 rw\n"
     )
-    mounts = parse_mountinfo(text)
+    mounts = parse_mountinfo(text.splitlines())
     assert [m.mount_point for m in mounts] == ["/proc", "/srv/a b", "/srv/a b/x"]
     assert mounts[2].dev == (8, 1) and mounts[2].root == "/sub" and mounts[2].fstype == "ext4"
-    assert len(parse_mountinfo(text, max_mounts=2)) == 2
+    assert len(parse_mountinfo(text.splitlines(), max_mounts=2)) == 2
     assert mounts_below(mounts, "/srv/a b") == ["/srv/a b/x"]
     assert mounts_below(mounts, "/srv") == ["/srv/a b", "/srv/a b/x"]
 
