@@ -14,7 +14,8 @@ NFSv4 clients:
 * otherwise the mount is not crossed. knfsd then shows the covered directory, which user space
   cannot open; pynfsd answers LOOKUP with NFS4ERR_NOENT and leaves the name out of READDIR
   (never NFS4ERR_XDEV, not a LOOKUP error in RFC 7530 §15.2), and logs it once per mount
-  point (:class:`OnceLog`).
+  point (:class:`OnceLog`). When an export lies below it, the mount point is instead a
+  read-only pseudo directory leading to that export (as knfsd's v4root entries).
 
 A view's submounts are remembered by fsid (at most ``max_mounts``; past that the table starts
 afresh and is refilled as handles are used). After a restart a filehandle of a submount names
@@ -109,6 +110,6 @@ class OnceLog:
             self._seen.add(mount.path)
         log.warning(
             "%s is a mount point inside export %s without crossmnt and is not exported: "
-            "clients get NFS4ERR_NOENT for it and READDIR leaves it out",
-            mount.path, parent.path,
+            "not crossed (LOOKUP gives NFS4ERR_NOENT, READDIR leaves it out, unless it leads "
+            "to an export below it)", mount.path, parent.path,
         )  # fmt: skip

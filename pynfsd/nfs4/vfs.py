@@ -48,6 +48,10 @@ AUTH_SYS = 1
 _FLAVOUR_NAMES = {AUTH_NONE: "none", AUTH_SYS: "sys", 390003: "krb5", 390004: "krb5i", 390005: "krb5p"}
 
 
+class NotCrossed(errors.NFS4ERR_NOENT):
+    """LOOKUP of a mount point that is not crossed (see `pynfsd.nfs4.crossing`)."""
+
+
 @dataclass(slots=True)
 class Obj:
     """A resolved filehandle: a pure pseudo directory (export None) or an object in an export."""
@@ -290,7 +294,7 @@ class Vfs:
                 raise errors.from_oserror(e) from None
             export = self._crossing(d, await self._run(backend.mount_point, d.handle, name))
             if export is None:
-                raise errors.NFS4ERR_NOENT("a mount point that is not crossed") from None
+                raise NotCrossed("a mount point that is not crossed") from None
             return self._export_root(export, self.view.node_by_fsid.get(export.fsid))
         assert d.export is not None
         return Obj(export_fh(d.export.fsid, handle), d.export, backend, handle, attrs=attrs)
@@ -348,7 +352,12 @@ class Vfs:
         if node.covering is None:
             return Obj(pseudo_fh(node.id), None, None, b"", node)
         # a directory inside an export on the way to a nested export: walk the backend to it
-        obj = await self._walk(node.covering, node.real_path)
+        try:
+            obj = await self._walk(node.covering, node.real_path)
+        except NotCrossed:
+            # behind a mount point that is not crossed: a pseudo directory leading to the
+            # nested export, as knfsd's v4root (RFC 7530 §7.3)
+            return Obj(pseudo_fh(node.id), None, None, b"", node)
         obj.node = node
         return obj
 
@@ -411,9 +420,13 @@ class Vfs:
         if e.mount is None:
             return e.name, e.cookie, self._entry_obj(d, e), e.attrs
         export = self._crossing(d, e.mount)
-        if export is None:
+        on_the_way = d.node.children.get(e.name) if d.node is not None else None
+        if export is not None:
+            obj = self._export_root(export, self.view.node_by_fsid.get(export.fsid))
+        elif on_the_way is not None:  # leads to a nested export: shown as LOOKUP shows it
+            obj = await self._enter_node(on_the_way)
+        else:
             return None
-        obj = self._export_root(export, self.view.node_by_fsid.get(export.fsid))
         return e.name, e.cookie, obj, await self.getattr(obj)
 
     async def _cookie_error(self, backend: Backend, d: Obj, verifier: bytes) -> errors.NFS4Error:

@@ -317,6 +317,31 @@ def test_without_crossmnt_the_mount_is_noent_left_out_and_logged_once(
         assert str(exp / "mnt") in lines[0].getMessage()
 
 
+def test_export_behind_a_mount_that_is_not_crossed_is_reached_by_a_pseudo_dir(
+    tmp_path: Path, exp: Path
+) -> None:
+    (exp / "mnt" / "sub").mkdir()
+    inner = f"{exp / 'mnt' / 'sub'} *(rw,no_root_squash)"
+    with server(tmp_path, f"{exp} *(rw,no_root_squash)", inner) as w:
+
+        async def body() -> None:
+            c = w.client()
+            root = await _root(c, exp)
+            mnt = await lookup_fh(c, root, b"mnt")
+            got = await getattrs(c, mnt, FSID)
+            assert (got[FSID].major, got[FSID].minor) == (0, 0)  # a pseudo directory
+            assert [e.name for e in await readdir_all(c, mnt)] == [b"sub"]
+            sub = await lookup_fh(c, mnt, b"sub")
+            assert await getattrs(c, sub, FILEID) == {FILEID: os.stat(exp / "mnt" / "sub").st_ino}
+            ents = await readdir_all(c, root, attrs=[FSID])
+            assert sorted(e.name for e in ents) == [b"dir", b"mnt"]
+            vals = await c.check([op.putfh(sub), op.lookupp(), op.lookupp(), op.getfh()])
+            assert vals[-1].object == root
+            await expect(c, [op.putfh(mnt), op.mkdir(b"x")], N.NFS4ERR_ROFS)
+
+        w.run(body())
+
+
 def test_no_lookup_in_a_mount_that_is_not_crossed_reaches_it(tmp_path: Path, exp: Path) -> None:
     """The parent's handles never open objects of the mounted filesystem."""
     with server(tmp_path, f"{exp} *(rw,no_root_squash)") as w:
