@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 from pynfsd import __version__, admin
 from pynfsd.exports import ExportsError, load_exports, parse_export_line
+from pynfsd.exports.mounts import DEFAULT_MAX_MOUNTS
 from pynfsd.exports.resolver import StaticExportResolver
 from pynfsd.exports.types import ExportEntry
 from pynfsd.nfs4.server import (
@@ -89,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="BYTES", help="bytes of a COMPOUND reply; the op that would pass it "
                    "gets NFS4ERR_RESOURCE.  maxread/maxwrite are announced as 1 MiB, or this "
                    f"less {REPLY_HEADROOM // 1024} KiB when smaller (default {DEFAULT_MAX_REPLY})")
+    s.add_argument("--max-mounts", type=int, default=DEFAULT_MAX_MOUNTS, metavar="N",
+                   help="filesystems mounted inside exports that are crossed (crossmnt) and "
+                   f"remembered per set of exports (default {DEFAULT_MAX_MOUNTS})")
     s.add_argument("--log-level", default="INFO", metavar="LEVEL",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
                    help="DEBUG, INFO, WARNING or ERROR (default INFO)")
@@ -200,7 +204,7 @@ async def run_server(
     config = ServerConfig(state_dir=args.state_dir, lease_time=args.lease, grace_time=args.grace,
                           callback_keytab=keytab, maxread=io_size, maxwrite=io_size,
                           max_compound_ops=args.max_compound_ops,
-                          max_reply=args.max_reply_size)
+                          max_reply=args.max_reply_size, max_mounts=args.max_mounts)
     nfs = NFSServer(config, StaticExportResolver(entries))
     rpc = RpcServer(registry)
     nfs.register(rpc)

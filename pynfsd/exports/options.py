@@ -16,7 +16,8 @@ SEC_FLAVOURS = ("sys", "krb5", "krb5i", "krb5p", "none")
 _MAX_ID = 2**32 - 1
 _UUID_RE = re.compile(r"[0-9a-fA-F]{2}(?:[-:]?[0-9a-fA-F]{2}){15}")
 
-#: Options accepted without effect, mapped to the group in which the last one written wins.
+#: Flag options (all without effect here but ``crossmnt``), mapped to the group in which the
+#: last one written wins.
 _FLAG_GROUPS = {
     "sync": "sync", "async": "sync",
     "wdelay": "wdelay", "no_wdelay": "wdelay",

@@ -37,7 +37,8 @@ class ExportResolver(Protocol):
         ...
 
 
-def _hash64(tag: bytes, data: bytes) -> int:
+def derived_fsid(tag: bytes, data: bytes) -> int:
+    """A 64-bit fsid hashed from ``data``, top bit set (never a number ``fsid=`` can write)."""
     digest = hashlib.blake2b(tag + b"\0" + data, digest_size=8).digest()
     return int.from_bytes(digest, "big") | _DERIVED_BIT
 
@@ -49,8 +50,8 @@ def export_fsid(path: str, options: ExportOptions) -> int:
     if isinstance(options.fsid, int):
         return options.fsid
     if isinstance(options.fsid, str):
-        return _hash64(b"uuid", options.fsid.replace("-", "").replace(":", "").encode())
-    return _hash64(b"path", os.fsencode(path))
+        return derived_fsid(b"uuid", options.fsid.replace("-", "").replace(":", "").encode())
+    return derived_fsid(b"path", os.fsencode(path))
 
 
 def _check_fsids(entries: Sequence[ExportEntry]) -> None:

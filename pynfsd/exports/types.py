@@ -42,10 +42,12 @@ class ExportOptions:
     ``sec`` lists the allowed RPC security flavours in the administrator's order of preference
     (``sys``, ``krb5``, ``krb5i``, ``krb5p``, ``none``). ``fsid`` is the ``fsid=`` value as written:
     an ``int``, the string ``"root"`` or a UUID string (lower case hex, as written); ``pseudo_root``
-    is true for ``fsid=0`` and ``fsid=root``. ``flags`` holds the options that are accepted and
-    kept but have no effect here (``sync``, ``no_subtree_check``, ``crossmnt``, ``mountpoint=/x``
-    ...), after resolving opposite pairs (the last one written wins). ``raw`` is every option
-    in the order written, defaults from ``-opts`` first.
+    is true for ``fsid=0`` and ``fsid=root``. ``flags`` holds the options without a field of
+    their own, after resolving opposite pairs (the last one written wins): ``crossmnt`` (the
+    NFS layer crosses into filesystems mounted inside the export, see
+    :mod:`pynfsd.nfs4.crossing`) and those accepted without effect (``sync``,
+    ``no_subtree_check``, ``nohide``, ``mountpoint=/x`` ...). ``raw`` is every option in the
+    order written, defaults from ``-opts`` first.
     """
 
     rw: bool = False
@@ -60,7 +62,7 @@ class ExportOptions:
     raw: tuple[str, ...] = ()
 
     def has(self, flag: str) -> bool:
-        """True when the no-effect option ``flag`` (e.g. ``"async"``, ``"crossmnt"``) is in force."""
+        """True when the flag option ``flag`` (e.g. ``"async"``, ``"crossmnt"``) is in force."""
         return flag in self.flags
 
 

@@ -21,7 +21,9 @@ Errors (the errno values a caller must expect):
   (``mknod`` of a type that is not a device/socket/FIFO, read/write/truncate of a non-file that
   is not a directory) and, from ``readdir`` only, a bad cookie or verifier (the NFS layer maps
   ``EINVAL`` from ``readdir`` to NFS4ERR_BAD_COOKIE).
-* ``EXDEV``    -- ``lookup`` of a mount point inside the export (mounts are not crossed).
+* ``EXDEV``    -- ``lookup`` of a mount point inside the export: a backend never crosses into
+  another filesystem. ``mount_point`` then describes it, and ``readdir`` lists it with
+  ``DirEntry.mount`` set; the caller decides whether to cross (another backend rooted there).
 
 Names are single path components as ``bytes`` (at most ``NAME_MAX`` = 255 bytes).
 
@@ -68,6 +70,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import errno
 from dataclasses import dataclass
 from typing import Final
 
@@ -131,13 +134,32 @@ class FsStat:
 
 
 @dataclass(slots=True, frozen=True)
+class MountPoint:
+    """A filesystem mounted on a directory of the backend's tree.
+
+    ``path`` is the mount point's absolute path on the server, ``covered_fileid`` the fileid of
+    the directory it covers (which cannot be opened), ``fs_key`` stable bytes that tell this
+    mounted filesystem apart from any other (the same while it stays mounted there).
+    """
+
+    path: str
+    covered_fileid: int
+    fs_key: bytes
+
+
+@dataclass(slots=True, frozen=True)
 class DirEntry:
-    """One readdir entry; ``cookie`` resumes the listing right after this entry."""
+    """One readdir entry; ``cookie`` resumes the listing right after this entry.
+
+    For a mount point, ``mount`` describes it, ``handle`` is empty and ``attrs`` are those of
+    the mounted root as ``stat`` shows them (change 0): the caller crosses or skips it.
+    """
 
     name: bytes
     cookie: int
     handle: bytes
     attrs: Attrs
+    mount: MountPoint | None = None
 
 
 class Backend(abc.ABC):
@@ -258,6 +280,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def statfs(self, h: bytes) -> FsStat:
         """Space and file counts of the filesystem holding ``h``."""
+
+    def mount_point(self, dir_h: bytes, name: bytes) -> MountPoint:
+        """The filesystem mounted on ``name`` in ``dir_h`` (after ``lookup`` gave ``EXDEV``);
+        ``EXDEV`` when the backend has no mount points, ``ENOENT``/``ENOTDIR`` as ``lookup``."""
+        raise OSError(errno.EXDEV, "no mount points here")
 
     @abc.abstractmethod
     def close(self) -> None:

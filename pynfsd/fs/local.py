@@ -11,8 +11,14 @@ Confinement: every operation starts from a descriptor, never a path. Names are s
 components (``names.check_name``), opened with ``*at`` calls relative to the directory's
 descriptor and ``O_NOFOLLOW``; symlinks are never followed. A directory opened from a
 handle is checked to lie under the export root by walking ``..`` descriptors up to the
-root's (dev, ino); ``parent()`` of the root is ENOENT. Objects on other filesystems (mount
-points inside the export) are not reachable (``EXDEV`` from lookup, omitted by readdir).
+root's (dev, ino); ``parent()`` of the root is ENOENT.
+
+Mount points: objects on other filesystems are never reached through this backend. ``lookup``
+of a mount point is ``EXDEV``; ``mount_point`` then tells where it is (the path the kernel
+gives the mounted root's descriptor), the fileid of the directory it covers (the ``d_ino``
+that ``getdents`` reports for the name, the only view user space has of that directory) and
+the filesystem's key (``statfs`` ``f_fsid``, else the device number, plus the path);
+``readdir`` returns such entries with ``DirEntry.mount`` set. Crossing is the caller's choice.
 Limitation (as knfsd without subtree_check): a non-directory moved out of the export by a
 local user stays reachable through a handle issued earlier.
 
@@ -46,6 +52,7 @@ from pynfsd.fs.backend import (
     DirEntry,
     FileType,
     FsStat,
+    MountPoint,
     TimeArg,
 )
 from pynfsd.fs.change import ChangeTracker
@@ -65,6 +72,7 @@ _INODES_IN_MEMORY = frozenset(
      "jfs", "reiserfs", "nilfs2"}
 )
 MAX_DEPTH = 4096
+MAX_COVERED = 1024  # mount points whose covered directory's fileid is remembered
 _TYPES = {
     stat.S_IFREG: FileType.REG, stat.S_IFDIR: FileType.DIR, stat.S_IFBLK: FileType.BLK,
     stat.S_IFCHR: FileType.CHR, stat.S_IFLNK: FileType.LNK, stat.S_IFSOCK: FileType.SOCK,
@@ -96,6 +104,28 @@ def _at_eof(fd: int, end: int, size_seen: int, short: bool) -> bool:
     if not short and end < size_seen:
         return False
     return end >= os.fstat(fd).st_size
+
+
+def _stat_attrs(st: os.stat_result, change: int) -> Attrs:
+    rdev = (os.major(st.st_rdev), os.minor(st.st_rdev))
+    return Attrs(
+        _file_type(st), stat.S_IMODE(st.st_mode), st.st_nlink, st.st_uid, st.st_gid,
+        st.st_size, st.st_blocks * 512, rdev, st.st_ino, st.st_atime_ns, st.st_mtime_ns,
+        st.st_ctime_ns, change,
+    )  # fmt: skip
+
+
+def _covered_fileid(dir_fd: int, name: bytes) -> int:
+    """The ``d_ino`` of ``name`` in ``dir_fd``: for a mount point, the covered directory's."""
+    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        while batch := linux.getdents64(fd):
+            for entry, _, ino in batch:
+                if entry == name:
+                    return ino
+    finally:
+        os.close(fd)
+    raise oserror(errno.ENOENT, repr(name))
 
 
 def _require_file(st: os.stat_result) -> None:
@@ -144,6 +174,8 @@ class LocalBackend(Backend):
             os.close(self._root_fd)
             raise
         self._cache = FdCache(cache_size)
+        # covered directories' fileids by (dir ino, name, mounted dev, mounted root ino)
+        self._covered: dict[tuple[int, bytes, int, int], int] = {}
 
     # -- handles and descriptors ---------------------------------------------------------
 
@@ -233,12 +265,7 @@ class LocalBackend(Backend):
         return h, self._attrs(st)
 
     def _attrs(self, st: os.stat_result) -> Attrs:
-        rdev = (os.major(st.st_rdev), os.minor(st.st_rdev))
-        return Attrs(
-            _file_type(st), stat.S_IMODE(st.st_mode), st.st_nlink, st.st_uid, st.st_gid,
-            st.st_size, st.st_blocks * 512, rdev, st.st_ino, st.st_atime_ns, st.st_mtime_ns,
-            st.st_ctime_ns, self._changes.observe(st.st_ino, st.st_ctime_ns),
-        )  # fmt: skip
+        return _stat_attrs(st, self._changes.observe(st.st_ino, st.st_ctime_ns))
 
     def _open_child(self, dir_fd: int, name: bytes) -> tuple[int, os.stat_result]:
         """``O_PATH`` descriptor and stat of ``name`` in ``dir_fd`` (not following links)."""
@@ -271,6 +298,35 @@ class LocalBackend(Backend):
         with self._dir(dir_h) as (d, _):
             return self._publish(*self._open_child(d.fd, name))
 
+    def mount_point(self, dir_h: bytes, name: bytes) -> MountPoint:
+        with self._dir(dir_h) as (d, st):
+            return self._mount_at(d.fd, name, None, st.st_ino)[0]
+
+    def _mount_at(
+        self, dir_fd: int, name: bytes, covered: int | None, dir_ino: int = 0
+    ) -> tuple[MountPoint, os.stat_result]:
+        """The filesystem mounted on ``name`` and the stat of its root; see module docstring.
+        Without ``covered`` (readdir's ``d_ino``) it is found by scanning the directory once
+        and remembered (a bounded table), so repeated lookups of a mount point stay cheap."""
+        fd = os.open(check_name(name), O_PATH, dir_fd=dir_fd)
+        try:
+            st = os.fstat(fd)
+            if st.st_dev == self._root_id[0]:
+                raise oserror(errno.EAGAIN, "no longer a mount point")
+            path = os.readlink(_proc(fd))
+            fs_id = os.fstatvfs(fd).f_fsid or st.st_dev
+        finally:
+            os.close(fd)
+        if covered is None:
+            key = (dir_ino, name, st.st_dev, st.st_ino)
+            covered = self._covered.get(key)
+            if covered is None:
+                covered = _covered_fileid(dir_fd, name)
+                if len(self._covered) >= MAX_COVERED:
+                    self._covered.clear()
+                self._covered[key] = covered
+        return MountPoint(path, covered, b"%d\0" % fs_id + os.fsencode(path)), st
+
     def parent(self, dir_h: bytes) -> tuple[bytes, Attrs]:
         with self._dir(dir_h) as (d, st):
             if (st.st_dev, st.st_ino) == self._root_id:
@@ -300,12 +356,15 @@ class LocalBackend(Backend):
     def _verifier(self, dir_h: bytes) -> bytes:
         return self._codec.mac(b"readdir\0" + dir_h)[:8]
 
-    def _dir_entry(self, dir_fd: int, name: bytes, d_off: int) -> DirEntry | None:
-        """The entry for ``name``, or None if it vanished or is a mount point."""
+    def _dir_entry(self, dir_fd: int, name: bytes, d_off: int, d_ino: int) -> DirEntry | None:
+        """The entry for ``name`` (``mount`` set on a mount point), or None if it vanished."""
         try:
             fd, st = self._open_child(dir_fd, name)
         except OSError as e:
-            if e.errno in (errno.ENOENT, errno.EXDEV):
+            if e.errno == errno.EXDEV:
+                mount, st = self._mount_at(dir_fd, name, d_ino)
+                return DirEntry(name, d_off + COOKIE_BIAS, b"", _stat_attrs(st, 0), mount)
+            if e.errno == errno.ENOENT:
                 return None
             raise
         try:
@@ -317,12 +376,12 @@ class LocalBackend(Backend):
     def _scan(self, fd: int, max_entries: int) -> tuple[list[DirEntry], bool]:
         out: list[DirEntry] = []
         while batch := linux.getdents64(fd):
-            for name, d_off, _ in batch:
+            for name, d_off, d_ino in batch:
                 if name in (b".", b".."):
                     continue
                 if len(out) >= max_entries:
                     return out, False
-                entry = self._dir_entry(fd, name, d_off)
+                entry = self._dir_entry(fd, name, d_off, d_ino)
                 if entry is not None:
                     out.append(entry)
         return out, True

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from pynfsd.exports.mounts import DEFAULT_MAX_MOUNTS, MountTable
 from pynfsd.exports.pseudofs import PseudoNode
 from pynfsd.exports.resolver import ExportResolver
 from pynfsd.exports.types import ClientExport
@@ -27,6 +28,7 @@ from pynfsd.idmap import IdMapper
 from pynfsd.nfs4 import compound
 from pynfsd.nfs4.callback import CallbackClient, CallbackTarget, ServerGssIdentity
 from pynfsd.nfs4.clientstore import FileClientStore
+from pynfsd.nfs4.crossing import OnceLog
 from pynfsd.nfs4.executor import BlockingPool
 from pynfsd.nfs4.grace import GracePeriod
 from pynfsd.nfs4.state import StateManager
@@ -62,6 +64,8 @@ class ServerConfig:
     max_compound_ops: int = DEFAULT_MAX_COMPOUND_OPS
     max_reply: int = DEFAULT_MAX_REPLY  # bytes of COMPOUND4res
     workers: int = 16
+    # filesystems mounted inside exports crossed per client view (crossmnt)
+    max_mounts: int = DEFAULT_MAX_MOUNTS
     backend_factory: Callable[[ClientExport, str], Backend] | None = None
     # RPCSEC_GSS callbacks: the server's initiator name and keytab (None: AUTH_SYS only)
     callback_keytab: str | None = None
@@ -127,6 +131,9 @@ class NFSServer:
         self._views: dict[tuple[ClientExport, ...], ClientView] = {}
         self._by_addr: dict[str, tuple[float, ClientView]] = {}
         self._factory = config.backend_factory or local_backend
+        # filesystems mounted inside exports (pynfsd.nfs4.crossing)
+        self.mounts = MountTable()
+        self.hidden_mounts = OnceLog()
         from pynfsd.nfs4 import ops  # noqa: F401  (importing the handlers fills the op table)
         self.callbacks = CallbackClient(
             ServerGssIdentity(config.callback_gss_name, config.callback_keytab)
@@ -169,7 +176,7 @@ class NFSServer:
         if view is None:
             if len(self._views) > 1024:
                 self._views.clear()
-            view = ClientView.build(exports)
+            view = ClientView.build(exports, self.config.max_mounts)
             self._views[exports] = view
         return view
 
@@ -219,6 +226,7 @@ class NFSServer:
         self.client_store.flush()
         for backend in self._backends.values():
             backend.close()
+        self.mounts.close()
         self._pool.shutdown()
 
     # ------------------------------------------------------------ RPC

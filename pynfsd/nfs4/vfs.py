@@ -6,8 +6,9 @@ the RPC credential.  It turns filehandles into `Obj`s, and applies every policy 
 the export a handle belongs to and whether this client may use it, security flavours
 (NFS4ERR_WRONGSEC), squashing (root_squash/all_squash/anonuid), read-only exports
 (NFS4ERR_ROFS), POSIX permission checks (the server runs as root, so it enforces them), pseudo
-directories, and crossing from one export into another.  Blocking backend calls run in the
-server's worker threads, never on the event loop; OSErrors become NFS4 errors here.
+directories, and crossing from one export into another or into a filesystem mounted inside
+it (`pynfsd.nfs4.crossing`).  Blocking backend calls run in the server's worker threads,
+never on the event loop; OSErrors become NFS4 errors here.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pynfsd.exports.mounts import DEFAULT_MAX_MOUNTS, mounts_below
 from pynfsd.exports.pseudofs import PseudoFs, PseudoNode
 from pynfsd.exports.types import ClientExport
 from pynfsd.fs import perm
-from pynfsd.fs.backend import Attrs, Backend, DirEntry, FileType, FsStat
+from pynfsd.fs.backend import Attrs, Backend, DirEntry, FileType, FsStat, MountPoint
 from pynfsd.nfs4 import errors
+from pynfsd.nfs4.crossing import Crossings, Submount
 from pynfsd.nfs4.fh import KIND_PSEUDO, decode_fh, export_fh, pseudo_fh
 
 if TYPE_CHECKING:
@@ -43,6 +46,10 @@ AUTH_NONE = 0
 AUTH_SYS = 1
 # RFC 2623 §2.1 pseudoflavours for the Kerberos V5 services
 _FLAVOUR_NAMES = {AUTH_NONE: "none", AUTH_SYS: "sys", 390003: "krb5", 390004: "krb5i", 390005: "krb5p"}
+
+
+class NotCrossed(errors.NFS4ERR_NOENT):
+    """LOOKUP of a mount point that is not crossed (see `pynfsd.nfs4.crossing`)."""
 
 
 @dataclass(slots=True)
@@ -85,12 +92,15 @@ class ClientView:
     pseudofs: PseudoFs
     by_fsid: dict[int, ClientExport]
     node_by_fsid: dict[int, PseudoNode]
+    crossings: Crossings
 
     @classmethod
-    def build(cls, exports: tuple[ClientExport, ...]) -> ClientView:
+    def build(
+        cls, exports: tuple[ClientExport, ...], max_mounts: int = DEFAULT_MAX_MOUNTS
+    ) -> ClientView:
         pfs = PseudoFs.build(exports)
         nodes = {n.export.fsid: n for n in pfs if n.export is not None}
-        return cls(exports, pfs, {e.fsid: e for e in exports}, nodes)
+        return cls(exports, pfs, {e.fsid: e for e in exports}, nodes, Crossings(exports, max_mounts))
 
 
 def flavour_name(cred: Credential) -> str:
@@ -186,7 +196,7 @@ class Vfs:
         handle = backend.root()
         return Obj(export_fh(export.fsid, handle), export, backend, handle, node)
 
-    def from_fh(self, fh: bytes) -> Obj:
+    async def from_fh(self, fh: bytes) -> Obj:
         """PUTFH: a handle this client may use (STALE for unknown or not-allowed exports)."""
         d = decode_fh(fh)
         if d.kind == KIND_PSEUDO:
@@ -196,7 +206,7 @@ class Vfs:
             if node.export is not None:
                 return self._export_root(node.export, node)
             return Obj(fh, None, None, b"", node)
-        export = self.view.by_fsid.get(d.fsid)
+        export = self.view.by_fsid.get(d.fsid) or await self._submount_export(d.fsid)
         if export is None:
             raise errors.NFS4ERR_STALE()
         backend = self.server.backend_for(export)
@@ -224,6 +234,9 @@ class Vfs:
 
     def mounted_on_fileid(self, obj: Obj, attrs: Attrs) -> int:
         """For an export root, the fileid of the directory it covers (RFC 7530 §5.8.2.33)."""
+        sub = self._submount_root(obj)
+        if sub is not None:
+            return sub.covered_fileid
         node = obj.node
         if node is not None and node.export is not None and node.parent is not None:
             if obj.backend is not None and obj.handle == obj.backend.root():
@@ -267,10 +280,71 @@ class Vfs:
         if dattrs.type != FileType.DIR:
             raise errors.NFS4ERR_NOTDIR()
         self.permit(d, dattrs, perm.EXEC)
+        return await self._descend(d, name)
+
+    async def _descend(self, d: Obj, name: bytes) -> Obj:
+        """The child ``name`` of directory ``d``, crossing into a filesystem mounted there
+        when the export allows it; a mount point not crossed is NFS4ERR_NOENT, never
+        NFS4ERR_XDEV (not a LOOKUP error, RFC 7530 §15.2)."""
         backend = d.be()
-        handle, attrs = await self._run(backend.lookup, d.handle, name)
+        try:
+            handle, attrs = await self.server.run_blocking(backend.lookup, d.handle, name)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise errors.from_oserror(e) from None
+            export = self._crossing(d, await self._run(backend.mount_point, d.handle, name))
+            if export is None:
+                raise NotCrossed("a mount point that is not crossed") from None
+            return self._export_root(export, self.view.node_by_fsid.get(export.fsid))
         assert d.export is not None
         return Obj(export_fh(d.export.fsid, handle), d.export, backend, handle, attrs=attrs)
+
+    def _crossing(self, d: Obj, mount: MountPoint) -> ClientExport | None:
+        """The export beyond a mount point in ``d`` (see `pynfsd.nfs4.crossing`), or None."""
+        assert d.export is not None
+        export = self.view.crossings.enter(d.export, mount)
+        if export is None:
+            self.server.hidden_mounts.not_crossed(mount, d.export)
+        return export
+
+    def _submount_root(self, obj: Obj) -> Submount | None:
+        """The submount whose root ``obj`` is, if it is one."""
+        if obj.export is None or obj.backend is None:
+            return None
+        sub = self.view.crossings.submounts.get(obj.export.fsid)
+        return sub if sub is not None and obj.handle == obj.backend.root() else None
+
+    async def _walk(self, export: ClientExport, path: str) -> Obj:
+        """The directory at server ``path`` inside ``export``, crossing mounts as LOOKUP."""
+        obj = self._export_root(export, self.view.node_by_fsid.get(export.fsid))
+        rel = os.path.relpath(path, export.path)
+        for comp in rel.split("/") if rel != "." else ():
+            obj = await self._descend(obj, os.fsencode(comp))
+        return obj
+
+    async def _submount_export(self, fsid: int) -> ClientExport | None:
+        """A crossed mount's export by fsid; one unknown since this view was built (a handle
+        from before a restart) is looked for below the ``crossmnt`` exports, at most once per
+        version of the mount table."""
+        cr = self.view.crossings
+        export = cr.export(fsid)
+        if export is not None or not cr.crossmnt:
+            return export
+        generation, mounts = await self._run(self.server.mounts.current)
+        if cr.scanned == generation:
+            return None
+        epoch = cr.epoch
+        for top in cr.crossmnt:
+            for point in mounts_below(mounts, top.path):
+                try:
+                    await self._walk(top, point)
+                except errors.NFS4Error:
+                    continue  # not reachable by crossing (hidden, or gone meanwhile)
+                if (export := cr.export(fsid)) is not None:
+                    return export
+        if cr.epoch == epoch:  # every mount is registered: no need to look again till a change
+            cr.scanned = generation
+        return None
 
     async def _enter_node(self, node: PseudoNode) -> Obj:
         if node.export is not None:
@@ -278,15 +352,19 @@ class Vfs:
         if node.covering is None:
             return Obj(pseudo_fh(node.id), None, None, b"", node)
         # a directory inside an export on the way to a nested export: walk the backend to it
-        export = node.covering
-        backend = self.server.backend_for(export)
-        handle = backend.root()
-        rel = os.path.relpath(node.real_path, export.path)
-        for comp in rel.split("/"):
-            handle, _ = await self._run(backend.lookup, handle, os.fsencode(comp))
-        return Obj(export_fh(export.fsid, handle), export, backend, handle, node)
+        try:
+            obj = await self._walk(node.covering, node.real_path)
+        except NotCrossed:
+            # behind a mount point that is not crossed: a pseudo directory leading to the
+            # nested export, as knfsd's v4root (RFC 7530 §7.3)
+            return Obj(pseudo_fh(node.id), None, None, b"", node)
+        obj.node = node
+        return obj
 
     async def lookupp(self, obj: Obj) -> Obj:
+        sub = self._submount_root(obj)
+        if sub is not None:  # back to the directory holding the mount point
+            return await self._walk(sub.parent, os.path.dirname(sub.export.path))
         node = obj.node
         if obj.is_pseudo or (
             node is not None and obj.backend is not None and obj.handle == obj.backend.root()
@@ -316,18 +394,40 @@ class Vfs:
         if d.is_pseudo:
             return await self._pseudo_readdir(d, cookie, max_entries)
         self.permit(d, attrs, perm.READ)
+        while True:
+            ents, eof, verf = await self._backend_readdir(d, cookie, verifier, max_entries)
+            out = [entry for e in ents if (entry := await self._dir_entry(d, e)) is not None]
+            if out or eof or not ents:
+                return out, eof, verf
+            cookie, verifier = ents[-1].cookie, verf  # only mount points not crossed: go on
+
+    async def _backend_readdir(
+        self, d: Obj, cookie: int, verifier: bytes, max_entries: int
+    ) -> tuple[list[DirEntry], bool, bytes]:
         backend = d.be()
         try:
-            ents, eof, verf = await self.server.run_blocking(
+            return await self.server.run_blocking(
                 backend.readdir, d.handle, cookie, verifier, max_entries
             )
         except OSError as e:
             if e.errno == errno.EINVAL:
                 raise await self._cookie_error(backend, d, verifier) from None
             raise errors.from_oserror(e) from None
-        assert d.export is not None
-        out = [(e.name, e.cookie, self._entry_obj(d, e), e.attrs) for e in ents]
-        return out, eof, verf
+
+    async def _dir_entry(self, d: Obj, e: DirEntry) -> tuple[bytes, int, Obj, Attrs] | None:
+        """A READDIR entry; a mount point crossed shows the mounted root (its fsid and
+        attributes, as knfsd with crossmnt); one not crossed is left out (see crossing)."""
+        if e.mount is None:
+            return e.name, e.cookie, self._entry_obj(d, e), e.attrs
+        export = self._crossing(d, e.mount)
+        on_the_way = d.node.children.get(e.name) if d.node is not None else None
+        if export is not None:
+            obj = self._export_root(export, self.view.node_by_fsid.get(export.fsid))
+        elif on_the_way is not None:  # leads to a nested export: shown as LOOKUP shows it
+            obj = await self._enter_node(on_the_way)
+        else:
+            return None
+        return e.name, e.cookie, obj, await self.getattr(obj)
 
     async def _cookie_error(self, backend: Backend, d: Obj, verifier: bytes) -> errors.NFS4Error:
         """The backend refused a cookie/verifier pair: a verifier that is no longer the

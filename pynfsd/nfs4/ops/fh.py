@@ -12,7 +12,7 @@ from pynfsd.nfs4.secinfo import secinfo_list
 
 @op(N.OP_PUTFH, needs_fh=False)
 async def putfh(ctx: CompoundContext, args: N.PUTFH4args) -> None:
-    obj = ctx.vfs.from_fh(args.object)
+    obj = await ctx.vfs.from_fh(args.object)
     if not obj.is_pseudo:
         # A removed object or a forged handle is NFS4ERR_STALE at PUTFH already (§13.1.2,
         # §16.20): the backend checks the handle when asked for the object's attributes.
