@@ -6,18 +6,28 @@ from __future__ import annotations
 import asyncio
 import os
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from nfs4_fixtures import ManualClock, World, export_root, make_world
 from test_rpcsec_gss import PROG, SVC_INTEGRITY, SVC_NONE, SVC_PRIVACY, Dropped, Setup, Wire, make
 
+from pynfsd import admin
+from pynfsd.cli import build_parser
 from pynfsd.client.nfs4 import decode_compound, encode_compound, op
 from pynfsd.client.rpc import AuthSysCred, decode_reply, encode_call
 from pynfsd.gen import nfs4 as N
 from pynfsd.gen import rpc as R
 from pynfsd.rpc.auth import AuthRegistry
-from pynfsd.rpc.drc import DEFAULT_MAX_AGE, ENTRY_OVERHEAD, ReplyCache, Verdict, drc_key
+from pynfsd.rpc.drc import (
+    DEFAULT_MAX_AGE,
+    DEFAULT_MAX_BYTES,
+    ENTRY_OVERHEAD,
+    ReplyCache,
+    Verdict,
+    drc_key,
+)
 from pynfsd.rpc.server import ConnInfo, RpcCall, RpcServer
 
 ARGS = memoryview(bytes(range(256)) * 2)
@@ -277,8 +287,10 @@ def test_gss_exact_replay_is_still_dropped_by_the_sequence_window() -> None:
 
 # ------------------------------------------------------------------ which COMPOUNDs are kept
 @pytest.fixture
-def nfs(tmp_path: Path) -> World:
-    return make_world(tmp_path)
+def nfs(tmp_path: Path) -> Iterator[World]:
+    world = make_world(tmp_path)
+    yield world
+    world.close()
 
 
 def nfs_rpc(w: World) -> RpcServer:
@@ -323,3 +335,31 @@ def test_only_compounds_reaching_a_non_idempotent_op_are_kept(
     rpc = nfs_rpc(nfs)
     compound_call(rpc, 5, ops)
     assert rpc.drc is not None and len(rpc.drc) == int(kept)
+
+
+# ------------------------------------------------------------------ option and status
+@pytest.mark.parametrize(("text", "size"), [("0", 0), ("4096", 4096), ("64k", 64 << 10),
+                                            ("16M", 16 << 20), ("1G", 1 << 30)])
+def test_drc_size_option(text: str, size: int) -> None:
+    args = build_parser().parse_args(["serve", "--drc-size", text])
+    assert args.drc_size == size
+
+
+def test_drc_size_option_default_and_garbage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert build_parser().parse_args(["serve"]).drc_size == DEFAULT_MAX_BYTES
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--drc-size", "lots"])
+    assert "not a size" in capsys.readouterr().err
+
+
+def test_status_reports_the_cache(nfs: World) -> None:
+    cache = ReplyCache(max_bytes=1 << 20, clock=nfs.clock)
+    stored(cache, key(1), b"r" * 100)
+    cache.begin(key(1))
+    st = admin.AdminCore(nfs.server, cache).status()
+    assert st["drc"] == {"entries": 1, "in_progress": 0, "bytes": 100 + ENTRY_OVERHEAD,
+                         "max_bytes": 1 << 20, "max_age": DEFAULT_MAX_AGE, "hits": 1,
+                         "in_progress_drops": 0, "stored": 1, "too_large": 0,
+                         "evicted_age": 0, "evicted_size": 0}
+    assert "reply cache: 1 replies, 0 of 1024 KiB; 1 replayed" in admin.format_status(st)
+    assert "reply cache: off" in admin.format_status(admin.AdminCore(nfs.server).status())
