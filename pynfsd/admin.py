@@ -41,6 +41,7 @@ from pynfsd.nfs4.state_clients import printable_id
 if TYPE_CHECKING:
     from pynfsd.nfs4.server import NFSServer
     from pynfsd.nfs4.state_owners import Client
+    from pynfsd.rpc.drc import ReplyCache
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,9 @@ def socket_path(state_dir: str) -> str:
 class AdminCore:
     """Answers control requests about one `NFSServer` (see the module docstring)."""
 
-    def __init__(self, server: NFSServer) -> None:
+    def __init__(self, server: NFSServer, drc: ReplyCache | None = None) -> None:
         self.server = server
+        self.drc = drc
 
     def handle_line(self, line: bytes) -> bytes:
         """One request line in, one reply line out (never raises for a bad request)."""
@@ -130,6 +132,7 @@ class AdminCore:
         server = self.server
         counts = server.state.counts()
         uptime = (server.config.wallclock_ns() - server.boot_ns) / 1e9
+        drc = {} if self.drc is None else {"drc": self.drc.status()}
         return {
             "version": __version__,
             "uptime": round(uptime, 1),
@@ -140,6 +143,7 @@ class AdminCore:
             "lease_time": server.config.lease_time,
             "collisions": server.state.clients.collisions.total,
             "grace": grace_status(server),
+            **drc,
         }
 
 
@@ -179,11 +183,12 @@ class AdminServer:
 
     @classmethod
     async def start(
-        cls, server: NFSServer, path: str, allowed_uids: Collection[int] | None = None
+        cls, server: NFSServer, path: str, allowed_uids: Collection[int] | None = None,
+        drc: ReplyCache | None = None,
     ) -> AdminServer:
         """Bind `path` (see the module docstring) and serve it on the running loop."""
         uids = {0, os.geteuid()} if allowed_uids is None else allowed_uids
-        admin = cls(AdminCore(server), path, uids)
+        admin = cls(AdminCore(server, drc), path, uids)
         sock = bind_control_socket(path)
         st = os.stat(path)
         admin._inode = (st.st_dev, st.st_ino)
@@ -276,11 +281,13 @@ def is_live(path: str) -> bool:
     return err in (0, errno.EAGAIN)  # EAGAIN: a full backlog, a live but busy server
 
 
-async def start_admin(server: NFSServer, state_dir: str) -> AdminServer | None:
+async def start_admin(
+    server: NFSServer, state_dir: str, drc: ReplyCache | None = None
+) -> AdminServer | None:
     """The control socket for `pynfsd serve`; logs and returns None if it cannot be created."""
     path = socket_path(state_dir)
     try:
-        admin = await AdminServer.start(server, path)
+        admin = await AdminServer.start(server, path, drc=drc)
     except (AdminError, OSError) as e:
         log.error("no control socket (pynfsd clients/status will not work): %s", e)
         return None
@@ -391,8 +398,17 @@ def format_status(st: dict[str, Any]) -> str:
         f"opens: {st['opens']}, locks: {st['locks']}",
         f"lease: {st['lease_time']}s, colliding SETCLIENTIDs: {st['collisions']}",
         f"grace: {grace_text}",
+        f"reply cache: {format_drc(st.get('drc'))}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def format_drc(drc: Any) -> str:
+    if not isinstance(drc, dict):
+        return "off"
+    return (f"{drc['entries']} replies, {drc['bytes'] >> 10} of {drc['max_bytes'] >> 10} KiB; "
+            f"{drc['hits']} replayed, {drc['in_progress_drops']} dropped in progress, "
+            f"{drc['evicted_age'] + drc['evicted_size']} evicted")
 
 
 def format_grace(grace: Any) -> str:

@@ -1,7 +1,8 @@
 """The `pynfsd` command line.
 
     pynfsd serve [--export 'LINE']... [--exports FILE] [--bind ADDR] [--port N]
-                 [--state-dir DIR] [--lease SECONDS] [--grace SECONDS] [--log-level LEVEL]
+                 [--state-dir DIR] [--lease SECONDS] [--grace SECONDS] [--drc-size BYTES]
+                 [--log-level LEVEL]
     pynfsd clients [--state-dir DIR] [--json]
     pynfsd clients revoke ID [--state-dir DIR] [--json]
     pynfsd status [--state-dir DIR] [--json]
@@ -33,6 +34,8 @@ from pynfsd.nfs4.server import (
     ServerConfig,
 )
 from pynfsd.rpc.auth import AuthRegistry
+from pynfsd.rpc.drc import DEFAULT_MAX_BYTES as DEFAULT_DRC_BYTES
+from pynfsd.rpc.drc import ReplyCache
 from pynfsd.rpc.server import RpcServer
 from pynfsd.rpc.transport import install_event_loop, serve
 
@@ -93,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-mounts", type=int, default=DEFAULT_MAX_MOUNTS, metavar="N",
                    help="filesystems mounted inside exports that are crossed (crossmnt) and "
                    f"remembered per set of exports (default {DEFAULT_MAX_MOUNTS})")
+    s.add_argument("--drc-size", type=byte_size, default=DEFAULT_DRC_BYTES, metavar="BYTES",
+                   help="duplicate request cache: bytes of replies to non-idempotent calls kept "
+                   f"for retransmissions, e.g. 64M; 0 disables (default {DEFAULT_DRC_BYTES >> 20}M)")
     s.add_argument("--log-level", default="INFO", metavar="LEVEL",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
                    help="DEBUG, INFO, WARNING or ERROR (default INFO)")
@@ -108,10 +114,19 @@ def _positive(text: str) -> int:
 
 
 def _reply_size(text: str) -> int:
-    value = int(text)
+    value = byte_size(text)
     if ServerConfig.io_size_for(value) < 4096:
         raise argparse.ArgumentTypeError(f"{text}: must be at least {REPLY_HEADROOM + 4096}")
     return value
+
+
+def byte_size(text: str) -> int:
+    """A byte count, optionally with a K, M or G suffix (powers of 1024)."""
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:].upper(), 1)
+    number = text[:-1] if scale > 1 else text
+    if not number.isdigit():
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 16777216, 16M)")
+    return int(number) * scale
 
 
 def add_admin_options(p: argparse.ArgumentParser, default: object) -> None:
@@ -206,10 +221,11 @@ async def run_server(
                           max_compound_ops=args.max_compound_ops,
                           max_reply=args.max_reply_size, max_mounts=args.max_mounts)
     nfs = NFSServer(config, StaticExportResolver(entries))
-    rpc = RpcServer(registry)
+    drc = ReplyCache(args.drc_size) if args.drc_size else None
+    rpc = RpcServer(registry, drc)
     nfs.register(rpc)
     server = await serve(rpc, args.bind or None, args.port)
-    control = await admin.start_admin(nfs, args.state_dir)
+    control = await admin.start_admin(nfs, args.state_dir, drc)
     for host, port in server.addresses:
         log.info("listening on %s port %d", host, port)
     for entry in entries:

@@ -91,6 +91,27 @@ _SEC_EXEMPT = {
 }
 
 
+# Ops whose second run does not answer as the first did, so a COMPOUND that reaches one is kept
+# in the duplicate request cache (pynfsd.rpc.drc) for a retransmission of it:
+# - the namespace changes: CREATE (EXIST), REMOVE (NOENT), RENAME (NOENT), LINK (EXIST),
+#   OPENATTR (its createdir creates the named-attribute directory);
+# - data and attributes, which a later call may have changed again: WRITE, SETATTR (a replay
+#   would undo the later change; a guarded SETATTR would fail NOT_SAME);
+# - seqid-bumping and state-changing ops, whose replay gets BAD_SEQID or BAD_STATEID or makes
+#   new state (RFC 7530 §9.1.7): OPEN, OPEN_CONFIRM, OPEN_DOWNGRADE, CLOSE, LOCK, LOCKU,
+#   DELEGRETURN, RELEASE_LOCKOWNER;
+# - client ids: SETCLIENTID (a new confirm verifier each time), SETCLIENTID_CONFIRM.
+# Everything else reads, moves filehandles or only renews (RENEW) and flushes (COMMIT): running
+# it again gives the current answer, which is as good, so READ/READDIR/GETATTR replies stay out.
+NON_IDEMPOTENT = frozenset({
+    N.OP_CREATE, N.OP_REMOVE, N.OP_RENAME, N.OP_LINK, N.OP_OPENATTR,
+    N.OP_WRITE, N.OP_SETATTR,
+    N.OP_OPEN, N.OP_OPEN_CONFIRM, N.OP_OPEN_DOWNGRADE, N.OP_CLOSE, N.OP_LOCK, N.OP_LOCKU,
+    N.OP_DELEGRETURN, N.OP_RELEASE_LOCKOWNER,
+    N.OP_SETCLIENTID, N.OP_SETCLIENTID_CONFIRM,
+})
+
+
 def op(
     opnum: int,
     *,
@@ -136,7 +157,8 @@ def make_result(spec: OpSpec, status: int, value: Any) -> Any:
 class CompoundContext:
     """The state of one COMPOUND: current and saved filehandles, credential, client."""
 
-    __slots__ = ("server", "vfs", "cred", "client_addr", "_current", "_saved", "tag", "index")
+    __slots__ = ("server", "vfs", "cred", "client_addr", "_current", "_saved", "tag", "index",
+                 "non_idempotent")
 
     def __init__(self, server: NFSServer, vfs: Vfs, cred: Credential, client_addr: str) -> None:
         self.server = server
@@ -147,6 +169,7 @@ class CompoundContext:
         self._saved: Obj | None = None
         self.tag = b""
         self.index = 0
+        self.non_idempotent = False  # an op of NON_IDEMPOTENT was reached: cache the reply
 
     @property
     def current(self) -> Obj:
@@ -214,6 +237,7 @@ async def process(ctx: CompoundContext, u: Unpacker, count: int) -> tuple[int, P
         if spec is None:
             _illegal_result(out, N.NFS4ERR_OP_ILLEGAL)  # RFC 7530 §15.2.4, §16.39
             return N.NFS4ERR_OP_ILLEGAL, out, i + 1
+        ctx.non_idempotent |= opnum in NON_IDEMPOTENT
         status, value = await _execute(ctx, spec, u, head + len(out))
         out.pack_uint(opnum)
         spec.pack_res(out, make_result(spec, status, value))

@@ -249,4 +249,5 @@ class NFSServer:
         ctx = compound.CompoundContext(self, Vfs(self, view, call.cred, call.peer[1]), call.cred, client_addr)
         ctx.tag = tag
         status, results, numres = await compound.process(ctx, u, count)
+        call.cacheable = ctx.non_idempotent
         return compound.encode_reply(status, tag, numres, results)

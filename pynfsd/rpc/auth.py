@@ -11,6 +11,7 @@ A flavour that answers the call itself (RPCSEC_GSS control procedures) sets `Acc
 
 from __future__ import annotations
 
+import struct
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -71,6 +72,10 @@ class AuthFlavor(ABC):
         """The results as they go on the wire (after the reply header)."""
         return results
 
+    def cache_identity(self, accepted: Accepted) -> bytes:
+        """Who the duplicate request cache may replay this call's reply to: the same ids."""
+        return credential_identity(accepted.cred)
+
 
 class AuthNone(AuthFlavor):
     """AUTH_NONE (RFC 5531 §10.1): anonymous; the caller maps to `anon_uid`/`anon_gid`."""
@@ -108,6 +113,13 @@ def decode_authsys(body: bytes) -> Credential:
     return Credential(
         R.AUTH_SYS, parms.uid, parms.gid, tuple(parms.gids), None, parms.machinename
     )
+
+
+def credential_identity(cred: Credential) -> bytes:
+    """A credential's flavour, ids and principal as bytes (equal bytes: the same caller)."""
+    head = struct.pack(f">{5 + len(cred.gids)}I", cred.flavor, cred.uid, cred.gid,
+                       cred.pseudoflavor or 0, len(cred.gids), *cred.gids)
+    return head + (cred.principal or "").encode()
 
 
 def _require_null_verf(call: CallHeader) -> None:

@@ -63,6 +63,7 @@ class _CallState:
     per_packet: PerPacket
     seq: int
     service: int
+    handle: bytes
 
 
 class RpcsecGss(AuthFlavor):
@@ -114,7 +115,7 @@ class RpcsecGss(AuthFlavor):
         verf = self._seq_verifier(per_packet, gc.seq_num)
         if gc.gss_proc == G.RPCSEC_GSS_DESTROY:
             return self._destroy(call, ctx, verf)
-        state = _CallState(per_packet, gc.seq_num, gc.service)
+        state = _CallState(per_packet, gc.seq_num, gc.service, ctx.handle)
         return Accepted(ctx.creds[gc.service], verf, state=state)
 
     def _decode_cred(self, body: bytes) -> G.rpc_gss_cred_vers_1_t:
@@ -315,6 +316,14 @@ class RpcsecGss(AuthFlavor):
             # RFC 2203 §5.3.3.4.1 and §5.3.3.4.4: GetMIC/Wrap failing on results → discard.
             self.note("protect_results_failed", repr(e))
             raise DropCall() from None
+
+
+    def cache_identity(self, accepted: Accepted) -> bytes:
+        """A reply is replayed only within the context (and service) that got it."""
+        st = accepted.state
+        if not isinstance(st, _CallState):
+            return super().cache_identity(accepted)
+        return b"gss" + _U32.pack(st.service) + st.handle
 
 
 class _BadBody(Exception):

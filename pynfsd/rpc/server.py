@@ -5,7 +5,10 @@ credential's auth flavour accept it, finds the program / version / procedure, un
 arguments, awaits the handler and wraps its results.  Every way a call can fail maps to its
 reply in `handle_call` alone.  Order of checks follows RFC 5531 §9 and knfsd: RPC version,
 authentication, program, version, procedure, arguments.  Procedure 0 (NULL) of every
-registered program version is answered here with empty results.
+registered program version is answered here with empty results.  With a duplicate request
+cache (`pynfsd.rpc.drc`), a procedure's unwrapped arguments are looked up there first: a
+retransmission gets the original's results wrapped under its own credential, or is dropped
+while the original still runs; results whose handler set `RpcCall.cacheable` are kept.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from pynfsd.gen import rpc as R
 from pynfsd.rpc.auth import Accepted, AuthFlavor, AuthRegistry, Credential
+from pynfsd.rpc.drc import ReplyCache, Verdict, drc_key
 from pynfsd.rpc.errors import AuthError, DropCall, GarbageArgs
 from pynfsd.rpc.header import (
     BadCall,
@@ -52,6 +56,8 @@ class RpcCall:
     cred: Credential
     args: memoryview
     conn: ConnInfo
+    cacheable: bool = False  # set by a handler whose reply the duplicate request cache keeps
+
 
     @property
     def peer(self) -> tuple[str, int]:
@@ -68,8 +74,9 @@ async def _null_proc(call: RpcCall) -> bytes:
 class RpcServer:
     """Dispatches decoded calls to registered programs."""
 
-    def __init__(self, auth: AuthRegistry) -> None:
+    def __init__(self, auth: AuthRegistry, drc: ReplyCache | None = None) -> None:
         self.auth = auth
+        self.drc = drc
         self._programs: dict[int, dict[int, dict[int, Handler]]] = {}
 
     def register(self, prog: int, vers: int, procs: Mapping[int, Handler]) -> None:
@@ -119,7 +126,7 @@ class RpcServer:
             rpc_call = RpcCall(
                 call.xid, call.prog, call.vers, call.proc, accepted.cred, args, conn
             )
-            results = await handler_or_stat(rpc_call)
+            results = await self._run(handler_or_stat, rpc_call, flavor.cache_identity(accepted))
             wrapped = await flavor.wrap(accepted, _as_list(results))
         except GarbageArgs:
             return [encode_accepted(call.xid, R.GARBAGE_ARGS, accepted.verf)]
@@ -131,6 +138,24 @@ class RpcServer:
         out: list[Buffer] = [encode_accepted(call.xid, R.SUCCESS, accepted.verf)]
         out.extend(wrapped)
         return out
+
+    async def _run(self, handler: Handler, call: RpcCall, identity: bytes) -> Results:
+        """Run `handler` behind the duplicate request cache: replay, drop or run and keep."""
+        if self.drc is None or call.proc == 0:
+            return await handler(call)
+        key = drc_key(call.peer[0], call.xid, call.prog, call.vers, call.proc, call.args, identity)
+        cached = self.drc.begin(key)
+        if cached is Verdict.IN_PROGRESS:
+            raise DropCall()  # the original's reply is on its way
+        if isinstance(cached, bytes):
+            return cached
+        try:
+            results = await handler(call)
+        except BaseException:
+            self.drc.finish(key, None)
+            raise
+        self.drc.finish(key, _as_list(results) if call.cacheable else None)
+        return results
 
     def _find(self, call: CallHeader) -> Handler | int:
         """The handler, or the accept_stat saying why there is none."""
