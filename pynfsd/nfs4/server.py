@@ -30,6 +30,7 @@ from pynfsd.nfs4.clientstore import FileClientStore
 from pynfsd.nfs4.executor import BlockingPool
 from pynfsd.nfs4.grace import GracePeriod
 from pynfsd.nfs4.state import StateManager
+from pynfsd.nfs4.state_leases import enforced_lease
 from pynfsd.nfs4.vfs import ClientView, Vfs
 from pynfsd.rpc.errors import GarbageArgs
 from pynfsd.rpc.server import RpcCall, RpcServer
@@ -89,7 +90,7 @@ class NFSServer:
             config.clock,
             config.grace_time,
             self.client_store.recorded(),
-            lease=config.lease_time,
+            lease=enforced_lease(config.lease_time),
             on_end=self.client_store.grace_done,
         )
         self.state = StateManager(

@@ -14,8 +14,9 @@ to its client without a global table.
 
 Leases (§9.5).  Each confirmed client has one expiry time, pushed forward by every operation
 that uses a valid client id or non-special stateid.  The server *announces* `lease_time`
-(the lease_time attribute) but *enforces* `lease_time * enforced_lease_factor`, so clients
-renewing on time are never cut off by delays.  A client whose lease is *pinned* (`pin`/`unpin`
+(the lease_time attribute) and *enforces* `enforced_lease(lease_time)`: the lease plus a
+margin of 10 %, at most 2 s (`state_leases.lease_margin`), so a client renewing on time is
+not cut off by a delay and a crashed client's state blocks others barely longer than its lease.  A client whose lease is *pinned* (`pin`/`unpin`
 or `lease_held`, held by the COMPOUND that is using it) never lapses; unpinning renews it.
 
 Courtesy (§9.6.3.1).  A lapsed client that holds opens is *courteous*: it keeps its opens and
@@ -78,6 +79,7 @@ from pynfsd.nfs4.state_leases import (
     MAX_COURTEOUS,
     Leases,
     client_info,
+    enforced_lease,
     tombstone_error,
 )
 from pynfsd.nfs4.state_locks import (
@@ -165,7 +167,6 @@ class StateManager:
         lease_time: int = 90,
         *,
         server_boot_id: bytes,
-        enforced_lease_factor: float = 1.5,
         store: ClientStore | None = None,
         in_grace: Callable[[], bool] | None = None,
         grace: GraceTracker | None = None,
@@ -175,7 +176,7 @@ class StateManager:
     ) -> None:
         self.clock = clock
         self.lease_time = lease_time
-        self.enforced_lease = lease_time * enforced_lease_factor
+        self.enforced_lease = enforced_lease(lease_time)
         self.waiter_window = lease_time if waiter_window is None else waiter_window
         self._store: ClientStore = store if store is not None else NullClientStore()
         self._grace: GraceTracker = grace if grace is not None else FixedGrace(in_grace)

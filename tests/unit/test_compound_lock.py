@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 from nfs4_fixtures import (
+    LEASE,
     RW,
     Opened,
     R,
@@ -22,6 +23,7 @@ from nfs4_fixtures import (
 
 from pynfsd.client.nfs4 import Nfs4Client, op
 from pynfsd.gen import nfs4 as N
+from pynfsd.nfs4.state_leases import enforced_lease
 
 READ_LT, WRITE_LT = N.READ_LT, N.WRITE_LT
 EOF = N.NFS4_UINT64_MAX
@@ -267,5 +269,32 @@ def test_lock_with_a_stateid_of_another_file_is_bad_stateid(w: World) -> None:
             ],
             N.NFS4ERR_BAD_STATEID,
         )
+
+    w.run(body())
+
+
+# -- lease expiry (§9.5, §9.6.3.1) and the checks of open_to_lock_owner4 (§16.10.5) ----------
+
+
+def test_a_silent_clients_lock_blocks_others_for_the_lease_plus_the_margin_only(
+    w: World,
+) -> None:
+    async def body() -> None:
+        a, b, _ = await _two_parties(w)
+        await _lock(a, WRITE_LT, 0, 10, b"lo-a")  # then A stops renewing
+        o = b.opened
+        w.clock.advance(enforced_lease(LEASE) - 0.1)  # 91.9 s: A's lease still runs
+        await expect(
+            b.c,
+            [
+                op.putfh(o.fh),
+                ops.lock_new(WRITE_LT, 0, 10, o.seqid, o.stateid, 1, b.clientid, b"lo-b"),
+            ],
+            N.NFS4ERR_DENIED,
+        )
+        o.seqid += 1  # NFS4ERR_DENIED advances the open-owner's seqid (§9.1.7)
+        w.clock.advance(0.2)  # 92.1 s: A is courteous and yields to the conflict
+        await _lock(b, WRITE_LT, 0, 10, b"lo-b")
+        await expect(a.c, [op.renew(a.clientid)], N.NFS4ERR_EXPIRED)
 
     w.run(body())

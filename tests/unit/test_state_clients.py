@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import pytest
-from test_state_support import ENFORCED, LEASE, make_world, new_client, open_confirmed
+from test_state_support import (
+    ENFORCED,
+    LEASE,
+    CountingRng,
+    ManualClock,
+    make_world,
+    new_client,
+    open_confirmed,
+)
 
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state import StateManager
+from pynfsd.nfs4.state_leases import enforced_lease
 
 
 def has_opens(sm: StateManager, clientid: int) -> bool:
@@ -216,6 +225,26 @@ def test_lease_announced_shorter_than_enforced() -> None:
     assert w.sm.lease_time == LEASE and w.sm.enforced_lease > LEASE
     w.clock.advance(LEASE + 1)
     w.sm.renew(c)  # past the announced lease but within the enforced one
+
+
+@pytest.mark.parametrize(
+    ("lease", "enforced"), [(90, 92.0), (20, 22.0), (10, 11.0), (4, 4.4), (1, 1.1)]
+)
+def test_the_margin_is_ten_percent_and_at_most_two_seconds(lease: int, enforced: float) -> None:
+    assert enforced_lease(lease) == pytest.approx(enforced)
+    sm = StateManager(ManualClock(), CountingRng(), lease, server_boot_id=b"boot")
+    assert sm.enforced_lease == pytest.approx(enforced)
+
+
+def test_a_silent_client_lapses_at_the_lease_plus_the_margin() -> None:
+    w = make_world(courtesy_limit=0)
+    c = new_client(w.sm)
+    w.clock.advance(ENFORCED - 0.01)
+    assert w.sm.sweep() == 0
+    w.clock.advance(0.01)
+    assert w.sm.sweep() == 1  # 92 s after the last renewal, not 135 s
+    with pytest.raises(E.NFS4ERR_EXPIRED):
+        w.sm.renew(c)
 
 
 def test_renew_extends_the_lease() -> None:
