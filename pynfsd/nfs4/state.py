@@ -439,31 +439,36 @@ class StateManager:
         offset: int,
         length: int,
         *,
+        clientid: int | None = None,
         reclaim: bool = False,
     ) -> Stateid:
-        """LOCK with new_lock_owner (open_to_lock_owner4); returns a lock stateid, seqid 1."""
+        """LOCK with new_lock_owner (open_to_lock_owner4): a new lock stateid (seqid 1), or the
+        bumped one of the lock-owner's lock set for this open (`check_new_locker_seqid`).
+
+        `clientid` is the lock_owner4's (the op layer always passes it): a lock-owner of
+        another client than the open's is NFS4ERR_BAD_STATEID, as knfsd answers.
+        """
         rng = lock_args(locktype, offset, length)
         os = self._resolve(open_stateid, file_key, OpenState)
         assert isinstance(os, OpenState)
         client = os.owner.client
+        if clientid is not None and clientid != client.clientid:
+            raise E.NFS4ERR_BAD_STATEID("lock-owner of another client than the open's")
         self._check_grace(client, reclaim)
         lo = client.lock_owners.get(lock_owner)
-        if lo is not None:
-            check_new_locker_seqid(lo, os, lock_seqid)
-        else:
+        ls = check_new_locker_seqid(lo, os, lock_seqid) if lo is not None else None
+        if lo is None:
             lo = client.lock_owners[lock_owner] = LockOwner(client, lock_owner)
-        ls = LockState(client.allocate_index(), 1, lo, os)
+        if ls is None:
+            ls = LockState(client.allocate_index(), 1, lo, os)
         try:
-            self._may_grant(ls, rng, locktype)
+            return self._grant(ls, rng, locktype)
         except E.NFS4Error:
-            lo.last_seqid = lock_seqid
             if not lo.lock_states and lo.reply is None:
                 del client.lock_owners[lock_owner]
             raise
-        lo.last_seqid = lock_seqid
-        ls.apply(rng.start, rng.end, is_write_lock(locktype))
-        self._attach(ls)
-        return ls.stateid()
+        finally:
+            lo.last_seqid = lock_seqid  # the lock-owner's sequence starts or goes on (§16.10.5)
 
     def lock_existing(
         self,
@@ -480,9 +485,18 @@ class StateManager:
         ls = self._resolve(lock_stateid, file_key, LockState)
         assert isinstance(ls, LockState)
         self._check_grace(ls.owner.client, reclaim)
+        return self._grant(ls, rng, locktype)
+
+    def _grant(self, ls: LockState, rng: ByteRange, locktype: int) -> Stateid:
+        """Lock `rng` for lock set `ls` (attached now if new) or raise NFS4ERR_DENIED; the
+        lock stateid: seqid 1 for a new set, else bumped (§9.1.4.2)."""
         fs = self._may_grant(ls, rng, locktype)
-        fs.lock(ls, rng, is_write_lock(locktype))
-        return ls.bump()
+        if ls in ls.owner.lock_states:
+            fs.lock(ls, rng, is_write_lock(locktype))
+            return ls.bump()
+        ls.apply(rng.start, rng.end, is_write_lock(locktype))
+        self._attach(ls)
+        return ls.stateid()
 
     def lockt(
         self,

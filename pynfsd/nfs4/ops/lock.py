@@ -53,6 +53,7 @@ async def lock(ctx: CompoundContext, args: N.LOCK4args) -> N.LOCK4resok:
                     args.locktype,
                     args.offset,
                     args.length,
+                    clientid=new.lock_owner.clientid,
                     reclaim=args.reclaim,
                 )
             )
