@@ -29,6 +29,7 @@ COURTESY_LIMIT = 24 * 3600.0  # seconds a lapsed client's state is kept at most 
 MAX_COURTEOUS = 1024  # courteous clients kept at most; the longest-lapsed go first beyond
 EXPIRED = E.NFS4ERR_EXPIRED.status
 ADMIN_REVOKED = E.NFS4ERR_ADMIN_REVOKED.status
+REPLACED = E.NFS4ERR_STALE_CLIENTID.status  # tombstone of an incarnation its client replaced
 
 
 def lease_margin(lease_time: float) -> float:
@@ -95,10 +96,13 @@ class Leases:
 
 
 def tombstone_error(status: int | None) -> E.NFS4Error:
+    """The error for a stateid of a client that is gone, by its tombstone's status."""
     if status == ADMIN_REVOKED:
         return E.NFS4ERR_ADMIN_REVOKED()  # §9.8
-    if status == EXPIRED:
-        return E.NFS4ERR_EXPIRED()  # §9.1.4.4: state lost to lease expiration
+    if status in (EXPIRED, REPLACED):
+        # §9.1.4.4: state lost to lease expiration, or (as knfsd and Ganesha answer) to
+        # the client's own reboot (§9.1.1: the new incarnation's confirm released it)
+        return E.NFS4ERR_EXPIRED()
     return E.NFS4ERR_BAD_STATEID()
 
 

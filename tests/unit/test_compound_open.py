@@ -504,3 +504,20 @@ def test_same_seqid_for_another_operation_is_bad_seqid(w: World) -> None:
         await expect(c, [op.putfh(o.fh), op.close(o.seqid, o.stateid)], N.NFS4ERR_BAD_SEQID)
 
     w.run(body())
+
+
+def test_stateids_of_a_rebooted_client_are_expired(w: World) -> None:
+    """A new verifier confirmed for the same client id string: the old incarnation's
+    stateids get NFS4ERR_EXPIRED (as knfsd and Ganesha answer), its client id STALE."""
+
+    async def body() -> None:
+        c, root, clientid = await _setup(w)
+        o = await open_file(c, root, clientid, b"oo", b"f")
+        rebooted = await new_clientid(c, verf=b"booted-2")
+        assert rebooted != clientid
+        await expect(c, [op.putfh(o.fh), op.read(o.stateid, 0, 1)], N.NFS4ERR_EXPIRED)
+        await expect(c, [op.putfh(o.fh), op.close(o.seqid, o.stateid)], N.NFS4ERR_EXPIRED)
+        await expect(c, [op.renew(clientid)], N.NFS4ERR_STALE_CLIENTID)
+        await open_file(c, root, rebooted, b"oo", b"f")  # the new incarnation starts afresh
+
+    w.run(body())

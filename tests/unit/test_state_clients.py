@@ -15,6 +15,7 @@ from test_state_support import (
 
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state import StateManager
+from pynfsd.nfs4.state_clients import MAX_TOMBSTONES
 from pynfsd.nfs4.state_leases import enforced_lease
 
 
@@ -66,6 +67,32 @@ def test_new_verifier_gets_new_clientid_and_keeps_state_until_confirm() -> None:
     with pytest.raises(E.NFS4ERR_STALE_CLIENTID):
         w.sm.renew(c)
     w.sm.renew(d)
+
+
+def test_stateids_of_a_rebooted_client_are_expired() -> None:
+    w = make_world()
+    c = new_client(w.sm, b"x")
+    sid = open_confirmed(w.sm, c, b"oo", b"f")
+    lsid = w.sm.lock_new(sid, b"lo", 1, b"f", 2, 0, 10, clientid=c)
+    d, t = w.sm.setclientid(b"rebooted", b"x", "root", None, "a")
+    w.sm.check_io_stateid(sid, b"f", write=True)  # still valid until the confirm
+    w.sm.setclientid_confirm(d, t, "root")
+    for old in (sid, lsid):
+        with pytest.raises(E.NFS4ERR_EXPIRED):
+            w.sm.check_io_stateid(old, b"f", write=False)
+    with pytest.raises(E.NFS4ERR_EXPIRED):
+        w.sm.close(sid, b"f")
+    with pytest.raises(E.NFS4ERR_STALE_CLIENTID):
+        w.sm.renew(c)  # the old client id itself is just unknown, as knfsd answers
+
+
+def test_reboot_tombstones_are_bounded() -> None:
+    w = make_world()
+    new_client(w.sm, b"x")
+    for n in range(MAX_TOMBSTONES + 10):
+        d, t = w.sm.setclientid(n.to_bytes(8, "big"), b"x", "root", None, "a")
+        w.sm.setclientid_confirm(d, t, "root")
+    assert len(w.sm.clients.tombstones) == MAX_TOMBSTONES
 
 
 def test_reboot_confirm_releases_share_reservations() -> None:
