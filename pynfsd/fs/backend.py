@@ -259,6 +259,16 @@ class Backend(abc.ABC):
     def statfs(self, h: bytes) -> FsStat:
         """Space and file counts of the filesystem holding ``h``."""
 
+    def hold(self, h: bytes) -> None:
+        """Keep ``h`` usable through its handle after its last link is removed, until
+        ``release``, as an open file descriptor keeps a file (NFSv4 opens use this, as knfsd
+        holds an open file).  Holds of one handle nest.  Default: no holding."""
+        return None
+
+    def release(self, h: bytes) -> None:
+        """End one ``hold`` of ``h``; once none is left a removed ``h`` is ESTALE."""
+        return None
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release cached resources (open fds). The backend may not be used afterwards."""

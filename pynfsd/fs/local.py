@@ -18,7 +18,8 @@ local user stays reachable through a handle issued earlier.
 
 Descriptors are cached (``fdcache.FdCache``): ``O_PATH`` for every object plus an I/O
 descriptor for regular files, reopened through ``/proc/self/fd``. Objects whose link count
-dropped to zero are reported ``ESTALE`` and evicted.
+dropped to zero are reported ``ESTALE`` and evicted, unless held (``hold``): a held object
+keeps a borrowed entry, so its descriptor stays open and it is served until ``release``.
 
 readdir cookies are the filesystem's own ``getdents64`` ``d_off`` positions plus 3 (so never
 0, 1 or 2), as knfsd uses them: on ext4 they are hash positions that stay valid while the
@@ -144,6 +145,7 @@ class LocalBackend(Backend):
             os.close(self._root_fd)
             raise
         self._cache = FdCache(cache_size)
+        self._held: dict[bytes, tuple[CachedObject, int]] = {}  # handle -> (entry, holds)
 
     # -- handles and descriptors ---------------------------------------------------------
 
@@ -188,6 +190,9 @@ class LocalBackend(Backend):
     @contextmanager
     def _borrow(self, h: bytes) -> Iterator[CachedObject]:
         obj = self._cache.get(h)
+        held = self._held.get(h) if obj is None else None
+        if held is not None:
+            obj = self._cache.borrow(held[0])  # removed or evicted, but held open
         if obj is None:
             fd, st = self._open_handle(h)
             obj = self._cache.put(h, fd, st.st_ino)
@@ -210,7 +215,7 @@ class LocalBackend(Backend):
     def _live(self, obj: CachedObject) -> os.stat_result:
         """``fstat`` of a cached object; ESTALE (and evict) once it has been removed."""
         st = os.fstat(obj.fd)
-        if st.st_nlink == 0:
+        if st.st_nlink == 0 and obj.key not in self._held:
             self._cache.invalidate(obj.key)
             raise oserror(errno.ESTALE)
         return st
@@ -251,6 +256,24 @@ class LocalBackend(Backend):
 
     def _modified(self, st: os.stat_result) -> None:
         self._changes.bump(st.st_ino, st.st_ctime_ns)
+
+    # -- Backend: holds (an open file outlives its last link) -----------------------------
+
+    def hold(self, h: bytes) -> None:
+        """Keep a borrow of ``h``'s cache entry: its descriptor stays open (so the inode
+        lives on after its last link goes) and ``_borrow`` finds it once evicted."""
+        held = self._held.get(h)
+        if held is None:
+            with self._borrow(h) as obj:
+                held = (self._cache.borrow(obj), 0)
+        self._held[h] = (held[0], held[1] + 1)
+
+    def release(self, h: bytes) -> None:
+        held = self._held.pop(h, None)
+        if held is not None and held[1] > 1:
+            self._held[h] = (held[0], held[1] - 1)
+        elif held is not None:
+            self._cache.release(held[0])  # closed now if no longer cached and not in use
 
     # -- Backend: lookups ----------------------------------------------------------------
 
@@ -585,6 +608,9 @@ class LocalBackend(Backend):
             return self._attrs(os.fstat(obj.fd))
 
     def close(self) -> None:
+        for obj, _ in self._held.values():
+            self._cache.release(obj)
+        self._held.clear()
         self._cache.close_all()
         if self._root_fd >= 0:
             os.close(self._root_fd)

@@ -121,7 +121,9 @@ from pynfsd.nfs4.state_types import (
     FixedGrace,
     GraceTracker,
     LockDenied,
+    NoOpenFiles,
     NullClientStore,
+    OpenFiles,
     OpenResult,
     ReplayedResult,
     StateCounts,
@@ -168,6 +170,7 @@ class StateManager:
         *,
         server_boot_id: bytes,
         store: ClientStore | None = None,
+        open_files: OpenFiles | None = None,
         in_grace: Callable[[], bool] | None = None,
         grace: GraceTracker | None = None,
         waiter_window: float | None = None,
@@ -179,6 +182,7 @@ class StateManager:
         self.enforced_lease = enforced_lease(lease_time)
         self.waiter_window = lease_time if waiter_window is None else waiter_window
         self._store: ClientStore = store if store is not None else NullClientStore()
+        self._open_files: OpenFiles = open_files if open_files is not None else NoOpenFiles()
         self._grace: GraceTracker = grace if grace is not None else FixedGrace(in_grace)
         self._in_grace = self._grace.in_grace
         self.leases = Leases(clock, self.enforced_lease, courtesy_limit, max_courteous)
@@ -340,6 +344,8 @@ class StateManager:
         )
         client.states[os.index] = os
         oo.opens[file_key] = os
+        if not fs.opens:
+            self._open_files.hold(file_key)  # the file outlives its links until the last CLOSE
         fs.add_open(os)
         if not oo.confirmed:
             fs.pending = (*fs.pending, os)  # a cancelled owner's opens are reaped from here
@@ -813,6 +819,8 @@ class StateManager:
         fs = self._files.get(os.file_key)
         if fs is not None:
             fs.remove_open(os)
+            if not fs.opens:
+                self._open_files.release(os.file_key)
             if fs.pending:
                 fs.pending = tuple(p for p in fs.pending if p is not os)
             self._gc_file(os.file_key, fs)

@@ -253,6 +253,27 @@ def test_change_tracker_bumps_within_one_ctime_tick() -> None:
 # -- descriptor cache ----------------------------------------------------------------------
 
 
+def test_a_held_object_outlives_its_last_link_until_released(env: Env) -> None:
+    b = env.backend(cache_size=2)
+    f, _, _ = b.create_file(b.root(), b"f", 0o644, 0, 0, True)
+    b.write(f, 0, b"kept", True)
+    b.hold(f)
+    b.hold(f)  # holds nest
+    b.remove(b.root(), b"f")
+    for i in range(4):  # evicts f's entry from the descriptor cache
+        b.create_file(b.root(), b"other%d" % i, 0o644, 0, 0, True)
+    fds = len(os.listdir("/proc/self/fd"))
+    assert b.getattr(f).nlink == 0
+    assert b.read(f, 0, 10) == (b"kept", True)
+    b.write(f, 4, b"!", True)
+    b.release(f)
+    assert b.read(f, 0, 10) == (b"kept!", True)
+    b.release(f)
+    expect(errno.ESTALE, b.getattr, f)
+    assert len(os.listdir("/proc/self/fd")) < fds  # its descriptors are closed
+    b.release(f)  # releasing what is not held does nothing
+
+
 def test_descriptor_cache_is_bounded(env: Env) -> None:
     b = env.backend(cache_size=8)
     handles = [b.create_file(b.root(), b"f%d" % i, 0o644, 0, 0, True)[0] for i in range(40)]
