@@ -18,8 +18,10 @@ local user stays reachable through a handle issued earlier.
 
 Descriptors are cached (``fdcache.FdCache``): ``O_PATH`` for every object plus an I/O
 descriptor for regular files, reopened through ``/proc/self/fd``. Objects whose link count
-dropped to zero are reported ``ESTALE`` and evicted, unless held (``hold``): a held object
-keeps a borrowed entry, so its descriptor stays open and it is served until ``release``.
+dropped to zero are reported ``ESTALE`` and evicted, unless held (``hold``, as NFSv4 opens
+hold their files): a held object that loses its last link through this backend keeps a
+borrowed entry, so its descriptor stays open and it is served until ``release``.  Holding
+costs a descriptor only then; a held file unlinked behind the backend's back goes stale.
 
 readdir cookies are the filesystem's own ``getdents64`` ``d_off`` positions plus 3 (so never
 0, 1 or 2), as knfsd uses them: on ext4 they are hash positions that stay valid while the
@@ -36,6 +38,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -145,7 +148,10 @@ class LocalBackend(Backend):
             os.close(self._root_fd)
             raise
         self._cache = FdCache(cache_size)
-        self._held: dict[bytes, tuple[CachedObject, int]] = {}  # handle -> (entry, holds)
+        self._holds: dict[bytes, tuple[int, int]] = {}  # held handle -> (inode, holds)
+        self._held_inos: dict[int, bytes] = {}  # inode -> held handle
+        self._kept: dict[bytes, CachedObject] = {}  # held handles whose last link went
+        self._hold_lock = threading.Lock()
 
     # -- handles and descriptors ---------------------------------------------------------
 
@@ -190,9 +196,9 @@ class LocalBackend(Backend):
     @contextmanager
     def _borrow(self, h: bytes) -> Iterator[CachedObject]:
         obj = self._cache.get(h)
-        held = self._held.get(h) if obj is None else None
-        if held is not None:
-            obj = self._cache.borrow(held[0])  # removed or evicted, but held open
+        kept = self._kept.get(h) if obj is None else None
+        if kept is not None:
+            obj = self._cache.borrow(kept)  # removed (and evicted) but held
         if obj is None:
             fd, st = self._open_handle(h)
             obj = self._cache.put(h, fd, st.st_ino)
@@ -215,7 +221,7 @@ class LocalBackend(Backend):
     def _live(self, obj: CachedObject) -> os.stat_result:
         """``fstat`` of a cached object; ESTALE (and evict) once it has been removed."""
         st = os.fstat(obj.fd)
-        if st.st_nlink == 0 and obj.key not in self._held:
+        if st.st_nlink == 0 and obj.key not in self._kept:
             self._cache.invalidate(obj.key)
             raise oserror(errno.ESTALE)
         return st
@@ -260,20 +266,58 @@ class LocalBackend(Backend):
     # -- Backend: holds (an open file outlives its last link) -----------------------------
 
     def hold(self, h: bytes) -> None:
-        """Keep a borrow of ``h``'s cache entry: its descriptor stays open (so the inode
-        lives on after its last link goes) and ``_borrow`` finds it once evicted."""
-        held = self._held.get(h)
+        """Note ``h`` (and its inode) as held: costs no descriptor until its last link is
+        about to be removed through this backend (``_keep_if_held``)."""
+        with self._hold_lock:
+            held = self._holds.get(h)
         if held is None:
             with self._borrow(h) as obj:
-                held = (self._cache.borrow(obj), 0)
-        self._held[h] = (held[0], held[1] + 1)
+                held = (obj.ino, 0)
+        with self._hold_lock:
+            held = self._holds.get(h, held)
+            self._holds[h] = (held[0], held[1] + 1)
+            self._held_inos[held[0]] = h
 
     def release(self, h: bytes) -> None:
-        held = self._held.pop(h, None)
-        if held is not None and held[1] > 1:
-            self._held[h] = (held[0], held[1] - 1)
-        elif held is not None:
-            self._cache.release(held[0])  # closed now if no longer cached and not in use
+        with self._hold_lock:
+            held = self._holds.pop(h, None)
+            if held is not None and held[1] > 1:
+                self._holds[h] = (held[0], held[1] - 1)
+                return
+            if held is not None and self._held_inos.get(held[0]) == h:
+                del self._held_inos[held[0]]
+            kept = self._kept.pop(h, None)
+        if kept is not None:
+            self._cache.release(kept)  # closed now if no longer cached and not in use
+
+    def _keep_if_held(self, dir_fd: int, name: bytes, st: os.stat_result | None) -> None:
+        """Before ``name`` (``st``) loses its last link: if its object is held, keep a
+        descriptor of it so that it lives on, served by handle until released."""
+        if st is None or st.st_nlink > 1 or stat.S_ISDIR(st.st_mode):
+            return
+        with self._hold_lock:
+            h = self._held_inos.get(st.st_ino)
+        if h is None or h in self._kept:
+            return
+        try:
+            fd = os.open(name, O_PATH, dir_fd=dir_fd)
+        except OSError:
+            return  # gone already: the unlink that follows says so
+        try:
+            same = self._codec.encode(*linux.handle_of_fd(fd)) == h  # not a reused inode
+        except BaseException:
+            os.close(fd)
+            raise
+        if not same:
+            os.close(fd)
+            return
+        obj = self._cache.put(h, fd, st.st_ino)
+        with self._hold_lock:
+            keep = h in self._holds and h not in self._kept  # not released meanwhile
+            if keep:
+                self._kept[h] = obj
+        if not keep:
+            self._cache.release(obj)
 
     # -- Backend: lookups ----------------------------------------------------------------
 
@@ -541,6 +585,7 @@ class LocalBackend(Backend):
     def remove(self, dir_h: bytes, name: bytes) -> None:
         with self._dir(dir_h) as (d, dst):
             victim = self._lstat(d.fd, check_name(name))
+            self._keep_if_held(d.fd, name, victim)
             try:
                 os.unlink(name, dir_fd=d.fd)
             except IsADirectoryError:
@@ -554,6 +599,7 @@ class LocalBackend(Backend):
         with self._dir(src_dir_h) as (s, sst), self._dir(dst_dir_h) as (t, tst):
             moved = self._lstat(s.fd, check_name(src_name))
             replaced = self._lstat(t.fd, check_name(dst_name))
+            self._keep_if_held(t.fd, dst_name, replaced)
             os.rename(src_name, dst_name, src_dir_fd=s.fd, dst_dir_fd=t.fd)
             if moved is not None and replaced is not None and moved.st_ino == replaced.st_ino:
                 return  # POSIX: renaming a file onto itself (or a hard link of it) does nothing
@@ -608,9 +654,9 @@ class LocalBackend(Backend):
             return self._attrs(os.fstat(obj.fd))
 
     def close(self) -> None:
-        for obj, _ in self._held.values():
+        for obj in self._kept.values():
             self._cache.release(obj)
-        self._held.clear()
+        self._kept.clear()
         self._cache.close_all()
         if self._root_fd >= 0:
             os.close(self._root_fd)

@@ -274,6 +274,19 @@ def test_a_held_object_outlives_its_last_link_until_released(env: Env) -> None:
     b.release(f)  # releasing what is not held does nothing
 
 
+def test_holding_costs_no_descriptor_while_the_file_is_linked(env: Env) -> None:
+    b = env.backend(cache_size=4)
+    handles = [b.create_file(b.root(), b"f%d" % i, 0o644, 0, 0, True)[0] for i in range(50)]
+    before = len(os.listdir("/proc/self/fd"))
+    for h in handles:
+        b.hold(h)
+    assert len(os.listdir("/proc/self/fd")) <= before + 4  # the cache's, no more
+    os.unlink(env.root / "f0")  # behind the backend's back: not kept
+    expect(errno.ESTALE, b.getattr, handles[0])
+    for h in handles:
+        b.release(h)
+
+
 def test_descriptor_cache_is_bounded(env: Env) -> None:
     b = env.backend(cache_size=8)
     handles = [b.create_file(b.root(), b"f%d" % i, 0o644, 0, 0, True)[0] for i in range(40)]
