@@ -29,7 +29,8 @@ is bounded: a client lapsed for `courtesy_limit` seconds (24 h) is cancelled, an
 than `max_courteous` clients are courteous `sweep()` cancels the longest-lapsed first.  A
 lapsed client without opens is cancelled when next noticed.  A cancelled or revoked client
 leaves a bounded tombstone so its ids get NFS4ERR_EXPIRED / NFS4ERR_ADMIN_REVOKED instead of
-NFS4ERR_BAD_STATEID or NFS4ERR_STALE_CLIENTID.
+NFS4ERR_BAD_STATEID or NFS4ERR_STALE_CLIENTID; so does an incarnation replaced by its
+client's reboot (its stateids get NFS4ERR_EXPIRED, as knfsd and Ganesha answer).
 
 State-owners (§9.1.7-§9.1.9).  Seqid-bearing operations run in three steps in the op layer:
 get the owner (`open_owner` for OPEN, `owner_for_stateid` for CLOSE, OPEN_CONFIRM,
@@ -37,7 +38,9 @@ OPEN_DOWNGRADE, LOCK and LOCKU), `owner.check_seqid(seqid, opnum)` (returns the 
 of a retransmission, raises NFS4ERR_BAD_SEQID), run the operation, then
 `owner.record_result(seqid, result, status, opnum)` whatever the outcome; the seqid does not
 advance for the statuses §9.1.7 lists.  For LOCK with a new lock-owner, the open-owner's
-sequence governs replay and `lock_seqid` initialises the lock-owner (§16.10.5).
+sequence governs replay and `lock_seqid` initialises the lock-owner (§16.10.5); for a
+lock-owner already known it must be its next seqid, and its lock set on that open, if any,
+is extended (as knfsd does, where §16.10.5 says NFS4ERR_BAD_SEQID).
 New open-owners are unconfirmed until OPEN_CONFIRM (§9.1.11, §16.18); another OPEN on an
 unconfirmed owner that is not a retransmission, or a bad seqid, cancels its opens (§16.18.5).
 A CLOSEd stateid is retained until the owner's next sequenced request so that a retransmitted
@@ -47,6 +50,8 @@ Opens and shares (§9.9-§9.11).  One `OpenState` per (open-owner, file); a seco
 upgrades it to the union of the modes and bumps its seqid.  Share checks include the
 requester's own opens, as §9.9 requires.  I/O with the anonymous stateid (or the READ bypass
 stateid for writes) is refused with NFS4ERR_LOCKED by a conflicting deny reservation.
+An `OpenFiles` hook is told when a file gets its first open and loses its last one, so the
+server can keep an opened file usable by its stateids after its last link goes (as knfsd).
 
 Locks (`state_locks`).  One `LockState` per (lock-owner, open); POSIX range semantics with
 split, merge, upgrade and downgrade; conflicts across lock-owners give NFS4ERR_DENIED with
@@ -80,6 +85,7 @@ from pynfsd.nfs4.state_leases import (
     Leases,
     client_info,
     enforced_lease,
+    state_counts,
     tombstone_error,
 )
 from pynfsd.nfs4.state_locks import (
@@ -88,7 +94,6 @@ from pynfsd.nfs4.state_locks import (
     Holder,
     Waiter,
     check_new_locker_seqid,
-    count_locks,
     denied,
     holder,
     lock_args,
@@ -648,19 +653,7 @@ class StateManager:
         return [client_info(c, now) for c in records]
 
     def counts(self) -> StateCounts:
-        confirmed = self.clients.confirmed.values()
-        owners = [oo for c in confirmed for oo in c.open_owners.values()]
-        lock_sets = [
-            ls for c in confirmed for lo in c.lock_owners.values() for ls in lo.lock_states
-        ]
-        return StateCounts(
-            clients=len(self.clients.confirmed),
-            unconfirmed_clients=len(self.clients.unconfirmed),
-            open_owners=len(owners),
-            opens=sum(len(oo.opens) for oo in owners),
-            lock_states=len(lock_sets),
-            locks=count_locks(lock_sets),
-        )
+        return state_counts(self.clients.confirmed.values(), len(self.clients.unconfirmed))
 
     # -- leases ---------------------------------------------------------------------------
 
@@ -839,6 +832,3 @@ class StateManager:
     def _gc_file(self, file_key: bytes, fs: FileState) -> None:
         if fs.is_empty() and self._files.get(file_key) is fs:
             del self._files[file_key]
-
-
-# -- helpers --------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Lease arithmetic and courtesy bounds for the state manager (RFC 7530 §9.5, §9.6.3.1).
+"""Lease arithmetic and courtesy bounds for the state manager (RFC 7530 §9.5, §9.6.3.1),
+and the admin views of clients and state counts.
 
 A client's lease runs until `client.expires`, pushed `enforced_lease` seconds ahead by every
 renewal; it never lapses while pinned by a COMPOUND in progress.  The enforced lease is the
@@ -14,12 +15,12 @@ is described in `pynfsd.nfs4.state`.  Pure arithmetic on the injected clock: no 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state_locks import count_locks
 from pynfsd.nfs4.state_owners import Client
-from pynfsd.nfs4.state_types import ClientInfo
+from pynfsd.nfs4.state_types import ClientInfo, StateCounts
 
 log = logging.getLogger("pynfsd.nfs4.state")
 
@@ -121,4 +122,18 @@ def client_info(c: Client, now: float) -> ClientInfo:
         opens,
         locks,
         courteous,
+    )
+
+
+def state_counts(confirmed: Collection[Client], unconfirmed: int) -> StateCounts:
+    """How much state the confirmed clients hold (for `pynfsd status` and tests)."""
+    owners = [oo for c in confirmed for oo in c.open_owners.values()]
+    lock_sets = [ls for c in confirmed for lo in c.lock_owners.values() for ls in lo.lock_states]
+    return StateCounts(
+        clients=len(confirmed),
+        unconfirmed_clients=unconfirmed,
+        open_owners=len(owners),
+        opens=sum(len(oo.opens) for oo in owners),
+        lock_states=len(lock_sets),
+        locks=count_locks(lock_sets),
     )
