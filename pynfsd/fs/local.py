@@ -21,7 +21,8 @@ descriptor for regular files, reopened through ``/proc/self/fd``. Objects whose 
 dropped to zero are reported ``ESTALE`` and evicted, unless held (``hold``, as NFSv4 opens
 hold their files): a held object that loses its last link through this backend keeps a
 borrowed entry, so its descriptor stays open and it is served until ``release``.  Holding
-costs a descriptor only then; a held file unlinked behind the backend's back goes stale.
+costs a descriptor only then, for at most ``max_kept`` files at a time (beyond, a removed
+file goes stale as unheld ones do); a held file unlinked behind the backend's back goes stale.
 
 readdir cookies are the filesystem's own ``getdents64`` ``d_off`` positions plus 3 (so never
 0, 1 or 2), as knfsd uses them: on ext4 they are hash positions that stay valid while the
@@ -36,6 +37,7 @@ object.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 import threading
@@ -69,6 +71,8 @@ _INODES_IN_MEMORY = frozenset(
      "jfs", "reiserfs", "nilfs2"}
 )
 MAX_DEPTH = 4096
+MAX_KEPT = 256  # held files kept open after their last link went; beyond, they go stale
+log = logging.getLogger(__name__)
 _TYPES = {
     stat.S_IFREG: FileType.REG, stat.S_IFDIR: FileType.DIR, stat.S_IFBLK: FileType.BLK,
     stat.S_IFCHR: FileType.CHR, stat.S_IFLNK: FileType.LNK, stat.S_IFSOCK: FileType.SOCK,
@@ -130,7 +134,9 @@ def _timespec(t: TimeArg) -> tuple[int, int]:
 class LocalBackend(Backend):
     """The directory ``root_path`` as a backend; persistent state lives in ``state_dir``."""
 
-    def __init__(self, root_path: str, state_dir: str, cache_size: int = 256) -> None:
+    def __init__(
+        self, root_path: str, state_dir: str, cache_size: int = 256, max_kept: int = MAX_KEPT
+    ) -> None:
         self._root_fd = os.open(root_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             st = os.fstat(self._root_fd)
@@ -152,6 +158,7 @@ class LocalBackend(Backend):
         self._held_inos: dict[int, bytes] = {}  # inode -> held handle
         self._kept: dict[bytes, CachedObject] = {}  # held handles whose last link went
         self._hold_lock = threading.Lock()
+        self._max_kept = max_kept
 
     # -- handles and descriptors ---------------------------------------------------------
 
@@ -297,7 +304,11 @@ class LocalBackend(Backend):
             return
         with self._hold_lock:
             h = self._held_inos.get(st.st_ino)
+            full = len(self._kept) >= self._max_kept
         if h is None or h in self._kept:
+            return
+        if full:
+            log.warning("%d removed files are held open already: one more goes stale", len(self._kept))
             return
         try:
             fd = os.open(name, O_PATH, dir_fd=dir_fd)

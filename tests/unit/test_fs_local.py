@@ -287,6 +287,22 @@ def test_holding_costs_no_descriptor_while_the_file_is_linked(env: Env) -> None:
         b.release(h)
 
 
+def test_at_most_max_kept_removed_files_are_kept(env: Env) -> None:
+    b = env.backend(max_kept=2)
+    handles = [b.create_file(b.root(), b"f%d" % i, 0o644, 0, 0, True)[0] for i in range(3)]
+    for i, h in enumerate(handles):
+        b.hold(h)
+        b.remove(b.root(), b"f%d" % i)
+    assert [b.getattr(h).nlink for h in handles[:2]] == [0, 0]
+    expect(errno.ESTALE, b.getattr, handles[2])  # one past the bound: stale, as unheld
+    b.release(handles[0])
+    b.hold(handles[2])
+    f, _, _ = b.create_file(b.root(), b"again", 0o644, 0, 0, True)
+    b.hold(f)
+    b.remove(b.root(), b"again")
+    assert b.getattr(f).nlink == 0  # a released slot is free again
+
+
 def test_descriptor_cache_is_bounded(env: Env) -> None:
     b = env.backend(cache_size=8)
     handles = [b.create_file(b.root(), b"f%d" % i, 0o644, 0, 0, True)[0] for i in range(40)]
