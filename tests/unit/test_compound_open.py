@@ -521,3 +521,18 @@ def test_stateids_of_a_rebooted_client_are_expired(w: World) -> None:
         await open_file(c, root, rebooted, b"oo", b"f")  # the new incarnation starts afresh
 
     w.run(body())
+
+
+def test_close_of_a_file_renamed_over_succeeds(w: World) -> None:
+    """The open keeps the replaced file alive until its CLOSE (as knfsd); then it is stale."""
+
+    async def body() -> None:
+        c, root, clientid = await _setup(w)
+        o = await open_file(c, root, clientid, b"oo", b"f")
+        await open_file(c, root, clientid, b"o2", b"g")
+        await c.check([op.putfh(root), op.savefh(), op.rename(b"g", b"f")])
+        await c.check([op.putfh(o.fh), op.read(o.stateid, 0, 1)])
+        await c.check([op.putfh(o.fh), op.close(o.seqid, o.stateid)])
+        await expect(c, [op.putfh(o.fh)], N.NFS4ERR_STALE)
+
+    w.run(body())
