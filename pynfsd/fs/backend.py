@@ -12,7 +12,8 @@ what went wrong, and the NFS layer maps errno -> nfsstat4 in one table.
 Errors (the errno values a caller must expect):
 
 * ``ESTALE``   -- the handle is malformed, forged or tampered with (bad MAC), names an object
-  outside the export root, or names an object that has since been removed.
+  outside the export root, or names an object that has since been removed (and is not held:
+  ``hold``).
 * ``ENOENT``   -- a name does not exist; ``parent()`` of the root (never leaves the root).
 * ``EEXIST``, ``ENOTDIR``, ``EISDIR``, ``ENOTEMPTY``, ``EXDEV``, ``EMLINK``, ``ENOSPC``,
   ``EFBIG``, ``EROFS``, ``EPERM``, ``EACCES``, ``ENAMETOOLONG`` -- as in POSIX.
