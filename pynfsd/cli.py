@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
                    help=f"where client records and filehandle keys are kept (default {DEFAULT_STATE_DIR})")
     s.add_argument("--lease", type=int, default=90, metavar="SECONDS",
-                   help="lease time announced to clients (default 90)")
+                   help="lease time announced to clients (default 90); a client that stops renewing "
+                   "loses its lease this long plus min(10%%, 2 s) after its last renewal")
     s.add_argument("--grace", type=int, default=90, metavar="SECONDS",
                    help="grace period after a restart for state reclaim (default 90)")
     s.add_argument("--keytab", metavar="FILE",

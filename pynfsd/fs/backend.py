@@ -12,7 +12,8 @@ what went wrong, and the NFS layer maps errno -> nfsstat4 in one table.
 Errors (the errno values a caller must expect):
 
 * ``ESTALE``   -- the handle is malformed, forged or tampered with (bad MAC), names an object
-  outside the export root, or names an object that has since been removed.
+  outside the export root, or names an object that has since been removed (and is not held:
+  ``hold``).
 * ``ENOENT``   -- a name does not exist; ``parent()`` of the root (never leaves the root).
 * ``EEXIST``, ``ENOTDIR``, ``EISDIR``, ``ENOTEMPTY``, ``EXDEV``, ``EMLINK``, ``ENOSPC``,
   ``EFBIG``, ``EROFS``, ``EPERM``, ``EACCES``, ``ENAMETOOLONG`` -- as in POSIX.
@@ -285,6 +286,16 @@ class Backend(abc.ABC):
         """The filesystem mounted on ``name`` in ``dir_h`` (after ``lookup`` gave ``EXDEV``);
         ``EXDEV`` when the backend has no mount points, ``ENOENT``/``ENOTDIR`` as ``lookup``."""
         raise OSError(errno.EXDEV, "no mount points here")
+
+    def hold(self, h: bytes) -> None:
+        """Keep ``h`` usable through its handle after its last link is removed, until
+        ``release``, as an open file descriptor keeps a file (NFSv4 opens use this, as knfsd
+        holds an open file).  Holds of one handle nest.  Default: no holding."""
+        return None
+
+    def release(self, h: bytes) -> None:
+        """End one ``hold`` of ``h``; once none is left a removed ``h`` is ESTALE."""
+        return None
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -71,6 +71,12 @@ class FdCache:
             obj.refs += 1
             return obj
 
+    def borrow(self, obj: CachedObject) -> CachedObject:
+        """Borrow an entry already held (borrowed) elsewhere, cached or not."""
+        with self._lock:
+            obj.refs += 1
+            return obj
+
     def release(self, obj: CachedObject) -> None:
         """Return a borrowed entry."""
         with self._lock:

@@ -24,7 +24,11 @@ local user stays reachable through a handle issued earlier.
 
 Descriptors are cached (``fdcache.FdCache``): ``O_PATH`` for every object plus an I/O
 descriptor for regular files, reopened through ``/proc/self/fd``. Objects whose link count
-dropped to zero are reported ``ESTALE`` and evicted.
+dropped to zero are reported ``ESTALE`` and evicted, unless held (``hold``, as NFSv4 opens
+hold their files): a held object that loses its last link through this backend keeps a
+borrowed entry, so its descriptor stays open and it is served until ``release``.  Holding
+costs a descriptor only then, for at most ``max_kept`` files at a time (beyond, a removed
+file goes stale as unheld ones do); a held file unlinked behind the backend's back goes stale.
 
 readdir cookies are the filesystem's own ``getdents64`` ``d_off`` positions plus 3 (so never
 0, 1 or 2), as knfsd uses them: on ext4 they are hash positions that stay valid while the
@@ -39,8 +43,10 @@ object.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -73,6 +79,8 @@ _INODES_IN_MEMORY = frozenset(
 )
 MAX_DEPTH = 4096
 MAX_COVERED = 1024  # mount points whose covered directory's fileid is remembered
+MAX_KEPT = 256  # held files kept open after their last link went; beyond, they go stale
+log = logging.getLogger(__name__)
 _TYPES = {
     stat.S_IFREG: FileType.REG, stat.S_IFDIR: FileType.DIR, stat.S_IFBLK: FileType.BLK,
     stat.S_IFCHR: FileType.CHR, stat.S_IFLNK: FileType.LNK, stat.S_IFSOCK: FileType.SOCK,
@@ -156,7 +164,9 @@ def _timespec(t: TimeArg) -> tuple[int, int]:
 class LocalBackend(Backend):
     """The directory ``root_path`` as a backend; persistent state lives in ``state_dir``."""
 
-    def __init__(self, root_path: str, state_dir: str, cache_size: int = 256) -> None:
+    def __init__(
+        self, root_path: str, state_dir: str, cache_size: int = 256, max_kept: int = MAX_KEPT
+    ) -> None:
         self._root_fd = os.open(root_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             st = os.fstat(self._root_fd)
@@ -176,6 +186,11 @@ class LocalBackend(Backend):
         self._cache = FdCache(cache_size)
         # covered directories' fileids by (dir ino, name, mounted dev, mounted root ino)
         self._covered: dict[tuple[int, bytes, int, int], int] = {}
+        self._holds: dict[bytes, tuple[int, int]] = {}  # held handle -> (inode, holds)
+        self._held_inos: dict[int, bytes] = {}  # inode -> held handle
+        self._kept: dict[bytes, CachedObject] = {}  # held handles whose last link went
+        self._hold_lock = threading.Lock()
+        self._max_kept = max_kept
 
     # -- handles and descriptors ---------------------------------------------------------
 
@@ -220,6 +235,9 @@ class LocalBackend(Backend):
     @contextmanager
     def _borrow(self, h: bytes) -> Iterator[CachedObject]:
         obj = self._cache.get(h)
+        kept = self._kept.get(h) if obj is None else None
+        if kept is not None:
+            obj = self._cache.borrow(kept)  # removed (and evicted) but held
         if obj is None:
             fd, st = self._open_handle(h)
             obj = self._cache.put(h, fd, st.st_ino)
@@ -242,7 +260,7 @@ class LocalBackend(Backend):
     def _live(self, obj: CachedObject) -> os.stat_result:
         """``fstat`` of a cached object; ESTALE (and evict) once it has been removed."""
         st = os.fstat(obj.fd)
-        if st.st_nlink == 0:
+        if st.st_nlink == 0 and obj.key not in self._kept:
             self._cache.invalidate(obj.key)
             raise oserror(errno.ESTALE)
         return st
@@ -278,6 +296,66 @@ class LocalBackend(Backend):
 
     def _modified(self, st: os.stat_result) -> None:
         self._changes.bump(st.st_ino, st.st_ctime_ns)
+
+    # -- Backend: holds (an open file outlives its last link) -----------------------------
+
+    def hold(self, h: bytes) -> None:
+        """Note ``h`` (and its inode) as held: costs no descriptor until its last link is
+        about to be removed through this backend (``_keep_if_held``)."""
+        with self._hold_lock:
+            held = self._holds.get(h)
+        if held is None:
+            with self._borrow(h) as obj:
+                held = (obj.ino, 0)
+        with self._hold_lock:
+            held = self._holds.get(h, held)
+            self._holds[h] = (held[0], held[1] + 1)
+            self._held_inos[held[0]] = h
+
+    def release(self, h: bytes) -> None:
+        with self._hold_lock:
+            held = self._holds.pop(h, None)
+            if held is not None and held[1] > 1:
+                self._holds[h] = (held[0], held[1] - 1)
+                return
+            if held is not None and self._held_inos.get(held[0]) == h:
+                del self._held_inos[held[0]]
+            kept = self._kept.pop(h, None)
+        if kept is not None:
+            self._cache.release(kept)  # closed now if no longer cached and not in use
+
+    def _keep_if_held(self, dir_fd: int, name: bytes, st: os.stat_result | None) -> None:
+        """Before ``name`` (``st``) loses its last link: if its object is held, keep a
+        descriptor of it so that it lives on, served by handle until released."""
+        if st is None or st.st_nlink > 1 or stat.S_ISDIR(st.st_mode):
+            return
+        with self._hold_lock:
+            h = self._held_inos.get(st.st_ino)
+            full = len(self._kept) >= self._max_kept
+        if h is None or h in self._kept:
+            return
+        if full:
+            log.warning("%d removed files are held open already: one more goes stale", len(self._kept))
+            return
+        try:
+            fd = os.open(name, O_PATH, dir_fd=dir_fd)
+        except OSError:
+            return  # gone already: the unlink that follows says so
+        try:
+            same = self._codec.encode(*linux.handle_of_fd(fd)) == h  # not a reused inode
+        except BaseException:
+            os.close(fd)
+            raise
+        if not same:
+            os.close(fd)
+            return
+        obj = self._cache.put(h, fd, st.st_ino)
+        with self._hold_lock:
+            keep = h in self._holds and h not in self._kept  # not released meanwhile
+            if keep:
+                self._kept[h] = obj
+        if not keep:
+            self._cache.release(obj)
 
     # -- Backend: lookups ----------------------------------------------------------------
 
@@ -577,6 +655,7 @@ class LocalBackend(Backend):
     def remove(self, dir_h: bytes, name: bytes) -> None:
         with self._dir(dir_h) as (d, dst):
             victim = self._lstat(d.fd, check_name(name))
+            self._keep_if_held(d.fd, name, victim)
             try:
                 os.unlink(name, dir_fd=d.fd)
             except IsADirectoryError:
@@ -590,6 +669,7 @@ class LocalBackend(Backend):
         with self._dir(src_dir_h) as (s, sst), self._dir(dst_dir_h) as (t, tst):
             moved = self._lstat(s.fd, check_name(src_name))
             replaced = self._lstat(t.fd, check_name(dst_name))
+            self._keep_if_held(t.fd, dst_name, replaced)
             os.rename(src_name, dst_name, src_dir_fd=s.fd, dst_dir_fd=t.fd)
             if moved is not None and replaced is not None and moved.st_ino == replaced.st_ino:
                 return  # POSIX: renaming a file onto itself (or a hard link of it) does nothing
@@ -644,6 +724,9 @@ class LocalBackend(Backend):
             return self._attrs(os.fstat(obj.fd))
 
     def close(self) -> None:
+        for obj in self._kept.values():
+            self._cache.release(obj)
+        self._kept.clear()
         self._cache.close_all()
         if self._root_fd >= 0:
             os.close(self._root_fd)

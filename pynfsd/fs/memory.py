@@ -128,6 +128,7 @@ class MemoryBackend(Backend):
         self._key = secrets.token_bytes(32)
         self._lock = threading.RLock()
         self._inodes: dict[int, Inode] = {}
+        self._holds: dict[int, int] = {}  # inode -> holds: kept past its last link until released
         self._next_ino = 2
         self._change = 0
         self._used = 0
@@ -216,11 +217,33 @@ class MemoryBackend(Backend):
             node.nlink = 0
         else:
             node.nlink -= 1
-        if node.nlink == 0:
-            self._used -= len(node.data)
-            del self._inodes[node.ino]
-        else:
+        if node.nlink > 0:
             self._touch(node)
+        elif node.ino not in self._holds:
+            self._free(node)
+
+    def _free(self, node: Inode) -> None:
+        self._used -= len(node.data)
+        del self._inodes[node.ino]
+
+    # -- holds (an opened file outlives its last link, as an open descriptor keeps it) ---
+
+    def hold(self, h: bytes) -> None:
+        with self._lock:
+            ino = self._get(h).ino
+            self._holds[ino] = self._holds.get(ino, 0) + 1
+
+    def release(self, h: bytes) -> None:
+        with self._lock:
+            try:
+                node = self._get(h)
+            except OSError:
+                return
+            left = self._holds.pop(node.ino, 0) - 1
+            if left > 0:
+                self._holds[node.ino] = left
+            elif node.nlink == 0 and node.type != FileType.DIR:
+                self._free(node)
 
     # -- Backend -------------------------------------------------------------------------
 
@@ -436,6 +459,8 @@ class MemoryBackend(Backend):
             node, parent = self._get(h), self._dir(dir_h)
             if node.type == FileType.DIR:
                 raise oserror(errno.EPERM, "hard link to a directory")
+            if node.nlink == 0:
+                raise oserror(errno.ENOENT, "removed (held open only)")  # as linkat(2)
             if node.nlink >= LINK_MAX:
                 raise oserror(errno.EMLINK)
             if check_name(name) in parent.entries().entries:

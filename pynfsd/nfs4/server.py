@@ -30,8 +30,10 @@ from pynfsd.nfs4.callback import CallbackClient, CallbackTarget, ServerGssIdenti
 from pynfsd.nfs4.clientstore import FileClientStore
 from pynfsd.nfs4.crossing import OnceLog
 from pynfsd.nfs4.executor import BlockingPool
+from pynfsd.nfs4.fh import KIND_EXPORT, decode_fh
 from pynfsd.nfs4.grace import GracePeriod
 from pynfsd.nfs4.state import StateManager
+from pynfsd.nfs4.state_leases import enforced_lease
 from pynfsd.nfs4.vfs import ClientView, Vfs
 from pynfsd.rpc.errors import GarbageArgs
 from pynfsd.rpc.server import RpcCall, RpcServer
@@ -115,19 +117,20 @@ class NFSServer:
             config.clock,
             config.grace_time,
             self.client_store.recorded(),
-            lease=config.lease_time,
+            lease=enforced_lease(config.lease_time),
             on_end=self.client_store.grace_done,
         )
+        self._backends: dict[int, Backend] = {}
         self.state = StateManager(
             clock=config.clock,
             rng=secrets.token_bytes,
             lease_time=config.lease_time,
             server_boot_id=secrets.token_bytes(4),
             store=self.client_store,
+            open_files=BackendOpenFiles(self._backends),
             grace=self.grace,
         )
         self._pool = BlockingPool(config.workers)
-        self._backends: dict[int, Backend] = {}
         self._views: dict[tuple[ClientExport, ...], ClientView] = {}
         self._by_addr: dict[str, tuple[float, ClientView]] = {}
         self._factory = config.backend_factory or local_backend
@@ -251,3 +254,27 @@ class NFSServer:
         status, results, numres = await compound.process(ctx, u, count)
         call.cacheable = ctx.non_idempotent
         return compound.encode_reply(status, tag, numres, results)
+
+
+class BackendOpenFiles:
+    """The state manager's `OpenFiles`: an opened file is held in its backend, so that its
+    open stateids keep working after its last link is removed (RENAME over it, REMOVE)."""
+
+    def __init__(self, backends: dict[int, Backend]) -> None:
+        self._backends = backends
+
+    def hold(self, file_key: bytes) -> None:
+        self._call(file_key, hold=True)
+
+    def release(self, file_key: bytes) -> None:
+        self._call(file_key, hold=False)
+
+    def _call(self, file_key: bytes, *, hold: bool) -> None:
+        d = decode_fh(file_key)
+        backend = self._backends.get(d.fsid) if d.kind == KIND_EXPORT else None
+        if backend is None:
+            return
+        try:
+            (backend.hold if hold else backend.release)(d.ident)
+        except OSError as e:  # removed already: nothing to hold
+            log.debug("cannot hold an opened file: %s", e)

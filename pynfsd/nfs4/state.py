@@ -14,8 +14,9 @@ to its client without a global table.
 
 Leases (§9.5).  Each confirmed client has one expiry time, pushed forward by every operation
 that uses a valid client id or non-special stateid.  The server *announces* `lease_time`
-(the lease_time attribute) but *enforces* `lease_time * enforced_lease_factor`, so clients
-renewing on time are never cut off by delays.  A client whose lease is *pinned* (`pin`/`unpin`
+(the lease_time attribute) and *enforces* `enforced_lease(lease_time)`: the lease plus a
+margin of 10 %, at most 2 s (`state_leases.lease_margin`), so a client renewing on time is
+not cut off by a delay and a crashed client's state blocks others barely longer than its lease.  A client whose lease is *pinned* (`pin`/`unpin`
 or `lease_held`, held by the COMPOUND that is using it) never lapses; unpinning renews it.
 
 Courtesy (§9.6.3.1).  A lapsed client that holds opens is *courteous*: it keeps its opens and
@@ -28,7 +29,8 @@ is bounded: a client lapsed for `courtesy_limit` seconds (24 h) is cancelled, an
 than `max_courteous` clients are courteous `sweep()` cancels the longest-lapsed first.  A
 lapsed client without opens is cancelled when next noticed.  A cancelled or revoked client
 leaves a bounded tombstone so its ids get NFS4ERR_EXPIRED / NFS4ERR_ADMIN_REVOKED instead of
-NFS4ERR_BAD_STATEID or NFS4ERR_STALE_CLIENTID.
+NFS4ERR_BAD_STATEID or NFS4ERR_STALE_CLIENTID; so does an incarnation replaced by its
+client's reboot (its stateids get NFS4ERR_EXPIRED, as knfsd and Ganesha answer).
 
 State-owners (§9.1.7-§9.1.9).  Seqid-bearing operations run in three steps in the op layer:
 get the owner (`open_owner` for OPEN, `owner_for_stateid` for CLOSE, OPEN_CONFIRM,
@@ -36,7 +38,9 @@ OPEN_DOWNGRADE, LOCK and LOCKU), `owner.check_seqid(seqid, opnum)` (returns the 
 of a retransmission, raises NFS4ERR_BAD_SEQID), run the operation, then
 `owner.record_result(seqid, result, status, opnum)` whatever the outcome; the seqid does not
 advance for the statuses §9.1.7 lists.  For LOCK with a new lock-owner, the open-owner's
-sequence governs replay and `lock_seqid` initialises the lock-owner (§16.10.5).
+sequence governs replay and `lock_seqid` initialises the lock-owner (§16.10.5); for a
+lock-owner already known it must be its next seqid, and its lock set on that open, if any,
+is extended (as knfsd does, where §16.10.5 says NFS4ERR_BAD_SEQID).
 New open-owners are unconfirmed until OPEN_CONFIRM (§9.1.11, §16.18); another OPEN on an
 unconfirmed owner that is not a retransmission, or a bad seqid, cancels its opens (§16.18.5).
 A CLOSEd stateid is retained until the owner's next sequenced request so that a retransmitted
@@ -46,6 +50,8 @@ Opens and shares (§9.9-§9.11).  One `OpenState` per (open-owner, file); a seco
 upgrades it to the union of the modes and bumps its seqid.  Share checks include the
 requester's own opens, as §9.9 requires.  I/O with the anonymous stateid (or the READ bypass
 stateid for writes) is refused with NFS4ERR_LOCKED by a conflicting deny reservation.
+An `OpenFiles` hook is told when a file gets its first open and loses its last one, so the
+server can keep an opened file usable by its stateids after its last link goes (as knfsd).
 
 Locks (`state_locks`).  One `LockState` per (lock-owner, open); POSIX range semantics with
 split, merge, upgrade and downgrade; conflicts across lock-owners give NFS4ERR_DENIED with
@@ -78,6 +84,8 @@ from pynfsd.nfs4.state_leases import (
     MAX_COURTEOUS,
     Leases,
     client_info,
+    enforced_lease,
+    state_counts,
     tombstone_error,
 )
 from pynfsd.nfs4.state_locks import (
@@ -86,7 +94,6 @@ from pynfsd.nfs4.state_locks import (
     Holder,
     Waiter,
     check_new_locker_seqid,
-    count_locks,
     denied,
     holder,
     lock_args,
@@ -119,7 +126,9 @@ from pynfsd.nfs4.state_types import (
     FixedGrace,
     GraceTracker,
     LockDenied,
+    NoOpenFiles,
     NullClientStore,
+    OpenFiles,
     OpenResult,
     ReplayedResult,
     StateCounts,
@@ -165,8 +174,8 @@ class StateManager:
         lease_time: int = 90,
         *,
         server_boot_id: bytes,
-        enforced_lease_factor: float = 1.5,
         store: ClientStore | None = None,
+        open_files: OpenFiles | None = None,
         in_grace: Callable[[], bool] | None = None,
         grace: GraceTracker | None = None,
         waiter_window: float | None = None,
@@ -175,9 +184,10 @@ class StateManager:
     ) -> None:
         self.clock = clock
         self.lease_time = lease_time
-        self.enforced_lease = lease_time * enforced_lease_factor
+        self.enforced_lease = enforced_lease(lease_time)
         self.waiter_window = lease_time if waiter_window is None else waiter_window
         self._store: ClientStore = store if store is not None else NullClientStore()
+        self._open_files: OpenFiles = open_files if open_files is not None else NoOpenFiles()
         self._grace: GraceTracker = grace if grace is not None else FixedGrace(in_grace)
         self._in_grace = self._grace.in_grace
         self.leases = Leases(clock, self.enforced_lease, courtesy_limit, max_courteous)
@@ -339,6 +349,8 @@ class StateManager:
         )
         client.states[os.index] = os
         oo.opens[file_key] = os
+        if not fs.opens:
+            self._open_files.hold(file_key)  # the file outlives its links until the last CLOSE
         fs.add_open(os)
         if not oo.confirmed:
             fs.pending = (*fs.pending, os)  # a cancelled owner's opens are reaped from here
@@ -438,31 +450,36 @@ class StateManager:
         offset: int,
         length: int,
         *,
+        clientid: int | None = None,
         reclaim: bool = False,
     ) -> Stateid:
-        """LOCK with new_lock_owner (open_to_lock_owner4); returns a lock stateid, seqid 1."""
+        """LOCK with new_lock_owner (open_to_lock_owner4): a new lock stateid (seqid 1), or the
+        bumped one of the lock-owner's lock set for this open (`check_new_locker_seqid`).
+
+        `clientid` is the lock_owner4's (the op layer always passes it): a lock-owner of
+        another client than the open's is NFS4ERR_BAD_STATEID, as knfsd answers.
+        """
         rng = lock_args(locktype, offset, length)
         os = self._resolve(open_stateid, file_key, OpenState)
         assert isinstance(os, OpenState)
         client = os.owner.client
+        if clientid is not None and clientid != client.clientid:
+            raise E.NFS4ERR_BAD_STATEID("lock-owner of another client than the open's")
         self._check_grace(client, reclaim)
         lo = client.lock_owners.get(lock_owner)
-        if lo is not None:
-            check_new_locker_seqid(lo, os, lock_seqid)
-        else:
+        ls = check_new_locker_seqid(lo, os, lock_seqid) if lo is not None else None
+        if lo is None:
             lo = client.lock_owners[lock_owner] = LockOwner(client, lock_owner)
-        ls = LockState(client.allocate_index(), 1, lo, os)
+        if ls is None:
+            ls = LockState(client.allocate_index(), 1, lo, os)
         try:
-            self._may_grant(ls, rng, locktype)
+            return self._grant(ls, rng, locktype)
         except E.NFS4Error:
-            lo.last_seqid = lock_seqid
             if not lo.lock_states and lo.reply is None:
                 del client.lock_owners[lock_owner]
             raise
-        lo.last_seqid = lock_seqid
-        ls.apply(rng.start, rng.end, is_write_lock(locktype))
-        self._attach(ls)
-        return ls.stateid()
+        finally:
+            lo.last_seqid = lock_seqid  # the lock-owner's sequence starts or goes on (§16.10.5)
 
     def lock_existing(
         self,
@@ -479,9 +496,18 @@ class StateManager:
         ls = self._resolve(lock_stateid, file_key, LockState)
         assert isinstance(ls, LockState)
         self._check_grace(ls.owner.client, reclaim)
+        return self._grant(ls, rng, locktype)
+
+    def _grant(self, ls: LockState, rng: ByteRange, locktype: int) -> Stateid:
+        """Lock `rng` for lock set `ls` (attached now if new) or raise NFS4ERR_DENIED; the
+        lock stateid: seqid 1 for a new set, else bumped (§9.1.4.2)."""
         fs = self._may_grant(ls, rng, locktype)
-        fs.lock(ls, rng, is_write_lock(locktype))
-        return ls.bump()
+        if ls in ls.owner.lock_states:
+            fs.lock(ls, rng, is_write_lock(locktype))
+            return ls.bump()
+        ls.apply(rng.start, rng.end, is_write_lock(locktype))
+        self._attach(ls)
+        return ls.stateid()
 
     def lockt(
         self,
@@ -627,19 +653,7 @@ class StateManager:
         return [client_info(c, now) for c in records]
 
     def counts(self) -> StateCounts:
-        confirmed = self.clients.confirmed.values()
-        owners = [oo for c in confirmed for oo in c.open_owners.values()]
-        lock_sets = [
-            ls for c in confirmed for lo in c.lock_owners.values() for ls in lo.lock_states
-        ]
-        return StateCounts(
-            clients=len(self.clients.confirmed),
-            unconfirmed_clients=len(self.clients.unconfirmed),
-            open_owners=len(owners),
-            opens=sum(len(oo.opens) for oo in owners),
-            lock_states=len(lock_sets),
-            locks=count_locks(lock_sets),
-        )
+        return state_counts(self.clients.confirmed.values(), len(self.clients.unconfirmed))
 
     # -- leases ---------------------------------------------------------------------------
 
@@ -798,6 +812,8 @@ class StateManager:
         fs = self._files.get(os.file_key)
         if fs is not None:
             fs.remove_open(os)
+            if not fs.opens:
+                self._open_files.release(os.file_key)
             if fs.pending:
                 fs.pending = tuple(p for p in fs.pending if p is not os)
             self._gc_file(os.file_key, fs)
@@ -816,6 +832,3 @@ class StateManager:
     def _gc_file(self, file_key: bytes, fs: FileState) -> None:
         if fs.is_empty() and self._files.get(file_key) is fs:
             del self._files[file_key]
-
-
-# -- helpers --------------------------------------------------------------------------------

@@ -8,7 +8,10 @@ which drops the old incarnation's state (§16.34.5, §9.1.1) through the `drop` 
 Client ids are `boot_tag << 32 | counter`: ids handed out before a restart carry another boot
 tag and get NFS4ERR_STALE_CLIENTID.  Clients whose state was dropped for lease expiry or
 revocation leave a small bounded tombstone so that their ids get NFS4ERR_EXPIRED (stateids:
-NFS4ERR_EXPIRED / NFS4ERR_ADMIN_REVOKED) rather than a misleading STALE/BAD error.
+NFS4ERR_EXPIRED / NFS4ERR_ADMIN_REVOKED) rather than a misleading STALE/BAD error.  An
+incarnation replaced by the client's reboot leaves one too (`REPLACED`): its client id is
+NFS4ERR_STALE_CLIENTID and its stateids NFS4ERR_EXPIRED, as knfsd and Ganesha answer.  At
+most `MAX_TOMBSTONES` are kept, the oldest forgotten first.
 
 Colliding identifiers (`CollisionTracker`).  Machines that share one client id string (containers
 with one hostname: Linux builds the id from the hostname unless `nfs4_unique_id` is set) keep
@@ -27,6 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from pynfsd.nfs4 import errors as E
+from pynfsd.nfs4.state_leases import REPLACED
 from pynfsd.nfs4.state_owners import Client
 from pynfsd.nfs4.state_types import ClientStore, SetClientIdResult
 
@@ -171,7 +175,7 @@ class ClientTable:
             if old.principal != unconf.principal and old.has_state():
                 raise E.NFS4ERR_CLID_INUSE(value=client_address(old))  # §9.1.2
             self.remove_confirmed(old)
-            self._drop(old, 0)  # §16.34.5: MUST remove x's relevant leased state
+            self._drop(old, REPLACED)  # §16.34.5: MUST remove x's relevant leased state
         self._forget_unconfirmed(unconf)
         unconf.confirmed = True
         unconf.expires = self._clock() + self._lease
@@ -192,9 +196,9 @@ class ClientTable:
         client = self.confirmed.get(clientid)
         if client is not None:
             return client
-        if clientid in self.tombstones:
+        if self.tombstones.get(clientid, REPLACED) != REPLACED:
             raise E.NFS4ERR_EXPIRED()  # its lease expired or it was revoked
-        raise E.NFS4ERR_STALE_CLIENTID()  # another boot, unconfirmed, or long forgotten
+        raise E.NFS4ERR_STALE_CLIENTID()  # another boot, unconfirmed, replaced, or forgotten
 
     def expire_unconfirmed(self, now: float) -> None:
         for record in [r for r in self.unconfirmed.values() if r.expires <= now]:

@@ -1,7 +1,12 @@
-"""Lease arithmetic and courtesy bounds for the state manager (RFC 7530 §9.5, §9.6.3.1).
+"""Lease arithmetic and courtesy bounds for the state manager (RFC 7530 §9.5, §9.6.3.1),
+and the admin views of clients and state counts.
 
 A client's lease runs until `client.expires`, pushed `enforced_lease` seconds ahead by every
-renewal; it never lapses while pinned by a COMPOUND in progress.  A lapsed client that still
+renewal; it never lapses while pinned by a COMPOUND in progress.  The enforced lease is the
+announced one plus one small margin, `lease_margin` (10 % of the lease, at most 2 s), for
+network and scheduling delays: every place that computes an expiry (leases, the sweep, the
+lease left shown by `pynfsd clients`, the grace period's wait for silent clients) uses
+`enforced_lease`, and no other factor.  A lapsed client that still
 holds opens is *courteous* (§9.6.3.1) for at most `courtesy_limit` seconds, and at most
 `max_courteous` clients are; what the state manager does with lapsed and courteous clients
 is described in `pynfsd.nfs4.state`.  Pure arithmetic on the injected clock: no I/O.
@@ -10,19 +15,36 @@ is described in `pynfsd.nfs4.state`.  Pure arithmetic on the injected clock: no 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state_locks import count_locks
 from pynfsd.nfs4.state_owners import Client
-from pynfsd.nfs4.state_types import ClientInfo
+from pynfsd.nfs4.state_types import ClientInfo, StateCounts
 
 log = logging.getLogger("pynfsd.nfs4.state")
 
+LEASE_MARGIN_SHARE = 0.1  # the margin is at most this share of the announced lease ...
+LEASE_MARGIN_MAX = 2.0  # ... and at most this many seconds
 COURTESY_LIMIT = 24 * 3600.0  # seconds a lapsed client's state is kept at most (§9.6.3.1)
 MAX_COURTEOUS = 1024  # courteous clients kept at most; the longest-lapsed go first beyond
 EXPIRED = E.NFS4ERR_EXPIRED.status
 ADMIN_REVOKED = E.NFS4ERR_ADMIN_REVOKED.status
+REPLACED = E.NFS4ERR_STALE_CLIENTID.status  # tombstone of an incarnation its client replaced
+
+
+def lease_margin(lease_time: float) -> float:
+    """Seconds a lease is enforced beyond the announced `lease_time`: min(10 %, 2 s).
+
+    Enough for a renewal delayed in the network or a busy server; small, because every
+    extra second is one in which a crashed client's opens and locks block everyone else
+    (knfsd enforces the lease itself, its laundromat adding a delay of the same order)."""
+    return min(lease_time * LEASE_MARGIN_SHARE, LEASE_MARGIN_MAX)
+
+
+def enforced_lease(lease_time: float) -> float:
+    """The lease the server enforces for an announced `lease_time` (§9.5)."""
+    return lease_time + lease_margin(lease_time)
 
 
 class Leases:
@@ -75,10 +97,13 @@ class Leases:
 
 
 def tombstone_error(status: int | None) -> E.NFS4Error:
+    """The error for a stateid of a client that is gone, by its tombstone's status."""
     if status == ADMIN_REVOKED:
         return E.NFS4ERR_ADMIN_REVOKED()  # §9.8
-    if status == EXPIRED:
-        return E.NFS4ERR_EXPIRED()  # §9.1.4.4: state lost to lease expiration
+    if status in (EXPIRED, REPLACED):
+        # §9.1.4.4: state lost to lease expiration, or (as knfsd and Ganesha answer) to
+        # the client's own reboot (§9.1.1: the new incarnation's confirm released it)
+        return E.NFS4ERR_EXPIRED()
     return E.NFS4ERR_BAD_STATEID()
 
 
@@ -97,4 +122,18 @@ def client_info(c: Client, now: float) -> ClientInfo:
         opens,
         locks,
         courteous,
+    )
+
+
+def state_counts(confirmed: Collection[Client], unconfirmed: int) -> StateCounts:
+    """How much state the confirmed clients hold (for `pynfsd status` and tests)."""
+    owners = [oo for c in confirmed for oo in c.open_owners.values()]
+    lock_sets = [ls for c in confirmed for lo in c.lock_owners.values() for ls in lo.lock_states]
+    return StateCounts(
+        clients=len(confirmed),
+        unconfirmed_clients=unconfirmed,
+        open_owners=len(owners),
+        opens=sum(len(oo.opens) for oo in owners),
+        lock_states=len(lock_sets),
+        locks=count_locks(lock_sets),
     )

@@ -44,6 +44,7 @@ from pynfsd.nfs4.state_types import (
     LockDenied,
     Range,
     byte_range,
+    next_seqid,
 )
 
 MAX_WAITERS_PER_FILE = 64
@@ -306,12 +307,17 @@ def lock_args(locktype: int, offset: int, length: int) -> ByteRange:
     return byte_range(offset, length)
 
 
-def check_new_locker_seqid(lo: LockOwner, os: OpenState, lock_seqid: int) -> None:
-    """An existing lock-owner named as new: §16.10.5 cases for open_to_lock_owner4."""
-    if any(ls.open is os for ls in lo.lock_states):
-        raise E.NFS4ERR_BAD_SEQID("lock-owner already has state for this open")  # §16.10.5
-    if lo.lock_states and lo.check_seqid(lock_seqid) is not None:
-        raise E.NFS4ERR_BAD_SEQID("lock_seqid replays an old request")
+def check_new_locker_seqid(lo: LockOwner, os: OpenState, lock_seqid: int) -> LockState | None:
+    """A known lock-owner named as new (open_to_lock_owner4): its lock set for this open,
+    if any, which the LOCK then extends.
+
+    §16.10.5 answers NFS4ERR_BAD_SEQID when the lock-owner already has state for the open;
+    as knfsd (and pynfs LOCK24 expects), the request is served when `lock_seqid` is the
+    lock-owner's next seqid, and only a seqid out of sequence is NFS4ERR_BAD_SEQID.
+    """
+    if lo.lock_states and lo.last_seqid is not None and lock_seqid != next_seqid(lo.last_seqid):
+        raise E.NFS4ERR_BAD_SEQID(f"lock_seqid {lock_seqid}, last {lo.last_seqid}")  # §9.1.7
+    return next((ls for ls in lo.lock_states if ls.open is os), None)
 
 
 def denied(hit: Hit) -> LockDenied:

@@ -327,6 +327,27 @@ class NullClientStore:
         return None
 
 
+class OpenFiles(Protocol):
+    """Told when a file gets its first open and loses its last one (`hold` / `release`),
+    so that the file stays usable by its open stateids after its last link is removed, as
+    knfsd holds the open file (the server's holds it in the backend).  Called on the event
+    loop thread; errors are the implementation's to handle."""
+
+    def hold(self, file_key: bytes) -> None: ...
+
+    def release(self, file_key: bytes) -> None: ...
+
+
+class NoOpenFiles:
+    """`OpenFiles` that holds nothing (tests of the state manager alone)."""
+
+    def hold(self, file_key: bytes) -> None:
+        return None
+
+    def release(self, file_key: bytes) -> None:
+        return None
+
+
 class GraceTracker(Protocol):
     """The grace period as the state manager sees it (the real one is `pynfsd.nfs4.grace`).
 

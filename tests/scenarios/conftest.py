@@ -1,6 +1,6 @@
 """Fixtures for the scenarios: a real `pynfsd serve` with short leases, and a timeline.
 
-The server announces a 4 s lease (enforced somewhat longer) and keeps an 8 s grace period,
+The server announces a 4 s lease (enforced 0.4 s longer) and keeps an 8 s grace period,
 so a whole scenario runs in seconds.  `pytest -s tests/scenarios` prints every timeline; a
 failing scenario also carries its timeline in the report section "timeline".
 """

@@ -30,7 +30,7 @@ T = TypeVar("T")
 HOST = "127.0.0.1"
 STEP_TIMEOUT = 20.0
 SCENARIO_TIMEOUT = 90.0
-LEASE = 4  # seconds the server announces (it enforces a little longer)
+LEASE = 4  # seconds the server announces (it enforces 10 % more: 4.4 s)
 GRACE = 8  # seconds of grace after a restart
 
 

@@ -19,6 +19,7 @@ from nfs4_fixtures import (
     make_world,
     mkdir,
     new_clientid,
+    open_file,
     ops,
     readdir_all,
     user,
@@ -241,10 +242,11 @@ def test_rename_over_an_existing_file_replaces_it(w: World) -> None:
         c = w.client()
         root = await export_root(c)
         f = await make_file(c, root, b"f")
-        old = await make_file(c, root, b"old")
+        o = await open_file(c, root, await new_clientid(c, b"maker"), b"o", b"old")
+        await c.check([op.putfh(o.fh), op.close(o.seqid, o.stateid)])  # not kept by an open
         await c.check([op.putfh(root), op.savefh(), op.rename(b"f", b"old")])
         assert await lookup_fh(c, root, b"old") == f
-        await expect(c, [op.putfh(old)], N.NFS4ERR_STALE)
+        await expect(c, [op.putfh(o.fh)], N.NFS4ERR_STALE)
         assert [e.name for e in await readdir_all(c, root)] == [b"old"]
 
     w.run(body())

@@ -268,3 +268,28 @@ def test_lookup_of_a_name_that_is_not_utf8_is_inval(tmp_path: Path) -> None:
         w.run(body())
     finally:
         w.close()
+
+
+def test_an_open_file_renamed_over_stays_usable_until_its_close(tmp_path: Path) -> None:
+    """As a local open file (and knfsd's), the open keeps the replaced file alive: its
+    stateid reads and writes it and CLOSE succeeds; then its handle is stale."""
+    w, exp = _local_world(tmp_path)
+    (exp / "new").write_bytes(b"new contents")
+
+    async def body() -> None:
+        c = w.client()
+        root = await _root(c, exp)
+        cid = await new_clientid(c)
+        o = await open_file(c, root, cid, b"o", b"f")
+        await c.check([op.putfh(o.fh), op.write(o.stateid, 0, b"old contents")])
+        await c.check([op.putfh(root), op.savefh(), op.rename(b"new", b"f")])
+        assert (exp / "f").read_bytes() == b"new contents"
+        (_, got) = await c.check([op.putfh(o.fh), op.read(o.stateid, 0, 100)])
+        assert got.data == b"old contents"
+        await c.check([op.putfh(o.fh), op.close(o.seqid, o.stateid)])
+        await expect(c, [op.putfh(o.fh)], N.NFS4ERR_STALE)
+
+    try:
+        w.run(body())
+    finally:
+        w.close()

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 
 import pytest
 from nfs4_fixtures import (
+    LEASE,
     RW,
     Opened,
     R,
+    W,
     World,
     expect,
     export_root,
@@ -22,6 +24,7 @@ from nfs4_fixtures import (
 
 from pynfsd.client.nfs4 import Nfs4Client, op
 from pynfsd.gen import nfs4 as N
+from pynfsd.nfs4.state_leases import enforced_lease
 
 READ_LT, WRITE_LT = N.READ_LT, N.WRITE_LT
 EOF = N.NFS4_UINT64_MAX
@@ -267,5 +270,76 @@ def test_lock_with_a_stateid_of_another_file_is_bad_stateid(w: World) -> None:
             ],
             N.NFS4ERR_BAD_STATEID,
         )
+
+    w.run(body())
+
+
+# -- lease expiry (§9.5, §9.6.3.1) and the checks of open_to_lock_owner4 (§16.10.5) ----------
+
+
+def test_a_silent_clients_lock_blocks_others_for_the_lease_plus_the_margin_only(
+    w: World,
+) -> None:
+    async def body() -> None:
+        a, b, _ = await _two_parties(w)
+        await _lock(a, WRITE_LT, 0, 10, b"lo-a")  # then A stops renewing
+        o = b.opened
+        w.clock.advance(enforced_lease(LEASE) - 0.1)  # 91.9 s: A's lease still runs
+        await expect(
+            b.c,
+            [
+                op.putfh(o.fh),
+                ops.lock_new(WRITE_LT, 0, 10, o.seqid, o.stateid, 1, b.clientid, b"lo-b"),
+            ],
+            N.NFS4ERR_DENIED,
+        )
+        o.seqid += 1  # NFS4ERR_DENIED advances the open-owner's seqid (§9.1.7)
+        w.clock.advance(0.2)  # 92.1 s: A is courteous and yields to the conflict
+        await _lock(b, WRITE_LT, 0, 10, b"lo-b")
+        await expect(a.c, [op.renew(a.clientid)], N.NFS4ERR_EXPIRED)
+
+    w.run(body())
+
+
+def test_open_to_lock_owner_naming_another_client_is_bad_stateid(w: World) -> None:
+    async def body() -> None:
+        a, b, _ = await _two_parties(w)
+        o = a.opened
+        await expect(
+            a.c,
+            [
+                op.putfh(o.fh),
+                ops.lock_new(WRITE_LT, 0, 10, o.seqid, o.stateid, 1, b.clientid, b"lo"),
+            ],
+            N.NFS4ERR_BAD_STATEID,
+        )
+        await _lock(a, WRITE_LT, 0, 10, b"lo")  # the seqid did not advance (§9.1.7)
+        await _lock(b, READ_LT, 20, 10, b"lo")  # and B's lock-owner "lo" is its own
+
+    w.run(body())
+
+
+def test_lock_unlock_across_an_open_upgrade_and_downgrade(w: World) -> None:
+    """OPEN(read), LOCK(read), OPEN(write), LOCKU, OPEN_DOWNGRADE(write), LOCK(write), each
+    LOCK naming the lock-owner as new with its next lock seqid (as pynfs LOCK24 does)."""
+
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        cid = await new_clientid(c)
+        o = await open_file(c, root, cid, b"oo", b"f", access=R)
+        lk = ops.lock_new(READ_LT, 0, EOF, o.seqid, o.stateid, 0, cid, b"lo")
+        (_, first) = await c.check([op.putfh(o.fh), lk])
+        (_, up) = await c.check([op.putfh(root), op.open(o.seqid + 1, cid, b"oo", b"f", access=W)])
+        lsid = first.lock_stateid
+        (_, lsid) = await c.check([op.putfh(o.fh), op.locku(READ_LT, 1, lsid, 0, EOF)])
+        down = ops.open_downgrade(up.stateid, o.seqid + 2, W, 0)
+        (_, dg) = await c.check([op.putfh(o.fh), down])
+        lk = ops.lock_new(WRITE_LT, 0, EOF, o.seqid + 3, dg.open_stateid, 2, cid, b"lo")
+        (_, again) = await c.check([op.putfh(o.fh), lk])
+        assert again.lock_stateid.other == lsid.other  # the lock-owner's state for this open
+        assert again.lock_stateid.seqid == lsid.seqid + 1
+        stale = ops.lock_new(WRITE_LT, 0, 1, o.seqid + 4, dg.open_stateid, 2, cid, b"lo")
+        await expect(c, [op.putfh(o.fh), stale], N.NFS4ERR_BAD_SEQID)  # not the next seqid
 
     w.run(body())

@@ -523,3 +523,35 @@ def test_open_of_a_special_file_is_symlink(w: World, objtype: int, value: object
         await expect(c, [op.putfh(root), create], N.NFS4ERR_SYMLINK)
 
     w.run(body())
+
+
+def test_stateids_of_a_rebooted_client_are_expired(w: World) -> None:
+    """A new verifier confirmed for the same client id string: the old incarnation's
+    stateids get NFS4ERR_EXPIRED (as knfsd and Ganesha answer), its client id STALE."""
+
+    async def body() -> None:
+        c, root, clientid = await _setup(w)
+        o = await open_file(c, root, clientid, b"oo", b"f")
+        rebooted = await new_clientid(c, verf=b"booted-2")
+        assert rebooted != clientid
+        await expect(c, [op.putfh(o.fh), op.read(o.stateid, 0, 1)], N.NFS4ERR_EXPIRED)
+        await expect(c, [op.putfh(o.fh), op.close(o.seqid, o.stateid)], N.NFS4ERR_EXPIRED)
+        await expect(c, [op.renew(clientid)], N.NFS4ERR_STALE_CLIENTID)
+        await open_file(c, root, rebooted, b"oo", b"f")  # the new incarnation starts afresh
+
+    w.run(body())
+
+
+def test_close_of_a_file_renamed_over_succeeds(w: World) -> None:
+    """The open keeps the replaced file alive until its CLOSE (as knfsd); then it is stale."""
+
+    async def body() -> None:
+        c, root, clientid = await _setup(w)
+        o = await open_file(c, root, clientid, b"oo", b"f")
+        await open_file(c, root, clientid, b"o2", b"g")
+        await c.check([op.putfh(root), op.savefh(), op.rename(b"g", b"f")])
+        await c.check([op.putfh(o.fh), op.read(o.stateid, 0, 1)])
+        await c.check([op.putfh(o.fh), op.close(o.seqid, o.stateid)])
+        await expect(c, [op.putfh(o.fh)], N.NFS4ERR_STALE)
+
+    w.run(body())

@@ -498,6 +498,22 @@ def test_readdir_attrs_are_lstat(fs: Backend) -> None:
     assert entry.attrs.type == FileType.LNK
 
 
+def test_a_held_file_outlives_its_last_link_until_released(fs: Backend) -> None:
+    f = mkfile(fs, b"f", b"held")
+    g = mkfile(fs, b"g", b"new")
+    fs.hold(f)
+    fs.rename(fs.root(), b"g", fs.root(), b"f")  # over the held file
+    assert fs.getattr(f).nlink == 0
+    assert fs.read(f, 0, 10) == (b"held", True)
+    fs.write(f, 4, b"!", True)
+    assert fs.read(f, 0, 10) == (b"held!", True)
+    assert fs.read(fs.lookup(fs.root(), b"f")[0], 0, 10) == (b"new", True)
+    expect(errno.ENOENT, fs.link, f, fs.root(), b"back")
+    fs.release(f)
+    expect(errno.ESTALE, fs.getattr, f)
+    assert fs.getattr(g).nlink == 1
+
+
 def test_attrs_is_frozen(fs: Backend) -> None:
     attrs: Attrs = fs.getattr(fs.root())
     with pytest.raises(AttributeError):

@@ -253,6 +253,56 @@ def test_change_tracker_bumps_within_one_ctime_tick() -> None:
 # -- descriptor cache ----------------------------------------------------------------------
 
 
+def test_a_held_object_outlives_its_last_link_until_released(env: Env) -> None:
+    b = env.backend(cache_size=2)
+    f, _, _ = b.create_file(b.root(), b"f", 0o644, 0, 0, True)
+    b.write(f, 0, b"kept", True)
+    b.hold(f)
+    b.hold(f)  # holds nest
+    b.remove(b.root(), b"f")
+    for i in range(4):  # evicts f's entry from the descriptor cache
+        b.create_file(b.root(), b"other%d" % i, 0o644, 0, 0, True)
+    fds = len(os.listdir("/proc/self/fd"))
+    assert b.getattr(f).nlink == 0
+    assert b.read(f, 0, 10) == (b"kept", True)
+    b.write(f, 4, b"!", True)
+    b.release(f)
+    assert b.read(f, 0, 10) == (b"kept!", True)
+    b.release(f)
+    expect(errno.ESTALE, b.getattr, f)
+    assert len(os.listdir("/proc/self/fd")) < fds  # its descriptors are closed
+    b.release(f)  # releasing what is not held does nothing
+
+
+def test_holding_costs_no_descriptor_while_the_file_is_linked(env: Env) -> None:
+    b = env.backend(cache_size=4)
+    handles = [b.create_file(b.root(), b"f%d" % i, 0o644, 0, 0, True)[0] for i in range(50)]
+    before = len(os.listdir("/proc/self/fd"))
+    for h in handles:
+        b.hold(h)
+    assert len(os.listdir("/proc/self/fd")) <= before + 4  # the cache's, no more
+    os.unlink(env.root / "f0")  # behind the backend's back: not kept
+    expect(errno.ESTALE, b.getattr, handles[0])
+    for h in handles:
+        b.release(h)
+
+
+def test_at_most_max_kept_removed_files_are_kept(env: Env) -> None:
+    b = env.backend(max_kept=2)
+    handles = [b.create_file(b.root(), b"f%d" % i, 0o644, 0, 0, True)[0] for i in range(3)]
+    for i, h in enumerate(handles):
+        b.hold(h)
+        b.remove(b.root(), b"f%d" % i)
+    assert [b.getattr(h).nlink for h in handles[:2]] == [0, 0]
+    expect(errno.ESTALE, b.getattr, handles[2])  # one past the bound: stale, as unheld
+    b.release(handles[0])
+    b.hold(handles[2])
+    f, _, _ = b.create_file(b.root(), b"again", 0o644, 0, 0, True)
+    b.hold(f)
+    b.remove(b.root(), b"again")
+    assert b.getattr(f).nlink == 0  # a released slot is free again
+
+
 def test_descriptor_cache_is_bounded(env: Env) -> None:
     b = env.backend(cache_size=8)
     handles = [b.create_file(b.root(), b"f%d" % i, 0o644, 0, 0, True)[0] for i in range(40)]

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import pytest
-from test_state_support import ENFORCED, LEASE, make_world, new_client, open_confirmed
+from test_state_support import (
+    ENFORCED,
+    LEASE,
+    CountingRng,
+    ManualClock,
+    make_world,
+    new_client,
+    open_confirmed,
+)
 
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state import StateManager
+from pynfsd.nfs4.state_clients import MAX_TOMBSTONES
+from pynfsd.nfs4.state_leases import enforced_lease
 
 
 def has_opens(sm: StateManager, clientid: int) -> bool:
@@ -57,6 +67,32 @@ def test_new_verifier_gets_new_clientid_and_keeps_state_until_confirm() -> None:
     with pytest.raises(E.NFS4ERR_STALE_CLIENTID):
         w.sm.renew(c)
     w.sm.renew(d)
+
+
+def test_stateids_of_a_rebooted_client_are_expired() -> None:
+    w = make_world()
+    c = new_client(w.sm, b"x")
+    sid = open_confirmed(w.sm, c, b"oo", b"f")
+    lsid = w.sm.lock_new(sid, b"lo", 1, b"f", 2, 0, 10, clientid=c)
+    d, t = w.sm.setclientid(b"rebooted", b"x", "root", None, "a")
+    w.sm.check_io_stateid(sid, b"f", write=True)  # still valid until the confirm
+    w.sm.setclientid_confirm(d, t, "root")
+    for old in (sid, lsid):
+        with pytest.raises(E.NFS4ERR_EXPIRED):
+            w.sm.check_io_stateid(old, b"f", write=False)
+    with pytest.raises(E.NFS4ERR_EXPIRED):
+        w.sm.close(sid, b"f")
+    with pytest.raises(E.NFS4ERR_STALE_CLIENTID):
+        w.sm.renew(c)  # the old client id itself is just unknown, as knfsd answers
+
+
+def test_reboot_tombstones_are_bounded() -> None:
+    w = make_world()
+    new_client(w.sm, b"x")
+    for n in range(MAX_TOMBSTONES + 10):
+        d, t = w.sm.setclientid(n.to_bytes(8, "big"), b"x", "root", None, "a")
+        w.sm.setclientid_confirm(d, t, "root")
+    assert len(w.sm.clients.tombstones) == MAX_TOMBSTONES
 
 
 def test_reboot_confirm_releases_share_reservations() -> None:
@@ -216,6 +252,26 @@ def test_lease_announced_shorter_than_enforced() -> None:
     assert w.sm.lease_time == LEASE and w.sm.enforced_lease > LEASE
     w.clock.advance(LEASE + 1)
     w.sm.renew(c)  # past the announced lease but within the enforced one
+
+
+@pytest.mark.parametrize(
+    ("lease", "enforced"), [(90, 92.0), (20, 22.0), (10, 11.0), (4, 4.4), (1, 1.1)]
+)
+def test_the_margin_is_ten_percent_and_at_most_two_seconds(lease: int, enforced: float) -> None:
+    assert enforced_lease(lease) == pytest.approx(enforced)
+    sm = StateManager(ManualClock(), CountingRng(), lease, server_boot_id=b"boot")
+    assert sm.enforced_lease == pytest.approx(enforced)
+
+
+def test_a_silent_client_lapses_at_the_lease_plus_the_margin() -> None:
+    w = make_world(courtesy_limit=0)
+    c = new_client(w.sm)
+    w.clock.advance(ENFORCED - 0.01)
+    assert w.sm.sweep() == 0
+    w.clock.advance(0.01)
+    assert w.sm.sweep() == 1  # 92 s after the last renewal, not 135 s
+    with pytest.raises(E.NFS4ERR_EXPIRED):
+        w.sm.renew(c)
 
 
 def test_renew_extends_the_lease() -> None:

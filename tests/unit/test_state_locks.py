@@ -160,12 +160,24 @@ def test_bad_lock_arguments() -> None:
         w.sm.lock_new(sa, b"lo", 1, b"other-file", WRITE, 0, 1)
 
 
-def test_new_locker_for_an_owner_with_state_on_this_open_is_bad_seqid() -> None:
+def test_new_locker_for_an_owner_with_state_on_this_open_extends_it() -> None:
+    """As knfsd: served with the lock-owner's next seqid, NFS4ERR_BAD_SEQID otherwise."""
     w = make_world()
     _, sa, _, _ = setup_two(w)
-    w.sm.lock_new(sa, b"lo", 1, b"f", WRITE, 0, 1)
+    first = w.sm.lock_new(sa, b"lo", 1, b"f", WRITE, 0, 1)
     with pytest.raises(E.NFS4ERR_BAD_SEQID):
-        w.sm.lock_new(sa, b"lo", 2, b"f", WRITE, 5, 1)  # §16.10.5
+        w.sm.lock_new(sa, b"lo", 3, b"f", WRITE, 5, 1)  # §16.10.5
+    again = w.sm.lock_new(sa, b"lo", 2, b"f", WRITE, 5, 1)
+    assert (again.other, again.seqid) == (first.other, first.seqid + 1)
+    assert w.sm.counts().lock_states == 1 and w.sm.counts().locks == 2
+
+
+def test_new_locker_of_another_client_than_the_open_is_bad_stateid() -> None:
+    w = make_world()
+    a, sa, b, _ = setup_two(w)
+    with pytest.raises(E.NFS4ERR_BAD_STATEID):
+        w.sm.lock_new(sa, b"lo", 1, b"f", WRITE, 0, 1, clientid=b)
+    w.sm.lock_new(sa, b"lo", 1, b"f", WRITE, 0, 1, clientid=a)
 
 
 def test_new_locker_on_another_open_checks_the_lock_seqid() -> None:

@@ -455,3 +455,35 @@ def test_downgrade_forgets_the_opens_it_dropped() -> None:
     sid = w.sm.open_downgrade(sid, R, 0)
     with pytest.raises(E.NFS4ERR_INVAL):
         w.sm.open_downgrade(sid, W, 0)
+
+
+# -- open files are held while opened (the backend keeps them past their last link) ---------
+
+
+class RecordingOpenFiles:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, bytes]] = []
+
+    def hold(self, file_key: bytes) -> None:
+        self.events.append(("hold", file_key))
+
+    def release(self, file_key: bytes) -> None:
+        self.events.append(("release", file_key))
+
+
+def test_a_file_is_held_from_its_first_open_to_its_last_close() -> None:
+    files = RecordingOpenFiles()
+    w = make_world(open_files=files, courtesy_limit=0)
+    a, b = new_client(w.sm, b"a"), new_client(w.sm, b"b")
+    sa = open_confirmed(w.sm, a, b"oo", b"f")
+    sb = open_confirmed(w.sm, b, b"oo", b"f")
+    w.sm.open(a, b"oo", b"f", R, 0)  # an upgrade is no new open
+    open_confirmed(w.sm, a, b"o2", b"g")
+    assert files.events == [("hold", b"f"), ("hold", b"g")]
+    w.sm.close(Stateid(sa.seqid + 1, sa.other), b"f")
+    assert files.events[-1] == ("hold", b"g")  # b's open still holds f
+    w.sm.close(sb, b"f")
+    assert files.events[-1] == ("release", b"f")
+    w.clock.advance(ENFORCED)
+    w.sm.sweep()  # a's lease lapsed (no courtesy here): its last open goes
+    assert files.events[-1] == ("release", b"g") and len(files.events) == 4

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pynfsd.nfs4.state import Stateid, StateManager
+from pynfsd.nfs4.state_leases import enforced_lease
 from pynfsd.nfs4.state_types import OPEN4_SHARE_ACCESS_BOTH, OPEN4_SHARE_DENY_NONE
 
 LEASE = 90
-ENFORCED = LEASE * 1.5
+ENFORCED = enforced_lease(LEASE)  # 92 s: the lease plus min(10 %, 2 s)
 
 
 class ManualClock:

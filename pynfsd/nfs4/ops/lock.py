@@ -57,6 +57,7 @@ async def lock(ctx: CompoundContext, args: N.LOCK4args) -> N.LOCK4resok:
                     args.locktype,
                     args.offset,
                     args.length,
+                    clientid=new.lock_owner.clientid,
                     reclaim=args.reclaim,
                 )
             )
@@ -82,7 +83,7 @@ async def lock(ctx: CompoundContext, args: N.LOCK4args) -> N.LOCK4resok:
             raise
 
     try:
-        return await sequenced(owner, seqid, N.OP_LOCK, body)
+        return await sequenced(state, owner, seqid, N.OP_LOCK, body)
     finally:
         await ctx.server.durable()  # records of clients whose leases were cancelled
 
@@ -110,7 +111,7 @@ async def locku(ctx: CompoundContext, args: N.LOCKU4args) -> N.stateid4:
         fh = await _check_file(ctx)
         return to_stateid4(state.locku(sid, args.locktype, args.offset, args.length, fh))
 
-    return await sequenced(owner, args.seqid, N.OP_LOCKU, body)
+    return await sequenced(state, owner, args.seqid, N.OP_LOCKU, body)
 
 
 @op(N.OP_RELEASE_LOCKOWNER, needs_fh=False)

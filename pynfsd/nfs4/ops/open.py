@@ -45,8 +45,7 @@ async def open_(ctx: CompoundContext, args: N.OPEN4args) -> N.OPEN4resok:
     clientid = args.owner.clientid
     owner = state.open_owner(clientid, args.owner.owner, args.seqid)
     try:
-        with state.lease_held(clientid):
-            resok, obj = await sequenced(owner, args.seqid, N.OP_OPEN, lambda: _open(ctx, args))
+        resok, obj = await sequenced(state, owner, args.seqid, N.OP_OPEN, lambda: _open(ctx, args))
     finally:
         await ctx.server.durable()  # client records changed, before the reply (§9.6.3.4)
     ctx.current = obj
@@ -177,7 +176,7 @@ async def _on_open_stateid(
     async def body() -> N.stateid4:
         return to_stateid4(change(sid, fh))
 
-    return await sequenced(owner, seqid, opnum, body)
+    return await sequenced(ctx.server.state, owner, seqid, opnum, body)
 
 
 @op(N.OP_OPEN_CONFIRM)

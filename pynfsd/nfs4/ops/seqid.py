@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
-from pynfsd.nfs4.state import Stateid, StateOwner
+from pynfsd.nfs4.state import Stateid, StateManager, StateOwner
 
 T = TypeVar("T")
 
@@ -21,9 +21,21 @@ def to_stateid4(sid: Stateid) -> N.stateid4:
 
 
 async def sequenced(
+    state: StateManager,
+    owner: StateOwner,
+    seqid: int,
+    opnum: int,
+    body: Callable[[], Awaitable[T]],
+) -> T:
+    """Run `body` as the owner's next request, or answer a retransmission from the cache;
+    the owner's lease cannot expire while the request runs (STYLE.md §7)."""
+    with state.lease_held(owner.client.clientid):
+        return await _sequenced(owner, seqid, opnum, body)
+
+
+async def _sequenced(
     owner: StateOwner, seqid: int, opnum: int, body: Callable[[], Awaitable[T]]
 ) -> T:
-    """Run `body` as the owner's next request, or answer a retransmission from the cache."""
     replay = owner.check_seqid(seqid, opnum)
     if replay is not None:
         result: Any = replay.result
