@@ -156,6 +156,7 @@ class ConnectionTable(Generic[C]):
         if not self.idle_timeout:
             return []
         deadline = now - self.idle_timeout
+        # RFC 7530 §3.1.1: a request MUST NOT be dropped, so a connection with a call is never idle
         idle = [c for c, e in self._entries.items() if e.calls == 0 and e.last_active <= deadline]
         for conn in idle:
             self.remove(conn)

@@ -57,22 +57,26 @@ FD_PER_EXPORT = 512  # each export's fd cache: 256 entries, two fds at most
 MAX_NOFILE = 1 << 20
 
 
+def _capped(n: int) -> int:
+    return MAX_NOFILE if n == resource.RLIM_INFINITY else min(n, MAX_NOFILE)
+
+
 def fd_limit(raise_soft: bool = False) -> int:
     """The soft RLIMIT_NOFILE (at most 2**20), first raised to the hard limit if asked."""
-    soft, hard = (MAX_NOFILE if n == resource.RLIM_INFINITY else min(n, MAX_NOFILE)
-                  for n in resource.getrlimit(resource.RLIMIT_NOFILE))
-    if raise_soft and soft < hard:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if raise_soft and _capped(soft) < _capped(hard):
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (_capped(hard), hard))
+            return _capped(hard)
         except (ValueError, OSError):
-            return soft
-        return hard
-    return soft
+            pass
+    return _capped(soft)
 
 
 def default_max_connections(nofile: int, exports: int = 1) -> int:
     """Half of the descriptors left after the fd caches and a reserve: the other half is
-    for each client's callback connection (RFC 7530 §3.3.3 callbacks run over their own)."""
+    for each client's callback connection (RFC 7530 §16.33: the server connects to the
+    client's callback address, one more descriptor per client)."""
     return max(16, (nofile - FD_RESERVE - FD_PER_EXPORT * exports) // 2)
 
 

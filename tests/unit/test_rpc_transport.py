@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import resource
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Coroutine
@@ -30,7 +31,14 @@ from pynfsd.rpc.auth import AuthRegistry
 from pynfsd.rpc.errors import GarbageArgs
 from pynfsd.rpc.record import DEFAULT_MAX_EMPTY_FRAGMENTS, marker
 from pynfsd.rpc.server import RpcCall, RpcServer
-from pynfsd.rpc.transport import Limits, RpcTcpServer, install_event_loop, serve
+from pynfsd.rpc.transport import (
+    Limits,
+    RpcTcpServer,
+    default_max_connections,
+    fd_limit,
+    install_event_loop,
+    serve,
+)
 
 PROG = 0x20000099
 CRED = AuthSysCred(1000, 1000, (1000, 10), "tester")
@@ -397,3 +405,26 @@ def test_server_sockets_disable_nagle(run: Callable[[Coroutine[Any, Any, None]],
             c.close()
 
     run(main())
+
+
+def test_fd_limit_raises_the_soft_limit_and_the_cap_follows() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        assert fd_limit() == 256
+        assert fd_limit(raise_soft=True) == min(hard, 1 << 20) == fd_limit()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert default_max_connections(20000, 1) == 9616
+    assert default_max_connections(20000, 3) == 9104
+    assert default_max_connections(1024, 1) == 128 and default_max_connections(256, 1) == 16
+
+
+def test_limits_must_fit_together() -> None:
+    with pytest.raises(ValueError, match="budget"):
+        Limits(max_record=1 << 20, partial_budget=(1 << 20) - 1)
+    with pytest.raises(ValueError):
+        Limits(max_connections=0)
+    with pytest.raises(ValueError):
+        Limits(idle_timeout=-1)
+    assert Limits(idle_timeout=0).idle_timeout == 0  # never
