@@ -194,7 +194,7 @@ def wait_for(cond: Callable[[], bool], timeout: float = WAIT) -> None:
 
 
 def test_idle_and_one_byte_a_second_connections_are_closed(base: Path) -> None:
-    with start(base, "state-idle", "--idle-timeout", "1") as srv:
+    with start(base, "state-idle", "--idle-timeout", "2") as srv:
         idle = raw_connect(srv.port)
         slow = raw_connect(srv.port)
         active = BlockingRpc(srv.port)
@@ -252,6 +252,7 @@ def test_partial_records_past_the_budget_close_the_oldest(base: Path) -> None:
             except ConnectionError:
                 pass  # already closed for the budget
         wait_for(lambda: still_open(socks) <= budget_mib)  # 4 × 900 KiB fit, a fifth does not
+        assert still_open(socks[:1]) == 0 and still_open(socks[-1:]) == 1  # oldest record first
         grown = srv.rss_kib() - rss
         assert grown < 24 * 1024, f"RSS grew by {grown} KiB with a {budget_mib} MiB budget"
         assert "over the budget of 4194304 bytes" in srv.log_text()
