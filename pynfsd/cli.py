@@ -37,7 +37,16 @@ from pynfsd.rpc.auth import AuthRegistry
 from pynfsd.rpc.drc import DEFAULT_MAX_BYTES as DEFAULT_DRC_BYTES
 from pynfsd.rpc.drc import ReplyCache
 from pynfsd.rpc.server import RpcServer
-from pynfsd.rpc.transport import install_event_loop, serve
+from pynfsd.rpc.transport import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_PARTIAL_BUDGET,
+    Limits,
+    default_max_connections,
+    fd_limit,
+    install_event_loop,
+    serve,
+)
+from pynfsd.statelock import StateDirBusy, lock_state_dir
 
 log = logging.getLogger("pynfsd")
 
@@ -103,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="INFO", metavar="LEVEL",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
                    help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    add_connection_options(s)
     add_admin_commands(sub)
     return parser
 
@@ -128,6 +138,32 @@ def byte_size(text: str) -> int:
     if not number.isdigit():
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 16777216, 16M)")
     return int(number) * scale
+
+
+def add_connection_options(s: argparse.ArgumentParser) -> None:
+    g = s.add_argument_group("connections")
+    g.add_argument("--max-connections", type=int, metavar="N",
+                   help="refuse new TCP connections past N (default: from the open-file limit, "
+                   "which pynfsd raises to its hard limit: half of what is left after 256 "
+                   "descriptors and 512 per export)")
+    g.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
+                   help="close a connection with no call in progress that has completed no "
+                   f"request for SECONDS; 0: never (default {DEFAULT_IDLE_TIMEOUT:g})")
+    g.add_argument("--partial-record-budget", type=byte_size, default=DEFAULT_PARTIAL_BUDGET,
+                   metavar="BYTES", help="memory for partially received requests over all "
+                   "connections, e.g. 512M; past it, the connections whose request began longest "
+                   f"ago are closed (default {DEFAULT_PARTIAL_BUDGET >> 20}M)")
+
+
+def connection_limits(args: argparse.Namespace, exports: int) -> Limits:
+    """The transport limits from the options (ValueError when they do not fit together)."""
+    nofile = fd_limit(raise_soft=True)
+    limits = Limits(max_connections=args.max_connections or default_max_connections(nofile, exports),
+                    idle_timeout=args.idle_timeout, partial_budget=args.partial_record_budget)
+    log.info("at most %d connections (open-file limit %d), idle timeout %g s, partial-record "
+             "budget %d MiB", limits.max_connections, nofile, limits.idle_timeout,
+             limits.partial_budget >> 20)
+    return limits
 
 
 def add_admin_options(p: argparse.ArgumentParser, default: object) -> None:
@@ -211,7 +247,8 @@ def auth_registry(args: argparse.Namespace) -> AuthRegistry:
 
 
 async def run_server(
-    args: argparse.Namespace, entries: list[ExportEntry], auth: AuthRegistry | None = None
+    args: argparse.Namespace, entries: list[ExportEntry], auth: AuthRegistry | None = None,
+    limits: Limits | None = None,
 ) -> None:
     registry = auth or AuthRegistry.default()
     gss = 6 in registry.flavors()  # RPCSEC_GSS: callbacks may need the server's GSS identity
@@ -225,7 +262,7 @@ async def run_server(
     drc = ReplyCache(args.drc_size) if args.drc_size else None
     rpc = RpcServer(registry, drc)
     nfs.register(rpc)
-    server = await serve(rpc, args.bind or None, args.port)
+    server = await serve(rpc, args.bind or None, args.port, limits=limits)
     control = await admin.start_admin(nfs, args.state_dir, drc)
     for host, port in server.addresses:
         log.info("listening on %s port %d", host, port)
@@ -280,8 +317,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         entries = export_entries(args)
         os.makedirs(args.state_dir, mode=0o700, exist_ok=True)
+        state_lock = lock_state_dir(args.state_dir)  # noqa: F841 - held until exit
+        limits = connection_limits(args, len(entries))
         auth = auth_registry(args)
-    except (ExportsError, OSError, ValueError) as e:
+    except (ExportsError, OSError, ValueError, StateDirBusy) as e:
         print(f"pynfsd: {e}", file=sys.stderr)
         return 2
     # READ/WRITE payloads and krb5p tokens are ~1 MiB buffers: serve them from the heap
@@ -292,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     uvloop = install_event_loop()
     log.info("pynfsd %s starting (%s event loop)", __version__, "uvloop" if uvloop else "asyncio")
     try:
-        asyncio.run(run_server(args, entries, auth))
+        asyncio.run(run_server(args, entries, auth, limits))
     except OSError as e:
         where = ", ".join(args.bind) or "all addresses"
         print(f"pynfsd: cannot listen on {where} port {args.port}: {e.strerror or e}", file=sys.stderr)

@@ -173,7 +173,7 @@ class CallAuth(Protocol):
 class _Protocol(asyncio.Protocol):
     def __init__(self, client: RpcClient, max_record: int) -> None:
         self.client = client
-        self.reader = RecordReader(max_record, max_fragments=1 << 20)
+        self.reader = RecordReader(max_record)
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -117,7 +117,7 @@ def parse_linux_creds_v1(buf: bytes) -> Identity | None:
 class _Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
-        self.records = RecordReader(MAX_RPC_SIZE, max_fragments=64)
+        self.records = RecordReader(MAX_RPC_SIZE)
 
     async def exchange(self, payload: bytes) -> bytes:
         self.writer.writelines(record_buffers(payload))  # one fragment: gssproxy needs it

@@ -5,10 +5,13 @@ own task running `RpcServer.handle_call`, so many calls are outstanding at once 
 go out in completion order.  Reading pauses while the transport's write buffer is above its
 high-water mark, while `max_outstanding` calls are running, or while decoded records wait
 for a slot; it resumes when all three clear.  A record marker announcing more than
-`max_record` bytes (or too many fragments) aborts that connection only.
+`max_record` bytes (or too many empty fragments) aborts that connection only.
 
 Per-connection memory is therefore bounded by roughly: `max_record` (reader) + one read
 chunk of queued records + `max_outstanding` calls in progress + `write_high` + one reply.
+Across connections, `ConnectionTable` (pynfsd/rpc/connections.py) caps their number, closes
+idle ones from one periodic sweep, and keeps the sum of partial records under a budget; this
+module only reports to it and closes what it names.  Time comes from the injected `clock`.
 """
 
 from __future__ import annotations
@@ -16,13 +19,16 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import resource
 import socket
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from pynfsd.rpc.record import RecordError, RecordReader, marker
+from pynfsd.rpc.connections import Clock, ConnectionTable, sweep_interval
+from pynfsd.rpc.record import DEFAULT_MAX_EMPTY_FRAGMENTS, RecordError, RecordReader, marker
 from pynfsd.rpc.server import Buffer, ConnInfo, RpcServer
 
 log = logging.getLogger(__name__)
@@ -41,19 +47,56 @@ def install_event_loop() -> bool:
 
 
 DEFAULT_MAX_RECORD = (1 << 20) + (64 << 10)
-DEFAULT_MAX_FRAGMENTS = 64
 DEFAULT_MAX_OUTSTANDING = 64
 DEFAULT_WRITE_HIGH = 4 << 20
 DEFAULT_WRITE_LOW = 1 << 20
+DEFAULT_IDLE_TIMEOUT = 360.0  # knfsd closes idle TCP connections after about 6 minutes
+DEFAULT_PARTIAL_BUDGET = 256 << 20
+FD_RESERVE = 256  # descriptors kept for logs, sockets to gssproxy/callbacks' setup, workers
+FD_PER_EXPORT = 512  # each export's fd cache: 256 entries, two fds at most
+MAX_NOFILE = 1 << 20
+
+
+def _capped(n: int) -> int:
+    return MAX_NOFILE if n == resource.RLIM_INFINITY else min(n, MAX_NOFILE)
+
+
+def fd_limit(raise_soft: bool = False) -> int:
+    """The soft RLIMIT_NOFILE (at most 2**20), first raised to the hard limit if asked."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if raise_soft and _capped(soft) < _capped(hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (_capped(hard), hard))
+            return _capped(hard)
+        except (ValueError, OSError):
+            pass
+    return _capped(soft)
+
+
+def default_max_connections(nofile: int, exports: int = 1) -> int:
+    """Half of the descriptors left after the fd caches and a reserve: the other half is
+    for each client's callback connection (RFC 7530 §16.33: the server connects to the
+    client's callback address, one more descriptor per client)."""
+    return max(16, (nofile - FD_RESERVE - FD_PER_EXPORT * exports) // 2)
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_record: int = DEFAULT_MAX_RECORD
-    max_fragments: int = DEFAULT_MAX_FRAGMENTS
+    max_empty_fragments: int = DEFAULT_MAX_EMPTY_FRAGMENTS
     max_outstanding: int = DEFAULT_MAX_OUTSTANDING
     write_high: int = DEFAULT_WRITE_HIGH
     write_low: int = DEFAULT_WRITE_LOW
+    max_connections: int = 1024
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # 0: never
+    partial_budget: int = DEFAULT_PARTIAL_BUDGET
+
+    def __post_init__(self) -> None:
+        if self.partial_budget < self.max_record:
+            raise ValueError(f"the partial-record budget ({self.partial_budget} bytes) must hold "
+                             f"at least one record of the maximum size ({self.max_record} bytes)")
+        if self.max_connections < 1 or self.idle_timeout < 0:
+            raise ValueError("max_connections must be >= 1 and idle_timeout >= 0")
 
 
 def normalize_addr(sockaddr: object) -> tuple[str, int]:
@@ -72,7 +115,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, owner: RpcTcpServer) -> None:
         self.owner = owner
         self.limits = owner.limits
-        self.reader = RecordReader(self.limits.max_record, self.limits.max_fragments)
+        self.reader = RecordReader(self.limits.max_record, self.limits.max_empty_fragments)
         self.queued: deque[bytes] = deque()
         self.outstanding = 0
         self.tasks: set[asyncio.Task[None]] = set()
@@ -86,6 +129,9 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         peer = normalize_addr(transport.get_extra_info("peername"))
         self.info = ConnInfo(peer, normalize_addr(transport.get_extra_info("sockname")))
+        if not self.owner.table.admit(self, peer, self.owner.clock()):
+            self.abort()
+            return
         self.transport.set_write_buffer_limits(high=self.limits.write_high, low=self.limits.write_low)
         _set_nodelay(transport.get_extra_info("socket"))
         self.owner._connections.add(self)
@@ -97,6 +143,12 @@ class _Connection(asyncio.Protocol):
             log.warning("closing connection from %s port %d: %s", *self.info.peer, e)
             self.abort()
             return
+        reader = self.reader
+        now = self.owner.clock()
+        for victim in self.owner.table.received(self, reader.held, reader.in_record, len(records), now):
+            victim.abort()
+        if self.closed:
+            return
         self.queued.extend(records)
         self._pump()
 
@@ -106,6 +158,7 @@ class _Connection(asyncio.Protocol):
             task = asyncio.get_running_loop().create_task(self._serve(self.queued.popleft()))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
+        self.owner.table.calls(self, self.outstanding + len(self.queued), self.owner.clock())
         self._flow()
 
     def _flow(self) -> None:
@@ -139,6 +192,7 @@ class _Connection(asyncio.Protocol):
         self._flow()
 
     def abort(self) -> None:
+        self.closed = True  # no more calls start; connection_lost follows
         if self.transport is not None:
             self.transport.abort()
 
@@ -146,6 +200,7 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         self.queued.clear()
         self.owner._connections.discard(self)
+        self.owner.table.remove(self)
 
 
 def _set_nodelay(sock: object) -> None:
@@ -172,11 +227,15 @@ def _send(transport: asyncio.WriteTransport, parts: list[Buffer]) -> None:
 class RpcTcpServer:
     """Listening sockets plus their connections; from `serve()`."""
 
-    def __init__(self, rpc: RpcServer, limits: Limits) -> None:
+    def __init__(self, rpc: RpcServer, limits: Limits, clock: Clock = time.monotonic) -> None:
         self.rpc = rpc
         self.limits = limits
+        self.clock = clock
+        self.table: ConnectionTable[_Connection] = ConnectionTable(
+            limits.max_connections, limits.idle_timeout, limits.partial_budget)
         self._servers: list[asyncio.Server] = []
         self._connections: set[_Connection] = set()
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def _listen(self, sockets: list[socket.socket]) -> None:
         loop = asyncio.get_running_loop()
@@ -184,6 +243,21 @@ class RpcTcpServer:
             server = await loop.create_server(lambda: _Connection(self), sock=sock)
             self._servers.append(server)
             log.info("listening for RPC on %s port %d", *normalize_addr(sock.getsockname()))
+        if self.limits.idle_timeout:
+            self._sweeper = loop.create_task(self._sweep_forever(sweep_interval(self.limits.idle_timeout)))
+
+    async def _sweep_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.sweep()
+
+    def sweep(self) -> int:
+        """Close the connections idle for `idle_timeout`; return how many."""
+        idle = self.table.idle(self.clock())
+        for conn in idle:
+            log.debug("closing idle connection from %s port %d", *conn.info.peer)
+            conn.abort()
+        return len(idle)
 
     @property
     def sockets(self) -> list[socket.socket]:
@@ -205,6 +279,8 @@ class RpcTcpServer:
         """Stop listening, abort every connection and cancel calls in progress."""
         for server in self._servers:
             server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for conn in list(self._connections):
             for task in conn.tasks:
                 task.cancel()
@@ -296,15 +372,21 @@ async def serve(
     port: int,
     *,
     max_record: int = DEFAULT_MAX_RECORD,
-    max_fragments: int = DEFAULT_MAX_FRAGMENTS,
+    max_empty_fragments: int = DEFAULT_MAX_EMPTY_FRAGMENTS,
     max_outstanding_per_conn: int = DEFAULT_MAX_OUTSTANDING,
     write_high: int = DEFAULT_WRITE_HIGH,
     write_low: int = DEFAULT_WRITE_LOW,
+    limits: Limits | None = None,
+    clock: Clock = time.monotonic,
 ) -> RpcTcpServer:
-    """Listen on `host` (None, "" or "*": every IPv4 and IPv6 address) and serve `rpc`."""
+    """Listen on `host` (None, "" or "*": every IPv4 and IPv6 address) and serve `rpc`.
+
+    `limits`, when given, replaces the individual limit arguments."""
     wildcard = host in (None, "", "*")
     hosts = ALL_ADDRESSES if wildcard else [host] if isinstance(host, str) else list(host or ())
-    limits = Limits(max_record, max_fragments, max_outstanding_per_conn, write_high, write_low)
-    server = RpcTcpServer(rpc, limits)
+    if limits is None:
+        limits = Limits(max_record, max_empty_fragments, max_outstanding_per_conn, write_high,
+                        write_low, max_connections=default_max_connections(fd_limit()))
+    server = RpcTcpServer(rpc, limits, clock)
     await server._listen(bind_sockets(hosts, port, optional_v6=wildcard))
     return server

@@ -96,7 +96,7 @@ records = st.one_of(st.binary(max_size=120), mutated())
 @given(st.binary(max_size=400), st.lists(st.integers(1, 50), max_size=20))
 @settings(max_examples=300)
 def test_reader_raises_only_record_error_and_stays_bounded(data: bytes, cuts: list[int]) -> None:
-    reader = RecordReader(max_record=64, max_fragments=4)
+    reader = RecordReader(max_record=64, max_empty_fragments=4)
     pos = 0
     try:
         for cut in [*cuts, len(data)]:
@@ -118,7 +118,7 @@ def test_reader_round_trip_any_fragmentation(
     payloads: list[bytes], fragment: int, cuts: list[int]
 ) -> None:
     stream = b"".join(encode_record(p, max_fragment=fragment) for p in payloads)
-    reader = RecordReader(max_record=300, max_fragments=301)
+    reader = RecordReader(max_record=300)
     out: list[bytes] = []
     pos, i = 0, 0
     while pos < len(stream):

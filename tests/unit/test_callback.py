@@ -274,7 +274,7 @@ def test_cb_compound_record_on_the_wire() -> None:
     received: asyncio.Queue[bytes] = asyncio.Queue()
 
     async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        records = RecordReader(1 << 20, 16)
+        records = RecordReader(1 << 20)
         while not (got := records.feed(await reader.read(4096))):
             pass
         await received.put(got[0])

@@ -110,21 +110,65 @@ def test_exact_max_record_accepted() -> None:
     assert reader.feed(marker(6, False) + b"abcdef" + marker(4, True) + b"ghij") == [b"abcdefghij"]
 
 
-def test_too_many_fragments() -> None:
+def test_empty_fragments_past_the_cap_are_cut() -> None:
     reader = RecordReader(100, 2)
-    with pytest.raises(RecordError):
-        reader.feed(marker(0, False) * 3)
+    assert reader.feed(marker(0, False) * 2) == []
+    with pytest.raises(RecordError, match="empty fragments"):
+        reader.feed(marker(0, False))
 
 
-def test_fragment_count_resets_per_record() -> None:
-    reader = RecordReader(100, 2)
-    one = marker(1, False) + b"a" + marker(1, True) + b"b"
-    assert reader.feed(one * 5) == [b"ab"] * 5
+def test_empty_fragment_count_resets_per_record_and_last_is_free() -> None:
+    reader = RecordReader(100, 1)
+    one = marker(0, False) + marker(1, False) + b"a" + marker(0, True)
+    assert reader.feed(one * 5) == [b"a"] * 5
+    assert not reader.in_record
+
+
+@pytest.mark.parametrize("size", [1, 3, 4096])
+def test_any_number_of_small_fragments_within_the_record_cap(size: int) -> None:
+    payload = bytes(range(256)) * 64  # 16 KiB
+    reader = RecordReader(len(payload), 0)
+    stream = encode_record(payload, max_fragment=size)
+    assert feed_all(reader, [stream[i : i + 1000] for i in range(0, len(stream), 1000)]) == [payload]
+    with pytest.raises(RecordError, match="exceeds"):
+        RecordReader(len(payload) - 1, 0).feed(stream)
+
+
+def test_small_fragments_are_coalesced_not_listed() -> None:
+    reader = RecordReader(1 << 20)
+    stream = encode_record(b"z" * 100_000, max_fragment=1)[:-5]  # all but the last fragment
+    for i in range(0, len(stream), 7):
+        reader.feed(stream[i : i + 7])
+    assert reader.buffered == 99_999 and reader.held < 2 * 99_999 and reader.in_record
+    assert len(reader._parts) == 0  # one bytearray, no entry per fragment
+
+
+def test_views_pin_at_most_twice_their_bytes() -> None:
+    reader = RecordReader(1 << 20)
+    body = b"v" * (40 << 10)
+    head = encode_record(b"r" * (60 << 10)) + marker(len(body) + 1, True) + body
+    assert reader.feed(head) == [b"r" * (60 << 10)]
+    assert reader.buffered == len(body) and reader.held <= 2 * len(body)
+    big = b"w" * (64 << 10)
+    reader2 = RecordReader(1 << 20)
+    reader2.feed(marker(2 * len(big), True))
+    reader2.feed(big)
+    assert reader2.held == len(big) and reader2.in_record
+
+
+def test_in_record() -> None:
+    reader = RecordReader(100)
+    assert not reader.in_record
+    reader.feed(b"\x00")
+    assert reader.in_record and reader.held == 1
+    reader.feed(b"\x00\x00\x00")
+    assert reader.in_record and reader.held == 0  # an empty non-last fragment
+    assert reader.feed(marker(0, True)) == [b""] and not reader.in_record
 
 
 def test_invalid_caps() -> None:
     with pytest.raises(ValueError):
-        RecordReader(10, 0)
+        RecordReader(10, -1)
     with pytest.raises(ValueError):
         record_buffers(b"x", max_fragment=0)
 

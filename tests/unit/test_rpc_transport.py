@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import resource
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Coroutine
@@ -28,9 +29,16 @@ from pynfsd.client.rpc import (
 from pynfsd.gen import rpc as R
 from pynfsd.rpc.auth import AuthRegistry
 from pynfsd.rpc.errors import GarbageArgs
-from pynfsd.rpc.record import marker
+from pynfsd.rpc.record import DEFAULT_MAX_EMPTY_FRAGMENTS, marker
 from pynfsd.rpc.server import RpcCall, RpcServer
-from pynfsd.rpc.transport import RpcTcpServer, install_event_loop, serve
+from pynfsd.rpc.transport import (
+    Limits,
+    RpcTcpServer,
+    default_max_connections,
+    fd_limit,
+    install_event_loop,
+    serve,
+)
 
 PROG = 0x20000099
 CRED = AuthSysCred(1000, 1000, (1000, 10), "tester")
@@ -169,10 +177,120 @@ def test_multi_fragment_call(run: Callable[[Coroutine[Any, Any, None]], None]) -
                 c.max_fragment = 50
                 payload = bytes(range(256)) * 4
                 assert await c.call(PROG, 1, 1, payload) == payload  # 22 fragments
-                c.max_fragment = 5
-                with pytest.raises(ConnectionClosed):  # > 64 fragments: the server hangs up
-                    await c.call(PROG, 1, 1, payload)
+                for size in (5, 1):  # any layout within the record cap
+                    c.max_fragment = size
+                    assert await c.call(PROG, 1, 1, payload) == payload
+                c.send_raw(marker(0, last=False) * (DEFAULT_MAX_EMPTY_FRAGMENTS + 1))
+                await c.wait_closed()  # endless empty fragments: the server hangs up
             assert c.is_closed
+
+    run(main())
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def limited(toy: Toy, clock: ManualClock, **kw: Any) -> Coroutine[Any, Any, RpcTcpServer]:
+    return serve(toy.server(), "127.0.0.1", 0, limits=Limits(**kw), clock=clock)
+
+
+async def until(cond: Callable[[], bool]) -> None:
+    while not cond():
+        await asyncio.sleep(0.002)
+
+
+def test_connection_cap_refuses_new_keeps_established(
+    run: Callable[[Coroutine[Any, Any, None]], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        async with await limited(Toy(), ManualClock(), max_connections=2) as server:
+            a = await RpcClient.connect("127.0.0.1", server.port)
+            b = await RpcClient.connect("127.0.0.1", server.port)
+            assert await a.call(PROG, 1, 0) == b"" and await b.call(PROG, 1, 0) == b""
+            for _ in range(3):
+                c = await RpcClient.connect("127.0.0.1", server.port)
+                with pytest.raises(ConnectionClosed):
+                    await c.call(PROG, 1, 0)
+            assert server.table.refused == 3 and len(server.table) == 2
+            assert await a.call(PROG, 1, 1, b"still") == b"still"
+            a.close()
+            await until(lambda: len(server.table) == 1)
+            d = await RpcClient.connect("127.0.0.1", server.port)  # room again
+            assert await d.call(PROG, 1, 0) == b""
+            b.close()
+            d.close()
+
+    run(main())
+    refusals = [r for r in caplog.records if "refusing connection" in r.getMessage()]
+    assert len(refusals) == 1  # rate-limited: one line, not one per refusal
+
+
+def test_idle_connection_closed_busy_one_kept(run: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+    async def main() -> None:
+        toy, clock = Toy(), ManualClock()
+        async with await limited(toy, clock, idle_timeout=360) as server:
+            idle = await RpcClient.connect("127.0.0.1", server.port)
+            busy = await RpcClient.connect("127.0.0.1", server.port)
+            assert await idle.call(PROG, 1, 0) == b""
+            waiting = asyncio.ensure_future(busy.call(PROG, 1, 2))
+            await until(lambda: toy.active == 1)
+            clock.now += 359
+            assert server.sweep() == 0
+            clock.now += 1
+            assert server.sweep() == 1
+            await idle.wait_closed()
+            toy.gate.set()
+            assert await waiting == b"waited!!"  # a call in progress is not idle
+            assert await busy.call(PROG, 1, 0) == b""
+            busy.close()
+
+    run(main())
+
+
+def test_slow_sender_is_idle(run: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+    async def main() -> None:
+        clock = ManualClock()
+        async with await limited(Toy(), clock, idle_timeout=10) as server:
+            slow = await RpcClient.connect("127.0.0.1", server.port)
+            slow.send_raw(marker(100))
+            start = clock.now
+            for _ in range(30):  # one byte a second never completes a record
+                slow.send_raw(b"x")
+                await until(lambda: server.table.partial_held == int(clock.now - start) + 1)
+                clock.now += 1
+                if server.sweep():
+                    break
+            await slow.wait_closed()
+            assert server.table.idle_closed == 1 and clock.now - start == 10
+
+    run(main())
+
+
+def test_partial_record_budget_closes_oldest_record(
+    run: Callable[[Coroutine[Any, Any, None]], None],
+) -> None:
+    async def main() -> None:
+        clock = ManualClock()
+        async with await limited(Toy(), clock, max_record=4096, partial_budget=8192) as server:
+            slow = [await RpcClient.connect("127.0.0.1", server.port) for _ in range(3)]
+            for held, c in zip((3000, 6000), slow, strict=False):
+                c.send_raw(marker(4000) + b"p" * 3000)
+                await until(lambda: server.table.partial_held == held)  # noqa: B023
+            slow[2].send_raw(marker(4000) + b"p" * 3000)
+            await slow[0].wait_closed()  # over the budget: the oldest partial record went
+            assert server.table.evicted == 1 and server.table.partial_held == 6000
+            honest = await RpcClient.connect("127.0.0.1", server.port)
+            assert await honest.call(PROG, 1, 1, b"h" * 3500) == b"h" * 3500
+            slow[1].send_raw(b"q" * 1000)  # completes: served, budget freed
+            await until(lambda: server.table.partial_held == 3000)
+            assert not slow[1].is_closed and not slow[2].is_closed
+            for c in (*slow[1:], honest):
+                c.close()
 
     run(main())
 
@@ -287,3 +405,26 @@ def test_server_sockets_disable_nagle(run: Callable[[Coroutine[Any, Any, None]],
             c.close()
 
     run(main())
+
+
+def test_fd_limit_raises_the_soft_limit_and_the_cap_follows() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        assert fd_limit() == 256
+        assert fd_limit(raise_soft=True) == min(hard, 1 << 20) == fd_limit()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert default_max_connections(20000, 1) == 9616
+    assert default_max_connections(20000, 3) == 9104
+    assert default_max_connections(1024, 1) == 128 and default_max_connections(256, 1) == 16
+
+
+def test_limits_must_fit_together() -> None:
+    with pytest.raises(ValueError, match="budget"):
+        Limits(max_record=1 << 20, partial_budget=(1 << 20) - 1)
+    with pytest.raises(ValueError):
+        Limits(max_connections=0)
+    with pytest.raises(ValueError):
+        Limits(idle_timeout=-1)
+    assert Limits(idle_timeout=0).idle_timeout == 0  # never
