@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import select
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,6 @@ from tests.serverproc import (
     NFSPROC4_COMPOUND,
     BlockingRpc,
     ServerProcess,
-    assert_log_clean,
     lookup_path,
 )
 
@@ -41,15 +40,6 @@ def export(tmp_path: Path) -> Path:
     with open(path / "data", "wb") as f:
         f.truncate(2 * MIB)
     return path
-
-
-@pytest.fixture
-def server(tmp_path: Path, export: Path, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
-    extra = getattr(request, "param", ())
-    with ServerProcess([f"{export} *(rw,no_root_squash,insecure)"], tmp_path / "state",
-                       extra_args=extra, log_level="INFO") as srv:
-        yield srv
-        assert_log_clean(srv.log_text())
 
 
 def statuses(res: N.COMPOUND4res) -> list[tuple[int, int]]:

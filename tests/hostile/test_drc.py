@@ -5,7 +5,7 @@ cache within --drc-size (its own byte count and the process's RSS) while others 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,6 @@ from tests.serverproc import (
     NFSPROC4_COMPOUND,
     BlockingRpc,
     ServerProcess,
-    assert_log_clean,
     lookup_path,
 )
 
@@ -38,15 +37,6 @@ def export(tmp_path: Path) -> Path:
     path.mkdir()
     (path / "data").write_bytes(b"z" * READ_SIZE)
     return path
-
-
-@pytest.fixture
-def server(tmp_path: Path, export: Path, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
-    extra = getattr(request, "param", ())
-    with ServerProcess([f"{export} *(rw,no_root_squash,insecure)"], tmp_path / "state",
-                       extra_args=extra, log_level="INFO") as srv:
-        yield srv
-        assert_log_clean(srv.log_text())
 
 
 def call_record(xid: int, ops: Sequence[N.nfs_argop4], cred: AuthSysCred = ROOT) -> bytes:
