@@ -41,6 +41,7 @@ from pynfsd.nfs4.state_clients import printable_id
 if TYPE_CHECKING:
     from pynfsd.nfs4.server import NFSServer
     from pynfsd.nfs4.state_owners import Client
+    from pynfsd.rpc.connections import ConnectionTable
     from pynfsd.rpc.drc import ReplyCache
 
 log = logging.getLogger(__name__)
@@ -65,9 +66,13 @@ def socket_path(state_dir: str) -> str:
 class AdminCore:
     """Answers control requests about one `NFSServer` (see the module docstring)."""
 
-    def __init__(self, server: NFSServer, drc: ReplyCache | None = None) -> None:
+    def __init__(
+        self, server: NFSServer, drc: ReplyCache | None = None,
+        connections: ConnectionTable[Any] | None = None,
+    ) -> None:
         self.server = server
         self.drc = drc
+        self.connections = connections
 
     def handle_line(self, line: bytes) -> bytes:
         """One request line in, one reply line out (never raises for a bad request)."""
@@ -133,6 +138,7 @@ class AdminCore:
         counts = server.state.counts()
         uptime = (server.config.wallclock_ns() - server.boot_ns) / 1e9
         drc = {} if self.drc is None else {"drc": self.drc.status()}
+        conns = {} if self.connections is None else {"connections": self.connections.status()}
         return {
             "version": __version__,
             "uptime": round(uptime, 1),
@@ -144,6 +150,7 @@ class AdminCore:
             "collisions": server.state.clients.collisions.total,
             "grace": grace_status(server),
             **drc,
+            **conns,
         }
 
 
@@ -184,11 +191,11 @@ class AdminServer:
     @classmethod
     async def start(
         cls, server: NFSServer, path: str, allowed_uids: Collection[int] | None = None,
-        drc: ReplyCache | None = None,
+        drc: ReplyCache | None = None, connections: ConnectionTable[Any] | None = None,
     ) -> AdminServer:
         """Bind `path` (see the module docstring) and serve it on the running loop."""
         uids = {0, os.geteuid()} if allowed_uids is None else allowed_uids
-        admin = cls(AdminCore(server, drc), path, uids)
+        admin = cls(AdminCore(server, drc, connections), path, uids)
         sock = bind_control_socket(path)
         st = os.stat(path)
         admin._inode = (st.st_dev, st.st_ino)
@@ -282,12 +289,13 @@ def is_live(path: str) -> bool:
 
 
 async def start_admin(
-    server: NFSServer, state_dir: str, drc: ReplyCache | None = None
+    server: NFSServer, state_dir: str, drc: ReplyCache | None = None,
+    connections: ConnectionTable[Any] | None = None,
 ) -> AdminServer | None:
     """The control socket for `pynfsd serve`; logs and returns None if it cannot be created."""
     path = socket_path(state_dir)
     try:
-        admin = await AdminServer.start(server, path, drc=drc)
+        admin = await AdminServer.start(server, path, drc=drc, connections=connections)
     except (AdminError, OSError) as e:
         log.error("no control socket (pynfsd clients/status will not work): %s", e)
         return None
@@ -400,6 +408,8 @@ def format_status(st: dict[str, Any]) -> str:
         f"grace: {grace_text}",
         f"reply cache: {format_drc(st.get('drc'))}",
     ]
+    if isinstance(st.get("connections"), dict):
+        lines.append(f"connections: {format_connections(st['connections'])}")
     return "\n".join(lines) + "\n"
 
 
@@ -409,6 +419,12 @@ def format_drc(drc: Any) -> str:
     return (f"{drc['entries']} replies, {drc['bytes'] >> 10} of {drc['max_bytes'] >> 10} KiB; "
             f"{drc['hits']} replayed, {drc['in_progress_drops']} dropped in progress, "
             f"{drc['evicted_age'] + drc['evicted_size']} evicted")
+
+
+def format_connections(c: dict[str, Any]) -> str:
+    return (f"{c['open']} of {c['max']} open; {c['refused']} refused, {c['idle_closed']} closed "
+            f"idle, {c['evicted']} closed over the partial-record budget "
+            f"({c['partial_bytes'] >> 10} of {c['partial_budget'] >> 10} KiB held)")
 
 
 def format_grace(grace: Any) -> str:

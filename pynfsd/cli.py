@@ -263,7 +263,7 @@ async def run_server(
     rpc = RpcServer(registry, drc)
     nfs.register(rpc)
     server = await serve(rpc, args.bind or None, args.port, limits=limits)
-    control = await admin.start_admin(nfs, args.state_dir, drc)
+    control = await admin.start_admin(nfs, args.state_dir, drc, server.table)
     for host, port in server.addresses:
         log.info("listening on %s port %d", host, port)
     for entry in entries:

@@ -93,6 +93,13 @@ class ConnectionTable(Generic[C]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def status(self) -> dict[str, int | float]:
+        """The bounds and what they did, for `pynfsd status`."""
+        return {"open": len(self._entries), "max": self.max_connections,
+                "idle_timeout": self.idle_timeout, "partial_bytes": self.partial_held,
+                "partial_budget": self.partial_budget, "refused": self.refused,
+                "idle_closed": self.idle_closed, "evicted": self.evicted}
+
     def __iter__(self) -> Iterator[C]:
         return iter(list(self._entries))
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from pynfsd import admin
 from pynfsd.client.nfs4 import decode_compound, encode_compound, op
 from pynfsd.client.rpc import ConnectionClosed, decode_reply, encode_call
 from pynfsd.gen import nfs4 as N
@@ -168,6 +169,8 @@ def test_one_past_the_connection_cap_is_refused(base: Path) -> None:
         assert srv.rss_kib() - rss < 8 * 1024
         log = srv.log_text()
         assert log.count("refusing connection from 127.0.0.1") == 1  # rate-limited
+        conns = admin.call(str(srv.state_dir), {"cmd": "status"})["connections"]
+        assert (conns["open"], conns["max"], conns["refused"]) == (cap, cap, 20)
         held.pop().close()
         wait_for(lambda: healthy(srv))  # a slot is free again: a new client is served
         for conn in held:
@@ -242,10 +245,10 @@ def still_open(socks: list[socket.socket]) -> int:
 
 
 def test_partial_records_past_the_budget_close_the_oldest(base: Path) -> None:
-    budget_mib, conns, size = 4, 60, 900 << 10  # 60 × 900 KiB = 53 MiB without the budget
+    budget_mib, count, size = 4, 60, 900 << 10  # 60 × 900 KiB = 53 MiB without the budget
     with start(base, "state-budget", "--partial-record-budget", f"{budget_mib}M") as srv:
         rss = srv.rss_kib()
-        socks = [raw_connect(srv.port) for _ in range(conns)]
+        socks = [raw_connect(srv.port) for _ in range(count)]
         for i, sock in enumerate(socks):  # each announces a 1 MiB record and sends 900 KiB
             try:
                 sock.sendall(marker(1 << 20) + bytes([i]) * size)
@@ -256,6 +259,9 @@ def test_partial_records_past_the_budget_close_the_oldest(base: Path) -> None:
         grown = srv.rss_kib() - rss
         assert grown < 24 * 1024, f"RSS grew by {grown} KiB with a {budget_mib} MiB budget"
         assert "over the budget of 4194304 bytes" in srv.log_text()
+        conns = admin.call(str(srv.state_dir), {"cmd": "status"})["connections"]
+        assert conns["evicted"] >= len(socks) - budget_mib
+        assert conns["partial_bytes"] <= conns["partial_budget"] == budget_mib << 20
         srv.healthy()
         for sock in socks:
             sock.close()

@@ -90,3 +90,14 @@ def test_invalid_settings_and_sweep_interval() -> None:
     with pytest.raises(ValueError):
         ConnectionTable(0, 1, 1)
     assert sweep_interval(360) == 30 and sweep_interval(1) == 0.25 and sweep_interval(0.01) == 0.05
+
+
+def test_status_reports_the_bounds_and_what_they_did() -> None:
+    from pynfsd.admin import format_connections
+
+    t = table(cap=1, idle=100, budget=1000)
+    assert t.admit("a", PEER, 0) and not t.admit("b", PEER, 0)
+    st = t.status()
+    assert st == {"open": 1, "max": 1, "idle_timeout": 100, "partial_bytes": 0,
+                  "partial_budget": 1000, "refused": 1, "idle_closed": 0, "evicted": 0}
+    assert format_connections(st).startswith("1 of 1 open; 1 refused, 0 closed idle, 0 closed")
