@@ -1,8 +1,8 @@
 """The `pynfsd` command line.
 
     pynfsd serve [--export 'LINE']... [--exports FILE] [--bind ADDR] [--port N]
-                 [--state-dir DIR] [--lease SECONDS] [--grace SECONDS] [--drc-size BYTES]
-                 [--log-level LEVEL]
+                 [--state-dir DIR] [--lease SECONDS] [--grace SECONDS] [--log-level LEVEL]
+                 [Kerberos options] [limits]       (`pynfsd serve --help` lists them all)
     pynfsd clients [--state-dir DIR] [--json]
     pynfsd clients revoke ID [--state-dir DIR] [--json]
     pynfsd status [--state-dir DIR] [--json]
@@ -96,23 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--principal-map", metavar="FILE",
                    help="static Kerberos principal map: 'principal user' or "
                    "'principal uid:gid[:gids]' per line (checked before the passwd database)")
-    s.add_argument("--max-compound-ops", type=_positive, default=DEFAULT_MAX_COMPOUND_OPS,
-                   metavar="N", help="operations per COMPOUND; op N+1 gets NFS4ERR_RESOURCE "
-                   f"(default {DEFAULT_MAX_COMPOUND_OPS})")
-    s.add_argument("--max-reply-size", type=_reply_size, default=DEFAULT_MAX_REPLY,
-                   metavar="BYTES", help="bytes of a COMPOUND reply; the op that would pass it "
-                   "gets NFS4ERR_RESOURCE.  maxread/maxwrite are announced as 1 MiB, or this "
-                   f"less {REPLY_HEADROOM // 1024} KiB when smaller (default {DEFAULT_MAX_REPLY})")
-    s.add_argument("--max-mounts", type=int, default=DEFAULT_MAX_MOUNTS, metavar="N",
-                   help="filesystems mounted inside exports that are crossed (crossmnt) and "
-                   f"remembered per set of exports (default {DEFAULT_MAX_MOUNTS})")
-    s.add_argument("--drc-size", type=byte_size, default=DEFAULT_DRC_BYTES, metavar="BYTES",
-                   help="duplicate request cache: bytes of replies to non-idempotent calls kept "
-                   f"for retransmissions, e.g. 64M; 0 disables (default {DEFAULT_DRC_BYTES >> 20}M)")
     s.add_argument("--log-level", default="INFO", metavar="LEVEL",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
                    help="DEBUG, INFO, WARNING or ERROR (default INFO)")
-    add_connection_options(s)
+    add_limit_options(s)
     add_admin_commands(sub)
     return parser
 
@@ -140,8 +127,22 @@ def byte_size(text: str) -> int:
     return int(number) * scale
 
 
-def add_connection_options(s: argparse.ArgumentParser) -> None:
-    g = s.add_argument_group("connections")
+def add_limit_options(s: argparse.ArgumentParser) -> None:
+    """The bounds on what clients can make the server hold (README: Limits)."""
+    g = s.add_argument_group("limits")
+    g.add_argument("--max-compound-ops", type=_positive, default=DEFAULT_MAX_COMPOUND_OPS,
+                   metavar="N", help="operations per COMPOUND; op N+1 gets NFS4ERR_RESOURCE "
+                   f"(default {DEFAULT_MAX_COMPOUND_OPS})")
+    g.add_argument("--max-reply-size", type=_reply_size, default=DEFAULT_MAX_REPLY,
+                   metavar="BYTES", help="bytes of a COMPOUND reply; the op that would pass it "
+                   "gets NFS4ERR_RESOURCE.  maxread/maxwrite are announced as 1 MiB, or this "
+                   f"less {REPLY_HEADROOM // 1024} KiB when smaller (default {DEFAULT_MAX_REPLY})")
+    g.add_argument("--max-mounts", type=int, default=DEFAULT_MAX_MOUNTS, metavar="N",
+                   help="filesystems mounted inside exports that are crossed (crossmnt) and "
+                   f"remembered per set of exports (default {DEFAULT_MAX_MOUNTS})")
+    g.add_argument("--drc-size", type=byte_size, default=DEFAULT_DRC_BYTES, metavar="BYTES",
+                   help="duplicate request cache: bytes of replies to non-idempotent calls kept "
+                   f"for retransmissions, e.g. 64M; 0 disables (default {DEFAULT_DRC_BYTES >> 20}M)")
     g.add_argument("--max-connections", type=int, metavar="N",
                    help="refuse new TCP connections past N (default: from the open-file limit, "
                    "which pynfsd raises to its hard limit: half of what is left after 256 "
