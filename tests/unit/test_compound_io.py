@@ -49,7 +49,10 @@ def test_write_and_read_with_the_anonymous_stateid(w: World) -> None:
     w.run(body())
 
 
-def test_read_with_the_bypass_stateid_but_not_write(w: World) -> None:
+def test_write_with_the_bypass_stateid_is_an_anonymous_write(w: World) -> None:
+    """RFC 7530 §9.1.4.3: a WRITE with the READ bypass stateid is treated as with the
+    anonymous stateid: it writes, and a deny-write share reservation refuses it."""
+
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
@@ -57,7 +60,13 @@ def test_read_with_the_bypass_stateid_but_not_write(w: World) -> None:
         await c.check([op.putfh(f), op.write(ANON, 0, b"abc")])
         (_, rd) = await c.check([op.putfh(f), op.read(BYPASS, 0, 3)])
         assert rd.data == b"abc"
-        await expect(c, [op.putfh(f), op.write(BYPASS, 0, b"x")], N.NFS4ERR_BAD_STATEID)
+        (_, wr) = await c.check([op.putfh(f), op.write(BYPASS, 0, b"x")])
+        assert wr.count == 1
+        (_, rd) = await c.check([op.putfh(f), op.read(ANON, 0, 3)])
+        assert rd.data == b"xbc"
+        clientid = await new_clientid(c)
+        o = await open_file(c, root, clientid, b"o", b"g", access=R, deny=DENY_WRITE)
+        await expect(c, [op.putfh(o.fh), op.write(BYPASS, 0, b"x")], N.NFS4ERR_LOCKED)
 
     w.run(body())
 

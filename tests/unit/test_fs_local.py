@@ -283,6 +283,8 @@ def test_read_cached_answers_like_read_or_declines(env: Env) -> None:
     assert b.read_cached(f, 0, 10) is None  # not open for I/O yet: declined
     data = os.urandom(100_000)
     b.write(f, 0, data, False)  # opens the descriptor; the data is in the page cache
+    assert b.read_cached(f, 0, 10) is None  # read access not yet granted: declined
+    b.read(f, 0, 1)  # the kernel grants it (to root, the calling thread's identity)
     for offset, count in [(0, 10), (5, 99_995), (5, 200_000), (100_000, 1), (300_000, 5)]:
         got = b.read_cached(f, offset, count)
         assert got is not None and (bytes(got[0]), got[1]) == b.read(f, offset, count)
