@@ -191,6 +191,31 @@ def test_anonymous_io_checks_file_permissions(w: World) -> None:
     w.run(body())
 
 
+def test_io_with_another_users_open_stateid_checks_file_permissions(w: World) -> None:
+    """RFC 7530 §16.16.5: the server must check access on the READs and WRITEs themselves,
+    so the owner's open stateid does not let another user read, write or truncate."""
+
+    async def body() -> None:
+        owner, other = w.client(user(1000)), w.client(user(2000))
+        root = await export_root(w.client())
+        await w.client().check([op.putfh(root), ops.setattr({N.FATTR4_MODE: 0o777})])
+        o = await open_file(owner, root, await new_clientid(owner), b"o", b"f", access=RW)
+        await owner.check([op.putfh(o.fh), ops.setattr({N.FATTR4_MODE: 0o600}, o.stateid)])
+        await owner.check([op.putfh(o.fh), op.write(o.stateid, 0, b"owner's")])
+        for bad in (
+            op.write(o.stateid, 0, b"intruder"),
+            op.read(o.stateid, 0, 100),
+            ops.setattr({N.FATTR4_SIZE: 0}, o.stateid),
+        ):
+            await expect(other, [op.putfh(o.fh), bad], N.NFS4ERR_ACCESS)
+        await owner.check([op.putfh(o.fh), ops.setattr({N.FATTR4_MODE: 0o400}, o.stateid)])
+        (_, rd) = await owner.check([op.putfh(o.fh), op.read(o.stateid, 0, 100)])
+        assert rd.data == b"owner's"
+        await owner.check([op.putfh(o.fh), op.write(o.stateid, 7, b"!")])  # owner override
+
+    w.run(body())
+
+
 @pytest.mark.parametrize("make", ["read", "write", "commit"])
 def test_io_on_directories_is_isdir(w: World, make: str) -> None:
     async def body() -> None:
