@@ -1,0 +1,162 @@
+"""Server CPU per operation with per-thread credentials: GETATTR, READ, WRITE and CREATE over
+loopback by one user, or by two users whose requests interleave (so workers switch identity).
+
+    python -m bench.authz                       # this tree
+    python -m bench.authz --src /path/to/other  # another pynfsd tree (e.g. before a change)
+
+Starts `pynfsd serve` from ``--src`` over a fresh directory under /tmp, drives each workload
+with ``--conns`` connections of ``--depth`` COMPOUNDs in flight, and reports the server's CPU
+time (``/proc/PID/stat``, all threads) per operation, the median of ``--repeat`` servers.  Ends only the server it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.cpu import cpu_seconds
+from pynfsd.client.nfs4 import Nfs4Client, op, unchecked
+from pynfsd.client.rpc import AuthSysCred
+from pynfsd.gen import nfs4 as N
+
+ANON = N.stateid4(0, b"\0" * 12)
+_LISTENING = re.compile(rb"listening on 127\.0\.0\.1 port (\d+)")
+USERS = (61000, 61001)
+
+
+def start_server(src: Path, export: Path, state: Path) -> tuple[subprocess.Popen[bytes], int]:
+    log = state.with_suffix(".log")
+    argv = [sys.executable, "-m", "pynfsd", "serve", "--bind", "127.0.0.1", "--port", "0",
+            "--export", f"{export} *(rw,no_root_squash,insecure)", "--state-dir", str(state),
+            "--log-level", "INFO"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, cwd=src, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONPATH": str(src)})  # fmt: skip
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        m = _LISTENING.search(log.read_bytes())
+        if m:
+            return proc, int(m.group(1))
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(log.read_text(errors="replace"))
+
+
+async def _fh(c: Nfs4Client, export: Path, *names: bytes) -> bytes:
+    comps = [os.fsencode(p) for p in export.parts[1:]] + list(names)
+    vals = await c.check([op.putrootfh(), *(op.lookup(n) for n in comps), op.getfh()])
+    fh: bytes = vals[-1].object
+    return fh
+
+
+async def _open(c: Nfs4Client, dirfh: bytes, name: bytes) -> tuple[bytes, N.stateid4]:
+    (sc,) = await c.check([op.setclientid(b"v" * 8, b"bench-" + name)])
+    await c.check([op.setclientid_confirm(sc.clientid, sc.setclientid_confirm)])
+    create = op.open(1, sc.clientid, b"o", name, access=3, create=unchecked(0o644))
+    _, res, got = await c.check([op.putfh(dirfh), create, op.getfh()])
+    sid = res.stateid
+    if res.rflags & 0x2:
+        _, conf = await c.check([op.putfh(got.object), op.open_confirm(sid, 2)])
+        sid = conf.open_stateid
+    return got.object, sid
+
+
+Workload = Callable[[int], list[N.nfs_argop4]]
+
+
+async def _workloads(c: Nfs4Client, export: Path, tag: str, size: int) -> dict[str, Workload]:
+    dirfh = await _fh(c, export, b"pub")
+    fh, sid = await _open(c, dirfh, f"f-{tag}".encode())
+    data = os.urandom(size)
+    await c.check([op.putfh(fh), op.write(sid, 0, data)])
+    return {
+        "GETATTR": lambda i: [op.putfh(fh), op.getattr(N.FATTR4_SIZE, N.FATTR4_CHANGE)],
+        "READ": lambda i: [op.putfh(fh), op.read(sid, 0, size)],
+        "WRITE": lambda i: [op.putfh(fh), op.write(sid, 0, data, 0)],
+        "CREATE": lambda i: [op.putfh(dirfh), op.mkdir(f"d-{tag}-{i}".encode(), 0o755)],
+    }
+
+
+async def _drive(c: Nfs4Client, make: Workload, count: int, depth: int, base: int) -> None:
+    sem = asyncio.Semaphore(depth)
+
+    async def one(i: int) -> None:
+        async with sem:
+            res = await c.compound(make(base + i))
+            if res.status != N.NFS4_OK:
+                raise RuntimeError(N.nfsstat4_names.get(res.status, res.status))
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+
+
+async def measure(pid: int, port: int, export: Path, users: int, args: argparse.Namespace) -> dict[str, float]:
+    conns, loads = [], []
+    for k in range(args.conns):
+        uid = USERS[k % users]
+        c = await Nfs4Client.connect("127.0.0.1", port, cred=AuthSysCred(uid, uid))
+        conns.append(c)
+        loads.append(await _workloads(c, export, f"{users}-{k}-{port}", args.size))
+    out = {}
+    for name in ("GETATTR", "READ", "WRITE", "CREATE"):
+        per = args.ops // args.conns
+        before = cpu_seconds(pid) or 0.0
+        await asyncio.gather(*(_drive(c, w[name], per, args.depth, 0) for c, w in zip(conns, loads, strict=True)))
+        out[name] = ((cpu_seconds(pid) or 0.0) - before) / (per * args.conns) * 1e6
+    for c in conns:
+        await c.close()
+    return out
+
+
+def _one_server(args: argparse.Namespace, export: Path, state: Path, users: int) -> dict[str, float]:
+    proc, port = start_server(args.src, export, state)
+    try:
+        return asyncio.run(measure(proc.pid, port, export, users, args))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.authz", description=__doc__.split("\n")[0])
+    p.add_argument("--src", type=Path, default=Path(__file__).resolve().parent.parent,
+                   help="pynfsd source tree to run the server from (default: this one)")
+    p.add_argument("--ops", type=int, default=8000, help="operations per workload (default 8000)")
+    p.add_argument("--conns", type=int, default=4, help="connections, users alternating (default 4)")
+    p.add_argument("--depth", type=int, default=8, help="COMPOUNDs in flight per connection")
+    p.add_argument("--repeat", type=int, default=3, help="servers per row; the median (default 3)")
+    p.add_argument("--size", type=int, default=4096, help="READ/WRITE size (default 4096)")
+    args = p.parse_args(argv)
+    base = Path(tempfile.mkdtemp(prefix="pynfsd-bench-authz-", dir="/tmp"))
+    try:
+        export = base / "exp"
+        (export / "pub").mkdir(parents=True)
+        os.chmod(base, 0o755)
+        os.chmod(export / "pub", 0o777)
+        print(f"server from {args.src}; us of server CPU per op ({args.ops} ops, "
+              f"{args.conns} conns x {args.depth} in flight, {args.size} B I/O)")
+        print(f"{'users':>5} {'GETATTR':>9} {'READ':>9} {'WRITE':>9} {'CREATE':>9}")
+        for users in (1, 2):
+            runs = [_one_server(args, export, base / f"state-{users}-{i}", users)
+                    for i in range(args.repeat)]  # fmt: skip
+            r = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
+            print(f"{users:>5} " + " ".join(f"{r[k]:>9.1f}" for k in ("GETATTR", "READ", "WRITE", "CREATE")))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
