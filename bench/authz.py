@@ -129,6 +129,36 @@ def _one_server(args: argparse.Namespace, export: Path, state: Path, users: int)
         proc.wait(10)
 
 
+def micro(n: int = 100_000) -> None:
+    """Thread CPU per credential switch, per no-op assume() and per faccess_fd() check."""
+    import threading
+
+    from pynfsd.fs import creds
+
+    fd = os.open("/", os.O_PATH)
+    user, other = creds.Identity(61000, 61000, (61000,)), creds.Identity(61001, 61001, ())
+    out: dict[str, float] = {}
+
+    def timed(name: str, fn: Callable[[int], object]) -> None:
+        t0 = time.thread_time()
+        for i in range(n):
+            fn(i)
+        out[name] = (time.thread_time() - t0) / n * 1e6
+
+    def run() -> None:
+        timed("switch (user A <-> user B)", lambda i: creds.assume(user if i & 1 else other))
+        timed("assume, same identity", lambda i: creds.assume(user))
+        timed("faccess_fd (faccessat2)", lambda i: creds.faccess_fd(fd, os.R_OK))
+        creds.assume(creds.ROOT)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    os.close(fd)
+    for name, us in out.items():
+        print(f"{name:>30}: {us:6.2f} us CPU")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.authz", description=__doc__.split("\n")[0])
     p.add_argument("--src", type=Path, default=Path(__file__).resolve().parent.parent,
@@ -138,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--depth", type=int, default=8, help="COMPOUNDs in flight per connection")
     p.add_argument("--repeat", type=int, default=3, help="servers per row; the median (default 3)")
     p.add_argument("--size", type=int, default=4096, help="READ/WRITE size (default 4096)")
+    p.add_argument("--micro", action="store_true", help="only the per-switch and per-check costs")
     args = p.parse_args(argv)
+    if args.micro:
+        micro()
+        return 0
     base = Path(tempfile.mkdtemp(prefix="pynfsd-bench-authz-", dir="/tmp"))
     try:
         export = base / "exp"

@@ -17,8 +17,11 @@ user ID changes on capabilities"). What else a user would not have and that a fi
 consults -- CAP_SYS_RESOURCE (reserved blocks, quotas) and CAP_LINUX_IMMUTABLE -- is dropped
 from the effective set with ``capset`` while acting as a user and raised again for root.
 
-A thread keeps its identity between calls and switches only when the next call's differs:
-a worker serving one user after another makes no system call at all.  ``as_root()`` is the
+A thread keeps its identity between calls and changes only what differs for the next call:
+a worker serving one user after another makes no system call at all, two users of the same
+groups cost a setfsuid and a setfsgid, and the capability set is touched only between root
+and a user.  ``supported()`` proves once, in a scratch thread, that a switch really takes
+effect (the ids read back, CAP_DAC_OVERRIDE gone), so no switch has to read its ids back.  ``as_root()`` is the
 short section a backend needs for what only root may do (``open_by_handle_at`` needs
 CAP_DAC_READ_SEARCH); it restores the caller's identity afterwards.
 """
@@ -80,9 +83,35 @@ _NR = _SYSCALLS.get(platform.machine())
 _local = threading.local()
 
 
+_probe: list[bool] = []
+
+
 def supported() -> bool:
-    """Whether per-thread credentials can be used here (Linux x86_64/aarch64, as root)."""
-    return _NR is not None and os.geteuid() == 0
+    """Whether per-thread credentials work here: Linux x86_64/aarch64, running as root, and a
+    switch in a scratch thread reads back the ids and leaves no CAP_DAC_OVERRIDE."""
+    if not _probe:
+        _probe.append(_NR is not None and os.geteuid() == 0 and _probe_switch())
+    return _probe[0]
+
+
+def _probe_switch() -> bool:
+    result: list[bool] = []
+
+    def run() -> None:
+        try:
+            assume(Identity(65534, 65534, (65534,)))
+            uid = _syscall(_nr(1), ctypes.c_uint32(0xFFFFFFFF))
+            gid = _syscall(_nr(2), ctypes.c_uint32(0xFFFFFFFF))
+            dac_override = effective_caps() & (1 << 1)
+            assume(ROOT)
+            result.append((uid, gid, dac_override) == (65534, 65534, 0))
+        except OSError:
+            result.append(False)
+
+    t = threading.Thread(target=run, name="pynfsd-creds-probe")
+    t.start()
+    t.join()
+    return result == [True]
 
 
 def _syscall(nr: int, *args: object) -> int:
@@ -122,33 +151,35 @@ def _set_user_caps(user: bool) -> None:
     _syscall(_nr(4), ctypes.byref(hdr), data)
 
 
-def _apply(ident: Identity) -> None:
-    """Make the calling thread's filesystem calls act as ``ident`` (this thread only)."""
-    if len(ident.gids) > NGROUPS_MAX:
-        raise OSError(22, "too many supplementary groups")
-    groups = (ctypes.c_uint32 * max(1, len(ident.gids)))(*ident.gids)
-    _syscall(_nr(0), ctypes.c_size_t(len(ident.gids)), groups)
-    _syscall(_nr(2), ctypes.c_uint32(ident.gid))
-    _syscall(_nr(1), ctypes.c_uint32(ident.uid))
-    # setfsuid/setfsgid never fail: they return the previous id.  Read back to be sure.
-    if _syscall(_nr(1), ctypes.c_uint32(0xFFFFFFFF)) != ident.uid or _syscall(
-        _nr(2), ctypes.c_uint32(0xFFFFFFFF)
-    ) != ident.gid:
-        raise PermissionError(1, "setfsuid/setfsgid refused")
-    _set_user_caps(ident.uid != 0)
+def _apply(ident: Identity, prev: Identity | None) -> None:
+    """Make the calling thread's filesystem calls act as ``ident`` (this thread only),
+    changing what differs from ``prev`` (everything when it is None: state unknown)."""
+    if prev is None or ident.gids != prev.gids:
+        if len(ident.gids) > NGROUPS_MAX:
+            raise OSError(22, "too many supplementary groups")
+        groups = (ctypes.c_uint32 * max(1, len(ident.gids)))(*ident.gids)
+        _syscall(_nr(0), ctypes.c_size_t(len(ident.gids)), groups)
+    if prev is None or ident.gid != prev.gid:
+        _syscall(_nr(2), ctypes.c_uint32(ident.gid))
+    if prev is None or ident.uid != prev.uid:
+        _syscall(_nr(1), ctypes.c_uint32(ident.uid))  # 0 <-> user: the fs capabilities too
+    if prev is None or (ident.uid == 0) != (prev.uid == 0):
+        _set_user_caps(ident.uid != 0)
 
 
 def current() -> Identity:
-    """The identity the calling thread's filesystem calls act as."""
-    return getattr(_local, "ident", ROOT)
+    """The identity the calling thread's filesystem calls act as (ROOT while unknown: a
+    failed switch is redone in full by the next ``assume``, before any call is made)."""
+    return getattr(_local, "ident", None) or ROOT
 
 
 def assume(ident: Identity) -> None:
     """Act as ``ident`` from now on in this thread; no system call when it already does."""
-    if current() == ident:
+    prev: Identity | None = getattr(_local, "ident", ROOT)
+    if prev == ident:
         return
-    _local.ident = ROOT  # if a step fails half-way, the next assume() redoes all of it
-    _apply(ident)
+    _local.ident = None  # if a step fails half-way, the next assume() redoes all of it
+    _apply(ident, prev)
     _local.ident = ident
 
 

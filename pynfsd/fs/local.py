@@ -143,6 +143,9 @@ class LocalBackend(Backend):
     enforces_permissions = True
 
     def __init__(self, root_path: str, state_dir: str, cache_size: int = 256) -> None:
+        if os.geteuid() == 0 and not creds.supported():
+            # without per-thread credentials every call would run with root's permissions
+            raise OSError(errno.ENOSYS, "per-thread credentials are not supported here")
         self._root_fd = os.open(root_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             st = os.fstat(self._root_fd)

@@ -104,9 +104,9 @@ def test_assume_makes_no_system_call_for_the_same_identity(monkeypatch: pytest.M
     calls: list[Identity] = []
     real = creds._apply
 
-    def counting(ident: Identity) -> None:
+    def counting(ident: Identity, prev: Identity | None) -> None:
         calls.append(ident)
-        real(ident)
+        real(ident, prev)
 
     monkeypatch.setattr(creds, "_apply", counting)
 
@@ -194,3 +194,16 @@ def test_the_pool_runs_each_call_as_its_identity() -> None:
         assert asyncio.run(body()) == ["65534", "0", "4321", "0"]
     finally:
         pool.shutdown()
+
+
+def test_a_failed_switch_is_redone_in_full_by_the_next() -> None:
+    def run() -> tuple[str, str, str]:
+        creds.assume(USER)
+        with pytest.raises(OSError):
+            creds.assume(Identity(4321, 4321, tuple(range(creds.NGROUPS_MAX + 1))))
+        creds.assume(USER)
+        ids = thread_ids()
+        creds.assume(ROOT)
+        return ids
+
+    assert in_thread(run) == ("0 0 0 65534", "0 0 0 65534", "1234")
