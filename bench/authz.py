@@ -3,10 +3,13 @@ loopback by one user, or by two users whose requests interleave (so workers swit
 
     python -m bench.authz                       # this tree
     python -m bench.authz --src /path/to/other  # another pynfsd tree (e.g. before a change)
+    python -m bench.authz --compare /path/to/other  # both, servers alternating
+    python -m bench.authz --micro               # the cost of one switch and of one check
 
 Starts `pynfsd serve` from ``--src`` over a fresh directory under /tmp, drives each workload
 with ``--conns`` connections of ``--depth`` COMPOUNDs in flight, and reports the server's CPU
-time (``/proc/PID/stat``, all threads) per operation, the median of ``--repeat`` servers.  Ends only the server it started.
+time (``/proc/PID/stat``, all threads) per operation: the least of ``--repeat`` servers (on a
+shared machine other load only ever adds), alternating between the trees with ``--compare``.  Ends only the server it started.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -120,8 +122,9 @@ async def measure(pid: int, port: int, export: Path, users: int, args: argparse.
     return out
 
 
-def _one_server(args: argparse.Namespace, export: Path, state: Path, users: int) -> dict[str, float]:
-    proc, port = start_server(args.src, export, state)
+def _one_server(src: Path, export: Path, state: Path, users: int,
+                args: argparse.Namespace) -> dict[str, float]:
+    proc, port = start_server(src, export, state)
     try:
         return asyncio.run(measure(proc.pid, port, export, users, args))
     finally:
@@ -166,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ops", type=int, default=8000, help="operations per workload (default 8000)")
     p.add_argument("--conns", type=int, default=4, help="connections, users alternating (default 4)")
     p.add_argument("--depth", type=int, default=8, help="COMPOUNDs in flight per connection")
-    p.add_argument("--repeat", type=int, default=3, help="servers per row; the median (default 3)")
+    p.add_argument("--compare", type=Path, help="a second pynfsd tree, run alternately with --src")
+    p.add_argument("--repeat", type=int, default=3, help="servers per row; the least (default 3)")
     p.add_argument("--size", type=int, default=4096, help="READ/WRITE size (default 4096)")
     p.add_argument("--micro", action="store_true", help="only the per-switch and per-check costs")
     args = p.parse_args(argv)
@@ -179,14 +183,20 @@ def main(argv: list[str] | None = None) -> int:
         (export / "pub").mkdir(parents=True)
         os.chmod(base, 0o755)
         os.chmod(export / "pub", 0o777)
-        print(f"server from {args.src}; us of server CPU per op ({args.ops} ops, "
+        print(f"us of server CPU per op ({args.ops} ops, "
               f"{args.conns} conns x {args.depth} in flight, {args.size} B I/O)")
-        print(f"{'users':>5} {'GETATTR':>9} {'READ':>9} {'WRITE':>9} {'CREATE':>9}")
-        for users in (1, 2):
-            runs = [_one_server(args, export, base / f"state-{users}-{i}", users)
-                    for i in range(args.repeat)]  # fmt: skip
-            r = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
-            print(f"{users:>5} " + " ".join(f"{r[k]:>9.1f}" for k in ("GETATTR", "READ", "WRITE", "CREATE")))
+        trees = [args.src] + ([args.compare] if args.compare else [])
+        runs: dict[tuple[Path, int], list[dict[str, float]]] = {}
+        for _ in range(args.repeat):
+            for users in (1, 2):
+                for src in trees:
+                    state = base / f"state-{sum(map(len, runs.values()))}"  # fresh: no grace
+                    runs.setdefault((src, users), []).append(_one_server(src, export, state, users, args))
+        print(f"{'tree':<40} {'users':>5} {'GETATTR':>9} {'READ':>9} {'WRITE':>9} {'CREATE':>9}")
+        for (src, users), rs in runs.items():
+            r = {k: min(run[k] for run in rs) for k in rs[0]}
+            cells = " ".join(f"{r[k]:>9.1f}" for k in ("GETATTR", "READ", "WRITE", "CREATE"))
+            print(f"{str(src)[-40:]:<40} {users:>5} {cells}")
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return 0
