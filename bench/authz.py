@@ -5,6 +5,7 @@ loopback by one user, or by two users whose requests interleave (so workers swit
     python -m bench.authz --src /path/to/other  # another pynfsd tree (e.g. before a change)
     python -m bench.authz --compare /path/to/other  # both, servers alternating
     python -m bench.authz --micro               # the cost of one switch and of one check
+    python -m bench.authz --backend             # LocalBackend calls on one thread, no RPC
 
 Starts `pynfsd serve` from ``--src`` over a fresh directory under /tmp, drives each workload
 with ``--conns`` connections of ``--depth`` COMPOUNDs in flight, and reports the server's CPU
@@ -162,6 +163,67 @@ def micro(n: int = 100_000) -> None:
         print(f"{name:>30}: {us:6.2f} us CPU")
 
 
+def backend_costs(n: int, size: int) -> None:
+    """Thread CPU per LocalBackend call made on one thread: as root (no switch; what a tree
+    without per-thread credentials does), as one user, and as two users taking turns (a
+    switch before every call).  The user owns one file and writes the other through its
+    group, so both the owner shortcut and the kernel check (faccessat2) are measured."""
+    import threading
+
+    from pynfsd.fs.local import LocalBackend
+
+    try:
+        from pynfsd.fs import creds
+    except ImportError:
+        creds = None  # type: ignore[assignment]  # a tree from before per-thread credentials
+    base = Path(tempfile.mkdtemp(prefix="pynfsd-bench-be-", dir="/tmp"))
+    os.chmod(base, 0o777)
+    b = LocalBackend(str(base), str(base.with_name(base.name + ".state")))
+    data = os.urandom(size)
+    files = {}
+    for name, uid in (("own", 61000), ("grp", 0)):
+        h, _, _ = b.create_file(b.root(), name.encode(), 0o664, uid, 61000, True)
+        b.write(h, 0, data, False)
+        files[name] = h
+    modes: dict[str, list[object]] = {"root": [None]}
+    if creds is not None:
+        a, z = creds.Identity(61000, 61000, (61000,)), creds.Identity(61001, 61000, (61000,))
+        modes.update({"1 user": [a], "2 users": [a, z]})
+    ops: dict[str, Callable[[int], object]] = {
+        "WRITE own": lambda i: b.write(files["own"], 0, data, False),
+        "WRITE via group": lambda i: b.write(files["grp"], 0, data, False),
+        "READ (worker)": lambda i: b.read(files["grp"], 0, size),
+        "CREATE+REMOVE": lambda i: (b.create_file(b.root(), b"n%d" % i, 0o644, 0, 0, True),
+                                    b.remove(b.root(), b"n%d" % i)),  # fmt: skip
+    }
+    rows: dict[str, dict[str, float]] = {}
+
+    def run() -> None:
+        for mode, idents in modes.items():
+            for name, fn in ops.items():
+                t0 = time.thread_time()
+                for i in range(n):
+                    ident = idents[i % len(idents)]
+                    if ident is not None:
+                        creds.assume(ident)  # type: ignore[arg-type]
+                    fn(i)
+                rows.setdefault(name, {})[mode] = (time.thread_time() - t0) / n * 1e6
+            if creds is not None:
+                creds.assume(creds.ROOT)
+
+    try:
+        t = threading.Thread(target=run)
+        t.start()
+        t.join()
+    finally:
+        b.close()
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(base.with_name(base.name + ".state"), ignore_errors=True)
+    print(f"{'us of thread CPU per call':<26}" + "".join(f"{m:>10}" for m in modes))
+    for name, r in rows.items():
+        print(f"{name:<26}" + "".join(f"{r[m]:>10.1f}" for m in modes))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.authz", description=__doc__.split("\n")[0])
     p.add_argument("--src", type=Path, default=Path(__file__).resolve().parent.parent,
@@ -173,9 +235,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="servers per row; the least (default 3)")
     p.add_argument("--size", type=int, default=4096, help="READ/WRITE size (default 4096)")
     p.add_argument("--micro", action="store_true", help="only the per-switch and per-check costs")
+    p.add_argument("--backend", action="store_true", help="only LocalBackend calls, no RPC")
     args = p.parse_args(argv)
     if args.micro:
         micro()
+        return 0
+    if args.backend:
+        backend_costs(args.ops, args.size)
         return 0
     base = Path(tempfile.mkdtemp(prefix="pynfsd-bench-authz-", dir="/tmp"))
     try:
