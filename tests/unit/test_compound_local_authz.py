@@ -229,3 +229,18 @@ def test_new_objects_belong_to_the_caller_with_the_mode_asked_for(env: tuple[Wor
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (NOBODY, NOBODY, 0o777)
     assert os.lstat(d / "ln").st_uid == NOBODY and not (d / "dev").exists()
     assert sh_as_user(f"mknod {d}/ldev c 1 3") != 0
+
+
+def test_a_users_truncate_clears_set_id_bits_as_locally(env: tuple[World, Path]) -> None:
+    w, exp = env
+    here, there = _file(exp / "local", 0o6777), _file(exp / "nfs", 0o6777)
+    assert sh_as_user(f"truncate -s 2 {here}") == 0
+
+    async def body() -> None:
+        c = w.client(user(NOBODY))
+        fh = await lookup_fh(c, await _root(c, exp), b"nfs")
+        await c.check([op.putfh(fh), ops.setattr({N.FATTR4_SIZE: 2})])
+
+    w.run(body())
+    assert stat.S_IMODE(there.stat().st_mode) == stat.S_IMODE(here.stat().st_mode) == 0o777
+    assert there.read_bytes() == here.read_bytes() == b"da"
