@@ -28,8 +28,16 @@ Errors (the errno values a caller must expect):
 
 Names are single path components as ``bytes`` (at most ``NAME_MAX`` = 255 bytes).
 
-Permission checks are NOT done by backends: the caller evaluates them with
-``pynfsd.fs.perm.check_access`` against the attributes and passes already-squashed ids.
+Identity and permissions
+------------------------
+A call acts as the identity of the thread that makes it (``pynfsd.fs.creds.current()``: the
+already-squashed fsuid, fsgid and groups the worker pool set for the request). A backend with
+``enforces_permissions`` (the local backend: the kernel decides, ACLs included) refuses with
+``EACCES``/``EPERM`` what that identity may not do, also on READ, WRITE and truncation, with
+the owner override (the owner may use a file it opened after a chmod). The caller then checks
+nothing itself and asks ``access()`` where the protocol needs an answer without doing the
+operation (ACCESS, OPEN of an existing file). A backend without it (the in-memory backend)
+leaves permission checks to the caller, which applies ``pynfsd.fs.perm`` to the attributes.
 
 Attributes
 ----------
@@ -73,7 +81,10 @@ import abc
 import enum
 import errno
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, ClassVar, Final
+
+if TYPE_CHECKING:
+    from pynfsd.fs.creds import Identity
 
 MAX_HANDLE_SIZE: Final = 100
 NAME_MAX: Final = 255
@@ -166,6 +177,8 @@ class DirEntry:
 class Backend(abc.ABC):
     """A filesystem tree addressed by opaque handles. See the module docstring."""
 
+    enforces_permissions: ClassVar[bool] = False
+
     @abc.abstractmethod
     def root(self) -> bytes:
         """Handle of the export root."""
@@ -197,10 +210,21 @@ class Backend(abc.ABC):
         calls ``getattr`` on a worker thread). Never blocks; the default always declines."""
         return None
 
-    def read_cached(self, h: bytes, offset: int, count: int) -> tuple[bytes | bytearray, bool] | None:
-        """``read`` if it can be answered without blocking on I/O, else None (the caller then
-        calls ``read`` on a worker thread). Never blocks; the default always declines."""
+    def read_cached(
+        self, h: bytes, offset: int, count: int, who: Identity
+    ) -> tuple[bytes | bytearray, bool] | None:
+        """``read`` by ``who`` if it can be answered without blocking on I/O, else None (the
+        caller then calls ``read`` on a worker thread acting as ``who``). Never blocks and
+        never switches credentials; the default always declines."""
         return None
+
+    def access(self, h: bytes, want: int) -> int:
+        """The subset of ``want`` (``perm.READ|WRITE|EXEC`` bits) the calling thread's identity
+        is granted on ``h``. The default applies the POSIX mode bits (``pynfsd.fs.perm``)."""
+        from pynfsd.fs import creds, perm
+
+        who = creds.current()
+        return perm.check_access(self.getattr(h), who.uid, who.groups, want)
 
     @abc.abstractmethod
     def write(self, h: bytes, offset: int, data: bytes, sync: bool) -> int:

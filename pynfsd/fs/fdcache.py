@@ -4,6 +4,10 @@ Each entry holds an ``O_PATH`` descriptor for the object and, lazily, an I/O des
 (regular files). Users borrow entries (reference counted); an entry evicted or invalidated
 while borrowed is closed only when its last borrower returns it, so a descriptor is never
 closed (and its number reused for another file) under a running read or write.
+
+An entry also remembers, for at most ``MAX_GRANTS`` identities, the ctime at which the kernel
+last granted each read access (the local backend's event-loop read path needs no credential
+switch while the ctime is unchanged); the oldest is forgotten first.
 """
 
 from __future__ import annotations
@@ -12,6 +16,11 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Final
+
+from pynfsd.fs.creds import Identity
+
+MAX_GRANTS: Final = 8
 
 
 class CachedObject:
@@ -23,7 +32,7 @@ class CachedObject:
     WRITEs to one file in flight).
     """
 
-    __slots__ = ("key", "fd", "io_fd", "io_writable", "ino", "refs", "dead", "write_lock")
+    __slots__ = ("key", "fd", "io_fd", "io_writable", "ino", "refs", "dead", "write_lock", "grants")
 
     def __init__(self, key: bytes, fd: int, ino: int) -> None:
         self.key = key
@@ -34,6 +43,7 @@ class CachedObject:
         self.refs = 0
         self.dead = False
         self.write_lock = threading.Lock()
+        self.grants: dict[Identity, int] = {}  # identity -> ctime_ns when read was granted
 
     def close(self) -> None:
         for fd in (self.fd, self.io_fd):
@@ -90,6 +100,15 @@ class FdCache:
             if obj.io_fd < 0:
                 obj.io_fd, obj.io_writable = opener(obj.fd)
             return obj.io_fd
+
+    def grant(self, obj: CachedObject, who: Identity, ctime_ns: int) -> None:
+        """Remember that ``who`` may read ``obj`` while its ctime is ``ctime_ns``."""
+        with self._lock:
+            grants = obj.grants
+            grants.pop(who, None)
+            grants[who] = ctime_ns
+            while len(grants) > MAX_GRANTS:
+                del grants[next(iter(grants))]
 
     def _drop(self, obj: CachedObject) -> None:
         """Remove from the table; close now or when the last borrower is done."""

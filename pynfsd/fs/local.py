@@ -34,10 +34,23 @@ readdir cookies are the filesystem's own ``getdents64`` ``d_off`` positions plus
 0, 1 or 2), as knfsd uses them: on ext4 they are hash positions that stay valid while the
 directory changes. The change attribute is described in ``change``.
 
-Ownership race: a new directory, symlink or node is created by root and then chowned
-through a descriptor opened by name; the descriptor is checked to be a root-owned object of
-the created type before the chown, so a concurrent rename cannot make us chown a user's
-object.
+Identity: every call runs with the caller's filesystem identity (``creds``: fsuid, fsgid and
+groups of the worker thread, without the capabilities a user lacks), so the kernel makes every
+permission decision -- ACLs, set-id clearing on write and chown, setgid directory inheritance,
+sticky directories, protected hard links, owners of new objects -- exactly as for a local
+user. Only what a user cannot do runs as root, in short ``creds.as_root()`` sections: turning
+handles into descriptors (``open_by_handle_at`` needs CAP_DAC_READ_SEARCH), checking that a
+directory lies inside the export, and opening the cached I/O descriptor. Because that
+descriptor is shared by all users, READ, WRITE and truncation ask the kernel first
+(``faccessat2(AT_EACCESS)`` under the caller's identity), with knfsd's owner override: the
+owner may keep using a file it opened after a chmod. The data is then written under the
+caller's identity, so the kernel clears set-id bits. A positive READ decision is remembered
+per (object, identity) until the object's ctime changes, so the event-loop read path
+(``read_cached``) needs no credential switch.
+
+New objects get their owner from the kernel; a thread acting as root may ask for another
+owner (the backend contract), and then the created object, checked to be the one just made
+(type, and root-owned), is chowned through its descriptor.
 """
 
 from __future__ import annotations
@@ -50,7 +63,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pynfsd.fs import linux, statedir
+from pynfsd.fs import creds, linux, perm, statedir
 from pynfsd.fs.backend import (
     SET_TO_NOW,
     Attrs,
@@ -62,6 +75,7 @@ from pynfsd.fs.backend import (
     TimeArg,
 )
 from pynfsd.fs.change import ChangeTracker
+from pynfsd.fs.creds import Identity
 from pynfsd.fs.fdcache import CachedObject, FdCache
 from pynfsd.fs.handles import HandleCodec
 from pynfsd.fs.names import check_name, check_target, oserror
@@ -164,9 +178,14 @@ def _timespec(t: TimeArg) -> tuple[int, int]:
 class LocalBackend(Backend):
     """The directory ``root_path`` as a backend; persistent state lives in ``state_dir``."""
 
+    enforces_permissions = True
+
     def __init__(
         self, root_path: str, state_dir: str, cache_size: int = 256, max_kept: int = MAX_KEPT
     ) -> None:
+        if os.geteuid() == 0 and not creds.supported():
+            # without per-thread credentials every call would run with root's permissions
+            raise OSError(errno.ENOSYS, "per-thread credentials are not supported here")
         self._root_fd = os.open(root_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             st = os.fstat(self._root_fd)
@@ -197,6 +216,10 @@ class LocalBackend(Backend):
     def _open_handle(self, h: bytes) -> tuple[int, os.stat_result]:
         """Open the object of ``h`` (``O_PATH``) and check it is live and inside the export."""
         handle_type, kernel_handle = self._codec.decode(h)
+        with creds.as_root():  # open_by_handle_at(2) needs CAP_DAC_READ_SEARCH
+            return self._open_kernel_handle(handle_type, kernel_handle)
+
+    def _open_kernel_handle(self, handle_type: int, kernel_handle: bytes) -> tuple[int, os.stat_result]:
         try:
             fd = linux.open_by_handle_at(self._root_fd, handle_type, kernel_handle, O_PATH)
         except OSError as e:
@@ -410,7 +433,9 @@ class LocalBackend(Backend):
             if (st.st_dev, st.st_ino) == self._root_id:
                 raise oserror(errno.ENOENT, "parent of the export root")
             fd = os.open("..", O_PATH | os.O_DIRECTORY, dir_fd=d.fd)
-            if not self._inside_root(fd):
+            with creds.as_root():
+                inside = self._inside_root(fd)
+            if not inside:
                 os.close(fd)
                 raise oserror(errno.ESTALE, "directory moved out of the export")
             return self._publish(fd, os.fstat(fd))
@@ -420,6 +445,20 @@ class LocalBackend(Backend):
             if not stat.S_ISLNK(self._live(obj).st_mode):
                 raise oserror(errno.EINVAL, "not a symlink")
             return os.readlink(b"", dir_fd=obj.fd)
+
+    def access(self, h: bytes, want: int) -> int:
+        """The kernel's answer for the calling thread's identity, ACLs included."""
+        granted = 0
+        with self._borrow(h) as obj:
+            self._live(obj)
+            for bit, mode in ((perm.READ, os.R_OK), (perm.WRITE, os.W_OK), (perm.EXEC, os.X_OK)):
+                try:
+                    if want & bit and creds.faccess_fd(obj.fd, mode):
+                        granted |= bit
+                except OSError as e:
+                    if e.errno != errno.EROFS:
+                        raise
+        return granted
 
     def statfs(self, h: bytes) -> FsStat:
         with self._borrow(h) as obj:
@@ -487,19 +526,44 @@ class LocalBackend(Backend):
     def _io(self, obj: CachedObject) -> tuple[int, os.stat_result]:
         st = self._live(obj)
         _require_file(st)
-        return self._cache.io_fd(obj, _open_io), st
+        if obj.io_fd >= 0:
+            return obj.io_fd, st
+        with creds.as_root():  # shared by every user: opened as root, checked per call
+            return self._cache.io_fd(obj, _open_io), st
+
+    def _may(self, obj: CachedObject, st: os.stat_result, mode: int) -> None:
+        """EACCES unless the caller may access ``obj`` with ``mode`` -- the kernel's decision,
+        ACLs included -- or owns it (knfsd's owner override: the owner keeps the access it
+        had when it opened the file, RFC 7530 section 16.16.5 "the server still must do
+        appropriate access checking on the READs and WRITEs themselves")."""
+        who = creds.current()
+        if who.uid == st.st_uid or creds.faccess_fd(obj.fd, mode):
+            return
+        raise oserror(errno.EACCES)
+
+    def _may_read(self, obj: CachedObject, st: os.stat_result) -> None:
+        """``_may(R_OK)``, remembered for the event-loop read path until ctime changes."""
+        who = creds.current()
+        if obj.grants.get(who) == st.st_ctime_ns:
+            return
+        self._may(obj, st, os.R_OK)
+        self._cache.grant(obj, who, st.st_ctime_ns)
 
     def read(self, h: bytes, offset: int, count: int) -> tuple[bytes, bool]:
         with self._borrow(h) as obj:
             fd, st = self._io(obj)
+            self._may_read(obj, st)
             if offset > MAX_OFFSET:
                 return b"", True
             data = os.pread(fd, count, offset)
             return data, _at_eof(fd, offset + len(data), st.st_size, len(data) < count)
 
-    def read_cached(self, h: bytes, offset: int, count: int) -> tuple[bytes | bytearray, bool] | None:
+    def read_cached(
+        self, h: bytes, offset: int, count: int, who: Identity = creds.ROOT
+    ) -> tuple[bytes | bytearray, bool] | None:
         """The whole read from the page cache (``preadv2`` with ``RWF_NOWAIT``) when the object
-        is already open for I/O here; None when any of it would wait for the disk.
+        is already open for I/O here and ``who`` was granted read access since its last ctime
+        change; None when any of it would wait for the disk or the access is not known.
 
         This saves the round trip through a worker thread, which costs more CPU than copying
         a megabyte of cached data (measured: ~45 % of a 1 MiB READ's server CPU).
@@ -511,6 +575,8 @@ class LocalBackend(Backend):
                 return None  # edge cases: the worker's `read` answers them
             st = self._live(obj)
             _require_file(st)
+            if obj.grants.get(who) != st.st_ctime_ns:
+                return None  # the worker asks the kernel under who's identity
             if offset >= st.st_size:
                 return b"", True
             buf = bytearray(min(count, st.st_size - offset))
@@ -527,13 +593,11 @@ class LocalBackend(Backend):
     def write(self, h: bytes, offset: int, data: bytes, sync: bool) -> int:
         with self._borrow(h) as obj:
             fd, st = self._io(obj)
-            if not obj.io_writable:
-                os.close(_open_io(obj.fd)[0])  # raises the reason it is read-only
-                raise oserror(errno.EROFS)
+            self._writable(obj, st)
             if offset + len(data) > MAX_OFFSET:
                 raise oserror(errno.EFBIG)
             done = 0
-            with obj.write_lock:
+            with obj.write_lock:  # as the caller: the kernel clears set-id bits of non-root
                 while done < len(data):
                     done += os.pwrite(fd, data[done:], offset + done)
             if sync:
@@ -541,6 +605,14 @@ class LocalBackend(Backend):
             if done:
                 self._modified(st)
             return done
+
+    def _writable(self, obj: CachedObject, st: os.stat_result) -> None:
+        """EACCES unless the caller may write ``obj``; EROFS (or why) if it cannot be written."""
+        self._may(obj, st, os.W_OK)
+        if not obj.io_writable:
+            with creds.as_root():
+                os.close(_open_io(obj.fd)[0])  # raises the reason it is read-only
+            raise oserror(errno.EROFS)
 
     def commit(self, h: bytes) -> None:
         with self._borrow(h) as obj:
@@ -558,15 +630,29 @@ class LocalBackend(Backend):
         return (*self._publish(fd, st), False)
 
     def _new_file(self, dir_fd: int, name: bytes, mode: int, uid: int, gid: int) -> int:
-        """Create ``name`` exclusively and return its ``O_PATH`` descriptor."""
+        """Create ``name`` exclusively as the caller and return its ``O_PATH`` descriptor."""
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(check_name(name), flags, 0o600, dir_fd=dir_fd)
+        fd = os.open(check_name(name), flags, mode & 0o7777, dir_fd=dir_fd)
         try:
-            os.fchown(fd, uid, gid)
-            os.fchmod(fd, mode & 0o7777)
+            self._own(fd, os.fstat(fd), mode, uid, gid)
             return os.open(_proc(fd), os.O_PATH | os.O_CLOEXEC)
         finally:
             os.close(fd)
+
+    @staticmethod
+    def _own(fd: int, st: os.stat_result, mode: int | None, uid: int, gid: int) -> None:
+        """After the kernel created ``fd``'s object as the caller: the owner asked for (for a
+        caller acting as root only), then the mode asked for, as chmod(2) by the caller would
+        set it (a directory keeps the setgid bit it inherited; the kernel drops a setgid bit
+        the caller may not set), since the process umask and mkdir(2) may have removed bits."""
+        if creds.current() == creds.ROOT and (st.st_uid, st.st_gid) != (uid, gid):
+            linux.fchown_empty(fd, uid, gid)
+            st = os.fstat(fd)
+        if mode is None:
+            return
+        want = mode & 0o7777 | (st.st_mode & 0o2000 if stat.S_ISDIR(st.st_mode) else 0)
+        if stat.S_IMODE(st.st_mode) != want:
+            os.chmod(_proc(fd), want)
 
     def create_file(
         self, dir_h: bytes, name: bytes, mode: int, uid: int, gid: int, exclusive: bool
@@ -588,14 +674,12 @@ class LocalBackend(Backend):
 
     def _adopt(self, dir_fd: int, name: bytes, ifmt: int, mode: int | None, uid: int,
                gid: int) -> tuple[bytes, Attrs]:
-        """Give a just-created root-owned ``name`` its owner and mode; see module docstring."""
+        """Give a just-created ``name`` the mode (and, for root, the owner) asked for."""
         fd, st = self._open_child(dir_fd, name)
         try:
-            if stat.S_IFMT(st.st_mode) != ifmt or st.st_uid != os.geteuid():
+            if stat.S_IFMT(st.st_mode) != ifmt or st.st_uid != creds.current().uid:
                 raise oserror(errno.EAGAIN, "created object replaced concurrently")
-            linux.fchown_empty(fd, uid, gid)
-            if mode is not None:
-                os.chmod(_proc(fd), mode & 0o7777)
+            self._own(fd, st, None if ifmt == stat.S_IFLNK else mode, uid, gid)
         except BaseException:
             os.close(fd)
             raise
@@ -605,7 +689,7 @@ class LocalBackend(Backend):
         self, dir_h: bytes, name: bytes, mode: int, uid: int, gid: int
     ) -> tuple[bytes, Attrs]:
         with self._dir(dir_h) as (d, dst):
-            os.mkdir(check_name(name), 0o700, dir_fd=d.fd)
+            os.mkdir(check_name(name), mode & 0o7777, dir_fd=d.fd)
             self._modified(dst)
             return self._adopt(d.fd, name, stat.S_IFDIR, mode, uid, gid)
 
@@ -632,7 +716,7 @@ class LocalBackend(Backend):
             raise oserror(errno.EINVAL, f"mknod of {ftype!r}")
         device = os.makedev(*rdev) if ftype in (FileType.BLK, FileType.CHR) else 0
         with self._dir(dir_h) as (d, dst):
-            os.mknod(check_name(name), ifmt | 0o600, device, dir_fd=d.fd)
+            os.mknod(check_name(name), ifmt | (mode & 0o7777), device, dir_fd=d.fd)
             self._modified(dst)
             return self._adopt(d.fd, name, ifmt, mode, uid, gid)
 
@@ -683,7 +767,9 @@ class LocalBackend(Backend):
             st = self._live(obj)
             if stat.S_ISDIR(st.st_mode):
                 raise oserror(errno.EPERM, "hard link to a directory")
-            linux.link_empty(obj.fd, d.fd, check_name(name))
+            # through /proc as the caller: linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH, and
+            # the kernel applies protected_hardlinks to the caller (proc(5) /proc/pid/fd)
+            os.link(_proc(obj.fd), check_name(name), dst_dir_fd=d.fd, follow_symlinks=True)
             self._modified(dst)
             self._modified(st)
             return self._attrs(os.fstat(obj.fd))
@@ -691,9 +777,8 @@ class LocalBackend(Backend):
     # -- Backend: setattr ----------------------------------------------------------------
 
     def _truncate(self, obj: CachedObject, size: int) -> None:
-        fd, _ = self._io(obj)
-        if not obj.io_writable:
-            raise oserror(errno.EROFS)
+        fd, st = self._io(obj)
+        self._writable(obj, st)  # RFC 7530 section 16.32: SETATTR(size) is a write
         if size > MAX_OFFSET:
             raise oserror(errno.EFBIG)
         os.ftruncate(fd, size)
@@ -711,6 +796,8 @@ class LocalBackend(Backend):
     ) -> Attrs:
         with self._borrow(h) as obj:
             st = self._live(obj)
+            if mode is not None or uid is not None or gid is not None:
+                obj.grants.clear()  # also when ctime does not visibly move
             if size is not None:
                 self._truncate(obj, size)
             if uid is not None or gid is not None:

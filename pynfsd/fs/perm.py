@@ -1,4 +1,8 @@
-"""POSIX permission evaluation, as Linux's generic_permission() does it (ACLs not modelled)."""
+"""POSIX permission evaluation, as Linux's generic_permission() does it (ACLs not modelled).
+
+The model for backends that leave permissions to the caller (the in-memory backend, through
+the Vfs). The local backend does not use it: the kernel decides under the caller's identity
+(``pynfsd.fs.creds``), ACLs included."""
 
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ from pynfsd.exports.pseudofs import PseudoNode
 from pynfsd.exports.resolver import ExportResolver
 from pynfsd.exports.types import ClientExport
 from pynfsd.fs.backend import Attrs, Backend, FileType
+from pynfsd.fs.creds import Identity
 from pynfsd.gen import nfs4 as N
 from pynfsd.idmap import IdMapper
 from pynfsd.nfs4 import compound
@@ -146,6 +147,10 @@ class NFSServer:
     # ------------------------------------------------------------ resources
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._pool.run(fn, *args)
+
+    async def run_blocking_as(self, ident: Identity, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on a worker whose filesystem calls act as ``ident``."""
+        return await self._pool.run_as(ident, fn, *args)
 
     async def durable(self) -> None:
         """Wait until the client records changed so far are on stable storage."""

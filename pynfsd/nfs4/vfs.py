@@ -5,10 +5,17 @@ from the client's view of the exports (which exports it may use, joined into a p
 the RPC credential.  It turns filehandles into `Obj`s, and applies every policy in one place:
 the export a handle belongs to and whether this client may use it, security flavours
 (NFS4ERR_WRONGSEC), squashing (root_squash/all_squash/anonuid), read-only exports
-(NFS4ERR_ROFS), POSIX permission checks (the server runs as root, so it enforces them), pseudo
-directories, and crossing from one export into another or into a filesystem mounted inside
-it (`pynfsd.nfs4.crossing`).  Blocking backend calls run in the server's worker threads,
-never on the event loop; OSErrors become NFS4 errors here.
+(NFS4ERR_ROFS), permissions, pseudo directories, and crossing from one export into another or
+into a filesystem mounted inside it (`pynfsd.nfs4.crossing`).  Blocking backend calls run in
+the server's worker threads, never on the event loop, acting as the squashed identity
+(`pynfsd.fs.creds`); OSErrors become NFS4 errors here.
+
+Permissions: a backend that `enforces_permissions` (the local one: the kernel decides under
+the caller's identity, ACLs included) is trusted with every decision, and is asked
+(`Backend.access`) only where the protocol needs an answer without the operation: ACCESS and
+OPEN of an existing file.  For the others (the in-memory backend) `permit` applies the POSIX
+model of `pynfsd.fs.perm` here.  READ, WRITE and SETATTR(size) are checked on every call,
+whatever the stateid, with the owner override (RFC 7530 §16.16.5).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from pynfsd.exports.pseudofs import PseudoFs, PseudoNode
 from pynfsd.exports.types import ClientExport
 from pynfsd.fs import perm
 from pynfsd.fs.backend import Attrs, Backend, DirEntry, FileType, FsStat, MountPoint
+from pynfsd.fs.creds import Identity
 from pynfsd.nfs4 import errors
 from pynfsd.nfs4.crossing import Crossings, Submount
 from pynfsd.nfs4.fh import KIND_PSEUDO, decode_fh, export_fh, pseudo_fh
@@ -75,15 +83,6 @@ class Obj:
         return self.backend
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """The ids a request acts as within one export, after squashing."""
-
-    uid: int
-    gid: int
-    gids: tuple[int, ...]
-
-
 @dataclass(slots=True)
 class ClientView:
     """What one client may see: its exports joined into a pseudo-fs (cached per export set)."""
@@ -120,22 +119,26 @@ class Vfs:
         self._ids: dict[int, Identity] = {}
 
     # ------------------------------------------------------------ plumbing
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _call(self, export: ClientExport | None, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on a worker acting as this request's identity in ``export``."""
+        return await self.server.run_blocking_as(self.identity(export), fn, *args)
+
+    async def _run(self, export: ClientExport | None, fn: Callable[..., T], *args: Any) -> T:
         try:
-            return await self.server.run_blocking(fn, *args)
+            return await self._call(export, fn, *args)
         except OSError as e:
             raise errors.from_oserror(e) from None
 
     async def _quick_or_run(
-        self, quick: Callable[..., T | None], fn: Callable[..., T], *args: Any
+        self, obj: Obj, quick: Callable[[], T | None], fn: Callable[..., T], *args: Any
     ) -> T:
-        """``quick(*args)`` on the event loop (a backend's ``*_cached`` call: it never blocks),
+        """``quick()`` on the event loop (a backend's ``*_cached`` call: it never blocks),
         or ``fn(*args)`` on a worker thread when it declines."""
         try:
-            value = quick(*args)
+            value = quick()
         except OSError as e:
             raise errors.from_oserror(e) from None
-        return value if value is not None else await self._run(fn, *args)
+        return value if value is not None else await self._run(obj.export, fn, *args)
 
     def identity(self, export: ClientExport | None) -> Identity:
         """Squash the credential as the export says (exports(5) root_squash/all_squash)."""
@@ -176,7 +179,10 @@ class Vfs:
             raise errors.NFS4ERR_ROFS()
 
     def permit(self, obj: Obj, attrs: Attrs, want: int, owner_override: bool = False) -> None:
-        """POSIX permission check; NFS4ERR_ACCESS when any of `want` is denied."""
+        """POSIX permission check for backends that leave it to the caller (the others decide
+        when the call is made); NFS4ERR_ACCESS when any of `want` is denied."""
+        if _enforcing(obj):
+            return
         ident = self.identity(obj.export)
         if owner_override and ident.uid == attrs.uid:
             return
@@ -221,16 +227,15 @@ class Vfs:
         if obj.backend is None:
             attrs = self.server.pseudo_attrs(obj.node)
         else:
-            attrs = await self._quick_or_run(
-                obj.backend.getattr_cached, obj.backend.getattr, obj.handle
-            )
+            be, h = obj.backend, obj.handle
+            attrs = await self._quick_or_run(obj, lambda: be.getattr_cached(h), be.getattr, h)
         obj.attrs = attrs
         return attrs
 
     async def statfs(self, obj: Obj) -> FsStat:
         if obj.backend is None:
             return FsStat(0, 0, 0, 0, 0, 0, 255)
-        return await self._run(obj.backend.statfs, obj.handle)
+        return await self._run(obj.export, obj.backend.statfs, obj.handle)
 
     def mounted_on_fileid(self, obj: Obj, attrs: Attrs) -> int:
         """For an export root, the fileid of the directory it covers (RFC 7530 §5.8.2.33)."""
@@ -254,8 +259,7 @@ class Vfs:
             supported = want & (ACCESS4_READ | ACCESS4_MODIFY | ACCESS4_EXTEND | ACCESS4_EXECUTE)
         if obj.is_pseudo:
             return supported, supported & (ACCESS4_READ | ACCESS4_LOOKUP)
-        ident = self.identity(obj.export)
-        bits = perm.check_access(attrs, ident.uid, (ident.gid, *ident.gids), perm.ALL)
+        bits = await self._granted(obj, attrs, perm.ALL)
         granted = 0
         if bits & perm.READ:
             granted |= ACCESS4_READ
@@ -265,6 +269,14 @@ class Vfs:
         if bits & perm.WRITE and writable:
             granted |= ACCESS4_MODIFY | ACCESS4_EXTEND | ACCESS4_DELETE
         return supported, supported & granted
+
+    async def _granted(self, obj: Obj, attrs: Attrs, want: int) -> int:
+        """The subset of `want` (perm bits) the identity has: the backend's answer when it
+        enforces permissions (the kernel's, ACLs included), else the POSIX model's."""
+        if _enforcing(obj):
+            return await self._run(obj.export, obj.be().access, obj.handle, want)
+        ident = self.identity(obj.export)
+        return perm.check_access(attrs, ident.uid, ident.groups, want)
 
     # ------------------------------------------------------------ namespace
     async def lookup(self, d: Obj, name: bytes) -> Obj:
@@ -288,11 +300,12 @@ class Vfs:
         NFS4ERR_XDEV (not a LOOKUP error, RFC 7530 §15.2)."""
         backend = d.be()
         try:
-            handle, attrs = await self.server.run_blocking(backend.lookup, d.handle, name)
+            handle, attrs = await self._call(d.export, backend.lookup, d.handle, name)
         except OSError as e:
             if e.errno != errno.EXDEV:
                 raise errors.from_oserror(e) from None
-            export = self._crossing(d, await self._run(backend.mount_point, d.handle, name))
+            mount = await self._run(d.export, backend.mount_point, d.handle, name)
+            export = self._crossing(d, mount)
             if export is None:
                 raise NotCrossed("a mount point that is not crossed") from None
             return self._export_root(export, self.view.node_by_fsid.get(export.fsid))
@@ -330,7 +343,7 @@ class Vfs:
         export = cr.export(fsid)
         if export is not None or not cr.crossmnt:
             return export
-        generation, mounts = await self._run(self.server.mounts.current)
+        generation, mounts = await self.server.run_blocking(self.server.mounts.current)
         if cr.scanned == generation:
             return None
         epoch = cr.epoch
@@ -378,7 +391,7 @@ class Vfs:
         if attrs.type != FileType.DIR:
             raise errors.NFS4ERR_NOTDIR()
         backend = obj.be()
-        handle, _ = await self._run(backend.parent, obj.handle)
+        handle, _ = await self._run(obj.export, backend.parent, obj.handle)
         assert obj.export is not None
         parent_obj = Obj(export_fh(obj.export.fsid, handle), obj.export, backend, handle)
         if handle == backend.root():
@@ -406,8 +419,8 @@ class Vfs:
     ) -> tuple[list[DirEntry], bool, bytes]:
         backend = d.be()
         try:
-            return await self.server.run_blocking(
-                backend.readdir, d.handle, cookie, verifier, max_entries
+            return await self._call(
+                d.export, backend.readdir, d.handle, cookie, verifier, max_entries
             )
         except OSError as e:
             if e.errno == errno.EINVAL:
@@ -433,7 +446,7 @@ class Vfs:
         """The backend refused a cookie/verifier pair: a verifier that is no longer the
         directory's is NFS4ERR_NOT_SAME (RFC 7530 §16.24.4 MUST), else NFS4ERR_BAD_COOKIE."""
         if verifier != bytes(8):
-            _, _, current = await self._run(backend.readdir, d.handle, 0, bytes(8), 0)
+            _, _, current = await self._run(d.export, backend.readdir, d.handle, 0, bytes(8), 0)
             if current != verifier:
                 return errors.NFS4ERR_NOT_SAME()
         return errors.NFS4ERR_BAD_COOKIE()
@@ -456,7 +469,7 @@ class Vfs:
         return out, True, b"\0" * 8
 
     async def readlink(self, obj: Obj) -> bytes:
-        return await self._run(obj.be().readlink, obj.handle)
+        return await self._run(obj.export, obj.be().readlink, obj.handle)
 
     async def _dir_for_change(self, d: Obj) -> Attrs:
         """Checks before creating or removing in d: writable export, a directory, w+x access."""
@@ -483,7 +496,7 @@ class Vfs:
         dattrs = await self._dir_for_change(d)
         uid, gid = self._owner_for_new(d, dattrs)
         h, attrs, created = await self._run(
-            d.be().create_file, d.handle, name, mode, uid, gid, exclusive
+            d.export, d.be().create_file, d.handle, name, mode, uid, gid, exclusive
         )
         return self._child(d, h, attrs), attrs, created
 
@@ -497,21 +510,22 @@ class Vfs:
         if ftype == FileType.DIR:
             if dattrs.mode & 0o2000:
                 mode |= 0o2000
-            h, attrs = await self._run(be.mkdir, d.handle, name, mode, uid, gid)
+            h, attrs = await self._run(d.export, be.mkdir, d.handle, name, mode, uid, gid)
         elif ftype == FileType.LNK:
-            h, attrs = await self._run(be.symlink, d.handle, name, target, uid, gid)
+            h, attrs = await self._run(d.export, be.symlink, d.handle, name, target, uid, gid)
         else:
-            h, attrs = await self._run(be.mknod, d.handle, name, ftype, mode, rdev, uid, gid)
+            args = (d.handle, name, ftype, mode, rdev, uid, gid)
+            h, attrs = await self._run(d.export, be.mknod, *args)
         return self._child(d, h, attrs), attrs
 
     async def _check_sticky(self, d: Obj, dattrs: Attrs, name: bytes) -> None:
         """In a sticky directory only the owner of the entry or the directory may remove it."""
-        if not dattrs.mode & 0o1000:
+        if not dattrs.mode & 0o1000 or _enforcing(d):
             return
         ident = self.identity(d.export)
         if ident.uid in (0, dattrs.uid):
             return
-        _, attrs = await self._run(d.be().lookup, d.handle, name)
+        _, attrs = await self._run(d.export, d.be().lookup, d.handle, name)
         if attrs.uid != ident.uid:
             raise errors.NFS4ERR_ACCESS()
 
@@ -519,7 +533,7 @@ class Vfs:
         dattrs = await self._dir_for_change(d)
         await self._check_sticky(d, dattrs, name)
         d.attrs = None
-        await self._run(d.be().remove, d.handle, name)
+        await self._run(d.export, d.be().remove, d.handle, name)
 
     async def rename(self, src: Obj, old: bytes, dst: Obj, new: bytes) -> None:
         if src.export is None or dst.export is None or src.export.fsid != dst.export.fsid:
@@ -529,7 +543,7 @@ class Vfs:
         await self._check_sticky(src, sattrs, old)
         src.attrs = dst.attrs = None
         try:
-            await self.server.run_blocking(src.be().rename, src.handle, old, dst.handle, new)
+            await self._call(src.export, src.be().rename, src.handle, old, dst.handle, new)
         except OSError as e:
             if e.errno in (errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY, errno.EEXIST):
                 # RFC 7530 §16.27.4: an incompatible or non-empty target is NFS4ERR_EXIST
@@ -545,31 +559,40 @@ class Vfs:
         if attrs.type == FileType.DIR:
             raise errors.NFS4ERR_ISDIR()
         d.attrs = obj.attrs = None  # the directory and the link count change
-        await self._run(d.be().link, obj.handle, d.handle, name)
+        await self._run(d.export, d.be().link, obj.handle, d.handle, name)
 
     # ------------------------------------------------------------ data
-    async def read(
-        self, obj: Obj, offset: int, count: int, check_perm: bool
-    ) -> tuple[bytes | bytearray, bool]:
-        if check_perm:
-            attrs = await self._file_attrs(obj)
-            self.permit(obj, attrs, perm.READ, owner_override=True)
-        backend = obj.be()
-        return await self._quick_or_run(
-            backend.read_cached, backend.read, obj.handle, offset, count
-        )
+    async def _io_permit(self, obj: Obj, want: int) -> None:
+        """Access checked on every READ/WRITE/truncate, whatever the stateid, with the owner
+        override (RFC 7530 §16.16.5: "the server still must do appropriate access checking on
+        the READs and WRITEs themselves"); an enforcing backend checks it in the call."""
+        if not _enforcing(obj):
+            self.permit(obj, await self._file_attrs(obj), want, owner_override=True)
 
-    async def write(self, obj: Obj, offset: int, data: bytes, sync: bool, check_perm: bool) -> int:
+    async def read(self, obj: Obj, offset: int, count: int) -> tuple[bytes | bytearray, bool]:
+        await self._io_permit(obj, perm.READ)
+        be, h, who = obj.be(), obj.handle, self.identity(obj.export)
+        try:
+            return await self._quick_or_run(
+                obj, lambda: be.read_cached(h, offset, count, who), be.read, h, offset, count
+            )
+        except errors.NFS4ERR_INVAL:
+            await self._file_attrs(obj)  # the precise error for a non-file: ISDIR, SYMLINK
+            raise
+
+    async def write(self, obj: Obj, offset: int, data: bytes, sync: bool) -> int:
         self.check_writable(obj)
-        if check_perm:
-            attrs = await self._file_attrs(obj)
-            self.permit(obj, attrs, perm.WRITE, owner_override=True)
+        await self._io_permit(obj, perm.WRITE)
         obj.attrs = None
-        return await self._run(obj.be().write, obj.handle, offset, data, sync)
+        try:
+            return await self._run(obj.export, obj.be().write, obj.handle, offset, data, sync)
+        except errors.NFS4ERR_INVAL:
+            await self._file_attrs(obj)
+            raise
 
     async def commit(self, obj: Obj) -> None:
         await self._file_attrs(obj)
-        await self._run(obj.be().commit, obj.handle)
+        await self._run(obj.export, obj.be().commit, obj.handle)
 
     async def _file_attrs(self, obj: Obj) -> Attrs:
         attrs = await self.getattr(obj)
@@ -586,13 +609,21 @@ class Vfs:
         want = (perm.READ if read else 0) | (perm.WRITE if write else 0)
         if write:
             self.check_writable(obj)
-        if want:
-            self.permit(obj, attrs, want, owner_override=False)
+        if want and await self._granted(obj, attrs, want) != want:
+            raise errors.NFS4ERR_ACCESS()
 
     async def setattr(self, obj: Obj, **changes: Any) -> Attrs:
-        """SETATTR with the ownership rules of chmod/chown/truncate/utimes."""
+        """SETATTR with the ownership rules of chmod/chown/truncate/utimes (made by the kernel
+        for an enforcing backend)."""
         self.check_writable(obj)
         attrs = await self.getattr(obj)
+        if not _enforcing(obj):
+            await self._check_setattr(obj, attrs, changes)
+        obj.attrs = None
+        obj.attrs = await self._run(obj.export, self._do_setattr, obj, changes)
+        return obj.attrs
+
+    async def _check_setattr(self, obj: Obj, attrs: Attrs, changes: dict[str, Any]) -> None:
         ident = self.identity(obj.export)
         is_owner = ident.uid in (0, attrs.uid)
         if changes.get("mode") is not None and not is_owner:
@@ -608,9 +639,6 @@ class Vfs:
                 raise errors.NFS4ERR_ISDIR()
             self.permit(obj, attrs, perm.WRITE, owner_override=True)
         await self._check_times(obj, attrs, changes, is_owner)
-        obj.attrs = None
-        obj.attrs = await self._run(self._do_setattr, obj, changes)
-        return obj.attrs
 
     async def _check_times(
         self, obj: Obj, attrs: Attrs, changes: dict[str, Any], is_owner: bool
@@ -627,3 +655,8 @@ class Vfs:
     @staticmethod
     def _do_setattr(obj: Obj, changes: dict[str, Any]) -> Attrs:
         return obj.be().setattr(obj.handle, **changes)
+
+
+def _enforcing(obj: Obj) -> bool:
+    """Whether obj's backend makes the permission decisions itself (see the module docstring)."""
+    return obj.backend is not None and obj.backend.enforces_permissions

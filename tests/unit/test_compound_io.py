@@ -49,7 +49,10 @@ def test_write_and_read_with_the_anonymous_stateid(w: World) -> None:
     w.run(body())
 
 
-def test_read_with_the_bypass_stateid_but_not_write(w: World) -> None:
+def test_write_with_the_bypass_stateid_is_an_anonymous_write(w: World) -> None:
+    """RFC 7530 §9.1.4.3: a WRITE with the READ bypass stateid is treated as with the
+    anonymous stateid: it writes, and a deny-write share reservation refuses it."""
+
     async def body() -> None:
         c = w.client()
         root = await export_root(c)
@@ -57,7 +60,13 @@ def test_read_with_the_bypass_stateid_but_not_write(w: World) -> None:
         await c.check([op.putfh(f), op.write(ANON, 0, b"abc")])
         (_, rd) = await c.check([op.putfh(f), op.read(BYPASS, 0, 3)])
         assert rd.data == b"abc"
-        await expect(c, [op.putfh(f), op.write(BYPASS, 0, b"x")], N.NFS4ERR_BAD_STATEID)
+        (_, wr) = await c.check([op.putfh(f), op.write(BYPASS, 0, b"x")])
+        assert wr.count == 1
+        (_, rd) = await c.check([op.putfh(f), op.read(ANON, 0, 3)])
+        assert rd.data == b"xbc"
+        clientid = await new_clientid(c)
+        o = await open_file(c, root, clientid, b"o", b"g", access=R, deny=DENY_WRITE)
+        await expect(c, [op.putfh(o.fh), op.write(BYPASS, 0, b"x")], N.NFS4ERR_LOCKED)
 
     w.run(body())
 
@@ -178,6 +187,31 @@ def test_anonymous_io_checks_file_permissions(w: World) -> None:
         await expect(other, [op.putfh(f), op.write(ANON, 0, b"x")], N.NFS4ERR_ACCESS)
         owner = w.client(user(1000))
         await owner.check([op.putfh(f), op.write(ANON, 0, b"x"), op.read(ANON, 0, 1)])
+
+    w.run(body())
+
+
+def test_io_with_another_users_open_stateid_checks_file_permissions(w: World) -> None:
+    """RFC 7530 §16.16.5: the server must check access on the READs and WRITEs themselves,
+    so the owner's open stateid does not let another user read, write or truncate."""
+
+    async def body() -> None:
+        owner, other = w.client(user(1000)), w.client(user(2000))
+        root = await export_root(w.client())
+        await w.client().check([op.putfh(root), ops.setattr({N.FATTR4_MODE: 0o777})])
+        o = await open_file(owner, root, await new_clientid(owner), b"o", b"f", access=RW)
+        await owner.check([op.putfh(o.fh), ops.setattr({N.FATTR4_MODE: 0o600}, o.stateid)])
+        await owner.check([op.putfh(o.fh), op.write(o.stateid, 0, b"owner's")])
+        for bad in (
+            op.write(o.stateid, 0, b"intruder"),
+            op.read(o.stateid, 0, 100),
+            ops.setattr({N.FATTR4_SIZE: 0}, o.stateid),
+        ):
+            await expect(other, [op.putfh(o.fh), bad], N.NFS4ERR_ACCESS)
+        await owner.check([op.putfh(o.fh), ops.setattr({N.FATTR4_MODE: 0o400}, o.stateid)])
+        (_, rd) = await owner.check([op.putfh(o.fh), op.read(o.stateid, 0, 100)])
+        assert rd.data == b"owner's"
+        await owner.check([op.putfh(o.fh), op.write(o.stateid, 7, b"!")])  # owner override
 
     w.run(body())
 

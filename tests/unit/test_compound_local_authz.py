@@ -1,0 +1,246 @@
+"""Authorization over `LocalBackend`, held to the local kernel: each case runs the same
+operation as the same user locally (`setpriv`, tests/localuser.py) and over NFS (COMPOUNDs
+through the in-process server), and asserts the same outcome -- ACLs, set-id clearing, setgid
+directories, sticky directories, protected hard links, the owner override -- and that READ,
+WRITE and SETATTR(size) are checked on every call, whatever the stateid (RFC 7530 §16.16.5)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from nfs4_fixtures import (
+    ANON,
+    RW,
+    World,
+    expect,
+    export_root,
+    lookup_fh,
+    make_world,
+    new_clientid,
+    open_file,
+    ops,
+    user,
+)
+
+from pynfsd.client.nfs4 import Nfs4Client, op
+from pynfsd.fs import creds
+from pynfsd.gen import nfs4 as N
+from tests.localuser import NOBODY, acls_supported, kernel_dir, set_acl, sh_as_user
+
+pytestmark = pytest.mark.skipif(not creds.supported(), reason="needs root on Linux")
+ACCESS4_READ, ACCESS4_MODIFY = 0x01, 0x04
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[tuple[World, Path]]:
+    """An in-process server exporting a fresh 0755 directory that users can reach locally."""
+    with kernel_dir() as exp:
+        w = make_world(tmp_path, [f"{exp} *(rw,no_root_squash)"], local=True)
+        try:
+            yield w, exp
+        finally:
+            w.close()
+
+
+async def _root(c: Nfs4Client, exp: Path) -> bytes:
+    return await export_root(c, *[os.fsencode(p) for p in exp.parts[1:]])
+
+
+def _file(path: Path, mode: int, data: bytes = b"data", uid: int = 0, gid: int = 0) -> Path:
+    path.write_bytes(data)
+    os.chown(path, uid, gid)
+    path.chmod(mode)
+    return path
+
+
+def _dir(path: Path, mode: int, gid: int = 0) -> Path:
+    path.mkdir()
+    os.chown(path, 0, gid)
+    path.chmod(mode)
+    return path
+
+
+def test_acl_entries_decide_read_as_locally(env: tuple[World, Path]) -> None:
+    w, exp = env
+    if not acls_supported(exp):
+        pytest.skip("no POSIX ACLs here")
+    set_acl(_file(exp / "denied", 0o644), {NOBODY: 0})  # mode says yes, the ACL no
+    set_acl(_file(exp / "granted", 0o600), {NOBODY: 4})  # mode says no, the ACL yes
+    local = {n: sh_as_user(f"cat {exp / n}") == 0 for n in ("denied", "granted")}
+    assert local == {"denied": False, "granted": True}
+
+    async def body() -> dict[str, bool]:
+        c = w.client(user(NOBODY))
+        root = await _root(c, exp)
+        cid = await new_clientid(c)
+        out = {}
+        for name in ("denied", "granted"):
+            fh = await lookup_fh(c, root, name.encode())
+            read = await c.compound([op.putfh(fh), op.read(ANON, 0, 10)])
+            acc = await c.compound([op.putfh(fh), op.access(ACCESS4_READ)])
+            opened = await c.compound(
+                [op.putfh(root), op.open(1, cid, name.encode(), name.encode(), access=1)]
+            )
+            granted = bool(acc.resarray[-1].value.value.access & ACCESS4_READ)
+            statuses = {read.status, opened.status}
+            assert statuses in ({N.NFS4_OK}, {N.NFS4ERR_ACCESS}), (name, statuses)
+            assert granted == (read.status == N.NFS4_OK), name
+            out[name] = granted
+        return out
+
+    assert w.run(body()) == local
+
+
+@pytest.mark.parametrize("mode", [0o4777, 0o2777, 0o6777])
+def test_a_users_write_clears_set_id_bits_as_locally(env: tuple[World, Path], mode: int) -> None:
+    w, exp = env
+    here, there = _file(exp / "local", mode), _file(exp / "nfs", mode)
+    assert sh_as_user(f"printf x >> {here}") == 0
+
+    async def body() -> None:
+        c = w.client(user(NOBODY))
+        fh = await lookup_fh(c, await _root(c, exp), b"nfs")
+        await c.check([op.putfh(fh), op.write(ANON, 4, b"x")])
+
+    w.run(body())
+    assert stat.S_IMODE(there.stat().st_mode) == stat.S_IMODE(here.stat().st_mode) == 0o777
+    assert there.read_bytes() == here.read_bytes() == b"datax"
+
+
+def test_setgid_directories_pass_their_group_on_as_locally(env: tuple[World, Path]) -> None:
+    w, exp = env
+    d = _dir(exp / "shared", 0o2777, gid=1234)
+    assert sh_as_user(f"mkdir {d}/ldir && touch {d}/lfile") == 0
+
+    async def body() -> None:
+        c = w.client(user(NOBODY))
+        dfh = await lookup_fh(c, await _root(c, exp), b"shared")
+        await c.check([op.putfh(dfh), op.mkdir(b"ndir", 0o755)])
+        await open_file(c, dfh, await new_clientid(c), b"o", b"nfile")
+
+    w.run(body())
+
+    def owner(name: str) -> tuple[int, int, int]:
+        st = (d / name).stat()
+        return st.st_uid, st.st_gid, st.st_mode & 0o2000
+
+    assert owner("ndir") == owner("ldir") == (NOBODY, 1234, 0o2000)
+    assert owner("nfile") == owner("lfile") == (NOBODY, 1234, 0)
+
+
+def test_sticky_directories_keep_others_files_as_locally(env: tuple[World, Path]) -> None:
+    w, exp = env
+    d = _dir(exp / "tmp", 0o1777)
+    for name in ("lf", "nf", "own"):
+        _file(d / name, 0o666, uid=1000, gid=1000)
+    assert sh_as_user(f"rm -f {d}/lf") != 0 and (d / "lf").exists()
+
+    async def body() -> None:
+        dfh = await lookup_fh(w.client(), await _root(w.client(), exp), b"tmp")
+        res = await w.client(user(NOBODY)).compound([op.putfh(dfh), op.remove(b"nf")])
+        assert res.status in (N.NFS4ERR_PERM, N.NFS4ERR_ACCESS)
+        await w.client(user(1000)).check([op.putfh(dfh), op.remove(b"own")])  # the owner may
+
+    w.run(body())
+    assert (d / "nf").exists() and not (d / "own").exists()
+
+
+def test_protected_hardlinks_apply_as_locally(env: tuple[World, Path]) -> None:
+    w, exp = env
+    if Path("/proc/sys/fs/protected_hardlinks").read_text().strip() != "1":
+        pytest.skip("fs.protected_hardlinks is off")
+    d = _dir(exp / "pub", 0o777)
+    _file(d / "roots", 0o600)
+    _file(d / "mine", 0o600, uid=NOBODY, gid=NOBODY)
+    assert sh_as_user(f"ln {d}/roots {d}/l1") != 0 and not (d / "l1").exists()
+
+    async def body() -> None:
+        c = w.client(user(NOBODY))
+        dfh = await lookup_fh(c, await _root(c, exp), b"pub")
+        for src, dst, ok in ((b"roots", b"n1", False), (b"mine", b"n2", True)):
+            sfh = await lookup_fh(c, dfh, src)
+            res = await c.compound([op.putfh(sfh), op.savefh(), op.putfh(dfh), ops.link(dst)])
+            assert (res.status == N.NFS4_OK) == ok, (src, res.status)
+
+    w.run(body())
+    assert not (d / "n1").exists() and (d / "n2").exists()
+
+
+def test_the_owner_keeps_writing_after_chmod_0400_as_locally(env: tuple[World, Path]) -> None:
+    w, exp = env
+    d = _dir(exp / "pub", 0o777)
+    script = f"exec 3<>{d}/lf && chmod 400 {d}/lf && printf again >&3"
+    assert sh_as_user(f"touch {d}/lf && {script}") == 0
+
+    async def body() -> None:
+        c = w.client(user(NOBODY))
+        dfh = await lookup_fh(c, await _root(c, exp), b"pub")
+        o = await open_file(c, dfh, await new_clientid(c), b"o", b"nf", access=RW)
+        await c.check([op.putfh(o.fh), ops.setattr({N.FATTR4_MODE: 0o400}, o.stateid)])
+        await c.check([op.putfh(o.fh), op.write(o.stateid, 0, b"again")])
+        other = w.client(user(NOBODY + 1))  # not the owner: the mode applies
+        await expect(other, [op.putfh(o.fh), op.write(o.stateid, 0, b"x")], N.NFS4ERR_ACCESS)
+
+    w.run(body())
+    assert (d / "nf").read_bytes() == (d / "lf").read_bytes() == b"again"
+
+
+def test_another_users_io_with_the_owners_open_stateid_is_refused(env: tuple[World, Path]) -> None:
+    w, exp = env
+    d = _dir(exp / "pub", 0o777)
+
+    async def body() -> None:
+        owner, other = w.client(user(1000)), w.client(user(1001))
+        dfh = await lookup_fh(owner, await _root(owner, exp), b"pub")
+        o = await open_file(owner, dfh, await new_clientid(owner), b"o", b"f", access=RW)
+        await owner.check([op.putfh(o.fh), ops.setattr({N.FATTR4_MODE: 0o600}, o.stateid)])
+        await owner.check([op.putfh(o.fh), op.write(o.stateid, 0, b"owner's")])
+        for bad in (
+            op.write(o.stateid, 0, b"intruder"),
+            op.read(o.stateid, 0, 100),
+            ops.setattr({N.FATTR4_SIZE: 0}, o.stateid),
+        ):
+            await expect(other, [op.putfh(o.fh), bad], N.NFS4ERR_ACCESS)
+        acc = await other.check([op.putfh(o.fh), op.access(ACCESS4_READ | ACCESS4_MODIFY)])
+        assert acc[-1].access == 0
+
+    w.run(body())
+    assert (d / "f").read_bytes() == b"owner's"
+
+
+def test_new_objects_belong_to_the_caller_with_the_mode_asked_for(env: tuple[World, Path]) -> None:
+    w, exp = env
+    d = _dir(exp / "pub", 0o777)
+
+    async def body() -> None:
+        c = w.client(user(NOBODY))
+        dfh = await lookup_fh(c, await _root(c, exp), b"pub")
+        await c.check([op.putfh(dfh), op.mkdir(b"wide", 0o777)])
+        await c.check([op.putfh(dfh), op.symlink(b"ln", b"target")])
+        await expect(c, [op.putfh(dfh), ops.create(N.NF4CHR, b"dev", N.specdata4(1, 3))],
+                     N.NFS4ERR_PERM)  # mknod of a device needs CAP_MKNOD, as locally
+
+    w.run(body())
+    st = (d / "wide").stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (NOBODY, NOBODY, 0o777)
+    assert os.lstat(d / "ln").st_uid == NOBODY and not (d / "dev").exists()
+    assert sh_as_user(f"mknod {d}/ldev c 1 3") != 0
+
+
+def test_a_users_truncate_clears_set_id_bits_as_locally(env: tuple[World, Path]) -> None:
+    w, exp = env
+    here, there = _file(exp / "local", 0o6777), _file(exp / "nfs", 0o6777)
+    assert sh_as_user(f"truncate -s 2 {here}") == 0
+
+    async def body() -> None:
+        c = w.client(user(NOBODY))
+        fh = await lookup_fh(c, await _root(c, exp), b"nfs")
+        await c.check([op.putfh(fh), ops.setattr({N.FATTR4_SIZE: 2})])
+
+    w.run(body())
+    assert stat.S_IMODE(there.stat().st_mode) == stat.S_IMODE(here.stat().st_mode) == 0o777
+    assert there.read_bytes() == here.read_bytes() == b"da"
