@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 CB_VERSION = 1  # NFS4_CALLBACK version 1 (RFC 7530 §17); the program number is the client's
 CB_NULL, CB_COMPOUND = 0, 1
 MAX_UADDR = 64  # longer than any TCP/TCP6 universal address
+MAX_NETID = 16  # longer than any netid of RFC 5665 (tcp, tcp6, rdma6, ...)
 MAX_CB_REPLY = 256 << 10
 KRB5_MECH_OID = "1.2.840.113554.1.2.2"
 _PORT_BYTE = re.compile(r"[0-9]{1,3}")
@@ -191,8 +192,13 @@ class CallbackTarget:
     @classmethod
     def from_setclientid(cls, args: N.SETCLIENTID4args, cred: Credential) -> CallbackTarget:
         loc = args.callback.cb_location
-        return cls(args.callback.cb_program, loc.na_r_netid, loc.na_r_addr,
-                   args.callback_ident, security_from_credential(cred))
+        netid, uaddr = loc.na_r_netid, loc.na_r_addr
+        if len(netid) > MAX_NETID or len(uaddr) > MAX_UADDR:
+            # Unusable as a callback address, and the record would hold (and CLID_INUSE echo,
+            # §16.33.4) up to a whole request: kept as no callback path instead.
+            netid, uaddr = "", ""
+        return cls(args.callback.cb_program, netid, uaddr, args.callback_ident,
+                   security_from_credential(cred))
 
     def address(self) -> CallbackAddress:
         return parse_universal_address(self.netid, self.uaddr)

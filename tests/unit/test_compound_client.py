@@ -135,8 +135,7 @@ def test_client_reboot_drops_the_old_state(w: World) -> None:
         o = await open_file(c, root, cid, b"o", b"f", deny=DENY_WRITE)
         cid2 = await new_clientid(c, b"rebooting", b"2" * 8)  # new verifier: a reboot
         assert cid2 != cid
-        res = await c.compound([op.putfh(o.fh), op.read(o.stateid, 0, 1)])
-        assert res.status in (N.NFS4ERR_EXPIRED, N.NFS4ERR_BAD_STATEID, N.NFS4ERR_STALE_STATEID)
+        await expect(c, [op.putfh(o.fh), op.read(o.stateid, 0, 1)], N.NFS4ERR_EXPIRED)
         await open_file(c, root, cid2, b"o", b"f", access=W, create=False)
 
     w.run(body())
@@ -151,6 +150,24 @@ def test_id_in_use_by_another_principal_is_clid_inuse(w: World) -> None:
         res = await expect(intruder, [op.setclientid(b"x" * 8, b"shared-id")], N.NFS4ERR_CLID_INUSE)
         where = last(res)
         assert isinstance(where, N.netaddr4)
+
+    w.run(body())
+
+
+def test_a_callback_address_longer_than_any_real_one_is_kept_as_none(w: World) -> None:
+    """SETCLIENTID succeeds, but a 100 KB r_addr is not held in the client record (its
+    memory stays bounded), and CLID_INUSE names the client's own address (§16.33.4)."""
+
+    async def body() -> None:
+        c = w.client()
+        (resok,) = await c.check([op.setclientid(b"v" * 8, b"huge-cb", addr="1." * 50_000)])
+        await c.check([op.setclientid_confirm(resok.clientid, resok.setclientid_confirm)])
+        await open_file(c, await export_root(c), resok.clientid, b"o", b"f")
+        intruder = w.client(user(1000), peer=("127.0.0.9", 700))
+        res = await expect(intruder, [op.setclientid(b"x" * 8, b"huge-cb")], N.NFS4ERR_CLID_INUSE)
+        assert last(res) == N.netaddr4("tcp", "127.0.0.1")
+        target = w.server.state.clients.confirmed[resok.clientid].callback
+        assert (target.netid, target.uaddr) == ("", "")
 
     w.run(body())
 
