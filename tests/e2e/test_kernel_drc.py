@@ -14,7 +14,6 @@ NFS4ERR_EXIST, and the guest's `rm`/`mv`/`mkdir` fail.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import suppress
@@ -185,8 +184,6 @@ def test_retransmissions_were_answered_from_the_cache(lossy: LossyRun) -> None:
     assert lossy.drc["hits"] >= len(lossy.dropped), (lossy.drc, lossy.dropped)
 
 
-@pytest.mark.skipif(os.environ.get("PYNFSD_DRC_CONTROL") != "1",
-                    reason="a second VM boot; set PYNFSD_DRC_CONTROL=1 to run the control")
 def test_control_without_the_cache_fails(tmp_path: Path) -> None:
     """The same run with --drc-size 0: the guest's rm/mv/mkdir see NOENT/EXIST."""
     control = lossy_workload(tmp_path, ControlServer)
