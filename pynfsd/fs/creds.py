@@ -155,10 +155,11 @@ def _apply(ident: Identity, prev: Identity | None) -> None:
     """Make the calling thread's filesystem calls act as ``ident`` (this thread only),
     changing what differs from ``prev`` (everything when it is None: state unknown)."""
     if prev is None or ident.gids != prev.gids:
-        if len(ident.gids) > NGROUPS_MAX:
-            raise OSError(22, "too many supplementary groups")
-        groups = (ctypes.c_uint32 * max(1, len(ident.gids)))(*ident.gids)
-        _syscall(_nr(0), ctypes.c_size_t(len(ident.gids)), groups)
+        # No local process can hold more groups than the kernel's NGROUPS_MAX either
+        # (initgroups keeps the first ones): the same groups, the same decisions.
+        gids = ident.gids[:NGROUPS_MAX]
+        groups = (ctypes.c_uint32 * max(1, len(gids)))(*gids)
+        _syscall(_nr(0), ctypes.c_size_t(len(gids)), groups)
     if prev is None or ident.gid != prev.gid:
         _syscall(_nr(2), ctypes.c_uint32(ident.gid))
     if prev is None or ident.uid != prev.uid:

@@ -156,6 +156,18 @@ def test_supplementary_groups_apply(kdir: Path) -> None:
         os.close(fd)
 
 
+def test_more_groups_than_the_kernel_holds_keep_the_first_ngroups_max() -> None:
+    many = tuple(range(100_000, 100_000 + creds.NGROUPS_MAX + 500))
+
+    def check() -> tuple[int, int, int]:
+        creds.assume(Identity(USER.uid, USER.gid, many))
+        groups = os.getgroups()  # the calling thread's own groups (getgroups(2))
+        creds.assume(creds.ROOT)
+        return len(groups), groups[0], groups[-1]
+
+    assert in_thread(check) == (creds.NGROUPS_MAX, many[0], many[creds.NGROUPS_MAX - 1])
+
+
 def test_faccess_fd_is_the_kernels_answer_acls_included(kdir: Path) -> None:
     if not acls_supported(kdir):
         pytest.skip("no POSIX ACLs on /tmp")
@@ -200,7 +212,7 @@ def test_a_failed_switch_is_redone_in_full_by_the_next() -> None:
     def run() -> tuple[str, str, str]:
         creds.assume(USER)
         with pytest.raises(OSError):
-            creds.assume(Identity(4321, 4321, tuple(range(creds.NGROUPS_MAX + 1))))
+            creds.assume(Identity(4321, 4321, (0xFFFFFFFF,)))  # no such gid: EINVAL
         creds.assume(USER)
         ids = thread_ids()
         creds.assume(ROOT)
