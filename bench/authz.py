@@ -29,8 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.cpu import cpu_seconds
-from pynfsd.client.nfs4 import Nfs4Client, op, unchecked
+from pynfsd.client.nfs4 import Nfs4Client, op
 from pynfsd.client.rpc import AuthSysCred
+from pynfsd.client.session import ClientSession
 from pynfsd.gen import nfs4 as N
 
 ANON = N.stateid4(0, b"\0" * 12)
@@ -59,22 +60,15 @@ def start_server(src: Path, export: Path, state: Path) -> tuple[subprocess.Popen
 
 
 async def _fh(c: Nfs4Client, export: Path, *names: bytes) -> bytes:
-    comps = [os.fsencode(p) for p in export.parts[1:]] + list(names)
-    vals = await c.check([op.putrootfh(), *(op.lookup(n) for n in comps), op.getfh()])
-    fh: bytes = vals[-1].object
-    return fh
+    path = os.path.join(str(export), *map(os.fsdecode, names))
+    return await ClientSession(c, b"lookup").lookup_path(path)
 
 
 async def _open(c: Nfs4Client, dirfh: bytes, name: bytes) -> tuple[bytes, N.stateid4]:
-    (sc,) = await c.check([op.setclientid(b"v" * 8, b"bench-" + name)])
-    await c.check([op.setclientid_confirm(sc.clientid, sc.setclientid_confirm)])
-    create = op.open(1, sc.clientid, b"o", name, access=3, create=unchecked(0o644))
-    _, res, got = await c.check([op.putfh(dirfh), create, op.getfh()])
-    sid = res.stateid
-    if res.rflags & 0x2:
-        _, conf = await c.check([op.putfh(got.object), op.open_confirm(sid, 2)])
-        sid = conf.open_stateid
-    return got.object, sid
+    s = ClientSession(c, b"bench-" + name)
+    await s.establish()
+    f = await s.open(dirfh, name, create=True)
+    return f.fh, f.stateid
 
 
 Workload = Callable[[int], list[N.nfs_argop4]]

@@ -84,9 +84,10 @@ class ClientSession:
         return [getattr(r.value, "value", None) for r in res.resarray]
 
     async def open(self, dir_fh: bytes, name: bytes, *, create: bool = False,
-                   access: int = ACCESS_BOTH, deny: int = 0, owner: bytes = b"owner") -> OpenFile:
+                   access: int = ACCESS_BOTH, deny: int = 0, owner: bytes = b"owner",
+                   mode: int = 0o644) -> OpenFile:
         o = self.owner(owner)
-        how = N.createhow4(N.UNCHECKED4, mode_attr(0o644)) if create else None
+        how = N.createhow4(N.UNCHECKED4, mode_attr(mode)) if create else None
         opn = op.open(o.seqid, self.clientid, o.name, name, access=access, deny=deny, create=how)
         vals = await self._sequenced(o, [op.putfh(dir_fh), opn, op.getfh()])
         return await self._opened(o, vals[1], bytes(vals[2].object))

@@ -7,18 +7,20 @@ the error, that nothing was written, the server's memory and that another client
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pynfsd.client.nfs4 import Nfs4Client, op, unchecked
+from pynfsd.client.nfs4 import Nfs4Client, op
 from pynfsd.client.rpc import AuthSysCred
+from pynfsd.client.session import ClientSession
 from pynfsd.fs import creds
 from pynfsd.fs.fdcache import MAX_GRANTS
 from pynfsd.gen import nfs4 as N
 from tests.localuser import NOBODY, acls_supported, kernel_dir, set_acl, sh_as_user
-from tests.serverproc import ServerProcess, assert_log_clean, lookup_path
+from tests.serverproc import ServerProcess, assert_log_clean
 
 pytestmark = pytest.mark.skipif(not creds.supported(), reason="needs root on Linux")
 ANON = N.stateid4(0, b"\0" * 12)
@@ -45,21 +47,15 @@ async def _connect(srv: ServerProcess, uid: int, gid: int | None = None,
 
 
 async def _fh(c: Nfs4Client, exp: Path, *names: bytes) -> bytes:
-    vals = await c.check([*lookup_path(exp), *(op.lookup(n) for n in names), op.getfh()])
-    fh: bytes = vals[-1].object
-    return fh
+    path = os.path.join(str(exp), *map(os.fsdecode, names))
+    return await ClientSession(c, b"lookup").lookup_path(path)
 
 
 async def _open_rw(c: Nfs4Client, dirfh: bytes, name: bytes) -> tuple[bytes, N.stateid4]:
-    (sc,) = await c.check([op.setclientid(b"v" * 8, b"owner-" + name)])
-    await c.check([op.setclientid_confirm(sc.clientid, sc.setclientid_confirm)])
-    create = op.open(1, sc.clientid, b"o", name, access=3, create=unchecked(0o600))
-    _, res, got = await c.check([op.putfh(dirfh), create, op.getfh()])
-    sid = res.stateid
-    if res.rflags & 0x2:  # OPEN4_RESULT_CONFIRM
-        _, conf = await c.check([op.putfh(got.object), op.open_confirm(sid, 2)])
-        sid = conf.open_stateid
-    return got.object, sid
+    s = ClientSession(c, b"owner-" + name)
+    await s.establish()
+    f = await s.open(dirfh, name, create=True, mode=0o600)
+    return f.fh, f.stateid
 
 
 def _size_attr(size: int) -> N.fattr4:

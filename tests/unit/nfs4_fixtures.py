@@ -375,3 +375,14 @@ async def make_file(c: Nfs4Client, dirfh: bytes, name: bytes = b"f", owner: byte
     """A regular file made by OPEN (with its own client id); its filehandle."""
     clientid = await new_clientid(c, b"file-" + name + owner)
     return (await open_file(c, dirfh, clientid, owner, name)).fh
+
+
+async def others_io_is_refused(other: Nfs4Client, o: Opened) -> None:
+    """RFC 7530 §16.16.5: another user's READ, WRITE and SETATTR(size) with the owner's open
+    stateid each get NFS4ERR_ACCESS."""
+    for bad in (
+        op.write(o.stateid, 0, b"intruder"),
+        op.read(o.stateid, 0, 100),
+        ops.setattr({N.FATTR4_SIZE: 0}, o.stateid),
+    ):
+        await expect(other, [op.putfh(o.fh), bad], N.NFS4ERR_ACCESS)
