@@ -6,15 +6,16 @@ How the Linux client retransmits under RPCSEC_GSS, and so what these tests send:
   `req->rq_xid = xprt_alloc_xid(xprt)`), and kept by every retransmission;
 - every (re-)encoding takes a new sequence number (net/sunrpc/auth_gss/auth_gss.c
   `gss_marshal`: `req->rq_seqno = ... ctx->gc_seq++`; net/sunrpc/clnt.c `call_encode`:
-  "Encode here so that rpcsec_gss can use correct sequence number"), and a request is
-  re-encoded when it is sent again on a new connection (clnt.c `rpc_task_need_encode` ->
-  `xprt_request_need_retransmit`, the connect cookie changed), after a timeout (`call_status`
-  -> `call_encode`), or when its number fell out of the server's window
-  (`gss_xmit_need_reencode` -> -EBADMSG -> `call_encode`);
-- RFC 2203 §5.3.3.1 requires exactly this ("the client [must] increment the sequence number
-  even if it is retrying a request with the same RPC transaction identifier"); since 2025 the
-  client even keeps the last three sequence numbers of a request to match a late reply to an
-  earlier transmission ("sunrpc: implement rfc2203 rpcsec_gss seqnum cache", `rq_seqnos`).
+  "Encode here so that rpcsec_gss can use correct sequence number").  A request that was sent
+  is encoded again when it goes out on a new connection (clnt.c `rpc_task_need_encode` ->
+  `xprt_request_need_retransmit`: the connect cookie changed; NFSv4 over TCP sets
+  RPC_TASK_NO_RETRANS_TIMEOUT, so this is how it retransmits) or when its number fell out of
+  the server's window (`gss_xmit_need_reencode` -> -EBADMSG -> `call_encode`);
+- RFC 2203 §5.3.3.1: "the sequence number algorithm requires that the client increment the
+  sequence number even if it is retrying a request with the same RPC transaction
+  identifier"; since 2025 the client keeps the last three sequence numbers of a request to
+  match a late reply to an earlier transmission ("sunrpc: implement rfc2203 rpcsec_gss seqnum
+  cache", `rq_seqnos`).
 
 So a retransmitted REMOVE or CREATE carries the same xid and arguments under a new sequence
 number, usually on a new TCP connection.  The server must answer it from the cache (NFS4_OK
