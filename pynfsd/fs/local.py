@@ -105,6 +105,9 @@ _NODE_FMT = {
     FileType.FIFO: stat.S_IFIFO,
 }  # fmt: skip
 _STALE = (errno.ESTALE, errno.ENOENT, errno.EINVAL, errno.EOVERFLOW)
+# Why a listed name may not be reached, reported per entry rather than failing the listing
+# (as knfsd's rdattr_error): no search permission on the directory; a damaged inode.
+_UNREACHABLE = (errno.EACCES, errno.EPERM, errno.EIO)
 
 
 def _proc(fd: int) -> str:
@@ -474,21 +477,25 @@ class LocalBackend(Backend):
         return self._codec.mac(b"readdir\0" + dir_h)[:8]
 
     def _dir_entry(self, dir_fd: int, name: bytes, d_off: int, d_ino: int) -> DirEntry | None:
-        """The entry for ``name`` (``mount`` set on a mount point), or None if it vanished."""
+        """The entry for ``name`` (``mount`` set on a mount point; ``error`` set when the
+        caller may not reach it, see the backend contract), or None if it vanished."""
+        cookie = d_off + COOKIE_BIAS
         try:
             fd, st = self._open_child(dir_fd, name)
         except OSError as e:
             if e.errno == errno.EXDEV:
                 mount, st = self._mount_at(dir_fd, name, d_ino)
-                return DirEntry(name, d_off + COOKIE_BIAS, b"", _stat_attrs(st, 0), mount)
+                return DirEntry(name, cookie, b"", _stat_attrs(st, 0), mount, d_ino)
             if e.errno == errno.ENOENT:
                 return None
+            if e.errno in _UNREACHABLE:
+                return DirEntry(name, cookie, b"", None, fileid=d_ino, error=e.errno)
             raise
         try:
             h = self._codec.encode(*linux.handle_of_fd(fd))
         finally:
             os.close(fd)
-        return DirEntry(name, d_off + COOKIE_BIAS, h, self._attrs(st))
+        return DirEntry(name, cookie, h, self._attrs(st), fileid=d_ino)
 
     def _scan(self, fd: int, max_entries: int) -> tuple[list[DirEntry], bool]:
         out: list[DirEntry] = []
@@ -512,7 +519,9 @@ class LocalBackend(Backend):
         if verifier != bytes(8) and verifier != mine:
             raise oserror(errno.EINVAL, "bad readdir verifier")
         with self._dir(dir_h) as (d, _):
-            fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=d.fd)
+            # through /proc, not openat(".") which needs search permission: reading a
+            # directory needs only read permission (its entries then come as ``error``)
+            fd = os.open(_proc(d.fd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 if cookie:
                     os.lseek(fd, cookie - COOKIE_BIAS, os.SEEK_SET)
