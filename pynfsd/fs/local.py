@@ -540,22 +540,24 @@ class LocalBackend(Backend):
         with creds.as_root():  # shared by every user: opened as root, checked per call
             return self._cache.io_fd(obj, _open_io), st
 
-    def _may(self, obj: CachedObject, st: os.stat_result, mode: int) -> None:
-        """EACCES unless the caller may access ``obj`` with ``mode`` -- the kernel's decision,
-        ACLs included -- or owns it (knfsd's owner override: the owner keeps the access it
-        had when it opened the file, RFC 7530 section 16.16.5 "the server still must do
-        appropriate access checking on the READs and WRITEs themselves")."""
+    def _may(self, obj: CachedObject, st: os.stat_result, *modes: int) -> None:
+        """EACCES unless the caller may access ``obj`` with one of ``modes`` -- the kernel's
+        decision, ACLs included -- or owns it (knfsd's owner override: the owner keeps the
+        access it had when it opened the file, RFC 7530 section 16.16.5 "the server still
+        must do appropriate access checking on the READs and WRITEs themselves")."""
         who = creds.current()
-        if who.uid == st.st_uid or creds.faccess_fd(obj.fd, mode):
+        if who.uid == st.st_uid or any(creds.faccess_fd(obj.fd, m) for m in modes):
             return
         raise oserror(errno.EACCES)
 
     def _may_read(self, obj: CachedObject, st: os.stat_result) -> None:
-        """``_may(R_OK)``, remembered for the event-loop read path until ctime changes."""
+        """``_may`` read -- or execute: READ of a regular file the caller may execute is
+        allowed (read-if-execute, ``perm.may_read``) -- remembered for the event-loop read path until
+        ctime changes."""
         who = creds.current()
         if obj.grants.get(who) == st.st_ctime_ns:
             return
-        self._may(obj, st, os.R_OK)
+        self._may(obj, st, os.R_OK, os.X_OK)
         self._cache.grant(obj, who, st.st_ctime_ns)
 
     def read(self, h: bytes, offset: int, count: int) -> tuple[bytes, bool]:

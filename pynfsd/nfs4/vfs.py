@@ -15,9 +15,10 @@ the caller's identity, ACLs included) is trusted with every decision, and is ask
 (`Backend.access`) only where the protocol needs an answer without the operation: ACCESS and
 OPEN of an existing file.  For the others (the in-memory backend) `permit` applies the POSIX
 model of `pynfsd.fs.perm` here.  READ, WRITE and SETATTR(size) are checked on every call,
-whatever the stateid, with the owner override (RFC 7530 §16.16.5).  READDIR of a directory
-the caller may read but not search lists the names; each entry then carries NFS4ERR_ACCESS
-instead of attributes (`Listed.status`, encoded as rdattr_error).
+whatever the stateid, with the owner override (RFC 7530 §16.16.5).  READ and a read-only OPEN
+of a regular file the caller may execute are allowed (knfsd's read-if-execute, `perm.may_read`).
+READDIR of a directory the caller may read but not search lists the names; each entry then
+carries NFS4ERR_ACCESS instead of attributes (`Listed.status`, encoded as rdattr_error).
 """
 
 from __future__ import annotations
@@ -591,8 +592,12 @@ class Vfs:
         """Access checked on every READ/WRITE/truncate, whatever the stateid, with the owner
         override (RFC 7530 §16.16.5: "the server still must do appropriate access checking on
         the READs and WRITEs themselves"); an enforcing backend checks it in the call."""
-        if not _enforcing(obj):
-            self.permit(obj, await self._file_attrs(obj), want, owner_override=True)
+        if _enforcing(obj):
+            return
+        attrs = await self._file_attrs(obj)
+        if want == perm.READ and perm.may_read(attrs, self._posix_granted(obj, attrs, perm.ALL)):
+            return  # read-if-execute (pynfsd.fs.perm)
+        self.permit(obj, attrs, want, owner_override=True)
 
     async def read(self, obj: Obj, offset: int, count: int) -> tuple[bytes | bytearray, bool]:
         await self._io_permit(obj, perm.READ)
@@ -630,12 +635,17 @@ class Vfs:
         return attrs
 
     async def check_open_access(self, obj: Obj, attrs: Attrs, read: bool, write: bool) -> None:
-        """OPEN of an existing file: the access it asks for must be allowed (§16.16.5)."""
+        """OPEN of an existing file: the access it asks for must be allowed (§16.16.5); a
+        read-only OPEN of a regular file the caller may execute is (read-if-execute,
+        `perm.may_read`: knfsd's ``do_open_permission`` asks with NFSD_MAY_READ_IF_EXEC)."""
         want = (perm.READ if read else 0) | (perm.WRITE if write else 0)
         if write:
             self.check_writable(obj)
-        if want and await self._granted(obj, attrs, want) != want:
-            raise errors.NFS4ERR_ACCESS()
+        if not want or await self._granted(obj, attrs, want) == want:
+            return
+        if want == perm.READ and perm.may_read(attrs, await self._granted(obj, attrs, perm.EXEC)):
+            return
+        raise errors.NFS4ERR_ACCESS()
 
     async def setattr(self, obj: Obj, **changes: Any) -> Attrs:
         """SETATTR with the ownership rules of chmod/chown/truncate/utimes (made by the kernel
