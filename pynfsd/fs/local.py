@@ -32,7 +32,10 @@ file goes stale as unheld ones do); a held file unlinked behind the backend's ba
 
 readdir cookies are the filesystem's own ``getdents64`` ``d_off`` positions plus 3 (so never
 0, 1 or 2), as knfsd uses them: on ext4 they are hash positions that stay valid while the
-directory changes. The change attribute is described in ``change``.
+directory changes. The directory is opened for reading through ``/proc/self/fd`` (``openat``
+of "." would need search permission); each entry is then reached as the caller, and one it may
+not reach (a directory it may read but not search) is listed with the errno and its ``d_ino``.
+The change attribute is described in ``change``.
 
 Identity: every call runs with the caller's filesystem identity (``creds``: fsuid, fsgid and
 groups of the worker thread, without the capabilities a user lacks), so the kernel makes every
