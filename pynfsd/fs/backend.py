@@ -61,6 +61,14 @@ for a directory; a non-zero verifier that this backend did not issue for the dir
 cookie of 1 or 2, raises ``EINVAL``. A zero verifier is always accepted. ``eof`` is true when
 no entries follow the returned ones.
 
+Listing a directory needs read permission on it; reaching its entries needs search
+permission too. A backend with ``enforces_permissions`` lists a directory the caller may read
+but not search (mode 0744 for others) as ``ls`` does locally: every entry keeps its name,
+cookie and ``fileid`` (what the directory lists for the name, ``getdents``' ``d_ino``) and
+carries the errno (``EACCES``) in ``DirEntry.error`` instead of a handle and attributes. The
+caller then reports that error per entry (NFSv4 ``rdattr_error``). A backend without it
+lists every entry in full and the caller applies the same rule.
+
 I/O
 ---
 ``read`` returns ``(data, eof)`` with eof true when the read reached the end of the file.
@@ -165,13 +173,18 @@ class DirEntry:
 
     For a mount point, ``mount`` describes it, ``handle`` is empty and ``attrs`` are those of
     the mounted root as ``stat`` shows them (change 0): the caller crosses or skips it.
+    ``fileid`` is what the directory lists for the name (``d_ino``: for a mount point the
+    covered directory's). When the entry's object could not be reached, ``error`` holds the
+    errno, ``handle`` is empty and ``attrs`` None (see "readdir" in the module docstring).
     """
 
     name: bytes
     cookie: int
     handle: bytes
-    attrs: Attrs
+    attrs: Attrs | None
     mount: MountPoint | None = None
+    fileid: int = 0
+    error: int = 0
 
 
 class Backend(abc.ABC):

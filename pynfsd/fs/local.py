@@ -32,7 +32,10 @@ file goes stale as unheld ones do); a held file unlinked behind the backend's ba
 
 readdir cookies are the filesystem's own ``getdents64`` ``d_off`` positions plus 3 (so never
 0, 1 or 2), as knfsd uses them: on ext4 they are hash positions that stay valid while the
-directory changes. The change attribute is described in ``change``.
+directory changes. The directory is opened for reading through ``/proc/self/fd`` (``openat``
+of "." would need search permission); each entry is then reached as the caller, and one it may
+not reach (a directory it may read but not search) is listed with the errno and its ``d_ino``.
+The change attribute is described in ``change``.
 
 Identity: every call runs with the caller's filesystem identity (``creds``: fsuid, fsgid and
 groups of the worker thread, without the capabilities a user lacks), so the kernel makes every
@@ -105,6 +108,9 @@ _NODE_FMT = {
     FileType.FIFO: stat.S_IFIFO,
 }  # fmt: skip
 _STALE = (errno.ESTALE, errno.ENOENT, errno.EINVAL, errno.EOVERFLOW)
+# Why a listed name may not be reached, reported per entry rather than failing the listing
+# (as knfsd's rdattr_error): no search permission on the directory; a damaged inode.
+_UNREACHABLE = (errno.EACCES, errno.EPERM, errno.EIO)
 
 
 def _proc(fd: int) -> str:
@@ -474,21 +480,25 @@ class LocalBackend(Backend):
         return self._codec.mac(b"readdir\0" + dir_h)[:8]
 
     def _dir_entry(self, dir_fd: int, name: bytes, d_off: int, d_ino: int) -> DirEntry | None:
-        """The entry for ``name`` (``mount`` set on a mount point), or None if it vanished."""
+        """The entry for ``name`` (``mount`` set on a mount point; ``error`` set when the
+        caller may not reach it, see the backend contract), or None if it vanished."""
+        cookie = d_off + COOKIE_BIAS
         try:
             fd, st = self._open_child(dir_fd, name)
         except OSError as e:
             if e.errno == errno.EXDEV:
                 mount, st = self._mount_at(dir_fd, name, d_ino)
-                return DirEntry(name, d_off + COOKIE_BIAS, b"", _stat_attrs(st, 0), mount)
+                return DirEntry(name, cookie, b"", _stat_attrs(st, 0), mount, d_ino)
             if e.errno == errno.ENOENT:
                 return None
+            if e.errno in _UNREACHABLE:
+                return DirEntry(name, cookie, b"", None, fileid=d_ino, error=e.errno)
             raise
         try:
             h = self._codec.encode(*linux.handle_of_fd(fd))
         finally:
             os.close(fd)
-        return DirEntry(name, d_off + COOKIE_BIAS, h, self._attrs(st))
+        return DirEntry(name, cookie, h, self._attrs(st), fileid=d_ino)
 
     def _scan(self, fd: int, max_entries: int) -> tuple[list[DirEntry], bool]:
         out: list[DirEntry] = []
@@ -512,7 +522,9 @@ class LocalBackend(Backend):
         if verifier != bytes(8) and verifier != mine:
             raise oserror(errno.EINVAL, "bad readdir verifier")
         with self._dir(dir_h) as (d, _):
-            fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=d.fd)
+            # through /proc, not openat(".") which needs search permission: reading a
+            # directory needs only read permission (its entries then come as ``error``)
+            fd = os.open(_proc(d.fd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 if cookie:
                     os.lseek(fd, cookie - COOKIE_BIAS, os.SEEK_SET)
@@ -531,22 +543,24 @@ class LocalBackend(Backend):
         with creds.as_root():  # shared by every user: opened as root, checked per call
             return self._cache.io_fd(obj, _open_io), st
 
-    def _may(self, obj: CachedObject, st: os.stat_result, mode: int) -> None:
-        """EACCES unless the caller may access ``obj`` with ``mode`` -- the kernel's decision,
-        ACLs included -- or owns it (knfsd's owner override: the owner keeps the access it
-        had when it opened the file, RFC 7530 section 16.16.5 "the server still must do
-        appropriate access checking on the READs and WRITEs themselves")."""
+    def _may(self, obj: CachedObject, st: os.stat_result, *modes: int) -> None:
+        """EACCES unless the caller may access ``obj`` with one of ``modes`` -- the kernel's
+        decision, ACLs included -- or owns it (knfsd's owner override: the owner keeps the
+        access it had when it opened the file, RFC 7530 section 16.16.5 "the server still
+        must do appropriate access checking on the READs and WRITEs themselves")."""
         who = creds.current()
-        if who.uid == st.st_uid or creds.faccess_fd(obj.fd, mode):
+        if who.uid == st.st_uid or any(creds.faccess_fd(obj.fd, m) for m in modes):
             return
         raise oserror(errno.EACCES)
 
     def _may_read(self, obj: CachedObject, st: os.stat_result) -> None:
-        """``_may(R_OK)``, remembered for the event-loop read path until ctime changes."""
+        """``_may`` read -- or execute: READ of a regular file the caller may execute is
+        allowed (read-if-execute, ``perm.may_read``) -- remembered for the event-loop read path until
+        ctime changes."""
         who = creds.current()
         if obj.grants.get(who) == st.st_ctime_ns:
             return
-        self._may(obj, st, os.R_OK)
+        self._may(obj, st, os.R_OK, os.X_OK)
         self._cache.grant(obj, who, st.st_ctime_ns)
 
     def read(self, h: bytes, offset: int, count: int) -> tuple[bytes, bool]:

@@ -284,7 +284,7 @@ class MemoryBackend(Backend):
                 if len(out) >= max_entries:
                     return out, False, mine
                 child = self._inodes[ino]
-                out.append(DirEntry(name, c, self._handle(ino), self._attrs(child)))
+                out.append(DirEntry(name, c, self._handle(ino), self._attrs(child), fileid=ino))
             return out, True, mine
 
     def _file(self, h: bytes) -> Inode:

@@ -2,7 +2,15 @@
 
 The model for backends that leave permissions to the caller (the in-memory backend, through
 the Vfs). The local backend does not use it: the kernel decides under the caller's identity
-(``pynfsd.fs.creds``), ACLs included."""
+(``pynfsd.fs.creds``), ACLs included.
+
+One rule is the NFS server's, not POSIX's, and applies to every backend: *read-if-execute*
+(``may_read``). knfsd lets a client read a regular file its user may execute but not read
+(fs/nfsd/vfs.c ``nfsd_permission``: "Allow read access to binaries even when mode 111",
+asked for by NFSv4 OPEN through ``NFSD_MAY_READ_IF_EXEC`` in ``do_open_permission`` and by
+READ through ``NFSD_MAY_READ | NFSD_MAY_OWNER_OVERRIDE``), because a client must read a
+binary to execute it (mode 0711); the client checks execute permission itself (ACCESS).
+It covers reading only: an OPEN that also asks for write access gets no such exception."""
 
 from __future__ import annotations
 
@@ -38,3 +46,9 @@ def check_access(attrs: Attrs, uid: int, gids: Iterable[int], want: int) -> int:
     if uid == 0:
         return want & root_bits(attrs)
     return want & mode_class_bits(attrs, uid, gids)
+
+
+def may_read(attrs: Attrs, granted: int) -> bool:
+    """Whether reading ``attrs``' object is allowed with the ``granted`` bits: read
+    permission, or execute permission on a regular file (read-if-execute, see above)."""
+    return bool(granted & READ) or (attrs.type == FileType.REG and bool(granted & EXEC))

@@ -413,17 +413,25 @@ def encode_rdattr_error(
     requested: frozenset[int] | list[int] | tuple[int, ...],
     status: int,
     supported: frozenset[int] = SUPPORTED_ATTRS,
+    *,
+    mounted_on_fileid: int | None = None,
 ) -> x.fattr4 | None:
     """READDIR entry attributes when getting them failed with ``status`` (RFC 7530 §16.24.4).
 
-    Only rdattr_error is returned; ``None`` when the client did not request it, in which case
-    the caller fails the whole READDIR with ``status``.
+    rdattr_error is returned, and ``mounted_on_fileid`` when it is given and requested (the
+    one attribute a directory entry tells without its object, as in the RFC 7530 §8.7
+    example; knfsd returns rdattr_error alone). ``None`` when the client did not request
+    rdattr_error, in which case the caller fails the whole READDIR with ``status``.
     """
-    if not (_request_bits(requested) >> x.FATTR4_RDATTR_ERROR) & 1:
+    bits = _request_bits(requested)
+    if not (bits >> x.FATTR4_RDATTR_ERROR) & 1 or x.FATTR4_RDATTR_ERROR not in supported:
         return None
-    if x.FATTR4_RDATTR_ERROR not in supported:
-        return None
-    return x.fattr4(set_to_bitmap([x.FATTR4_RDATTR_ERROR]), _U32(status))
+    attrs, values = [x.FATTR4_RDATTR_ERROR], _U32(status)
+    on = x.FATTR4_MOUNTED_ON_FILEID
+    if mounted_on_fileid is not None and (bits >> on) & 1 and on in supported:
+        attrs.append(on)
+        values += _U64(mounted_on_fileid)
+    return x.fattr4(set_to_bitmap(attrs), values)
 
 
 # --------------------------------------------------------------------------- decoding

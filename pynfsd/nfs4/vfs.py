@@ -15,7 +15,10 @@ the caller's identity, ACLs included) is trusted with every decision, and is ask
 (`Backend.access`) only where the protocol needs an answer without the operation: ACCESS and
 OPEN of an existing file.  For the others (the in-memory backend) `permit` applies the POSIX
 model of `pynfsd.fs.perm` here.  READ, WRITE and SETATTR(size) are checked on every call,
-whatever the stateid, with the owner override (RFC 7530 §16.16.5).
+whatever the stateid, with the owner override (RFC 7530 §16.16.5).  READ and a read-only OPEN
+of a regular file the caller may execute are allowed (knfsd's read-if-execute, `perm.may_read`).
+READDIR of a directory the caller may read but not search lists the names; each entry then
+carries NFS4ERR_ACCESS instead of attributes (`Listed.status`, encoded as rdattr_error).
 """
 
 from __future__ import annotations
@@ -81,6 +84,19 @@ class Obj:
         if self.backend is None:
             raise errors.NFS4ERR_ROFS("pseudo-filesystem directory")
         return self.backend
+
+
+@dataclass(slots=True, frozen=True)
+class Listed:
+    """One READDIR entry: the object and its attributes, or -- when they could not be had --
+    ``status`` (an nfsstat4) and ``fileid``, what the directory lists for the name."""
+
+    name: bytes
+    cookie: int
+    obj: Obj | None
+    attrs: Attrs | None
+    status: int = 0
+    fileid: int = 0
 
 
 @dataclass(slots=True)
@@ -183,12 +199,15 @@ class Vfs:
         when the call is made); NFS4ERR_ACCESS when any of `want` is denied."""
         if _enforcing(obj):
             return
-        ident = self.identity(obj.export)
-        if owner_override and ident.uid == attrs.uid:
+        if owner_override and self.identity(obj.export).uid == attrs.uid:
             return
-        granted = perm.check_access(attrs, ident.uid, (ident.gid, *ident.gids), want)
-        if granted != want:
+        if self._posix_granted(obj, attrs, want) != want:
             raise errors.NFS4ERR_ACCESS()
+
+    def _posix_granted(self, obj: Obj, attrs: Attrs, want: int) -> int:
+        """The subset of `want` the POSIX model grants this request's identity."""
+        ident = self.identity(obj.export)
+        return perm.check_access(attrs, ident.uid, ident.groups, want)
 
     # ------------------------------------------------------------ filehandles
     def root(self) -> Obj:
@@ -275,8 +294,7 @@ class Vfs:
         enforces permissions (the kernel's, ACLs included), else the POSIX model's."""
         if _enforcing(obj):
             return await self._run(obj.export, obj.be().access, obj.handle, want)
-        ident = self.identity(obj.export)
-        return perm.check_access(attrs, ident.uid, ident.groups, want)
+        return self._posix_granted(obj, attrs, want)
 
     # ------------------------------------------------------------ namespace
     async def lookup(self, d: Obj, name: bytes) -> Obj:
@@ -400,16 +418,20 @@ class Vfs:
 
     async def readdir(
         self, d: Obj, cookie: int, verifier: bytes, max_entries: int
-    ) -> tuple[list[tuple[bytes, int, Obj, Attrs]], bool, bytes]:
+    ) -> tuple[list[Listed], bool, bytes]:
         attrs = await self.getattr(d)
         if attrs.type != FileType.DIR:
             raise errors.NFS4ERR_NOTDIR()
         if d.is_pseudo:
             return await self._pseudo_readdir(d, cookie, max_entries)
         self.permit(d, attrs, perm.READ)
+        # read but not search permission: names only, as a backend that enforces does it
+        searchable = _enforcing(d) or self._posix_granted(d, attrs, perm.EXEC) == perm.EXEC
         while True:
             ents, eof, verf = await self._backend_readdir(d, cookie, verifier, max_entries)
-            out = [entry for e in ents if (entry := await self._dir_entry(d, e)) is not None]
+            out = [
+                entry for e in ents if (entry := await self._dir_entry(d, e, searchable)) is not None
+            ]
             if out or eof or not ents:
                 return out, eof, verf
             cookie, verifier = ents[-1].cookie, verf  # only mount points not crossed: go on
@@ -427,11 +449,15 @@ class Vfs:
                 raise await self._cookie_error(backend, d, verifier) from None
             raise errors.from_oserror(e) from None
 
-    async def _dir_entry(self, d: Obj, e: DirEntry) -> tuple[bytes, int, Obj, Attrs] | None:
+    async def _dir_entry(self, d: Obj, e: DirEntry, searchable: bool) -> Listed | None:
         """A READDIR entry; a mount point crossed shows the mounted root (its fsid and
-        attributes, as knfsd with crossmnt); one not crossed is left out (see crossing)."""
+        attributes, as knfsd with crossmnt); one not crossed is left out (see crossing).
+        An entry the caller may not reach carries the error (RFC 7530 §16.24.4)."""
+        if e.error or not searchable:
+            status = errors.from_errno(e.error or errno.EACCES).status
+            return Listed(e.name, e.cookie, None, None, status, e.fileid)
         if e.mount is None:
-            return e.name, e.cookie, self._entry_obj(d, e), e.attrs
+            return Listed(e.name, e.cookie, self._entry_obj(d, e), e.attrs)
         export = self._crossing(d, e.mount)
         on_the_way = d.node.children.get(e.name) if d.node is not None else None
         if export is not None:
@@ -440,7 +466,7 @@ class Vfs:
             obj = await self._enter_node(on_the_way)
         else:
             return None
-        return e.name, e.cookie, obj, await self.getattr(obj)
+        return Listed(e.name, e.cookie, obj, await self.getattr(obj))
 
     async def _cookie_error(self, backend: Backend, d: Obj, verifier: bytes) -> errors.NFS4Error:
         """The backend refused a cookie/verifier pair: a verifier that is no longer the
@@ -457,15 +483,15 @@ class Vfs:
 
     async def _pseudo_readdir(
         self, d: Obj, cookie: int, max_entries: int
-    ) -> tuple[list[tuple[bytes, int, Obj, Attrs]], bool, bytes]:
+    ) -> tuple[list[Listed], bool, bytes]:
         assert d.node is not None
         names = sorted(d.node.children)
-        out: list[tuple[bytes, int, Obj, Attrs]] = []
+        out: list[Listed] = []
         for i, name in enumerate(names[max(0, cookie - 2) :], start=max(0, cookie - 2)):
             if len(out) >= max_entries:
                 return out, False, b"\0" * 8
             obj = await self._enter_node(d.node.children[name])
-            out.append((name, i + 3, obj, await self.getattr(obj)))
+            out.append(Listed(name, i + 3, obj, await self.getattr(obj)))
         return out, True, b"\0" * 8
 
     async def readlink(self, obj: Obj) -> bytes:
@@ -566,8 +592,12 @@ class Vfs:
         """Access checked on every READ/WRITE/truncate, whatever the stateid, with the owner
         override (RFC 7530 §16.16.5: "the server still must do appropriate access checking on
         the READs and WRITEs themselves"); an enforcing backend checks it in the call."""
-        if not _enforcing(obj):
-            self.permit(obj, await self._file_attrs(obj), want, owner_override=True)
+        if _enforcing(obj):
+            return
+        attrs = await self._file_attrs(obj)
+        if want == perm.READ and perm.may_read(attrs, self._posix_granted(obj, attrs, perm.ALL)):
+            return  # read-if-execute (pynfsd.fs.perm)
+        self.permit(obj, attrs, want, owner_override=True)
 
     async def read(self, obj: Obj, offset: int, count: int) -> tuple[bytes | bytearray, bool]:
         await self._io_permit(obj, perm.READ)
@@ -605,12 +635,17 @@ class Vfs:
         return attrs
 
     async def check_open_access(self, obj: Obj, attrs: Attrs, read: bool, write: bool) -> None:
-        """OPEN of an existing file: the access it asks for must be allowed (§16.16.5)."""
+        """OPEN of an existing file: the access it asks for must be allowed (§16.16.5); a
+        read-only OPEN of a regular file the caller may execute is (read-if-execute,
+        `perm.may_read`: knfsd's ``do_open_permission`` asks with NFSD_MAY_READ_IF_EXEC)."""
         want = (perm.READ if read else 0) | (perm.WRITE if write else 0)
         if write:
             self.check_writable(obj)
-        if want and await self._granted(obj, attrs, want) != want:
-            raise errors.NFS4ERR_ACCESS()
+        if not want or await self._granted(obj, attrs, want) == want:
+            return
+        if want == perm.READ and perm.may_read(attrs, await self._granted(obj, attrs, perm.EXEC)):
+            return
+        raise errors.NFS4ERR_ACCESS()
 
     async def setattr(self, obj: Obj, **changes: Any) -> Attrs:
         """SETATTR with the ownership rules of chmod/chown/truncate/utimes (made by the kernel

@@ -501,6 +501,37 @@ def test_readdir_without_read_permission_is_access(w: World) -> None:
     w.run(body())
 
 
+def test_readdir_without_search_permission_gives_each_entry_rdattr_error(w: World) -> None:
+    """Read but not search permission (0744 for others): the names, each with rdattr_error
+    NFS4ERR_ACCESS and mounted_on_fileid, and nothing else; the whole READDIR fails when
+    rdattr_error is not asked for (RFC 7530 §16.24.4), as knfsd."""
+
+    async def body() -> None:
+        c = w.client()
+        root = await export_root(c)
+        d = await mkdir(c, root, b"listable", 0o744)
+        fids = {}
+        for name in (b"a", b"b", b"c"):
+            f = await make_file(c, d, name)
+            fids[name] = (await getattrs(c, f, N.FATTR4_FILEID))[N.FATTR4_FILEID]
+        u = w.client(user(1000))
+        asked = [N.FATTR4_TYPE, N.FATTR4_RDATTR_ERROR, N.FATTR4_FILEHANDLE,
+                 N.FATTR4_MOUNTED_ON_FILEID]  # fmt: skip
+        got = await readdir_all(u, d, attrs=asked, maxcount=100)
+        assert {e.name: attrs_of(e.attrs) for e in got} == {
+            n: {N.FATTR4_RDATTR_ERROR: N.NFS4ERR_ACCESS, N.FATTR4_MOUNTED_ON_FILEID: fid}
+            for n, fid in fids.items()
+        }
+        only = await readdir_all(u, d, attrs=[N.FATTR4_RDATTR_ERROR])
+        assert [attrs_of(e.attrs) for e in only] == [{N.FATTR4_RDATTR_ERROR: N.NFS4ERR_ACCESS}] * 3
+        await expect(u, [op.putfh(d), op.readdir(attrs=[N.FATTR4_SIZE])], N.NFS4ERR_ACCESS)
+        await expect(u, [op.putfh(d), op.readdir()], N.NFS4ERR_ACCESS)  # no attributes asked
+        mine = await readdir_all(c, d, attrs=[N.FATTR4_RDATTR_ERROR, N.FATTR4_TYPE])
+        assert {attrs_of(e.attrs)[N.FATTR4_RDATTR_ERROR] for e in mine} == {N.NFS4_OK}
+
+    w.run(body())
+
+
 def test_readdir_of_write_only_attribute_is_inval(w: World) -> None:
     async def body() -> None:
         c = w.client()

@@ -15,7 +15,9 @@ import pytest
 from nfs4_fixtures import (
     ANON,
     RW,
+    R,
     World,
+    attrs_of,
     expect,
     export_root,
     lookup_fh,
@@ -24,6 +26,7 @@ from nfs4_fixtures import (
     open_file,
     ops,
     others_io_is_refused,
+    readdir_all,
     user,
 )
 
@@ -33,7 +36,7 @@ from pynfsd.gen import nfs4 as N
 from tests.localuser import NOBODY, acls_supported, kernel_dir, set_acl, sh_as_user
 
 pytestmark = pytest.mark.skipif(not creds.supported(), reason="needs root on Linux")
-ACCESS4_READ, ACCESS4_MODIFY = 0x01, 0x04
+ACCESS4_READ, ACCESS4_MODIFY, ACCESS4_EXECUTE = 0x01, 0x04, 0x20
 
 
 @pytest.fixture
@@ -240,3 +243,99 @@ def test_a_users_truncate_clears_set_id_bits_as_locally(env: tuple[World, Path])
     w.run(body())
     assert stat.S_IMODE(there.stat().st_mode) == stat.S_IMODE(here.stat().st_mode) == 0o777
     assert there.read_bytes() == here.read_bytes() == b"da"
+
+
+# ------------------------------------------------------------ READDIR without search permission
+
+_LISTING_ATTRS = [N.FATTR4_TYPE, N.FATTR4_RDATTR_ERROR, N.FATTR4_MOUNTED_ON_FILEID]
+
+
+def test_a_readable_unsearchable_directory_lists_its_names_as_locally(
+    env: tuple[World, Path],
+) -> None:
+    """Mode 0744 owned by root: the user may list the names (`ls`) but reach no entry (`ls -l`
+    fails per entry). Over NFS the names come with rdattr_error NFS4ERR_ACCESS and the
+    mounted_on_fileid the directory lists, across READDIRs resumed from their cookies."""
+    w, exp = env
+    d = _dir(exp / "listable", 0o744)
+    names = sorted(f"f{i:02d}" for i in range(12))
+    for n in names:
+        _file(d / n, 0o644)
+    assert sh_as_user(f"ls {d} > /dev/null") == 0 and sh_as_user(f"ls -l {d} > /dev/null") != 0
+    assert sh_as_user(f"cat {d}/f00") != 0
+
+    async def body() -> None:
+        c = w.client(user(NOBODY))
+        dfh = await lookup_fh(c, await _root(c, exp), b"listable")
+        got = await readdir_all(c, dfh, attrs=_LISTING_ATTRS, maxcount=200)  # several calls
+        assert sorted(e.name.decode() for e in got) == names
+        for e in got:
+            assert attrs_of(e.attrs) == {
+                N.FATTR4_RDATTR_ERROR: N.NFS4ERR_ACCESS,
+                N.FATTR4_MOUNTED_ON_FILEID: os.lstat(d / e.name.decode()).st_ino,
+            }
+        # without rdattr_error the entry's error is the whole READDIR's (RFC 7530 §16.24.4)
+        bare = [op.putfh(dfh), op.readdir(attrs=[N.FATTR4_TYPE])]
+        await expect(c, bare, N.NFS4ERR_ACCESS)
+        await expect(c, [op.putfh(dfh), op.lookup(b"f00")], N.NFS4ERR_ACCESS)
+        mine = await readdir_all(w.client(), dfh, attrs=_LISTING_ATTRS)  # root reaches them
+        assert {attrs_of(e.attrs)[N.FATTR4_RDATTR_ERROR] for e in mine} == {N.NFS4_OK}
+
+    w.run(body())
+
+
+def test_a_directory_neither_readable_nor_searchable_is_not_listed(env: tuple[World, Path]) -> None:
+    w, exp = env
+    d = _dir(exp / "closed", 0o700)
+    _file(d / "f", 0o644)
+    assert sh_as_user(f"ls {d}") != 0
+
+    async def body() -> None:
+        c = w.client(user(NOBODY))
+        dfh = await lookup_fh(w.client(), await _root(c, exp), b"closed")
+        await expect(c, [op.putfh(dfh), op.readdir(attrs=_LISTING_ATTRS)], N.NFS4ERR_ACCESS)
+
+    w.run(body())
+
+
+# ------------------------------------------------------------ read-if-execute (knfsd)
+
+
+def test_a_binary_the_user_may_only_execute_is_read_over_nfs(env: tuple[World, Path]) -> None:
+    """knfsd's read-if-execute: OPEN for read and READ of a 0711 file succeed for a user who
+    may execute it (a client reads a binary to run it); ACCESS still answers as the kernel
+    (execute yes, read no); 0700 stays closed, 0744 open; OPEN for write gets no exception."""
+    w, exp = env
+    for mode in (0o711, 0o700, 0o744):
+        _file(exp / f"m{mode:o}", mode, b"\x7fELF binary")
+    assert sh_as_user(f"test -x {exp}/m711 && ! test -r {exp}/m711 && ! cat {exp}/m711") == 0
+    expected = {0o711: True, 0o700: False, 0o744: True}
+
+    async def body() -> dict[int, bool]:
+        c = w.client(user(NOBODY))
+        root = await _root(c, exp)
+        cid = await new_clientid(c)
+        out = {}
+        for i, mode in enumerate(expected):
+            name = f"m{mode:o}".encode()
+            owner = b"o%d" % i
+            res = await c.compound([op.putfh(root), op.open(1, cid, owner, name, access=R)])
+            if res.status != N.NFS4_OK:
+                assert res.status == N.NFS4ERR_ACCESS
+                out[mode] = False
+                continue
+            o = await open_file(c, root, cid, owner + b"x", name, create=False, access=R)
+            (_, read) = await c.check([op.putfh(o.fh), op.read(o.stateid, 0, 100)])
+            (_, anon) = await c.check([op.putfh(o.fh), op.read(ANON, 0, 100)])
+            assert read.data == anon.data == b"\x7fELF binary"
+            out[mode] = True
+        fh = await lookup_fh(c, root, b"m711")
+        acc = await c.check([op.putfh(fh), op.access(ACCESS4_READ | ACCESS4_EXECUTE)])
+        assert acc[-1].access == ACCESS4_EXECUTE
+        both = [op.putfh(root), op.open(1, cid, b"rw", b"m711", access=RW)]
+        await expect(c, both, N.NFS4ERR_ACCESS)
+        await expect(c, [op.putfh(await lookup_fh(c, root, b"m700")), op.read(ANON, 0, 9)],
+                     N.NFS4ERR_ACCESS)  # fmt: skip
+        return out
+
+    assert w.run(body()) == expected

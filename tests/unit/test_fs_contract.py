@@ -7,15 +7,18 @@ import random
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
+from pynfsd.fs import creds
 from pynfsd.fs.backend import MAX_HANDLE_SIZE, SET_TO_NOW, Attrs, Backend, DirEntry, FileType
+from pynfsd.fs.creds import Identity
 from pynfsd.fs.local import LocalBackend
 from pynfsd.fs.memory import MemoryBackend
 
 Z8 = bytes(8)
+T = TypeVar("T")
 
 
 @pytest.fixture(params=["local", "memory"])
@@ -495,7 +498,52 @@ def test_readdir_resumes_after_the_entry_at_the_cookie_is_removed(fs: Backend) -
 def test_readdir_attrs_are_lstat(fs: Backend) -> None:
     fs.symlink(fs.root(), b"l", b"/", 0, 0)
     (entry,) = listing(fs, fs.root())
-    assert entry.attrs.type == FileType.LNK
+    assert entry.attrs is not None and entry.attrs.type == FileType.LNK
+    assert entry.fileid == entry.attrs.fileid
+
+
+def _as_user(fn: Callable[[], T]) -> T:
+    """``fn()`` in a thread acting as uid/gid 1000 (no groups), as a backend's caller."""
+    out: list[T] = []
+    err: list[BaseException] = []
+
+    def run() -> None:
+        creds.assume(Identity(1000, 1000, ()))
+        try:
+            out.append(fn())
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+            err.append(e)
+        finally:
+            creds.assume(creds.ROOT)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if err:
+        raise err[0]
+    return out[0]
+
+
+@pytest.mark.skipif(not creds.supported(), reason="needs root on Linux")
+def test_readdir_of_a_directory_readable_but_not_searchable(fs: Backend) -> None:
+    """A backend that enforces permissions lists the names with EACCES instead of a handle
+    and attributes; the fileids and cookies are those of a full listing (the others list in
+    full: the caller applies the rule)."""
+    d, _ = fs.mkdir(fs.root(), b"d", 0o744, 0, 0)
+    for i in range(7):
+        mkfile(fs, b"f%d" % i, d=d)
+    full = listing(fs, d)
+    theirs = _as_user(lambda: listing(fs, d, batch=3))
+    assert [(e.name, e.cookie, e.fileid) for e in theirs] == [
+        (e.name, e.cookie, e.attrs.fileid if e.attrs else -1) for e in full
+    ]
+    if fs.enforces_permissions:
+        assert {(e.error, e.handle, e.attrs) for e in theirs} == {(errno.EACCES, b"", None)}
+    else:
+        assert [(e.handle, e.attrs) for e in theirs] == [(e.handle, e.attrs) for e in full]
+    first, _, verf = _as_user(lambda: fs.readdir(d, 0, Z8, 2))
+    rest, eof, _ = fs.readdir(d, first[-1].cookie, verf, 100)  # a user's cookie resumes
+    assert eof and [e.name for e in rest] == [e.name for e in full[2:]]
 
 
 def test_a_held_file_outlives_its_last_link_until_released(fs: Backend) -> None:

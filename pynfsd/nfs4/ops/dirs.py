@@ -5,15 +5,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
-from pynfsd.fs.backend import Attrs, FileType
+from pynfsd.fs.backend import Attrs, FileType, FsStat
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
-from pynfsd.nfs4.attrs import WRITE_ONLY_ATTRS, SetAttrs, decode_settable, encode_fattr4
+from pynfsd.nfs4.attrs import (
+    WRITE_ONLY_ATTRS,
+    SetAttrs,
+    decode_settable,
+    encode_fattr4,
+    encode_rdattr_error,
+)
 from pynfsd.nfs4.attrsrc import fsstat_if_needed, make_source, requested_set
 from pynfsd.nfs4.compound import CompoundContext, op
 from pynfsd.nfs4.ops.attr import apply_setattrs
 from pynfsd.nfs4.ops.names import check_name
-from pynfsd.nfs4.vfs import Obj
+from pynfsd.nfs4.vfs import Listed, Obj
 from pynfsd.xdr.runtime import Packer
 
 if TYPE_CHECKING:
@@ -82,11 +88,11 @@ async def readdir(ctx: CompoundContext, args: N.READDIR4args) -> tuple[bytes, by
     batch_size = min(512, max(16, maxcount // 48))
     while not eof:
         batch, eof, verf = await ctx.vfs.readdir(d, cookie, args.cookieverf, batch_size)
-        for name, ecookie, obj, attrs in batch:
-            fattr = encode_fattr4(req, make_source(ctx, obj, attrs, req, fsstat))
+        for e in batch:
+            fattr = _entry_fattr(ctx, e, req, fsstat)
             size = (
                 _ENTRY_OVERHEAD
-                + _pad(len(name))
+                + _pad(len(e.name))
                 + 4 * len(fattr.attrmask)
                 + 4
                 + _pad(len(fattr.attr_vals))
@@ -97,11 +103,26 @@ async def readdir(ctx: CompoundContext, args: N.READDIR4args) -> tuple[bytes, by
                 return _finish(p, verf, False)
             used += size
             n += 1
-            _pack_entry(p, ecookie, name, fattr)
-            cookie = ecookie
+            _pack_entry(p, e.cookie, e.name, fattr)
+            cookie = e.cookie
         if not batch:
             break
     return _finish(p, verf, eof)
+
+
+def _entry_fattr(
+    ctx: CompoundContext, e: Listed, req: frozenset[int], fsstat: FsStat | None
+) -> N.fattr4:
+    """An entry's attributes; for one whose attributes could not be had, its error as
+    rdattr_error (with mounted_on_fileid, the fileid the directory lists, when asked: the
+    one attribute known without reaching the object), or -- when the client did not ask for
+    rdattr_error -- the whole READDIR fails with it (RFC 7530 §16.24.4, as knfsd)."""
+    if e.obj is None or e.attrs is None:
+        fattr = encode_rdattr_error(req, e.status, mounted_on_fileid=e.fileid)
+        if fattr is None:
+            raise errors.error_for_status(e.status, "an entry's attributes")
+        return fattr
+    return encode_fattr4(req, make_source(ctx, e.obj, e.attrs, req, fsstat))
 
 
 @op(N.OP_READLINK, reply_size=4 + 4 + PATH_MAX)
