@@ -62,7 +62,6 @@ import errno
 import logging
 import os
 import stat
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -81,6 +80,7 @@ from pynfsd.fs.change import ChangeTracker
 from pynfsd.fs.creds import Identity
 from pynfsd.fs.fdcache import CachedObject, FdCache
 from pynfsd.fs.handles import HandleCodec
+from pynfsd.fs.holds import MAX_KEPT, Holds
 from pynfsd.fs.names import check_name, check_target, oserror
 
 O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -96,7 +96,6 @@ _INODES_IN_MEMORY = frozenset(
 )
 MAX_DEPTH = 4096
 MAX_COVERED = 1024  # mount points whose covered directory's fileid is remembered
-MAX_KEPT = 256  # held files kept open after their last link went; beyond, they go stale
 log = logging.getLogger(__name__)
 _TYPES = {
     stat.S_IFREG: FileType.REG, stat.S_IFDIR: FileType.DIR, stat.S_IFBLK: FileType.BLK,
@@ -211,11 +210,7 @@ class LocalBackend(Backend):
         self._cache = FdCache(cache_size)
         # covered directories' fileids by (dir ino, name, mounted dev, mounted root ino)
         self._covered: dict[tuple[int, bytes, int, int], int] = {}
-        self._holds: dict[bytes, tuple[int, int]] = {}  # held handle -> (inode, holds)
-        self._held_inos: dict[int, bytes] = {}  # inode -> held handle
-        self._kept: dict[bytes, CachedObject] = {}  # held handles whose last link went
-        self._hold_lock = threading.Lock()
-        self._max_kept = max_kept
+        self._holds: Holds[CachedObject] = Holds(max_kept)
 
     # -- handles and descriptors ---------------------------------------------------------
 
@@ -264,7 +259,7 @@ class LocalBackend(Backend):
     @contextmanager
     def _borrow(self, h: bytes) -> Iterator[CachedObject]:
         obj = self._cache.get(h)
-        kept = self._kept.get(h) if obj is None else None
+        kept = self._holds.kept(h) if obj is None else None
         if kept is not None:
             obj = self._cache.borrow(kept)  # removed (and evicted) but held
         if obj is None:
@@ -289,7 +284,7 @@ class LocalBackend(Backend):
     def _live(self, obj: CachedObject) -> os.stat_result:
         """``fstat`` of a cached object; ESTALE (and evict) once it has been removed."""
         st = os.fstat(obj.fd)
-        if st.st_nlink == 0 and obj.key not in self._kept:
+        if st.st_nlink == 0 and self._holds.kept(obj.key) is None:
             self._cache.invalidate(obj.key)
             raise oserror(errno.ESTALE)
         return st
@@ -331,25 +326,14 @@ class LocalBackend(Backend):
     def hold(self, h: bytes) -> None:
         """Note ``h`` (and its inode) as held: costs no descriptor until its last link is
         about to be removed through this backend (``_keep_if_held``)."""
-        with self._hold_lock:
-            held = self._holds.get(h)
-        if held is None:
+        ino = self._holds.inode_of(h)
+        if ino is None:
             with self._borrow(h) as obj:
-                held = (obj.ino, 0)
-        with self._hold_lock:
-            held = self._holds.get(h, held)
-            self._holds[h] = (held[0], held[1] + 1)
-            self._held_inos[held[0]] = h
+                ino = obj.ino
+        self._holds.hold(h, ino)
 
     def release(self, h: bytes) -> None:
-        with self._hold_lock:
-            held = self._holds.pop(h, None)
-            if held is not None and held[1] > 1:
-                self._holds[h] = (held[0], held[1] - 1)
-                return
-            if held is not None and self._held_inos.get(held[0]) == h:
-                del self._held_inos[held[0]]
-            kept = self._kept.pop(h, None)
+        kept = self._holds.release(h)
         if kept is not None:
             self._cache.release(kept)  # closed now if no longer cached and not in use
 
@@ -358,13 +342,12 @@ class LocalBackend(Backend):
         descriptor of it so that it lives on, served by handle until released."""
         if st is None or st.st_nlink > 1 or stat.S_ISDIR(st.st_mode):
             return
-        with self._hold_lock:
-            h = self._held_inos.get(st.st_ino)
-            full = len(self._kept) >= self._max_kept
-        if h is None or h in self._kept:
+        h, full = self._holds.to_keep(st.st_ino)
+        if h is None:
             return
         if full:
-            log.warning("%d removed files are held open already: one more goes stale", len(self._kept))
+            log.warning("%d removed files are held open already: one more goes stale",
+                        len(self._holds))
             return
         try:
             fd = os.open(name, O_PATH, dir_fd=dir_fd)
@@ -379,11 +362,7 @@ class LocalBackend(Backend):
             os.close(fd)
             return
         obj = self._cache.put(h, fd, st.st_ino)
-        with self._hold_lock:
-            keep = h in self._holds and h not in self._kept  # not released meanwhile
-            if keep:
-                self._kept[h] = obj
-        if not keep:
+        if not self._holds.keep(h, obj):  # released meanwhile
             self._cache.release(obj)
 
     # -- Backend: lookups ----------------------------------------------------------------
@@ -825,9 +804,8 @@ class LocalBackend(Backend):
             return self._attrs(os.fstat(obj.fd))
 
     def close(self) -> None:
-        for obj in self._kept.values():
+        for obj in self._holds.drain():
             self._cache.release(obj)
-        self._kept.clear()
         self._cache.close_all()
         if self._root_fd >= 0:
             os.close(self._root_fd)

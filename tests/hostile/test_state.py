@@ -15,7 +15,7 @@ import pytest
 
 from pynfsd.client.nfs4 import Nfs4Client, Nfs4Failure, op
 from pynfsd.client.session import WRITE_LT, ClientSession, OpenFile
-from pynfsd.fs.local import MAX_KEPT
+from pynfsd.fs.holds import MAX_KEPT
 from pynfsd.gen import nfs4 as N
 from tests.serverproc import HOST, ServerProcess, assert_log_clean
 
