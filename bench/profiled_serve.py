@@ -44,7 +44,9 @@ def write_stats(main: cProfile.Profile, out: str) -> None:
         others = list(_profiles)
     stats = pstats.Stats(_Snapshot(main))  # type: ignore[arg-type]
     for profile in others:
-        stats.add(_Snapshot(profile))  # type: ignore[arg-type]
+        snapshot = _Snapshot(profile)
+        if snapshot.stats:  # pstats refuses an empty profile (a thread that ran nothing yet)
+            stats.add(snapshot)  # type: ignore[arg-type]
     stats.dump_stats(out)
 
 
