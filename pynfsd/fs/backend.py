@@ -233,11 +233,9 @@ class Backend(abc.ABC):
 
     def access(self, h: bytes, want: int) -> int:
         """The subset of ``want`` (``perm.READ|WRITE|EXEC`` bits) the calling thread's identity
-        is granted on ``h``. The default applies the POSIX mode bits (``pynfsd.fs.perm``)."""
-        from pynfsd.fs import creds, perm
-
-        who = creds.current()
-        return perm.check_access(self.getattr(h), who.uid, who.groups, want)
+        is granted on ``h``. Asked only of a backend that ``enforces_permissions``; for the
+        others the caller applies ``pynfsd.fs.perm`` to the attributes."""
+        raise OSError(errno.ENOTSUP, "this backend leaves permissions to the caller")
 
     @abc.abstractmethod
     def write(self, h: bytes, offset: int, data: bytes, sync: bool) -> int:
