@@ -72,6 +72,8 @@ class OpSpec:
     res_is_union: bool
     res_nfields: int
     reply_size: Estimate
+    on_file: bool  # a pseudo-fs directory is NFS4ERR_ISDIR (data ops)
+    writes: bool  # the export must be writable (NFS4ERR_ROFS)
 
 
 OPS: dict[int, OpSpec] = {}
@@ -119,9 +121,13 @@ def op(
     pack_res: Callable[[Packer, Any], None] | None = None,
     unpack_args: Callable[[Unpacker], Any] | None = None,
     reply_size: Estimate | int = SMALL_REPLY,
+    on_file: bool = False,
+    writes: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Register a handler for `opnum` in the op table (`pack_res`: a hand-tuned encoder;
-    `reply_size`: an upper bound of the encoded result, a function of the arguments)."""
+    `reply_size`: an upper bound of the encoded result, a function of the arguments;
+    `on_file`: the current object must not be a pseudo-fs directory; `writes`: the current
+    object's export must be writable; both checked before the handler)."""
     estimate = fixed(reply_size) if isinstance(reply_size, int) else reply_size
 
     def register(fn: Handler) -> Handler:
@@ -140,6 +146,8 @@ def op(
             is_union,
             len(fields(res_cls)),
             estimate,
+            on_file,
+            writes,
         )
         return fn
 
@@ -211,6 +219,10 @@ async def run_op(ctx: CompoundContext, spec: OpSpec, args: Any) -> tuple[int, An
             obj = ctx.current
             if spec.check_sec:
                 ctx.vfs.check_sec(obj)
+            if spec.on_file and obj.is_pseudo:
+                raise errors.NFS4ERR_ISDIR()
+            if spec.writes:
+                ctx.vfs.check_writable(obj)
         return N.NFS4_OK, await spec.handler(ctx, args)
     except errors.NFS4Error as e:
         return e.status, e.value

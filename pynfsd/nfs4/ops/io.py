@@ -39,11 +39,9 @@ def _read_reply(args: N.READ4args, cfg: ServerConfig) -> int:
     return 12 + xdr_pad(min(args.count, cfg.maxread))
 
 
-@op(N.OP_READ, pack_res=_pack_read_res, reply_size=_read_reply)
+@op(N.OP_READ, pack_res=_pack_read_res, reply_size=_read_reply, on_file=True)
 async def read(ctx: CompoundContext, args: N.READ4args) -> N.READ4resok:
     obj = ctx.current
-    if obj.is_pseudo:
-        raise errors.NFS4ERR_ISDIR()
     sid = args.stateid
     ctx.server.state.check_io_stateid(to_stateid(sid), obj.fh, False)
     count = min(args.count, ctx.server.config.maxread)
@@ -51,12 +49,9 @@ async def read(ctx: CompoundContext, args: N.READ4args) -> N.READ4resok:
     return N.READ4resok(eof, data)  # type: ignore[arg-type]  # packed by reference
 
 
-@op(N.OP_WRITE, unpack_args=_unpack_write_args)
+@op(N.OP_WRITE, unpack_args=_unpack_write_args, on_file=True, writes=True)
 async def write(ctx: CompoundContext, args: N.WRITE4args) -> N.WRITE4resok:
     obj = ctx.current
-    if obj.is_pseudo:
-        raise errors.NFS4ERR_ISDIR()
-    ctx.vfs.check_writable(obj)
     # §9.1.4.3: a WRITE with the READ bypass stateid is treated as with the anonymous one
     ctx.server.state.check_io_stateid(to_stateid(args.stateid), obj.fh, True)
     if args.offset + len(args.data) > (1 << 63) - 1:
@@ -66,13 +61,10 @@ async def write(ctx: CompoundContext, args: N.WRITE4args) -> N.WRITE4resok:
     return N.WRITE4resok(n, FILE_SYNC4 if sync else UNSTABLE4, ctx.server.write_verifier)
 
 
-@op(N.OP_COMMIT)
+@op(N.OP_COMMIT, on_file=True, writes=True)  # RFC 7530 §16.3.5 lists NFS4ERR_ROFS for COMMIT
 async def commit(ctx: CompoundContext, args: N.COMMIT4args) -> N.COMMIT4resok:
     obj = ctx.current
-    if obj.is_pseudo:
-        raise errors.NFS4ERR_ISDIR()
     if args.offset + args.count > (1 << 64) - 1:
         raise errors.NFS4ERR_INVAL()
-    ctx.vfs.check_writable(obj)  # RFC 7530 §16.3.5 lists NFS4ERR_ROFS for COMMIT
     await ctx.vfs.commit(obj)
     return N.COMMIT4resok(ctx.server.write_verifier)
