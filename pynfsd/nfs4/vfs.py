@@ -35,6 +35,14 @@ from pynfsd.exports.types import ClientExport
 from pynfsd.fs import perm
 from pynfsd.fs.backend import Attrs, Backend, DirEntry, FileType, FsStat, MountPoint
 from pynfsd.fs.creds import Identity
+from pynfsd.gen.nfs4 import (  # RFC 7530 §16.1 ACCESS4 bits
+    ACCESS4_DELETE,
+    ACCESS4_EXECUTE,
+    ACCESS4_EXTEND,
+    ACCESS4_LOOKUP,
+    ACCESS4_MODIFY,
+    ACCESS4_READ,
+)
 from pynfsd.nfs4 import errors
 from pynfsd.nfs4.crossing import Crossings, Submount
 from pynfsd.nfs4.fh import KIND_PSEUDO, decode_fh, export_fh, pseudo_fh
@@ -45,13 +53,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-# RFC 7530 §16.1 ACCESS4 bits
-ACCESS4_READ = 0x01
-ACCESS4_LOOKUP = 0x02
-ACCESS4_MODIFY = 0x04
-ACCESS4_EXTEND = 0x08
-ACCESS4_DELETE = 0x10
-ACCESS4_EXECUTE = 0x20
 
 AUTH_NONE = 0
 AUTH_SYS = 1
