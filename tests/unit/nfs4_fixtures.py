@@ -1,8 +1,10 @@
-"""Shared fixtures for the per-operation COMPOUND tests (STYLE.md §10 tier b).
+"""Shared fixtures for the per-operation COMPOUND tests (the second tier in docs/HABITS.md,
+"Tests come in tiers").
 
 A `World` is an in-process `NFSServer` (no sockets) over `MemoryBackend`s (or `LocalBackend`s
 under tmp_path) with a manual clock driving both the state manager and the backends.  Tests are
-plain sync functions whose body is a coroutine run with `World.run`; `World.client()` gives an
+`async def` functions, each run on its own event loop by the hook in tests/conftest.py
+(`World.run` does the same for a coroutine a sync caller has); `World.client()` gives an
 `Nfs4Client` for any credential and peer address.  The `ops` helpers build the operations the
 client library has no builder for; `expect` runs a COMPOUND that must fail with a given status
 at its last operation.
