@@ -29,6 +29,7 @@ from pynfsd.nfs4.attrs import decode_fattr4
 from pynfsd.nfs4.server import NFSServer, ServerConfig
 from pynfsd.rpc.auth import Credential
 from pynfsd.xdr.runtime import Packer
+from tests.clock import ManualClock
 
 T = TypeVar("T")
 
@@ -43,22 +44,6 @@ BYPASS = N.stateid4(0xFFFFFFFF, b"\xff" * 12)
 def user(uid: int, gid: int | None = None, gids: Sequence[int] = ()) -> Credential:
     """An AUTH_SYS credential for `uid` (gid defaults to uid)."""
     return Credential(1, uid, uid if gid is None else gid, tuple(gids), None, "test")
-
-
-@dataclass
-class ManualClock:
-    """Seconds for the state manager; `ns()` is the same time in nanoseconds for backends."""
-
-    now: float = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def ns(self) -> int:
-        return int(self.now * 1_000_000_000)
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass

@@ -39,6 +39,7 @@ from pynfsd.rpc.transport import (
     install_event_loop,
     serve,
 )
+from tests.clock import ManualClock
 
 PROG = 0x20000099
 CRED = AuthSysCred(1000, 1000, (1000, 10), "tester")
@@ -185,14 +186,6 @@ def test_multi_fragment_call(run: Callable[[Coroutine[Any, Any, None]], None]) -
             assert c.is_closed
 
     run(main())
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def limited(toy: Toy, clock: ManualClock, **kw: Any) -> Coroutine[Any, Any, RpcTcpServer]:

@@ -36,6 +36,7 @@ from pynfsd.rpc.gss import GssConfig, RpcsecGss
 from pynfsd.rpc.gss_context import SeqWindow
 from pynfsd.rpc.server import ConnInfo, RpcCall, RpcServer
 from pynfsd.xdr.runtime import Packer, Unpacker
+from tests.clock import ManualClock
 
 T = TypeVar("T")
 PROG, VERS = 0x20000099, 1
@@ -153,18 +154,10 @@ class Wire:
 
 
 @dataclass
-class Clock:
-    now: float = START
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
 class Setup:
     flavour: RpcsecGss
     wire: Wire
-    clock: Clock
+    clock: ManualClock
     acceptor: StubAcceptor
     seen: list[RpcCall]
 
@@ -182,7 +175,7 @@ class Setup:
 
 def make(config: GssConfig | None = None, endtime: float = START + 3600) -> Setup:
     config = config or GssConfig()
-    clock = Clock()
+    clock = ManualClock(START)
     acceptor = StubAcceptor(endtime)
     mapper = PrincipalMapper(static={"alice@TEST": Identity(1000, 100, (100, 10))},
                              passwd=lambda user: Identity(2000, 2000, (2000,)) if user == "bob" else None,
