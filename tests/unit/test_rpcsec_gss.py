@@ -1,7 +1,8 @@
 """RPCSEC_GSS v1 (RFC 2203), sans-IO: the server flavour against the client library.
 
-A small stub mechanism (STYLE.md §8) stands in for krb5: HMAC-SHA256 MICs and an HMAC-sealed
-XOR "wrap" keyed per principal, so a context of one principal cannot forge another's tokens.
+A small stub mechanism stands in for krb5 behind the acceptor/initiator interface (the real
+library is exercised by the interop tests): HMAC-SHA256 MICs and an HMAC-sealed XOR "wrap" keyed
+per principal, so a context of one principal cannot forge another's tokens.
 Calls go from `RpcsecGssAuth` straight into `RpcServer.handle_record` (no sockets).
 """
 
