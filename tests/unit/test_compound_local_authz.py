@@ -68,7 +68,7 @@ def _dir(path: Path, mode: int, gid: int = 0) -> Path:
     return path
 
 
-def test_acl_entries_decide_read_as_locally(env: tuple[World, Path]) -> None:
+async def test_acl_entries_decide_read_as_locally(env: tuple[World, Path]) -> None:
     w, exp = env
     if not acls_supported(exp):
         pytest.skip("no POSIX ACLs here")
@@ -77,26 +77,23 @@ def test_acl_entries_decide_read_as_locally(env: tuple[World, Path]) -> None:
     local = {n: sh_as_user(f"cat {exp / n}") == 0 for n in ("denied", "granted")}
     assert local == {"denied": False, "granted": True}
 
-    async def body() -> dict[str, bool]:
-        c = w.client(user(NOBODY))
-        root = await _root(c, exp)
-        cid = await new_clientid(c)
-        out = {}
-        for name in ("denied", "granted"):
-            fh = await lookup_fh(c, root, name.encode())
-            read = await c.compound([op.putfh(fh), op.read(ANON, 0, 10)])
-            acc = await c.compound([op.putfh(fh), op.access(ACCESS4_READ)])
-            opened = await c.compound(
-                [op.putfh(root), op.open(1, cid, name.encode(), name.encode(), access=1)]
-            )
-            granted = bool(acc.resarray[-1].value.value.access & ACCESS4_READ)
-            statuses = {read.status, opened.status}
-            assert statuses in ({N.NFS4_OK}, {N.NFS4ERR_ACCESS}), (name, statuses)
-            assert granted == (read.status == N.NFS4_OK), name
-            out[name] = granted
-        return out
-
-    assert w.run(body()) == local
+    c = w.client(user(NOBODY))
+    root = await _root(c, exp)
+    cid = await new_clientid(c)
+    out = {}
+    for name in ("denied", "granted"):
+        fh = await lookup_fh(c, root, name.encode())
+        read = await c.compound([op.putfh(fh), op.read(ANON, 0, 10)])
+        acc = await c.compound([op.putfh(fh), op.access(ACCESS4_READ)])
+        opened = await c.compound(
+            [op.putfh(root), op.open(1, cid, name.encode(), name.encode(), access=1)]
+        )
+        granted = bool(acc.resarray[-1].value.value.access & ACCESS4_READ)
+        statuses = {read.status, opened.status}
+        assert statuses in ({N.NFS4_OK}, {N.NFS4ERR_ACCESS}), (name, statuses)
+        assert granted == (read.status == N.NFS4_OK), name
+        out[name] = granted
+    assert out == local
 
 
 @pytest.mark.parametrize("mode", [0o4777, 0o2777, 0o6777])
@@ -271,7 +268,7 @@ async def test_a_directory_neither_readable_nor_searchable_is_not_listed(env: tu
 # ------------------------------------------------------------ read-if-execute (knfsd)
 
 
-def test_a_binary_the_user_may_only_execute_is_read_over_nfs(env: tuple[World, Path]) -> None:
+async def test_a_binary_the_user_may_only_execute_is_read_over_nfs(env: tuple[World, Path]) -> None:
     """knfsd's read-if-execute: OPEN for read and READ of a 0711 file succeed for a user who
     may execute it (a client reads a binary to run it); ACCESS still answers as the kernel
     (execute yes, read no); 0700 stays closed, 0744 open; OPEN for write gets no exception."""
@@ -281,31 +278,28 @@ def test_a_binary_the_user_may_only_execute_is_read_over_nfs(env: tuple[World, P
     assert sh_as_user(f"test -x {exp}/m711 && ! test -r {exp}/m711 && ! cat {exp}/m711") == 0
     expected = {0o711: True, 0o700: False, 0o744: True}
 
-    async def body() -> dict[int, bool]:
-        c = w.client(user(NOBODY))
-        root = await _root(c, exp)
-        cid = await new_clientid(c)
-        out = {}
-        for i, mode in enumerate(expected):
-            name = f"m{mode:o}".encode()
-            owner = b"o%d" % i
-            res = await c.compound([op.putfh(root), op.open(1, cid, owner, name, access=R)])
-            if res.status != N.NFS4_OK:
-                assert res.status == N.NFS4ERR_ACCESS
-                out[mode] = False
-                continue
-            o = await open_file(c, root, cid, owner + b"x", name, create=False, access=R)
-            (_, read) = await c.check([op.putfh(o.fh), op.read(o.stateid, 0, 100)])
-            (_, anon) = await c.check([op.putfh(o.fh), op.read(ANON, 0, 100)])
-            assert read.data == anon.data == b"\x7fELF binary"
-            out[mode] = True
-        fh = await lookup_fh(c, root, b"m711")
-        acc = await c.check([op.putfh(fh), op.access(ACCESS4_READ | ACCESS4_EXECUTE)])
-        assert acc[-1].access == ACCESS4_EXECUTE
-        both = [op.putfh(root), op.open(1, cid, b"rw", b"m711", access=RW)]
-        await expect(c, both, N.NFS4ERR_ACCESS)
-        await expect(c, [op.putfh(await lookup_fh(c, root, b"m700")), op.read(ANON, 0, 9)],
-                     N.NFS4ERR_ACCESS)  # fmt: skip
-        return out
-
-    assert w.run(body()) == expected
+    c = w.client(user(NOBODY))
+    root = await _root(c, exp)
+    cid = await new_clientid(c)
+    out = {}
+    for i, mode in enumerate(expected):
+        name = f"m{mode:o}".encode()
+        owner = b"o%d" % i
+        res = await c.compound([op.putfh(root), op.open(1, cid, owner, name, access=R)])
+        if res.status != N.NFS4_OK:
+            assert res.status == N.NFS4ERR_ACCESS
+            out[mode] = False
+            continue
+        o = await open_file(c, root, cid, owner + b"x", name, create=False, access=R)
+        (_, read) = await c.check([op.putfh(o.fh), op.read(o.stateid, 0, 100)])
+        (_, anon) = await c.check([op.putfh(o.fh), op.read(ANON, 0, 100)])
+        assert read.data == anon.data == b"\x7fELF binary"
+        out[mode] = True
+    fh = await lookup_fh(c, root, b"m711")
+    acc = await c.check([op.putfh(fh), op.access(ACCESS4_READ | ACCESS4_EXECUTE)])
+    assert acc[-1].access == ACCESS4_EXECUTE
+    both = [op.putfh(root), op.open(1, cid, b"rw", b"m711", access=RW)]
+    await expect(c, both, N.NFS4ERR_ACCESS)
+    await expect(c, [op.putfh(await lookup_fh(c, root, b"m700")), op.read(ANON, 0, 9)],
+                 N.NFS4ERR_ACCESS)  # fmt: skip
+    assert out == expected

@@ -206,19 +206,14 @@ def test_a_failed_call_is_not_cached() -> None:
     assert counting.runs == 2
 
 
-def test_duplicate_of_a_call_in_progress_is_dropped() -> None:
+async def test_duplicate_of_a_call_in_progress_is_dropped() -> None:
     server, counting = rpc_server()
     record = encode_call(9, PROGRAM, 1, SLOW, b"", SYS0)
-
-    async def go() -> tuple[bytes | None, bytes | None]:
-        original = asyncio.ensure_future(server.handle_record(record, ConnInfo(("10.0.0.1", 700))))
-        await asyncio.sleep(0)
-        duplicate = await server.handle_record(record, ConnInfo(("10.0.0.1", 701)))
-        counting.gate.set()
-        return await original, duplicate
-
-    original, duplicate = asyncio.run(go())
-    assert original is not None and duplicate is None
+    original = asyncio.ensure_future(server.handle_record(record, ConnInfo(("10.0.0.1", 700))))
+    await asyncio.sleep(0)
+    duplicate = await server.handle_record(record, ConnInfo(("10.0.0.1", 701)))
+    counting.gate.set()
+    assert await original is not None and duplicate is None
     assert counting.runs == 1
     assert server.drc is not None and server.drc.stats["in_progress_drops"] == 1
 
