@@ -4,8 +4,10 @@ Hypothesis: CI runs on a shared 2-core machine where a draw can stall for a seco
 end-to-end tests' load; what the property tests check is the code's answers, never how fast
 inputs are generated, so the timing health check and per-example deadlines are off.
 
-Coroutine tests: an `async def test_*` runs on a fresh event loop of its own (`asyncio.run`),
-with its fixtures set up and torn down outside that loop, as the sync fixtures expect.
+Coroutine tests: an `async def test_*` runs on a fresh event loop of its own, with its fixtures
+set up and torn down outside that loop, as the sync fixtures expect.  A test that uses a
+`loop_factory` fixture gets its loop from it (to run on uvloop as well); a test that hangs fails
+after HANG_GUARD seconds rather than holding the suite until pytest-timeout ends it.
 """
 
 import asyncio
@@ -19,6 +21,8 @@ settings.register_profile(
 )
 settings.load_profile("pynfsd")
 
+HANG_GUARD = 60.0
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
@@ -26,7 +30,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     func = pyfuncitem.obj
     if not inspect.iscoroutinefunction(func):
         return None
-    names = pyfuncitem._fixtureinfo.argnames
-    result = asyncio.run(func(**{name: pyfuncitem.funcargs[name] for name in names}))
+    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    with asyncio.Runner(loop_factory=pyfuncitem.funcargs.get("loop_factory")) as runner:
+        result = runner.run(asyncio.wait_for(func(**args), HANG_GUARD))
     assert result is None, f"a test returns nothing, got {result!r}"
     return True
