@@ -3,40 +3,26 @@ made with the NFS client library, and the `pynfsd clients` / `pynfsd status` com
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
 import stat
-import subprocess
 import sys
-from collections.abc import Awaitable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from pynfsd.client.nfs4 import Nfs4Client, op, unchecked
 from pynfsd.client.rpc import AuthSysCred
 from pynfsd.gen import nfs4 as N
-from tests.serverproc import HOST, REPO, ServerProcess, assert_log_clean, lookup_path
+from tests.e2e.helpers import pynfsd, run
+from tests.serverproc import HOST, ServerProcess, assert_log_clean, lookup_path
 
-T = TypeVar("T")
 NOBODY = 65534
 WEB = b"Linux NFSv4.0 web-1"
-
-
-def run(coro: Awaitable[T]) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, 60)
-
-    return asyncio.run(bounded())
-
-
-def pynfsd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pynfsd", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=30)
 
 
 def admin_json(state_dir: Path, *args: str) -> Any:

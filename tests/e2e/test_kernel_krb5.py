@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_kernel_client import md5_file, vm_skip_reason
-from tests.vm.harness import NETWORKS, RESULT_RE, VALUE_RE, servers_under_test
+from tests.vm.harness import NETWORKS, RESULT_RE, VALUE_RE, servers_under_test, tail_file
 from tests.vm.kernel import guest_kernel
 from tests.vm.krb5guest import DRIVER, FLAVOURS, assemble_krb5, guest_config, krb5_setup
 from tests.vm.qemu import GuestVM, Transcript
@@ -73,14 +73,7 @@ class Krb5Run:
         return (f"[{self.server}/{self.network}] workdir {self.workdir} (console.log, "
                 f"{self.server}.log, kdc.log)\n{extra}--- console tail ---\n"
                 f"{self.transcript.tail(60)}\n--- server log tail ---\n"
-                f"{_tail(self.workdir / f'{self.server}.log', 25)}")
-
-
-def _tail(path: Path, n: int) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except FileNotFoundError:
-        return "(missing)"
+                f"{tail_file(self.workdir / f'{self.server}.log', 25)}")
 
 
 def parse(run: Krb5Run) -> None:
@@ -147,7 +140,7 @@ def test_gssd_started(run: Krb5Run) -> None:
 
 def test_kdc_issued_the_nfs_ticket_with_a_kernel_enctype(run: Krb5Run) -> None:
     """gssd got nfs/nfs-server.test from the KDC with an aes-sha1 session key (17 or 18)."""
-    log = _tail(run.workdir / "kdc.log", 200)
+    log = tail_file(run.workdir / "kdc.log", 200)
     issued = [line for line in log.splitlines()
               if "TGS_REQ" in line and "ISSUE" in line and "for nfs/nfs-server.test@" in line]
     assert issued, f"no service ticket in the KDC log:\n{log}"

@@ -8,11 +8,9 @@ import os
 import random
 import signal
 import socket
-import subprocess
-import sys
-from collections.abc import Awaitable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -20,9 +18,9 @@ from pynfsd.client.nfs4 import Nfs4Client, decode_compound, op, unchecked
 from pynfsd.client.rpc import AuthSysCred, encode_call
 from pynfsd.gen import nfs4 as N
 from pynfsd.rpc.record import encode_record, marker
+from tests.e2e.helpers import pynfsd, run
 from tests.serverproc import (
     HOST,
-    REPO,
     BlockingRpc,
     ServerProcess,
     assert_log_clean,
@@ -30,22 +28,9 @@ from tests.serverproc import (
     probe,
 )
 
-T = TypeVar("T")
 ANON = N.stateid4(0, b"\0" * 12)
 ROOT = AuthSysCred(0, 0)
 CONTENT = bytes(range(256)) * 64
-
-
-def run(coro: Awaitable[T]) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, 60)
-
-    return asyncio.run(bounded())
-
-
-def pynfsd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pynfsd", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=30)
 
 
 def status_of(res: N.COMPOUND4res) -> str:

@@ -1,8 +1,10 @@
-"""Shared fixtures for the per-operation COMPOUND tests (STYLE.md §10 tier b).
+"""Shared fixtures for the per-operation COMPOUND tests (the second tier in docs/HABITS.md,
+"Tests come in tiers").
 
 A `World` is an in-process `NFSServer` (no sockets) over `MemoryBackend`s (or `LocalBackend`s
 under tmp_path) with a manual clock driving both the state manager and the backends.  Tests are
-plain sync functions whose body is a coroutine run with `World.run`; `World.client()` gives an
+`async def` functions, each run on its own event loop by the hook in tests/conftest.py
+(`World.run` does the same for a coroutine a sync caller has); `World.client()` gives an
 `Nfs4Client` for any credential and peer address.  The `ops` helpers build the operations the
 client library has no builder for; `expect` runs a COMPOUND that must fail with a given status
 at its last operation.
@@ -27,6 +29,7 @@ from pynfsd.nfs4.attrs import decode_fattr4
 from pynfsd.nfs4.server import NFSServer, ServerConfig
 from pynfsd.rpc.auth import Credential
 from pynfsd.xdr.runtime import Packer
+from tests.clock import ManualClock
 
 T = TypeVar("T")
 
@@ -41,22 +44,6 @@ BYPASS = N.stateid4(0xFFFFFFFF, b"\xff" * 12)
 def user(uid: int, gid: int | None = None, gids: Sequence[int] = ()) -> Credential:
     """An AUTH_SYS credential for `uid` (gid defaults to uid)."""
     return Credential(1, uid, uid if gid is None else gid, tuple(gids), None, "test")
-
-
-@dataclass
-class ManualClock:
-    """Seconds for the state manager; `ns()` is the same time in nanoseconds for backends."""
-
-    now: float = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def ns(self) -> int:
-        return int(self.now * 1_000_000_000)
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass

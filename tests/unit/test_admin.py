@@ -87,86 +87,71 @@ def row_of(rows: list[dict[str, Any]], clientid: int) -> dict[str, Any]:
 # ------------------------------------------------------------------ AdminCore
 
 
-def test_clients_lists_identity_lease_opens_locks(world: World) -> None:
-    async def body() -> None:
-        a = await holder(world, b"client-A", "10.0.0.5", 0, b"a")
-        b = await holder(world, b'odd "id"\x01', "10.0.0.7", 1000, b"b")
-        world.clock.advance(10)
-        reply = ask(admin.AdminCore(world.server), {"cmd": "clients"})
-        assert reply["ok"] is True
-        ra, rb = row_of(reply["result"], a.clientid), row_of(reply["result"], b.clientid)
-        assert ra == {"clientid": f"{a.clientid:016x}", "co_ownerid": "client-A",
-                      "principal": "sys:0", "address": "10.0.0.5", "confirmed": True,
-                      "lease_left": ENFORCED - 10, "courtesy": False, "opens": 1, "locks": 1,
-                      "collisions": 0}
-        assert rb["co_ownerid"] == 'odd \\"id\\"\\x01'
-        assert (rb["principal"], rb["address"], rb["opens"], rb["locks"]) == (
-            "sys:1000", "10.0.0.7", 1, 1)
-
-    world.run(body())
+async def test_clients_lists_identity_lease_opens_locks(world: World) -> None:
+    a = await holder(world, b"client-A", "10.0.0.5", 0, b"a")
+    b = await holder(world, b'odd "id"\x01', "10.0.0.7", 1000, b"b")
+    world.clock.advance(10)
+    reply = ask(admin.AdminCore(world.server), {"cmd": "clients"})
+    assert reply["ok"] is True
+    ra, rb = row_of(reply["result"], a.clientid), row_of(reply["result"], b.clientid)
+    assert ra == {"clientid": f"{a.clientid:016x}", "co_ownerid": "client-A",
+                  "principal": "sys:0", "address": "10.0.0.5", "confirmed": True,
+                  "lease_left": ENFORCED - 10, "courtesy": False, "opens": 1, "locks": 1,
+                  "collisions": 0}
+    assert rb["co_ownerid"] == 'odd \\"id\\"\\x01'
+    assert (rb["principal"], rb["address"], rb["opens"], rb["locks"]) == (
+        "sys:1000", "10.0.0.7", 1, 1)
 
 
-def test_expired_client_shows_negative_lease_and_courtesy(world: World) -> None:
-    async def body() -> None:
-        a = await holder(world, b"client-A", "10.0.0.5", 0, b"a")
-        world.clock.advance(ENFORCED + 30)
-        (row,) = ask(admin.AdminCore(world.server), {"cmd": "clients"})["result"]
-        assert row["clientid"] == f"{a.clientid:016x}"
-        assert row["lease_left"] == -30
-        assert row["courtesy"] is True
-        assert admin.client_state(row) == "courtesy"
-
-    world.run(body())
+async def test_expired_client_shows_negative_lease_and_courtesy(world: World) -> None:
+    a = await holder(world, b"client-A", "10.0.0.5", 0, b"a")
+    world.clock.advance(ENFORCED + 30)
+    (row,) = ask(admin.AdminCore(world.server), {"cmd": "clients"})["result"]
+    assert row["clientid"] == f"{a.clientid:016x}"
+    assert row["lease_left"] == -30
+    assert row["courtesy"] is True
+    assert admin.client_state(row) == "courtesy"
 
 
-def test_unconfirmed_client_is_listed_as_such(world: World) -> None:
-    async def body() -> None:
-        c = world.client(user(0), ("10.0.0.5", 900))
-        (resok,) = await c.check([op.setclientid(b"v" * 8, b"pending")])
-        (row,) = ask(admin.AdminCore(world.server), {"cmd": "clients"})["result"]
-        assert row["clientid"] == f"{resok.clientid:016x}"
-        assert (row["confirmed"], row["opens"], admin.client_state(row)) == (
-            False, 0, "unconfirmed")
-
-    world.run(body())
+async def test_unconfirmed_client_is_listed_as_such(world: World) -> None:
+    c = world.client(user(0), ("10.0.0.5", 900))
+    (resok,) = await c.check([op.setclientid(b"v" * 8, b"pending")])
+    (row,) = ask(admin.AdminCore(world.server), {"cmd": "clients"})["result"]
+    assert row["clientid"] == f"{resok.clientid:016x}"
+    assert (row["confirmed"], row["opens"], admin.client_state(row)) == (
+        False, 0, "unconfirmed")
 
 
-def test_collisions_are_counted_per_id(world: World) -> None:
-    async def body() -> None:
-        c5 = world.client(user(0), ("10.0.0.5", 900))
-        c7 = world.client(user(0), ("10.0.0.7", 900))
-        await new_clientid(c5, WEB, b"verf-c5!")
-        await new_clientid(c7, WEB, b"verf-c7!")  # replaces 10.0.0.5's record
-        await new_clientid(c5, WEB, b"verf-c5!")  # ... and back
-        await new_clientid(world.client(), b"alone")
-        core = admin.AdminCore(world.server)
-        rows = ask(core, {"cmd": "clients"})["result"]
-        counts = {r["co_ownerid"]: r["collisions"] for r in rows}
-        assert counts == {WEB.decode(): 2, "alone": 0}
-        assert ask(core, {"cmd": "status"})["result"]["collisions"] == 2
-
-    world.run(body())
+async def test_collisions_are_counted_per_id(world: World) -> None:
+    c5 = world.client(user(0), ("10.0.0.5", 900))
+    c7 = world.client(user(0), ("10.0.0.7", 900))
+    await new_clientid(c5, WEB, b"verf-c5!")
+    await new_clientid(c7, WEB, b"verf-c7!")  # replaces 10.0.0.5's record
+    await new_clientid(c5, WEB, b"verf-c5!")  # ... and back
+    await new_clientid(world.client(), b"alone")
+    core = admin.AdminCore(world.server)
+    rows = ask(core, {"cmd": "clients"})["result"]
+    counts = {r["co_ownerid"]: r["collisions"] for r in rows}
+    assert counts == {WEB.decode(): 2, "alone": 0}
+    assert ask(core, {"cmd": "status"})["result"]["collisions"] == 2
 
 
-def test_revoke_makes_later_use_admin_revoked(world: World) -> None:
-    async def body() -> None:
-        a = await holder(world, b"client-A", "10.0.0.5", 0, b"a")
-        b = await holder(world, b"client-B", "10.0.0.7", 0, b"b")
-        core = admin.AdminCore(world.server)
-        reply = ask(core, {"cmd": "revoke", "clientid": f"0x{a.clientid:x}"})
-        assert reply["ok"] is True
-        assert (reply["result"]["opens"], reply["result"]["locks"]) == (1, 1)
-        # RFC 7530 §9.8: the revoked client's stateids are now NFS4ERR_ADMIN_REVOKED.
-        await expect(a.c, [op.putfh(a.fh), op.read(a.open_sid, 0, 10)], N.NFS4ERR_ADMIN_REVOKED)
-        await expect(a.c, [op.putfh(a.fh), op.locku(N.WRITE_LT, 2, a.lock_sid, 0, 10)],
-                     N.NFS4ERR_ADMIN_REVOKED)
-        await b.c.check([op.putfh(b.fh), op.read(b.open_sid, 0, 10)])  # others unaffected
-        rows = ask(core, {"cmd": "clients"})["result"]
-        assert [r["clientid"] for r in rows] == [f"{b.clientid:016x}"]
-        again = ask(core, {"cmd": "revoke", "clientid": f"{a.clientid:x}"})
-        assert again == {"ok": False, "error": f"no confirmed client with id {a.clientid:016x}"}
-
-    world.run(body())
+async def test_revoke_makes_later_use_admin_revoked(world: World) -> None:
+    a = await holder(world, b"client-A", "10.0.0.5", 0, b"a")
+    b = await holder(world, b"client-B", "10.0.0.7", 0, b"b")
+    core = admin.AdminCore(world.server)
+    reply = ask(core, {"cmd": "revoke", "clientid": f"0x{a.clientid:x}"})
+    assert reply["ok"] is True
+    assert (reply["result"]["opens"], reply["result"]["locks"]) == (1, 1)
+    # RFC 7530 §9.8: the revoked client's stateids are now NFS4ERR_ADMIN_REVOKED.
+    await expect(a.c, [op.putfh(a.fh), op.read(a.open_sid, 0, 10)], N.NFS4ERR_ADMIN_REVOKED)
+    await expect(a.c, [op.putfh(a.fh), op.locku(N.WRITE_LT, 2, a.lock_sid, 0, 10)],
+                 N.NFS4ERR_ADMIN_REVOKED)
+    await b.c.check([op.putfh(b.fh), op.read(b.open_sid, 0, 10)])  # others unaffected
+    rows = ask(core, {"cmd": "clients"})["result"]
+    assert [r["clientid"] for r in rows] == [f"{b.clientid:016x}"]
+    again = ask(core, {"cmd": "revoke", "clientid": f"{a.clientid:x}"})
+    assert again == {"ok": False, "error": f"no confirmed client with id {a.clientid:016x}"}
 
 
 @pytest.mark.parametrize(
@@ -186,20 +171,17 @@ def test_bad_requests_get_an_error_reply(world: World, request_line: bytes, erro
     assert error in reply["error"]
 
 
-def test_status(world: World) -> None:
-    async def body() -> None:
-        await holder(world, b"client-A", "10.0.0.5", 0, b"a")
-        world.clock.advance(42)
-        st = ask(admin.AdminCore(world.server), {"cmd": "status"})["result"]
-        grace = st.pop("grace")
-        assert st == {"version": admin.__version__, "uptime": 42.0, "clients": 1,
-                      "unconfirmed_clients": 0, "opens": 1, "locks": 1, "lease_time": LEASE,
-                      "collisions": 0}
-        assert grace == json.loads(json.dumps(world.server.grace.status()))
-        assert grace["in_grace"] is False  # a fresh state dir: nobody can reclaim
-        assert f"grace: over ({grace['ended_reason']})" in admin.format_status({**st, "grace": grace})
-
-    world.run(body())
+async def test_status(world: World) -> None:
+    await holder(world, b"client-A", "10.0.0.5", 0, b"a")
+    world.clock.advance(42)
+    st = ask(admin.AdminCore(world.server), {"cmd": "status"})["result"]
+    grace = st.pop("grace")
+    assert st == {"version": admin.__version__, "uptime": 42.0, "clients": 1,
+                  "unconfirmed_clients": 0, "opens": 1, "locks": 1, "lease_time": LEASE,
+                  "collisions": 0}
+    assert grace == json.loads(json.dumps(world.server.grace.status()))
+    assert grace["in_grace"] is False  # a fresh state dir: nobody can reclaim
+    assert f"grace: over ({grace['ended_reason']})" in admin.format_status({**st, "grace": grace})
 
 
 def test_status_without_a_grace_period_object(world: World) -> None:
@@ -251,78 +233,66 @@ async def raw_exchange(path: Path, data: bytes) -> bytes:
     return reply
 
 
-def test_socket_serves_requests_and_is_private(world: World, sock_dir: Path) -> None:
+async def test_socket_serves_requests_and_is_private(world: World, sock_dir: Path) -> None:
     path = sock_dir / admin.CONTROL_SOCKET
 
-    async def body() -> None:
-        await holder(world, b"client-A", "10.0.0.5", 0, b"a")
-        server = await admin.AdminServer.start(world.server, str(path))
-        try:
-            mode = os.stat(path).st_mode
-            assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
-            assert sorted(os.listdir(sock_dir)) == [admin.CONTROL_SOCKET]  # no temp leftovers
-            reply = await raw_exchange(path, b'{"cmd": "status"}\n{"cmd": "clients"}\n')
-            first, second = (json.loads(x) for x in reply.splitlines())
-            assert first["result"]["clients"] == 1
-            assert second["result"][0]["co_ownerid"] == "client-A"
-            rows = await asyncio.to_thread(admin.call, str(sock_dir), {"cmd": "clients"})
-            assert rows == second["result"]
-            with pytest.raises(admin.AdminClientError, match="no confirmed client"):
-                await asyncio.to_thread(admin.call, str(sock_dir), {"cmd": "revoke",
-                                                                    "clientid": "7"})
-        finally:
-            server.close()
-        assert not path.exists()
-
-    world.run(body())
+    await holder(world, b"client-A", "10.0.0.5", 0, b"a")
+    server = await admin.AdminServer.start(world.server, str(path))
+    try:
+        mode = os.stat(path).st_mode
+        assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+        assert sorted(os.listdir(sock_dir)) == [admin.CONTROL_SOCKET]  # no temp leftovers
+        reply = await raw_exchange(path, b'{"cmd": "status"}\n{"cmd": "clients"}\n')
+        first, second = (json.loads(x) for x in reply.splitlines())
+        assert first["result"]["clients"] == 1
+        assert second["result"][0]["co_ownerid"] == "client-A"
+        rows = await asyncio.to_thread(admin.call, str(sock_dir), {"cmd": "clients"})
+        assert rows == second["result"]
+        with pytest.raises(admin.AdminClientError, match="no confirmed client"):
+            await asyncio.to_thread(admin.call, str(sock_dir), {"cmd": "revoke",
+                                                                "clientid": "7"})
+    finally:
+        server.close()
+    assert not path.exists()
 
 
-def test_overlong_request_line_is_refused(world: World, sock_dir: Path) -> None:
-    async def body() -> None:
-        server = await admin.AdminServer.start(world.server, str(sock_dir / "c.sock"))
-        try:
-            reply = await raw_exchange(sock_dir / "c.sock", b"x" * (admin.MAX_REQUEST + 10))
-            assert json.loads(reply) == {"ok": False, "error": "request line too long"}
-        finally:
-            server.close()
-
-    world.run(body())
+async def test_overlong_request_line_is_refused(world: World, sock_dir: Path) -> None:
+    server = await admin.AdminServer.start(world.server, str(sock_dir / "c.sock"))
+    try:
+        reply = await raw_exchange(sock_dir / "c.sock", b"x" * (admin.MAX_REQUEST + 10))
+        assert json.loads(reply) == {"ok": False, "error": "request line too long"}
+    finally:
+        server.close()
 
 
-def test_stale_socket_is_replaced_but_a_live_one_is_not(world: World, sock_dir: Path) -> None:
+async def test_stale_socket_is_replaced_but_a_live_one_is_not(world: World, sock_dir: Path) -> None:
     path = sock_dir / admin.CONTROL_SOCKET
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(str(path))  # left behind by a crashed server: the file exists, nobody listens
     stale.close()
 
-    async def body() -> None:
-        server = await admin.AdminServer.start(world.server, str(path))
-        try:
-            with pytest.raises(admin.AdminError, match="in use by another running pynfsd"):
-                await admin.AdminServer.start(world.server, str(path))
-            assert await admin.start_admin(world.server, str(sock_dir)) is None
-            rows = await asyncio.to_thread(admin.call, str(sock_dir), {"cmd": "clients"})
-            assert rows == []
-        finally:
-            server.close()
-        assert not path.exists()
-
-    world.run(body())
+    server = await admin.AdminServer.start(world.server, str(path))
+    try:
+        with pytest.raises(admin.AdminError, match="in use by another running pynfsd"):
+            await admin.AdminServer.start(world.server, str(path))
+        assert await admin.start_admin(world.server, str(sock_dir)) is None
+        rows = await asyncio.to_thread(admin.call, str(sock_dir), {"cmd": "clients"})
+        assert rows == []
+    finally:
+        server.close()
+    assert not path.exists()
 
 
-def test_close_leaves_a_newer_servers_socket_alone(world: World, sock_dir: Path) -> None:
+async def test_close_leaves_a_newer_servers_socket_alone(world: World, sock_dir: Path) -> None:
     path = sock_dir / admin.CONTROL_SOCKET
 
-    async def body() -> None:
-        server = await admin.AdminServer.start(world.server, str(path))
-        server.close()
-        newer = await admin.AdminServer.start(world.server, str(path))
-        server.close()  # a second close must not remove the newer socket
-        assert path.exists()
-        newer.close()
-        assert not path.exists()
-
-    world.run(body())
+    server = await admin.AdminServer.start(world.server, str(path))
+    server.close()
+    newer = await admin.AdminServer.start(world.server, str(path))
+    server.close()  # a second close must not remove the newer socket
+    assert path.exists()
+    newer.close()
+    assert not path.exists()
 
 
 def test_server_not_running_message(sock_dir: Path) -> None:
@@ -358,24 +328,21 @@ def as_nobody(state_dir: str) -> str:
     return out
 
 
-def test_non_root_peer_is_refused_by_peercred(world: World, sock_dir: Path) -> None:
+async def test_non_root_peer_is_refused_by_peercred(world: World, sock_dir: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to switch to another uid")
     path = sock_dir / admin.CONTROL_SOCKET
 
-    async def body() -> None:
-        server = await admin.AdminServer.start(world.server, str(path), allowed_uids={0})
-        try:
-            out = await asyncio.to_thread(as_nobody, str(sock_dir))
-            assert out == f"error: permission denied: only root may use the pynfsd control socket {path}"
-            os.chmod(sock_dir, 0o711)
-            os.chmod(path, 0o666)  # loosened by mistake: SO_PEERCRED still refuses
-            out = await asyncio.to_thread(as_nobody, str(sock_dir))
-            assert out == ("error: permission denied: only root may use the pynfsd control "
-                           f"socket (you are uid {NOBODY})")
-            rows = await asyncio.to_thread(admin.call, str(sock_dir), {"cmd": "clients"})
-            assert rows == []  # root still gets in
-        finally:
-            server.close()
-
-    world.run(body())
+    server = await admin.AdminServer.start(world.server, str(path), allowed_uids={0})
+    try:
+        out = await asyncio.to_thread(as_nobody, str(sock_dir))
+        assert out == f"error: permission denied: only root may use the pynfsd control socket {path}"
+        os.chmod(sock_dir, 0o711)
+        os.chmod(path, 0o666)  # loosened by mistake: SO_PEERCRED still refuses
+        out = await asyncio.to_thread(as_nobody, str(sock_dir))
+        assert out == ("error: permission denied: only root may use the pynfsd control "
+                       f"socket (you are uid {NOBODY})")
+        rows = await asyncio.to_thread(admin.call, str(sock_dir), {"cmd": "clients"})
+        assert rows == []  # root still gets in
+    finally:
+        server.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
@@ -211,10 +211,6 @@ def test_path_state_and_generations() -> None:
 # ------------------------------------------------------------------ loopback, AUTH_SYS
 
 
-def run(body: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(body(), 30))
-
-
 class CallbackService:
     """A test callback service: CB_COMPOUND answers every CB_RECALL with `recall_status`."""
 
@@ -251,25 +247,22 @@ def sys_target(port: int, host: str = "127.0.0.1", ident: int = 9) -> CallbackTa
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
-def test_auth_sys_probe_and_recall(host: str) -> None:
-    async def body() -> None:
-        async with callback_service(host) as (svc, tcp):
-            cb = CallbackClient()
-            path = await cb.confirmed(1, sys_target(tcp.port, host))
-            assert path.up and cb.path(1) is path
-            assert await cb.recall(1, STATEID, False, FH) == N.NFS4_OK
-            svc.recall_status = N.NFS4ERR_BADHANDLE
-            assert await cb.recall(1, STATEID, True, FH) == N.NFS4ERR_BADHANDLE
-            assert cb.path(1).up  # an op error is an answer: the path works
-            cred, args = svc.calls[0]
-            assert (cred.flavor, cred.uid, cred.gid, cred.gids) == (R.AUTH_SYS, 1000, 100, (100,))
-            assert args == N.CB_COMPOUND4args(b"", 0, 9, [cb_recall(STATEID, False, FH)])
-            await cb.close()
-
-    run(body)
+async def test_auth_sys_probe_and_recall(host: str) -> None:
+    async with callback_service(host) as (svc, tcp):
+        cb = CallbackClient()
+        path = await cb.confirmed(1, sys_target(tcp.port, host))
+        assert path.up and cb.path(1) is path
+        assert await cb.recall(1, STATEID, False, FH) == N.NFS4_OK
+        svc.recall_status = N.NFS4ERR_BADHANDLE
+        assert await cb.recall(1, STATEID, True, FH) == N.NFS4ERR_BADHANDLE
+        assert cb.path(1).up  # an op error is an answer: the path works
+        cred, args = svc.calls[0]
+        assert (cred.flavor, cred.uid, cred.gid, cred.gids) == (R.AUTH_SYS, 1000, 100, (100,))
+        assert args == N.CB_COMPOUND4args(b"", 0, 9, [cb_recall(STATEID, False, FH)])
+        await cb.close()
 
 
-def test_cb_compound_record_on_the_wire() -> None:
+async def test_cb_compound_record_on_the_wire() -> None:
     """The whole call record, byte by byte, as a raw TCP peer receives it."""
     received: asyncio.Queue[bytes] = asyncio.Queue()
 
@@ -282,105 +275,90 @@ def test_cb_compound_record_on_the_wire() -> None:
         writer.write(u32(0x80000000 | len(reply)) + reply)
         await writer.drain()
 
-    async def body() -> None:
-        server = await asyncio.start_server(peer, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        cb = CallbackClient()
-        cb._register(5, sys_target(port, ident=0x01020304))
-        res = await cb.compound(5, [cb_recall(STATEID, True, FH)], b"tag")
-        assert res.status == N.NFS4_OK and cb.path(5).up
-        record = await received.get()
-        sys_body = u32(0) + xdr_opaque(b"client1") + u32(1000, 100, 1, 100)
-        expected = (
-            u32(R.CALL, 2, CB_PROG, 1, CB_COMPOUND, R.AUTH_SYS) + xdr_opaque(sys_body)
-            + u32(R.AUTH_NONE, 0)
-            + xdr_opaque(b"tag") + u32(0, 0x01020304, 1)
-            + u32(N.OP_CB_RECALL, 7) + bytes(range(12)) + u32(1) + xdr_opaque(FH)
-        )
-        assert record[4:] == expected
-        await cb.close()
-        server.close()
-        await server.wait_closed()
-
-    run(body)
+    server = await asyncio.start_server(peer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cb = CallbackClient()
+    cb._register(5, sys_target(port, ident=0x01020304))
+    res = await cb.compound(5, [cb_recall(STATEID, True, FH)], b"tag")
+    assert res.status == N.NFS4_OK and cb.path(5).up
+    record = await received.get()
+    sys_body = u32(0) + xdr_opaque(b"client1") + u32(1000, 100, 1, 100)
+    expected = (
+        u32(R.CALL, 2, CB_PROG, 1, CB_COMPOUND, R.AUTH_SYS) + xdr_opaque(sys_body)
+        + u32(R.AUTH_NONE, 0)
+        + xdr_opaque(b"tag") + u32(0, 0x01020304, 1)
+        + u32(N.OP_CB_RECALL, 7) + bytes(range(12)) + u32(1) + xdr_opaque(FH)
+    )
+    assert record[4:] == expected
+    await cb.close()
+    server.close()
+    await server.wait_closed()
 
 
-def test_unreachable_and_bad_addresses_mark_the_path_down() -> None:
-    async def body() -> None:
-        async with callback_service() as (_, tcp):
-            port = tcp.port
-        cb = CallbackClient(timeout=5)
-        path = await cb.confirmed(1, sys_target(port))  # nothing listens there any more
-        assert path.state is PathState.DOWN and "cannot reach" in path.last_error
-        bad = CallbackTarget(CB_PROG, "tcp", "0.0.0.0.0.0", 1, None)
-        path = await cb.confirmed(2, bad)
-        assert path.state is PathState.DOWN and "names no single host" in path.last_error
-        with pytest.raises(CallbackError):
-            await cb.recall(2, STATEID, False, FH)
-        with pytest.raises(CallbackError):
-            await cb.recall(3, STATEID, False, FH)  # never confirmed
-        assert cb.path(3).state is PathState.UNKNOWN
-        await cb.close()
-
-    run(body)
+async def test_unreachable_and_bad_addresses_mark_the_path_down() -> None:
+    async with callback_service() as (_, tcp):
+        port = tcp.port
+    cb = CallbackClient(timeout=5)
+    path = await cb.confirmed(1, sys_target(port))  # nothing listens there any more
+    assert path.state is PathState.DOWN and "cannot reach" in path.last_error
+    bad = CallbackTarget(CB_PROG, "tcp", "0.0.0.0.0.0", 1, None)
+    path = await cb.confirmed(2, bad)
+    assert path.state is PathState.DOWN and "names no single host" in path.last_error
+    with pytest.raises(CallbackError):
+        await cb.recall(2, STATEID, False, FH)
+    with pytest.raises(CallbackError):
+        await cb.recall(3, STATEID, False, FH)  # never confirmed
+    assert cb.path(3).state is PathState.UNKNOWN
+    await cb.close()
 
 
-def test_silent_peer_times_out_and_wrong_program_is_refused() -> None:
+async def test_silent_peer_times_out_and_wrong_program_is_refused() -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(1 << 16)
         await asyncio.sleep(30)
 
-    async def body() -> None:
-        server = await asyncio.start_server(silent, "127.0.0.1", 0)
-        cb = CallbackClient(timeout=0.3)
-        path = await cb.confirmed(1, sys_target(server.sockets[0].getsockname()[1]))
-        assert path.state is PathState.DOWN and "no answer" in path.last_error
-        server.close()
-        async with callback_service() as (_, tcp):
-            other = CallbackTarget(CB_PROG + 1, "tcp", universal_address("127.0.0.1", tcp.port),
-                                   1, None)
-            path = await cb.confirmed(2, other)
-            assert path.state is PathState.DOWN and "PROG_UNAVAIL" in path.last_error
-            path = await cb.confirmed(2, sys_target(tcp.port))  # the client fixed its callback
-            assert path.up
-        await cb.close()
-
-    run(body)
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    cb = CallbackClient(timeout=0.3)
+    path = await cb.confirmed(1, sys_target(server.sockets[0].getsockname()[1]))
+    assert path.state is PathState.DOWN and "no answer" in path.last_error
+    server.close()
+    async with callback_service() as (_, tcp):
+        other = CallbackTarget(CB_PROG + 1, "tcp", universal_address("127.0.0.1", tcp.port),
+                               1, None)
+        path = await cb.confirmed(2, other)
+        assert path.state is PathState.DOWN and "PROG_UNAVAIL" in path.last_error
+        path = await cb.confirmed(2, sys_target(tcp.port))  # the client fixed its callback
+        assert path.up
+    await cb.close()
 
 
-def test_new_callback_info_outdates_a_probe_under_way() -> None:
+async def test_new_callback_info_outdates_a_probe_under_way() -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(1 << 16)
         await asyncio.sleep(30)
 
-    async def body() -> None:
-        quiet = await asyncio.start_server(silent, "127.0.0.1", 0)
-        async with callback_service() as (_, tcp):
-            cb = CallbackClient(timeout=20)
-            stale = cb.confirmed(1, sys_target(quiet.sockets[0].getsockname()[1]))
-            while cb.path(1).state is not PathState.PROBING:
-                await asyncio.sleep(0.01)
-            await asyncio.sleep(0.05)  # the CB_NULL is out
-            fresh = cb.confirmed(1, sys_target(tcp.port))  # closes the old connection
-            await asyncio.gather(stale, fresh)
-            assert cb.path(1).up and cb.path(1).failures == 0
-            cb.forget(1)
-            assert cb.path(1).state is PathState.UNKNOWN
-            await cb.close()
-        quiet.close()
-
-    run(body)
+    quiet = await asyncio.start_server(silent, "127.0.0.1", 0)
+    async with callback_service() as (_, tcp):
+        cb = CallbackClient(timeout=20)
+        stale = cb.confirmed(1, sys_target(quiet.sockets[0].getsockname()[1]))
+        while cb.path(1).state is not PathState.PROBING:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # the CB_NULL is out
+        fresh = cb.confirmed(1, sys_target(tcp.port))  # closes the old connection
+        await asyncio.gather(stale, fresh)
+        assert cb.path(1).up and cb.path(1).failures == 0
+        cb.forget(1)
+        assert cb.path(1).state is PathState.UNKNOWN
+        await cb.close()
+    quiet.close()
 
 
-def test_rpcsec_gss_callback_needs_a_server_identity() -> None:
-    async def body() -> None:
-        async with callback_service() as (svc, tcp):
-            cb = CallbackClient()  # no ServerGssIdentity: no keytab to initiate from
-            gss = CallbackTarget(CB_PROG, "tcp", universal_address("127.0.0.1", tcp.port), 1,
-                                 GssSecurity("nfs/client@EX.COM", 3))
-            path = await cb.confirmed(1, gss)
-            assert path.state is PathState.DOWN and "no GSS identity" in path.last_error
-            await cb.close()
-        assert svc.calls == []
-
-    run(body)
+async def test_rpcsec_gss_callback_needs_a_server_identity() -> None:
+    async with callback_service() as (svc, tcp):
+        cb = CallbackClient()  # no ServerGssIdentity: no keytab to initiate from
+        gss = CallbackTarget(CB_PROG, "tcp", universal_address("127.0.0.1", tcp.port), 1,
+                             GssSecurity("nfs/client@EX.COM", 3))
+        path = await cb.confirmed(1, gss)
+        assert path.state is PathState.DOWN and "no GSS identity" in path.last_error
+        await cb.close()
+    assert svc.calls == []

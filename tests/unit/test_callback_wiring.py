@@ -24,34 +24,28 @@ async def _confirm_with_callback(tmp_path: Path, cb_host: str, cb_port: int) -> 
     return srv
 
 
-def test_probe_reaches_the_clients_own_address(tmp_path: Path) -> None:
-    async def main() -> int:
-        seen: list[bytes] = []
+async def test_probe_reaches_the_clients_own_address(tmp_path: Path) -> None:
+    seen: list[bytes] = []
 
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            seen.append(await reader.read(4096))
-            writer.close()
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.read(4096))
+        writer.close()
 
-        listener = await asyncio.start_server(handle, "127.0.0.1", 0)
-        port = listener.sockets[0].getsockname()[1]
-        srv = await _confirm_with_callback(tmp_path, "127.0.0.1", port)
-        for _ in range(200):
-            if seen:
-                break
-            await asyncio.sleep(0.01)
-        await srv.shutdown()
-        listener.close()
-        return len(seen)
-
-    assert asyncio.run(main()) == 1
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    srv = await _confirm_with_callback(tmp_path, "127.0.0.1", port)
+    for _ in range(200):
+        if seen:
+            break
+        await asyncio.sleep(0.01)
+    await srv.shutdown()
+    listener.close()
+    assert len(seen) == 1
 
 
-def test_no_probe_to_another_address_than_the_clients(tmp_path: Path) -> None:
-    async def main() -> int:
-        srv = await _confirm_with_callback(tmp_path, "127.0.0.2", 2049)
-        await asyncio.sleep(0)
-        probes = len(srv.callbacks._entries)
-        await srv.shutdown()
-        return probes
-
-    assert asyncio.run(main()) == 0
+async def test_no_probe_to_another_address_than_the_clients(tmp_path: Path) -> None:
+    srv = await _confirm_with_callback(tmp_path, "127.0.0.2", 2049)
+    await asyncio.sleep(0)
+    probes = len(srv.callbacks._entries)
+    await srv.shutdown()
+    assert probes == 0

@@ -149,44 +149,38 @@ def gated() -> tuple[
     return run, calls, gate  # type: ignore[return-value]
 
 
-def test_sync_returns_only_once_the_record_is_on_disk(tmp_path: Path) -> None:
-    async def body() -> None:
-        store = reopened(tmp_path)
-        run, calls, gate = gated()
-        store.client_has_state(b"a", "root")
-        first = asyncio.ensure_future(store.sync(run))
-        while not calls:
-            await asyncio.sleep(0)
-        store.client_has_state(b"b", "root")  # queued while the first flush is in flight
-        second = asyncio.ensure_future(store.sync(run))
-        for _ in range(5):
-            await asyncio.sleep(0)
-        assert not first.done() and not second.done() and rec_files(tmp_path) == []
-        gate.set()
-        await first
-        assert (tmp_path / record_name(b"a")).exists()
-        await second
-        assert rec_files(tmp_path) == sorted([record_name(b"a"), record_name(b"b")])
-        assert calls == ["start", "done", "start", "done"]  # one flush at a time, in order
-        await store.sync(run)  # nothing queued: no flush at all
-        assert len(calls) == 4
-
-    asyncio.run(body())
+async def test_sync_returns_only_once_the_record_is_on_disk(tmp_path: Path) -> None:
+    store = reopened(tmp_path)
+    run, calls, gate = gated()
+    store.client_has_state(b"a", "root")
+    first = asyncio.ensure_future(store.sync(run))
+    while not calls:
+        await asyncio.sleep(0)
+    store.client_has_state(b"b", "root")  # queued while the first flush is in flight
+    second = asyncio.ensure_future(store.sync(run))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not first.done() and not second.done() and rec_files(tmp_path) == []
+    gate.set()
+    await first
+    assert (tmp_path / record_name(b"a")).exists()
+    await second
+    assert rec_files(tmp_path) == sorted([record_name(b"a"), record_name(b"b")])
+    assert calls == ["start", "done", "start", "done"]  # one flush at a time, in order
+    await store.sync(run)  # nothing queued: no flush at all
+    assert len(calls) == 4
 
 
-def test_open_reply_comes_after_the_record_is_durable(tmp_path: Path) -> None:
+async def test_open_reply_comes_after_the_record_is_durable(tmp_path: Path) -> None:
     w = make_world(tmp_path)
     records = w.state_dir / "clients"
 
-    async def body() -> None:
+    try:
         c = w.client()
         root = await export_root(c)
         cid = await new_clientid(c, b"host-a")
         assert list(records.iterdir()) == []  # SETCLIENTID_CONFIRM records nothing
         await open_file(c, root, cid, b"o", b"f")
         assert [p.name for p in records.iterdir()] == [record_name(b"host-a")]
-
-    try:
-        w.run(body())
     finally:
         w.close()

@@ -36,128 +36,101 @@ async def _file(c: Nfs4Client, name: bytes, size: int) -> bytes:
 # ------------------------------------------------------------------ number of ops
 
 
-def test_max_ops_are_served_and_the_next_gets_resource(w: World) -> None:
-    async def body() -> None:
-        c = w.client()
-        w.server.config.max_compound_ops = 10
-        ok = await c.compound([op.putrootfh()] * 10)
-        assert ok.status == N.NFS4_OK and len(ok.resarray) == 10
-        res = await expect(c, [op.putrootfh()] * 10 + [op.getfh()] * 5, N.NFS4ERR_RESOURCE)
-        assert _statuses(res) == [(N.OP_PUTROOTFH, N.NFS4_OK)] * 10 + [
-            (N.OP_GETFH, N.NFS4ERR_RESOURCE)
-        ]
-
-    w.run(body())
+async def test_max_ops_are_served_and_the_next_gets_resource(w: World) -> None:
+    c = w.client()
+    w.server.config.max_compound_ops = 10
+    ok = await c.compound([op.putrootfh()] * 10)
+    assert ok.status == N.NFS4_OK and len(ok.resarray) == 10
+    res = await expect(c, [op.putrootfh()] * 10 + [op.getfh()] * 5, N.NFS4ERR_RESOURCE)
+    assert _statuses(res) == [(N.OP_PUTROOTFH, N.NFS4_OK)] * 10 + [
+        (N.OP_GETFH, N.NFS4ERR_RESOURCE)
+    ]
 
 
-def test_ops_past_the_maximum_are_not_decoded(w: World) -> None:
+async def test_ops_past_the_maximum_are_not_decoded(w: World) -> None:
     """The op past the maximum is RESOURCE before its arguments are looked at."""
 
-    async def body() -> None:
-        w.server.config.max_compound_ops = 2
-        args = encode_compound([op.putrootfh(), op.getfh()])
-        args = args[:-12] + (250_000).to_bytes(4, "big") + args[-8:]  # count says 250,000
-        bad_lookup = N.OP_LOOKUP.to_bytes(4, "big") + (1000).to_bytes(4, "big")  # truncated
-        res = decode_compound(await w.client().compound_raw(args + bad_lookup))
-        assert _statuses(res) == [
-            (N.OP_PUTROOTFH, N.NFS4_OK), (N.OP_GETFH, N.NFS4_OK),
-            (N.OP_LOOKUP, N.NFS4ERR_RESOURCE),
-        ]
-
-    w.run(body())
+    w.server.config.max_compound_ops = 2
+    args = encode_compound([op.putrootfh(), op.getfh()])
+    args = args[:-12] + (250_000).to_bytes(4, "big") + args[-8:]  # count says 250,000
+    bad_lookup = N.OP_LOOKUP.to_bytes(4, "big") + (1000).to_bytes(4, "big")  # truncated
+    res = decode_compound(await w.client().compound_raw(args + bad_lookup))
+    assert _statuses(res) == [
+        (N.OP_PUTROOTFH, N.NFS4_OK), (N.OP_GETFH, N.NFS4_OK),
+        (N.OP_LOOKUP, N.NFS4ERR_RESOURCE),
+    ]
 
 
-def test_default_max_ops_admits_a_long_path_walk(w: World) -> None:
-    async def body() -> None:
-        n = w.server.config.max_compound_ops
-        assert n == 200  # knfsd's NFSD_MAX_OPS_PER_COMPOUND
-        res = await w.client().compound([op.putrootfh()] + [op.getfh()] * (n - 1))
-        assert res.status == N.NFS4_OK and len(res.resarray) == n
-
-    w.run(body())
+async def test_default_max_ops_admits_a_long_path_walk(w: World) -> None:
+    n = w.server.config.max_compound_ops
+    assert n == 200  # knfsd's NFSD_MAX_OPS_PER_COMPOUND
+    res = await w.client().compound([op.putrootfh()] + [op.getfh()] * (n - 1))
+    assert res.status == N.NFS4_OK and len(res.resarray) == n
 
 
 # ------------------------------------------------------------------ reply size
 
 
-def test_second_read_of_maxread_gets_resource(w: World) -> None:
-    async def body() -> None:
-        c = w.client()
-        fh = await _file(c, b"big", 2 * MIB)
-        reads = [op.read(ANON, i * MIB, MIB) for i in range(2100)]
-        res = await expect(c, [op.putfh(fh), *reads], N.NFS4ERR_RESOURCE)
-        assert _statuses(res) == [
-            (N.OP_PUTFH, N.NFS4_OK), (N.OP_READ, N.NFS4_OK), (N.OP_READ, N.NFS4ERR_RESOURCE)
-        ]
-        assert len(res.resarray[1].value.value.data) == MIB
-
-    w.run(body())
+async def test_second_read_of_maxread_gets_resource(w: World) -> None:
+    c = w.client()
+    fh = await _file(c, b"big", 2 * MIB)
+    reads = [op.read(ANON, i * MIB, MIB) for i in range(2100)]
+    res = await expect(c, [op.putfh(fh), *reads], N.NFS4ERR_RESOURCE)
+    assert _statuses(res) == [
+        (N.OP_PUTFH, N.NFS4_OK), (N.OP_READ, N.NFS4_OK), (N.OP_READ, N.NFS4ERR_RESOURCE)
+    ]
+    assert len(res.resarray[1].value.value.data) == MIB
 
 
-def test_the_running_total_is_of_encoded_bytes_not_estimates(w: World) -> None:
+async def test_the_running_total_is_of_encoded_bytes_not_estimates(w: World) -> None:
     """Many READs of 1 MiB of a small file fit: only what was encoded counts, plus the
     estimate of the next op."""
 
-    async def body() -> None:
-        c = w.client()
-        fh = await _file(c, b"small", 100)
-        res = await c.compound([op.putfh(fh)] + [op.read(ANON, 0, MIB)] * 150)
-        assert res.status == N.NFS4_OK and len(res.resarray) == 151
-
-    w.run(body())
+    c = w.client()
+    fh = await _file(c, b"small", 100)
+    res = await c.compound([op.putfh(fh)] + [op.read(ANON, 0, MIB)] * 150)
+    assert res.status == N.NFS4_OK and len(res.resarray) == 151
 
 
-def test_reply_never_exceeds_max_reply(w: World) -> None:
-    async def body() -> None:
-        c = w.client()
-        w.server.config.max_reply = 4000
-        raw = await c.compound_raw(encode_compound([op.putrootfh()]
-                                                   + [op.getattr(*ALL_ATTRS)] * 50))
-        res = decode_compound(raw)
-        assert res.status == N.NFS4ERR_RESOURCE
-        assert len(raw) <= 4000
-        assert res.resarray[-1].resop == N.OP_GETATTR
-        assert sum(1 for r in res.resarray if r.value.status == N.NFS4_OK) >= 3
-
-    w.run(body())
+async def test_reply_never_exceeds_max_reply(w: World) -> None:
+    c = w.client()
+    w.server.config.max_reply = 4000
+    raw = await c.compound_raw(encode_compound([op.putrootfh()]
+                                               + [op.getattr(*ALL_ATTRS)] * 50))
+    res = decode_compound(raw)
+    assert res.status == N.NFS4ERR_RESOURCE
+    assert len(raw) <= 4000
+    assert res.resarray[-1].resop == N.OP_GETATTR
+    assert sum(1 for r in res.resarray if r.value.status == N.NFS4_OK) >= 3
 
 
-def test_readdir_maxcount_counts_against_the_reply(w: World) -> None:
-    async def body() -> None:
-        c = w.client()
-        fh = await _file(c, b"f", MIB)
-        root = await export_root(c)
-        res = await expect(c, [op.putfh(fh), op.read(ANON, 0, MIB), op.putfh(root),
-                               op.readdir(maxcount=MIB)], N.NFS4ERR_RESOURCE)
-        assert res.resarray[-1].resop == N.OP_READDIR
-        small = await c.compound([op.putfh(fh), op.read(ANON, 0, MIB), op.putfh(root),
-                                  op.readdir(maxcount=8192)])
-        assert small.status == N.NFS4_OK
-
-    w.run(body())
+async def test_readdir_maxcount_counts_against_the_reply(w: World) -> None:
+    c = w.client()
+    fh = await _file(c, b"f", MIB)
+    root = await export_root(c)
+    res = await expect(c, [op.putfh(fh), op.read(ANON, 0, MIB), op.putfh(root),
+                           op.readdir(maxcount=MIB)], N.NFS4ERR_RESOURCE)
+    assert res.resarray[-1].resop == N.OP_READDIR
+    small = await c.compound([op.putfh(fh), op.read(ANON, 0, MIB), op.putfh(root),
+                              op.readdir(maxcount=8192)])
+    assert small.status == N.NFS4_OK
 
 
-def test_a_huge_tag_leaves_no_room(w: World) -> None:
-    async def body() -> None:
-        w.server.config.max_reply = 4000
-        res = await w.client().compound([op.putrootfh()], tag=b"t" * 5000)
-        assert _statuses(res) == [(N.OP_PUTROOTFH, N.NFS4ERR_RESOURCE)]
-
-    w.run(body())
+async def test_a_huge_tag_leaves_no_room(w: World) -> None:
+    w.server.config.max_reply = 4000
+    res = await w.client().compound([op.putrootfh()], tag=b"t" * 5000)
+    assert _statuses(res) == [(N.OP_PUTROOTFH, N.NFS4ERR_RESOURCE)]
 
 
-def test_getattr_estimate_bounds_the_real_encoding(w: World) -> None:
-    async def body() -> None:
-        c = w.client()
-        root = await export_root(c)
-        for fh in (root, await _file(c, b"e", 5)):
-            _, res = await c.check([op.putfh(fh), op.getattr(*ALL_ATTRS)])
-            assert len(attrs_of(res)) >= len(ALL_ATTRS) - 1
-            real = 4 + 4 * len(res.obj_attributes.attrmask) + 4 + len(
-                res.obj_attributes.attr_vals)
-            assert real <= fattr4_max_size(res.obj_attributes.attrmask)
-
-    w.run(body())
+async def test_getattr_estimate_bounds_the_real_encoding(w: World) -> None:
+    c = w.client()
+    root = await export_root(c)
+    for fh in (root, await _file(c, b"e", 5)):
+        _, res = await c.check([op.putfh(fh), op.getattr(*ALL_ATTRS)])
+        assert len(attrs_of(res)) >= len(ALL_ATTRS) - 1
+        real = 4 + 4 * len(res.obj_attributes.attrmask) + 4 + len(
+            res.obj_attributes.attr_vals)
+        assert real <= fattr4_max_size(res.obj_attributes.attrmask)
 
 
 def test_estimates_of_read_readdir_and_getattr() -> None:
@@ -186,18 +159,15 @@ def test_every_op_encodes_a_resource_result(opnum: int) -> None:
 # ------------------------------------------------------------------ limits agree
 
 
-def test_announced_maxread_maxwrite_fit_the_limits(w: World) -> None:
-    async def body() -> None:
-        c = w.client()
-        root = await export_root(c)
-        _, res = await c.check([op.putfh(root), op.getattr(N.FATTR4_MAXREAD, N.FATTR4_MAXWRITE)])
-        got = attrs_of(res)
-        cfg = w.server.config
-        assert got[N.FATTR4_MAXREAD] + REPLY_HEADROOM <= cfg.max_reply
-        # a WRITE of maxwrite with its RPC header and the ops around it fits one record
-        assert got[N.FATTR4_MAXWRITE] + 4096 <= DEFAULT_MAX_RECORD
-
-    w.run(body())
+async def test_announced_maxread_maxwrite_fit_the_limits(w: World) -> None:
+    c = w.client()
+    root = await export_root(c)
+    _, res = await c.check([op.putfh(root), op.getattr(N.FATTR4_MAXREAD, N.FATTR4_MAXWRITE)])
+    got = attrs_of(res)
+    cfg = w.server.config
+    assert got[N.FATTR4_MAXREAD] + REPLY_HEADROOM <= cfg.max_reply
+    # a WRITE of maxwrite with its RPC header and the ops around it fits one record
+    assert got[N.FATTR4_MAXWRITE] + 4096 <= DEFAULT_MAX_RECORD
 
 
 def test_config_refuses_a_maxread_that_cannot_fit() -> None:
@@ -223,25 +193,22 @@ def test_cli_options() -> None:
 # ------------------------------------------------------------------ fairness
 
 
-def test_a_long_compound_yields_to_the_event_loop(w: World) -> None:
-    async def body() -> None:
-        w.server.config.max_compound_ops = 2000
-        ticks = 0
-        done = False
+async def test_a_long_compound_yields_to_the_event_loop(w: World) -> None:
+    w.server.config.max_compound_ops = 2000
+    ticks = 0
+    done = False
 
-        async def ticker() -> None:
-            nonlocal ticks
-            while not done:
-                ticks += 1
-                await asyncio.sleep(0)
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0)
 
-        t = asyncio.create_task(ticker())
-        await asyncio.sleep(0)
-        start = ticks
-        res = await w.client().compound([op.putrootfh()] * 2000)
-        done = True
-        await t
-        assert res.status == N.NFS4_OK
-        assert ticks - start >= 2000 // YIELD_EVERY - 2
-
-    w.run(body())
+    t = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    start = ticks
+    res = await w.client().compound([op.putrootfh()] * 2000)
+    done = True
+    await t
+    assert res.status == N.NFS4_OK
+    assert ticks - start >= 2000 // YIELD_EVERY - 2

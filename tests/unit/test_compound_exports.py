@@ -78,30 +78,24 @@ _MODIFYING = [
 
 
 @pytest.mark.parametrize("name", _MODIFYING)
-def test_read_only_export_refuses_every_modifying_op(ro: World, name: str) -> None:
-    async def body() -> None:
-        root, d, f = await _populate(ro)
-        reader = ro.client(peer=READER)
-        cid = await new_clientid(reader, b"reader")
-        await expect(reader, _modifying_ops(root, d, f, cid)[name], N.NFS4ERR_ROFS)
-
-    ro.run(body())
+async def test_read_only_export_refuses_every_modifying_op(ro: World, name: str) -> None:
+    root, d, f = await _populate(ro)
+    reader = ro.client(peer=READER)
+    cid = await new_clientid(reader, b"reader")
+    await expect(reader, _modifying_ops(root, d, f, cid)[name], N.NFS4ERR_ROFS)
 
 
-def test_read_only_export_still_reads(ro: World) -> None:
-    async def body() -> None:
-        root, _, f = await _populate(ro)
-        reader = ro.client(peer=READER)
-        cid = await new_clientid(reader, b"reader")
-        o = await open_file(reader, root, cid, b"r", b"f", access=R, create=False)
-        (_, rd) = await reader.check([op.putfh(o.fh), op.read(o.stateid, 0, 10)])
-        assert rd.data == b"data"
-        names = await reader.check([op.putfh(root), op.readdir()])
-        assert names[1].reply.entries is not None
-        # the writer's modifications still work: the policy is per client
-        await ro.client(peer=WRITER).check([op.putfh(f), op.write(ANON, 0, b"D")])
-
-    ro.run(body())
+async def test_read_only_export_still_reads(ro: World) -> None:
+    root, _, f = await _populate(ro)
+    reader = ro.client(peer=READER)
+    cid = await new_clientid(reader, b"reader")
+    o = await open_file(reader, root, cid, b"r", b"f", access=R, create=False)
+    (_, rd) = await reader.check([op.putfh(o.fh), op.read(o.stateid, 0, 10)])
+    assert rd.data == b"data"
+    names = await reader.check([op.putfh(root), op.readdir()])
+    assert names[1].reply.entries is not None
+    # the writer's modifications still work: the policy is per client
+    await ro.client(peer=WRITER).check([op.putfh(f), op.write(ANON, 0, b"D")])
 
 
 async def _world_writable_root(w: World) -> bytes:
@@ -117,10 +111,10 @@ async def _owner_of(c: Nfs4Client, fh: bytes) -> tuple[bytes, bytes]:
     return got[N.FATTR4_OWNER], got[N.FATTR4_OWNER_GROUP]
 
 
-def test_root_squash_maps_root_to_nobody(tmp_path: Path) -> None:
+async def test_root_squash_maps_root_to_nobody(tmp_path: Path) -> None:
     w = make_world(tmp_path, ["/export *(rw,root_squash)"])
 
-    async def body() -> None:
+    try:
         root = await _world_writable_root(w)
         c = w.client()  # uid 0
         d = await mkdir(c, root, b"by-root")
@@ -132,76 +126,61 @@ def test_root_squash_maps_root_to_nobody(tmp_path: Path) -> None:
         assert await _owner_of(u, await mkdir(u, root, b"by-user")) == (b"1000", b"100")
         # squashed root cannot chown: it is not root any more
         await expect(c, [op.putfh(d), ops.setattr({N.FATTR4_OWNER: b"0"})], N.NFS4ERR_PERM)
-
-    try:
-        w.run(body())
     finally:
         w.close()
 
 
-def test_root_squash_also_squashes_group_zero(tmp_path: Path) -> None:
+async def test_root_squash_also_squashes_group_zero(tmp_path: Path) -> None:
     w = make_world(tmp_path, ["/export *(rw,root_squash)"])
 
-    async def body() -> None:
+    try:
         root = await _world_writable_root(w)
         u = w.client(user(1000, 0, [0, 5]))
         assert await _owner_of(u, await mkdir(u, root, b"g0")) == (b"1000", b"65534")
-
-    try:
-        w.run(body())
     finally:
         w.close()
 
 
-def test_no_root_squash_keeps_root(tmp_path: Path) -> None:
+async def test_no_root_squash_keeps_root(tmp_path: Path) -> None:
     w = make_world(tmp_path, ["/export *(rw,no_root_squash)"])
 
-    async def body() -> None:
+    try:
         c = w.client()
         root = await export_root(c)
         assert await _owner_of(c, await mkdir(c, root, b"d")) == (b"0", b"0")
-
-    try:
-        w.run(body())
     finally:
         w.close()
 
 
-def test_all_squash_with_anonuid(tmp_path: Path) -> None:
+async def test_all_squash_with_anonuid(tmp_path: Path) -> None:
     w = make_world(tmp_path, ["/export *(rw,all_squash,anonuid=1234,anongid=4321)"])
 
-    async def body() -> None:
+    try:
         root = await _world_writable_root(w)
         for cred in (user(1000), user(0), user(7, 7, [1, 2])):
             c = w.client(cred)
             d = await mkdir(c, root, b"d%d" % cred.uid)
             assert await _owner_of(c, d) == (b"1234", b"4321")
-
-    try:
-        w.run(body())
     finally:
         w.close()
 
 
-def test_auth_none_is_anonymous(tmp_path: Path) -> None:
+async def test_auth_none_is_anonymous(tmp_path: Path) -> None:
     w = make_world(tmp_path, ["/export *(rw,sec=none:sys,no_root_squash)"])
 
-    async def body() -> None:
+    try:
         root = await _world_writable_root(w)
         c = w.client(Credential(0, 0, 0, (), None, ""))
         d = await mkdir(c, root, b"anon")
         assert await _owner_of(c, d) == (b"65534", b"65534")
-
-    try:
-        w.run(body())
     finally:
         w.close()
 
 
-def test_squashed_root_gets_no_root_privileges(tmp_path: Path) -> None:
+async def test_squashed_root_gets_no_root_privileges(tmp_path: Path) -> None:
     w = make_world(tmp_path, ["/export 127.0.0.1(rw,no_root_squash) 127.0.0.2(rw,root_squash)"])
 
-    async def body() -> None:
+    try:
         admin = w.client(peer=WRITER)
         root = await export_root(admin)
         d = await mkdir(admin, root, b"private", 0o700)
@@ -209,17 +188,14 @@ def test_squashed_root_gets_no_root_privileges(tmp_path: Path) -> None:
         await expect(squashed, [op.putfh(d), op.lookup(b"x")], N.NFS4ERR_ACCESS)
         await expect(squashed, [op.putfh(d), op.readdir()], N.NFS4ERR_ACCESS)
         await expect(admin, [op.putfh(d), op.lookup(b"x")], N.NFS4ERR_NOENT)
-
-    try:
-        w.run(body())
     finally:
         w.close()
 
 
-def test_client_that_no_export_matches_gets_no_filehandle(tmp_path: Path) -> None:
+async def test_client_that_no_export_matches_gets_no_filehandle(tmp_path: Path) -> None:
     w = make_world(tmp_path, ["/export 10.1.2.0/24(rw)"])
 
-    async def body() -> None:
+    try:
         outsider = w.client(peer=("192.0.2.7", 800))
         res = await expect(outsider, [op.putrootfh(), op.getfh()], N.NFS4ERR_ACCESS)
         assert len(res.resarray) == 1
@@ -227,23 +203,17 @@ def test_client_that_no_export_matches_gets_no_filehandle(tmp_path: Path) -> Non
         insider = w.client(peer=("10.1.2.3", 800))
         root = await export_root(insider)
         await expect(outsider, [op.putfh(root), op.getattr(N.FATTR4_TYPE)], N.NFS4ERR_STALE)
-
-    try:
-        w.run(body())
     finally:
         w.close()
 
 
-def test_create_with_owner_attribute_on_root_squash(tmp_path: Path) -> None:
+async def test_create_with_owner_attribute_on_root_squash(tmp_path: Path) -> None:
     w = make_world(tmp_path, ["/export *(rw,root_squash)"])
 
-    async def body() -> None:
+    try:
         root = await _world_writable_root(w)
         c = w.client()
         attrs = fattr({N.FATTR4_MODE: 0o755, N.FATTR4_OWNER: b"0"})
         await expect(c, [op.putfh(root), ops.create(N.NF4DIR, b"d", None, attrs)], N.NFS4ERR_PERM)
-
-    try:
-        w.run(body())
     finally:
         w.close()

@@ -45,12 +45,12 @@ async def _root(c: Nfs4Client, exp: Path) -> bytes:
     return await export_root(c, *_comps(exp))
 
 
-def test_server_side_symlink_out_of_the_export_is_not_followed(tmp_path: Path) -> None:
+async def test_server_side_symlink_out_of_the_export_is_not_followed(tmp_path: Path) -> None:
     w, exp = _local_world(tmp_path)
     os.symlink(tmp_path / "outside", exp / "escape")
     os.symlink("../outside/secret", exp / "relative")
 
-    async def body() -> None:
+    try:
         c = w.client()
         root = await _root(c, exp)
         vals = await c.check(
@@ -66,34 +66,28 @@ def test_server_side_symlink_out_of_the_export_is_not_followed(tmp_path: Path) -
         res = await c.compound([op.putfh(root), op.open(1, cid, b"o", b"relative")])
         assert res.status == N.NFS4ERR_SYMLINK
         await expect(c, [op.putfh(rel[2].object), op.read(ANON, 0, 100)], N.NFS4ERR_SYMLINK)
-
-    try:
-        w.run(body())
     finally:
         w.close()
 
 
-def test_client_made_symlink_does_not_lead_out(tmp_path: Path) -> None:
+async def test_client_made_symlink_does_not_lead_out(tmp_path: Path) -> None:
     w, exp = _local_world(tmp_path)
 
-    async def body() -> None:
+    try:
         c = w.client()
         root = await _root(c, exp)
         await c.check([op.putfh(root), op.symlink(b"up", b"../outside")])
         assert os.readlink(exp / "up") == "../outside"
         await expect(c, [op.putfh(root), op.lookup(b"up"), op.lookup(b"secret")], N.NFS4ERR_SYMLINK)
         await expect(c, [op.putfh(root), op.lookup(b"up"), op.readdir()], N.NFS4ERR_NOTDIR)
-
-    try:
-        w.run(body())
     finally:
         w.close()
 
 
-def test_dotdot_and_slashes_are_refused(tmp_path: Path) -> None:
+async def test_dotdot_and_slashes_are_refused(tmp_path: Path) -> None:
     w, exp = _local_world(tmp_path)
 
-    async def body() -> None:
+    try:
         c = w.client()
         root = await _root(c, exp)
         await expect(c, [op.putfh(root), op.lookup(b"..")], N.NFS4ERR_BADNAME)
@@ -102,17 +96,14 @@ def test_dotdot_and_slashes_are_refused(tmp_path: Path) -> None:
             c, [op.putfh(root), op.lookup(os.fsencode(tmp_path / "outside"))], N.NFS4ERR_BADCHAR
         )
         await expect(c, [op.putfh(root), op.mkdir(b"..")], N.NFS4ERR_BADNAME)
-
-    try:
-        w.run(body())
     finally:
         w.close()
 
 
-def test_lookupp_from_the_export_root_stays_in_the_pseudo_fs(tmp_path: Path) -> None:
+async def test_lookupp_from_the_export_root_stays_in_the_pseudo_fs(tmp_path: Path) -> None:
     w, exp = _local_world(tmp_path)
 
-    async def body() -> None:
+    try:
         c = w.client()
         root = await _root(c, exp)
         vals = await c.check([op.putfh(root), op.lookupp(), op.getfh()])
@@ -123,9 +114,6 @@ def test_lookupp_from_the_export_root_stays_in_the_pseudo_fs(tmp_path: Path) -> 
         fsid_root = (await getattrs(c, root, N.FATTR4_FSID))[N.FATTR4_FSID]
         fsid_parent = (await getattrs(c, parent, N.FATTR4_FSID))[N.FATTR4_FSID]
         assert fsid_root != fsid_parent
-
-    try:
-        w.run(body())
     finally:
         w.close()
 
@@ -217,12 +205,12 @@ def _special_files(exp: Path) -> list[bytes]:
     return [b"fifo", b"sock", b"null"]
 
 
-def test_open_of_sockets_fifos_and_devices_is_symlink(tmp_path: Path) -> None:
+async def test_open_of_sockets_fifos_and_devices_is_symlink(tmp_path: Path) -> None:
     """RFC 7530 §16.16.5: OPEN of anything but a regular file or directory: NFS4ERR_SYMLINK."""
     w, exp = _local_world(tmp_path)
     names = _special_files(exp)
 
-    async def body() -> None:
+    try:
         c = w.client()
         root = await _root(c, exp)
         cid = await new_clientid(c)
@@ -231,52 +219,43 @@ def test_open_of_sockets_fifos_and_devices_is_symlink(tmp_path: Path) -> None:
             await expect(c, [op.putfh(root), plain], N.NFS4ERR_SYMLINK)
             create = op.open(1, cid, b"c%d" % i, name, create=unchecked())
             await expect(c, [op.putfh(root), create], N.NFS4ERR_SYMLINK)
-
-    try:
-        w.run(body())
     finally:
         w.close()
 
 
-def test_readlink_of_a_directory_and_a_fifo_is_inval(tmp_path: Path) -> None:
+async def test_readlink_of_a_directory_and_a_fifo_is_inval(tmp_path: Path) -> None:
     w, exp = _local_world(tmp_path)
     _special_files(exp)
 
-    async def body() -> None:
+    try:
         c = w.client()
         root = await _root(c, exp)
         await expect(c, [op.putfh(root), ops.readlink()], N.NFS4ERR_INVAL)
         await expect(c, [op.putfh(root), op.lookup(b"fifo"), ops.readlink()], N.NFS4ERR_INVAL)
-
-    try:
-        w.run(body())
     finally:
         w.close()
 
 
-def test_lookup_of_a_name_that_is_not_utf8_is_inval(tmp_path: Path) -> None:
+async def test_lookup_of_a_name_that_is_not_utf8_is_inval(tmp_path: Path) -> None:
     """Even when a file of that (latin-1) name exists on disk (RFC 7530 §12.7)."""
     w, exp = _local_world(tmp_path)
     (exp / os.fsdecode(b"caf\xe9")).write_bytes(b"x")
 
-    async def body() -> None:
+    try:
         c = w.client()
         root = await _root(c, exp)
         await expect(c, [op.putfh(root), op.lookup(b"caf\xe9")], N.NFS4ERR_INVAL)
-
-    try:
-        w.run(body())
     finally:
         w.close()
 
 
-def test_an_open_file_renamed_over_stays_usable_until_its_close(tmp_path: Path) -> None:
+async def test_an_open_file_renamed_over_stays_usable_until_its_close(tmp_path: Path) -> None:
     """As a local open file (and knfsd's), the open keeps the replaced file alive: its
     stateid reads and writes it and CLOSE succeeds; then its handle is stale."""
     w, exp = _local_world(tmp_path)
     (exp / "new").write_bytes(b"new contents")
 
-    async def body() -> None:
+    try:
         c = w.client()
         root = await _root(c, exp)
         cid = await new_clientid(c)
@@ -288,8 +267,5 @@ def test_an_open_file_renamed_over_stays_usable_until_its_close(tmp_path: Path) 
         assert got.data == b"old contents"
         await c.check([op.putfh(o.fh), op.close(o.seqid, o.stateid)])
         await expect(c, [op.putfh(o.fh)], N.NFS4ERR_STALE)
-
-    try:
-        w.run(body())
     finally:
         w.close()

@@ -68,7 +68,7 @@ def _dir(path: Path, mode: int, gid: int = 0) -> Path:
     return path
 
 
-def test_acl_entries_decide_read_as_locally(env: tuple[World, Path]) -> None:
+async def test_acl_entries_decide_read_as_locally(env: tuple[World, Path]) -> None:
     w, exp = env
     if not acls_supported(exp):
         pytest.skip("no POSIX ACLs here")
@@ -77,56 +77,47 @@ def test_acl_entries_decide_read_as_locally(env: tuple[World, Path]) -> None:
     local = {n: sh_as_user(f"cat {exp / n}") == 0 for n in ("denied", "granted")}
     assert local == {"denied": False, "granted": True}
 
-    async def body() -> dict[str, bool]:
-        c = w.client(user(NOBODY))
-        root = await _root(c, exp)
-        cid = await new_clientid(c)
-        out = {}
-        for name in ("denied", "granted"):
-            fh = await lookup_fh(c, root, name.encode())
-            read = await c.compound([op.putfh(fh), op.read(ANON, 0, 10)])
-            acc = await c.compound([op.putfh(fh), op.access(ACCESS4_READ)])
-            opened = await c.compound(
-                [op.putfh(root), op.open(1, cid, name.encode(), name.encode(), access=1)]
-            )
-            granted = bool(acc.resarray[-1].value.value.access & ACCESS4_READ)
-            statuses = {read.status, opened.status}
-            assert statuses in ({N.NFS4_OK}, {N.NFS4ERR_ACCESS}), (name, statuses)
-            assert granted == (read.status == N.NFS4_OK), name
-            out[name] = granted
-        return out
-
-    assert w.run(body()) == local
+    c = w.client(user(NOBODY))
+    root = await _root(c, exp)
+    cid = await new_clientid(c)
+    out = {}
+    for name in ("denied", "granted"):
+        fh = await lookup_fh(c, root, name.encode())
+        read = await c.compound([op.putfh(fh), op.read(ANON, 0, 10)])
+        acc = await c.compound([op.putfh(fh), op.access(ACCESS4_READ)])
+        opened = await c.compound(
+            [op.putfh(root), op.open(1, cid, name.encode(), name.encode(), access=1)]
+        )
+        granted = bool(acc.resarray[-1].value.value.access & ACCESS4_READ)
+        statuses = {read.status, opened.status}
+        assert statuses in ({N.NFS4_OK}, {N.NFS4ERR_ACCESS}), (name, statuses)
+        assert granted == (read.status == N.NFS4_OK), name
+        out[name] = granted
+    assert out == local
 
 
 @pytest.mark.parametrize("mode", [0o4777, 0o2777, 0o6777])
-def test_a_users_write_clears_set_id_bits_as_locally(env: tuple[World, Path], mode: int) -> None:
+async def test_a_users_write_clears_set_id_bits_as_locally(env: tuple[World, Path], mode: int) -> None:
     w, exp = env
     here, there = _file(exp / "local", mode), _file(exp / "nfs", mode)
     assert sh_as_user(f"printf x >> {here}") == 0
 
-    async def body() -> None:
-        c = w.client(user(NOBODY))
-        fh = await lookup_fh(c, await _root(c, exp), b"nfs")
-        await c.check([op.putfh(fh), op.write(ANON, 4, b"x")])
-
-    w.run(body())
+    c = w.client(user(NOBODY))
+    fh = await lookup_fh(c, await _root(c, exp), b"nfs")
+    await c.check([op.putfh(fh), op.write(ANON, 4, b"x")])
     assert stat.S_IMODE(there.stat().st_mode) == stat.S_IMODE(here.stat().st_mode) == 0o777
     assert there.read_bytes() == here.read_bytes() == b"datax"
 
 
-def test_setgid_directories_pass_their_group_on_as_locally(env: tuple[World, Path]) -> None:
+async def test_setgid_directories_pass_their_group_on_as_locally(env: tuple[World, Path]) -> None:
     w, exp = env
     d = _dir(exp / "shared", 0o2777, gid=1234)
     assert sh_as_user(f"mkdir {d}/ldir && touch {d}/lfile") == 0
 
-    async def body() -> None:
-        c = w.client(user(NOBODY))
-        dfh = await lookup_fh(c, await _root(c, exp), b"shared")
-        await c.check([op.putfh(dfh), op.mkdir(b"ndir", 0o755)])
-        await open_file(c, dfh, await new_clientid(c), b"o", b"nfile")
-
-    w.run(body())
+    c = w.client(user(NOBODY))
+    dfh = await lookup_fh(c, await _root(c, exp), b"shared")
+    await c.check([op.putfh(dfh), op.mkdir(b"ndir", 0o755)])
+    await open_file(c, dfh, await new_clientid(c), b"o", b"nfile")
 
     def owner(name: str) -> tuple[int, int, int]:
         st = (d / name).stat()
@@ -136,24 +127,21 @@ def test_setgid_directories_pass_their_group_on_as_locally(env: tuple[World, Pat
     assert owner("nfile") == owner("lfile") == (NOBODY, 1234, 0)
 
 
-def test_sticky_directories_keep_others_files_as_locally(env: tuple[World, Path]) -> None:
+async def test_sticky_directories_keep_others_files_as_locally(env: tuple[World, Path]) -> None:
     w, exp = env
     d = _dir(exp / "tmp", 0o1777)
     for name in ("lf", "nf", "own"):
         _file(d / name, 0o666, uid=1000, gid=1000)
     assert sh_as_user(f"rm -f {d}/lf") != 0 and (d / "lf").exists()
 
-    async def body() -> None:
-        dfh = await lookup_fh(w.client(), await _root(w.client(), exp), b"tmp")
-        res = await w.client(user(NOBODY)).compound([op.putfh(dfh), op.remove(b"nf")])
-        assert res.status in (N.NFS4ERR_PERM, N.NFS4ERR_ACCESS)
-        await w.client(user(1000)).check([op.putfh(dfh), op.remove(b"own")])  # the owner may
-
-    w.run(body())
+    dfh = await lookup_fh(w.client(), await _root(w.client(), exp), b"tmp")
+    res = await w.client(user(NOBODY)).compound([op.putfh(dfh), op.remove(b"nf")])
+    assert res.status in (N.NFS4ERR_PERM, N.NFS4ERR_ACCESS)
+    await w.client(user(1000)).check([op.putfh(dfh), op.remove(b"own")])  # the owner may
     assert (d / "nf").exists() and not (d / "own").exists()
 
 
-def test_protected_hardlinks_apply_as_locally(env: tuple[World, Path]) -> None:
+async def test_protected_hardlinks_apply_as_locally(env: tuple[World, Path]) -> None:
     w, exp = env
     if Path("/proc/sys/fs/protected_hardlinks").read_text().strip() != "1":
         pytest.skip("fs.protected_hardlinks is off")
@@ -162,85 +150,70 @@ def test_protected_hardlinks_apply_as_locally(env: tuple[World, Path]) -> None:
     _file(d / "mine", 0o600, uid=NOBODY, gid=NOBODY)
     assert sh_as_user(f"ln {d}/roots {d}/l1") != 0 and not (d / "l1").exists()
 
-    async def body() -> None:
-        c = w.client(user(NOBODY))
-        dfh = await lookup_fh(c, await _root(c, exp), b"pub")
-        for src, dst, ok in ((b"roots", b"n1", False), (b"mine", b"n2", True)):
-            sfh = await lookup_fh(c, dfh, src)
-            res = await c.compound([op.putfh(sfh), op.savefh(), op.putfh(dfh), ops.link(dst)])
-            assert (res.status == N.NFS4_OK) == ok, (src, res.status)
-
-    w.run(body())
+    c = w.client(user(NOBODY))
+    dfh = await lookup_fh(c, await _root(c, exp), b"pub")
+    for src, dst, ok in ((b"roots", b"n1", False), (b"mine", b"n2", True)):
+        sfh = await lookup_fh(c, dfh, src)
+        res = await c.compound([op.putfh(sfh), op.savefh(), op.putfh(dfh), ops.link(dst)])
+        assert (res.status == N.NFS4_OK) == ok, (src, res.status)
     assert not (d / "n1").exists() and (d / "n2").exists()
 
 
-def test_the_owner_keeps_writing_after_chmod_0400_as_locally(env: tuple[World, Path]) -> None:
+async def test_the_owner_keeps_writing_after_chmod_0400_as_locally(env: tuple[World, Path]) -> None:
     w, exp = env
     d = _dir(exp / "pub", 0o777)
     script = f"exec 3<>{d}/lf && chmod 400 {d}/lf && printf again >&3"
     assert sh_as_user(f"touch {d}/lf && {script}") == 0
 
-    async def body() -> None:
-        c = w.client(user(NOBODY))
-        dfh = await lookup_fh(c, await _root(c, exp), b"pub")
-        o = await open_file(c, dfh, await new_clientid(c), b"o", b"nf", access=RW)
-        await c.check([op.putfh(o.fh), ops.setattr({N.FATTR4_MODE: 0o400}, o.stateid)])
-        await c.check([op.putfh(o.fh), op.write(o.stateid, 0, b"again")])
-        other = w.client(user(NOBODY + 1))  # not the owner: the mode applies
-        await expect(other, [op.putfh(o.fh), op.write(o.stateid, 0, b"x")], N.NFS4ERR_ACCESS)
-
-    w.run(body())
+    c = w.client(user(NOBODY))
+    dfh = await lookup_fh(c, await _root(c, exp), b"pub")
+    o = await open_file(c, dfh, await new_clientid(c), b"o", b"nf", access=RW)
+    await c.check([op.putfh(o.fh), ops.setattr({N.FATTR4_MODE: 0o400}, o.stateid)])
+    await c.check([op.putfh(o.fh), op.write(o.stateid, 0, b"again")])
+    other = w.client(user(NOBODY + 1))  # not the owner: the mode applies
+    await expect(other, [op.putfh(o.fh), op.write(o.stateid, 0, b"x")], N.NFS4ERR_ACCESS)
     assert (d / "nf").read_bytes() == (d / "lf").read_bytes() == b"again"
 
 
-def test_another_users_io_with_the_owners_open_stateid_is_refused(env: tuple[World, Path]) -> None:
+async def test_another_users_io_with_the_owners_open_stateid_is_refused(env: tuple[World, Path]) -> None:
     w, exp = env
     d = _dir(exp / "pub", 0o777)
 
-    async def body() -> None:
-        owner, other = w.client(user(1000)), w.client(user(1001))
-        dfh = await lookup_fh(owner, await _root(owner, exp), b"pub")
-        o = await open_file(owner, dfh, await new_clientid(owner), b"o", b"f", access=RW)
-        await owner.check([op.putfh(o.fh), ops.setattr({N.FATTR4_MODE: 0o600}, o.stateid)])
-        await owner.check([op.putfh(o.fh), op.write(o.stateid, 0, b"owner's")])
-        await others_io_is_refused(other, o)
-        acc = await other.check([op.putfh(o.fh), op.access(ACCESS4_READ | ACCESS4_MODIFY)])
-        assert acc[-1].access == 0
-
-    w.run(body())
+    owner, other = w.client(user(1000)), w.client(user(1001))
+    dfh = await lookup_fh(owner, await _root(owner, exp), b"pub")
+    o = await open_file(owner, dfh, await new_clientid(owner), b"o", b"f", access=RW)
+    await owner.check([op.putfh(o.fh), ops.setattr({N.FATTR4_MODE: 0o600}, o.stateid)])
+    await owner.check([op.putfh(o.fh), op.write(o.stateid, 0, b"owner's")])
+    await others_io_is_refused(other, o)
+    acc = await other.check([op.putfh(o.fh), op.access(ACCESS4_READ | ACCESS4_MODIFY)])
+    assert acc[-1].access == 0
     assert (d / "f").read_bytes() == b"owner's"
 
 
-def test_new_objects_belong_to_the_caller_with_the_mode_asked_for(env: tuple[World, Path]) -> None:
+async def test_new_objects_belong_to_the_caller_with_the_mode_asked_for(env: tuple[World, Path]) -> None:
     w, exp = env
     d = _dir(exp / "pub", 0o777)
 
-    async def body() -> None:
-        c = w.client(user(NOBODY))
-        dfh = await lookup_fh(c, await _root(c, exp), b"pub")
-        await c.check([op.putfh(dfh), op.mkdir(b"wide", 0o777)])
-        await c.check([op.putfh(dfh), op.symlink(b"ln", b"target")])
-        await expect(c, [op.putfh(dfh), ops.create(N.NF4CHR, b"dev", N.specdata4(1, 3))],
-                     N.NFS4ERR_PERM)  # mknod of a device needs CAP_MKNOD, as locally
-
-    w.run(body())
+    c = w.client(user(NOBODY))
+    dfh = await lookup_fh(c, await _root(c, exp), b"pub")
+    await c.check([op.putfh(dfh), op.mkdir(b"wide", 0o777)])
+    await c.check([op.putfh(dfh), op.symlink(b"ln", b"target")])
+    await expect(c, [op.putfh(dfh), ops.create(N.NF4CHR, b"dev", N.specdata4(1, 3))],
+                 N.NFS4ERR_PERM)  # mknod of a device needs CAP_MKNOD, as locally
     st = (d / "wide").stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (NOBODY, NOBODY, 0o777)
     assert os.lstat(d / "ln").st_uid == NOBODY and not (d / "dev").exists()
     assert sh_as_user(f"mknod {d}/ldev c 1 3") != 0
 
 
-def test_a_users_truncate_clears_set_id_bits_as_locally(env: tuple[World, Path]) -> None:
+async def test_a_users_truncate_clears_set_id_bits_as_locally(env: tuple[World, Path]) -> None:
     w, exp = env
     here, there = _file(exp / "local", 0o6777), _file(exp / "nfs", 0o6777)
     assert sh_as_user(f"truncate -s 2 {here}") == 0
 
-    async def body() -> None:
-        c = w.client(user(NOBODY))
-        fh = await lookup_fh(c, await _root(c, exp), b"nfs")
-        await c.check([op.putfh(fh), ops.setattr({N.FATTR4_SIZE: 2})])
-
-    w.run(body())
+    c = w.client(user(NOBODY))
+    fh = await lookup_fh(c, await _root(c, exp), b"nfs")
+    await c.check([op.putfh(fh), ops.setattr({N.FATTR4_SIZE: 2})])
     assert stat.S_IMODE(there.stat().st_mode) == stat.S_IMODE(here.stat().st_mode) == 0o777
     assert there.read_bytes() == here.read_bytes() == b"da"
 
@@ -250,7 +223,7 @@ def test_a_users_truncate_clears_set_id_bits_as_locally(env: tuple[World, Path])
 _LISTING_ATTRS = [N.FATTR4_TYPE, N.FATTR4_RDATTR_ERROR, N.FATTR4_MOUNTED_ON_FILEID]
 
 
-def test_a_readable_unsearchable_directory_lists_its_names_as_locally(
+async def test_a_readable_unsearchable_directory_lists_its_names_as_locally(
     env: tuple[World, Path],
 ) -> None:
     """Mode 0744 owned by root: the user may list the names (`ls`) but reach no entry (`ls -l`
@@ -264,44 +237,38 @@ def test_a_readable_unsearchable_directory_lists_its_names_as_locally(
     assert sh_as_user(f"ls {d} > /dev/null") == 0 and sh_as_user(f"ls -l {d} > /dev/null") != 0
     assert sh_as_user(f"cat {d}/f00") != 0
 
-    async def body() -> None:
-        c = w.client(user(NOBODY))
-        dfh = await lookup_fh(c, await _root(c, exp), b"listable")
-        got = await readdir_all(c, dfh, attrs=_LISTING_ATTRS, maxcount=200)  # several calls
-        assert sorted(e.name.decode() for e in got) == names
-        for e in got:
-            assert attrs_of(e.attrs) == {
-                N.FATTR4_RDATTR_ERROR: N.NFS4ERR_ACCESS,
-                N.FATTR4_MOUNTED_ON_FILEID: os.lstat(d / e.name.decode()).st_ino,
-            }
-        # without rdattr_error the entry's error is the whole READDIR's (RFC 7530 §16.24.4)
-        bare = [op.putfh(dfh), op.readdir(attrs=[N.FATTR4_TYPE])]
-        await expect(c, bare, N.NFS4ERR_ACCESS)
-        await expect(c, [op.putfh(dfh), op.lookup(b"f00")], N.NFS4ERR_ACCESS)
-        mine = await readdir_all(w.client(), dfh, attrs=_LISTING_ATTRS)  # root reaches them
-        assert {attrs_of(e.attrs)[N.FATTR4_RDATTR_ERROR] for e in mine} == {N.NFS4_OK}
-
-    w.run(body())
+    c = w.client(user(NOBODY))
+    dfh = await lookup_fh(c, await _root(c, exp), b"listable")
+    got = await readdir_all(c, dfh, attrs=_LISTING_ATTRS, maxcount=200)  # several calls
+    assert sorted(e.name.decode() for e in got) == names
+    for e in got:
+        assert attrs_of(e.attrs) == {
+            N.FATTR4_RDATTR_ERROR: N.NFS4ERR_ACCESS,
+            N.FATTR4_MOUNTED_ON_FILEID: os.lstat(d / e.name.decode()).st_ino,
+        }
+    # without rdattr_error the entry's error is the whole READDIR's (RFC 7530 §16.24.4)
+    bare = [op.putfh(dfh), op.readdir(attrs=[N.FATTR4_TYPE])]
+    await expect(c, bare, N.NFS4ERR_ACCESS)
+    await expect(c, [op.putfh(dfh), op.lookup(b"f00")], N.NFS4ERR_ACCESS)
+    mine = await readdir_all(w.client(), dfh, attrs=_LISTING_ATTRS)  # root reaches them
+    assert {attrs_of(e.attrs)[N.FATTR4_RDATTR_ERROR] for e in mine} == {N.NFS4_OK}
 
 
-def test_a_directory_neither_readable_nor_searchable_is_not_listed(env: tuple[World, Path]) -> None:
+async def test_a_directory_neither_readable_nor_searchable_is_not_listed(env: tuple[World, Path]) -> None:
     w, exp = env
     d = _dir(exp / "closed", 0o700)
     _file(d / "f", 0o644)
     assert sh_as_user(f"ls {d}") != 0
 
-    async def body() -> None:
-        c = w.client(user(NOBODY))
-        dfh = await lookup_fh(w.client(), await _root(c, exp), b"closed")
-        await expect(c, [op.putfh(dfh), op.readdir(attrs=_LISTING_ATTRS)], N.NFS4ERR_ACCESS)
-
-    w.run(body())
+    c = w.client(user(NOBODY))
+    dfh = await lookup_fh(w.client(), await _root(c, exp), b"closed")
+    await expect(c, [op.putfh(dfh), op.readdir(attrs=_LISTING_ATTRS)], N.NFS4ERR_ACCESS)
 
 
 # ------------------------------------------------------------ read-if-execute (knfsd)
 
 
-def test_a_binary_the_user_may_only_execute_is_read_over_nfs(env: tuple[World, Path]) -> None:
+async def test_a_binary_the_user_may_only_execute_is_read_over_nfs(env: tuple[World, Path]) -> None:
     """knfsd's read-if-execute: OPEN for read and READ of a 0711 file succeed for a user who
     may execute it (a client reads a binary to run it); ACCESS still answers as the kernel
     (execute yes, read no); 0700 stays closed, 0744 open; OPEN for write gets no exception."""
@@ -311,31 +278,28 @@ def test_a_binary_the_user_may_only_execute_is_read_over_nfs(env: tuple[World, P
     assert sh_as_user(f"test -x {exp}/m711 && ! test -r {exp}/m711 && ! cat {exp}/m711") == 0
     expected = {0o711: True, 0o700: False, 0o744: True}
 
-    async def body() -> dict[int, bool]:
-        c = w.client(user(NOBODY))
-        root = await _root(c, exp)
-        cid = await new_clientid(c)
-        out = {}
-        for i, mode in enumerate(expected):
-            name = f"m{mode:o}".encode()
-            owner = b"o%d" % i
-            res = await c.compound([op.putfh(root), op.open(1, cid, owner, name, access=R)])
-            if res.status != N.NFS4_OK:
-                assert res.status == N.NFS4ERR_ACCESS
-                out[mode] = False
-                continue
-            o = await open_file(c, root, cid, owner + b"x", name, create=False, access=R)
-            (_, read) = await c.check([op.putfh(o.fh), op.read(o.stateid, 0, 100)])
-            (_, anon) = await c.check([op.putfh(o.fh), op.read(ANON, 0, 100)])
-            assert read.data == anon.data == b"\x7fELF binary"
-            out[mode] = True
-        fh = await lookup_fh(c, root, b"m711")
-        acc = await c.check([op.putfh(fh), op.access(ACCESS4_READ | ACCESS4_EXECUTE)])
-        assert acc[-1].access == ACCESS4_EXECUTE
-        both = [op.putfh(root), op.open(1, cid, b"rw", b"m711", access=RW)]
-        await expect(c, both, N.NFS4ERR_ACCESS)
-        await expect(c, [op.putfh(await lookup_fh(c, root, b"m700")), op.read(ANON, 0, 9)],
-                     N.NFS4ERR_ACCESS)  # fmt: skip
-        return out
-
-    assert w.run(body()) == expected
+    c = w.client(user(NOBODY))
+    root = await _root(c, exp)
+    cid = await new_clientid(c)
+    out = {}
+    for i, mode in enumerate(expected):
+        name = f"m{mode:o}".encode()
+        owner = b"o%d" % i
+        res = await c.compound([op.putfh(root), op.open(1, cid, owner, name, access=R)])
+        if res.status != N.NFS4_OK:
+            assert res.status == N.NFS4ERR_ACCESS
+            out[mode] = False
+            continue
+        o = await open_file(c, root, cid, owner + b"x", name, create=False, access=R)
+        (_, read) = await c.check([op.putfh(o.fh), op.read(o.stateid, 0, 100)])
+        (_, anon) = await c.check([op.putfh(o.fh), op.read(ANON, 0, 100)])
+        assert read.data == anon.data == b"\x7fELF binary"
+        out[mode] = True
+    fh = await lookup_fh(c, root, b"m711")
+    acc = await c.check([op.putfh(fh), op.access(ACCESS4_READ | ACCESS4_EXECUTE)])
+    assert acc[-1].access == ACCESS4_EXECUTE
+    both = [op.putfh(root), op.open(1, cid, b"rw", b"m711", access=RW)]
+    await expect(c, both, N.NFS4ERR_ACCESS)
+    await expect(c, [op.putfh(await lookup_fh(c, root, b"m700")), op.read(ANON, 0, 9)],
+                 N.NFS4ERR_ACCESS)  # fmt: skip
+    assert out == expected

@@ -35,30 +35,24 @@ async def _binary(w: World, name: bytes, mode: int) -> tuple[bytes, bytes]:
     return root, o.fh
 
 
-def test_open_for_read_and_read_of_an_execute_only_file(w: World) -> None:
-    async def body() -> None:
-        root, fh = await _binary(w, b"bin", 0o711)
-        u = w.client(user(1000))
-        o = await open_file(u, root, await new_clientid(u), b"u", b"bin", create=False, access=R)
-        (_, read) = await u.check([op.putfh(o.fh), op.read(o.stateid, 0, 100)])
-        (_, anon) = await u.check([op.putfh(fh), op.read(ANON, 0, 100)])
-        assert read.data == anon.data == DATA
-        acc = await u.check([op.putfh(fh), op.access(ACCESS4_READ | ACCESS4_EXECUTE)])
-        assert acc[-1].access == ACCESS4_EXECUTE
-
-    w.run(body())
+async def test_open_for_read_and_read_of_an_execute_only_file(w: World) -> None:
+    root, fh = await _binary(w, b"bin", 0o711)
+    u = w.client(user(1000))
+    o = await open_file(u, root, await new_clientid(u), b"u", b"bin", create=False, access=R)
+    (_, read) = await u.check([op.putfh(o.fh), op.read(o.stateid, 0, 100)])
+    (_, anon) = await u.check([op.putfh(fh), op.read(ANON, 0, 100)])
+    assert read.data == anon.data == DATA
+    acc = await u.check([op.putfh(fh), op.access(ACCESS4_READ | ACCESS4_EXECUTE)])
+    assert acc[-1].access == ACCESS4_EXECUTE
 
 
-def test_no_exception_without_execute_permission_or_for_writing(w: World) -> None:
-    async def body() -> None:
-        root, fh = await _binary(w, b"private", 0o700)
-        await _binary(w, b"bin", 0o711)
-        u = w.client(user(1000))
-        cid = await new_clientid(u)
-        for name, access in ((b"private", R), (b"bin", RW)):
-            await expect(u, [op.putfh(root), op.open(1, cid, name, name, access=access)],
-                         N.NFS4ERR_ACCESS)  # fmt: skip
-        await expect(u, [op.putfh(fh), op.read(ANON, 0, 10)], N.NFS4ERR_ACCESS)
-
-    w.run(body())
+async def test_no_exception_without_execute_permission_or_for_writing(w: World) -> None:
+    root, fh = await _binary(w, b"private", 0o700)
+    await _binary(w, b"bin", 0o711)
+    u = w.client(user(1000))
+    cid = await new_clientid(u)
+    for name, access in ((b"private", R), (b"bin", RW)):
+        await expect(u, [op.putfh(root), op.open(1, cid, name, name, access=access)],
+                     N.NFS4ERR_ACCESS)  # fmt: skip
+    await expect(u, [op.putfh(fh), op.read(ANON, 0, 10)], N.NFS4ERR_ACCESS)
 

@@ -93,78 +93,66 @@ def _covered_ino(exp: Path) -> int:
     return next(e.inode() for e in os.scandir(exp) if e.name == "mnt")
 
 
-def test_crossmnt_lookup_enters_the_mount(tmp_path: Path, exp: Path) -> None:
+async def test_crossmnt_lookup_enters_the_mount(tmp_path: Path, exp: Path) -> None:
     with server(tmp_path, f"{exp} *(rw,no_root_squash,crossmnt)") as w:
 
-        async def body() -> None:
-            c = w.client()
-            root = await _root(c, exp)
-            parent = await getattrs(c, root, FSID)
-            mnt = await lookup_fh(c, root, b"mnt")
-            got = await getattrs(c, mnt, FSID, FILEID, MOUNTED_ON)
-            assert got[FSID] != parent[FSID]
-            assert got[FILEID] == os.stat(exp / "mnt").st_ino  # the tmpfs root
-            assert got[MOUNTED_ON] == _covered_ino(exp) != got[FILEID]
-            inside = await lookup_fh(c, mnt, b"inside")
-            assert (await getattrs(c, inside, FSID))[FSID] == got[FSID]
-            plain = await getattrs(c, await lookup_fh(c, root, b"dir"), FSID, FILEID, MOUNTED_ON)
-            assert plain[FSID] == parent[FSID] and plain[MOUNTED_ON] == plain[FILEID]
-
-        w.run(body())
+        c = w.client()
+        root = await _root(c, exp)
+        parent = await getattrs(c, root, FSID)
+        mnt = await lookup_fh(c, root, b"mnt")
+        got = await getattrs(c, mnt, FSID, FILEID, MOUNTED_ON)
+        assert got[FSID] != parent[FSID]
+        assert got[FILEID] == os.stat(exp / "mnt").st_ino  # the tmpfs root
+        assert got[MOUNTED_ON] == _covered_ino(exp) != got[FILEID]
+        inside = await lookup_fh(c, mnt, b"inside")
+        assert (await getattrs(c, inside, FSID))[FSID] == got[FSID]
+        plain = await getattrs(c, await lookup_fh(c, root, b"dir"), FSID, FILEID, MOUNTED_ON)
+        assert plain[FSID] == parent[FSID] and plain[MOUNTED_ON] == plain[FILEID]
 
 
-def test_crossmnt_readdir_lists_the_mount_with_its_fsid(tmp_path: Path, exp: Path) -> None:
+async def test_crossmnt_readdir_lists_the_mount_with_its_fsid(tmp_path: Path, exp: Path) -> None:
     with server(tmp_path, f"{exp} *(rw,no_root_squash,crossmnt)") as w:
 
-        async def body() -> None:
-            c = w.client()
-            root = await _root(c, exp)
-            parent = (await getattrs(c, root, FSID))[FSID]
-            child = (await getattrs(c, await lookup_fh(c, root, b"mnt"), FSID))[FSID]
-            ents = await readdir_all(c, root, attrs=[FSID, FILEID, MOUNTED_ON, N.FATTR4_TYPE])
-            by_name = {e.name: attrs_of(e.attrs) for e in ents}
-            assert set(by_name) == {b"dir", b"mnt"}
-            assert by_name[b"mnt"][FSID] == child != parent
-            assert by_name[b"mnt"][FILEID] == os.stat(exp / "mnt").st_ino
-            assert by_name[b"mnt"][MOUNTED_ON] == _covered_ino(exp)
-            assert by_name[b"mnt"][N.FATTR4_TYPE] == N.NF4DIR
-            assert by_name[b"dir"][FSID] == parent
-
-        w.run(body())
+        c = w.client()
+        root = await _root(c, exp)
+        parent = (await getattrs(c, root, FSID))[FSID]
+        child = (await getattrs(c, await lookup_fh(c, root, b"mnt"), FSID))[FSID]
+        ents = await readdir_all(c, root, attrs=[FSID, FILEID, MOUNTED_ON, N.FATTR4_TYPE])
+        by_name = {e.name: attrs_of(e.attrs) for e in ents}
+        assert set(by_name) == {b"dir", b"mnt"}
+        assert by_name[b"mnt"][FSID] == child != parent
+        assert by_name[b"mnt"][FILEID] == os.stat(exp / "mnt").st_ino
+        assert by_name[b"mnt"][MOUNTED_ON] == _covered_ino(exp)
+        assert by_name[b"mnt"][N.FATTR4_TYPE] == N.NF4DIR
+        assert by_name[b"dir"][FSID] == parent
 
 
-def test_files_created_inside_land_on_the_mount(tmp_path: Path, exp: Path) -> None:
+async def test_files_created_inside_land_on_the_mount(tmp_path: Path, exp: Path) -> None:
     with server(tmp_path, f"{exp} *(rw,no_root_squash,crossmnt)") as w:
 
-        async def body() -> None:
-            c = w.client()
-            mnt = await lookup_fh(c, await _root(c, exp), b"mnt")
-            await make_file(c, mnt, b"new")
-            await mkdir(c, mnt, b"newdir")
-
-        w.run(body())
+        c = w.client()
+        mnt = await lookup_fh(c, await _root(c, exp), b"mnt")
+        await make_file(c, mnt, b"new")
+        await mkdir(c, mnt, b"newdir")
     tmpfs_dev = os.stat(exp / "mnt").st_dev
     assert os.stat(exp / "mnt" / "new").st_dev == tmpfs_dev != os.stat(exp).st_dev
     assert os.stat(exp / "mnt" / "newdir").st_dev == tmpfs_dev
 
 
-def test_lookupp_from_the_mount_root_returns_to_the_parent_export(
+async def test_lookupp_from_the_mount_root_returns_to_the_parent_export(
     tmp_path: Path, exp: Path
 ) -> None:
     with server(tmp_path, f"{exp} *(rw,no_root_squash,crossmnt)") as w:
 
-        async def body() -> None:
-            c = w.client()
-            root = await _root(c, exp)
-            mnt = await lookup_fh(c, root, b"mnt")
-            vals = await c.check([op.putfh(mnt), op.lookupp(), op.getfh()])
-            assert vals[-1].object == root
-            # and one level deeper: from a directory of the mount to the mount root
-            sub = await mkdir(c, mnt, b"sub")
-            vals = await c.check([op.putfh(sub), op.lookupp(), op.getfh()])
-            assert vals[-1].object == mnt
-
-        w.run(body())
+        c = w.client()
+        root = await _root(c, exp)
+        mnt = await lookup_fh(c, root, b"mnt")
+        vals = await c.check([op.putfh(mnt), op.lookupp(), op.getfh()])
+        assert vals[-1].object == root
+        # and one level deeper: from a directory of the mount to the mount root
+        sub = await mkdir(c, mnt, b"sub")
+        vals = await c.check([op.putfh(sub), op.lookupp(), op.getfh()])
+        assert vals[-1].object == mnt
 
 
 def test_submount_handles_work_after_a_restart(tmp_path: Path, exp: Path) -> None:
@@ -244,60 +232,51 @@ def test_nested_mounts_are_crossed_and_found_again_after_a_restart(
             w2.run(after())
 
 
-def test_crossmnt_below_an_fsid0_root(tmp_path: Path, exp: Path) -> None:
+async def test_crossmnt_below_an_fsid0_root(tmp_path: Path, exp: Path) -> None:
     with server(tmp_path, f"{exp} *(rw,no_root_squash,fsid=0,crossmnt)") as w:
 
-        async def body() -> None:
-            c = w.client()
-            vals = await c.check([op.putrootfh(), op.getfh(), op.lookup(b"mnt"), op.getfh()])
-            root, mnt = vals[1].object, vals[3].object
-            got = await getattrs(c, mnt, FSID, MOUNTED_ON)
-            assert (got[FSID].major, got[FSID].minor) != (0, 0)
-            assert got[MOUNTED_ON] == _covered_ino(exp)
-            vals = await c.check([op.putfh(mnt), op.lookupp(), op.getfh()])
-            assert vals[-1].object == root
-
-        w.run(body())
+        c = w.client()
+        vals = await c.check([op.putrootfh(), op.getfh(), op.lookup(b"mnt"), op.getfh()])
+        root, mnt = vals[1].object, vals[3].object
+        got = await getattrs(c, mnt, FSID, MOUNTED_ON)
+        assert (got[FSID].major, got[FSID].minor) != (0, 0)
+        assert got[MOUNTED_ON] == _covered_ino(exp)
+        vals = await c.check([op.putfh(mnt), op.lookupp(), op.getfh()])
+        assert vals[-1].object == root
 
 
-def test_submount_inherits_the_parent_export_options(tmp_path: Path, exp: Path) -> None:
+async def test_submount_inherits_the_parent_export_options(tmp_path: Path, exp: Path) -> None:
     with server(tmp_path, f"{exp} *(ro,crossmnt)") as w:
 
-        async def body() -> None:
-            c = w.client()
-            mnt = await lookup_fh(c, await _root(c, exp), b"mnt")
-            await expect(c, [op.putfh(mnt), op.mkdir(b"x")], N.NFS4ERR_ROFS)
-            krb = await c.compound([op.putfh(mnt), op.getattr(FSID)])
-            assert krb.status == N.NFS4_OK  # sec=sys inherited: AUTH_SYS may use it
-
-        w.run(body())
+        c = w.client()
+        mnt = await lookup_fh(c, await _root(c, exp), b"mnt")
+        await expect(c, [op.putfh(mnt), op.mkdir(b"x")], N.NFS4ERR_ROFS)
+        krb = await c.compound([op.putfh(mnt), op.getattr(FSID)])
+        assert krb.status == N.NFS4_OK  # sec=sys inherited: AUTH_SYS may use it
 
 
-def test_exported_mount_point_is_crossed_without_crossmnt(tmp_path: Path, exp: Path) -> None:
+async def test_exported_mount_point_is_crossed_without_crossmnt(tmp_path: Path, exp: Path) -> None:
     m2 = exp / "dir" / "m2"
     with tmpfs(m2), server(tmp_path, f"{exp} *(rw,no_root_squash)", f"{m2} *(ro)") as w:
         (m2 / "there").write_bytes(b"")
 
-        async def body() -> None:
-            c = w.client()
-            dir_fh = await lookup_fh(c, await _root(c, exp), b"dir")
-            # PUTFH of a plain directory (no pseudo-fs node): the backend meets the mount
-            vals = await c.check([op.putfh(dir_fh), op.lookup(b"m2"), op.getfh()])
-            got = await getattrs(c, vals[-1].object, FSID)
-            assert got[FSID].major == export_fsid(str(m2), ExportOptions())
-            await lookup_fh(c, vals[-1].object, b"there")
-            # its own options (ro), not the parent's
-            await expect(c, [op.putfh(vals[-1].object), op.mkdir(b"x")], N.NFS4ERR_ROFS)
-
-        w.run(body())
+        c = w.client()
+        dir_fh = await lookup_fh(c, await _root(c, exp), b"dir")
+        # PUTFH of a plain directory (no pseudo-fs node): the backend meets the mount
+        vals = await c.check([op.putfh(dir_fh), op.lookup(b"m2"), op.getfh()])
+        got = await getattrs(c, vals[-1].object, FSID)
+        assert got[FSID].major == export_fsid(str(m2), ExportOptions())
+        await lookup_fh(c, vals[-1].object, b"there")
+        # its own options (ro), not the parent's
+        await expect(c, [op.putfh(vals[-1].object), op.mkdir(b"x")], N.NFS4ERR_ROFS)
 
 
-def test_without_crossmnt_the_mount_is_noent_left_out_and_logged_once(
+async def test_without_crossmnt_the_mount_is_noent_left_out_and_logged_once(
     tmp_path: Path, exp: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with server(tmp_path, f"{exp} *(rw,no_root_squash)") as w:
 
-        async def body() -> None:
+        with caplog.at_level(logging.WARNING, logger=NOT_CROSSED_LOG):
             c = w.client()
             root = await _root(c, exp)
             for _ in range(3):
@@ -309,71 +288,59 @@ def test_without_crossmnt_the_mount_is_noent_left_out_and_logged_once(
             one = await readdir_all(c, root, maxcount=200)
             assert [e.name for e in one] == [b"dir"]
             await expect(c, [op.putfh(root), op.mkdir(b"mnt")], N.NFS4ERR_EXIST)
-
-        with caplog.at_level(logging.WARNING, logger=NOT_CROSSED_LOG):
-            w.run(body())
         lines = [r for r in caplog.records if r.name == NOT_CROSSED_LOG]
         assert len(lines) == 1
         assert str(exp / "mnt") in lines[0].getMessage()
 
 
-def test_export_behind_a_mount_that_is_not_crossed_is_reached_by_a_pseudo_dir(
+async def test_export_behind_a_mount_that_is_not_crossed_is_reached_by_a_pseudo_dir(
     tmp_path: Path, exp: Path
 ) -> None:
     (exp / "mnt" / "sub").mkdir()
     inner = f"{exp / 'mnt' / 'sub'} *(rw,no_root_squash)"
     with server(tmp_path, f"{exp} *(rw,no_root_squash)", inner) as w:
 
-        async def body() -> None:
-            c = w.client()
-            root = await _root(c, exp)
-            mnt = await lookup_fh(c, root, b"mnt")
-            got = await getattrs(c, mnt, FSID)
-            assert (got[FSID].major, got[FSID].minor) == (0, 0)  # a pseudo directory
-            assert [e.name for e in await readdir_all(c, mnt)] == [b"sub"]
-            sub = await lookup_fh(c, mnt, b"sub")
-            assert await getattrs(c, sub, FILEID) == {FILEID: os.stat(exp / "mnt" / "sub").st_ino}
-            ents = await readdir_all(c, root, attrs=[FSID])
-            assert sorted(e.name for e in ents) == [b"dir", b"mnt"]
-            vals = await c.check([op.putfh(sub), op.lookupp(), op.lookupp(), op.getfh()])
-            assert vals[-1].object == root
-            await expect(c, [op.putfh(mnt), op.mkdir(b"x")], N.NFS4ERR_ROFS)
-
-        w.run(body())
+        c = w.client()
+        root = await _root(c, exp)
+        mnt = await lookup_fh(c, root, b"mnt")
+        got = await getattrs(c, mnt, FSID)
+        assert (got[FSID].major, got[FSID].minor) == (0, 0)  # a pseudo directory
+        assert [e.name for e in await readdir_all(c, mnt)] == [b"sub"]
+        sub = await lookup_fh(c, mnt, b"sub")
+        assert await getattrs(c, sub, FILEID) == {FILEID: os.stat(exp / "mnt" / "sub").st_ino}
+        ents = await readdir_all(c, root, attrs=[FSID])
+        assert sorted(e.name for e in ents) == [b"dir", b"mnt"]
+        vals = await c.check([op.putfh(sub), op.lookupp(), op.lookupp(), op.getfh()])
+        assert vals[-1].object == root
+        await expect(c, [op.putfh(mnt), op.mkdir(b"x")], N.NFS4ERR_ROFS)
 
 
-def test_no_lookup_in_a_mount_that_is_not_crossed_reaches_it(tmp_path: Path, exp: Path) -> None:
+async def test_no_lookup_in_a_mount_that_is_not_crossed_reaches_it(tmp_path: Path, exp: Path) -> None:
     """The parent's handles never open objects of the mounted filesystem."""
     with server(tmp_path, f"{exp} *(rw,no_root_squash)") as w:
 
-        async def body() -> None:
-            c = w.client()
-            root = await _root(c, exp)
-            await expect(
-                c, [op.putfh(root), op.lookup(b"mnt"), op.lookup(b"inside")], N.NFS4ERR_NOENT
-            )
-
-        w.run(body())
+        c = w.client()
+        root = await _root(c, exp)
+        await expect(
+            c, [op.putfh(root), op.lookup(b"mnt"), op.lookup(b"inside")], N.NFS4ERR_NOENT
+        )
 
 
-def test_crossed_mounts_per_view_are_bounded(tmp_path: Path, exp: Path) -> None:
+async def test_crossed_mounts_per_view_are_bounded(tmp_path: Path, exp: Path) -> None:
     """One past ``max_mounts`` submounts: the view's table starts afresh, handles still work."""
     with tmpfs(exp / "mnt2"), server(tmp_path, f"{exp} *(rw,no_root_squash,crossmnt)") as w:
         w.server.config.max_mounts = 1
 
-        async def body() -> None:
-            c = w.client()
-            root = await _root(c, exp)
-            first = await lookup_fh(c, root, b"mnt")
-            second = await lookup_fh(c, root, b"mnt2")
-            view = await w.server.view_for("127.0.0.1")
-            assert len(view.crossings.submounts) == 1
-            for fh in (first, second, first):  # each found again in the mount table
-                vals = await c.check([op.putfh(fh), op.lookupp(), op.getfh()])
-                assert vals[-1].object == root
-            assert len(view.crossings.submounts) == 1
-
-        w.run(body())
+        c = w.client()
+        root = await _root(c, exp)
+        first = await lookup_fh(c, root, b"mnt")
+        second = await lookup_fh(c, root, b"mnt2")
+        view = await w.server.view_for("127.0.0.1")
+        assert len(view.crossings.submounts) == 1
+        for fh in (first, second, first):  # each found again in the mount table
+            vals = await c.check([op.putfh(fh), op.lookupp(), op.getfh()])
+            assert vals[-1].object == root
+        assert len(view.crossings.submounts) == 1
 
 
 def test_serve_has_a_max_mounts_option() -> None:

@@ -191,19 +191,14 @@ def test_faccess_fd_is_the_kernels_answer_acls_included(kdir: Path) -> None:
             os.close(fd)
 
 
-def test_the_pool_runs_each_call_as_its_identity() -> None:
-    import asyncio
-
+async def test_the_pool_runs_each_call_as_its_identity() -> None:
     pool = BlockingPool(2)
     try:
-
-        async def body() -> list[str]:
-            return [
-                (await pool.run_as(ident, thread_ids))[0].split()[3]
-                for ident in (USER, ROOT, Identity(4321, 4321, ()))
-            ] + [(await pool.run(thread_ids))[0].split()[3]]
-
-        assert asyncio.run(body()) == ["65534", "0", "4321", "0"]
+        uids = [
+            (await pool.run_as(ident, thread_ids))[0].split()[3]
+            for ident in (USER, ROOT, Identity(4321, 4321, ()))
+        ] + [(await pool.run(thread_ids))[0].split()[3]]
+        assert uids == ["65534", "0", "4321", "0"]
     finally:
         pool.shutdown()
 

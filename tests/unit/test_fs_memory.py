@@ -10,16 +10,9 @@ import pytest
 
 from pynfsd.fs.backend import SET_TO_NOW
 from pynfsd.fs.memory import MemoryBackend
+from tests.clock import ManualClock
 
 Z8 = bytes(8)
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 1_000_000_000
-
-    def __call__(self) -> int:
-        return self.now
 
 
 def expect(code: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
@@ -29,7 +22,7 @@ def expect(code: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None
 
 
 def test_times_come_from_the_injected_clock() -> None:
-    clock = ManualClock()
+    clock = ManualClock(1_000_000_000)
     fs = MemoryBackend(clock=clock)
     clock.now = 5_000
     h, attrs, _ = fs.create_file(fs.root(), b"f", 0o644, 0, 0, True)
@@ -44,7 +37,7 @@ def test_times_come_from_the_injected_clock() -> None:
 
 
 def test_change_grows_even_with_a_frozen_clock() -> None:
-    fs = MemoryBackend(clock=ManualClock())
+    fs = MemoryBackend(clock=ManualClock(1_000_000_000))
     h, _, _ = fs.create_file(fs.root(), b"f", 0o644, 0, 0, True)
     values = []
     for i in range(10):

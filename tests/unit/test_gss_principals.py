@@ -17,6 +17,7 @@ from pynfsd.gss.principals import (
     passwd_identity,
     split_principal,
 )
+from tests.clock import ManualClock
 
 ANON = Identity(65534, 65534)
 
@@ -28,13 +29,6 @@ class Passwd:
     def __call__(self, user: str) -> Identity | None:
         self.calls.append(user)
         return {"alice": Identity(1000, 100, (100, 27))}.get(user)
-
-
-class Clock:
-    now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_split_principal() -> None:
@@ -71,7 +65,7 @@ def test_any_realm_by_default() -> None:
 
 
 def test_cache_expires_on_the_injected_clock() -> None:
-    passwd, clock = Passwd(), Clock()
+    passwd, clock = Passwd(), ManualClock(0.0)
     m = PrincipalMapper(passwd=passwd, clock=clock, ttl=10)
     m.lookup("alice@R")
     m.lookup("zed@R")

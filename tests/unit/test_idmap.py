@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pynfsd.idmap import IdmapError, IdMapper, conf_domain, default_domain
+from tests.clock import ManualClock
 
 USERS = {0: "root", 1000: "alice", 1001: "bob"}
 GROUPS = {0: "root", 100: "users", 2000: "staff"}
@@ -29,15 +30,7 @@ class Db:
         return next((i for i, n in self.table.items() if n == name), None)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def mapper(numeric: bool = False, clock: Clock | None = None) -> tuple[IdMapper, Db, Db]:
+def mapper(numeric: bool = False, clock: ManualClock | None = None) -> tuple[IdMapper, Db, Db]:
     users, groups = Db(dict(USERS)), Db(dict(GROUPS))
     m = IdMapper(
         "Example.ORG.",
@@ -47,7 +40,7 @@ def mapper(numeric: bool = False, clock: Clock | None = None) -> tuple[IdMapper,
         group_name=groups.name,
         group_id=groups.ident,
         ttl=60.0,
-        clock=clock or Clock(),
+        clock=clock or ManualClock(),
     )
     return m, users, groups
 
@@ -135,7 +128,7 @@ def test_numeric_refused_when_asked() -> None:
 
 
 def test_cache_expires() -> None:
-    clock = Clock()
+    clock = ManualClock()
     m, users, _ = mapper(clock=clock)
     assert m.user_to_name(1000) == "alice@example.org"
     users.table[1000] = "alicia"

@@ -206,19 +206,14 @@ def test_a_failed_call_is_not_cached() -> None:
     assert counting.runs == 2
 
 
-def test_duplicate_of_a_call_in_progress_is_dropped() -> None:
+async def test_duplicate_of_a_call_in_progress_is_dropped() -> None:
     server, counting = rpc_server()
     record = encode_call(9, PROGRAM, 1, SLOW, b"", SYS0)
-
-    async def go() -> tuple[bytes | None, bytes | None]:
-        original = asyncio.ensure_future(server.handle_record(record, ConnInfo(("10.0.0.1", 700))))
-        await asyncio.sleep(0)
-        duplicate = await server.handle_record(record, ConnInfo(("10.0.0.1", 701)))
-        counting.gate.set()
-        return await original, duplicate
-
-    original, duplicate = asyncio.run(go())
-    assert original is not None and duplicate is None
+    original = asyncio.ensure_future(server.handle_record(record, ConnInfo(("10.0.0.1", 700))))
+    await asyncio.sleep(0)
+    duplicate = await server.handle_record(record, ConnInfo(("10.0.0.1", 701)))
+    counting.gate.set()
+    assert await original is not None and duplicate is None
     assert counting.runs == 1
     assert server.drc is not None and server.drc.stats["in_progress_drops"] == 1
 
@@ -240,49 +235,40 @@ def gss_counting() -> tuple[Setup, Counting]:
 
 
 @pytest.mark.parametrize("service", [SVC_NONE, SVC_INTEGRITY, SVC_PRIVACY])
-def test_gss_retransmission_is_rewrapped_under_its_new_sequence_number(service: int) -> None:
+async def test_gss_retransmission_is_rewrapped_under_its_new_sequence_number(service: int) -> None:
     s, counting = gss_counting()
 
-    async def go() -> None:
-        a = await s.auth(service=service)
-        seq1 = a.next_seq()
-        first = await s.wire.call_record(50, a.data_call(50, seq1, PROG, 7, KEEP, b"args"))
-        seq2 = a.next_seq()
-        other = Wire(s.wire.server, conn=ConnInfo(("127.0.0.1", 701)))
-        again = await other.call_record(50, a.data_call(50, seq2, PROG, 7, KEEP, b"args"))
-        assert a.check_reply(seq1, first) == a.check_reply(seq2, again) == b"run1"
-        assert counting.runs == 1
-
-    asyncio.run(go())
+    a = await s.auth(service=service)
+    seq1 = a.next_seq()
+    first = await s.wire.call_record(50, a.data_call(50, seq1, PROG, 7, KEEP, b"args"))
+    seq2 = a.next_seq()
+    other = Wire(s.wire.server, conn=ConnInfo(("127.0.0.1", 701)))
+    again = await other.call_record(50, a.data_call(50, seq2, PROG, 7, KEEP, b"args"))
+    assert a.check_reply(seq1, first) == a.check_reply(seq2, again) == b"run1"
+    assert counting.runs == 1
 
 
-def test_gss_reply_is_not_replayed_to_another_context() -> None:
+async def test_gss_reply_is_not_replayed_to_another_context() -> None:
     s, counting = gss_counting()
 
-    async def go() -> None:
-        a = await s.auth()
-        b = await s.auth()  # the same principal, a second context
-        for ctx in (a, b):
-            seq = ctx.next_seq()
-            reply = await s.wire.call_record(60, ctx.data_call(60, seq, PROG, 7, KEEP, b"x"))
-            ctx.check_reply(seq, reply)
-        assert counting.runs == 2
-
-    asyncio.run(go())
+    a = await s.auth()
+    b = await s.auth()  # the same principal, a second context
+    for ctx in (a, b):
+        seq = ctx.next_seq()
+        reply = await s.wire.call_record(60, ctx.data_call(60, seq, PROG, 7, KEEP, b"x"))
+        ctx.check_reply(seq, reply)
+    assert counting.runs == 2
 
 
-def test_gss_exact_replay_is_still_dropped_by_the_sequence_window() -> None:
+async def test_gss_exact_replay_is_still_dropped_by_the_sequence_window() -> None:
     s, counting = gss_counting()
 
-    async def go() -> None:
-        a = await s.auth()
-        payload = a.data_call(70, a.next_seq(), PROG, 7, KEEP, b"x")
+    a = await s.auth()
+    payload = a.data_call(70, a.next_seq(), PROG, 7, KEEP, b"x")
+    await s.wire.call_record(70, payload)
+    with pytest.raises(Dropped):
         await s.wire.call_record(70, payload)
-        with pytest.raises(Dropped):
-            await s.wire.call_record(70, payload)
-        assert counting.runs == 1
-
-    asyncio.run(go())
+    assert counting.runs == 1
 
 
 # ------------------------------------------------------------------ which COMPOUNDs are kept

@@ -23,10 +23,10 @@ def gss(pseudoflavor: int, uid: int = 0) -> Credential:
     return Credential(6, uid, uid, (uid,), "alice@EX.COM", "", pseudoflavor)
 
 
-def test_krb5_only_export_refuses_auth_sys_and_lists_its_flavours(tmp_path: Path) -> None:
+async def test_krb5_only_export_refuses_auth_sys_and_lists_its_flavours(tmp_path: Path) -> None:
     w = make_world(tmp_path, ["/export *(rw,no_root_squash,sec=krb5p:krb5i:krb5)"])
 
-    async def body() -> None:
+    try:
         sys = w.client(user(0))
         root = await export_root(sys)  # PUTROOTFH/LOOKUP/GETFH into it are allowed (§16.31.4)
         await expect(sys, [op.putfh(root), op.getattr(N.FATTR4_TYPE)], N.NFS4ERR_WRONGSEC)
@@ -37,17 +37,14 @@ def test_krb5_only_export_refuses_auth_sys_and_lists_its_flavours(tmp_path: Path
             c = w.client(gss(flavour))
             assert await export_root(c) == root
             await c.check([op.putfh(root), op.getattr(N.FATTR4_TYPE)])
-
-    try:
-        w.run(body())
     finally:
         w.close()
 
 
-def test_each_krb5_service_is_its_own_flavour(tmp_path: Path) -> None:
+async def test_each_krb5_service_is_its_own_flavour(tmp_path: Path) -> None:
     w = make_world(tmp_path, ["/export *(rw,no_root_squash,sec=krb5p)"])
 
-    async def body() -> None:
+    try:
         root = await export_root(w.client(gss(KRB5P)))
         for weaker in (KRB5, KRB5I):
             c = w.client(gss(weaker))
@@ -56,17 +53,14 @@ def test_each_krb5_service_is_its_own_flavour(tmp_path: Path) -> None:
             await expect(c, [op.putrootfh(), op.lookup(b"export"), op.getattr(N.FATTR4_TYPE)],
                          N.NFS4ERR_WRONGSEC)
         await w.client(gss(KRB5P)).check([op.putfh(root), op.getattr(N.FATTR4_TYPE)])
-
-    try:
-        w.run(body())
     finally:
         w.close()
 
 
-def test_krb5_credential_on_a_sys_only_export(tmp_path: Path) -> None:
+async def test_krb5_credential_on_a_sys_only_export(tmp_path: Path) -> None:
     w = make_world(tmp_path, ["/export *(rw,sec=sys)", "/secure *(rw,sec=krb5i)"])
 
-    async def body() -> None:
+    try:
         c = w.client(gss(KRB5I, 1000))
         sys_root = await export_root(c, b"export")
         await expect(c, [op.putfh(sys_root), op.getattr(N.FATTR4_TYPE)], N.NFS4ERR_WRONGSEC)
@@ -74,25 +68,19 @@ def test_krb5_credential_on_a_sys_only_export(tmp_path: Path) -> None:
         await c.check([op.putfh(secure), op.getattr(N.FATTR4_TYPE)])
         # the pseudo-fs root itself is open to every flavour
         await c.check([op.putrootfh(), op.getattr(N.FATTR4_TYPE)])
-
-    try:
-        w.run(body())
     finally:
         w.close()
 
 
-def test_root_squash_applies_to_a_gss_machine_credential(tmp_path: Path) -> None:
+async def test_root_squash_applies_to_a_gss_machine_credential(tmp_path: Path) -> None:
     w = make_world(tmp_path, ["/export *(rw,root_squash,sec=krb5)",
                               "/trusted *(rw,no_root_squash,sec=krb5)"])
 
-    async def body() -> None:
+    try:
         c = w.client(gss(KRB5, 0))  # nfs/host@REALM maps to uid 0 (machine policy "root")
         root = await export_root(c)  # owned by root, mode 0755: the squashed uid may not write
         await expect(c, [op.putfh(root), op.mkdir(b"d")], N.NFS4ERR_ACCESS)
         trusted = await export_root(c, b"trusted")
         await mkdir(c, trusted, b"d")
-
-    try:
-        w.run(body())
     finally:
         w.close()

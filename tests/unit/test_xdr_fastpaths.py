@@ -1,4 +1,5 @@
-"""Hand-tuned codecs beside the generated ones (STYLE.md §2) produce the same bytes."""
+"""Hand-tuned codecs beside the generated ones produce the same bytes (docs/HABITS.md, "The wire
+format has one source")."""
 
 from __future__ import annotations
 

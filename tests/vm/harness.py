@@ -55,12 +55,13 @@ class WorkloadRun:
             extra += "harness: the VM hit its hard timeout\n"
         if self.transcript.aborted:
             extra += f"harness: VM stopped early: {self.transcript.aborted}\n"
-        server_tail = _tail(self.server_log, 25)
+        server_tail = tail_file(self.server_log, 25)
         return (f"{head}{extra}--- console tail ---\n{self.transcript.tail(lines)}\n"
                 f"--- server log tail ({self.server_log}) ---\n{server_tail}")
 
 
-def _tail(path: Path, n: int) -> str:
+def tail_file(path: Path, n: int) -> str:
+    """The last `n` lines of a log, or "(missing)"."""
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
     except FileNotFoundError:

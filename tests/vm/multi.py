@@ -28,7 +28,7 @@ from pathlib import Path
 from tests.scenarios.timeline import Timeline
 from tests.vm.initramfs import GUEST, assemble
 from tests.vm.kernel import GuestKernel
-from tests.vm.network import NS_PREFIX, Network, _counter, _ip, prune_stale_namespaces
+from tests.vm.network import NS_PREFIX, Network, _counter, _ip, _ip_in, prune_stale_namespaces
 from tests.vm.qemu import GuestVM, Transcript
 
 AGENT = GUEST / "scenario_agent.sh"
@@ -48,20 +48,17 @@ class BridgeNet:
         self.guests = guests
         _ip("netns", "add", self.ns)
         try:
-            self._in_ns("link", "set", "lo", "up")
-            self._in_ns("link", "add", "br0", "type", "bridge")
-            self._in_ns("addr", "add", f"{self.server_addr}/24", "dev", "br0")
+            _ip_in(self.ns, "link", "set", "lo", "up")
+            _ip_in(self.ns, "link", "add", "br0", "type", "bridge")
+            _ip_in(self.ns, "addr", "add", f"{self.server_addr}/24", "dev", "br0")
             for i in range(guests):
-                self._in_ns("tuntap", "add", "dev", f"tap{i}", "mode", "tap")
-                self._in_ns("link", "set", f"tap{i}", "master", "br0")
-                self._in_ns("link", "set", f"tap{i}", "up")
-            self._in_ns("link", "set", "br0", "up")
+                _ip_in(self.ns, "tuntap", "add", "dev", f"tap{i}", "mode", "tap")
+                _ip_in(self.ns, "link", "set", f"tap{i}", "master", "br0")
+                _ip_in(self.ns, "link", "set", f"tap{i}", "up")
+            _ip_in(self.ns, "link", "set", "br0", "up")
         except BaseException:
             self.close()
             raise
-
-    def _in_ns(self, *args: str) -> None:
-        _ip("netns", "exec", self.ns, "ip", *args)
 
     def wrap(self, argv: list[str]) -> list[str]:
         return ["ip", "netns", "exec", self.ns, *argv]

@@ -85,6 +85,11 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
 
 
+def _ip_in(ns: str, *args: str) -> None:
+    """`ip ARGS` inside the network namespace `ns`."""
+    _ip("netns", "exec", ns, "ip", *args)
+
+
 class NetnsNet(Network):
     """A private network namespace with a tap device for qemu; deleted on close()."""
 
@@ -99,16 +104,13 @@ class NetnsNet(Network):
         self.ns = f"{NS_PREFIX}{os.getpid()}-{next(_counter)}"
         _ip("netns", "add", self.ns)
         try:
-            self._in_ns("link", "set", "lo", "up")
-            self._in_ns("tuntap", "add", "dev", self.tap, "mode", "tap")
-            self._in_ns("addr", "add", f"{self.server_addr}/24", "dev", self.tap)
-            self._in_ns("link", "set", self.tap, "up")
+            _ip_in(self.ns, "link", "set", "lo", "up")
+            _ip_in(self.ns, "tuntap", "add", "dev", self.tap, "mode", "tap")
+            _ip_in(self.ns, "addr", "add", f"{self.server_addr}/24", "dev", self.tap)
+            _ip_in(self.ns, "link", "set", self.tap, "up")
         except BaseException:
             self.close()
             raise
-
-    def _in_ns(self, *args: str) -> None:
-        _ip("netns", "exec", self.ns, "ip", *args)
 
     def wrap(self, argv: list[str]) -> list[str]:
         return ["ip", "netns", "exec", self.ns, *argv]
