@@ -1,4 +1,4 @@
-"""The policy wrapper around the filesystem backends (STYLE.md §6).
+"""The policy wrapper around the filesystem backends (docs/HABITS.md, "Policy wraps the backend").
 
 Theory of operation: handlers never touch a backend directly.  A `Vfs` is made per COMPOUND
 from the client's view of the exports (which exports it may use, joined into a pseudo-fs) and

@@ -28,7 +28,7 @@ async def sequenced(
     body: Callable[[], Awaitable[T]],
 ) -> T:
     """Run `body` as the owner's next request, or answer a retransmission from the cache;
-    the owner's lease cannot expire while the request runs (STYLE.md §7)."""
+    the owner's lease cannot expire while the request runs (docs/HABITS.md, "Time is a parameter, leases are short")."""
     with state.lease_held(owner.client.clientid):
         return await _sequenced(owner, seqid, opnum, body)
 
