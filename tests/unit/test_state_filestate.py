@@ -5,11 +5,11 @@ unconfirmed owners that a cancelled owner's opens are reaped from (§16.18.5).""
 from __future__ import annotations
 
 import pytest
-from test_state_support import make_world, new_client, open_confirmed, sequenced_open
+from state_support import make_world, new_client, open_confirmed, sequenced_open
 
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state import ANONYMOUS_STATEID
-from pynfsd.nfs4.state_locks import FileState
+from pynfsd.nfs4.state.locks import FileState
 
 READ, WRITE, BOTH = 1, 2, 3
 

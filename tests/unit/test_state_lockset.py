@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_state_support import make_world, new_client, open_confirmed
+from state_support import make_world, new_client, open_confirmed
 
 from pynfsd.nfs4 import errors as E
-from pynfsd.nfs4.state_locks import INDEX_AT, FileState, apply_lock, subtract
-from pynfsd.nfs4.state_owners import HeldLock, LockOwner, LockState
-from pynfsd.nfs4.state_types import (
+from pynfsd.nfs4.state.locks import INDEX_AT, FileState, apply_lock, subtract
+from pynfsd.nfs4.state.owners import HeldLock, LockOwner, LockState
+from pynfsd.nfs4.state.types import (
     LENGTH_TO_EOF,
     NFS4_UINT64_MAX,
     ByteRange,

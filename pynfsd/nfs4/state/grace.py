@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pynfsd.nfs4.grace")  # the name operators filter on
 
 
 @dataclass(slots=True)
@@ -45,7 +45,7 @@ def _clients(n: int) -> str:
 
 
 class GracePeriod:
-    """Reclaim-only period after a restart; implements `state_types.GraceTracker`."""
+    """Reclaim-only period after a restart; implements `types.GraceTracker`."""
 
     def __init__(
         self,

@@ -1,6 +1,6 @@
 """Stable storage of NFSv4.0 client records: the embedded file store (RFC 7530 §9.6.2, §9.6.3.4).
 
-The interface contract (`pynfsd.nfs4.state_types.ClientStore`)
+The interface contract (`pynfsd.nfs4.state.types.ClientStore`)
 --------------------------------------------------------------
 A store answers one question after a restart: which clients held state before it, and so may
 reclaim in this boot's grace period.  The state manager drives it from the event loop thread:
@@ -47,9 +47,9 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from pynfsd.nfs4.state_types import RunBlocking
+from pynfsd.nfs4.state.types import RunBlocking
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pynfsd.nfs4.clientstore")  # the name operators filter on
 
 RECORD_VERSION = 1
 MAX_RECORD_BYTES = 16 * 1024  # a record is ~2.2 KiB at most (1024-byte co_ownerid in hex)

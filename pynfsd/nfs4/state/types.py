@@ -277,7 +277,7 @@ RunBlocking = Callable[[Callable[[], None]], Awaitable[None]]
 
 
 class ClientStore(Protocol):
-    """Stable storage of client records (the embedded one is `pynfsd.nfs4.clientstore`).
+    """Stable storage of client records (the embedded one is `pynfsd.nfs4.state.store`).
 
     The state manager calls the synchronous hooks on the event loop thread; they must not
     block (a store queues its I/O and performs it in `sync`, which the op layer awaits before
@@ -349,7 +349,7 @@ class NoOpenFiles:
 
 
 class GraceTracker(Protocol):
-    """The grace period as the state manager sees it (the real one is `pynfsd.nfs4.grace`).
+    """The grace period as the state manager sees it (the real one is `pynfsd.nfs4.state.grace`).
 
     `in_grace` answers whether only reclaims are served now; the other hooks report each
     recorded client's progress so grace can end early once none can still reclaim.

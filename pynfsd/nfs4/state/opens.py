@@ -8,8 +8,8 @@ union of some subset of those OPENs (§16.19.4).
 from __future__ import annotations
 
 from pynfsd.nfs4 import errors as E
-from pynfsd.nfs4.state_owners import OpenState
-from pynfsd.nfs4.state_types import OPEN4_SHARE_ACCESS_READ, OPEN4_SHARE_ACCESS_WRITE
+from pynfsd.nfs4.state.owners import OpenState
+from pynfsd.nfs4.state.types import OPEN4_SHARE_ACCESS_READ, OPEN4_SHARE_ACCESS_WRITE
 
 
 def check_share_args(access: int, deny: int) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pynfsd.nfs4 import errors as E
-from pynfsd.nfs4.state_types import (
+from pynfsd.nfs4.state.types import (
     NON_ADVANCING_STATUSES,
     ByteRange,
     LockSet,

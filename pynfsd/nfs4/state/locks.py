@@ -14,7 +14,7 @@ A waiter leaves the queue when it is granted the lock, when it sends a non-block
 that is denied (the client's "last poll" courtesy of §9.4), when its entry lapses, or when
 its client's state is dropped.  The queue is bounded per file; overflow drops the oldest.
 
-Lock sets are compact `LockSet`s (see `state_types`); the list functions `subtract`, `merge`
+Lock sets are compact `LockSet`s (see `types`); the list functions `subtract`, `merge`
 and `apply_lock` below are the plain reference model of the same rules, which the tests
 compare the compact form against.  Conflict checks: a file with few lock sets checks each
 set by bisection.  From `INDEX_AT` lock sets on, the file also keeps a `RangeIndex` of every
@@ -34,8 +34,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pynfsd.nfs4 import errors as E
-from pynfsd.nfs4.state_owners import HeldLock, LockOwner, LockState, OpenState
-from pynfsd.nfs4.state_types import (
+from pynfsd.nfs4.state.owners import HeldLock, LockOwner, LockState, OpenState
+from pynfsd.nfs4.state.types import (
     LOCK_TYPES,
     NFS4_UINT64_MAX,
     READ_LT,
