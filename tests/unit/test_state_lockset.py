@@ -156,7 +156,7 @@ def test_shared_file_conflicts_through_the_index() -> None:
     for i, c in enumerate(clients):
         sid = open_confirmed(w.sm, c, b"oo", b"f")
         lsids.append(w.sm.lock_new(sid, b"lo", 1, b"f", WRITE, i * 64, 16))
-    assert w.sm._files[b"f"].index is not None
+    assert w.sm.files.by_key[b"f"].index is not None
     with pytest.raises(E.NFS4ERR_DENIED) as info:
         w.sm.lock_existing(lsids[0], b"f", WRITE, 5 * 64 + 15, LENGTH_TO_EOF)
     assert info.value.value == LockDenied(5 * 64, 16, WRITE, clients[5], b"lo")

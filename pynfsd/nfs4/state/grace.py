@@ -29,6 +29,9 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from pynfsd.nfs4 import errors as E
+from pynfsd.nfs4.state.types import ClientStore, GraceTracker
+
 log = logging.getLogger("pynfsd.nfs4.grace")  # the name operators filter on
 
 
@@ -147,3 +150,17 @@ class GracePeriod:
         log.info("%s", reason)
         if self._on_end is not None:
             self._on_end()
+
+
+def check_reclaim(grace: GraceTracker, store: ClientStore, ownerid: bytes, reclaim: bool) -> None:
+    """Only reclaims during grace, and reclaims only during grace (§9.6.2)."""
+    if not reclaim:
+        grace.non_reclaim(ownerid)  # may end grace early
+        if grace.in_grace():
+            raise E.NFS4ERR_GRACE()  # §9.6.2: MUST reject non-reclaim requests
+    elif not grace.in_grace():
+        raise E.NFS4ERR_NO_GRACE()  # §9.6.2: reclaim outside the grace period
+    elif not store.may_reclaim(ownerid):
+        raise E.NFS4ERR_RECLAIM_BAD("client held no state before the restart")  # §9.6.3.4.3
+    else:
+        grace.reclaimed(ownerid)

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state.clients import ClientTable
+from pynfsd.nfs4.state.files import FileTable
+from pynfsd.nfs4.state.grace import check_reclaim
 from pynfsd.nfs4.state.leases import (
     ADMIN_REVOKED,
     COURTESY_LIMIT,
@@ -41,20 +43,21 @@ from pynfsd.nfs4.state.opens import (
     check_share_args,
     is_union_of_subset,
     locks_fit_access,
-    mode_bit,
     subset_mask,
 )
 from pynfsd.nfs4.state.owners import (
+    AnyState,
     Client,
     LockOwner,
     LockState,
     OpenOwner,
     OpenState,
+    StateKind,
     StateOwner,
+    check_stateid,
 )
 from pynfsd.nfs4.state.types import (
     ANONYMOUS_STATEID,
-    NFS4_UINT64_MAX,
     OPEN4_SHARE_ACCESS_READ,
     OPEN4_SHARE_ACCESS_WRITE,
     READ_BYPASS_STATEID,
@@ -74,7 +77,6 @@ from pynfsd.nfs4.state.types import (
     is_blocking_lock,
     is_special_other,
     is_write_lock,
-    seqid_earlier,
 )
 
 __all__ = [
@@ -92,9 +94,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("pynfsd.nfs4.state")  # the name operators filter on
-
-AnyState = OpenState | LockState
-
 
 def boot_tag_of(server_boot_id: bytes) -> int:
     """The 32-bit tag of a server boot carried in every client id and stateid."""
@@ -125,7 +124,6 @@ class StateManager:
         self.enforced_lease = enforced_lease(lease_time)
         self.waiter_window = lease_time if waiter_window is None else waiter_window
         self._store: ClientStore = store if store is not None else NullClientStore()
-        self._open_files: OpenFiles = open_files if open_files is not None else NoOpenFiles()
         self._grace: GraceTracker = grace if grace is not None else FixedGrace(in_grace)
         self._in_grace = self._grace.in_grace
         self.leases = Leases(clock, self.enforced_lease, courtesy_limit, max_courteous)
@@ -137,8 +135,7 @@ class StateManager:
             self._store,
             self._drop_state,
         )
-        self._files: dict[bytes, FileState] = {}
-        self._waiting: set[FileState] = set()  # files that may have waiters (§9.4)
+        self.files = FileTable(open_files if open_files is not None else NoOpenFiles())
 
     # -- client ids (§16.33, §16.34, §16.28) ----------------------------------------------
 
@@ -215,7 +212,7 @@ class StateManager:
         client = self._client(clientid)
         oo = client.open_owners.get(owner)
         if oo is not None and (oo.cancelled or (not oo.confirmed and seqid != oo.last_seqid)):
-            self._release_open_owner(oo)
+            self.files.release_open_owner(oo)
             oo = None
         if oo is None:
             oo = client.open_owners[owner] = OpenOwner(client, owner)
@@ -249,11 +246,11 @@ class StateManager:
         """OPEN's state part: share reservation check, new open or upgrade (§9.9, §9.11)."""
         check_share_args(access, deny)
         client = self._client(clientid)
-        self._check_grace(client, reclaim)
+        check_reclaim(self._grace, self._store, client.ownerid, reclaim)
         oo = client.open_owners.get(owner)
         if oo is None or oo.cancelled:
             oo = self.open_owner(clientid, owner, 0)
-        fs = self._live_file(file_key)
+        fs = self.files.live(file_key)
         sharing = fs.opens if deny or fs.denying else ()  # no deny anywhere: nothing to check
         for other in list(sharing):  # §9.9: no exception for the same open-owner
             if other.closed or not (access & other.deny or deny & other.access):
@@ -262,7 +259,7 @@ class StateManager:
                 raise E.NFS4ERR_SHARE_DENIED()
         if reclaim:
             oo.confirmed = True  # §9.1.11: MUST NOT require confirmation on reclaim
-        stateid = self._upgrade_or_create(oo, fs, file_key, access, deny)
+        stateid = self.files.upgrade_or_create(oo, fs, file_key, access, deny)
         self._record(client)
         return OpenResult(stateid, needs_confirm=not oo.confirmed)
 
@@ -271,28 +268,6 @@ class StateManager:
         if not client.recorded:
             client.recorded = True
             self._store.client_has_state(client.ownerid, client.principal)
-
-    def _upgrade_or_create(
-        self, oo: OpenOwner, fs: FileState, file_key: bytes, access: int, deny: int
-    ) -> Stateid:
-        os = oo.opens.get(file_key)
-        if os is not None:
-            os.access |= access
-            fs.set_deny(os, os.deny | deny)
-            os.modes |= mode_bit(access, deny)
-            return os.bump()  # §9.11: one open, union of the modes
-        client = oo.client
-        os = OpenState(
-            client.allocate_index(), 1, oo, file_key, access, deny, mode_bit(access, deny)
-        )
-        client.states[os.index] = os
-        oo.opens[file_key] = os
-        if not fs.opens:
-            self._open_files.hold(file_key)  # the file outlives its links until the last CLOSE
-        fs.add_open(os)
-        if not oo.confirmed:
-            fs.pending = (*fs.pending, os)  # a cancelled owner's opens are reaped from here
-        return os.stateid()
 
     def open_confirm(self, stateid: Stateid, file_key: bytes | None = None) -> Stateid:
         """OPEN_CONFIRM (§16.18): confirm the open-owner; returns the bumped stateid."""
@@ -315,7 +290,7 @@ class StateManager:
         if not locks_fit_access(os, access):
             raise E.NFS4ERR_LOCKS_HELD()  # §16.19.4
         os.access = access
-        self._file(os.file_key).set_deny(os, deny)
+        self.files.file(os.file_key).set_deny(os, deny)
         os.modes &= subset_mask(access, deny)
         return os.bump()  # §9.11: MUST increment even when nothing changes
 
@@ -325,7 +300,7 @@ class StateManager:
         assert isinstance(os, OpenState)
         if any(len(ls) for ls in os.lock_states):
             raise E.NFS4ERR_LOCKS_HELD()  # §16.2.4: MUST fail if locks would exist after
-        self._release_open(os)
+        self.files.release_open(os)
         oo = os.owner
         if oo.closed is not None:
             oo.client.states.pop(oo.closed.index, None)
@@ -366,10 +341,10 @@ class StateManager:
 
     def _check_anonymous(self, file_key: bytes, write: bool) -> None:
         """Special stateids are refused by a conflicting deny reservation (§9.1.4.3, §9.10)."""
-        fs = self._files.get(file_key)
+        fs = self.files.get(file_key)
         if fs is None:
             return
-        self._reap(fs)
+        self.files.reap(fs)
         bit = OPEN4_SHARE_ACCESS_WRITE if write else OPEN4_SHARE_ACCESS_READ
         for os in list(fs.opens if fs.denying else ()):
             if os.deny & bit and not os.closed:
@@ -403,7 +378,7 @@ class StateManager:
         client = os.owner.client
         if clientid is not None and clientid != client.clientid:
             raise E.NFS4ERR_BAD_STATEID("lock-owner of another client than the open's")
-        self._check_grace(client, reclaim)
+        check_reclaim(self._grace, self._store, client.ownerid, reclaim)
         lo = client.lock_owners.get(lock_owner)
         ls = check_new_locker_seqid(lo, os, lock_seqid) if lo is not None else None
         if lo is None:
@@ -433,7 +408,7 @@ class StateManager:
         rng = lock_args(locktype, offset, length)
         ls = self._resolve(lock_stateid, file_key, LockState)
         assert isinstance(ls, LockState)
-        self._check_grace(ls.owner.client, reclaim)
+        check_reclaim(self._grace, self._store, ls.owner.client.ownerid, reclaim)
         return self._grant(ls, rng, locktype)
 
     def _grant(self, ls: LockState, rng: ByteRange, locktype: int) -> Stateid:
@@ -444,7 +419,7 @@ class StateManager:
             fs.lock(ls, rng, is_write_lock(locktype))
             return ls.bump()
         ls.apply(rng.start, rng.end, is_write_lock(locktype))
-        self._attach(ls)
+        self.files.attach(ls)
         return ls.stateid()
 
     def lockt(
@@ -461,10 +436,10 @@ class StateManager:
         self._client(clientid)
         if self._in_grace():
             raise E.NFS4ERR_GRACE()
-        fs = self._files.get(file_key)
+        fs = self.files.get(file_key)
         if fs is None:
             return
-        self._reap(fs)
+        self.files.reap(fs)
         hit = self._find_conflict(fs, rng, is_write_lock(locktype), (clientid, owner))
         if hit is not None:
             raise E.NFS4ERR_DENIED(value=denied(hit))
@@ -481,7 +456,7 @@ class StateManager:
         rng = lock_args(locktype, offset, length)
         ls = self._resolve(stateid, file_key, LockState)
         assert isinstance(ls, LockState)
-        self._file(ls.open.file_key).unlock(ls, rng)
+        self.files.file(ls.open.file_key).unlock(ls, rng)
         return ls.bump()
 
     def release_lockowner(self, clientid: int, owner: bytes) -> None:
@@ -493,7 +468,7 @@ class StateManager:
         if any(len(ls) for ls in lo.lock_states):
             raise E.NFS4ERR_LOCKS_HELD()  # §16.37.4
         for ls in list(lo.lock_states):
-            self._release_lock_state(ls)
+            self.files.release_lock_state(ls)
         del client.lock_owners[owner]
 
     def _may_grant(self, ls: LockState, rng: ByteRange, locktype: int) -> FileState:
@@ -503,7 +478,7 @@ class StateManager:
         need = OPEN4_SHARE_ACCESS_WRITE if write else OPEN4_SHARE_ACCESS_READ
         if not ls.open.access & need:
             raise E.NFS4ERR_OPENMODE("lock type not allowed by the open's access")
-        fs = self._live_file(ls.open.file_key)
+        fs = self.files.live(ls.open.file_key)
         who = holder(ls)
         hit = self._find_conflict(fs, rng, write, who)
         if hit is not None:
@@ -527,16 +502,9 @@ class StateManager:
         """Queue a denied blocking request; a denied non-blocking one leaves the queue (§9.4)."""
         if is_blocking_lock(locktype):
             expires = self.clock() + self.waiter_window
-            fs.add_waiter(Waiter(who[0], who[1], rng, is_write_lock(locktype), expires))
-            self._waiting.add(fs)
+            self.files.add_waiter(fs, Waiter(who[0], who[1], rng, is_write_lock(locktype), expires))
         else:
             fs.remove_waiter(who)
-
-    def _attach(self, ls: LockState) -> None:
-        ls.owner.client.states[ls.index] = ls
-        ls.owner.lock_states = (*ls.owner.lock_states, ls)
-        ls.open.lock_states = (*ls.open.lock_states, ls)
-        self._file(ls.open.file_key).add_lock_state(ls)
 
     # -- admin ----------------------------------------------------------------------------
 
@@ -558,12 +526,7 @@ class StateManager:
             self._expire(client, EXPIRED)
             expired += 1
         self.clients.expire_unconfirmed(now)
-        for key, fs in list(self._files.items()):
-            fs.drop_lapsed_waiters(now)
-            if not fs.waiters:
-                self._waiting.discard(fs)
-            if fs.is_empty():
-                del self._files[key]
+        self.files.sweep(now)
         return expired
 
     def _sweep_owners(self, client: Client, now: float) -> None:
@@ -571,7 +534,7 @@ class StateManager:
         idle_before = now - self.enforced_lease
         for oo in list(client.open_owners.values()):
             if oo.last_used <= idle_before and (not oo.confirmed or not oo.opens):
-                self._release_open_owner(oo)
+                self.files.release_open_owner(oo)
         for name, lo in list(client.lock_owners.items()):
             if not lo.lock_states and lo.last_used <= idle_before:
                 del client.lock_owners[name]
@@ -637,31 +600,15 @@ class StateManager:
     def _drop_state(self, client: Client, status: int) -> None:
         """Release every open, lock and waiter of `client`; tombstone its id if `status`."""
         for oo in list(client.open_owners.values()):
-            self._release_open_owner(oo)
+            self.files.release_open_owner(oo)
         client.lock_owners.clear()
         client.states.clear()
-        for fs in list(self._waiting):
-            fs.remove_client_waiters(client.clientid)
-            if not fs.waiters:
-                self._waiting.discard(fs)
+        self.files.drop_client_waiters(client.clientid)
         if status:
             self.clients.bury(client.clientid, status)
         client.courteous = False
         self._store.client_removed(client.ownerid)
         self._grace.client_gone(client.ownerid)
-
-    def _check_grace(self, client: Client, reclaim: bool) -> None:
-        """Only reclaims during grace, and reclaims only during grace (§9.6.2)."""
-        if not reclaim:
-            self._grace.non_reclaim(client.ownerid)  # may end grace early
-            if self._in_grace():
-                raise E.NFS4ERR_GRACE()  # §9.6.2: MUST reject non-reclaim requests
-        elif not self._in_grace():
-            raise E.NFS4ERR_NO_GRACE()  # §9.6.2: reclaim outside the grace period
-        elif not self._store.may_reclaim(client.ownerid):
-            raise E.NFS4ERR_RECLAIM_BAD("client held no state before the restart")  # §9.6.3.4.3
-        else:
-            self._grace.reclaimed(client.ownerid)
 
     # -- stateid resolution (§9.1.4.4) -----------------------------------------------------
 
@@ -686,87 +633,12 @@ class StateManager:
         self,
         stateid: Stateid,
         file_key: bytes | None,
-        kind: type[OpenState] | type[LockState] | tuple[type[OpenState], type[LockState]],
+        kind: StateKind,
         *,
         unconfirmed_ok: bool = False,
     ) -> AnyState:
         """Validate a stateid for an operation, in the order of §9.1.4.4; renews the lease."""
         client, state = self._locate(stateid)
-        open_state = state if isinstance(state, OpenState) else state.open
-        if file_key is not None and open_state.file_key != file_key:
-            raise E.NFS4ERR_BAD_STATEID("stateid is for another file")
-        if not isinstance(state, kind) or state.closed:
-            raise E.NFS4ERR_BAD_STATEID("wrong stateid type for this operation")
-        if open_state.owner.cancelled or (not open_state.owner.confirmed and not unconfirmed_ok):
-            raise E.NFS4ERR_BAD_STATEID("open not confirmed")  # §16.18.5
-        if stateid.seqid != state.seqid:
-            if seqid_earlier(stateid.seqid, state.seqid):
-                raise E.NFS4ERR_OLD_STATEID()
-            raise E.NFS4ERR_BAD_STATEID("stateid seqid from the future")
+        check_stateid(state, stateid, file_key, kind, unconfirmed_ok)
         self.leases.renew(client)
         return state
-
-    # -- files ----------------------------------------------------------------------------
-
-    def _file(self, file_key: bytes) -> FileState:
-        fs = self._files.get(file_key)
-        if fs is None:
-            fs = self._files[file_key] = FileState()
-        return fs
-
-    def _live_file(self, file_key: bytes) -> FileState:
-        """The file's state after reaping cancelled opens (which may drop an emptied
-        FileState, so it is looked up again rather than kept)."""
-        fs = self._files.get(file_key)
-        if fs is not None:
-            self._reap(fs)
-        return self._file(file_key)
-
-    def _reap(self, fs: FileState) -> None:
-        """Release the opens of cancelled owners on a file (lapsed holders yield on conflict).
-
-        Only an unconfirmed owner can be cancelled, so only `fs.pending` is looked at."""
-        if not fs.pending:
-            return
-        fs.pending = tuple(os for os in fs.pending if not (os.closed or os.owner.confirmed))
-        for os in [os for os in fs.pending if os.owner.cancelled]:
-            self._release_open_owner(os.owner)
-
-    def _release_open_owner(self, oo: OpenOwner) -> None:
-        for os in list(oo.opens.values()):
-            self._release_open(os)
-        if oo.closed is not None:
-            oo.client.states.pop(oo.closed.index, None)
-            oo.closed = None
-        if oo.client.open_owners.get(oo.owner) is oo:
-            del oo.client.open_owners[oo.owner]
-
-    def _release_open(self, os: OpenState) -> None:
-        for ls in list(os.lock_states):
-            self._release_lock_state(ls)
-        os.closed = True
-        os.owner.opens.pop(os.file_key, None)
-        os.owner.client.states.pop(os.index, None)
-        fs = self._files.get(os.file_key)
-        if fs is not None:
-            fs.remove_open(os)
-            if not fs.opens:
-                self._open_files.release(os.file_key)
-            if fs.pending:
-                fs.pending = tuple(p for p in fs.pending if p is not os)
-            self._gc_file(os.file_key, fs)
-
-    def _release_lock_state(self, ls: LockState) -> None:
-        ls.owner.lock_states = tuple(x for x in ls.owner.lock_states if x is not ls)
-        ls.open.lock_states = tuple(x for x in ls.open.lock_states if x is not ls)
-        ls.owner.client.states.pop(ls.index, None)
-        fs = self._files.get(ls.open.file_key)
-        if fs is not None:
-            fs.remove_lock_state(ls)
-            self._gc_file(ls.open.file_key, fs)
-        else:
-            ls.remove(0, NFS4_UINT64_MAX)
-
-    def _gc_file(self, file_key: bytes, fs: FileState) -> None:
-        if fs.is_empty() and self._files.get(file_key) is fs:
-            del self._files[file_key]

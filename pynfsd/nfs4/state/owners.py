@@ -18,6 +18,7 @@ from pynfsd.nfs4.state.types import (
     ReplayedResult,
     Stateid,
     next_seqid,
+    seqid_earlier,
 )
 
 
@@ -194,3 +195,24 @@ class LockState(LockSet):
     def bump(self) -> Stateid:
         self.seqid = next_seqid(self.seqid)  # §9.1.4.2
         return self.stateid()
+
+
+AnyState = OpenState | LockState
+StateKind = type[OpenState] | type[LockState] | tuple[type[OpenState], type[LockState]]
+
+
+def check_stateid(
+    state: AnyState, stateid: Stateid, file_key: bytes | None, kind: StateKind, unconfirmed_ok: bool
+) -> None:
+    """Validate a located stateid for an operation, in the order of §9.1.4.4."""
+    open_state = state if isinstance(state, OpenState) else state.open
+    if file_key is not None and open_state.file_key != file_key:
+        raise E.NFS4ERR_BAD_STATEID("stateid is for another file")
+    if not isinstance(state, kind) or state.closed:
+        raise E.NFS4ERR_BAD_STATEID("wrong stateid type for this operation")
+    if open_state.owner.cancelled or (not open_state.owner.confirmed and not unconfirmed_ok):
+        raise E.NFS4ERR_BAD_STATEID("open not confirmed")  # §16.18.5
+    if stateid.seqid != state.seqid:
+        if seqid_earlier(stateid.seqid, state.seqid):
+            raise E.NFS4ERR_OLD_STATEID()
+        raise E.NFS4ERR_BAD_STATEID("stateid seqid from the future")
