@@ -6,25 +6,51 @@ innermost first (lock set, then open, then open-owner), so that every table that
 a state (its client's `states`, its owner's, its open's and its file's) forgets it at once
 and an emptied file is dropped.  The `OpenFiles` hook hears of a file's first open and of its
 last CLOSE, so the server can keep a file with opens usable after its last link goes.
-`waiting` is the set of files that may have queued lock waiters (§9.4), so that dropping a
-client's waiters and the sweep need not visit every file.  Not thread-safe; no I/O.
+`may_grant` checks a LOCK against the file's locks and its blocking-lock queue (fairness as
+described in `locks`); `waiting` is the set of files that may have queued lock waiters (§9.4),
+so that dropping a client's waiters and the sweep need not visit every file.  Time comes from
+the injected clock.  Not thread-safe; no I/O.
 """
 
 from __future__ import annotations
 
-from pynfsd.nfs4.state.locks import FileState, Waiter
+from collections.abc import Callable
+
+from pynfsd.nfs4 import errors as E
+from pynfsd.nfs4.state.locks import (
+    FileState,
+    Holder,
+    Waiter,
+    denied,
+    find_conflict,
+    holder,
+    waiter_denied,
+)
 from pynfsd.nfs4.state.opens import mode_bit
-from pynfsd.nfs4.state.owners import LockState, OpenOwner, OpenState
-from pynfsd.nfs4.state.types import NFS4_UINT64_MAX, OpenFiles, Stateid
+from pynfsd.nfs4.state.owners import Client, LockState, OpenOwner, OpenState
+from pynfsd.nfs4.state.types import (
+    NFS4_UINT64_MAX,
+    OPEN4_SHARE_ACCESS_READ,
+    OPEN4_SHARE_ACCESS_WRITE,
+    ByteRange,
+    OpenFiles,
+    Stateid,
+    is_blocking_lock,
+    is_write_lock,
+)
 
 
 class FileTable:
     """Every file that has state, by file key (see the module docstring)."""
 
-    def __init__(self, open_files: OpenFiles) -> None:
+    def __init__(
+        self, open_files: OpenFiles, clock: Callable[[], float], waiter_window: float
+    ) -> None:
         self.by_key: dict[bytes, FileState] = {}
         self.waiting: set[FileState] = set()  # files that may have waiters (§9.4)
         self._open_files = open_files
+        self._clock = clock
+        self._waiter_window = waiter_window
 
     def get(self, file_key: bytes) -> FileState | None:
         return self.by_key.get(file_key)
@@ -82,9 +108,40 @@ class FileTable:
         ls.open.lock_states = (*ls.open.lock_states, ls)
         self.file(ls.open.file_key).add_lock_state(ls)
 
-    def add_waiter(self, fs: FileState, waiter: Waiter) -> None:
-        fs.add_waiter(waiter)
-        self.waiting.add(fs)
+    def may_grant(
+        self,
+        ls: LockState,
+        rng: ByteRange,
+        locktype: int,
+        yield_courteous: Callable[[Client, str], bool],
+    ) -> FileState:
+        """Check that `rng` may be granted to lock set `ls` (returning its file) or raise
+        NFS4ERR_DENIED / NFS4ERR_OPENMODE; the caller then grants it."""
+        write = is_write_lock(locktype)
+        need = OPEN4_SHARE_ACCESS_WRITE if write else OPEN4_SHARE_ACCESS_READ
+        if not ls.open.access & need:
+            raise E.NFS4ERR_OPENMODE("lock type not allowed by the open's access")
+        fs = self.live(ls.open.file_key)
+        who = holder(ls)
+        hit = find_conflict(fs, rng, write, who, yield_courteous)
+        if hit is not None:
+            self._note_denied(fs, who, rng, locktype)
+            raise E.NFS4ERR_DENIED(value=denied(hit))
+        waiter = fs.preferred_waiter(who, rng, write, self._clock())
+        if waiter is not None:
+            self._note_denied(fs, who, rng, locktype)
+            raise E.NFS4ERR_DENIED(value=waiter_denied(waiter))  # §9.4 fairness
+        fs.remove_waiter(who)
+        return fs
+
+    def _note_denied(self, fs: FileState, who: Holder, rng: ByteRange, locktype: int) -> None:
+        """Queue a denied blocking request; a denied non-blocking one leaves the queue (§9.4)."""
+        if is_blocking_lock(locktype):
+            expires = self._clock() + self._waiter_window
+            fs.add_waiter(Waiter(who[0], who[1], rng, is_write_lock(locktype), expires))
+            self.waiting.add(fs)
+        else:
+            fs.remove_waiter(who)
 
     def drop_client_waiters(self, clientid: int) -> None:
         for fs in list(self.waiting):
@@ -100,6 +157,15 @@ class FileTable:
                 self.waiting.discard(fs)
             if fs.is_empty():
                 del self.by_key[key]
+
+    def sweep_owners(self, client: Client, idle_before: float) -> None:
+        """Cancel unconfirmed opens and forget owners idle for a lease (§16.18.5, §9.1.10)."""
+        for oo in list(client.open_owners.values()):
+            if oo.last_used <= idle_before and (not oo.confirmed or not oo.opens):
+                self.release_open_owner(oo)
+        for name, lo in list(client.lock_owners.items()):
+            if not lo.lock_states and lo.last_used <= idle_before:
+                del client.lock_owners[name]
 
     def release_open_owner(self, oo: OpenOwner) -> None:
         for os in list(oo.opens.values()):

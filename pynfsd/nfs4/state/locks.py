@@ -30,11 +30,11 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from pynfsd.nfs4 import errors as E
-from pynfsd.nfs4.state.owners import HeldLock, LockOwner, LockState, OpenState
+from pynfsd.nfs4.state.owners import Client, HeldLock, LockOwner, LockState, OpenState
 from pynfsd.nfs4.state.types import (
     LOCK_TYPES,
     NFS4_UINT64_MAX,
@@ -331,3 +331,17 @@ def denied(hit: Hit) -> LockDenied:
 def waiter_denied(w: Waiter) -> LockDenied:
     locktype = WRITE_LT if w.write else READ_LT
     return LockDenied(w.range.start, w.range.length, locktype, w.clientid, w.owner)
+
+
+def find_conflict(
+    fs: FileState,
+    rng: ByteRange,
+    write: bool,
+    who: Holder,
+    yield_courteous: Callable[[Client, str], bool],
+) -> Hit | None:
+    """The first conflicting lock of another lock-owner; courteous holders yield (§9.6.3.1)."""
+    while True:
+        hit = fs.find_conflict(rng, write, skip=who)
+        if hit is None or not yield_courteous(hit[0].owner.client, "a lock"):
+            return hit

@@ -29,20 +29,16 @@ from pynfsd.nfs4.state.leases import (
     tombstone_error,
 )
 from pynfsd.nfs4.state.locks import (
-    FileState,
-    Hit,
-    Holder,
-    Waiter,
     check_new_locker_seqid,
     denied,
-    holder,
+    find_conflict,
     lock_args,
-    waiter_denied,
 )
 from pynfsd.nfs4.state.opens import (
+    check_downgrade,
     check_share_args,
-    is_union_of_subset,
-    locks_fit_access,
+    check_share_conflicts,
+    check_special_io,
     subset_mask,
 )
 from pynfsd.nfs4.state.owners import (
@@ -58,7 +54,6 @@ from pynfsd.nfs4.state.owners import (
 )
 from pynfsd.nfs4.state.types import (
     ANONYMOUS_STATEID,
-    OPEN4_SHARE_ACCESS_READ,
     OPEN4_SHARE_ACCESS_WRITE,
     READ_BYPASS_STATEID,
     ByteRange,
@@ -74,7 +69,6 @@ from pynfsd.nfs4.state.types import (
     ReplayedResult,
     StateCounts,
     Stateid,
-    is_blocking_lock,
     is_special_other,
     is_write_lock,
 )
@@ -135,7 +129,9 @@ class StateManager:
             self._store,
             self._drop_state,
         )
-        self.files = FileTable(open_files if open_files is not None else NoOpenFiles())
+        self.files = FileTable(
+            open_files if open_files is not None else NoOpenFiles(), clock, self.waiter_window
+        )
 
     # -- client ids (§16.33, §16.34, §16.28) ----------------------------------------------
 
@@ -251,12 +247,7 @@ class StateManager:
         if oo is None or oo.cancelled:
             oo = self.open_owner(clientid, owner, 0)
         fs = self.files.live(file_key)
-        sharing = fs.opens if deny or fs.denying else ()  # no deny anywhere: nothing to check
-        for other in list(sharing):  # §9.9: no exception for the same open-owner
-            if other.closed or not (access & other.deny or deny & other.access):
-                continue
-            if not self._yield_courteous(other.owner.client, "a share reservation"):
-                raise E.NFS4ERR_SHARE_DENIED()
+        check_share_conflicts(fs, access, deny, self._yield_courteous)
         if reclaim:
             oo.confirmed = True  # §9.1.11: MUST NOT require confirmation on reclaim
         stateid = self.files.upgrade_or_create(oo, fs, file_key, access, deny)
@@ -285,10 +276,7 @@ class StateManager:
         check_share_args(access, deny)
         os = self._resolve(stateid, file_key, OpenState)
         assert isinstance(os, OpenState)
-        if not is_union_of_subset(os.modes, access, deny):
-            raise E.NFS4ERR_INVAL("not a union of previous OPEN modes")  # §16.19.4
-        if not locks_fit_access(os, access):
-            raise E.NFS4ERR_LOCKS_HELD()  # §16.19.4
+        check_downgrade(os, access, deny)
         os.access = access
         self.files.file(os.file_key).set_deny(os, deny)
         os.modes &= subset_mask(access, deny)
@@ -342,14 +330,9 @@ class StateManager:
     def _check_anonymous(self, file_key: bytes, write: bool) -> None:
         """Special stateids are refused by a conflicting deny reservation (§9.1.4.3, §9.10)."""
         fs = self.files.get(file_key)
-        if fs is None:
-            return
-        self.files.reap(fs)
-        bit = OPEN4_SHARE_ACCESS_WRITE if write else OPEN4_SHARE_ACCESS_READ
-        for os in list(fs.opens if fs.denying else ()):
-            if os.deny & bit and not os.closed:
-                if not self._yield_courteous(os.owner.client, "I/O with a special stateid"):
-                    raise E.NFS4ERR_LOCKED("denied by a share reservation")
+        if fs is not None:
+            self.files.reap(fs)
+            check_special_io(fs, write, self._yield_courteous)
 
     # -- LOCK, LOCKT, LOCKU, RELEASE_LOCKOWNER (§16.10-§16.12, §16.37) ------------------------
 
@@ -414,7 +397,7 @@ class StateManager:
     def _grant(self, ls: LockState, rng: ByteRange, locktype: int) -> Stateid:
         """Lock `rng` for lock set `ls` (attached now if new) or raise NFS4ERR_DENIED; the
         lock stateid: seqid 1 for a new set, else bumped (§9.1.4.2)."""
-        fs = self._may_grant(ls, rng, locktype)
+        fs = self.files.may_grant(ls, rng, locktype, self._yield_courteous)
         if ls in ls.owner.lock_states:
             fs.lock(ls, rng, is_write_lock(locktype))
             return ls.bump()
@@ -440,7 +423,7 @@ class StateManager:
         if fs is None:
             return
         self.files.reap(fs)
-        hit = self._find_conflict(fs, rng, is_write_lock(locktype), (clientid, owner))
+        hit = find_conflict(fs, rng, is_write_lock(locktype), (clientid, owner), self._yield_courteous)
         if hit is not None:
             raise E.NFS4ERR_DENIED(value=denied(hit))
 
@@ -471,41 +454,6 @@ class StateManager:
             self.files.release_lock_state(ls)
         del client.lock_owners[owner]
 
-    def _may_grant(self, ls: LockState, rng: ByteRange, locktype: int) -> FileState:
-        """Check that `rng` may be granted to lock set `ls` (returning its file) or raise
-        NFS4ERR_DENIED / NFS4ERR_OPENMODE; the caller then grants it."""
-        write = is_write_lock(locktype)
-        need = OPEN4_SHARE_ACCESS_WRITE if write else OPEN4_SHARE_ACCESS_READ
-        if not ls.open.access & need:
-            raise E.NFS4ERR_OPENMODE("lock type not allowed by the open's access")
-        fs = self.files.live(ls.open.file_key)
-        who = holder(ls)
-        hit = self._find_conflict(fs, rng, write, who)
-        if hit is not None:
-            self._note_denied(fs, who, rng, locktype)
-            raise E.NFS4ERR_DENIED(value=denied(hit))
-        waiter = fs.preferred_waiter(who, rng, write, self.clock())
-        if waiter is not None:
-            self._note_denied(fs, who, rng, locktype)
-            raise E.NFS4ERR_DENIED(value=waiter_denied(waiter))  # §9.4 fairness
-        fs.remove_waiter(who)
-        return fs
-
-    def _find_conflict(self, fs: FileState, rng: ByteRange, write: bool, who: Holder) -> Hit | None:
-        """The first conflicting lock of another lock-owner; courteous holders yield."""
-        while True:
-            hit = fs.find_conflict(rng, write, skip=who)
-            if hit is None or not self._yield_courteous(hit[0].owner.client, "a lock"):
-                return hit
-
-    def _note_denied(self, fs: FileState, who: Holder, rng: ByteRange, locktype: int) -> None:
-        """Queue a denied blocking request; a denied non-blocking one leaves the queue (§9.4)."""
-        if is_blocking_lock(locktype):
-            expires = self.clock() + self.waiter_window
-            self.files.add_waiter(fs, Waiter(who[0], who[1], rng, is_write_lock(locktype), expires))
-        else:
-            fs.remove_waiter(who)
-
     # -- admin ----------------------------------------------------------------------------
 
     def sweep(self) -> int:
@@ -516,7 +464,7 @@ class StateManager:
         courteous: list[Client] = []
         for client in list(self.clients.confirmed.values()):
             if not self.leases.lapsed(client):
-                self._sweep_owners(client, now)
+                self.files.sweep_owners(client, now - self.enforced_lease)
             elif self.leases.courteous(client):
                 courteous.append(client)
             else:
@@ -528,16 +476,6 @@ class StateManager:
         self.clients.expire_unconfirmed(now)
         self.files.sweep(now)
         return expired
-
-    def _sweep_owners(self, client: Client, now: float) -> None:
-        """Cancel unconfirmed opens and forget owners idle for a lease (§16.18.5, §9.1.10)."""
-        idle_before = now - self.enforced_lease
-        for oo in list(client.open_owners.values()):
-            if oo.last_used <= idle_before and (not oo.confirmed or not oo.opens):
-                self.files.release_open_owner(oo)
-        for name, lo in list(client.lock_owners.items()):
-            if not lo.lock_states and lo.last_used <= idle_before:
-                del client.lock_owners[name]
 
     def revoke_client(self, clientid: int) -> bool:
         """Drop all state of a client; its stateids then give NFS4ERR_ADMIN_REVOKED (§9.8)."""
