@@ -15,7 +15,8 @@ from state_support import (
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state import ANONYMOUS_STATEID, READ_BYPASS_STATEID, Stateid
 from pynfsd.nfs4.state.owners import OpenOwner
-from pynfsd.nfs4.state.types import NullClientStore, ReplayedResult, next_seqid, seqid_earlier
+from pynfsd.nfs4.state.store import NullClientStore
+from pynfsd.nfs4.state.types import ReplayedResult, next_seqid, seqid_earlier
 
 R, W, RW = 1, 2, 3
 OP_OPEN, OP_CLOSE = 18, 4

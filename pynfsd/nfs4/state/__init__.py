@@ -71,11 +71,11 @@ early.
 from pynfsd.nfs4.state.manager import StateManager
 from pynfsd.nfs4.state.opens import check_share_args
 from pynfsd.nfs4.state.owners import StateOwner
+from pynfsd.nfs4.state.store import ClientStore
 from pynfsd.nfs4.state.types import (
     ANONYMOUS_STATEID,
     READ_BYPASS_STATEID,
     ClientInfo,
-    ClientStore,
     LockDenied,
     OpenResult,
     ReplayedResult,

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state.leases import REPLACED
 from pynfsd.nfs4.state.owners import Client
-from pynfsd.nfs4.state.types import ClientStore, SetClientIdResult
+from pynfsd.nfs4.state.store import ClientStore
+from pynfsd.nfs4.state.types import SetClientIdResult
 
 MAX_TOMBSTONES = 4096
 MAX_UNCONFIRMED = 4096

@@ -15,6 +15,7 @@ the injected clock.  Not thread-safe; no I/O.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state.locks import (
@@ -33,11 +34,31 @@ from pynfsd.nfs4.state.types import (
     OPEN4_SHARE_ACCESS_READ,
     OPEN4_SHARE_ACCESS_WRITE,
     ByteRange,
-    OpenFiles,
     Stateid,
     is_blocking_lock,
     is_write_lock,
 )
+
+
+class OpenFiles(Protocol):
+    """Told when a file gets its first open and loses its last one (`hold` / `release`),
+    so that the file stays usable by its open stateids after its last link is removed, as
+    knfsd holds the open file (the server's holds it in the backend).  Called on the event
+    loop thread; errors are the implementation's to handle."""
+
+    def hold(self, file_key: bytes) -> None: ...
+
+    def release(self, file_key: bytes) -> None: ...
+
+
+class NoOpenFiles:
+    """`OpenFiles` that holds nothing (tests of the state manager alone)."""
+
+    def hold(self, file_key: bytes) -> None:
+        return None
+
+    def release(self, file_key: bytes) -> None:
+        return None
 
 
 class FileTable:

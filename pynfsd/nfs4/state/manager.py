@@ -15,8 +15,8 @@ from contextlib import contextmanager
 
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state.clients import ClientTable
-from pynfsd.nfs4.state.files import FileTable
-from pynfsd.nfs4.state.grace import check_reclaim
+from pynfsd.nfs4.state.files import FileTable, NoOpenFiles, OpenFiles
+from pynfsd.nfs4.state.grace import FixedGrace, GraceTracker, check_reclaim
 from pynfsd.nfs4.state.leases import (
     ADMIN_REVOKED,
     COURTESY_LIMIT,
@@ -52,19 +52,14 @@ from pynfsd.nfs4.state.owners import (
     StateOwner,
     check_stateid,
 )
+from pynfsd.nfs4.state.store import ClientStore, NullClientStore
 from pynfsd.nfs4.state.types import (
     ANONYMOUS_STATEID,
     OPEN4_SHARE_ACCESS_WRITE,
     READ_BYPASS_STATEID,
     ByteRange,
     ClientInfo,
-    ClientStore,
-    FixedGrace,
-    GraceTracker,
     LockDenied,
-    NoOpenFiles,
-    NullClientStore,
-    OpenFiles,
     OpenResult,
     ReplayedResult,
     StateCounts,

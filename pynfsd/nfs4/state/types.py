@@ -1,17 +1,17 @@
 """Value types shared by the NFSv4.0 state manager (see `pynfsd.nfs4.state` for the theory).
 
 Everything here is a plain value: stateids, the results the state manager hands back to the
-op layer, byte-range arithmetic (RFC 7530 §16.10.4), seqid arithmetic (§9.1.3), and the
-hook interfaces (`ClientStore`) through which later work adds stable storage and grace.
+op layer, byte-range arithmetic (RFC 7530 §16.10.4) and seqid arithmetic (§9.1.3).  The hook
+interfaces live with their concept: `ClientStore` in `store`, `GraceTracker` in `grace`,
+`OpenFiles` in `files`.
 """
 
 from __future__ import annotations
 
 import struct
 from bisect import bisect_left, bisect_right
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
 
 from pynfsd.nfs4 import errors as E
 
@@ -270,119 +270,3 @@ class StateCounts:
     opens: int
     lock_states: int
     locks: int
-
-
-# runs a blocking callable in a worker thread (NFSServer.run_blocking)
-RunBlocking = Callable[[Callable[[], None]], Awaitable[None]]
-
-
-class ClientStore(Protocol):
-    """Stable storage of client records (the embedded one is `pynfsd.nfs4.state.store`).
-
-    The state manager calls the synchronous hooks on the event loop thread; they must not
-    block (a store queues its I/O and performs it in `sync`, which the op layer awaits before
-    replying to the operation whose record must be durable):
-
-    - `client_confirmed`: a client id was confirmed (stores may ignore it);
-    - `client_has_state`: a confirmed client got its first open of this server boot: record it;
-    - `client_removed`: the client's state went (expiry, revocation, a rebooted client's new
-      incarnation): forget its record, and it may no longer reclaim in this boot;
-    - `may_reclaim`: whether a client id string held state before the restart (grace, §9.6.2);
-    - `grace_done`: the grace period ended: records of clients that did not come back go, so
-      they cannot reclaim after a later restart (§9.6.3.4.3, second edge condition).
-    """
-
-    def client_confirmed(self, ownerid: bytes, principal: str) -> None: ...
-
-    def client_has_state(self, ownerid: bytes, principal: str) -> None: ...
-
-    def client_removed(self, ownerid: bytes) -> None: ...
-
-    def may_reclaim(self, ownerid: bytes) -> bool: ...
-
-    def grace_done(self) -> None: ...
-
-    async def sync(self, run_blocking: RunBlocking) -> None: ...
-
-
-class NullClientStore:
-    """A `ClientStore` that remembers nothing: no client may reclaim."""
-
-    def client_confirmed(self, ownerid: bytes, principal: str) -> None:
-        return None
-
-    def client_has_state(self, ownerid: bytes, principal: str) -> None:
-        return None
-
-    def client_removed(self, ownerid: bytes) -> None:
-        return None
-
-    def may_reclaim(self, ownerid: bytes) -> bool:
-        return False
-
-    def grace_done(self) -> None:
-        return None
-
-    async def sync(self, run_blocking: RunBlocking) -> None:
-        return None
-
-
-class OpenFiles(Protocol):
-    """Told when a file gets its first open and loses its last one (`hold` / `release`),
-    so that the file stays usable by its open stateids after its last link is removed, as
-    knfsd holds the open file (the server's holds it in the backend).  Called on the event
-    loop thread; errors are the implementation's to handle."""
-
-    def hold(self, file_key: bytes) -> None: ...
-
-    def release(self, file_key: bytes) -> None: ...
-
-
-class NoOpenFiles:
-    """`OpenFiles` that holds nothing (tests of the state manager alone)."""
-
-    def hold(self, file_key: bytes) -> None:
-        return None
-
-    def release(self, file_key: bytes) -> None:
-        return None
-
-
-class GraceTracker(Protocol):
-    """The grace period as the state manager sees it (the real one is `pynfsd.nfs4.state.grace`).
-
-    `in_grace` answers whether only reclaims are served now; the other hooks report each
-    recorded client's progress so grace can end early once none can still reclaim.
-    """
-
-    def in_grace(self) -> bool: ...
-
-    def client_confirmed(self, ownerid: bytes) -> None: ...
-
-    def reclaimed(self, ownerid: bytes) -> None: ...
-
-    def non_reclaim(self, ownerid: bytes) -> None: ...
-
-    def client_gone(self, ownerid: bytes) -> None: ...
-
-
-class FixedGrace:
-    """A `GraceTracker` that only asks a callable whether grace is on (tests, no tracking)."""
-
-    def __init__(self, in_grace: Callable[[], bool] | None = None) -> None:
-        self._in_grace = in_grace if in_grace is not None else (lambda: False)
-
-    def in_grace(self) -> bool:
-        return self._in_grace()
-
-    def client_confirmed(self, ownerid: bytes) -> None:
-        return None
-
-    def reclaimed(self, ownerid: bytes) -> None:
-        return None
-
-    def non_reclaim(self, ownerid: bytes) -> None:
-        return None
-
-    def client_gone(self, ownerid: bytes) -> None:
-        return None
