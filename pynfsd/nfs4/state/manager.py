@@ -29,6 +29,7 @@ from pynfsd.nfs4.state.leases import (
     tombstone_error,
 )
 from pynfsd.nfs4.state.locks import (
+    LockState,
     check_new_locker_seqid,
     denied,
     find_conflict,
@@ -42,16 +43,13 @@ from pynfsd.nfs4.state.opens import (
     subset_mask,
 )
 from pynfsd.nfs4.state.owners import (
-    AnyState,
     Client,
     LockOwner,
-    LockState,
     OpenOwner,
     OpenState,
-    StateKind,
     StateOwner,
-    check_stateid,
 )
+from pynfsd.nfs4.state.stateids import AnyState, StateKind, check_stateid
 from pynfsd.nfs4.state.store import ClientStore, NullClientStore
 from pynfsd.nfs4.state.types import (
     ANONYMOUS_STATEID,

@@ -1,25 +1,26 @@
-"""State records of the NFSv4.0 state manager: clients, state-owners, opens and lock sets.
+"""State records of the NFSv4.0 state manager: clients, state-owners and opens.
 
 These are slotted records with no behaviour beyond their own invariants; the rules that
-span records live in `pynfsd.nfs4.state`.  The one piece of protocol here is the state-owner
-seqid machine of RFC 7530 §9.1.7/§9.1.8: `check_seqid` before executing a seqid-bearing
+span records live in the package's other modules (lock sets are in `locks`).  The one piece
+of protocol here is the state-owner seqid machine of RFC 7530 §9.1.7/§9.1.8: `check_seqid` before executing a seqid-bearing
 operation, `record_result` after it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state.types import (
     NON_ADVANCING_STATUSES,
-    ByteRange,
-    LockSet,
     ReplayedResult,
     Stateid,
     next_seqid,
-    seqid_earlier,
 )
+
+if TYPE_CHECKING:
+    from pynfsd.nfs4.state.locks import LockState
 
 
 @dataclass(slots=True, eq=False)
@@ -154,65 +155,3 @@ class OpenState:
     def bump(self) -> Stateid:
         self.seqid = next_seqid(self.seqid)  # §9.1.4.2
         return self.stateid()
-
-
-@dataclass(frozen=True, slots=True)
-class HeldLock:
-    """One granted byte range of a lock set, as views (`LockState.locks`) show it."""
-
-    range: ByteRange
-    write: bool
-
-
-@dataclass(slots=True, eq=False)
-class LockState(LockSet):
-    """The byte-range locks of one lock-owner on one file under one open (§9.1.4.1).
-
-    The ranges are the `LockSet` it extends; change them only through the file's
-    `FileState`, which keeps its conflict index in step.
-    """
-
-    index: int
-    seqid: int
-    owner: LockOwner
-    open: OpenState
-
-    def __post_init__(self) -> None:
-        LockSet.__init__(self)
-
-    @property
-    def closed(self) -> bool:
-        return self.open.closed
-
-    @property
-    def locks(self) -> list[HeldLock]:
-        """The ranges as `HeldLock` values (built on demand, for views and tests)."""
-        return [HeldLock(ByteRange(s, e), w) for s, e, w in self.ranges()]
-
-    def stateid(self) -> Stateid:
-        return Stateid(self.seqid, self.owner.client.stateid_other(self.index))
-
-    def bump(self) -> Stateid:
-        self.seqid = next_seqid(self.seqid)  # §9.1.4.2
-        return self.stateid()
-
-
-AnyState = OpenState | LockState
-StateKind = type[OpenState] | type[LockState] | tuple[type[OpenState], type[LockState]]
-
-
-def check_stateid(
-    state: AnyState, stateid: Stateid, file_key: bytes | None, kind: StateKind, unconfirmed_ok: bool
-) -> None:
-    """Validate a located stateid for an operation, in the order of §9.1.4.4."""
-    open_state = state if isinstance(state, OpenState) else state.open
-    if file_key is not None and open_state.file_key != file_key:
-        raise E.NFS4ERR_BAD_STATEID("stateid is for another file")
-    if not isinstance(state, kind) or state.closed:
-        raise E.NFS4ERR_BAD_STATEID("wrong stateid type for this operation")
-    if open_state.owner.cancelled or (not open_state.owner.confirmed and not unconfirmed_ok):
-        raise E.NFS4ERR_BAD_STATEID("open not confirmed")  # §16.18.5
-    if stateid.seqid != state.seqid:
-        if seqid_earlier(stateid.seqid, state.seqid):
-            raise E.NFS4ERR_OLD_STATEID()
-        raise E.NFS4ERR_BAD_STATEID("stateid seqid from the future")
