@@ -1,9 +1,11 @@
 """The `StateManager` facade: the one entry point of the op layer into NFSv4.0 state.
 
 Theory of operation: see the package docstring (`pynfsd.nfs4.state`).  The manager holds the
-client table, the lease clock and the per-file state, and delegates each concept to its module
-(`clients`, `leases`, `owners`, `opens`, `locks`); stable storage and grace come in through
-the `ClientStore` and `GraceTracker` hooks.
+client table, the leases and the per-file table, and delegates each concept to its module
+(`clients`, `leases`, `owners`, `opens`, `locks`, `files`, `stateids`); what stays here is
+what crosses concepts: a lapsed client's courtesy and expiry, and the order of checks of
+each operation.  Stable storage and grace come in through the `ClientStore` (`store`) and
+`GraceTracker` (`grace`) hooks.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def boot_tag_of(server_boot_id: bytes) -> int:
 
 
 class StateManager:
-    """All NFSv4.0 locking state of one server boot (see the module docstring)."""
+    """All NFSv4.0 locking state of one server boot (see the package docstring)."""
 
     def __init__(
         self,

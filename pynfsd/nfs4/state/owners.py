@@ -2,8 +2,8 @@
 
 These are slotted records with no behaviour beyond their own invariants; the rules that
 span records live in the package's other modules (lock sets are in `locks`).  The one piece
-of protocol here is the state-owner seqid machine of RFC 7530 §9.1.7/§9.1.8: `check_seqid` before executing a seqid-bearing
-operation, `record_result` after it.
+of protocol here is the state-owner seqid machine of RFC 7530 §9.1.7/§9.1.8: `check_seqid`
+before executing a seqid-bearing operation, `record_result` after it.
 """
 
 from __future__ import annotations
