@@ -5,7 +5,7 @@
 ``/proc/PID/status``; clients come over TCP connections.  `InProcessTarget` builds an
 `NFSServer` in this process and runs COMPOUNDs straight through it (no sockets); its probe is
 tracemalloc, counting only the live allocations made under the state manager's modules
-(``pynfsd/nfs4/state*.py``) and, as a wider figure, under any server-side package.
+(``pynfsd/nfs4/state/*.py``) and, as a wider figure, under any server-side package.
 
 Both export a fresh temporary directory through a `LocalBackend`, with a long lease so no
 client lapses during a long run.
@@ -30,7 +30,7 @@ from pynfsd.client.rpc import AuthSysCred
 from tests.serverproc import HOST, ServerProcess
 
 LEASE = 3600
-STATE_FILTER = "*/pynfsd/nfs4/state*.py"
+STATE_FILTER = "*/pynfsd/nfs4/state/*.py"
 SERVER_FILTERS = ("*/pynfsd/nfs4/*", "*/pynfsd/rpc/*", "*/pynfsd/fs/*", "*/pynfsd/exports/*")
 TRACE_FRAMES = 12
 

@@ -36,11 +36,11 @@ from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from pynfsd import __version__
-from pynfsd.nfs4.state_clients import printable_id
+from pynfsd.nfs4.state.clients import printable_id
 
 if TYPE_CHECKING:
     from pynfsd.nfs4.server import NFSServer
-    from pynfsd.nfs4.state_owners import Client
+    from pynfsd.nfs4.state.owners import Client
     from pynfsd.rpc.connections import ConnectionTable
     from pynfsd.rpc.drc import ReplyCache
 

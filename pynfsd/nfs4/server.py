@@ -28,13 +28,13 @@ from pynfsd.gen import nfs4 as N
 from pynfsd.idmap import IdMapper
 from pynfsd.nfs4 import compound
 from pynfsd.nfs4.callback import CallbackClient, CallbackTarget, ServerGssIdentity
-from pynfsd.nfs4.clientstore import FileClientStore
 from pynfsd.nfs4.crossing import OnceLog
 from pynfsd.nfs4.executor import BlockingPool
 from pynfsd.nfs4.fh import KIND_EXPORT, decode_fh
-from pynfsd.nfs4.grace import GracePeriod
 from pynfsd.nfs4.state import StateManager
-from pynfsd.nfs4.state_leases import enforced_lease
+from pynfsd.nfs4.state.grace import GracePeriod
+from pynfsd.nfs4.state.leases import enforced_lease
+from pynfsd.nfs4.state.store import FileClientStore
 from pynfsd.nfs4.vfs import ClientView, Vfs
 from pynfsd.rpc.errors import GarbageArgs
 from pynfsd.rpc.server import RpcCall, RpcServer

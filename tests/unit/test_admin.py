@@ -34,7 +34,7 @@ from nfs4_fixtures import (
 from pynfsd import admin
 from pynfsd.client.nfs4 import Nfs4Client, Nfs4Failure, op
 from pynfsd.gen import nfs4 as N
-from pynfsd.nfs4.state_leases import enforced_lease
+from pynfsd.nfs4.state.leases import enforced_lease
 
 WEB = b"Linux NFSv4.0 web-1"
 ENFORCED = enforced_lease(LEASE)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from nfs4_fixtures import export_root, make_world, new_clientid, open_file
 
-from pynfsd.nfs4.clientstore import (
+from pynfsd.nfs4.state.store import (
     TEMP_PREFIX,
     ClientRecord,
     FileClientStore,

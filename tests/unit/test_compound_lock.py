@@ -24,7 +24,7 @@ from nfs4_fixtures import (
 
 from pynfsd.client.nfs4 import Nfs4Client, op
 from pynfsd.gen import nfs4 as N
-from pynfsd.nfs4.state_leases import enforced_lease
+from pynfsd.nfs4.state.leases import enforced_lease
 
 READ_LT, WRITE_LT = N.READ_LT, N.WRITE_LT
 EOF = N.NFS4_UINT64_MAX

@@ -21,16 +21,16 @@ from nfs4_fixtures import (
     open_file,
     ops,
 )
-from test_state_support import LEASE, CountingRng, ManualClock, new_client
+from state_support import LEASE, CountingRng, ManualClock, new_client
 
 from pynfsd.client.nfs4 import in_process, op
 from pynfsd.fs.backend import Backend
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors as E
-from pynfsd.nfs4.clientstore import FileClientStore
-from pynfsd.nfs4.grace import GracePeriod
 from pynfsd.nfs4.server import NFSServer
 from pynfsd.nfs4.state import ANONYMOUS_STATEID, READ_BYPASS_STATEID, StateManager
+from pynfsd.nfs4.state.grace import GracePeriod
+from pynfsd.nfs4.state.store import FileClientStore
 
 R, WRITE_LT = 1, 2
 

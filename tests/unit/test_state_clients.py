@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_state_support import (
+from state_support import (
     ENFORCED,
     LEASE,
     CountingRng,
@@ -15,8 +15,8 @@ from test_state_support import (
 
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state import StateManager
-from pynfsd.nfs4.state_clients import MAX_TOMBSTONES
-from pynfsd.nfs4.state_leases import enforced_lease
+from pynfsd.nfs4.state.clients import MAX_TOMBSTONES
+from pynfsd.nfs4.state.leases import enforced_lease
 
 
 def has_opens(sm: StateManager, clientid: int) -> bool:

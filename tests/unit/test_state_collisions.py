@@ -8,11 +8,11 @@ from __future__ import annotations
 import logging
 
 import pytest
-from test_state_support import ENFORCED, make_world, new_client, open_confirmed
+from state_support import ENFORCED, make_world, new_client, open_confirmed
 
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state import StateManager
-from pynfsd.nfs4.state_clients import (
+from pynfsd.nfs4.state.clients import (
     COLLISION_WARN_INTERVAL,
     MAX_COLLIDING_IDS,
     CollisionTracker,

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_state_support import ENFORCED, World, make_world, new_client, open_confirmed
+from state_support import ENFORCED, World, make_world, new_client, open_confirmed
 
 from pynfsd.nfs4 import errors as E
-from pynfsd.nfs4.clientstore import FileClientStore, record_name
 from pynfsd.nfs4.state import ANONYMOUS_STATEID, Stateid
-from pynfsd.nfs4.state_leases import COURTESY_LIMIT
+from pynfsd.nfs4.state.leases import COURTESY_LIMIT
+from pynfsd.nfs4.state.store import FileClientStore, record_name
 
 READ, WRITE = 1, 2  # READ_LT, WRITE_LT
 RW, DENY_NONE, DENY_WRITE = 3, 0, 2

@@ -4,13 +4,13 @@ LOCKT (§16.11), LOCKU (§16.12), RELEASE_LOCKOWNER (§16.37) and blocking fairn
 from __future__ import annotations
 
 import pytest
-from test_state_support import ENFORCED, LEASE, World, make_world, new_client, open_confirmed
+from state_support import ENFORCED, LEASE, World, make_world, new_client, open_confirmed
 
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state import Stateid
-from pynfsd.nfs4.state_locks import apply_lock, merge, subtract
-from pynfsd.nfs4.state_owners import HeldLock, LockOwner
-from pynfsd.nfs4.state_types import (
+from pynfsd.nfs4.state.locks import HeldLock, apply_lock, merge, subtract
+from pynfsd.nfs4.state.owners import LockOwner
+from pynfsd.nfs4.state.types import (
     LENGTH_TO_EOF,
     NFS4_UINT64_MAX,
     ByteRange,

@@ -7,18 +7,25 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_state_support import make_world, new_client, open_confirmed
+from state_support import make_world, new_client, open_confirmed
 
 from pynfsd.nfs4 import errors as E
-from pynfsd.nfs4.state_locks import INDEX_AT, FileState, apply_lock, subtract
-from pynfsd.nfs4.state_owners import HeldLock, LockOwner, LockState
-from pynfsd.nfs4.state_types import (
+from pynfsd.nfs4.state.locks import (
+    INDEX_AT,
+    FileState,
+    HeldLock,
+    LockSet,
+    LockState,
+    Range,
+    apply_lock,
+    subtract,
+)
+from pynfsd.nfs4.state.owners import LockOwner
+from pynfsd.nfs4.state.types import (
     LENGTH_TO_EOF,
     NFS4_UINT64_MAX,
     ByteRange,
     LockDenied,
-    LockSet,
-    Range,
 )
 
 MAX = NFS4_UINT64_MAX
@@ -156,7 +163,7 @@ def test_shared_file_conflicts_through_the_index() -> None:
     for i, c in enumerate(clients):
         sid = open_confirmed(w.sm, c, b"oo", b"f")
         lsids.append(w.sm.lock_new(sid, b"lo", 1, b"f", WRITE, i * 64, 16))
-    assert w.sm._files[b"f"].index is not None
+    assert w.sm.files.by_key[b"f"].index is not None
     with pytest.raises(E.NFS4ERR_DENIED) as info:
         w.sm.lock_existing(lsids[0], b"f", WRITE, 5 * 64 + 15, LENGTH_TO_EOF)
     assert info.value.value == LockDenied(5 * 64, 16, WRITE, clients[5], b"lo")

@@ -4,7 +4,7 @@ CLOSE (§16.2) and stateid validation for I/O (§9.1.4)."""
 from __future__ import annotations
 
 import pytest
-from test_state_support import (
+from state_support import (
     ENFORCED,
     make_world,
     new_client,
@@ -14,8 +14,9 @@ from test_state_support import (
 
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state import ANONYMOUS_STATEID, READ_BYPASS_STATEID, Stateid
-from pynfsd.nfs4.state_owners import OpenOwner
-from pynfsd.nfs4.state_types import NullClientStore, ReplayedResult, next_seqid, seqid_earlier
+from pynfsd.nfs4.state.owners import OpenOwner
+from pynfsd.nfs4.state.store import NullClientStore
+from pynfsd.nfs4.state.types import ReplayedResult, next_seqid, seqid_earlier
 
 R, W, RW = 1, 2, 3
 OP_OPEN, OP_CLOSE = 18, 4

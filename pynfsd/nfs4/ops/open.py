@@ -15,8 +15,7 @@ from pynfsd.nfs4.ops.attr import apply_setattrs
 from pynfsd.nfs4.ops.dirs import change_info
 from pynfsd.nfs4.ops.names import check_name
 from pynfsd.nfs4.ops.seqid import sequenced, to_stateid, to_stateid4
-from pynfsd.nfs4.state import Stateid
-from pynfsd.nfs4.state_shares import check_share_args
+from pynfsd.nfs4.state import Stateid, check_share_args
 from pynfsd.nfs4.vfs import Obj
 
 OPEN4_SHARE_ACCESS_READ = 1

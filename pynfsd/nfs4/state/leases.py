@@ -18,9 +18,9 @@ import logging
 from collections.abc import Callable, Collection
 
 from pynfsd.nfs4 import errors as E
-from pynfsd.nfs4.state_locks import count_locks
-from pynfsd.nfs4.state_owners import Client
-from pynfsd.nfs4.state_types import ClientInfo, StateCounts
+from pynfsd.nfs4.state.locks import count_locks
+from pynfsd.nfs4.state.owners import Client
+from pynfsd.nfs4.state.types import ClientInfo, StateCounts
 
 log = logging.getLogger("pynfsd.nfs4.state")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pynfsd.nfs4.state import Stateid, StateManager
-from pynfsd.nfs4.state_leases import enforced_lease
-from pynfsd.nfs4.state_types import OPEN4_SHARE_ACCESS_BOTH, OPEN4_SHARE_DENY_NONE
+from pynfsd.nfs4.state.leases import enforced_lease
+from pynfsd.nfs4.state.types import OPEN4_SHARE_ACCESS_BOTH, OPEN4_SHARE_DENY_NONE
 
 LEASE = 90
 ENFORCED = enforced_lease(LEASE)  # 92 s: the lease plus min(10 %, 2 s)

@@ -30,9 +30,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from pynfsd.nfs4 import errors as E
-from pynfsd.nfs4.state_leases import REPLACED
-from pynfsd.nfs4.state_owners import Client
-from pynfsd.nfs4.state_types import ClientStore, SetClientIdResult
+from pynfsd.nfs4.state.leases import REPLACED
+from pynfsd.nfs4.state.owners import Client
+from pynfsd.nfs4.state.store import ClientStore
+from pynfsd.nfs4.state.types import SetClientIdResult
 
 MAX_TOMBSTONES = 4096
 MAX_UNCONFIRMED = 4096
@@ -41,7 +42,7 @@ MAX_USERS_PER_ID = 8  # (address, principal) pairs remembered per colliding id
 COLLISION_WARN_INTERVAL = 3600.0  # seconds between two warnings about one id
 LOG_ID_MAX = 128  # characters of a client id string shown in a log line
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pynfsd.nfs4.state_clients")  # the name operators filter on
 
 
 class ClientTable:

@@ -1,6 +1,6 @@
 """Stable storage of NFSv4.0 client records: the embedded file store (RFC 7530 §9.6.2, §9.6.3.4).
 
-The interface contract (`pynfsd.nfs4.state_types.ClientStore`)
+The interface contract (`ClientStore`, below)
 --------------------------------------------------------------
 A store answers one question after a restart: which clients held state before it, and so may
 reclaim in this boot's grace period.  The state manager drives it from the event loop thread:
@@ -42,14 +42,69 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
-from pynfsd.nfs4.state_types import RunBlocking
+log = logging.getLogger("pynfsd.nfs4.clientstore")  # the name operators filter on
 
-log = logging.getLogger(__name__)
+
+# runs a blocking callable in a worker thread (NFSServer.run_blocking)
+RunBlocking = Callable[[Callable[[], None]], Awaitable[None]]
+
+
+class ClientStore(Protocol):
+    """Stable storage of client records (the embedded one is `FileClientStore`).
+
+    The state manager calls the synchronous hooks on the event loop thread; they must not
+    block (a store queues its I/O and performs it in `sync`, which the op layer awaits before
+    replying to the operation whose record must be durable):
+
+    - `client_confirmed`: a client id was confirmed (stores may ignore it);
+    - `client_has_state`: a confirmed client got its first open of this server boot: record it;
+    - `client_removed`: the client's state went (expiry, revocation, a rebooted client's new
+      incarnation): forget its record, and it may no longer reclaim in this boot;
+    - `may_reclaim`: whether a client id string held state before the restart (grace, §9.6.2);
+    - `grace_done`: the grace period ended: records of clients that did not come back go, so
+      they cannot reclaim after a later restart (§9.6.3.4.3, second edge condition).
+    """
+
+    def client_confirmed(self, ownerid: bytes, principal: str) -> None: ...
+
+    def client_has_state(self, ownerid: bytes, principal: str) -> None: ...
+
+    def client_removed(self, ownerid: bytes) -> None: ...
+
+    def may_reclaim(self, ownerid: bytes) -> bool: ...
+
+    def grace_done(self) -> None: ...
+
+    async def sync(self, run_blocking: RunBlocking) -> None: ...
+
+
+class NullClientStore:
+    """A `ClientStore` that remembers nothing: no client may reclaim."""
+
+    def client_confirmed(self, ownerid: bytes, principal: str) -> None:
+        return None
+
+    def client_has_state(self, ownerid: bytes, principal: str) -> None:
+        return None
+
+    def client_removed(self, ownerid: bytes) -> None:
+        return None
+
+    def may_reclaim(self, ownerid: bytes) -> bool:
+        return False
+
+    def grace_done(self) -> None:
+        return None
+
+    async def sync(self, run_blocking: RunBlocking) -> None:
+        return None
+
 
 RECORD_VERSION = 1
 MAX_RECORD_BYTES = 16 * 1024  # a record is ~2.2 KiB at most (1024-byte co_ownerid in hex)

@@ -1,71 +1,11 @@
-"""The NFSv4.0 state manager: client ids, leases, opens, share reservations and byte-range locks.
+"""The `StateManager` facade: the one entry point of the op layer into NFSv4.0 state.
 
-Theory of operation
--------------------
-Sans-IO: the manager is driven only by calls from the op layer; it never reads the time or
-randomness itself (`clock()` in seconds and `rng(n)` are injected) and owns no tasks or timers.
-It is not thread-safe: call it from one thread (the event loop) or serialise the calls.
-
-Clients (`state_clients`).  SETCLIENTID/SETCLIENTID_CONFIRM follow every case of RFC 7530
-§16.33.5/§16.34.5.  A client id is `boot_tag << 32 | counter`, and a stateid's 12-byte `other`
-is `clientid (8) | per-client index (4)`, so ids minted by another server boot are recognised
-at once (NFS4ERR_STALE_CLIENTID / NFS4ERR_STALE_STATEID, §9.6.2) and a stateid leads straight
-to its client without a global table.
-
-Leases (§9.5).  Each confirmed client has one expiry time, pushed forward by every operation
-that uses a valid client id or non-special stateid.  The server *announces* `lease_time`
-(the lease_time attribute) and *enforces* `enforced_lease(lease_time)`: the lease plus a
-margin of 10 %, at most 2 s (`state_leases.lease_margin`), so a client renewing on time is
-not cut off by a delay and a crashed client's state blocks others barely longer than its lease.  A client whose lease is *pinned* (`pin`/`unpin`
-or `lease_held`, held by the COMPOUND that is using it) never lapses; unpinning renews it.
-
-Courtesy (§9.6.3.1).  A lapsed client that holds opens is *courteous*: it keeps its opens and
-locks, and if it comes back (RENEW, or any use of its client id or stateids) they are renewed
-as if nothing happened.  When another client's request conflicts with its state (a share
-reservation, a lock range, I/O refused by its deny mode, or a SETCLIENTID of its co_ownerid
-by another principal), the courteous client's lease is cancelled there and then: all its state
-goes, its ids get NFS4ERR_EXPIRED (§9.6.3.2) and the conflicting request proceeds.  Courtesy
-is bounded: a client lapsed for `courtesy_limit` seconds (24 h) is cancelled, and when more
-than `max_courteous` clients are courteous `sweep()` cancels the longest-lapsed first.  A
-lapsed client without opens is cancelled when next noticed.  A cancelled or revoked client
-leaves a bounded tombstone so its ids get NFS4ERR_EXPIRED / NFS4ERR_ADMIN_REVOKED instead of
-NFS4ERR_BAD_STATEID or NFS4ERR_STALE_CLIENTID; so does an incarnation replaced by its
-client's reboot (its stateids get NFS4ERR_EXPIRED, as knfsd and Ganesha answer).
-
-State-owners (§9.1.7-§9.1.9).  Seqid-bearing operations run in three steps in the op layer:
-get the owner (`open_owner` for OPEN, `owner_for_stateid` for CLOSE, OPEN_CONFIRM,
-OPEN_DOWNGRADE, LOCK and LOCKU), `owner.check_seqid(seqid, opnum)` (returns the stored reply
-of a retransmission, raises NFS4ERR_BAD_SEQID), run the operation, then
-`owner.record_result(seqid, result, status, opnum)` whatever the outcome; the seqid does not
-advance for the statuses §9.1.7 lists.  For LOCK with a new lock-owner, the open-owner's
-sequence governs replay and `lock_seqid` initialises the lock-owner (§16.10.5); for a
-lock-owner already known it must be its next seqid, and its lock set on that open, if any,
-is extended (as knfsd does, where §16.10.5 says NFS4ERR_BAD_SEQID).
-New open-owners are unconfirmed until OPEN_CONFIRM (§9.1.11, §16.18); another OPEN on an
-unconfirmed owner that is not a retransmission, or a bad seqid, cancels its opens (§16.18.5).
-A CLOSEd stateid is retained until the owner's next sequenced request so that a retransmitted
-CLOSE is answered from the replay cache (§9.1.10.1).
-
-Opens and shares (§9.9-§9.11).  One `OpenState` per (open-owner, file); a second OPEN
-upgrades it to the union of the modes and bumps its seqid.  Share checks include the
-requester's own opens, as §9.9 requires.  I/O with the anonymous stateid (or the READ bypass
-stateid for writes) is refused with NFS4ERR_LOCKED by a conflicting deny reservation.
-An `OpenFiles` hook is told when a file gets its first open and loses its last one, so the
-server can keep an opened file usable by its stateids after its last link goes (as knfsd).
-
-Locks (`state_locks`).  One `LockState` per (lock-owner, open); POSIX range semantics with
-split, merge, upgrade and downgrade; conflicts across lock-owners give NFS4ERR_DENIED with
-the conflicting lock; blocking-lock fairness is described in `state_locks`.  Locks are
-advisory: I/O never checks them.
-
-Stable storage and grace (§9.6.2, §9.6.3.4.3).  A `ClientStore` records a client the first
-time it gets an open in this boot (`client_has_state`) and forgets it when its state goes
-(`client_removed`); the op layer awaits `store.sync()` before replying.  A `GraceTracker`
-says whether the server is in grace: then only reclaims (OPEN CLAIM_PREVIOUS, LOCK with
-reclaim) are served, from clients the store allows (else NFS4ERR_RECLAIM_BAD); other OPEN,
-LOCK, LOCKT and I/O with a special stateid get NFS4ERR_GRACE; reclaims outside grace get
-NFS4ERR_NO_GRACE.  The tracker is told of each recorded client's progress so grace can end
-early.
+Theory of operation: see the package docstring (`pynfsd.nfs4.state`).  The manager holds the
+client table, the leases and the per-file table, and delegates each concept to its module
+(`clients`, `leases`, `owners`, `opens`, `locks`, `files`, `stateids`); what stays here is
+what crosses concepts: a lapsed client's courtesy and expiry, and the order of checks of
+each operation.  Stable storage and grace come in through the `ClientStore` (`store`) and
+`GraceTracker` (`grace`) hooks.
 """
 
 from __future__ import annotations
@@ -76,8 +16,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from pynfsd.nfs4 import errors as E
-from pynfsd.nfs4.state_clients import ClientTable
-from pynfsd.nfs4.state_leases import (
+from pynfsd.nfs4.state.clients import ClientTable
+from pynfsd.nfs4.state.files import FileTable, NoOpenFiles, OpenFiles
+from pynfsd.nfs4.state.grace import FixedGrace, GraceTracker, check_reclaim
+from pynfsd.nfs4.state.leases import (
     ADMIN_REVOKED,
     COURTESY_LIMIT,
     EXPIRED,
@@ -88,55 +30,42 @@ from pynfsd.nfs4.state_leases import (
     state_counts,
     tombstone_error,
 )
-from pynfsd.nfs4.state_locks import (
-    FileState,
-    Hit,
-    Holder,
-    Waiter,
+from pynfsd.nfs4.state.locks import (
+    LockState,
     check_new_locker_seqid,
     denied,
-    holder,
+    find_conflict,
     lock_args,
-    waiter_denied,
 )
-from pynfsd.nfs4.state_owners import (
+from pynfsd.nfs4.state.opens import (
+    check_downgrade,
+    check_share_args,
+    check_share_conflicts,
+    check_special_io,
+    subset_mask,
+)
+from pynfsd.nfs4.state.owners import (
     Client,
     LockOwner,
-    LockState,
     OpenOwner,
     OpenState,
     StateOwner,
 )
-from pynfsd.nfs4.state_shares import (
-    check_share_args,
-    is_union_of_subset,
-    locks_fit_access,
-    mode_bit,
-    subset_mask,
-)
-from pynfsd.nfs4.state_types import (
+from pynfsd.nfs4.state.stateids import AnyState, StateKind, check_stateid
+from pynfsd.nfs4.state.store import ClientStore, NullClientStore
+from pynfsd.nfs4.state.types import (
     ANONYMOUS_STATEID,
-    NFS4_UINT64_MAX,
-    OPEN4_SHARE_ACCESS_READ,
     OPEN4_SHARE_ACCESS_WRITE,
     READ_BYPASS_STATEID,
     ByteRange,
     ClientInfo,
-    ClientStore,
-    FixedGrace,
-    GraceTracker,
     LockDenied,
-    NoOpenFiles,
-    NullClientStore,
-    OpenFiles,
     OpenResult,
     ReplayedResult,
     StateCounts,
     Stateid,
-    is_blocking_lock,
     is_special_other,
     is_write_lock,
-    seqid_earlier,
 )
 
 __all__ = [
@@ -153,10 +82,7 @@ __all__ = [
     "Stateid",
 ]
 
-log = logging.getLogger(__name__)
-
-AnyState = OpenState | LockState
-
+log = logging.getLogger("pynfsd.nfs4.state")  # the name operators filter on
 
 def boot_tag_of(server_boot_id: bytes) -> int:
     """The 32-bit tag of a server boot carried in every client id and stateid."""
@@ -165,7 +91,7 @@ def boot_tag_of(server_boot_id: bytes) -> int:
 
 
 class StateManager:
-    """All NFSv4.0 locking state of one server boot (see the module docstring)."""
+    """All NFSv4.0 locking state of one server boot (see the package docstring)."""
 
     def __init__(
         self,
@@ -187,7 +113,6 @@ class StateManager:
         self.enforced_lease = enforced_lease(lease_time)
         self.waiter_window = lease_time if waiter_window is None else waiter_window
         self._store: ClientStore = store if store is not None else NullClientStore()
-        self._open_files: OpenFiles = open_files if open_files is not None else NoOpenFiles()
         self._grace: GraceTracker = grace if grace is not None else FixedGrace(in_grace)
         self._in_grace = self._grace.in_grace
         self.leases = Leases(clock, self.enforced_lease, courtesy_limit, max_courteous)
@@ -199,8 +124,9 @@ class StateManager:
             self._store,
             self._drop_state,
         )
-        self._files: dict[bytes, FileState] = {}
-        self._waiting: set[FileState] = set()  # files that may have waiters (§9.4)
+        self.files = FileTable(
+            open_files if open_files is not None else NoOpenFiles(), clock, self.waiter_window
+        )
 
     # -- client ids (§16.33, §16.34, §16.28) ----------------------------------------------
 
@@ -277,7 +203,7 @@ class StateManager:
         client = self._client(clientid)
         oo = client.open_owners.get(owner)
         if oo is not None and (oo.cancelled or (not oo.confirmed and seqid != oo.last_seqid)):
-            self._release_open_owner(oo)
+            self.files.release_open_owner(oo)
             oo = None
         if oo is None:
             oo = client.open_owners[owner] = OpenOwner(client, owner)
@@ -311,20 +237,15 @@ class StateManager:
         """OPEN's state part: share reservation check, new open or upgrade (§9.9, §9.11)."""
         check_share_args(access, deny)
         client = self._client(clientid)
-        self._check_grace(client, reclaim)
+        check_reclaim(self._grace, self._store, client.ownerid, reclaim)
         oo = client.open_owners.get(owner)
         if oo is None or oo.cancelled:
             oo = self.open_owner(clientid, owner, 0)
-        fs = self._live_file(file_key)
-        sharing = fs.opens if deny or fs.denying else ()  # no deny anywhere: nothing to check
-        for other in list(sharing):  # §9.9: no exception for the same open-owner
-            if other.closed or not (access & other.deny or deny & other.access):
-                continue
-            if not self._yield_courteous(other.owner.client, "a share reservation"):
-                raise E.NFS4ERR_SHARE_DENIED()
+        fs = self.files.live(file_key)
+        check_share_conflicts(fs, access, deny, self._yield_courteous)
         if reclaim:
             oo.confirmed = True  # §9.1.11: MUST NOT require confirmation on reclaim
-        stateid = self._upgrade_or_create(oo, fs, file_key, access, deny)
+        stateid = self.files.upgrade_or_create(oo, fs, file_key, access, deny)
         self._record(client)
         return OpenResult(stateid, needs_confirm=not oo.confirmed)
 
@@ -333,28 +254,6 @@ class StateManager:
         if not client.recorded:
             client.recorded = True
             self._store.client_has_state(client.ownerid, client.principal)
-
-    def _upgrade_or_create(
-        self, oo: OpenOwner, fs: FileState, file_key: bytes, access: int, deny: int
-    ) -> Stateid:
-        os = oo.opens.get(file_key)
-        if os is not None:
-            os.access |= access
-            fs.set_deny(os, os.deny | deny)
-            os.modes |= mode_bit(access, deny)
-            return os.bump()  # §9.11: one open, union of the modes
-        client = oo.client
-        os = OpenState(
-            client.allocate_index(), 1, oo, file_key, access, deny, mode_bit(access, deny)
-        )
-        client.states[os.index] = os
-        oo.opens[file_key] = os
-        if not fs.opens:
-            self._open_files.hold(file_key)  # the file outlives its links until the last CLOSE
-        fs.add_open(os)
-        if not oo.confirmed:
-            fs.pending = (*fs.pending, os)  # a cancelled owner's opens are reaped from here
-        return os.stateid()
 
     def open_confirm(self, stateid: Stateid, file_key: bytes | None = None) -> Stateid:
         """OPEN_CONFIRM (§16.18): confirm the open-owner; returns the bumped stateid."""
@@ -372,12 +271,9 @@ class StateManager:
         check_share_args(access, deny)
         os = self._resolve(stateid, file_key, OpenState)
         assert isinstance(os, OpenState)
-        if not is_union_of_subset(os.modes, access, deny):
-            raise E.NFS4ERR_INVAL("not a union of previous OPEN modes")  # §16.19.4
-        if not locks_fit_access(os, access):
-            raise E.NFS4ERR_LOCKS_HELD()  # §16.19.4
+        check_downgrade(os, access, deny)
         os.access = access
-        self._file(os.file_key).set_deny(os, deny)
+        self.files.file(os.file_key).set_deny(os, deny)
         os.modes &= subset_mask(access, deny)
         return os.bump()  # §9.11: MUST increment even when nothing changes
 
@@ -387,7 +283,7 @@ class StateManager:
         assert isinstance(os, OpenState)
         if any(len(ls) for ls in os.lock_states):
             raise E.NFS4ERR_LOCKS_HELD()  # §16.2.4: MUST fail if locks would exist after
-        self._release_open(os)
+        self.files.release_open(os)
         oo = os.owner
         if oo.closed is not None:
             oo.client.states.pop(oo.closed.index, None)
@@ -428,15 +324,10 @@ class StateManager:
 
     def _check_anonymous(self, file_key: bytes, write: bool) -> None:
         """Special stateids are refused by a conflicting deny reservation (§9.1.4.3, §9.10)."""
-        fs = self._files.get(file_key)
-        if fs is None:
-            return
-        self._reap(fs)
-        bit = OPEN4_SHARE_ACCESS_WRITE if write else OPEN4_SHARE_ACCESS_READ
-        for os in list(fs.opens if fs.denying else ()):
-            if os.deny & bit and not os.closed:
-                if not self._yield_courteous(os.owner.client, "I/O with a special stateid"):
-                    raise E.NFS4ERR_LOCKED("denied by a share reservation")
+        fs = self.files.get(file_key)
+        if fs is not None:
+            self.files.reap(fs)
+            check_special_io(fs, write, self._yield_courteous)
 
     # -- LOCK, LOCKT, LOCKU, RELEASE_LOCKOWNER (§16.10-§16.12, §16.37) ------------------------
 
@@ -465,7 +356,7 @@ class StateManager:
         client = os.owner.client
         if clientid is not None and clientid != client.clientid:
             raise E.NFS4ERR_BAD_STATEID("lock-owner of another client than the open's")
-        self._check_grace(client, reclaim)
+        check_reclaim(self._grace, self._store, client.ownerid, reclaim)
         lo = client.lock_owners.get(lock_owner)
         ls = check_new_locker_seqid(lo, os, lock_seqid) if lo is not None else None
         if lo is None:
@@ -495,18 +386,18 @@ class StateManager:
         rng = lock_args(locktype, offset, length)
         ls = self._resolve(lock_stateid, file_key, LockState)
         assert isinstance(ls, LockState)
-        self._check_grace(ls.owner.client, reclaim)
+        check_reclaim(self._grace, self._store, ls.owner.client.ownerid, reclaim)
         return self._grant(ls, rng, locktype)
 
     def _grant(self, ls: LockState, rng: ByteRange, locktype: int) -> Stateid:
         """Lock `rng` for lock set `ls` (attached now if new) or raise NFS4ERR_DENIED; the
         lock stateid: seqid 1 for a new set, else bumped (§9.1.4.2)."""
-        fs = self._may_grant(ls, rng, locktype)
+        fs = self.files.may_grant(ls, rng, locktype, self._yield_courteous)
         if ls in ls.owner.lock_states:
             fs.lock(ls, rng, is_write_lock(locktype))
             return ls.bump()
         ls.apply(rng.start, rng.end, is_write_lock(locktype))
-        self._attach(ls)
+        self.files.attach(ls)
         return ls.stateid()
 
     def lockt(
@@ -523,11 +414,11 @@ class StateManager:
         self._client(clientid)
         if self._in_grace():
             raise E.NFS4ERR_GRACE()
-        fs = self._files.get(file_key)
+        fs = self.files.get(file_key)
         if fs is None:
             return
-        self._reap(fs)
-        hit = self._find_conflict(fs, rng, is_write_lock(locktype), (clientid, owner))
+        self.files.reap(fs)
+        hit = find_conflict(fs, rng, is_write_lock(locktype), (clientid, owner), self._yield_courteous)
         if hit is not None:
             raise E.NFS4ERR_DENIED(value=denied(hit))
 
@@ -543,7 +434,7 @@ class StateManager:
         rng = lock_args(locktype, offset, length)
         ls = self._resolve(stateid, file_key, LockState)
         assert isinstance(ls, LockState)
-        self._file(ls.open.file_key).unlock(ls, rng)
+        self.files.file(ls.open.file_key).unlock(ls, rng)
         return ls.bump()
 
     def release_lockowner(self, clientid: int, owner: bytes) -> None:
@@ -555,50 +446,8 @@ class StateManager:
         if any(len(ls) for ls in lo.lock_states):
             raise E.NFS4ERR_LOCKS_HELD()  # §16.37.4
         for ls in list(lo.lock_states):
-            self._release_lock_state(ls)
+            self.files.release_lock_state(ls)
         del client.lock_owners[owner]
-
-    def _may_grant(self, ls: LockState, rng: ByteRange, locktype: int) -> FileState:
-        """Check that `rng` may be granted to lock set `ls` (returning its file) or raise
-        NFS4ERR_DENIED / NFS4ERR_OPENMODE; the caller then grants it."""
-        write = is_write_lock(locktype)
-        need = OPEN4_SHARE_ACCESS_WRITE if write else OPEN4_SHARE_ACCESS_READ
-        if not ls.open.access & need:
-            raise E.NFS4ERR_OPENMODE("lock type not allowed by the open's access")
-        fs = self._live_file(ls.open.file_key)
-        who = holder(ls)
-        hit = self._find_conflict(fs, rng, write, who)
-        if hit is not None:
-            self._note_denied(fs, who, rng, locktype)
-            raise E.NFS4ERR_DENIED(value=denied(hit))
-        waiter = fs.preferred_waiter(who, rng, write, self.clock())
-        if waiter is not None:
-            self._note_denied(fs, who, rng, locktype)
-            raise E.NFS4ERR_DENIED(value=waiter_denied(waiter))  # §9.4 fairness
-        fs.remove_waiter(who)
-        return fs
-
-    def _find_conflict(self, fs: FileState, rng: ByteRange, write: bool, who: Holder) -> Hit | None:
-        """The first conflicting lock of another lock-owner; courteous holders yield."""
-        while True:
-            hit = fs.find_conflict(rng, write, skip=who)
-            if hit is None or not self._yield_courteous(hit[0].owner.client, "a lock"):
-                return hit
-
-    def _note_denied(self, fs: FileState, who: Holder, rng: ByteRange, locktype: int) -> None:
-        """Queue a denied blocking request; a denied non-blocking one leaves the queue (§9.4)."""
-        if is_blocking_lock(locktype):
-            expires = self.clock() + self.waiter_window
-            fs.add_waiter(Waiter(who[0], who[1], rng, is_write_lock(locktype), expires))
-            self._waiting.add(fs)
-        else:
-            fs.remove_waiter(who)
-
-    def _attach(self, ls: LockState) -> None:
-        ls.owner.client.states[ls.index] = ls
-        ls.owner.lock_states = (*ls.owner.lock_states, ls)
-        ls.open.lock_states = (*ls.open.lock_states, ls)
-        self._file(ls.open.file_key).add_lock_state(ls)
 
     # -- admin ----------------------------------------------------------------------------
 
@@ -610,7 +459,7 @@ class StateManager:
         courteous: list[Client] = []
         for client in list(self.clients.confirmed.values()):
             if not self.leases.lapsed(client):
-                self._sweep_owners(client, now)
+                self.files.sweep_owners(client, now - self.enforced_lease)
             elif self.leases.courteous(client):
                 courteous.append(client)
             else:
@@ -620,23 +469,8 @@ class StateManager:
             self._expire(client, EXPIRED)
             expired += 1
         self.clients.expire_unconfirmed(now)
-        for key, fs in list(self._files.items()):
-            fs.drop_lapsed_waiters(now)
-            if not fs.waiters:
-                self._waiting.discard(fs)
-            if fs.is_empty():
-                del self._files[key]
+        self.files.sweep(now)
         return expired
-
-    def _sweep_owners(self, client: Client, now: float) -> None:
-        """Cancel unconfirmed opens and forget owners idle for a lease (§16.18.5, §9.1.10)."""
-        idle_before = now - self.enforced_lease
-        for oo in list(client.open_owners.values()):
-            if oo.last_used <= idle_before and (not oo.confirmed or not oo.opens):
-                self._release_open_owner(oo)
-        for name, lo in list(client.lock_owners.items()):
-            if not lo.lock_states and lo.last_used <= idle_before:
-                del client.lock_owners[name]
 
     def revoke_client(self, clientid: int) -> bool:
         """Drop all state of a client; its stateids then give NFS4ERR_ADMIN_REVOKED (§9.8)."""
@@ -699,31 +533,15 @@ class StateManager:
     def _drop_state(self, client: Client, status: int) -> None:
         """Release every open, lock and waiter of `client`; tombstone its id if `status`."""
         for oo in list(client.open_owners.values()):
-            self._release_open_owner(oo)
+            self.files.release_open_owner(oo)
         client.lock_owners.clear()
         client.states.clear()
-        for fs in list(self._waiting):
-            fs.remove_client_waiters(client.clientid)
-            if not fs.waiters:
-                self._waiting.discard(fs)
+        self.files.drop_client_waiters(client.clientid)
         if status:
             self.clients.bury(client.clientid, status)
         client.courteous = False
         self._store.client_removed(client.ownerid)
         self._grace.client_gone(client.ownerid)
-
-    def _check_grace(self, client: Client, reclaim: bool) -> None:
-        """Only reclaims during grace, and reclaims only during grace (§9.6.2)."""
-        if not reclaim:
-            self._grace.non_reclaim(client.ownerid)  # may end grace early
-            if self._in_grace():
-                raise E.NFS4ERR_GRACE()  # §9.6.2: MUST reject non-reclaim requests
-        elif not self._in_grace():
-            raise E.NFS4ERR_NO_GRACE()  # §9.6.2: reclaim outside the grace period
-        elif not self._store.may_reclaim(client.ownerid):
-            raise E.NFS4ERR_RECLAIM_BAD("client held no state before the restart")  # §9.6.3.4.3
-        else:
-            self._grace.reclaimed(client.ownerid)
 
     # -- stateid resolution (§9.1.4.4) -----------------------------------------------------
 
@@ -748,87 +566,12 @@ class StateManager:
         self,
         stateid: Stateid,
         file_key: bytes | None,
-        kind: type[OpenState] | type[LockState] | tuple[type[OpenState], type[LockState]],
+        kind: StateKind,
         *,
         unconfirmed_ok: bool = False,
     ) -> AnyState:
         """Validate a stateid for an operation, in the order of §9.1.4.4; renews the lease."""
         client, state = self._locate(stateid)
-        open_state = state if isinstance(state, OpenState) else state.open
-        if file_key is not None and open_state.file_key != file_key:
-            raise E.NFS4ERR_BAD_STATEID("stateid is for another file")
-        if not isinstance(state, kind) or state.closed:
-            raise E.NFS4ERR_BAD_STATEID("wrong stateid type for this operation")
-        if open_state.owner.cancelled or (not open_state.owner.confirmed and not unconfirmed_ok):
-            raise E.NFS4ERR_BAD_STATEID("open not confirmed")  # §16.18.5
-        if stateid.seqid != state.seqid:
-            if seqid_earlier(stateid.seqid, state.seqid):
-                raise E.NFS4ERR_OLD_STATEID()
-            raise E.NFS4ERR_BAD_STATEID("stateid seqid from the future")
+        check_stateid(state, stateid, file_key, kind, unconfirmed_ok)
         self.leases.renew(client)
         return state
-
-    # -- files ----------------------------------------------------------------------------
-
-    def _file(self, file_key: bytes) -> FileState:
-        fs = self._files.get(file_key)
-        if fs is None:
-            fs = self._files[file_key] = FileState()
-        return fs
-
-    def _live_file(self, file_key: bytes) -> FileState:
-        """The file's state after reaping cancelled opens (which may drop an emptied
-        FileState, so it is looked up again rather than kept)."""
-        fs = self._files.get(file_key)
-        if fs is not None:
-            self._reap(fs)
-        return self._file(file_key)
-
-    def _reap(self, fs: FileState) -> None:
-        """Release the opens of cancelled owners on a file (lapsed holders yield on conflict).
-
-        Only an unconfirmed owner can be cancelled, so only `fs.pending` is looked at."""
-        if not fs.pending:
-            return
-        fs.pending = tuple(os for os in fs.pending if not (os.closed or os.owner.confirmed))
-        for os in [os for os in fs.pending if os.owner.cancelled]:
-            self._release_open_owner(os.owner)
-
-    def _release_open_owner(self, oo: OpenOwner) -> None:
-        for os in list(oo.opens.values()):
-            self._release_open(os)
-        if oo.closed is not None:
-            oo.client.states.pop(oo.closed.index, None)
-            oo.closed = None
-        if oo.client.open_owners.get(oo.owner) is oo:
-            del oo.client.open_owners[oo.owner]
-
-    def _release_open(self, os: OpenState) -> None:
-        for ls in list(os.lock_states):
-            self._release_lock_state(ls)
-        os.closed = True
-        os.owner.opens.pop(os.file_key, None)
-        os.owner.client.states.pop(os.index, None)
-        fs = self._files.get(os.file_key)
-        if fs is not None:
-            fs.remove_open(os)
-            if not fs.opens:
-                self._open_files.release(os.file_key)
-            if fs.pending:
-                fs.pending = tuple(p for p in fs.pending if p is not os)
-            self._gc_file(os.file_key, fs)
-
-    def _release_lock_state(self, ls: LockState) -> None:
-        ls.owner.lock_states = tuple(x for x in ls.owner.lock_states if x is not ls)
-        ls.open.lock_states = tuple(x for x in ls.open.lock_states if x is not ls)
-        ls.owner.client.states.pop(ls.index, None)
-        fs = self._files.get(ls.open.file_key)
-        if fs is not None:
-            fs.remove_lock_state(ls)
-            self._gc_file(ls.open.file_key, fs)
-        else:
-            ls.remove(0, NFS4_UINT64_MAX)
-
-    def _gc_file(self, file_key: bytes, fs: FileState) -> None:
-        if fs.is_empty() and self._files.get(file_key) is fs:
-            del self._files[file_key]

@@ -1,4 +1,4 @@
-"""Byte-range lock arithmetic and the per-file lock table (RFC 7530 §9.2-§9.4, §16.10-§16.12).
+"""Byte-range locks: lock sets and the per-file lock table (RFC 7530 §9.2-§9.4, §16.10-§16.12).
 
 Each lock set (`LockState`: one lock-owner, one open) keeps a sorted list of non-overlapping
 `HeldLock`s; adjacent or overlapping ranges of the same type are merged, and a request over
@@ -14,7 +14,7 @@ A waiter leaves the queue when it is granted the lock, when it sends a non-block
 that is denied (the client's "last poll" courtesy of §9.4), when its entry lapses, or when
 its client's state is dropped.  The queue is bounded per file; overflow drops the oldest.
 
-Lock sets are compact `LockSet`s (see `state_types`); the list functions `subtract`, `merge`
+Lock sets are compact `LockSet`s (below); the list functions `subtract`, `merge`
 and `apply_lock` below are the plain reference model of the same rules, which the tests
 compare the compact form against.  Conflict checks: a file with few lock sets checks each
 set by bisection.  From `INDEX_AT` lock sets on, the file also keeps a `RangeIndex` of every
@@ -28,24 +28,161 @@ requests look only at write ranges.
 
 from __future__ import annotations
 
+import struct
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from pynfsd.nfs4 import errors as E
-from pynfsd.nfs4.state_owners import HeldLock, LockOwner, LockState, OpenState
-from pynfsd.nfs4.state_types import (
+from pynfsd.nfs4.state.owners import Client, LockOwner, OpenState
+from pynfsd.nfs4.state.types import (
     LOCK_TYPES,
     NFS4_UINT64_MAX,
     READ_LT,
     WRITE_LT,
     ByteRange,
     LockDenied,
-    Range,
+    Stateid,
     byte_range,
     next_seqid,
 )
+
+Range = tuple[int, int, bool]  # (start, end, write): one granted range, end inclusive
+_PAIR = struct.Struct("=QQ")  # a range's (start, end) in `LockSet.bounds`
+
+
+class LockSet:
+    """The granted byte ranges of one lock set, kept canonical under POSIX rules (§9.3).
+
+    Ranges are sorted, disjoint, and two ranges of the same type never touch (they are
+    merged); a request over part of a range splits it, one of the other type upgrades or
+    downgrades that part.  Stored compactly: `bounds` is an exact-size `bytes` of native
+    uint64 (start, end) pairs, inclusive (the empty set shares b""), and `writes` an int
+    with bit i set when range i is a write lock.  As
+    the ranges are disjoint, both starts and ends are sorted, so a change bisects to the
+    ranges it touches and rewrites only those (at most one neighbour on each side).
+    """
+
+    __slots__ = ("bounds", "writes")
+
+    def __init__(self) -> None:
+        self.bounds = b""
+        self.writes = 0
+
+    def __len__(self) -> int:
+        return len(self.bounds) >> 4
+
+    def range_at(self, i: int) -> Range:
+        start, end = _PAIR.unpack_from(self.bounds, i << 4)
+        return start, end, bool(self.writes >> i & 1)
+
+    def ranges(self) -> Iterator[Range]:
+        return (self.range_at(i) for i in range(len(self)))
+
+    def has_write(self) -> bool:
+        return self.writes != 0
+
+    def has_read(self) -> bool:
+        return self.writes != (1 << len(self)) - 1
+
+    def window(self, lo: int, hi: int) -> tuple[int, int]:
+        """Indices [i, j) of the ranges ending at or after `lo` and starting at or before `hi`."""
+        words = memoryview(self.bounds).cast("Q")
+        i = bisect_left(words[1::2], lo)
+        return i, bisect_right(words[0::2], hi, lo=i)
+
+    def conflict(self, start: int, end: int, write: bool) -> Range | None:
+        """The first range overlapping [start, end] that conflicts with a lock of `write`."""
+        i, j = self.window(start, end)
+        if i == j:
+            return None
+        if write:
+            return self.range_at(i)
+        held = self.writes >> i & ((1 << (j - i)) - 1)
+        return self.range_at(i + (held & -held).bit_length() - 1) if held else None
+
+    def apply(self, start: int, end: int, write: bool) -> tuple[list[Range], list[Range]]:
+        """Set [start, end] to the type `write` (new, extended, upgraded, downgraded).
+
+        Returns the ranges replaced and their replacements (for the per-file index).
+        """
+        i, j = self.window(start - 1, end + 1)  # same-type ranges that touch are merged
+        old = [self.range_at(k) for k in range(i, j)]
+        lo, hi, left, right = start, end, [], []
+        for s, e, w in old:
+            if w == write:
+                lo, hi = min(lo, s), max(hi, e)
+                continue
+            if s < start:
+                left.append((s, min(e, start - 1), w))
+            if e > end:
+                right.append((max(s, end + 1), e, w))
+        return old, self._replace(i, j, [*left, (lo, hi, write), *right])
+
+    def remove(self, start: int, end: int) -> tuple[list[Range], list[Range]]:
+        """Unlock [start, end], splitting a range that straddles it (§16.12)."""
+        i, j = self.window(start, end)
+        old = [self.range_at(k) for k in range(i, j)]
+        new: list[Range] = []
+        if old and old[0][0] < start:
+            new.append((old[0][0], start - 1, old[0][2]))
+        if old and old[-1][1] > end:
+            new.append((end + 1, old[-1][1], old[-1][2]))
+        return old, self._replace(i, j, new)
+
+    def _replace(self, i: int, j: int, new: list[Range]) -> list[Range]:
+        bits = 0
+        for k, (_, _, w) in enumerate(new):
+            bits |= w << k
+        packed = b"".join(_PAIR.pack(s, e) for s, e, _ in new)
+        old = memoryview(self.bounds)
+        self.bounds = b"".join((old[: i << 4], packed, old[j << 4 :]))
+        low = self.writes & ((1 << i) - 1)
+        self.writes = low | bits << i | (self.writes >> j) << (i + len(new))
+        return new
+
+
+@dataclass(frozen=True, slots=True)
+class HeldLock:
+    """One granted byte range of a lock set, as views (`LockState.locks`) show it."""
+
+    range: ByteRange
+    write: bool
+
+
+@dataclass(slots=True, eq=False)
+class LockState(LockSet):
+    """The byte-range locks of one lock-owner on one file under one open (§9.1.4.1).
+
+    The ranges are the `LockSet` it extends; change them only through the file's
+    `FileState`, which keeps its conflict index in step.
+    """
+
+    index: int
+    seqid: int
+    owner: LockOwner
+    open: OpenState
+
+    def __post_init__(self) -> None:
+        LockSet.__init__(self)
+
+    @property
+    def closed(self) -> bool:
+        return self.open.closed
+
+    @property
+    def locks(self) -> list[HeldLock]:
+        """The ranges as `HeldLock` values (built on demand, for views and tests)."""
+        return [HeldLock(ByteRange(s, e), w) for s, e, w in self.ranges()]
+
+    def stateid(self) -> Stateid:
+        return Stateid(self.seqid, self.owner.client.stateid_other(self.index))
+
+    def bump(self) -> Stateid:
+        self.seqid = next_seqid(self.seqid)  # §9.1.4.2
+        return self.stateid()
+
 
 MAX_WAITERS_PER_FILE = 64
 INDEX_AT = 8  # lock sets on a file from which its conflict checks use a RangeIndex
@@ -331,3 +468,17 @@ def denied(hit: Hit) -> LockDenied:
 def waiter_denied(w: Waiter) -> LockDenied:
     locktype = WRITE_LT if w.write else READ_LT
     return LockDenied(w.range.start, w.range.length, locktype, w.clientid, w.owner)
+
+
+def find_conflict(
+    fs: FileState,
+    rng: ByteRange,
+    write: bool,
+    who: Holder,
+    yield_courteous: Callable[[Client, str], bool],
+) -> Hit | None:
+    """The first conflicting lock of another lock-owner; courteous holders yield (§9.6.3.1)."""
+    while True:
+        hit = fs.find_conflict(rng, write, skip=who)
+        if hit is None or not yield_courteous(hit[0].owner.client, "a lock"):
+            return hit
