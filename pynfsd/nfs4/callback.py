@@ -44,13 +44,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pynfsd.client.gss import GssClientError, RpcsecGssAuth
-from pynfsd.client.rpc import AuthRejected, AuthSysCred, RpcClient, RpcError
 from pynfsd.gen import nfs4 as N
 from pynfsd.gen import rpc as R
 from pynfsd.gss.accept import PerPacket
 from pynfsd.rpc.auth import Credential
+from pynfsd.rpc.client import AuthRejected, AuthSysCred, RpcClient, RpcError
 from pynfsd.rpc.gss import KRB5_PSEUDOFLAVORS, SVC_NONE
+from pynfsd.rpc.gss_initiator import GssClientError, RpcsecGssAuth
 from pynfsd.xdr.runtime import Packer, Unpacker, XdrError
 
 log = logging.getLogger(__name__)
@@ -334,7 +334,7 @@ class ServerGssIdentity:
 
 
 class CallbackInitiator:
-    """One callback context's initiator (the `Initiator` protocol of `pynfsd.client.gss`):
+    """One callback context's initiator (the `Initiator` protocol of `pynfsd.rpc.gss_initiator`):
     python-gssapi for the token exchange, then pynfsd's RFC 4121 code per packet."""
 
     def __init__(self, identity: ServerGssIdentity, target: str) -> None:

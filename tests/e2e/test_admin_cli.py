@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 import pytest
 
 from pynfsd.client.nfs4 import Nfs4Client, op, unchecked
-from pynfsd.client.rpc import AuthSysCred
 from pynfsd.gen import nfs4 as N
+from pynfsd.rpc.client import AuthSysCred
 from tests.serverproc import HOST, REPO, ServerProcess, assert_log_clean, lookup_path
 
 T = TypeVar("T")

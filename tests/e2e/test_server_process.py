@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import pytest
 
 from pynfsd.client.nfs4 import Nfs4Client, decode_compound, op, unchecked
-from pynfsd.client.rpc import AuthSysCred, encode_call
 from pynfsd.gen import nfs4 as N
+from pynfsd.rpc.client import AuthSysCred, encode_call
 from pynfsd.rpc.record import encode_record, marker
 from tests.serverproc import (
     HOST,
