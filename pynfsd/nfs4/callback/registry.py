@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -46,7 +46,8 @@ class CallbackClient:
     """Callback paths of every confirmed client; what the server calls.
 
     Wiring: after SETCLIENTID_CONFIRM succeeds, call `confirmed(clientid, target)` with the
-    `CallbackTarget` recorded at SETCLIENTID; when a client's state is purged, `forget`.
+    `CallbackTarget` recorded at SETCLIENTID; when a client's state is purged, `forget` (or
+    `retain` the clients still confirmed).
     """
 
     def __init__(self, gss: ServerGssIdentity | None = None, *, timeout: float = 10.0,
@@ -126,6 +127,17 @@ class CallbackClient:
             self._drop_channel(entry)
             for task in entry.tasks:
                 task.cancel()
+
+    def retain(self, live: Container[int]) -> int:
+        """Forget every client not in `live` (the ids the state manager still has confirmed):
+        their entries, connections and probes; returns how many were forgotten."""
+        gone = [clientid for clientid in self._entries if clientid not in live]
+        for clientid in gone:
+            self.forget(clientid)
+        return len(gone)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     async def close(self) -> None:
         tasks = [t for e in self._entries.values() for t in e.tasks]
