@@ -30,9 +30,9 @@ from pathlib import Path
 
 from bench.cpu import cpu_seconds
 from pynfsd.client.nfs4 import Nfs4Client, op
-from pynfsd.client.rpc import AuthSysCred
 from pynfsd.client.session import ClientSession
 from pynfsd.gen import nfs4 as N
+from pynfsd.rpc.client import AuthSysCred
 
 ANON = N.stateid4(0, b"\0" * 12)
 _LISTENING = re.compile(rb"listening on 127\.0\.0\.1 port (\d+)")

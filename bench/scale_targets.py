@@ -26,7 +26,7 @@ from typing import Protocol
 
 from bench.cpu import cpu_seconds
 from pynfsd.client.nfs4 import Nfs4Client, in_process
-from pynfsd.client.rpc import AuthSysCred
+from pynfsd.rpc.client import AuthSysCred
 from tests.serverproc import HOST, ServerProcess
 
 LEASE = 3600

@@ -27,8 +27,8 @@ from pathlib import Path
 from types import TracebackType
 
 from pynfsd.client.nfs4 import Nfs4Client, encode_compound, op
-from pynfsd.client.rpc import AuthSysCred, BadReply, decode_reply, encode_call
 from pynfsd.gen import nfs4 as N
+from pynfsd.rpc.client import AuthSysCred, BadReply, decode_reply, encode_call
 from pynfsd.rpc.record import encode_record
 
 HOST = "127.0.0.1"
@@ -205,7 +205,7 @@ class BlockingRpc:
     """A blocking socket speaking NFSv4 COMPOUND records, for tight fuzz loops.
 
     `compound_raw` sends raw COMPOUND args and returns the raw results; RPC-level failures
-    raise the `pynfsd.client.rpc` errors (e.g. `GarbageArgsError`), a closed connection
+    raise the `pynfsd.rpc.client` errors (e.g. `GarbageArgsError`), a closed connection
     raises `ConnectionError`.
     """
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from pynfsd.client.rpc import AuthSysCred, RpcClient
 from pynfsd.gen import nfs4 as N
+from pynfsd.rpc.client import AuthSysCred, RpcClient
 from pynfsd.xdr.runtime import Packer, Unpacker
 
 NFS_PROGRAM = 100003

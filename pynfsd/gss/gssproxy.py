@@ -34,11 +34,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from pynfsd.client.rpc import RpcError, decode_reply, encode_call
 from pynfsd.gen import gssproxy as X
 from pynfsd.gss.accept import GSS_S_COMPLETE, GSS_S_CONTINUE_NEEDED, GSS_S_FAILURE, StepResult
 from pynfsd.gss.lucid import Krb5Context
 from pynfsd.gss.principals import Identity, PrincipalMapper
+from pynfsd.rpc.client import RpcError, decode_reply, encode_call
 from pynfsd.rpc.record import RecordError, RecordReader, record_buffers
 from pynfsd.xdr.runtime import Packer, Unpacker, XdrError
 

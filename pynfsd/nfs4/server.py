@@ -199,11 +199,19 @@ class NFSServer:
         """Expire lapsed leases now and then, so idle clients' state does not linger."""
         while True:
             await asyncio.sleep(max(1.0, self.config.lease_time / 4))
-            expired = self.state.sweep()
+            expired = self.expire_lapsed()
             if expired:
                 log.info("expired the state of %d client(s) whose lease ran out", expired)
             self.grace.in_grace()  # ends the grace period on time even when nobody asks
             await self.durable()
+
+    def expire_lapsed(self) -> int:
+        """Expire lapsed leases (`StateManager.sweep`), then forget the callback paths of the
+        clients no longer confirmed (expired, revoked, replaced): their entries and connections
+        would otherwise accumulate per client id.  Returns how many clients expired."""
+        expired = self.state.sweep()
+        self.callbacks.retain(self.state.clients.confirmed)
+        return expired
 
     def start_callback(self, clientid: int, target: object, client_addr: str) -> None:
         """Probe a newly confirmed client's callback path (CB_NULL) in the background.

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from pynfsd.client.nfs4 import Nfs4Client, op, unchecked
-from pynfsd.client.rpc import AuthSysCred
 from pynfsd.gen import nfs4 as N
+from pynfsd.rpc.client import AuthSysCred
 from tests.e2e.helpers import pynfsd, run
 from tests.serverproc import HOST, ServerProcess, assert_log_clean, lookup_path
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from pynfsd.client.nfs4 import Nfs4Client, decode_compound, op, unchecked
-from pynfsd.client.rpc import AuthSysCred, encode_call
 from pynfsd.gen import nfs4 as N
+from pynfsd.rpc.client import AuthSysCred, encode_call
 from pynfsd.rpc.record import encode_record, marker
 from tests.e2e.helpers import pynfsd, run
 from tests.serverproc import (

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pynfsd.client.nfs4 import decode_compound, encode_compound, op, unchecked
-from pynfsd.client.rpc import GarbageArgsError
 from pynfsd.gen import nfs4 as N
+from pynfsd.rpc.client import GarbageArgsError
 from pynfsd.xdr.runtime import Packer
 from tests.serverproc import BlockingRpc, ServerProcess, assert_log_clean
 

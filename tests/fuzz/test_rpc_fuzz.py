@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pynfsd.client.rpc import AuthSysCred, BadReply, RpcError, decode_reply, encode_call
 from pynfsd.gen import rpc as R
 from pynfsd.rpc.auth import AuthRegistry
+from pynfsd.rpc.client import AuthSysCred, BadReply, RpcError, decode_reply, encode_call
 from pynfsd.rpc.errors import GarbageArgs
 from pynfsd.rpc.header import BadCall, decode_call
 from pynfsd.rpc.record import RecordError, RecordReader, encode_record, marker

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from pynfsd.client.nfs4 import Nfs4Client, op
-from pynfsd.client.rpc import AuthSysCred
 from pynfsd.client.session import ClientSession
 from pynfsd.fs import creds
 from pynfsd.fs.fdcache import MAX_GRANTS
 from pynfsd.gen import nfs4 as N
+from pynfsd.rpc.client import AuthSysCred
 from tests.localuser import NOBODY, acls_supported, kernel_dir, set_acl, sh_as_user
 from tests.serverproc import ServerProcess, assert_log_clean
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from pynfsd.client.nfs4 import decode_compound, encode_compound, op
-from pynfsd.client.rpc import decode_reply, encode_call
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4.attrs import SUPPORTED_ATTRS, WRITE_ONLY_ATTRS, decode_fattr4
 from pynfsd.nfs4.server import DEFAULT_MAX_REPLY, REPLY_HEADROOM
+from pynfsd.rpc.client import decode_reply, encode_call
 from pynfsd.rpc.record import encode_record
 from tests.serverproc import (
     NFS_PROGRAM,

@@ -13,8 +13,8 @@ import pytest
 
 from pynfsd import admin
 from pynfsd.client.nfs4 import decode_compound, encode_compound, op
-from pynfsd.client.rpc import AuthSysCred, decode_reply, encode_call
 from pynfsd.gen import nfs4 as N
+from pynfsd.rpc.client import AuthSysCred, decode_reply, encode_call
 from pynfsd.rpc.record import encode_record
 from tests.serverproc import (
     NFS_PROGRAM,

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from pynfsd.client.nfs4 import Nfs4Client, Nfs4Failure, op
-from pynfsd.client.rpc import AuthSysCred
 from pynfsd.client.session import ClientSession
 from pynfsd.fs import creds
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4.attrs import decode_fattr4
+from pynfsd.rpc.client import AuthSysCred
 from tests.localuser import NOBODY, kernel_dir, sh_as_user
 from tests.serverproc import ServerProcess, assert_log_clean
 

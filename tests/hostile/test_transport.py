@@ -18,8 +18,8 @@ import pytest
 
 from pynfsd import admin
 from pynfsd.client.nfs4 import decode_compound, encode_compound, op
-from pynfsd.client.rpc import ConnectionClosed, decode_reply, encode_call
 from pynfsd.gen import nfs4 as N
+from pynfsd.rpc.client import ConnectionClosed, decode_reply, encode_call
 from pynfsd.rpc.record import DEFAULT_MAX_EMPTY_FRAGMENTS, encode_record, marker
 from tests.serverproc import (
     HOST,

@@ -36,10 +36,16 @@ from pathlib import Path
 import pytest
 
 from pynfsd import admin
-from pynfsd.client.gss import SVC_INTEGRITY, SVC_NONE, SVC_PRIVACY, GssapiInitiator, RpcsecGssAuth
 from pynfsd.client.nfs4 import decode_compound, encode_compound, op
-from pynfsd.client.rpc import BadReply, RpcClient
 from pynfsd.gen import nfs4 as N
+from pynfsd.rpc.client import BadReply, RpcClient
+from pynfsd.rpc.gss_initiator import (
+    SVC_INTEGRITY,
+    SVC_NONE,
+    SVC_PRIVACY,
+    GssapiInitiator,
+    RpcsecGssAuth,
+)
 from tests.interop.conftest import Krb5Realm
 from tests.serverproc import (
     HOST,

@@ -432,15 +432,15 @@ def _ok(code: int, what: str) -> None:
 
 
 def test_krb5i_compound_end_to_end(krb5_realm: Krb5Realm, gssproxy: Gssproxy, tmp_path: Path) -> None:
-    from pynfsd.client.gss import SVC_INTEGRITY, GssapiInitiator, RpcsecGssAuth
     from pynfsd.client.nfs4 import Nfs4Client
-    from pynfsd.client.rpc import RpcClient
     from pynfsd.client.session import ClientSession
     from pynfsd.exports import parse_export_line
     from pynfsd.exports.resolver import StaticExportResolver
     from pynfsd.nfs4.server import NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND, NFSServer, ServerConfig
     from pynfsd.rpc.auth import AuthNone, AuthRegistry, AuthSys
+    from pynfsd.rpc.client import RpcClient
     from pynfsd.rpc.gss import RpcsecGss
+    from pynfsd.rpc.gss_initiator import SVC_INTEGRITY, GssapiInitiator, RpcsecGssAuth
     from pynfsd.rpc.server import RpcServer
     from pynfsd.rpc.transport import serve
 

@@ -2,7 +2,7 @@
 
 The server establishes contexts with `GssapiAcceptor` (python-gssapi, the realm's keytab) and
 then does every MIC and Wrap itself (`Krb5Context` from the lucid export); the client library
-(`pynfsd.client.gss`) does its side through MIT.  So each call below checks pynfsd's RFC 4121
+(`pynfsd.rpc.gss_initiator`) does its side through MIT.  So each call below checks pynfsd's RFC 4121
 code against MIT's in both directions, for krb5, krb5i and krb5p, AES enctypes 17 to 20.
 """
 
@@ -23,23 +23,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from pynfsd.client.gss import (
-    SVC_INTEGRITY,
-    SVC_NONE,
-    SVC_PRIVACY,
-    GssapiInitiator,
-    GssClientError,
-    RpcsecGssAuth,
-)
 from pynfsd.client.gss import connect as gss_connect
 from pynfsd.client.nfs4 import Nfs4Client, op
-from pynfsd.client.rpc import (
-    AuthRejected,
-    AuthSysCred,
-    GarbageArgsError,
-    RpcClient,
-    decode_reply_verf,
-)
 from pynfsd.client.session import ClientSession
 from pynfsd.exports import parse_export_line
 from pynfsd.exports.resolver import StaticExportResolver
@@ -50,7 +35,22 @@ from pynfsd.gss.principals import Identity, PrincipalMapper
 from pynfsd.nfs4.secinfo import KRB5_OID
 from pynfsd.nfs4.server import NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND, NFSServer, ServerConfig
 from pynfsd.rpc.auth import AuthNone, AuthRegistry, AuthSys
+from pynfsd.rpc.client import (
+    AuthRejected,
+    AuthSysCred,
+    GarbageArgsError,
+    RpcClient,
+    decode_reply_verf,
+)
 from pynfsd.rpc.gss import RpcsecGss
+from pynfsd.rpc.gss_initiator import (
+    SVC_INTEGRITY,
+    SVC_NONE,
+    SVC_PRIVACY,
+    GssapiInitiator,
+    GssClientError,
+    RpcsecGssAuth,
+)
 from pynfsd.rpc.server import RpcServer
 from pynfsd.rpc.transport import RpcTcpServer, serve
 from tests.interop.conftest import Krb5Realm

@@ -20,9 +20,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 
 from pynfsd.client.nfs4 import NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND, Nfs4Client, Nfs4Failure, op
-from pynfsd.client.rpc import AuthSysCred, RpcClient, _Protocol
 from pynfsd.client.session import WRITE_LT, ClientSession, OpenFile
 from pynfsd.gen import nfs4 as N
+from pynfsd.rpc.client import AuthSysCred, RpcClient, _Protocol
 from tests.scenarios.timeline import Timeline, status_name
 from tests.serverproc import ServerProcess
 

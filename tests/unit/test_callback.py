@@ -362,3 +362,21 @@ async def test_rpcsec_gss_callback_needs_a_server_identity() -> None:
         assert path.state is PathState.DOWN and "no GSS identity" in path.last_error
         await cb.close()
     assert svc.calls == []
+
+
+async def test_retain_forgets_the_clients_no_longer_confirmed_and_closes_their_connections() -> None:
+    async with callback_service() as (_, tcp):
+        cb = CallbackClient()
+        for clientid in (1, 2, 3):
+            assert (await cb.confirmed(clientid, sys_target(tcp.port))).up
+        assert len(cb) == 3 and len(tcp.table) == 3
+        assert cb.retain({2}) == 2
+        assert len(cb) == 1 and cb.path(2).up
+        assert cb.path(1).state is PathState.UNKNOWN
+        for _ in range(200):  # the callback service sees the two connections close
+            if len(tcp.table) == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert len(tcp.table) == 1
+        assert cb.retain({2}) == 0
+        await cb.close()

@@ -7,7 +7,6 @@ import struct
 
 import pytest
 
-from pynfsd.client.rpc import AuthSysCred, encode_call
 from pynfsd.gen import rpc as R
 from pynfsd.rpc.auth import (
     NOBODY,
@@ -19,6 +18,7 @@ from pynfsd.rpc.auth import (
     Credential,
     decode_authsys,
 )
+from pynfsd.rpc.client import AuthSysCred, encode_call
 from pynfsd.rpc.errors import AuthError
 from pynfsd.rpc.header import CallHeader, decode_call
 

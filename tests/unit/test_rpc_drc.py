@@ -16,10 +16,10 @@ from test_rpcsec_gss import PROG, SVC_INTEGRITY, SVC_NONE, SVC_PRIVACY, Dropped,
 from pynfsd import admin
 from pynfsd.cli import build_parser
 from pynfsd.client.nfs4 import decode_compound, encode_compound, op
-from pynfsd.client.rpc import AuthSysCred, decode_reply, encode_call
 from pynfsd.gen import nfs4 as N
 from pynfsd.gen import rpc as R
 from pynfsd.rpc.auth import AuthRegistry
+from pynfsd.rpc.client import AuthSysCred, decode_reply, encode_call
 from pynfsd.rpc.drc import (
     DEFAULT_MAX_AGE,
     DEFAULT_MAX_BYTES,

@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from pynfsd.client.rpc import AuthSysCred, encode_call
 from pynfsd.gen import rpc as R
+from pynfsd.rpc.client import AuthSysCred, encode_call
 from pynfsd.rpc.header import (
     BadCall,
     Verdict,

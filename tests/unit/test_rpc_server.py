@@ -8,7 +8,9 @@ import struct
 
 import pytest
 
-from pynfsd.client.rpc import (
+from pynfsd.gen import rpc as R
+from pynfsd.rpc.auth import Accepted, AuthFlavor, AuthRegistry, Credential
+from pynfsd.rpc.client import (
     AuthRejected,
     AuthSysCred,
     GarbageArgsError,
@@ -20,8 +22,6 @@ from pynfsd.client.rpc import (
     decode_reply,
     encode_call,
 )
-from pynfsd.gen import rpc as R
-from pynfsd.rpc.auth import Accepted, AuthFlavor, AuthRegistry, Credential
 from pynfsd.rpc.errors import DropCall, GarbageArgs
 from pynfsd.rpc.header import CallHeader
 from pynfsd.rpc.server import ConnInfo, Handler, RpcCall, RpcServer

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from pynfsd.client.rpc import (
+from pynfsd.gen import rpc as R
+from pynfsd.rpc.auth import AuthRegistry
+from pynfsd.rpc.client import (
     AuthRejected,
     AuthSysCred,
     ConnectionClosed,
@@ -26,8 +28,6 @@ from pynfsd.client.rpc import (
     decode_reply,
     encode_call,
 )
-from pynfsd.gen import rpc as R
-from pynfsd.rpc.auth import AuthRegistry
 from pynfsd.rpc.errors import GarbageArgs
 from pynfsd.rpc.record import DEFAULT_MAX_EMPTY_FRAGMENTS, marker
 from pynfsd.rpc.server import RpcCall, RpcServer

@@ -18,22 +18,28 @@ from typing import Any
 
 import pytest
 
-from pynfsd.client.gss import SVC_INTEGRITY, SVC_NONE, SVC_PRIVACY, GssClientError, RpcsecGssAuth
-from pynfsd.client.rpc import (
-    AuthRejected,
-    GarbageArgsError,
-    RpcMismatch,
-    decode_reply_verf,
-    encode_call,
-)
 from pynfsd.gen import rpc as R
 from pynfsd.gen import rpcsec_gss as G
 from pynfsd.gss import ContextExpired
 from pynfsd.gss.accept import GSS_S_CONTINUE_NEEDED, GSS_S_DEFECTIVE_TOKEN, Buffer, StepResult
 from pynfsd.gss.principals import Identity, PrincipalMapper
 from pynfsd.rpc.auth import AuthNone, AuthRegistry, AuthSys
+from pynfsd.rpc.client import (
+    AuthRejected,
+    GarbageArgsError,
+    RpcMismatch,
+    decode_reply_verf,
+    encode_call,
+)
 from pynfsd.rpc.gss import GssConfig, RpcsecGss
 from pynfsd.rpc.gss_context import SeqWindow
+from pynfsd.rpc.gss_initiator import (
+    SVC_INTEGRITY,
+    SVC_NONE,
+    SVC_PRIVACY,
+    GssClientError,
+    RpcsecGssAuth,
+)
 from pynfsd.rpc.server import ConnInfo, RpcCall, RpcServer
 from pynfsd.xdr.runtime import Packer, Unpacker
 from tests.clock import ManualClock
