@@ -122,6 +122,10 @@ class NFSServer:
             on_end=self.client_store.grace_done,
         )
         self._backends: dict[int, Backend] = {}
+        self.callbacks = CallbackClient(
+            ServerGssIdentity(config.callback_gss_name, config.callback_keytab)
+            if config.callback_keytab else None
+        )
         self.state = StateManager(
             clock=config.clock,
             rng=secrets.token_bytes,
@@ -130,6 +134,7 @@ class NFSServer:
             store=self.client_store,
             open_files=BackendOpenFiles(self._backends),
             grace=self.grace,
+            on_client_dropped=self.callbacks.forget,  # its callback path goes with it
         )
         self._pool = BlockingPool(config.workers)
         self._views: dict[tuple[ClientExport, ...], ClientView] = {}
@@ -139,10 +144,6 @@ class NFSServer:
         self.mounts = MountTable()
         self.hidden_mounts = OnceLog()
         from pynfsd.nfs4 import ops  # noqa: F401  (importing the handlers fills the op table)
-        self.callbacks = CallbackClient(
-            ServerGssIdentity(config.callback_gss_name, config.callback_keytab)
-            if config.callback_keytab else None
-        )
 
     # ------------------------------------------------------------ resources
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:

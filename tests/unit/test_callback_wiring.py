@@ -51,27 +51,26 @@ async def test_no_probe_to_another_address_than_the_clients(tmp_path: Path) -> N
     assert probes == 0
 
 
-def test_a_replaced_clients_callback_path_is_forgotten(tmp_path: Path) -> None:
+async def test_a_replaced_clients_callback_path_is_forgotten(tmp_path: Path) -> None:
     """SETCLIENTID_CONFIRM with a new verifier replaces the client (RFC 7530 §16.34.5): the
-    next sweep forgets the old id's callback path, so entries do not accumulate per id."""
+    old id's callback path is forgotten when its state is dropped, so entries do not
+    accumulate per id (and the sweep's `retain` finds nothing left to forget)."""
 
-    async def main() -> tuple[int, int]:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.read(4096)
-            writer.close()
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(4096)
+        writer.close()
 
-        listener = await asyncio.start_server(handle, "127.0.0.1", 0)
-        port = listener.sockets[0].getsockname()[1]
-        srv = await _confirm_with_callback(tmp_path, "127.0.0.1", port)
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    srv = await _confirm_with_callback(tmp_path, "127.0.0.1", port)
+    try:
+        assert len(srv.callbacks) == 1
         c = in_process(srv, peer=("127.0.0.1", 900))
         uaddr = universal_address("127.0.0.1", port)
         ok = await c.check([op.setclientid(b"w" * 8, b"cb-client", addr=uaddr)])
         await c.check([op.setclientid_confirm(ok[0].clientid, ok[0].setclientid_confirm)])
-        before = len(srv.callbacks)
-        srv.expire_lapsed()
-        after = len(srv.callbacks)
+        assert list(srv.callbacks._entries) == [ok[0].clientid]
+        assert srv.callbacks.retain(srv.state.clients.confirmed) == 0
+    finally:
         await srv.shutdown()
         listener.close()
-        return before, after
-
-    assert asyncio.run(main()) == (2, 1)

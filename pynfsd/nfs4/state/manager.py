@@ -107,8 +107,11 @@ class StateManager:
         waiter_window: float | None = None,
         courtesy_limit: float = COURTESY_LIMIT,
         max_courteous: int = MAX_COURTEOUS,
+        on_client_dropped: Callable[[int], None] | None = None,
     ) -> None:
         self.clock = clock
+        # told the id of every client whose state is dropped (expired, revoked, replaced)
+        self._on_dropped = on_client_dropped or (lambda _clientid: None)
         self.lease_time = lease_time
         self.enforced_lease = enforced_lease(lease_time)
         self.waiter_window = lease_time if waiter_window is None else waiter_window
@@ -542,6 +545,7 @@ class StateManager:
         client.courteous = False
         self._store.client_removed(client.ownerid)
         self._grace.client_gone(client.ownerid)
+        self._on_dropped(client.clientid)
 
     # -- stateid resolution (§9.1.4.4) -----------------------------------------------------
 
