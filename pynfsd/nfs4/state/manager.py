@@ -59,30 +59,15 @@ from pynfsd.nfs4.state.types import (
     READ_BYPASS_STATEID,
     ByteRange,
     ClientInfo,
-    LockDenied,
     OpenResult,
-    ReplayedResult,
     StateCounts,
     Stateid,
     is_special_other,
     is_write_lock,
 )
 
-__all__ = [
-    "ANONYMOUS_STATEID",
-    "READ_BYPASS_STATEID",
-    "ClientInfo",
-    "ClientStore",
-    "LockDenied",
-    "OpenResult",
-    "ReplayedResult",
-    "StateCounts",
-    "StateManager",
-    "StateOwner",
-    "Stateid",
-]
-
 log = logging.getLogger("pynfsd.nfs4.state")  # the name operators filter on
+
 
 def boot_tag_of(server_boot_id: bytes) -> int:
     """The 32-bit tag of a server boot carried in every client id and stateid."""
