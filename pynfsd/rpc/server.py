@@ -58,7 +58,6 @@ class RpcCall:
     conn: ConnInfo
     cacheable: bool = False  # set by a handler whose reply the duplicate request cache keeps
 
-
     @property
     def peer(self) -> tuple[str, int]:
         return self.conn.peer
@@ -126,7 +125,7 @@ class RpcServer:
             rpc_call = RpcCall(
                 call.xid, call.prog, call.vers, call.proc, accepted.cred, args, conn
             )
-            results = await self._run(handler_or_stat, rpc_call, flavor.cache_identity(accepted))
+            results = await self._run(handler_or_stat, rpc_call, flavor, accepted)
             wrapped = await flavor.wrap(accepted, _as_list(results))
         except GarbageArgs:
             return [encode_accepted(call.xid, R.GARBAGE_ARGS, accepted.verf)]
@@ -139,10 +138,13 @@ class RpcServer:
         out.extend(wrapped)
         return out
 
-    async def _run(self, handler: Handler, call: RpcCall, identity: bytes) -> Results:
+    async def _run(
+        self, handler: Handler, call: RpcCall, flavor: AuthFlavor, accepted: Accepted
+    ) -> Results:
         """Run `handler` behind the duplicate request cache: replay, drop or run and keep."""
         if self.drc is None or call.proc == 0:
             return await handler(call)
+        identity = flavor.cache_identity(accepted)  # only when a cache will use it
         key = drc_key(call.peer[0], call.xid, call.prog, call.vers, call.proc, call.args, identity)
         cached = self.drc.begin(key)
         if cached is Verdict.IN_PROGRESS:
