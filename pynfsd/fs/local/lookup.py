@@ -1,0 +1,122 @@
+"""The local backend's lookups: names, parents, links' targets, access, mount points.
+
+Theory of operation
+-------------------
+``lookup`` opens a single name relative to the directory's descriptor (``O_PATH``,
+``O_NOFOLLOW``) and publishes its handle; ``parent`` opens ``..`` and checks, as root, that it
+is still inside the export.
+
+Mount points: objects on other filesystems are never reached through this backend. ``lookup``
+of a mount point is ``EXDEV``; ``mount_point`` then tells where it is (the path the kernel
+gives the mounted root's descriptor), the fileid of the directory it covers (the ``d_ino``
+that ``getdents`` reports for the name, the only view user space has of that directory) and
+the filesystem's key (``statfs`` ``f_fsid``, else the device number, plus the path);
+``readdir`` returns such entries with ``DirEntry.mount`` set. Crossing is the caller's choice.
+Limitation (as knfsd without subtree_check): a non-directory moved out of the export by a
+local user stays reachable through a handle issued earlier.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from pynfsd.fs import creds, linux, perm
+from pynfsd.fs.backend import Attrs, FsStat, MountPoint
+from pynfsd.fs.local.objects import O_PATH, LocalObjects, proc
+from pynfsd.fs.names import check_name, oserror
+
+MAX_COVERED = 1024  # mount points whose covered directory's fileid is remembered
+
+
+def _covered_fileid(dir_fd: int, name: bytes) -> int:
+    """The ``d_ino`` of ``name`` in ``dir_fd``: for a mount point, the covered directory's."""
+    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        while batch := linux.getdents64(fd):
+            for entry, _, ino in batch:
+                if entry == name:
+                    return ino
+    finally:
+        os.close(fd)
+    raise oserror(errno.ENOENT, repr(name))
+
+
+class LocalLookup(LocalObjects):
+    """Lookups and mount points of the local backend."""
+
+    # -- Backend: lookups ----------------------------------------------------------------
+
+    def lookup(self, dir_h: bytes, name: bytes) -> tuple[bytes, Attrs]:
+        with self._dir(dir_h) as (d, _):
+            return self._publish(*self._open_child(d.fd, name))
+
+    def mount_point(self, dir_h: bytes, name: bytes) -> MountPoint:
+        with self._dir(dir_h) as (d, st):
+            return self._mount_at(d.fd, name, None, st.st_ino)[0]
+
+    def _mount_at(
+        self, dir_fd: int, name: bytes, covered: int | None, dir_ino: int = 0
+    ) -> tuple[MountPoint, os.stat_result]:
+        """The filesystem mounted on ``name`` and the stat of its root; see module docstring.
+        Without ``covered`` (readdir's ``d_ino``) it is found by scanning the directory once
+        and remembered (a bounded table), so repeated lookups of a mount point stay cheap."""
+        fd = os.open(check_name(name), O_PATH, dir_fd=dir_fd)
+        try:
+            st = os.fstat(fd)
+            if st.st_dev == self._root_id[0]:
+                raise oserror(errno.EAGAIN, "no longer a mount point")
+            path = os.readlink(proc(fd))
+            fs_id = os.fstatvfs(fd).f_fsid or st.st_dev
+        finally:
+            os.close(fd)
+        if covered is None:
+            key = (dir_ino, name, st.st_dev, st.st_ino)
+            covered = self._covered.get(key)
+            if covered is None:
+                covered = _covered_fileid(dir_fd, name)
+                if len(self._covered) >= MAX_COVERED:
+                    self._covered.clear()
+                self._covered[key] = covered
+        return MountPoint(path, covered, b"%d\0" % fs_id + os.fsencode(path)), st
+
+    def parent(self, dir_h: bytes) -> tuple[bytes, Attrs]:
+        with self._dir(dir_h) as (d, st):
+            if (st.st_dev, st.st_ino) == self._root_id:
+                raise oserror(errno.ENOENT, "parent of the export root")
+            fd = os.open("..", O_PATH | os.O_DIRECTORY, dir_fd=d.fd)
+            with creds.as_root():
+                inside = self._inside_root(fd)
+            if not inside:
+                os.close(fd)
+                raise oserror(errno.ESTALE, "directory moved out of the export")
+            return self._publish(fd, os.fstat(fd))
+
+    def readlink(self, h: bytes) -> bytes:
+        with self._borrow(h) as obj:
+            if not stat.S_ISLNK(self._live(obj).st_mode):
+                raise oserror(errno.EINVAL, "not a symlink")
+            return os.readlink(b"", dir_fd=obj.fd)
+
+    def access(self, h: bytes, want: int) -> int:
+        """The kernel's answer for the calling thread's identity, ACLs included."""
+        granted = 0
+        with self._borrow(h) as obj:
+            self._live(obj)
+            for bit, mode in ((perm.READ, os.R_OK), (perm.WRITE, os.W_OK), (perm.EXEC, os.X_OK)):
+                try:
+                    if want & bit and creds.faccess_fd(obj.fd, mode):
+                        granted |= bit
+                except OSError as e:
+                    if e.errno != errno.EROFS:
+                        raise
+        return granted
+
+    def statfs(self, h: bytes) -> FsStat:
+        with self._borrow(h) as obj:
+            v = os.fstatvfs(obj.fd)
+            return FsStat(
+                v.f_blocks * v.f_frsize, v.f_bfree * v.f_frsize, v.f_bavail * v.f_frsize,
+                v.f_files, v.f_ffree, v.f_favail, v.f_namemax,
+            )  # fmt: skip
