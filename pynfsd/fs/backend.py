@@ -122,6 +122,23 @@ TimeArg = int | SetToNow | None
 
 
 @dataclass(slots=True, frozen=True)
+class AttrChanges:
+    """What one ``setattr`` changes; ``None`` leaves a field as it is (see "Times")."""
+
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    size: int | None = None
+    atime: TimeArg = None
+    mtime: TimeArg = None
+
+    def changes_anything(self) -> bool:
+        """Whether any field is to change (the object's change attribute moves only then)."""
+        fields = (self.mode, self.uid, self.gid, self.size, self.atime, self.mtime)
+        return any(v is not None for v in fields)
+
+
+@dataclass(slots=True, frozen=True)
 class Attrs:
     """Attributes of one object (``mode`` holds only the 0o7777 permission bits)."""
 
@@ -299,7 +316,6 @@ class Backend(abc.ABC):
     def link(self, h: bytes, dir_h: bytes, name: bytes) -> Attrs:
         """Hard link ``h`` as ``name`` in ``dir_h``; returns the new attributes of ``h``."""
 
-    @abc.abstractmethod
     def setattr(
         self,
         h: bytes,
@@ -312,6 +328,11 @@ class Backend(abc.ABC):
         mtime: TimeArg = None,
     ) -> Attrs:
         """Change the given attributes; returns the attributes afterwards."""
+        return self.change_attrs(h, AttrChanges(mode, uid, gid, size, atime, mtime))
+
+    @abc.abstractmethod
+    def change_attrs(self, h: bytes, c: AttrChanges) -> Attrs:
+        """``setattr`` with its keywords as one value ``c``: what a backend implements."""
 
     @abc.abstractmethod
     def statfs(self, h: bytes) -> FsStat:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pynfsd.fs.backend import (
     NAME_MAX,
     SET_TO_NOW,
+    AttrChanges,
     Attrs,
     Backend,
     DirEntry,
@@ -484,28 +485,18 @@ class MemoryBackend(Backend):
         if node.type != FileType.DIR:  # chown(2) clears set-id bits on non-directories
             node.mode &= ~(0o4000 | (0o2000 if node.mode & 0o010 else 0))
 
-    def setattr(
-        self,
-        h: bytes,
-        *,
-        mode: int | None = None,
-        uid: int | None = None,
-        gid: int | None = None,
-        size: int | None = None,
-        atime: TimeArg = None,
-        mtime: TimeArg = None,
-    ) -> Attrs:
+    def change_attrs(self, h: bytes, c: AttrChanges) -> Attrs:
         with self._lock:
             node = self._get(h)
-            if size is not None:
-                self._resize(self._file(h), size)
-            if uid is not None or gid is not None:
-                self._chown(node, uid, gid)
-            if mode is not None and node.type != FileType.LNK:
-                node.mode = mode & 0o7777
-            self._set_times(node, atime, mtime)
-            if any(v is not None for v in (mode, uid, gid, size, atime, mtime)):
-                self._touch(node, mtime=size is not None and mtime is None)
+            if c.size is not None:
+                self._resize(self._file(h), c.size)
+            if c.uid is not None or c.gid is not None:
+                self._chown(node, c.uid, c.gid)
+            if c.mode is not None and node.type != FileType.LNK:
+                node.mode = c.mode & 0o7777
+            self._set_times(node, c.atime, c.mtime)
+            if c.changes_anything():
+                self._touch(node, mtime=c.size is not None and c.mtime is None)
             return self._attrs(node)
 
     def statfs(self, h: bytes) -> FsStat:

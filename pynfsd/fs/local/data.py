@@ -23,7 +23,7 @@ import os
 import stat
 
 from pynfsd.fs import creds, linux
-from pynfsd.fs.backend import SET_TO_NOW, Attrs, TimeArg
+from pynfsd.fs.backend import SET_TO_NOW, AttrChanges, Attrs, TimeArg
 from pynfsd.fs.creds import Identity
 from pynfsd.fs.fdcache import CachedObject
 from pynfsd.fs.local.objects import MAX_OFFSET, LocalObjects, proc
@@ -177,29 +177,21 @@ class LocalData(LocalObjects):
             raise oserror(errno.EFBIG)
         os.ftruncate(fd, size)
 
-    def setattr(
-        self,
-        h: bytes,
-        *,
-        mode: int | None = None,
-        uid: int | None = None,
-        gid: int | None = None,
-        size: int | None = None,
-        atime: TimeArg = None,
-        mtime: TimeArg = None,
-    ) -> Attrs:
+    def change_attrs(self, h: bytes, c: AttrChanges) -> Attrs:
         with self._borrow(h) as obj:
             st = self._live(obj)
-            if mode is not None or uid is not None or gid is not None:
+            if c.mode is not None or c.uid is not None or c.gid is not None:
                 obj.grants.clear()  # also when ctime does not visibly move
-            if size is not None:
-                self._truncate(obj, size)
-            if uid is not None or gid is not None:
-                linux.fchown_empty(obj.fd, -1 if uid is None else uid, -1 if gid is None else gid)
-            if mode is not None and not stat.S_ISLNK(st.st_mode):
-                os.chmod(proc(obj.fd), mode & 0o7777)
-            if atime is not None or mtime is not None:
-                linux.utimens_empty(obj.fd, _timespec(atime), _timespec(mtime))
-            if any(v is not None for v in (mode, uid, gid, size, atime, mtime)):
+            if c.size is not None:
+                self._truncate(obj, c.size)
+            if c.uid is not None or c.gid is not None:
+                linux.fchown_empty(
+                    obj.fd, -1 if c.uid is None else c.uid, -1 if c.gid is None else c.gid
+                )
+            if c.mode is not None and not stat.S_ISLNK(st.st_mode):
+                os.chmod(proc(obj.fd), c.mode & 0o7777)
+            if c.atime is not None or c.mtime is not None:
+                linux.utimens_empty(obj.fd, _timespec(c.atime), _timespec(c.mtime))
+            if c.changes_anything():
                 self._modified(st)
             return self._attrs(os.fstat(obj.fd))
