@@ -287,14 +287,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def mknod(
-        self,
-        dir_h: bytes,
-        name: bytes,
-        ftype: FileType,
-        mode: int,
-        rdev: tuple[int, int],
-        uid: int,
-        gid: int,
+        self, dir_h: bytes, name: bytes, ftype: FileType, mode: int, rdev: tuple[int, int],
+        uid: int, gid: int
     ) -> tuple[bytes, Attrs]:
         """Create a BLK/CHR device, SOCK or FIFO (other types: ``EINVAL``)."""
 

@@ -371,14 +371,8 @@ class MemoryBackend(Backend):
             return self._handle(node.ino), self._attrs(node)
 
     def mknod(
-        self,
-        dir_h: bytes,
-        name: bytes,
-        ftype: FileType,
-        mode: int,
-        rdev: tuple[int, int],
-        uid: int,
-        gid: int,
+        self, dir_h: bytes, name: bytes, ftype: FileType, mode: int, rdev: tuple[int, int],
+        uid: int, gid: int
     ) -> tuple[bytes, Attrs]:
         with self._lock:
             parent = self._dir(dir_h)

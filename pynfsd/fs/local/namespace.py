@@ -116,14 +116,8 @@ class LocalNamespace(LocalObjects):
             return self._adopt(d.fd, name, stat.S_IFLNK, None, uid, gid)
 
     def mknod(
-        self,
-        dir_h: bytes,
-        name: bytes,
-        ftype: FileType,
-        mode: int,
-        rdev: tuple[int, int],
-        uid: int,
-        gid: int,
+        self, dir_h: bytes, name: bytes, ftype: FileType, mode: int, rdev: tuple[int, int],
+        uid: int, gid: int
     ) -> tuple[bytes, Attrs]:
         ifmt = _NODE_FMT.get(ftype)
         if ifmt is None:
