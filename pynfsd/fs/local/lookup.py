@@ -12,8 +12,6 @@ gives the mounted root's descriptor), the fileid of the directory it covers (the
 that ``getdents`` reports for the name, the only view user space has of that directory) and
 the filesystem's key (``statfs`` ``f_fsid``, else the device number, plus the path);
 ``readdir`` returns such entries with ``DirEntry.mount`` set. Crossing is the caller's choice.
-Limitation (as knfsd without subtree_check): a non-directory moved out of the export by a
-local user stays reachable through a handle issued earlier.
 """
 
 from __future__ import annotations

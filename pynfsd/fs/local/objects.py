@@ -12,6 +12,8 @@ components (``names.check_name``), opened with ``*at`` calls relative to the dir
 descriptor and ``O_NOFOLLOW``; symlinks are never followed. A directory opened from a
 handle is checked to lie under the export root by walking ``..`` descriptors up to the
 root's (dev, ino); ``parent()`` of the root is ENOENT.
+Limitation (as knfsd without subtree_check): a non-directory moved out of the export by a
+local user stays reachable through a handle issued earlier.
 
 Descriptors are cached (``fdcache.FdCache``): ``O_PATH`` for every object plus an I/O
 descriptor for regular files, reopened through ``/proc/self/fd``. Objects whose link count
