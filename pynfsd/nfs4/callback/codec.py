@@ -9,8 +9,8 @@ from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4.callback.errors import BadCallbackReply
 from pynfsd.xdr.runtime import Packer, Unpacker, XdrError
 
-CB_VERSION = 1  # NFS4_CALLBACK version 1 (RFC 7530 §17); the program number is the client's
-CB_NULL, CB_COMPOUND = 0, 1
+# NFS4_CALLBACK's version and procedures (RFC 7530 §17); the program number is the client's.
+CB_VERSION, CB_NULL, CB_COMPOUND = N.NFS_CB, N.CB_NULL, N.CB_COMPOUND
 
 
 def cb_recall(stateid: N.stateid4, truncate: bool, fh: bytes) -> N.nfs_cb_argop4:
