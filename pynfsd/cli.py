@@ -36,6 +36,7 @@ from pynfsd.nfs4.server import (
 from pynfsd.rpc.auth import AuthRegistry
 from pynfsd.rpc.drc import DEFAULT_MAX_BYTES as DEFAULT_DRC_BYTES
 from pynfsd.rpc.drc import ReplyCache
+from pynfsd.rpc.flavors import RPCSEC_GSS
 from pynfsd.rpc.server import RpcServer
 from pynfsd.rpc.transport import (
     DEFAULT_IDLE_TIMEOUT,
@@ -252,7 +253,7 @@ async def run_server(
     limits: Limits | None = None,
 ) -> None:
     registry = auth or AuthRegistry.default()
-    gss = 6 in registry.flavors()  # RPCSEC_GSS: callbacks may need the server's GSS identity
+    gss = RPCSEC_GSS in registry.flavors()  # callbacks may need the server's GSS identity
     keytab = (args.keytab or default_keytab()) if gss else None
     io_size = ServerConfig.io_size_for(args.max_reply_size)
     config = ServerConfig(state_dir=args.state_dir, lease_time=args.lease, grace_time=args.grace,

@@ -50,7 +50,6 @@ GSSX_INDICATE_MECHS = 1
 GSSX_ACCEPT_SEC_CONTEXT = 9
 MAX_RPC_SIZE = 1 << 20  # gssproxy's gp_common.h: larger requests make it drop the connection
 DEFAULT_SOCKET = "/run/gssproxy.sock"  # Debian's /etc/gssproxy/24-nfs-server.conf
-KRB5_MECH_OID = bytes.fromhex("2a864886f712010202")  # 1.2.840.113554.1.2.2 (RFC 1964)
 
 # gssproxy compares these option names including their C string terminator (sizeof), as the
 # kernel sends them (gss_rpc_xdr.c); the reply's "linux_creds_v1" option carries it too.

@@ -30,6 +30,7 @@ from pynfsd.gss.accept import Acceptor, PerPacket, StepResult
 from pynfsd.gss.principals import Identity, PrincipalMapper
 from pynfsd.rpc.auth import Accepted, AuthFlavor, Credential
 from pynfsd.rpc.errors import AuthError, DropCall, GarbageArgs
+from pynfsd.rpc.flavors import KRB5_PSEUDOFLAVORS, SVC_INTEGRITY, SVC_NONE
 from pynfsd.rpc.gss_context import ContextTable, GssContext, SeqWindow
 from pynfsd.rpc.header import CallHeader
 from pynfsd.rpc.server import Buffer
@@ -37,11 +38,6 @@ from pynfsd.xdr.runtime import Packer, Unpacker, XdrError
 
 log = logging.getLogger(__name__)
 
-SVC_NONE, SVC_INTEGRITY, SVC_PRIVACY = (
-    G.rpc_gss_svc_none, G.rpc_gss_svc_integrity, G.rpc_gss_svc_privacy,
-)
-# RFC 2623 §2.1 pseudoflavours: krb5, krb5i, krb5p (what exports' sec= lists name).
-KRB5_PSEUDOFLAVORS = {SVC_NONE: 390003, SVC_INTEGRITY: 390004, SVC_PRIVACY: 390005}
 _U32 = struct.Struct(">I")
 _PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
 

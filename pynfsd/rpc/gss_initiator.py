@@ -22,6 +22,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from pynfsd.gen import nfs4 as N
 from pynfsd.gen import rpc as R
 from pynfsd.gen import rpcsec_gss as G
 from pynfsd.gss.accept import Buffer, PerPacket
@@ -32,11 +33,9 @@ from pynfsd.rpc.client import (
     decode_reply_verf,
     encode_call,
 )
+from pynfsd.rpc.flavors import KRB5_MECH_OID, SVC_INTEGRITY, SVC_NONE
 from pynfsd.xdr.runtime import Packer, Unpacker, XdrError
 
-SVC_NONE, SVC_INTEGRITY, SVC_PRIVACY = 1, 2, 3
-NFS_PROGRAM, NFS_V4 = 100003, 4
-KRB5_MECH_OID = "1.2.840.113554.1.2.2"
 _U32 = struct.Struct(">I")
 
 
@@ -87,7 +86,7 @@ class GssapiInitiator:
     def step(self, token: bytes | None) -> tuple[bytes, bool]:
         gr = self._gr
         res = gr.init_sec_context(
-            self._name, self._creds, self._ctx, gr.OID.from_int_seq(KRB5_MECH_OID),
+            self._name, self._creds, self._ctx, gr.OID(elements=KRB5_MECH_OID),
             self._flags, input_token=token,
         )
         self._ctx = res.context
@@ -125,7 +124,7 @@ class RpcsecGssAuth:
 
     def __init__(
         self, initiator: Initiator, service: int = SVC_NONE, *,
-        prog: int = NFS_PROGRAM, vers: int = NFS_V4, seq_start: int = 1,
+        prog: int = N.NFS4_PROGRAM, vers: int = N.NFS_V4, seq_start: int = 1,
     ) -> None:
         self.initiator = initiator
         self.service = service

@@ -35,13 +35,13 @@ import pytest
 from pynfsd.gss import BadMic
 from pynfsd.gss.accept import StepResult
 from pynfsd.gss.gssproxy import (
-    KRB5_MECH_OID,
     GssproxyAcceptor,
     parse_linux_creds_v1,
     parse_linux_lucid_v1,
 )
 from pynfsd.gss.lucid import Krb5Context
 from pynfsd.gss.principals import Identity, PrincipalMapper
+from pynfsd.rpc.flavors import KRB5_MECH_OID
 from tests.interop.conftest import Krb5Realm
 
 gr = pytest.importorskip("gssapi.raw")
@@ -439,8 +439,9 @@ def test_krb5i_compound_end_to_end(krb5_realm: Krb5Realm, gssproxy: Gssproxy, tm
     from pynfsd.nfs4.server import NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND, NFSServer, ServerConfig
     from pynfsd.rpc.auth import AuthNone, AuthRegistry, AuthSys
     from pynfsd.rpc.client import RpcClient
+    from pynfsd.rpc.flavors import SVC_INTEGRITY
     from pynfsd.rpc.gss import RpcsecGss
-    from pynfsd.rpc.gss_initiator import SVC_INTEGRITY, GssapiInitiator, RpcsecGssAuth
+    from pynfsd.rpc.gss_initiator import GssapiInitiator, RpcsecGssAuth
     from pynfsd.rpc.server import RpcServer
     from pynfsd.rpc.transport import serve
 

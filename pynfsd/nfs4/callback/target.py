@@ -15,9 +15,7 @@ from pynfsd.nfs4.callback.uaddr import (
     parse_universal_address,
 )
 from pynfsd.rpc.auth import Credential
-from pynfsd.rpc.gss import KRB5_PSEUDOFLAVORS, SVC_NONE
-
-_SERVICE_OF_PSEUDOFLAVOR = {flavor: svc for svc, flavor in KRB5_PSEUDOFLAVORS.items()}
+from pynfsd.rpc.flavors import SVC_NONE, service_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +45,7 @@ def security_from_credential(cred: Credential) -> CallbackSecurity:
     if cred.flavor == R.AUTH_SYS:
         return AuthSysSecurity(cred.uid, cred.gid, tuple(cred.gids), cred.machinename)
     if cred.flavor == R.RPCSEC_GSS:
-        service = _SERVICE_OF_PSEUDOFLAVOR.get(cred.pseudoflavor or 0)
+        service = service_of(cred.pseudoflavor)
         if not cred.principal or service is None:
             raise CallbackError("RPCSEC_GSS credential without a principal or krb5 service")
         return GssSecurity(cred.principal, service)
