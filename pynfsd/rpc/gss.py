@@ -14,7 +14,6 @@ most once per `log_interval` per kind.  Per-packet crypto is the context's `PerP
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import struct
@@ -23,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pynfsd.blocking import Runner, default_runner
 from pynfsd.gen import rpc as R
 from pynfsd.gen import rpcsec_gss as G
 from pynfsd.gss import ContextExpired
@@ -75,6 +75,7 @@ class RpcsecGss(AuthFlavor):
         config: GssConfig = GssConfig(),
         clock: Callable[[], float] = time.time,
         rng: Callable[[int], bytes] = secrets.token_bytes,
+        runner: Runner | None = None,
     ) -> None:
         self.acceptor = acceptor
         self.mapper = mapper or PrincipalMapper()
@@ -83,6 +84,7 @@ class RpcsecGss(AuthFlavor):
         self.stats: Counter[str] = Counter()
         self._clock = clock
         self._rng = rng
+        self._runner = runner or default_runner()  # the mapper's lookups block (NSS)
         self._logged: dict[str, float] = {}
         self._steps = 0  # acceptor steps under way
 
@@ -234,7 +236,7 @@ class RpcsecGss(AuthFlavor):
 
     async def _complete(self, ctx: GssContext, result: StepResult) -> Accepted:
         assert result.per_packet is not None
-        ident = await asyncio.to_thread(self.mapper.lookup, result.initiator)
+        ident = await self._runner.run(self.mapper.lookup, result.initiator)
         ctx.per_packet = result.per_packet
         ctx.initiator = result.initiator
         ctx.creds = _credentials(result.initiator, ident)

@@ -8,7 +8,7 @@ Used by the server (callbacks, `pynfsd.nfs4.callback`) and by the client library
     await auth.establish(rpc)          # INIT / CONTINUE_INIT until the context is complete
     rpc.auth = auth                    # rpc.call(...) now signs, seals and checks every call
 
-`GssapiInitiator` drives MIT krb5 through python-gssapi (blocking steps run in a thread); every
+`GssapiInitiator` drives MIT krb5 through python-gssapi (blocking steps run on a `Runner`); every
 per-message operation then goes through MIT as well, so tests talking to pynfsd check pynfsd's
 own RFC 4121 code against MIT's.  Any `Initiator` (a stub in unit tests) can stand in.
 Failures raise `GssClientError` (context establishment) or `BadReply` (a reply whose verifier,
@@ -17,11 +17,11 @@ checksum or sequence number does not check out).
 
 from __future__ import annotations
 
-import asyncio
 import struct
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from pynfsd.blocking import Runner, default_runner
 from pynfsd.gen import nfs4 as N
 from pynfsd.gen import rpc as R
 from pynfsd.gen import rpcsec_gss as G
@@ -125,8 +125,10 @@ class RpcsecGssAuth:
     def __init__(
         self, initiator: Initiator, service: int = SVC_NONE, *,
         prog: int = N.NFS4_PROGRAM, vers: int = N.NFS_V4, seq_start: int = 1,
+        runner: Runner | None = None,
     ) -> None:
         self.initiator = initiator
+        self._runner = runner or default_runner()
         self.service = service
         self.prog, self.vers = prog, vers
         self.handle = b""
@@ -156,7 +158,7 @@ class RpcsecGssAuth:
     # ------------------------------------------------------------ context creation
     async def establish(self, rpc: RecordCaller) -> G.rpc_gss_init_res:
         """INIT, then CONTINUE_INIT while the mechanism needs more (RFC 2203 §5.2)."""
-        token, done = await asyncio.to_thread(self.initiator.step, None)
+        token, done = await self._runner.run(self.initiator.step, None)
         proc = G.RPCSEC_GSS_INIT
         while True:
             res, verf = await self._init_call(rpc, proc, token)
@@ -164,7 +166,7 @@ class RpcsecGssAuth:
                 raise GssClientError("the server refused the context", res.gss_major, res.gss_minor)
             self.handle = res.handle
             if res.gss_token and not done:
-                token, done = await asyncio.to_thread(self.initiator.step, res.gss_token)
+                token, done = await self._runner.run(self.initiator.step, res.gss_token)
             if res.gss_major == G.GSS_S_COMPLETE:
                 break
             proc = G.RPCSEC_GSS_CONTINUE_INIT
