@@ -15,16 +15,15 @@ from pynfsd.nfs4.callback.uaddr import (
     parse_universal_address,
 )
 from pynfsd.rpc.auth import Credential
+from pynfsd.rpc.client import AuthSysCred
 from pynfsd.rpc.flavors import SVC_NONE, service_of
 
 
 @dataclass(frozen=True, slots=True)
-class AuthSysSecurity:
-    """§3.3.3: AUTH_SYS callbacks use the AUTH_SYS credential the client used."""
+class AuthSysSecurity(AuthSysCred):
+    """§3.3.3: AUTH_SYS callbacks use the AUTH_SYS credential the client used (its
+    machinename as sent, by default none)."""
 
-    uid: int
-    gid: int
-    gids: tuple[int, ...] = ()
     machinename: str = ""
 
 
