@@ -31,10 +31,11 @@ from pynfsd.rpc.client import (
     BadReply,
     RpcError,
     decode_reply_verf,
+    decode_results,
     encode_call,
 )
 from pynfsd.rpc.flavors import KRB5_MECH_OID, SVC_INTEGRITY, SVC_NONE
-from pynfsd.xdr.runtime import Packer, Unpacker, XdrError
+from pynfsd.xdr.runtime import Packer, Unpacker
 
 _U32 = struct.Struct(">I")
 
@@ -184,13 +185,7 @@ class RpcsecGssAuth:
         cred = self.cred(proc, 0, handle=b"" if proc == G.RPCSEC_GSS_INIT else self.handle)
         record = await rpc.call_record(xid, encode_call(xid, self.prog, self.vers, 0, p.get_buffer(), cred))
         _, verf, results = decode_reply_verf(record)
-        u = Unpacker(results)
-        try:
-            res = G.unpack_rpc_gss_init_res(u)
-            u.done()
-        except XdrError as e:
-            raise BadReply(f"bad rpc_gss_init_res: {e}") from None
-        return res, verf
+        return decode_results(results, G.unpack_rpc_gss_init_res, BadReply, "bad rpc_gss_init_res"), verf
 
     def _check_window_verf(self, window: int, verf: R.opaque_auth) -> None:
         # RFC 2203 §5.2.3.1.1: the client verifies the MIC of seq_window.
