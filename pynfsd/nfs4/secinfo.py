@@ -13,9 +13,8 @@ def secinfo_list(flavours: tuple[str, ...]) -> list[N.secinfo4]:
         f = BY_NAME.get(name)
         if f is None:
             continue
+        info = None
         if f.service is not None and f.mech_oid is not None:
-            info = N.rpcsec_gss_info(f.mech_oid, 0, f.service)
-            out.append(N.secinfo4(f.auth_flavor, info))
-        else:
-            out.append(N.secinfo4(f.auth_flavor, None))
+            info = N.rpcsec_gss_info(f.mech_oid, 0, f.service)  # RFC 7530 §16.31.4
+        out.append(N.secinfo4(f.auth_flavor, info))
     return out

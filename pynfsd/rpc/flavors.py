@@ -6,7 +6,8 @@ RPCSEC_GSS); under RPCSEC_GSS the mechanism and service select a pseudoflavour (
 §2.1: 390003 krb5, 390004 krb5i, 390005 krb5p), which is what a `Credential.sec_flavor` holds
 and what SECINFO lists.  Each `Flavour` row ties these together; the lookups below go from a
 name, a credential's `sec_flavor` or a GSS service to the row.  The wire numbers come from the
-generated codecs; the krb5 mechanism OID is written once, in dotted form, and encoded here.
+generated codecs (rpc.x, rpcsec_gss.x); the krb5 mechanism OID is written once, in dotted
+form, and encoded here.
 """
 
 from __future__ import annotations
@@ -53,17 +54,13 @@ class Flavour:
     service: int | None = None
     mech_oid: bytes | None = None
 
-    @property
-    def is_gss(self) -> bool:
-        return self.service is not None
-
 
 FLAVOURS: tuple[Flavour, ...] = (
     Flavour("none", AUTH_NONE, AUTH_NONE),
     Flavour("sys", AUTH_SYS, AUTH_SYS),
-    Flavour("krb5", RPCSEC_GSS, 390003, SVC_NONE, KRB5_MECH_OID),
-    Flavour("krb5i", RPCSEC_GSS, 390004, SVC_INTEGRITY, KRB5_MECH_OID),
-    Flavour("krb5p", RPCSEC_GSS, 390005, SVC_PRIVACY, KRB5_MECH_OID),
+    Flavour("krb5", RPCSEC_GSS, G.RPC_AUTH_GSS_KRB5, SVC_NONE, KRB5_MECH_OID),
+    Flavour("krb5i", RPCSEC_GSS, G.RPC_AUTH_GSS_KRB5I, SVC_INTEGRITY, KRB5_MECH_OID),
+    Flavour("krb5p", RPCSEC_GSS, G.RPC_AUTH_GSS_KRB5P, SVC_PRIVACY, KRB5_MECH_OID),
 )
 BY_NAME = {f.name: f for f in FLAVOURS}
 BY_SEC_FLAVOR = {f.sec_flavor: f for f in FLAVOURS}
