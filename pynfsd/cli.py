@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from pynfsd import __version__, admin
+from pynfsd.blocking import default_runner
 from pynfsd.exports import ExportsError, load_exports, parse_export_line
 from pynfsd.exports.mounts import DEFAULT_MAX_MOUNTS
 from pynfsd.exports.resolver import StaticExportResolver
@@ -36,6 +37,7 @@ from pynfsd.nfs4.server import (
 from pynfsd.rpc.auth import AuthRegistry
 from pynfsd.rpc.drc import DEFAULT_MAX_BYTES as DEFAULT_DRC_BYTES
 from pynfsd.rpc.drc import ReplyCache
+from pynfsd.rpc.flavors import RPCSEC_GSS
 from pynfsd.rpc.server import RpcServer
 from pynfsd.rpc.transport import (
     DEFAULT_IDLE_TIMEOUT,
@@ -217,6 +219,7 @@ def default_keytab() -> str | None:
 def auth_registry(args: argparse.Namespace) -> AuthRegistry:
     """AUTH_NONE, AUTH_SYS and, with a keytab or gssproxy, RPCSEC_GSS (RFC 2203)."""
     registry = AuthRegistry.default()
+    runner = default_runner()  # GSS steps and principal lookups block: the shared pool
     use_proxy = args.gss_backend == "gssproxy"
     keytab = args.keytab or default_keytab()
     if keytab is None and not use_proxy:
@@ -231,13 +234,13 @@ def auth_registry(args: argparse.Namespace) -> AuthRegistry:
             from pynfsd.gss.gssproxy import GssproxyAcceptor
 
             proxy = GssproxyAcceptor(args.gssproxy_socket)
-            registry.register(RpcsecGss(proxy, proxy.mapper(base)))
+            registry.register(RpcsecGss(proxy, proxy.mapper(base), runner=runner))
             log.info("RPCSEC_GSS (krb5, krb5i, krb5p) via gssproxy at %s", args.gssproxy_socket)
             return registry
         from pynfsd.gss.accept import GssapiAcceptor
 
         assert keytab is not None
-        registry.register(RpcsecGss(GssapiAcceptor(keytab), base))
+        registry.register(RpcsecGss(GssapiAcceptor(keytab, runner=runner), base, runner=runner))
     except ImportError as e:
         if args.keytab or use_proxy:
             raise ExportsError(f"RPCSEC_GSS needs the {args.gss_backend} backend: {e}") from None
@@ -252,14 +255,14 @@ async def run_server(
     limits: Limits | None = None,
 ) -> None:
     registry = auth or AuthRegistry.default()
-    gss = 6 in registry.flavors()  # RPCSEC_GSS: callbacks may need the server's GSS identity
+    gss = RPCSEC_GSS in registry.flavors()  # callbacks may need the server's GSS identity
     keytab = (args.keytab or default_keytab()) if gss else None
     io_size = ServerConfig.io_size_for(args.max_reply_size)
     config = ServerConfig(state_dir=args.state_dir, lease_time=args.lease, grace_time=args.grace,
                           callback_keytab=keytab, maxread=io_size, maxwrite=io_size,
                           max_compound_ops=args.max_compound_ops,
                           max_reply=args.max_reply_size, max_mounts=args.max_mounts)
-    nfs = NFSServer(config, StaticExportResolver(entries))
+    nfs = NFSServer(config, StaticExportResolver(entries, runner=default_runner()))
     drc = ReplyCache(args.drc_size) if args.drc_size else None
     rpc = RpcServer(registry, drc)
     nfs.register(rpc)

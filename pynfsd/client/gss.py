@@ -2,25 +2,19 @@
 
     nfs = await connect("127.0.0.1", 2049, SVC_PRIVACY)   # an Nfs4Client speaking krb5p
 
-The initiator itself (`RpcsecGssAuth`, `GssapiInitiator`, the service constants) is
-`pynfsd.rpc.gss_initiator`, shared with the server's callbacks.
+The initiator itself (`RpcsecGssAuth`, `GssapiInitiator`) is `pynfsd.rpc.gss_initiator`,
+shared with the server's callbacks; the service constants are `pynfsd.rpc.flavors`'.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pynfsd.client.nfs4 import Nfs4Client
+from pynfsd.client.nfs4 import NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND, Nfs4Client
 from pynfsd.rpc.client import RpcClient
-from pynfsd.rpc.gss_initiator import (
-    NFS_PROGRAM,
-    NFS_V4,
-    SVC_NONE,
-    GssapiInitiator,
-    RpcsecGssAuth,
-)
+from pynfsd.rpc.flavors import SVC_NONE
+from pynfsd.rpc.gss_initiator import GssapiInitiator, RpcsecGssAuth
 
-NFSPROC4_COMPOUND = 1
 
 async def connect(
     host: str, port: int, service: int = SVC_NONE, *, target: str = "nfs@localhost",

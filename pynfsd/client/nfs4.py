@@ -19,9 +19,7 @@ from pynfsd.gen import nfs4 as N
 from pynfsd.rpc.client import AuthSysCred, RpcClient
 from pynfsd.xdr.runtime import Packer, Unpacker
 
-NFS_PROGRAM = 100003
-NFS_V4 = 4
-NFSPROC4_COMPOUND = 1
+NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND = N.NFS4_PROGRAM, N.NFS_V4, N.NFSPROC4_COMPOUND
 
 
 class Nfs4Failure(Exception):

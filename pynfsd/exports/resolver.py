@@ -3,7 +3,7 @@
 Theory of operation: the NFS layer holds an :class:`ExportResolver` and awaits
 ``exports_for(client_addr)`` whenever it needs a client's exports (PUTROOTFH, crossing into an
 export, SECINFO, revalidating a filehandle). The call may suspend: the static resolver runs a
-reverse DNS lookup in a thread, and a future export cache with kernel-style upcalls can make
+reverse DNS lookup on a `Runner` (a worker thread), and a future export cache with kernel-style upcalls can make
 the request wait for an answer without changing its callers. Nothing is cached here, so a
 client's view can never go stale; the exports table itself is immutable (reload = new resolver).
 
@@ -15,11 +15,12 @@ administrator can write.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from typing import Protocol
+
+from pynfsd.blocking import Runner, default_runner
 
 from .match import ReverseLookup, best_match, needs_names, parse_client_addr, system_reverse_lookup
 from .types import ClientExport, ExportEntry, ExportOptions, ExportsError
@@ -66,22 +67,24 @@ def _check_fsids(entries: Sequence[ExportEntry]) -> None:
 
 
 class StaticExportResolver:
-    """Resolves against a fixed exports table; reverse lookups run in a thread."""
+    """Resolves against a fixed exports table; reverse lookups run on `runner`."""
 
     def __init__(
         self,
         entries: Iterable[ExportEntry],
         reverse_lookup: ReverseLookup = system_reverse_lookup,
+        runner: Runner | None = None,
     ) -> None:
         self.entries: tuple[ExportEntry, ...] = tuple(entries)
         _check_fsids(self.entries)
         self._reverse_lookup = reverse_lookup
+        self._runner = runner or default_runner()
         self._needs_names = needs_names([s for e in self.entries for s, _ in e.clients])
 
     async def exports_for(self, client_addr: str) -> tuple[ClientExport, ...]:
         names: list[str] = []
         if self._needs_names:
-            names = await asyncio.to_thread(self._lookup, client_addr)
+            names = await self._runner.run(self._lookup, client_addr)
         return self.exports_for_names(client_addr, names)
 
     def _lookup(self, client_addr: str) -> list[str]:

@@ -10,6 +10,9 @@ from typing import Any, Callable
 from pynfsd.xdr.runtime import Packer, Unpacker, XdrError
 
 RPCSEC_GSS_VERS_1: int = 1
+RPC_AUTH_GSS_KRB5: int = 390003
+RPC_AUTH_GSS_KRB5I: int = 390004
+RPC_AUTH_GSS_KRB5P: int = 390005
 MAXSEQ: int = 2147483648
 
 

@@ -2,7 +2,7 @@
 
 Theory of operation: the RPCSEC_GSS flavour hands each INIT / CONTINUE_INIT token to an
 `Acceptor` and awaits a `StepResult`.  Establishment runs in worker threads, never on the event
-loop (it reads the keytab and may replay-cache to disk).  When a context completes, the acceptor
+loop (it reads the keytab and may replay-cache to disk): through a `pynfsd.blocking.Runner`.  When a context completes, the acceptor
 exports it as a krb5 lucid context and returns a `PerPacket` object (`pynfsd.gss.lucid`'s
 `Krb5Context`) that does every later MIC and Wrap in-process, as the Linux kernel does after its
 upcall.  `GssapiAcceptor` does this through python-gssapi with the server's keytab; the gssproxy
@@ -11,13 +11,13 @@ backend implements the same protocol.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
+
+from pynfsd.blocking import Runner, default_runner
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ class GssapiAcceptor:
 
     `keytab` is a path; None means the default keytab (KRB5_KTNAME or /etc/krb5.keytab).
     With `service` None, any principal in the keytab is accepted (as knfsd with gssproxy).
+    Each step is one blocking `accept_sec_context` on `runner` (default: the shared pool).
     """
 
     def __init__(
@@ -94,21 +95,19 @@ class GssapiAcceptor:
         keytab: str | None = None,
         *,
         service: str | None = None,
-        executor: Executor | None = None,
+        runner: Runner | None = None,
         per_packet: PerPacketFactory = _lucid_context,
-        workers: int = 4,
     ) -> None:
         import gssapi.raw  # noqa: F401  (fail at startup, not at the first client)
 
         self.keytab = keytab
         self.service = service
-        self._executor = executor or ThreadPoolExecutor(workers, thread_name_prefix="pynfsd-gss")
+        self._runner = runner or default_runner()
         self._per_packet = per_packet
         self._creds: Any = None
 
     async def step(self, ctx_state: object, token: bytes) -> StepResult:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.step_blocking, ctx_state, token)
+        return await self._runner.run(self.step_blocking, ctx_state, token)
 
     def step_blocking(self, ctx_state: object, token: bytes) -> StepResult:
         """One `accept_sec_context` call (blocking: run off the event loop)."""

@@ -38,9 +38,10 @@ from pynfsd.gen import gssproxy as X
 from pynfsd.gss.accept import GSS_S_COMPLETE, GSS_S_CONTINUE_NEEDED, GSS_S_FAILURE, StepResult
 from pynfsd.gss.lucid import Krb5Context
 from pynfsd.gss.principals import Identity, PrincipalMapper
-from pynfsd.rpc.client import RpcError, decode_reply, encode_call
+from pynfsd.gss.rfc4121 import CfxKeys
+from pynfsd.rpc.client import RpcError, decode_reply, decode_results, encode_call
 from pynfsd.rpc.record import RecordError, RecordReader, record_buffers
-from pynfsd.xdr.runtime import Packer, Unpacker, XdrError
+from pynfsd.xdr.runtime import Packer, Unpacker
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,6 @@ GSSX_INDICATE_MECHS = 1
 GSSX_ACCEPT_SEC_CONTEXT = 9
 MAX_RPC_SIZE = 1 << 20  # gssproxy's gp_common.h: larger requests make it drop the connection
 DEFAULT_SOCKET = "/run/gssproxy.sock"  # Debian's /etc/gssproxy/24-nfs-server.conf
-KRB5_MECH_OID = bytes.fromhex("2a864886f712010202")  # 1.2.840.113554.1.2.2 (RFC 1964)
 
 # gssproxy compares these option names including their C string terminator (sizeof), as the
 # kernel sends them (gss_rpc_xdr.c); the reply's "linux_creds_v1" option carries it too.
@@ -92,10 +92,10 @@ def parse_linux_lucid_v1(buf: bytes, **kwargs: object) -> Krb5Context:
         raise ValueError(f"unsupported lucid context: flags {flags:#x}, enctype {enctype}, "
                          f"{len(key)}-byte key")
     subkey = key if flags & KRB5_CTX_FLAG_ACCEPTOR_SUBKEY else None
+    keys = CfxKeys(bool(flags & KRB5_CTX_FLAG_INITIATOR), enctype, key,
+                   enctype if subkey else None, subkey)
     return Krb5Context.from_keys(
-        initiator=bool(flags & KRB5_CTX_FLAG_INITIATOR), enctype=enctype, key=key,
-        acceptor_subkey=subkey, acceptor_subkey_enctype=enctype if subkey else None,
-        send_seq=send_seq, endtime=float(endtime), **kwargs,  # type: ignore[arg-type]
+        keys, send_seq=send_seq, endtime=float(endtime), **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -275,13 +275,8 @@ class GssproxyAcceptor:
         p = Packer()
         pack(p, args)
         results = await self.client.call(proc, p.get_buffer())
-        u = Unpacker(results)
-        try:
-            res = unpack(u)
-            u.done()
-        except XdrError as e:
-            raise GssproxyError(f"undecodable gssproxy reply to call {proc}: {e}") from e
-        return res
+        return decode_results(results, unpack, GssproxyError,
+                              f"undecodable gssproxy reply to call {proc}")
 
     def mapper(self, base: PrincipalMapper | None = None) -> PrincipalMapper:
         """`base` (default: a new PrincipalMapper) preferring the identities gssproxy reports."""

@@ -36,7 +36,7 @@ class Krb5Context:
     """MIC and Wrap for one established krb5 context (RFC 4121, enctypes 17, 18, 19, 20).
 
     Build it from a lucid context object (python-gssapi's `Krb5LucidContextV1`, or anything
-    with the same attributes); `from_keys` builds one from raw keys. `clock` gives the wall
+    with the same attributes); `from_keys` builds one from `CfxKeys`. `clock` gives the wall
     clock in seconds since the epoch (for the end time), `random` the confounders.
     """
 
@@ -67,20 +67,16 @@ class Krb5Context:
     @classmethod
     def from_keys(
         cls,
+        keys: cfx.CfxKeys,
         *,
-        initiator: bool,
-        enctype: int,
-        key: bytes,
-        acceptor_subkey: bytes | None = None,
-        acceptor_subkey_enctype: int | None = None,
         send_seq: int = 0,
         recv_seq: int = 0,
         endtime: float = float("inf"),
         clock: Callable[[], float] = time.time,
         random: Callable[[int], bytes] = os.urandom,
     ) -> Krb5Context:
+        """A context from its keys (`rfc4121.CfxKeys`: our role, enctype, key, subkey)."""
         self = cls.__new__(cls)
-        keys = cfx.CfxKeys(initiator, enctype, key, acceptor_subkey_enctype, acceptor_subkey)
         self._setup(keys, send_seq, recv_seq, endtime)
         self._clock = clock
         self._random = random

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from pynfsd.blocking import BlockingPool
 from pynfsd.exports.mounts import DEFAULT_MAX_MOUNTS, MountTable
 from pynfsd.exports.pseudofs import PseudoNode
 from pynfsd.exports.resolver import ExportResolver
@@ -29,7 +30,6 @@ from pynfsd.idmap import IdMapper
 from pynfsd.nfs4 import compound
 from pynfsd.nfs4.callback import CallbackClient, CallbackTarget, ServerGssIdentity
 from pynfsd.nfs4.crossing import OnceLog
-from pynfsd.nfs4.executor import BlockingPool
 from pynfsd.nfs4.fh import KIND_EXPORT, decode_fh
 from pynfsd.nfs4.state import StateManager
 from pynfsd.nfs4.state.grace import GracePeriod

@@ -34,7 +34,7 @@ class Credential:
     gids: tuple[int, ...] = ()
     principal: str | None = None
     machinename: str = ""
-    pseudoflavor: int | None = None  # RPCSEC_GSS: e.g. 390003 krb5, 390004 krb5i, 390005 krb5p
+    pseudoflavor: int | None = None  # RPCSEC_GSS: krb5/krb5i/krb5p (`pynfsd.rpc.flavors`)
 
     @property
     def sec_flavor(self) -> int:

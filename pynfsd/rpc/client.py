@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Protocol, TypeVar, cast
 
 from pynfsd.gen import rpc as R
 from pynfsd.rpc.record import MAX_FRAGMENT, RecordError, RecordReader, record_buffers
 from pynfsd.xdr.runtime import Packer, Unpacker, XdrError
 
 NULL_AUTH = R.opaque_auth(R.AUTH_NONE, b"")
+T = TypeVar("T")
 
 
 class RpcError(Exception):
@@ -126,6 +128,20 @@ def decode_reply(record: bytes) -> tuple[int, bytes]:
     """(xid, results) of a SUCCESS reply; raises the RpcError matching any other reply."""
     xid, _, results = decode_reply_verf(record)
     return xid, results
+
+
+def decode_results(
+    results: bytes, unpack: Callable[[Unpacker], T], error: Callable[[str], Exception], what: str
+) -> T:
+    """`unpack` applied to the whole of `results`; `error(f"{what}: <why>")` is raised when
+    they do not decode or bytes remain."""
+    u = Unpacker(results)
+    try:
+        res = unpack(u)
+        u.done()
+    except XdrError as e:
+        raise error(f"{what}: {e}") from None
+    return res
 
 
 def decode_reply_verf(record: bytes) -> tuple[int, R.opaque_auth, bytes]:

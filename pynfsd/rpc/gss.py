@@ -14,7 +14,6 @@ most once per `log_interval` per kind.  Per-packet crypto is the context's `PerP
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import struct
@@ -23,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pynfsd.blocking import Runner, default_runner
 from pynfsd.gen import rpc as R
 from pynfsd.gen import rpcsec_gss as G
 from pynfsd.gss import ContextExpired
@@ -30,6 +30,7 @@ from pynfsd.gss.accept import Acceptor, PerPacket, StepResult
 from pynfsd.gss.principals import Identity, PrincipalMapper
 from pynfsd.rpc.auth import Accepted, AuthFlavor, Credential
 from pynfsd.rpc.errors import AuthError, DropCall, GarbageArgs
+from pynfsd.rpc.flavors import KRB5_PSEUDOFLAVORS, SVC_INTEGRITY, SVC_NONE
 from pynfsd.rpc.gss_context import ContextTable, GssContext, SeqWindow
 from pynfsd.rpc.header import CallHeader
 from pynfsd.rpc.server import Buffer
@@ -37,11 +38,6 @@ from pynfsd.xdr.runtime import Packer, Unpacker, XdrError
 
 log = logging.getLogger(__name__)
 
-SVC_NONE, SVC_INTEGRITY, SVC_PRIVACY = (
-    G.rpc_gss_svc_none, G.rpc_gss_svc_integrity, G.rpc_gss_svc_privacy,
-)
-# RFC 2623 §2.1 pseudoflavours: krb5, krb5i, krb5p (what exports' sec= lists name).
-KRB5_PSEUDOFLAVORS = {SVC_NONE: 390003, SVC_INTEGRITY: 390004, SVC_PRIVACY: 390005}
 _U32 = struct.Struct(">I")
 _PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
 
@@ -79,6 +75,7 @@ class RpcsecGss(AuthFlavor):
         config: GssConfig = GssConfig(),
         clock: Callable[[], float] = time.time,
         rng: Callable[[int], bytes] = secrets.token_bytes,
+        runner: Runner | None = None,
     ) -> None:
         self.acceptor = acceptor
         self.mapper = mapper or PrincipalMapper()
@@ -87,6 +84,7 @@ class RpcsecGss(AuthFlavor):
         self.stats: Counter[str] = Counter()
         self._clock = clock
         self._rng = rng
+        self._runner = runner or default_runner()  # the mapper's lookups block (NSS)
         self._logged: dict[str, float] = {}
         self._steps = 0  # acceptor steps under way
 
@@ -238,7 +236,7 @@ class RpcsecGss(AuthFlavor):
 
     async def _complete(self, ctx: GssContext, result: StepResult) -> Accepted:
         assert result.per_packet is not None
-        ident = await asyncio.to_thread(self.mapper.lookup, result.initiator)
+        ident = await self._runner.run(self.mapper.lookup, result.initiator)
         ctx.per_packet = result.per_packet
         ctx.initiator = result.initiator
         ctx.creds = _credentials(result.initiator, ident)

@@ -8,7 +8,7 @@ Used by the server (callbacks, `pynfsd.nfs4.callback`) and by the client library
     await auth.establish(rpc)          # INIT / CONTINUE_INIT until the context is complete
     rpc.auth = auth                    # rpc.call(...) now signs, seals and checks every call
 
-`GssapiInitiator` drives MIT krb5 through python-gssapi (blocking steps run in a thread); every
+`GssapiInitiator` drives MIT krb5 through python-gssapi (blocking steps run on a `Runner`); every
 per-message operation then goes through MIT as well, so tests talking to pynfsd check pynfsd's
 own RFC 4121 code against MIT's.  Any `Initiator` (a stub in unit tests) can stand in.
 Failures raise `GssClientError` (context establishment) or `BadReply` (a reply whose verifier,
@@ -17,11 +17,12 @@ checksum or sequence number does not check out).
 
 from __future__ import annotations
 
-import asyncio
 import struct
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from pynfsd.blocking import Runner, default_runner
+from pynfsd.gen import nfs4 as N
 from pynfsd.gen import rpc as R
 from pynfsd.gen import rpcsec_gss as G
 from pynfsd.gss.accept import Buffer, PerPacket
@@ -30,13 +31,12 @@ from pynfsd.rpc.client import (
     BadReply,
     RpcError,
     decode_reply_verf,
+    decode_results,
     encode_call,
 )
-from pynfsd.xdr.runtime import Packer, Unpacker, XdrError
+from pynfsd.rpc.flavors import KRB5_MECH_OID, SVC_INTEGRITY, SVC_NONE
+from pynfsd.xdr.runtime import Packer, Unpacker
 
-SVC_NONE, SVC_INTEGRITY, SVC_PRIVACY = 1, 2, 3
-NFS_PROGRAM, NFS_V4 = 100003, 4
-KRB5_MECH_OID = "1.2.840.113554.1.2.2"
 _U32 = struct.Struct(">I")
 
 
@@ -87,7 +87,7 @@ class GssapiInitiator:
     def step(self, token: bytes | None) -> tuple[bytes, bool]:
         gr = self._gr
         res = gr.init_sec_context(
-            self._name, self._creds, self._ctx, gr.OID.from_int_seq(KRB5_MECH_OID),
+            self._name, self._creds, self._ctx, gr.OID(elements=KRB5_MECH_OID),
             self._flags, input_token=token,
         )
         self._ctx = res.context
@@ -125,9 +125,11 @@ class RpcsecGssAuth:
 
     def __init__(
         self, initiator: Initiator, service: int = SVC_NONE, *,
-        prog: int = NFS_PROGRAM, vers: int = NFS_V4, seq_start: int = 1,
+        prog: int = N.NFS4_PROGRAM, vers: int = N.NFS_V4, seq_start: int = 1,
+        runner: Runner | None = None,
     ) -> None:
         self.initiator = initiator
+        self._runner = runner or default_runner()
         self.service = service
         self.prog, self.vers = prog, vers
         self.handle = b""
@@ -157,7 +159,7 @@ class RpcsecGssAuth:
     # ------------------------------------------------------------ context creation
     async def establish(self, rpc: RecordCaller) -> G.rpc_gss_init_res:
         """INIT, then CONTINUE_INIT while the mechanism needs more (RFC 2203 §5.2)."""
-        token, done = await asyncio.to_thread(self.initiator.step, None)
+        token, done = await self._runner.run(self.initiator.step, None)
         proc = G.RPCSEC_GSS_INIT
         while True:
             res, verf = await self._init_call(rpc, proc, token)
@@ -165,7 +167,7 @@ class RpcsecGssAuth:
                 raise GssClientError("the server refused the context", res.gss_major, res.gss_minor)
             self.handle = res.handle
             if res.gss_token and not done:
-                token, done = await asyncio.to_thread(self.initiator.step, res.gss_token)
+                token, done = await self._runner.run(self.initiator.step, res.gss_token)
             if res.gss_major == G.GSS_S_COMPLETE:
                 break
             proc = G.RPCSEC_GSS_CONTINUE_INIT
@@ -183,13 +185,7 @@ class RpcsecGssAuth:
         cred = self.cred(proc, 0, handle=b"" if proc == G.RPCSEC_GSS_INIT else self.handle)
         record = await rpc.call_record(xid, encode_call(xid, self.prog, self.vers, 0, p.get_buffer(), cred))
         _, verf, results = decode_reply_verf(record)
-        u = Unpacker(results)
-        try:
-            res = G.unpack_rpc_gss_init_res(u)
-            u.done()
-        except XdrError as e:
-            raise BadReply(f"bad rpc_gss_init_res: {e}") from None
-        return res, verf
+        return decode_results(results, G.unpack_rpc_gss_init_res, BadReply, "bad rpc_gss_init_res"), verf
 
     def _check_window_verf(self, window: int, verf: R.opaque_auth) -> None:
         # RFC 2203 §5.2.3.1.1: the client verifies the MIC of seq_window.

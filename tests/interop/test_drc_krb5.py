@@ -39,10 +39,8 @@ from pynfsd import admin
 from pynfsd.client.nfs4 import decode_compound, encode_compound, op
 from pynfsd.gen import nfs4 as N
 from pynfsd.rpc.client import BadReply, RpcClient
+from pynfsd.rpc.flavors import SVC_INTEGRITY, SVC_NONE, SVC_PRIVACY
 from pynfsd.rpc.gss_initiator import (
-    SVC_INTEGRITY,
-    SVC_NONE,
-    SVC_PRIVACY,
     GssapiInitiator,
     RpcsecGssAuth,
 )

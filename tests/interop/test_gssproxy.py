@@ -35,13 +35,14 @@ import pytest
 from pynfsd.gss import BadMic
 from pynfsd.gss.accept import StepResult
 from pynfsd.gss.gssproxy import (
-    KRB5_MECH_OID,
     GssproxyAcceptor,
     parse_linux_creds_v1,
     parse_linux_lucid_v1,
 )
 from pynfsd.gss.lucid import Krb5Context
 from pynfsd.gss.principals import Identity, PrincipalMapper
+from pynfsd.gss.rfc4121 import CfxKeys
+from pynfsd.rpc.flavors import KRB5_MECH_OID
 from tests.interop.conftest import Krb5Realm
 
 gr = pytest.importorskip("gssapi.raw")
@@ -211,14 +212,13 @@ def test_linux_lucid_v1_buffers(enctype: int, size: int, subkey: bool) -> None:
     flags = 0x2 | (0x4 if subkey else 0)  # CFX, acceptor subkey; not the initiator
     ours = parse_linux_lucid_v1(struct.pack("=IIQI", flags, 2_000_000_000, 5, enctype) + key)
     assert (ours.enctype, ours.initiator, ours.endtime) == (enctype, False, 2_000_000_000.0)
-    peer = Krb5Context.from_keys(initiator=True, enctype=enctype, key=key,
-                                 acceptor_subkey=key if subkey else None)
+    peer = Krb5Context.from_keys(CfxKeys(True, enctype, key, acceptor_subkey=key if subkey else None))
     ours.verify_mic(b"call", peer.get_mic(b"call"))
     peer.verify_mic(b"reply", ours.get_mic(b"reply"))
     assert peer.unwrap(ours.wrap(b"data")) == (b"data", True)
     with pytest.raises(BadMic):
-        ours.verify_mic(b"call", Krb5Context.from_keys(initiator=True, enctype=enctype,
-                                                       key=os.urandom(size)).get_mic(b"call"))
+        other = Krb5Context.from_keys(CfxKeys(True, enctype, os.urandom(size)))
+        ours.verify_mic(b"call", other.get_mic(b"call"))
 
 
 def test_linux_lucid_v1_refusals() -> None:
@@ -439,8 +439,9 @@ def test_krb5i_compound_end_to_end(krb5_realm: Krb5Realm, gssproxy: Gssproxy, tm
     from pynfsd.nfs4.server import NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND, NFSServer, ServerConfig
     from pynfsd.rpc.auth import AuthNone, AuthRegistry, AuthSys
     from pynfsd.rpc.client import RpcClient
+    from pynfsd.rpc.flavors import SVC_INTEGRITY
     from pynfsd.rpc.gss import RpcsecGss
-    from pynfsd.rpc.gss_initiator import SVC_INTEGRITY, GssapiInitiator, RpcsecGssAuth
+    from pynfsd.rpc.gss_initiator import GssapiInitiator, RpcsecGssAuth
     from pynfsd.rpc.server import RpcServer
     from pynfsd.rpc.transport import serve
 

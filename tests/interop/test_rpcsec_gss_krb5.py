@@ -32,7 +32,6 @@ from pynfsd.gen import nfs4 as N
 from pynfsd.gen import rpc as R
 from pynfsd.gss.accept import GssapiAcceptor
 from pynfsd.gss.principals import Identity, PrincipalMapper
-from pynfsd.nfs4.secinfo import KRB5_OID
 from pynfsd.nfs4.server import NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND, NFSServer, ServerConfig
 from pynfsd.rpc.auth import AuthNone, AuthRegistry, AuthSys
 from pynfsd.rpc.client import (
@@ -42,11 +41,10 @@ from pynfsd.rpc.client import (
     RpcClient,
     decode_reply_verf,
 )
+from pynfsd.rpc.flavors import KRB5_MECH_OID as KRB5_OID
+from pynfsd.rpc.flavors import SVC_INTEGRITY, SVC_NONE, SVC_PRIVACY
 from pynfsd.rpc.gss import RpcsecGss
 from pynfsd.rpc.gss_initiator import (
-    SVC_INTEGRITY,
-    SVC_NONE,
-    SVC_PRIVACY,
     GssapiInitiator,
     GssClientError,
     RpcsecGssAuth,

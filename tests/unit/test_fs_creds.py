@@ -12,9 +12,9 @@ from typing import TypeVar
 
 import pytest
 
+from pynfsd.blocking import BlockingPool
 from pynfsd.fs import creds
 from pynfsd.fs.creds import ROOT, Identity
-from pynfsd.nfs4.executor import BlockingPool
 from tests.localuser import NOBODY, acls_supported, as_user, kernel_dir, set_acl
 
 pytestmark = pytest.mark.skipif(not creds.supported(), reason="needs root on Linux x86_64/aarch64")

@@ -46,10 +46,7 @@ def test_tokens_captured_from_mit(
     enctype: int, subkey: str, key: str, mic: str, sealed: str, signed: str
 ) -> None:
     acceptor = Krb5Context.from_keys(
-        initiator=False,
-        enctype=enctype,
-        key=bytes.fromhex(key),
-        acceptor_subkey=bytes.fromhex(subkey),
+        cfx.CfxKeys(False, enctype, bytes.fromhex(key), acceptor_subkey=bytes.fromhex(subkey))
     )
     assert acceptor.verify_mic_seq(b"hello", bytes.fromhex(mic)) > 0
     assert acceptor.unwrap(bytes.fromhex(sealed)) == (b"captured message", True)
@@ -66,10 +63,7 @@ def peers(enctype: int, subkey: bool = True, **kw: object) -> tuple[Krb5Context,
     key, sub = os.urandom(key_size(enctype)), os.urandom(key_size(enctype))
     made = [
         Krb5Context.from_keys(
-            initiator=initiator,
-            enctype=enctype,
-            key=key,
-            acceptor_subkey=sub if subkey else None,
+            cfx.CfxKeys(initiator, enctype, key, acceptor_subkey=sub if subkey else None),
             **kw,  # type: ignore[arg-type]
         )
         for initiator in (True, False)

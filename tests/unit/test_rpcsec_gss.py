@@ -31,12 +31,10 @@ from pynfsd.rpc.client import (
     decode_reply_verf,
     encode_call,
 )
+from pynfsd.rpc.flavors import SVC_INTEGRITY, SVC_NONE, SVC_PRIVACY
 from pynfsd.rpc.gss import GssConfig, RpcsecGss
 from pynfsd.rpc.gss_context import SeqWindow
 from pynfsd.rpc.gss_initiator import (
-    SVC_INTEGRITY,
-    SVC_NONE,
-    SVC_PRIVACY,
     GssClientError,
     RpcsecGssAuth,
 )

@@ -12,8 +12,8 @@ from nfs4_fixtures import expect, export_root, make_world, mkdir, ops, user
 
 from pynfsd.client.nfs4 import op
 from pynfsd.gen import nfs4 as N
-from pynfsd.nfs4.secinfo import KRB5_OID
 from pynfsd.rpc.auth import Credential
+from pynfsd.rpc.flavors import KRB5_MECH_OID as KRB5_OID
 from pynfsd.rpc.gss import KRB5_PSEUDOFLAVORS
 
 KRB5, KRB5I, KRB5P = (KRB5_PSEUDOFLAVORS[s] for s in (1, 2, 3))

@@ -9,7 +9,7 @@ from pynfsd.nfs4.callback.codec import CB_VERSION
 from pynfsd.nfs4.callback.errors import CallbackError
 from pynfsd.nfs4.callback.initiator import CallbackInitiator, ServerGssIdentity
 from pynfsd.nfs4.callback.target import AuthSysSecurity, CallbackTarget, GssSecurity
-from pynfsd.rpc.client import AuthRejected, AuthSysCred, RpcClient, RpcError
+from pynfsd.rpc.client import AuthRejected, RpcClient, RpcError
 from pynfsd.rpc.gss_initiator import GssClientError, RpcsecGssAuth
 
 MAX_CB_REPLY = 256 << 10
@@ -66,9 +66,7 @@ class CallbackChannel:
     async def _connect(self) -> RpcClient:
         addr = self.target.address()
         sec = self.target.security
-        cred = None
-        if isinstance(sec, AuthSysSecurity):
-            cred = AuthSysCred(sec.uid, sec.gid, sec.gids, sec.machinename)
+        cred = sec if isinstance(sec, AuthSysSecurity) else None
         rpc = await RpcClient.connect(addr.host, addr.port, cred=cred, max_record=MAX_CB_REPLY)
         if isinstance(sec, GssSecurity):
             try:

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4.callback.errors import BadCallbackReply
-from pynfsd.xdr.runtime import Packer, Unpacker, XdrError
+from pynfsd.rpc.client import decode_results
+from pynfsd.xdr.runtime import Packer
 
-CB_VERSION = 1  # NFS4_CALLBACK version 1 (RFC 7530 §17); the program number is the client's
-CB_NULL, CB_COMPOUND = 0, 1
+# NFS4_CALLBACK's version and procedures (RFC 7530 §17); the program number is the client's.
+CB_VERSION, CB_NULL, CB_COMPOUND = N.NFS_CB, N.CB_NULL, N.CB_COMPOUND
 
 
 def cb_recall(stateid: N.stateid4, truncate: bool, fh: bytes) -> N.nfs_cb_argop4:
@@ -32,12 +33,8 @@ def encode_cb_compound(ident: int, ops: Sequence[N.nfs_cb_argop4], tag: bytes = 
 
 def decode_cb_compound_res(results: bytes, ops: Sequence[N.nfs_cb_argop4]) -> N.CB_COMPOUND4res:
     """Decode a CB_COMPOUND reply and check it answers `ops` (§17.2.4, §17.2.5)."""
-    u = Unpacker(results)
-    try:
-        res = N.unpack_CB_COMPOUND4res(u)
-        u.done()
-    except XdrError as e:
-        raise BadCallbackReply(f"undecodable CB_COMPOUND reply: {e}") from None
+    res = decode_results(results, N.unpack_CB_COMPOUND4res, BadCallbackReply,
+                         "undecodable CB_COMPOUND reply")
     if len(res.resarray) > len(ops):
         raise BadCallbackReply(f"{len(res.resarray)} results for {len(ops)} operations")
     for i, (resop, argop) in enumerate(zip(res.resarray, ops, strict=False)):

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from pynfsd.gss.accept import PerPacket
-from pynfsd.rpc.gss_initiator import KRB5_MECH_OID, GssClientError
+from pynfsd.rpc.flavors import KRB5_MECH_OID
+from pynfsd.rpc.gss_initiator import GssClientError
 
 
 class ServerGssIdentity:
@@ -77,7 +78,7 @@ class CallbackInitiator:
         # no replay or sequence flags, as RPCSEC_GSS keeps its own window (RFC 2203 §5.3.3.1).
         wanted = [flags.mutual_authentication, flags.integrity, flags.confidentiality]
         return gr.init_sec_context(target, self.identity.creds(), self._ctx,
-                                   gr.OID.from_int_seq(KRB5_MECH_OID), wanted, input_token=token)
+                                   gr.OID(elements=KRB5_MECH_OID), wanted, input_token=token)
 
     def _export(self, ctx: Any) -> PerPacket:
         from gssapi.raw.ext_krb5 import krb5_export_lucid_sec_context

@@ -15,18 +15,15 @@ from pynfsd.nfs4.callback.uaddr import (
     parse_universal_address,
 )
 from pynfsd.rpc.auth import Credential
-from pynfsd.rpc.gss import KRB5_PSEUDOFLAVORS, SVC_NONE
-
-_SERVICE_OF_PSEUDOFLAVOR = {flavor: svc for svc, flavor in KRB5_PSEUDOFLAVORS.items()}
+from pynfsd.rpc.client import AuthSysCred
+from pynfsd.rpc.flavors import SVC_NONE, service_of
 
 
 @dataclass(frozen=True, slots=True)
-class AuthSysSecurity:
-    """§3.3.3: AUTH_SYS callbacks use the AUTH_SYS credential the client used."""
+class AuthSysSecurity(AuthSysCred):
+    """§3.3.3: AUTH_SYS callbacks use the AUTH_SYS credential the client used (its
+    machinename as sent, by default none)."""
 
-    uid: int
-    gid: int
-    gids: tuple[int, ...] = ()
     machinename: str = ""
 
 
@@ -47,7 +44,7 @@ def security_from_credential(cred: Credential) -> CallbackSecurity:
     if cred.flavor == R.AUTH_SYS:
         return AuthSysSecurity(cred.uid, cred.gid, tuple(cred.gids), cred.machinename)
     if cred.flavor == R.RPCSEC_GSS:
-        service = _SERVICE_OF_PSEUDOFLAVOR.get(cred.pseudoflavor or 0)
+        service = service_of(cred.pseudoflavor)
         if not cred.principal or service is None:
             raise CallbackError("RPCSEC_GSS credential without a principal or krb5 service")
         return GssSecurity(cred.principal, service)

@@ -1,15 +1,19 @@
-"""Worker threads for blocking filesystem calls, with less overhead per call than
-`loop.run_in_executor`.
+"""Running blocking calls off the event loop: one way for the whole server.
 
-Every NFS operation that touches the disk makes one or more of these calls, so their fixed cost
-matters: `run_in_executor` wraps each call in a `concurrent.futures.Future`, chains it to an
-asyncio future and takes two locks.  Here a worker takes `(fn, args, future)` from a
-`SimpleQueue`, runs it, and hands the outcome straight to the event loop with one
-`call_soon_threadsafe`.  The pool is bounded; the event loop never blocks.
+Theory of operation: whatever must block (a filesystem call, a GSS-API step that reads the
+keytab, a name-service or reverse-DNS lookup) is awaited through a `Runner`,
+``await runner.run(fn, *args)``.  `BlockingPool` is the one implementation: a fixed set of
+daemon threads fed from a `SimpleQueue`.  A worker runs ``fn(*args)`` and hands the outcome
+straight to the event loop with one `call_soon_threadsafe`, with less overhead per call than
+`loop.run_in_executor` (which wraps each call in a `concurrent.futures.Future`, chains it to an
+asyncio future and takes two locks).  The pool is bounded; the event loop never blocks.
 
 Each call carries the identity its filesystem calls act as (`pynfsd.fs.creds`): a worker
 switches its own thread's fsuid, fsgid and groups only when the call's identity differs from
-the one it already has, so a run of calls for one user costs no system call.
+the one it already has, so a run of calls for one user costs no system call.  A pool built with
+``switch_creds=False`` leaves its threads as the process is (work that is not filesystem
+access on behalf of a client).  `default_runner()` is such a pool, shared by the components
+built without one (tests, the client library).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import asyncio
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pynfsd.fs import creds
 from pynfsd.fs.creds import Identity
@@ -34,6 +38,14 @@ def _deliver(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
         fut.set_result(value)
     else:
         fut.set_exception(value)
+
+
+class Runner(Protocol):
+    """Something that runs a blocking call off the event loop."""
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a worker thread; its result, or its exception raised here."""
+        ...
 
 
 class BlockingPool:
@@ -83,3 +95,17 @@ class BlockingPool:
     def shutdown(self) -> None:
         for _ in self._threads:
             self._queue.put(_STOP)
+
+
+DEFAULT_WORKERS = 8
+_default: BlockingPool | None = None
+_default_lock = threading.Lock()
+
+
+def default_runner() -> BlockingPool:
+    """The process-wide pool (started on first use) for components given no runner."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = BlockingPool(DEFAULT_WORKERS, name="pynfsd-blocking", switch_creds=False)
+        return _default
