@@ -13,12 +13,10 @@ import asyncio
 import logging
 import os
 import secrets
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pynfsd.exports.mounts import DEFAULT_MAX_MOUNTS, MountTable
+from pynfsd.exports.mounts import MountTable
 from pynfsd.exports.pseudofs import PseudoNode
 from pynfsd.exports.resolver import ExportResolver
 from pynfsd.exports.types import ClientExport
@@ -28,9 +26,17 @@ from pynfsd.gen import nfs4 as N
 from pynfsd.idmap import IdMapper
 from pynfsd.nfs4 import compound
 from pynfsd.nfs4.callback import CallbackClient, CallbackTarget, ServerGssIdentity
+from pynfsd.nfs4.config import (
+    DEFAULT_IO_SIZE,
+    DEFAULT_MAX_COMPOUND_OPS,
+    DEFAULT_MAX_REPLY,
+    REPLY_HEADROOM,
+    ServerConfig,
+)
 from pynfsd.nfs4.crossing import OnceLog
 from pynfsd.nfs4.executor import BlockingPool
 from pynfsd.nfs4.fh import KIND_EXPORT, decode_fh
+from pynfsd.nfs4.ops import build_op_table
 from pynfsd.nfs4.state import StateManager
 from pynfsd.nfs4.state.grace import GracePeriod
 from pynfsd.nfs4.state.leases import enforced_lease
@@ -47,46 +53,12 @@ NFS_PROGRAM = 100003
 NFS_V4 = 4
 NFSPROC4_COMPOUND = 1
 VIEW_TTL = 5.0  # seconds a client's resolved export view is reused
-# Bounded work per COMPOUND (see pynfsd.nfs4.compound).  200 ops as knfsd's
-# NFSD_MAX_OPS_PER_COMPOUND (raised from 50 for clients that walk long paths in one
-# COMPOUND; the Linux client sends fewer than 10).  A reply holds one READ or READDIR of
-# maxread bytes plus REPLY_HEADROOM for the ops around it and the tag.
-DEFAULT_MAX_COMPOUND_OPS = 200
-DEFAULT_IO_SIZE = 1 << 20
-REPLY_HEADROOM = 64 << 10
-DEFAULT_MAX_REPLY = DEFAULT_IO_SIZE + REPLY_HEADROOM
 
-
-@dataclass
-class ServerConfig:
-    state_dir: str
-    lease_time: int = 90
-    grace_time: int = 90
-    maxread: int = DEFAULT_IO_SIZE
-    maxwrite: int = DEFAULT_IO_SIZE
-    max_compound_ops: int = DEFAULT_MAX_COMPOUND_OPS
-    max_reply: int = DEFAULT_MAX_REPLY  # bytes of COMPOUND4res
-    workers: int = 16
-    # filesystems mounted inside exports crossed per client view (crossmnt)
-    max_mounts: int = DEFAULT_MAX_MOUNTS
-    backend_factory: Callable[[ClientExport, str], Backend] | None = None
-    # RPCSEC_GSS callbacks: the server's initiator name and keytab (None: AUTH_SYS only)
-    callback_keytab: str | None = None
-    callback_gss_name: str | None = None
-    clock: Callable[[], float] = field(default=time.monotonic)
-    wallclock_ns: Callable[[], int] = field(default=time.time_ns)
-
-    def __post_init__(self) -> None:
-        if self.max_compound_ops < 1:
-            raise ValueError("max_compound_ops must be at least 1")
-        if self.maxread + REPLY_HEADROOM > self.max_reply:
-            # the announced maxread must fit in a reply (RFC 7530 §5.8.2.16)
-            raise ValueError(f"maxread {self.maxread} needs max_reply >= maxread + {REPLY_HEADROOM}")
-
-    @staticmethod
-    def io_size_for(max_reply: int) -> int:
-        """The maxread/maxwrite to announce for a reply size: the default, or what fits."""
-        return max(0, min(DEFAULT_IO_SIZE, max_reply - REPLY_HEADROOM))
+__all__ = [  # the configuration is defined in pynfsd.nfs4.config and re-exported here
+    "DEFAULT_IO_SIZE", "DEFAULT_MAX_COMPOUND_OPS", "DEFAULT_MAX_REPLY", "NFSPROC4_COMPOUND",
+    "NFS_PROGRAM", "NFS_V4", "REPLY_HEADROOM", "VIEW_TTL", "BackendOpenFiles", "NFSServer",
+    "ServerConfig", "local_backend",
+]
 
 
 def local_backend(export: ClientExport, state_dir: str) -> Backend:
@@ -143,7 +115,7 @@ class NFSServer:
         # filesystems mounted inside exports (pynfsd.nfs4.crossing)
         self.mounts = MountTable()
         self.hidden_mounts = OnceLog()
-        from pynfsd.nfs4 import ops  # noqa: F401  (importing the handlers fills the op table)
+        self.ops = build_op_table()
 
     # ------------------------------------------------------------ resources
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
@@ -265,7 +237,7 @@ class NFSServer:
         view = await self.view_for(client_addr)
         ctx = compound.CompoundContext(self, Vfs(self, view, call.cred, call.peer[1]), call.cred, client_addr)
         ctx.tag = tag
-        status, results, numres = await compound.process(ctx, u, count)
+        status, results, numres = await compound.process(ctx, self.ops, u, count)
         call.cacheable = ctx.non_idempotent
         return compound.encode_reply(status, tag, numres, results)
 

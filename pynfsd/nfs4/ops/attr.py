@@ -16,8 +16,9 @@ from pynfsd.nfs4.attrs import (
     verify_matches,
 )
 from pynfsd.nfs4.attrsrc import requested_set, source_for
-from pynfsd.nfs4.compound import CompoundContext, op
+from pynfsd.nfs4.compound import CompoundContext
 from pynfsd.nfs4.ops.seqid import to_stateid
+from pynfsd.nfs4.optable import op
 from pynfsd.nfs4.vfs import Obj
 
 

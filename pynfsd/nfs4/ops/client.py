@@ -6,8 +6,9 @@ from __future__ import annotations
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
 from pynfsd.nfs4.callback import CallbackTarget
-from pynfsd.nfs4.compound import CompoundContext, op
+from pynfsd.nfs4.compound import CompoundContext
 from pynfsd.nfs4.ops.seqid import to_stateid
+from pynfsd.nfs4.optable import op
 
 
 @op(N.OP_SETCLIENTID, needs_fh=False)

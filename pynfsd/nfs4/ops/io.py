@@ -6,12 +6,13 @@ from typing import TYPE_CHECKING
 
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
-from pynfsd.nfs4.compound import CompoundContext, op, xdr_pad
+from pynfsd.nfs4.compound import CompoundContext
 from pynfsd.nfs4.ops.seqid import to_stateid
+from pynfsd.nfs4.optable import op, xdr_pad
 from pynfsd.xdr.runtime import Packer, Unpacker
 
 if TYPE_CHECKING:
-    from pynfsd.nfs4.server import ServerConfig
+    from pynfsd.nfs4.config import ServerConfig
 
 UNSTABLE4 = 0
 FILE_SYNC4 = 2

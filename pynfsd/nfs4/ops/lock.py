@@ -5,8 +5,9 @@ from __future__ import annotations
 from pynfsd.fs.backend import FileType
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
-from pynfsd.nfs4.compound import CompoundContext, op
+from pynfsd.nfs4.compound import CompoundContext
 from pynfsd.nfs4.ops.seqid import sequenced, to_stateid, to_stateid4
+from pynfsd.nfs4.optable import op
 from pynfsd.nfs4.state import LockDenied
 
 #: status and LOCK4denied: offset, length, locktype, clientid and an owner of up to

@@ -10,11 +10,12 @@ from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
 from pynfsd.nfs4.attrs import SetAttrs, decode_settable
 from pynfsd.nfs4.bitmap import int_to_bitmap
-from pynfsd.nfs4.compound import CompoundContext, op
+from pynfsd.nfs4.compound import CompoundContext
 from pynfsd.nfs4.ops.attr import apply_setattrs
 from pynfsd.nfs4.ops.dirs import change_info
 from pynfsd.nfs4.ops.names import check_name
 from pynfsd.nfs4.ops.seqid import sequenced, to_stateid, to_stateid4
+from pynfsd.nfs4.optable import op
 from pynfsd.nfs4.state import Stateid, check_share_args
 from pynfsd.nfs4.vfs import Obj
 
