@@ -1,16 +1,18 @@
-"""COMPOUND (RFC 7530 §15.2, §16.2): the loop, its context and the one op table.
+"""COMPOUND (RFC 7530 §15.2, §16.2): the loop over the ops of one request.
 
 Theory of operation: arguments are decoded one operation at a time, so an undecodable or
 unknown operation ends the COMPOUND at that point with NFS4ERR_BADXDR or NFS4ERR_OP_ILLEGAL
-(§15.2) and the results so far are kept.  Each op is described once in `OPS` (handler, whether
-it needs a current filehandle, whether the security flavour of that filehandle's export is
-checked first); the loop applies those checks in one place.  A handler returns the value of
-its result's NFS4_OK arm (or None) and raises `NFS4Error` for anything else; the loop maps
-exceptions to result statuses here and nowhere else (unexpected ones become
-NFS4ERR_SERVERFAULT, logged with their traceback).  Processing stops at the first op that
-does not return NFS4_OK (§15.2.4).
+(§15.2) and the results so far are kept.  Each op is described once in the op table the
+server builds and passes in (`pynfsd.nfs4.optable`: handler, whether it needs a current
+filehandle, whether the security flavour of that filehandle's export is checked first, whether
+a pseudo-fs directory is NFS4ERR_ISDIR, whether the export must be writable); the loop applies
+those checks in one place, before the handler.  A handler gets the `CompoundContext`
+(`pynfsd.nfs4.context`), returns the value of its result's NFS4_OK arm (or None) and raises
+`NFS4Error` for anything else; the loop maps exceptions to result statuses here and nowhere
+else (unexpected ones become NFS4ERR_SERVERFAULT, logged with their traceback).  Processing
+stops at the first op that does not return NFS4_OK (§15.2.4).
 
-Bounded work (RFC 7530 §15.2, §13.1.3.4): every op in `OPS` has a reply-size estimate (an
+Bounded work (RFC 7530 §15.2, §13.1.3.4): every op in the table has a reply-size estimate (an
 upper bound of its encoded result, from its arguments: READ its count, READDIR its maxcount,
 GETATTR the attributes asked for, a small fixed size by default).  Before an op runs, the
 loop adds its estimate to the bytes encoded so far; the first op that would take the
@@ -23,17 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
+from pynfsd.nfs4.context import CompoundContext
 from pynfsd.nfs4.optable import OpSpec, OpTable, xdr_pad
 from pynfsd.xdr.runtime import Packer, Unpacker, XdrError
-
-if TYPE_CHECKING:
-    from pynfsd.nfs4.server import NFSServer
-    from pynfsd.nfs4.vfs import Obj, Vfs
-    from pynfsd.rpc.auth import Credential
 
 log = logging.getLogger(__name__)
 
@@ -68,51 +66,6 @@ def make_result(spec: OpSpec, status: int, value: Any) -> Any:
     if spec.res_nfields == 1:
         return spec.res_cls(status)
     return spec.res_cls(status, value if value is not None else [])  # SETATTR4res attrsset
-
-
-class CompoundContext:
-    """The state of one COMPOUND: current and saved filehandles, credential, client."""
-
-    __slots__ = ("server", "vfs", "cred", "client_addr", "_current", "_saved", "tag", "index",
-                 "non_idempotent")
-
-    def __init__(self, server: NFSServer, vfs: Vfs, cred: Credential, client_addr: str) -> None:
-        self.server = server
-        self.vfs = vfs
-        self.cred = cred
-        self.client_addr = client_addr
-        self._current: Obj | None = None
-        self._saved: Obj | None = None
-        self.tag = b""
-        self.index = 0
-        self.non_idempotent = False  # an op of NON_IDEMPOTENT was reached: cache the reply
-
-    @property
-    def current(self) -> Obj:
-        if self._current is None:
-            raise errors.NFS4ERR_NOFILEHANDLE()
-        return self._current
-
-    @current.setter
-    def current(self, obj: Obj) -> None:
-        self._current = obj
-
-    @property
-    def saved(self) -> Obj:
-        if self._saved is None:
-            raise errors.NFS4ERR_RESTOREFH()
-        return self._saved
-
-    def save(self) -> None:
-        self._saved = self.current
-
-    @property
-    def principal(self) -> str:
-        """The identity state is keyed by (RFC 7530 §9.1.1): the credential's principal."""
-        c = self.cred
-        if c.principal:
-            return c.principal
-        return f"sys:{c.uid}" if c.flavor == 1 else "none"
 
 
 def _illegal_result(p: Packer, status: int) -> None:
@@ -173,7 +126,7 @@ async def _execute(
     ctx: CompoundContext, spec: OpSpec, u: Unpacker, used: int
 ) -> tuple[int, Any]:
     """Decode and run one op within the COMPOUND's bounds (`used`: reply bytes so far)."""
-    cfg = ctx.server.config
+    cfg = ctx.config
     if ctx.index >= cfg.max_compound_ops:
         # RFC 7530 §13.1.3.4, §15.2: too many ops for the server; the COMPOUND ends here.
         log.debug("NFS4ERR_RESOURCE: op %d of a COMPOUND (max %d)", ctx.index + 1,

@@ -20,11 +20,11 @@ from pynfsd.exports.mounts import MountTable
 from pynfsd.exports.pseudofs import PseudoNode
 from pynfsd.exports.resolver import ExportResolver
 from pynfsd.exports.types import ClientExport
-from pynfsd.fs.backend import Attrs, Backend, FileType
-from pynfsd.fs.creds import Identity
+from pynfsd.fs.backend import Attrs, FileType
 from pynfsd.gen import nfs4 as N
 from pynfsd.idmap import IdMapper
 from pynfsd.nfs4 import compound
+from pynfsd.nfs4.backends import BackendOpenFiles, Backends, local_backend
 from pynfsd.nfs4.callback import CallbackClient, CallbackTarget, ServerGssIdentity
 from pynfsd.nfs4.config import (
     DEFAULT_IO_SIZE,
@@ -33,15 +33,16 @@ from pynfsd.nfs4.config import (
     REPLY_HEADROOM,
     ServerConfig,
 )
+from pynfsd.nfs4.context import CompoundContext, Services
 from pynfsd.nfs4.crossing import OnceLog
 from pynfsd.nfs4.executor import BlockingPool
-from pynfsd.nfs4.fh import KIND_EXPORT, decode_fh
 from pynfsd.nfs4.ops import build_op_table
 from pynfsd.nfs4.state import StateManager
 from pynfsd.nfs4.state.grace import GracePeriod
 from pynfsd.nfs4.state.leases import enforced_lease
 from pynfsd.nfs4.state.store import FileClientStore
-from pynfsd.nfs4.vfs import ClientView, Vfs
+from pynfsd.nfs4.vfs import Vfs
+from pynfsd.nfs4.vfstypes import ClientView, VfsHost
 from pynfsd.rpc.errors import GarbageArgs
 from pynfsd.rpc.server import RpcCall, RpcServer
 from pynfsd.xdr.runtime import Unpacker, XdrError
@@ -59,12 +60,6 @@ __all__ = [  # the configuration is defined in pynfsd.nfs4.config and re-exporte
     "NFS_PROGRAM", "NFS_V4", "REPLY_HEADROOM", "VIEW_TTL", "BackendOpenFiles", "NFSServer",
     "ServerConfig", "local_backend",
 ]
-
-
-def local_backend(export: ClientExport, state_dir: str) -> Backend:
-    from pynfsd.fs.local import LocalBackend
-
-    return LocalBackend(export.path, state_dir)
 
 
 class NFSServer:
@@ -93,7 +88,7 @@ class NFSServer:
             lease=enforced_lease(config.lease_time),
             on_end=self.client_store.grace_done,
         )
-        self._backends: dict[int, Backend] = {}
+        self.backends = Backends(config.state_dir, config.backend_factory)
         self.callbacks = CallbackClient(
             ServerGssIdentity(config.callback_gss_name, config.callback_keytab)
             if config.callback_keytab else None
@@ -104,39 +99,37 @@ class NFSServer:
             lease_time=config.lease_time,
             server_boot_id=secrets.token_bytes(4),
             store=self.client_store,
-            open_files=BackendOpenFiles(self._backends),
+            open_files=BackendOpenFiles(self.backends),
             grace=self.grace,
             on_client_dropped=self.callbacks.forget,  # its callback path goes with it
         )
         self._pool = BlockingPool(config.workers)
         self._views: dict[tuple[ClientExport, ...], ClientView] = {}
         self._by_addr: dict[str, tuple[float, ClientView]] = {}
-        self._factory = config.backend_factory or local_backend
         # filesystems mounted inside exports (pynfsd.nfs4.crossing)
         self.mounts = MountTable()
         self.hidden_mounts = OnceLog()
+        self.vfs_host = VfsHost(
+            self.backends, self._pool, self.pseudo_attrs, self.mounts, self.hidden_mounts
+        )
+        self.services = Services(
+            config=config,
+            state=self.state,
+            idmap=self.idmap,
+            idmap_numeric=self.idmap_numeric,
+            durable=self.durable,
+            write_verifier=self.write_verifier,
+            start_callback=self.start_callback,
+        )
         self.ops = build_op_table()
 
     # ------------------------------------------------------------ resources
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._pool.run(fn, *args)
 
-    async def run_blocking_as(self, ident: Identity, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on a worker whose filesystem calls act as ``ident``."""
-        return await self._pool.run_as(ident, fn, *args)
-
     async def durable(self) -> None:
         """Wait until the client records changed so far are on stable storage."""
         await self.client_store.sync(self.run_blocking)
-
-    def backend_for(self, export: ClientExport) -> Backend:
-        backend = self._backends.get(export.fsid)
-        if backend is None:
-            state_dir = os.path.join(self.config.state_dir, "exports", f"{export.fsid:016x}")
-            os.makedirs(state_dir, mode=0o700, exist_ok=True)
-            backend = self._factory(export, state_dir)
-            self._backends[export.fsid] = backend
-        return backend
 
     async def view_for(self, client_addr: str) -> ClientView:
         """The client's view of the exports, asked of the resolver at most every few seconds
@@ -213,8 +206,7 @@ class NFSServer:
 
     def close(self) -> None:
         self.client_store.flush()
-        for backend in self._backends.values():
-            backend.close()
+        self.backends.close()
         self.mounts.close()
         self._pool.shutdown()
 
@@ -235,32 +227,10 @@ class NFSServer:
             return compound.encode_reply(N.NFS4ERR_MINOR_VERS_MISMATCH, tag, 0, None)
         client_addr = call.peer[0]
         view = await self.view_for(client_addr)
-        ctx = compound.CompoundContext(self, Vfs(self, view, call.cred, call.peer[1]), call.cred, client_addr)
+        vfs = Vfs(self.vfs_host, view, call.cred, call.peer[1])
+        ctx = CompoundContext(self.services, vfs, call.cred, client_addr)
         ctx.tag = tag
         status, results, numres = await compound.process(ctx, self.ops, u, count)
         call.cacheable = ctx.non_idempotent
         return compound.encode_reply(status, tag, numres, results)
 
-
-class BackendOpenFiles:
-    """The state manager's `OpenFiles`: an opened file is held in its backend, so that its
-    open stateids keep working after its last link is removed (RENAME over it, REMOVE)."""
-
-    def __init__(self, backends: dict[int, Backend]) -> None:
-        self._backends = backends
-
-    def hold(self, file_key: bytes) -> None:
-        self._call(file_key, hold=True)
-
-    def release(self, file_key: bytes) -> None:
-        self._call(file_key, hold=False)
-
-    def _call(self, file_key: bytes, *, hold: bool) -> None:
-        d = decode_fh(file_key)
-        backend = self._backends.get(d.fsid) if d.kind == KIND_EXPORT else None
-        if backend is None:
-            return
-        try:
-            (backend.hold if hold else backend.release)(d.ident)
-        except OSError as e:  # removed already: nothing to hold
-            log.debug("cannot hold an opened file: %s", e)

@@ -26,11 +26,10 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pynfsd.exports.mounts import DEFAULT_MAX_MOUNTS, mounts_below
-from pynfsd.exports.pseudofs import PseudoFs, PseudoNode
+from pynfsd.exports.mounts import mounts_below
+from pynfsd.exports.pseudofs import PseudoNode
 from pynfsd.exports.types import ClientExport
 from pynfsd.fs import perm
 from pynfsd.fs.backend import Attrs, Backend, DirEntry, FileType, FsStat, MountPoint
@@ -44,11 +43,11 @@ from pynfsd.gen.nfs4 import (  # RFC 7530 §16.1 ACCESS4 bits
     ACCESS4_READ,
 )
 from pynfsd.nfs4 import errors
-from pynfsd.nfs4.crossing import Crossings, Submount
+from pynfsd.nfs4.crossing import Submount
 from pynfsd.nfs4.fh import KIND_PSEUDO, decode_fh, export_fh, pseudo_fh
+from pynfsd.nfs4.vfstypes import ClientView, Listed, NotCrossed, Obj, VfsHost
 
 if TYPE_CHECKING:
-    from pynfsd.nfs4.server import NFSServer
     from pynfsd.rpc.auth import Credential
 
 T = TypeVar("T")
@@ -60,65 +59,6 @@ AUTH_SYS = 1
 _FLAVOUR_NAMES = {AUTH_NONE: "none", AUTH_SYS: "sys", 390003: "krb5", 390004: "krb5i", 390005: "krb5p"}
 
 
-class NotCrossed(errors.NFS4ERR_NOENT):
-    """LOOKUP of a mount point that is not crossed (see `pynfsd.nfs4.crossing`)."""
-
-
-@dataclass(slots=True)
-class Obj:
-    """A resolved filehandle: a pure pseudo directory (export None) or an object in an export."""
-
-    fh: bytes
-    export: ClientExport | None
-    backend: Backend | None
-    handle: bytes
-    node: PseudoNode | None = None  # pseudo node at this object, when known
-    # Attributes read during this COMPOUND (Objs live for one COMPOUND): every modification
-    # made through the Vfs drops or replaces them, so a later op never sees stale values.
-    attrs: Attrs | None = None
-
-    @property
-    def is_pseudo(self) -> bool:
-        return self.export is None
-
-    def be(self) -> Backend:
-        if self.backend is None:
-            raise errors.NFS4ERR_ROFS("pseudo-filesystem directory")
-        return self.backend
-
-
-@dataclass(slots=True, frozen=True)
-class Listed:
-    """One READDIR entry: the object and its attributes, or -- when they could not be had --
-    ``status`` (an nfsstat4) and ``fileid``, what the directory lists for the name."""
-
-    name: bytes
-    cookie: int
-    obj: Obj | None
-    attrs: Attrs | None
-    status: int = 0
-    fileid: int = 0
-
-
-@dataclass(slots=True)
-class ClientView:
-    """What one client may see: its exports joined into a pseudo-fs (cached per export set)."""
-
-    exports: tuple[ClientExport, ...]
-    pseudofs: PseudoFs
-    by_fsid: dict[int, ClientExport]
-    node_by_fsid: dict[int, PseudoNode]
-    crossings: Crossings
-
-    @classmethod
-    def build(
-        cls, exports: tuple[ClientExport, ...], max_mounts: int = DEFAULT_MAX_MOUNTS
-    ) -> ClientView:
-        pfs = PseudoFs.build(exports)
-        nodes = {n.export.fsid: n for n in pfs if n.export is not None}
-        return cls(exports, pfs, {e.fsid: e for e in exports}, nodes, Crossings(exports, max_mounts))
-
-
 def flavour_name(cred: Credential) -> str:
     """The exports(5) sec= name of the request's flavour (pseudoflavour for RPCSEC_GSS)."""
     return _FLAVOUR_NAMES.get(cred.sec_flavor, "?")
@@ -127,8 +67,8 @@ def flavour_name(cred: Credential) -> str:
 class Vfs:
     """Per-COMPOUND access to the client's exports with every policy applied."""
 
-    def __init__(self, server: NFSServer, view: ClientView, cred: Credential, port: int = 0) -> None:
-        self.server = server
+    def __init__(self, host: VfsHost, view: ClientView, cred: Credential, port: int = 0) -> None:
+        self.host = host
         self.view = view
         self.cred = cred
         self.port = port
@@ -138,7 +78,7 @@ class Vfs:
     # ------------------------------------------------------------ plumbing
     async def _call(self, export: ClientExport | None, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on a worker acting as this request's identity in ``export``."""
-        return await self.server.run_blocking_as(self.identity(export), fn, *args)
+        return await self.host.runner.run_as(self.identity(export), fn, *args)
 
     async def _run(self, export: ClientExport | None, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -218,7 +158,7 @@ class Vfs:
         return Obj(pseudo_fh(node.id), None, None, b"", node)
 
     def _export_root(self, export: ClientExport, node: PseudoNode | None) -> Obj:
-        backend = self.server.backend_for(export)
+        backend = self.host.backends.backend_for(export)
         handle = backend.root()
         return Obj(export_fh(export.fsid, handle), export, backend, handle, node)
 
@@ -235,7 +175,7 @@ class Vfs:
         export = self.view.by_fsid.get(d.fsid) or await self._submount_export(d.fsid)
         if export is None:
             raise errors.NFS4ERR_STALE()
-        backend = self.server.backend_for(export)
+        backend = self.host.backends.backend_for(export)
         node = self.view.node_by_fsid.get(export.fsid) if d.ident == backend.root() else None
         return Obj(fh, export, backend, d.ident, node)
 
@@ -245,7 +185,7 @@ class Vfs:
         if attrs is not None:
             return attrs
         if obj.backend is None:
-            attrs = self.server.pseudo_attrs(obj.node)
+            attrs = self.host.pseudo_attrs(obj.node)
         else:
             be, h = obj.backend, obj.handle
             attrs = await self._quick_or_run(obj, lambda: be.getattr_cached(h), be.getattr, h)
@@ -336,7 +276,7 @@ class Vfs:
         assert d.export is not None
         export = self.view.crossings.enter(d.export, mount)
         if export is None:
-            self.server.hidden_mounts.not_crossed(mount, d.export)
+            self.host.hidden_mounts.not_crossed(mount, d.export)
         return export
 
     def _submount_root(self, obj: Obj) -> Submount | None:
@@ -362,7 +302,7 @@ class Vfs:
         export = cr.export(fsid)
         if export is not None or not cr.crossmnt:
             return export
-        generation, mounts = await self.server.run_blocking(self.server.mounts.current)
+        generation, mounts = await self.host.runner.run(self.host.mounts.current)
         if cr.scanned == generation:
             return None
         epoch = cr.epoch

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pynfsd.fs.backend import FileType
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
-from pynfsd.nfs4.compound import CompoundContext
+from pynfsd.nfs4.context import CompoundContext
 from pynfsd.nfs4.ops.seqid import sequenced, to_stateid, to_stateid4
 from pynfsd.nfs4.optable import op
 from pynfsd.nfs4.state import LockDenied
@@ -40,7 +40,7 @@ async def _check_file(ctx: CompoundContext) -> bytes:
 
 @op(N.OP_LOCK, reply_size=_DENIED_REPLY)
 async def lock(ctx: CompoundContext, args: N.LOCK4args) -> N.LOCK4resok:
-    state = ctx.server.state
+    state = ctx.state
     locker = args.locker
     if locker.new_lock_owner:
         new: N.open_to_lock_owner4 = locker.value
@@ -86,25 +86,25 @@ async def lock(ctx: CompoundContext, args: N.LOCK4args) -> N.LOCK4resok:
     try:
         return await sequenced(state, owner, seqid, N.OP_LOCK, body)
     finally:
-        await ctx.server.durable()  # records of clients whose leases were cancelled
+        await ctx.services.durable()  # records of clients whose leases were cancelled
 
 
 @op(N.OP_LOCKT, reply_size=_DENIED_REPLY)
 async def lockt(ctx: CompoundContext, args: N.LOCKT4args) -> None:
     fh = await _check_file(ctx)
     try:
-        ctx.server.state.lockt(
+        ctx.state.lockt(
             args.owner.clientid, args.owner.owner, fh, args.locktype, args.offset, args.length
         )
     except errors.NFS4Error as e:
         _convert_denied(e)
         raise
-    await ctx.server.durable()  # records of clients whose leases were cancelled
+    await ctx.services.durable()  # records of clients whose leases were cancelled
 
 
 @op(N.OP_LOCKU)
 async def locku(ctx: CompoundContext, args: N.LOCKU4args) -> N.stateid4:
-    state = ctx.server.state
+    state = ctx.state
     sid = to_stateid(args.lock_stateid)
     owner = state.owner_for_stateid(sid)
 
@@ -117,4 +117,4 @@ async def locku(ctx: CompoundContext, args: N.LOCKU4args) -> N.stateid4:
 
 @op(N.OP_RELEASE_LOCKOWNER, needs_fh=False)
 async def release_lockowner(ctx: CompoundContext, args: N.RELEASE_LOCKOWNER4args) -> None:
-    ctx.server.state.release_lockowner(args.lock_owner.clientid, args.lock_owner.owner)
+    ctx.state.release_lockowner(args.lock_owner.clientid, args.lock_owner.owner)
