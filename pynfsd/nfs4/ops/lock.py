@@ -26,10 +26,10 @@ def _convert_denied(e: errors.NFS4Error) -> None:
 
 async def _check_file(ctx: CompoundContext) -> bytes:
     """Byte-range locks are on regular files: a directory is NFS4ERR_ISDIR, anything else
-    that is not a regular file NFS4ERR_INVAL (RFC 7530 §16.10-16.12 error lists)."""
+    that is not a regular file NFS4ERR_INVAL (RFC 7530 §16.10-16.12 error lists); a pseudo-fs
+    directory has directory attributes.  Checked by the handler, not the op table (`on_file`):
+    LOCK and LOCKU check it inside the seqid machine, so the seqid advances (§9.1.7)."""
     obj = ctx.current
-    if obj.is_pseudo:
-        raise errors.NFS4ERR_ISDIR()
     ftype = (await ctx.vfs.getattr(obj)).type
     if ftype == FileType.DIR:
         raise errors.NFS4ERR_ISDIR()
