@@ -63,8 +63,21 @@ __all__ = [  # the configuration is defined in pynfsd.nfs4.config and re-exporte
 
 
 class NFSServer:
+    """The wiring of the NFSv4 service (see the module docstring).
+
+    ``rng`` makes the random bytes (write verifier, boot id, state ids and verifiers);
+    ``client_store`` the client records (default: the files under ``<state-dir>/clients``,
+    read when the store is made); the clocks are the config's.
+    """
+
     def __init__(
-        self, config: ServerConfig, resolver: ExportResolver, idmap: IdMapper | None = None
+        self,
+        config: ServerConfig,
+        resolver: ExportResolver,
+        idmap: IdMapper | None = None,
+        *,
+        rng: Callable[[int], bytes] = secrets.token_bytes,
+        client_store: FileClientStore | None = None,
     ) -> None:
         self.config = config
         self.resolver = resolver
@@ -75,10 +88,10 @@ class NFSServer:
         self.idmap_numeric = IdMapper(self.idmap.domain, numeric=True)
         self.boot_ns = config.wallclock_ns()
         # The write verifier changes on every server start (RFC 7530 §16.36.5).
-        self.write_verifier = secrets.token_bytes(8)
+        self.write_verifier = rng(8)
         # Client records on stable storage decide who may reclaim after a restart, and the
         # grace period during which only reclaims are served (RFC 7530 §9.6.2).
-        self.client_store = FileClientStore(
+        self.client_store = client_store if client_store is not None else FileClientStore(
             os.path.join(config.state_dir, "clients"), lambda: config.wallclock_ns() / 1e9
         )
         self.grace = GracePeriod(
@@ -91,13 +104,14 @@ class NFSServer:
         self.backends = Backends(config.state_dir, config.backend_factory)
         self.callbacks = CallbackClient(
             ServerGssIdentity(config.callback_gss_name, config.callback_keytab)
-            if config.callback_keytab else None
+            if config.callback_keytab else None,
+            clock=config.clock,
         )
         self.state = StateManager(
             clock=config.clock,
-            rng=secrets.token_bytes,
+            rng=rng,
             lease_time=config.lease_time,
-            server_boot_id=secrets.token_bytes(4),
+            server_boot_id=rng(4),
             store=self.client_store,
             open_files=BackendOpenFiles(self.backends),
             grace=self.grace,
