@@ -1,10 +1,15 @@
 """The NFSv4.0 service: program 100003 version 4 (RFC 7530 §15, §16.1-16.2).
 
-Theory of operation: `NFSServer` owns what lives longer than one COMPOUND: the export resolver
-and one backend per export, the state manager, the idmapper, the worker threads that run
-blocking filesystem calls, and the server's boot-time write verifier.  `compound()` is the RPC
-procedure: it decodes the COMPOUND header, builds the client's view of the exports (cached per
-set of exports), and hands the operations to `pynfsd.nfs4.compound`.
+Theory of operation: `NFSServer` owns what lives longer than one COMPOUND and wires it
+together: the export resolver, one backend per export (`pynfsd.nfs4.backends`), the state
+manager with its client store and grace period, the idmappers, the callback client, the
+worker threads that run blocking filesystem calls, and the server's boot-time write verifier.
+Randomness (``rng``) and clocks (the config's) are passed in.  It builds, once, the op table
+(`pynfsd.nfs4.ops.build_op_table`), the handlers' collaborators (`pynfsd.nfs4.context.Services`)
+and the Vfs's (`pynfsd.nfs4.vfstypes.VfsHost`); nothing below this module imports it.
+`compound()` is the RPC procedure: it decodes the COMPOUND header, builds the client's view of
+the exports (cached per set of exports), and hands the operations, a `Vfs` and a
+`CompoundContext` to `pynfsd.nfs4.compound`.
 """
 
 from __future__ import annotations

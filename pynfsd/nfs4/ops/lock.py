@@ -42,38 +42,24 @@ async def _check_file(ctx: CompoundContext) -> bytes:
 async def lock(ctx: CompoundContext, args: N.LOCK4args) -> N.LOCK4resok:
     state = ctx.state
     locker = args.locker
+    span = (args.locktype, args.offset, args.length)
     if locker.new_lock_owner:
         new: N.open_to_lock_owner4 = locker.value
-        open_sid = to_stateid(new.open_stateid)
-        owner = state.owner_for_stateid(open_sid)
-        seqid = new.open_seqid
+        sid, seqid = to_stateid(new.open_stateid), new.open_seqid
 
         def grant(fh: bytes) -> N.stateid4:
-            return to_stateid4(
-                state.lock_new(
-                    open_sid,
-                    new.lock_owner.owner,
-                    new.lock_seqid,
-                    fh,
-                    args.locktype,
-                    args.offset,
-                    args.length,
-                    clientid=new.lock_owner.clientid,
-                    reclaim=args.reclaim,
-                )
-            )
+            return to_stateid4(state.lock_new(
+                sid, new.lock_owner.owner, new.lock_seqid, fh, *span,
+                clientid=new.lock_owner.clientid, reclaim=args.reclaim,
+            ))  # fmt: skip
     else:
         old: N.exist_lock_owner4 = locker.value
-        lock_sid = to_stateid(old.lock_stateid)
-        owner = state.owner_for_stateid(lock_sid)
-        seqid = old.lock_seqid
+        sid, seqid = to_stateid(old.lock_stateid), old.lock_seqid
 
         def grant(fh: bytes) -> N.stateid4:
-            return to_stateid4(
-                state.lock_existing(
-                    lock_sid, fh, args.locktype, args.offset, args.length, reclaim=args.reclaim
-                )
-            )
+            return to_stateid4(state.lock_existing(sid, fh, *span, reclaim=args.reclaim))
+
+    owner = state.owner_for_stateid(sid)
 
     async def body() -> N.LOCK4resok:
         fh = await _check_file(ctx)  # inside: the seqid advances on ISDIR/INVAL (§9.1.7)
