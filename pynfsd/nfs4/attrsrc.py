@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pynfsd.fs.backend import Attrs, FsStat
 from pynfsd.nfs4.attrs import NEEDS_FSSTAT, NEEDS_OWNER, AttrSource, requested_attrs
-from pynfsd.nfs4.compound import CompoundContext
-from pynfsd.nfs4.vfs import Obj
+from pynfsd.nfs4.context import CompoundContext
+from pynfsd.nfs4.vfstypes import Obj
+from pynfsd.rpc.flavors import AUTH_NONE, AUTH_SYS
 
 MAXFILESIZE = (1 << 63) - 1
 MAXLINK = 65000
@@ -26,10 +27,10 @@ async def fsstat_if_needed(ctx: CompoundContext, obj: Obj, req: frozenset[int]) 
 def make_source(
     ctx: CompoundContext, obj: Obj, attrs: Attrs, req: frozenset[int], fsstat: FsStat | None
 ) -> AttrSource:
-    cfg = ctx.server.config
+    cfg = ctx.config
     owner = group = None
     if req & NEEDS_OWNER:
-        idmap = ctx.server.idmap_numeric if ctx.cred.flavor in (0, 1) else ctx.server.idmap
+        idmap = ctx.services.idmap_numeric if ctx.cred.flavor in (AUTH_NONE, AUTH_SYS) else ctx.services.idmap
         owner = idmap.user_to_name(attrs.uid)
         group = idmap.group_to_name(attrs.gid)
     fsid = (obj.export.fsid, 0) if obj.export is not None else (0, 0)

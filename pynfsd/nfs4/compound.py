@@ -1,16 +1,18 @@
-"""COMPOUND (RFC 7530 §15.2, §16.2): the loop, its context and the one op table.
+"""COMPOUND (RFC 7530 §15.2, §16.2): the loop over the ops of one request.
 
 Theory of operation: arguments are decoded one operation at a time, so an undecodable or
 unknown operation ends the COMPOUND at that point with NFS4ERR_BADXDR or NFS4ERR_OP_ILLEGAL
-(§15.2) and the results so far are kept.  Each op is described once in `OPS` (handler, whether
-it needs a current filehandle, whether the security flavour of that filehandle's export is
-checked first); the loop applies those checks in one place.  A handler returns the value of
-its result's NFS4_OK arm (or None) and raises `NFS4Error` for anything else; the loop maps
-exceptions to result statuses here and nowhere else (unexpected ones become
-NFS4ERR_SERVERFAULT, logged with their traceback).  Processing stops at the first op that
-does not return NFS4_OK (§15.2.4).
+(§15.2) and the results so far are kept.  Each op is described once in the op table the
+server builds and passes in (`pynfsd.nfs4.optable`: handler, whether it needs a current
+filehandle, whether the security flavour of that filehandle's export is checked first, whether
+a pseudo-fs directory is NFS4ERR_ISDIR, whether the export must be writable); the loop applies
+those checks in one place, before the handler.  A handler gets the `CompoundContext`
+(`pynfsd.nfs4.context`), returns the value of its result's NFS4_OK arm (or None) and raises
+`NFS4Error` for anything else; the loop maps exceptions to result statuses here and nowhere
+else (unexpected ones become NFS4ERR_SERVERFAULT, logged with their traceback).  Processing
+stops at the first op that does not return NFS4_OK (§15.2.4).
 
-Bounded work (RFC 7530 §15.2, §13.1.3.4): every op in `OPS` has a reply-size estimate (an
+Bounded work (RFC 7530 §15.2, §13.1.3.4): every op in the table has a reply-size estimate (an
 upper bound of its encoded result, from its arguments: READ its count, READDIR its maxcount,
 GETATTR the attributes asked for, a small fixed size by default).  Before an op runs, the
 loop adds its estimate to the bytes encoded so far; the first op that would take the
@@ -23,74 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
+from pynfsd.nfs4.context import CompoundContext
+from pynfsd.nfs4.optable import OpSpec, OpTable, xdr_pad
 from pynfsd.xdr.runtime import Packer, Unpacker, XdrError
-
-if TYPE_CHECKING:
-    from pynfsd.nfs4.server import NFSServer, ServerConfig
-    from pynfsd.nfs4.vfs import Obj, Vfs
-    from pynfsd.rpc.auth import Credential
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[["CompoundContext", Any], Awaitable[Any]]
-#: An upper bound of the bytes an op's result encodes to, from its arguments and the config.
-Estimate = Callable[[Any, "ServerConfig"], int]
-
-#: The result of most ops: a status and a few fixed-size fields (stateid, change_info4,
-#: a bitmap); larger results (READ, READDIR, GETATTR, READLINK, LOCK) declare their own.
-SMALL_REPLY = 256
 #: The loop yields to the event loop every this many ops.
 YIELD_EVERY = 32
-
-
-def fixed(n: int) -> Estimate:
-    """A reply-size estimate that does not depend on the arguments."""
-    return lambda _args, _cfg: n
-
-
-def xdr_pad(n: int) -> int:
-    """`n` rounded up to the XDR unit of 4 bytes."""
-    return (n + 3) & ~3
-
-
-@dataclass(slots=True)
-class OpSpec:
-    opnum: int
-    name: str
-    handler: Handler
-    needs_fh: bool
-    check_sec: bool
-    unpack_args: Callable[[Unpacker], Any]
-    pack_res: Callable[[Packer, Any], None]
-    res_cls: type
-    res_is_union: bool
-    res_nfields: int
-    reply_size: Estimate
-    on_file: bool  # a pseudo-fs directory is NFS4ERR_ISDIR (data ops)
-    writes: bool  # the export must be writable (NFS4ERR_ROFS)
-
-
-OPS: dict[int, OpSpec] = {}
-
-# Ops after which the flavour check of the current filehandle is not made (RFC 7530 §3.3.1,
-# §16.31.4): they only move the current filehandle around or ask which flavours to use.
-_SEC_EXEMPT = {
-    "PUTFH",
-    "PUTPUBFH",
-    "PUTROOTFH",
-    "RESTOREFH",
-    "SAVEFH",
-    "LOOKUP",
-    "LOOKUPP",
-    "SECINFO",
-    "GETFH",
-}
 
 
 # Ops whose second run does not answer as the first did, so a COMPOUND that reaches one is kept
@@ -114,97 +60,12 @@ NON_IDEMPOTENT = frozenset({
 })
 
 
-def op(
-    opnum: int,
-    *,
-    needs_fh: bool = True,
-    pack_res: Callable[[Packer, Any], None] | None = None,
-    unpack_args: Callable[[Unpacker], Any] | None = None,
-    reply_size: Estimate | int = SMALL_REPLY,
-    on_file: bool = False,
-    writes: bool = False,
-) -> Callable[[Handler], Handler]:
-    """Register a handler for `opnum` in the op table (`pack_res`: a hand-tuned encoder;
-    `reply_size`: an upper bound of the encoded result, a function of the arguments;
-    `on_file`: the current object must not be a pseudo-fs directory; `writes`: the current
-    object's export must be writable; both checked before the handler)."""
-    estimate = fixed(reply_size) if isinstance(reply_size, int) else reply_size
-
-    def register(fn: Handler) -> Handler:
-        name = N.nfs_opnum4_names[opnum][3:]
-        res_cls = getattr(N, f"{name}4res")
-        is_union = [f.name for f in fields(res_cls)][-1] == "value"
-        OPS[opnum] = OpSpec(
-            opnum,
-            name,
-            fn,
-            needs_fh,
-            needs_fh and name not in _SEC_EXEMPT,
-            unpack_args or N.nfs_argop4_arm_unpackers[opnum],
-            pack_res or N.nfs_resop4_arm_packers[opnum],
-            res_cls,
-            is_union,
-            len(fields(res_cls)),
-            estimate,
-            on_file,
-            writes,
-        )
-        return fn
-
-    return register
-
-
 def make_result(spec: OpSpec, status: int, value: Any) -> Any:
     if spec.res_is_union:
         return spec.res_cls(status, value)
     if spec.res_nfields == 1:
         return spec.res_cls(status)
     return spec.res_cls(status, value if value is not None else [])  # SETATTR4res attrsset
-
-
-class CompoundContext:
-    """The state of one COMPOUND: current and saved filehandles, credential, client."""
-
-    __slots__ = ("server", "vfs", "cred", "client_addr", "_current", "_saved", "tag", "index",
-                 "non_idempotent")
-
-    def __init__(self, server: NFSServer, vfs: Vfs, cred: Credential, client_addr: str) -> None:
-        self.server = server
-        self.vfs = vfs
-        self.cred = cred
-        self.client_addr = client_addr
-        self._current: Obj | None = None
-        self._saved: Obj | None = None
-        self.tag = b""
-        self.index = 0
-        self.non_idempotent = False  # an op of NON_IDEMPOTENT was reached: cache the reply
-
-    @property
-    def current(self) -> Obj:
-        if self._current is None:
-            raise errors.NFS4ERR_NOFILEHANDLE()
-        return self._current
-
-    @current.setter
-    def current(self, obj: Obj) -> None:
-        self._current = obj
-
-    @property
-    def saved(self) -> Obj:
-        if self._saved is None:
-            raise errors.NFS4ERR_RESTOREFH()
-        return self._saved
-
-    def save(self) -> None:
-        self._saved = self.current
-
-    @property
-    def principal(self) -> str:
-        """The identity state is keyed by (RFC 7530 §9.1.1): the credential's principal."""
-        c = self.cred
-        if c.principal:
-            return c.principal
-        return f"sys:{c.uid}" if c.flavor == 1 else "none"
 
 
 def _illegal_result(p: Packer, status: int) -> None:
@@ -231,8 +92,11 @@ async def run_op(ctx: CompoundContext, spec: OpSpec, args: Any) -> tuple[int, An
         return N.NFS4ERR_SERVERFAULT, None
 
 
-async def process(ctx: CompoundContext, u: Unpacker, count: int) -> tuple[int, Packer, int]:
-    """Run the ops of a COMPOUND: (status of the last op, encoded results, number of results)."""
+async def process(
+    ctx: CompoundContext, ops: OpTable, u: Unpacker, count: int
+) -> tuple[int, Packer, int]:
+    """Run the ops of a COMPOUND (`ops`: the op table): (status of the last op, encoded
+    results, number of results)."""
     out = Packer()
     status = N.NFS4_OK
     head = 12 + xdr_pad(len(ctx.tag))  # COMPOUND4res status, tag, resarray length
@@ -245,7 +109,7 @@ async def process(ctx: CompoundContext, u: Unpacker, count: int) -> tuple[int, P
         except XdrError:
             _illegal_result(out, N.NFS4ERR_BADXDR)
             return N.NFS4ERR_BADXDR, out, i + 1
-        spec = OPS.get(opnum)
+        spec = ops.get(opnum)
         if spec is None:
             _illegal_result(out, N.NFS4ERR_OP_ILLEGAL)  # RFC 7530 §15.2.4, §16.39
             return N.NFS4ERR_OP_ILLEGAL, out, i + 1
@@ -262,7 +126,7 @@ async def _execute(
     ctx: CompoundContext, spec: OpSpec, u: Unpacker, used: int
 ) -> tuple[int, Any]:
     """Decode and run one op within the COMPOUND's bounds (`used`: reply bytes so far)."""
-    cfg = ctx.server.config
+    cfg = ctx.config
     if ctx.index >= cfg.max_compound_ops:
         # RFC 7530 §13.1.3.4, §15.2: too many ops for the server; the COMPOUND ends here.
         log.debug("NFS4ERR_RESOURCE: op %d of a COMPOUND (max %d)", ctx.index + 1,

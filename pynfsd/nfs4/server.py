@@ -1,10 +1,15 @@
 """The NFSv4.0 service: program 100003 version 4 (RFC 7530 §15, §16.1-16.2).
 
-Theory of operation: `NFSServer` owns what lives longer than one COMPOUND: the export resolver
-and one backend per export, the state manager, the idmapper, the worker threads that run
-blocking filesystem calls, and the server's boot-time write verifier.  `compound()` is the RPC
-procedure: it decodes the COMPOUND header, builds the client's view of the exports (cached per
-set of exports), and hands the operations to `pynfsd.nfs4.compound`.
+Theory of operation: `NFSServer` owns what lives longer than one COMPOUND and wires it
+together: the export resolver, one backend per export (`pynfsd.nfs4.backends`), the state
+manager with its client store and grace period, the idmappers, the callback client, the
+worker threads that run blocking filesystem calls, and the server's boot-time write verifier.
+Randomness (``rng``) and clocks (the config's) are passed in.  It builds, once, the op table
+(`pynfsd.nfs4.ops.build_op_table`), the handlers' collaborators (`pynfsd.nfs4.context.Services`)
+and the Vfs's (`pynfsd.nfs4.vfstypes.VfsHost`); nothing below this module imports it.
+`compound()` is the RPC procedure: it decodes the COMPOUND header, builds the client's view of
+the exports (cached per set of exports), and hands the operations, a `Vfs` and a
+`CompoundContext` to `pynfsd.nfs4.compound`.
 """
 
 from __future__ import annotations
@@ -13,29 +18,36 @@ import asyncio
 import logging
 import os
 import secrets
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pynfsd.blocking import BlockingPool
-from pynfsd.exports.mounts import DEFAULT_MAX_MOUNTS, MountTable
+from pynfsd.exports.mounts import MountTable
 from pynfsd.exports.pseudofs import PseudoNode
 from pynfsd.exports.resolver import ExportResolver
 from pynfsd.exports.types import ClientExport
-from pynfsd.fs.backend import Attrs, Backend, FileType
-from pynfsd.fs.creds import Identity
+from pynfsd.fs.backend import Attrs, FileType
 from pynfsd.gen import nfs4 as N
 from pynfsd.idmap import IdMapper
 from pynfsd.nfs4 import compound
+from pynfsd.nfs4.backends import BackendOpenFiles, Backends, local_backend
 from pynfsd.nfs4.callback import CallbackClient, CallbackTarget, ServerGssIdentity
+from pynfsd.nfs4.config import (
+    DEFAULT_IO_SIZE,
+    DEFAULT_MAX_COMPOUND_OPS,
+    DEFAULT_MAX_REPLY,
+    REPLY_HEADROOM,
+    ServerConfig,
+)
+from pynfsd.nfs4.context import CompoundContext, Services
 from pynfsd.nfs4.crossing import OnceLog
-from pynfsd.nfs4.fh import KIND_EXPORT, decode_fh
+from pynfsd.nfs4.ops import build_op_table
 from pynfsd.nfs4.state import StateManager
 from pynfsd.nfs4.state.grace import GracePeriod
 from pynfsd.nfs4.state.leases import enforced_lease
 from pynfsd.nfs4.state.store import FileClientStore
-from pynfsd.nfs4.vfs import ClientView, Vfs
+from pynfsd.nfs4.vfs import Vfs
+from pynfsd.nfs4.vfstypes import ClientView, VfsHost
 from pynfsd.rpc.errors import GarbageArgs
 from pynfsd.rpc.server import RpcCall, RpcServer
 from pynfsd.xdr.runtime import Unpacker, XdrError
@@ -43,61 +55,32 @@ from pynfsd.xdr.runtime import Unpacker, XdrError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-NFS_PROGRAM = 100003
-NFS_V4 = 4
-NFSPROC4_COMPOUND = 1
+NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND = N.NFS4_PROGRAM, N.NFS_V4, N.NFSPROC4_COMPOUND
 VIEW_TTL = 5.0  # seconds a client's resolved export view is reused
-# Bounded work per COMPOUND (see pynfsd.nfs4.compound).  200 ops as knfsd's
-# NFSD_MAX_OPS_PER_COMPOUND (raised from 50 for clients that walk long paths in one
-# COMPOUND; the Linux client sends fewer than 10).  A reply holds one READ or READDIR of
-# maxread bytes plus REPLY_HEADROOM for the ops around it and the tag.
-DEFAULT_MAX_COMPOUND_OPS = 200
-DEFAULT_IO_SIZE = 1 << 20
-REPLY_HEADROOM = 64 << 10
-DEFAULT_MAX_REPLY = DEFAULT_IO_SIZE + REPLY_HEADROOM
 
-
-@dataclass
-class ServerConfig:
-    state_dir: str
-    lease_time: int = 90
-    grace_time: int = 90
-    maxread: int = DEFAULT_IO_SIZE
-    maxwrite: int = DEFAULT_IO_SIZE
-    max_compound_ops: int = DEFAULT_MAX_COMPOUND_OPS
-    max_reply: int = DEFAULT_MAX_REPLY  # bytes of COMPOUND4res
-    workers: int = 16
-    # filesystems mounted inside exports crossed per client view (crossmnt)
-    max_mounts: int = DEFAULT_MAX_MOUNTS
-    backend_factory: Callable[[ClientExport, str], Backend] | None = None
-    # RPCSEC_GSS callbacks: the server's initiator name and keytab (None: AUTH_SYS only)
-    callback_keytab: str | None = None
-    callback_gss_name: str | None = None
-    clock: Callable[[], float] = field(default=time.monotonic)
-    wallclock_ns: Callable[[], int] = field(default=time.time_ns)
-
-    def __post_init__(self) -> None:
-        if self.max_compound_ops < 1:
-            raise ValueError("max_compound_ops must be at least 1")
-        if self.maxread + REPLY_HEADROOM > self.max_reply:
-            # the announced maxread must fit in a reply (RFC 7530 §5.8.2.16)
-            raise ValueError(f"maxread {self.maxread} needs max_reply >= maxread + {REPLY_HEADROOM}")
-
-    @staticmethod
-    def io_size_for(max_reply: int) -> int:
-        """The maxread/maxwrite to announce for a reply size: the default, or what fits."""
-        return max(0, min(DEFAULT_IO_SIZE, max_reply - REPLY_HEADROOM))
-
-
-def local_backend(export: ClientExport, state_dir: str) -> Backend:
-    from pynfsd.fs.local import LocalBackend
-
-    return LocalBackend(export.path, state_dir)
+__all__ = [  # the configuration is defined in pynfsd.nfs4.config and re-exported here
+    "DEFAULT_IO_SIZE", "DEFAULT_MAX_COMPOUND_OPS", "DEFAULT_MAX_REPLY", "NFSPROC4_COMPOUND",
+    "NFS_PROGRAM", "NFS_V4", "REPLY_HEADROOM", "VIEW_TTL", "BackendOpenFiles", "NFSServer",
+    "ServerConfig", "local_backend",
+]
 
 
 class NFSServer:
+    """The wiring of the NFSv4 service (see the module docstring).
+
+    ``rng`` makes the random bytes (write verifier, boot id, state ids and verifiers);
+    ``client_store`` the client records (default: the files under ``<state-dir>/clients``,
+    read when the store is made); the clocks are the config's.
+    """
+
     def __init__(
-        self, config: ServerConfig, resolver: ExportResolver, idmap: IdMapper | None = None
+        self,
+        config: ServerConfig,
+        resolver: ExportResolver,
+        idmap: IdMapper | None = None,
+        *,
+        rng: Callable[[int], bytes] = secrets.token_bytes,
+        client_store: FileClientStore | None = None,
     ) -> None:
         self.config = config
         self.resolver = resolver
@@ -108,10 +91,10 @@ class NFSServer:
         self.idmap_numeric = IdMapper(self.idmap.domain, numeric=True)
         self.boot_ns = config.wallclock_ns()
         # The write verifier changes on every server start (RFC 7530 §16.36.5).
-        self.write_verifier = secrets.token_bytes(8)
+        self.write_verifier = rng(8)
         # Client records on stable storage decide who may reclaim after a restart, and the
         # grace period during which only reclaims are served (RFC 7530 §9.6.2).
-        self.client_store = FileClientStore(
+        self.client_store = client_store if client_store is not None else FileClientStore(
             os.path.join(config.state_dir, "clients"), lambda: config.wallclock_ns() / 1e9
         )
         self.grace = GracePeriod(
@@ -121,50 +104,49 @@ class NFSServer:
             lease=enforced_lease(config.lease_time),
             on_end=self.client_store.grace_done,
         )
-        self._backends: dict[int, Backend] = {}
+        self.backends = Backends(config.state_dir, config.backend_factory)
         self.callbacks = CallbackClient(
             ServerGssIdentity(config.callback_gss_name, config.callback_keytab)
-            if config.callback_keytab else None
+            if config.callback_keytab else None,
+            clock=config.clock,
         )
         self.state = StateManager(
             clock=config.clock,
-            rng=secrets.token_bytes,
+            rng=rng,
             lease_time=config.lease_time,
-            server_boot_id=secrets.token_bytes(4),
+            server_boot_id=rng(4),
             store=self.client_store,
-            open_files=BackendOpenFiles(self._backends),
+            open_files=BackendOpenFiles(self.backends),
             grace=self.grace,
             on_client_dropped=self.callbacks.forget,  # its callback path goes with it
         )
         self._pool = BlockingPool(config.workers)
         self._views: dict[tuple[ClientExport, ...], ClientView] = {}
         self._by_addr: dict[str, tuple[float, ClientView]] = {}
-        self._factory = config.backend_factory or local_backend
         # filesystems mounted inside exports (pynfsd.nfs4.crossing)
         self.mounts = MountTable()
         self.hidden_mounts = OnceLog()
-        from pynfsd.nfs4 import ops  # noqa: F401  (importing the handlers fills the op table)
+        self.vfs_host = VfsHost(
+            self.backends, self._pool, self.pseudo_attrs, self.mounts, self.hidden_mounts
+        )
+        self.services = Services(
+            config=config,
+            state=self.state,
+            idmap=self.idmap,
+            idmap_numeric=self.idmap_numeric,
+            durable=self.durable,
+            write_verifier=self.write_verifier,
+            start_callback=self.start_callback,
+        )
+        self.ops = build_op_table()
 
     # ------------------------------------------------------------ resources
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._pool.run(fn, *args)
 
-    async def run_blocking_as(self, ident: Identity, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on a worker whose filesystem calls act as ``ident``."""
-        return await self._pool.run_as(ident, fn, *args)
-
     async def durable(self) -> None:
         """Wait until the client records changed so far are on stable storage."""
         await self.client_store.sync(self.run_blocking)
-
-    def backend_for(self, export: ClientExport) -> Backend:
-        backend = self._backends.get(export.fsid)
-        if backend is None:
-            state_dir = os.path.join(self.config.state_dir, "exports", f"{export.fsid:016x}")
-            os.makedirs(state_dir, mode=0o700, exist_ok=True)
-            backend = self._factory(export, state_dir)
-            self._backends[export.fsid] = backend
-        return backend
 
     async def view_for(self, client_addr: str) -> ClientView:
         """The client's view of the exports, asked of the resolver at most every few seconds
@@ -241,8 +223,7 @@ class NFSServer:
 
     def close(self) -> None:
         self.client_store.flush()
-        for backend in self._backends.values():
-            backend.close()
+        self.backends.close()
         self.mounts.close()
         self._pool.shutdown()
 
@@ -263,32 +244,10 @@ class NFSServer:
             return compound.encode_reply(N.NFS4ERR_MINOR_VERS_MISMATCH, tag, 0, None)
         client_addr = call.peer[0]
         view = await self.view_for(client_addr)
-        ctx = compound.CompoundContext(self, Vfs(self, view, call.cred, call.peer[1]), call.cred, client_addr)
+        vfs = Vfs(self.vfs_host, view, call.cred, call.peer[1])
+        ctx = CompoundContext(self.services, vfs, call.cred, client_addr)
         ctx.tag = tag
-        status, results, numres = await compound.process(ctx, u, count)
+        status, results, numres = await compound.process(ctx, self.ops, u, count)
         call.cacheable = ctx.non_idempotent
         return compound.encode_reply(status, tag, numres, results)
 
-
-class BackendOpenFiles:
-    """The state manager's `OpenFiles`: an opened file is held in its backend, so that its
-    open stateids keep working after its last link is removed (RENAME over it, REMOVE)."""
-
-    def __init__(self, backends: dict[int, Backend]) -> None:
-        self._backends = backends
-
-    def hold(self, file_key: bytes) -> None:
-        self._call(file_key, hold=True)
-
-    def release(self, file_key: bytes) -> None:
-        self._call(file_key, hold=False)
-
-    def _call(self, file_key: bytes, *, hold: bool) -> None:
-        d = decode_fh(file_key)
-        backend = self._backends.get(d.fsid) if d.kind == KIND_EXPORT else None
-        if backend is None:
-            return
-        try:
-            (backend.hold if hold else backend.release)(d.ident)
-        except OSError as e:  # removed already: nothing to hold
-            log.debug("cannot hold an opened file: %s", e)

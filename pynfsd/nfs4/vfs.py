@@ -1,14 +1,18 @@
 """The policy wrapper around the filesystem backends (docs/HABITS.md, "Policy wraps the backend").
 
 Theory of operation: handlers never touch a backend directly.  A `Vfs` is made per COMPOUND
-from the client's view of the exports (which exports it may use, joined into a pseudo-fs) and
-the RPC credential.  It turns filehandles into `Obj`s, and applies every policy in one place:
-the export a handle belongs to and whether this client may use it, security flavours
-(NFS4ERR_WRONGSEC), squashing (root_squash/all_squash/anonuid), read-only exports
-(NFS4ERR_ROFS), permissions, pseudo directories, and crossing from one export into another or
-into a filesystem mounted inside it (`pynfsd.nfs4.crossing`).  Blocking backend calls run in
-the server's worker threads, never on the event loop, acting as the squashed identity
-(`pynfsd.fs.creds`); OSErrors become NFS4 errors here.
+from the client's view of the exports (which exports it may use, joined into a pseudo-fs), the
+RPC credential and the server's `VfsHost` (`pynfsd.nfs4.vfstypes`: backends, worker threads,
+pseudo-fs attributes, mount table; the Vfs never knows the server).  It turns filehandles into
+`Obj`s, and applies every policy in one place: the export a handle belongs to and whether this
+client may use it, security flavours (NFS4ERR_WRONGSEC), squashing (root_squash/all_squash/
+anonuid), read-only exports (NFS4ERR_ROFS), permissions, pseudo directories, and crossing from
+one export into another or into a filesystem mounted inside it (`pynfsd.nfs4.crossing`).
+Blocking backend calls run in the worker threads, never on the event loop, acting as the
+squashed identity (`pynfsd.fs.creds`); OSErrors become NFS4 errors here.  The identities,
+filehandles, attributes, lookups and listings are the base class `Namespace`
+(`pynfsd.nfs4.namespace`); this module adds ACCESS, the changes to the namespace (create,
+remove, rename, link), data (read, write, commit) and SETATTR.
 
 Permissions: a backend that `enforces_permissions` (the local one: the kernel decides under
 the caller's identity, ACLs included) is trusted with every decision, and is asked
@@ -24,17 +28,10 @@ carries NFS4ERR_ACCESS instead of attributes (`Listed.status`, encoded as rdattr
 from __future__ import annotations
 
 import errno
-import os
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
-from pynfsd.exports.mounts import DEFAULT_MAX_MOUNTS, mounts_below
-from pynfsd.exports.pseudofs import PseudoFs, PseudoNode
-from pynfsd.exports.types import ClientExport
 from pynfsd.fs import perm
-from pynfsd.fs.backend import Attrs, Backend, DirEntry, FileType, FsStat, MountPoint
-from pynfsd.fs.creds import Identity
+from pynfsd.fs.backend import Attrs, FileType, FsStat
 from pynfsd.gen.nfs4 import (  # RFC 7530 §16.1 ACCESS4 bits
     ACCESS4_DELETE,
     ACCESS4_EXECUTE,
@@ -44,229 +41,18 @@ from pynfsd.gen.nfs4 import (  # RFC 7530 §16.1 ACCESS4 bits
     ACCESS4_READ,
 )
 from pynfsd.nfs4 import errors
-from pynfsd.nfs4.crossing import Crossings, Submount
-from pynfsd.nfs4.fh import KIND_PSEUDO, decode_fh, export_fh, pseudo_fh
-
-if TYPE_CHECKING:
-    from pynfsd.nfs4.server import NFSServer
-    from pynfsd.rpc.auth import Credential
-
-T = TypeVar("T")
+from pynfsd.nfs4.fh import export_fh
+from pynfsd.nfs4.namespace import Namespace, enforcing
+from pynfsd.nfs4.vfstypes import Obj
 
 
-AUTH_NONE = 0
-AUTH_SYS = 1
-# RFC 2623 §2.1 pseudoflavours for the Kerberos V5 services
-_FLAVOUR_NAMES = {AUTH_NONE: "none", AUTH_SYS: "sys", 390003: "krb5", 390004: "krb5i", 390005: "krb5p"}
-
-
-class NotCrossed(errors.NFS4ERR_NOENT):
-    """LOOKUP of a mount point that is not crossed (see `pynfsd.nfs4.crossing`)."""
-
-
-@dataclass(slots=True)
-class Obj:
-    """A resolved filehandle: a pure pseudo directory (export None) or an object in an export."""
-
-    fh: bytes
-    export: ClientExport | None
-    backend: Backend | None
-    handle: bytes
-    node: PseudoNode | None = None  # pseudo node at this object, when known
-    # Attributes read during this COMPOUND (Objs live for one COMPOUND): every modification
-    # made through the Vfs drops or replaces them, so a later op never sees stale values.
-    attrs: Attrs | None = None
-
-    @property
-    def is_pseudo(self) -> bool:
-        return self.export is None
-
-    def be(self) -> Backend:
-        if self.backend is None:
-            raise errors.NFS4ERR_ROFS("pseudo-filesystem directory")
-        return self.backend
-
-
-@dataclass(slots=True, frozen=True)
-class Listed:
-    """One READDIR entry: the object and its attributes, or -- when they could not be had --
-    ``status`` (an nfsstat4) and ``fileid``, what the directory lists for the name."""
-
-    name: bytes
-    cookie: int
-    obj: Obj | None
-    attrs: Attrs | None
-    status: int = 0
-    fileid: int = 0
-
-
-@dataclass(slots=True)
-class ClientView:
-    """What one client may see: its exports joined into a pseudo-fs (cached per export set)."""
-
-    exports: tuple[ClientExport, ...]
-    pseudofs: PseudoFs
-    by_fsid: dict[int, ClientExport]
-    node_by_fsid: dict[int, PseudoNode]
-    crossings: Crossings
-
-    @classmethod
-    def build(
-        cls, exports: tuple[ClientExport, ...], max_mounts: int = DEFAULT_MAX_MOUNTS
-    ) -> ClientView:
-        pfs = PseudoFs.build(exports)
-        nodes = {n.export.fsid: n for n in pfs if n.export is not None}
-        return cls(exports, pfs, {e.fsid: e for e in exports}, nodes, Crossings(exports, max_mounts))
-
-
-def flavour_name(cred: Credential) -> str:
-    """The exports(5) sec= name of the request's flavour (pseudoflavour for RPCSEC_GSS)."""
-    return _FLAVOUR_NAMES.get(cred.sec_flavor, "?")
-
-
-class Vfs:
+class Vfs(Namespace):
     """Per-COMPOUND access to the client's exports with every policy applied."""
-
-    def __init__(self, server: NFSServer, view: ClientView, cred: Credential, port: int = 0) -> None:
-        self.server = server
-        self.view = view
-        self.cred = cred
-        self.port = port
-        self.flavour = flavour_name(cred)
-        self._ids: dict[int, Identity] = {}
-
-    # ------------------------------------------------------------ plumbing
-    async def _call(self, export: ClientExport | None, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on a worker acting as this request's identity in ``export``."""
-        return await self.server.run_blocking_as(self.identity(export), fn, *args)
-
-    async def _run(self, export: ClientExport | None, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return await self._call(export, fn, *args)
-        except OSError as e:
-            raise errors.from_oserror(e) from None
-
-    async def _quick_or_run(
-        self, obj: Obj, quick: Callable[[], T | None], fn: Callable[..., T], *args: Any
-    ) -> T:
-        """``quick()`` on the event loop (a backend's ``*_cached`` call: it never blocks),
-        or ``fn(*args)`` on a worker thread when it declines."""
-        try:
-            value = quick()
-        except OSError as e:
-            raise errors.from_oserror(e) from None
-        return value if value is not None else await self._run(obj.export, fn, *args)
-
-    def identity(self, export: ClientExport | None) -> Identity:
-        """Squash the credential as the export says (exports(5) root_squash/all_squash)."""
-        key = export.fsid if export is not None else -1
-        ident = self._ids.get(key)
-        if ident is None:
-            ident = self._squash(export)
-            self._ids[key] = ident
-        return ident
-
-    def _squash(self, export: ClientExport | None) -> Identity:
-        c = self.cred
-        if export is None:
-            return Identity(c.uid, c.gid, tuple(c.gids))
-        o = export.options
-        anon = Identity(o.anonuid, o.anongid, ())
-        if c.flavor == AUTH_NONE or o.squash == "all":
-            return anon
-        if o.squash == "root":
-            uid = o.anonuid if c.uid == 0 else c.uid
-            gid = o.anongid if c.gid == 0 else c.gid
-            gids = tuple(o.anongid if g == 0 else g for g in c.gids)
-            return Identity(uid, gid, gids)
-        return Identity(c.uid, c.gid, tuple(c.gids))
-
-    def check_sec(self, obj: Obj) -> None:
-        """NFS4ERR_WRONGSEC when the request's flavour is not allowed on obj's export (§3.3)."""
-        if obj.export is None:
-            return
-        if self.flavour not in obj.export.options.sec:
-            raise errors.NFS4ERR_WRONGSEC()
-        if obj.export.options.secure and self.port >= 1024:
-            # exports(5) "secure": requests must come from a reserved port (as knfsd: PERM).
-            raise errors.NFS4ERR_PERM("request from an unprivileged port to a 'secure' export")
-
-    def check_writable(self, obj: Obj) -> None:
-        if obj.export is None or not obj.export.options.rw:
-            raise errors.NFS4ERR_ROFS()
-
-    def permit(self, obj: Obj, attrs: Attrs, want: int, owner_override: bool = False) -> None:
-        """POSIX permission check for backends that leave it to the caller (the others decide
-        when the call is made); NFS4ERR_ACCESS when any of `want` is denied."""
-        if _enforcing(obj):
-            return
-        if owner_override and self.identity(obj.export).uid == attrs.uid:
-            return
-        if self._posix_granted(obj, attrs, want) != want:
-            raise errors.NFS4ERR_ACCESS()
-
-    def _posix_granted(self, obj: Obj, attrs: Attrs, want: int) -> int:
-        """The subset of `want` the POSIX model grants this request's identity."""
-        ident = self.identity(obj.export)
-        return perm.check_access(attrs, ident.uid, ident.groups, want)
-
-    # ------------------------------------------------------------ filehandles
-    def root(self) -> Obj:
-        node = self.view.pseudofs.root
-        if node.export is not None:
-            return self._export_root(node.export, node)
-        return Obj(pseudo_fh(node.id), None, None, b"", node)
-
-    def _export_root(self, export: ClientExport, node: PseudoNode | None) -> Obj:
-        backend = self.server.backend_for(export)
-        handle = backend.root()
-        return Obj(export_fh(export.fsid, handle), export, backend, handle, node)
-
-    async def from_fh(self, fh: bytes) -> Obj:
-        """PUTFH: a handle this client may use (STALE for unknown or not-allowed exports)."""
-        d = decode_fh(fh)
-        if d.kind == KIND_PSEUDO:
-            node = self.view.pseudofs.find_by_id(d.ident)
-            if node is None:
-                raise errors.NFS4ERR_STALE()
-            if node.export is not None:
-                return self._export_root(node.export, node)
-            return Obj(fh, None, None, b"", node)
-        export = self.view.by_fsid.get(d.fsid) or await self._submount_export(d.fsid)
-        if export is None:
-            raise errors.NFS4ERR_STALE()
-        backend = self.server.backend_for(export)
-        node = self.view.node_by_fsid.get(export.fsid) if d.ident == backend.root() else None
-        return Obj(fh, export, backend, d.ident, node)
-
-    # ------------------------------------------------------------ attributes
-    async def getattr(self, obj: Obj) -> Attrs:
-        attrs = obj.attrs
-        if attrs is not None:
-            return attrs
-        if obj.backend is None:
-            attrs = self.server.pseudo_attrs(obj.node)
-        else:
-            be, h = obj.backend, obj.handle
-            attrs = await self._quick_or_run(obj, lambda: be.getattr_cached(h), be.getattr, h)
-        obj.attrs = attrs
-        return attrs
 
     async def statfs(self, obj: Obj) -> FsStat:
         if obj.backend is None:
             return FsStat(0, 0, 0, 0, 0, 0, 255)
         return await self._run(obj.export, obj.backend.statfs, obj.handle)
-
-    def mounted_on_fileid(self, obj: Obj, attrs: Attrs) -> int:
-        """For an export root, the fileid of the directory it covers (RFC 7530 §5.8.2.33)."""
-        sub = self._submount_root(obj)
-        if sub is not None:
-            return sub.covered_fileid
-        node = obj.node
-        if node is not None and node.export is not None and node.parent is not None:
-            if obj.backend is not None and obj.handle == obj.backend.root():
-                return node.fileid
-        return attrs.fileid
 
     async def access(self, obj: Obj, want: int) -> tuple[int, int]:
         """ACCESS (RFC 7530 §16.1): (supported, granted) ACCESS4 bits."""
@@ -293,207 +79,9 @@ class Vfs:
     async def _granted(self, obj: Obj, attrs: Attrs, want: int) -> int:
         """The subset of `want` (perm bits) the identity has: the backend's answer when it
         enforces permissions (the kernel's, ACLs included), else the POSIX model's."""
-        if _enforcing(obj):
+        if enforcing(obj):
             return await self._run(obj.export, obj.be().access, obj.handle, want)
         return self._posix_granted(obj, attrs, want)
-
-    # ------------------------------------------------------------ namespace
-    async def lookup(self, d: Obj, name: bytes) -> Obj:
-        if d.node is not None:
-            child = self.view.pseudofs.lookup(d.node, name)
-            if child is not None:
-                return await self._enter_node(child)
-            if d.is_pseudo:
-                raise errors.NFS4ERR_NOENT()
-        dattrs = await self.getattr(d)
-        if dattrs.type == FileType.LNK:
-            raise errors.NFS4ERR_SYMLINK()  # RFC 7530 §16.13.5
-        if dattrs.type != FileType.DIR:
-            raise errors.NFS4ERR_NOTDIR()
-        self.permit(d, dattrs, perm.EXEC)
-        return await self._descend(d, name)
-
-    async def _descend(self, d: Obj, name: bytes) -> Obj:
-        """The child ``name`` of directory ``d``, crossing into a filesystem mounted there
-        when the export allows it; a mount point not crossed is NFS4ERR_NOENT, never
-        NFS4ERR_XDEV (not a LOOKUP error, RFC 7530 §15.2)."""
-        backend = d.be()
-        try:
-            handle, attrs = await self._call(d.export, backend.lookup, d.handle, name)
-        except OSError as e:
-            if e.errno != errno.EXDEV:
-                raise errors.from_oserror(e) from None
-            mount = await self._run(d.export, backend.mount_point, d.handle, name)
-            export = self._crossing(d, mount)
-            if export is None:
-                raise NotCrossed("a mount point that is not crossed") from None
-            return self._export_root(export, self.view.node_by_fsid.get(export.fsid))
-        assert d.export is not None
-        return Obj(export_fh(d.export.fsid, handle), d.export, backend, handle, attrs=attrs)
-
-    def _crossing(self, d: Obj, mount: MountPoint) -> ClientExport | None:
-        """The export beyond a mount point in ``d`` (see `pynfsd.nfs4.crossing`), or None."""
-        assert d.export is not None
-        export = self.view.crossings.enter(d.export, mount)
-        if export is None:
-            self.server.hidden_mounts.not_crossed(mount, d.export)
-        return export
-
-    def _submount_root(self, obj: Obj) -> Submount | None:
-        """The submount whose root ``obj`` is, if it is one."""
-        if obj.export is None or obj.backend is None:
-            return None
-        sub = self.view.crossings.submounts.get(obj.export.fsid)
-        return sub if sub is not None and obj.handle == obj.backend.root() else None
-
-    async def _walk(self, export: ClientExport, path: str) -> Obj:
-        """The directory at server ``path`` inside ``export``, crossing mounts as LOOKUP."""
-        obj = self._export_root(export, self.view.node_by_fsid.get(export.fsid))
-        rel = os.path.relpath(path, export.path)
-        for comp in rel.split("/") if rel != "." else ():
-            obj = await self._descend(obj, os.fsencode(comp))
-        return obj
-
-    async def _submount_export(self, fsid: int) -> ClientExport | None:
-        """A crossed mount's export by fsid; one unknown since this view was built (a handle
-        from before a restart) is looked for below the ``crossmnt`` exports, at most once per
-        version of the mount table."""
-        cr = self.view.crossings
-        export = cr.export(fsid)
-        if export is not None or not cr.crossmnt:
-            return export
-        generation, mounts = await self.server.run_blocking(self.server.mounts.current)
-        if cr.scanned == generation:
-            return None
-        epoch = cr.epoch
-        for top in cr.crossmnt:
-            for point in mounts_below(mounts, top.path):
-                try:
-                    await self._walk(top, point)
-                except errors.NFS4Error:
-                    continue  # not reachable by crossing (hidden, or gone meanwhile)
-                if (export := cr.export(fsid)) is not None:
-                    return export
-        if cr.epoch == epoch:  # every mount is registered: no need to look again till a change
-            cr.scanned = generation
-        return None
-
-    async def _enter_node(self, node: PseudoNode) -> Obj:
-        if node.export is not None:
-            return self._export_root(node.export, node)
-        if node.covering is None:
-            return Obj(pseudo_fh(node.id), None, None, b"", node)
-        # a directory inside an export on the way to a nested export: walk the backend to it
-        try:
-            obj = await self._walk(node.covering, node.real_path)
-        except NotCrossed:
-            # behind a mount point that is not crossed: a pseudo directory leading to the
-            # nested export, as knfsd's v4root (RFC 7530 §7.3)
-            return Obj(pseudo_fh(node.id), None, None, b"", node)
-        obj.node = node
-        return obj
-
-    async def lookupp(self, obj: Obj) -> Obj:
-        sub = self._submount_root(obj)
-        if sub is not None:  # back to the directory holding the mount point
-            return await self._walk(sub.parent, os.path.dirname(sub.export.path))
-        node = obj.node
-        if obj.is_pseudo or (
-            node is not None and obj.backend is not None and obj.handle == obj.backend.root()
-        ):
-            assert node is not None
-            parent = self.view.pseudofs.parent(node)
-            if parent is None:
-                raise errors.NFS4ERR_NOENT()
-            return await self._enter_node(parent)
-        attrs = await self.getattr(obj)
-        if attrs.type != FileType.DIR:
-            raise errors.NFS4ERR_NOTDIR()
-        backend = obj.be()
-        handle, _ = await self._run(obj.export, backend.parent, obj.handle)
-        assert obj.export is not None
-        parent_obj = Obj(export_fh(obj.export.fsid, handle), obj.export, backend, handle)
-        if handle == backend.root():
-            parent_obj.node = self.view.node_by_fsid.get(obj.export.fsid)
-        return parent_obj
-
-    async def readdir(
-        self, d: Obj, cookie: int, verifier: bytes, max_entries: int
-    ) -> tuple[list[Listed], bool, bytes]:
-        attrs = await self.getattr(d)
-        if attrs.type != FileType.DIR:
-            raise errors.NFS4ERR_NOTDIR()
-        if d.is_pseudo:
-            return await self._pseudo_readdir(d, cookie, max_entries)
-        self.permit(d, attrs, perm.READ)
-        # read but not search permission: names only, as a backend that enforces does it
-        searchable = _enforcing(d) or self._posix_granted(d, attrs, perm.EXEC) == perm.EXEC
-        while True:
-            ents, eof, verf = await self._backend_readdir(d, cookie, verifier, max_entries)
-            out = [
-                entry for e in ents if (entry := await self._dir_entry(d, e, searchable)) is not None
-            ]
-            if out or eof or not ents:
-                return out, eof, verf
-            cookie, verifier = ents[-1].cookie, verf  # only mount points not crossed: go on
-
-    async def _backend_readdir(
-        self, d: Obj, cookie: int, verifier: bytes, max_entries: int
-    ) -> tuple[list[DirEntry], bool, bytes]:
-        backend = d.be()
-        try:
-            return await self._call(
-                d.export, backend.readdir, d.handle, cookie, verifier, max_entries
-            )
-        except OSError as e:
-            if e.errno == errno.EINVAL:
-                raise await self._cookie_error(backend, d, verifier) from None
-            raise errors.from_oserror(e) from None
-
-    async def _dir_entry(self, d: Obj, e: DirEntry, searchable: bool) -> Listed | None:
-        """A READDIR entry; a mount point crossed shows the mounted root (its fsid and
-        attributes, as knfsd with crossmnt); one not crossed is left out (see crossing).
-        An entry the caller may not reach carries the error (RFC 7530 §16.24.4)."""
-        if e.error or not searchable:
-            status = errors.from_errno(e.error or errno.EACCES).status
-            return Listed(e.name, e.cookie, None, None, status, e.fileid)
-        if e.mount is None:
-            return Listed(e.name, e.cookie, self._entry_obj(d, e), e.attrs)
-        export = self._crossing(d, e.mount)
-        on_the_way = d.node.children.get(e.name) if d.node is not None else None
-        if export is not None:
-            obj = self._export_root(export, self.view.node_by_fsid.get(export.fsid))
-        elif on_the_way is not None:  # leads to a nested export: shown as LOOKUP shows it
-            obj = await self._enter_node(on_the_way)
-        else:
-            return None
-        return Listed(e.name, e.cookie, obj, await self.getattr(obj))
-
-    async def _cookie_error(self, backend: Backend, d: Obj, verifier: bytes) -> errors.NFS4Error:
-        """The backend refused a cookie/verifier pair: a verifier that is no longer the
-        directory's is NFS4ERR_NOT_SAME (RFC 7530 §16.24.4 MUST), else NFS4ERR_BAD_COOKIE."""
-        if verifier != bytes(8):
-            _, _, current = await self._run(d.export, backend.readdir, d.handle, 0, bytes(8), 0)
-            if current != verifier:
-                return errors.NFS4ERR_NOT_SAME()
-        return errors.NFS4ERR_BAD_COOKIE()
-
-    def _entry_obj(self, d: Obj, e: DirEntry) -> Obj:
-        assert d.export is not None
-        return Obj(export_fh(d.export.fsid, e.handle), d.export, d.backend, e.handle, attrs=e.attrs)
-
-    async def _pseudo_readdir(
-        self, d: Obj, cookie: int, max_entries: int
-    ) -> tuple[list[Listed], bool, bytes]:
-        assert d.node is not None
-        names = sorted(d.node.children)
-        out: list[Listed] = []
-        for i, name in enumerate(names[max(0, cookie - 2) :], start=max(0, cookie - 2)):
-            if len(out) >= max_entries:
-                return out, False, b"\0" * 8
-            obj = await self._enter_node(d.node.children[name])
-            out.append(Listed(name, i + 3, obj, await self.getattr(obj)))
-        return out, True, b"\0" * 8
 
     async def readlink(self, obj: Obj) -> bytes:
         return await self._run(obj.export, obj.be().readlink, obj.handle)
@@ -547,7 +135,7 @@ class Vfs:
 
     async def _check_sticky(self, d: Obj, dattrs: Attrs, name: bytes) -> None:
         """In a sticky directory only the owner of the entry or the directory may remove it."""
-        if not dattrs.mode & 0o1000 or _enforcing(d):
+        if not dattrs.mode & 0o1000 or enforcing(d):
             return
         ident = self.identity(d.export)
         if ident.uid in (0, dattrs.uid):
@@ -593,7 +181,7 @@ class Vfs:
         """Access checked on every READ/WRITE/truncate, whatever the stateid, with the owner
         override (RFC 7530 §16.16.5: "the server still must do appropriate access checking on
         the READs and WRITEs themselves"); an enforcing backend checks it in the call."""
-        if _enforcing(obj):
+        if enforcing(obj):
             return
         attrs = await self._file_attrs(obj)
         if want == perm.READ and perm.may_read(attrs, self._posix_granted(obj, attrs, perm.ALL)):
@@ -653,7 +241,7 @@ class Vfs:
         for an enforcing backend)."""
         self.check_writable(obj)
         attrs = await self.getattr(obj)
-        if not _enforcing(obj):
+        if not enforcing(obj):
             await self._check_setattr(obj, attrs, changes)
         obj.attrs = None
         obj.attrs = await self._run(obj.export, self._do_setattr, obj, changes)
@@ -691,8 +279,3 @@ class Vfs:
     @staticmethod
     def _do_setattr(obj: Obj, changes: dict[str, Any]) -> Attrs:
         return obj.be().setattr(obj.handle, **changes)
-
-
-def _enforcing(obj: Obj) -> bool:
-    """Whether obj's backend makes the permission decisions itself (see the module docstring)."""
-    return obj.backend is not None and obj.backend.enforces_permissions

@@ -11,11 +11,17 @@ from pynfsd.exports import StaticExportResolver, parse_export_line
 from pynfsd.fs.memory import MemoryBackend
 from pynfsd.nfs4.callback import universal_address
 from pynfsd.nfs4.server import NFSServer, ServerConfig
+from tests.clock import ManualClock
 
 
-async def _confirm_with_callback(tmp_path: Path, cb_host: str, cb_port: int) -> NFSServer:
+async def _confirm_with_callback(
+    tmp_path: Path, cb_host: str, cb_port: int, clock: ManualClock | None = None
+) -> NFSServer:
     be = MemoryBackend()
-    srv = NFSServer(ServerConfig(state_dir=str(tmp_path), backend_factory=lambda e, s: be),
+    config = ServerConfig(state_dir=str(tmp_path), backend_factory=lambda e, s: be)
+    if clock is not None:
+        config.clock = clock
+    srv = NFSServer(config,
                     StaticExportResolver([parse_export_line("/export *(rw,no_root_squash)")]))
     c = in_process(srv, peer=("127.0.0.1", 900))
     uaddr = universal_address(cb_host, cb_port)
@@ -41,6 +47,25 @@ async def test_probe_reaches_the_clients_own_address(tmp_path: Path) -> None:
     await srv.shutdown()
     listener.close()
     assert len(seen) == 1
+
+
+async def test_the_callback_paths_run_on_the_configured_clock(tmp_path: Path) -> None:
+    """The callback client takes the server's clock: a path's times are that clock's."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(4096)
+        writer.close()
+
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    clock = ManualClock(now=123456.0)
+    srv = await _confirm_with_callback(tmp_path, "127.0.0.1", port, clock)
+    try:
+        (cid,) = list(srv.callbacks._entries)
+        assert srv.callbacks.path(cid).changed_at == 123456.0
+    finally:
+        await srv.shutdown()
+        listener.close()
 
 
 async def test_no_probe_to_another_address_than_the_clients(tmp_path: Path) -> None:

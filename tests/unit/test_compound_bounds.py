@@ -11,14 +11,15 @@ from nfs4_fixtures import ANON, World, attrs_of, expect, export_root, make_file,
 from pynfsd.cli import build_parser
 from pynfsd.client.nfs4 import Nfs4Client, decode_compound, encode_compound, op
 from pynfsd.gen import nfs4 as N
-from pynfsd.nfs4 import ops as _handlers  # noqa: F401  (fills the op table)
 from pynfsd.nfs4.attrs import SUPPORTED_ATTRS, WRITE_ONLY_ATTRS, fattr4_max_size
-from pynfsd.nfs4.compound import OPS, YIELD_EVERY, make_result
+from pynfsd.nfs4.compound import YIELD_EVERY, make_result
+from pynfsd.nfs4.ops import build_op_table
 from pynfsd.nfs4.server import DEFAULT_MAX_REPLY, REPLY_HEADROOM, ServerConfig
 from pynfsd.rpc.transport import DEFAULT_MAX_RECORD
 from pynfsd.xdr.runtime import Packer, Unpacker
 
 MIB = 1 << 20
+OPS = build_op_table()
 ALL_ATTRS = sorted(SUPPORTED_ATTRS - WRITE_ONLY_ATTRS)
 
 

@@ -27,8 +27,9 @@ from nfs4_fixtures import (
     user,
 )
 
-from pynfsd.client.nfs4 import op
+from pynfsd.client.nfs4 import in_process, op
 from pynfsd.gen import nfs4 as N
+from pynfsd.nfs4.server import NFSServer
 
 UNSTABLE4, FILE_SYNC4 = 0, 2
 
@@ -222,6 +223,26 @@ async def test_write_verifier_is_stable_within_a_server_and_changes_with_a_new_o
         assert x.writeverf != a.writeverf
     finally:
         other.close()
+
+
+async def test_write_verifier_comes_from_the_servers_rng(w: World) -> None:
+    """The randomness is a parameter: the write verifier is the first 8 bytes drawn."""
+    drawn: list[int] = []
+
+    def rng(n: int) -> bytes:
+        drawn.append(n)
+        return bytes(range(len(drawn), len(drawn) + n))
+
+    server = NFSServer(w.server.config, w.server.resolver, rng=rng)
+    try:
+        c = in_process(server)
+        f = await make_file(c, await export_root(c))
+        (_, wr) = await c.check([op.putfh(f), op.write(ANON, 0, b"a", UNSTABLE4)])
+        (_, cm) = await c.check([op.putfh(f), op.commit(0, 0)])
+        assert drawn[0] == 8
+        assert wr.writeverf == cm.writeverf == bytes(range(1, 9))
+    finally:
+        server.close()
 
 
 async def test_unstable_write_then_commit(w: World) -> None:

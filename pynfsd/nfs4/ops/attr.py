@@ -16,9 +16,10 @@ from pynfsd.nfs4.attrs import (
     verify_matches,
 )
 from pynfsd.nfs4.attrsrc import requested_set, source_for
-from pynfsd.nfs4.compound import CompoundContext, op
+from pynfsd.nfs4.context import CompoundContext
 from pynfsd.nfs4.ops.seqid import to_stateid
-from pynfsd.nfs4.vfs import Obj
+from pynfsd.nfs4.optable import op
+from pynfsd.nfs4.vfstypes import Obj
 
 
 def _getattr_reply(args: N.GETATTR4args, _cfg: object) -> int:
@@ -43,7 +44,7 @@ async def access(ctx: CompoundContext, args: N.ACCESS4args) -> N.ACCESS4resok:
 def setattr_changes(ctx: CompoundContext, s: SetAttrs) -> dict[str, Any]:
     """SetAttrs -> backend setattr keywords, mapping owner strings (NFS4ERR_BADOWNER)."""
     changes: dict[str, Any] = {}
-    idmap = ctx.server.idmap
+    idmap = ctx.services.idmap
     if s.owner == "" or s.owner_group == "":
         raise errors.NFS4ERR_INVAL("empty owner or owner_group")  # RFC 7530 §5.9
     try:
@@ -73,7 +74,7 @@ async def setattr_(ctx: CompoundContext, args: N.SETATTR4args) -> list[int]:
     if s.size is not None:
         ctx.vfs.check_writable(obj)
         # RFC 7530 §16.32.4: a size change is checked against the stateid like a WRITE.
-        ctx.server.state.check_io_stateid(to_stateid(args.stateid), obj.fh, True)
+        ctx.state.check_io_stateid(to_stateid(args.stateid), obj.fh, True)
     try:
         await apply_setattrs(ctx, obj, s)
     except errors.NFS4Error as e:

@@ -6,36 +6,37 @@ from __future__ import annotations
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
 from pynfsd.nfs4.callback import CallbackTarget
-from pynfsd.nfs4.compound import CompoundContext, op
+from pynfsd.nfs4.context import CompoundContext
 from pynfsd.nfs4.ops.seqid import to_stateid
+from pynfsd.nfs4.optable import op
 
 
 @op(N.OP_SETCLIENTID, needs_fh=False)
 async def setclientid(ctx: CompoundContext, args: N.SETCLIENTID4args) -> N.SETCLIENTID4resok:
     try:
         target = CallbackTarget.from_setclientid(args, ctx.cred)
-        clientid, confirm = ctx.server.state.setclientid(
+        clientid, confirm = ctx.state.setclientid(
             args.client.verifier, args.client.id, ctx.principal, target, ctx.client_addr
         )
     except errors.NFS4ERR_CLID_INUSE as e:
         if isinstance(e.value, tuple):
             e.value = N.netaddr4(*e.value)  # §16.33.4: where the id is in use
         raise
-    await ctx.server.durable()  # a courteous client it displaced is forgotten on disk
+    await ctx.services.durable()  # a courteous client it displaced is forgotten on disk
     return N.SETCLIENTID4resok(clientid, confirm)
 
 
 @op(N.OP_SETCLIENTID_CONFIRM, needs_fh=False)
 async def setclientid_confirm(ctx: CompoundContext, args: N.SETCLIENTID_CONFIRM4args) -> None:
-    ctx.server.state.setclientid_confirm(args.clientid, args.setclientid_confirm, ctx.principal)
-    record = ctx.server.state.clients.confirmed.get(args.clientid)
+    ctx.state.setclientid_confirm(args.clientid, args.setclientid_confirm, ctx.principal)
+    record = ctx.state.clients.confirmed.get(args.clientid)
     if record is not None:
-        ctx.server.start_callback(args.clientid, record.callback, ctx.client_addr)
+        ctx.services.start_callback(args.clientid, record.callback, ctx.client_addr)
 
 
 @op(N.OP_RENEW, needs_fh=False)
 async def renew(ctx: CompoundContext, args: N.RENEW4args) -> None:
-    ctx.server.state.renew(args.clientid, ctx.principal)
+    ctx.state.renew(args.clientid, ctx.principal)
 
 
 @op(N.OP_DELEGPURGE, needs_fh=False)
@@ -48,5 +49,5 @@ async def delegpurge(ctx: CompoundContext, args: N.DELEGPURGE4args) -> None:
 async def delegreturn(ctx: CompoundContext, args: N.DELEGRETURN4args) -> None:
     # No delegation is ever granted: an unknown stateid gets the error its form calls for
     # (STALE/EXPIRED/BAD, §9.1.4), and an open or lock stateid is not a delegation stateid.
-    ctx.server.state.owner_for_stateid(to_stateid(args.deleg_stateid))
+    ctx.state.owner_for_stateid(to_stateid(args.deleg_stateid))
     raise errors.NFS4ERR_BAD_STATEID("not a delegation stateid")

@@ -16,14 +16,15 @@ from pynfsd.nfs4.attrs import (
     encode_rdattr_error,
 )
 from pynfsd.nfs4.attrsrc import fsstat_if_needed, make_source, requested_set
-from pynfsd.nfs4.compound import CompoundContext, op
+from pynfsd.nfs4.context import CompoundContext
 from pynfsd.nfs4.ops.attr import apply_setattrs
 from pynfsd.nfs4.ops.names import check_name
-from pynfsd.nfs4.vfs import Listed, Obj
+from pynfsd.nfs4.optable import op
+from pynfsd.nfs4.vfstypes import Listed, Obj
 from pynfsd.xdr.runtime import Packer
 
 if TYPE_CHECKING:
-    from pynfsd.nfs4.server import ServerConfig
+    from pynfsd.nfs4.config import ServerConfig
 
 _READDIR_RESOK_OVERHEAD = 8 + 4 + 4  # cookieverf, final "no more entries", eof
 _ENTRY_OVERHEAD = 4 + 8 + 4 + 4  # value_follows, cookie, name length, attrmask length
@@ -77,7 +78,7 @@ async def readdir(ctx: CompoundContext, args: N.READDIR4args) -> tuple[bytes, by
         raise errors.NFS4ERR_INVAL("write-only attribute requested")
     if args.cookie in (1, 2):
         raise errors.NFS4ERR_BAD_COOKIE()  # RFC 7530 §16.24.4: reserved cookie values
-    maxcount = readdir_maxcount(args, ctx.server.config)
+    maxcount = readdir_maxcount(args, ctx.config)
     if maxcount < _READDIR_RESOK_OVERHEAD:
         raise errors.NFS4ERR_TOOSMALL("maxcount too small for even an empty reply")  # §16.24.4
     fsstat = await fsstat_if_needed(ctx, d, req)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
-from pynfsd.nfs4.compound import CompoundContext, op
+from pynfsd.nfs4.context import CompoundContext
 from pynfsd.nfs4.ops.names import check_name
+from pynfsd.nfs4.optable import op
 from pynfsd.nfs4.secinfo import secinfo_list
 
 

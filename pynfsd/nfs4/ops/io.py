@@ -6,12 +6,13 @@ from typing import TYPE_CHECKING
 
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
-from pynfsd.nfs4.compound import CompoundContext, op, xdr_pad
+from pynfsd.nfs4.context import CompoundContext
 from pynfsd.nfs4.ops.seqid import to_stateid
+from pynfsd.nfs4.optable import op, xdr_pad
 from pynfsd.xdr.runtime import Packer, Unpacker
 
 if TYPE_CHECKING:
-    from pynfsd.nfs4.server import ServerConfig
+    from pynfsd.nfs4.config import ServerConfig
 
 UNSTABLE4 = 0
 FILE_SYNC4 = 2
@@ -43,8 +44,8 @@ def _read_reply(args: N.READ4args, cfg: ServerConfig) -> int:
 async def read(ctx: CompoundContext, args: N.READ4args) -> N.READ4resok:
     obj = ctx.current
     sid = args.stateid
-    ctx.server.state.check_io_stateid(to_stateid(sid), obj.fh, False)
-    count = min(args.count, ctx.server.config.maxread)
+    ctx.state.check_io_stateid(to_stateid(sid), obj.fh, False)
+    count = min(args.count, ctx.config.maxread)
     data, eof = await ctx.vfs.read(obj, args.offset, count)  # access checked on each READ
     return N.READ4resok(eof, data)  # type: ignore[arg-type]  # packed by reference
 
@@ -53,18 +54,18 @@ async def read(ctx: CompoundContext, args: N.READ4args) -> N.READ4resok:
 async def write(ctx: CompoundContext, args: N.WRITE4args) -> N.WRITE4resok:
     obj = ctx.current
     # §9.1.4.3: a WRITE with the READ bypass stateid is treated as with the anonymous one
-    ctx.server.state.check_io_stateid(to_stateid(args.stateid), obj.fh, True)
+    ctx.state.check_io_stateid(to_stateid(args.stateid), obj.fh, True)
     if args.offset + len(args.data) > (1 << 63) - 1:
         raise errors.NFS4ERR_FBIG()
     sync = args.stable != UNSTABLE4
     n = await ctx.vfs.write(obj, args.offset, args.data, sync)  # access checked on each WRITE
-    return N.WRITE4resok(n, FILE_SYNC4 if sync else UNSTABLE4, ctx.server.write_verifier)
+    return N.WRITE4resok(n, FILE_SYNC4 if sync else UNSTABLE4, ctx.services.write_verifier)
 
 
 @op(N.OP_COMMIT, on_file=True, writes=True)  # RFC 7530 §16.3.5 lists NFS4ERR_ROFS for COMMIT
 async def commit(ctx: CompoundContext, args: N.COMMIT4args) -> N.COMMIT4resok:
     obj = ctx.current
-    if args.offset + args.count > (1 << 64) - 1:
+    if args.offset + args.count > N.NFS4_UINT64_MAX:
         raise errors.NFS4ERR_INVAL()
     await ctx.vfs.commit(obj)
-    return N.COMMIT4resok(ctx.server.write_verifier)
+    return N.COMMIT4resok(ctx.services.write_verifier)

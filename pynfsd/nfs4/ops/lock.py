@@ -5,8 +5,9 @@ from __future__ import annotations
 from pynfsd.fs.backend import FileType
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
-from pynfsd.nfs4.compound import CompoundContext, op
+from pynfsd.nfs4.context import CompoundContext
 from pynfsd.nfs4.ops.seqid import sequenced, to_stateid, to_stateid4
+from pynfsd.nfs4.optable import op
 from pynfsd.nfs4.state import LockDenied
 
 #: status and LOCK4denied: offset, length, locktype, clientid and an owner of up to
@@ -25,10 +26,10 @@ def _convert_denied(e: errors.NFS4Error) -> None:
 
 async def _check_file(ctx: CompoundContext) -> bytes:
     """Byte-range locks are on regular files: a directory is NFS4ERR_ISDIR, anything else
-    that is not a regular file NFS4ERR_INVAL (RFC 7530 §16.10-16.12 error lists)."""
+    that is not a regular file NFS4ERR_INVAL (RFC 7530 §16.10-16.12 error lists); a pseudo-fs
+    directory has directory attributes.  Checked by the handler, not the op table (`on_file`):
+    LOCK and LOCKU check it inside the seqid machine, so the seqid advances (§9.1.7)."""
     obj = ctx.current
-    if obj.is_pseudo:
-        raise errors.NFS4ERR_ISDIR()
     ftype = (await ctx.vfs.getattr(obj)).type
     if ftype == FileType.DIR:
         raise errors.NFS4ERR_ISDIR()
@@ -39,40 +40,26 @@ async def _check_file(ctx: CompoundContext) -> bytes:
 
 @op(N.OP_LOCK, reply_size=_DENIED_REPLY)
 async def lock(ctx: CompoundContext, args: N.LOCK4args) -> N.LOCK4resok:
-    state = ctx.server.state
+    state = ctx.state
     locker = args.locker
+    span = (args.locktype, args.offset, args.length)
     if locker.new_lock_owner:
         new: N.open_to_lock_owner4 = locker.value
-        open_sid = to_stateid(new.open_stateid)
-        owner = state.owner_for_stateid(open_sid)
-        seqid = new.open_seqid
+        sid, seqid = to_stateid(new.open_stateid), new.open_seqid
 
         def grant(fh: bytes) -> N.stateid4:
-            return to_stateid4(
-                state.lock_new(
-                    open_sid,
-                    new.lock_owner.owner,
-                    new.lock_seqid,
-                    fh,
-                    args.locktype,
-                    args.offset,
-                    args.length,
-                    clientid=new.lock_owner.clientid,
-                    reclaim=args.reclaim,
-                )
-            )
+            return to_stateid4(state.lock_new(
+                sid, new.lock_owner.owner, new.lock_seqid, fh, *span,
+                clientid=new.lock_owner.clientid, reclaim=args.reclaim,
+            ))  # fmt: skip
     else:
         old: N.exist_lock_owner4 = locker.value
-        lock_sid = to_stateid(old.lock_stateid)
-        owner = state.owner_for_stateid(lock_sid)
-        seqid = old.lock_seqid
+        sid, seqid = to_stateid(old.lock_stateid), old.lock_seqid
 
         def grant(fh: bytes) -> N.stateid4:
-            return to_stateid4(
-                state.lock_existing(
-                    lock_sid, fh, args.locktype, args.offset, args.length, reclaim=args.reclaim
-                )
-            )
+            return to_stateid4(state.lock_existing(sid, fh, *span, reclaim=args.reclaim))
+
+    owner = state.owner_for_stateid(sid)
 
     async def body() -> N.LOCK4resok:
         fh = await _check_file(ctx)  # inside: the seqid advances on ISDIR/INVAL (§9.1.7)
@@ -85,25 +72,25 @@ async def lock(ctx: CompoundContext, args: N.LOCK4args) -> N.LOCK4resok:
     try:
         return await sequenced(state, owner, seqid, N.OP_LOCK, body)
     finally:
-        await ctx.server.durable()  # records of clients whose leases were cancelled
+        await ctx.services.durable()  # records of clients whose leases were cancelled
 
 
 @op(N.OP_LOCKT, reply_size=_DENIED_REPLY)
 async def lockt(ctx: CompoundContext, args: N.LOCKT4args) -> None:
     fh = await _check_file(ctx)
     try:
-        ctx.server.state.lockt(
+        ctx.state.lockt(
             args.owner.clientid, args.owner.owner, fh, args.locktype, args.offset, args.length
         )
     except errors.NFS4Error as e:
         _convert_denied(e)
         raise
-    await ctx.server.durable()  # records of clients whose leases were cancelled
+    await ctx.services.durable()  # records of clients whose leases were cancelled
 
 
 @op(N.OP_LOCKU)
 async def locku(ctx: CompoundContext, args: N.LOCKU4args) -> N.stateid4:
-    state = ctx.server.state
+    state = ctx.state
     sid = to_stateid(args.lock_stateid)
     owner = state.owner_for_stateid(sid)
 
@@ -116,4 +103,4 @@ async def locku(ctx: CompoundContext, args: N.LOCKU4args) -> N.stateid4:
 
 @op(N.OP_RELEASE_LOCKOWNER, needs_fh=False)
 async def release_lockowner(ctx: CompoundContext, args: N.RELEASE_LOCKOWNER4args) -> None:
-    ctx.server.state.release_lockowner(args.lock_owner.clientid, args.lock_owner.owner)
+    ctx.state.release_lockowner(args.lock_owner.clientid, args.lock_owner.owner)

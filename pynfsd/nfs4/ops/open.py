@@ -10,16 +10,15 @@ from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
 from pynfsd.nfs4.attrs import SetAttrs, decode_settable
 from pynfsd.nfs4.bitmap import int_to_bitmap
-from pynfsd.nfs4.compound import CompoundContext, op
+from pynfsd.nfs4.context import CompoundContext
 from pynfsd.nfs4.ops.attr import apply_setattrs
 from pynfsd.nfs4.ops.dirs import change_info
 from pynfsd.nfs4.ops.names import check_name
 from pynfsd.nfs4.ops.seqid import sequenced, to_stateid, to_stateid4
+from pynfsd.nfs4.optable import op
 from pynfsd.nfs4.state import Stateid, check_share_args
-from pynfsd.nfs4.vfs import Obj
+from pynfsd.nfs4.vfstypes import Obj
 
-OPEN4_SHARE_ACCESS_READ = 1
-OPEN4_SHARE_ACCESS_WRITE = 2
 OPEN4_RESULT_CONFIRM = 0x2
 OPEN4_RESULT_LOCKTYPE_POSIX = 0x4
 _NS = 1_000_000_000
@@ -40,13 +39,13 @@ class _Opened:
 
 @op(N.OP_OPEN)
 async def open_(ctx: CompoundContext, args: N.OPEN4args) -> N.OPEN4resok:
-    state = ctx.server.state
+    state = ctx.state
     clientid = args.owner.clientid
     owner = state.open_owner(clientid, args.owner.owner, args.seqid)
     try:
         resok, obj = await sequenced(state, owner, args.seqid, N.OP_OPEN, lambda: _open(ctx, args))
     finally:
-        await ctx.server.durable()  # client records changed, before the reply (§9.6.3.4)
+        await ctx.services.durable()  # client records changed, before the reply (§9.6.3.4)
     ctx.current = obj
     return resok
 
@@ -68,10 +67,10 @@ async def _open(ctx: CompoundContext, args: N.OPEN4args) -> tuple[N.OPEN4resok, 
         await ctx.vfs.check_open_access(
             opened.obj,
             opened.attrs,
-            bool(access & OPEN4_SHARE_ACCESS_READ),
-            bool(access & OPEN4_SHARE_ACCESS_WRITE),
+            bool(access & N.OPEN4_SHARE_ACCESS_READ),
+            bool(access & N.OPEN4_SHARE_ACCESS_WRITE),
         )
-    res = ctx.server.state.open(
+    res = ctx.state.open(
         args.owner.clientid, args.owner.owner, opened.obj.fh, access, deny, reclaim=reclaim
     )
     if opened.truncate:
@@ -135,7 +134,7 @@ async def _create(
         # truncates it (after the share reservation check, and only when opened for write).
         if s.size != 0:
             return _Opened(obj, attrs, False, N.change_info4(False, 0, 0), [])
-        if not access & OPEN4_SHARE_ACCESS_WRITE:
+        if not access & N.OPEN4_SHARE_ACCESS_WRITE:
             raise errors.NFS4ERR_INVAL("truncating OPEN without write access")
         size_set = int_to_bitmap(1 << N.FATTR4_SIZE)
         return _Opened(obj, attrs, False, N.change_info4(False, 0, 0), size_set, truncate=True)
@@ -169,18 +168,18 @@ async def _on_open_stateid(
 ) -> N.stateid4:
     """OPEN_CONFIRM, OPEN_DOWNGRADE and CLOSE: a state change sequenced on the open-owner."""
     sid = to_stateid(sid4)
-    owner = ctx.server.state.owner_for_stateid(sid)
+    owner = ctx.state.owner_for_stateid(sid)
     fh = ctx.current.fh
 
     async def body() -> N.stateid4:
         return to_stateid4(change(sid, fh))
 
-    return await sequenced(ctx.server.state, owner, seqid, opnum, body)
+    return await sequenced(ctx.state, owner, seqid, opnum, body)
 
 
 @op(N.OP_OPEN_CONFIRM)
 async def open_confirm(ctx: CompoundContext, args: N.OPEN_CONFIRM4args) -> N.OPEN_CONFIRM4resok:
-    state = ctx.server.state
+    state = ctx.state
     new = await _on_open_stateid(ctx, args.open_stateid, args.seqid, N.OP_OPEN_CONFIRM,
                                  state.open_confirm)
     return N.OPEN_CONFIRM4resok(new)
@@ -190,7 +189,7 @@ async def open_confirm(ctx: CompoundContext, args: N.OPEN_CONFIRM4args) -> N.OPE
 async def open_downgrade(
     ctx: CompoundContext, args: N.OPEN_DOWNGRADE4args
 ) -> N.OPEN_DOWNGRADE4resok:
-    state = ctx.server.state
+    state = ctx.state
 
     def downgrade(sid: Stateid, fh: bytes) -> Stateid:
         return state.open_downgrade(sid, args.share_access, args.share_deny, fh)
@@ -202,4 +201,4 @@ async def open_downgrade(
 @op(N.OP_CLOSE)
 async def close(ctx: CompoundContext, args: N.CLOSE4args) -> N.stateid4:
     return await _on_open_stateid(ctx, args.open_stateid, args.seqid, N.OP_CLOSE,
-                                  ctx.server.state.close)
+                                  ctx.state.close)

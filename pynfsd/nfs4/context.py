@@ -1,0 +1,93 @@
+"""What one COMPOUND works with: `CompoundContext`, and the server's `Services` it is given.
+
+Theory of operation: the server builds one `Services` when it starts: the state manager, the
+configuration (the same object, so a changed bound applies to the next COMPOUND), the
+idmappers, the wait for client records to reach stable storage, the write verifier and the
+start of a callback path.  Each COMPOUND gets a `CompoundContext` holding them, its `Vfs`, the
+credential and the client's address, plus its current and saved filehandles.  Handlers reach
+everything through the context and never name the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from pynfsd.idmap import IdMapper
+from pynfsd.nfs4 import errors
+from pynfsd.nfs4.config import ServerConfig
+from pynfsd.nfs4.state import StateManager
+from pynfsd.nfs4.vfs import Vfs
+from pynfsd.nfs4.vfstypes import Obj
+from pynfsd.rpc.auth import Credential
+from pynfsd.rpc.flavors import AUTH_SYS
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What handlers use that lives longer than one COMPOUND (built by the server)."""
+
+    config: ServerConfig
+    state: StateManager
+    #: owners as ``user@domain`` (RPCSEC_GSS) and as numeric strings (AUTH_NONE, AUTH_SYS)
+    idmap: IdMapper
+    idmap_numeric: IdMapper
+    #: returns once the client records changed so far are on stable storage
+    durable: Callable[[], Awaitable[None]]
+    #: changes on every server start (RFC 7530 §16.36.5)
+    write_verifier: bytes
+    #: ``(clientid, callback target, client address)``: probe a confirmed client's path
+    start_callback: Callable[[int, object, str], None]
+
+
+class CompoundContext:
+    """The state of one COMPOUND: current and saved filehandles, credential, client."""
+
+    __slots__ = ("services", "vfs", "cred", "client_addr", "_current", "_saved", "tag",
+                 "index", "non_idempotent")
+
+    def __init__(self, services: Services, vfs: Vfs, cred: Credential, client_addr: str) -> None:
+        self.services = services
+        self.vfs = vfs
+        self.cred = cred
+        self.client_addr = client_addr
+        self._current: Obj | None = None
+        self._saved: Obj | None = None
+        self.tag = b""
+        self.index = 0
+        self.non_idempotent = False  # an op of NON_IDEMPOTENT was reached: cache the reply
+
+    @property
+    def state(self) -> StateManager:
+        return self.services.state
+
+    @property
+    def config(self) -> ServerConfig:
+        return self.services.config
+
+    @property
+    def current(self) -> Obj:
+        if self._current is None:
+            raise errors.NFS4ERR_NOFILEHANDLE()
+        return self._current
+
+    @current.setter
+    def current(self, obj: Obj) -> None:
+        self._current = obj
+
+    @property
+    def saved(self) -> Obj:
+        if self._saved is None:
+            raise errors.NFS4ERR_RESTOREFH()
+        return self._saved
+
+    def save(self) -> None:
+        self._saved = self.current
+
+    @property
+    def principal(self) -> str:
+        """The identity state is keyed by (RFC 7530 §9.1.1): the credential's principal."""
+        c = self.cred
+        if c.principal:
+            return c.principal
+        return f"sys:{c.uid}" if c.flavor == AUTH_SYS else "none"
