@@ -17,7 +17,7 @@ import re
 import socket
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Final, TypeVar
 
 DEFAULT_CONF = "/etc/idmapd.conf"
 DEFAULT_TTL = 600.0
@@ -33,32 +33,38 @@ class IdmapError(ValueError):
     """A user or group string with no translation (NFS4ERR_BADOWNER)."""
 
 
-def _passwd_name(uid: int) -> str | None:
+#: What the passwd and group lookups raise for a key with no entry: by id, KeyError or (past
+#: the C type) OverflowError; by name, KeyError or (a NUL in the name) ValueError.
+_NO_ID: Final = (KeyError, OverflowError)
+_NO_NAME: Final = (KeyError, ValueError)
+
+
+def _entry(get: Callable[[K], V], key: K, missing: tuple[type[Exception], ...]) -> V | None:
+    """The database entry ``get(key)``, or None when it raises one of ``missing``."""
     try:
-        return pwd.getpwuid(uid).pw_name
-    except (KeyError, OverflowError):
+        return get(key)
+    except missing:
         return None
+
+
+def _passwd_name(uid: int) -> str | None:
+    entry = _entry(pwd.getpwuid, uid, _NO_ID)
+    return None if entry is None else entry.pw_name
 
 
 def _passwd_uid(name: str) -> int | None:
-    try:
-        return pwd.getpwnam(name).pw_uid
-    except (KeyError, ValueError):
-        return None
+    entry = _entry(pwd.getpwnam, name, _NO_NAME)
+    return None if entry is None else entry.pw_uid
 
 
 def _group_name(gid: int) -> str | None:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except (KeyError, OverflowError):
-        return None
+    entry = _entry(grp.getgrgid, gid, _NO_ID)
+    return None if entry is None else entry.gr_name
 
 
 def _group_gid(name: str) -> int | None:
-    try:
-        return grp.getgrnam(name).gr_gid
-    except (KeyError, ValueError):
-        return None
+    entry = _entry(grp.getgrnam, name, _NO_NAME)
+    return None if entry is None else entry.gr_gid
 
 
 def conf_domain(conf_path: str = DEFAULT_CONF) -> str | None:
