@@ -89,9 +89,14 @@ class Gen(DeclCoder):
             w(f"{t.name}_values = {e.name}_values")
         w()
         w()
+        self.codec_functions(d, f"unpack_{t.name}", f"pack_{t.name}", self.py_type(d))
+
+    def codec_functions(self, d: Decl, unpack: str, pack: str, pack_type: str) -> None:
+        """The functions ``unpack(u)`` and ``pack(p, v: pack_type)`` of one declaration."""
+        w = self.w
         lines: list[str] = []
         self.unpack_expr(d, lines, "v", "    ")
-        w(f"def unpack_{t.name}(u: Unpacker) -> {self.py_type(d)}:")
+        w(f"def {unpack}(u: Unpacker) -> {self.py_type(d)}:")
         for line in lines:
             w(line)
         w("    return v")
@@ -100,7 +105,7 @@ class Gen(DeclCoder):
         lines = []
         self.loop_vars = {}
         self.pack_stmt(d, lines, "v", "    ")
-        w(f"def pack_{t.name}(p: Packer, v: {self.py_type(d)}) -> None:")
+        w(f"def {pack}(p: Packer, v: {pack_type}) -> None:")
         for line in lines or ["    pass"]:
             w(line)
         w()
@@ -270,24 +275,9 @@ class Gen(DeclCoder):
         w()
 
     def arm_fn(self, un: Union, idx: int | str, d: Decl) -> str:
-        w = self.w
         name = f"{un.name}_arm_{idx}"
-        lines: list[str] = []
-        self.unpack_expr(d, lines, "v", "    ")
-        w(f"def _unpack_{name}(u: Unpacker) -> {self.py_type(d)}:")
-        for line in lines:
-            w(line)
-        w("    return v")
-        w()
-        w()
-        lines = []
-        self.loop_vars = {}
-        self.pack_stmt(d, lines, "v", "    ")
-        w(f"def _pack_{name}(p: Packer, v: Any) -> None:")
-        for line in lines or ["    pass"]:
-            w(line)
-        w()
-        w()
+        self.codec_functions(d, f"_unpack_{name}", f"_pack_{name}", "Any")
+        self.w()
         return name
 
     def generate_errors(self) -> str:
