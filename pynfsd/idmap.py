@@ -27,6 +27,7 @@ _NUMERIC_RE = re.compile(r"0|[1-9][0-9]*")
 
 K = TypeVar("K")
 V = TypeVar("V")
+E = TypeVar("E")
 
 
 class IdmapError(ValueError):
@@ -39,32 +40,26 @@ _NO_ID: Final = (KeyError, OverflowError)
 _NO_NAME: Final = (KeyError, ValueError)
 
 
-def _entry(get: Callable[[K], V], key: K, missing: tuple[type[Exception], ...]) -> V | None:
-    """The database entry ``get(key)``, or None when it raises one of ``missing``."""
-    try:
-        return get(key)
-    except missing:
-        return None
+def _lookup(
+    get: Callable[[K], E], missing: tuple[type[Exception], ...], field: Callable[[E], V]
+) -> Callable[[K], V | None]:
+    """A lookup of `field` of the database entry ``get(key)``: None when `get` raises one of
+    `missing`."""
+
+    def lookup(key: K) -> V | None:
+        try:
+            entry = get(key)
+        except missing:
+            return None
+        return field(entry)
+
+    return lookup
 
 
-def _passwd_name(uid: int) -> str | None:
-    entry = _entry(pwd.getpwuid, uid, _NO_ID)
-    return None if entry is None else entry.pw_name
-
-
-def _passwd_uid(name: str) -> int | None:
-    entry = _entry(pwd.getpwnam, name, _NO_NAME)
-    return None if entry is None else entry.pw_uid
-
-
-def _group_name(gid: int) -> str | None:
-    entry = _entry(grp.getgrgid, gid, _NO_ID)
-    return None if entry is None else entry.gr_name
-
-
-def _group_gid(name: str) -> int | None:
-    entry = _entry(grp.getgrnam, name, _NO_NAME)
-    return None if entry is None else entry.gr_gid
+_passwd_name: Callable[[int], str | None] = _lookup(pwd.getpwuid, _NO_ID, lambda e: e.pw_name)
+_passwd_uid: Callable[[str], int | None] = _lookup(pwd.getpwnam, _NO_NAME, lambda e: e.pw_uid)
+_group_name: Callable[[int], str | None] = _lookup(grp.getgrgid, _NO_ID, lambda e: e.gr_name)
+_group_gid: Callable[[str], int | None] = _lookup(grp.getgrnam, _NO_NAME, lambda e: e.gr_gid)
 
 
 def conf_domain(conf_path: str = DEFAULT_CONF) -> str | None:
