@@ -1,4 +1,4 @@
-"""The per-file lock table: conflicts and blocking-lock fairness (RFC 7530 §9.2-§9.4, §16.10-§16.12).
+"""The per-file lock table: conflicts and fairness (RFC 7530 §9.2-§9.4, §16.10-§16.12).
 
 Each lock set (`LockState`: one lock-owner, one open, in `owners`) holds its ranges as a
 `LockSet` (see `lockset`); they change only through the file's `FileState`, which keeps its
