@@ -17,7 +17,7 @@ import re
 import socket
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Final, TypeVar
 
 DEFAULT_CONF = "/etc/idmapd.conf"
 DEFAULT_TTL = 600.0
@@ -27,38 +27,39 @@ _NUMERIC_RE = re.compile(r"0|[1-9][0-9]*")
 
 K = TypeVar("K")
 V = TypeVar("V")
+E = TypeVar("E")
 
 
 class IdmapError(ValueError):
     """A user or group string with no translation (NFS4ERR_BADOWNER)."""
 
 
-def _passwd_name(uid: int) -> str | None:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except (KeyError, OverflowError):
-        return None
+#: What the passwd and group lookups raise for a key with no entry: by id, KeyError or (past
+#: the C type) OverflowError; by name, KeyError or (a NUL in the name) ValueError.
+_NO_ID: Final = (KeyError, OverflowError)
+_NO_NAME: Final = (KeyError, ValueError)
 
 
-def _passwd_uid(name: str) -> int | None:
-    try:
-        return pwd.getpwnam(name).pw_uid
-    except (KeyError, ValueError):
-        return None
+def _lookup(
+    get: Callable[[K], E], missing: tuple[type[Exception], ...], field: Callable[[E], V]
+) -> Callable[[K], V | None]:
+    """A lookup of `field` of the database entry ``get(key)``: None when `get` raises one of
+    `missing`."""
+
+    def lookup(key: K) -> V | None:
+        try:
+            entry = get(key)
+        except missing:
+            return None
+        return field(entry)
+
+    return lookup
 
 
-def _group_name(gid: int) -> str | None:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except (KeyError, OverflowError):
-        return None
-
-
-def _group_gid(name: str) -> int | None:
-    try:
-        return grp.getgrnam(name).gr_gid
-    except (KeyError, ValueError):
-        return None
+_passwd_name: Callable[[int], str | None] = _lookup(pwd.getpwuid, _NO_ID, lambda e: e.pw_name)
+_passwd_uid: Callable[[str], int | None] = _lookup(pwd.getpwnam, _NO_NAME, lambda e: e.pw_uid)
+_group_name: Callable[[int], str | None] = _lookup(grp.getgrgid, _NO_ID, lambda e: e.gr_name)
+_group_gid: Callable[[str], int | None] = _lookup(grp.getgrnam, _NO_NAME, lambda e: e.gr_gid)
 
 
 def conf_domain(conf_path: str = DEFAULT_CONF) -> str | None:

@@ -12,7 +12,7 @@ without sockets (the sans-IO path used by the unit tests).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from pynfsd.gen import nfs4 as N
@@ -87,40 +87,35 @@ def _ok_value(r: N.nfs_resop4) -> Any:
     return getattr(res, "value", None)
 
 
+def _no_args(opnum: int) -> Callable[[], N.nfs_argop4]:
+    """The builder of an operation that takes no arguments."""
+
+    def build() -> N.nfs_argop4:
+        return N.nfs_argop4(opnum, None)
+
+    return build
+
+
 class op:
     """nfs_argop4 builders, named after the operations."""
 
-    @staticmethod
-    def putrootfh() -> N.nfs_argop4:
-        return N.nfs_argop4(N.OP_PUTROOTFH, None)
+    putrootfh = staticmethod(_no_args(N.OP_PUTROOTFH))
+    getfh = staticmethod(_no_args(N.OP_GETFH))
+    lookupp = staticmethod(_no_args(N.OP_LOOKUPP))
+    savefh = staticmethod(_no_args(N.OP_SAVEFH))
+    restorefh = staticmethod(_no_args(N.OP_RESTOREFH))
 
     @staticmethod
     def putfh(fh: bytes) -> N.nfs_argop4:
         return N.nfs_argop4(N.OP_PUTFH, N.PUTFH4args(fh))
 
     @staticmethod
-    def getfh() -> N.nfs_argop4:
-        return N.nfs_argop4(N.OP_GETFH, None)
-
-    @staticmethod
     def lookup(name: bytes) -> N.nfs_argop4:
         return N.nfs_argop4(N.OP_LOOKUP, N.LOOKUP4args(name))
 
     @staticmethod
-    def lookupp() -> N.nfs_argop4:
-        return N.nfs_argop4(N.OP_LOOKUPP, None)
-
-    @staticmethod
     def getattr(*attrs: int) -> N.nfs_argop4:
         return N.nfs_argop4(N.OP_GETATTR, N.GETATTR4args(bitmap(attrs)))
-
-    @staticmethod
-    def savefh() -> N.nfs_argop4:
-        return N.nfs_argop4(N.OP_SAVEFH, None)
-
-    @staticmethod
-    def restorefh() -> N.nfs_argop4:
-        return N.nfs_argop4(N.OP_RESTOREFH, None)
 
     @staticmethod
     def access(bits: int) -> N.nfs_argop4:

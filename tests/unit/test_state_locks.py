@@ -8,7 +8,7 @@ from state_support import ENFORCED, LEASE, World, make_world, new_client, open_c
 
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state import Stateid
-from pynfsd.nfs4.state.locks import HeldLock, apply_lock, merge, subtract
+from pynfsd.nfs4.state.lockset import HeldLock, apply_lock, merge, subtract
 from pynfsd.nfs4.state.owners import LockOwner
 from pynfsd.nfs4.state.types import (
     LENGTH_TO_EOF,

@@ -10,17 +10,9 @@ from hypothesis import strategies as st
 from state_support import make_world, new_client, open_confirmed
 
 from pynfsd.nfs4 import errors as E
-from pynfsd.nfs4.state.locks import (
-    INDEX_AT,
-    FileState,
-    HeldLock,
-    LockSet,
-    LockState,
-    Range,
-    apply_lock,
-    subtract,
-)
-from pynfsd.nfs4.state.owners import LockOwner
+from pynfsd.nfs4.state.locks import INDEX_AT, FileState
+from pynfsd.nfs4.state.lockset import HeldLock, LockSet, Range, apply_lock, subtract
+from pynfsd.nfs4.state.owners import LockOwner, LockState
 from pynfsd.nfs4.state.types import (
     LENGTH_TO_EOF,
     NFS4_UINT64_MAX,

@@ -53,10 +53,10 @@ stateid for writes) is refused with NFS4ERR_LOCKED by a conflicting deny reserva
 An `OpenFiles` hook is told when a file gets its first open and loses its last one, so the
 server can keep an opened file usable by its stateids after its last link goes (as knfsd).
 
-Locks (`locks`).  One `LockState` per (lock-owner, open); POSIX range semantics with
-split, merge, upgrade and downgrade; conflicts across lock-owners give NFS4ERR_DENIED with
-the conflicting lock; blocking-lock fairness is described in `locks`.  Locks are
-advisory: I/O never checks them.
+Locks (`locks`, `lockset`).  One `LockState` per (lock-owner, open); POSIX range semantics
+with split, merge, upgrade and downgrade (`lockset`); conflicts across lock-owners give
+NFS4ERR_DENIED with the conflicting lock; blocking-lock fairness is described in `locks`.
+Locks are advisory: I/O never checks them.
 
 Stable storage and grace (§9.6.2, §9.6.3.4.3).  A `ClientStore` records a client the first
 time it gets an open in this boot (`client_has_state`) and forgets it when its state goes

@@ -21,7 +21,6 @@ from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state.locks import (
     FileState,
     Holder,
-    LockState,
     Waiter,
     denied,
     find_conflict,
@@ -29,7 +28,7 @@ from pynfsd.nfs4.state.locks import (
     waiter_denied,
 )
 from pynfsd.nfs4.state.opens import mode_bit
-from pynfsd.nfs4.state.owners import Client, OpenOwner, OpenState
+from pynfsd.nfs4.state.owners import Client, LockState, OpenOwner, OpenState
 from pynfsd.nfs4.state.types import (
     NFS4_UINT64_MAX,
     OPEN4_SHARE_ACCESS_READ,

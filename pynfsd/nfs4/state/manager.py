@@ -31,7 +31,6 @@ from pynfsd.nfs4.state.leases import (
     tombstone_error,
 )
 from pynfsd.nfs4.state.locks import (
-    LockState,
     check_new_locker_seqid,
     denied,
     find_conflict,
@@ -47,6 +46,7 @@ from pynfsd.nfs4.state.opens import (
 from pynfsd.nfs4.state.owners import (
     Client,
     LockOwner,
+    LockState,
     OpenOwner,
     OpenState,
     StateOwner,

@@ -1,7 +1,8 @@
-"""State records of the NFSv4.0 state manager: clients, state-owners and opens.
+"""State records of the NFSv4.0 state manager: clients, state-owners, opens and lock states.
 
 These are slotted records with no behaviour beyond their own invariants; the rules that
-span records live in the package's other modules (lock sets are in `locks`).  The one piece
+span records live in the package's other modules (a lock state's ranges are a `LockSet`
+of `lockset`, the per-file lock table is in `locks`).  The one piece
 of protocol here is the state-owner seqid machine of RFC 7530 §9.1.7/§9.1.8: `check_seqid`
 before executing a seqid-bearing operation, `record_result` after it.
 """
@@ -9,18 +10,16 @@ before executing a seqid-bearing operation, `record_result` after it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from pynfsd.nfs4 import errors as E
+from pynfsd.nfs4.state.lockset import HeldLock, LockSet
 from pynfsd.nfs4.state.types import (
     NON_ADVANCING_STATUSES,
+    ByteRange,
     ReplayedResult,
     Stateid,
     next_seqid,
 )
-
-if TYPE_CHECKING:
-    from pynfsd.nfs4.state.locks import LockState
 
 
 @dataclass(slots=True, eq=False)
@@ -148,6 +147,39 @@ class OpenState:
     modes: int = 0
     lock_states: tuple[LockState, ...] = ()
     closed: bool = False
+
+    def stateid(self) -> Stateid:
+        return Stateid(self.seqid, self.owner.client.stateid_other(self.index))
+
+    def bump(self) -> Stateid:
+        self.seqid = next_seqid(self.seqid)  # §9.1.4.2
+        return self.stateid()
+
+
+@dataclass(slots=True, eq=False)
+class LockState(LockSet):
+    """The byte-range locks of one lock-owner on one file under one open (§9.1.4.1).
+
+    The ranges are the `LockSet` it extends; change them only through the file's
+    `FileState`, which keeps its conflict index in step.
+    """
+
+    index: int
+    seqid: int
+    owner: LockOwner
+    open: OpenState
+
+    def __post_init__(self) -> None:
+        LockSet.__init__(self)
+
+    @property
+    def closed(self) -> bool:
+        return self.open.closed
+
+    @property
+    def locks(self) -> list[HeldLock]:
+        """The ranges as `HeldLock` values (built on demand, for views and tests)."""
+        return [HeldLock(ByteRange(s, e), w) for s, e, w in self.ranges()]
 
     def stateid(self) -> Stateid:
         return Stateid(self.seqid, self.owner.client.stateid_other(self.index))

@@ -10,8 +10,7 @@ state and whether it is still open, the open-owner's confirmation, and finally t
 from __future__ import annotations
 
 from pynfsd.nfs4 import errors as E
-from pynfsd.nfs4.state.locks import LockState
-from pynfsd.nfs4.state.owners import OpenState
+from pynfsd.nfs4.state.owners import LockState, OpenState
 from pynfsd.nfs4.state.types import Stateid, seqid_earlier
 
 AnyState = OpenState | LockState

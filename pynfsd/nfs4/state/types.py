@@ -1,33 +1,32 @@
 """Value types shared by the NFSv4.0 state manager (see `pynfsd.nfs4.state` for the theory).
 
 Everything here is a plain value: stateids, the results the state manager hands back to the
-op layer, byte-range arithmetic (RFC 7530 §16.10.4) and seqid arithmetic (§9.1.3).  The hook
-interfaces live with their concept: `ClientStore` in `store`, `GraceTracker` in `grace`,
-`OpenFiles` in `files`.
+op layer, byte-range arithmetic (RFC 7530 §16.10.4) and seqid arithmetic (§9.1.3).  The
+protocol's constants (share modes, lock types, integer limits) come from the generated
+codec and are re-exported here for the package.  The hook interfaces live with their
+concept: `ClientStore` in `store`, `GraceTracker` in `grace`, `OpenFiles` in `files`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pynfsd.gen.nfs4 import NFS4_UINT32_MAX as NFS4_UINT32_MAX
+from pynfsd.gen.nfs4 import NFS4_UINT64_MAX as NFS4_UINT64_MAX
+from pynfsd.gen.nfs4 import OPEN4_SHARE_ACCESS_BOTH as OPEN4_SHARE_ACCESS_BOTH
+from pynfsd.gen.nfs4 import OPEN4_SHARE_ACCESS_READ as OPEN4_SHARE_ACCESS_READ
+from pynfsd.gen.nfs4 import OPEN4_SHARE_ACCESS_WRITE as OPEN4_SHARE_ACCESS_WRITE
+from pynfsd.gen.nfs4 import OPEN4_SHARE_DENY_BOTH as OPEN4_SHARE_DENY_BOTH
+from pynfsd.gen.nfs4 import OPEN4_SHARE_DENY_NONE as OPEN4_SHARE_DENY_NONE
+from pynfsd.gen.nfs4 import OPEN4_SHARE_DENY_READ as OPEN4_SHARE_DENY_READ
+from pynfsd.gen.nfs4 import OPEN4_SHARE_DENY_WRITE as OPEN4_SHARE_DENY_WRITE
+from pynfsd.gen.nfs4 import READ_LT as READ_LT
+from pynfsd.gen.nfs4 import READW_LT as READW_LT
+from pynfsd.gen.nfs4 import WRITE_LT as WRITE_LT
+from pynfsd.gen.nfs4 import WRITEW_LT as WRITEW_LT
 from pynfsd.nfs4 import errors as E
 
-NFS4_UINT32_MAX = 0xFFFFFFFF
-NFS4_UINT64_MAX = 0xFFFFFFFFFFFFFFFF
 LENGTH_TO_EOF = NFS4_UINT64_MAX  # §16.10.4: a length with all bits set locks to end of file
-
-OPEN4_SHARE_ACCESS_READ = 1
-OPEN4_SHARE_ACCESS_WRITE = 2
-OPEN4_SHARE_ACCESS_BOTH = 3
-OPEN4_SHARE_DENY_NONE = 0
-OPEN4_SHARE_DENY_READ = 1
-OPEN4_SHARE_DENY_WRITE = 2
-OPEN4_SHARE_DENY_BOTH = 3
-
-READ_LT = 1
-WRITE_LT = 2
-READW_LT = 3
-WRITEW_LT = 4
 LOCK_TYPES = (READ_LT, WRITE_LT, READW_LT, WRITEW_LT)
 
 # §9.1.7: a state-owner's seqid does NOT advance after these statuses.

@@ -1,0 +1,1 @@
+"""The XDR specifications of the protocols (``*.x``) and the generator of their codecs."""
