@@ -3,9 +3,10 @@
 For measuring what a suggested change would buy before anyone makes it in ``pynfsd/``;
 nothing here is used in production. Variants:
 
-* ``inline-fs``: ``NFSServer.run_blocking`` calls the backend function directly on the event
-  loop thread instead of handing it to the worker pool (no thread hop per backend call; a
-  slow disk call then stalls every connection, so this is an experiment, not a fix).
+* ``inline-fs``: the server's worker pool (``BlockingPool.run`` and ``run_as``) calls the
+  function directly on the event loop thread instead of handing it to a worker (no thread hop
+  per backend call; the identity switch is made on the loop thread, and a slow disk call then
+  stalls every connection, so this is an experiment, not a fix).
 """
 
 from __future__ import annotations
@@ -18,12 +19,21 @@ VARIANTS = ("inline-fs",)
 
 
 def _inline_fs() -> None:
-    from pynfsd.nfs4.server import NFSServer
+    from pynfsd.blocking import BlockingPool
+    from pynfsd.fs import creds
+    from pynfsd.fs.creds import Identity
 
-    async def run_inline(self: NFSServer, fn: Callable[..., Any], *args: Any) -> Any:
+    async def run_inline(self: BlockingPool, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
 
-    NFSServer.run_blocking = run_inline  # type: ignore[method-assign]
+    async def run_as_inline(
+        self: BlockingPool, ident: Identity, fn: Callable[..., Any], *args: Any
+    ) -> Any:
+        creds.assume(ident)
+        return fn(*args)
+
+    BlockingPool.run = run_inline  # type: ignore[method-assign]
+    BlockingPool.run_as = run_as_inline  # type: ignore[method-assign]
 
 
 def main(argv: list[str]) -> int:

@@ -23,13 +23,14 @@ and Wrap token is made by pynfsd (`pynfsd.gss.lucid.Krb5Context`, initiator role
 framing and RFC 2203 call encoding are `pynfsd.rpc.client` and `pynfsd.rpc.gss_initiator`.
 A context the client's service drops (CREDPROBLEM/CTXPROBLEM) is replaced once per call.
 
-Wiring into the server (`pynfsd.nfs4.server`, `pynfsd.nfs4.ops.client`):
-    server.callbacks = CallbackClient(ServerGssIdentity(f"nfs@{host}", keytab))  # or None
+Wiring (`pynfsd.nfs4.server` builds it, `pynfsd.nfs4.ops.client` uses it):
+    callbacks = CallbackClient(ServerGssIdentity(f"nfs@{host}", keytab), clock=config.clock)
     # SETCLIENTID: record the target as the client's (opaque) `callback`
     callback = CallbackTarget.from_setclientid(args, ctx.cred)
-    # SETCLIENTID_CONFIRM, after the state accepted it:
-    ctx.server.callbacks.confirmed(args.clientid, <the confirmed record>.callback)
-    # client purged: server.callbacks.forget(clientid); shutdown: await server.callbacks.close()
+    # SETCLIENTID_CONFIRM, after the state accepted it (through `Services.start_callback`):
+    callbacks.confirmed(clientid, <the confirmed record>.callback)
+    # client dropped: callbacks.forget(clientid) (the state manager's on_client_dropped);
+    # shutdown: await callbacks.close()
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state.locks import count_locks
@@ -47,20 +48,16 @@ def enforced_lease(lease_time: float) -> float:
     return lease_time + lease_margin(lease_time)
 
 
+@dataclass(slots=True)
 class Leases:
-    """When leases lapse and how long lapsed clients are kept as a courtesy."""
+    """When leases lapse (`enforced_lease` seconds after a renewal, on `clock`) and how long
+    lapsed clients are kept as a courtesy (at most `courtesy_limit` seconds, `max_courteous`
+    clients)."""
 
-    def __init__(
-        self,
-        clock: Callable[[], float],
-        enforced_lease: float,
-        courtesy_limit: float = COURTESY_LIMIT,
-        max_courteous: int = MAX_COURTEOUS,
-    ) -> None:
-        self.clock = clock
-        self.enforced_lease = enforced_lease
-        self.courtesy_limit = courtesy_limit
-        self.max_courteous = max_courteous
+    clock: Callable[[], float]
+    enforced_lease: float
+    courtesy_limit: float = COURTESY_LIMIT
+    max_courteous: int = MAX_COURTEOUS
 
     def renew(self, client: Client) -> None:
         client.expires = self.clock() + self.enforced_lease  # §9.5

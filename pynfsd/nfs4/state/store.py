@@ -18,7 +18,7 @@ reclaim in this boot's grace period.  The state manager drives it from the event
 - `async sync(run_blocking)`: returns once everything queued before the call is durable.
 
 The hooks never block: they only queue.  `sync` performs the queued writes and removals in a
-worker thread (`run_blocking`, e.g. `NFSServer.run_blocking`); the op layer awaits it before
+worker thread (`run_blocking`, e.g. a `pynfsd.blocking.Runner`'s `run`); the op layer awaits it before
 replying.  A distributed store implements the same six calls over its own medium.
 
 The file store
@@ -51,7 +51,7 @@ from typing import Protocol
 log = logging.getLogger("pynfsd.nfs4.clientstore")  # the name operators filter on
 
 
-# runs a blocking callable in a worker thread (NFSServer.run_blocking)
+# runs a blocking callable in a worker thread (a `pynfsd.blocking.Runner`'s `run`)
 RunBlocking = Callable[[Callable[[], None]], Awaitable[None]]
 
 

@@ -144,6 +144,8 @@ class LockDenied:
 
 @dataclass(frozen=True, slots=True)
 class SetClientIdResult:
+    """What SETCLIENTID answers (§16.33.4): the client id and the verifier to confirm it with."""
+
     clientid: int
     confirm: bytes
 
