@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from pynfsd.rpc.flavors import BY_NAME
+
 from .types import NOBODY_ID, ExportOptions, Squash
 
-SEC_FLAVOURS = ("sys", "krb5", "krb5i", "krb5p", "none")
+SEC_FLAVOURS = tuple(BY_NAME)  # the sec= names of the one flavour table
 _MAX_ID = 2**32 - 1
 _UUID_RE = re.compile(r"[0-9a-fA-F]{2}(?:[-:]?[0-9a-fA-F]{2}){15}")
 
