@@ -10,18 +10,17 @@ set up and torn down outside that loop, as the sync fixtures expect.  A test tha
 after HANG_GUARD seconds rather than holding the suite until pytest-timeout ends it.
 """
 
-import asyncio
 import inspect
 
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.aio import HANG_GUARD, run
+
 settings.register_profile(
     "pynfsd", deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("pynfsd")
-
-HANG_GUARD = 60.0
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -31,7 +30,6 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     if not inspect.iscoroutinefunction(func):
         return None
     args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
-    with asyncio.Runner(loop_factory=pyfuncitem.funcargs.get("loop_factory")) as runner:
-        result = runner.run(asyncio.wait_for(func(**args), HANG_GUARD))
+    result = run(func(**args), HANG_GUARD, pyfuncitem.funcargs.get("loop_factory"))
     assert result is None, f"a test returns nothing, got {result!r}"
     return True

@@ -18,7 +18,8 @@ import pytest
 from pynfsd.client.nfs4 import Nfs4Client, op, unchecked
 from pynfsd.gen import nfs4 as N
 from pynfsd.rpc.client import AuthSysCred
-from tests.e2e.helpers import pynfsd, run
+from tests.aio import run
+from tests.e2e.helpers import pynfsd
 from tests.serverproc import HOST, ServerProcess, assert_log_clean, lookup_path
 
 NOBODY = 65534

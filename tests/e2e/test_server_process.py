@@ -18,7 +18,8 @@ from pynfsd.client.nfs4 import Nfs4Client, decode_compound, op, unchecked
 from pynfsd.gen import nfs4 as N
 from pynfsd.rpc.client import AuthSysCred, encode_call
 from pynfsd.rpc.record import encode_record, marker
-from tests.e2e.helpers import pynfsd, run
+from tests.aio import run
+from tests.e2e.helpers import pynfsd
 from tests.serverproc import (
     HOST,
     BlockingRpc,

@@ -15,12 +15,13 @@ import uuid
 import pytest
 
 from pynfsd.gen import nfs4 as N
+from tests.aio import run
 from tests.scenarios.helpers import (
+    SCENARIO_TIMEOUT,
     Actor,
     grace_log,
     linux_v40_id,
     open_when_grace_ends,
-    run,
 )
 from tests.scenarios.timeline import Timeline
 from tests.serverproc import ServerProcess
@@ -29,7 +30,7 @@ from tests.serverproc import ServerProcess
 @pytest.mark.slow
 def test_restart_with_changed_id_cannot_reclaim_and_loses_lock(server: ServerProcess, timeline: Timeline) -> None:
     """the server restarts and the client comes back with a changed identity: no reclaim, lock stolen"""
-    run(play(server, timeline))
+    run(play(server, timeline), SCENARIO_TIMEOUT)
 
 
 async def play(srv: ServerProcess, tl: Timeline) -> None:
