@@ -7,7 +7,8 @@ inputs are generated, so the timing health check and per-example deadlines are o
 Coroutine tests: an `async def test_*` runs on a fresh event loop of its own, with its fixtures
 set up and torn down outside that loop, as the sync fixtures expect.  A test that uses a
 `loop_factory` fixture gets its loop from it (to run on uvloop as well); a test that hangs fails
-after HANG_GUARD seconds rather than holding the suite until pytest-timeout ends it.
+after HANG_GUARD seconds (or what a `hang_guard` fixture returns) rather than holding the suite
+until pytest-timeout ends it.
 """
 
 import inspect
@@ -30,6 +31,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     if not inspect.iscoroutinefunction(func):
         return None
     args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
-    result = run(func(**args), HANG_GUARD, pyfuncitem.funcargs.get("loop_factory"))
+    guard = pyfuncitem.funcargs.get("hang_guard", HANG_GUARD)
+    result = run(func(**args), guard, pyfuncitem.funcargs.get("loop_factory"))
     assert result is None, f"a test returns nothing, got {result!r}"
     return True

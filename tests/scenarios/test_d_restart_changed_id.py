@@ -15,9 +15,7 @@ import uuid
 import pytest
 
 from pynfsd.gen import nfs4 as N
-from tests.aio import run
 from tests.scenarios.helpers import (
-    SCENARIO_TIMEOUT,
     Actor,
     grace_log,
     linux_v40_id,
@@ -28,9 +26,9 @@ from tests.serverproc import ServerProcess
 
 
 @pytest.mark.slow
-def test_restart_with_changed_id_cannot_reclaim_and_loses_lock(server: ServerProcess, timeline: Timeline) -> None:
+async def test_restart_with_changed_id_cannot_reclaim_and_loses_lock(server: ServerProcess, timeline: Timeline) -> None:
     """the server restarts and the client comes back with a changed identity: no reclaim, lock stolen"""
-    run(play(server, timeline), SCENARIO_TIMEOUT)
+    await play(server, timeline)
 
 
 async def play(srv: ServerProcess, tl: Timeline) -> None:
