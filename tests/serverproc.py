@@ -170,6 +170,12 @@ class ServerProcess:
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS")
 
+    async def connect(self, uid: int = 0, gid: int | None = None,
+                      gids: tuple[int, ...] = ()) -> Nfs4Client:
+        """A new NFSv4 client of this server under AUTH_SYS `uid` (`gid` defaults to `uid`)."""
+        cred = AuthSysCred(uid, uid if gid is None else gid, gids)
+        return await Nfs4Client.connect(HOST, self.port, cred=cred)
+
     async def assert_healthy(self) -> None:
         """A fresh client's PUTROOTFH+GETATTR must succeed (AssertionError otherwise)."""
         assert self.running, f"server is not running:\n{self.log_text()[-4000:]}"

@@ -17,7 +17,6 @@ import pytest
 
 from pynfsd.client.nfs4 import Nfs4Client, op, unchecked
 from pynfsd.gen import nfs4 as N
-from pynfsd.rpc.client import AuthSysCred
 from tests.e2e.helpers import pynfsd
 from tests.serverproc import HOST, ServerProcess, assert_log_clean, lookup_path
 
@@ -50,10 +49,6 @@ class Holder:
     lock_sid: N.stateid4
 
 
-async def connect(port: int, uid: int = 0) -> Nfs4Client:
-    return await Nfs4Client.connect(HOST, port, cred=AuthSysCred(uid, uid))
-
-
 async def new_clientid(c: Nfs4Client, name: bytes, verifier: bytes = b"verifier") -> int:
     (resok,) = await c.check([op.setclientid(verifier, name)])
     await c.check([op.setclientid_confirm(resok.clientid, resok.setclientid_confirm)])
@@ -63,7 +58,7 @@ async def new_clientid(c: Nfs4Client, name: bytes, verifier: bytes = b"verifier"
 
 async def holder(srv: ServerProcess, name: bytes, fname: bytes) -> Holder:
     """A client holding an open (with 4 bytes written) and a write lock on <export>/fname."""
-    c = await connect(srv.port)
+    c = await srv.connect()
     clientid = await new_clientid(c, name)
     path = lookup_path(srv.export_lines[0].split()[0])
     opened = op.open(1, clientid, b"oo", fname, access=3, create=unchecked(0o644))
@@ -187,7 +182,7 @@ async def test_shared_client_id_gives_one_warning(server: ServerProcess) -> None
     mark = server.log_mark()
 
     a = await holder(server, WEB, b"web")  # holds state as sys:0
-    intruder = await connect(server.port, uid=1000)
+    intruder = await server.connect(1000)
     for _ in range(5):  # another machine with the same hostname keeps trying
         res = await intruder.compound([op.setclientid(b"other-vf", WEB)])
         assert res.status == N.NFS4ERR_CLID_INUSE  # RFC 7530 §16.33.5

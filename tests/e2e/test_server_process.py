@@ -15,7 +15,7 @@ import pytest
 
 from pynfsd.client.nfs4 import Nfs4Client, decode_compound, op, unchecked
 from pynfsd.gen import nfs4 as N
-from pynfsd.rpc.client import AuthSysCred, encode_call
+from pynfsd.rpc.client import encode_call
 from pynfsd.rpc.record import encode_record, marker
 from tests.e2e.helpers import pynfsd
 from tests.serverproc import (
@@ -28,7 +28,6 @@ from tests.serverproc import (
 )
 
 ANON = N.stateid4(0, b"\0" * 12)
-ROOT = AuthSysCred(0, 0)
 CONTENT = bytes(range(256)) * 64
 
 
@@ -72,12 +71,8 @@ def server(shared_server: ServerProcess) -> Iterator[ServerProcess]:
     assert_log_clean(shared_server.log_text(since=mark))
 
 
-async def connect(srv: ServerProcess, cred: AuthSysCred = ROOT) -> Nfs4Client:
-    return await Nfs4Client.connect(HOST, srv.port, cred=cred)
-
-
-async def compound(srv: ServerProcess, ops: list[N.nfs_argop4], cred: AuthSysCred = ROOT) -> N.COMPOUND4res:
-    c = await connect(srv, cred)
+async def compound(srv: ServerProcess, ops: list[N.nfs_argop4]) -> N.COMPOUND4res:
+    c = await srv.connect()
     try:
         return await c.compound(ops)
     finally:
@@ -193,7 +188,7 @@ async def garbage_peer(port: int, stop: asyncio.Event, seed: int) -> int:
 
 
 async def good_workload(srv: ServerProcess, base: Path, ops_total: int) -> None:
-    c = await connect(srv)
+    c = await srv.connect()
     try:
         fh = (await c.check([*lookup_path(base / "rw" / "data"), op.getfh()]))[-1].object
 
@@ -271,7 +266,7 @@ async def test_export_for_other_client_is_invisible(server: ServerProcess, base:
 
 async def test_read_only_export_refuses_changes(server: ServerProcess, base: Path) -> None:
     ro = lookup_path(base / "ro")
-    c = await connect(server)
+    c = await server.connect()
     try:
         statuses = {}
         statuses["write"] = (await c.compound([*ro, op.lookup(b"file"), op.write(ANON, 0, b"x", N.FILE_SYNC4)])).status
@@ -288,7 +283,7 @@ async def test_read_only_export_refuses_changes(server: ServerProcess, base: Pat
 
 
 async def test_root_squash_maps_uid_0_to_nobody(server: ServerProcess, base: Path) -> None:
-    c = await connect(server)
+    c = await server.connect()
     try:
         await open_file(c, lookup_path(base / "squash"), b"by-root", create=True)
     finally:
@@ -299,7 +294,7 @@ async def test_root_squash_maps_uid_0_to_nobody(server: ServerProcess, base: Pat
 
 async def test_symlink_to_etc_cannot_be_followed(server: ServerProcess, base: Path) -> None:
     rw = lookup_path(base / "rw")
-    c = await connect(server)
+    c = await server.connect()
     try:
         attrs = (await c.check([*rw, op.lookup(b"etc-link"), op.getattr(N.FATTR4_TYPE)]))[-1]
         through = (await c.compound([*rw, op.lookup(b"etc-link"), op.lookup(b"passwd")])).status
@@ -317,7 +312,7 @@ async def test_symlink_to_etc_cannot_be_followed(server: ServerProcess, base: Pa
 
 
 async def test_lookupp_from_export_root_stays_in_pseudo_fs(server: ServerProcess, base: Path) -> None:
-    c = await connect(server)
+    c = await server.connect()
     try:
         vals = await c.check([*lookup_path(base / "rw"), op.lookupp(), op.readdir()])
         names, entry = [], vals[-1].reply.entries
@@ -356,7 +351,7 @@ async def test_filehandle_survives_restart_and_file_sync_survives_kill9(tmp_path
         res = await compound(srv, [op.putfh(fh), op.read(ANON, 0, 100)])
         assert res.status == N.NFS4_OK, status_of(res)
         assert res.resarray[-1].value.value.data == b"before restart"
-        c = await connect(srv)
+        c = await srv.connect()
         try:
             stateid, wfh = await open_file(c, [op.putrootfh()], b"synced", create=True)
             w = (await c.check([op.putfh(wfh), op.write(stateid, 0, b"durable", N.FILE_SYNC4)]))[-1]

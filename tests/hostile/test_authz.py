@@ -17,7 +17,6 @@ from pynfsd.client.session import ClientSession
 from pynfsd.fs import creds
 from pynfsd.fs.fdcache import MAX_GRANTS
 from pynfsd.gen import nfs4 as N
-from pynfsd.rpc.client import AuthSysCred
 from tests.localuser import NOBODY, acls_supported, kernel_dir, set_acl, sh_as_user
 from tests.serverproc import ServerProcess, assert_log_clean
 
@@ -39,12 +38,6 @@ def _server(exp: Path, tmp_path: Path, options: str = "rw,no_root_squash,insecur
     return ServerProcess([f"{exp} *({options})"], tmp_path / "state", log_level="INFO")
 
 
-async def _connect(srv: ServerProcess, uid: int, gid: int | None = None,
-                   gids: tuple[int, ...] = ()) -> Nfs4Client:
-    cred = AuthSysCred(uid, uid if gid is None else gid, gids)
-    return await Nfs4Client.connect("127.0.0.1", srv.port, cred=cred)
-
-
 async def _fh(c: Nfs4Client, exp: Path, *names: bytes) -> bytes:
     path = os.path.join(str(exp), *map(os.fsdecode, names))
     return await ClientSession(c, b"lookup").lookup_path(path)
@@ -63,7 +56,7 @@ def _size_attr(size: int) -> N.fattr4:
 
 async def test_another_users_io_with_the_owners_stateid_is_refused(exp: Path, tmp_path: Path) -> None:
     with _server(exp, tmp_path) as srv:
-        owner, intruder = await _connect(srv, 1000), await _connect(srv, 1001)
+        owner, intruder = await srv.connect(1000), await srv.connect(1001)
         fh, sid = await _open_rw(owner, await _fh(owner, exp, b"pub"), b"f")
         await owner.check([op.putfh(fh), op.write(sid, 0, b"owner's data")])
         rss = srv.rss_kib()
@@ -91,8 +84,8 @@ async def test_acl_denial_and_squashed_group_zero(exp: Path, tmp_path: Path) -> 
     set_acl(denied, {NOBODY: 0})
     assert sh_as_user(f"cat {denied}") != 0
     with _server(exp, tmp_path, "rw,root_squash,insecure") as srv:
-        nobody = await _connect(srv, NOBODY)
-        claims_root_group = await _connect(srv, 1000, 0, (0, 0, 0))  # squashed to anongid
+        nobody = await srv.connect(NOBODY)
+        claims_root_group = await srv.connect(1000, 0, (0, 0, 0))  # squashed to anongid
         out = {}
         for name, c in ((b"denied", nobody), (b"group0", claims_root_group)):
             fh = await _fh(c, exp, b"pub", name)
@@ -114,7 +107,7 @@ async def test_many_identities_on_one_file_stay_bounded_and_follow_its_mode(
     async def read_as_each(srv: ServerProcess) -> set[int]:
         statuses = set()
         for uid in users:
-            c = await _connect(srv, uid, uid, tuple(range(uid, uid + 16)))
+            c = await srv.connect(uid, uid, tuple(range(uid, uid + 16)))
             fh = await _fh(c, exp, b"pub", b"shared")
             for _ in range(2):  # the second READ may come from the event-loop path
                 res = await c.compound([op.putfh(fh), op.read(ANON, 0, 100)])

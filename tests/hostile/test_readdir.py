@@ -18,7 +18,6 @@ from pynfsd.client.session import ClientSession
 from pynfsd.fs import creds
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4.attrs import decode_fattr4
-from pynfsd.rpc.client import AuthSysCred
 from tests.localuser import NOBODY, kernel_dir, sh_as_user
 from tests.serverproc import ServerProcess, assert_log_clean
 
@@ -33,10 +32,6 @@ ASKED = [N.FATTR4_TYPE, N.FATTR4_SIZE, N.FATTR4_RDATTR_ERROR, N.FATTR4_MOUNTED_O
 def exp() -> Iterator[Path]:
     with kernel_dir() as d:
         yield d
-
-
-async def _connect(srv: ServerProcess, uid: int) -> Nfs4Client:
-    return await Nfs4Client.connect("127.0.0.1", srv.port, cred=AuthSysCred(uid, uid))
 
 
 async def _list(c: Nfs4Client, dfh: bytes, attrs: list[int]) -> dict[bytes, dict[int, object]]:
@@ -64,7 +59,7 @@ async def test_thousands_of_unreachable_names_each_carry_the_error(exp: Path, tm
     assert sh_as_user(f"ls {d} | wc -l | grep -qx {NAMES}") == 0  # locally: the names
     inos = {os.fsencode(p.name): p.stat().st_ino for p in d.iterdir()}
     with ServerProcess([f"{exp} *(rw,no_root_squash,insecure)"], tmp_path / "state") as srv:
-        c = await _connect(srv, NOBODY)
+        c = await srv.connect(NOBODY)
         dfh = await ClientSession(c, b"u").lookup_path(str(d))
         rss = 0
         for _ in range(3):
@@ -88,7 +83,7 @@ async def test_an_execute_only_binary_is_read_and_a_private_file_is_not(exp: Pat
         (exp / name).write_bytes(payload)
         (exp / name).chmod(mode)
     with ServerProcess([f"{exp} *(rw,no_root_squash,insecure)"], tmp_path / "state") as srv:
-        c = await _connect(srv, NOBODY)
+        c = await srv.connect(NOBODY)
         s = ClientSession(c, b"runner")
         await s.establish()
         root = await s.lookup_path(str(exp))

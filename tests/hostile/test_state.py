@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from pynfsd.client.nfs4 import Nfs4Client, Nfs4Failure, op
+from pynfsd.client.nfs4 import Nfs4Failure, op
 from pynfsd.client.session import WRITE_LT, ClientSession, OpenFile
 from pynfsd.fs.holds import MAX_KEPT
 from pynfsd.gen import nfs4 as N
-from tests.serverproc import HOST, ServerProcess, assert_log_clean
+from tests.serverproc import ServerProcess, assert_log_clean
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the local backend needs root")
 
@@ -37,7 +37,7 @@ def served(tmp_path: Path) -> Iterator[tuple[ServerProcess, str]]:
 
 
 async def _session(srv: ServerProcess, name: bytes, verifier: bytes = b"boot-one") -> ClientSession:
-    s = ClientSession(await Nfs4Client.connect(HOST, srv.port), name, verifier)
+    s = ClientSession(await srv.connect(), name, verifier)
     await s.establish()
     return s
 
