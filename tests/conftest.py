@@ -12,6 +12,7 @@ until pytest-timeout ends it.
 """
 
 import inspect
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -30,8 +31,9 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     func = pyfuncitem.obj
     if not inspect.iscoroutinefunction(func):
         return None
-    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
-    guard = pyfuncitem.funcargs.get("hang_guard", HANG_GUARD)
-    result = run(func(**args), guard, pyfuncitem.funcargs.get("loop_factory"))
+    fixtures: dict[str, Any] = pyfuncitem.funcargs
+    args = {name: fixtures[name] for name in pyfuncitem._fixtureinfo.argnames}
+    guard = fixtures.get("hang_guard", HANG_GUARD)
+    result = run(func(**args), guard, fixtures.get("loop_factory"))
     assert result is None, f"a test returns nothing, got {result!r}"
     return True
