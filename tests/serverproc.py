@@ -30,6 +30,7 @@ from pynfsd.client.nfs4 import Nfs4Client, encode_compound, op
 from pynfsd.gen import nfs4 as N
 from pynfsd.rpc.client import AuthSysCred, BadReply, decode_reply, encode_call
 from pynfsd.rpc.record import encode_record
+from tests.aio import run
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -169,10 +170,20 @@ class ServerProcess:
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS")
 
-    def healthy(self) -> None:
+    async def connect(self, uid: int = 0, gid: int | None = None,
+                      gids: tuple[int, ...] = ()) -> Nfs4Client:
+        """A new NFSv4 client of this server under AUTH_SYS `uid` (`gid` defaults to `uid`)."""
+        cred = AuthSysCred(uid, uid if gid is None else gid, gids)
+        return await Nfs4Client.connect(HOST, self.port, cred=cred)
+
+    async def assert_healthy(self) -> None:
         """A fresh client's PUTROOTFH+GETATTR must succeed (AssertionError otherwise)."""
         assert self.running, f"server is not running:\n{self.log_text()[-4000:]}"
-        asyncio.run(probe(self.port))
+        await probe(self.port)
+
+    def healthy(self) -> None:
+        """`assert_healthy` from sync code (not from a coroutine: it runs its own loop)."""
+        run(self.assert_healthy())
 
 
 def assert_log_clean(text: str) -> None:

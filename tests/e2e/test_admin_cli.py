@@ -17,8 +17,7 @@ import pytest
 
 from pynfsd.client.nfs4 import Nfs4Client, op, unchecked
 from pynfsd.gen import nfs4 as N
-from pynfsd.rpc.client import AuthSysCred
-from tests.e2e.helpers import pynfsd, run
+from tests.e2e.helpers import pynfsd
 from tests.serverproc import HOST, ServerProcess, assert_log_clean, lookup_path
 
 NOBODY = 65534
@@ -50,10 +49,6 @@ class Holder:
     lock_sid: N.stateid4
 
 
-async def connect(port: int, uid: int = 0) -> Nfs4Client:
-    return await Nfs4Client.connect(HOST, port, cred=AuthSysCred(uid, uid))
-
-
 async def new_clientid(c: Nfs4Client, name: bytes, verifier: bytes = b"verifier") -> int:
     (resok,) = await c.check([op.setclientid(verifier, name)])
     await c.check([op.setclientid_confirm(resok.clientid, resok.setclientid_confirm)])
@@ -63,7 +58,7 @@ async def new_clientid(c: Nfs4Client, name: bytes, verifier: bytes = b"verifier"
 
 async def holder(srv: ServerProcess, name: bytes, fname: bytes) -> Holder:
     """A client holding an open (with 4 bytes written) and a write lock on <export>/fname."""
-    c = await connect(srv.port)
+    c = await srv.connect()
     clientid = await new_clientid(c, name)
     path = lookup_path(srv.export_lines[0].split()[0])
     opened = op.open(1, clientid, b"oo", fname, access=3, create=unchecked(0o644))
@@ -91,49 +86,45 @@ def test_help_lists_every_command() -> None:
     assert "revoke" in pynfsd("clients", "--help").stdout
 
 
-def test_clients_status_and_revoke(server: ServerProcess) -> None:
+async def test_clients_status_and_revoke(server: ServerProcess) -> None:
     state = server.state_dir
     mode = os.stat(state / "control.sock").st_mode
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
 
-    async def body() -> int:
-        a = await holder(server, b"client-A", b"a")
-        b = await holder(server, b"client-B", b"b")
-        rows = {r["co_ownerid"]: r for r in admin_json(state, "clients")}
-        assert set(rows) == {"client-A", "client-B"}
-        for name, h in (("client-A", a), ("client-B", b)):
-            r = rows[name]
-            assert r["clientid"] == f"{h.clientid:016x}"
-            assert (r["opens"], r["locks"], r["principal"], r["address"]) == (1, 1, "sys:0", HOST)
-            assert r["confirmed"] and not r["courtesy"] and 0 < r["lease_left"] <= 135
-        table = pynfsd("clients", "--state-dir", str(state))
-        assert table.returncode == 0, table.stderr
-        assert re.search(rf"^{a.clientid:016x}\s+active\s+\d+s\s+1\s+1\s+0\s+sys:0\s+{HOST}\s+"
-                         r'"client-A"$', table.stdout, re.M), table.stdout
-        st = admin_json(state, "status")
-        assert (st["clients"], st["opens"], st["locks"]) == (2, 2, 2)
+    a = await holder(server, b"client-A", b"a")
+    b = await holder(server, b"client-B", b"b")
+    rows = {r["co_ownerid"]: r for r in admin_json(state, "clients")}
+    assert set(rows) == {"client-A", "client-B"}
+    for name, h in (("client-A", a), ("client-B", b)):
+        r = rows[name]
+        assert r["clientid"] == f"{h.clientid:016x}"
+        assert (r["opens"], r["locks"], r["principal"], r["address"]) == (1, 1, "sys:0", HOST)
+        assert r["confirmed"] and not r["courtesy"] and 0 < r["lease_left"] <= 135
+    table = pynfsd("clients", "--state-dir", str(state))
+    assert table.returncode == 0, table.stderr
+    assert re.search(rf"^{a.clientid:016x}\s+active\s+\d+s\s+1\s+1\s+0\s+sys:0\s+{HOST}\s+"
+                     r'"client-A"$', table.stdout, re.M), table.stdout
+    st = admin_json(state, "status")
+    assert (st["clients"], st["opens"], st["locks"]) == (2, 2, 2)
 
-        done = pynfsd("clients", "revoke", f"{a.clientid:x}", "--state-dir", str(state))
-        assert done.returncode == 0, done.stderr
-        assert done.stdout == f'revoked client {a.clientid:016x} ("client-A"): 1 open(s), 1 lock(s)\n'
-        # RFC 7530 §9.8: later use of the revoked state is NFS4ERR_ADMIN_REVOKED.
-        assert await status_of(a.c, [op.putfh(a.fh), op.read(a.open_sid, 0, 4)]) == \
-            "NFS4ERR_ADMIN_REVOKED"
-        unlock = op.locku(N.WRITE_LT, 2, a.lock_sid, 0, 4)
-        assert await status_of(a.c, [op.putfh(a.fh), unlock]) == "NFS4ERR_ADMIN_REVOKED"
-        (_, read) = await b.c.check([op.putfh(b.fh), op.read(b.open_sid, 0, 4)])
-        assert read.data == b"data"  # the other client is untouched
-        assert [r["co_ownerid"] for r in admin_json(state, "clients")] == ["client-B"]
-        again = pynfsd("clients", "revoke", f"{a.clientid:x}", "--state-dir", str(state))
-        assert again.returncode == 1
-        assert again.stderr == f"pynfsd: no confirmed client with id {a.clientid:016x}\n"
-        await a.c.close()
-        await b.c.close()
-        return a.clientid
-
-    revoked = run(body())
+    done = pynfsd("clients", "revoke", f"{a.clientid:x}", "--state-dir", str(state))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f'revoked client {a.clientid:016x} ("client-A"): 1 open(s), 1 lock(s)\n'
+    # RFC 7530 §9.8: later use of the revoked state is NFS4ERR_ADMIN_REVOKED.
+    assert await status_of(a.c, [op.putfh(a.fh), op.read(a.open_sid, 0, 4)]) == \
+        "NFS4ERR_ADMIN_REVOKED"
+    unlock = op.locku(N.WRITE_LT, 2, a.lock_sid, 0, 4)
+    assert await status_of(a.c, [op.putfh(a.fh), unlock]) == "NFS4ERR_ADMIN_REVOKED"
+    (_, read) = await b.c.check([op.putfh(b.fh), op.read(b.open_sid, 0, 4)])
+    assert read.data == b"data"  # the other client is untouched
+    assert [r["co_ownerid"] for r in admin_json(state, "clients")] == ["client-B"]
+    again = pynfsd("clients", "revoke", f"{a.clientid:x}", "--state-dir", str(state))
+    assert again.returncode == 1
+    assert again.stderr == f"pynfsd: no confirmed client with id {a.clientid:016x}\n"
+    await a.c.close()
+    await b.c.close()
     log = server.log_text()
-    assert f'admin revoked client {revoked:016x} ("client-A", sys:0, {HOST}): 1 opens, 1 locks' in log
+    assert f'admin revoked client {a.clientid:016x} ("client-A", sys:0, {HOST}): 1 opens, 1 locks' in log
     assert_log_clean(log)
 
 
@@ -187,19 +178,16 @@ def test_non_root_is_refused(server: ServerProcess) -> None:
     assert admin_json(server.state_dir, "status")["clients"] == 0
 
 
-def test_shared_client_id_gives_one_warning(server: ServerProcess) -> None:
+async def test_shared_client_id_gives_one_warning(server: ServerProcess) -> None:
     mark = server.log_mark()
 
-    async def body() -> None:
-        a = await holder(server, WEB, b"web")  # holds state as sys:0
-        intruder = await connect(server.port, uid=1000)
-        for _ in range(5):  # another machine with the same hostname keeps trying
-            res = await intruder.compound([op.setclientid(b"other-vf", WEB)])
-            assert res.status == N.NFS4ERR_CLID_INUSE  # RFC 7530 §16.33.5
-        await intruder.close()
-        await a.c.close()
-
-    run(body())
+    a = await holder(server, WEB, b"web")  # holds state as sys:0
+    intruder = await server.connect(1000)
+    for _ in range(5):  # another machine with the same hostname keeps trying
+        res = await intruder.compound([op.setclientid(b"other-vf", WEB)])
+        assert res.status == N.NFS4ERR_CLID_INUSE  # RFC 7530 §16.33.5
+    await intruder.close()
+    await a.c.close()
     log = server.log_text(mark)
     warnings = [line for line in log.splitlines() if "sharing one NFSv4 client identifier" in line]
     assert len(warnings) == 1, log

@@ -10,15 +10,14 @@ import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from pynfsd.client.nfs4 import Nfs4Client, decode_compound, op, unchecked
 from pynfsd.gen import nfs4 as N
-from pynfsd.rpc.client import AuthSysCred, encode_call
+from pynfsd.rpc.client import encode_call
 from pynfsd.rpc.record import encode_record, marker
-from tests.e2e.helpers import pynfsd, run
+from tests.e2e.helpers import pynfsd
 from tests.serverproc import (
     HOST,
     BlockingRpc,
@@ -29,7 +28,6 @@ from tests.serverproc import (
 )
 
 ANON = N.stateid4(0, b"\0" * 12)
-ROOT = AuthSysCred(0, 0)
 CONTENT = bytes(range(256)) * 64
 
 
@@ -73,12 +71,8 @@ def server(shared_server: ServerProcess) -> Iterator[ServerProcess]:
     assert_log_clean(shared_server.log_text(since=mark))
 
 
-async def connect(srv: ServerProcess, cred: AuthSysCred = ROOT) -> Nfs4Client:
-    return await Nfs4Client.connect(HOST, srv.port, cred=cred)
-
-
-async def compound(srv: ServerProcess, ops: list[N.nfs_argop4], cred: AuthSysCred = ROOT) -> N.COMPOUND4res:
-    c = await connect(srv, cred)
+async def compound(srv: ServerProcess, ops: list[N.nfs_argop4]) -> N.COMPOUND4res:
+    c = await srv.connect()
     try:
         return await c.compound(ops)
     finally:
@@ -194,7 +188,7 @@ async def garbage_peer(port: int, stop: asyncio.Event, seed: int) -> int:
 
 
 async def good_workload(srv: ServerProcess, base: Path, ops_total: int) -> None:
-    c = await connect(srv)
+    c = await srv.connect()
     try:
         fh = (await c.check([*lookup_path(base / "rw" / "data"), op.getfh()]))[-1].object
 
@@ -213,19 +207,16 @@ async def good_workload(srv: ServerProcess, base: Path, ops_total: int) -> None:
         await c.close()
 
 
-def test_garbage_connections_do_not_disturb_a_good_client(server: ServerProcess, base: Path) -> None:
-    async def scenario() -> list[int]:
-        stop = asyncio.Event()
-        peers = [asyncio.create_task(garbage_peer(server.port, stop, seed)) for seed in range(50)]
-        try:
-            await good_workload(server, base, 1000)
-        finally:
-            stop.set()
-        return await asyncio.gather(*peers)
-
-    sent = run(scenario())
+async def test_garbage_connections_do_not_disturb_a_good_client(server: ServerProcess, base: Path) -> None:
+    stop = asyncio.Event()
+    peers = [asyncio.create_task(garbage_peer(server.port, stop, seed)) for seed in range(50)]
+    try:
+        await good_workload(server, base, 1000)
+    finally:
+        stop.set()
+    sent = await asyncio.gather(*peers)
     assert sum(sent) >= 50
-    server.healthy()
+    await server.assert_healthy()
 
 
 async def hold_huge_records(port: int, conns: int, fragment: int, send: int) -> list[asyncio.StreamWriter]:
@@ -241,94 +232,78 @@ async def hold_huge_records(port: int, conns: int, fragment: int, send: int) -> 
     return writers
 
 
-def test_rss_bounded_while_clients_announce_huge_records(server: ServerProcess) -> None:
-    async def scenario() -> int:
-        writers = await hold_huge_records(server.port, 80, 1 << 20, (1 << 20) - 1)
-        writers += await hold_huge_records(server.port, 20, 0x7FFFFFFF, 1 << 16)
-        try:
-            await asyncio.sleep(0.5)
-            await probe(server.port)
-            return server.rss_kib()
-        finally:
-            for writer in writers:
-                writer.close()
-
-    rss = run(scenario())
+async def test_rss_bounded_while_clients_announce_huge_records(server: ServerProcess) -> None:
+    writers = await hold_huge_records(server.port, 80, 1 << 20, (1 << 20) - 1)
+    writers += await hold_huge_records(server.port, 20, 0x7FFFFFFF, 1 << 16)
+    try:
+        await asyncio.sleep(0.5)
+        await probe(server.port)
+        rss = server.rss_kib()
+    finally:
+        for writer in writers:
+            writer.close()
     assert rss < 300 * 1024, f"server RSS {rss} KiB"
-    server.healthy()
+    await server.assert_healthy()
 
 
 # ------------------------------------------------------------------ export policy
 
 
-def test_client_matching_no_export_gets_access(tmp_path: Path) -> None:
+async def test_client_matching_no_export_gets_access(tmp_path: Path) -> None:
     (tmp_path / "exp").mkdir()
     with ServerProcess([f"{tmp_path / 'exp'} 10.9.9.9/32(rw,no_root_squash,insecure)"], tmp_path / "state") as srv:
-        res = run(compound(srv, [op.putrootfh(), op.getfh()]))
+        res = await compound(srv, [op.putrootfh(), op.getfh()])
         assert res.status == N.NFS4ERR_ACCESS, status_of(res)
-        res = run(compound(srv, [op.putrootfh(), *lookup_path(tmp_path / "exp")[1:]]))
+        res = await compound(srv, [op.putrootfh(), *lookup_path(tmp_path / "exp")[1:]])
         assert res.status != N.NFS4_OK
     assert_log_clean(srv.log_text())
 
 
-def test_export_for_other_client_is_invisible(server: ServerProcess, base: Path) -> None:
-    res = run(compound(server, lookup_path(base / "hidden")))
+async def test_export_for_other_client_is_invisible(server: ServerProcess, base: Path) -> None:
+    res = await compound(server, lookup_path(base / "hidden"))
     assert res.status in (N.NFS4ERR_NOENT, N.NFS4ERR_ACCESS), status_of(res)
 
 
-def test_read_only_export_refuses_changes(server: ServerProcess, base: Path) -> None:
+async def test_read_only_export_refuses_changes(server: ServerProcess, base: Path) -> None:
     ro = lookup_path(base / "ro")
-
-    async def scenario() -> dict[str, int]:
-        c = await connect(server)
-        try:
-            out = {}
-            out["write"] = (await c.compound([*ro, op.lookup(b"file"), op.write(ANON, 0, b"x", N.FILE_SYNC4)])).status
-            out["mkdir"] = (await c.compound([*ro, op.mkdir(b"newdir")])).status
-            out["remove"] = (await c.compound([*ro, op.remove(b"file")])).status
-            clientid = await new_clientid(c)
-            opened = await c.compound([*ro, op.open(0, clientid, b"o", b"new", create=unchecked())])
-            out["open-create"] = opened.status
-            return out
-        finally:
-            await c.close()
-
-    statuses = run(scenario())
+    c = await server.connect()
+    try:
+        statuses = {}
+        statuses["write"] = (await c.compound([*ro, op.lookup(b"file"), op.write(ANON, 0, b"x", N.FILE_SYNC4)])).status
+        statuses["mkdir"] = (await c.compound([*ro, op.mkdir(b"newdir")])).status
+        statuses["remove"] = (await c.compound([*ro, op.remove(b"file")])).status
+        clientid = await new_clientid(c)
+        opened = await c.compound([*ro, op.open(0, clientid, b"o", b"new", create=unchecked())])
+        statuses["open-create"] = opened.status
+    finally:
+        await c.close()
     assert statuses == dict.fromkeys(statuses, N.NFS4ERR_ROFS), statuses  # RFC 7530 §13.1.2.8
     assert sorted(p.name for p in (base / "ro").iterdir()) == ["file"]
     assert (base / "ro" / "file").read_bytes() == b"read only\n"
 
 
-def test_root_squash_maps_uid_0_to_nobody(server: ServerProcess, base: Path) -> None:
-    async def scenario() -> None:
-        c = await connect(server)
-        try:
-            await open_file(c, lookup_path(base / "squash"), b"by-root", create=True)
-        finally:
-            await c.close()
-
-    run(scenario())
+async def test_root_squash_maps_uid_0_to_nobody(server: ServerProcess, base: Path) -> None:
+    c = await server.connect()
+    try:
+        await open_file(c, lookup_path(base / "squash"), b"by-root", create=True)
+    finally:
+        await c.close()
     st = (base / "squash" / "by-root").stat()
     assert (st.st_uid, st.st_gid) == (65534, 65534)
 
 
-def test_symlink_to_etc_cannot_be_followed(server: ServerProcess, base: Path) -> None:
+async def test_symlink_to_etc_cannot_be_followed(server: ServerProcess, base: Path) -> None:
     rw = lookup_path(base / "rw")
-
-    async def scenario() -> tuple[Any, int, int, int, int]:
-        c = await connect(server)
-        try:
-            attrs = (await c.check([*rw, op.lookup(b"etc-link"), op.getattr(N.FATTR4_TYPE)]))[-1]
-            through = (await c.compound([*rw, op.lookup(b"etc-link"), op.lookup(b"passwd")])).status
-            clientid = await new_clientid(c)
-            plain = (await c.compound([*rw, op.open(0, clientid, b"o1", b"etc-link")])).status
-            create = (await c.compound([*rw, op.open(0, clientid, b"o2", b"etc-link", create=unchecked())])).status
-            readdir = (await c.compound([*rw, op.lookup(b"etc-link"), op.readdir()])).status
-            return attrs, through, plain, create, readdir
-        finally:
-            await c.close()
-
-    attrs, through, plain, create, readdir = run(scenario())
+    c = await server.connect()
+    try:
+        attrs = (await c.check([*rw, op.lookup(b"etc-link"), op.getattr(N.FATTR4_TYPE)]))[-1]
+        through = (await c.compound([*rw, op.lookup(b"etc-link"), op.lookup(b"passwd")])).status
+        clientid = await new_clientid(c)
+        plain = (await c.compound([*rw, op.open(0, clientid, b"o1", b"etc-link")])).status
+        create = (await c.compound([*rw, op.open(0, clientid, b"o2", b"etc-link", create=unchecked())])).status
+        readdir = (await c.compound([*rw, op.lookup(b"etc-link"), op.readdir()])).status
+    finally:
+        await c.close()
     assert attrs.obj_attributes.attr_vals == N.NF4LNK.to_bytes(4, "big")  # the link itself
     assert through in (N.NFS4ERR_NOTDIR, N.NFS4ERR_SYMLINK)
     assert plain == N.NFS4ERR_SYMLINK  # RFC 7530 §16.16.5
@@ -336,33 +311,29 @@ def test_symlink_to_etc_cannot_be_followed(server: ServerProcess, base: Path) ->
     assert readdir in (N.NFS4ERR_NOTDIR, N.NFS4ERR_SYMLINK)
 
 
-def test_lookupp_from_export_root_stays_in_pseudo_fs(server: ServerProcess, base: Path) -> None:
-    async def scenario() -> list[bytes]:
-        c = await connect(server)
-        try:
-            vals = await c.check([*lookup_path(base / "rw"), op.lookupp(), op.readdir()])
-            names, entry = [], vals[-1].reply.entries
-            while entry is not None:
-                names.append(entry.name)
-                entry = entry.nextentry
-            sibling = await c.compound([*lookup_path(base / "rw"), op.lookupp(), op.lookup(b"secret-sibling")])
-            assert sibling.status == N.NFS4ERR_NOENT, status_of(sibling)
-            return names
-        finally:
-            await c.close()
-
-    names = run(scenario())
+async def test_lookupp_from_export_root_stays_in_pseudo_fs(server: ServerProcess, base: Path) -> None:
+    c = await server.connect()
+    try:
+        vals = await c.check([*lookup_path(base / "rw"), op.lookupp(), op.readdir()])
+        names, entry = [], vals[-1].reply.entries
+        while entry is not None:
+            names.append(entry.name)
+            entry = entry.nextentry
+        sibling = await c.compound([*lookup_path(base / "rw"), op.lookupp(), op.lookup(b"secret-sibling")])
+        assert sibling.status == N.NFS4ERR_NOENT, status_of(sibling)
+    finally:
+        await c.close()
     assert b"secret-sibling" not in names and b"state" not in names
     assert set(names) <= {b"rw", b"ro", b"squash"}
 
 
-def test_lookupp_from_fsid0_root(tmp_path: Path) -> None:
+async def test_lookupp_from_fsid0_root(tmp_path: Path) -> None:
     (tmp_path / "exp").mkdir()
     (tmp_path / "outside").mkdir()
     with ServerProcess([f"{tmp_path / 'exp'} *(rw,no_root_squash,insecure,fsid=0)"], tmp_path / "state") as srv:
-        res = run(compound(srv, [op.putrootfh(), op.lookupp(), op.getfh()]))
+        res = await compound(srv, [op.putrootfh(), op.lookupp(), op.getfh()])
         assert res.status == N.NFS4ERR_NOENT, status_of(res)  # RFC 7530 §16.15.5: no parent of root
-        res = run(compound(srv, [op.putrootfh(), op.lookup(b".."), op.getfh()]))
+        res = await compound(srv, [op.putrootfh(), op.lookup(b".."), op.getfh()])
         assert res.status in (N.NFS4ERR_BADNAME, N.NFS4ERR_NOENT), status_of(res)
     assert_log_clean(srv.log_text())
 
@@ -370,31 +341,27 @@ def test_lookupp_from_fsid0_root(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ persistence
 
 
-def test_filehandle_survives_restart_and_file_sync_survives_kill9(tmp_path: Path) -> None:
+async def test_filehandle_survives_restart_and_file_sync_survives_kill9(tmp_path: Path) -> None:
     (tmp_path / "exp").mkdir()
     (tmp_path / "exp" / "keep").write_bytes(b"before restart")
     srv = ServerProcess([f"{tmp_path / 'exp'} *(rw,no_root_squash,insecure,fsid=0)"], tmp_path / "state")
     with srv:
-        fh = run(compound(srv, [op.putrootfh(), op.lookup(b"keep"), op.getfh()])).resarray[-1].value.value.object
+        fh = (await compound(srv, [op.putrootfh(), op.lookup(b"keep"), op.getfh()])).resarray[-1].value.value.object
         srv.restart()
-        res = run(compound(srv, [op.putfh(fh), op.read(ANON, 0, 100)]))
+        res = await compound(srv, [op.putfh(fh), op.read(ANON, 0, 100)])
         assert res.status == N.NFS4_OK, status_of(res)
         assert res.resarray[-1].value.value.data == b"before restart"
-
-        async def write_sync() -> int:
-            c = await connect(srv)
-            try:
-                stateid, wfh = await open_file(c, [op.putrootfh()], b"synced", create=True)
-                w = (await c.check([op.putfh(wfh), op.write(stateid, 0, b"durable", N.FILE_SYNC4)]))[-1]
-                return int(w.committed)
-            finally:
-                await c.close()
-
-        assert run(write_sync()) == N.FILE_SYNC4
+        c = await srv.connect()
+        try:
+            stateid, wfh = await open_file(c, [op.putrootfh()], b"synced", create=True)
+            w = (await c.check([op.putfh(wfh), op.write(stateid, 0, b"durable", N.FILE_SYNC4)]))[-1]
+        finally:
+            await c.close()
+        assert int(w.committed) == N.FILE_SYNC4
         srv.kill9()
         assert srv.returncode == -signal.SIGKILL
         assert (tmp_path / "exp" / "synced").read_bytes() == b"durable"
         srv.start()
-        res = run(compound(srv, [op.putfh(fh), op.getattr(N.FATTR4_SIZE)]))
+        res = await compound(srv, [op.putfh(fh), op.getattr(N.FATTR4_SIZE)])
         assert res.status == N.NFS4_OK, status_of(res)
     assert_log_clean(srv.log_text())

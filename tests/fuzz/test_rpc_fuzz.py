@@ -21,6 +21,7 @@ from pynfsd.rpc.header import BadCall, decode_call
 from pynfsd.rpc.record import RecordError, RecordReader, encode_record, marker
 from pynfsd.rpc.server import ConnInfo, RpcCall, RpcServer
 from pynfsd.rpc.transport import RpcTcpServer, serve
+from tests.aio import run
 
 PROG = 0x20000099
 MAX_RECORD = 8192
@@ -144,7 +145,7 @@ def test_decode_call_raises_only_bad_call(record: bytes) -> None:
 @given(records)
 @settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
 def test_dispatch_always_answers_well_formed(record: bytes) -> None:
-    reply = asyncio.run(make_rpc().handle_record(record, ConnInfo(("127.0.0.1", 1))))
+    reply = run(make_rpc().handle_record(record, ConnInfo(("127.0.0.1", 1))))
     dropped = len(record) < 4 or record[4:8] == b"\0\0\0\x01"  # no xid, or a REPLY
     if dropped:
         assert reply is None

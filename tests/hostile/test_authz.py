@@ -6,7 +6,6 @@ the error, that nothing was written, the server's memory and that another client
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,6 @@ from pynfsd.client.session import ClientSession
 from pynfsd.fs import creds
 from pynfsd.fs.fdcache import MAX_GRANTS
 from pynfsd.gen import nfs4 as N
-from pynfsd.rpc.client import AuthSysCred
 from tests.localuser import NOBODY, acls_supported, kernel_dir, set_acl, sh_as_user
 from tests.serverproc import ServerProcess, assert_log_clean
 
@@ -40,12 +38,6 @@ def _server(exp: Path, tmp_path: Path, options: str = "rw,no_root_squash,insecur
     return ServerProcess([f"{exp} *({options})"], tmp_path / "state", log_level="INFO")
 
 
-async def _connect(srv: ServerProcess, uid: int, gid: int | None = None,
-                   gids: tuple[int, ...] = ()) -> Nfs4Client:
-    cred = AuthSysCred(uid, uid if gid is None else gid, gids)
-    return await Nfs4Client.connect("127.0.0.1", srv.port, cred=cred)
-
-
 async def _fh(c: Nfs4Client, exp: Path, *names: bytes) -> bytes:
     path = os.path.join(str(exp), *map(os.fsdecode, names))
     return await ClientSession(c, b"lookup").lookup_path(path)
@@ -62,31 +54,27 @@ def _size_attr(size: int) -> N.fattr4:
     return N.fattr4([1 << N.FATTR4_SIZE], size.to_bytes(8, "big"))
 
 
-def test_another_users_io_with_the_owners_stateid_is_refused(exp: Path, tmp_path: Path) -> None:
+async def test_another_users_io_with_the_owners_stateid_is_refused(exp: Path, tmp_path: Path) -> None:
     with _server(exp, tmp_path) as srv:
-
-        async def body() -> None:
-            owner, intruder = await _connect(srv, 1000), await _connect(srv, 1001)
-            fh, sid = await _open_rw(owner, await _fh(owner, exp, b"pub"), b"f")
-            await owner.check([op.putfh(fh), op.write(sid, 0, b"owner's data")])
-            rss = srv.rss_kib()
-            attack = [op.write(sid, 0, b"X" * 65536), op.read(sid, 0, 4096),
-                      N.nfs_argop4(N.OP_SETATTR, N.SETATTR4args(sid, _size_attr(0)))]  # fmt: skip
-            for _ in range(100):
-                for a in attack:
-                    res = await intruder.compound([op.putfh(fh), a])
-                    assert res.status == N.NFS4ERR_ACCESS, N.nfsstat4_names.get(res.status)
-            assert srv.rss_kib() - rss < RSS_SLACK_KIB
-            await owner.close()
-            await intruder.close()
-
-        asyncio.run(body())
+        owner, intruder = await srv.connect(1000), await srv.connect(1001)
+        fh, sid = await _open_rw(owner, await _fh(owner, exp, b"pub"), b"f")
+        await owner.check([op.putfh(fh), op.write(sid, 0, b"owner's data")])
+        rss = srv.rss_kib()
+        attack = [op.write(sid, 0, b"X" * 65536), op.read(sid, 0, 4096),
+                  N.nfs_argop4(N.OP_SETATTR, N.SETATTR4args(sid, _size_attr(0)))]  # fmt: skip
+        for _ in range(100):
+            for a in attack:
+                res = await intruder.compound([op.putfh(fh), a])
+                assert res.status == N.NFS4ERR_ACCESS, N.nfsstat4_names.get(res.status)
+        assert srv.rss_kib() - rss < RSS_SLACK_KIB
+        await owner.close()
+        await intruder.close()
         assert (exp / "pub" / "f").read_bytes() == b"owner's data"
-        srv.healthy()
+        await srv.assert_healthy()
         assert_log_clean(srv.log_text())
 
 
-def test_acl_denial_and_squashed_group_zero(exp: Path, tmp_path: Path) -> None:
+async def test_acl_denial_and_squashed_group_zero(exp: Path, tmp_path: Path) -> None:
     if not acls_supported(exp):
         pytest.skip("no POSIX ACLs here")
     denied, group0 = exp / "pub" / "denied", exp / "pub" / "group0"
@@ -96,47 +84,43 @@ def test_acl_denial_and_squashed_group_zero(exp: Path, tmp_path: Path) -> None:
     set_acl(denied, {NOBODY: 0})
     assert sh_as_user(f"cat {denied}") != 0
     with _server(exp, tmp_path, "rw,root_squash,insecure") as srv:
-
-        async def body() -> dict[str, int]:
-            nobody = await _connect(srv, NOBODY)
-            claims_root_group = await _connect(srv, 1000, 0, (0, 0, 0))  # squashed to anongid
-            out = {}
-            for name, c in ((b"denied", nobody), (b"group0", claims_root_group)):
-                fh = await _fh(c, exp, b"pub", name)
-                out[name.decode()] = (await c.compound([op.putfh(fh), op.read(ANON, 0, 10)])).status
-                await c.close()
-            return out
-
-        assert asyncio.run(body()) == {"denied": N.NFS4ERR_ACCESS, "group0": N.NFS4ERR_ACCESS}
-        srv.healthy()
+        nobody = await srv.connect(NOBODY)
+        claims_root_group = await srv.connect(1000, 0, (0, 0, 0))  # squashed to anongid
+        out = {}
+        for name, c in ((b"denied", nobody), (b"group0", claims_root_group)):
+            fh = await _fh(c, exp, b"pub", name)
+            out[name.decode()] = (await c.compound([op.putfh(fh), op.read(ANON, 0, 10)])).status
+            await c.close()
+        assert out == {"denied": N.NFS4ERR_ACCESS, "group0": N.NFS4ERR_ACCESS}
+        await srv.assert_healthy()
         assert_log_clean(srv.log_text())
 
 
-def test_many_identities_on_one_file_stay_bounded_and_follow_its_mode(
+async def test_many_identities_on_one_file_stay_bounded_and_follow_its_mode(
     exp: Path, tmp_path: Path
 ) -> None:
     f = exp / "pub" / "shared"
     f.write_bytes(b"public data")
     f.chmod(0o644)
     users = range(20000, 20000 + 40 * MAX_GRANTS)  # forty times the grants an object keeps
+
+    async def read_as_each(srv: ServerProcess) -> set[int]:
+        statuses = set()
+        for uid in users:
+            c = await srv.connect(uid, uid, tuple(range(uid, uid + 16)))
+            fh = await _fh(c, exp, b"pub", b"shared")
+            for _ in range(2):  # the second READ may come from the event-loop path
+                res = await c.compound([op.putfh(fh), op.read(ANON, 0, 100)])
+                statuses.add(res.status)
+            await c.close()
+        return statuses
+
     with _server(exp, tmp_path) as srv:
-
-        async def read_as_each() -> set[int]:
-            statuses = set()
-            for uid in users:
-                c = await _connect(srv, uid, uid, tuple(range(uid, uid + 16)))
-                fh = await _fh(c, exp, b"pub", b"shared")
-                for _ in range(2):  # the second READ may come from the event-loop path
-                    res = await c.compound([op.putfh(fh), op.read(ANON, 0, 100)])
-                    statuses.add(res.status)
-                await c.close()
-            return statuses
-
-        assert asyncio.run(read_as_each()) == {N.NFS4_OK}
+        assert await read_as_each(srv) == {N.NFS4_OK}
         rss = srv.rss_kib()
-        assert asyncio.run(read_as_each()) == {N.NFS4_OK}
+        assert await read_as_each(srv) == {N.NFS4_OK}
         assert srv.rss_kib() - rss < RSS_SLACK_KIB
         f.chmod(0o600)  # every remembered grant is now void
-        assert asyncio.run(read_as_each()) == {N.NFS4ERR_ACCESS}
-        srv.healthy()
+        assert await read_as_each(srv) == {N.NFS4ERR_ACCESS}
+        await srv.assert_healthy()
         assert_log_clean(srv.log_text())

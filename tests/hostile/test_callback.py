@@ -57,27 +57,23 @@ async def _replace_repeatedly(port: int, cb: RpcTcpServer, probes: list[int]) ->
 
 
 @pytest.mark.parametrize("server", [("--lease", "4")], indirect=True)
-def test_replaced_client_ids_do_not_keep_callback_connections(server: ServerProcess) -> None:
+async def test_replaced_client_ids_do_not_keep_callback_connections(server: ServerProcess) -> None:
     rss_before = server.rss_kib()
+    rpc = RpcServer(AuthRegistry([AuthNone(), AuthSys()]))
+    probes: list[int] = []
 
-    async def main() -> tuple[int, int]:
-        rpc = RpcServer(AuthRegistry([AuthNone(), AuthSys()]))
-        probes: list[int] = []
+    async def cb_null(call: RpcCall) -> bytes:
+        probes.append(call.xid)
+        return b""
 
-        async def cb_null(call: RpcCall) -> bytes:
-            probes.append(call.xid)
-            return b""
-
-        rpc.register(CB_PROG, 1, {0: cb_null})  # CB_NULL (RFC 7530 §17.1), counted
-        cb = await serve(rpc, "127.0.0.1", 0)
-        try:
-            return await _replace_repeatedly(server.port, cb, probes), len(probes)
-        finally:
-            cb.close()
-            await cb.wait_closed()
-
-    open_after, probed = asyncio.run(main())
-    assert probed == REPLACEMENTS  # each new client id's path was probed on its own connection
+    rpc.register(CB_PROG, 1, {0: cb_null})  # CB_NULL (RFC 7530 §17.1), counted
+    cb = await serve(rpc, "127.0.0.1", 0)
+    try:
+        open_after = await _replace_repeatedly(server.port, cb, probes)
+    finally:
+        cb.close()
+        await cb.wait_closed()
+    assert len(probes) == REPLACEMENTS  # each new client id's path was probed on its own connection
     assert open_after <= 1  # only the current id's connection is left
     assert server.rss_kib() - rss_before < RSS_SLACK_KIB
-    server.healthy()
+    await server.assert_healthy()

@@ -10,9 +10,8 @@ own RFC 4121 code; the callback service checks every call with MIT's per-packet 
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -123,104 +122,85 @@ def target(port: int, principal: str, service: int, ident: int = 77) -> Callback
                           GssSecurity(principal, service))
 
 
-def run(body: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(body(), 60))
-
-
 @pytest.mark.parametrize("enctype", [18, 20])
 @pytest.mark.parametrize("name", list(SERVICES))
-def test_probe_and_recall_under_each_service(krb5_realm: Krb5Realm, principals: Principals,
-                                             name: str, enctype: int) -> None:
+async def test_probe_and_recall_under_each_service(krb5_realm: Krb5Realm, principals: Principals,
+                                                   name: str, enctype: int) -> None:
     service = SERVICES[name]
 
-    async def body() -> None:
-        async with callback_service(principals.client_keytab) as (svc, flavour, tcp):
-            identity = ServerGssIdentity(krb5_realm.service, krb5_realm.keytab, enctypes=[enctype])
-            cb = CallbackClient(identity)
-            path = await cb.confirmed(1, target(tcp.port, principals.client, service))
-            assert path.state is PathState.UP, path.last_error
-            assert await cb.recall(1, STATEID, True, FH) == N.NFS4_OK
-            attrs = await cb.getattr(1, FH, SIZE_BITMAP)
-            assert attrs.status == N.NFS4_OK and attrs.value is not None
-            assert attrs.value.obj_attributes.attr_vals == ATTRS
-            await cb.close()
-        # The callback service saw the server's principal, not the user's TGT in the ccache,
-        # under the service level the client used (RFC 7530 §3.3.3).
-        assert [s.proc for s in svc.seen] == [CB_NULL, CB_COMPOUND, CB_COMPOUND]
-        for s in svc.seen:
-            assert s.principal == krb5_realm.service_principal
-            assert s.pseudoflavor == KRB5_PSEUDOFLAVORS[service]
-        recall = svc.seen[1].args
-        assert recall is not None and recall.callback_ident == 77 and recall.minorversion == 0
-        assert recall.argarray == [cb_recall(STATEID, True, FH)]
-        assert flavour.stats["established"] == 1
-        assert not {"bad_arguments", "bad_header_mic", "init_failed"} & set(flavour.stats)
-
-    run(body)
+    async with callback_service(principals.client_keytab) as (svc, flavour, tcp):
+        identity = ServerGssIdentity(krb5_realm.service, krb5_realm.keytab, enctypes=[enctype])
+        cb = CallbackClient(identity)
+        path = await cb.confirmed(1, target(tcp.port, principals.client, service))
+        assert path.state is PathState.UP, path.last_error
+        assert await cb.recall(1, STATEID, True, FH) == N.NFS4_OK
+        attrs = await cb.getattr(1, FH, SIZE_BITMAP)
+        assert attrs.status == N.NFS4_OK and attrs.value is not None
+        assert attrs.value.obj_attributes.attr_vals == ATTRS
+        await cb.close()
+    # The callback service saw the server's principal, not the user's TGT in the ccache,
+    # under the service level the client used (RFC 7530 §3.3.3).
+    assert [s.proc for s in svc.seen] == [CB_NULL, CB_COMPOUND, CB_COMPOUND]
+    for s in svc.seen:
+        assert s.principal == krb5_realm.service_principal
+        assert s.pseudoflavor == KRB5_PSEUDOFLAVORS[service]
+    recall = svc.seen[1].args
+    assert recall is not None and recall.callback_ident == 77 and recall.minorversion == 0
+    assert recall.argarray == [cb_recall(STATEID, True, FH)]
+    assert flavour.stats["established"] == 1
+    assert not {"bad_arguments", "bad_header_mic", "init_failed"} & set(flavour.stats)
 
 
-def test_callback_service_named_as_the_brief_says(krb5_realm: Krb5Realm) -> None:
+async def test_callback_service_named_as_the_brief_says(krb5_realm: Krb5Realm) -> None:
     """The client's callback service as `nfs@<host>` (here the same host as the server)."""
-    async def body() -> None:
-        async with callback_service(krb5_realm.keytab, krb5_realm.service) as (svc, _, tcp):
-            cb = CallbackClient(ServerGssIdentity(krb5_realm.service, krb5_realm.keytab))
-            path = await cb.confirmed(1, target(tcp.port, krb5_realm.service_principal, 3))
-            assert path.up, path.last_error
-            res = await cb.compound(1, [cb_getattr(FH, SIZE_BITMAP)])
-            assert res.status == N.NFS4_OK
-            await cb.close()
-        assert [s.principal for s in svc.seen] == [krb5_realm.service_principal] * 2
-
-    run(body)
+    async with callback_service(krb5_realm.keytab, krb5_realm.service) as (svc, _, tcp):
+        cb = CallbackClient(ServerGssIdentity(krb5_realm.service, krb5_realm.keytab))
+        path = await cb.confirmed(1, target(tcp.port, krb5_realm.service_principal, 3))
+        assert path.up, path.last_error
+        res = await cb.compound(1, [cb_getattr(FH, SIZE_BITMAP)])
+        assert res.status == N.NFS4_OK
+        await cb.close()
+    assert [s.principal for s in svc.seen] == [krb5_realm.service_principal] * 2
 
 
-def test_wrong_key_marks_the_path_down(krb5_realm: Krb5Realm, principals: Principals) -> None:
-    async def body() -> None:
-        async with callback_service(principals.stale_keytab) as (svc, flavour, tcp):
-            cb = CallbackClient(ServerGssIdentity(krb5_realm.service, krb5_realm.keytab))
-            path = await cb.confirmed(1, target(tcp.port, principals.stale, 2))
-            assert path.state is PathState.DOWN and path.failures == 1
-            assert principals.stale in path.last_error
-            assert "refused the context" in path.last_error
-            assert flavour.stats["init_failed"] == 1 and flavour.stats["established"] == 0
-            with pytest.raises(CallbackError):
-                await cb.recall(1, STATEID, False, FH)
-            assert cb.path(1).state is PathState.DOWN and cb.path(1).failures == 2
-            await cb.close()
-        assert svc.seen == []
-
-    run(body)
+async def test_wrong_key_marks_the_path_down(krb5_realm: Krb5Realm, principals: Principals) -> None:
+    async with callback_service(principals.stale_keytab) as (svc, flavour, tcp):
+        cb = CallbackClient(ServerGssIdentity(krb5_realm.service, krb5_realm.keytab))
+        path = await cb.confirmed(1, target(tcp.port, principals.stale, 2))
+        assert path.state is PathState.DOWN and path.failures == 1
+        assert principals.stale in path.last_error
+        assert "refused the context" in path.last_error
+        assert flavour.stats["init_failed"] == 1 and flavour.stats["established"] == 0
+        with pytest.raises(CallbackError):
+            await cb.recall(1, STATEID, False, FH)
+        assert cb.path(1).state is PathState.DOWN and cb.path(1).failures == 2
+        await cb.close()
+    assert svc.seen == []
 
 
-def test_server_without_its_key_marks_the_path_down(krb5_realm: Krb5Realm,
-                                                     principals: Principals) -> None:
+async def test_server_without_its_key_marks_the_path_down(krb5_realm: Krb5Realm,
+                                                           principals: Principals) -> None:
     """The server's keytab lacks nfs/<host>: the initiator fails before anything is sent."""
-    async def body() -> None:
-        async with callback_service(principals.client_keytab) as (svc, flavour, tcp):
-            identity = ServerGssIdentity(krb5_realm.service, principals.client_keytab)
-            cb = CallbackClient(identity)
-            path = await cb.confirmed(1, target(tcp.port, principals.client, 1))
-            assert path.state is PathState.DOWN
-            assert krb5_realm.service in path.last_error
-            await cb.close()
-        assert svc.seen == [] and flavour.stats["established"] == 0
-
-    run(body)
+    async with callback_service(principals.client_keytab) as (svc, flavour, tcp):
+        identity = ServerGssIdentity(krb5_realm.service, principals.client_keytab)
+        cb = CallbackClient(identity)
+        path = await cb.confirmed(1, target(tcp.port, principals.client, 1))
+        assert path.state is PathState.DOWN
+        assert krb5_realm.service in path.last_error
+        await cb.close()
+    assert svc.seen == [] and flavour.stats["established"] == 0
 
 
-def test_context_dropped_by_the_client_is_replaced(krb5_realm: Krb5Realm,
-                                                   principals: Principals) -> None:
+async def test_context_dropped_by_the_client_is_replaced(krb5_realm: Krb5Realm,
+                                                         principals: Principals) -> None:
     """The callback service forgets the context (CREDPROBLEM, RFC 2203 §5.3.3.3): the call,
     refused before the procedure, goes again under a new context."""
-    async def body() -> None:
-        async with callback_service(principals.client_keytab) as (svc, flavour, tcp):
-            cb = CallbackClient(ServerGssIdentity(krb5_realm.service, krb5_realm.keytab))
-            assert (await cb.confirmed(1, target(tcp.port, principals.client, 3))).up
-            assert flavour.contexts.expire(float("inf")) == 1
-            assert await cb.recall(1, STATEID, False, FH) == N.NFS4_OK
-            assert cb.path(1).up
-            assert flavour.stats["established"] == 2 and flavour.stats["unknown_handle"] == 1
-            await cb.close()
-        assert [s.proc for s in svc.seen] == [CB_NULL, CB_COMPOUND]
-
-    run(body)
+    async with callback_service(principals.client_keytab) as (svc, flavour, tcp):
+        cb = CallbackClient(ServerGssIdentity(krb5_realm.service, krb5_realm.keytab))
+        assert (await cb.confirmed(1, target(tcp.port, principals.client, 3))).up
+        assert flavour.contexts.expire(float("inf")) == 1
+        assert await cb.recall(1, STATEID, False, FH) == N.NFS4_OK
+        assert cb.path(1).up
+        assert flavour.stats["established"] == 2 and flavour.stats["unknown_handle"] == 1
+        await cb.close()
+    assert [s.proc for s in svc.seen] == [CB_NULL, CB_COMPOUND]

@@ -27,7 +27,6 @@ the sequence window, before the cache is asked.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -128,74 +127,65 @@ async def sent_twice(served: Served, auth: RpcsecGssAuth, args: bytes) -> tuple[
 
 @pytest.mark.parametrize("enctype", ENCTYPES)
 @pytest.mark.parametrize("name", list(SERVICES))
-def test_retransmission_with_a_new_sequence_number_is_replayed(
+async def test_retransmission_with_a_new_sequence_number_is_replayed(
     served: Served, name: str, enctype: int
 ) -> None:
     directory = f"d-{name}-{enctype}".encode()
     path = served.export / directory.decode()
 
-    async def main() -> None:
-        auth = await new_context(served, SERVICES[name], enctype)
-        hits = served.hits()
-        first, again = await sent_twice(served, auth, compound(served, [op.mkdir(directory)]))
-        assert status(first) == N.NFS4_OK
-        assert again == first  # not NFS4ERR_EXIST: CREATE ran once
-        assert path.is_dir() and served.hits() == hits + 1
-        first, again = await sent_twice(served, auth, compound(served, [op.remove(directory)]))
-        assert status(first) == N.NFS4_OK
-        assert again == first  # not NFS4ERR_NOENT: REMOVE ran once
-        assert not path.exists() and served.hits() == hits + 2
-
-    asyncio.run(main())
+    auth = await new_context(served, SERVICES[name], enctype)
+    hits = served.hits()
+    first, again = await sent_twice(served, auth, compound(served, [op.mkdir(directory)]))
+    assert status(first) == N.NFS4_OK
+    assert again == first  # not NFS4ERR_EXIST: CREATE ran once
+    assert path.is_dir() and served.hits() == hits + 1
+    first, again = await sent_twice(served, auth, compound(served, [op.remove(directory)]))
+    assert status(first) == N.NFS4_OK
+    assert again == first  # not NFS4ERR_NOENT: REMOVE ran once
+    assert not path.exists() and served.hits() == hits + 2
 
 
 @pytest.mark.parametrize("name", list(SERVICES))
-def test_same_xid_from_another_context_of_the_same_principal_runs(
+async def test_same_xid_from_another_context_of_the_same_principal_runs(
     served: Served, name: str
 ) -> None:
     directory = f"other-{name}".encode()
     path = served.export / directory.decode()
 
-    async def main() -> None:
-        one = await new_context(served, SERVICES[name])
-        other = await new_context(served, SERVICES[name])
-        assert one.handle != other.handle
-        hits = served.hits()
-        for ops, again_status in (([op.mkdir(directory)], N.NFS4ERR_EXIST),
-                                  ([op.remove(directory)], N.NFS4ERR_NOENT)):
-            args, xid = compound(served, ops), new_xid()
-            seq = one.next_seq()
-            assert status(one.check_reply(seq, await transmit(served, one, xid, seq, args))) == 0
-            seq = other.next_seq()
-            results = other.check_reply(seq, await transmit(served, other, xid, seq, args))
-            assert status(results) == again_status  # it ran again: no reply from the cache
-        assert not path.exists() and served.hits() == hits
-
-    asyncio.run(main())
+    one = await new_context(served, SERVICES[name])
+    other = await new_context(served, SERVICES[name])
+    assert one.handle != other.handle
+    hits = served.hits()
+    for ops, again_status in (([op.mkdir(directory)], N.NFS4ERR_EXIST),
+                              ([op.remove(directory)], N.NFS4ERR_NOENT)):
+        args, xid = compound(served, ops), new_xid()
+        seq = one.next_seq()
+        assert status(one.check_reply(seq, await transmit(served, one, xid, seq, args))) == 0
+        seq = other.next_seq()
+        results = other.check_reply(seq, await transmit(served, other, xid, seq, args))
+        assert status(results) == again_status  # it ran again: no reply from the cache
+    assert not path.exists() and served.hits() == hits
 
 
 @pytest.mark.parametrize("name", list(SERVICES))
-def test_exact_duplicate_is_dropped_by_the_sequence_window(served: Served, name: str) -> None:
+async def test_exact_duplicate_is_dropped_by_the_sequence_window(served: Served, name: str) -> None:
     directory = f"dup-{name}".encode()
 
-    async def main() -> None:
-        auth = await new_context(served, SERVICES[name])
-        args, xid, seq = compound(served, [op.mkdir(directory)]), new_xid(), auth.next_seq()
-        payload = auth.data_call(xid, seq, NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND, args)
-        async with await RpcClient.connect(HOST, served.srv.port) as rpc:
-            assert status(auth.check_reply(seq, await rpc.call_record(xid, payload))) == 0
-        hits = served.hits()
-        async with await RpcClient.connect(HOST, served.srv.port) as rpc:
-            rpc.send_record(payload)  # the same sequence number again, on a new connection
-            seq = auth.next_seq()  # then a call that must be served on that connection
-            probe = encode_compound([op.putrootfh()])
-            follow = auth.data_call(rpc.next_xid(), seq, NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND,
-                                    probe)
-            reply = await rpc.call_record(int.from_bytes(follow[:4], "big"), follow)
-            assert status(auth.check_reply(seq, reply)) == N.NFS4_OK
-        # Calls on a connection start in order: had the window let the duplicate through,
-        # the cache would have replayed it before the second call was answered.
-        assert served.hits() == hits
-        assert (served.export / directory.decode()).is_dir()
-
-    asyncio.run(main())
+    auth = await new_context(served, SERVICES[name])
+    args, xid, seq = compound(served, [op.mkdir(directory)]), new_xid(), auth.next_seq()
+    payload = auth.data_call(xid, seq, NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND, args)
+    async with await RpcClient.connect(HOST, served.srv.port) as rpc:
+        assert status(auth.check_reply(seq, await rpc.call_record(xid, payload))) == 0
+    hits = served.hits()
+    async with await RpcClient.connect(HOST, served.srv.port) as rpc:
+        rpc.send_record(payload)  # the same sequence number again, on a new connection
+        seq = auth.next_seq()  # then a call that must be served on that connection
+        probe = encode_compound([op.putrootfh()])
+        follow = auth.data_call(rpc.next_xid(), seq, NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND,
+                                probe)
+        reply = await rpc.call_record(int.from_bytes(follow[:4], "big"), follow)
+        assert status(auth.check_reply(seq, reply)) == N.NFS4_OK
+    # Calls on a connection start in order: had the window let the duplicate through,
+    # the cache would have replayed it before the second call was answered.
+    assert served.hits() == hits
+    assert (served.export / directory.decode()).is_dir()

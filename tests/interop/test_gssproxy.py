@@ -190,10 +190,6 @@ def check_per_packet(ctx: Krb5Context, ini: Initiator, sizes: tuple[int, ...]) -
             assert ctx.unwrap(gr.wrap(ini.ctx, msg, conf).message) == (msg, conf)
 
 
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
-
-
 # ------------------------------------------------------------------ the exported buffers
 
 
@@ -232,31 +228,25 @@ def test_linux_lucid_v1_refusals() -> None:
 # ------------------------------------------------------------------ tests
 
 
-def test_gssproxy_offers_krb5(gssproxy: Gssproxy) -> None:
-    async def body() -> list[bytes]:
-        acceptor = GssproxyAcceptor(gssproxy.socket)
-        try:
-            return await acceptor.indicate_mechs()
-        finally:
-            acceptor.close()
-
-    assert KRB5_MECH_OID in run(body())
+async def test_gssproxy_offers_krb5(gssproxy: Gssproxy) -> None:
+    acceptor = GssproxyAcceptor(gssproxy.socket)
+    try:
+        mechs = await acceptor.indicate_mechs()
+    finally:
+        acceptor.close()
+    assert KRB5_MECH_OID in mechs
 
 
 @pytest.mark.parametrize("enctype", [17, 18, 19, 20])
-def test_context_per_enctype_interoperates_with_mit(
+async def test_context_per_enctype_interoperates_with_mit(
     krb5_realm: Krb5Realm, gssproxy: Gssproxy, enctype: int
 ) -> None:
     ini = Initiator(krb5_realm, (enctype,))
-
-    async def body() -> tuple[StepResult, GssproxyAcceptor]:
-        acceptor = GssproxyAcceptor(gssproxy.socket)
-        try:
-            return await establish(acceptor, ini), acceptor
-        finally:
-            acceptor.close()
-
-    result, acceptor = run(body())
+    acceptor = GssproxyAcceptor(gssproxy.socket)
+    try:
+        result = await establish(acceptor, ini)
+    finally:
+        acceptor.close()
     ctx = result.per_packet
     assert isinstance(ctx, Krb5Context)
     assert (result.initiator, ctx.enctype, ctx.initiator) == (krb5_realm.user_principal, enctype, False)
@@ -266,22 +256,19 @@ def test_context_per_enctype_interoperates_with_mit(
     assert acceptor.mapper(PrincipalMapper()).lookup(krb5_realm.user_principal) == USER
 
 
-def test_many_contexts_over_the_connection_pool(krb5_realm: Krb5Realm, gssproxy: Gssproxy) -> None:
+async def test_many_contexts_over_the_connection_pool(krb5_realm: Krb5Realm, gssproxy: Gssproxy) -> None:
     initiators = [Initiator(krb5_realm) for _ in range(12)]
-
-    async def body() -> list[StepResult]:
-        acceptor = GssproxyAcceptor(gssproxy.socket)
-        try:
-            return list(await asyncio.gather(*(establish(acceptor, i) for i in initiators)))
-        finally:
-            acceptor.close()
-
-    for result, ini in zip(run(body()), initiators, strict=True):
+    acceptor = GssproxyAcceptor(gssproxy.socket)
+    try:
+        results = await asyncio.gather(*(establish(acceptor, i) for i in initiators))
+    finally:
+        acceptor.close()
+    for result, ini in zip(results, initiators, strict=True):
         assert isinstance(result.per_packet, Krb5Context)
         check_per_packet(result.per_packet, ini, (100,))
 
 
-def test_a_ticket_over_64_kib_passes(krb5_realm: Krb5Realm, gssproxy: Gssproxy, tmp_path: Path) -> None:
+async def test_a_ticket_over_64_kib_passes(krb5_realm: Krb5Realm, gssproxy: Gssproxy, tmp_path: Path) -> None:
     ccache = f"FILE:{tmp_path / 'big-ticket.cc'}"  # a TGT only: no ticket for nfs/ yet
     krb5_realm.k5.kinit(krb5_realm.user_principal, krb5_realm.k5.password("user"), ["-c", ccache])
     ticket = big_ticket(ccache, krb5_realm.service_principal, 70_000)
@@ -289,34 +276,26 @@ def test_a_ticket_over_64_kib_passes(krb5_realm: Krb5Realm, gssproxy: Gssproxy, 
     ini = Initiator(krb5_realm, ccache=ccache)
     token = ini.step()
     assert len(token) > 64 * 1024
-
-    async def body() -> StepResult:
-        acceptor = GssproxyAcceptor(gssproxy.socket)
-        try:
-            return await acceptor.step(None, token)
-        finally:
-            acceptor.close()
-
-    result = run(body())
+    acceptor = GssproxyAcceptor(gssproxy.socket)
+    try:
+        result = await acceptor.step(None, token)
+    finally:
+        acceptor.close()
     assert result.complete and result.initiator == krb5_realm.user_principal
     ini.step(result.output_token)
     assert isinstance(result.per_packet, Krb5Context)
     check_per_packet(result.per_packet, ini, (0, 4096))
 
 
-def test_a_user_in_65100_groups_gets_them_all(krb5_realm: Krb5Realm, gssproxy: Gssproxy) -> None:
+async def test_a_user_in_65100_groups_gets_them_all(krb5_realm: Krb5Realm, gssproxy: Gssproxy) -> None:
     ini = Initiator(krb5_realm, ccache=gssproxy.big_ccache)
-
-    async def body() -> tuple[StepResult, Identity]:
-        acceptor = GssproxyAcceptor(gssproxy.socket)
-        try:
-            result = await establish(acceptor, ini)
-            mapper = acceptor.mapper(PrincipalMapper())
-            return result, await asyncio.to_thread(mapper.lookup, result.initiator)
-        finally:
-            acceptor.close()
-
-    result, ident = run(body())
+    acceptor = GssproxyAcceptor(gssproxy.socket)
+    try:
+        result = await establish(acceptor, ini)
+        mapper = acceptor.mapper(PrincipalMapper())
+        ident = await asyncio.to_thread(mapper.lookup, result.initiator)
+    finally:
+        acceptor.close()
     assert result.initiator == gssproxy.big_principal
     assert (ident.uid, ident.gid) == (BIG_UID, BIG_UID)
     assert len(ident.gids) == BIG_GROUPS + 1  # getgrouplist(3) lists the primary group too
@@ -324,31 +303,24 @@ def test_a_user_in_65100_groups_gets_them_all(krb5_realm: Krb5Realm, gssproxy: G
     assert set(ident.gids) == expected
 
 
-def test_bad_tokens_fail_and_the_acceptor_goes_on(krb5_realm: Krb5Realm, gssproxy: Gssproxy) -> None:
+async def test_bad_tokens_fail_and_the_acceptor_goes_on(krb5_realm: Krb5Realm, gssproxy: Gssproxy) -> None:
     good = Initiator(krb5_realm)
     tampered = bytearray(Initiator(krb5_realm).step())
     tampered[-20] ^= 0x01
-
-    async def body() -> list[StepResult]:
-        acceptor = GssproxyAcceptor(gssproxy.socket)
-        try:
-            return [await acceptor.step(None, b""), await acceptor.step(None, os.urandom(300)),
+    acceptor = GssproxyAcceptor(gssproxy.socket)
+    try:
+        *bad, ok = [await acceptor.step(None, b""), await acceptor.step(None, os.urandom(300)),
                     await acceptor.step(None, bytes(tampered)),
                     await acceptor.step(None, good.step())]
-        finally:
-            acceptor.close()
-
-    *bad, ok = run(body())
+    finally:
+        acceptor.close()
     for result in bad:
         assert result.failed and not result.complete and result.per_packet is None
     assert ok.complete and ok.initiator == krb5_realm.user_principal
 
 
-def test_an_unreachable_daemon_fails_the_step(tmp_path: Path) -> None:
-    async def body() -> StepResult:
-        return await GssproxyAcceptor(str(tmp_path / "no-such.sock")).step(None, b"token")
-
-    result = run(body())
+async def test_an_unreachable_daemon_fails_the_step(tmp_path: Path) -> None:
+    result = await GssproxyAcceptor(str(tmp_path / "no-such.sock")).step(None, b"token")
     assert result.failed and not result.complete
 
 
@@ -431,7 +403,7 @@ def _ok(code: int, what: str) -> None:
 # ------------------------------------------------------------------ end to end
 
 
-def test_krb5i_compound_end_to_end(krb5_realm: Krb5Realm, gssproxy: Gssproxy, tmp_path: Path) -> None:
+async def test_krb5i_compound_end_to_end(krb5_realm: Krb5Realm, gssproxy: Gssproxy, tmp_path: Path) -> None:
     from pynfsd.client.nfs4 import Nfs4Client
     from pynfsd.client.session import ClientSession
     from pynfsd.exports import parse_export_line
@@ -454,46 +426,43 @@ def test_krb5i_compound_end_to_end(krb5_realm: Krb5Realm, gssproxy: Gssproxy, tm
     shared.chmod(0o070)
     data = os.urandom(200_000)
 
-    async def body() -> tuple[Any, bytes]:
-        acceptor = GssproxyAcceptor(gssproxy.socket)
-        flavour = RpcsecGss(acceptor, acceptor.mapper(PrincipalMapper()))
-        nfs = NFSServer(ServerConfig(state_dir=str(tmp_path / "state"), grace_time=0),
-                        StaticExportResolver([parse_export_line(f"{export} *(rw,insecure,sec=krb5i)")]))
-        rpc = RpcServer(AuthRegistry([AuthNone(), AuthSys(), flavour]))
-        nfs.register(rpc)
-        tcp = await serve(rpc, "127.0.0.1", 0)
-        client = await RpcClient.connect("127.0.0.1", tcp.addresses[0][1])
-        try:
-            creds = gr.acquire_cred_from({b"ccache": gssproxy.big_ccache.encode()}, None,
-                                         usage="initiate").creds
-            auth = RpcsecGssAuth(GssapiInitiator(krb5_realm.service, creds=creds), SVC_INTEGRITY)
-            await auth.establish(client)
-            client.auth = auth
+    acceptor = GssproxyAcceptor(gssproxy.socket)
+    flavour = RpcsecGss(acceptor, acceptor.mapper(PrincipalMapper()))
+    nfs = NFSServer(ServerConfig(state_dir=str(tmp_path / "state"), grace_time=0),
+                    StaticExportResolver([parse_export_line(f"{export} *(rw,insecure,sec=krb5i)")]))
+    rpc = RpcServer(AuthRegistry([AuthNone(), AuthSys(), flavour]))
+    nfs.register(rpc)
+    tcp = await serve(rpc, "127.0.0.1", 0)
+    client = await RpcClient.connect("127.0.0.1", tcp.addresses[0][1])
+    try:
+        creds = gr.acquire_cred_from({b"ccache": gssproxy.big_ccache.encode()}, None,
+                                     usage="initiate").creds
+        auth = RpcsecGssAuth(GssapiInitiator(krb5_realm.service, creds=creds), SVC_INTEGRITY)
+        await auth.establish(client)
+        client.auth = auth
 
-            async def caller(args: bytes) -> bytes:
-                return await client.call(NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND, args)
+        async def caller(args: bytes) -> bytes:
+            return await client.call(NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND, args)
 
-            s = ClientSession(Nfs4Client(caller, client), b"gssproxy-e2e")
-            await s.establish()
-            root = await s.lookup_path(str(export))
-            f = await s.open(root, b"file", create=True)
-            await s.write(f, 0, data)
-            back = await s.read(f, 0, len(data))
-            await s.close(f)
-            g = await s.open(await s.lookup_path(str(shared)), b"by-group", create=True)
-            await s.write(g, 0, b"group access")
-            await s.close(g)
-            ctx = flavour.contexts.get(auth.handle)
-            assert ctx is not None and flavour.stats["established"] == 1
-            return ctx.creds[SVC_INTEGRITY], back
-        finally:
-            client.close()
-            tcp.close()
-            await tcp.wait_closed()
-            nfs.close()
-            acceptor.close()
-
-    cred, back = asyncio.run(body())
+        s = ClientSession(Nfs4Client(caller, client), b"gssproxy-e2e")
+        await s.establish()
+        root = await s.lookup_path(str(export))
+        f = await s.open(root, b"file", create=True)
+        await s.write(f, 0, data)
+        back = await s.read(f, 0, len(data))
+        await s.close(f)
+        g = await s.open(await s.lookup_path(str(shared)), b"by-group", create=True)
+        await s.write(g, 0, b"group access")
+        await s.close(g)
+        ctx = flavour.contexts.get(auth.handle)
+        assert ctx is not None and flavour.stats["established"] == 1
+        cred = ctx.creds[SVC_INTEGRITY]
+    finally:
+        client.close()
+        tcp.close()
+        await tcp.wait_closed()
+        nfs.close()
+        acceptor.close()
     assert back == data and (export / "file").read_bytes() == data
     assert (cred.uid, cred.gid, cred.principal) == (BIG_UID, BIG_UID, gssproxy.big_principal)
     assert len(cred.gids) == BIG_GROUPS + 1

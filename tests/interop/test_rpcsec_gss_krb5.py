@@ -15,11 +15,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 
@@ -53,7 +52,6 @@ from pynfsd.rpc.server import RpcServer
 from pynfsd.rpc.transport import RpcTcpServer, serve
 from tests.interop.conftest import Krb5Realm
 
-T = TypeVar("T")
 SERVICES = {"krb5": SVC_NONE, "krb5i": SVC_INTEGRITY, "krb5p": SVC_PRIVACY}
 
 
@@ -105,20 +103,11 @@ async def gss_client(realm: Krb5Realm, server: Server, service: int,
     return Nfs4Client(caller, rpc), auth
 
 
-def run(realm: Krb5Realm, tmp: Path, body: Callable[[Server], Coroutine[Any, Any, T]],
-        sec: str = "krb5:krb5i:krb5p", keytab: str | None = None) -> T:
-    async def main() -> T:
-        async with running(realm, tmp, sec, keytab) as server:
-            return await body(server)
-
-    return asyncio.run(main())
-
-
 @pytest.mark.parametrize("enctype", [17, 18, 19, 20])
 @pytest.mark.parametrize("name", list(SERVICES))
-def test_compounds_under_each_service(krb5_realm: Krb5Realm, tmp_path: Path, name: str,
-                                      enctype: int) -> None:
-    async def body(server: Server) -> None:
+async def test_compounds_under_each_service(krb5_realm: Krb5Realm, tmp_path: Path, name: str,
+                                            enctype: int) -> None:
+    async with running(krb5_realm, tmp_path) as server:
         nfs, _ = await gss_client(krb5_realm, server, SERVICES[name], (enctype,))
         s = ClientSession(nfs, f"gss-{name}".encode())
         await s.establish()
@@ -132,11 +121,9 @@ def test_compounds_under_each_service(krb5_realm: Krb5Realm, tmp_path: Path, nam
         assert server.gss.stats["established"] == 1
         await nfs.close()
 
-    run(krb5_realm, tmp_path, body)
 
-
-def test_krb5_only_export_refuses_auth_sys(krb5_realm: Krb5Realm, tmp_path: Path) -> None:
-    async def body(server: Server) -> None:
+async def test_krb5_only_export_refuses_auth_sys(krb5_realm: Krb5Realm, tmp_path: Path) -> None:
+    async with running(krb5_realm, tmp_path) as server:
         sys = await Nfs4Client.connect("127.0.0.1", server.port, cred=AuthSysCred(0, 0))
         comps = [op.lookup(c.encode()) for c in str(tmp_path / "export").strip("/").split("/")]
         vals = await sys.check([op.putrootfh(), *comps, op.getfh()])
@@ -152,11 +139,9 @@ def test_krb5_only_export_refuses_auth_sys(krb5_realm: Krb5Realm, tmp_path: Path
         await sys.close()
         await gss.close()
 
-    run(krb5_realm, tmp_path, body)
 
-
-def test_tampered_and_replayed_calls(krb5_realm: Krb5Realm, tmp_path: Path) -> None:
-    async def body(server: Server) -> None:
+async def test_tampered_and_replayed_calls(krb5_realm: Krb5Realm, tmp_path: Path) -> None:
+    async with running(krb5_realm, tmp_path) as server:
         nfs, auth = await gss_client(krb5_realm, server, SVC_INTEGRITY)
         rpc = nfs.rpc
         assert rpc is not None
@@ -183,11 +168,9 @@ def test_tampered_and_replayed_calls(krb5_realm: Krb5Realm, tmp_path: Path) -> N
         assert e.value.auth_stat == R.RPCSEC_GSS_CREDPROBLEM
         await nfs.close()
 
-    run(krb5_realm, tmp_path, body)
 
-
-def test_expired_context_then_destroy(krb5_realm: Krb5Realm, tmp_path: Path) -> None:
-    async def body(server: Server) -> None:
+async def test_expired_context_then_destroy(krb5_realm: Krb5Realm, tmp_path: Path) -> None:
+    async with running(krb5_realm, tmp_path) as server:
         nfs, _ = await gss_client(krb5_realm, server, SVC_PRIVACY)
         await nfs.check([op.putrootfh()])
         server.skew[0] = 2 * 86400.0  # past the ticket's end time
@@ -207,11 +190,9 @@ def test_expired_context_then_destroy(krb5_realm: Krb5Realm, tmp_path: Path) -> 
         await nfs.close()
         await again.close()
 
-    run(krb5_realm, tmp_path, body)
 
-
-def test_concurrent_calls_on_one_context(krb5_realm: Krb5Realm, tmp_path: Path) -> None:
-    async def body(server: Server) -> None:
+async def test_concurrent_calls_on_one_context(krb5_realm: Krb5Realm, tmp_path: Path) -> None:
+    async with running(krb5_realm, tmp_path) as server:
         nfs = await gss_connect("127.0.0.1", server.port, SVC_INTEGRITY, target=krb5_realm.service)
         ops = [op.putrootfh(), op.getattr(N.FATTR4_TYPE)]
         results = await asyncio.gather(*(nfs.check(ops) for _ in range(64)))
@@ -219,23 +200,19 @@ def test_concurrent_calls_on_one_context(krb5_realm: Krb5Realm, tmp_path: Path) 
         assert server.gss.stats["seq_replayed"] == server.gss.stats["seq_below_window"] == 0
         await nfs.close()
 
-    run(krb5_realm, tmp_path, body)
 
-
-def test_server_without_the_key_refuses_the_context(krb5_realm: Krb5Realm, tmp_path: Path) -> None:
+async def test_server_without_the_key_refuses_the_context(krb5_realm: Krb5Realm, tmp_path: Path) -> None:
     other = str(tmp_path / "other.keytab")
     krb5_realm.add_service(f"nfs/elsewhere@{krb5_realm.realm}", other)
 
-    async def body(server: Server) -> None:
+    async with running(krb5_realm, tmp_path, keytab=other) as server:
         with pytest.raises(GssClientError) as e:
             await gss_connect("127.0.0.1", server.port, SVC_NONE, target=krb5_realm.service)
         assert e.value.major != 0
         assert server.gss.stats["init_failed"] == 1 and len(server.gss.contexts) == 0
 
-    run(krb5_realm, tmp_path, body, keytab=other)
 
-
-def test_pynfsd_serve_with_keytab(krb5_realm: Krb5Realm, tmp_path: Path) -> None:
+async def test_pynfsd_serve_with_keytab(krb5_realm: Krb5Realm, tmp_path: Path) -> None:
     """`pynfsd serve --keytab` registers RPCSEC_GSS: a krb5p client works, AUTH_SYS gets
     WRONGSEC on the krb5p-only export."""
     export = tmp_path / "export"
@@ -248,19 +225,15 @@ def test_pynfsd_serve_with_keytab(krb5_realm: Krb5Realm, tmp_path: Path) -> None
     )
     try:
         port = _listening_port(proc)
-
-        async def main() -> None:
-            nfs = await gss_connect("127.0.0.1", port, SVC_PRIVACY, target=krb5_realm.service)
-            comps = [op.lookup(c.encode()) for c in str(export).strip("/").split("/")]
-            fh = (await nfs.check([op.putrootfh(), *comps, op.getfh()]))[-1].object
-            await nfs.check([op.putfh(fh), op.getattr(N.FATTR4_TYPE)])
-            sys_client = await Nfs4Client.connect("127.0.0.1", port, cred=AuthSysCred(0, 0))
-            res = await sys_client.compound([op.putfh(fh), op.getattr(N.FATTR4_TYPE)])
-            assert res.status == N.NFS4ERR_WRONGSEC
-            await nfs.close()
-            await sys_client.close()
-
-        asyncio.run(main())
+        nfs = await gss_connect("127.0.0.1", port, SVC_PRIVACY, target=krb5_realm.service)
+        comps = [op.lookup(c.encode()) for c in str(export).strip("/").split("/")]
+        fh = (await nfs.check([op.putrootfh(), *comps, op.getfh()]))[-1].object
+        await nfs.check([op.putfh(fh), op.getattr(N.FATTR4_TYPE)])
+        sys_client = await Nfs4Client.connect("127.0.0.1", port, cred=AuthSysCred(0, 0))
+        res = await sys_client.compound([op.putfh(fh), op.getattr(N.FATTR4_TYPE)])
+        assert res.status == N.NFS4ERR_WRONGSEC
+        await nfs.close()
+        await sys_client.close()
     finally:
         proc.terminate()  # by PID: the server this test started
         proc.wait(timeout=10)

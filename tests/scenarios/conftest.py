@@ -12,9 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.scenarios.helpers import GRACE, LEASE
+from tests.scenarios.helpers import GRACE, LEASE, SCENARIO_TIMEOUT
 from tests.scenarios.timeline import Timeline
 from tests.serverproc import ServerProcess, assert_log_clean
+
+
+@pytest.fixture(autouse=True)
+def hang_guard() -> float:
+    """A scenario may run longer than other coroutine tests: leases and grace run out in it."""
+    return SCENARIO_TIMEOUT
 
 
 @pytest.fixture

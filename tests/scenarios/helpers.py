@@ -34,13 +34,6 @@ LEASE = 4  # seconds the server announces (it enforces 10 % more: 4.4 s)
 GRACE = 8  # seconds of grace after a restart
 
 
-def run(coro: Awaitable[T]) -> T:
-    """Run one scenario's coroutine with an overall bound."""
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, SCENARIO_TIMEOUT)
-    return asyncio.run(bounded())
-
-
 def linux_v40_id(nodename: str, server: str = "127.0.0.1", uniquifier: str = "") -> bytes:
     """The co_ownerid a Linux NFSv4.0 client sends (fs/nfs/nfs4proc.c, non-uniform string):
     "Linux NFSv4.0 <nodename>/<server>", with `nfs4_unique_id` between them when it is set."""

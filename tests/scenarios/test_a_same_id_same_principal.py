@@ -10,7 +10,7 @@ discards the other's opens and locks (§16.34.5), so neither keeps its state.  T
 from __future__ import annotations
 
 from pynfsd.gen import nfs4 as N
-from tests.scenarios.helpers import Actor, admin_clients, collision_warnings, linux_v40_id, run
+from tests.scenarios.helpers import Actor, admin_clients, collision_warnings, linux_v40_id
 from tests.scenarios.timeline import Timeline
 from tests.serverproc import ServerProcess
 
@@ -19,9 +19,9 @@ LOST_STATEID = (N.NFS4ERR_STALE_STATEID, N.NFS4ERR_BAD_STATEID, N.NFS4ERR_EXPIRE
 LOST_CLIENTID = (N.NFS4ERR_STALE_CLIENTID, N.NFS4ERR_EXPIRED)
 
 
-def test_same_id_same_principal_keep_rebooting_each_other(server: ServerProcess, timeline: Timeline) -> None:
+async def test_same_id_same_principal_keep_rebooting_each_other(server: ServerProcess, timeline: Timeline) -> None:
     """two clients, same co_ownerid, same principal: neither keeps its opens or locks"""
-    run(play(server, timeline))
+    await play(server, timeline)
 
 
 async def play(srv: ServerProcess, tl: Timeline) -> None:

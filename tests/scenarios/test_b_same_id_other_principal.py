@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from pynfsd.client.session import WRITE_LT
 from pynfsd.gen import nfs4 as N
-from tests.scenarios.helpers import Actor, collision_warnings, linux_v40_id, run
+from tests.scenarios.helpers import Actor, collision_warnings, linux_v40_id
 from tests.scenarios.timeline import Timeline
 from tests.serverproc import ServerProcess
 
 
-def test_same_id_other_principal_is_clid_inuse(server: ServerProcess, timeline: Timeline) -> None:
+async def test_same_id_other_principal_is_clid_inuse(server: ServerProcess, timeline: Timeline) -> None:
     """same co_ownerid, different principals: the first works, the second gets NFS4ERR_CLID_INUSE"""
-    run(play(server, timeline))
+    await play(server, timeline)
 
 
 async def play(srv: ServerProcess, tl: Timeline) -> None:

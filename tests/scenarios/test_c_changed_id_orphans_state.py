@@ -16,7 +16,7 @@ import pytest
 
 from pynfsd.client.session import OpenFile
 from pynfsd.gen import nfs4 as N
-from tests.scenarios.helpers import LEASE, Actor, admin_clients, linux_v40_id, run, wait_for_log
+from tests.scenarios.helpers import LEASE, Actor, admin_clients, linux_v40_id, wait_for_log
 from tests.scenarios.timeline import Timeline
 from tests.serverproc import ServerProcess
 
@@ -28,9 +28,9 @@ CONFLICT = "another client needs"
 
 
 @pytest.mark.slow
-def test_changed_id_orphans_state_until_lease_ends(server: ServerProcess, timeline: Timeline) -> None:
+async def test_changed_id_orphans_state_until_lease_ends(server: ServerProcess, timeline: Timeline) -> None:
     """a client restarts with a changed co_ownerid: its old lock blocks others until its lease ends"""
-    run(play(server, timeline))
+    await play(server, timeline)
 
 
 async def play(srv: ServerProcess, tl: Timeline) -> None:

@@ -20,16 +20,15 @@ from tests.scenarios.helpers import (
     grace_log,
     linux_v40_id,
     open_when_grace_ends,
-    run,
 )
 from tests.scenarios.timeline import Timeline
 from tests.serverproc import ServerProcess
 
 
 @pytest.mark.slow
-def test_restart_with_changed_id_cannot_reclaim_and_loses_lock(server: ServerProcess, timeline: Timeline) -> None:
+async def test_restart_with_changed_id_cannot_reclaim_and_loses_lock(server: ServerProcess, timeline: Timeline) -> None:
     """the server restarts and the client comes back with a changed identity: no reclaim, lock stolen"""
-    run(play(server, timeline))
+    await play(server, timeline)
 
 
 async def play(srv: ServerProcess, tl: Timeline) -> None:

@@ -12,19 +12,14 @@ still held by A.
 from __future__ import annotations
 
 from pynfsd.gen import nfs4 as N
-from tests.scenarios.helpers import (
-    Actor,
-    grace_log,
-    linux_v40_id,
-    run,
-)
+from tests.scenarios.helpers import Actor, grace_log, linux_v40_id
 from tests.scenarios.timeline import Timeline
 from tests.serverproc import ServerProcess
 
 
-def test_restart_with_same_id_reclaims_in_grace(server: ServerProcess, timeline: Timeline) -> None:
+async def test_restart_with_same_id_reclaims_in_grace(server: ServerProcess, timeline: Timeline) -> None:
     """the server restarts and the client comes back with the same identity: it reclaims in grace"""
-    run(play(server, timeline))
+    await play(server, timeline)
 
 
 async def play(srv: ServerProcess, tl: Timeline) -> None:

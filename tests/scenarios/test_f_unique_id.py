@@ -12,14 +12,14 @@ from __future__ import annotations
 import uuid
 
 from pynfsd.gen import nfs4 as N
-from tests.scenarios.helpers import Actor, grace_log, linux_v40_id, run
+from tests.scenarios.helpers import Actor, grace_log, linux_v40_id
 from tests.scenarios.timeline import Timeline
 from tests.serverproc import ServerProcess
 
 
-def test_unique_ids_do_not_collide(server: ServerProcess, timeline: Timeline) -> None:
+async def test_unique_ids_do_not_collide(server: ServerProcess, timeline: Timeline) -> None:
     """same hostname, unique ids: both clients keep their state (scenario a does not happen)"""
-    run(play_no_collision(server, timeline))
+    await play_no_collision(server, timeline)
 
 
 async def play_no_collision(srv: ServerProcess, tl: Timeline) -> None:
@@ -49,9 +49,9 @@ async def play_no_collision(srv: ServerProcess, tl: Timeline) -> None:
             await actor.close()
 
 
-def test_stable_unique_id_reclaims_after_server_restart(server: ServerProcess, timeline: Timeline) -> None:
+async def test_stable_unique_id_reclaims_after_server_restart(server: ServerProcess, timeline: Timeline) -> None:
     """a unique id kept across restarts: the client reclaims after a server restart (scenario d does not happen)"""
-    run(play_stable_id(server, timeline))
+    await play_stable_id(server, timeline)
 
 
 async def play_stable_id(srv: ServerProcess, tl: Timeline) -> None:

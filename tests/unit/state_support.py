@@ -1,4 +1,5 @@
-"""Shared helpers for the state manager tests: a manual clock, a counting RNG, a client."""
+"""Shared helpers for the state manager tests: a counting RNG, a world (with the suite's
+manual clock, `tests.clock.ManualClock`), a confirmed client, opens."""
 
 from __future__ import annotations
 
@@ -7,20 +8,10 @@ from dataclasses import dataclass
 from pynfsd.nfs4.state import Stateid, StateManager
 from pynfsd.nfs4.state.leases import enforced_lease
 from pynfsd.nfs4.state.types import OPEN4_SHARE_ACCESS_BOTH, OPEN4_SHARE_DENY_NONE
+from tests.clock import ManualClock
 
 LEASE = 90
 ENFORCED = enforced_lease(LEASE)  # 92 s: the lease plus min(10 %, 2 s)
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class CountingRng:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 
@@ -147,10 +146,10 @@ TABLE = """
 """
 
 
-def test_static_resolver_filters_and_assigns_fsids() -> None:
+async def test_static_resolver_filters_and_assigns_fsids() -> None:
     dns = FakeDns({"192.0.2.10": ["ws.ex.com"]})
     resolver = StaticExportResolver(parse_exports(TABLE), reverse_lookup=dns)
-    got = asyncio.run(resolver.exports_for("::ffff:192.0.2.10"))
+    got = await resolver.exports_for("::ffff:192.0.2.10")
     assert [(e.path, e.options.rw) for e in got] == [
         ("/srv/nfs4", False), ("/srv/home", True), ("/srv/build", False), ("/srv/private", True)]  # fmt: skip
     fsids = {e.path: e.fsid for e in got}
@@ -161,20 +160,20 @@ def test_static_resolver_filters_and_assigns_fsids() -> None:
     assert threading.get_ident() not in dns.threads  # ran off the event loop thread
 
 
-def test_static_resolver_no_lookup_without_names() -> None:
+async def test_static_resolver_no_lookup_without_names() -> None:
     dns = FakeDns({})
     resolver = StaticExportResolver(parse_exports("/a 10.0.0.0/8\n/b *"), reverse_lookup=dns)
-    got = asyncio.run(resolver.exports_for("10.0.0.1"))
+    got = await resolver.exports_for("10.0.0.1")
     assert [e.path for e in got] == ["/a", "/b"] and dns.calls == []
-    assert [e.path for e in asyncio.run(resolver.exports_for("192.0.2.1"))] == ["/b"]
+    assert [e.path for e in await resolver.exports_for("192.0.2.1")] == ["/b"]
 
 
-def test_static_resolver_sees_dns_changes() -> None:
+async def test_static_resolver_sees_dns_changes() -> None:
     dns = FakeDns({"192.0.2.1": ["a.ex.com"]})
     resolver = StaticExportResolver(parse_exports("/a *.ex.com"), reverse_lookup=dns)
-    assert len(asyncio.run(resolver.exports_for("192.0.2.1"))) == 1
+    assert len(await resolver.exports_for("192.0.2.1")) == 1
     dns.table.clear()
-    assert asyncio.run(resolver.exports_for("192.0.2.1")) == ()
+    assert await resolver.exports_for("192.0.2.1") == ()
 
 
 def test_fsids_are_stable_and_distinct() -> None:

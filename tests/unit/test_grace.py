@@ -21,7 +21,7 @@ from nfs4_fixtures import (
     open_file,
     ops,
 )
-from state_support import LEASE, CountingRng, ManualClock, new_client
+from state_support import LEASE, CountingRng, new_client
 
 from pynfsd.client.nfs4 import in_process, op
 from pynfsd.fs.backend import Backend
@@ -31,6 +31,7 @@ from pynfsd.nfs4.server import NFSServer
 from pynfsd.nfs4.state import ANONYMOUS_STATEID, READ_BYPASS_STATEID, StateManager
 from pynfsd.nfs4.state.grace import GracePeriod
 from pynfsd.nfs4.state.store import FileClientStore
+from tests.clock import ManualClock
 
 R, WRITE_LT = 1, 2
 

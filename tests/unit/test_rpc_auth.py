@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import struct
 
 import pytest
@@ -29,19 +28,15 @@ def header(cred: R.opaque_auth, verf: R.opaque_auth = NULL) -> CallHeader:
     return decode_call(encode_call(1, 100003, 4, 1, b"", cred, verf))
 
 
-def accept(flavor: AuthFlavor, call: CallHeader) -> Accepted:
-    return asyncio.run(flavor.accept(call))
-
-
 def authsys_body(machinename: bytes, gids: list[int], trailing: bytes = b"") -> bytes:
     name = struct.pack(">I", len(machinename)) + machinename + b"\0" * (-len(machinename) % 4)
     gid_list = struct.pack(f">I{len(gids)}I", len(gids), *gids)
     return struct.pack(">I", 77) + name + struct.pack(">II", 1000, 100) + gid_list + trailing
 
 
-def test_authsys_accepts_and_maps_identity() -> None:
+async def test_authsys_accepts_and_maps_identity() -> None:
     cred = AuthSysCred(1000, 100, tuple(range(16)), "m" * 255).opaque_auth()
-    result = accept(AuthSys(), header(cred))
+    result = await AuthSys().accept(header(cred))
     assert result.cred == Credential(R.AUTH_SYS, 1000, 100, tuple(range(16)), None, "m" * 255)
     assert result.verf is None and result.reply is None
 
@@ -61,29 +56,29 @@ def test_authsys_strict_bounds() -> None:
         assert info.value.auth_stat == R.AUTH_BADCRED
 
 
-def test_authsys_requires_null_verifier() -> None:
+async def test_authsys_requires_null_verifier() -> None:
     cred = AuthSysCred(0, 0).opaque_auth()
     with pytest.raises(AuthError) as info:
-        accept(AuthSys(), header(cred, R.opaque_auth(R.AUTH_SYS, b"")))
+        await AuthSys().accept(header(cred, R.opaque_auth(R.AUTH_SYS, b"")))
     assert info.value.auth_stat == R.AUTH_BADVERF
     with pytest.raises(AuthError):
-        accept(AuthSys(), header(cred, R.opaque_auth(R.AUTH_NONE, b"xxxx")))
+        await AuthSys().accept(header(cred, R.opaque_auth(R.AUTH_NONE, b"xxxx")))
 
 
-def test_auth_none_is_anonymous() -> None:
-    result = accept(AuthNone(), header(NULL))
+async def test_auth_none_is_anonymous() -> None:
+    result = await AuthNone().accept(header(NULL))
     assert (result.cred.flavor, result.cred.uid, result.cred.gid) == (R.AUTH_NONE, NOBODY, NOBODY)
-    assert accept(AuthNone(7, 8), header(NULL)).cred.uid == 7
+    assert (await AuthNone(7, 8).accept(header(NULL))).cred.uid == 7
     with pytest.raises(AuthError):
-        accept(AuthNone(), header(NULL, R.opaque_auth(R.AUTH_SYS, b"")))
+        await AuthNone().accept(header(NULL, R.opaque_auth(R.AUTH_SYS, b"")))
 
 
-def test_identity_wrap_unwrap() -> None:
+async def test_identity_wrap_unwrap() -> None:
     flavor = AuthSys()
-    acc = accept(flavor, header(AuthSysCred(1, 1).opaque_auth()))
+    acc = await flavor.accept(header(AuthSysCred(1, 1).opaque_auth()))
     args = memoryview(b"args")
-    assert asyncio.run(flavor.unwrap(acc, args)) is args
-    assert asyncio.run(flavor.wrap(acc, [b"res"])) == [b"res"]
+    assert await flavor.unwrap(acc, args) is args
+    assert await flavor.wrap(acc, [b"res"]) == [b"res"]
 
 
 def test_registry_lookup_and_unknown_flavor() -> None:
@@ -98,7 +93,7 @@ def test_registry_lookup_and_unknown_flavor() -> None:
     assert info.value.auth_stat == R.AUTH_BADCRED
 
 
-def test_registry_refuses_duplicates_and_accepts_plugins() -> None:
+async def test_registry_refuses_duplicates_and_accepts_plugins() -> None:
     class Custom(AuthFlavor):
         flavor = 390003
 
@@ -109,6 +104,6 @@ def test_registry_refuses_duplicates_and_accepts_plugins() -> None:
     with pytest.raises(ValueError):
         reg.register(AuthSys())
     reg.register(Custom())
-    cred = accept(reg.lookup(390003), header(NULL)).cred
+    cred = (await reg.lookup(390003).accept(header(NULL))).cred
     assert cred.principal == "x@REALM" and cred.sec_flavor == 390003
     assert Credential(6, 0, 0, pseudoflavor=390005).sec_flavor == 390005

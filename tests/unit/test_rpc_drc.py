@@ -168,38 +168,38 @@ def rpc_server(clock: ManualClock | None = None) -> tuple[RpcServer, Counting]:
     return server, counting
 
 
-def send(server: RpcServer, proc: int, *, xid: int = 7, port: int = 700,
-         cred: R.opaque_auth = SYS0, ip: str = "10.0.0.1") -> bytes | None:
+async def send(server: RpcServer, proc: int, *, xid: int = 7, port: int = 700,
+               cred: R.opaque_auth = SYS0, ip: str = "10.0.0.1") -> bytes | None:
     record = encode_call(xid, PROGRAM, 1, proc, b"\0\0\0\x05", cred)
-    return asyncio.run(server.handle_record(record, ConnInfo((ip, port))))
+    return await server.handle_record(record, ConnInfo((ip, port)))
 
 
-def test_retransmission_on_a_new_connection_gets_the_same_reply() -> None:
+async def test_retransmission_on_a_new_connection_gets_the_same_reply() -> None:
     server, counting = rpc_server()
-    first = send(server, KEEP, port=700)
-    again = send(server, KEEP, port=701)
+    first = await send(server, KEEP, port=700)
+    again = await send(server, KEEP, port=701)
     assert first is not None and again == first
     assert counting.runs == 1
 
 
-def test_uncacheable_calls_run_again() -> None:
+async def test_uncacheable_calls_run_again() -> None:
     server, counting = rpc_server()
-    assert send(server, PLAIN) != send(server, PLAIN)
+    assert await send(server, PLAIN) != await send(server, PLAIN)
     assert counting.runs == 2
 
 
-def test_another_caller_or_address_with_the_same_xid_is_not_replayed() -> None:
+async def test_another_caller_or_address_with_the_same_xid_is_not_replayed() -> None:
     server, counting = rpc_server()
-    first = send(server, KEEP)
-    assert send(server, KEEP, cred=SYS1) != first
-    assert send(server, KEEP, ip="10.0.0.2") != first
+    first = await send(server, KEEP)
+    assert await send(server, KEEP, cred=SYS1) != first
+    assert await send(server, KEEP, ip="10.0.0.2") != first
     assert counting.runs == 3
 
 
-def test_a_failed_call_is_not_cached() -> None:
+async def test_a_failed_call_is_not_cached() -> None:
     server, counting = rpc_server()
     for _ in range(2):
-        reply = send(server, FAIL)
+        reply = await send(server, FAIL)
         assert reply is not None
         with pytest.raises(Exception, match="SYSTEM_ERR"):
             decode_reply(reply)
@@ -218,10 +218,10 @@ async def test_duplicate_of_a_call_in_progress_is_dropped() -> None:
     assert server.drc is not None and server.drc.stats["in_progress_drops"] == 1
 
 
-def test_null_procedure_is_not_cached() -> None:
+async def test_null_procedure_is_not_cached() -> None:
     server, _ = rpc_server()
-    send(server, 0)
-    send(server, 0)
+    await send(server, 0)
+    await send(server, 0)
     assert server.drc is not None and server.drc.stats["hits"] == 0 and len(server.drc) == 0
 
 
@@ -285,9 +285,9 @@ def nfs_rpc(w: World) -> RpcServer:
     return rpc
 
 
-def compound_call(rpc: RpcServer, xid: int, ops: list[N.nfs_argop4], port: int = 800) -> bytes:
+async def compound_call(rpc: RpcServer, xid: int, ops: list[N.nfs_argop4], port: int = 800) -> bytes:
     record = encode_call(xid, 100003, 4, 1, encode_compound(ops), SYS0)
-    reply = asyncio.run(rpc.handle_record(record, ConnInfo(("127.0.0.1", port))))
+    reply = await rpc.handle_record(record, ConnInfo(("127.0.0.1", port)))
     assert reply is not None
     return reply
 
@@ -296,16 +296,16 @@ def status_of(reply: bytes) -> int:
     return decode_compound(decode_reply(reply)[1]).status
 
 
-def test_retransmitted_remove_and_mkdir_answer_as_the_first_time(nfs: World) -> None:
+async def test_retransmitted_remove_and_mkdir_answer_as_the_first_time(nfs: World) -> None:
     rpc = nfs_rpc(nfs)
-    root = nfs.run(export_root(nfs.client()))
+    root = await export_root(nfs.client())
     mkdir = [op.putfh(root), op.mkdir(b"d")]
     remove = [op.putfh(root), op.remove(b"d")]
     for xid, ops in ((1, mkdir), (2, remove)):
-        first = compound_call(rpc, xid, ops, port=800)
+        first = await compound_call(rpc, xid, ops, port=800)
         assert status_of(first) == N.NFS4_OK
-        assert compound_call(rpc, xid, ops, port=801) == first
-    assert status_of(compound_call(rpc, 3, remove)) == N.NFS4ERR_NOENT  # removed once only
+        assert await compound_call(rpc, xid, ops, port=801) == first
+    assert status_of(await compound_call(rpc, 3, remove)) == N.NFS4ERR_NOENT  # removed once only
     assert rpc.drc is not None and rpc.drc.stats["hits"] == 2
 
 
@@ -315,11 +315,11 @@ def test_retransmitted_remove_and_mkdir_answer_as_the_first_time(nfs: World) -> 
     ([op.putrootfh(), op.lookup(b"export"), op.remove(b"nothing")], True),  # errors are kept too
     ([op.putfh(b"\0" * 8), op.remove(b"x")], False),  # never reached the REMOVE
 ])
-def test_only_compounds_reaching_a_non_idempotent_op_are_kept(
+async def test_only_compounds_reaching_a_non_idempotent_op_are_kept(
     nfs: World, ops: list[N.nfs_argop4], kept: bool
 ) -> None:
     rpc = nfs_rpc(nfs)
-    compound_call(rpc, 5, ops)
+    await compound_call(rpc, 5, ops)
     assert rpc.drc is not None and len(rpc.drc) == int(kept)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import struct
 
@@ -61,105 +60,105 @@ def make_server(auth: AuthRegistry | None = None) -> RpcServer:
     return server
 
 
-def run(server: RpcServer, record: bytes) -> bytes | None:
-    return asyncio.run(server.handle_record(record, CONN))
+async def handle(server: RpcServer, record: bytes) -> bytes | None:
+    return await server.handle_record(record, CONN)
 
 
-def roundtrip(server: RpcServer, vers: int, proc: int, args: bytes = b"", **kw: object) -> bytes:
-    reply = run(server, encode_call(77, PROG, vers, proc, args, **kw))  # type: ignore[arg-type]
+async def roundtrip(server: RpcServer, vers: int, proc: int, args: bytes = b"", **kw: object) -> bytes:
+    reply = await handle(server, encode_call(77, PROG, vers, proc, args, **kw))  # type: ignore[arg-type]
     assert reply is not None
     xid, results = decode_reply(reply)
     assert xid == 77
     return results
 
 
-def test_echo_with_credential_and_conn() -> None:
+async def test_echo_with_credential_and_conn() -> None:
     seen.clear()
-    assert roundtrip(make_server(), 1, 1, b"\0\0\0\x2a", cred=SYS) == b"\0\0\0\x2a"
+    assert await roundtrip(make_server(), 1, 1, b"\0\0\0\x2a", cred=SYS) == b"\0\0\0\x2a"
     call = seen[0]
     assert (call.xid, call.prog, call.vers, call.proc) == (77, PROG, 1, 1)
     assert call.cred == Credential(R.AUTH_SYS, 1000, 100, (10, 20), None, "client")
     assert call.peer == ("127.0.0.1", 999) and call.conn is CONN
 
 
-def test_null_procedure_is_automatic_for_each_version() -> None:
+async def test_null_procedure_is_automatic_for_each_version() -> None:
     server = make_server()
-    assert roundtrip(server, 1, 0) == b""
-    assert roundtrip(server, 3, 0, cred=SYS) == b""
+    assert await roundtrip(server, 1, 0) == b""
+    assert await roundtrip(server, 3, 0, cred=SYS) == b""
 
 
-def test_results_as_buffer_list() -> None:
-    assert roundtrip(make_server(), 1, 2) == b"\0\0\0\x01\0\0\0\x02"
+async def test_results_as_buffer_list() -> None:
+    assert await roundtrip(make_server(), 1, 2) == b"\0\0\0\x01\0\0\0\x02"
 
 
-def test_prog_unavail() -> None:
-    reply = run(make_server(), encode_call(5, PROG + 1, 1, 0))
+async def test_prog_unavail() -> None:
+    reply = await handle(make_server(), encode_call(5, PROG + 1, 1, 0))
     assert reply is not None
     with pytest.raises(ProgUnavail):
         decode_reply(reply)
 
 
-def test_prog_mismatch_reports_version_range() -> None:
+async def test_prog_mismatch_reports_version_range() -> None:
     with pytest.raises(ProgMismatch) as info:
-        roundtrip(make_server(), 2, 0)
+        await roundtrip(make_server(), 2, 0)
     assert (info.value.low, info.value.high) == (1, 3)
 
 
-def test_proc_unavail() -> None:
+async def test_proc_unavail() -> None:
     with pytest.raises(ProcUnavail):
-        roundtrip(make_server(), 1, 99)
+        await roundtrip(make_server(), 1, 99)
 
 
-def test_garbage_args_from_handler() -> None:
+async def test_garbage_args_from_handler() -> None:
     with pytest.raises(GarbageArgsError):
-        roundtrip(make_server(), 1, 3)
+        await roundtrip(make_server(), 1, 3)
 
 
-def test_system_err_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+async def test_system_err_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR, logger="pynfsd.rpc.server"):
         with pytest.raises(SystemErr):
-            roundtrip(make_server(), 1, 4)
+            await roundtrip(make_server(), 1, 4)
     assert "boom" in caplog.text and "Traceback" in caplog.text
 
 
-def test_handler_drop() -> None:
-    assert run(make_server(), encode_call(5, PROG, 1, 5)) is None
+async def test_handler_drop() -> None:
+    assert await handle(make_server(), encode_call(5, PROG, 1, 5)) is None
 
 
-def test_rpc_mismatch() -> None:
-    reply = run(make_server(), encode_call(5, PROG, 1, 0, rpcvers=3))
+async def test_rpc_mismatch() -> None:
+    reply = await handle(make_server(), encode_call(5, PROG, 1, 0, rpcvers=3))
     assert reply is not None
     with pytest.raises(RpcMismatch) as info:
         decode_reply(reply)
     assert (info.value.low, info.value.high) == (2, 2)
 
 
-def test_auth_errors() -> None:
+async def test_auth_errors() -> None:
     server = make_server(AuthRegistry.default())
     with pytest.raises(AuthRejected) as info:
-        roundtrip(server, 1, 0, cred=R.opaque_auth(R.RPCSEC_GSS, b""))
+        await roundtrip(server, 1, 0, cred=R.opaque_auth(R.RPCSEC_GSS, b""))
     assert info.value.auth_stat == R.AUTH_REJECTEDCRED
     with pytest.raises(AuthRejected) as info:
-        roundtrip(server, 1, 1, cred=R.opaque_auth(R.AUTH_SYS, b"\0\0\0\0"))
+        await roundtrip(server, 1, 1, cred=R.opaque_auth(R.AUTH_SYS, b"\0\0\0\0"))
     assert info.value.auth_stat == R.AUTH_BADCRED
 
 
-def test_auth_checked_before_program() -> None:
-    reply = run(make_server(), encode_call(5, PROG + 1, 1, 0, cred=R.opaque_auth(R.AUTH_SYS, b"")))
+async def test_auth_checked_before_program() -> None:
+    reply = await handle(make_server(), encode_call(5, PROG + 1, 1, 0, cred=R.opaque_auth(R.AUTH_SYS, b"")))
     assert reply is not None
     with pytest.raises(AuthRejected):
         decode_reply(reply)
 
 
-def test_undecodable_header_gets_garbage_args_or_drop() -> None:
+async def test_undecodable_header_gets_garbage_args_or_drop() -> None:
     server = make_server()
-    reply = run(server, struct.pack(">II", 9, R.CALL))
+    reply = await handle(server, struct.pack(">II", 9, R.CALL))
     assert reply is not None
     with pytest.raises(GarbageArgsError) as info:
         decode_reply(reply)
     assert info.value.xid == 9
-    assert run(server, b"\0\0\0") is None
-    assert run(server, struct.pack(">II", 9, R.REPLY) + b"\0" * 20) is None
+    assert await handle(server, b"\0\0\0") is None
+    assert await handle(server, struct.pack(">II", 9, R.REPLY) + b"\0" * 20) is None
 
 
 class Verifying(AuthFlavor):
@@ -183,28 +182,28 @@ class Verifying(AuthFlavor):
         return [b"WRAP", *results]
 
 
-def plugin_call(body: bytes, proc: int = 1, args: bytes = b"WRAPabcd") -> bytes | None:
+async def plugin_call(body: bytes, proc: int = 1, args: bytes = b"WRAPabcd") -> bytes | None:
     auth = AuthRegistry.default()
     auth.register(Verifying())
     cred = R.opaque_auth(Verifying.flavor, body)
-    return run(make_server(auth), encode_call(3, PROG, 1, proc, args, cred))
+    return await handle(make_server(auth), encode_call(3, PROG, 1, proc, args, cred))
 
 
-def test_plugin_flavor_wrap_unwrap_and_verifier() -> None:
-    reply = plugin_call(b"")
+async def test_plugin_flavor_wrap_unwrap_and_verifier() -> None:
+    reply = await plugin_call(b"")
     assert reply is not None and b"sig!" in reply[:40]
     assert decode_reply(reply)[1] == b"WRAPabcd"
-    garbled = plugin_call(b"", args=b"nope")
+    garbled = await plugin_call(b"", args=b"nope")
     assert garbled is not None and b"sig!" in garbled
     with pytest.raises(GarbageArgsError) as info:
         decode_reply(garbled)
     assert info.value.verf == Verifying.VERF
 
 
-def test_plugin_control_reply_and_drop() -> None:
-    reply = plugin_call(b"ctl", proc=99)
+async def test_plugin_control_reply_and_drop() -> None:
+    reply = await plugin_call(b"ctl", proc=99)
     assert reply is not None and decode_reply(reply)[1] == b"ctl-"
-    assert plugin_call(b"drop") is None
+    assert await plugin_call(b"drop") is None
 
 
 def test_duplicate_registration() -> None:
@@ -213,7 +212,7 @@ def test_duplicate_registration() -> None:
         server.register(PROG, 1, {})
 
 
-def test_crashing_flavor_is_system_err(caplog: pytest.LogCaptureFixture) -> None:
+async def test_crashing_flavor_is_system_err(caplog: pytest.LogCaptureFixture) -> None:
     class Broken(AuthFlavor):
         flavor = R.RPCSEC_GSS
 
@@ -225,5 +224,5 @@ def test_crashing_flavor_is_system_err(caplog: pytest.LogCaptureFixture) -> None
     cred = R.opaque_auth(R.RPCSEC_GSS, b"")
     with caplog.at_level(logging.ERROR, logger="pynfsd.rpc.server"):
         with pytest.raises(SystemErr):
-            roundtrip(make_server(auth), 1, 1, cred=cred)
+            await roundtrip(make_server(auth), 1, 1, cred=cred)
     assert "exploded" in caplog.text
