@@ -35,7 +35,7 @@ from tests.aio import run
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(rb"pynfsd: listening on 127\.0\.0\.1 port (\d+)")
-NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND = 100003, 4, 1
+NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND = N.NFS4_PROGRAM, N.NFS_V4, N.NFSPROC4_COMPOUND
 
 
 class ServerStartError(RuntimeError):
