@@ -380,3 +380,14 @@ async def test_retain_forgets_the_clients_no_longer_confirmed_and_closes_their_c
         assert len(tcp.table) == 1
         assert cb.retain({2}) == 0
         await cb.close()
+
+
+def test_each_server_identity_has_a_ccache_of_its_own() -> None:
+    """A MEMORY ccache outlives its identity: a later identity (maybe at the same address, so
+    the same id()) must not inherit its tickets, or a wrong keytab would go unnoticed."""
+    from pynfsd.nfs4.callback.initiator import ServerGssIdentity
+
+    seen = set()
+    for _ in range(50):
+        seen.add(ServerGssIdentity("nfs@host", "/nonexistent").ccache)  # dropped at once
+    assert len(seen) == 50

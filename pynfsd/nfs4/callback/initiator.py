@@ -3,6 +3,7 @@ and, per context, python-gssapi for the token exchange then pynfsd's RFC 4121 co
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Sequence
@@ -11,6 +12,8 @@ from typing import Any
 from pynfsd.gss.accept import PerPacket
 from pynfsd.rpc.flavors import KRB5_MECH_OID
 from pynfsd.rpc.gss_initiator import GssClientError
+
+_CCACHE_SERIAL = itertools.count(1)
 
 
 class ServerGssIdentity:
@@ -25,7 +28,10 @@ class ServerGssIdentity:
         self.name = name or f"nfs@{socket.getfqdn()}"
         self.keytab = keytab or os.environ.get("KRB5_KTNAME") or "/etc/krb5.keytab"
         self.enctypes = tuple(enctypes)
-        self.ccache = ccache or f"MEMORY:pynfsd-callback-{os.getpid()}-{id(self):x}"
+        # A MEMORY ccache lives as long as the process: its name must never be used again by
+        # another identity (an id() is reused once its object is gone), or that identity would
+        # find this one's tickets instead of its own keytab's.
+        self.ccache = ccache or f"MEMORY:pynfsd-callback-{os.getpid()}-{next(_CCACHE_SERIAL)}"
         self._lock = threading.Lock()
         self._creds: Any = None
 
