@@ -12,7 +12,6 @@ at its last operation.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from pynfsd.nfs4.attrs import decode_fattr4
 from pynfsd.nfs4.server import NFSServer, ServerConfig
 from pynfsd.rpc.auth import Credential
 from pynfsd.xdr.runtime import Packer
+from tests.aio import run
 from tests.clock import ManualClock
 
 T = TypeVar("T")
@@ -59,7 +59,7 @@ class World:
         return in_process(self.server, cred or ROOT, peer)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run(coro)
+        return run(coro)
 
     def close(self) -> None:
         self.server.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 
 import pytest
@@ -16,22 +15,22 @@ def _thread_name() -> str:
     return threading.current_thread().name
 
 
-def test_the_default_runner_is_one_shared_pool_off_the_loop() -> None:
+async def test_the_default_runner_is_one_shared_pool_off_the_loop() -> None:
     runner: Runner = default_runner()
     assert runner is default_runner()
-    name = asyncio.run(runner.run(_thread_name))
+    name = await runner.run(_thread_name)
     assert name.startswith("pynfsd-blocking-") and name != _thread_name()
 
 
-def test_a_call_s_exception_is_raised_in_the_caller() -> None:
+async def test_a_call_s_exception_is_raised_in_the_caller() -> None:
     def boom(what: str) -> None:
         raise LookupError(what)
 
     with pytest.raises(LookupError, match="nobody"):
-        asyncio.run(default_runner().run(boom, "nobody"))
+        await default_runner().run(boom, "nobody")
 
 
-def test_the_resolver_looks_names_up_on_the_runner_it_is_given() -> None:
+async def test_the_resolver_looks_names_up_on_the_runner_it_is_given() -> None:
     pool = BlockingPool(1, name="test-resolver", switch_creds=False)
     seen: list[str] = []
 
@@ -41,7 +40,7 @@ def test_the_resolver_looks_names_up_on_the_runner_it_is_given() -> None:
 
     try:
         resolver = StaticExportResolver(parse_exports("/a *.ex.com"), dns, runner=pool)
-        got = asyncio.run(resolver.exports_for("192.0.2.10"))
+        got = await resolver.exports_for("192.0.2.10")
     finally:
         pool.shutdown()
     assert [e.path for e in got] == ["/a"] and seen == ["test-resolver-0"]
