@@ -16,20 +16,18 @@ and loses no record, and the server lists the client's reclaimed open and lock.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.container.podman import podman, podman_skip_reason, pynfsd_image, unique_name
 from tests.e2e.test_kernel_client import vm_skip_reason
 from tests.e2e.test_kernel_scenarios import RECORD, fsynced, lost_lock_messages, record
 from tests.scenarios.timeline import Timeline
@@ -37,38 +35,16 @@ from tests.vm.kernel import guest_kernel
 from tests.vm.multi import BridgeNet, Guest, GuestConfig
 from tests.vm.servers import PROBE, REPO_ROOT
 
-HERE = Path(__file__).resolve().parent
-CONTAINERS_CONF = HERE / "containers.conf"
 DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
-BASE_IMAGE = "localhost/debian:bookworm-slim"
-IMAGE = "localhost/pynfsd:test"
-HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 SQUASHED = 65534              # the anonymous uid/gid root_squash maps client root to
 LEASE = 10
 GRACE = 15
 COUNT = 60                    # records the writer appends, 200 ms apart
 KEPT_TEXT = "opened before the restart"
 
-_names = itertools.count()
-
-
-def podman_env() -> dict[str, str]:
-    return {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
-
-
-def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["podman", *args], capture_output=True, text=True, env=podman_env(),
-                          timeout=timeout, check=check)
-
 
 def skip_reason() -> str | None:
-    if (why := vm_skip_reason()) is not None:
-        return why
-    if shutil.which("podman") is None:
-        return "podman missing (run scripts/container-deps.sh)"
-    if podman("image", "exists", BASE_IMAGE, check=False).returncode != 0:
-        return f"no {BASE_IMAGE} image (run scripts/container-deps.sh)"
-    return None
+    return vm_skip_reason() or podman_skip_reason()
 
 
 pytestmark = [pytest.mark.vm,
@@ -83,9 +59,9 @@ def documented_caps() -> list[str]:
     return m.group(1).split(",")
 
 
-def default_command() -> list[str]:
+def default_command(image: str) -> list[str]:
     """The image's CMD: the default export line the test must also use."""
-    out = podman("image", "inspect", "--format", "{{json .Config.Cmd}}", IMAGE).stdout
+    out = podman("image", "inspect", "--format", "{{json .Config.Cmd}}", image).stdout
     cmd = json.loads(out)
     assert isinstance(cmd, list) and all(isinstance(a, str) for a in cmd)
     return cmd
@@ -93,19 +69,7 @@ def default_command() -> list[str]:
 
 @pytest.fixture(scope="module")
 def image() -> str:
-    """Build the image (podman's layer cache makes a rebuild of an unchanged tree quick)."""
-    argv = ["build", "--runtime", "runc", "--format", "docker", "-f", str(DOCKERFILE),
-            "-t", IMAGE]
-    if HOST_CA.exists():   # a TLS-intercepting proxy's CA, for pip inside the build
-        argv += ["-v", f"{HOST_CA}:/run/build-ca.crt:ro", "--build-arg",
-                 "PIP_CERT=/run/build-ca.crt"]
-    started = time.monotonic()
-    built = podman(*argv, str(REPO_ROOT), check=False, timeout=1800)
-    took = time.monotonic() - started
-    assert built.returncode == 0, f"podman build failed:\n{built.stdout[-3000:]}{built.stderr[-3000:]}"
-    size = podman("image", "inspect", "--format", "{{.Size}}", IMAGE).stdout.strip()
-    print(f"\nimage {IMAGE}: built in {took:.0f} s, {int(size) / 1e6:.0f} MB", flush=True)
-    return IMAGE
+    return pynfsd_image()
 
 
 class Container:
@@ -113,7 +77,7 @@ class Container:
 
     def __init__(self, image: str, netns: str, bind: str, workdir: Path,
                  timeline: Timeline) -> None:
-        self.name = f"pynfsd-test-{os.getpid()}-{next(_names)}"
+        self.name = unique_name()
         self.image = image
         self.netns = netns
         self.bind = bind
@@ -128,7 +92,7 @@ class Container:
         self.export_dir.mkdir(parents=True)
         os.chown(self.export_dir, SQUASHED, SQUASHED)
         self.state_dir.mkdir(mode=0o700, parents=True)
-        cmd = default_command()
+        cmd = default_command(self.image)
         argv = ["run", "-d", "--name", self.name, "--network", f"ns:/run/netns/{self.netns}",
                 "--cap-drop", "ALL", "--cap-add", ",".join(self.caps),
                 "-v", f"{self.state_dir}:/var/lib/pynfsd", "-v", f"{self.export_dir}:/export",
