@@ -2,8 +2,8 @@
 # Install what the container tests (tests/container) need and make the image's base locally.
 # Idempotent; must run as root.
 #
-# - podman, runc and debootstrap (through scripts/apt-install.sh: no service started or
-#   left enabled);
+# - podman, runc, debootstrap and podman-compose (through scripts/apt-install.sh: no service
+#   started or left enabled);
 # - the base image `debian:bookworm-slim` that docker/Dockerfile starts from: no image registry
 #   may be reachable, so it is made with debootstrap (minbase) from the mirror apt uses and
 #   imported as localhost/debian:bookworm-slim (also tagged docker.io/library/debian:bookworm-slim),
@@ -13,7 +13,7 @@
 set -eu
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-sh "$REPO/scripts/apt-install.sh" --recommends podman runc debootstrap
+sh "$REPO/scripts/apt-install.sh" --recommends podman runc debootstrap podman-compose
 
 export CONTAINERS_CONF="$REPO/tests/container/containers.conf"
 BASE=localhost/debian:bookworm-slim
