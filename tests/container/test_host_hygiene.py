@@ -12,7 +12,8 @@ installed packages ship (``dpkg -L``), not from a list kept by hand: systemd ``.
 A daemon process counts as a system service when it runs with the system's own
 configuration: ganesha.nfsd without ``-f`` or with a file under ``/etc``, gssproxy without
 ``-c``, krb5kdc/kadmind without a ``KRB5_KDC_PROFILE`` of their own (k5test realms set one),
-and any rpcbind (no test starts one).
+and any rpcbind (no test starts one). Processes in another PID namespace (a container's
+KDC, for instance) are not the host's services.
 """
 
 from __future__ import annotations
@@ -90,12 +91,16 @@ def test_the_check_sees_enabled_links(tmp_path: Path) -> None:
 
 
 def daemon_processes() -> list[tuple[int, str, list[str], dict[str, str]]]:
-    """(pid, name, argv, environment) of every process of the daemons in ``DAEMONS``."""
+    """(pid, name, argv, environment) of every process of the daemons in ``DAEMONS`` that
+    runs in this PID namespace."""
     procs = []
+    own_ns = os.readlink("/proc/self/ns/pid")
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
+            if os.readlink(entry / "ns" / "pid") != own_ns:
+                continue
             argv = (entry / "cmdline").read_bytes().split(b"\0")
             name = (entry / "comm").read_text().strip()
             env_raw = (entry / "environ").read_bytes().split(b"\0")
