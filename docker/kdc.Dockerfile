@@ -6,9 +6,10 @@
 #
 # For a test realm only: real sites use their own KDC and put the nfs/ key in a keytab.
 FROM debian:bookworm-slim
+ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
     && apt-get install -y --no-install-recommends krb5-kdc krb5-admin-server krb5-user \
-    && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
 COPY kdc-entrypoint.sh /usr/local/sbin/kdc-entrypoint
 ENV REALM=EXAMPLE.TEST NFS_SERVER_NAME=nfs-server.example.test KDC_HOST=kdc
 VOLUME ["/var/lib/krb5kdc", "/keytab"]
