@@ -12,10 +12,12 @@ import itertools
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-from tests.vm.servers import REPO_ROOT
+from tests.vm.network import NS_PREFIX, _counter, prune_stale_namespaces
+from tests.vm.servers import PROBE, REPO_ROOT
 
 HERE = Path(__file__).resolve().parent
 CONTAINERS_CONF = HERE / "containers.conf"
@@ -72,3 +74,27 @@ def pynfsd_image() -> str:
     tag = "localhost/pynfsd:test"
     build(REPO_ROOT / "docker" / "Dockerfile", REPO_ROOT, tag)
     return tag
+
+
+class Namespace:
+    """A network namespace with only loopback, deleted on close."""
+
+    def __init__(self) -> None:
+        prune_stale_namespaces()
+        self.name = f"{NS_PREFIX}{os.getpid()}-{next(_counter)}"
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        subprocess.run(["ip", "netns", "exec", self.name, "ip", "link", "set", "lo", "up"],
+                       check=True)
+
+    def run(self, argv: list[str], env: dict[str, str] | None = None,
+            timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "netns", "exec", self.name, *argv], capture_output=True,
+                              text=True, env=env, timeout=timeout)
+
+    def wait_port(self, port: int) -> bool:
+        probe = [sys.executable, "-c", PROBE, "127.0.0.1", str(port), "30"]
+        return self.run(probe).returncode == 0
+
+    def close(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+

@@ -16,14 +16,19 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.container.podman import build, podman, podman_skip_reason, pynfsd_image, unique_name
-from tests.vm.network import NS_PREFIX, _counter, prune_stale_namespaces
-from tests.vm.servers import PROBE, REPO_ROOT
+from tests.container.podman import (
+    Namespace,
+    build,
+    podman,
+    podman_skip_reason,
+    pynfsd_image,
+    unique_name,
+)
+from tests.vm.servers import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "docker" / "compose.yaml"
 DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
@@ -72,38 +77,6 @@ def test_compose_runs_with_the_documented_capabilities() -> None:
     in_compose = re.search(r"cap_drop: \[ALL\]\n  cap_add: \[([A-Z_, ]+)\]", COMPOSE.read_text())
     assert documented and in_compose
     assert documented.group(1).split(",") == in_compose.group(1).replace(" ", "").split(",")
-
-
-class Namespace:
-    """A network namespace with only loopback, deleted on close."""
-
-    def __init__(self) -> None:
-        prune_stale_namespaces()
-        self.name = f"{NS_PREFIX}{os.getpid()}-{next(_counter)}"
-        subprocess.run(["ip", "netns", "add", self.name], check=True)
-        subprocess.run(["ip", "netns", "exec", self.name, "ip", "link", "set", "lo", "up"],
-                       check=True)
-
-    def run(self, argv: list[str], env: dict[str, str] | None = None,
-            timeout: float = 90) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["ip", "netns", "exec", self.name, *argv], capture_output=True,
-                              text=True, env=env, timeout=timeout)
-
-    def wait_port(self, port: int) -> bool:
-        probe = [sys.executable, "-c", PROBE, "127.0.0.1", str(port), "30"]
-        return self.run(probe).returncode == 0
-
-    def close(self) -> None:
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
-
-
-@pytest.fixture
-def netns() -> Iterator[Namespace]:
-    ns = Namespace()
-    try:
-        yield ns
-    finally:
-        ns.close()
 
 
 def test_kerberos_profile_serves_krb5p(netns: Namespace, tmp_path: Path) -> None:
