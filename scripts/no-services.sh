@@ -3,8 +3,8 @@
 #
 # The packages scripts/*-deps.sh install enable these services on a systemd or sysvinit host:
 #   nfs-ganesha    nfs-ganesha.service, nfs-ganesha-lock.service (port 2049)
-#   rpcbind        rpcbind.service, rpcbind.socket, /etc/init.d/rpcbind (port 111; a
-#                  dependency of nfs-ganesha, with nfs-common: nfs-client.target, /etc/init.d/nfs-common)
+#   rpcbind        rpcbind.service, rpcbind.socket, /etc/init.d/rpcbind (port 111), and
+#   nfs-common     nfs-client.target, /etc/init.d/nfs-common: both dependencies of nfs-ganesha
 #   krb5-kdc       krb5-kdc.service, /etc/init.d/krb5-kdc (port 88)
 #   krb5-admin-server  krb5-admin-server.service, /etc/init.d/krb5-admin-server (port 749)
 #   gssproxy       gssproxy.service
