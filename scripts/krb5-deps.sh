@@ -10,19 +10,10 @@ set -eu
 PY="${1:-python3}"
 PKGS="krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc libc6-dev gssproxy"
 
-missing=""
-for p in $PKGS; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-        missing="$missing $p"
-    fi
-done
-
-export DEBIAN_FRONTEND=noninteractive
-if [ -n "$missing" ]; then
-    apt-get update
-    # shellcheck disable=SC2086
-    apt-get install -y --no-install-recommends $missing
-fi
+# Installed with no service started or left enabled: the tests start their own KDCs and
+# gssproxy daemons.
+# shellcheck disable=SC2086
+sh "$(dirname "$0")/apt-install.sh" $PKGS
 
 if ! "$PY" -c 'import gssapi, k5test' >/dev/null 2>&1; then
     "$PY" -m pip install --quiet "gssapi>=1.8" "k5test>=0.10"

@@ -1,26 +1,20 @@
 #!/bin/sh
 # Install everything the Linux-kernel-client VM tests (tests/vm, tests/e2e) need.
 # Idempotent: re-running only installs what is missing. Must run as root.
+# The guest kernel and initramfs are cached in $PYNFSD_VM_CACHE or /var/cache/pynfsd-vm (about
+# 500 MB, kept between runs; remove that directory to reclaim the space).
 set -eu
 
 PKGS="qemu-system-x86 busybox-static gcc libc6-dev cpio kmod iproute2 xz-utils \
       nfs-ganesha nfs-ganesha-vfs"
 
-missing=""
-for p in $PKGS; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-        missing="$missing $p"
-    fi
-done
+# Installed with no service started or left enabled (nfs-ganesha would take port 2049).
+# shellcheck disable=SC2086
+sh "$(dirname "$0")/apt-install.sh" $PKGS
 
-export DEBIAN_FRONTEND=noninteractive
 # The guest kernel is fetched with apt-get download, which needs the package lists too.
-if [ -n "$missing" ] || ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then
+if ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then
     apt-get update
-fi
-if [ -n "$missing" ]; then
-    # shellcheck disable=SC2086
-    apt-get install -y --no-install-recommends $missing
 fi
 
 # Fetch the guest kernel (apt-get download) and build the cached base initramfs now, so a
