@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from pynfsd import __version__, admin
 from pynfsd.blocking import default_runner
 from pynfsd.exports import ExportsError, parse_export_line
-from pynfsd.exports.describe import export_lines, mount_lines
+from pynfsd.exports.describe import export_lines, mount_lines, unreachable
 from pynfsd.exports.mounts import DEFAULT_MAX_MOUNTS
 from pynfsd.exports.resolver import StaticExportResolver
 from pynfsd.exports.sources import gather_exports
@@ -294,6 +294,9 @@ def log_startup(addresses: list[tuple[str, int]], entries: list[ExportEntry]) ->
             log.info("exporting %s%s", line, where)
         for line in mount_lines(entries, entry, host, port):
             log.info("  %s", line)
+        for pattern in unreachable(entries, entry):
+            log.warning("%s cannot be reached by %s: it is outside that client's fsid=0 export",
+                        entry.path, pattern)
 
 
 def _principal_map(path: str | None) -> dict[str, Identity] | None:

@@ -55,13 +55,16 @@ def mount_command(host: str, port: int, path: str, options: ExportOptions) -> st
 
 
 def mount_lines(entries: Sequence[ExportEntry], entry: ExportEntry, host: str, port: int) -> list[str]:
-    """The distinct mount commands for ``entry`` (one per client flavour and path), or why
-    a client cannot reach it."""
+    """The distinct mount commands for ``entry`` (one per path and first flavour)."""
     lines: list[str] = []
     for spec, options in entry.clients:
         seen = pseudo_path(entries, entry.path, spec)
-        line = (mount_command(host, port, seen, options) if seen is not None else
-                f"{spec.pattern} cannot reach {entry.path}: it is outside that client's fsid=0 export")
-        if line not in lines:
+        line = mount_command(host, port, seen, options) if seen is not None else None
+        if line is not None and line not in lines:
             lines.append(line)
     return lines
+
+
+def unreachable(entries: Sequence[ExportEntry], entry: ExportEntry) -> list[str]:
+    """The clients of ``entry`` that cannot reach it: it is outside their ``fsid=0`` export."""
+    return [s.pattern for s, _ in entry.clients if pseudo_path(entries, entry.path, s) is None]

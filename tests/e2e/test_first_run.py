@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from pynfsd.cli import EXIT_CONFIG, EXIT_UNAVAILABLE
+from pynfsd.client.nfs4 import op
 from tests.e2e.helpers import pynfsd
-from tests.serverproc import HOST, REPO, ServerProcess
+from tests.serverproc import HOST, REPO, ServerProcess, lookup_path
 
 NOBODY = 65534
 LOG_PREFIX = re.compile(r"^\S+ \S+ (INFO|WARNING|ERROR|DEBUG) \S+: ", re.M)
@@ -195,33 +196,45 @@ def test_help_lists_the_exit_codes() -> None:
 # ------------------------------------------------------------------ the start-up log
 
 
-def test_startup_log_lists_listening_once_exports_and_mount_commands(tmp_path: Path) -> None:
-    (tmp_path / "pub").mkdir()
-    (tmp_path / "sec").mkdir()
+async def test_startup_log_lists_listening_once_exports_and_mount_commands(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    for name in ("pub", "sec"):
+        (root / name).mkdir(parents=True)
+        (root / name / f"{name}-marker").write_text(name)
+    (tmp_path / "outside").mkdir()
     exports = tmp_path / "exports"
-    exports.write_text(f"{tmp_path} *(ro,fsid=0,insecure)\n"
-                       f"{tmp_path}/pub -rw,insecure *(no_root_squash) 127.0.0.1(anonuid=7)\n")
-    with ServerProcess([f"{tmp_path}/sec *(rw,sec=krb5p:sys,insecure)"], tmp_path / "state",
+    exports.write_text(f"{root} *(ro,fsid=0,insecure)\n"
+                       f"{root}/pub -rw,insecure *(no_root_squash) 127.0.0.1(anonuid=7)\n"
+                       f"{tmp_path}/outside *(rw,insecure)\n")
+    with ServerProcess([f"{root}/sec *(rw,sec=krb5p:sys,insecure)"], tmp_path / "state",
                        extra_args=["--exports", str(exports)], log_level="INFO") as srv:
-        log = srv.log_text()
-        port = srv.port
-        srv.healthy()
+        log, port = srv.log_text(), srv.port
+        mounts = re.findall(r"INFO pynfsd:   mount .* 127\.0\.0\.1:(\S+) /mnt", log)
+        c = await srv.connect()
+        try:  # each path the log tells clients to mount reaches that export
+            for path, marker in zip(mounts, ["", "pub-marker", "sec-marker"], strict=True):
+                await c.check([*lookup_path(path), *([op.lookup(marker.encode())] if marker else [])])
+        finally:
+            await c.close()
     assert log.count(" listening on ") == 1 and "listening for RPC" not in log
     assert f"INFO pynfsd: listening on 127.0.0.1 port {port}\n" in log
     lines = [m.group(1) for m in re.finditer(r"INFO pynfsd: (?:exporting )?(.*)", log)
              if "exporting" in m.group(0) or m.group(1).startswith("  mount")]
     assert lines == [
-        f"{tmp_path}  *(ro,sec=sys,insecure,root_squash,no_all_squash,fsid=0) ({exports}:1)",
+        f"{root}  *(ro,sec=sys,insecure,root_squash,no_all_squash,fsid=0) ({exports}:1)",
         f"  mount -t nfs4 -o vers=4.0,port={port} 127.0.0.1:/ /mnt",
-        f"{tmp_path}/pub  *(rw,sec=sys,insecure,no_root_squash,no_all_squash) ({exports}:2)",
-        f"{tmp_path}/pub  127.0.0.1(rw,sec=sys,insecure,root_squash,no_all_squash,anonuid=7) ({exports}:2)",
+        f"{root}/pub  *(rw,sec=sys,insecure,no_root_squash,no_all_squash) ({exports}:2)",
+        f"{root}/pub  127.0.0.1(rw,sec=sys,insecure,root_squash,no_all_squash,anonuid=7) ({exports}:2)",
         f"  mount -t nfs4 -o vers=4.0,port={port} 127.0.0.1:/pub /mnt",
-        f"{tmp_path}/sec  *(rw,sec=krb5p:sys,insecure,root_squash,no_all_squash) (--export #1)",
+        f"{tmp_path}/outside  *(rw,sec=sys,insecure,root_squash,no_all_squash) ({exports}:3)",
+        f"{root}/sec  *(rw,sec=krb5p:sys,insecure,root_squash,no_all_squash) (--export #1)",
         f"  mount -t nfs4 -o vers=4.0,port={port},sec=krb5p 127.0.0.1:/sec /mnt",
     ]
+    assert (f"WARNING pynfsd: {tmp_path}/outside cannot be reached by *: it is outside that "
+            "client's fsid=0 export") in log
 
 
-def test_default_port_mount_command_and_stop_exit_code(tmp_path: Path) -> None:
+def test_bare_directory_is_logged_with_its_defaults_and_sigterm_exits_0(tmp_path: Path) -> None:
     srv = ServerProcess([str(tmp_path)], tmp_path / "state", log_level="INFO").start()
     try:
         assert f"exporting {tmp_path}  *(rw,sec=sys,secure,root_squash,no_all_squash) (--export #1)" in srv.log_text()
