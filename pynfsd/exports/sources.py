@@ -5,12 +5,14 @@ argument (named ``--export #N`` in messages); :func:`merge_entries` joins lines 
 path, warning with both places as exportfs(8) does.  Every exported directory is then checked
 once at start-up, so a typo fails before the server listens, with the ``file:line`` that
 wrote it: a missing path "does not exist", anything else "is not a directory".  Errors are
-:class:`ExportsError`; nothing here logs except the merge warnings.
+:class:`ExportsError`; warnings (a path written twice, an exports file with no export, as
+exportfs(8) accepts it) go to the ``pynfsd.exports`` logger.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 from collections.abc import Sequence
@@ -18,11 +20,15 @@ from collections.abc import Sequence
 from .parse import merge_entries, parse_export_line, read_exports
 from .types import ExportEntry, ExportsError, Origin
 
+log = logging.getLogger("pynfsd.exports")
+
 
 def gather_exports(exports_file: str | None, export_args: Sequence[str]) -> tuple[ExportEntry, ...]:
     """The merged exports of an exports file and ``--export`` lines, directories checked."""
     lines = list(read_exports(exports_file)) if exports_file else []
     lines += [parse_export_line(arg, number) for number, arg in enumerate(export_args, start=1)]
+    if exports_file and not lines:
+        log.warning("%s: no exports in the file; clients see an empty pseudo-filesystem", exports_file)
     entries = merge_entries(lines)
     for entry in entries:
         check_directory(entry)

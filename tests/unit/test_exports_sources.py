@@ -91,6 +91,17 @@ def test_same_path_in_the_file_and_an_argument_warns(tmp_path: Path, caplog: pyt
     assert entry.clients[0][1].rw and len(entry.clients) == 2
 
 
+def test_an_exports_file_without_exports_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    f = write(tmp_path, "# nothing exported yet\n\n")
+    with caplog.at_level(logging.WARNING, logger="pynfsd.exports"):
+        assert gather_exports(f, []) == ()
+    assert f"{f}: no exports in the file; clients see an empty pseudo-filesystem" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pynfsd.exports"):
+        assert len(gather_exports(f, [str(tmp_path)])) == 1
+    assert caplog.text == ""
+
+
 def test_one_line_per_path_does_not_warn(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "a").mkdir()
     with caplog.at_level(logging.WARNING, logger="pynfsd.exports"):
