@@ -8,6 +8,12 @@
     pynfsd status [--state-dir DIR] [--json]
 
 The admin commands talk to a running server over `<state-dir>/control.sock` (root only).
+
+`serve` checks everything it can before it listens: option values (argparse: a usage error),
+the exports (each problem named `file:line` or `--export #N`), the state directory and the
+Kerberos files; each failure is one line on stderr and an exit code from `_EXIT_CODES` (shown
+by `pynfsd serve --help`).  Once listening it logs each address once, each export as
+`exportfs -v` shows it and the mount command a client would use.
 """
 
 from __future__ import annotations
@@ -16,17 +22,22 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
 import signal
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pynfsd import __version__, admin
 from pynfsd.blocking import default_runner
-from pynfsd.exports import ExportsError, load_exports, parse_export_line
+from pynfsd.exports import ExportsError, parse_export_line
+from pynfsd.exports.describe import export_lines, mount_lines, unreachable
 from pynfsd.exports.mounts import DEFAULT_MAX_MOUNTS
 from pynfsd.exports.resolver import StaticExportResolver
+from pynfsd.exports.sources import gather_exports
 from pynfsd.exports.types import ExportEntry
+from pynfsd.gss.principals import Identity, load_map_file
 from pynfsd.nfs4.server import (
     DEFAULT_MAX_COMPOUND_OPS,
     DEFAULT_MAX_REPLY,
@@ -41,6 +52,7 @@ from pynfsd.rpc.flavors import RPCSEC_GSS
 from pynfsd.rpc.server import RpcServer
 from pynfsd.rpc.transport import (
     DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_RECORD,
     DEFAULT_PARTIAL_BUDGET,
     Limits,
     default_max_connections,
@@ -54,6 +66,10 @@ log = logging.getLogger("pynfsd")
 
 DEFAULT_EXPORT = "/srv/pynfsd"
 DEFAULT_STATE_DIR = "/var/lib/pynfsd"
+#: Exit codes of `pynfsd serve` (also in its --help).
+EXIT_OK, EXIT_INTERNAL, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 1, 2, 3
+#: Longest lease and grace period accepted (knfsd's limit for both).
+MAX_LEASE = 3600
 
 _DESCRIPTION = f"""\
 pynfsd is an NFSv4.0 server (RFC 7530) written in Python.
@@ -73,20 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pynfsd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     s = sub.add_parser("serve", help="run the NFSv4.0 server", description=_DESCRIPTION,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--export", action="append", default=[], metavar="LINE",
                    help="one exports(5) line, e.g. '/srv/share *(rw,no_root_squash)'; repeatable")
     s.add_argument("--exports", metavar="FILE", help="an exports(5) file")
     s.add_argument("--bind", action="append", default=[], metavar="ADDR",
                    help="address to listen on; repeatable (default: all IPv4 and IPv6 addresses)")
-    s.add_argument("--port", type=int, default=2049, metavar="N", help="TCP port (default 2049)")
+    s.add_argument("--port", type=_int_in(0, 65535), default=2049, metavar="N",
+                   help="TCP port (default 2049; 0: any free port, logged)")
     s.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
                    help=f"where client records and filehandle keys are kept (default {DEFAULT_STATE_DIR})")
-    s.add_argument("--lease", type=int, default=90, metavar="SECONDS",
+    s.add_argument("--lease", type=_int_in(1, MAX_LEASE), default=90, metavar="SECONDS",
                    help="lease time announced to clients (default 90); a client that stops renewing "
-                   "loses its lease this long plus min(10%%, 2 s) after its last renewal")
-    s.add_argument("--grace", type=int, default=90, metavar="SECONDS",
-                   help="grace period after a restart for state reclaim (default 90)")
+                   "loses its lease this long plus min(10%%, 2 s) after its last renewal; "
+                   f"1 to {MAX_LEASE}")
+    s.add_argument("--grace", type=_int_in(0, MAX_LEASE), default=90, metavar="SECONDS",
+                   help=f"grace period after a restart for state reclaim (default 90; 0 to {MAX_LEASE})")
     s.add_argument("--keytab", metavar="FILE",
                    help="Kerberos keytab for RPCSEC_GSS (sec=krb5, krb5i, krb5p); default: "
                    "KRB5_KTNAME or /etc/krb5.keytab when present and python-gssapi is installed")
@@ -106,10 +124,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: must be at least 1")
+_EXIT_CODES = """\
+exit codes:
+  0  stopped by SIGTERM or SIGINT
+  1  internal error (a traceback is logged)
+  2  usage or configuration error: a bad option, an exports line (file:line), an export
+     directory that does not exist or is not a directory, an unusable state directory
+  3  unavailable: the port or address cannot be used (in use, not permitted, no such
+     address), or another server holds the state directory
+"""
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used (exit code 2, like an exports error)."""
+
+
+class ListenError(Exception):
+    """The listening sockets could not be made (exit code 3); the message says why."""
+
+
+def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a decimal integer from `low` to `high` (no upper bound if None)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{text}: must be {bounds}")
+        return value
+    return parse
+
+
+_positive = _int_in(1)
+
+
+def _seconds(text: str) -> float:
+    """A finite, non-negative number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be a finite number of seconds >= 0")
+    return value
+
+
+def _partial_budget(text: str) -> int:
+    value = byte_size(text)
+    if value < DEFAULT_MAX_RECORD:
+        raise argparse.ArgumentTypeError(f"{text}: must hold one record of the maximum size "
+                                         f"({DEFAULT_MAX_RECORD} bytes)")
     return value
 
 
@@ -139,20 +205,20 @@ def add_limit_options(s: argparse.ArgumentParser) -> None:
                    metavar="BYTES", help="bytes of a COMPOUND reply; the op that would pass it "
                    "gets NFS4ERR_RESOURCE.  maxread/maxwrite are announced as 1 MiB, or this "
                    f"less {REPLY_HEADROOM // 1024} KiB when smaller (default {DEFAULT_MAX_REPLY})")
-    g.add_argument("--max-mounts", type=int, default=DEFAULT_MAX_MOUNTS, metavar="N",
+    g.add_argument("--max-mounts", type=_positive, default=DEFAULT_MAX_MOUNTS, metavar="N",
                    help="filesystems mounted inside exports that are crossed (crossmnt) and "
                    f"remembered per set of exports (default {DEFAULT_MAX_MOUNTS})")
     g.add_argument("--drc-size", type=byte_size, default=DEFAULT_DRC_BYTES, metavar="BYTES",
                    help="duplicate request cache: bytes of replies to non-idempotent calls kept "
                    f"for retransmissions, e.g. 64M; 0 disables (default {DEFAULT_DRC_BYTES >> 20}M)")
-    g.add_argument("--max-connections", type=int, metavar="N",
+    g.add_argument("--max-connections", type=_positive, metavar="N",
                    help="refuse new TCP connections past N (default: from the open-file limit, "
                    "which pynfsd raises to its hard limit: half of what is left after 256 "
                    "descriptors and 512 per export)")
-    g.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
+    g.add_argument("--idle-timeout", type=_seconds, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
                    help="close a connection with no call in progress that has completed no "
                    f"request for SECONDS; 0: never (default {DEFAULT_IDLE_TIMEOUT:g})")
-    g.add_argument("--partial-record-budget", type=byte_size, default=DEFAULT_PARTIAL_BUDGET,
+    g.add_argument("--partial-record-budget", type=_partial_budget, default=DEFAULT_PARTIAL_BUDGET,
                    metavar="BYTES", help="memory for partially received requests over all "
                    "connections, e.g. 512M; past it, the connections whose request began longest "
                    f"ago are closed (default {DEFAULT_PARTIAL_BUDGET >> 20}M)")
@@ -195,18 +261,51 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def export_entries(args: argparse.Namespace) -> list[ExportEntry]:
-    entries: list[ExportEntry] = []
-    if args.exports:
-        entries.extend(load_exports(args.exports))
-    for line in args.export:
-        entries.append(parse_export_line(line))
-    if not entries:
+    """The exports of --exports and --export (ExportsError naming file:line), or the default."""
+    if args.exports or args.export:
+        return list(gather_exports(args.exports, args.export))
+    try:
         os.makedirs(DEFAULT_EXPORT, exist_ok=True)
-        entries.append(parse_export_line(f"{DEFAULT_EXPORT} *(rw,root_squash,insecure)"))
+    except OSError as e:
+        raise ConfigError(f"cannot create the default export {DEFAULT_EXPORT}: {e.strerror}") from None
+    return [parse_export_line(f"{DEFAULT_EXPORT} *(rw,root_squash,insecure)")]
+
+
+def make_state_dir(path: str) -> None:
+    """Create --state-dir (mode 0700) unless it exists; ConfigError when it cannot be."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise ConfigError(f"state directory {path} is not a directory")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create state directory {path}: {e.strerror}") from None
+
+
+def log_startup(addresses: list[tuple[str, int]], entries: list[ExportEntry]) -> None:
+    """Where the server listens, each export as `exportfs -v` shows it, and how to mount it."""
+    for host, port in addresses:
+        log.info("listening on %s port %d", host, port)
+    named = [host for host, _ in addresses if host not in ("0.0.0.0", "::")]
+    host = named[0] if len(named) == len(addresses) and named else socket.gethostname()
+    port = addresses[0][1] if addresses else 2049
     for entry in entries:
-        if not os.path.isdir(entry.path):
-            raise ExportsError(f"{entry.path}: not a directory")
-    return entries
+        origins = [f" ({o})" for o in entry.origins] or [""] * len(entry.clients)
+        for line, where in zip(export_lines(entry), origins, strict=True):
+            log.info("exporting %s%s", line, where)
+        for line in mount_lines(entries, entry, host, port):
+            log.info("  %s", line)
+        for pattern in unreachable(entries, entry):
+            log.warning("%s cannot be reached by %s: it is outside that client's fsid=0 export",
+                        entry.path, pattern)
+
+
+def _principal_map(path: str | None) -> dict[str, Identity] | None:
+    if path is None:
+        return None
+    try:
+        return load_map_file(path)
+    except OSError as e:
+        raise ConfigError(f"--principal-map {path}: {e.strerror}") from None
 
 
 def default_keytab() -> str | None:
@@ -221,14 +320,16 @@ def auth_registry(args: argparse.Namespace) -> AuthRegistry:
     registry = AuthRegistry.default()
     runner = default_runner()  # GSS steps and principal lookups block: the shared pool
     use_proxy = args.gss_backend == "gssproxy"
+    if args.keytab and not use_proxy and not os.path.isfile(args.keytab):
+        raise ConfigError(f"--keytab {args.keytab}: no such file")
     keytab = args.keytab or default_keytab()
     if keytab is None and not use_proxy:
         return registry
     try:
-        from pynfsd.gss.principals import PrincipalMapper, load_map_file
+        from pynfsd.gss.principals import PrincipalMapper
         from pynfsd.rpc.gss import RpcsecGss
 
-        static = load_map_file(args.principal_map) if args.principal_map else None
+        static = _principal_map(args.principal_map)
         base = PrincipalMapper(static=static)
         if use_proxy:
             from pynfsd.gss.gssproxy import GssproxyAcceptor
@@ -266,12 +367,13 @@ async def run_server(
     drc = ReplyCache(args.drc_size) if args.drc_size else None
     rpc = RpcServer(registry, drc)
     nfs.register(rpc)
-    server = await serve(rpc, args.bind or None, args.port, limits=limits)
+    try:
+        server = await serve(rpc, args.bind or None, args.port, limits=limits)
+    except OSError as e:
+        where = ", ".join(args.bind) or "all addresses"
+        raise ListenError(f"cannot listen on {where} port {args.port}: {e.strerror or e}") from None
     control = await admin.start_admin(nfs, args.state_dir, drc, server.table)
-    for host, port in server.addresses:
-        log.info("listening on %s port %d", host, port)
-    for entry in entries:
-        log.info("exporting %s to %s", entry.path, " ".join(s.pattern for s, _ in entry.clients))
+    log_startup(server.addresses, entries)
     sweeper = asyncio.create_task(nfs.housekeeping())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -320,13 +422,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         entries = export_entries(args)
-        os.makedirs(args.state_dir, mode=0o700, exist_ok=True)
+        make_state_dir(args.state_dir)
         state_lock = lock_state_dir(args.state_dir)  # noqa: F841 - held until exit
         limits = connection_limits(args, len(entries))
         auth = auth_registry(args)
-    except (ExportsError, OSError, ValueError, StateDirBusy) as e:
+    except StateDirBusy as e:
         print(f"pynfsd: {e}", file=sys.stderr)
-        return 2
+        return EXIT_UNAVAILABLE
+    except (ExportsError, OSError, ValueError) as e:
+        print(f"pynfsd: {e}", file=sys.stderr)
+        return EXIT_CONFIG
     # READ/WRITE payloads and krb5p tokens are ~1 MiB buffers: serve them from the heap
     # instead of fresh mmaps that page-fault on every use (bounded: 4 MiB blocks, 16 MiB kept).
     from pynfsd.gss.krb5crypto import keep_large_buffers_in_heap
@@ -336,11 +441,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("pynfsd %s starting (%s event loop)", __version__, "uvloop" if uvloop else "asyncio")
     try:
         asyncio.run(run_server(args, entries, auth, limits))
-    except OSError as e:
-        where = ", ".join(args.bind) or "all addresses"
-        print(f"pynfsd: cannot listen on {where} port {args.port}: {e.strerror or e}", file=sys.stderr)
-        return 1
-    return 0
+    except ListenError as e:
+        print(f"pynfsd: {e}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    return EXIT_OK
 
 
 if __name__ == "__main__":

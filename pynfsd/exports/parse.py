@@ -2,21 +2,25 @@
 
 A line is ``PATH [-DEFAULT_OPTS] CLIENT[(OPTS)] ...``. A client without options gets the
 defaults; a path without clients is exported to everyone (``*``) with a warning, as is a
-``(OPTS)`` token without a client. Lines for the same path are merged. Every error is an
-:class:`ExportsError` naming ``file:line``.
+``(OPTS)`` token without a client. Lines for the same path are merged with a warning naming
+both lines. Every error is an :class:`ExportsError` naming ``file:line`` (``--export #N`` for
+the Nth ``--export`` argument), and every entry keeps the ``file:line`` of each client.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import posixpath
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .lexer import Token, tokenize
 from .options import OptionError, OptionState, apply_options, split_options
-from .types import ClientSpec, ExportEntry, ExportOptions, ExportsError
+from .types import ClientSpec, ExportEntry, ExportOptions, ExportsError, Origin
 
 log = logging.getLogger("pynfsd.exports")
 
@@ -32,87 +36,131 @@ ClientList = list[tuple[ClientSpec, ExportOptions]]
 
 def parse_exports(text: str, filename: str = "<exports>") -> tuple[ExportEntry, ...]:
     """Parse a whole exports file; entries for the same path are merged, first line first."""
-    merged: dict[str, ClientList] = {}
-    for tokens in tokenize(text, filename):
-        path, clients = _parse_line(tokens, filename)
-        _merge(merged.setdefault(path, []), clients, path)
-    return tuple(ExportEntry(path, tuple(clients)) for path, clients in merged.items())
+    return merge_entries(parse_lines(text, filename))
+
+
+def parse_lines(text: str, filename: str = "<exports>") -> list[ExportEntry]:
+    """One entry per line of an exports file, not merged, each client with its ``file:line``."""
+    source = _Source(filename, numbered=True)
+    return [_parse_line(tokens, source) for tokens in tokenize(text, filename)]
 
 
 def load_exports(path: str | Path) -> tuple[ExportEntry, ...]:
     """Read and parse an exports file (UTF-8, undecodable bytes kept as surrogate escapes)."""
+    return merge_entries(read_exports(path))
+
+
+def read_exports(path: str | Path) -> list[ExportEntry]:
+    """The lines of an exports file, as :func:`parse_lines`."""
     try:
         text = Path(path).read_bytes().decode("utf-8", "surrogateescape")
     except OSError as e:
-        raise ExportsError(f"cannot read: {e.strerror}", str(path)) from e
-    return parse_exports(text, str(path))
+        what = "does not exist" if e.errno == errno.ENOENT else f"cannot read: {e.strerror}"
+        raise ExportsError(what, str(path)) from e
+    return parse_lines(text, str(path))
 
 
-def parse_export_line(line: str) -> ExportEntry:
-    """One ``--export`` argument; a bare directory means ``DIR *(rw,root_squash,sec=sys)``."""
-    tokens = [t for toks in tokenize(line, "--export") for t in toks]
+def parse_export_line(line: str, number: int = 1) -> ExportEntry:
+    """The ``number``-th ``--export`` argument; a bare directory means
+    ``DIR *(rw,root_squash,sec=sys)``.  Errors name it ``--export #N``."""
+    source = _Source(f"--export #{number}", numbered=False)
+    try:
+        tokens = [t for toks in tokenize(line, source.name) for t in toks]
+    except ExportsError as e:
+        raise ExportsError(e.message, source.name) from None
     if not tokens:
-        raise ExportsError("empty export", "--export")
+        raise ExportsError("empty export", source.name)
     if len(tokens) == 1:
         tokens.append(Token(f"*({CLI_DEFAULT_OPTIONS})", tokens[0].lineno))
-    path, clients = _parse_line(tokens, "--export")
-    return ExportEntry(path, tuple(clients))
+    return _parse_line(tokens, source)
 
 
-def _merge(existing: ClientList, new: ClientList, path: str) -> None:
-    patterns = {spec.pattern.lower() for spec, _ in existing}
-    for spec, options in new:
-        if spec.pattern.lower() in patterns:
-            log.warning("%s: client %s listed more than once; the first wins", path, spec.pattern)
-        patterns.add(spec.pattern.lower())
-        existing.append((spec, options))
+def merge_entries(entries: Iterable[ExportEntry]) -> tuple[ExportEntry, ...]:
+    """One entry per path, its clients in the order written, first line first.
+
+    A path written again on another line is merged into the first with a warning naming
+    both places, as is a client named twice for one path (the first one wins: it is the one
+    client matching finds)."""
+    merged: dict[str, tuple[list[tuple[ClientSpec, ExportOptions]], list[Origin]]] = {}
+    for entry in entries:
+        clients, origins = merged.setdefault(entry.path, ([], []))
+        _merge(clients, origins, entry)
+    return tuple(ExportEntry(path, tuple(c), tuple(o)) for path, (c, o) in merged.items())
 
 
-def _parse_line(tokens: list[Token], filename: str) -> tuple[str, ClientList]:
-    path = _parse_path(tokens[0], filename)
+def _merge(clients: ClientList, origins: list[Origin], entry: ExportEntry) -> None:
+    new_origins = entry.origins or tuple(Origin("<code>") for _ in entry.clients)
+    if origins and entry.origin is not None:
+        log.warning("%s: %s is already exported at %s; the clients of both are merged",
+                    entry.origin, entry.path, origins[0])  # fmt: skip
+    first_of: dict[str, Origin] = {}
+    for (spec, _), at in zip(clients, origins, strict=True):
+        first_of.setdefault(spec.pattern.lower(), at)
+    for (spec, options), at in zip(entry.clients, new_origins, strict=True):
+        earlier = first_of.setdefault(spec.pattern.lower(), at)
+        if earlier is not at:
+            log.warning("%s: %s: client %s listed more than once (first at %s); the first wins",
+                        at, entry.path, spec.pattern, earlier)  # fmt: skip
+        clients.append((spec, options))
+        origins.append(at)
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """An exports file (``numbered``: errors name the line) or one ``--export`` argument."""
+
+    name: str
+    numbered: bool
+
+    def at(self, lineno: int) -> Origin:
+        return Origin(self.name, lineno if self.numbered else None)
+
+
+def _parse_line(tokens: list[Token], source: _Source) -> ExportEntry:
+    path = _parse_path(tokens[0], source)
     rest = tokens[1:]
     defaults: list[str] = []
     if rest and rest[0].text.startswith("-"):
-        defaults = _options(rest[0].text[1:], rest[0], filename)
+        defaults = _options(rest[0].text[1:], source.at(rest[0].lineno))
         if not defaults:
-            raise ExportsError("empty default options '-'", filename, rest[0].lineno)
+            raise ExportsError.at(source.at(rest[0].lineno), "empty default options '-'")
         rest = rest[1:]
     if not rest:
-        log.warning("%s:%d: %s: no client given, exporting to everyone (*)",
-                    filename, tokens[0].lineno, path)  # fmt: skip
+        log.warning("%s: %s: no client given, exporting to everyone (*)",
+                    source.at(tokens[0].lineno), path)  # fmt: skip
         rest = [Token("*", tokens[0].lineno)]
-    return path, [_parse_client(t, defaults, filename) for t in rest]
+    clients = [_parse_client(t, defaults, source.at(t.lineno)) for t in rest]
+    return ExportEntry(path, tuple(clients), tuple(source.at(t.lineno) for t in rest))
 
 
-def _parse_path(token: Token, filename: str) -> str:
-    text = token.text
+def _parse_path(token: Token, source: _Source) -> str:
+    text, at = token.text, source.at(token.lineno)
     if not text.startswith("/"):
-        raise ExportsError(f"export path {text!r} is not absolute", filename, token.lineno)
+        raise ExportsError.at(at, f"export path {text!r} is not absolute")
     if "\0" in text:
-        raise ExportsError("export path contains a NUL byte", filename, token.lineno)
+        raise ExportsError.at(at, "export path contains a NUL byte")
     if ".." in text.split("/"):
-        raise ExportsError(f"export path {text!r} contains '..'", filename, token.lineno)
+        raise ExportsError.at(at, f"export path {text!r} contains '..'")
     path = posixpath.normpath(text)
     return "/" + path.lstrip("/")
 
 
-def _options(text: str, token: Token, filename: str) -> list[str]:
+def _options(text: str, at: Origin) -> list[str]:
     try:
         return split_options(text)
     except OptionError as e:
-        raise ExportsError(str(e), filename, token.lineno) from None
+        raise ExportsError.at(at, str(e)) from None
 
 
 def _parse_client(
-    token: Token, defaults: list[str], filename: str
+    token: Token, defaults: list[str], at: Origin
 ) -> tuple[ClientSpec, ExportOptions]:
     m = _CLIENT_RE.fullmatch(token.text)
     if m is None:
-        raise ExportsError(f"bad client {token.text!r}", filename, token.lineno)
+        raise ExportsError.at(at, f"bad client {token.text!r}")
     name, opts = m.group(1), m.group(2)
     if name == "":
-        log.warning("%s:%d: options %r without a client apply to everyone (*)",
-                    filename, token.lineno, token.text)  # fmt: skip
+        log.warning("%s: options %r without a client apply to everyone (*)", at, token.text)
         name = "*"
     state = OptionState()
     try:
@@ -120,7 +168,7 @@ def _parse_client(
         apply_options(state, defaults)
         apply_options(state, split_options(opts or ""))
     except (OptionError, ValueError) as e:
-        raise ExportsError(str(e), filename, token.lineno) from None
+        raise ExportsError.at(at, str(e)) from None
     return spec, state.freeze()
 
 

@@ -27,12 +27,29 @@ class ExportsError(ValueError):
         self.lineno = lineno
         super().__init__(self._format())
 
+    @classmethod
+    def at(cls, origin: Origin, message: str) -> ExportsError:
+        """The error for ``message`` at ``origin`` (an exports line or a ``--export``)."""
+        return cls(message, origin.source, origin.lineno)
+
     def _format(self) -> str:
         if self.filename is None:
             return self.message
         if self.lineno is None:
             return f"{self.filename}: {self.message}"
         return f"{self.filename}:{self.lineno}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where an export was written: line ``lineno`` of the exports file ``source``, or a
+    command-line argument (``source`` is ``--export #N``, ``lineno`` None)."""
+
+    source: str
+    lineno: int | None = None
+
+    def __str__(self) -> str:
+        return self.source if self.lineno is None else f"{self.source}:{self.lineno}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +100,19 @@ class ClientSpec:
 
 @dataclass(frozen=True, slots=True)
 class ExportEntry:
-    """One exported directory (absolute, normalised) and its clients in the order written."""
+    """One exported directory (absolute, normalised) and its clients in the order written.
+
+    ``origins`` says where each client was written (one per client, in the same order; empty
+    for entries built in code); errors and warnings about the entry name them."""
 
     path: str
     clients: tuple[tuple[ClientSpec, ExportOptions], ...]
+    origins: tuple[Origin, ...] = field(default=(), compare=False)
+
+    @property
+    def origin(self) -> Origin | None:
+        """Where the path was first written."""
+        return self.origins[0] if self.origins else None
 
 
 @dataclass(frozen=True, slots=True)

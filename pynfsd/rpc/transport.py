@@ -242,7 +242,7 @@ class RpcTcpServer:
         for sock in sockets:
             server = await loop.create_server(lambda: _Connection(self), sock=sock)
             self._servers.append(server)
-            log.info("listening for RPC on %s port %d", *normalize_addr(sock.getsockname()))
+            log.debug("RPC socket on %s port %d", *normalize_addr(sock.getsockname()))
         if self.limits.idle_timeout:
             self._sweeper = loop.create_task(self._sweep_forever(sweep_interval(self.limits.idle_timeout)))
 

@@ -126,7 +126,7 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
         port = busy.getsockname()[1]
         done = pynfsd("serve", "--export", f"{tmp_path} *(rw)", "--bind", HOST, "--port", str(port),
                       "--state-dir", str(tmp_path / "state"))
-    assert done.returncode == 1
+    assert done.returncode == 3
     last = done.stderr.splitlines()[-1]
     assert last.startswith("pynfsd: ") and "in use" in last, done.stderr
     assert "Traceback" not in done.stderr

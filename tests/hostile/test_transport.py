@@ -137,7 +137,7 @@ def test_empty_fragments_up_to_the_cap_are_served(server: ServerProcess) -> None
 # ------------------------------------------------------------------ one server per state dir
 
 
-def test_second_server_on_the_state_dir_exits_2_naming_the_holder(
+def test_second_server_on_the_state_dir_exits_3_naming_the_holder(
     server: ServerProcess, base: Path
 ) -> None:
     mark = server.log_mark()
@@ -145,7 +145,7 @@ def test_second_server_on_the_state_dir_exits_2_naming_the_holder(
         [sys.executable, "-m", "pynfsd", "serve", "--bind", HOST, "--port", "0",
          "--export", f"{base / 'exp'} *(rw,insecure)", "--state-dir", str(base / "state")],
         cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert second.returncode == 2
+    assert second.returncode == 3
     assert second.stderr == f"pynfsd: state directory {base / 'state'} is in use by pid {server.pid}\n"
     assert "ERROR" not in server.log_text(mark)
     server.healthy()

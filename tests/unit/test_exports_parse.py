@@ -285,8 +285,10 @@ def test_parse_export_line_errors(line: str) -> None:
 
 
 def test_load_exports_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ExportsError, match="cannot read"):
+    with pytest.raises(ExportsError, match=f"^{tmp_path}/nope: does not exist$"):
         load_exports(tmp_path / "nope")
+    with pytest.raises(ExportsError, match=f"^{tmp_path}: cannot read: Is a directory$"):
+        load_exports(tmp_path)
 
 
 def test_load_exports_undecodable_bytes(tmp_path: Path) -> None:
