@@ -287,23 +287,23 @@ def export_flags(flags: int, mask: int = NFSEXP_ALLFLAGS) -> list[str]:
 
 def content_export(r: ExportReply, usable: bool) -> bytes:
     """`svc_export_show`: `path<TAB>domain(options)`."""
-    opts = _export_options_text(r.value) if usable and r.value is not None else ""
-    body = word(r.key.path) + b"\t" + word(r.key.domain) + b"(" + opts.encode() + b")"
-    return _row(usable, body)
+    opts = _export_options_text(r.value) if usable and r.value is not None else b""
+    return _row(usable, word(r.key.path) + b"\t" + word(r.key.domain) + b"(" + opts + b")")
 
 
-def _export_options_text(i: ExportInfo) -> str:
-    parts = export_flags(i.flags)
+def _export_options_text(i: ExportInfo) -> bytes:
+    parts = [name.encode() for name in export_flags(i.flags)]
     if i.flags & NFSEXP_FSID:
-        parts.append(f"fsid={i.fsid}")
-    parts += [f"{n}={v}" for n, v in (("anonuid", i.anonuid), ("anongid", i.anongid))
+        parts.append(b"fsid=%d" % i.fsid)
+    parts += [b"%s=%d" % (n, v) for n, v in ((b"anonuid", i.anonuid), (b"anongid", i.anongid))
               if v not in _DEFAULT_ANON]
     if i.fslocations:
-        locs = ";".join(f"{h}:{p}" for h, p in i.fslocations)
-        parts.append(f"{'refer' if i.migrated else 'replicas'}={locs}")
+        locs = b";".join(word(h) + b":" + word(p) for h, p in i.fslocations)
+        parts.append((b"refer=" if i.migrated else b"replicas=") + locs)
     if i.uuid is not None:
-        parts.append("uuid=" + ":".join(i.uuid[n:n + 4].hex() for n in range(0, UUID_LEN, 4)))
-    return ",".join(parts) + _secinfo_text(i)
+        parts.append(b"uuid=" + b":".join(i.uuid[n:n + 4].hex().encode()
+                                          for n in range(0, UUID_LEN, 4)))
+    return b",".join(parts) + _secinfo_text(i).encode()
 
 
 def _secinfo_text(i: ExportInfo) -> str:
