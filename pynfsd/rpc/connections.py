@@ -47,12 +47,14 @@ LOG_INTERVAL = 60.0  # seconds between two WARNING lines of the same kind
 
 
 class RateLimitedLog:
-    """A WARNING at most every `interval` seconds, telling how many were suppressed."""
+    """A WARNING at most every `interval` seconds, telling how many were suppressed; on
+    `logger` (this module's by default)."""
 
-    __slots__ = ("interval", "_next", "_suppressed")
+    __slots__ = ("interval", "logger", "_next", "_suppressed")
 
-    def __init__(self, interval: float = LOG_INTERVAL) -> None:
+    def __init__(self, interval: float = LOG_INTERVAL, logger: logging.Logger = log) -> None:
         self.interval = interval
+        self.logger = logger
         self._next: float | None = None
         self._suppressed = 0
 
@@ -61,7 +63,7 @@ class RateLimitedLog:
             self._suppressed += 1
             return
         more = f" ({self._suppressed} more since the last message)" if self._suppressed else ""
-        log.warning(msg + more, *args)
+        self.logger.warning(msg + more, *args)
         self._next, self._suppressed = now + self.interval, 0
 
 
