@@ -4,5 +4,6 @@
 cleaning); `waiters` the bookkeeping of requests parked on a pending key; `deferral` the
 asyncio skin (`await Deferral.get(key, client)`); `qword` the channel's word quoting;
 `lines` the request, reply and `content` lines of `auth.unix.ip`, `nfsd.export`, `nfsd.fh`
-and `auth.unix.gid`.  Not yet used by the server.
+and `auth.unix.gid`; `channel` a cache's `channel`, `flush` and `content` files without the
+files.  Not yet used by the server.
 """

@@ -53,21 +53,18 @@ class Format(Generic[K, V]):
 
     name: str
     encode_request: Callable[[K], bytes]
-    decode_reply: Callable[[bytes], Any]  # a reply of lines.py: .key, .expiry, .value
-    make_reply: Callable[[K, int, V | None], Any]  # for content rows
-    content_row: Callable[[Any, bool], bytes]
+    decode_reply: Callable[[bytes], L.Reply[K, V]]
+    content_row: Callable[[L.Reply[K, V], bool], bytes]
 
 
 AUTH_UNIX_IP: Format[L.IpKey, str] = Format(
-    "auth.unix.ip", L.encode_ip_request, L.decode_ip_reply, L.IpReply, L.content_ip)
+    "auth.unix.ip", L.encode_ip_request, L.decode_ip_reply, L.content_ip)
 NFSD_EXPORT: Format[L.ExportKey, L.ExportInfo] = Format(
-    "nfsd.export", L.encode_export_request, L.decode_export_reply, L.ExportReply,
-    L.content_export)
+    "nfsd.export", L.encode_export_request, L.decode_export_reply, L.content_export)
 NFSD_FH: Format[L.FhKey, str] = Format(
-    "nfsd.fh", L.encode_fh_request, L.decode_fh_reply, L.FhReply, L.content_fh)
+    "nfsd.fh", L.encode_fh_request, L.decode_fh_reply, L.content_fh)
 AUTH_UNIX_GID: Format[int, tuple[int, ...]] = Format(
-    "auth.unix.gid", L.encode_gid_request, L.decode_gid_reply,
-    lambda k, e, v: L.GidReply(k, e, v or ()), L.content_gid)
+    "auth.unix.gid", L.encode_gid_request, L.decode_gid_reply, L.content_gid)
 
 
 class Channel(Generic[K, V]):
@@ -143,6 +140,5 @@ class Channel(Generic[K, V]):
     def _row(self, key: K, entry: Entry[V] | None, usable: bool) -> bytes:
         """A pending key without an entry shows as an unusable negative row, as in the kernel."""
         if entry is None:
-            return self.format.content_row(self.format.make_reply(key, 0, None), False)
-        reply = self.format.make_reply(key, entry.expiry, entry.value)
-        return self.format.content_row(reply, usable)
+            return self.format.content_row(L.Reply(key, 0, None), False)
+        return self.format.content_row(L.Reply(key, entry.expiry, entry.value), usable)

@@ -20,7 +20,7 @@ a 16-byte uuid, at most 8 secinfo flavours whose flags differ from the export's 
 `NFSEXP_SECINFO_FLAGS`, valid anonymous ids, at most `NGROUPS_MAX` groups.  Every decoder
 raises `LineError` and nothing else.
 
-Each reply decodes into a frozen dataclass whose `key` is the cache key and whose `value` is
+Each reply decodes into a `Reply` (frozen) whose `key` is the cache key and whose `value` is
 None for a negative entry; `encode_*` writes the same line back.  The `content_*` functions
 format one row of a cache's `content` file as the kernel's `*_show` functions do (a row not
 currently usable starts with `# `).
@@ -29,7 +29,9 @@ currently usable starts with `# `).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Generic, TypeVar
 
 from pynfsd.cache.qword import (
     INT32,
@@ -40,6 +42,7 @@ from pynfsd.cache.qword import (
     hexword,
     line,
     number,
+    text,
     word,
 )
 
@@ -73,18 +76,46 @@ MAX_CLASS = 7  # bytes of an auth.unix.ip class (the kernel's m_class[8])
 NO_DOMAIN = "-no-domain-"
 
 
+KeyT = TypeVar("KeyT")
+ValueT = TypeVar("ValueT")
+
+
+@dataclass(frozen=True)  # no slots: calling an alias such as IpReply sets __orig_class__
+class Reply(Generic[KeyT, ValueT]):
+    """A daemon's answer for `key`, usable until `expiry`; `value` None: negative."""
+
+    key: KeyT
+    expiry: int
+    value: ValueT | None
+
+
+def _whole(data: bytes, read_key: Callable[[Words], KeyT]) -> KeyT:
+    """A request line: the key and nothing after it."""
+    w = Words(data)
+    key = read_key(w)
+    w.end()
+    return key
+
+
+def _key_expiry_text(data: bytes, read_key: Callable[[Words], KeyT]) -> tuple[KeyT, int, str | None]:
+    """A reply of a key, an expiry and one optional text word (none or empty: negative)."""
+    w = Words(data)
+    key, expiry = read_key(w), w.expiry()
+    raw = w.optional()
+    w.end()
+    return key, expiry, text(raw) if raw else None
+
+
 # ------------------------------------------------------------ auth.unix.ip
 @dataclass(frozen=True, slots=True)
 class IpKey:
+    """The key of auth.unix.ip: a class (`nfsd`) and a client address."""
+
     cls: str
     ip: str  # normalized (ipaddress's compressed form)
 
 
-@dataclass(frozen=True, slots=True)
-class IpReply:
-    key: IpKey
-    expiry: int
-    value: str | None  # the client's domain; None: negative
+IpReply = Reply[IpKey, str]  # the client's domain
 
 
 def _ip_key(w: Words) -> IpKey:
@@ -102,10 +133,7 @@ def encode_ip_request(key: IpKey) -> bytes:
 
 
 def decode_ip_request(data: bytes) -> IpKey:
-    w = Words(data)
-    key = _ip_key(w)
-    w.end()
-    return key
+    return _whole(data, _ip_key)
 
 
 def encode_ip_reply(r: IpReply) -> bytes:
@@ -114,11 +142,7 @@ def encode_ip_reply(r: IpReply) -> bytes:
 
 
 def decode_ip_reply(data: bytes) -> IpReply:
-    w = Words(data)
-    key, expiry = _ip_key(w), w.expiry()
-    raw = w.optional()
-    w.end()
-    return IpReply(key, expiry, raw.decode("utf-8", "surrogateescape") if raw else None)
+    return IpReply(*_key_expiry_text(data, _ip_key))
 
 
 def content_ip(r: IpReply, usable: bool) -> bytes:
@@ -130,18 +154,32 @@ def content_ip(r: IpReply, usable: bool) -> bytes:
 # ------------------------------------------------------------ nfsd.export
 @dataclass(frozen=True, slots=True)
 class ExportKey:
+    """The key of nfsd.export: a client domain and an exported path."""
+
     domain: str
     path: str
 
 
+def _export_key(w: Words) -> ExportKey:
+    domain = w.text("domain")
+    path = w.text("path")
+    if not path.startswith("/"):
+        raise LineError(f"path: not absolute: {path[:64]!r}")
+    return ExportKey(domain, path)
+
+
 @dataclass(frozen=True, slots=True)
 class SecFlavor:
+    """One `secinfo` flavour and the export flags that go with it."""
+
     flavor: int  # pseudoflavour (1 AUTH_UNIX, 390003 krb5, ...)
     flags: int
 
 
 @dataclass(frozen=True, slots=True)
 class ExportInfo:
+    """What nfsd.export answers for a domain and path (exports(5) options)."""
+
     flags: int
     anonuid: int
     anongid: int
@@ -153,19 +191,7 @@ class ExportInfo:
     xprtsec: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class ExportReply:
-    key: ExportKey
-    expiry: int
-    value: ExportInfo | None  # None: negative (not exported to this domain)
-
-
-def _export_key(w: Words) -> ExportKey:
-    domain = w.text("domain")
-    path = w.text("path")
-    if not path.startswith("/"):
-        raise LineError(f"path: not absolute: {path[:64]!r}")
-    return ExportKey(domain, path)
+ExportReply = Reply[ExportKey, ExportInfo]  # negative: not exported to this domain
 
 
 def encode_export_request(key: ExportKey) -> bytes:
@@ -173,10 +199,7 @@ def encode_export_request(key: ExportKey) -> bytes:
 
 
 def decode_export_request(data: bytes) -> ExportKey:
-    w = Words(data)
-    key = _export_key(w)
-    w.end()
-    return key
+    return _whole(data, _export_key)
 
 
 def decode_export_reply(data: bytes) -> ExportReply:
@@ -267,6 +290,94 @@ def encode_export_reply(r: ExportReply) -> bytes:
     return line(*head)
 
 
+# ------------------------------------------------------------ nfsd.fh
+@dataclass(frozen=True, slots=True)
+class FhKey:
+    """The key of nfsd.fh: a client domain and a filehandle's fsid (type, bytes)."""
+
+    domain: str
+    fsidtype: int
+    fsid: bytes
+
+
+FhReply = Reply[FhKey, str]  # the export's path
+
+
+def _fh_key(w: Words) -> FhKey:
+    domain = w.text("domain")
+    fsidtype = number(w.next("fsidtype"), "fsidtype", (0, max(FSID_LENGTHS)))
+    fsid = w.next("fsid")
+    if len(fsid) != FSID_LENGTHS[fsidtype]:
+        raise LineError(f"fsid: {len(fsid)} bytes, type {fsidtype} has {FSID_LENGTHS[fsidtype]}")
+    return FhKey(domain, fsidtype, fsid)
+
+
+def _fh_words(key: FhKey) -> list[bytes]:
+    return [word(key.domain), word(key.fsidtype), hexword(key.fsid)]
+
+
+def encode_fh_request(key: FhKey) -> bytes:
+    return line(*_fh_words(key))
+
+
+def decode_fh_request(data: bytes) -> FhKey:
+    return _whole(data, _fh_key)
+
+
+def encode_fh_reply(r: FhReply) -> bytes:
+    tail = () if r.value is None else (word(r.value),)
+    return line(*_fh_words(r.key), word(r.expiry), *tail)
+
+
+def decode_fh_reply(data: bytes) -> FhReply:
+    key, expiry, path = _key_expiry_text(data, _fh_key)
+    if path is not None and not path.startswith("/"):
+        raise LineError(f"path: not absolute: {path[:64]!r}")
+    return FhReply(key, expiry, path)
+
+
+def content_fh(r: FhReply, usable: bool) -> bytes:
+    """`expkey_show`; the file starts with `#domain fsidtype fsid [path]`."""
+    words = [word(r.key.domain), word(r.key.fsidtype), b"0x" + r.key.fsid.hex().encode()]
+    if usable and r.value is not None:
+        words.append(word(r.value))
+    return _row(usable, *words)
+
+
+# ------------------------------------------------------------ auth.unix.gid
+GidReply = Reply[int, tuple[int, ...]]  # uid -> supplementary groups; never negative
+def encode_gid_request(uid: int) -> bytes:
+    return line(word(uid))
+
+
+def decode_gid_request(data: bytes) -> int:
+    w = Words(data)
+    uid = w.integer("uid", UINT32)
+    w.end()
+    return uid
+
+
+def encode_gid_reply(r: GidReply) -> bytes:
+    gids = r.value or ()
+    return line(word(r.key), word(r.expiry), word(len(gids)), *(word(g) for g in gids))
+
+
+def decode_gid_reply(data: bytes) -> GidReply:
+    w = Words(data)
+    uid, expiry = w.integer("uid", UINT32), w.expiry()
+    n = w.integer("group count", (0, NGROUPS_MAX))
+    gids = tuple(w.integer(f"gid {i + 1}", UINT32) for i in range(n))
+    w.end()
+    return GidReply(uid, expiry, gids)
+
+
+def content_gid(r: GidReply, usable: bool) -> bytes:
+    """`unix_gid_show`; the file starts with `#uid cnt: gids...`."""
+    groups = (r.value or ()) if usable else ()
+    return _row(usable, b"%d %d:%s" % (r.key, len(groups), b"".join(b" %d" % g for g in groups)))
+
+
+# ------------------------------------------------------------ nfsd.export content
 _EXPFLAGS = (  # show_expflags: (flag, name when set, name when clear)
     (NFSEXP_READONLY, "ro", "rw"), (NFSEXP_INSECURE_PORT, "insecure", ""),
     (NFSEXP_ROOTSQUASH, "root_squash", "no_root_squash"), (NFSEXP_ALLSQUASH, "all_squash", ""),
@@ -321,106 +432,6 @@ def _secinfo_text(i: ExportInfo) -> str:
         if len(run) != pos or (flags ^ i.flags) & NFSEXP_SECINFO_FLAGS:
             out += "," + ",".join(export_flags(flags, NFSEXP_SECINFO_FLAGS))
     return out
-
-
-# ------------------------------------------------------------ nfsd.fh
-@dataclass(frozen=True, slots=True)
-class FhKey:
-    domain: str
-    fsidtype: int
-    fsid: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class FhReply:
-    key: FhKey
-    expiry: int
-    value: str | None  # the export's path; None: negative
-
-
-def _fh_key(w: Words) -> FhKey:
-    domain = w.text("domain")
-    fsidtype = number(w.next("fsidtype"), "fsidtype", (0, max(FSID_LENGTHS)))
-    fsid = w.next("fsid")
-    if len(fsid) != FSID_LENGTHS[fsidtype]:
-        raise LineError(f"fsid: {len(fsid)} bytes, type {fsidtype} has {FSID_LENGTHS[fsidtype]}")
-    return FhKey(domain, fsidtype, fsid)
-
-
-def _fh_words(key: FhKey) -> list[bytes]:
-    return [word(key.domain), word(key.fsidtype), hexword(key.fsid)]
-
-
-def encode_fh_request(key: FhKey) -> bytes:
-    return line(*_fh_words(key))
-
-
-def decode_fh_request(data: bytes) -> FhKey:
-    w = Words(data)
-    key = _fh_key(w)
-    w.end()
-    return key
-
-
-def encode_fh_reply(r: FhReply) -> bytes:
-    tail = () if r.value is None else (word(r.value),)
-    return line(*_fh_words(r.key), word(r.expiry), *tail)
-
-
-def decode_fh_reply(data: bytes) -> FhReply:
-    w = Words(data)
-    key, expiry = _fh_key(w), w.expiry()
-    raw = w.optional()
-    w.end()
-    if raw and not raw.startswith(b"/"):
-        raise LineError(f"path: not absolute: {raw[:64]!r}")
-    return FhReply(key, expiry, raw.decode("utf-8", "surrogateescape") if raw else None)
-
-
-def content_fh(r: FhReply, usable: bool) -> bytes:
-    """`expkey_show`; the file starts with `#domain fsidtype fsid [path]`."""
-    words = [word(r.key.domain), word(r.key.fsidtype), b"0x" + r.key.fsid.hex().encode()]
-    if usable and r.value is not None:
-        words.append(word(r.value))
-    return _row(usable, *words)
-
-
-# ------------------------------------------------------------ auth.unix.gid
-@dataclass(frozen=True, slots=True)
-class GidReply:
-    key: int  # uid
-    expiry: int
-    value: tuple[int, ...]  # the supplementary groups
-
-
-def encode_gid_request(uid: int) -> bytes:
-    return line(word(uid))
-
-
-def decode_gid_request(data: bytes) -> int:
-    w = Words(data)
-    uid = w.integer("uid", UINT32)
-    w.end()
-    return uid
-
-
-def encode_gid_reply(r: GidReply) -> bytes:
-    return line(word(r.key), word(r.expiry), word(len(r.value)), *(word(g) for g in r.value))
-
-
-def decode_gid_reply(data: bytes) -> GidReply:
-    w = Words(data)
-    uid, expiry = w.integer("uid", UINT32), w.expiry()
-    n = w.integer("group count", (0, NGROUPS_MAX))
-    gids = tuple(w.integer(f"gid {i + 1}", UINT32) for i in range(n))
-    w.end()
-    return GidReply(uid, expiry, gids)
-
-
-def content_gid(r: GidReply, usable: bool) -> bytes:
-    """`unix_gid_show`; the file starts with `#uid cnt: gids...`."""
-    groups = r.value if usable else ()
-    return _row(usable, b"%d %d:%s" % (r.key, len(groups), b"".join(b" %d" % g for g in groups)))
 
 
 CONTENT_HEADERS = {
