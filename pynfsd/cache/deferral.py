@@ -18,7 +18,8 @@ daemon and says whether one is listening.  `get` looks the key up:
 
 Deadlines are read on the cache's injected clock and enforced by `tick()`, which the server
 runs from its periodic cleaner (`run_cleaner` does that with a real sleep); tests call it after
-moving a manual clock.  Nothing here blocks the event loop.
+moving a manual clock.  `tick` also cleans the cache (`Cache.clean`, a full pass) once every
+`SWEEP_INTERVAL` seconds.  Nothing here blocks the event loop.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ V = TypeVar("V")
 C = TypeVar("C", bound=Hashable)
 
 CLEAN_INTERVAL = 1.0  # seconds between two runs of `tick` in `run_cleaner`
+SWEEP_INTERVAL = 30.0  # seconds between two cleanings of the cache by `tick`
 
 
 class CacheDelay(Exception):
@@ -50,6 +52,7 @@ class Deferral(Generic[K, V, C]):
         self.waiters = waiters
         self.wait = wait
         self._upcall = upcall
+        self._next_sweep = cache.now_exact()
         cache.on_drop = self._drop
 
     async def get(self, key: K, client: C) -> Entry[V]:
@@ -97,11 +100,15 @@ class Deferral(Generic[K, V, C]):
         self._wake(key)
 
     def tick(self) -> int:
-        """Time out waiters whose deadline has come, and clean the cache; how many timed out."""
-        late = self.waiters.expire(self.cache.now_exact())
+        """Time out waiters whose deadline has come, and clean the cache every
+        `SWEEP_INTERVAL` seconds; how many timed out."""
+        now = self.cache.now_exact()
+        late = self.waiters.expire(now)
         for future in late:
             _fail(future, f"{self.cache.name}: no answer within {self.wait} s")
-        self.cache.clean()
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_INTERVAL
+            self.cache.clean()
         return len(late)
 
     async def run_cleaner(self, interval: float = CLEAN_INTERVAL) -> None:

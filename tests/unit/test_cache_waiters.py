@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from pynfsd.cache.core import NEGATIVE, Cache, UpdateResult
-from pynfsd.cache.deferral import CacheDelay, Deferral
+from pynfsd.cache.deferral import SWEEP_INTERVAL, CacheDelay, Deferral
 from pynfsd.cache.waiters import Refusal, Waiters
 from tests.clock import ManualClock
 
@@ -246,3 +246,16 @@ async def test_run_cleaner_ticks_until_cancelled() -> None:
     cleaner.cancel()
     with pytest.raises(asyncio.CancelledError):
         await cleaner
+
+
+async def test_tick_cleans_the_cache_every_sweep_interval() -> None:
+    clock, daemon = ManualClock(float(T0)), Daemon()
+    d = deferral(clock, daemon, accept_unsolicited=True)
+    d.tick()  # the first tick cleans
+    d.update("/a", "v", T0 + 5)
+    clock.advance(10)
+    d.tick()
+    assert len(d.cache) == 1  # not yet: the last cleaning was under SWEEP_INTERVAL ago
+    clock.advance(SWEEP_INTERVAL)
+    d.tick()
+    assert len(d.cache) == 0 and d.cache.stats["expired"] == 1
