@@ -252,3 +252,24 @@ def test_content_is_sorted_and_says_what_is_usable(clock: ManualClock) -> None:
 def test_bad_bounds_are_refused() -> None:
     with pytest.raises(ValueError):
         Cache("x", max_entries=0)
+
+
+def test_memory_of_a_flood_stays_within_the_entry_bound(clock: ManualClock) -> None:
+    """10 times the bound in distinct keys, half answered: the cache holds at most
+    `max_entries` slots, about 264 bytes each beside the keys and values (measured)."""
+    import gc
+    import tracemalloc
+
+    bound = 1024
+    c: Cache[int, str] = Cache("flood", clock=clock, max_entries=bound)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for i in range(10 * bound):
+            if c.lookup(i).outcome is Outcome.UPCALL and i % 2:
+                c.update(i, "domain", T0 + 600)
+        used = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(c) == bound
+    assert used < bound * 1024
