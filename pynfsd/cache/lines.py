@@ -118,14 +118,22 @@ class IpKey:
 IpReply = Reply[IpKey, str]  # the client's domain
 
 
+def ip_key(address: str, cls: str = "nfsd") -> IpKey:
+    """The key of a client address: IPv4 as such also when it came IPv4-mapped over IPv6
+    (the kernel writes `%pI4` for those), IPv6 compressed; ValueError if not an address."""
+    ip = ipaddress.ip_address(address.partition("%")[0] if ":" in address else address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return IpKey(cls, str(ip))
+
+
 def _ip_key(w: Words) -> IpKey:
     cls = w.text("class", MAX_CLASS)
     raw = w.text("ip address", 64)
     try:
-        ip = ipaddress.ip_address(raw)
+        return ip_key(raw, cls)
     except ValueError:
         raise LineError(f"ip address: not an address: {raw[:64]!r}") from None
-    return IpKey(cls, str(ip))
 
 
 def encode_ip_request(key: IpKey) -> bytes:

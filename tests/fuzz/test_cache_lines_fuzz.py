@@ -57,7 +57,7 @@ def texts(prefix: bytes = b"", max_size: int = 40) -> st.SearchStrategy[str]:
 U32 = st.integers(0, (1 << 32) - 1)
 EXPIRY = st.integers(0, (1 << 63) - 1)
 IPS = st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)).map(str)
-IP_KEYS = st.builds(L.IpKey, texts(max_size=7), IPS)
+IP_KEYS = st.builds(L.ip_key, IPS, texts(max_size=7))
 EXPORT_KEYS = st.builds(L.ExportKey, texts(), texts(b"/"))
 
 

@@ -251,3 +251,12 @@ def test_gid_content() -> None:
     r = L.GidReply(1000, EXP, (1000, 24))
     assert L.content_gid(r, True) == b"1000 2: 1000 24\n"
     assert L.content_gid(r, False) == b"# 1000 0:\n"
+
+
+def test_ip_key_of_a_client_address() -> None:
+    assert L.ip_key("::ffff:192.0.2.7") == L.IpKey("nfsd", "192.0.2.7")
+    assert L.ip_key("2001:db8:0::1") == L.IpKey("nfsd", "2001:db8::1")
+    assert L.ip_key("fe80::1%eth0").ip == "fe80::1"
+    assert L.decode_ip_request(b"nfsd ::ffff:10.0.0.1\n").ip == "10.0.0.1"
+    with pytest.raises(ValueError):
+        L.ip_key("host.example.com")
