@@ -263,7 +263,6 @@ class RpcTcpServer:
         self.table: ConnectionTable[_Connection] = ConnectionTable(
             limits.max_connections, limits.idle_timeout, limits.partial_budget)
         self._listeners: list[Listener] = []
-        self._retired: list[asyncio.AbstractServer] = []  # removed: closed, awaited on close()
         self._connections: set[_Connection] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -344,8 +343,7 @@ class RpcTcpServer:
                                 f"(listening on: {where or 'nothing'})")
         self._listeners.remove(found)
         if found.server is not None:
-            found.server.close()
-            self._retired.append(found.server)
+            found.server.close()  # the socket only: its connections are not the server's
         log.info("no longer listening on %s port %d; its connections stay open", *found.address)
         if not self._listeners:
             log.warning("no listening socket left: new clients cannot connect")
@@ -387,7 +385,7 @@ class RpcTcpServer:
             conn.abort()
 
     async def wait_closed(self) -> None:
-        for server in self._servers + self._retired:
+        for server in self._servers:
             await server.wait_closed()
         tasks = [t for conn in list(self._connections) for t in conn.tasks]
         await asyncio.gather(*tasks, return_exceptions=True)
