@@ -419,7 +419,8 @@ async def run_server(
     drc = ReplyCache(args.drc_size) if args.drc_size else None
     rpc = RpcServer(registry, drc)
     nfs.register(rpc)
-    server = await listen(rpc, args, limits or Limits(), passed)
+    limits = limits or Limits(max_connections=default_max_connections(fd_limit()))
+    server = await listen(rpc, args, limits, passed)
     control = await admin.start_admin(nfs, args.state_dir, drc, server.table, listeners=server)
     log_startup(server.addresses, entries)
     sweeper = asyncio.create_task(nfs.housekeeping())

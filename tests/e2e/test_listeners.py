@@ -203,3 +203,12 @@ def test_listen_errors_are_one_line(tmp_path: Path, export: str, listening: sock
 def test_listen_without_a_server(tmp_path: Path) -> None:
     done = listen(tmp_path, "add", "127.0.0.1:0")
     assert done.returncode == 1 and "pynfsd is not running with state dir" in done.stderr
+
+
+def test_more_listeners_at_start_than_allowed_exits_2(tmp_path: Path, export: str,
+                                                      listening: socket.socket) -> None:
+    srv = Activated(tmp_path, export, listening, "--bind", HOST, "--port", "0",
+                    "--max-listeners", "1")
+    assert srv.proc.wait(WAIT) == 2, srv.text()
+    errors = [line for line in srv.text().splitlines() if line.startswith("pynfsd: ")]
+    assert errors == ["pynfsd: 2 listening sockets, more than --max-listeners 1"], srv.text()
