@@ -14,10 +14,15 @@ The protocol is one JSON object per line each way:
     {"cmd": "clients"}                       -> {"ok": true, "result": [ {client}, ... ]}
     {"cmd": "revoke", "clientid": "<hex>"}   -> {"ok": true, "result": {revoked client}}
     {"cmd": "status"}                        -> {"ok": true, "result": {status}}
+    {"cmd": "listen"}                        -> {"ok": true, "result": [ {listener}, ... ]}
+    {"cmd": "listen", "action": "add" or "remove", "address": "ADDR:PORT"}
+                                             -> {"ok": true, "result": {listener}}
     anything wrong                           -> {"ok": false, "error": "<message for people>"}
 
 `AdminCore` answers request lines with reply lines (no I/O: it reads the state manager on the
 event loop, where the COMPOUNDs run, so no locking is needed); `AdminServer` is the asyncio skin.
+`listen add` is the one request that waits (for the transport to start serving a new socket):
+`answer` awaits it, `handle_line` serves the others.
 `call()` and the `format_*` functions are the client side used by `pynfsd.cli`.
 """
 
@@ -26,23 +31,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import inspect
 import json
 import logging
 import os
 import socket
 import struct
 import tempfile
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from pynfsd import __version__
 from pynfsd.nfs4.state.clients import printable_id
+from pynfsd.rpc.listeners import ListenerError
 
 if TYPE_CHECKING:
     from pynfsd.nfs4.server import NFSServer
     from pynfsd.nfs4.state.owners import Client
     from pynfsd.rpc.connections import ConnectionTable
     from pynfsd.rpc.drc import ReplyCache
+    from pynfsd.rpc.transport import RpcTcpServer
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +76,44 @@ class AdminCore:
 
     def __init__(
         self, server: NFSServer, drc: ReplyCache | None = None,
-        connections: ConnectionTable[Any] | None = None,
+        connections: ConnectionTable[Any] | None = None, listeners: RpcTcpServer | None = None,
     ) -> None:
         self.server = server
         self.drc = drc
         self.connections = connections
+        self.listeners = listeners
 
     def handle_line(self, line: bytes) -> bytes:
-        """One request line in, one reply line out (never raises for a bad request)."""
+        """One request line in, one reply line out (never raises for a bad request).
+
+        Without the event loop: a request that must wait on it (`listen add`) is refused."""
+        return self._reply(line, None)
+
+    async def answer(self, line: bytes) -> bytes:
+        """`handle_line`, awaiting the requests that wait on the event loop (`listen add`)."""
+        pending: list[Awaitable[Any]] = []
+        reply = self._reply(line, pending)
+        if not pending:
+            return reply
         try:
-            request = json.loads(line)
-            if not isinstance(request, dict):
-                raise AdminError("a request is a JSON object")
-            reply: dict[str, Any] = {"ok": True, "result": self.dispatch(request)}
-        except (AdminError, ValueError) as e:  # json.JSONDecodeError is a ValueError
+            return encode_reply({"ok": True, "result": await pending[0]})
+        except (AdminError, ListenerError, ValueError) as e:
+            return encode_reply({"ok": False, "error": str(e)})
+
+    def _reply(self, line: bytes, pending: list[Awaitable[Any]] | None) -> bytes:
+        """The reply to `line`; a request that waits goes to `pending` (refused if None)."""
+        try:
+            result = self.dispatch(decode_request(line))
+            if inspect.isawaitable(result):
+                if pending is None:
+                    result.close()  # type: ignore[attr-defined]  # never started
+                    raise AdminError("this request needs the running server")
+                pending.append(result)
+                return b""
+            reply: dict[str, Any] = {"ok": True, "result": result}
+        except (AdminError, ListenerError, ValueError) as e:  # JSONDecodeError is a ValueError
             reply = {"ok": False, "error": str(e)}
-        return json.dumps(reply, default=str).encode() + b"\n"
+        return encode_reply(reply)
 
     def dispatch(self, request: dict[str, Any]) -> Any:
         cmd = request.get("cmd")
@@ -93,7 +123,24 @@ class AdminCore:
             return self.revoke(request.get("clientid"))
         if cmd == "status":
             return self.status()
-        raise AdminError(f"unknown command {cmd!r} (known: clients, revoke, status)")
+        if cmd == "listen":
+            return self.listen(request.get("action"), request.get("address"))
+        raise AdminError(f"unknown command {cmd!r} (known: clients, revoke, status, listen)")
+
+    def listen(self, action: object, address: object) -> Any:
+        """List the listening sockets, or add or remove one (`pynfsd listen`)."""
+        if self.listeners is None:
+            raise AdminError("this server does not report its listening sockets")
+        if action is None:
+            return [item.status() for item in self.listeners.listeners]
+        if action not in ("add", "remove") or not isinstance(address, str):
+            raise AdminError("listen takes no action, or add/remove with an address ADDR:PORT")
+        if action == "remove":
+            return self.listeners.remove_listener(address).status()
+        return self._add(self.listeners, address)
+
+    async def _add(self, listeners: RpcTcpServer, address: str) -> dict[str, object]:
+        return (await listeners.add_listener(address)).status()
 
     def clients(self) -> list[dict[str, Any]]:
         """Every client record: id, identity, lease left, opens, locks, collisions."""
@@ -138,7 +185,10 @@ class AdminCore:
         counts = server.state.counts()
         uptime = (server.config.wallclock_ns() - server.boot_ns) / 1e9
         drc = {} if self.drc is None else {"drc": self.drc.status()}
-        conns = {} if self.connections is None else {"connections": self.connections.status()}
+        conns: dict[str, Any] = {} if self.connections is None else {
+            "connections": self.connections.status()}
+        if self.listeners is not None:
+            conns["listeners"] = [item.status() for item in self.listeners.listeners]
         return {
             "version": __version__,
             "uptime": round(uptime, 1),
@@ -152,6 +202,17 @@ class AdminCore:
             **drc,
             **conns,
         }
+
+
+def decode_request(line: bytes) -> dict[str, Any]:
+    request = json.loads(line)
+    if not isinstance(request, dict):
+        raise AdminError("a request is a JSON object")
+    return request
+
+
+def encode_reply(reply: dict[str, Any]) -> bytes:
+    return json.dumps(reply, default=str).encode() + b"\n"
 
 
 def parse_clientid(value: object) -> int:
@@ -192,10 +253,11 @@ class AdminServer:
     async def start(
         cls, server: NFSServer, path: str, allowed_uids: Collection[int] | None = None,
         drc: ReplyCache | None = None, connections: ConnectionTable[Any] | None = None,
+        listeners: RpcTcpServer | None = None,
     ) -> AdminServer:
         """Bind `path` (see the module docstring) and serve it on the running loop."""
         uids = {0, os.geteuid()} if allowed_uids is None else allowed_uids
-        admin = cls(AdminCore(server, drc, connections), path, uids)
+        admin = cls(AdminCore(server, drc, connections, listeners), path, uids)
         sock = bind_control_socket(path)
         st = os.stat(path)
         admin._inode = (st.st_dev, st.st_ino)
@@ -227,7 +289,7 @@ class AdminServer:
                 return
             if not line.endswith(b"\n"):
                 return  # end of stream
-            writer.write(self.core.handle_line(line))
+            writer.write(await self.core.answer(line))
             await writer.drain()
 
     def close(self) -> None:
@@ -290,12 +352,13 @@ def is_live(path: str) -> bool:
 
 async def start_admin(
     server: NFSServer, state_dir: str, drc: ReplyCache | None = None,
-    connections: ConnectionTable[Any] | None = None,
+    connections: ConnectionTable[Any] | None = None, listeners: RpcTcpServer | None = None,
 ) -> AdminServer | None:
     """The control socket for `pynfsd serve`; logs and returns None if it cannot be created."""
     path = socket_path(state_dir)
     try:
-        admin = await AdminServer.start(server, path, drc=drc, connections=connections)
+        admin = await AdminServer.start(server, path, drc=drc, connections=connections,
+                                        listeners=listeners)
     except (AdminError, OSError) as e:
         log.error("no control socket (pynfsd clients/status will not work): %s", e)
         return None
@@ -410,6 +473,8 @@ def format_status(st: dict[str, Any]) -> str:
     ]
     if isinstance(st.get("connections"), dict):
         lines.append(f"connections: {format_connections(st['connections'])}")
+    if isinstance(st.get("listeners"), list):
+        lines.append(f"listening: {format_listeners(st['listeners'])}")
     return "\n".join(lines) + "\n"
 
 
@@ -425,6 +490,12 @@ def format_connections(c: dict[str, Any]) -> str:
     return (f"{c['open']} of {c['max']} open; {c['refused']} refused, {c['idle_closed']} closed "
             f"idle, {c['evicted']} closed over the partial-record budget "
             f"({c['partial_bytes'] >> 10} of {c['partial_budget'] >> 10} KiB held)")
+
+
+def format_listeners(rows: list[dict[str, Any]]) -> str:
+    """'0.0.0.0:2049 (--bind, 3 accepted), [::1]:2050 (added, 0 accepted)' or 'nothing'."""
+    return ", ".join(f"{r['listen']} ({r['origin']}, {r['accepted']} accepted)"
+                     for r in rows) or "nothing (new clients cannot connect)"
 
 
 def format_grace(grace: Any) -> str:

@@ -6,6 +6,7 @@
     pynfsd clients [--state-dir DIR] [--json]
     pynfsd clients revoke ID [--state-dir DIR] [--json]
     pynfsd status [--state-dir DIR] [--json]
+    pynfsd listen [add|remove ADDR:PORT] [--state-dir DIR] [--json]
 
 The admin commands talk to a running server over `<state-dir>/control.sock` (root only).
 
@@ -14,6 +15,9 @@ the exports (each problem named `file:line` or `--export #N`), the state directo
 Kerberos files; each failure is one line on stderr and an exit code from `_EXIT_CODES` (shown
 by `pynfsd serve --help`).  Once listening it logs each address once, each export as
 `exportfs -v` shows it and the mount command a client would use.
+
+Sockets passed in by systemd (LISTEN_FDS, sd_listen_fds(3)) replace the default listener; with
+them, `--bind`/`--port` add listeners only when given.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from pynfsd import __version__, admin
 from pynfsd.blocking import default_runner
@@ -49,16 +54,20 @@ from pynfsd.rpc.auth import AuthRegistry
 from pynfsd.rpc.drc import DEFAULT_MAX_BYTES as DEFAULT_DRC_BYTES
 from pynfsd.rpc.drc import ReplyCache
 from pynfsd.rpc.flavors import RPCSEC_GSS
+from pynfsd.rpc.listeners import DEFAULT_MAX_LISTENERS, ListenerError, PassedSocket, passed_sockets
 from pynfsd.rpc.server import RpcServer
 from pynfsd.rpc.transport import (
+    ALL_ADDRESSES,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_RECORD,
     DEFAULT_PARTIAL_BUDGET,
     Limits,
+    RpcTcpServer,
+    bind_sockets,
     default_max_connections,
     fd_limit,
     install_event_loop,
-    serve,
+    serve_sockets,
 )
 from pynfsd.statelock import StateDirBusy, lock_state_dir
 
@@ -94,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one exports(5) line, e.g. '/srv/share *(rw,no_root_squash)'; repeatable")
     s.add_argument("--exports", metavar="FILE", help="an exports(5) file")
     s.add_argument("--bind", action="append", default=[], metavar="ADDR",
-                   help="address to listen on; repeatable (default: all IPv4 and IPv6 addresses)")
-    s.add_argument("--port", type=_int_in(0, 65535), default=2049, metavar="N",
+                   help="address to listen on; repeatable (default: all IPv4 and IPv6 addresses, "
+                   "unless systemd passed listening sockets: then only those)")
+    s.add_argument("--port", type=_int_in(0, 65535), metavar="N",
                    help="TCP port (default 2049; 0: any free port, logged)")
     s.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
                    help=f"where client records and filehandle keys are kept (default {DEFAULT_STATE_DIR})")
@@ -129,7 +139,8 @@ exit codes:
   0  stopped by SIGTERM or SIGINT
   1  internal error (a traceback is logged)
   2  usage or configuration error: a bad option, an exports line (file:line), an export
-     directory that does not exist or is not a directory, an unusable state directory
+     directory that does not exist or is not a directory, an unusable state directory,
+     a socket passed by systemd (LISTEN_FDS) that is not a listening TCP socket
   3  unavailable: the port or address cannot be used (in use, not permitted, no such
      address), or another server holds the state directory
 """
@@ -222,13 +233,17 @@ def add_limit_options(s: argparse.ArgumentParser) -> None:
                    metavar="BYTES", help="memory for partially received requests over all "
                    "connections, e.g. 512M; past it, the connections whose request began longest "
                    f"ago are closed (default {DEFAULT_PARTIAL_BUDGET >> 20}M)")
+    g.add_argument("--max-listeners", type=_positive, default=DEFAULT_MAX_LISTENERS, metavar="N",
+                   help="listening sockets (bound at start, passed by systemd and added with "
+                   f"`pynfsd listen add`); adding one more is refused (default {DEFAULT_MAX_LISTENERS})")
 
 
 def connection_limits(args: argparse.Namespace, exports: int) -> Limits:
     """The transport limits from the options (ValueError when they do not fit together)."""
     nofile = fd_limit(raise_soft=True)
     limits = Limits(max_connections=args.max_connections or default_max_connections(nofile, exports),
-                    idle_timeout=args.idle_timeout, partial_budget=args.partial_record_budget)
+                    idle_timeout=args.idle_timeout, partial_budget=args.partial_record_budget,
+                    max_listeners=args.max_listeners)
     log.info("at most %d connections (open-file limit %d), idle timeout %g s, partial-record "
              "budget %d MiB", limits.max_connections, nofile, limits.idle_timeout,
              limits.partial_budget >> 20)
@@ -258,6 +273,22 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
                         description="Version, uptime, clients, state and grace period of the "
                         "server running with --state-dir.")
     add_admin_options(st, DEFAULT_STATE_DIR)
+    add_listen_command(sub)
+
+
+def add_listen_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ls = sub.add_parser("listen", help="list, add or remove listening sockets (root only)",
+                        description="List the addresses the server running with --state-dir "
+                        "listens on, or add or remove one.  A removed address accepts no new "
+                        "connection; its connections stay open.  ADDR:PORT is numeric: "
+                        "0.0.0.0:2049, 192.0.2.1:2049, [::]:2049 (IPv6 only), [::1]:2050; "
+                        "port 0 picks a free port.")
+    add_admin_options(ls, DEFAULT_STATE_DIR)
+    actions = ls.add_subparsers(dest="action", metavar="[add|remove ADDR:PORT]")
+    for name, text in (("add", "listen on ADDR:PORT too"), ("remove", "stop listening on ADDR:PORT")):
+        a = actions.add_parser(name, help=text, description=text)
+        a.add_argument("address", metavar="ADDR:PORT")
+        add_admin_options(a, argparse.SUPPRESS)
 
 
 def export_entries(args: argparse.Namespace) -> list[ExportEntry]:
@@ -351,9 +382,30 @@ def auth_registry(args: argparse.Namespace) -> AuthRegistry:
     return registry
 
 
+async def listen(rpc: RpcServer, args: argparse.Namespace, limits: Limits,
+                 passed: Sequence[PassedSocket] = ()) -> RpcTcpServer:
+    """Serve on the sockets passed in and, without them or when asked, on --bind/--port."""
+    sockets = [(p.sock, f"systemd fd {p.fd} ({p.name})") for p in passed]
+    port = 2049 if args.port is None else args.port
+    try:
+        if not passed or args.bind or args.port is not None:
+            wildcard = not args.bind
+            hosts = ALL_ADDRESSES if wildcard else args.bind
+            sockets += [(s, "--bind") for s in bind_sockets(hosts, port, optional_v6=wildcard)]
+    except OSError as e:
+        for sock, _ in sockets:
+            sock.close()
+        where = ", ".join(args.bind) or "all addresses"
+        raise ListenError(f"cannot listen on {where} port {port}: {e.strerror or e}") from None
+    try:
+        return await serve_sockets(rpc, sockets, limits)
+    except ListenerError as e:
+        raise ConfigError(str(e)) from None
+
+
 async def run_server(
     args: argparse.Namespace, entries: list[ExportEntry], auth: AuthRegistry | None = None,
-    limits: Limits | None = None,
+    limits: Limits | None = None, passed: Sequence[PassedSocket] = (),
 ) -> None:
     registry = auth or AuthRegistry.default()
     gss = RPCSEC_GSS in registry.flavors()  # callbacks may need the server's GSS identity
@@ -367,12 +419,9 @@ async def run_server(
     drc = ReplyCache(args.drc_size) if args.drc_size else None
     rpc = RpcServer(registry, drc)
     nfs.register(rpc)
-    try:
-        server = await serve(rpc, args.bind or None, args.port, limits=limits)
-    except OSError as e:
-        where = ", ".join(args.bind) or "all addresses"
-        raise ListenError(f"cannot listen on {where} port {args.port}: {e.strerror or e}") from None
-    control = await admin.start_admin(nfs, args.state_dir, drc, server.table)
+    limits = limits or Limits(max_connections=default_max_connections(fd_limit()))
+    server = await listen(rpc, args, limits, passed)
+    control = await admin.start_admin(nfs, args.state_dir, drc, server.table, listeners=server)
     log_startup(server.addresses, entries)
     sweeper = asyncio.create_task(nfs.housekeeping())
     stop = asyncio.Event()
@@ -393,6 +442,8 @@ def admin_main(args: argparse.Namespace) -> int:
     """`pynfsd clients [revoke ID]` and `pynfsd status`: one request to the control socket."""
     if args.command == "status":
         request: dict[str, object] = {"cmd": "status"}
+    elif args.command == "listen":
+        request = {"cmd": "listen", "action": args.action, "address": getattr(args, "address", None)}
     elif getattr(args, "action", None) == "revoke":
         request = {"cmd": "revoke", "clientid": args.id}
     else:
@@ -406,12 +457,23 @@ def admin_main(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     elif request["cmd"] == "status":
         print(admin.format_status(result), end="")
+    elif request["cmd"] == "listen":
+        print(format_listen(args.action, result), end="")
     elif request["cmd"] == "revoke":
         print(f"revoked client {result['clientid']} (\"{result['co_ownerid']}\"): "
               f"{result['opens']} open(s), {result['locks']} lock(s)")
     else:
         print(admin.format_clients(result), end="")
     return 0
+
+
+def format_listen(action: str | None, result: Any) -> str:
+    if action == "add":
+        return f"listening on {result['listen']}\n"
+    if action == "remove":
+        return (f"no longer listening on {result['listen']} ({result['accepted']} connections "
+                "accepted there; open ones stay)\n")
+    return "".join(f"{admin.format_listeners([row])}\n" for row in result) or "no listening socket\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -426,10 +488,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         state_lock = lock_state_dir(args.state_dir)  # noqa: F841 - held until exit
         limits = connection_limits(args, len(entries))
         auth = auth_registry(args)
+        passed = passed_sockets()
     except StateDirBusy as e:
         print(f"pynfsd: {e}", file=sys.stderr)
         return EXIT_UNAVAILABLE
-    except (ExportsError, OSError, ValueError) as e:
+    except (ExportsError, OSError, ValueError, ListenerError) as e:
         print(f"pynfsd: {e}", file=sys.stderr)
         return EXIT_CONFIG
     # READ/WRITE payloads and krb5p tokens are ~1 MiB buffers: serve them from the heap
@@ -440,10 +503,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     uvloop = install_event_loop()
     log.info("pynfsd %s starting (%s event loop)", __version__, "uvloop" if uvloop else "asyncio")
     try:
-        asyncio.run(run_server(args, entries, auth, limits))
+        asyncio.run(run_server(args, entries, auth, limits, passed))
     except ListenError as e:
         print(f"pynfsd: {e}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+    except ConfigError as e:
+        print(f"pynfsd: {e}", file=sys.stderr)
+        return EXIT_CONFIG
     return EXIT_OK
 
 

@@ -12,6 +12,11 @@ chunk of queued records + `max_outstanding` calls in progress + `write_high` + o
 Across connections, `ConnectionTable` (pynfsd/rpc/connections.py) caps their number, closes
 idle ones from one periodic sweep, and keeps the sum of partial records under a budget; this
 module only reports to it and closes what it names.  Time comes from the injected `clock`.
+
+Listeners: the server listens on at most `max_listeners` sockets: those bound at start, those
+passed in by systemd (pynfsd/rpc/listeners.py) and those added at run time (`add_listener`,
+through the control socket).  `remove_listener` stops accepting on one; like a port removed
+from knfsd's `/proc/fs/nfsd/portlist`, the connections it accepted are served on.
 """
 
 from __future__ import annotations
@@ -28,6 +33,14 @@ from dataclasses import dataclass
 from typing import cast
 
 from pynfsd.rpc.connections import Clock, ConnectionTable, sweep_interval
+from pynfsd.rpc.listeners import (
+    DEFAULT_MAX_LISTENERS,
+    ListenerError,
+    bind_listener,
+    bind_tcp,
+    format_hostport,
+    parse_hostport,
+)
 from pynfsd.rpc.record import DEFAULT_MAX_EMPTY_FRAGMENTS, RecordError, RecordReader, marker
 from pynfsd.rpc.server import Buffer, ConnInfo, RpcServer
 
@@ -90,13 +103,14 @@ class Limits:
     max_connections: int = 1024
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # 0: never
     partial_budget: int = DEFAULT_PARTIAL_BUDGET
+    max_listeners: int = DEFAULT_MAX_LISTENERS
 
     def __post_init__(self) -> None:
         if self.partial_budget < self.max_record:
             raise ValueError(f"the partial-record budget ({self.partial_budget} bytes) must hold "
                              f"at least one record of the maximum size ({self.max_record} bytes)")
-        if self.max_connections < 1 or self.idle_timeout < 0:
-            raise ValueError("max_connections must be >= 1 and idle_timeout >= 0")
+        if self.max_connections < 1 or self.idle_timeout < 0 or self.max_listeners < 1:
+            raise ValueError("max_connections and max_listeners must be >= 1, idle_timeout >= 0")
 
 
 def normalize_addr(sockaddr: object) -> tuple[str, int]:
@@ -224,6 +238,21 @@ def _send(transport: asyncio.WriteTransport, parts: list[Buffer]) -> None:
         transport.writelines([marker(size), *parts])
 
 
+@dataclass(slots=True)
+class Listener:
+    """One listening socket: its address, where it came from, connections it accepted."""
+
+    address: tuple[str, int]
+    origin: str  # "--bind", "systemd fd 3 (name)", "added"
+    server: asyncio.AbstractServer | None = None
+    accepted: int = 0
+
+    def status(self) -> dict[str, object]:
+        host, port = self.address
+        return {"address": host, "port": port, "listen": format_hostport(host, port),
+                "origin": self.origin, "accepted": self.accepted}
+
+
 class RpcTcpServer:
     """Listening sockets plus their connections; from `serve()`."""
 
@@ -233,16 +262,20 @@ class RpcTcpServer:
         self.clock = clock
         self.table: ConnectionTable[_Connection] = ConnectionTable(
             limits.max_connections, limits.idle_timeout, limits.partial_budget)
-        self._servers: list[asyncio.Server] = []
+        self._listeners: list[Listener] = []
         self._connections: set[_Connection] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def _listen(self, sockets: list[socket.socket]) -> None:
+    async def _listen(self, sockets: Sequence[tuple[socket.socket, str]]) -> None:
+        """Serve each (socket, origin); ListenerError (all closed) past `max_listeners`."""
+        if len(sockets) > self.limits.max_listeners:
+            for sock, _ in sockets:
+                sock.close()
+            raise ListenerError(f"{len(sockets)} listening sockets, more than --max-listeners "
+                                f"{self.limits.max_listeners}")
+        for sock, origin in sockets:
+            await self.add_socket(sock, origin)
         loop = asyncio.get_running_loop()
-        for sock in sockets:
-            server = await loop.create_server(lambda: _Connection(self), sock=sock)
-            self._servers.append(server)
-            log.debug("RPC socket on %s port %d", *normalize_addr(sock.getsockname()))
         if self.limits.idle_timeout:
             self._sweeper = loop.create_task(self._sweep_forever(sweep_interval(self.limits.idle_timeout)))
 
@@ -259,9 +292,74 @@ class RpcTcpServer:
             conn.abort()
         return len(idle)
 
+    async def add_socket(self, sock: socket.socket, origin: str) -> Listener:
+        """Accept connections on the listening `sock` (closed on ListenerError)."""
+        address = normalize_addr(sock.getsockname())
+        problem = self._refusal(address)
+        if problem:
+            sock.close()
+            raise ListenerError(problem)
+        listener = Listener(address, origin)
+        self._listeners.append(listener)
+        try:
+            listener.server = await asyncio.get_running_loop().create_server(
+                lambda: self._accept(listener), sock=sock)
+        except BaseException:
+            self._listeners.remove(listener)
+            sock.close()
+            raise
+        log.debug("RPC socket on %s port %d (%s)", *address, origin)
+        return listener
+
+    def _refusal(self, address: tuple[str, int]) -> str | None:
+        if len(self._listeners) >= self.limits.max_listeners:
+            return (f"already listening on {len(self._listeners)} addresses, the most "
+                    f"--max-listeners allows ({self.limits.max_listeners}); remove one first")
+        if any(item.address == address for item in self._listeners):
+            return f"already listening on {format_hostport(*address)}"
+        return None
+
+    def _accept(self, listener: Listener) -> _Connection:
+        listener.accepted += 1
+        return _Connection(self)
+
+    async def add_listener(self, text: str) -> Listener:
+        """Listen on "ADDR:PORT" (port 0: any free port); ListenerError says why not."""
+        family, host, port = parse_hostport(text)
+        problem = self._refusal((host, port)) if port else None
+        if problem:  # checked before binding, for the clearer message
+            raise ListenerError(problem)
+        listener = await self.add_socket(bind_listener(family, host, port), "added")
+        log.info("listening on %s port %d (added)", *listener.address)
+        return listener
+
+    def remove_listener(self, text: str) -> Listener:
+        """Stop accepting on "ADDR:PORT"; its connections stay.  ListenerError if not there."""
+        _, host, port = parse_hostport(text)
+        found = next((item for item in self._listeners if item.address == (host, port)), None)
+        if found is None:
+            where = ", ".join(format_hostport(*item.address) for item in self._listeners)
+            raise ListenerError(f"not listening on {format_hostport(host, port)} "
+                                f"(listening on: {where or 'nothing'})")
+        self._listeners.remove(found)
+        if found.server is not None:
+            found.server.close()  # the socket only: its connections are not the server's
+        log.info("no longer listening on %s port %d; its connections stay open", *found.address)
+        if not self._listeners:
+            log.warning("no listening socket left: new clients cannot connect")
+        return found
+
+    @property
+    def listeners(self) -> list[Listener]:
+        return list(self._listeners)
+
+    @property
+    def _servers(self) -> list[asyncio.AbstractServer]:
+        return [item.server for item in self._listeners if item.server is not None]
+
     @property
     def sockets(self) -> list[socket.socket]:
-        return [s for server in self._servers for s in server.sockets]  # type: ignore[misc]
+        return [s for server in self._servers for s in server.sockets]  # type: ignore[attr-defined]
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -311,21 +409,6 @@ def _resolve(hosts: Sequence[str]) -> list[tuple[socket.AddressFamily, str]]:
     return out
 
 
-def _bind_one(family: socket.AddressFamily, addr: str, port: int, v6only: bool) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
-        sock.bind((addr, port))
-        sock.listen(1024)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 def bind_sockets(hosts: Sequence[str], port: int, *, optional_v6: bool = False) -> list[socket.socket]:
     """Listening sockets for every address of `hosts`, all on the same port.
 
@@ -351,7 +434,7 @@ def _bind_all(
     try:
         for family, addr in addrs:
             try:
-                sock = _bind_one(family, addr, port, v6only)
+                sock = bind_tcp(family, addr, port, v6only)
             except OSError as e:
                 if not (optional_v6 and family == socket.AF_INET6 and socks):
                     raise
@@ -387,6 +470,15 @@ async def serve(
     if limits is None:
         limits = Limits(max_record, max_empty_fragments, max_outstanding_per_conn, write_high,
                         write_low, max_connections=default_max_connections(fd_limit()))
+    return await serve_sockets(rpc, [(s, "--bind") for s in bind_sockets(hosts, port, optional_v6=wildcard)],
+                               limits, clock)
+
+
+async def serve_sockets(
+    rpc: RpcServer, sockets: Sequence[tuple[socket.socket, str]], limits: Limits,
+    clock: Clock = time.monotonic,
+) -> RpcTcpServer:
+    """Serve `rpc` on listening sockets already made, each with where it came from."""
     server = RpcTcpServer(rpc, limits, clock)
-    await server._listen(bind_sockets(hosts, port, optional_v6=wildcard))
+    await server._listen(sockets)
     return server

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tests.vm.initramfs import GUEST, assemble
 from tests.vm.kernel import guest_kernel
-from tests.vm.network import make_network
+from tests.vm.network import Network, make_network
 from tests.vm.qemu import GuestVM, Transcript
 from tests.vm.servers import SERVERS, Server, make_server
 
@@ -101,13 +101,14 @@ def parse_transcript(run: WorkloadRun) -> None:
 
 def run_workload(server_name: str, net_name: str, workdir: Path, *, big_mb: int = 0,
                  small_files: int = 2000, bigdir_count: int = 10000,
-                 timeout: float = 300.0, only: str = "", step_timeout: int = 120) -> WorkloadRun:
+                 timeout: float = 300.0, only: str = "", step_timeout: int = 120,
+                 make: Callable[[str, Path, Network], Server] = make_server) -> WorkloadRun:
     """Boot the guest once and run the workload (``only``: space-separated step names, default
-    all); never raises for guest failures."""
+    all; ``make``: the server, by default the named kind); never raises for guest failures."""
     kernel = guest_kernel()
     workdir.mkdir(parents=True, exist_ok=True)
     with make_network(net_name) as net:
-        server = make_server(server_name, workdir, net)
+        server = make(server_name, workdir, net)
         prepare_export(server.export_dir, bigdir_count)
         config: dict[str, str | int] = {
             "SERVER_IP": net.server_addr, "NFS_PORT": server.port,
