@@ -154,6 +154,15 @@ class ServerProcess:
             f.seek(since)
             return f.read().decode(errors="replace")
 
+    def wait_log(self, needle: str, timeout: float = 10.0) -> str:
+        """The log once it holds `needle` (lines logged just after start-up may lag behind the
+        listening socket); fails after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while needle not in (text := self.log_text()):
+            assert time.monotonic() < deadline, f"{needle!r} not logged; log:\n{text[-3000:]}"
+            time.sleep(0.05)
+        return text
+
     def log_mark(self) -> int:
         """The current end of the log, for `log_text(since=...)`."""
         return self.log_path.stat().st_size if self.log_path.exists() else 0

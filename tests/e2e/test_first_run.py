@@ -208,7 +208,8 @@ async def test_startup_log_lists_listening_once_exports_and_mount_commands(tmp_p
                        f"{tmp_path}/outside *(rw,insecure)\n")
     with ServerProcess([f"{root}/sec *(rw,sec=krb5p:sys,insecure)"], tmp_path / "state",
                        extra_args=["--exports", str(exports)], log_level="INFO") as srv:
-        log, port = srv.log_text(), srv.port
+        port = srv.port
+        log = srv.wait_log(f"port={port},sec=krb5p 127.0.0.1:/sec /mnt")  # the last line
         mounts = re.findall(r"INFO pynfsd:   mount .* 127\.0\.0\.1:(\S+) /mnt", log)
         c = await srv.connect()
         try:  # each path the log tells clients to mount reaches that export
@@ -237,6 +238,6 @@ async def test_startup_log_lists_listening_once_exports_and_mount_commands(tmp_p
 def test_bare_directory_is_logged_with_its_defaults_and_sigterm_exits_0(tmp_path: Path) -> None:
     srv = ServerProcess([str(tmp_path)], tmp_path / "state", log_level="INFO").start()
     try:
-        assert f"exporting {tmp_path}  *(rw,sec=sys,secure,root_squash,no_all_squash) (--export #1)" in srv.log_text()
+        srv.wait_log(f"exporting {tmp_path}  *(rw,sec=sys,secure,root_squash,no_all_squash) (--export #1)")
     finally:
         assert srv.stop() == 0
