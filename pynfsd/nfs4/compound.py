@@ -19,6 +19,9 @@ loop adds its estimate to the bytes encoded so far; the first op that would take
 COMPOUND4res past `max_reply` bytes, or that is past `max_compound_ops`, gets
 NFS4ERR_RESOURCE and ends the COMPOUND.  Every `YIELD_EVERY` ops the loop yields to the event
 loop, so a long COMPOUND of cheap ops does not hold up other clients.
+
+Each op that runs (or is refused by those bounds) is counted in `Services.stats` with its
+status and its duration (decoding its arguments included) on the stats' clock.
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ async def process(
     results, number of results)."""
     out = Packer()
     status = N.NFS4_OK
+    stats = ctx.services.stats
     head = 12 + xdr_pad(len(ctx.tag))  # COMPOUND4res status, tag, resarray length
     for i in range(count):
         ctx.index = i
@@ -114,7 +118,9 @@ async def process(
             _illegal_result(out, N.NFS4ERR_OP_ILLEGAL)  # RFC 7530 §15.2.4, §16.39
             return N.NFS4ERR_OP_ILLEGAL, out, i + 1
         ctx.non_idempotent |= opnum in NON_IDEMPOTENT
+        started = stats.clock()
         status, value = await _execute(ctx, spec, u, head + len(out))
+        stats.op_done(opnum, status, stats.clock() - started)
         out.pack_uint(opnum)
         spec.pack_res(out, make_result(spec, status, value))
         if status != N.NFS4_OK:

@@ -2,8 +2,8 @@
 
 Theory of operation: the server builds one `Services` when it starts: the state manager, the
 configuration (the same object, so a changed bound applies to the next COMPOUND), the
-idmappers, the wait for client records to reach stable storage, the write verifier and the
-start of a callback path.  Each COMPOUND gets a `CompoundContext` holding them, its `Vfs`, the
+idmappers, the wait for client records to reach stable storage, the write verifier, the
+start of a callback path and the counters of operations.  Each COMPOUND gets a `CompoundContext` holding them, its `Vfs`, the
 credential and the client's address, plus its current and saved filehandles.  Handlers reach
 everything through the context and never name the server.
 """
@@ -11,9 +11,10 @@ everything through the context and never name the server.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pynfsd.idmap import IdMapper
+from pynfsd.metrics.stats import Stats
 from pynfsd.nfs4 import errors
 from pynfsd.nfs4.config import ServerConfig
 from pynfsd.nfs4.state import StateManager
@@ -38,6 +39,8 @@ class Services:
     write_verifier: bytes
     #: ``(clientid, callback target, client address)``: probe a confirmed client's path
     start_callback: Callable[[int, object, str], None]
+    #: per-operation counts and latencies, READ/WRITE bytes (`pynfsd.metrics.stats`)
+    stats: Stats = field(default_factory=Stats)
 
 
 class CompoundContext:

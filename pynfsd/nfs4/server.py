@@ -29,6 +29,7 @@ from pynfsd.exports.types import ClientExport
 from pynfsd.fs.backend import Attrs, FileType
 from pynfsd.gen import nfs4 as N
 from pynfsd.idmap import IdMapper
+from pynfsd.metrics.stats import Stats
 from pynfsd.nfs4 import compound
 from pynfsd.nfs4.backends import BackendOpenFiles, Backends, local_backend
 from pynfsd.nfs4.callback import CallbackClient, CallbackTarget, ServerGssIdentity
@@ -70,7 +71,8 @@ class NFSServer:
 
     ``rng`` makes the random bytes (write verifier, boot id, state ids and verifiers);
     ``client_store`` the client records (default: the files under ``<state-dir>/clients``,
-    read when the store is made); the clocks are the config's.
+    read when the store is made); the clocks are the config's; ``stats`` the counters of
+    operations (`pynfsd.metrics.stats`, shared with the RPC server by `pynfsd serve`).
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class NFSServer:
         *,
         rng: Callable[[int], bytes] = secrets.token_bytes,
         client_store: FileClientStore | None = None,
+        stats: Stats | None = None,
     ) -> None:
         self.config = config
         self.resolver = resolver
@@ -137,6 +140,7 @@ class NFSServer:
             durable=self.durable,
             write_verifier=self.write_verifier,
             start_callback=self.start_callback,
+            stats=Stats() if stats is None else stats,
         )
         self.ops = build_op_table()
 

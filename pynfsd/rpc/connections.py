@@ -83,6 +83,7 @@ class ConnectionTable(Generic[C]):
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout  # 0: never
         self.partial_budget = partial_budget
+        self.admitted = 0
         self.refused = 0
         self.evicted = 0
         self.idle_closed = 0
@@ -99,7 +100,8 @@ class ConnectionTable(Generic[C]):
         """The bounds and what they did, for `pynfsd status`."""
         return {"open": len(self._entries), "max": self.max_connections,
                 "idle_timeout": self.idle_timeout, "partial_bytes": self.partial_held,
-                "partial_budget": self.partial_budget, "refused": self.refused,
+                "partial_budget": self.partial_budget, "admitted": self.admitted,
+                "refused": self.refused,
                 "idle_closed": self.idle_closed, "evicted": self.evicted}
 
     def __iter__(self) -> Iterator[C]:
@@ -115,6 +117,7 @@ class ConnectionTable(Generic[C]):
                 *peer, len(self._entries), self.refused)
             return False
         self._entries[conn] = _Entry(now)
+        self.admitted += 1
         return True
 
     def remove(self, conn: C) -> None:

@@ -9,6 +9,8 @@ registered program version is answered here with empty results.  With a duplicat
 cache (`pynfsd.rpc.drc`), a procedure's unwrapped arguments are looked up there first: a
 retransmission gets the original's results wrapped under its own credential, or is dropped
 while the original still runs; results whose handler set `RpcCall.cacheable` are kept.
+Calls that reach a procedure are counted by security flavour, refusals by auth flavour, in
+the `pynfsd.metrics.stats.Stats` given (or its own).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pynfsd.gen import rpc as R
+from pynfsd.metrics.stats import Stats
 from pynfsd.rpc.auth import Accepted, AuthFlavor, AuthRegistry, Credential
 from pynfsd.rpc.drc import ReplyCache, Verdict, drc_key
 from pynfsd.rpc.errors import AuthError, DropCall, GarbageArgs
@@ -73,9 +76,12 @@ async def _null_proc(call: RpcCall) -> bytes:
 class RpcServer:
     """Dispatches decoded calls to registered programs."""
 
-    def __init__(self, auth: AuthRegistry, drc: ReplyCache | None = None) -> None:
+    def __init__(
+        self, auth: AuthRegistry, drc: ReplyCache | None = None, stats: Stats | None = None
+    ) -> None:
         self.auth = auth
         self.drc = drc
+        self.stats = Stats() if stats is None else stats  # calls by flavour, auth errors
         self._programs: dict[int, dict[int, dict[int, Handler]]] = {}
 
     def register(self, prog: int, vers: int, procs: Mapping[int, Handler]) -> None:
@@ -101,6 +107,7 @@ class RpcServer:
             flavor = self.auth.lookup(call.cred.flavor)
             accepted = await flavor.accept(call)
         except AuthError as e:
+            self.stats.auth_error(call.cred.flavor)
             return [encode_auth_error(call.xid, e.auth_stat)]  # RFC 5531 §9: MSG_DENIED
         except DropCall:
             return None
@@ -117,6 +124,7 @@ class RpcServer:
     async def _dispatch(
         self, call: CallHeader, flavor: AuthFlavor, accepted: Accepted, conn: ConnInfo
     ) -> list[Buffer] | None:
+        self.stats.call(accepted.cred.sec_flavor)
         handler_or_stat = self._find(call)
         if not callable(handler_or_stat):
             return [self._reject(call, accepted, handler_or_stat)]

@@ -11,7 +11,8 @@ Per-connection memory is therefore bounded by roughly: `max_record` (reader) + o
 chunk of queued records + `max_outstanding` calls in progress + `write_high` + one reply.
 Across connections, `ConnectionTable` (pynfsd/rpc/connections.py) caps their number, closes
 idle ones from one periodic sweep, and keeps the sum of partial records under a budget; this
-module only reports to it and closes what it names.  Time comes from the injected `clock`.
+module only reports to it and closes what it names.  Bytes received and sent are added to the
+RPC server's `stats`.  Time comes from the injected `clock`.
 
 Listeners: the server listens on at most `max_listeners` sockets: those bound at start, those
 passed in by systemd (pynfsd/rpc/listeners.py) and those added at run time (`add_listener`,
@@ -151,6 +152,7 @@ class _Connection(asyncio.Protocol):
         self.owner._connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        self.owner.stats.received_bytes += len(data)
         try:
             records = self.reader.feed(data)
         except RecordError as e:
@@ -190,7 +192,7 @@ class _Connection(asyncio.Protocol):
         try:
             reply = await self.owner.rpc.handle_call(record, self.info)
             if reply is not None and not self.closed and self.transport is not None:
-                _send(self.transport, reply)
+                self.owner.stats.sent_bytes += _send(self.transport, reply)
         except Exception:
             log.exception("RPC call from %s port %d failed", *self.info.peer)
         finally:
@@ -228,14 +230,15 @@ def _set_nodelay(sock: object) -> None:
 _JOIN_BELOW = 16 << 10
 
 
-def _send(transport: asyncio.WriteTransport, parts: list[Buffer]) -> None:
+def _send(transport: asyncio.WriteTransport, parts: list[Buffer]) -> int:
     """Write one reply record: small ones joined into one buffer (one write call, one
-    segment), large ones gathered without copying the payload."""
+    segment), large ones gathered without copying the payload.  Returns the bytes written."""
     size = sum(len(p) for p in parts)
     if size < _JOIN_BELOW:
         transport.write(b"".join([marker(size), *parts]))
     else:
         transport.writelines([marker(size), *parts])
+    return size + 4
 
 
 @dataclass(slots=True)
@@ -258,6 +261,7 @@ class RpcTcpServer:
 
     def __init__(self, rpc: RpcServer, limits: Limits, clock: Clock = time.monotonic) -> None:
         self.rpc = rpc
+        self.stats = rpc.stats  # bytes received and sent
         self.limits = limits
         self.clock = clock
         self.table: ConnectionTable[_Connection] = ConnectionTable(

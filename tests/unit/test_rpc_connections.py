@@ -99,5 +99,6 @@ def test_status_reports_the_bounds_and_what_they_did() -> None:
     assert t.admit("a", PEER, 0) and not t.admit("b", PEER, 0)
     st = t.status()
     assert st == {"open": 1, "max": 1, "idle_timeout": 100, "partial_bytes": 0,
-                  "partial_budget": 1000, "refused": 1, "idle_closed": 0, "evicted": 0}
+                  "partial_budget": 1000, "admitted": 1, "refused": 1, "idle_closed": 0,
+                  "evicted": 0}
     assert format_connections(st).startswith("1 of 1 open; 1 refused, 0 closed idle, 0 closed")

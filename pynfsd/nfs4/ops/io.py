@@ -47,6 +47,7 @@ async def read(ctx: CompoundContext, args: N.READ4args) -> N.READ4resok:
     ctx.state.check_io_stateid(to_stateid(sid), obj.fh, False)
     count = min(args.count, ctx.config.maxread)
     data, eof = await ctx.vfs.read(obj, args.offset, count)  # access checked on each READ
+    ctx.services.stats.read_bytes += len(data)
     return N.READ4resok(eof, data)  # type: ignore[arg-type]  # packed by reference
 
 
@@ -59,6 +60,7 @@ async def write(ctx: CompoundContext, args: N.WRITE4args) -> N.WRITE4resok:
         raise errors.NFS4ERR_FBIG()
     sync = args.stable != UNSTABLE4
     n = await ctx.vfs.write(obj, args.offset, args.data, sync)  # access checked on each WRITE
+    ctx.services.stats.write_bytes += n
     return N.WRITE4resok(n, FILE_SYNC4 if sync else UNSTABLE4, ctx.services.write_verifier)
 
 

@@ -25,7 +25,7 @@ remembered (a bounded LRU), so the tracker costs nothing per ordinary client.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -71,6 +71,7 @@ class ClientTable:
         self.confirmed_by_name: dict[bytes, Client] = {}
         self.unconfirmed_by_name: dict[bytes, Client] = {}
         self.tombstones: OrderedDict[int, int] = OrderedDict()
+        self.buried: Counter[int] = Counter()  # clients whose state was dropped, by status
         self.collisions = CollisionTracker(collision_warn_interval)
 
     # -- ids ------------------------------------------------------------------------------
@@ -92,6 +93,7 @@ class ClientTable:
 
     def bury(self, clientid: int, status: int) -> None:
         self.tombstones[clientid] = status
+        self.buried[status] += 1
         while len(self.tombstones) > MAX_TOMBSTONES:
             self.tombstones.popitem(last=False)
 
