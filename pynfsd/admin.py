@@ -42,10 +42,12 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from pynfsd import __version__
+from pynfsd.metrics.snapshot import headline
 from pynfsd.nfs4.state.clients import printable_id
 from pynfsd.rpc.listeners import ListenerError
 
 if TYPE_CHECKING:
+    from pynfsd.metrics.snapshot import Snapshot
     from pynfsd.nfs4.server import NFSServer
     from pynfsd.nfs4.state.owners import Client
     from pynfsd.rpc.connections import ConnectionTable
@@ -77,11 +79,13 @@ class AdminCore:
     def __init__(
         self, server: NFSServer, drc: ReplyCache | None = None,
         connections: ConnectionTable[Any] | None = None, listeners: RpcTcpServer | None = None,
+        snapshot: Callable[[], Snapshot] | None = None,
     ) -> None:
         self.server = server
         self.drc = drc
         self.connections = connections
         self.listeners = listeners
+        self.snapshot = snapshot  # the metrics' reading (`pynfsd.metrics.snapshot.take`)
 
     def handle_line(self, line: bytes) -> bytes:
         """One request line in, one reply line out (never raises for a bad request).
@@ -189,6 +193,7 @@ class AdminCore:
             "connections": self.connections.status()}
         if self.listeners is not None:
             conns["listeners"] = [item.status() for item in self.listeners.listeners]
+        metrics = {} if self.snapshot is None else {"metrics": headline(self.snapshot())}
         return {
             "version": __version__,
             "uptime": round(uptime, 1),
@@ -201,6 +206,7 @@ class AdminCore:
             "grace": grace_status(server),
             **drc,
             **conns,
+            **metrics,
         }
 
 
@@ -253,11 +259,11 @@ class AdminServer:
     async def start(
         cls, server: NFSServer, path: str, allowed_uids: Collection[int] | None = None,
         drc: ReplyCache | None = None, connections: ConnectionTable[Any] | None = None,
-        listeners: RpcTcpServer | None = None,
+        listeners: RpcTcpServer | None = None, snapshot: Callable[[], Snapshot] | None = None,
     ) -> AdminServer:
         """Bind `path` (see the module docstring) and serve it on the running loop."""
         uids = {0, os.geteuid()} if allowed_uids is None else allowed_uids
-        admin = cls(AdminCore(server, drc, connections, listeners), path, uids)
+        admin = cls(AdminCore(server, drc, connections, listeners, snapshot), path, uids)
         sock = bind_control_socket(path)
         st = os.stat(path)
         admin._inode = (st.st_dev, st.st_ino)
@@ -353,12 +359,13 @@ def is_live(path: str) -> bool:
 async def start_admin(
     server: NFSServer, state_dir: str, drc: ReplyCache | None = None,
     connections: ConnectionTable[Any] | None = None, listeners: RpcTcpServer | None = None,
+    snapshot: Callable[[], Snapshot] | None = None,
 ) -> AdminServer | None:
     """The control socket for `pynfsd serve`; logs and returns None if it cannot be created."""
     path = socket_path(state_dir)
     try:
         admin = await AdminServer.start(server, path, drc=drc, connections=connections,
-                                        listeners=listeners)
+                                        listeners=listeners, snapshot=snapshot)
     except (AdminError, OSError) as e:
         log.error("no control socket (pynfsd clients/status will not work): %s", e)
         return None
@@ -475,7 +482,21 @@ def format_status(st: dict[str, Any]) -> str:
         lines.append(f"connections: {format_connections(st['connections'])}")
     if isinstance(st.get("listeners"), list):
         lines.append(f"listening: {format_listeners(st['listeners'])}")
+    if isinstance(st.get("metrics"), dict):
+        lines.extend(format_metrics(st["metrics"]))
     return "\n".join(lines) + "\n"
+
+
+def format_metrics(m: dict[str, Any]) -> list[str]:
+    """The headline counters (`pynfsd.metrics.snapshot.headline`) as status lines (opens,
+    locks and reply-cache hits are on the lines above)."""
+    calls = ", ".join(f"{name} {n}" for name, n in m["rpc_calls"].items()) or "none"
+    states = ", ".join(f"{n} {name}" for name, n in m["clients_by_state"].items())
+    return [
+        f"operations: {m['ops']}; RPC calls by flavour: {calls}",
+        f"data: {m['read_bytes']} bytes read, {m['write_bytes']} bytes written",
+        f"clients by state: {states}",
+    ]
 
 
 def format_drc(drc: Any) -> str:

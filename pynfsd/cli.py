@@ -43,6 +43,11 @@ from pynfsd.exports.resolver import StaticExportResolver
 from pynfsd.exports.sources import gather_exports
 from pynfsd.exports.types import ExportEntry
 from pynfsd.gss.principals import Identity, load_map_file
+from pynfsd.metrics.http import DEFAULT_PORT as METRICS_PORT
+from pynfsd.metrics.http import MetricsServer, parse_address
+from pynfsd.metrics.serve import snapshotter, start_metrics
+from pynfsd.metrics.snapshot import Sources, gss_of, op_names
+from pynfsd.metrics.stats import Stats
 from pynfsd.nfs4.server import (
     DEFAULT_MAX_COMPOUND_OPS,
     DEFAULT_MAX_REPLY,
@@ -129,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="INFO", metavar="LEVEL",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
                    help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    s.add_argument("--metrics", type=metrics_address, metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics, e.g. "
+                   f"127.0.0.1:{METRICS_PORT} (default: off)")
     add_limit_options(s)
     add_admin_commands(sub)
     return parser
@@ -180,6 +188,13 @@ def _seconds(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text}: must be a finite number of seconds >= 0")
     return value
+
+
+def metrics_address(text: str) -> tuple[str, int]:
+    try:
+        return parse_address(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _partial_budget(text: str) -> int:
@@ -403,6 +418,15 @@ async def listen(rpc: RpcServer, args: argparse.Namespace, limits: Limits,
         raise ConfigError(str(e)) from None
 
 
+async def metrics_endpoint(address: tuple[str, int], sources: Sources) -> MetricsServer:
+    """The --metrics endpoint, started before the NFS listeners (exit 3 if it cannot be)."""
+    try:
+        return await start_metrics(address, snapshotter(sources), default_runner())
+    except OSError as e:
+        raise ListenError(f"cannot serve metrics on {address[0]} port {address[1]}: "
+                          f"{e.strerror or e}") from None
+
+
 async def run_server(
     args: argparse.Namespace, entries: list[ExportEntry], auth: AuthRegistry | None = None,
     limits: Limits | None = None, passed: Sequence[PassedSocket] = (),
@@ -415,13 +439,18 @@ async def run_server(
                           callback_keytab=keytab, maxread=io_size, maxwrite=io_size,
                           max_compound_ops=args.max_compound_ops,
                           max_reply=args.max_reply_size, max_mounts=args.max_mounts)
-    nfs = NFSServer(config, StaticExportResolver(entries, runner=default_runner()))
+    stats = Stats()
+    nfs = NFSServer(config, StaticExportResolver(entries, runner=default_runner()), stats=stats)
     drc = ReplyCache(args.drc_size) if args.drc_size else None
-    rpc = RpcServer(registry, drc)
+    rpc = RpcServer(registry, drc, stats)
     nfs.register(rpc)
     limits = limits or Limits(max_connections=default_max_connections(fd_limit()))
+    sources = Sources(stats, nfs.state, nfs.grace, drc, None, gss_of(registry), op_names(nfs.ops))
+    metrics = await metrics_endpoint(args.metrics, sources) if args.metrics else None
     server = await listen(rpc, args, limits, passed)
-    control = await admin.start_admin(nfs, args.state_dir, drc, server.table, listeners=server)
+    sources.connections = server.table
+    control = await admin.start_admin(nfs, args.state_dir, drc, server.table, listeners=server,
+                                      snapshot=snapshotter(sources))
     log_startup(server.addresses, entries)
     sweeper = asyncio.create_task(nfs.housekeeping())
     stop = asyncio.Event()
@@ -432,6 +461,8 @@ async def run_server(
     log.info("stopping")
     if control is not None:
         control.close()
+    if metrics is not None:
+        metrics.close()
     sweeper.cancel()
     server.close()
     await server.wait_closed()
