@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pynfsd.admin import format_status
 from pynfsd.client.nfs4 import op
 from pynfsd.gen import nfs4 as N
@@ -12,6 +14,7 @@ from pynfsd.metrics.collector import render
 from pynfsd.metrics.http import decide, parse_address
 from pynfsd.metrics.snapshot import Sources, headline, op_names, take
 from pynfsd.metrics.stats import LATENCY_BUCKETS, Latency, Stats
+from pynfsd.nfs4.state import StateManager
 from pynfsd.rpc.auth import AuthRegistry
 from pynfsd.rpc.client import AuthSysCred, encode_call
 from pynfsd.rpc.drc import ReplyCache
@@ -164,3 +167,37 @@ def test_parse_address() -> None:
         except ValueError:
             continue
         raise AssertionError(bad)
+
+
+async def test_gss_establishments_rejections_and_calls_by_pseudoflavour() -> None:
+    from pynfsd.metrics.snapshot import gss_of
+    from pynfsd.rpc.client import AuthRejected, decode_reply_verf
+    from pynfsd.rpc.flavors import SVC_INTEGRITY
+    from pynfsd.rpc.gss_initiator import GssClientError
+    from tests.unit.test_rpcsec_gss import ECHO, PROG, VERS, make
+
+    s = make()
+    a = await s.auth()
+    a.service = SVC_INTEGRITY
+    assert await s.echo(a, b"x") == b"x"
+    payload = a.data_call(s.wire.next_xid(), 9, PROG, VERS, ECHO, b"x")
+    with pytest.raises(AuthRejected):  # a tampered header
+        decode_reply_verf(await s.wire.call_record(0, payload[:20] + b"\0\0\0\2" + payload[24:]))
+    with pytest.raises(GssClientError):
+        await s.auth(first=b"bad")
+    rpc = s.wire.server
+    gss = gss_of(rpc.auth)
+    assert gss is s.flavour
+    snap = take(Sources(rpc.stats, make_world_state(), gss=gss))
+    m = parse(render(snap))
+    assert m["pynfsd_gss_contexts"][()] == 1
+    assert m["pynfsd_gss_contexts_established_total"][()] == 1
+    assert m["pynfsd_gss_rejections_total"][(("reason", "bad_header_mic"),)] == 1
+    assert m["pynfsd_gss_rejections_total"][(("reason", "init_failed"),)] == 1
+    assert m["pynfsd_rpc_calls_total"][(("flavor", "krb5i"),)] == 1
+    assert m["pynfsd_rpc_auth_errors_total"][(("flavor", "rpcsec_gss"),)] == 1
+    assert gss_of(AuthRegistry.default()) is None
+
+
+def make_world_state() -> StateManager:
+    return StateManager(ManualClock(), lambda n: b"\1" * n, server_boot_id=b"boot")
