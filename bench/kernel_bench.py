@@ -1,7 +1,7 @@
 """Kernel-client benchmark: the same guest workload against pynfsd and against NFS-Ganesha.
 
 ``python -m bench.kernel_bench [--net user|netns|both] [--size-mb N] [--files N] [--repeat K]
-[--json OUT] [--workdir DIR] [--profile none|py-spy|cprofile]``
+[--json OUT] [--workdir DIR] [--profile none|py-spy|cprofile] [--metrics [--baseline TREE]]``
 
 For each network mode, boots the Debian guest kernel (``tests/vm``) once per server with
 ``bench/guest/bench.sh``; each server exports a fresh directory under the same work directory
@@ -20,8 +20,10 @@ With ``--profile`` only pynfsd runs: ``py-spy`` records each phase of repetition
 work directory (timings are then slightly perturbed), or ``cprofile`` runs the whole server
 under cProfile (much slower; use it for call counts only; coroutines count one call per
 resumption). ``--variant`` runs pynfsd with an experimental change patched in
-(``bench.experiment_serve``). A benchmark, not a test: nothing
-here asserts on timings.
+(``bench.experiment_serve``). ``--metrics`` compares pynfsd with its metrics endpoint (scraped
+every second) against pynfsd without, instead of Ganesha (``bench.metrics_cost``; with
+``--baseline TREE`` the metrics-off server runs from another source tree). A benchmark, not a
+test: nothing here asserts on timings.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from pathlib import Path
 
 from bench.cpu import cpu_seconds
 from bench.experiment_serve import VARIANTS
+from bench.metrics_cost import BaselinePynfsd, MeteredPynfsd
 from bench.profiling import (
     CProfiledPynfsd,
     PhaseProfiler,
@@ -64,6 +67,8 @@ class BenchParams:
     timeout: float = 900.0
     profile: str = "none"
     variant: str = ""
+    metrics: bool = False
+    baseline: str = ""
 
 
 class PhaseMarks:
@@ -107,6 +112,10 @@ def guest_config(server: Server, net: Network, params: BenchParams) -> dict[str,
 
 
 def new_server(name: str, workdir: Path, net: Network, params: BenchParams) -> Server:
+    if name == MeteredPynfsd.name:
+        return MeteredPynfsd(workdir, net)
+    if name == "pynfsd" and params.baseline:
+        return BaselinePynfsd(workdir, net, Path(params.baseline))
     if name == "pynfsd" and params.profile == "cprofile":
         return CProfiledPynfsd(workdir, net, workdir / "pynfsd.pstats")
     if name == "pynfsd" and params.variant:
@@ -165,14 +174,20 @@ def run_server(name: str, net_name: str, workdir: Path, params: BenchParams) -> 
         finally:
             profiler.close()
             server.stop()
+    if isinstance(server, MeteredPynfsd):
+        ok, failed = server.scrapes()
+        print(f"{name}/{net_name}: {ok} scrapes, {failed} failed ({server.scrape_log})")
+        if failed or not ok:
+            run.errors.append(f"{failed} of {ok + failed} scrapes failed")
     parse_transcript(transcript, marks, run)
     run.host_load = (load_before, os.getloadavg()[0])
     return run
 
 
 def print_runs(net_name: str, runs: dict[str, ServerRun], params: BenchParams) -> None:
-    ours = runs["pynfsd"]
-    peer = runs.get("ganesha", ServerRun("ganesha", net_name))
+    ours = runs[MeteredPynfsd.name] if params.metrics else runs["pynfsd"]
+    other = "pynfsd" if params.metrics else "ganesha"
+    peer = runs.get(other, ServerRun(other, net_name))
     print(f"\n== network {net_name}: {params.size_mb} MiB, {params.files} files, "
           f"{params.repeat} repetition(s), median rates; profile={params.profile}"
           f"{'; pynfsd variant ' + params.variant if params.variant else ''} ==")
@@ -209,6 +224,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", default="none", choices=["none", "py-spy", "cprofile"])
     parser.add_argument("--variant", default="", choices=["", *VARIANTS],
                         help="experiment: run pynfsd with this change patched in")
+    parser.add_argument("--metrics", action="store_true",
+                        help="instead of Ganesha, compare pynfsd with --metrics (scraped every "
+                        "second) against pynfsd without (bench.metrics_cost)")
+    parser.add_argument("--baseline", default="", metavar="TREE",
+                        help="with --metrics: run the metrics-off pynfsd from this source tree")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="default: a new /var/tmp/pynfsd-bench-<time>")
     parser.add_argument("--json", type=Path, default=None, help="write all samples here")
@@ -218,10 +238,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     params = BenchParams(args.size_mb, args.files, args.repeat, args.timeout, args.profile,
-                         args.variant)
+                         args.variant, args.metrics, args.baseline)
     root = args.workdir or Path(f"/var/tmp/pynfsd-bench-{time.strftime('%Y%m%d-%H%M%S')}")
     nets = ["user", "netns"] if args.net == "both" else [args.net]
     servers = ["pynfsd"] if params.profile != "none" else ["pynfsd", "ganesha"]
+    if params.metrics:
+        servers = ["pynfsd", MeteredPynfsd.name]
     results: dict[str, dict[str, ServerRun]] = {}
     for net_name in nets:
         results[net_name] = {s: run_server(s, net_name, root / f"{net_name}-{s}", params)
