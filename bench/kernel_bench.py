@@ -34,7 +34,7 @@ import os
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from bench.cpu import cpu_seconds
@@ -184,6 +184,20 @@ def run_server(name: str, net_name: str, workdir: Path, params: BenchParams) -> 
     return run
 
 
+def merge_into(runs: dict[str, ServerRun], run: ServerRun) -> None:
+    """Add `run` to `runs`, pooling the samples, CPU and client ops of a server run twice."""
+    prior = runs.setdefault(run.server, run)
+    if prior is run:
+        return
+    reps = max((s.rep for s in prior.samples), default=0)
+    prior.samples += [replace(s, rep=s.rep + reps) for s in run.samples]
+    prior.cpu_total = None if None in (prior.cpu_total, run.cpu_total) else \
+        (prior.cpu_total or 0.0) + (run.cpu_total or 0.0)
+    prior.errors += run.errors
+    for op_name, n in run.ops.items():
+        prior.ops[op_name] = prior.ops.get(op_name, 0) + n
+
+
 def print_runs(net_name: str, runs: dict[str, ServerRun], params: BenchParams) -> None:
     ours = runs[MeteredPynfsd.name] if params.metrics else runs["pynfsd"]
     other = "pynfsd" if params.metrics else "ganesha"
@@ -243,11 +257,14 @@ def main(argv: list[str] | None = None) -> int:
     nets = ["user", "netns"] if args.net == "both" else [args.net]
     servers = ["pynfsd"] if params.profile != "none" else ["pynfsd", "ganesha"]
     if params.metrics:
-        servers = ["pynfsd", MeteredPynfsd.name]
+        servers = ["pynfsd", MeteredPynfsd.name, MeteredPynfsd.name, "pynfsd"]  # A B B A
     results: dict[str, dict[str, ServerRun]] = {}
     for net_name in nets:
-        results[net_name] = {s: run_server(s, net_name, root / f"{net_name}-{s}", params)
-                             for s in servers}
+        results[net_name] = {}
+        for i, s in enumerate(servers):
+            where = f"{net_name}-{s}" + (f"-{i}" if params.metrics else "")
+            run = run_server(s, net_name, root / where, params)
+            merge_into(results[net_name], run)
         print_runs(net_name, results[net_name], params)
         print_profiles(root / f"{net_name}-pynfsd")
     if args.json:
