@@ -82,7 +82,9 @@ class Snapshot:
     gss: dict[str, int] | None  # events by name, plus "contexts"
 
     def op_name(self, opnum: int) -> str:
-        return self.op_names.get(opnum) or f"OP_{opnum}"
+        """The op table's name (GETATTR), else the wire name without OP_ (ILLEGAL)."""
+        name = self.op_names.get(opnum) or N.nfs_opnum4_names.get(opnum, str(opnum))
+        return name.removeprefix("OP_")
 
     def calls_by_flavour(self) -> dict[str, int]:
         return {flavour_name(f): n for f, n in sorted(self.stats.calls.items())}

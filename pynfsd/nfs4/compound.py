@@ -31,6 +31,7 @@ import logging
 from typing import Any, cast
 
 from pynfsd.gen import nfs4 as N
+from pynfsd.metrics.stats import Stats
 from pynfsd.nfs4 import errors
 from pynfsd.nfs4.context import CompoundContext
 from pynfsd.nfs4.optable import OpSpec, OpTable, xdr_pad
@@ -71,9 +72,12 @@ def make_result(spec: OpSpec, status: int, value: Any) -> Any:
     return spec.res_cls(status, value if value is not None else [])  # SETATTR4res attrsset
 
 
-def _illegal_result(p: Packer, status: int) -> None:
+def _illegal(p: Packer, stats: Stats, status: int) -> int:
+    """Encode an ILLEGAL result (RFC 7530 §15.2.4) and count it; returns `status`."""
     p.pack_uint(N.OP_ILLEGAL)
     p.pack_int(status)
+    stats.op_done(N.OP_ILLEGAL, status, 0.0)
+    return status
 
 
 async def run_op(ctx: CompoundContext, spec: OpSpec, args: Any) -> tuple[int, Any]:
@@ -111,12 +115,10 @@ async def process(
         try:
             opnum = u.unpack_uint()
         except XdrError:
-            _illegal_result(out, N.NFS4ERR_BADXDR)
-            return N.NFS4ERR_BADXDR, out, i + 1
+            return _illegal(out, stats, N.NFS4ERR_BADXDR), out, i + 1
         spec = ops.get(opnum)
         if spec is None:
-            _illegal_result(out, N.NFS4ERR_OP_ILLEGAL)  # RFC 7530 §15.2.4, §16.39
-            return N.NFS4ERR_OP_ILLEGAL, out, i + 1
+            return _illegal(out, stats, N.NFS4ERR_OP_ILLEGAL), out, i + 1  # RFC 7530 §16.39
         ctx.non_idempotent |= opnum in NON_IDEMPOTENT
         started = stats.clock()
         status, value = await _execute(ctx, spec, u, head + len(out))

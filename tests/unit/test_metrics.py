@@ -201,3 +201,14 @@ async def test_gss_establishments_rejections_and_calls_by_pseudoflavour() -> Non
 
 def make_world_state() -> StateManager:
     return StateManager(ManualClock(), lambda n: b"\1" * n, server_boot_id=b"boot")
+
+
+async def test_an_illegal_op_is_counted(tmp_path: Path) -> None:
+    w = world(tmp_path)
+    c = w.client()
+    res = await c.compound([op.putrootfh(), N.nfs_argop4(N.OP_ILLEGAL, None)])
+    assert res.status == N.NFS4ERR_OP_ILLEGAL
+    m = parse(render(take(sources(w))))
+    assert m["pynfsd_operations_total"][(("op", "ILLEGAL"), ("status", "NFS4ERR_OP_ILLEGAL"))] == 1
+    assert m["pynfsd_operations_total"][(("op", "PUTROOTFH"), ("status", "NFS4_OK"))] == 1
+    w.close()
