@@ -31,6 +31,8 @@ from pynfsd.gen import nfs4 as N
 from pynfsd.gen import rpc as R
 from pynfsd.gss.accept import GssapiAcceptor
 from pynfsd.gss.principals import Identity, PrincipalMapper
+from pynfsd.metrics.collector import render
+from pynfsd.metrics.snapshot import Sources, gss_of, take
 from pynfsd.nfs4.server import NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND, NFSServer, ServerConfig
 from pynfsd.rpc.auth import AuthNone, AuthRegistry, AuthSys
 from pynfsd.rpc.client import (
@@ -51,6 +53,7 @@ from pynfsd.rpc.gss_initiator import (
 from pynfsd.rpc.server import RpcServer
 from pynfsd.rpc.transport import RpcTcpServer, serve
 from tests.interop.conftest import Krb5Realm
+from tests.metrics_support import parse
 
 SERVICES = {"krb5": SVC_NONE, "krb5i": SVC_INTEGRITY, "krb5p": SVC_PRIVACY}
 
@@ -119,6 +122,20 @@ async def test_compounds_under_each_service(krb5_realm: Krb5Realm, tmp_path: Pat
         await s.close(f)
         assert (tmp_path / "export" / "file").read_bytes() == data
         assert server.gss.stats["established"] == 1
+        await nfs.close()
+
+
+async def test_metrics_count_contexts_and_calls_by_pseudoflavour(krb5_realm: Krb5Realm,
+                                                                  tmp_path: Path) -> None:
+    async with running(krb5_realm, tmp_path) as server:
+        nfs, _ = await gss_client(krb5_realm, server, SVC_PRIVACY)
+        for _ in range(3):
+            await nfs.check([op.putrootfh(), op.getattr(N.FATTR4_TYPE)])
+        rpc = server.tcp.rpc
+        m = parse(render(take(Sources(rpc.stats, server.nfs.state, gss=gss_of(rpc.auth)))))
+        assert m["pynfsd_rpc_calls_total"] == {(("flavor", "krb5p"),): 3}
+        assert m["pynfsd_gss_contexts_established_total"][()] == 1
+        assert m["pynfsd_gss_contexts"][()] == 1
         await nfs.close()
 
 
