@@ -26,7 +26,7 @@ from pynfsd.metrics.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 9049  # pynfsd's entry in the Prometheus default port allocations list
+DEFAULT_PORT = 9049  # the port the help and the README suggest (nothing binds it by default)
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 
