@@ -69,6 +69,7 @@ class BenchParams:
     variant: str = ""
     metrics: bool = False
     baseline: str = ""
+    scrape_interval: float = 1.0
 
 
 class PhaseMarks:
@@ -113,7 +114,7 @@ def guest_config(server: Server, net: Network, params: BenchParams) -> dict[str,
 
 def new_server(name: str, workdir: Path, net: Network, params: BenchParams) -> Server:
     if name == MeteredPynfsd.name:
-        return MeteredPynfsd(workdir, net)
+        return MeteredPynfsd(workdir, net, params.scrape_interval)
     if name == "pynfsd" and params.baseline:
         return BaselinePynfsd(workdir, net, Path(params.baseline))
     if name == "pynfsd" and params.profile == "cprofile":
@@ -243,6 +244,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "second) against pynfsd without (bench.metrics_cost)")
     parser.add_argument("--baseline", default="", metavar="TREE",
                         help="with --metrics: run the metrics-off pynfsd from this source tree")
+    parser.add_argument("--scrape-interval", type=float, default=1.0, metavar="SECONDS",
+                        help="with --metrics: seconds between scrapes (default 1)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="default: a new /var/tmp/pynfsd-bench-<time>")
     parser.add_argument("--json", type=Path, default=None, help="write all samples here")
@@ -252,7 +255,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     params = BenchParams(args.size_mb, args.files, args.repeat, args.timeout, args.profile,
-                         args.variant, args.metrics, args.baseline)
+                         args.variant, args.metrics, args.baseline, args.scrape_interval)
     root = args.workdir or Path(f"/var/tmp/pynfsd-bench-{time.strftime('%Y%m%d-%H%M%S')}")
     nets = ["user", "netns"] if args.net == "both" else [args.net]
     servers = ["pynfsd"] if params.profile != "none" else ["pynfsd", "ganesha"]

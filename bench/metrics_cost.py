@@ -5,9 +5,9 @@ Two pynfsd runs of the same guest workload, alternating like the Ganesha compari
 * ``pynfsd``: metrics off.  With ``--baseline TREE`` this is the pynfsd of another source
   tree (e.g. ``git archive`` of the commit before the counters), so the hot-path counters
   are measured too; without it, this tree without ``--metrics``.
-* ``pynfsd+metrics``: this tree with ``--metrics 127.0.0.1:0``, scraped once a second by a
-  small process in the server's network (a Prometheus scrapes every 15 to 60 s: once a second
-  is the pessimistic case).  Every scrape's outcome is counted; a failed one is an error.
+* ``pynfsd+metrics``: this tree with ``--metrics 127.0.0.1:0``, scraped every
+  ``--scrape-interval`` seconds (default 1) by a small process in the server's network (a
+  Prometheus scrapes every 15 to 60 s: once a second is the pessimistic case).  Every scrape's outcome is counted; a failed one is an error.
 
 The CPU rows of the table are the figure: server CPU per MiB and per operation, on over off.
 """
@@ -56,12 +56,14 @@ class BaselinePynfsd(PynfsdServer):
 
 
 class MeteredPynfsd(PynfsdServer):
-    """pynfsd with ``--metrics``, scraped every `SCRAPE_INTERVAL` seconds while it runs."""
+    """pynfsd with ``--metrics``, scraped every `interval` seconds while it runs."""
 
     name = "pynfsd+metrics"
 
-    def __init__(self, workdir: Path, network: Network) -> None:
+    def __init__(self, workdir: Path, network: Network,
+                 interval: float = SCRAPE_INTERVAL) -> None:
         super().__init__(workdir, network)
+        self.interval = interval
         self.scrape_log = workdir / "scrapes.log"
         self._scraper: subprocess.Popen[bytes] | None = None
 
@@ -72,7 +74,7 @@ class MeteredPynfsd(PynfsdServer):
         super().start(timeout)
         found = LOGGED.findall(self.log_path.read_text(errors="replace"))
         url = f"http://127.0.0.1:{found[-1]}/metrics"
-        argv = [sys.executable, "-c", SCRAPER, url, str(SCRAPE_INTERVAL)]
+        argv = [sys.executable, "-c", SCRAPER, url, str(self.interval)]
         with open(self.scrape_log, "ab") as log:
             self._scraper = subprocess.Popen(self.network.wrap(argv), stdout=log,
                                              stderr=subprocess.STDOUT, start_new_session=True)
