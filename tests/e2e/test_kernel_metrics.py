@@ -19,10 +19,9 @@ import pytest
 
 from tests.e2e.test_kernel_client import vm_skip_reason
 from tests.metrics_support import Samples, fetch, parse, scrape, total, value
-from tests.vm.harness import WorkloadRun, parse_transcript, prepare_export
+from tests.vm.harness import WorkloadRun, parse_transcript, user_net_server, workload_config
 from tests.vm.initramfs import GUEST, assemble
 from tests.vm.kernel import guest_kernel
-from tests.vm.network import UserNet
 from tests.vm.qemu import GuestVM, Transcript
 from tests.vm.servers import PynfsdServer
 
@@ -89,17 +88,12 @@ class MeteredRun:
 
 def metered_workload(workdir: Path) -> MeteredRun:
     kernel = guest_kernel()
-    workdir.mkdir(parents=True, exist_ok=True)
-    with UserNet() as net:
-        server = MetricsServer(workdir, net)
-        prepare_export(server.export_dir, 0)
-        with server, Scraper(server.metrics_port) as scraper:
-            config: dict[str, str | int] = {
-                "SERVER_IP": net.server_addr, "NFS_PORT": server.port,
-                "EXPORT_PATH": str(server.export_dir), "MOUNT_EXTRA": net.mount_extra,
-                "GUEST_IP": net.guest_ip, "GUEST_PREFIX": net.guest_prefix, "BIG_MB": BIG_MB,
-                "SMALL_FILES": SMALL_FILES, "BIGDIR_COUNT": 0, "ONLY": STEPS,
-                "STEP_TIMEOUT": 400}
+    with user_net_server(workdir, MetricsServer) as (net, server):
+        assert isinstance(server, MetricsServer)
+        with Scraper(server.metrics_port) as scraper:
+            config = workload_config(net, server.port, server.export_dir, BIG_MB=BIG_MB,
+                                     SMALL_FILES=SMALL_FILES, BIGDIR_COUNT=0, ONLY=STEPS,
+                                     STEP_TIMEOUT=400)
             initrd = assemble(kernel, GUEST / "workload.sh", config, workdir / "initrd.img")
             vm = GuestVM(kernel, initrd, net, workdir, 600.0)
             run = WorkloadRun("pynfsd", net.name, server.export_dir, vm.console_log,

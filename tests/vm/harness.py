@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.vm.initramfs import GUEST, assemble
 from tests.vm.kernel import guest_kernel
-from tests.vm.network import Network, make_network
+from tests.vm.network import Network, UserNet, make_network
 from tests.vm.qemu import GuestVM, Transcript
 from tests.vm.servers import SERVERS, Server, make_server
 
@@ -99,6 +100,28 @@ def parse_transcript(run: WorkloadRun) -> None:
             run.values[m.group(1)] = m.group(2).strip()
 
 
+def workload_config(net: Network, port: int, export_dir: Path,
+                    **settings: str | int) -> dict[str, str | int]:
+    """The guest's /config for ``guest/workload.sh``: how to reach the server, and `settings`
+    (BIG_MB, SMALL_FILES, BIGDIR_COUNT, ONLY, STEP_TIMEOUT)."""
+    return {"SERVER_IP": net.server_addr, "NFS_PORT": port, "EXPORT_PATH": str(export_dir),
+            "MOUNT_EXTRA": net.mount_extra, "GUEST_IP": net.guest_ip,
+            "GUEST_PREFIX": net.guest_prefix, **settings}
+
+
+@contextmanager
+def user_net_server(workdir: Path, make: Callable[[Path, Network], Server],
+                    ) -> Iterator[tuple[Network, Server]]:
+    """A user-mode network and a running server (`make(workdir, net)`) whose export holds
+    the host-made file and an empty large directory."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    with UserNet() as net:
+        server = make(workdir, net)
+        prepare_export(server.export_dir, 0)
+        with server:
+            yield net, server
+
+
 def run_workload(server_name: str, net_name: str, workdir: Path, *, big_mb: int = 0,
                  small_files: int = 2000, bigdir_count: int = 10000,
                  timeout: float = 300.0, only: str = "", step_timeout: int = 120,
@@ -110,12 +133,9 @@ def run_workload(server_name: str, net_name: str, workdir: Path, *, big_mb: int 
     with make_network(net_name) as net:
         server = make(server_name, workdir, net)
         prepare_export(server.export_dir, bigdir_count)
-        config: dict[str, str | int] = {
-            "SERVER_IP": net.server_addr, "NFS_PORT": server.port,
-            "EXPORT_PATH": str(server.export_dir), "MOUNT_EXTRA": net.mount_extra,
-            "GUEST_IP": net.guest_ip, "GUEST_PREFIX": net.guest_prefix,
-            "BIG_MB": big_mb, "SMALL_FILES": small_files, "BIGDIR_COUNT": bigdir_count,
-            "ONLY": only, "STEP_TIMEOUT": step_timeout}
+        config = workload_config(net, server.port, server.export_dir, BIG_MB=big_mb,
+                                 SMALL_FILES=small_files, BIGDIR_COUNT=bigdir_count,
+                                 ONLY=only, STEP_TIMEOUT=step_timeout)
         initrd = assemble(kernel, GUEST / "workload.sh", config, workdir / "initrd.img")
         vm = GuestVM(kernel, initrd, net, workdir, timeout, on_pause=_pause_handler(server),
                      watchdog=_server_watchdog(server))
