@@ -250,12 +250,7 @@ class Gen(DeclCoder):
             self.arm_fn(un, "default", un.default)
         w(f"def unpack_{un.name}(u: Unpacker) -> {un.name}:")
         w(f"    d = {disc_unpack}")
-        w(f"    fn = {un.name}_arm_unpackers.get(d)")
-        w("    if fn is None:")
-        if un.default is not None:
-            w(f"        fn = _unpack_{un.name}_arm_default")
-        else:
-            w(f"        raise XdrError(f'invalid {un.name} discriminant {{d}}')")
+        self.arm_lookup(un, "unpack")
         w(f"    return {un.name}(d, fn(u))")
         w()
         w()
@@ -265,14 +260,20 @@ class Gen(DeclCoder):
         self.pack_stmt(un.disc, lines, "d", "    ")
         for line in lines:
             w(line)
-        w(f"    fn = {un.name}_arm_packers.get(d)")
-        w("    if fn is None:")
-        if un.default is not None:
-            w(f"        fn = _pack_{un.name}_arm_default")
-        else:
-            w(f"        raise XdrError(f'invalid {un.name} discriminant {{d}}')")
+        self.arm_lookup(un, "pack")
         w("    fn(p, v.value)")
         w()
+
+    def arm_lookup(self, un: Union, direction: str) -> None:
+        """`fn` = the arm's unpacker or packer for discriminant `d` (the default arm, or an
+        XdrError, for a value no arm names)."""
+        w = self.w
+        w(f"    fn = {un.name}_arm_{direction}ers.get(d)")
+        w("    if fn is None:")
+        if un.default is not None:
+            w(f"        fn = _{direction}_{un.name}_arm_default")
+        else:
+            w(f"        raise XdrError(f'invalid {un.name} discriminant {{d}}')")
 
     def arm_fn(self, un: Union, idx: int | str, d: Decl) -> str:
         name = f"{un.name}_arm_{idx}"
