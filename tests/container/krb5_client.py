@@ -17,7 +17,7 @@ import sys
 from pynfsd.client.gss import connect as gss_connect
 from pynfsd.client.nfs4 import Nfs4Client, op
 from pynfsd.gen import nfs4 as N
-from pynfsd.rpc.gss_initiator import SVC_PRIVACY
+from pynfsd.rpc.flavors import SVC_PRIVACY
 
 LOOKUP = [op.putrootfh(), op.lookup(b"export"), op.getattr(N.FATTR4_TYPE)]
 
