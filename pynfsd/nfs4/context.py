@@ -3,15 +3,16 @@
 Theory of operation: the server builds one `Services` when it starts: the state manager, the
 configuration (the same object, so a changed bound applies to the next COMPOUND), the
 idmappers, the wait for client records to reach stable storage, the write verifier, the
-start of a callback path and the counters of operations.  Each COMPOUND gets a `CompoundContext` holding them, its `Vfs`, the
-credential and the client's address, plus its current and saved filehandles.  Handlers reach
+start of a callback path and the counters of operations.  Each COMPOUND gets a
+`CompoundContext` holding them, its `Vfs`, the credential and the client's address, plus its
+current and saved filehandles.  Handlers reach
 everything through the context and never name the server.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pynfsd.idmap import IdMapper
 from pynfsd.metrics.stats import Stats
@@ -40,7 +41,7 @@ class Services:
     #: ``(clientid, callback target, client address)``: probe a confirmed client's path
     start_callback: Callable[[int, object, str], None]
     #: per-operation counts and latencies, READ/WRITE bytes (`pynfsd.metrics.stats`)
-    stats: Stats = field(default_factory=Stats)
+    stats: Stats
 
 
 class CompoundContext:

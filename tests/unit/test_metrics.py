@@ -13,7 +13,7 @@ from pynfsd.gen import nfs4 as N
 from pynfsd.metrics.collector import render
 from pynfsd.metrics.http import decide, parse_address
 from pynfsd.metrics.snapshot import Sources, headline, op_names, take
-from pynfsd.metrics.stats import LATENCY_BUCKETS, Latency, Stats
+from pynfsd.metrics.stats import LATENCY_BUCKETS, Stats
 from pynfsd.nfs4.state import StateManager
 from pynfsd.rpc.auth import AuthRegistry
 from pynfsd.rpc.client import AuthSysCred, encode_call
@@ -25,9 +25,10 @@ from tests.unit.nfs4_fixtures import World, export_root, make_world, new_clienti
 
 
 def test_latency_buckets_are_upper_bounds_inclusive() -> None:
-    lat = Latency()
+    stats = Stats(ManualClock())
     for seconds in (0.0, LATENCY_BUCKETS[0], LATENCY_BUCKETS[0] * 1.01, 99.0):
-        lat.add(seconds)
+        stats.op_done(N.OP_GETATTR, N.NFS4_OK, seconds)
+    lat = stats.ops[(N.OP_GETATTR, N.NFS4_OK)]
     assert lat.count == 4 and sum(lat.buckets) == 4
     assert lat.buckets[0] == 2 and lat.buckets[1] == 1 and lat.buckets[-1] == 1
 
