@@ -148,7 +148,8 @@ exit codes:
   1  internal error (a traceback is logged)
   2  usage or configuration error: a bad option, an exports line (file:line), an export
      directory that does not exist or is not a directory, an unusable state directory,
-     a socket passed by systemd (LISTEN_FDS) that is not a listening TCP socket
+     a missing --keytab or --principal-map, a socket passed by systemd (LISTEN_FDS) that
+     is not a listening TCP socket, more listening sockets than --max-listeners
   3  unavailable: the port or address cannot be used (in use, not permitted, no such
      address), or another server holds the state directory
 """
