@@ -16,6 +16,7 @@ from pynfsd.fs.backend import MAX_HANDLE_SIZE, SET_TO_NOW, Attrs, Backend, DirEn
 from pynfsd.fs.creds import Identity
 from pynfsd.fs.local import LocalBackend
 from pynfsd.fs.memory import MemoryBackend
+from tests.identity import in_thread_as
 
 Z8 = bytes(8)
 T = TypeVar("T")
@@ -504,24 +505,7 @@ def test_readdir_attrs_are_lstat(fs: Backend) -> None:
 
 def _as_user(fn: Callable[[], T]) -> T:
     """``fn()`` in a thread acting as uid/gid 1000 (no groups), as a backend's caller."""
-    out: list[T] = []
-    err: list[BaseException] = []
-
-    def run() -> None:
-        creds.assume(Identity(1000, 1000, ()))
-        try:
-            out.append(fn())
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller
-            err.append(e)
-        finally:
-            creds.assume(creds.ROOT)
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    if err:
-        raise err[0]
-    return out[0]
+    return in_thread_as(Identity(1000, 1000, ()), fn)
 
 
 @pytest.mark.skipif(not creds.supported(), reason="needs root on Linux")

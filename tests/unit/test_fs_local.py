@@ -17,6 +17,7 @@ from pynfsd.fs.backend import FileType
 from pynfsd.fs.change import STEP, ChangeTracker
 from pynfsd.fs.fdcache import FdCache
 from pynfsd.fs.local import LocalBackend
+from tests.identity import in_thread_as
 
 Z8 = bytes(8)
 
@@ -401,23 +402,14 @@ def test_ownership_and_fsync_paths(env: Env) -> None:
 
 def _as(ident: Any, fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` in a scratch thread acting as ``ident``; its result or its OSError."""
-    from pynfsd.fs import creds
 
-    out: list[Any] = []
-
-    def run() -> None:
-        creds.assume(ident)
+    def attempt() -> Any:
         try:
-            out.append(fn(*args))
+            return fn(*args)
         except OSError as e:
-            out.append(e)
-        finally:
-            creds.assume(creds.ROOT)
+            return e
 
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    return out[0]
+    return in_thread_as(ident, attempt)
 
 
 def test_read_grants_are_per_identity_bounded_and_follow_ctime(env: Env) -> None:
