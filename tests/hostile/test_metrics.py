@@ -44,9 +44,22 @@ def read_all(sock: socket.socket) -> bytes:
     return out
 
 
+def scrape_when_free(port: int) -> str:
+    """A scrape, once the server has seen earlier connections close (until then one past the
+    bound is closed unanswered, as it should be); fails after WAIT seconds."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        try:
+            return scrape(port)
+        except OSError:
+            assert time.monotonic() < deadline, "no connection slot came free"
+            time.sleep(0.1)
+
+
 def still_served(srv: ServerProcess, rss_before: int) -> None:
     assert srv.rss_kib() - rss_before < 8 * 1024
-    assert value(scrape(metrics_port(srv)), "pynfsd_build_info", version="0.1.0") == 1
+    text = scrape_when_free(metrics_port(srv))
+    assert value(text, "pynfsd_build_info", version="0.1.0") == 1
     srv.healthy()
 
 
@@ -77,14 +90,7 @@ def test_one_past_the_connection_bound_is_closed_unanswered(server: ServerProces
         assert read_all(extra) == b""
     server.healthy()  # NFS is not affected
     held.pop().close()
-    deadline = time.monotonic() + WAIT
-    while True:  # a slot is free again once the server saw that close
-        try:
-            scrape(port)
-            break
-        except OSError:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+    scrape_when_free(port)  # a slot is free again once the server saw that close
     for sock in held:
         sock.close()
     still_served(server, rss)
