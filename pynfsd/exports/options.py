@@ -18,8 +18,9 @@ SEC_FLAVOURS = tuple(BY_NAME)  # the sec= names of the one flavour table
 _MAX_ID = 2**32 - 1
 _UUID_RE = re.compile(r"[0-9a-fA-F]{2}(?:[-:]?[0-9a-fA-F]{2}){15}")
 
-#: Flag options (all without effect here but ``crossmnt``), mapped to the group in which the
-#: last one written wins.
+#: Flag options (all without effect here but ``crossmnt`` and ``manage-gids``: the server
+#: takes an AUTH_SYS caller's groups from its own group database), mapped to the group in
+#: which the last one written wins.
 _FLAG_GROUPS = {
     "sync": "sync", "async": "sync",
     "wdelay": "wdelay", "no_wdelay": "wdelay",
@@ -32,6 +33,7 @@ _FLAG_GROUPS = {
     "pnfs": "pnfs", "no_pnfs": "pnfs",
     "nordirplus": "nordirplus", "security_label": "security_label",
     "mountpoint": "mountpoint", "mp": "mountpoint",
+    "manage-gids": "manage-gids",
 }  # fmt: skip
 _VALUED_FLAGS = {"mountpoint": "mountpoint", "mp": "mountpoint", "refer": "refer",
                  "replicas": "replicas", "xprtsec": "xprtsec"}  # fmt: skip
@@ -154,6 +156,8 @@ def parse_fsid(value: str) -> int | str:
 def _check_valued(key: str, value: str) -> str:
     if key in ("mountpoint", "mp") and not value.startswith("/"):
         raise OptionError(f"{key}={value}: path must be absolute")
+    if key in ("refer", "replicas"):
+        _check_locations(key, value)
     if key == "xprtsec":
         for name in value.split(":"):
             if name not in ("none", "tls", "mtls"):
@@ -161,3 +165,11 @@ def _check_valued(key: str, value: str) -> str:
     if value == "":
         raise OptionError(f"option {key} needs a value")
     return value
+
+
+def _check_locations(key: str, value: str) -> None:
+    """``refer=``/``replicas=``: ``path@host[+host]`` items separated by ``:`` (exports(5))."""
+    for item in value.split(":"):
+        path, at, hosts = item.partition("@")
+        if not at or not path.startswith("/") or any(h == "" for h in hosts.split("+")):
+            raise OptionError(f"{key}={value}: not path@host[+host][:path@host...]")

@@ -100,6 +100,7 @@ def test_each_option(options: str, field: str, value: object) -> None:
         ("refer=/a@otherhost", {"refer=/a@otherhost"}),
         ("xprtsec=tls:mtls", {"xprtsec=tls:mtls"}),
         ("security_label", {"security_label"}),
+        ("manage-gids", {"manage-gids"}),
     ],
 )
 def test_flags_kept(options: str, flags: set[str]) -> None:
@@ -247,6 +248,8 @@ def test_client_kinds(text: str, kind: str, network: str | None) -> None:
         ('"/srv/x *', 1, "unterminated quote"),
         ("/srv *(mountpoint=rel)", 1, "must be absolute"),
         ("/srv *(xprtsec=ssl)", 1, "unknown xprtsec"),
+        ("/srv *(refer=otherhost)", 1, "path@host"),
+        ("/srv *(replicas=/a@h1+:/b@h2)", 1, "path@host"),
         ("/a h \\\n  h2(bad)", 2, "unknown option 'bad'"),
         ("/a h \\\n  \\\n /b", 3, "bad network '/b'"),
         ("/srv\\777 *", 1, "bad octal"),
