@@ -106,7 +106,7 @@ def _apply_one(state: OptionState, key: str, value: str | None) -> None:
     elif key == "sec":
         state.sec = parse_sec(_need(key, value))
     elif key in ("anonuid", "anongid"):
-        setattr(state, key, parse_number(key, _need(key, value)))
+        setattr(state, key, parse_id(key, _need(key, value)))
     elif key == "fsid":
         state.fsid = parse_fsid(_need(key, value))
     elif key in _VALUED_FLAGS and value is not None:
@@ -140,6 +140,14 @@ def parse_number(key: str, value: str) -> int:
     if not value.isascii() or not value.isdigit() or int(value) > _MAX_ID:
         raise OptionError(f"bad number {value!r} for {key}")
     return int(value)
+
+
+def parse_id(key: str, value: str) -> int:
+    """An anonuid/anongid: a 32-bit number other than (uid_t)-1, which the kernel refuses."""
+    number = parse_number(key, value)
+    if number == _MAX_ID:
+        raise OptionError(f"bad number {value!r} for {key}: (uid_t)-1 is not an id")
+    return number
 
 
 def parse_fsid(value: str) -> int | str:
