@@ -169,9 +169,16 @@ def best_spec(
 ) -> tuple[ClientSpec, ExportOptions] | None:
     """The best matching (spec, options) of ``clients`` for ``client`` (exports(5) order)."""
     ip = _ip_or_none(client.addr)
+    return best_by(clients, lambda s: spec_matches(s, ip, client.names, client.netgroups))
+
+
+def best_by(
+    clients: Sequence[tuple[ClientSpec, ExportOptions]], covers: Callable[[ClientSpec], bool]
+) -> tuple[ClientSpec, ExportOptions] | None:
+    """The first (spec, options) in exports(5) order whose spec ``covers`` the client."""
     for kind in PRECEDENCE:
         for spec, options in clients:
-            if spec.kind == kind and spec_matches(spec, ip, client.names, client.netgroups):
+            if spec.kind == kind and covers(spec):
                 return spec, options
     return None
 

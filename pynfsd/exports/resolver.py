@@ -56,7 +56,7 @@ def export_fsid(path: str, options: ExportOptions) -> int:
     return derived_fsid(b"path", os.fsencode(path))
 
 
-def _check_fsids(entries: Sequence[ExportEntry]) -> None:
+def check_fsids(entries: Sequence[ExportEntry]) -> None:
     """Two different paths must never share an fsid (filehandles would be ambiguous)."""
     owner: dict[int, str] = {}
     for entry in entries:
@@ -81,7 +81,7 @@ class StaticExportResolver:
         innetgr: Innetgr = system_innetgr,
     ) -> None:
         self.entries: tuple[ExportEntry, ...] = tuple(entries)
-        _check_fsids(self.entries)
+        check_fsids(self.entries)
         self._reverse_lookup = reverse_lookup
         self._innetgr = innetgr
         self._runner = runner or default_runner()
