@@ -69,8 +69,6 @@ from .types import ClientSpec, ExportEntry, ExportOptions
 
 log = logging.getLogger("pynfsd.exports.embedded")
 
-Answer = Callable[[bytes], None]  # one reply line in the kernel's format
-Lost = Callable[[str], None]  # could not answer (the reason)
 #: uid -> every group of the user, None for an unknown uid (may block).
 GroupLookup = Callable[[int], "tuple[int, ...] | None"]
 #: address -> the `ClientId` matching needs (blocking).
@@ -211,22 +209,26 @@ class EmbeddedWay:
     def ready(self, cache: str) -> bool:
         return True
 
-    def send(self, cache: str, request: bytes, answer: Answer, lost: Lost) -> None:
-        """Answer one request line of `cache` (on the event loop; never blocks)."""
+    def send(self, cache: str, request: bytes, answer: Callable[[bytes], None],
+             lost: Callable[[str], None]) -> None:
+        """Answer one request line of `cache`: later, on the event loop, exactly one call of
+        `answer(reply line)` or `lost(reason)`.  Never blocks."""
+        loop = asyncio.get_running_loop()
         kind = _KINDS.get(cache)
         if kind is None:
-            lost(f"{cache}: not a cache the embedded resolver answers")
+            loop.call_soon(lost, f"{cache}: not a cache the embedded resolver answers")
             return
         try:
             key = kind.decode(request)
         except LineError as e:
-            lost(f"{cache}: bad request line: {e}")
+            loop.call_soon(lost, f"{cache}: bad request line: {e}")
             return
-        task = asyncio.get_running_loop().create_task(self._answer(cache, kind, key, answer, lost))
+        task = loop.create_task(self._answer(cache, kind, key, answer, lost))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, cache: str, kind: _Kind, key: Any, answer: Answer, lost: Lost) -> None:
+    async def _answer(self, cache: str, kind: _Kind, key: Any, answer: Callable[[bytes], None],
+                      lost: Callable[[str], None]) -> None:
         compute = self._compute[cache]
         try:
             for _ in range(_RECOMPUTE):

@@ -264,6 +264,9 @@ async def test_bad_requests_and_failures_are_lost_once_and_never_answered() -> N
         assert w.ready("nfsd.export") and w.name == "embedded"
         w.send("auth.unix.ip", b"nfsd not-an-address\n", record("answer"), record("lost"))
         w.send("no.such.cache", b"x\n", record("answer"), record("lost"))
+        assert got == []  # never from inside send
+        await asyncio.wait_for(done.wait(), 60)
+        await asyncio.sleep(0)
         assert [k for k, _ in got] == ["lost", "lost"] and "bad request" in str(got[0][1])
         got.clear()
         done.clear()

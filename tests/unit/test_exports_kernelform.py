@@ -202,3 +202,9 @@ def test_fsid_keys_round_trip_and_are_valid_fh_keys(fsid: int) -> None:
     assert K.fsid_of_key(fsidtype, data) == fsid
     key = L.FhKey("*", fsidtype, data)
     assert L.decode_fh_request(L.encode_fh_request(key)) == key
+
+
+def test_manage_gids_is_shown_with_the_export_options() -> None:
+    from pynfsd.exports.describe import option_text
+
+    assert option_text(options("rw,manage-gids")).endswith(",manage-gids")
