@@ -40,10 +40,11 @@ import functools
 import ipaddress
 import logging
 import os
+import posixpath
 import pwd
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pynfsd.blocking import BlockingPool, Runner
@@ -126,12 +127,20 @@ class Table:
         return lambda c: _options(best_spec(c, client))
 
     def export(self, key: L.ExportKey, who: Identify) -> L.ExportInfo | None:
-        """nfsd.export: the kernel form of the options `key.domain` has on `key.path`."""
+        """nfsd.export: the kernel form of the options `key.domain` has on `key.path`; for a
+        path below an export with `crossmnt` (a filesystem mounted inside it), that
+        export's options without its fsid and locations, as rpc.mountd answers."""
+        choose = self.chooser(key.domain, who)
         entry = self.by_path.get(key.path)
-        if entry is None:
-            return None
-        options = self.chooser(key.domain, who)(entry.clients)
-        return None if options is None else info_from_options(entry.path, options)
+        options = choose(entry.clients) if entry is not None else None
+        if options is not None:
+            return info_from_options(key.path, options)
+        for parent in _ancestors(key.path):
+            above = self.by_path.get(parent)
+            options = choose(above.clients) if above is not None else None
+            if options is not None and options.has("crossmnt"):
+                return info_from_options(key.path, _submount(options))
+        return None
 
     def fh(self, key: L.FhKey, who: Identify) -> str | None:
         """nfsd.fh: the path of the export with that fsid that `key.domain` may use."""
@@ -145,6 +154,20 @@ class Table:
                     key.fsidtype, key.fsid):
                 return entry.path
         return None
+
+
+def _ancestors(path: str) -> Iterator[str]:
+    """`/a/b/c` -> `/a/b`, `/a`, `/`."""
+    while path not in ("/", ""):
+        path = posixpath.dirname(path)
+        yield path
+
+
+def _submount(options: ExportOptions) -> ExportOptions:
+    """A crossed filesystem's options: its parent's, without what names the parent's own
+    filesystem (fsid, uuid, locations)."""
+    flags = frozenset(f for f in options.flags if not f.startswith(("refer=", "replicas=")))
+    return replace(options, fsid=None, pseudo_root=False, flags=flags)
 
 
 def _options(found: tuple[ClientSpec, ExportOptions] | None) -> ExportOptions | None:

@@ -305,3 +305,21 @@ def test_a_table_with_one_fsid_on_two_paths_is_refused_and_the_old_one_stays() -
 class _NoRunner:
     async def run(self, fn: Callable[..., object], *args: object) -> object:
         raise AssertionError("nothing runs here")
+
+
+async def test_a_path_below_a_crossmnt_export_gets_its_options_without_its_fsid() -> None:
+    table = "/srv/top *(rw,crossmnt,fsid=5,replicas=/x@h)\n/srv/plain *(ro)\n/srv/top/own 10.0.0.0/8(ro)"
+    w = way(Dns(), table)
+    try:
+        top = opts(table, "/srv/top", "*")
+        sub = await export_of(w, "*", "/srv/top/disk/deeper")
+        assert sub is not None and sub == await export_of(w, "*", "/srv/top/own")
+        assert not sub.flags & L.NFSEXP_FSID and sub.fsid == 0 and not sub.fslocations
+        assert sub.flags | L.NFSEXP_FSID == info_from_options("/srv/top", top).flags
+        assert [f.flags for f in sub.secinfo] == [sub.flags]  # valid for the kernel
+        assert await export_of(w, "10.1.1.1", "/srv/top/own") == info_from_options(
+            "/srv/top/own", opts(table, "/srv/top/own", "10.0.0.0/8"))
+        assert await export_of(w, "*", "/srv/plain/disk") is None  # no crossmnt
+        assert await export_of(w, "*", "/srv") is None
+    finally:
+        await w.close()
