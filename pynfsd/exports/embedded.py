@@ -15,6 +15,9 @@ from the exports table and the system's databases, without a separate daemon:
   address domain, the best spec covering that address.  Not exported to it: negative.  A
   domain that is an address is always read as one; this agrees with the list reading, since
   a list that is one address arises only when nothing but that host spec covers the address.
+  A path below an export with `crossmnt` (a filesystem mounted inside it) that is not
+  exported to the domain itself gets that export's options without its fsid, uuid and
+  locations (rpc.mountd's "different filesystem" answer).
 * `nfsd.fh` (`DOMAIN FSIDTYPE FSID`): the path of the export the domain may use whose fsid has
   that key (`kernelform.fsid_key`); else negative.
 * `auth.unix.gid` (`UID`): every group of the user (`getpwuid`, then `getgrouplist`, at most
@@ -24,7 +27,8 @@ from the exports table and the system's databases, without a separate daemon:
 the answer on a `Runner` (by default a pool of its own, `DEFAULT_WORKERS` threads, so a slow
 DNS or directory server never holds up filesystem work), then encodes the reply with expiry
 `now + ttl` (mountd's 30 minutes) and calls `answer` on the loop, exactly once; `lost` only
-for a failure of its own (a bug, logged with its traceback) or when closed first.  Host names
+for a request it cannot read, a failure of its own (a bug, logged with its traceback) or
+when closed first; neither is ever called from inside `send`.  Host names
 come from a reverse lookup with forward check and netgroups from glibc's `innetgr`
 (`pynfsd.exports.match.identify`), in the worker.
 
