@@ -11,11 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pynfsd.cache import lines as L
 from pynfsd.exports import ExportOptions, export_fsid, parse_exports
-from pynfsd.exports.embedded import DEFAULT_TTL, MAX_DOMAIN, EmbeddedWay
+from pynfsd.exports.embedded import DEFAULT_TTL, MAX_DOMAIN, EmbeddedWay, Table
 from pynfsd.exports.kernelform import fsid_key, info_from_options
+from pynfsd.exports.match import ClientId, best_match
 from tests.clock import ManualClock
 
 TABLE = """
@@ -323,3 +326,42 @@ async def test_a_path_below_a_crossmnt_export_gets_its_options_without_its_fsid(
         assert await export_of(w, "*", "/srv") is None
     finally:
         await w.close()
+
+
+# ------------------------------------------------------------ the two readings of a domain agree
+_SPECS = ["*", "10.0.0.0/8", "10.1.0.0/16", "10.1.2.3", "h.ex.com", "*.ex.com", "@ng", "@other",
+          "::1", "2001:db8::/32"]
+_TABLES = st.dictionaries(
+    st.sampled_from(["/p0", "/p1", "/p2"]),
+    st.lists(st.sampled_from(_SPECS), min_size=1, max_size=5, unique=True), min_size=1)
+_CLIENTS = st.builds(
+    ClientId, st.sampled_from(["10.1.2.3", "10.2.0.1", "192.0.2.1", "::1", "2001:db8::7"]),
+    st.lists(st.sampled_from(["h.ex.com", "x.ex.com", "y.org"]), unique=True).map(tuple),
+    st.frozensets(st.sampled_from(["@ng", "@other"])))
+
+
+@settings(max_examples=300)
+@given(_TABLES, _CLIENTS)
+def test_a_domain_read_as_its_list_or_as_the_address_gives_the_best_match(
+    lines: dict[str, list[str]], client: ClientId
+) -> None:
+    """A domain that is one address (a lone host spec covers the client) is read as the
+    address; any other is read as its list, without lookups."""
+    text = "\n".join(f"{path} " + " ".join(f"{s}(anonuid={i * 10 + j})" for j, s in enumerate(specs))
+                     for i, (path, specs) in enumerate(lines.items()))
+    table = Table(parse_exports(text))
+    domain = table.domain(client)
+    for entry in table.entries:
+        best = best_match(entry.clients, client.addr, client.names, client.netgroups)
+        want = None if best is None else info_from_options(entry.path, best)
+        by_address = table.export(L.ExportKey(client.addr, entry.path), lambda a: client)
+        assert by_address == want
+        if domain is None:
+            assert want is None
+        else:
+            who = (lambda a: client) if domain == client.addr else _no_lookup
+            assert table.export(L.ExportKey(domain, entry.path), who) == want
+
+
+def _no_lookup(addr: str) -> ClientId:
+    raise AssertionError("a list domain needs no lookup")
