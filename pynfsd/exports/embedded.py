@@ -27,8 +27,9 @@ from the exports table and the system's databases, without a separate daemon:
 the answer on a `Runner` (by default a pool of its own, `DEFAULT_WORKERS` threads, so a slow
 DNS or directory server never holds up filesystem work), then encodes the reply with expiry
 `now + ttl` (mountd's 30 minutes) and calls `answer` on the loop, exactly once; `lost` only
-for a request it cannot read, a failure of its own (a bug, logged with its traceback) or
-when closed first; neither is ever called from inside `send`.  Host names
+for a request it cannot read, a failure (a name service raising, or a bug: logged at most
+once a minute, with the number suppressed) or when closed first; neither is ever called
+from inside `send`.  Host names
 come from a reverse lookup with forward check and netgroups from glibc's `innetgr`
 (`pynfsd.exports.match.identify`), in the worker.
 
@@ -54,6 +55,7 @@ from typing import Any
 from pynfsd.blocking import BlockingPool, Runner
 from pynfsd.cache import lines as L
 from pynfsd.cache.qword import NGROUPS_MAX, LineError
+from pynfsd.rpc.connections import RateLimitedLog
 
 from .kernelform import fsid_key, info_from_options
 from .match import (
@@ -220,6 +222,7 @@ class EmbeddedWay:
         self._clock = clock
         self._ttl = ttl
         self._tasks: set[asyncio.Task[None]] = set()
+        self._failures = RateLimitedLog(logger=log)
         self._compute: dict[str, Callable[[Table, Any], Any]] = {
             "auth.unix.ip": self._ip, "nfsd.export": self._export, "nfsd.fh": self._fh,
             "auth.unix.gid": self._gid,
@@ -266,9 +269,11 @@ class EmbeddedWay:
         except asyncio.CancelledError:
             lost(f"{cache}: the embedded resolver was closed")
             raise
-        except Exception as e:  # noqa: BLE001 - a bug of ours: logged, the request is lost
-            log.exception("%s: answering %r failed", cache, key)
-            lost(f"{cache}: {type(e).__name__}: {e}")
+        except Exception as e:  # noqa: BLE001 - a failing name service or a bug: logged, lost
+            reason = f"{cache}: {type(e).__name__}: {e}"
+            self._failures.warning(self._clock(), "embedded resolver: answering %r failed: %s",
+                                   key, reason)
+            lost(reason)
             return
         answer(kind.encode(kind.reply(key, int(self._clock()) + self._ttl, value)))
 

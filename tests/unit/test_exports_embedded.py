@@ -365,3 +365,18 @@ def test_a_domain_read_as_its_list_or_as_the_address_gives_the_best_match(
 
 def _no_lookup(addr: str) -> ClientId:
     raise AssertionError("a list domain needs no lookup")
+
+
+async def test_failures_are_logged_at_a_bounded_rate(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(uid: int) -> tuple[int, ...] | None:
+        raise OSError(5, "directory server unreachable")
+
+    w = EmbeddedWay(parse_exports(TABLE), getgrouplist=broken, clock=lambda: NOW)
+    try:
+        with caplog.at_level("WARNING", logger="pynfsd.exports.embedded"):
+            for uid in range(20):
+                with pytest.raises(AssertionError, match="unreachable"):
+                    await ask(w, "auth.unix.gid", b"%d\n" % uid)
+        assert len(caplog.records) == 1 and "directory server unreachable" in caplog.text
+    finally:
+        await w.close()
