@@ -165,8 +165,9 @@ def _valued_names(info: L.ExportInfo) -> set[str]:
         items = ":".join(f"{path}@{hosts.replace(':', '+')}" for hosts, path in info.fslocations)
         names.add(("refer=" if info.migrated else "replicas=") + items)
     if info.xprtsec:
-        by_bit = {bit: name for name, bit in _XPRTSEC.items()}
-        modes = [by_bit[m] for m in info.xprtsec if m in by_bit]
+        modes: list[str] = []  # in the order sent; the kernel ORs them, a word may hold several
+        for m in info.xprtsec:
+            modes += [n for n, bit in _XPRTSEC.items() if m & bit and n not in modes]
         if modes:
             names.add("xprtsec=" + ":".join(modes))
     if info.manage_gids:

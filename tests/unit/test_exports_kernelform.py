@@ -90,6 +90,11 @@ def test_a_daemons_per_flavour_flags_become_the_most_restrictive() -> None:
     assert (o.rw, o.squash, o.secure, o.sec) == (False, "all", True, ("krb5p", "sys"))
 
 
+def test_xprtsec_words_may_hold_several_mode_bits() -> None:
+    info = L.ExportInfo(0, 1, 2, 0, xprtsec=(L.NFSEXP_XPRTSEC_MTLS, 3))
+    assert K.options_from_info(info).has("xprtsec=mtls:none:tls")
+
+
 def test_unknown_flavours_are_left_out_and_no_secinfo_means_sys() -> None:
     info = L.ExportInfo(0, 1, 2, 0, secinfo=(L.SecFlavor(390006, 0), L.SecFlavor(390004, 0)))
     assert K.options_from_info(info).sec == ("krb5i",)
@@ -163,7 +168,7 @@ def infos(draw: st.DrawFn) -> L.ExportInfo:
         flags, draw(st.integers(0, (1 << 32) - 2)), draw(st.integers(0, (1 << 32) - 2)),
         draw(st.integers(-(1 << 31), (1 << 31) - 1)),
         draw(st.none() | st.binary(min_size=16, max_size=16)), tuple(secinfo), tuple(locs),
-        draw(st.booleans()), tuple(draw(st.lists(st.sampled_from([1, 2, 4]), max_size=3))),
+        draw(st.booleans()), tuple(draw(st.lists(st.integers(0, L.NFSEXP_XPRTSEC_MTLS), max_size=3))),
         draw(st.booleans()))
 
 
