@@ -24,7 +24,8 @@ clock; nothing here sleeps, reads the real time or does I/O.
   cannot fill the cache with keys nobody asked about.  The caller logs refusals.
   `upcall_failed(key)` (no daemon listening) stores a negative entry for
   `NEGATIVE_WHEN_NO_DAEMON` seconds unless the key's entry is still usable, as
-  `try_to_negate_entry` does.
+  `try_to_negate_entry` does.  `abandon(key)` (every way asked failed to answer) only forgets
+  the upcall, so the next lookup asks again.
 
 * **Flush.**  `flush()` makes the flush time *now* (one past the previous flush time if that
   is not earlier, as `write_flush`), drops every entry refreshed at or before it and returns
@@ -243,6 +244,23 @@ class Cache(Generic[K, V]):
         self._sweep_due = expiry if self._sweep_due is None else min(self._sweep_due, expiry)
         self.stats["updates"] += 1
         return UpdateResult.STORED
+
+    def pending(self, key: K) -> bool:
+        """An upcall for `key` is out (and not yet counted as lost)."""
+        slot = self._slots.get(key)
+        return slot is not None and self._pending(slot, self.now())
+
+    def abandon(self, key: K) -> bool:
+        """Every way of answering failed: forget the upcall so the next lookup asks again (a
+        slot without an entry goes); False if none was out."""
+        slot = self._slots.get(key)
+        if slot is None or slot.pending_since is None:
+            return False
+        slot.pending_since = None
+        if slot.entry is None:
+            del self._slots[key]
+        self.stats["abandoned"] += 1
+        return True
 
     def upcall_failed(self, key: K) -> None:
         """No daemon took the upcall: the key becomes negative for a while, unless its entry is

@@ -13,7 +13,8 @@ daemon and says whether one is listening.  `get` looks the key up:
 * the future completes when `update` (or `upcall_failed`) fills the key: the key is looked
   up again and its entry returned.  It fails with `CacheDelay` when the deadline passes
   (`tick`), when the waiter was displaced by a fairer share, when the pending key was evicted
-  or its upcall lost, or when parking was refused at once.  The NFSv4 caller answers
+  or its upcall lost or abandoned (`abandon`: every way failed), or when parking was refused
+  at once.  The NFSv4 caller answers
   NFS4ERR_DELAY, as knfsd does, and the client retries.
 
 Deadlines are read on the cache's injected clock and enforced by `tick()`, which the server
@@ -98,6 +99,12 @@ class Deferral(Generic[K, V, C]):
     def upcall_failed(self, key: K) -> None:
         self.cache.upcall_failed(key)
         self._wake(key)
+
+    def abandon(self, key: K) -> None:
+        """No way could answer `key`: the next lookup asks again, and whoever waits for it is
+        told NFS4ERR_DELAY at once (`CacheDelay`) rather than at its deadline."""
+        self.cache.abandon(key)
+        self._drop(key)
 
     def tick(self) -> int:
         """Time out waiters whose deadline has come, and clean the cache every

@@ -165,5 +165,6 @@ class Waiters(Generic[K, C, W]):
         return tk
 
     def status(self) -> dict[str, int]:
-        return {"parked": len(self._tickets), "max_total": self.max_total,
-                "max_per_client": self.max_per_client, **self.stats}
+        """Counters, with `parked` the requests parked now (`parked_total`: ever)."""
+        return {**self.stats, "parked_total": self.stats["parked"], "parked": len(self._tickets),
+                "max_total": self.max_total, "max_per_client": self.max_per_client}
