@@ -149,6 +149,10 @@ class Cache(Generic[K, V]):
         self._slots: OrderedDict[K, _Slot[V]] = OrderedDict()  # least recently used first
         self._flush_time = 0
         self._sweep_due: int | None = None  # earliest time an entry may be expired
+        # changes whenever an entry is stored, flushed, evicted or expired: a reader that
+        # memoises what it derived from entries (`nfs4/views.py`) compares it to know it is
+        # still current
+        self.version = 0
 
     def now(self) -> int:
         """The clock in whole seconds, as entries count time."""
@@ -242,6 +246,7 @@ class Cache(Generic[K, V]):
             slot.entry = Entry(value, False, expiry, refreshed)
         slot.pending_since = None
         self._sweep_due = expiry if self._sweep_due is None else min(self._sweep_due, expiry)
+        self.version += 1
         self.stats["updates"] += 1
         return UpdateResult.STORED
 
@@ -278,6 +283,7 @@ class Cache(Generic[K, V]):
         now = self.now()
         self._flush_time = max(now, self._flush_time + 1)
         self.stats["flushes"] += 1
+        self.version += 1
         self._sweep_due = now
         self._sweep(now)
         return self._flush_time
@@ -314,6 +320,8 @@ class Cache(Generic[K, V]):
                 gone.append(key)
         for key in gone:
             del self._slots[key]
+        if gone:
+            self.version += 1
         self._sweep_due = None if due is None else due + 1
         self.stats["expired"] += len(gone)
         return len(gone)
@@ -323,6 +331,7 @@ class Cache(Generic[K, V]):
             if self._sweep(now):
                 continue
             victim, old = self._slots.popitem(last=False)
+            self.version += 1
             self.stats["evictions"] += 1
             if self._pending(old, now):
                 self._dropped(victim)

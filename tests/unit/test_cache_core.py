@@ -273,3 +273,30 @@ def test_memory_of_a_flood_stays_within_the_entry_bound(clock: ManualClock) -> N
         tracemalloc.stop()
     assert len(c) == bound
     assert used < bound * 1024
+
+
+def test_the_version_changes_with_every_stored_flushed_evicted_or_expired_entry(
+        clock: ManualClock) -> None:
+    c = make(clock, max_entries=2)
+    seen = [c.version]
+
+    def changed() -> bool:
+        seen.append(c.version)
+        return seen[-1] != seen[-2]
+
+    filled(c, "a", "1", T0 + 10)
+    assert changed()
+    c.lookup("a")
+    assert not changed()  # reading changes nothing
+    assert c.update("a", "2", T0 + 10) is UpdateResult.STORED
+    assert changed()  # replaced
+    filled(c, "b", "1", T0 + 10)
+    before = c.version
+    filled(c, "c", "1", T0 + 100)  # evicts "a"
+    assert c.stats["evictions"] == 1 and c.version > before + 1
+    assert changed()
+    clock.advance(50)
+    assert c.clean() == 1  # "b" expired and removed
+    assert changed()
+    c.flush()
+    assert changed()
