@@ -208,6 +208,7 @@ class EmbeddedWay:
         forward_lookup: ForwardLookup = system_forward_lookup,
         innetgr: Innetgr = system_innetgr, getgrouplist: GroupLookup = system_getgrouplist,
         clock: Callable[[], float] = time.time, ttl: int = DEFAULT_TTL,
+        names_of: ReverseLookup | None = None,
     ) -> None:
         self._table = Table(entries)
         self._pool: BlockingPool | None = None
@@ -215,8 +216,9 @@ class EmbeddedWay:
             runner = self._pool = BlockingPool(DEFAULT_WORKERS, name="pynfsd-embedded",
                                                switch_creds=False)
         self._runner = runner
-        self._names_of = functools.partial(checked_names, reverse=reverse_lookup,
-                                           forward=forward_lookup)
+        # the names to trust for an address: forward-checked reverse names, or `names_of`'s
+        self._names_of = names_of or functools.partial(checked_names, reverse=reverse_lookup,
+                                                       forward=forward_lookup)
         self._innetgr = innetgr
         self._getgrouplist = getgrouplist
         self._clock = clock

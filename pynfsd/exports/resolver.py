@@ -82,17 +82,17 @@ class StaticExportResolver:
     ) -> None:
         self.entries: tuple[ExportEntry, ...] = tuple(entries)
         check_fsids(self.entries)
-        self._reverse_lookup = reverse_lookup
-        self._innetgr = innetgr
-        self._runner = runner or default_runner()
+        self.reverse_lookup = reverse_lookup
+        self.innetgr = innetgr
+        self.runner = runner or default_runner()
         self._specs = [s for e in self.entries for s, _ in e.clients]
         self._needs_names = needs_names(self._specs)
 
     async def exports_for(self, client_addr: str) -> tuple[ClientExport, ...]:
         if not self._needs_names:
             return self.exports_for_names(client_addr)
-        client = await self._runner.run(
-            identify, client_addr, self._specs, self._reverse_lookup, self._innetgr)
+        client = await self.runner.run(
+            identify, client_addr, self._specs, self.reverse_lookup, self.innetgr)
         return self.exports_for_names(client.addr, client.names, client.netgroups)
 
     def exports_for_names(

@@ -20,6 +20,10 @@ COMPOUND4res past `max_reply` bytes, or that is past `max_compound_ops`, gets
 NFS4ERR_RESOURCE and ends the COMPOUND.  Every `YIELD_EVERY` ops the loop yields to the event
 loop, so a long COMPOUND of cheap ops does not hold up other clients.
 
+The client's exports (its view, from the export caches) are asked for at the first op that
+uses them (`CompoundContext.prepare`), not before: the request may be parked there while an
+upcall is answered, and resumes at that op; no answer in time is NFS4ERR_DELAY for that op.
+
 Each op that runs (or is refused by those bounds) is counted in `Services.stats` with its
 status and its duration (decoding its arguments included) on the stats' clock.
 """
@@ -42,6 +46,12 @@ log = logging.getLogger(__name__)
 #: The loop yields to the event loop every this many ops.
 YIELD_EVERY = 32
 
+
+# Ops that use no export, so they run before the client's exports are known (see
+# `CompoundContext.prepare`): client ids and leases only.
+NO_EXPORTS = frozenset({
+    N.OP_SETCLIENTID, N.OP_SETCLIENTID_CONFIRM, N.OP_RENEW, N.OP_RELEASE_LOCKOWNER,
+})
 
 # Ops whose second run does not answer as the first did, so a COMPOUND that reaches one is kept
 # in the duplicate request cache (pynfsd.rpc.drc) for a retransmission of it:
@@ -150,6 +160,11 @@ async def _execute(
         log.debug("NFS4ERR_RESOURCE: %s would take the reply past %d bytes", spec.name,
                   cfg.max_reply)
         return N.NFS4ERR_RESOURCE, None
+    if ctx.prepare is not None and spec.opnum not in NO_EXPORTS:
+        try:
+            await ctx.prepare()  # the export caches; parks the request while they are asked
+        except errors.NFS4Error as e:
+            return e.status, e.value
     return await run_op(ctx, spec, args)
 
 

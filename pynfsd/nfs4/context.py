@@ -48,7 +48,7 @@ class CompoundContext:
     """The state of one COMPOUND: current and saved filehandles, credential, client."""
 
     __slots__ = ("services", "vfs", "cred", "client_addr", "_current", "_saved", "tag",
-                 "index", "non_idempotent")
+                 "index", "non_idempotent", "prepare")
 
     def __init__(self, services: Services, vfs: Vfs, cred: Credential, client_addr: str) -> None:
         self.services = services
@@ -60,6 +60,9 @@ class CompoundContext:
         self.tag = b""
         self.index = 0
         self.non_idempotent = False  # an op of NON_IDEMPOTENT was reached: cache the reply
+        # Set while the client's exports are not known yet: the first op that uses them awaits
+        # it (the caches may park the request; NFS4ERR_DELAY for that op if they do not answer).
+        self.prepare: Callable[[], Awaitable[None]] | None = None
 
     @property
     def state(self) -> StateManager:

@@ -29,7 +29,7 @@ from pynfsd.fs.creds import Identity
 from pynfsd.nfs4 import errors
 from pynfsd.nfs4.crossing import Submount
 from pynfsd.nfs4.fh import KIND_PSEUDO, decode_fh, export_fh, pseudo_fh
-from pynfsd.nfs4.vfstypes import ClientView, Listed, NotCrossed, Obj, VfsHost
+from pynfsd.nfs4.vfstypes import MANAGE_GIDS, ClientView, FhPath, Listed, NotCrossed, Obj, VfsHost
 from pynfsd.rpc.flavors import AUTH_NONE, sec_name
 
 if TYPE_CHECKING:
@@ -49,11 +49,16 @@ class Namespace:
     """Per-COMPOUND access to the client's exports: identities, filehandles, attributes,
     lookups and listings, with their policies applied (the base of `Vfs`)."""
 
-    def __init__(self, host: VfsHost, view: ClientView, cred: Credential, port: int = 0) -> None:
+    def __init__(self, host: VfsHost, view: ClientView, cred: Credential, port: int = 0, *,
+                 fh_path: FhPath | None = None, managed_gids: tuple[int, ...] | None = None,
+                 manage_all: bool = False) -> None:
         self.host = host
         self.view = view
         self.cred = cred
         self.port = port
+        self.fh_path = fh_path  # nfsd.fh: fsid -> the export's path for this client
+        self.managed_gids = managed_gids  # auth.unix.gid's groups of an AUTH_SYS caller
+        self.manage_all = manage_all  # --manage-gids: every export, not only manage-gids ones
         self.flavour = flavour_name(cred)
         self._ids: dict[int, Identity] = {}
 
@@ -96,12 +101,15 @@ class Namespace:
         anon = Identity(o.anonuid, o.anongid, ())
         if c.flavor == AUTH_NONE or o.squash == "all":
             return anon
+        groups = c.gids
+        if self.managed_gids is not None and (self.manage_all or o.has(MANAGE_GIDS)):
+            groups = self.managed_gids  # the server's group database, not the client's 16
         if o.squash == "root":
             uid = o.anonuid if c.uid == 0 else c.uid
             gid = o.anongid if c.gid == 0 else c.gid
-            gids = tuple(o.anongid if g == 0 else g for g in c.gids)
+            gids = tuple(o.anongid if g == 0 else g for g in groups)
             return Identity(uid, gid, gids)
-        return Identity(c.uid, c.gid, tuple(c.gids))
+        return Identity(c.uid, c.gid, tuple(groups))
 
     def check_sec(self, obj: Obj) -> None:
         """NFS4ERR_WRONGSEC when the request's flavour is not allowed on obj's export (§3.3)."""
@@ -154,12 +162,25 @@ class Namespace:
             if node.export is not None:
                 return self._export_root(node.export, node)
             return Obj(fh, None, None, b"", node)
-        export = self.view.by_fsid.get(d.fsid) or await self._submount_export(d.fsid)
+        export = await self._export_by_fsid(d.fsid)
         if export is None:
             raise errors.NFS4ERR_STALE()
         backend = self.host.backends.backend_for(export)
         node = self.view.node_by_fsid.get(export.fsid) if d.ident == backend.root() else None
         return Obj(fh, export, backend, d.ident, node)
+
+    async def _export_by_fsid(self, fsid: int) -> ClientExport | None:
+        """The export of a filehandle's fsid: nfsd.fh names its path, which must be an export
+        of this client's view (a removed or no longer allowed export: None, NFS4ERR_STALE);
+        else a filesystem crossed below a ``crossmnt`` export."""
+        if self.fh_path is None:
+            export = self.view.by_fsid.get(fsid)
+        else:
+            path = await self.fh_path(fsid)
+            export = self.view.by_path.get(path) if path is not None else None
+            if export is not None and export.fsid != fsid:
+                export = None  # the path is exported again with another fsid: a new filesystem
+        return export or await self._submount_export(fsid)
 
     # ------------------------------------------------------------ attributes
     async def getattr(self, obj: Obj) -> Attrs:

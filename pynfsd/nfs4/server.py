@@ -7,9 +7,10 @@ worker threads that run blocking filesystem calls, and the server's boot-time wr
 Randomness (``rng``) and clocks (the config's) are passed in.  It builds, once, the op table
 (`pynfsd.nfs4.ops.build_op_table`), the handlers' collaborators (`pynfsd.nfs4.context.Services`)
 and the Vfs's (`pynfsd.nfs4.vfstypes.VfsHost`); nothing below this module imports it.
-`compound()` is the RPC procedure: it decodes the COMPOUND header, builds the client's view of
-the exports (cached per set of exports), and hands the operations, a `Vfs` and a
-`CompoundContext` to `pynfsd.nfs4.compound`.
+`compound()` is the RPC procedure: it decodes the COMPOUND header, takes the client's view of
+the exports from the export caches (`pynfsd.nfs4.views`: at once when memoised, else at the
+first op that needs it, where the request may be parked), and hands the operations, a `Vfs`
+and a `CompoundContext` to `pynfsd.nfs4.compound`.
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ from typing import Any, TypeVar
 from pynfsd.blocking import BlockingPool
 from pynfsd.exports.mounts import MountTable
 from pynfsd.exports.pseudofs import PseudoNode
-from pynfsd.exports.resolver import ExportResolver
-from pynfsd.exports.types import ClientExport
+from pynfsd.exports.resolver import StaticExportResolver
 from pynfsd.fs.backend import Attrs, FileType
 from pynfsd.gen import nfs4 as N
 from pynfsd.idmap import IdMapper
@@ -49,7 +49,9 @@ from pynfsd.nfs4.state.leases import enforced_lease
 from pynfsd.nfs4.state.store import FileClientStore
 from pynfsd.nfs4.vfs import Vfs
 from pynfsd.nfs4.vfstypes import ClientView, VfsHost
+from pynfsd.nfs4.views import ExportViews, Resolved, static_views
 from pynfsd.rpc.errors import GarbageArgs
+from pynfsd.rpc.flavors import AUTH_SYS
 from pynfsd.rpc.server import RpcCall, RpcServer
 from pynfsd.xdr.runtime import Unpacker, XdrError
 
@@ -57,11 +59,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND = N.NFS4_PROGRAM, N.NFS_V4, N.NFSPROC4_COMPOUND
-VIEW_TTL = 5.0  # seconds a client's resolved export view is reused
-
 __all__ = [  # the configuration is defined in pynfsd.nfs4.config and re-exported here
     "DEFAULT_IO_SIZE", "DEFAULT_MAX_COMPOUND_OPS", "DEFAULT_MAX_REPLY", "NFSPROC4_COMPOUND",
-    "NFS_PROGRAM", "NFS_V4", "REPLY_HEADROOM", "VIEW_TTL", "BackendOpenFiles", "NFSServer",
+    "NFS_PROGRAM", "NFS_V4", "REPLY_HEADROOM", "BackendOpenFiles", "NFSServer",
     "ServerConfig", "local_backend",
 ]
 
@@ -69,6 +69,8 @@ __all__ = [  # the configuration is defined in pynfsd.nfs4.config and re-exporte
 class NFSServer:
     """The wiring of the NFSv4 service (see the module docstring).
 
+    ``exports``: the client views from the export caches (`pynfsd.nfs4.views.ExportViews`),
+    or a `StaticExportResolver` whose table the embedded resolver then answers from (tests).
     ``rng`` makes the random bytes (write verifier, boot id, state ids and verifiers);
     ``client_store`` the client records (default: the files under ``<state-dir>/clients``,
     read when the store is made); the clocks are the config's; ``stats`` the counters of
@@ -78,7 +80,7 @@ class NFSServer:
     def __init__(
         self,
         config: ServerConfig,
-        resolver: ExportResolver,
+        exports: ExportViews | StaticExportResolver,
         idmap: IdMapper | None = None,
         *,
         rng: Callable[[int], bytes] = secrets.token_bytes,
@@ -86,7 +88,9 @@ class NFSServer:
         stats: Stats | None = None,
     ) -> None:
         self.config = config
-        self.resolver = resolver
+        self.resolver = exports  # as given (tests build a second server from it)
+        self.views = exports if isinstance(exports, ExportViews) else static_views(
+            exports, max_mounts=config.max_mounts)
         # Owners go out as numeric strings under AUTH_SYS (knfsd's nfs4_disable_idmapping
         # default: clients without an idmapper still see the right ids) and as user@domain
         # under Kerberos; both forms are accepted from clients.
@@ -124,8 +128,6 @@ class NFSServer:
             on_client_dropped=self.callbacks.forget,  # its callback path goes with it
         )
         self._pool = BlockingPool(config.workers)
-        self._views: dict[tuple[ClientExport, ...], ClientView] = {}
-        self._by_addr: dict[str, tuple[float, ClientView]] = {}
         # filesystems mounted inside exports (pynfsd.nfs4.crossing)
         self.mounts = MountTable()
         self.hidden_mounts = OnceLog()
@@ -153,27 +155,8 @@ class NFSServer:
         await self.client_store.sync(self.run_blocking)
 
     async def view_for(self, client_addr: str) -> ClientView:
-        """The client's view of the exports, asked of the resolver at most every few seconds
-        per address (a hot path: every COMPOUND needs it)."""
-        now = self.config.clock()
-        hit = self._by_addr.get(client_addr)
-        if hit is not None and now - hit[0] < VIEW_TTL:
-            return hit[1]
-        view = await self._resolve_view(client_addr)
-        if len(self._by_addr) > 4096:
-            self._by_addr.clear()
-        self._by_addr[client_addr] = (now, view)
-        return view
-
-    async def _resolve_view(self, client_addr: str) -> ClientView:
-        exports = await self.resolver.exports_for(client_addr)
-        view = self._views.get(exports)
-        if view is None:
-            if len(self._views) > 1024:
-                self._views.clear()
-            view = ClientView.build(exports, self.config.max_mounts)
-            self._views[exports] = view
-        return view
+        """The client's view of the exports, through the export caches."""
+        return (await self.views.resolve(client_addr)).view
 
     def pseudo_attrs(self, node: PseudoNode | None) -> Attrs:
         """Attributes of a pure pseudo-fs directory: read-only, owned by root."""
@@ -183,7 +166,15 @@ class NFSServer:
         return Attrs(FileType.DIR, 0o555, nlink, 0, 0, 4096, 4096, (0, 0), fileid, t, t, t, t)
 
     async def housekeeping(self) -> None:
-        """Expire lapsed leases now and then, so idle clients' state does not linger."""
+        """Expire lapsed leases now and then, so idle clients' state does not linger; and
+        the export caches' cleaner (deadlines of parked requests, expired entries)."""
+        cleaner = asyncio.create_task(self.views.caches.run())
+        try:
+            await self._leases()
+        finally:
+            cleaner.cancel()
+
+    async def _leases(self) -> None:
         while True:
             await asyncio.sleep(max(1.0, self.config.lease_time / 4))
             expired = self.expire_lapsed()
@@ -221,8 +212,9 @@ class NFSServer:
         self.callbacks.confirmed(clientid, target)
 
     async def shutdown(self) -> None:
-        """Stop callback work, then release backends and threads."""
+        """Stop callback work and the caches' upcalls, then release backends and threads."""
         await self.callbacks.close()
+        await self.views.caches.close()
         self.close()
 
     def close(self) -> None:
@@ -246,12 +238,48 @@ class NFSServer:
         if minorversion != 0:
             # RFC 7530 §16.2.3: an unsupported minor version gets no results at all.
             return compound.encode_reply(N.NFS4ERR_MINOR_VERS_MISMATCH, tag, 0, None)
-        client_addr = call.peer[0]
-        view = await self.view_for(client_addr)
-        vfs = Vfs(self.vfs_host, view, call.cred, call.peer[1])
-        ctx = CompoundContext(self.services, vfs, call.cred, client_addr)
+        ctx = self._context(call)
         ctx.tag = tag
         status, results, numres = await compound.process(ctx, self.ops, u, count)
         call.cacheable = ctx.non_idempotent
         return compound.encode_reply(status, tag, numres, results)
+
+    def _context(self, call: RpcCall) -> CompoundContext:
+        """The COMPOUND's context, with its Vfs when the client's view is memoised (the hot
+        path: no await); else with an empty one and `prepare`, run at the first op that needs
+        the exports (`pynfsd.nfs4.compound`)."""
+        addr = call.peer[0]
+        resolved = self.views.ready(addr)
+        if resolved is not None:
+            gids = self.views.groups_ready(call.cred) if self._manages(resolved, call) else None
+            if gids is not False:
+                vfs = self._vfs(resolved, call, gids)  # type: ignore[arg-type]
+                return CompoundContext(self.services, vfs, call.cred, addr)
+        ctx = CompoundContext(self.services, self._vfs(None, call, None), call.cred, addr)
+
+        async def prepare() -> None:
+            found = await self.views.resolve(addr)
+            gids = await self.views.groups(call.cred, addr) if self._manages(found, call) else None
+            ctx.vfs = self._vfs(found, call, gids)
+            ctx.prepare = None
+
+        ctx.prepare = prepare
+        return ctx
+
+    @staticmethod
+    def _manages(resolved: Resolved, call: RpcCall) -> bool:
+        return resolved.manages_gids and call.cred.flavor == AUTH_SYS
+
+    def _vfs(self, resolved: Resolved | None, call: RpcCall,
+             gids: tuple[int, ...] | None) -> Vfs:
+        if resolved is None:
+            return Vfs(self.vfs_host, self.views.empty, call.cred, call.peer[1])
+        domain = resolved.domain
+        views = self.views
+
+        async def fh_path(fsid: int) -> str | None:
+            return await views.fh_path(domain, fsid)
+
+        return Vfs(self.vfs_host, resolved.view, call.cred, call.peer[1], fh_path=fh_path,
+                   managed_gids=gids, manage_all=views.manage_gids)
 

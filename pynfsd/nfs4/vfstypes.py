@@ -11,7 +11,7 @@ server builds one `VfsHost`; the Vfs never knows the server.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -41,6 +41,13 @@ class BlockingRunner(Protocol):
         """``fn(*args)`` on a worker whose filesystem calls act as ``ident``."""
         ...
 
+
+#: nfsd.fh for one client: a filehandle's fsid -> the path of its export (None: none).
+FhPath = Callable[[int], Awaitable[str | None]]
+
+#: The export option (and `serve --manage-gids`) that takes an AUTH_SYS caller's groups from the
+#: server's group database (auth.unix.gid) instead of the at most 16 the client sends.
+MANAGE_GIDS = "manage-gids"
 
 #: The attributes of a pure pseudo-fs directory (None: the root of an empty pseudo-fs).
 PseudoAttrSource = Callable[[PseudoNode | None], Attrs]
@@ -106,6 +113,7 @@ class ClientView:
     by_fsid: dict[int, ClientExport]
     node_by_fsid: dict[int, PseudoNode]
     crossings: Crossings
+    by_path: dict[str, ClientExport]
 
     @classmethod
     def build(
@@ -113,4 +121,5 @@ class ClientView:
     ) -> ClientView:
         pfs = PseudoFs.build(exports)
         nodes = {n.export.fsid: n for n in pfs if n.export is not None}
-        return cls(exports, pfs, {e.fsid: e for e in exports}, nodes, Crossings(exports, max_mounts))
+        return cls(exports, pfs, {e.fsid: e for e in exports}, nodes,
+                   Crossings(exports, max_mounts), {e.path: e for e in exports})

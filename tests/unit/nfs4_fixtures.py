@@ -26,6 +26,7 @@ from pynfsd.fs.memory import MemoryBackend
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4.attrs import decode_fattr4
 from pynfsd.nfs4.server import NFSServer, ServerConfig
+from pynfsd.nfs4.views import ExportViews
 from pynfsd.rpc.auth import Credential
 from pynfsd.xdr.runtime import Packer
 from tests.aio import run
@@ -71,8 +72,10 @@ def make_world(
     *,
     local: bool = False,
     clock: ManualClock | None = None,
+    views: Callable[[StaticExportResolver], ExportViews] | None = None,
 ) -> World:
-    """A server over `exports` lines; MemoryBackends unless `local` (LocalBackend)."""
+    """A server over `exports` lines; MemoryBackends unless `local` (LocalBackend); `views`
+    builds the server's export views from the table (default: the embedded resolver's)."""
     clk = clock or ManualClock()
     state_dir = tmp_path / "state"
     state_dir.mkdir(exist_ok=True)
@@ -97,7 +100,7 @@ def make_world(
         workers=2,
     )
     resolver = StaticExportResolver([parse_export_line(line) for line in exports])
-    world = World(NFSServer(config, resolver), clk, state_dir)
+    world = World(NFSServer(config, views(resolver) if views else resolver), clk, state_dir)
     return world
 
 

@@ -329,7 +329,7 @@ async def test_no_lookup_in_a_mount_that_is_not_crossed_reaches_it(tmp_path: Pat
 async def test_crossed_mounts_per_view_are_bounded(tmp_path: Path, exp: Path) -> None:
     """One past ``max_mounts`` submounts: the view's table starts afresh, handles still work."""
     with tmpfs(exp / "mnt2"), server(tmp_path, f"{exp} *(rw,no_root_squash,crossmnt)") as w:
-        w.server.config.max_mounts = 1
+        w.server.views.max_mounts = 1
 
         c = w.client()
         root = await _root(c, exp)
