@@ -38,7 +38,7 @@ import os
 import socket
 import struct
 import tempfile
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pynfsd import __version__
@@ -80,8 +80,10 @@ class AdminCore:
         self, server: NFSServer, drc: ReplyCache | None = None,
         connections: ConnectionTable[Any] | None = None, listeners: RpcTcpServer | None = None,
         snapshot: Callable[[], Snapshot] | None = None,
+        commands: Mapping[str, Callable[[dict[str, Any]], Any]] | None = None,
     ) -> None:
         self.server = server
+        self.commands = dict(commands or {})  # more requests: `exportfs`, `cache`
         self.drc = drc
         self.connections = connections
         self.listeners = listeners
@@ -129,7 +131,11 @@ class AdminCore:
             return self.status()
         if cmd == "listen":
             return self.listen(request.get("action"), request.get("address"))
-        raise AdminError(f"unknown command {cmd!r} (known: clients, revoke, status, listen)")
+        handler = self.commands.get(cmd) if isinstance(cmd, str) else None
+        if handler is not None:
+            return handler(request)
+        known = ", ".join(["clients", "revoke", "status", "listen", *self.commands])
+        raise AdminError(f"unknown command {cmd!r} (known: {known})")
 
     def listen(self, action: object, address: object) -> Any:
         """List the listening sockets, or add or remove one (`pynfsd listen`)."""
@@ -260,10 +266,12 @@ class AdminServer:
         cls, server: NFSServer, path: str, allowed_uids: Collection[int] | None = None,
         drc: ReplyCache | None = None, connections: ConnectionTable[Any] | None = None,
         listeners: RpcTcpServer | None = None, snapshot: Callable[[], Snapshot] | None = None,
+        commands: Mapping[str, Callable[[dict[str, Any]], Any]] | None = None,
     ) -> AdminServer:
         """Bind `path` (see the module docstring) and serve it on the running loop."""
         uids = {0, os.geteuid()} if allowed_uids is None else allowed_uids
-        admin = cls(AdminCore(server, drc, connections, listeners, snapshot), path, uids)
+        core = AdminCore(server, drc, connections, listeners, snapshot, commands)
+        admin = cls(core, path, uids)
         sock = bind_control_socket(path)
         st = os.stat(path)
         admin._inode = (st.st_dev, st.st_ino)
@@ -360,12 +368,13 @@ async def start_admin(
     server: NFSServer, state_dir: str, drc: ReplyCache | None = None,
     connections: ConnectionTable[Any] | None = None, listeners: RpcTcpServer | None = None,
     snapshot: Callable[[], Snapshot] | None = None,
+    commands: Mapping[str, Callable[[dict[str, Any]], Any]] | None = None,
 ) -> AdminServer | None:
     """The control socket for `pynfsd serve`; logs and returns None if it cannot be created."""
     path = socket_path(state_dir)
     try:
         admin = await AdminServer.start(server, path, drc=drc, connections=connections,
-                                        listeners=listeners, snapshot=snapshot)
+                                        listeners=listeners, snapshot=snapshot, commands=commands)
     except (AdminError, OSError) as e:
         log.error("no control socket (pynfsd clients/status will not work): %s", e)
         return None

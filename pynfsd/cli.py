@@ -7,6 +7,7 @@
     pynfsd clients revoke ID [--state-dir DIR] [--json]
     pynfsd status [--state-dir DIR] [--json]
     pynfsd listen [add|remove ADDR:PORT] [--state-dir DIR] [--json]
+    pynfsd exportfs [-r|-v] [--state-dir DIR]; pynfsd cache show|flush|status [NAME]
 
 The admin commands talk to a running server over `<state-dir>/control.sock` (root only).
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import math
 import os
@@ -32,14 +32,13 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
-from pynfsd import __version__, admin
+from pynfsd import __version__, admin, exportsvc
+from pynfsd.admincli import DEFAULT_STATE_DIR, add_admin_commands, admin_main
 from pynfsd.blocking import default_runner
 from pynfsd.exports import ExportsError, parse_export_line
 from pynfsd.exports.describe import export_lines, mount_lines, unreachable
 from pynfsd.exports.mounts import DEFAULT_MAX_MOUNTS
-from pynfsd.exports.resolver import StaticExportResolver
 from pynfsd.exports.sources import gather_exports
 from pynfsd.exports.types import ExportEntry
 from pynfsd.gss.principals import Identity, load_map_file
@@ -79,7 +78,6 @@ from pynfsd.statelock import StateDirBusy, lock_state_dir
 log = logging.getLogger("pynfsd")
 
 DEFAULT_EXPORT = "/srv/pynfsd"
-DEFAULT_STATE_DIR = "/var/lib/pynfsd"
 #: Exit codes of `pynfsd serve` (also in its --help).
 EXIT_OK, EXIT_INTERNAL, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 1, 2, 3
 #: Longest lease and grace period accepted (knfsd's limit for both).
@@ -138,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve Prometheus metrics at http://HOST:PORT/metrics, e.g. "
                    f"127.0.0.1:{METRICS_PORT} (default: off)")
     add_limit_options(s)
+    exportsvc.add_arguments(s, _positive, _positive_seconds)
     add_admin_commands(sub)
     return parser
 
@@ -188,6 +187,13 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text}: must be a finite number of seconds >= 0")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be more than 0 seconds")
     return value
 
 
@@ -264,47 +270,6 @@ def connection_limits(args: argparse.Namespace, exports: int) -> Limits:
              "budget %d MiB", limits.max_connections, nofile, limits.idle_timeout,
              limits.partial_budget >> 20)
     return limits
-
-
-def add_admin_options(p: argparse.ArgumentParser, default: object) -> None:
-    p.add_argument("--state-dir", default=default, metavar="DIR",
-                   help=f"the running server's --state-dir (default {DEFAULT_STATE_DIR})")
-    p.add_argument("--json", action="store_true", default=default if default is argparse.SUPPRESS
-                   else False, help="machine-readable JSON output")
-
-
-def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    c = sub.add_parser("clients", help="list the clients of a running server (root only)",
-                       description="List the NFSv4 clients of the server running with --state-dir:"
-                       " client id, state, lease left, opens, locks, client-id collisions, "
-                       "principal, address and client id string (co_ownerid).")
-    add_admin_options(c, DEFAULT_STATE_DIR)
-    actions = c.add_subparsers(dest="action", metavar="[revoke ID]")
-    r = actions.add_parser("revoke", help="revoke all state of one client",
-                           description="Revoke all opens and locks of a client: its later use of "
-                           "them gets NFS4ERR_ADMIN_REVOKED.")
-    r.add_argument("id", metavar="ID", help="client id (hexadecimal, as `pynfsd clients` shows)")
-    add_admin_options(r, argparse.SUPPRESS)
-    st = sub.add_parser("status", help="show the status of a running server (root only)",
-                        description="Version, uptime, clients, state and grace period of the "
-                        "server running with --state-dir.")
-    add_admin_options(st, DEFAULT_STATE_DIR)
-    add_listen_command(sub)
-
-
-def add_listen_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    ls = sub.add_parser("listen", help="list, add or remove listening sockets (root only)",
-                        description="List the addresses the server running with --state-dir "
-                        "listens on, or add or remove one.  A removed address accepts no new "
-                        "connection; its connections stay open.  ADDR:PORT is numeric: "
-                        "0.0.0.0:2049, 192.0.2.1:2049, [::]:2049 (IPv6 only), [::1]:2050; "
-                        "port 0 picks a free port.")
-    add_admin_options(ls, DEFAULT_STATE_DIR)
-    actions = ls.add_subparsers(dest="action", metavar="[add|remove ADDR:PORT]")
-    for name, text in (("add", "listen on ADDR:PORT too"), ("remove", "stop listening on ADDR:PORT")):
-        a = actions.add_parser(name, help=text, description=text)
-        a.add_argument("address", metavar="ADDR:PORT")
-        add_admin_options(a, argparse.SUPPRESS)
 
 
 def export_entries(args: argparse.Namespace) -> list[ExportEntry]:
@@ -441,7 +406,9 @@ async def run_server(
                           max_compound_ops=args.max_compound_ops,
                           max_reply=args.max_reply_size, max_mounts=args.max_mounts)
     stats = Stats()
-    nfs = NFSServer(config, StaticExportResolver(entries, runner=default_runner()), stats=stats)
+    exports = await exportsvc.ExportService.start(args, entries, lambda: export_entries(args),
+                                                  config.max_mounts)
+    nfs = NFSServer(config, exports.views, stats=stats)
     drc = ReplyCache(args.drc_size) if args.drc_size else None
     rpc = RpcServer(registry, drc, stats)
     nfs.register(rpc)
@@ -451,13 +418,15 @@ async def run_server(
     server = await listen(rpc, args, limits, passed)
     sources.connections = server.table
     control = await admin.start_admin(nfs, args.state_dir, drc, server.table, listeners=server,
-                                      snapshot=snapshotter(sources))
+                                      snapshot=snapshotter(sources),
+                                      commands=exports.admin_commands())
     log_startup(server.addresses, entries)
     sweeper = asyncio.create_task(nfs.housekeeping())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(exports.reload_logged()))
     await stop.wait()
     log.info("stopping")
     if control is not None:
@@ -470,44 +439,6 @@ async def run_server(
     await nfs.shutdown()
 
 
-def admin_main(args: argparse.Namespace) -> int:
-    """`pynfsd clients [revoke ID]` and `pynfsd status`: one request to the control socket."""
-    if args.command == "status":
-        request: dict[str, object] = {"cmd": "status"}
-    elif args.command == "listen":
-        request = {"cmd": "listen", "action": args.action, "address": getattr(args, "address", None)}
-    elif getattr(args, "action", None) == "revoke":
-        request = {"cmd": "revoke", "clientid": args.id}
-    else:
-        request = {"cmd": "clients"}
-    try:
-        result = admin.call(args.state_dir, request)
-    except admin.AdminClientError as e:
-        print(f"pynfsd: {e}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(result, indent=2))
-    elif request["cmd"] == "status":
-        print(admin.format_status(result), end="")
-    elif request["cmd"] == "listen":
-        print(format_listen(args.action, result), end="")
-    elif request["cmd"] == "revoke":
-        print(f"revoked client {result['clientid']} (\"{result['co_ownerid']}\"): "
-              f"{result['opens']} open(s), {result['locks']} lock(s)")
-    else:
-        print(admin.format_clients(result), end="")
-    return 0
-
-
-def format_listen(action: str | None, result: Any) -> str:
-    if action == "add":
-        return f"listening on {result['listen']}\n"
-    if action == "remove":
-        return (f"no longer listening on {result['listen']} ({result['accepted']} connections "
-                "accepted there; open ones stay)\n")
-    return "".join(f"{admin.format_listeners([row])}\n" for row in result) or "no listening socket\n"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "serve":
@@ -518,6 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         entries = export_entries(args)
         make_state_dir(args.state_dir)
         state_lock = lock_state_dir(args.state_dir)  # noqa: F841 - held until exit
+        exportsvc.check_arguments(args)
         limits = connection_limits(args, len(entries))
         auth = auth_registry(args)
         passed = passed_sockets()

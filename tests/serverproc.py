@@ -180,10 +180,11 @@ class ServerProcess:
         raise RuntimeError("no VmRSS")
 
     async def connect(self, uid: int = 0, gid: int | None = None,
-                      gids: tuple[int, ...] = ()) -> Nfs4Client:
-        """A new NFSv4 client of this server under AUTH_SYS `uid` (`gid` defaults to `uid`)."""
+                      gids: tuple[int, ...] = (), local_addr: str | None = None) -> Nfs4Client:
+        """A new NFSv4 client of this server under AUTH_SYS `uid` (`gid` defaults to `uid`),
+        from the loopback address `local_addr` (any of 127.0.0.0/8) when given."""
         cred = AuthSysCred(uid, uid if gid is None else gid, gids)
-        return await Nfs4Client.connect(HOST, self.port, cred=cred)
+        return await Nfs4Client.connect(HOST, self.port, cred=cred, local_addr=local_addr)
 
     async def assert_healthy(self) -> None:
         """A fresh client's PUTROOTFH+GETATTR must succeed (AssertionError otherwise)."""

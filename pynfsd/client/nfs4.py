@@ -56,8 +56,10 @@ class Nfs4Client:
         self.rpc = rpc
 
     @classmethod
-    async def connect(cls, host: str, port: int, *, cred: AuthSysCred | None = None) -> Nfs4Client:
-        rpc = await RpcClient.connect(host, port, cred=cred or AuthSysCred(0, 0))
+    async def connect(cls, host: str, port: int, *, cred: AuthSysCred | None = None,
+                      local_addr: str | None = None) -> Nfs4Client:
+        rpc = await RpcClient.connect(host, port, cred=cred or AuthSysCred(0, 0),
+                                      local_addr=local_addr)
 
         async def caller(args: bytes) -> bytes:
             return await rpc.call(NFS_PROGRAM, NFS_V4, NFSPROC4_COMPOUND, args)

@@ -231,10 +231,14 @@ class RpcClient:
         cred: AuthSysCred | None = None,
         max_record: int = 64 << 20,
         xid_start: int | None = None,
+        local_addr: str | None = None,
     ) -> RpcClient:
+        """Connect to `host`:`port` (from the address `local_addr` when given, any port)."""
         client = cls(cred, xid_start)
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_connection(lambda: _Protocol(client, max_record), host, port)
+        local = (local_addr, 0) if local_addr is not None else None
+        transport, _ = await loop.create_connection(lambda: _Protocol(client, max_record), host,
+                                                    port, local_addr=local)
         client._transport = cast(asyncio.Transport, transport)
         return client
 
