@@ -96,12 +96,14 @@ class DaemonWay:
         self._connections: set[asyncio.Task[None]] = set()
         self._server: asyncio.base_events.Server | None = None
         self._next = 0
+        self._closing = False
         self._logs = {k: RateLimitedLog(log_interval, log)
                       for k in ("connect", "malformed", "unknown", "unasked")}
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Listen on `path` (a stale socket there is replaced), mode 0600."""
+        self._closing = False
         with contextlib.suppress(FileNotFoundError):
             if self.path.is_socket():
                 self.path.unlink()
@@ -115,6 +117,7 @@ class DaemonWay:
 
     async def close(self) -> None:
         """Stop listening, close every connection (their requests are lost)."""
+        self._closing = True  # a connection accepted but not yet served is closed at once
         if self._server is not None:
             self._server.close()
         tasks = list(self._connections)
@@ -207,6 +210,9 @@ class DaemonWay:
         daemon = _Daemon(self._next, writer)
         why = "disconnected"
         try:
+            if self._closing:
+                why = "the server is closing"
+                return
             if len(self._daemons) >= self.max_daemons:
                 self.stats["refused_too_many"] += 1
                 self._warn("connect", "daemon %d refused: %d daemons already connected",
@@ -215,8 +221,9 @@ class DaemonWay:
             self._daemons.append(daemon)
             why = await self._converse(daemon, reader)
         except asyncio.CancelledError:
+            # only close() cancels a connection: the task ends normally, since the stream
+            # server (Python 3.11) logs a cancelled connection task as an error
             why = "the server is closing"
-            raise
         finally:
             self._gone(daemon, why)
             writer.close()
