@@ -54,14 +54,20 @@ def test_extract_vmlinux_finds_the_elf_payload(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def locktest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def helpers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The guest's static helpers, compiled for the host: name -> binary."""
     if shutil.which("gcc") is None:
         pytest.skip("gcc not installed (scripts/vm-deps.sh)")
     try:
         binaries = compile_helpers(tmp_path_factory.mktemp("helpers"))
     except subprocess.CalledProcessError as exc:
         pytest.skip(f"static linking unavailable: {exc.stderr}")
-    return next(b for b in binaries if b.name == "locktest")
+    return {b.name: b for b in binaries}
+
+
+@pytest.fixture(scope="module")
+def locktest(helpers: dict[str, Path]) -> Path:
+    return helpers["locktest"]
 
 
 def _lock(binary: Path, *args: str) -> int:
@@ -133,3 +139,16 @@ def test_ganesha_server_start_restart_stop(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert server.pid is None
+
+
+def test_asuser_runs_with_no_supplementary_groups(helpers: dict[str, Path]) -> None:
+    _need_root()
+    argv = [str(helpers["asuser"]), "5000", "5001", "sh", "-c",
+            "grep -E '^(Uid|Gid|Groups):' /proc/self/status"]
+    status = dict(line.split(":", 1) for line in subprocess.run(
+        argv, capture_output=True, text=True, check=True, timeout=30).stdout.splitlines())
+    assert status["Uid"].split() == ["5000"] * 4 and status["Gid"].split() == ["5001"] * 4
+    assert status["Groups"].split() == []
+    usage = subprocess.run([str(helpers["asuser"]), "x", "1", "true"], capture_output=True)
+    assert usage.returncode == 2
+
