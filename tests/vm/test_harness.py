@@ -8,6 +8,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tests.vm.harness import WorkloadRun, parse_transcript
 from tests.vm.initramfs import compile_helpers
 from tests.vm.kernel import extract_vmlinux
 from tests.vm.network import NetnsNet, UserNet
+from tests.vm.privateetc import NSSWITCH, with_private_etc
 from tests.vm.qemu import Transcript
 from tests.vm.servers import GaneshaServer
 
@@ -152,3 +154,21 @@ def test_asuser_runs_with_no_supplementary_groups(helpers: dict[str, Path]) -> N
     usage = subprocess.run([str(helpers["asuser"]), "x", "1", "true"], capture_output=True)
     assert usage.returncode == 2
 
+
+def test_private_etc_names_the_loopback_for_its_process_only(tmp_path: Path) -> None:
+    """The test's hosts and netgroup files are what a process under with_private_etc sees;
+    the host's /etc is the same before and after."""
+    _need_root()
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "hosts").write_text("127.0.0.1\tvmclient.pynfsd.test\n")
+    (etc / "netgroup").write_text("testers (vmclient.pynfsd.test,,)\n")
+    (etc / "nsswitch.conf").write_text(NSSWITCH)
+    before = Path("/etc/hosts").read_text(), Path("/etc/netgroup").exists()
+    probe = ("import socket, subprocess; print(socket.gethostbyaddr('127.0.0.1')[0]); "
+             "print(subprocess.run(['getent', 'netgroup', 'testers'], capture_output=True, "
+             "text=True).stdout.split()[1])")
+    out = subprocess.run(with_private_etc(etc, [sys.executable, "-c", probe]),
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    assert out.split() == ["vmclient.pynfsd.test", "(vmclient.pynfsd.test,,)"]
+    assert (Path("/etc/hosts").read_text(), Path("/etc/netgroup").exists()) == before
