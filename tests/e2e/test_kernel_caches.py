@@ -8,14 +8,17 @@ guest as 127.0.0.1, which that ``/etc/hosts`` names ``vmclient.pynfsd.test``. Th
 1. mounts, writes and reads back exports given by host name, by wildcard and by ``@testers``
    (``/etc/netgroup``); mounts of exports for another name and another netgroup are refused;
 2. mounts an ro export and fails to write; the host turns it rw in the exports file and runs
-   ``pynfsd exportfs -r``: the same mount then writes. The host turns it back to ro and sends
-   SIGHUP: the writes are refused again;
+   ``pynfsd exportfs -r``: the same mount then writes. The host turns it back to ro, flushes
+   the caches (``pynfsd cache flush``) and sends SIGHUP: the writes are refused again, and
+   the mounts of the unchanged exports read and write as before;
 3. as uid 5000 with no supplementary groups (``helpers/asuser.c``) writes into a directory
    owned by the 40th of the user's 40 groups (the server's ``/etc/group``): allowed on the
    export with ``manage-gids``, refused on the same directory of an export without it.
 
-The host also reads ``pynfsd cache show auth.unix.ip`` (the guest's address with its domain)
-and ``pynfsd exportfs -v`` (the reloaded export shown rw).
+The host also reads the caches (``pynfsd cache show``): ``auth.unix.ip`` has the guest's
+address with its domain while it is mounted and again, refilled on demand, after the flushes;
+``nfsd.export`` has the mounted exports; ``auth.unix.gid`` has the user's 40 groups; and
+``pynfsd exportfs -v`` shows the reloaded export rw.
 """
 
 from __future__ import annotations
@@ -107,25 +110,30 @@ class CacheRun:
 
 def pause_handler(record: dict[str, subprocess.CompletedProcess[str]],
                   ) -> Callable[[Server], Callable[[str], str | None]]:
-    """What the host does when the guest pauses: the reload (ro -> rw, ``exportfs -r``) and
-    the SIGHUP (rw -> ro); each admin command's result goes into ``record``."""
+    """What the host does when the guest pauses; each admin command's result goes into
+    ``record`` under "<pause>: <command>"."""
     def make(server: Server) -> Callable[[str], str | None]:
         assert isinstance(server, EtcServer)
 
-        def run(*args: str) -> None:
-            record[" ".join(args)] = done = server.admin(*args)
+        def run(what: str, *args: str) -> None:
+            record[f"{what}: {' '.join(args)}"] = done = server.admin(*args)
             if done.returncode != 0:
                 raise RuntimeError(f"pynfsd {' '.join(args)}: {done.stderr}")
 
         def on_pause(what: str) -> None:
-            if what == "reload":
-                run("cache", "show", "auth.unix.ip")
+            if what == "reload":     # the guest has its mounts: the caches hold its entries
+                run(what, "cache", "show", "auth.unix.ip")
+                run(what, "cache", "show", "nfsd.export")
                 server.exports_file.write_text(exports(server.export_dir, "rw"))
-                run("exportfs", "-r")
-                run("exportfs", "-v")
+                run(what, "exportfs", "-r")
+                run(what, "exportfs", "-v")
             elif what == "sighup":
                 server.exports_file.write_text(exports(server.export_dir, "ro"))
+                run(what, "cache", "flush")
                 server.hangup()
+            elif what == "end":      # refilled on demand since the flush
+                run(what, "cache", "show", "auth.unix.ip")
+                run(what, "cache", "show", "auth.unix.gid")
             else:
                 raise ValueError(f"unknown pause request {what!r}")
         return on_pause
@@ -178,14 +186,27 @@ def test_export_for_another_name_or_netgroup_is_refused(cache_run: CacheRun,
     assert not (cache_run.run.export_dir / name / "guest-file").exists()
 
 
-def test_auth_unix_ip_lists_the_guest_with_its_domain(cache_run: CacheRun) -> None:
-    """``cache show auth.unix.ip`` while the guest has its mounts: ``nfsd 127.0.0.1 DOMAIN``."""
-    shown = cache_run.output("cache show auth.unix.ip")
-    entries = [line.split() for line in shown.splitlines()
-               if line.strip() and not line.startswith("#")]
-    guest = [words for words in entries if words[:2] == ["nfsd", "127.0.0.1"]]
+def entries(shown: str) -> list[list[str]]:
+    """The words of each entry of a cache's content (comment lines left out)."""
+    return [line.split() for line in shown.splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
+@pytest.mark.parametrize("when", ["reload", "end"])
+def test_auth_unix_ip_lists_the_guest_with_its_domain(cache_run: CacheRun, when: str) -> None:
+    """``cache show auth.unix.ip`` shows ``nfsd 127.0.0.1 DOMAIN`` while the guest has its
+    mounts, and again at the end: refilled on demand after the flushes."""
+    shown = cache_run.output(f"{when}: cache show auth.unix.ip")
+    guest = [words for words in entries(shown) if words[:2] == ["nfsd", "127.0.0.1"]]
     assert len(guest) == 1 and len(guest[0]) == 3, shown
     assert guest[0][2] != "-no-domain-", shown
+
+
+def test_nfsd_export_holds_the_mounted_exports(cache_run: CacheRun) -> None:
+    shown = cache_run.output("reload: cache show nfsd.export")
+    paths = {words[0] for words in entries(shown)}
+    root = cache_run.run.export_dir
+    assert {str(root / name) for name in (*ALLOWED, "flip")} <= paths, shown
 
 
 def test_exportfs_r_turns_ro_to_rw_without_remount(cache_run: CacheRun) -> None:
@@ -195,8 +216,8 @@ def test_exportfs_r_turns_ro_to_rw_without_remount(cache_run: CacheRun) -> None:
     flip = cache_run.run.export_dir / "flip"
     assert not (flip / "before").exists()
     assert (flip / "after-reload").read_text() == "attempt\n"
-    cache_run.output("exportfs -r")
-    listed = [line for line in cache_run.output("exportfs -v").splitlines()
+    cache_run.output("reload: exportfs -r")
+    listed = [line for line in cache_run.output("reload: exportfs -v").splitlines()
               if f"{flip}" in line]
     assert listed and all(re.search(r"[(,]rw[,)]", line) for line in listed), listed
 
@@ -207,6 +228,14 @@ def test_sighup_reloads_the_exports(cache_run: CacheRun) -> None:
     assert not (cache_run.run.export_dir / "flip" / "after-sighup").exists()
 
 
+def test_unchanged_exports_keep_working_across_reloads(cache_run: CacheRun) -> None:
+    assert_guest(cache_run, "unchanged_after_reload")
+    cache_run.output("sighup: cache flush")
+    for name in ALLOWED:
+        assert (cache_run.run.export_dir / name / "after-reload").read_text() == \
+            "after the reload\n"
+
+
 def test_manage_gids_reaches_the_40th_group(cache_run: CacheRun) -> None:
     detail = assert_guest(cache_run, "groups_managed")
     assert re.search(r"Groups:\s+the 40th group lets me in", detail), detail  # no groups sent
@@ -214,6 +243,9 @@ def test_manage_gids_reaches_the_40th_group(cache_run: CacheRun) -> None:
     st = made.stat()
     assert (st.st_uid, st.st_gid) == (USER_ID, GROUPS[-1])
     assert made.read_text() == "the 40th group lets me in\n"
+    shown = cache_run.output("end: cache show auth.unix.gid")
+    user = [words for words in entries(shown) if words[0] == str(USER_ID)]
+    assert user and all(str(gid) in user[0] for gid in GROUPS), shown
 
 
 def test_without_manage_gids_the_40th_group_is_denied(cache_run: CacheRun) -> None:

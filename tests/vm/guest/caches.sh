@@ -5,7 +5,8 @@
 # netgroups that are not this guest, one ro export the host flips to rw and back, and a
 # directory owned by a user's 40th group with and without manage-gids.
 # One line "@@RESULT <name> PASS|FAIL <detail>" per check; "@@PAUSE <what>" asks the host to
-# act (reload: edit the exports and `pynfsd exportfs -r`; sighup: edit them back and SIGHUP).
+# act (reload: edit the exports and `pynfsd exportfs -r`; sighup: edit them back, flush the
+# caches and SIGHUP; end: read the caches).
 # Config (from /config): SERVER_IP NFS_PORT EXPORT_PATH MOUNT_EXTRA USER_ID USER_GID
 . /config
 export TZ=UTC LC_ALL=C
@@ -112,6 +113,28 @@ as_user() {
         > "/tmp/$1.user" 2>&1
 }
 
+# After the reload and the SIGHUP (and the flushes they bring), the mounts of the exports
+# that did not change read what they wrote and write again.
+check_unchanged() {
+    for name in byname bywild bynetgroup; do
+        if ! grep -q " /mnt/$name nfs4 " /proc/mounts; then
+            result unchanged_after_reload "FAIL /mnt/$name is not mounted"
+            return
+        fi
+        drop_caches
+        back=$(cat "/mnt/$name/guest-file" 2>&1)
+        if [ "$back" != "written by the guest through $name" ]; then
+            result unchanged_after_reload "FAIL read back on $name: $back"
+            return
+        fi
+        if ! ( echo "after the reload" > "/mnt/$name/after-reload" ) 2> /tmp/write.err; then
+            result unchanged_after_reload "FAIL write on $name: $(oneline /tmp/write.err)"
+            return
+        fi
+    done
+    result unchanged_after_reload PASS
+}
+
 check_groups() {
     for name in managed unmanaged; do
         nfs_mount "$name" || { result "groups_$name" "FAIL mount: $(oneline "/tmp/$name.err")"; return; }
@@ -133,7 +156,9 @@ stty -F /dev/ttyS1 -echo 2>/dev/null || true
 for name in byname bywild bynetgroup; do check_allowed $name; done
 for name in othername othergroup; do check_refused $name; done
 check_reload
+check_unchanged
 check_groups
+host_pause end
 cd /
 for m in /mnt/*; do grep -q " $m nfs4 " /proc/mounts && umount "$m"; done
 if grep -q " nfs4 " /proc/mounts; then result unmount "FAIL $(grep ' nfs4 ' /proc/mounts)"; else result unmount PASS; fi
