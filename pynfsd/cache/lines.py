@@ -13,8 +13,10 @@ wall-clock epoch seconds; one line per request or reply):
 
 A reply without its optional part is a negative entry.  An export's options are `uuid
 \\x<16 bytes>`, `secinfo n (flavour flags)...`, `fsloc n (host path)... migrated` and `xprtsec n
-mode...`; at the first word it does not know the kernel stops reading ("newer mountd might be
-passing us security options we don't understand"), and so does this.  The checks are the
+mode...` (each mode an `NFSEXP_XPRTSEC_*` bit); at the first word it does not know the kernel
+stops reading ("newer mountd might be passing us security options we don't understand"), and
+so does this.  pynfsd adds one word the kernel does not know, `manage_gids` (the export's
+`manage-gids` option), always written last so that the line stays valid for the kernel.  The checks are the
 kernel's: known export flags only (`NFSEXP_ALLFLAGS`), an fsid of the length its type has,
 a 16-byte uuid, at most 8 secinfo flavours whose flags differ from the export's only in
 `NFSEXP_SECINFO_FLAGS`, valid anonymous ids, at most `NGROUPS_MAX` groups.  Every decoder
@@ -69,7 +71,8 @@ NFSEXP_SECINFO_FLAGS = NFSEXP_READONLY | NFSEXP_ROOTSQUASH | NFSEXP_ALLSQUASH | 
 
 MAX_SECINFO_LIST = 8
 MAX_FS_LOCATIONS = 128
-XPRTSEC_MODES = 3  # none, tls, mtls
+NFSEXP_XPRTSEC_NONE, NFSEXP_XPRTSEC_TLS, NFSEXP_XPRTSEC_MTLS = 0x1, 0x2, 0x4
+XPRTSEC_MODES = 3  # at most this many modes in a list (NFSEXP_XPRTSEC_NUM)
 FSID_LENGTHS = {0: 8, 1: 4, 2: 12, 3: 8, 4: 8, 5: 8, 6: 16, 7: 24}  # fsidtype -> bytes (key_len)
 UUID_LEN = 16
 MAX_CLASS = 7  # bytes of an auth.unix.ip class (the kernel's m_class[8])
@@ -197,6 +200,7 @@ class ExportInfo:
     fslocations: tuple[tuple[str, str], ...] = ()
     migrated: bool = False
     xprtsec: tuple[int, ...] = ()
+    manage_gids: bool = False  # pynfsd's own trailing word: auth.unix.gid decides the groups
 
 
 ExportReply = Reply[ExportKey, ExportInfo]  # negative: not exported to this domain
@@ -271,11 +275,16 @@ def _fsloc(w: Words, _flags: int) -> dict[str, object]:
 
 def _xprtsec(w: Words, _flags: int) -> dict[str, object]:
     n = w.integer("xprtsec count", (0, XPRTSEC_MODES))
-    return {"xprtsec": tuple(w.integer(f"xprtsec mode {i + 1}", (0, XPRTSEC_MODES - 1))
+    return {"xprtsec": tuple(w.integer(f"xprtsec mode {i + 1}", (0, NFSEXP_XPRTSEC_MTLS))
                              for i in range(n))}
 
 
-_OPTIONS = {b"uuid": _uuid, b"secinfo": _secinfo, b"fsloc": _fsloc, b"xprtsec": _xprtsec}
+def _manage_gids(_w: Words, _flags: int) -> dict[str, object]:
+    return {"manage_gids": True}
+
+
+_OPTIONS = {b"uuid": _uuid, b"secinfo": _secinfo, b"fsloc": _fsloc, b"xprtsec": _xprtsec,
+            b"manage_gids": _manage_gids}
 
 
 def encode_export_reply(r: ExportReply) -> bytes:
@@ -295,6 +304,8 @@ def encode_export_reply(r: ExportReply) -> bytes:
         head += [word(n) for f in i.secinfo for n in (f.flavor, f.flags)]
     if i.xprtsec:
         head += [b"xprtsec", word(len(i.xprtsec)), *(word(m) for m in i.xprtsec)]
+    if i.manage_gids:
+        head.append(b"manage_gids")  # last: the kernel stops at it
     return line(*head)
 
 
@@ -353,7 +364,9 @@ def content_fh(r: FhReply, usable: bool) -> bytes:
 
 
 # ------------------------------------------------------------ auth.unix.gid
-GidReply = Reply[int, tuple[int, ...]]  # uid -> supplementary groups; never negative
+GidReply = Reply[int, tuple[int, ...]]  # uid -> its groups; negative: an unknown uid
+
+
 def encode_gid_request(uid: int) -> bytes:
     return line(word(uid))
 
@@ -366,13 +379,19 @@ def decode_gid_request(data: bytes) -> int:
 
 
 def encode_gid_reply(r: GidReply) -> bytes:
-    gids = r.value or ()
-    return line(word(r.key), word(r.expiry), word(len(gids)), *(word(g) for g in gids))
+    """`uid expiry n gid...`; a negative entry is `uid expiry` (what rpc.mountd writes for a
+    uid getpwuid does not know)."""
+    head = (word(r.key), word(r.expiry))
+    if r.value is None:
+        return line(*head)
+    return line(*head, word(len(r.value)), *(word(g) for g in r.value))
 
 
 def decode_gid_reply(data: bytes) -> GidReply:
     w = Words(data)
     uid, expiry = w.integer("uid", UINT32), w.expiry()
+    if not w.more():
+        return GidReply(uid, expiry, None)
     n = w.integer("group count", (0, NGROUPS_MAX))
     gids = tuple(w.integer(f"gid {i + 1}", UINT32) for i in range(n))
     w.end()
@@ -422,6 +441,8 @@ def _export_options_text(i: ExportInfo) -> bytes:
     if i.uuid is not None:
         parts.append(b"uuid=" + b":".join(i.uuid[n:n + 4].hex().encode()
                                           for n in range(0, UUID_LEN, 4)))
+    if i.manage_gids:
+        parts.append(b"manage-gids")
     return b",".join(parts) + _secinfo_text(i).encode()
 
 

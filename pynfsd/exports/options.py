@@ -18,8 +18,9 @@ SEC_FLAVOURS = tuple(BY_NAME)  # the sec= names of the one flavour table
 _MAX_ID = 2**32 - 1
 _UUID_RE = re.compile(r"[0-9a-fA-F]{2}(?:[-:]?[0-9a-fA-F]{2}){15}")
 
-#: Flag options (all without effect here but ``crossmnt``), mapped to the group in which the
-#: last one written wins.
+#: Flag options (all without effect here but ``crossmnt`` and ``manage-gids``: the server
+#: takes an AUTH_SYS caller's groups from its own group database), mapped to the group in
+#: which the last one written wins.
 _FLAG_GROUPS = {
     "sync": "sync", "async": "sync",
     "wdelay": "wdelay", "no_wdelay": "wdelay",
@@ -32,6 +33,7 @@ _FLAG_GROUPS = {
     "pnfs": "pnfs", "no_pnfs": "pnfs",
     "nordirplus": "nordirplus", "security_label": "security_label",
     "mountpoint": "mountpoint", "mp": "mountpoint",
+    "manage-gids": "manage-gids",
 }  # fmt: skip
 _VALUED_FLAGS = {"mountpoint": "mountpoint", "mp": "mountpoint", "refer": "refer",
                  "replicas": "replicas", "xprtsec": "xprtsec"}  # fmt: skip
@@ -104,7 +106,7 @@ def _apply_one(state: OptionState, key: str, value: str | None) -> None:
     elif key == "sec":
         state.sec = parse_sec(_need(key, value))
     elif key in ("anonuid", "anongid"):
-        setattr(state, key, parse_number(key, _need(key, value)))
+        setattr(state, key, parse_id(key, _need(key, value)))
     elif key == "fsid":
         state.fsid = parse_fsid(_need(key, value))
     elif key in _VALUED_FLAGS and value is not None:
@@ -140,6 +142,14 @@ def parse_number(key: str, value: str) -> int:
     return int(value)
 
 
+def parse_id(key: str, value: str) -> int:
+    """An anonuid/anongid: a 32-bit number other than (uid_t)-1, which the kernel refuses."""
+    number = parse_number(key, value)
+    if number == _MAX_ID:
+        raise OptionError(f"bad number {value!r} for {key}: (uid_t)-1 is not an id")
+    return number
+
+
 def parse_fsid(value: str) -> int | str:
     """``fsid=N``, ``fsid=root`` or ``fsid=<uuid>`` (32 hex digits, ``-``/``:`` allowed)."""
     if value == "root":
@@ -154,6 +164,8 @@ def parse_fsid(value: str) -> int | str:
 def _check_valued(key: str, value: str) -> str:
     if key in ("mountpoint", "mp") and not value.startswith("/"):
         raise OptionError(f"{key}={value}: path must be absolute")
+    if key in ("refer", "replicas"):
+        _check_locations(key, value)
     if key == "xprtsec":
         for name in value.split(":"):
             if name not in ("none", "tls", "mtls"):
@@ -161,3 +173,11 @@ def _check_valued(key: str, value: str) -> str:
     if value == "":
         raise OptionError(f"option {key} needs a value")
     return value
+
+
+def _check_locations(key: str, value: str) -> None:
+    """``refer=``/``replicas=``: ``path@host[+host]`` items separated by ``:`` (exports(5))."""
+    for item in value.split(":"):
+        path, at, hosts = item.partition("@")
+        if not at or not path.startswith("/") or any(h == "" for h in hosts.split("+")):
+            raise OptionError(f"{key}={value}: not path@host[+host][:path@host...]")

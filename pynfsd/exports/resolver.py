@@ -22,7 +22,8 @@ from typing import Protocol
 
 from pynfsd.blocking import Runner, default_runner
 
-from .match import ReverseLookup, best_match, needs_names, parse_client_addr, system_reverse_lookup
+from .match import ReverseLookup, best_match, identify, needs_names, system_checked_names
+from .netgroup import Innetgr, system_innetgr
 from .types import ClientExport, ExportEntry, ExportOptions, ExportsError
 
 #: fsid of the NFSv4 pseudo-root (an ``fsid=0``/``fsid=root`` export, or the synthesised root).
@@ -55,7 +56,7 @@ def export_fsid(path: str, options: ExportOptions) -> int:
     return derived_fsid(b"path", os.fsencode(path))
 
 
-def _check_fsids(entries: Sequence[ExportEntry]) -> None:
+def check_fsids(entries: Sequence[ExportEntry]) -> None:
     """Two different paths must never share an fsid (filehandles would be ambiguous)."""
     owner: dict[int, str] = {}
     for entry in entries:
@@ -67,40 +68,42 @@ def _check_fsids(entries: Sequence[ExportEntry]) -> None:
 
 
 class StaticExportResolver:
-    """Resolves against a fixed exports table; reverse lookups run on `runner`."""
+    """Resolves against a fixed exports table; name lookups run on `runner`.
+
+    ``reverse_lookup`` gives the names to trust for an address (forward-checked system
+    names by default); ``innetgr`` answers netgroup membership."""
 
     def __init__(
         self,
         entries: Iterable[ExportEntry],
-        reverse_lookup: ReverseLookup = system_reverse_lookup,
+        reverse_lookup: ReverseLookup = system_checked_names,
         runner: Runner | None = None,
+        innetgr: Innetgr = system_innetgr,
     ) -> None:
         self.entries: tuple[ExportEntry, ...] = tuple(entries)
-        _check_fsids(self.entries)
+        check_fsids(self.entries)
         self._reverse_lookup = reverse_lookup
+        self._innetgr = innetgr
         self._runner = runner or default_runner()
-        self._needs_names = needs_names([s for e in self.entries for s, _ in e.clients])
+        self._specs = [s for e in self.entries for s, _ in e.clients]
+        self._needs_names = needs_names(self._specs)
 
     async def exports_for(self, client_addr: str) -> tuple[ClientExport, ...]:
-        names: list[str] = []
-        if self._needs_names:
-            names = await self._runner.run(self._lookup, client_addr)
-        return self.exports_for_names(client_addr, names)
-
-    def _lookup(self, client_addr: str) -> list[str]:
-        try:
-            addr = str(parse_client_addr(client_addr))
-        except ValueError:
-            return []
-        return list(self._reverse_lookup(addr))
+        if not self._needs_names:
+            return self.exports_for_names(client_addr)
+        client = await self._runner.run(
+            identify, client_addr, self._specs, self._reverse_lookup, self._innetgr)
+        return self.exports_for_names(client.addr, client.names, client.netgroups)
 
     def exports_for_names(
-        self, client_addr: str, names: Sequence[str] = ()
+        self, client_addr: str, names: Sequence[str] = (),
+        netgroups: frozenset[str] = frozenset(),
     ) -> tuple[ClientExport, ...]:
-        """The sans-IO core of :meth:`exports_for`, given the client's host names."""
+        """The sans-IO core of :meth:`exports_for`, given the client's host names and
+        netgroups."""
         found: list[ClientExport] = []
         for entry in self.entries:
-            options = best_match(entry.clients, client_addr, names)
+            options = best_match(entry.clients, client_addr, names, netgroups)
             if options is not None:
                 found.append(ClientExport(entry.path, options, export_fsid(entry.path, options)))
         return tuple(found)

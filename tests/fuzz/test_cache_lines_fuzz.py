@@ -71,7 +71,8 @@ def export_infos(draw: st.DrawFn) -> L.ExportInfo:
         draw(st.integers(-(1 << 31), (1 << 31) - 1)),
         draw(st.none() | st.binary(min_size=16, max_size=16)), tuple(secinfo),
         tuple(draw(st.lists(st.tuples(texts(), texts()), max_size=3))), draw(st.booleans()),
-        tuple(draw(st.lists(st.integers(0, 2), max_size=3))))
+        tuple(draw(st.lists(st.integers(0, L.NFSEXP_XPRTSEC_MTLS), max_size=3))),
+        draw(st.booleans()))
 
 
 @st.composite
@@ -104,10 +105,10 @@ def test_fh_round_trip(key: L.FhKey, expiry: int, path: str | None) -> None:
     assert L.decode_fh_reply(L.encode_fh_reply(r)) == r
 
 
-@given(U32, EXPIRY, st.lists(U32, max_size=200))
-def test_gid_round_trip(uid: int, expiry: int, gids: list[int]) -> None:
+@given(U32, EXPIRY, st.none() | st.lists(U32, max_size=200).map(tuple))
+def test_gid_round_trip(uid: int, expiry: int, gids: tuple[int, ...] | None) -> None:
     assert L.decode_gid_request(L.encode_gid_request(uid)) == uid
-    r = L.GidReply(uid, expiry, tuple(gids))
+    r = L.GidReply(uid, expiry, gids)
     assert L.decode_gid_reply(L.encode_gid_reply(r)) == r
 
 

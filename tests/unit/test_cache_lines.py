@@ -135,13 +135,24 @@ def test_export_exportfs_test_entry() -> None:
 def test_export_uuid_secinfo_fsloc_xprtsec() -> None:
     uuid = bytes(range(16))
     line = (b"* /srv/b %d 8195 1000 1000 0 fsloc 1 host\\040a /p 0 uuid %s "
-            b"secinfo 2 390003 8194 1 8195 xprtsec 2 0 1\n" % (EXP, hexword(uuid)))
+            b"secinfo 2 390003 8194 1 8195 xprtsec 2 1 4\n" % (EXP, hexword(uuid)))
     info = L.decode_export_reply(line).value
     assert info is not None and info.uuid == uuid
     assert info.secinfo == (L.SecFlavor(390003, 8194), L.SecFlavor(1, 8195))
     assert info.fslocations == (("host a", "/p"),) and not info.migrated
-    assert info.xprtsec == (0, 1)
+    assert info.xprtsec == (L.NFSEXP_XPRTSEC_NONE, L.NFSEXP_XPRTSEC_MTLS)
     assert L.decode_export_reply(L.encode_export_reply(L.decode_export_reply(line))).value == info
+
+
+def test_export_manage_gids_is_a_trailing_word_the_kernel_stops_at() -> None:
+    info = L.ExportInfo(0x2424, 65534, 65534, 1, secinfo=(L.SecFlavor(1, 0x2424),),
+                        manage_gids=True)
+    line = L.encode_export_reply(L.ExportReply(L.ExportKey("*", "/a"), EXP, info))
+    assert line.endswith(b" secinfo 1 1 9252 manage_gids\n")
+    assert L.decode_export_reply(line).value == info
+    assert L.decode_export_reply(line.replace(b" manage_gids", b"")).value == L.ExportInfo(
+        0x2424, 65534, 65534, 1, secinfo=(L.SecFlavor(1, 0x2424),))
+    assert b"manage-gids" in L.content_export(L.ExportReply(L.ExportKey("*", "/a"), EXP, info), True)
 
 
 def test_export_unknown_word_ends_the_options() -> None:
@@ -161,7 +172,7 @@ def test_export_unknown_word_ends_the_options() -> None:
     (b"* /a %d 0 0 0 0 secinfo 1 1 16\n", "differ"),  # async differs: not a secinfo flag
     (b"* /a %d 0 0 0 0 secinfo 1 1 0 secinfo 1 1 0\n", "twice"),
     (b"* /a %d 0 0 0 0 fsloc 129\n", "fsloc count"),
-    (b"* /a %d 0 0 0 0 xprtsec 1 3\n", "xprtsec mode"),
+    (b"* /a %d 0 0 0 0 xprtsec 1 5\n", "xprtsec mode"),
     (b"* relative %d\n", "not absolute"),
 ])
 def test_export_malformed(bad: bytes, why: str) -> None:
@@ -230,6 +241,12 @@ def test_gid_request_and_reply() -> None:
     assert L.decode_gid_reply(b"1000 %d 0\n" % EXP).value == ()
 
 
+def test_gid_reply_without_groups_is_negative_as_mountd_writes_for_an_unknown_uid() -> None:
+    r = L.decode_gid_reply(b"4242 %d\n" % EXP)
+    assert r == L.GidReply(4242, EXP, None)
+    assert L.encode_gid_reply(r) == b"4242 %d\n" % EXP
+
+
 def test_gid_ngroups_max() -> None:
     gids = tuple(range(NGROUPS_MAX))
     r = L.GidReply(7, EXP, gids)
@@ -239,7 +256,7 @@ def test_gid_ngroups_max() -> None:
 
 
 @pytest.mark.parametrize("bad", [
-    b"1000 %d\n", b"1000 %d 2 1\n", b"1000 %d 1 1 2\n", b"1000 %d 1 -1\n", b"-1 %d 0\n",
+    b"1000 x%d\n", b"1000 %d 2 1\n", b"1000 %d 1 1 2\n", b"1000 %d 1 -1\n", b"-1 %d 0\n",
     b"1000 %d 1 4294967296\n",
 ])
 def test_gid_malformed(bad: bytes) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 
 import pytest
@@ -17,7 +16,8 @@ from pynfsd.exports import (
     export_fsid,
     parse_exports,
 )
-from pynfsd.exports.match import needs_names, parse_client_addr
+from pynfsd.exports.match import ClientId, checked_names, identify, needs_names, parse_client_addr
+from pynfsd.exports.netgroup import candidates
 
 
 def clients(line: str) -> tuple[tuple[ClientSpec, ExportOptions], ...]:
@@ -25,9 +25,11 @@ def clients(line: str) -> tuple[tuple[ClientSpec, ExportOptions], ...]:
     return entry.clients
 
 
-def winner(line: str, addr: str, names: tuple[str, ...] = ()) -> str | None:
+def winner(
+    line: str, addr: str, names: tuple[str, ...] = (), netgroups: frozenset[str] = frozenset()
+) -> str | None:
     """The anonuid of the winning client (the tests tag each client with one)."""
-    options = best_match(clients(line), addr, names)
+    options = best_match(clients(line), addr, names, netgroups)
     return None if options is None else str(options.anonuid)
 
 
@@ -42,7 +44,7 @@ LINE = (
         ("10.1.1.1", ("h.ex.com",), "1"),  # single host beats everything
         ("10.1.1.1", ("other.ex.com",), "2"),  # network beats wildcard
         ("192.0.2.1", ("other.ex.com",), "3"),  # wildcard beats netgroup and *
-        ("192.0.2.1", ("other.org",), "5"),  # netgroups never match: *
+        ("192.0.2.1", ("other.org",), "5"),  # not in @ng: *
         ("192.0.2.1", (), "5"),
     ],
 )
@@ -50,6 +52,13 @@ def test_precedence_regardless_of_line_order(
     addr: str, names: tuple[str, ...], expected: str
 ) -> None:
     assert winner(LINE, addr, names) == expected
+
+
+def test_a_netgroup_member_gets_the_netgroup_beats_only_the_anonymous_spec() -> None:
+    ng = frozenset({"@ng"})
+    assert winner(LINE, "192.0.2.1", ("other.org",), ng) == "4"
+    assert winner(LINE, "192.0.2.1", ("other.ex.com",), ng) == "3"
+    assert winner(LINE, "192.0.2.1", ("other.org",), frozenset({"@other"})) == "5"
 
 
 def test_first_of_same_kind_wins() -> None:
@@ -104,13 +113,6 @@ def test_names(spec: str, names: tuple[str, ...], matches: bool) -> None:
     assert (winner(f"/srv {spec}", "192.0.2.7", names) is not None) is matches
 
 
-def test_netgroup_warns_once(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="pynfsd.exports"):
-        for _ in range(3):
-            assert winner("/srv @warn_once_group", "10.0.0.1") is None
-    assert caplog.text.count("@warn_once_group") == 1
-
-
 def test_parse_client_addr() -> None:
     assert str(parse_client_addr("::ffff:192.0.2.1")) == "192.0.2.1"
     assert str(parse_client_addr(" [fe80::1%lo] ")) == "fe80::1"
@@ -119,7 +121,8 @@ def test_parse_client_addr() -> None:
 
 
 def test_needs_names() -> None:
-    assert not needs_names([s for s, _ in clients("/srv * 10.0.0.0/8 ::1 @ng")])
+    assert not needs_names([s for s, _ in clients("/srv * 10.0.0.0/8 ::1")])
+    assert needs_names([s for s, _ in clients("/srv @ng")])
     assert needs_names([s for s, _ in clients("/srv h.ex.com")])
     assert needs_names([s for s, _ in clients("/srv *.ex.com")])
 
@@ -207,3 +210,50 @@ def test_duplicate_fsid_rejected(table: str) -> None:
 
 def test_same_fsid_same_path_allowed() -> None:
     StaticExportResolver(parse_exports("/a h1(fsid=3,rw) h2(fsid=3)"))
+
+
+# ------------------------------------------------------------ names with forward check, netgroups
+FORWARD = {"good.ex.com": ["192.0.2.7"], "liar.ex.com": ["198.51.100.1"],
+           "v6.ex.com": ["::ffff:192.0.2.7"]}
+
+
+def test_a_name_counts_only_if_it_resolves_back_to_the_address() -> None:
+    def reverse(addr: str) -> list[str]:
+        assert addr == "192.0.2.7"
+        return ["liar.ex.com", "good.ex.com", "good.ex.com", "v6.ex.com", "gone.ex.com"]
+
+    names = checked_names("::ffff:192.0.2.7", reverse, lambda n: FORWARD.get(n, []))
+    assert names == ["good.ex.com", "v6.ex.com"]
+    assert checked_names("not an address", reverse, lambda n: []) == []
+
+
+def test_identify_asks_the_netgroups_of_the_table_with_names_address_and_short_names() -> None:
+    asked: list[tuple[str, str]] = []
+
+    def innetgr(group: str, host: str) -> bool:
+        asked.append((group, host))
+        return (group, host) in {("short", "good"), ("byaddr", "192.0.2.7")}
+
+    specs = [s for s, _ in clients("/srv @short @byaddr @none 10.0.0.0/8")]
+    client = identify("192.0.2.7", specs, lambda a: ["good.ex.com"], innetgr)
+    assert client == ClientId("192.0.2.7", ("good.ex.com",), frozenset({"@short", "@byaddr"}))
+    assert {h for g, h in asked if g == "none"} == {"good.ex.com", "192.0.2.7", "good"}
+
+
+def test_identify_looks_nothing_up_when_no_spec_needs_it() -> None:
+    def fail(*_: str) -> list[str]:
+        raise AssertionError("looked up")
+
+    specs = [s for s, _ in clients("/srv * 10.0.0.0/8")]
+    assert identify("10.0.0.1", specs, fail, fail) == ClientId("10.0.0.1")  # type: ignore[arg-type]
+
+
+def test_netgroup_candidates() -> None:
+    assert candidates("192.0.2.7", ["a.ex.com", "b"]) == ["a.ex.com", "b", "192.0.2.7", "a"]
+
+
+async def test_static_resolver_matches_netgroup_members() -> None:
+    resolver = StaticExportResolver(parse_exports("/a @trusted\n/b *"),
+                                    reverse_lookup=lambda a: ["h.ex.com"],
+                                    innetgr=lambda g, h: (g, h) == ("trusted", "h"))
+    assert [e.path for e in await resolver.exports_for("192.0.2.9")] == ["/a", "/b"]

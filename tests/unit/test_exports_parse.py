@@ -63,7 +63,7 @@ def test_client_without_options_gets_defaults() -> None:
         ("all_squash,no_all_squash,no_root_squash", "squash", "none"),
         ("anonuid=1000", "anonuid", 1000),
         ("anongid=0", "anongid", 0),
-        ("anonuid=4294967295", "anonuid", 4294967295),
+        ("anonuid=4294967294", "anonuid", 4294967294),
         ("insecure", "secure", False),
         ("insecure,secure", "secure", True),
         ("fsid=5", "fsid", 5),
@@ -100,6 +100,7 @@ def test_each_option(options: str, field: str, value: object) -> None:
         ("refer=/a@otherhost", {"refer=/a@otherhost"}),
         ("xprtsec=tls:mtls", {"xprtsec=tls:mtls"}),
         ("security_label", {"security_label"}),
+        ("manage-gids", {"manage-gids"}),
     ],
 )
 def test_flags_kept(options: str, flags: set[str]) -> None:
@@ -222,6 +223,7 @@ def test_client_kinds(text: str, kind: str, network: str | None) -> None:
         ("/srv *(anonuid=abc)", 1, "bad number 'abc'"),
         ("/srv *(anonuid=-2)", 1, "bad number"),
         ("/srv *(anongid=4294967296)", 1, "bad number"),
+        ("/srv *(anonuid=4294967295)", 1, "not an id"),
         ("/srv *(anonuid=)", 1, "needs a value"),
         ("/srv *(anonuid)", 1, "needs a value"),
         ("/srv *(fsid=xyz)", 1, "bad fsid"),
@@ -247,6 +249,8 @@ def test_client_kinds(text: str, kind: str, network: str | None) -> None:
         ('"/srv/x *', 1, "unterminated quote"),
         ("/srv *(mountpoint=rel)", 1, "must be absolute"),
         ("/srv *(xprtsec=ssl)", 1, "unknown xprtsec"),
+        ("/srv *(refer=otherhost)", 1, "path@host"),
+        ("/srv *(replicas=/a@h1+:/b@h2)", 1, "path@host"),
         ("/a h \\\n  h2(bad)", 2, "unknown option 'bad'"),
         ("/a h \\\n  \\\n /b", 3, "bad network '/b'"),
         ("/srv\\777 *", 1, "bad octal"),
