@@ -6,7 +6,7 @@ as ``/etc/nsswitch.conf`` selects them. ``EtcServer`` runs ``pynfsd serve --expo
 private mount namespace (``unshare --mount --propagation private``, so nothing leaks to the
 host) in which a read-only overlay puts the test's files over the host's ``/etc``: every other
 file is the host's, and a file the host lacks (``/etc/netgroup``) can be added, which a bind
-mount cannot do. Only the server process and its threads see the test's ``/etc``; the admin
+mount cannot do; a host's nscd is hidden (an empty ``/run/nscd``). Only the server process and its threads see the test's ``/etc``; the admin
 commands (``admin()``: ``pynfsd exportfs``, ``pynfsd cache``) run on the host and reach the
 server through its control socket in the state directory.
 """
@@ -25,8 +25,10 @@ from tests.vm.servers import REPO_ROOT, PynfsdServer
 
 NSSWITCH = "passwd: files\ngroup: files\nshadow: files\nhosts: files\nnetgroup: files\n"
 
-# $0 is the directory with the test's files; the overlay's first lower layer wins.
-OVERLAY = 'mount -t overlay pynfsd-test-etc -o "lowerdir=$0:/etc" /etc && exec "$@"'
+# $0 is the directory with the test's files; the overlay's first lower layer wins. A host's
+# nscd would answer from its own caches: its socket directory is hidden too.
+OVERLAY = ('mount -t overlay pynfsd-test-etc -o "lowerdir=$0:/etc" /etc && '
+           '{ [ ! -d /run/nscd ] || mount -t tmpfs pynfsd-test-nscd /run/nscd; } && exec "$@"')
 
 
 def with_private_etc(etc_dir: Path, argv: list[str]) -> list[str]:
