@@ -32,8 +32,16 @@ How it works
   Steps: mount big_file small_files tree_copy renames symlinks hard_links attributes
   directories large_directory flock fcntl_locks negotiation server_restart server_crash unmount.
 * ``helpers/locktest.c``: flock/fcntl tester (try, hold, blocking wait, F_GETLK, byte ranges).
+  ``helpers/asuser.c``: run a program as UID:GID with no supplementary groups.
 * ``harness.py``: ``run_workload(server, net, workdir, big_mb=...) -> WorkloadRun`` ties it
-  together (prepares the export, starts the server, boots, restarts on request, parses).
+  together (prepares the export, starts the server, boots, restarts on request, parses);
+  ``script=``, ``settings=`` and ``pause=`` run another guest script with its own host actions.
+* The caches (``tests/e2e/test_kernel_caches.py``): ``privateetc.py`` (``EtcServer``: ``pynfsd
+  serve --exports FILE`` in a private mount namespace where an overlay shows the test's
+  ``hosts``, ``netgroup``, ``nsswitch.conf``, ``passwd``, ``group`` over the host's ``/etc``;
+  ``admin()`` runs ``pynfsd exportfs|cache ... --state-dir``) and ``guest/caches.sh`` (exports
+  by name, wildcard and netgroup, refused ones, ro -> rw by ``exportfs -r``, back by SIGHUP,
+  a user's 40th group with and without ``manage-gids``).
 * Several guests at once (issue 3 scenarios, ``tests/e2e/test_kernel_scenarios.py``):
   ``multi.py`` (``BridgeNet``: a namespace with a bridge and one tap/address/MAC per guest;
   ``Guest``: a VM running ``guest/scenario_agent.sh``, driven one shell command at a time with

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,9 +125,15 @@ def user_net_server(workdir: Path, make: Callable[[Path, Network], Server],
 def run_workload(server_name: str, net_name: str, workdir: Path, *, big_mb: int = 0,
                  small_files: int = 2000, bigdir_count: int = 10000,
                  timeout: float = 300.0, only: str = "", step_timeout: int = 120,
-                 make: Callable[[str, Path, Network], Server] = make_server) -> WorkloadRun:
+                 make: Callable[[str, Path, Network], Server] = make_server,
+                 script: Path = GUEST / "workload.sh",
+                 settings: Mapping[str, str | int] | None = None,
+                 pause: Callable[[Server], Callable[[str], str | None]] | None = None,
+                 ) -> WorkloadRun:
     """Boot the guest once and run the workload (``only``: space-separated step names, default
-    all; ``make``: the server, by default the named kind); never raises for guest failures."""
+    all; ``make``: the server, by default the named kind); never raises for guest failures.
+    Another guest script runs with ``script`` (more /config entries in ``settings``), and
+    ``pause(server)`` answers its ``@@PAUSE`` requests (default: restart and crash)."""
     kernel = guest_kernel()
     workdir.mkdir(parents=True, exist_ok=True)
     with make_network(net_name) as net:
@@ -135,9 +141,10 @@ def run_workload(server_name: str, net_name: str, workdir: Path, *, big_mb: int 
         prepare_export(server.export_dir, bigdir_count)
         config = workload_config(net, server.port, server.export_dir, BIG_MB=big_mb,
                                  SMALL_FILES=small_files, BIGDIR_COUNT=bigdir_count,
-                                 ONLY=only, STEP_TIMEOUT=step_timeout)
-        initrd = assemble(kernel, GUEST / "workload.sh", config, workdir / "initrd.img")
-        vm = GuestVM(kernel, initrd, net, workdir, timeout, on_pause=_pause_handler(server),
+                                 ONLY=only, STEP_TIMEOUT=step_timeout, **(settings or {}))
+        initrd = assemble(kernel, script, config, workdir / "initrd.img")
+        vm = GuestVM(kernel, initrd, net, workdir, timeout,
+                     on_pause=(pause or _pause_handler)(server),
                      watchdog=_server_watchdog(server))
         run = WorkloadRun(server_name, net_name, server.export_dir, vm.console_log,
                           server.log_path, Transcript())

@@ -8,6 +8,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tests.vm.harness import WorkloadRun, parse_transcript
 from tests.vm.initramfs import compile_helpers
 from tests.vm.kernel import extract_vmlinux
 from tests.vm.network import NetnsNet, UserNet
+from tests.vm.privateetc import NSSWITCH, with_private_etc
 from tests.vm.qemu import Transcript
 from tests.vm.servers import GaneshaServer
 
@@ -54,14 +56,20 @@ def test_extract_vmlinux_finds_the_elf_payload(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def locktest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def helpers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The guest's static helpers, compiled for the host: name -> binary."""
     if shutil.which("gcc") is None:
         pytest.skip("gcc not installed (scripts/vm-deps.sh)")
     try:
         binaries = compile_helpers(tmp_path_factory.mktemp("helpers"))
     except subprocess.CalledProcessError as exc:
         pytest.skip(f"static linking unavailable: {exc.stderr}")
-    return next(b for b in binaries if b.name == "locktest")
+    return {b.name: b for b in binaries}
+
+
+@pytest.fixture(scope="module")
+def locktest(helpers: dict[str, Path]) -> Path:
+    return helpers["locktest"]
 
 
 def _lock(binary: Path, *args: str) -> int:
@@ -133,3 +141,34 @@ def test_ganesha_server_start_restart_stop(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert server.pid is None
+
+
+def test_asuser_runs_with_no_supplementary_groups(helpers: dict[str, Path]) -> None:
+    _need_root()
+    argv = [str(helpers["asuser"]), "5000", "5001", "sh", "-c",
+            "grep -E '^(Uid|Gid|Groups):' /proc/self/status"]
+    status = dict(line.split(":", 1) for line in subprocess.run(
+        argv, capture_output=True, text=True, check=True, timeout=30).stdout.splitlines())
+    assert status["Uid"].split() == ["5000"] * 4 and status["Gid"].split() == ["5001"] * 4
+    assert status["Groups"].split() == []
+    usage = subprocess.run([str(helpers["asuser"]), "x", "1", "true"], capture_output=True)
+    assert usage.returncode == 2
+
+
+def test_private_etc_names_the_loopback_for_its_process_only(tmp_path: Path) -> None:
+    """The test's hosts and netgroup files are what a process under with_private_etc sees;
+    the host's /etc is the same before and after."""
+    _need_root()
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "hosts").write_text("127.0.0.1\tvmclient.pynfsd.test\n")
+    (etc / "netgroup").write_text("testers (vmclient.pynfsd.test,,)\n")
+    (etc / "nsswitch.conf").write_text(NSSWITCH)
+    before = Path("/etc/hosts").read_text(), Path("/etc/netgroup").exists()
+    probe = ("import socket, subprocess; print(socket.gethostbyaddr('127.0.0.1')[0]); "
+             "print(subprocess.run(['getent', 'netgroup', 'testers'], capture_output=True, "
+             "text=True).stdout.split()[1])")
+    out = subprocess.run(with_private_etc(etc, [sys.executable, "-c", probe]),
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    assert out.split() == ["vmclient.pynfsd.test", "(vmclient.pynfsd.test,,)"]
+    assert (Path("/etc/hosts").read_text(), Path("/etc/netgroup").exists()) == before
