@@ -22,7 +22,8 @@ Variants (the export's client spec):
   both are bind-mounted there only, the host's /etc is never changed.  Before the rounds, a
   call from an address with no name (``OUTSIDER``) must be refused, or the run is an error.
 
-Rounds, on a fresh server (after a warm-up of ``WARMUP_CALLS`` calls from one extra address):
+Rounds, on a fresh server, after a warm-up from one extra address (``WARMUP_CALLS`` calls, at
+least four per connection slot, so that connection handling has reached its steady size):
 
 - ``cold``: the first call from each address: every client is a cache miss;
 - ``warm``: a second call from each address, in the same order;
@@ -32,8 +33,10 @@ Rounds, on a fresh server (after a warm-up of ``WARMUP_CALLS`` calls from one ex
 Reported per round: calls/s, the server's CPU per call (``/proc/PID/stat``, all threads) and
 this process's CPU per call (the client shares the machine's cores); the warm/cold ratio; the
 miss cost (cold minus warm server CPU per call); memory per cached client: growth of the
-server's RSS over the cold round divided by the address count, and, where pynfsd has
-``pynfsd cache show``, how many ``auth.unix.ip`` entries hold one of the addresses.  With
+server's RSS over the cold round divided by the address count (its growth over the warm
+round, which adds no client, shows what else moves it, and the difference of the two is
+given as the net figure), and, where pynfsd has
+``pynfsd cache show``, how many ``auth.unix.ip`` entries per address the cold round added.  With
 ``--peer ganesha`` NFS-Ganesha (VFS FSAL, the same export and client spec in a CLIENT block)
 runs the same rounds in the same run, servers alternating (A B B A ...), and the table gives
 pynfsd/Ganesha ratios.  Figures are medians over ``--repeat`` servers of each kind.
@@ -179,29 +182,21 @@ async def export_fh(target: Target, addr: str) -> bytes:
 
 @dataclass
 class ServerResult:
-    """Every round of one server process, and what it held after the cold round."""
+    """Every round of one server process, and what it held before and after each round."""
 
     server: str
     variant: str
     addresses: int
     rounds: dict[str, Round] = field(default_factory=dict)
-    rss_before: int | None = None      # bytes, after the warm-up
-    rss_after_cold: int | None = None
-    ip_entries_before: int | None = None
-    ip_entries_after_cold: int | None = None
+    rss: dict[str, int | None] = field(default_factory=dict)       # "before" or round -> bytes
+    ip_entries: dict[str, int | None] = field(default_factory=dict)  # the same -> entries
     errors: list[str] = field(default_factory=list)
 
-    @property
-    def bytes_per_client(self) -> float | None:
-        if self.rss_before is None or self.rss_after_cold is None:
-            return None
-        return (self.rss_after_cold - self.rss_before) / self.addresses
-
-    @property
-    def new_ip_entries(self) -> int | None:
-        if self.ip_entries_before is None or self.ip_entries_after_cold is None:
-            return None
-        return self.ip_entries_after_cold - self.ip_entries_before
+    def growth(self, probe: str, before: str, after: str) -> float | None:
+        """What `probe` ("rss" or "ip_entries") grew by from `before` to `after`, per address."""
+        values: dict[str, int | None] = getattr(self, probe)
+        a, b = values.get(before), values.get(after)
+        return None if a is None or b is None else (b - a) / self.addresses
 
     def figure(self, name: str) -> float | None:
         """A headline figure by name (see FIGURES)."""
@@ -212,18 +207,20 @@ async def measure(target: Target, addrs: Sequence[str], probe: str, concurrency:
     """Warm up from `probe`, then the rounds from `addrs` (see the module docstring)."""
     out = ServerResult(target.kind, target.variant.name, len(addrs))
     fh = await export_fh(target, probe)
-    await run_round("warm-up", target, fh, [probe] * WARMUP_CALLS, 1)
+    await run_round("warm-up", target, fh, [probe] * max(WARMUP_CALLS, 4 * concurrency), concurrency)
     if target.variant.names:
         await check_refused(target, fh, out)
     known = set(addrs)
-    out.rss_before, out.ip_entries_before = rss_bytes(target.pid), target.ip_entries(known)
-    rounds = ["cold", "warm"] + (["flushed", "warm-again"] if target.can_flush() else [])
-    for name in rounds:
+
+    def probe_memory(when: str) -> None:
+        out.rss[when], out.ip_entries[when] = rss_bytes(target.pid), target.ip_entries(known)
+
+    probe_memory("before")
+    for name in ["cold", "warm"] + (["flushed", "warm-again"] if target.can_flush() else []):
         if name == "flushed":
             target.flush()
         out.rounds[name] = await run_round(name, target, fh, addrs, concurrency)
-        if name == "cold":
-            out.rss_after_cold, out.ip_entries_after_cold = rss_bytes(target.pid), target.ip_entries(known)
+        probe_memory(name)
     for rnd in out.rounds.values():
         out.errors += [f"{rnd.name}: {e}" for e in rnd.first_errors]
     return out
@@ -274,9 +271,10 @@ def _miss_cost(r: ServerResult) -> float | None:
     return None if cold is None or warm is None else cold - warm
 
 
-def _entries(r: ServerResult) -> float | None:
-    n = r.new_ip_entries
-    return None if n is None else float(n)
+def _net_rss(r: ServerResult) -> float | None:
+    """The cold round's growth less the warm round's (the same connections, no new client)."""
+    cold, warm = r.growth("rss", "before", "cold"), r.growth("rss", "cold", "warm")
+    return None if cold is None or warm is None else cold - warm
 
 
 #: name -> (digits, figure); rates: higher is better, CPU and bytes: lower is better.
@@ -291,8 +289,10 @@ FIGURES: dict[str, tuple[int, Callable[[ServerResult], float | None]]] = {
     "flushed srv-cpu us/call": (0, _round("flushed", lambda x: x.server_us_per_call)),
     "warm-again srv-cpu us/call": (0, _round("warm-again", lambda x: x.server_us_per_call)),
     "client cpu us/call (cold)": (0, _round("cold", lambda x: x.client_us_per_call)),
-    "RSS bytes per cached client": (0, lambda r: r.bytes_per_client),
-    "auth.unix.ip entries added": (0, _entries),
+    "RSS bytes per cached client": (0, lambda r: r.growth("rss", "before", "cold")),
+    "RSS bytes per address, warm round": (0, lambda r: r.growth("rss", "cold", "warm")),
+    "RSS bytes per cached client, net": (0, _net_rss),
+    "auth.unix.ip entries per address": (2, lambda r: r.growth("ip_entries", "before", "cold")),
     "NFS4ERR_DELAY retries": (0, lambda r: float(sum(x.delays for x in r.rounds.values()))),
     "failed calls": (0, lambda r: float(sum(x.errors for x in r.rounds.values()))),
 }
