@@ -154,11 +154,11 @@ class ServerProcess:
             f.seek(since)
             return f.read().decode(errors="replace")
 
-    def wait_log(self, needle: str, timeout: float = 10.0) -> str:
-        """The log once it holds `needle` (lines logged just after start-up may lag behind the
-        listening socket); fails after `timeout` seconds."""
+    def wait_log(self, needle: str, timeout: float = 10.0, since: int = 0) -> str:
+        """The log (from byte offset `since`) once it holds `needle` (lines logged just after
+        start-up may lag behind the listening socket); fails after `timeout` seconds."""
         deadline = time.monotonic() + timeout
-        while needle not in (text := self.log_text()):
+        while needle not in (text := self.log_text(since)):
             assert time.monotonic() < deadline, f"{needle!r} not logged; log:\n{text[-3000:]}"
             time.sleep(0.05)
         return text
