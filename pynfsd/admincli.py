@@ -29,34 +29,39 @@ def add_admin_options(p: argparse.ArgumentParser, default: object) -> None:
                    else False, help="machine-readable JSON output")
 
 
+def _command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, *,
+             help: str, description: str) -> argparse.ArgumentParser:
+    """One admin command, with the options every admin command has."""
+    p = sub.add_parser(name, help=help, description=description)
+    add_admin_options(p, DEFAULT_STATE_DIR)
+    return p
+
+
 def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    c = sub.add_parser("clients", help="list the clients of a running server (root only)",
+    c = _command(sub, "clients", help="list the clients of a running server (root only)",
                        description="List the NFSv4 clients of the server running with --state-dir:"
                        " client id, state, lease left, opens, locks, client-id collisions, "
                        "principal, address and client id string (co_ownerid).")
-    add_admin_options(c, DEFAULT_STATE_DIR)
     actions = c.add_subparsers(dest="action", metavar="[revoke ID]")
     r = actions.add_parser("revoke", help="revoke all state of one client",
                            description="Revoke all opens and locks of a client: its later use of "
                            "them gets NFS4ERR_ADMIN_REVOKED.")
     r.add_argument("id", metavar="ID", help="client id (hexadecimal, as `pynfsd clients` shows)")
     add_admin_options(r, argparse.SUPPRESS)
-    st = sub.add_parser("status", help="show the status of a running server (root only)",
+    _command(sub, "status", help="show the status of a running server (root only)",
                         description="Version, uptime, clients, state and grace period of the "
                         "server running with --state-dir.")
-    add_admin_options(st, DEFAULT_STATE_DIR)
     add_listen_command(sub)
     add_export_commands(sub)
 
 
 def add_listen_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    ls = sub.add_parser("listen", help="list, add or remove listening sockets (root only)",
+    ls = _command(sub, "listen", help="list, add or remove listening sockets (root only)",
                         description="List the addresses the server running with --state-dir "
                         "listens on, or add or remove one.  A removed address accepts no new "
                         "connection; its connections stay open.  ADDR:PORT is numeric: "
                         "0.0.0.0:2049, 192.0.2.1:2049, [::]:2049 (IPv6 only), [::1]:2050; "
                         "port 0 picks a free port.")
-    add_admin_options(ls, DEFAULT_STATE_DIR)
     actions = ls.add_subparsers(dest="action", metavar="[add|remove ADDR:PORT]")
     for name, text in (("add", "listen on ADDR:PORT too"), ("remove", "stop listening on ADDR:PORT")):
         a = actions.add_parser(name, help=text, description=text)
@@ -65,23 +70,21 @@ def add_listen_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def add_export_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    e = sub.add_parser("exportfs", help="reload or show the exports (root only)",
+    e = _command(sub, "exportfs", help="reload or show the exports (root only)",
                        description="-r: read the exports the server was started with again "
                        "(--exports, --export) and flush its caches; mounted clients keep "
                        "working, a removed export's filehandles become stale.  -v (the "
                        "default): every export with all its options.  A table with errors is "
                        "refused with the file:line message and the running one stays.")
-    add_admin_options(e, DEFAULT_STATE_DIR)
     how = e.add_mutually_exclusive_group()
     how.add_argument("-r", dest="reload", action="store_true", help="reload the exports")
     how.add_argument("-v", dest="show", action="store_true", help="show the exports (default)")
-    c = sub.add_parser("cache", help="show or flush the export and credential caches (root only)",
+    c = _command(sub, "cache", help="show or flush the export and credential caches (root only)",
                        description="The caches the server's access decisions read: "
                        f"{', '.join(CACHES)}.  show: their contents in the kernel's format "
                        "(/proc/net/rpc/NAME/content; a line starting with '# ' is not usable "
                        "now); flush: drop every entry, so the next request asks again; status: "
                        "sizes and counters.")
-    add_admin_options(c, DEFAULT_STATE_DIR)
     c.add_argument("action", choices=("show", "flush", "status"))
     c.add_argument("name", nargs="?", choices=CACHES, metavar="NAME",
                    help="one cache (default: all)")
