@@ -28,7 +28,13 @@ from pynfsd.cache import lines as L
 from pynfsd.cache.caches import CacheLimits, ServerCaches
 from pynfsd.cache.command import CommandWay
 from pynfsd.cache.core import State
-from pynfsd.cache.daemon import DaemonWay
+from pynfsd.cache.daemon import (
+    DEFAULT_TIMEOUT,
+    HELLO_TIMEOUT,
+    MAX_DAEMONS,
+    MAX_OUTSTANDING,
+    DaemonWay,
+)
 from pynfsd.cache.deferral import CacheDelay
 from pynfsd.cache.ways import Way
 
@@ -58,6 +64,23 @@ def command(tmp_path: Path) -> CommandWay:
 
 def caches(*ways: Way, **limits: float) -> ServerCaches:
     return ServerCaches({"nfsd.export": list(ways)}, CacheLimits(**limits))  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def serving(sock: Path, *next_ways: Way, timeout: float = DEFAULT_TIMEOUT,
+                  max_daemons: int = MAX_DAEMONS, hello_timeout: float = HELLO_TIMEOUT,
+                  max_outstanding: int = MAX_OUTSTANDING,
+                  **limits: float) -> AsyncIterator[tuple[DaemonWay, ServerCaches]]:
+    """The daemon way listening on `sock`, first of the export chain before `next_ways`, and
+    caches over that chain with `limits`; closed, the way with them, whatever happens."""
+    way = DaemonWay(sock, timeout, max_daemons=max_daemons, hello_timeout=hello_timeout,
+                    max_outstanding=max_outstanding)
+    await way.start()
+    sc = caches(way, *next_ways, **limits)
+    try:
+        yield way, sc
+    finally:
+        await sc.close()
 
 
 async def until(cond: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
@@ -117,9 +140,7 @@ async def test_the_socket_is_private_a_stale_one_is_replaced_and_close_removes_i
     stale.close()  # a socket file nobody listens on, as a crashed server leaves it
     with socket.socket(socket.AF_UNIX) as probe, pytest.raises(ConnectionRefusedError):
         probe.connect(str(sock))
-    way = DaemonWay(sock)
-    await way.start()
-    try:
+    async with serving(sock) as (way, _):
         mode = os.stat(sock).st_mode
         assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
         reader, writer = await asyncio.open_unix_connection(str(sock))  # the new one listens
@@ -127,8 +148,6 @@ async def test_the_socket_is_private_a_stale_one_is_replaced_and_close_removes_i
         await until(lambda: way.daemons == 1, "a raw daemon's hello")
         writer.close()
         await until(lambda: way.daemons == 0, "the raw daemon gone")
-    finally:
-        await way.close()
     assert not sock.exists()
 
 
@@ -137,11 +156,8 @@ async def test_the_socket_is_private_a_stale_one_is_replaced_and_close_removes_i
 
 async def test_a_daemon_answers_from_its_table_for_the_caches_of_its_hello(
         sock: Path, tmp_path: Path) -> None:
-    way = DaemonWay(sock)
-    await way.start()
-    sc = caches(way)
     log = tmp_path / "received"
-    try:
+    async with serving(sock) as (way, sc):
         assert not way.ready("nfsd.export") and way.daemons == 0
         async with upcalld(sock, "--hello", "nfsd.export", "auth.unix.ip", log=log) as proc:
             await connected(way, proc)
@@ -156,15 +172,10 @@ async def test_a_daemon_answers_from_its_table_for_the_caches_of_its_hello(
             assert way.stats["requests"] == 3 and way.stats["replies"] == 3
             assert way.outstanding() == 0
             assert sc.status()["nfsd.export"]["upcall_answered_daemon"] == 3
-    finally:
-        await sc.close()
 
 
 async def test_with_no_daemon_connected_the_next_way_answers(sock: Path, tmp_path: Path) -> None:
-    way = DaemonWay(sock)
-    await way.start()
-    sc = caches(way, command(tmp_path))
-    try:
+    async with serving(sock, command(tmp_path)) as (way, sc):
         assert fsid(await sc.export.get(KEY, "c1")) == COMMAND_FSID
         status = sc.status()["nfsd.export"]
         assert status["upcall_sent_command"] == 1 and "upcall_sent_daemon" not in status
@@ -172,18 +183,13 @@ async def test_with_no_daemon_connected_the_next_way_answers(sock: Path, tmp_pat
             await connected(way, proc)
             assert fsid(await sc.export.get(L.ExportKey("127.0.0.1", "/srv/b"), "c1")) == 2
             assert sc.status()["nfsd.export"]["upcall_sent_daemon"] == 1
-    finally:
-        await sc.close()
 
 
 async def test_requests_answered_out_of_order_land_on_their_keys(
         sock: Path, tmp_path: Path) -> None:
-    way = DaemonWay(sock)
-    await way.start()
-    sc = caches(way, wait=30)
     log = tmp_path / "received"
     paths = [f"/srv/{i}" for i in range(5)]
-    try:
+    async with serving(sock, wait=30) as (way, sc):
         async with upcalld(sock, "--reverse", "5", log=log) as proc:
             await connected(way, proc)
             got = await asyncio.gather(*(sc.export.get(L.ExportKey("127.0.0.1", p), "c1")
@@ -192,8 +198,6 @@ async def test_requests_answered_out_of_order_land_on_their_keys(
             assert lines(log) == [f"nfsd.export 127.0.0.1 {p}" for p in paths]  # asked in order
             assert way.stats["replies"] == 5 and way.stats["unasked"] == 0
             assert way.outstanding() == 0
-    finally:
-        await sc.close()
 
 
 # ------------------------------------------------------------------ hostile daemons
@@ -203,10 +207,7 @@ async def test_requests_answered_out_of_order_land_on_their_keys(
 async def test_garbage_replies_are_refused_and_the_connection_kept(
         sock: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, fallback: bool) -> None:
     caplog.set_level(logging.WARNING)
-    way = DaemonWay(sock, timeout=0.5)
-    await way.start()
-    sc = caches(way, *([command(tmp_path)] if fallback else []))
-    try:
+    async with serving(sock, *([command(tmp_path)] if fallback else []), timeout=0.5) as (way, sc):
         async with upcalld(sock, "--garbage") as proc:
             await connected(way, proc)
             if fallback:
@@ -218,17 +219,12 @@ async def test_garbage_replies_are_refused_and_the_connection_kept(
             assert way.stats["unasked"] == 1 and way.stats["timeouts"] == 1
             assert "not asked of it refused" in caplog.text
             assert way.daemons == 1 and proc.poll() is None and way.ready("nfsd.export")
-    finally:
-        await sc.close()
 
 
 async def test_an_unsolicited_reply_is_refused_and_the_asked_key_answered(
         sock: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
-    way = DaemonWay(sock)
-    await way.start()
-    sc = caches(way)
-    try:
+    async with serving(sock) as (way, sc):
         async with upcalld(sock, "--unsolicited") as proc:
             await connected(way, proc)
             assert fsid(await sc.export.get(KEY, "c1")) == 1
@@ -237,18 +233,13 @@ async def test_an_unsolicited_reply_is_refused_and_the_asked_key_answered(
             assert sc.export.cache.state(L.ExportKey("unasked.example", "/unasked")) \
                 is State.MISSING
             assert way.daemons == 1
-    finally:
-        await sc.close()
 
 
 async def test_a_hung_daemons_request_is_lost_after_the_timeout(
         sock: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
-    way = DaemonWay(sock, timeout=0.5)
-    await way.start()
-    sc = caches(way, command(tmp_path))
     log = tmp_path / "received"
-    try:
+    async with serving(sock, command(tmp_path), timeout=0.5) as (way, sc):
         async with upcalld(sock, "--hang", log=log) as proc:
             await connected(way, proc)
             assert fsid(await sc.export.get(KEY, "c1")) == COMMAND_FSID
@@ -258,38 +249,28 @@ async def test_a_hung_daemons_request_is_lost_after_the_timeout(
             assert lines(log) == ["nfsd.export 127.0.0.1 /srv/a"]  # it was asked, never answered
             assert way.daemons == 1 and proc.poll() is None
             assert sc.status()["nfsd.export"]["upcall_fallbacks"] == 1
-    finally:
-        await sc.close()
 
 
 async def test_a_daemon_that_disconnects_loses_its_requests_at_once(
         sock: Path, tmp_path: Path) -> None:
-    way = DaemonWay(sock, timeout=30)  # longer than the wait: only the disconnect can answer
-    await way.start()
-    sc = caches(way, command(tmp_path), wait=5)
-    try:
+    # the way's timeout longer than the wait: only the disconnect can answer
+    async with serving(sock, command(tmp_path), timeout=30, wait=5) as (way, sc):
         async with upcalld(sock, "--disconnect-after", "1") as proc:
             await connected(way, proc)
             assert fsid(await sc.export.get(KEY, "c1")) == COMMAND_FSID
             assert way.stats["lost_on_disconnect"] == 1 and way.stats["timeouts"] == 0
             assert await exited(proc) == 0
             assert way.daemons == 0 and not way.ready("nfsd.export")
-    finally:
-        await sc.close()
 
 
 async def test_an_overlong_line_closes_the_connection(
         sock: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
-    way = DaemonWay(sock)
-    await way.start()
-    try:
+    async with serving(sock) as (way, _):
         async with upcalld(sock, "--overlong") as proc:
             await exited(proc)  # the server closed the connection (EOF, or a reset: unread data)
             assert way.stats["overlong"] == 1 and way.daemons == 0
             assert "over 32768 bytes: closed" in caplog.text
-    finally:
-        await way.close()
 
 
 @pytest.mark.parametrize("flags, logged", [
@@ -300,54 +281,38 @@ async def test_an_overlong_line_closes_the_connection(
 async def test_a_daemon_without_a_good_hello_is_closed(
         sock: Path, caplog: pytest.LogCaptureFixture, flags: list[str], logged: str) -> None:
     caplog.set_level(logging.WARNING)
-    way = DaemonWay(sock)
-    await way.start()
-    try:
+    async with serving(sock) as (way, _):
         async with upcalld(sock, *flags) as proc:
             assert await exited(proc) == 0
             assert way.stats["no_hello"] == 1 and way.daemons == 0
             assert not way.ready("nfsd.export")
             assert logged in caplog.text
-    finally:
-        await way.close()
 
 
 async def test_unknown_caches_in_a_hello_are_ignored(
         sock: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
-    way = DaemonWay(sock)
-    await way.start()
-    sc = caches(way)
-    try:
+    async with serving(sock) as (way, sc):
         async with upcalld(sock, "--hello", "nfsd.bogus", "nfsd.export") as proc:
             await connected(way, proc)
             assert "unknown caches ignored: nfsd.bogus" in caplog.text
             assert way.ready("nfsd.export") and not way.ready("nfsd.fh")
             assert fsid(await sc.export.get(KEY, "c1")) == 1
-    finally:
-        await sc.close()
 
 
 async def test_a_daemon_silent_past_the_hello_timeout_is_closed(sock: Path) -> None:
-    way = DaemonWay(sock, hello_timeout=0.3)
-    await way.start()
-    try:
+    async with serving(sock, hello_timeout=0.3) as (way, _):
         reader, writer = await asyncio.open_unix_connection(str(sock))
         async with asyncio.timeout(10):
             assert await reader.read() == b""  # closed by the server
         writer.close()
         assert way.stats["no_hello"] == 1 and way.daemons == 0
-    finally:
-        await way.close()
 
 
 async def test_one_daemon_too_many_is_refused(
         sock: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
-    way = DaemonWay(sock, max_daemons=2)
-    await way.start()
-    sc = caches(way)
-    try:
+    async with serving(sock, max_daemons=2) as (way, sc):
         async with upcalld(sock) as first:
             await connected(way, first)
             async with upcalld(sock) as second:
@@ -358,8 +323,6 @@ async def test_one_daemon_too_many_is_refused(
                 assert "2 daemons already connected" in caplog.text
                 assert fsid(await sc.export.get(KEY, "c1")) == 1  # the two still answer
                 assert first.poll() is None and second.poll() is None
-    finally:
-        await sc.close()
 
 
 # ------------------------------------------------------------------ a raw daemon
@@ -367,10 +330,7 @@ async def test_one_daemon_too_many_is_refused(
 
 async def test_a_raw_daemons_bad_replies_are_refused_and_the_next_way_answers(
         sock: Path, tmp_path: Path) -> None:
-    way = DaemonWay(sock, timeout=30)
-    await way.start()
-    sc = caches(way, command(tmp_path), wait=30)
-    try:
+    async with serving(sock, command(tmp_path), timeout=30, wait=30) as (way, sc):
         reader, writer = await asyncio.open_unix_connection(str(sock))
         writer.write(b"hello nfsd.export\n")
         await until(lambda: way.daemons == 1, "the raw daemon's hello")
@@ -391,14 +351,10 @@ async def test_a_raw_daemons_bad_replies_are_refused_and_the_next_way_answers(
         writer.write(b"nfsd.export 127.0.0.1 /srv/a")  # and gone in the middle of a line
         writer.close()
         await until(lambda: way.daemons == 0, "the raw daemon gone")
-    finally:
-        await sc.close()
 
 
 async def test_a_late_reply_after_the_timeout_is_refused_as_unasked(sock: Path) -> None:
-    way = DaemonWay(sock, timeout=0.3)
-    await way.start()
-    try:
+    async with serving(sock, timeout=0.3) as (way, _):
         reader, writer = await asyncio.open_unix_connection(str(sock))
         writer.write(b"hello nfsd.export\n")
         await until(lambda: way.daemons == 1, "the raw daemon's hello")
@@ -412,8 +368,6 @@ async def test_a_late_reply_after_the_timeout_is_refused_as_unasked(sock: Path) 
         await until(lambda: way.stats["unasked"] == 1, "the late reply refused")
         assert answered == [] and len(lost) == 1 and way.stats["timeouts"] == 1
         writer.close()
-    finally:
-        await way.close()
 
 
 # ------------------------------------------------------------------ bounds and close
@@ -421,11 +375,9 @@ async def test_a_late_reply_after_the_timeout_is_refused_as_unasked(sock: Path) 
 
 async def test_a_daemon_with_max_outstanding_requests_is_not_ready(
         sock: Path, tmp_path: Path) -> None:
-    way = DaemonWay(sock, timeout=2.0, max_outstanding=2)
-    await way.start()
-    sc = caches(way, command(tmp_path), wait=30)
     log = tmp_path / "received"
-    try:
+    async with serving(sock, command(tmp_path), timeout=2.0, max_outstanding=2,
+                       wait=30) as (way, sc):
         async with upcalld(sock, "--hang", log=log) as proc:
             await connected(way, proc)
             keys = [L.ExportKey("127.0.0.1", f"/srv/{i}") for i in range(3)]
@@ -440,18 +392,13 @@ async def test_a_daemon_with_max_outstanding_requests_is_not_ready(
             await sc.close()
             assert await exited(proc) == 0
             assert lines(log) == ["nfsd.export 127.0.0.1 /srv/0", "nfsd.export 127.0.0.1 /srv/1"]
-    finally:
-        await sc.close()
 
 
 async def test_close_loses_outstanding_requests_and_the_daemon_sees_eof(
         sock: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
-    way = DaemonWay(sock, timeout=30)
-    await way.start()
-    sc = caches(way, wait=30)
     log = tmp_path / "received"
-    try:
+    async with serving(sock, timeout=30, wait=30) as (way, sc):
         async with upcalld(sock, "--hang", log=log) as proc:
             await connected(way, proc)
             keys = [L.ExportKey("127.0.0.1", f"/srv/{i}") for i in range(2)]
@@ -472,8 +419,6 @@ async def test_close_loses_outstanding_requests_and_the_daemon_sees_eof(
             assert lost == []  # never from inside send
             await asyncio.sleep(0)
             assert lost == ["no daemon connected for nfsd.export"]
-    finally:
-        await sc.close()
 
 
 def peer_closed(client: socket.socket) -> bool:
@@ -491,27 +436,25 @@ async def test_a_connection_accepted_just_before_close_is_not_served(
     """Whatever the loop turns between a connect and close(), a connection whose task starts
     after close() serves no daemon: it is closed, and close() leaves no daemon connected."""
     caplog.set_level(logging.WARNING)
-    way = DaemonWay(sock, hello_timeout=30)
-    await way.start()
-    client = socket.socket(socket.AF_UNIX)
-    try:
-        client.connect(str(sock))
-        client.setblocking(False)
-        for _ in range(turns):
-            await asyncio.sleep(0)
-        await way.close()
-        with contextlib.suppress(OSError):
-            client.send(b"hello nfsd.export\n")
+    async with serving(sock, hello_timeout=30) as (way, _):
+        client = socket.socket(socket.AF_UNIX)
+        try:
+            client.connect(str(sock))
+            client.setblocking(False)
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            await way.close()
+            with contextlib.suppress(OSError):
+                client.send(b"hello nfsd.export\n")
 
-        def closed() -> bool:
-            # asyncio 3.11 drops a connection whose accept ends after the server closed
-            # without closing its socket: the collector does
-            gc.collect()
-            return peer_closed(client)
+            def closed() -> bool:
+                # asyncio 3.11 drops a connection whose accept ends after the server closed
+                # without closing its socket: the collector does
+                gc.collect()
+                return peer_closed(client)
 
-        await until(closed, "the connection closed")
-        assert way.daemons == 0 and not way.ready("nfsd.export") and way.stats["requests"] == 0
-        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
-    finally:
-        client.close()
-        await way.close()
+            await until(closed, "the connection closed")
+            assert way.daemons == 0 and not way.ready("nfsd.export") and way.stats["requests"] == 0
+            assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+        finally:
+            client.close()
