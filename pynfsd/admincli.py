@@ -29,6 +29,25 @@ def add_admin_options(p: argparse.ArgumentParser, default: object) -> None:
                    else False, help="machine-readable JSON output")
 
 
+LISTEN_TEXT = """
+List the addresses the server running with --state-dir listens on, or add or remove one.  A
+removed address accepts no new connection; its connections stay open.  ADDR:PORT is numeric:
+0.0.0.0:2049, 192.0.2.1:2049, [::]:2049 (IPv6 only), [::1]:2050; port 0 picks a free port.
+"""
+
+EXPORTFS_TEXT = """
+-r: read the exports the server was started with again (--exports, --export) and flush its
+caches; mounted clients keep working, a removed export's filehandles become stale.  -v (the
+default): every export with all its options.  A table with errors is refused with the
+file:line message and the running one stays.
+"""
+
+
+def _text(block: str) -> str:
+    """A help text block as one paragraph (argparse wraps it)."""
+    return " ".join(block.split())
+
+
 def _command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, *,
              help: str, description: str) -> argparse.ArgumentParser:
     """One admin command, with the options every admin command has."""
@@ -49,19 +68,15 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     r.add_argument("id", metavar="ID", help="client id (hexadecimal, as `pynfsd clients` shows)")
     add_admin_options(r, argparse.SUPPRESS)
     _command(sub, "status", help="show the status of a running server (root only)",
-                        description="Version, uptime, clients, state and grace period of the "
-                        "server running with --state-dir.")
+             description="Version, uptime, clients, state and grace period of the "
+             "server running with --state-dir.")
     add_listen_command(sub)
     add_export_commands(sub)
 
 
 def add_listen_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ls = _command(sub, "listen", help="list, add or remove listening sockets (root only)",
-                        description="List the addresses the server running with --state-dir "
-                        "listens on, or add or remove one.  A removed address accepts no new "
-                        "connection; its connections stay open.  ADDR:PORT is numeric: "
-                        "0.0.0.0:2049, 192.0.2.1:2049, [::]:2049 (IPv6 only), [::1]:2050; "
-                        "port 0 picks a free port.")
+                  description=_text(LISTEN_TEXT))
     actions = ls.add_subparsers(dest="action", metavar="[add|remove ADDR:PORT]")
     for name, text in (("add", "listen on ADDR:PORT too"), ("remove", "stop listening on ADDR:PORT")):
         a = actions.add_parser(name, help=text, description=text)
@@ -71,11 +86,7 @@ def add_listen_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def add_export_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     e = _command(sub, "exportfs", help="reload or show the exports (root only)",
-                       description="-r: read the exports the server was started with again "
-                       "(--exports, --export) and flush its caches; mounted clients keep "
-                       "working, a removed export's filehandles become stale.  -v (the "
-                       "default): every export with all its options.  A table with errors is "
-                       "refused with the file:line message and the running one stays.")
+                 description=_text(EXPORTFS_TEXT))
     how = e.add_mutually_exclusive_group()
     how.add_argument("-r", dest="reload", action="store_true", help="reload the exports")
     how.add_argument("-v", dest="show", action="store_true", help="show the exports (default)")
