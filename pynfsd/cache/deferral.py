@@ -17,6 +17,13 @@ daemon and says whether one is listening.  `get` looks the key up:
   at once.  The NFSv4 caller answers
   NFS4ERR_DELAY, as knfsd does, and the client retries.
 
+Requests of one client waiting for the same key share one parked slot (`_Shared`): a client
+that opens with a burst of calls waits once, not once per call, so the per-client bound counts
+what the client waits *for* (the distinct answers it needs: one address, several users'
+groups...), and the number of its calls waiting is bounded by the transport's calls in
+progress per connection.  The slot is given back when its last sharer leaves; a sharer that
+is cancelled (its connection closed) leaves the others waiting.
+
 Deadlines are read on the cache's injected clock and enforced by `tick()`, which the server
 runs from its periodic cleaner (`run_cleaner` does that with a real sleep); tests call it after
 moving a manual clock.  `tick` also cleans the cache (`Cache.clean`, a full pass) once every
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from pynfsd.cache.core import Cache, Entry, Negative, Outcome, UpdateResult
@@ -44,6 +52,15 @@ class CacheDelay(Exception):
     """No answer in time (or no room to wait): the NFSv4 caller answers NFS4ERR_DELAY."""
 
 
+@dataclass
+class _Shared:
+    """One parked slot, shared by the requests of one client waiting for one key."""
+
+    future: asyncio.Future[None]
+    ticket: int
+    sharers: int = 0
+
+
 class Deferral(Generic[K, V, C]):
     """A cache with upcalls and parked requests; see the module docstring."""
 
@@ -54,6 +71,7 @@ class Deferral(Generic[K, V, C]):
         self.wait = wait
         self._upcall = upcall
         self._next_sweep = cache.now_exact()
+        self._shared: dict[tuple[K, C], _Shared] = {}
         cache.on_drop = self._drop
 
     async def get(self, key: K, client: C) -> Entry[V]:
@@ -77,6 +95,20 @@ class Deferral(Generic[K, V, C]):
         return found.entry
 
     async def _park(self, key: K, client: C) -> None:
+        slot = self._shared.get((key, client))
+        if slot is None or slot.future.done():
+            slot = self._shared[(key, client)] = self._new_slot(key, client)
+        slot.sharers += 1
+        try:
+            await asyncio.shield(slot.future)
+        finally:
+            slot.sharers -= 1
+            if not slot.sharers:
+                if self._shared.get((key, client)) is slot:
+                    del self._shared[(key, client)]
+                self.waiters.cancel(slot.ticket)
+
+    def _new_slot(self, key: K, client: C) -> _Shared:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         deadline = self.cache.now_exact() + self.wait
         parked = self.waiters.park(key, client, future, deadline)
@@ -84,10 +116,7 @@ class Deferral(Generic[K, V, C]):
             _fail(parked.displaced, f"{self.cache.name}: displaced by a fairer share")
         if parked.ticket is None:
             raise CacheDelay(f"{self.cache.name}: too many requests waiting ({parked.refused})")
-        try:
-            await future
-        finally:
-            self.waiters.cancel(parked.ticket)
+        return _Shared(future, parked.ticket)
 
     def update(self, key: K, value: V | Negative, expiry: int) -> UpdateResult:
         """Store a daemon's answer and wake whoever waits for it."""

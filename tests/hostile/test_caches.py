@@ -4,7 +4,10 @@ entries per cache (`--cache-max-entries`), and an upcall command that hangs or p
 
 `auth.unix.ip` is filled by a command the test writes: for addresses in 127.0.1.0/24 it
 sleeps (an upcall that does not come back), for 127.0.2.0/24 it prints garbage, for the others
-it answers the domain `*` at once; the other caches are filled by the embedded resolver.
+it answers the domain `*` at once; the other caches are filled by the embedded resolver, but
+`auth.unix.gid` (with `--manage-gids`) by the same command where one test says so: it sleeps
+for uids from 5000 on.  Calls of one client waiting for the same answer share one parked slot,
+so the per-client bound is reached with calls of different users (each its own groups).
 Requests waiting on the sleeper are parked; everybody else must be served meanwhile, and the
 parked ones end in NFS4ERR_DELAY: at once past a bound, after `--cache-wait` otherwise.
 """
@@ -28,6 +31,12 @@ from tests.serverproc import ServerProcess, assert_log_clean
 WAIT = 30.0  # a bound on waiting for the server, never asserted as a duration
 UPCALL = """\
 import sys, time
+if sys.argv[1] == "auth.unix.gid":  # users from uid 5000 on: a group database that hangs
+    uid = int(sys.argv[2])
+    if uid >= 5000:
+        time.sleep(120)
+    print(f"{uid} {int(time.time()) + 600} 0")
+    sys.exit(0)
 cache, cls, addr = sys.argv[1:4]
 if addr.startswith("127.0.1."):
     time.sleep(120)
@@ -117,18 +126,23 @@ async def test_a_parked_request_gets_delay_after_cache_wait(make: Any) -> None:
 
 
 async def test_past_max_deferred_per_client_delay_at_once(make: Any) -> None:
-    srv = make("--cache-wait", "60", "--upcall-timeout", "60", "--max-deferred-per-client", "2")
-    clients = [await srv.connect(local_addr="127.0.1.7") for _ in range(5)]
+    srv = make("--cache-wait", "60", "--upcall-timeout", "60", "--max-deferred-per-client", "2",
+               "--manage-gids", "--upcall", "auth.unix.gid=command")
+    assert status(await getattr_from(srv, "127.0.0.7")) == "NFS4_OK"  # the address is cached
+    clients = [await srv.connect(uid=5001 + i, local_addr="127.0.0.7") for i in range(5)]
     ops = [op.putrootfh(), op.getattr(N.FATTR4_TYPE)]
     first = [asyncio.create_task(c.compound(ops)) for c in clients[:2]]
     await parked(srv, 2)
-    for c in clients[2:]:  # the same address, past its bound: answered, not parked
+    for c in clients[2:]:  # more users of the same client, past its bound: answered at once
         assert status(await asyncio.wait_for(c.compound(ops), WAIT)) == "NFS4ERR_DELAY"
-    assert not any(t.done() for t in first)
-    assert status(await getattr_from(srv, "127.0.0.3")) == "NFS4_OK"
+    burst = [asyncio.create_task(clients[0].compound(ops)) for _ in range(10)]
+    await asyncio.sleep(0.5)  # the burst joins the first user's slot: nothing more is parked
     assert cache_status(srv)["deferred"]["parked"] == 2
-    for t in first:
+    assert not any(t.done() for t in [*first, *burst])
+    assert status(await getattr_from(srv, "127.0.0.3")) == "NFS4_OK"
+    for t in [*first, *burst]:
         t.cancel()
+    await asyncio.gather(*first, *burst, return_exceptions=True)
     for c in clients:
         await c.close()
 

@@ -124,7 +124,7 @@ async def settle() -> None:
 async def test_a_parked_request_gets_the_answer() -> None:
     clock, daemon = ManualClock(float(T0)), Daemon()
     d = deferral(clock, daemon)
-    waiting = [asyncio.ensure_future(d.get("/srv/a", "c1")) for _ in range(3)]
+    waiting = [asyncio.ensure_future(d.get("/srv/a", c)) for c in ("c1", "c2", "c3")]
     await settle()
     assert daemon.asked == ["/srv/a"] and len(d.waiters) == 3
     assert d.update("/srv/a", "export-a", T0 + 60) is UpdateResult.STORED
@@ -132,6 +132,29 @@ async def test_a_parked_request_gets_the_answer() -> None:
     assert {e.value for e in entries} == {"export-a"} and len(d.waiters) == 0
     hit = await d.get("/srv/a", "c2")  # no wait, no upcall
     assert hit.value == "export-a" and daemon.asked == ["/srv/a"]
+
+
+async def test_one_clients_requests_for_one_key_share_one_slot() -> None:
+    clock, daemon = ManualClock(float(T0)), Daemon()
+    d = deferral(clock, daemon)
+    burst = [asyncio.ensure_future(d.get("/srv/a", "c1")) for _ in range(5)]
+    other = asyncio.ensure_future(d.get("/srv/a", "c2"))
+    await settle()
+    assert len(d.waiters) == 2 and daemon.asked == ["/srv/a"]  # a burst waits once
+    burst[0].cancel()  # its connection went away: the others keep the slot
+    await settle()
+    assert len(d.waiters) == 2 and not any(t.done() for t in burst[1:])
+    d.update("/srv/a", "export-a", T0 + 60)
+    for task in [*burst[1:], other]:
+        assert (await task).value == "export-a"
+    assert len(d.waiters) == 0
+    gone = [asyncio.ensure_future(d.get("/srv/b", "c1")) for _ in range(2)]
+    await settle()
+    assert len(d.waiters) == 1
+    for task in gone:  # the last sharer to leave gives the slot back
+        task.cancel()
+    await settle()
+    assert len(d.waiters) == 0
 
 
 async def test_a_negative_answer_wakes_with_a_negative_entry() -> None:
