@@ -423,7 +423,7 @@ async def run_server(
                                       snapshot=snapshotter(sources),
                                       commands=exports.admin_commands())
     try:
-        tree = await nfsdfs_serve.start(args, exports) if args.nfsd_fs else None
+        tree = await nfsdfs_serve.start(args, exports, server, nfs) if args.nfsd_fs else None
     except (OSError, RuntimeError) as e:
         raise ConfigError(f"--nfsd-fs {args.nfsd_fs}: cannot mount the control tree: {e}") from None
     log_startup(server.addresses, entries)

@@ -151,7 +151,7 @@ class ControlOps(pyfuse3.Operations):
         handle, pid = self.handles.get(fh) or (None, 0)
         if handle is None:
             raise TreeError(errno.EBADF)
-        return self.tree.write(handle, bytes(buf), thread_group(pid))
+        return await self.tree.write(handle, bytes(buf), thread_group(pid))
 
     async def flush(self, fh: int) -> None:
         return None

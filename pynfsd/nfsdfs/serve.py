@@ -53,13 +53,16 @@ def check(args: argparse.Namespace) -> None:
         raise ValueError(f"--nfsd-fs {where}: not a directory")
 
 
-async def start(args: argparse.Namespace, exports: Any, control: Any = None) -> ControlMount:
-    """Build the tree over the server's parts and mount it at --nfsd-fs."""
+async def start(args: argparse.Namespace, exports: Any, listeners: Any, nfs: Any) -> ControlMount:
+    """Build the tree over the server's parts (its caches, listeners, worker pool and client
+    state) and mount it at --nfsd-fs."""
     from pynfsd.nfsdfs.fuse import ControlMount, ControlOps
+    from pynfsd.nfsdfs.nfsd import Nfsd, add_nfsd
     from pynfsd.nfsdfs.tree import Tree, add_caches
 
     tree = Tree(exports.channel_way)
     add_caches(tree, exports.caches, time.time, exports.views.forget)
+    add_nfsd(tree, Nfsd(listeners, nfs.pool, time.monotonic))
     mount = ControlMount(ControlOps(tree), args.nfsd_fs, args.state_dir)
     await mount.start()
     return mount

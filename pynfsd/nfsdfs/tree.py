@@ -29,10 +29,11 @@ All files have size 0 (they are opened with direct_io: every read asks the serve
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 import select
 import stat
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,7 @@ from pynfsd.cache.ways import CACHE_NAMES
 
 ROOT = 1  # FUSE's root inode
 Show = Callable[[], bytes]
-Store = Callable[[bytes, int], int]  # (data, writer's pid) -> 0 or errno
+Store = Callable[[bytes, int], "int | Awaitable[int]"]  # (data, writer's pid) -> 0 or errno
 
 
 class TreeError(Exception):
@@ -182,7 +183,7 @@ class Tree:
             handle.text = file.show()
         return handle.text[offset:offset + size]
 
-    def write(self, handle: Handle, data: bytes, pid: int) -> int:
+    async def write(self, handle: Handle, data: bytes, pid: int) -> int:
         """One write: the number of bytes taken, or TreeError."""
         file = handle.node.file
         assert file is not None
@@ -191,6 +192,8 @@ class Tree:
         if file.store is None:
             raise TreeError(errno.EACCES)
         code = file.store(data, pid)
+        if inspect.isawaitable(code):
+            code = await code
         if code:
             raise TreeError(code)
         return len(data)

@@ -28,7 +28,7 @@ import pytest
 from pynfsd.client.nfs4 import op
 from pynfsd.gen import nfs4 as N
 from tests.e2e.helpers import pynfsd
-from tests.serverproc import ServerProcess, assert_log_clean
+from tests.serverproc import ServerProcess, assert_log_clean, probe
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"),
                                 reason="no /dev/fuse: FUSE is not available on this machine")
@@ -238,3 +238,50 @@ def test_an_unusable_directory_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"pynfsd: --nfsd-fs {tmp_path / 'missing'}: No such file or directory"]
+
+
+PASS_SOCKET = """\
+import os, socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen()
+fd = os.open(sys.argv[1], os.O_WRONLY)
+os.write(fd, b"%d\\n" % s.fileno())
+print(s.getsockname()[1], flush=True)
+f = os.open("/etc/hostname", os.O_RDONLY)
+try:
+    os.write(fd, b"%d\\n" % f)
+except OSError as e:
+    print(e.errno, flush=True)
+"""
+
+
+def test_nfsd_files_and_rpc_nfsd_passing_a_socket(make: Any, mnt: Path, tmp_path: Path) -> None:
+    srv = make()
+    nfsd = mnt / "nfsd"
+    assert sorted(os.listdir(nfsd)) == ["clients", "export_features", "portlist", "threads",
+                                        "versions"]
+    assert read(nfsd / "export_features") == b"0x3feff 0xf\n"
+    assert read(nfsd / "versions") == b"-2 -3 +4 +4.0 -4.1 -4.2\n"
+    assert write(nfsd / "versions", b"-2 -3 +4.0 +4.1 +4.2\n") == 0  # as rpc.nfsd writes it
+    assert read(nfsd / "versions") == b"-2 -3 +4 +4.0 -4.1 -4.2\n"
+    assert write(nfsd / "versions", b"-4\n") == errno.EBUSY
+    assert write(nfsd / "export_features", b"0x1 0x1\n") == errno.EACCES
+    assert write(nfsd / "threads", b"4\n") == 0 and read(nfsd / "threads") == b"4\n"
+    assert write(nfsd / "threads", b"100000\n") == errno.EINVAL
+    assert read(nfsd / "threads") == b"4\n"
+    assert read(nfsd / "portlist") == b"tcp %d\n" % srv.port
+    # rpc.nfsd's way: a listening socket's descriptor number, taken from the writer
+    script = tmp_path / "pass.py"
+    script.write_text(PASS_SOCKET)
+    done = subprocess.run([sys.executable, str(script), str(nfsd / "portlist")],
+                          capture_output=True, text=True, timeout=WAIT)
+    port_text, refused = done.stdout.split()
+    assert int(refused) == errno.ENOTSOCK, done.stderr
+    port = int(port_text)
+    assert read(nfsd / "portlist") == b"tcp %d\ntcp %d\n" % (srv.port, port)
+    asyncio.run(probe(port))  # a client served through the socket rpc.nfsd passed
+    assert write(nfsd / "portlist", b"%d\n" % 999) == errno.EBADF
+    assert write(nfsd / "portlist", b"tcp nonsense\n") == errno.EINVAL
+    assert write(nfsd / "portlist", b"+tcp 127.0.0.1 %d\n" % port) == errno.EADDRINUSE
+    srv.healthy()

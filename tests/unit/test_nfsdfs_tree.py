@@ -51,7 +51,7 @@ def test_layout_and_modes() -> None:
     assert e.value.errno == errno.ENOTDIR
 
 
-def test_content_is_read_only_and_has_the_kernels_header() -> None:
+async def test_content_is_read_only_and_has_the_kernels_header() -> None:
     tree, *_ = build()
     content = tree.path("rpc/auth.unix.ip/content")
     with pytest.raises(TreeError) as e:
@@ -61,18 +61,18 @@ def test_content_is_read_only_and_has_the_kernels_header() -> None:
     assert tree.read(h, 0, 4096) == b"#class IP domain\n"
     assert tree.read(h, 7, 2) == b"IP"
     with pytest.raises(TreeError) as e:
-        tree.write(h, b"x", 1)
+        await tree.write(h, b"x", 1)
     assert e.value.errno == errno.EBADF
 
 
-def test_flush_takes_a_number_and_shows_the_flush_time() -> None:
+async def test_flush_takes_a_number_and_shows_the_flush_time() -> None:
     tree, sc, _, flushed = build()
     h = tree.open(tree.path("rpc/nfsd.export/flush").inode, os.O_RDWR)
     assert tree.read(h, 0, 100) == b"0\n"
-    assert tree.write(h, b"%d\n" % T0, 1) == 11
+    assert await tree.write(h, b"%d\n" % T0, 1) == 11
     assert tree.read(h, 0, 100) == b"%d\n" % sc.export.cache.flush_time and flushed == [1]
     with pytest.raises(TreeError) as e:
-        tree.write(h, b"soon\n", 1)
+        await tree.write(h, b"soon\n", 1)
     assert e.value.errno == errno.EINVAL and flushed == [1]
 
 
@@ -91,11 +91,11 @@ async def test_channel_one_request_per_read_poll_and_reply() -> None:
     assert tree.read(h, 0, 10) == b"127.0.0.1 " and tree.read(h, 0, 32768) == b"/srv/b\n"
     assert tree.read(h, 0, 32768) == b"" and tree.poll(h) & select.POLLIN == 0
     with pytest.raises(TreeError) as e:
-        tree.write(h, b"127.0.0.1 /srv/a\n", 1)  # no expiry: malformed
+        await tree.write(h, b"127.0.0.1 /srv/a\n", 1)  # no expiry: malformed
     assert e.value.errno == errno.EINVAL and not tasks[0].done()
     for k in keys:
         reply = L.encode_export_reply(L.ExportReply(k, T0 + 60, L.ExportInfo(0, 65534, 65534, 7)))
-        assert tree.write(h, reply, 1) == len(reply)
+        assert await tree.write(h, reply, 1) == len(reply)
     assert [e.value.fsid for e in await asyncio.gather(*tasks) if e.value is not None] == [7, 7]
     tree.release(h)
     assert not way.ready("nfsd.export")
