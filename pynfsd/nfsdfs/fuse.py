@@ -134,7 +134,7 @@ class ControlOps(pyfuse3.Operations):
 
     @_errors
     async def open(self, inode: int, flags: int, ctx: Any) -> Any:
-        handle = self.tree.open(inode, flags)
+        handle = await self.tree.open(inode, flags)
         fh = self._next_fh
         self._next_fh += 1
         self.handles[fh] = (handle, ctx.pid)
@@ -144,7 +144,7 @@ class ControlOps(pyfuse3.Operations):
 
     @_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return self.tree.read(self._handle(fh), off, size)
+        return await self.tree.read(self._handle(fh), off, size)
 
     @_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
@@ -230,6 +230,7 @@ class ControlMount:
         self.mountpoint = os.path.abspath(mountpoint)
         self.link = os.path.join(state_dir, LINK_NAME)
         self._task: asyncio.Task[None] | None = None
+        self.tasks: list[asyncio.Task[None]] = []  # work on the mounted tree, ended first
 
     async def start(self) -> None:
         clean_stale(self.mountpoint)
@@ -245,6 +246,9 @@ class ControlMount:
         if self._task is None:
             return
         task, self._task = self._task, None
+        for work in self.tasks:
+            work.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         with contextlib.suppress(FileNotFoundError):
             if os.path.islink(self.link) and os.readlink(self.link) == self.mountpoint:
                 os.unlink(self.link)

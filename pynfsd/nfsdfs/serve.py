@@ -3,13 +3,14 @@
 Theory of operation.  `check` runs with the other option checks, before the server listens:
 pyfuse3 must import, `/dev/fuse` must open and DIR must be a directory (or a stale mount,
 cleaned at start); otherwise `serve` stops with one line and exit code 2.  Without the option
-nothing here imports pyfuse3.  `start` builds the tree (`tree.add_caches`, `nfsd.add_nfsd`),
+nothing here imports pyfuse3.  `start` builds the tree (`tree.add_caches`, `nfsd.add_nfsd`, `clients.ClientDirs`),
 mounts it (`fuse.ControlMount`) and returns the mount, which `serve` closes on the way out.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import os
 import time
@@ -56,6 +57,8 @@ def check(args: argparse.Namespace) -> None:
 async def start(args: argparse.Namespace, exports: Any, listeners: Any, nfs: Any) -> ControlMount:
     """Build the tree over the server's parts (its caches, listeners, worker pool and client
     state) and mount it at --nfsd-fs."""
+    from pynfsd.blocking import default_runner
+    from pynfsd.nfsdfs.clients import ClientDirs
     from pynfsd.nfsdfs.fuse import ControlMount, ControlOps
     from pynfsd.nfsdfs.nfsd import Nfsd, add_nfsd
     from pynfsd.nfsdfs.tree import Tree, add_caches
@@ -63,6 +66,8 @@ async def start(args: argparse.Namespace, exports: Any, listeners: Any, nfs: Any
     tree = Tree(exports.channel_way)
     add_caches(tree, exports.caches, time.time, exports.views.forget)
     add_nfsd(tree, Nfsd(listeners, nfs.pool, time.monotonic))
-    mount = ControlMount(ControlOps(tree), args.nfsd_fs, args.state_dir)
+    dirs = ClientDirs(tree, nfs.state, nfs.backends, default_runner(), nfs.state.clock)
+    mount = ControlMount(ControlOps(tree, on_mkdir=dirs.make_dir), args.nfsd_fs, args.state_dir)
     await mount.start()
+    mount.tasks.append(asyncio.create_task(dirs.run(mount.mountpoint)))
     return mount

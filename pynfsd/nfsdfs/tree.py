@@ -41,7 +41,7 @@ from pynfsd.cache.reader import ChannelWay
 from pynfsd.cache.ways import CACHE_NAMES
 
 ROOT = 1  # FUSE's root inode
-Show = Callable[[], bytes]
+Show = Callable[[], "bytes | Awaitable[bytes]"]
 Store = Callable[[bytes, int], "int | Awaitable[int]"]  # (data, writer's pid) -> 0 or errno
 
 
@@ -152,7 +152,7 @@ class Tree:
         return [self.nodes[i] for _, i in sorted(node.children.items())]
 
     # ------------------------------------------------------------ files
-    def open(self, inode: int, flags: int) -> Handle:
+    async def open(self, inode: int, flags: int) -> Handle:
         node = self.get(inode)
         if node.file is None:
             raise TreeError(errno.EISDIR)
@@ -167,10 +167,10 @@ class Tree:
             if want_read:
                 self._way().open_reader(node.file.channel)
         elif want_read and node.file.show is not None:
-            handle.text = node.file.show()
+            handle.text = await _show(node.file.show)
         return handle
 
-    def read(self, handle: Handle, offset: int, size: int) -> bytes:
+    async def read(self, handle: Handle, offset: int, size: int) -> bytes:
         file = handle.node.file
         assert file is not None
         if not handle.read:
@@ -180,7 +180,7 @@ class Tree:
             handle.rest = data[size:]
             return data[:size]
         if offset == 0 and file.show is not None:
-            handle.text = file.show()
+            handle.text = await _show(file.show)
         return handle.text[offset:offset + size]
 
     async def write(self, handle: Handle, data: bytes, pid: int) -> int:
@@ -218,6 +218,11 @@ class Tree:
         if self.way is None:
             raise TreeError(errno.EINVAL)
         return self.way
+
+
+async def _show(show: Show) -> bytes:
+    text = show()
+    return await text if inspect.isawaitable(text) else text
 
 
 def add_caches(tree: Tree, caches: Any, now: Callable[[], float],

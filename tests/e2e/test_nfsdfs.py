@@ -8,14 +8,22 @@ open/read/write/poll as rpc.mountd and exportfs use /proc/net/rpc and /proc/fs/n
   request of a new client and answers it: the client is served through that answer, and a
   negative answer refuses the next client after a flush;
 * a reader that opens the channel and never answers: NFS4ERR_DELAY, then the fallback;
-* SIGTERM unmounts; after a SIGKILL the stale mount is cleaned by the next start.
+* SIGTERM unmounts; after a SIGKILL the stale mount is cleaned by the next start;
+* `nfsd/` files: export_features, versions, threads, portlist with a socket passed by
+  descriptor number from another process (rpc.nfsd's way), and a client served through it;
+* `nfsd/clients/<n>`: made for a client with an open and a lock, seen by an inotify watcher
+  (IN_CREATE), `info` and `states` in knfsd's formats, `ctl` expire revokes the client and the
+  directory goes (IN_DELETE).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import os
+import select
+import struct
 import subprocess
 import sys
 import time
@@ -28,6 +36,7 @@ import pytest
 from pynfsd.client.nfs4 import op
 from pynfsd.gen import nfs4 as N
 from tests.e2e.helpers import pynfsd
+from tests.e2e.test_admin_cli import holder
 from tests.serverproc import ServerProcess, assert_log_clean, probe
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"),
@@ -285,3 +294,77 @@ def test_nfsd_files_and_rpc_nfsd_passing_a_socket(make: Any, mnt: Path, tmp_path
     assert write(nfsd / "portlist", b"tcp nonsense\n") == errno.EINVAL
     assert write(nfsd / "portlist", b"+tcp 127.0.0.1 %d\n" % port) == errno.EADDRINUSE
     srv.healthy()
+
+
+class Inotify:
+    """inotify(7) through ctypes: the events of one watched directory."""
+
+    IN_CREATE, IN_DELETE = 0x100, 0x200
+
+    def __init__(self, path: Path) -> None:
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        assert self.fd >= 0
+        assert self.libc.inotify_add_watch(self.fd, os.fsencode(path),
+                                           self.IN_CREATE | self.IN_DELETE) >= 0
+
+    def wait(self) -> list[tuple[int, str]]:
+        """The next events, (mask, name) each; AssertionError after WAIT seconds."""
+        ready, _, _ = select.select([self.fd], [], [], WAIT)
+        assert ready, "no inotify event"
+        data, events = os.read(self.fd, 65536), []
+        while data:
+            _, mask, _, size = struct.unpack_from("iIII", data)
+            name = data[16:16 + size].rstrip(b"\0").decode()
+            events.append((mask & (self.IN_CREATE | self.IN_DELETE), name))
+            data = data[16 + size:]
+        return events
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def test_client_directories_for_inotify_and_nfsdclnts(make: Any, mnt: Path,
+                                                      tmp_path: Path) -> None:
+    srv = make()
+    clients = mnt / "nfsd/clients"
+    assert os.listdir(clients) == []
+    watch = Inotify(clients)
+    try:
+        asyncio.run(client_session(srv, mnt, clients, watch, tmp_path / "export"))
+    finally:
+        watch.close()
+    srv.healthy()
+
+
+async def client_session(srv: ServerProcess, mnt: Path, clients: Path, watch: Inotify,
+                         export: Path) -> None:
+    a = await holder(srv, b"client-A", b"a.txt")
+    try:
+        events = await asyncio.to_thread(watch.wait)
+        assert [m for m, _ in events] == [Inotify.IN_CREATE], events
+        name = events[0][1]
+        assert os.listdir(clients) == [name]
+        assert sorted(os.listdir(clients / name)) == ["ctl", "info", "states"]
+        info = dict(line.split(": ", 1) for line in read(clients / name / "info").decode()
+                    .splitlines())
+        assert info["clientid"] == f"0x{a.clientid:x}" and info["name"] == '"client-A"'
+        assert info["status"] == "confirmed" and info["minor version"] == "0"
+        st = os.stat(export / "a.txt")
+        sb = f'"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"'
+        states = read(clients / name / "states").decode().splitlines()
+        assert len(states) == 2, states
+        assert "type: open, access: rw, deny: --, superblock: " + sb in states[0]
+        assert 'filename: "export/a.txt"' in states[0]
+        assert "type: lock, superblock: " + sb in states[1]
+        assert write(clients / name / "info", b"x") == errno.EACCES
+        assert write(clients / name / "ctl", b"forget\n") == errno.EINVAL
+        assert write(clients / name / "ctl", b"expire\n") == 0
+        events = await asyncio.to_thread(watch.wait)
+        assert events == [(Inotify.IN_DELETE, name)], events
+        assert os.listdir(clients) == []
+        unlock = op.locku(N.WRITE_LT, 2, a.lock_sid, 0, 4)
+        res = await a.c.compound([op.putfh(a.fh), unlock])
+        assert N.nfsstat4_names[res.status] == "NFS4ERR_ADMIN_REVOKED"
+    finally:
+        await a.c.close()

@@ -55,11 +55,11 @@ async def test_content_is_read_only_and_has_the_kernels_header() -> None:
     tree, *_ = build()
     content = tree.path("rpc/auth.unix.ip/content")
     with pytest.raises(TreeError) as e:
-        tree.open(content.inode, os.O_WRONLY)
+        await tree.open(content.inode, os.O_WRONLY)
     assert e.value.errno == errno.EACCES
-    h = tree.open(content.inode, os.O_RDONLY)
-    assert tree.read(h, 0, 4096) == b"#class IP domain\n"
-    assert tree.read(h, 7, 2) == b"IP"
+    h = await tree.open(content.inode, os.O_RDONLY)
+    assert await tree.read(h, 0, 4096) == b"#class IP domain\n"
+    assert await tree.read(h, 7, 2) == b"IP"
     with pytest.raises(TreeError) as e:
         await tree.write(h, b"x", 1)
     assert e.value.errno == errno.EBADF
@@ -67,10 +67,10 @@ async def test_content_is_read_only_and_has_the_kernels_header() -> None:
 
 async def test_flush_takes_a_number_and_shows_the_flush_time() -> None:
     tree, sc, _, flushed = build()
-    h = tree.open(tree.path("rpc/nfsd.export/flush").inode, os.O_RDWR)
-    assert tree.read(h, 0, 100) == b"0\n"
+    h = await tree.open(tree.path("rpc/nfsd.export/flush").inode, os.O_RDWR)
+    assert await tree.read(h, 0, 100) == b"0\n"
     assert await tree.write(h, b"%d\n" % T0, 1) == 11
-    assert tree.read(h, 0, 100) == b"%d\n" % sc.export.cache.flush_time and flushed == [1]
+    assert await tree.read(h, 0, 100) == b"%d\n" % sc.export.cache.flush_time and flushed == [1]
     with pytest.raises(TreeError) as e:
         await tree.write(h, b"soon\n", 1)
     assert e.value.errno == errno.EINVAL and flushed == [1]
@@ -80,16 +80,16 @@ async def test_channel_one_request_per_read_poll_and_reply() -> None:
     tree, sc, way, _ = build()
     node = tree.path("rpc/nfsd.export/channel")
     assert not way.ready("nfsd.export")
-    h = tree.open(node.inode, os.O_RDWR)
-    assert way.ready("nfsd.export") and tree.read(h, 0, 32768) == b""
+    h = await tree.open(node.inode, os.O_RDWR)
+    assert way.ready("nfsd.export") and await tree.read(h, 0, 32768) == b""
     assert tree.poll(h) & select.POLLIN == 0 and tree.poll(h) & select.POLLOUT
     keys = [L.ExportKey("127.0.0.1", f"/srv/{c}") for c in "ab"]
     tasks = [asyncio.ensure_future(sc.export.get(k, "c")) for k in keys]
     await settle()
     assert tree.poll(h) & select.POLLIN
-    assert tree.read(h, 0, 32768) == b"127.0.0.1 /srv/a\n"
-    assert tree.read(h, 0, 10) == b"127.0.0.1 " and tree.read(h, 0, 32768) == b"/srv/b\n"
-    assert tree.read(h, 0, 32768) == b"" and tree.poll(h) & select.POLLIN == 0
+    assert await tree.read(h, 0, 32768) == b"127.0.0.1 /srv/a\n"
+    assert await tree.read(h, 0, 10) == b"127.0.0.1 " and await tree.read(h, 0, 32768) == b"/srv/b\n"
+    assert await tree.read(h, 0, 32768) == b"" and tree.poll(h) & select.POLLIN == 0
     with pytest.raises(TreeError) as e:
         await tree.write(h, b"127.0.0.1 /srv/a\n", 1)  # no expiry: malformed
     assert e.value.errno == errno.EINVAL and not tasks[0].done()
@@ -101,12 +101,12 @@ async def test_channel_one_request_per_read_poll_and_reply() -> None:
     assert not way.ready("nfsd.export")
 
 
-def test_a_write_only_open_is_no_reader() -> None:
+async def test_a_write_only_open_is_no_reader() -> None:
     tree, _, way, _ = build()
-    h = tree.open(tree.path("rpc/auth.unix.gid/channel").inode, os.O_WRONLY)
+    h = await tree.open(tree.path("rpc/auth.unix.gid/channel").inode, os.O_WRONLY)
     assert not way.ready("auth.unix.gid")
     with pytest.raises(TreeError) as e:
-        tree.read(h, 0, 10)
+        await tree.read(h, 0, 10)
     assert e.value.errno == errno.EBADF
     tree.release(h)
     assert way.readers("auth.unix.gid") == 0
