@@ -37,7 +37,8 @@ from pynfsd.client.nfs4 import op
 from pynfsd.gen import nfs4 as N
 from tests.e2e.helpers import pynfsd
 from tests.e2e.test_admin_cli import holder
-from tests.serverproc import ServerProcess, assert_log_clean, probe
+from tests.hostile.test_upcall_daemon import getattr_from
+from tests.serverproc import REPO, ServerProcess, assert_log_clean, probe
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"),
                                 reason="no /dev/fuse: FUSE is not available on this machine")
@@ -128,15 +129,6 @@ def write(path: Path, data: bytes, flags: int = os.O_WRONLY) -> int:
         os.close(fd)
 
 
-async def getattr_status(srv: ServerProcess, addr: str = "127.0.0.1") -> str:
-    c = await srv.connect(local_addr=addr)
-    try:
-        res = await asyncio.wait_for(c.compound([op.putrootfh(), op.getattr(N.FATTR4_TYPE)]), WAIT)
-    finally:
-        await c.close()
-    return N.nfsstat4_names.get(res.status, str(res.status))
-
-
 def start_reader(tmp_path: Path, mnt: Path, answer: str) -> subprocess.Popen[str]:
     script = tmp_path / "reader.py"
     script.write_text(READER)
@@ -189,7 +181,7 @@ def test_a_channel_reader_answers_the_clients_address(make: Any, mnt: Path,
     srv = make()
     reader = start_reader(tmp_path, mnt, "*")
     try:
-        assert asyncio.run(getattr_status(srv, "127.0.0.5")) == "NFS4_OK"
+        assert asyncio.run(getattr_from(srv, "127.0.0.5")) == "NFS4_OK"
         assert b"nfsd 127.0.0.5 *\n" in read(mnt / "rpc/auth.unix.ip/content")
     finally:
         out = stop(reader)
@@ -198,13 +190,13 @@ def test_a_channel_reader_answers_the_clients_address(make: Any, mnt: Path,
     assert write(mnt / "rpc/auth.unix.ip/flush", b"%d\n" % time.time()) == 0
     reader = start_reader(tmp_path, mnt, "-")
     try:
-        assert asyncio.run(getattr_status(srv, "127.0.0.5")) != "NFS4_OK"
+        assert asyncio.run(getattr_from(srv, "127.0.0.5")) != "NFS4_OK"
         assert b"nfsd 127.0.0.5 -no-domain-\n" in read(mnt / "rpc/auth.unix.ip/content")
     finally:
         stop(reader)
     # with no reader the embedded resolver answers again
     assert write(mnt / "rpc/auth.unix.ip/flush", b"%d\n" % time.time()) == 0
-    assert asyncio.run(getattr_status(srv, "127.0.0.5")) == "NFS4_OK"
+    assert asyncio.run(getattr_from(srv, "127.0.0.5")) == "NFS4_OK"
 
 
 def test_a_reader_that_never_answers_means_delay_then_the_fallback(make: Any,
@@ -212,11 +204,11 @@ def test_a_reader_that_never_answers_means_delay_then_the_fallback(make: Any,
     srv = make("--cache-wait", "1", "--upcall-timeout", "3")
     fd = os.open(mnt / "rpc/auth.unix.ip/channel", os.O_RDWR)  # open, never read or answered
     try:
-        seen = [asyncio.run(getattr_status(srv, "127.0.0.6"))]
+        seen = [asyncio.run(getattr_from(srv, "127.0.0.6"))]
         deadline = time.monotonic() + WAIT
         while seen[-1] != "NFS4_OK" and time.monotonic() < deadline:
             time.sleep(0.5)
-            seen.append(asyncio.run(getattr_status(srv, "127.0.0.6")))
+            seen.append(asyncio.run(getattr_from(srv, "127.0.0.6")))
     finally:
         os.close(fd)
     assert seen[0] == "NFS4ERR_DELAY" and seen[-1] == "NFS4_OK", seen
@@ -368,3 +360,18 @@ async def client_session(srv: ServerProcess, mnt: Path, clients: Path, watch: In
         assert N.nfsstat4_names[res.status] == "NFS4ERR_ADMIN_REVOKED"
     finally:
         await a.c.close()
+
+
+def test_without_fuse_serve_nfsd_fs_is_one_line_and_exit_2(tmp_path: Path, mnt: Path) -> None:
+    """In a mount namespace whose /dev has no fuse device (an empty tmpfs over it)."""
+    export = tmp_path / "export"
+    export.mkdir()
+    serve = [sys.executable, "-m", "pynfsd", "serve", "--export", str(export), "--state-dir",
+             str(tmp_path / "state"), "--bind", "127.0.0.1", "--port", "0", "--nfsd-fs", str(mnt)]
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                           'mount -t tmpfs none /dev && exec "$@"', "sh", *serve],
+                          cwd=REPO, capture_output=True, text=True, timeout=WAIT)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"pynfsd: --nfsd-fs {mnt}: cannot open /dev/fuse: No such file or directory "
+        "(FUSE needs the fuse module and CAP_SYS_ADMIN)"]
