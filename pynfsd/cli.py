@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "unless systemd passed listening sockets: then only those)")
     s.add_argument("--port", type=_int_in(0, 65535), metavar="N",
                    help="TCP port (default 2049; 0: any free port, logged)")
+    s.add_argument("--no-listen", action="store_true",
+                   help="start with no listening socket of --bind/--port, as knfsd starts: "
+                   "sockets come from `pynfsd listen add` or rpc.nfsd (--nfsd-fs portlist)")
     s.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
                    help=f"where client records and filehandle keys are kept (default {DEFAULT_STATE_DIR})")
     s.add_argument("--lease", type=_int_in(1, MAX_LEASE), default=90, metavar="SECONDS",
@@ -299,6 +302,8 @@ def log_startup(addresses: list[tuple[str, int]], entries: list[ExportEntry]) ->
     """Where the server listens, each export as `exportfs -v` shows it, and how to mount it."""
     for host, port in addresses:
         log.info("listening on %s port %d", host, port)
+    if not addresses:
+        log.info("no listening socket yet: add one with `pynfsd listen add` or rpc.nfsd")
     named = [host for host, _ in addresses if host not in ("0.0.0.0", "::")]
     host = named[0] if len(named) == len(addresses) and named else socket.gethostname()
     port = addresses[0][1] if addresses else 2049
@@ -371,7 +376,7 @@ async def listen(rpc: RpcServer, args: argparse.Namespace, limits: Limits,
     sockets = [(p.sock, f"systemd fd {p.fd} ({p.name})") for p in passed]
     port = 2049 if args.port is None else args.port
     try:
-        if not passed or args.bind or args.port is not None:
+        if not args.no_listen and (not passed or args.bind or args.port is not None):
             wildcard = not args.bind
             hosts = ALL_ADDRESSES if wildcard else args.bind
             sockets += [(s, "--bind") for s in bind_sockets(hosts, port, optional_v6=wildcard)]

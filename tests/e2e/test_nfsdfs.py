@@ -13,7 +13,8 @@ open/read/write/poll as rpc.mountd and exportfs use /proc/net/rpc and /proc/fs/n
   descriptor number from another process (rpc.nfsd's way), and a client served through it;
 * `nfsd/clients/<n>`: made for a client with an open and a lock, seen by an inotify watcher
   (IN_CREATE), `info` and `states` in knfsd's formats, `ctl` expire revokes the client and the
-  directory goes (IN_DELETE).
+  directory goes (IN_DELETE);
+* the unmodified rpc.nfsd starting a server begun with `--no-listen`, as it starts knfsd.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import ctypes
 import errno
 import os
 import select
+import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -375,3 +378,47 @@ def test_without_fuse_serve_nfsd_fs_is_one_line_and_exit_2(tmp_path: Path, mnt: 
     assert done.stderr.splitlines() == [
         f"pynfsd: --nfsd-fs {mnt}: cannot open /dev/fuse: No such file or directory "
         "(FUSE needs the fuse module and CAP_SYS_ADMIN)"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.skipif(shutil.which("rpc.nfsd") is None,
+                    reason="rpc.nfsd (Debian nfs-kernel-server) is not installed")
+def test_real_rpc_nfsd_starts_a_server_begun_with_no_listen(tmp_path: Path, mnt: Path) -> None:
+    """As knfsd starts: `serve --no-listen` has an empty portlist, so the unmodified rpc.nfsd
+    (in a mount namespace where /proc/fs/nfsd is the tree) sets versions, passes its own
+    listening socket by descriptor number and sets the threads; a client is served on it."""
+    export = tmp_path / "export"
+    export.mkdir()
+    log_path = tmp_path / "serve.log"
+    serve = [sys.executable, "-m", "pynfsd", "serve", "--export", f"{export} *(rw,insecure)",
+             "--state-dir", str(tmp_path / "state"), "--no-listen", "--nfsd-fs", str(mnt)]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(serve, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + WAIT
+        while b"no listening socket yet" not in log_path.read_bytes():
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+        assert read(mnt / "nfsd/portlist") == b""
+        port = free_port()
+        done = subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c",
+             'mount --bind "$1" /proc/fs/nfsd && exec rpc.nfsd -N 3 --no-udp -H 127.0.0.1 '
+             '-p "$2" 6', "sh", str(mnt / "nfsd"), str(port)],
+            capture_output=True, text=True, timeout=WAIT)
+        assert done.returncode == 0, done.stderr
+        assert read(mnt / "nfsd/portlist") == b"tcp %d\n" % port
+        assert read(mnt / "nfsd/threads") == b"6\n"
+        assert read(mnt / "nfsd/versions") == b"-2 -3 +4 +4.0 -4.1 -4.2\n"
+        asyncio.run(probe(port))
+    finally:
+        proc.terminate()
+        proc.wait(WAIT)
+    text = log_path.read_text()
+    assert "(portlist fd" in text and "version 4.1 is not served" in text
+    assert_log_clean(text)
