@@ -54,6 +54,7 @@ from pynfsd.nfs4.server import (
     NFSServer,
     ServerConfig,
 )
+from pynfsd.nfsdfs import serve as nfsdfs_serve
 from pynfsd.rpc.auth import AuthRegistry
 from pynfsd.rpc.drc import DEFAULT_MAX_BYTES as DEFAULT_DRC_BYTES
 from pynfsd.rpc.drc import ReplyCache
@@ -110,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "unless systemd passed listening sockets: then only those)")
     s.add_argument("--port", type=_int_in(0, 65535), metavar="N",
                    help="TCP port (default 2049; 0: any free port, logged)")
+    s.add_argument("--no-listen", action="store_true",
+                   help="start with no listening socket of --bind/--port, as knfsd starts: "
+                   "sockets come from `pynfsd listen add` or rpc.nfsd (--nfsd-fs portlist)")
     s.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
                    help=f"where client records and filehandle keys are kept (default {DEFAULT_STATE_DIR})")
     s.add_argument("--lease", type=_int_in(1, MAX_LEASE), default=90, metavar="SECONDS",
@@ -137,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                    f"127.0.0.1:{METRICS_PORT} (default: off)")
     add_limit_options(s)
     exportsvc.add_arguments(s, _positive, _positive_seconds)
+    nfsdfs_serve.add_argument(s)
     add_admin_commands(sub)
     return parser
 
@@ -297,6 +302,8 @@ def log_startup(addresses: list[tuple[str, int]], entries: list[ExportEntry]) ->
     """Where the server listens, each export as `exportfs -v` shows it, and how to mount it."""
     for host, port in addresses:
         log.info("listening on %s port %d", host, port)
+    if not addresses:
+        log.info("no listening socket yet: add one with `pynfsd listen add` or rpc.nfsd")
     named = [host for host, _ in addresses if host not in ("0.0.0.0", "::")]
     host = named[0] if len(named) == len(addresses) and named else socket.gethostname()
     port = addresses[0][1] if addresses else 2049
@@ -369,7 +376,7 @@ async def listen(rpc: RpcServer, args: argparse.Namespace, limits: Limits,
     sockets = [(p.sock, f"systemd fd {p.fd} ({p.name})") for p in passed]
     port = 2049 if args.port is None else args.port
     try:
-        if not passed or args.bind or args.port is not None:
+        if not args.no_listen and (not passed or args.bind or args.port is not None):
             wildcard = not args.bind
             hosts = ALL_ADDRESSES if wildcard else args.bind
             sockets += [(s, "--bind") for s in bind_sockets(hosts, port, optional_v6=wildcard)]
@@ -420,6 +427,10 @@ async def run_server(
     control = await admin.start_admin(nfs, args.state_dir, drc, server.table, listeners=server,
                                       snapshot=snapshotter(sources),
                                       commands=exports.admin_commands())
+    try:
+        tree = await nfsdfs_serve.start(args, exports, server, nfs) if args.nfsd_fs else None
+    except (OSError, RuntimeError) as e:
+        raise ConfigError(f"--nfsd-fs {args.nfsd_fs}: cannot mount the control tree: {e}") from None
     log_startup(server.addresses, entries)
     sweeper = asyncio.create_task(nfs.housekeeping())
     stop = asyncio.Event()
@@ -427,8 +438,12 @@ async def run_server(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(exports.reload_logged()))
-    await stop.wait()
-    log.info("stopping")
+    try:
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        if tree is not None:
+            await tree.close()
     if control is not None:
         control.close()
     if metrics is not None:
@@ -450,6 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         make_state_dir(args.state_dir)
         state_lock = lock_state_dir(args.state_dir)  # noqa: F841 - held until exit
         exportsvc.check_arguments(args)
+        nfsdfs_serve.check(args)
         limits = connection_limits(args, len(entries))
         auth = auth_registry(args)
         passed = passed_sockets()

@@ -337,6 +337,12 @@ class Backend(abc.ABC):
         ``EXDEV`` when the backend has no mount points, ``ENOENT``/``ENOTDIR`` as ``lookup``."""
         raise OSError(errno.EXDEV, "no mount points here")
 
+    def where(self, h: bytes) -> tuple[int, int, str]:
+        """``(st_dev, fileid, path)`` of ``h``, for administrators (knfsd's `states` file:
+        superblock and file name); the path is "" when the backend has none.  Default: from
+        ``getattr``."""
+        return 0, self.getattr(h).fileid, ""
+
     def hold(self, h: bytes) -> None:
         """Keep ``h`` usable through its handle after its last link is removed, until
         ``release``, as an open file descriptor keeps a file (NFSv4 opens use this, as knfsd

@@ -143,6 +143,13 @@ class LocalObjects(Backend):
             os.close(fd)
             raise
 
+    def where(self, h: bytes) -> tuple[int, int, str]:
+        fd, st = self._open_handle(h)
+        try:
+            return st.st_dev, st.st_ino, os.readlink(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+
     def _inside_root(self, fd: int) -> bool:
         """Whether directory ``fd`` is the root or below it, walking ``..`` descriptors."""
         cur, st = fd, os.fstat(fd)

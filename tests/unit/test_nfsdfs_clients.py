@@ -1,0 +1,37 @@
+"""The pieces of knfsd's `clients/<n>/states` lines (`pynfsd.nfsdfs.clients`): access and deny
+words, the superblock word, the file name (last two components) and the stateid in hex; and
+that only the directories the server is making can be made."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from pynfsd.nfs4.state.types import Stateid
+from pynfsd.nfsdfs.clients import ClientDirs, last_two, rw, stateid_hex, superblock
+from pynfsd.nfsdfs.tree import Tree, TreeError
+
+
+def test_state_words_as_knfsd_prints_them() -> None:
+    assert [rw(0), rw(1), rw(2), rw(3)] == ["--", "r-", "-w", "rw"]
+    assert superblock(os.makedev(0xFD, 1), 1234) == "fd:01:1234"
+    assert last_two("/srv/export/dir/a.txt") == "dir/a.txt" and last_two("/a") == "/a"
+    assert last_two("") == ""
+    assert stateid_hex(Stateid(2, bytes(range(12)))) == "0x00000002" + bytes(range(12)).hex()
+
+
+def test_only_the_servers_own_client_directories_are_made() -> None:
+    tree = Tree()
+    dirs = ClientDirs(tree, state=None, backends=None, runner=None, clock=lambda: 0.0)
+    with pytest.raises(TreeError) as e:
+        dirs.make_dir(dirs.folder, "1")
+    assert e.value.errno == errno.EPERM
+    dirs._coming["1"] = 0x1234
+    node = dirs.make_dir(dirs.folder, "1")
+    assert sorted(n.name for n in tree.listdir(node.inode)) == ["ctl", "info", "states"]
+    with pytest.raises(TreeError):  # made already
+        dirs.make_dir(dirs.folder, "1")
+    with pytest.raises(TreeError):  # not in clients/
+        dirs.make_dir(node, "1")
