@@ -22,7 +22,8 @@ kernel's paths to one command and everything it starts, and to nothing else:
    MOVE_MOUNT_T_SYMLINKS the target is not followed). The tmpfs is then made read-only;
 5. restores the signal mask and default dispositions, and execs CMD (looked up in PATH).
    Setup and exec failures reach the parent through a close-on-exec pipe: no bytes means the
-   exec happened.
+   exec happened. CMD gets SIGTERM if the parent dies (PR_SET_PDEATHSIG), so a daemon run
+   in the foreground does not outlive a `pynfsd nfs-utils` killed with SIGKILL.
 6. The parent waits with sigwaitinfo: a signal sent to it (kill, a service manager) is passed
    to CMD; one the terminal sent to the whole foreground process group (si_code SI_KERNEL)
    already reached CMD and is not sent twice. It exits with CMD's status, 128+N when CMD was
@@ -59,6 +60,7 @@ OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 SYS_OPEN_TREE, SYS_MOVE_MOUNT = 428, 429  # the same on x86_64 and aarch64
 CAP_SYS_ADMIN = 21
+PR_SET_PDEATHSIG = 1
 SI_KERNEL = 0x80
 
 PROC_NFSD = "/proc/fs/nfsd"
@@ -175,10 +177,13 @@ def enter_namespace(tree: Path, net_dir: str = NET_DIR) -> None:
 
 
 def _child(tree: Path, argv: Sequence[str], report: int, mask: set[int | signal.Signals],
-           net_dir: str) -> None:
+           net_dir: str, parent: int) -> None:
     """The forked child: namespace, then exec; never returns."""
     code = EXIT_SETUP
     try:
+        _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+        if os.getppid() != parent:  # the parent died before the line above
+            os._exit(128 + signal.SIGTERM)
         enter_namespace(tree, net_dir)
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED):
             signal.signal(sig, signal.SIG_DFL)
@@ -225,10 +230,11 @@ def run(tree: Path, argv: Sequence[str], net_dir: str = NET_DIR) -> int:
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, waited)
     try:
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
             os.close(report_r)
-            _child(tree, argv, report_w, mask, net_dir)
+            _child(tree, argv, report_w, mask, net_dir, parent)
         os.close(report_w)
         try:
             failure = _read_all(report_r).decode(errors="replace")

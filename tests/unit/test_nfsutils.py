@@ -140,3 +140,21 @@ def test_signals_are_passed_to_the_command(tree: Path) -> None:
             proc.kill()
             proc.wait()
     assert (proc.returncode, out) == (42, "got TERM\n")
+
+
+@root_only
+def test_the_command_is_ended_when_pynfsd_is_killed(tree: Path, tmp_path: Path) -> None:
+    ended = tmp_path / "ended"
+    script = f"trap 'kill $p; echo TERM > {ended}; exit 0' TERM; sleep 60 & p=$!; echo ready; wait"
+    proc = subprocess.Popen(nfs_utils_argv(tree, "sh", "-c", script), cwd=REPO,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        proc.kill()
+        proc.wait(timeout=30)
+        assert proc.stdout.read() == ""  # EOF: the command, the last writer, has exited
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            proc.wait()
+    assert ended.read_text() == "TERM\n"
