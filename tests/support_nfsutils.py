@@ -34,12 +34,24 @@ def plain_tree(root: Path) -> Path:
     return root
 
 
-def nfs_utils_argv(tree: Path, *cmd: str) -> list[str]:
-    return [sys.executable, "-m", "pynfsd", "nfs-utils", "--nfsd-fs", str(tree), "--", *cmd]
+def nfs_utils_argv(tree: Path | None, *cmd: str, state_dir: Path | None = None) -> list[str]:
+    """`pynfsd nfs-utils` with `--nfsd-fs TREE` (or `--state-dir`) running CMD."""
+    where = ["--nfsd-fs", str(tree)] if tree is not None else ["--state-dir", str(state_dir)]
+    return [sys.executable, "-m", "pynfsd", "nfs-utils", *where, "--", *cmd]
 
 
-def nfs_utils(tree: Path, *cmd: str, prefix: tuple[str, ...] = ()
-              ) -> subprocess.CompletedProcess[str]:
+def nfs_utils(tree: Path | None, *cmd: str, state_dir: Path | None = None,
+              prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     """`[PREFIX] pynfsd nfs-utils --nfsd-fs TREE -- CMD`, its output captured as text."""
-    return subprocess.run([*prefix, *nfs_utils_argv(tree, *cmd)], cwd=REPO, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run([*prefix, *nfs_utils_argv(tree, *cmd, state_dir=state_dir)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+
+
+def in_sandbox(tmp_path: Path, exports: str, command: str) -> tuple[str, ...]:
+    """`sh -c` arguments that run `command` with a temporary /etc/exports and /var/lib/nfs
+    (`tmp_path/exports`, `tmp_path/varlib`) bound over the real ones: the binds are made inside
+    the private namespace, so the host's files stay as they are."""
+    (tmp_path / "exports").write_text(exports)
+    (tmp_path / "varlib").mkdir()
+    return ("sh", "-c", f"mount --bind {tmp_path / 'exports'} /etc/exports && "
+            f"mount --bind {tmp_path / 'varlib'} /var/lib/nfs && {command}")

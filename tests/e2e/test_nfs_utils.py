@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support_nfsutils import CACHES, nfs_utils, plain_tree
+from tests.support_nfsutils import CACHES, in_sandbox, nfs_utils, plain_tree
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces need CAP_SYS_ADMIN"),
@@ -27,15 +27,6 @@ def host_state() -> list[tuple[str, bytes | None, float | None]]:
     """Contents and mtimes of the host files exportfs would change."""
     return [(p, Path(p).read_bytes(), os.stat(p).st_mtime) if os.path.exists(p) else (p, None, None)
             for p in HOST_FILES]
-
-
-def in_sandbox(tmp_path: Path, exports: str, command: str) -> tuple[str, ...]:
-    """`sh -c` arguments that run `command` with a temporary /etc/exports and /var/lib/nfs
-    bound over the real ones: the binds happen inside the private namespace."""
-    (tmp_path / "exports").write_text(exports)
-    (tmp_path / "varlib").mkdir()
-    return ("sh", "-c", f"mount --bind {tmp_path / 'exports'} /etc/exports && "
-            f"mount --bind {tmp_path / 'varlib'} /var/lib/nfs && {command}")
 
 
 def test_exportfs_ra_writes_test_entries_and_flushes(tmp_path: Path) -> None:
