@@ -97,6 +97,7 @@ def test_the_host_view_stays_while_the_command_runs(tree: Path) -> None:
         assert os.readlink("/proc/net") == "self/net"
         assert sorted(os.listdir("/proc/fs/nfsd")) == nfsd_before
         assert "versions" not in nfsd_before
+        assert os.listdir(nfsutils.NET_DIR) == []  # the tmpfs is the namespace's only
     finally:
         proc.communicate("\n", timeout=30)
     assert proc.returncode == 0
@@ -158,3 +159,10 @@ def test_the_command_is_ended_when_pynfsd_is_killed(tree: Path, tmp_path: Path) 
             proc.kill()
             proc.wait()
     assert ended.read_text() == "TERM\n"
+
+
+@root_only
+def test_every_proc_net_entry_is_still_there(tree: Path) -> None:
+    done = nfs_utils(tree, "ls", "/proc/net/")
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.split()) == sorted([*os.listdir("/proc/self/net"), "rpc"])
