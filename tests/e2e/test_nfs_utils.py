@@ -78,13 +78,14 @@ def test_rpc_nfsd_writes_versions_listeners_and_threads(tmp_path: Path) -> None:
     tree = plain_tree(tmp_path / "tree")
     nfsd = tree / "nfsd"
     (nfsd / "portlist").write_text("")  # an empty portlist reads as "knfsd is down"
-    done = nfs_utils(tree, "rpc.nfsd", "--debug", "--no-udp", "-p", str(free_port()),
-                     "-N", "3", "-V", "4.0", "-N", "4.1", "-N", "4.2", "8")
+    done = nfs_utils(tree, "rpc.nfsd", "--debug", "--no-udp", "-H", "127.0.0.1",
+                     "-p", str(free_port()), "-N", "3", "-V", "4.0", "-N", "4.1", "-N", "4.2", "8")
     assert done.returncode == 0, done.stderr
     assert "knfsd is currently down" in done.stderr
+    assert "Created AF_INET TCP socket." in done.stderr
     assert (nfsd / "versions").read_text().splitlines()[0] == "-2 -3 +4.0 -4.1 -4.2"
     assert (nfsd / "threads").read_text() == "8\n"
-    # the descriptor number of its listening socket: the file keeps the last of two (IPv4, IPv6)
+    # the descriptor number of its listening socket, for the server to take with pidfd_getfd
     assert (nfsd / "portlist").read_text().strip().isdigit()
 
 
