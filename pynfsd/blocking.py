@@ -54,12 +54,23 @@ class BlockingPool:
     def __init__(self, workers: int, name: str = "pynfsd-fs", switch_creds: bool = True) -> None:
         self._switch = switch_creds and creds.supported()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
-            for i in range(workers)
-        ]
-        for t in self._threads:
-            t.start()
+        self._name = name
+        self._started = 0
+        self.size = 0
+        self.resize(workers)
+
+    def resize(self, workers: int) -> None:
+        """Run `workers` threads from now on: new ones start at once, a surplus thread ends
+        after the call it is running (`rpc.nfsd N` through the control tree)."""
+        if workers < 1:
+            raise ValueError("a pool needs at least one worker")
+        for _ in range(workers - self.size):
+            threading.Thread(target=self._work, name=f"{self._name}-{self._started}",
+                             daemon=True).start()
+            self._started += 1
+        for _ in range(self.size - workers):
+            self._queue.put(_STOP)
+        self.size = workers
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on a worker acting as root."""
@@ -93,8 +104,9 @@ class BlockingPool:
                 pass  # the loop is closed: nobody is waiting any more
 
     def shutdown(self) -> None:
-        for _ in self._threads:
+        for _ in range(self.size):
             self._queue.put(_STOP)
+        self.size = 0
 
 
 DEFAULT_WORKERS = 8

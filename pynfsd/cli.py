@@ -54,6 +54,7 @@ from pynfsd.nfs4.server import (
     NFSServer,
     ServerConfig,
 )
+from pynfsd.nfsdfs import serve as nfsdfs_serve
 from pynfsd.rpc.auth import AuthRegistry
 from pynfsd.rpc.drc import DEFAULT_MAX_BYTES as DEFAULT_DRC_BYTES
 from pynfsd.rpc.drc import ReplyCache
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                    f"127.0.0.1:{METRICS_PORT} (default: off)")
     add_limit_options(s)
     exportsvc.add_arguments(s, _positive, _positive_seconds)
+    nfsdfs_serve.add_argument(s)
     add_admin_commands(sub)
     return parser
 
@@ -420,6 +422,10 @@ async def run_server(
     control = await admin.start_admin(nfs, args.state_dir, drc, server.table, listeners=server,
                                       snapshot=snapshotter(sources),
                                       commands=exports.admin_commands())
+    try:
+        tree = await nfsdfs_serve.start(args, exports, server, nfs) if args.nfsd_fs else None
+    except (OSError, RuntimeError) as e:
+        raise ConfigError(f"--nfsd-fs {args.nfsd_fs}: cannot mount the control tree: {e}") from None
     log_startup(server.addresses, entries)
     sweeper = asyncio.create_task(nfs.housekeeping())
     stop = asyncio.Event()
@@ -427,8 +433,12 @@ async def run_server(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(exports.reload_logged()))
-    await stop.wait()
-    log.info("stopping")
+    try:
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        if tree is not None:
+            await tree.close()
     if control is not None:
         control.close()
     if metrics is not None:
@@ -450,6 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         make_state_dir(args.state_dir)
         state_lock = lock_state_dir(args.state_dir)  # noqa: F841 - held until exit
         exportsvc.check_arguments(args)
+        nfsdfs_serve.check(args)
         limits = connection_limits(args, len(entries))
         auth = auth_registry(args)
         passed = passed_sockets()

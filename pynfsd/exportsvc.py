@@ -3,7 +3,8 @@
 Theory of operation.  `ExportService.start` builds, from the command line, the four caches
 (`pynfsd.cache.caches.ServerCaches`) and for each the chain of ways that fill them: the daemon
 channel (`--upcall-daemon`, a Unix socket under the state directory), the command
-(`--upcall-command PROG`) and the embedded resolver that answers from the exports table
+(`--upcall-command PROG`), the readers of the control tree's channel files (`--nfsd-fs DIR`,
+first in the default chain) and the embedded resolver that answers from the exports table
 (always last, unless `--upcall CACHE=WAYS` says otherwise); then the `ExportViews` the NFS
 layer reads.  With no option it is the embedded resolver alone: the README's first command
 needs nothing else.
@@ -38,6 +39,7 @@ from pynfsd.cache.caches import (
 )
 from pynfsd.cache.command import CommandWay
 from pynfsd.cache.daemon import DaemonWay
+from pynfsd.cache.reader import ChannelWay
 from pynfsd.cache.ways import Way
 from pynfsd.exports.describe import export_lines
 from pynfsd.exports.embedded import EmbeddedWay
@@ -92,11 +94,13 @@ def check_arguments(args: argparse.Namespace) -> dict[str, tuple[str, ...]]:
     """The --upcall chains as given (ValueError naming the option when they are wrong)."""
     order = parse_upcall_spec(args.upcall)
     offered = {"embedded"} | ({"command"} if args.upcall_command else set()) | (
-        {"daemon"} if args.upcall_daemon else set())
+        {"daemon"} if args.upcall_daemon else set()) | (
+        {"channel"} if getattr(args, "nfsd_fs", None) else set())
     for cache, ways in order.items():
         for way in ways:
             if way not in offered:
-                flag = "--upcall-command PROG" if way == "command" else "--upcall-daemon"
+                flag = {"command": "--upcall-command PROG", "daemon": "--upcall-daemon",
+                        "channel": "--nfsd-fs DIR"}[way]
                 raise ValueError(f"--upcall {cache}={','.join(ways)}: {way} needs {flag}")
     if args.upcall_command and not os.access(args.upcall_command, os.X_OK):
         raise ValueError(f"--upcall-command {args.upcall_command}: not an executable file")
@@ -104,7 +108,8 @@ def check_arguments(args: argparse.Namespace) -> dict[str, tuple[str, ...]]:
 
 
 def default_order(args: argparse.Namespace) -> tuple[str, ...]:
-    return tuple(w for w, on in (("daemon", args.upcall_daemon),
+    return tuple(w for w, on in (("channel", bool(getattr(args, "nfsd_fs", None))),
+                                 ("daemon", args.upcall_daemon),
                                  ("command", bool(args.upcall_command)),
                                  ("embedded", True)) if on)
 
@@ -121,6 +126,11 @@ class ExportService:
     extra_ways: list[Way] = field(default_factory=list)
     reloads: int = 0
 
+    @property
+    def channel_way(self) -> ChannelWay | None:
+        """The readers of the control tree's channel files (with `--nfsd-fs`)."""
+        return next((w for w in self.extra_ways if isinstance(w, ChannelWay)), None)
+
     @classmethod
     async def start(cls, args: argparse.Namespace, entries: Sequence[ExportEntry],
                     load: Loader, max_mounts: int) -> ExportService:
@@ -136,8 +146,14 @@ class ExportService:
                                timeout=limits.upcall_timeout)
             await daemon.start()
             ways["daemon"] = daemon
+        channel = ChannelWay(timeout=limits.upcall_timeout) if getattr(
+            args, "nfsd_fs", None) else None
+        if channel is not None:
+            ways["channel"] = channel
         full = {name: order.get(name, default_order(args)) for name in CACHE_NAMES}
         caches = ServerCaches(build_chains(full, ways), limits)
+        if channel is not None:
+            channel.bind(caches.channels)
         views = ExportViews(caches, tuple(e.path for e in entries),
                             manage_gids=args.manage_gids, max_mounts=max_mounts)
         for name, chain in full.items():

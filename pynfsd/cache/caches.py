@@ -8,9 +8,10 @@ Deferrals, so the bounds on parked requests (`max_deferred` in all, `max_deferre
 per client address) are server-wide.
 
 The chain of each cache comes from `--upcall CACHE=WAY[,WAY...]` (`parse_upcall_spec`) and the
-ways the server runs (`build_chains`).  A cache not named gets the default chain: `daemon` if
-a daemon socket is configured, then `command` if `--upcall-command` is given, then
-`embedded`.  An answer that is refused, or a way that cannot answer, falls back along the
+ways the server runs (`build_chains`).  A cache not named gets the default chain: `channel`
+if the control tree is mounted (`--nfsd-fs`; ready only while a reader has the cache's channel
+file open), `daemon` if a daemon socket is configured, then `command` if `--upcall-command`
+is given, then `embedded`.  An answer that is refused, or a way that cannot answer, falls back along the
 chain; when none is left the requests waiting for the key get NFS4ERR_DELAY (`CacheDelay`).
 
 `run()` ticks every Deferral once a second (deadlines of parked requests, periodic cleaning);
@@ -35,7 +36,7 @@ from pynfsd.cache.ways import CACHE_NAMES, WAY_NAMES, Router, Way
 
 __all__ = ["CACHE_NAMES", "CacheLimits", "ServerCaches", "build_chains", "parse_upcall_spec"]
 
-DEFAULT_CHAIN = ("daemon", "command", "embedded")
+DEFAULT_CHAIN = ("channel", "daemon", "command", "embedded")
 
 
 @dataclass(frozen=True)

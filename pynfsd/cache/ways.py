@@ -2,7 +2,8 @@
 
 Theory of operation.  A *way* answers request lines of the kernel's caches (`lines.py`) with
 reply lines: the embedded resolver (`exports/embedded.py`), a command run per request
-(`command.py`) or a long-running daemon connected to a Unix socket (`daemon.py`).  Every way
+(`command.py`), a long-running daemon connected to a Unix socket (`daemon.py`) or the readers
+of the `channel` files of the FUSE control tree (`reader.py`).  Every way
 has the same small interface, `Way`: `ready(cache)` says whether it can take a request of that
 cache now, and `send(cache, request, answer, lost)` takes one.  `send` runs on the event loop
 and never blocks; later, on the event loop, the way calls exactly one of `answer(line)` (one
@@ -51,13 +52,13 @@ Answer = Callable[[bytes], None]  # one reply line in the kernel's format, for t
 Lost = Callable[[str], None]  # this way could not answer (the reason, for the log)
 
 CACHE_NAMES = ("auth.unix.ip", "nfsd.export", "nfsd.fh", "auth.unix.gid")
-WAY_NAMES = ("daemon", "command", "embedded")
+WAY_NAMES = ("channel", "daemon", "command", "embedded")
 
 
 class Way(Protocol):
     """One way of answering request lines; see the module docstring."""
 
-    name: str  # "daemon", "command", "embedded"
+    name: str  # "channel", "daemon", "command", "embedded"
 
     def ready(self, cache: str) -> bool: ...
 

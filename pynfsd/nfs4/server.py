@@ -147,6 +147,11 @@ class NFSServer:
         self.ops = build_op_table()
 
     # ------------------------------------------------------------ resources
+    @property
+    def pool(self) -> BlockingPool:
+        """The worker threads of filesystem calls (resized by the control tree's `threads`)."""
+        return self._pool
+
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._pool.run(fn, *args)
 
