@@ -163,7 +163,8 @@ def live_server(tmp_path: Path, clients: str) -> Iterator[ServerProcess]:
     share.mkdir()
     share.chmod(0o777)
     ctl.mkdir()
-    srv = ServerProcess([f"{share} {clients}"], tmp_path / "state", extra_args=["--nfsd-fs", str(ctl)])
+    srv = ServerProcess([f"{share} {clients}"], tmp_path / "state",
+                        extra_args=["--nfsd-fs", str(ctl)])
     try:
         with srv:
             yield srv

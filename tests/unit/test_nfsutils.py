@@ -80,10 +80,12 @@ def test_the_command_and_its_children_see_the_tree(tree: Path) -> None:
     done = nfs_utils(tree, "sh", "-c", script)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[:3] == [(tree / "nfsd" / "versions").read_text().strip(), *AUTH_CONTENT.split("\n")[:2]]
+    versions = (tree / "nfsd" / "versions").read_text().strip()
+    assert lines[:3] == [versions, *AUTH_CONTENT.split("\n")[:2]]
     assert lines[3:7] == ["auth.unix.gid", "auth.unix.ip", "nfsd.export", "nfsd.fh"]
     assert lines[7].startswith("Inter-|") and lines[8] == "1"
-    assert (tree / "rpc" / "auth.unix.ip" / "channel").read_text() == "nfsd 127.0.0.1 2147483647 *\n"
+    channel = tree / "rpc" / "auth.unix.ip" / "channel"
+    assert channel.read_text() == "nfsd 127.0.0.1 2147483647 *\n"
 
 
 @root_only
