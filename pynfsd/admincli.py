@@ -3,6 +3,7 @@
     pynfsd clients [revoke ID]            pynfsd status
     pynfsd listen [add|remove ADDR:PORT]
     pynfsd exportfs [-r | -v]             pynfsd cache show|flush|status [NAME]
+    pynfsd nfs-utils -- CMD [ARGS...]     (pynfsd.nfsutils: CMD sees the server's control tree)
 
 Each talks to the server running with `--state-dir` over `<state-dir>/control.sock` (root
 only, `pynfsd.admin`), prints what it answers (or JSON with `--json`) and exits 0, or 1 with
@@ -16,7 +17,7 @@ import json
 import sys
 from typing import Any
 
-from pynfsd import admin
+from pynfsd import admin, nfsutils
 
 DEFAULT_STATE_DIR = "/var/lib/pynfsd"
 CACHES = ("auth.unix.ip", "nfsd.export", "nfsd.fh", "auth.unix.gid")
@@ -72,6 +73,7 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
              "server running with --state-dir.")
     add_listen_command(sub)
     add_export_commands(sub)
+    nfsutils.add_command(sub, DEFAULT_STATE_DIR)
 
 
 def add_listen_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -136,6 +138,8 @@ def format_cache(request: dict[str, object], result: Any) -> str:
 
 def admin_main(args: argparse.Namespace) -> int:
     """An admin command: one request to the control socket, its answer printed."""
+    if args.command == "nfs-utils":
+        return nfsutils.nfs_utils_main(args)
     request = admin_request(args)
     try:
         result = admin.call(args.state_dir, request)
