@@ -19,7 +19,9 @@ from the exports table and the system's databases, without a separate daemon:
   exported to the domain itself gets that export's options without its fsid, uuid and
   locations (rpc.mountd's "different filesystem" answer).
 * `nfsd.fh` (`DOMAIN FSIDTYPE FSID`): the path of the export the domain may use whose fsid has
-  that key (`kernelform.fsid_key`); else negative.
+  that key (`kernelform.fh_key`: for an export with a uuid, `FSID_UUID8` only on a mount
+  point and `FSID_UUID4_INUM` only with the directory's inode, as rpc.mountd matches);
+  else negative.
 * `auth.unix.gid` (`UID`): every group of the user (`getpwuid`, then `getgrouplist`, at most
   `NGROUPS_MAX`); an unknown uid is negative.
 
@@ -57,7 +59,15 @@ from pynfsd.cache import lines as L
 from pynfsd.cache.qword import NGROUPS_MAX, LineError
 from pynfsd.rpc.connections import RateLimitedLog
 
-from .kernelform import fsid_key, info_from_options
+from .kernelform import (
+    FSID_UUID4_INUM,
+    fh_key,
+    fold4,
+    fsid_of_key,
+    has_uuid,
+    info_from_options,
+    path_facts,
+)
 from .match import (
     ClientId,
     ForwardLookup,
@@ -108,10 +118,13 @@ class Table:
         check_fsids(self.entries)
         self.by_path = {e.path: e for e in self.entries}
         self.specs = list({s.pattern: s for e in self.entries for s, _ in e.clients}.values())
-        self._by_fsid: dict[tuple[int, bytes], list[ExportEntry]] = {}
+        self._by_fsid: dict[int, list[ExportEntry]] = {}  # fsid -> entries
+        self._by_fold: dict[bytes, list[ExportEntry]] = {}  # uuid folded to 4 bytes -> entries
         for e in self.entries:
-            for key in {fsid_key(export_fsid(e.path, o)) for _, o in e.clients}:
-                self._by_fsid.setdefault(key, []).append(e)
+            for fsid in {export_fsid(e.path, o) for _, o in e.clients}:
+                self._by_fsid.setdefault(fsid, []).append(e)
+                if fsid >= 1 << 32:
+                    self._by_fold.setdefault(fold4(fsid), []).append(e)
 
     def domain(self, client: ClientId) -> str | None:
         """auth.unix.ip: the sorted specs covering the client, or its address if too long."""
@@ -150,13 +163,20 @@ class Table:
 
     def fh(self, key: L.FhKey, who: Identify) -> str | None:
         """nfsd.fh: the path of the export with that fsid that `key.domain` may use."""
-        entries = self._by_fsid.get((key.fsidtype, key.fsid))
+        if key.fsidtype == FSID_UUID4_INUM and len(key.fsid) == 8:
+            entries = self._by_fold.get(key.fsid[4:], [])
+        else:
+            fsid = fsid_of_key(key.fsidtype, key.fsid)
+            entries = self._by_fsid.get(fsid, []) if fsid is not None else []
         if not entries:
             return None
         choose = self.chooser(key.domain, who)
         for entry in entries:
             options = choose(entry.clients)
-            if options is not None and fsid_key(export_fsid(entry.path, options)) == (
+            if options is None:
+                continue
+            facts = path_facts(entry.path) if has_uuid(options) else None
+            if fh_key(options, export_fsid(entry.path, options), facts) == (
                     key.fsidtype, key.fsid):
                 return entry.path
         return None

@@ -22,15 +22,23 @@ between the two, and is the only place that does:
   only if every flavour is.  Flavours pynfsd does not speak are left out (an export with none
   left has an empty `sec`: no client may use it); no secinfo at all means `sys`.  `canonical` is what a round trip gives for parsed options.
 * `fsid_key` / `fsid_of_key`: a numeric fsid (below 2**32, 0 the root) is fsid type 1,
-  `FSID_NUM`, 4 bytes in host order (as rpc.mountd reads it); the 64-bit fsids pynfsd derives
-  (`pynfsd.exports.resolver.export_fsid`, top bit set) are type 5, `FSID_UUID8`, 8 bytes
-  big-endian.  The kernel's fsid word is a signed 32-bit number, so `fsid=` values from 2**31
-  travel as negative numbers, as rpc.mountd's `%d` writes them.
+  `FSID_NUM`, 4 bytes in host order (as rpc.mountd reads it); the 64-bit fsids
+  (`pynfsd.exports.resolver.export_fsid`: a uuid folded to 8 bytes, or a path hash) are type
+  5, `FSID_UUID8`, 8 bytes big-endian.  The kernel's fsid word is a signed 32-bit number, so
+  `fsid=` values from 2**31 travel as negative numbers, as rpc.mountd's `%d` writes them.
+* `fh_key`: the key knfsd's short filehandles use for an export with a uuid: `FSID_UUID8`
+  (the folded uuid) when the export is the root of its filesystem, else `FSID_UUID4_INUM`
+  (the export directory's inode number, 4 bytes in host order, then the uuid folded to 4
+  bytes).  rpc.mountd matches `FSID_UUID8` only on a mount point and `FSID_UUID4_INUM` only
+  on that inode (`match_fsid`), so which one to ask depends on the directory (`path_facts`,
+  two lstat calls: blocking, run it on a worker).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from dataclasses import dataclass
 
 from pynfsd.cache import lines as L
 from pynfsd.rpc.flavors import BY_NAME, sec_name
@@ -38,9 +46,9 @@ from pynfsd.rpc.flavors import BY_NAME, sec_name
 from .resolver import export_fsid
 from .types import ClientExport, ExportOptions, Squash
 
-FSID_NUM, FSID_UUID8 = 1, 5
-_TOP_BIT = 1 << 63
+FSID_NUM, FSID_UUID4_INUM, FSID_UUID8 = 1, 4, 5
 _U32 = 1 << 32
+_U64 = 1 << 64
 #: rpc.mountd's defaults (EXPORT_DEFAULT_FLAGS without ro and root_squash, which pynfsd's
 #: options always state): flags a written opposite option clears.
 _DEFAULT_ON = {L.NFSEXP_GATHERED_WRITES: "no_wdelay", L.NFSEXP_NOSUBTREECHECK: "subtree_check"}
@@ -191,16 +199,53 @@ def fsid_key(fsid: int) -> tuple[int, bytes]:
     """The nfsd.fh (fsidtype, fsid bytes) of an export's fsid; ValueError for other numbers."""
     if 0 <= fsid < _U32:
         return FSID_NUM, fsid.to_bytes(4, sys.byteorder)
-    if _TOP_BIT <= fsid < 2 * _TOP_BIT:
+    if _U32 <= fsid < _U64:
         return FSID_UUID8, fsid.to_bytes(8, "big")
-    raise ValueError(f"fsid {fsid:#x} is neither a 32-bit number nor a derived fsid")
+    raise ValueError(f"fsid {fsid:#x} is neither a 32-bit number nor a 64-bit fsid")
 
 
 def fsid_of_key(fsidtype: int, data: bytes) -> int | None:
     """The inverse of `fsid_key`; None for a key no pynfsd export can have."""
     if fsidtype == FSID_NUM and len(data) == 4:
         return int.from_bytes(data, sys.byteorder)
-    if fsidtype == FSID_UUID8 and len(data) == 8 and data[0] & 0x80:
+    if fsidtype == FSID_UUID8 and len(data) == 8 and int.from_bytes(data, "big") >= _U32:
         return int.from_bytes(data, "big")
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class PathFacts:
+    """What picks the fsid type of a uuid export: is its directory the root of a filesystem
+    (rpc.mountd's `is_mountpoint`), and its inode number."""
+
+    mountpoint: bool
+    ino: int
+
+
+def path_facts(path: str) -> PathFacts | None:
+    """`PathFacts` of `path` (blocking); None when it cannot be examined."""
+    try:
+        st, up = os.lstat(path), os.lstat(os.path.join(path, ".."))
+    except OSError:
+        return None
+    return PathFacts(st.st_dev != up.st_dev or st.st_ino == up.st_ino, st.st_ino)
+
+
+def has_uuid(options: ExportOptions) -> bool:
+    """Is the export named by a uuid (so that its fsid type depends on `PathFacts`)?"""
+    return isinstance(options.fsid, str) and not options.pseudo_root
+
+
+def fh_key(options: ExportOptions, fsid: int, facts: PathFacts | None) -> tuple[int, bytes]:
+    """The nfsd.fh key knfsd would ask for an export with `options` and `fsid` whose directory
+    is as `facts` say (None: unknown, taken as a mount point); see the module docstring."""
+    if has_uuid(options) and facts is not None and not facts.mountpoint:
+        return FSID_UUID4_INUM, (facts.ino % _U32).to_bytes(4, sys.byteorder) + fold4(fsid)
+    return fsid_key(fsid)
+
+
+def fold4(fsid: int) -> bytes:
+    """The uuid of a uuid export folded to 4 bytes, from its fsid (the uuid folded to 8)."""
+    uuid8 = fsid.to_bytes(8, "big")
+    return bytes(a ^ b for a, b in zip(uuid8[:4], uuid8[4:], strict=True))
 

@@ -8,9 +8,12 @@ the request wait for an answer without changing its callers. Nothing is cached h
 client's view can never go stale; the exports table itself is immutable (reload = new resolver).
 
 Every export gets a 64-bit ``fsid``: the ``fsid=`` number when one is given (``fsid=0`` and
-``fsid=root`` are the pseudo-root, ``PSEUDO_ROOT_FSID``), otherwise a hash of the UUID or the
-path with the top bit set, so derived values never collide with the 32-bit numbers an
-administrator can write.
+``fsid=root`` are the pseudo-root, ``PSEUDO_ROOT_FSID``); for a UUID (``fsid=<uuid>``, or the
+uuid rpc.mountd's nfsd.export answer carries) the UUID xor-folded to 8 bytes (`uuid_fold`),
+exactly the bytes knfsd's ``FSID_UUID8`` key and rpc.mountd's ``get_uuid`` make of it, so the
+filehandle names the export as mountd knows it and stays the same across restarts; without
+either, a hash of the path with the top bit set.  A derived value below 2**32 would read as
+an ``fsid=`` number (a UUID folding to that has odds 2**-32).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from .types import ClientExport, ExportEntry, ExportOptions, ExportsError
 #: fsid of the NFSv4 pseudo-root (an ``fsid=0``/``fsid=root`` export, or the synthesised root).
 PSEUDO_ROOT_FSID = 0
 _DERIVED_BIT = 1 << 63
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 class ExportResolver(Protocol):
@@ -45,6 +49,17 @@ def derived_fsid(tag: bytes, data: bytes) -> int:
     return int.from_bytes(digest, "big") | _DERIVED_BIT
 
 
+def uuid_fold(text: str, size: int) -> bytes:
+    """rpc.mountd's ``get_uuid``: the hex digits of ``text`` (others skipped) xor-folded into
+    ``size`` bytes; knfsd's ``mk_fsid`` folds a 16-byte uuid the same way."""
+    out = bytearray(size)
+    digits = [int(c, 16) for c in text if c in _HEX]
+    for i, digit in enumerate(digits):
+        j = i % (2 * size)
+        out[j // 2] ^= digit << 4 if j % 2 == 0 else digit
+    return bytes(out)
+
+
 def export_fsid(path: str, options: ExportOptions) -> int:
     """The integer fsid of an export: numeric ``fsid=``, 0 for the root, else a stable hash."""
     if options.pseudo_root:
@@ -52,7 +67,7 @@ def export_fsid(path: str, options: ExportOptions) -> int:
     if isinstance(options.fsid, int):
         return options.fsid
     if isinstance(options.fsid, str):
-        return derived_fsid(b"uuid", options.fsid.replace("-", "").replace(":", "").encode())
+        return int.from_bytes(uuid_fold(options.fsid, 8), "big")
     return derived_fsid(b"path", os.fsencode(path))
 
 

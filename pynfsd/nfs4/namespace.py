@@ -173,13 +173,11 @@ class Namespace:
         """The export of a filehandle's fsid: nfsd.fh names its path, which must be an export
         of this client's view (a removed or no longer allowed export: None, NFS4ERR_STALE);
         else a filesystem crossed below a ``crossmnt`` export."""
-        if self.fh_path is None:
-            export = self.view.by_fsid.get(fsid)
-        else:
-            path = await self.fh_path(fsid)
-            export = self.view.by_path.get(path) if path is not None else None
-            if export is not None and export.fsid != fsid:
-                export = None  # the path is exported again with another fsid: a new filesystem
+        export = self.view.by_fsid.get(fsid)
+        if export is not None and self.fh_path is not None:
+            path = await self.fh_path(export)
+            if path != export.path:
+                export = None  # the fsid names another path now, or none
         return export or await self._submount_export(fsid)
 
     # ------------------------------------------------------------ attributes

@@ -26,6 +26,7 @@ from pynfsd.blocking import BlockingPool
 from pynfsd.exports.mounts import MountTable
 from pynfsd.exports.pseudofs import PseudoNode
 from pynfsd.exports.resolver import StaticExportResolver
+from pynfsd.exports.types import ClientExport
 from pynfsd.fs.backend import Attrs, FileType
 from pynfsd.gen import nfs4 as N
 from pynfsd.idmap import IdMapper
@@ -282,8 +283,8 @@ class NFSServer:
         domain = resolved.domain
         views = self.views
 
-        async def fh_path(fsid: int) -> str | None:
-            return await views.fh_path(domain, fsid)
+        async def fh_path(export: ClientExport) -> str | None:
+            return await views.fh_path(domain, export)
 
         return Vfs(self.vfs_host, resolved.view, call.cred, call.peer[1], fh_path=fh_path,
                    managed_gids=gids, manage_all=views.manage_gids)

@@ -43,7 +43,7 @@ class BlockingRunner(Protocol):
 
 
 #: nfsd.fh for one client: a filehandle's fsid -> the path of its export (None: none).
-FhPath = Callable[[int], Awaitable[str | None]]
+FhPath = Callable[[ClientExport], Awaitable[str | None]]
 
 #: The export option (and `serve --manage-gids`) that takes an AUTH_SYS caller's groups from the
 #: server's group database (auth.unix.gid) instead of the at most 16 the client sends.

@@ -33,12 +33,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pynfsd.blocking import Runner, default_runner
 from pynfsd.cache.caches import CACHE_NAMES, ServerCaches
 from pynfsd.cache.core import Entry
 from pynfsd.cache.deferral import CacheDelay
 from pynfsd.cache.lines import ExportKey, FhKey, ip_key
 from pynfsd.exports.embedded import EmbeddedWay
-from pynfsd.exports.kernelform import client_export, fsid_key
+from pynfsd.exports.kernelform import client_export, fh_key, has_uuid, path_facts
 from pynfsd.exports.mounts import DEFAULT_MAX_MOUNTS
 from pynfsd.exports.resolver import StaticExportResolver
 from pynfsd.exports.types import ClientExport
@@ -78,6 +79,7 @@ class ExportViews:
     paths: tuple[str, ...]
     manage_gids: bool = False  # the server-wide --manage-gids
     max_mounts: int = DEFAULT_MAX_MOUNTS
+    runner: Runner | None = None  # examines uuid exports' directories (None: the default pool)
     empty: ClientView = field(default_factory=lambda: ClientView.build(()))
     _by_addr: dict[str, Resolved] = field(default_factory=dict)
     _views: dict[tuple[ClientExport, ...], ClientView] = field(default_factory=dict)
@@ -159,16 +161,22 @@ class ExportViews:
         return view
 
     # ------------------------------------------------------------ filehandles
-    async def fh_path(self, domain: str | None, fsid: int) -> str | None:
-        """nfsd.fh: the path of the export with `fsid` for `domain`; None when there is none
-        (NFS4ERR_DELAY when the cache does not answer in time)."""
+    async def fh_path(self, domain: str | None, export: ClientExport) -> str | None:
+        """nfsd.fh: the path of the export `domain` may use with the fsid of `export` (the
+        export of its view a handle names); None when there is none (NFS4ERR_DELAY when the
+        cache does not answer in time).  The key is the one knfsd asks (`fh_key`); for an
+        export with a uuid it depends on its directory, examined on `runner`."""
         if domain is None:
             return None
+        fsid = export.fsid
         memo = self._fh.get((domain, fsid))
         version = self.caches.fh.cache.version
         if memo is not None and memo[2] == version and self.caches.fh.cache.now_exact() < memo[1]:
             return memo[0]
-        fsidtype, raw = fsid_key(fsid)
+        facts = None
+        if has_uuid(export.options):
+            facts = await (self.runner or default_runner()).run(path_facts, export.path)
+        fsidtype, raw = fh_key(export.options, fsid, facts)
         try:
             entry = await self.caches.fh.get(FhKey(domain, fsidtype, raw), domain)
         except CacheDelay as e:

@@ -6,9 +6,11 @@ group lists, reload, expiry, and the contract of `send` (one answer or one `lost
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -17,8 +19,9 @@ from hypothesis import strategies as st
 from pynfsd.cache import lines as L
 from pynfsd.exports import ExportOptions, export_fsid, parse_exports
 from pynfsd.exports.embedded import DEFAULT_TTL, MAX_DOMAIN, EmbeddedWay, Table
-from pynfsd.exports.kernelform import fsid_key, info_from_options
+from pynfsd.exports.kernelform import fh_key, fsid_key, info_from_options, path_facts
 from pynfsd.exports.match import ClientId, best_match
+from pynfsd.exports.resolver import uuid_fold
 from tests.clock import ManualClock
 
 TABLE = """
@@ -189,6 +192,28 @@ async def test_fh_names_the_export_of_that_fsid_the_domain_may_use() -> None:
         assert await ask(w, "nfsd.fh", line) == line[:-1] + b" %d\n" % (NOW + DEFAULT_TTL)
     finally:
         await w.close()
+
+
+async def test_fh_of_a_uuid_export_answers_the_key_knfsd_and_mountd_use(tmp_path: Path) -> None:
+    uuid = "3b241101-e2bb-4255-8caf-4136c566a962"
+    table = f"{tmp_path} *(rw,fsid={uuid})\n/ *(ro,fsid=1{uuid[1:]})\n"
+    w = way(Dns(), table)
+    try:
+        o = opts(table, str(tmp_path), "*")
+        ino = (tmp_path.stat().st_ino % (1 << 32)).to_bytes(4, sys.byteorder)
+        key = fh_key(o, export_fsid(str(tmp_path), o), path_facts(str(tmp_path)))
+        assert key == (4, ino + uuid_fold(uuid, 4))
+        assert await fh_key_path(w, *key) == str(tmp_path)
+        assert await fh_key_path(w, 4, bytes(4) + uuid_fold(uuid, 4)) is None  # other inode
+        assert await fh_key_path(w, 5, uuid_fold(uuid, 8)) is None  # not a mount point
+        assert await fh_key_path(w, 5, uuid_fold("1" + uuid[1:], 8)) == "/"
+    finally:
+        await w.close()
+
+
+async def fh_key_path(w: EmbeddedWay, fsidtype: int, data: bytes) -> str | None:
+    line = L.encode_fh_request(L.FhKey("*", fsidtype, data))
+    return L.decode_fh_reply(await ask(w, "nfsd.fh", line)).value
 
 
 # ------------------------------------------------------------ auth.unix.gid

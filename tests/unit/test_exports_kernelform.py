@@ -5,6 +5,7 @@ kernel-form export a daemon may send read back, and the nfsd.fh fsid keys."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -14,7 +15,7 @@ from pynfsd.cache import lines as L
 from pynfsd.exports import ExportOptions, export_fsid, parse_exports
 from pynfsd.exports import kernelform as K
 from pynfsd.exports.options import _FLAG_GROUPS, SEC_FLAVOURS
-from pynfsd.exports.resolver import derived_fsid
+from pynfsd.exports.resolver import derived_fsid, uuid_fold
 
 EXP = 1_700_001_800
 
@@ -194,14 +195,15 @@ def test_fsid_keys() -> None:
     assert K.fsid_key(1) == (1, (1).to_bytes(4, sys.byteorder))
     derived = derived_fsid(b"path", b"/srv/a")
     assert K.fsid_key(derived) == (5, derived.to_bytes(8, "big"))
+    assert K.fsid_key(1 << 32) == (5, (1 << 32).to_bytes(8, "big"))
     with pytest.raises(ValueError):
-        K.fsid_key(1 << 32)
-    assert K.fsid_of_key(5, (1).to_bytes(8, "big")) is None  # not a derived fsid
+        K.fsid_key(1 << 64)
+    assert K.fsid_of_key(5, (1).to_bytes(8, "big")) is None  # would read as fsid=1
     assert K.fsid_of_key(6, bytes(16)) is None
     assert K.fsid_of_key(1, bytes(3)) is None
 
 
-@given(st.one_of(st.integers(0, (1 << 32) - 1), st.integers(1 << 63, (1 << 64) - 1)))
+@given(st.integers(0, (1 << 64) - 1))
 def test_fsid_keys_round_trip_and_are_valid_fh_keys(fsid: int) -> None:
     fsidtype, data = K.fsid_key(fsid)
     assert K.fsid_of_key(fsidtype, data) == fsid
@@ -213,3 +215,34 @@ def test_manage_gids_is_shown_with_the_export_options() -> None:
     from pynfsd.exports.describe import option_text
 
     assert option_text(options("rw,manage-gids")).endswith(",manage-gids")
+
+
+UUID = "3b241101-e2bb-4255-8caf-4136c566a962"
+
+
+def test_a_uuid_fsid_is_the_uuid_folded_as_mountd_and_knfsd_fold_it() -> None:
+    u = bytes.fromhex(UUID.replace("-", ""))
+    fold8 = bytes(a ^ b for a, b in zip(u[:8], u[8:], strict=True))
+    fold4 = bytes(u[i] ^ u[i + 4] ^ u[i + 8] ^ u[i + 12] for i in range(4))
+    assert uuid_fold(UUID, 8) == fold8 and uuid_fold(UUID.upper(), 4) == fold4
+    assert uuid_fold("3:b241101e2bb42558caf4136c566a962", 8) == fold8  # separators skipped
+    o = options(f"rw,fsid={UUID}")
+    assert export_fsid("/anywhere", o) == int.from_bytes(fold8, "big")
+    back = K.options_from_info(K.info_from_options("/srv/a", o))
+    assert export_fsid("/elsewhere", back) == export_fsid("/srv/a", o)  # mountd's answer too
+
+
+def test_the_fh_key_of_a_uuid_export_is_knfsds_for_its_directory(tmp_path: Path) -> None:
+    o = options(f"rw,fsid={UUID}")
+    fsid = export_fsid(str(tmp_path), o)
+    facts = K.path_facts(str(tmp_path))
+    assert facts == K.PathFacts(False, tmp_path.stat().st_ino)
+    ino = (tmp_path.stat().st_ino % (1 << 32)).to_bytes(4, sys.byteorder)
+    assert K.fh_key(o, fsid, facts) == (4, ino + uuid_fold(UUID, 4))  # FSID_UUID4_INUM
+    root = K.path_facts("/")
+    assert root is not None and root.mountpoint
+    assert K.fh_key(o, fsid, root) == (5, uuid_fold(UUID, 8))  # FSID_UUID8
+    assert K.fh_key(o, fsid, None) == (5, uuid_fold(UUID, 8))
+    assert K.path_facts(str(tmp_path / "missing")) is None
+    numbered = options("rw,fsid=9")
+    assert K.fh_key(numbered, 9, facts) == K.fsid_key(9)  # only uuid exports depend on it

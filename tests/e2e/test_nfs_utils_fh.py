@@ -1,0 +1,65 @@
+"""Filehandles of exports named by a uuid, checked by the real rpc.mountd: a handle a client got
+through LOOKUP is put (PUTFH) on a new connection, so the server asks nfsd.fh, and rpc.mountd
+finds the export from the key pynfsd sends, as it finds knfsd's: `FSID_UUID4_INUM` (inode and
+folded uuid) for a directory, `FSID_UUID8` (folded uuid) for the root of a filesystem; with
+`fsid=<uuid>` or with the uuid mountd itself reads from the filesystem (no `fsid=`)."""
+
+from __future__ import annotations
+
+import subprocess
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from pynfsd.client.nfs4 import op
+from pynfsd.exports.resolver import uuid_fold
+from pynfsd.gen import nfs4 as N
+from tests.e2e.test_nfs_utils import live, live_server, mountd
+from tests.e2e.test_nfs_utils import pytestmark as needs_tools
+from tests.serverproc import lookup_path
+from tests.support_nfsutils import in_sandbox
+
+pytestmark = needs_tools
+UUID = "3b241101-e2bb-4255-8caf-4136c566a962"
+
+
+@live
+@pytest.mark.parametrize(("fsid", "mounted", "fsidtype"), [
+    (f",fsid={UUID}", False, 4), ("", True, 5),
+])  # fmt: skip
+async def test_putfh_of_a_uuid_export_through_mountd(tmp_path: Path, fsid: str, mounted: bool,
+                                                     fsidtype: int) -> None:
+    share, state = tmp_path / "share", tmp_path / "state"
+    (tmp_path / "sandbox").mkdir()
+    with ExitStack() as stack:
+        srv = stack.enter_context(live_server(tmp_path, "192.0.2.1(rw,insecure)"))
+        if mounted:
+            subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(share)], check=True)
+            stack.callback(subprocess.run, ["umount", "-l", str(share)], check=False)
+        sandbox = in_sandbox(tmp_path / "sandbox",
+                             f"{share} 127.0.0.1(rw,insecure,no_subtree_check{fsid})\n",
+                             "exportfs -ra && exec rpc.mountd -F -d all -N 2 -N 3 --no-udp")
+        with mountd(state, sandbox) as proc:
+            c = await srv.connect()
+            try:
+                fh = bytes((await c.check([*lookup_path(share), op.getfh()]))[-1].object)
+            finally:
+                await c.close()
+            c = await srv.connect()  # a new client: its view is resolved, then nfsd.fh asked
+            try:
+                res = await c.compound([op.putfh(fh), op.getattr(N.FATTR4_TYPE)])
+            finally:
+                await c.close()
+            rpc = tmp_path / "ctl" / "rpc"
+            export = (rpc / "nfsd.export" / "content").read_text()
+            fh_content = (rpc / "nfsd.fh" / "content").read_text()
+        log = proc.stdout.read() if proc.stdout else ""
+    assert N.nfsstat4_names[res.status] == "NFS4_OK", log
+    uuid = export.split("uuid=")[1].split(",")[0]  # the uuid mountd sent, e.g. from the fs
+    if fsid:
+        assert uuid.replace(":", "") == UUID.replace("-", "")
+    assert fh[2:10] == uuid_fold(uuid, 8)  # the handle's fsid: stable while the uuid is
+    line = next(x for x in fh_content.splitlines() if x.endswith(f" {share}"))
+    assert line.split()[1] == str(fsidtype), fh_content
+    assert "nfsd_fh: found" in log and f"path {share}" in log, log
