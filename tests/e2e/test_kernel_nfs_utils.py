@@ -1,13 +1,13 @@
 """The Linux kernel NFSv4.0 client (Debian, in qemu) against a pynfsd administered by the real
 nfs-utils: `exportfs`, `rpc.mountd` and `nfsdclnts` under `pynfsd nfs-utils`.
 
-One guest boot (``tests/vm/guest/nfsutils.sh``) against ``pynfsd serve --nfsd-fs DIR`` run with
-the test's ``/etc`` (``tests/vm/privateetc.py``), whose ``/etc/hosts`` names the guest (seen
-as 127.0.0.1) ``vmclient.pynfsd.test`` and whose ``/etc/exports`` gives ``share`` to that name
-only.  The server's own exports file gives ``share`` to another host: the guest mounts only
-through rpc.mountd's answers.  The tools run in the server's mount namespace (``nsenter``, so
-they see its ``/etc`` and its control tree), each in its own private namespace made by
-``pynfsd nfs-utils``, with ``/var/lib/nfs`` bound to the test's directory.  The guest:
+One guest boot (``tests/vm/guest/nfsutils.sh``) against ``pynfsd serve --exports FILE
+--nfsd-fs DIR``, whose own exports file gives ``share`` to another host (a name nothing
+resolves).  The tools run under ``pynfsd nfs-utils``, in whose private namespace the test's
+``/etc`` files lie over the host's (``tests/vm/privateetc.py``'s overlay): ``/etc/hosts``
+names the guest (seen as 127.0.0.1) ``vmclient.pynfsd.test``, ``/etc/exports`` gives
+``share`` to that name only, and ``/var/lib/nfs`` is the test's directory.  The guest mounts
+only through rpc.mountd's answers.  The guest:
 
 1. mounts ``share`` once rpc.mountd runs (``exportfs -ra`` first), writes and reads back;
 2. holds a file open with a whole-file lock while the host runs ``nfsdclnts``;
@@ -18,11 +18,9 @@ they see its ``/etc`` and its control tree), each in its own private namespace m
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,14 +28,14 @@ import pytest
 
 from tests.e2e.test_kernel_caches import HOSTS, entries
 from tests.e2e.test_kernel_client import vm_skip_reason
-from tests.e2e.test_nfs_utils import children, fuse_ready, open_channels
+from tests.e2e.test_nfs_utils import fuse_ready, is_mounted, mountd
 from tests.e2e.test_nfs_utils import pytestmark as needs_tools
-from tests.support_nfsutils import CACHES
+from tests.support_nfsutils import nfs_utils
 from tests.vm.harness import WorkloadRun, run_workload
 from tests.vm.initramfs import GUEST
 from tests.vm.network import Network
-from tests.vm.privateetc import EtcServer
-from tests.vm.servers import REPO_ROOT, Server
+from tests.vm.privateetc import NSSWITCH, OVERLAY
+from tests.vm.servers import PynfsdServer, Server
 
 pytestmark = [pytest.mark.vm, *needs_tools,
               pytest.mark.skipif(vm_skip_reason() is not None, reason=str(vm_skip_reason())),
@@ -48,54 +46,61 @@ OPTS = "insecure,no_root_squash,no_subtree_check"
 MOUNTD = "exportfs -ra && exec rpc.mountd -F -d all -N 2 -N 3 --no-udp"
 
 
+class ExportsServer(PynfsdServer):
+    """``pynfsd serve --exports FILE --nfsd-fs DIR`` in the host's mount namespace, where
+    ``pynfsd nfs-utils`` finds its control tree."""
+
+    def __init__(self, workdir: Path, network: Network, exports: str) -> None:
+        super().__init__(workdir, network)
+        self.exports_file, self.ctl = workdir / "exports", workdir / "ctl"
+        self.exports_file.write_text(exports)
+        self.ctl.mkdir()
+
+    def command(self) -> list[str]:
+        argv = super().command()
+        at = argv.index("--export")
+        argv[at:at + 2] = ["--exports", str(self.exports_file), "--nfsd-fs", str(self.ctl)]
+        return argv
+
+
 @dataclass
 class Tools:
-    """The nfs-utils commands of one run, in the server's namespace."""
+    """The nfs-utils commands of one run: each under `pynfsd nfs-utils`, in whose namespace
+    the test's /etc files (hosts, exports) lie over the host's and /var/lib/nfs is the
+    test's directory."""
 
-    server: EtcServer
+    server: ExportsServer
+    etc: Path
     varlib: Path
     done: dict[str, subprocess.CompletedProcess[str]] = field(default_factory=dict)
+    stack: ExitStack = field(default_factory=ExitStack)
     mountd: subprocess.Popen[str] | None = None
     mountd_log: str = ""
 
-    def argv(self, command: str) -> list[str]:
-        assert self.server.pid is not None, "the server is not running"
-        return ["nsenter", "-t", str(self.server.pid), "-m", "--",
-                sys.executable, "-m", "pynfsd", "nfs-utils", "--state-dir",
-                str(self.server.state_dir), "--", "sh", "-c",
-                f"mount --bind {self.varlib} /var/lib/nfs && {command}"]
+    def sandbox(self, command: str) -> tuple[str, ...]:
+        return ("sh", "-c", OVERLAY, str(self.etc), "sh", "-c",
+                f"mount --bind {self.varlib} /var/lib/nfs && {command}")
 
     def run(self, command: str) -> str:
-        self.done[command] = done = subprocess.run(
-            self.argv(command), capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
-            env=self.server.environment())
+        self.done[command] = done = nfs_utils(None, *self.sandbox(command),
+                                              state_dir=self.server.state_dir)
         if done.returncode != 0:
             raise RuntimeError(f"{command}: exit {done.returncode}: {done.stderr}")
         return done.stdout
 
     def start_mountd(self) -> None:
-        proc = subprocess.Popen(self.argv(MOUNTD), cwd=REPO_ROOT, env=self.server.environment(),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.mountd = proc
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            kids = children(proc.pid)
-            if kids and open_channels(kids[0]) == set(CACHES):
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"rpc.mountd did not open the channels: {proc.poll()}")
+        self.stack.callback(self._keep_log)  # runs after the context below has ended it
+        self.mountd = self.stack.enter_context(mountd(self.server.state_dir,
+                                                      self.sandbox(MOUNTD)))
+
+    def _keep_log(self) -> None:
+        proc, self.mountd = self.mountd, None
+        if proc is not None and proc.stdout is not None:
+            self.mountd_log = proc.stdout.read()
 
     def stop_mountd(self) -> None:
-        proc, self.mountd = self.mountd, None
-        if proc is None:
-            return
-        proc.send_signal(signal.SIGTERM)  # pynfsd nfs-utils passes it on to rpc.mountd
-        try:
-            out, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-        self.mountd_log = out
+        """rpc.mountd ended by the PID of `pynfsd nfs-utils` (which passes SIGTERM on)."""
+        self.stack.close()
 
 
 @dataclass
@@ -117,23 +122,22 @@ def share_of(server: Server) -> Path:
 def pause_handler(holder: list[Tools], shown: dict[str, str],
                   ) -> Callable[[Server], Callable[[str], str | None]]:
     def make(server: Server) -> Callable[[str], str | None]:
-        assert isinstance(server, EtcServer)
-        tools = Tools(server, server.workdir / "varlib")
+        assert isinstance(server, ExportsServer)
+        tools = Tools(server, server.workdir / "etc", server.workdir / "varlib")
         tools.varlib.mkdir()
         holder.append(tools)
         share = share_of(server)
 
-        def show(key: str, *args: str) -> None:
-            done = server.admin(*args)
-            shown[key] = done.stdout if done.returncode == 0 else f"exit {done.returncode}"
+        def show(cache: str) -> None:
+            shown[cache] = (server.ctl / "rpc" / cache / "content").read_text()
 
         def on_pause(what: str) -> None:
             if what == "mountd":
                 tools.start_mountd()
             elif what == "clients":
                 shown["nfsdclnts"] = tools.run("nfsdclnts -q -t all --clientinfo")
-                show("auth.unix.ip", "cache", "show", "auth.unix.ip")
-                show("nfsd.export", "cache", "show", "nfsd.export")
+                show("auth.unix.ip")
+                show("nfsd.export")
             elif what == "ro":
                 tools.run(f"exportfs -o ro,{OPTS} {CLIENT}:{share}")
                 shown["exportfs -v"] = tools.run("exportfs -v")
@@ -151,11 +155,13 @@ def make_server(name: str, workdir: Path, network: Network) -> Server:
     share = workdir / "export" / "share"
     share.mkdir(parents=True)
     share.chmod(0o777)
-    ctl = workdir / "ctl"
-    ctl.mkdir()
-    etc = {"hosts": HOSTS, "exports": f"{share} {CLIENT}({OPTS},rw)\n"}
-    own = f"{share} other.pynfsd.test({OPTS},rw)\n"  # not the guest: mountd decides
-    return EtcServer(workdir, network, etc, own, extra_args=("--nfsd-fs", str(ctl)))
+    etc = workdir / "etc"
+    etc.mkdir()
+    (etc / "hosts").write_text(HOSTS)  # names the guest, for mountd and exportfs only
+    (etc / "nsswitch.conf").write_text(NSSWITCH)
+    (etc / "exports").write_text(f"{share} {CLIENT}({OPTS},rw)\n")
+    # the server's own table: another host, whose name nothing resolves; mountd decides
+    return ExportsServer(workdir, network, f"{share} other.pynfsd.test({OPTS},rw)\n")
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +176,8 @@ def nfs_utils_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NfsUtils
     finally:
         for tools in holder:
             tools.stop_mountd()
+            if is_mounted(tools.server.ctl):  # a server killed with its tree mounted
+                subprocess.run(["fusermount3", "-u", "-z", str(tools.server.ctl)], check=False)
     assert holder, "the harness made no server"
     yield NfsUtilsRun(run, holder[0], shown)
 

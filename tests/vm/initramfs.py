@@ -118,9 +118,11 @@ def base_initramfs(kernel: GuestKernel) -> Path:
 
 
 def run_layer(workload: Path, config: Mapping[str, str | int]) -> bytes:
-    """The per-run gzip'd cpio with ``/workload.sh`` and ``/config``."""
+    """The per-run gzip'd cpio with ``/workload.sh``, ``/guestlib.sh`` (helpers a script may
+    source) and ``/config``."""
     cpio = CpioWriter()
     cpio.add_file("workload.sh", workload, 0o755)
+    cpio.add_file("guestlib.sh", GUEST / "guestlib.sh", 0o644)
     lines = "".join(f"{key}={shlex.quote(str(value))}\n" for key, value in config.items())
     cpio.add_bytes("config", lines.encode())
     return cpio.gzipped()

@@ -11,16 +11,8 @@
 . /config
 export TZ=UTC LC_ALL=C
 
-result() { echo "@@RESULT $1 $2"; }
+. /guestlib.sh
 opts() { echo "vers=4.0,port=$NFS_PORT$MOUNT_EXTRA$1"; }
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-oneline() { tr '\n' ' ' < "$1"; }
-
-host_pause() {
-    echo "@@PAUSE $1"
-    read -r reply <&9
-    [ "$reply" = go ] || echo "@@WARN host answered '$reply' to pause $1"
-}
 
 # nfs_mount NAME [EXTRA]: mount EXPORT_PATH/NAME on /mnt/NAME; errors in /tmp/NAME.err
 nfs_mount() {
@@ -60,25 +52,8 @@ check_refused() {
     fi
 }
 
-# try_write FILE: one attempt to create and write FILE; the error in /tmp/write.err
-try_write() { ( echo "attempt" > "$1" ) 2> /tmp/write.err; }
-
-# wait_write WANT FILE: retry (dropping caches, up to 30 s) until a write's outcome is WANT
-# (ok or refused); the client may answer from cached access rights for up to actimeo.
-wait_write() {
-    n=0
-    while [ $n -lt 30 ]; do
-        n=$((n + 1))
-        if try_write "$2"; then got=ok; else got=refused; fi
-        if [ "$got" = "$1" ]; then
-            echo "$n"
-            return 0
-        fi
-        drop_caches
-        sleep 1
-    done
-    return 1
-}
+# wait_write WANT FILE: retry until a write's outcome is WANT (ok or refused)
+wait_write() { retry_until "$1" try_write "$2"; }
 
 check_reload() {
     if ! nfs_mount flip ",actimeo=1"; then

@@ -10,34 +10,8 @@
 . /config
 export TZ=UTC LC_ALL=C
 
+. /guestlib.sh
 M=/mnt/share
-result() { echo "@@RESULT $1 $2"; }
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-oneline() { tr '\n' ' ' < "$1"; }
-
-host_pause() {
-    echo "@@PAUSE $1"
-    read -r reply <&9
-    [ "$reply" = go ] || echo "@@WARN host answered '$reply' to pause $1"
-}
-
-# try_write FILE: one attempt to create and write FILE; the error in /tmp/write.err
-try_write() { ( echo "attempt" > "$1" ) 2> /tmp/write.err; }
-
-# wait_refused CMD...: retry (dropping caches, up to 30 s) until CMD fails; prints the attempt
-wait_refused() {
-    n=0
-    while [ $n -lt 30 ]; do
-        n=$((n + 1))
-        if ! "$@"; then
-            echo "$n"
-            return 0
-        fi
-        drop_caches
-        sleep 1
-    done
-    return 1
-}
 
 read_back() { cat "$M/guest-file" > /tmp/read.out 2> /tmp/write.err; }
 
@@ -87,7 +61,7 @@ host_pause mountd
 check_mount
 check_lock
 host_pause ro
-if tries=$(wait_refused try_write $M/after-ro); then
+if tries=$(retry_until refused try_write $M/after-ro); then
     result ro_live "PASS write refused (attempt $tries), same mount: $(oneline /tmp/write.err)"
 else
     result ro_live "FAIL writes still succeed after 30 tries"
@@ -98,7 +72,7 @@ else
     result ro_reads "FAIL $(oneline /tmp/write.err)"
 fi
 host_pause unexport
-if tries=$(wait_refused read_back); then
+if tries=$(retry_until refused read_back); then
     result unexported "PASS read refused (attempt $tries): $(oneline /tmp/write.err)"
 else
     result unexported "FAIL reads still succeed after 30 tries"
