@@ -222,6 +222,21 @@ def unmount(mountpoint: str) -> None:
     subprocess.run(["umount", "-l", mountpoint], capture_output=True, check=True)
 
 
+def _terminate() -> None:
+    """`pyfuse3.terminate()`, which ends the session and, in pyfuse3's asyncio layer, sets
+    ClosedResourceError on every future waiting for /dev/fuse to be readable.  A future that
+    a request arriving just now has already completed makes that raise InvalidStateError
+    half-way, leaving the later waiters (and the main loop) waiting: tell those ourselves."""
+    try:
+        pyfuse3.terminate()
+    except asyncio.InvalidStateError:
+        waiting = pyfuse3.asyncio._read_futures  # no public way to reach them
+        for futures in list(waiting.values()):
+            for future in list(futures):
+                if not future.done():
+                    future.set_exception(pyfuse3.asyncio.ClosedResourceError())
+
+
 class ControlMount:
     """The control tree mounted at a directory, for as long as the server runs."""
 
@@ -252,7 +267,7 @@ class ControlMount:
         with contextlib.suppress(FileNotFoundError):
             if os.path.islink(self.link) and os.readlink(self.link) == self.mountpoint:
                 os.unlink(self.link)
-        pyfuse3.terminate()
+        _terminate()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(task, 5)
         pyfuse3.close(unmount=True)
