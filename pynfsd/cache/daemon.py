@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pynfsd.cache.qword import LineError, split_line
-from pynfsd.cache.ways import CACHE_NAMES, Answer, Lost
+from pynfsd.cache.ways import CACHE_NAMES, Answer, Lost, Outstanding
 from pynfsd.rpc.connections import LOG_INTERVAL, RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -54,13 +54,6 @@ HELLO_TIMEOUT = 10.0
 MAX_OUTSTANDING = 4096  # requests out per daemon
 
 
-@dataclass
-class _Out:
-    answer: Answer
-    lost: Lost
-    timer: asyncio.TimerHandle | None = None
-
-
 @dataclass(eq=False)
 class _Daemon:
     """One connected daemon."""
@@ -68,7 +61,7 @@ class _Daemon:
     number: int
     writer: asyncio.StreamWriter
     caches: frozenset[str] = frozenset()
-    out: dict[tuple[str, tuple[bytes, ...]], deque[_Out]] = field(default_factory=dict)
+    out: dict[tuple[str, tuple[bytes, ...]], deque[Outstanding]] = field(default_factory=dict)
     count: int = 0
     lengths: dict[str, Counter[int]] = field(default_factory=dict)  # cache -> key word counts
 
@@ -158,7 +151,7 @@ class DaemonWay:
         if daemon is None:
             loop.call_soon(lost, f"no daemon connected for {cache}")
             return
-        item = _Out(answer, lost)
+        item = Outstanding(answer, lost)
         key = (cache, words)
         daemon.out.setdefault(key, deque()).append(item)
         daemon.lengths.setdefault(cache, Counter())[len(words)] += 1
@@ -169,7 +162,7 @@ class DaemonWay:
 
     # ------------------------------------------------------------ outstanding requests
     def _take(self, daemon: _Daemon, key: tuple[str, tuple[bytes, ...]],
-              item: _Out | None = None) -> _Out | None:
+              item: Outstanding | None = None) -> Outstanding | None:
         queue = daemon.out.get(key)
         if not queue:
             return None
@@ -190,7 +183,7 @@ class DaemonWay:
             item.timer.cancel()
         return item
 
-    def _expire(self, daemon: _Daemon, key: tuple[str, tuple[bytes, ...]], item: _Out) -> None:
+    def _expire(self, daemon: _Daemon, key: tuple[str, tuple[bytes, ...]], item: Outstanding) -> None:
         if self._take(daemon, key, item) is not None:
             self.stats["timeouts"] += 1
             item.lost(f"daemon {daemon.number}: no answer within {self.timeout} s")

@@ -38,7 +38,7 @@ from typing import Any
 
 from pynfsd.cache.channel import AUTH_UNIX_GID, AUTH_UNIX_IP, NFSD_EXPORT, NFSD_FH, Channel, Format
 from pynfsd.cache.qword import MAX_LINE, LineError
-from pynfsd.cache.ways import CACHE_NAMES, Answer, Lost
+from pynfsd.cache.ways import CACHE_NAMES, Answer, Lost, Outstanding
 from pynfsd.rpc.connections import LOG_INTERVAL, RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -50,19 +50,12 @@ FORMATS: dict[str, Format[Any, Any]] = {
 
 
 @dataclass
-class _Out:
-    answer: Answer
-    lost: Lost
-    timer: asyncio.TimerHandle | None = None
-
-
-@dataclass
 class _Pipe:
     """One cache's channel: its readers, unread and read requests."""
 
     readers: int = 0
-    unread: OrderedDict[bytes, list[_Out]] = field(default_factory=OrderedDict)
-    asked: dict[bytes, list[_Out]] = field(default_factory=dict)
+    unread: OrderedDict[bytes, list[Outstanding]] = field(default_factory=OrderedDict)
+    asked: dict[bytes, list[Outstanding]] = field(default_factory=dict)
 
     def outstanding(self) -> int:
         return len(self.unread) + len(self.asked)
@@ -118,7 +111,7 @@ class ChannelWay:
 
     def send(self, cache: str, request: bytes, answer: Answer, lost: Lost) -> None:
         pipe = self._pipes[cache]
-        out = _Out(answer, lost)
+        out = Outstanding(answer, lost)
         out.timer = asyncio.get_running_loop().call_later(
             self.timeout, self._expire, cache, request, out)
         if request in pipe.asked:
@@ -179,7 +172,7 @@ class ChannelWay:
         return errno.EINVAL
 
     # ------------------------------------------------------------ losing
-    def _expire(self, cache: str, request: bytes, out: _Out) -> None:
+    def _expire(self, cache: str, request: bytes, out: Outstanding) -> None:
         pipe = self._pipes[cache]
         for table in (pipe.unread, pipe.asked):
             outs = table.get(request)
@@ -190,7 +183,7 @@ class ChannelWay:
         self.stats["timeouts"] += 1
         self._lose(out, f"no answer within {self.timeout:g}s")
 
-    def _lose(self, out: _Out, why: str) -> None:
+    def _lose(self, out: Outstanding, why: str) -> None:
         if out.timer is not None:
             out.timer.cancel()
         self.stats["lost"] += 1

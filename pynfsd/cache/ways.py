@@ -33,10 +33,12 @@ Each attempt keeps a flag so that a second report of a misbehaving way is ignore
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -53,6 +55,15 @@ Lost = Callable[[str], None]  # this way could not answer (the reason, for the l
 
 CACHE_NAMES = ("auth.unix.ip", "nfsd.export", "nfsd.fh", "auth.unix.gid")
 WAY_NAMES = ("channel", "daemon", "command", "embedded")
+
+
+@dataclass(eq=False)  # compared by identity: two requests for one key are two records
+class Outstanding:
+    """One request a way has taken and not yet reported: whom to tell, and its timeout."""
+
+    answer: Answer
+    lost: Lost
+    timer: asyncio.TimerHandle | None = None
 
 
 class Way(Protocol):
