@@ -129,6 +129,8 @@ class RecentConflicts:
 
     def _age(self) -> None:
         now = self._clock()
+        if now - self._swapped >= 2 * BLOOM_PERIOD:
+            self._sets = [0, 0]  # both periods are over
         if now - self._swapped >= BLOOM_PERIOD:
             self._new ^= 1
             self._sets[self._new] = 0
