@@ -325,3 +325,25 @@ async def test_delegations_are_reclaimed_after_a_restart(tmp_path: Path) -> None
             assert server.state.delegations.count == 1
         finally:
             await server.shutdown()
+
+
+# ------------------------------------------------------------------ the recaller's retries
+
+
+@pytest.mark.parametrize(("answers", "sent"), [
+    ([N.NFS4ERR_DELAY, N.NFS4ERR_DELAY], 3),  # "not yet", as often as the client says it
+    ([N.NFS4ERR_BAD_STATEID, N.NFS4ERR_BAD_STATEID], 2),  # once more, then given up (knfsd)
+    ([N.NFS4ERR_BADHANDLE], 2),
+    ([N.NFS4ERR_SERVERFAULT], 1),
+])
+async def test_recalls_are_retried_as_knfsd_does(tmp_path: Path, answers: list[int],
+                                                 sent: int) -> None:
+    async with world(tmp_path, policy="ignore") as w:
+        w.server.recaller.retry_delay = 0.01
+        w.svc.recall_answers = list(answers)
+        await read_delegated(w)
+        assert await status_of(w.b.nfs, [op.putfh(w.root), op.remove(b"f")]) == N.NFS4ERR_DELAY
+        await wait_for(lambda: len(w.svc.recalls) == sent)
+        await wait_for(lambda: not w.server.recaller._tasks)
+        assert len(w.svc.recalls) == sent
+        assert w.server.callbacks.path(w.a.clientid).up  # answers, however unwelcome
