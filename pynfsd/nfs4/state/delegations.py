@@ -76,14 +76,12 @@ class NoCallbacks:
     def callback_up(self, clientid: int) -> bool:
         return False
 
-    def callback_down(self, clientid: int) -> bool:
-        return False
+    callback_down = callback_up
 
     def recall(self, deleg: Delegation) -> None:
-        return None
+        """Nobody to call."""
 
-    def ended(self, deleg: Delegation) -> None:
-        return None
+    ended = recall
 
 
 class Recalling(E.NFS4ERR_DELAY):
