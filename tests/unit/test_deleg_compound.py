@@ -347,3 +347,14 @@ async def test_recalls_are_retried_as_knfsd_does(tmp_path: Path, answers: list[i
         await wait_for(lambda: not w.server.recaller._tasks)
         assert len(w.svc.recalls) == sent
         assert w.server.callbacks.path(w.a.clientid).up  # answers, however unwelcome
+
+
+async def test_a_retransmitted_open_that_met_a_recall_is_answered_from_the_replay_cache(
+        tmp_path: Path) -> None:
+    async with world(tmp_path, policy="ignore") as w:
+        await read_delegated(w)
+        o = w.b.owner(b"retransmitting")
+        opn = op.open(o.seqid, w.b.clientid, o.name, b"f", access=ACCESS_BOTH)
+        assert await status_of(w.b.nfs, [op.putfh(w.root), opn]) == N.NFS4ERR_DELAY
+        assert await status_of(w.b.nfs, [op.putfh(w.root), opn]) == N.NFS4ERR_DELAY
+        assert len(w.svc.recalls) <= 1

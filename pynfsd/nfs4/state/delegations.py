@@ -85,11 +85,12 @@ class NoCallbacks:
 
 
 class Recalling(E.NFS4ERR_DELAY):
-    """A conflicting request meets delegations being recalled: NFS4ERR_DELAY (§10.4.1)."""
+    """A conflicting request meets delegations being recalled: NFS4ERR_DELAY (§10.4.1).
 
-    def __init__(self, delegations: list[Delegation]) -> None:
-        super().__init__("delegation being recalled")
-        self.delegations = delegations
+    `delegations` are those the request waits for (empty in a copy the replay cache of an
+    open-owner raises again, which keeps the generic constructor)."""
+
+    delegations: tuple[Delegation, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +243,9 @@ class Delegations:
                 self.recent.add(file_key)
                 self.hooks.recall(deleg)
         if pending:
-            raise Recalling(pending)
+            recalling = Recalling("delegation being recalled")
+            recalling.delegations = tuple(pending)
+            raise recalling
 
     def _overdue(self, deleg: Delegation) -> bool:
         started = deleg.recalled_at
