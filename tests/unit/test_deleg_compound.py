@@ -358,3 +358,19 @@ async def test_a_retransmitted_open_that_met_a_recall_is_answered_from_the_repla
         assert await status_of(w.b.nfs, [op.putfh(w.root), opn]) == N.NFS4ERR_DELAY
         assert await status_of(w.b.nfs, [op.putfh(w.root), opn]) == N.NFS4ERR_DELAY
         assert len(w.svc.recalls) <= 1
+
+
+async def test_the_holders_getattr_before_its_delegreturn_asks_nobody(tmp_path: Path) -> None:
+    """Linux sends PUTFH, GETATTR, DELEGRETURN under the user's credential, not the one of
+    its SETCLIENTID: the GETATTR comes from the holder's address, so no CB_GETATTR (which a
+    client returning the delegation would refuse)."""
+    from pynfsd.rpc.auth import Credential
+
+    async with world(tmp_path) as w:
+        f = await read_delegated(w, ACCESS_BOTH)
+        assert f.delegation is not None and f.delegation.write
+        user = in_process(w.server, Credential(1, 1000, 1000, (), None, "user"),
+                          peer=("127.0.0.1", 900))
+        ret = N.nfs_argop4(N.OP_DELEGRETURN, N.DELEGRETURN4args(f.delegation.stateid))
+        await user.check([op.putfh(f.fh), op.getattr(N.FATTR4_SIZE, N.FATTR4_CHANGE), ret])
+        assert w.svc.getattrs == [] and w.server.state.delegations.count == 0

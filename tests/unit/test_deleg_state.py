@@ -234,6 +234,8 @@ def test_the_holder_never_conflicts_with_its_own_delegation() -> None:
     assert s.hooks.recalled == []
     with pytest.raises(Recalling):
         s.sm.delegations.break_(F, True, Requester(None, "10.9.9.9", holder.principal))
+    assert Requester(None, holder.client_addr, None).owns(holder)  # GETATTR: address alone
+    assert not Requester(None, holder.client_addr, "sys:1000").owns(holder)
 
 
 def test_special_stateid_reads_break_write_delegations_only() -> None:

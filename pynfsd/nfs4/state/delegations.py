@@ -23,7 +23,10 @@ an OPEN for write or any OPEN against a write delegation, I/O with a special sta
 RENAME, LINK, SETATTR) calls `break_` before it acts.  Who asks is a `Requester`: the client id
 when the COMPOUND named one (an OPEN, or a stateid earlier in it, as knfsd's lease breaker),
 else the client record whose SETCLIENTID came from the same address and principal (as Ganesha
-matches by address; a 4.0 REMOVE or GETATTR carries no client id).  A client never conflicts
+matches by address; a 4.0 REMOVE or GETATTR carries no client id).  A GETATTR is matched by
+address alone: Linux sends it ahead of CLOSE and DELEGRETURN in one COMPOUND, under the
+user's credential, and a holder must not be asked by CB_GETATTR about its own request (it
+answers NFS4ERR_BADHANDLE for a delegation it is returning).  A client never conflicts
 with its own delegation.  For each conflicting delegation: a holder whose lease lapsed is a
 courteous client and is cancelled (§9.6.3.1, no recall); a recall outstanding for longer than
 the enforced lease ends in revocation (its stateid is then NFS4ERR_BAD_STATEID, §10.4.6);
@@ -95,16 +98,19 @@ class Recalling(E.NFS4ERR_DELAY):
 
 @dataclass(frozen=True, slots=True)
 class Requester:
-    """Who makes a request that may conflict: a client id, else its address and principal."""
+    """Who makes a request that may conflict: a client id, else its address and principal
+    (None: the address alone)."""
 
     clientid: int | None
     addr: str = ""
-    principal: str = ""
+    principal: str | None = ""
 
     def owns(self, client: Client) -> bool:
         if self.clientid is not None:
             return self.clientid == client.clientid
-        return client.client_addr == self.addr and client.principal == self.principal
+        if client.client_addr != self.addr:
+            return False
+        return self.principal is None or client.principal == self.principal
 
 
 ANYONE = Requester(None, "\0", "\0")  # a request no delegation holder owns
