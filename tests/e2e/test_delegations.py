@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -161,3 +162,19 @@ async def test_per_client_and_global_limits(server: ServerProcess) -> None:
     await asyncio.sleep(0)
     status = await admin(server, "status")
     assert status["delegations"] <= MAX_ALL
+
+
+async def test_serve_delegations_off(tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "f").write_bytes(b"data")
+    with ServerProcess([f"{export} *(rw,no_root_squash,insecure)"], tmp_path / "state",
+                       extra_args=["--delegations", "off"]) as srv:
+        mark = srv.log_mark()
+        async with holder(srv, b"no-deleg") as (a, _):
+            await asyncio.to_thread(srv.wait_log, " is up", 10.0, mark)
+            root = await a.lookup_path(str(export))
+            f = await a.open(root, b"f", access=ACCESS_READ)
+            assert f.delegation is None
+            await a.close(f)
+        assert_log_clean(srv.log_text())
