@@ -13,7 +13,7 @@ other client has the file open for write; a write delegation for an OPEN with wr
 when no other client has the file open at all; never when delegations are off (`enabled`, and
 the op layer's export option), during grace, when the client's callback path is not up
 (confirmed by CB_NULL), when the client already holds one on the file, when another client
-holds one on it, for a file conflicted recently (`RecentConflicts`, knfsd's
+holds a write delegation of it (read delegations are shared), for a file conflicted recently (`RecentConflicts`, knfsd's
 delegation_blocked), nor beyond `max_per_client` per client or `max_total` in all.
 A reclaim (OPEN CLAIM_PREVIOUS in grace, §9.6.2) is granted whatever the path and the limits;
 its `recall` flag asks for it back when the path is not up (as knfsd).
