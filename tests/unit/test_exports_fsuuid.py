@@ -6,8 +6,6 @@ answers of such an export, and two exports of one filesystem kept apart."""
 from __future__ import annotations
 
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,18 +30,6 @@ def statvfs_text(path: Path) -> str:
     return f"{fsid & 0xFFFFFFFF:08x}{fsid >> 32:08x}"
 
 
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting tmpfs needs root")
-    mnt = tmp_path / "tmpfs"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "pynfsd-test", str(mnt)],
-                   check=True)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
 class Recorder:
@@ -58,20 +44,20 @@ class Recorder:
         return self.answer
 
 
-def test_statfs_gives_the_magic_and_the_fsid_words(tmpfs: Path) -> None:
-    magic, words = statfs(os.fsencode(tmpfs))
+def test_statfs_gives_the_magic_and_the_fsid_words(small_tmpfs: Path) -> None:
+    magic, words = statfs(os.fsencode(small_tmpfs))
     assert magic == TMPFS_MAGIC and magic in NONBLKID
-    assert f"{words[0]:08x}{words[1]:08x}" == statvfs_text(tmpfs)
+    assert f"{words[0]:08x}{words[1]:08x}" == statvfs_text(small_tmpfs)
 
 
 def test_on_tmpfs_the_statfs_fsid_is_the_uuid_and_blkid_is_not_asked(
-        tmpfs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        small_tmpfs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blkid = Recorder("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0")
     monkeypatch.setattr(fsuuid, "_library", lambda: blkid)
-    text = statvfs_text(tmpfs)
+    text = statvfs_text(small_tmpfs)
     assert text != "0" * 16  # Linux gives tmpfs an fsid (from its superblock's uuid)
-    assert uuid_text(str(tmpfs)) == text and blkid.asked == []
-    assert uuid_by_path(str(tmpfs)) == bytes.fromhex(text) + bytes(8)  # get_uuid's fold
+    assert uuid_text(str(small_tmpfs)) == text and blkid.asked == []
+    assert uuid_by_path(str(small_tmpfs)) == bytes.fromhex(text) + bytes(8)  # get_uuid's fold
 
 
 def test_elsewhere_blkid_comes_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
