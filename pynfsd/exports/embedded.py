@@ -14,9 +14,10 @@ from the exports table and the system's databases, without a separate daemon:
   precedence) among those in the domain's list, in the kernel's form (`kernelform`); for an
   address domain, the best spec covering that address.  An export without `fsid=` carries
   the uuid rpc.mountd would give it (`fsuuid.with_fs_uuid`: the filesystem's blkid uuid or
-  statfs fsid), so its filehandles are the same whichever of the two answered.  Not exported to it: negative.  A
-  domain that is an address is always read as one; this agrees with the list reading, since
-  a list that is one address arises only when nothing but that host spec covers the address.
+  statfs fsid), so its filehandles are the same whichever of the two answered.  Not
+  exported to it: negative.  A domain that is an address is always read as one; this agrees
+  with the list reading, since a list that is one address arises only when nothing but that
+  host spec covers the address.
   A path below an export with `crossmnt` (a filesystem mounted inside it) that is not
   exported to the domain itself gets that export's options without its fsid, uuid and
   locations (rpc.mountd's "different filesystem" answer).
@@ -121,9 +122,9 @@ class Table:
         check_fsids(self.entries)
         self.by_path = {e.path: e for e in self.entries}
         self.specs = list({s.pattern: s for e in self.entries for s, _ in e.clients}.values())
-        self._by_fsid: dict[int, list[ExportEntry]] = {}  # fsid= number -> entries
+        self._by_fsid: dict[int, list[ExportEntry]] = {}  # fsid= number (root: 0) -> entries
         for e in self.entries:
-            for fsid in {o.fsid for _, o in e.clients if isinstance(o.fsid, int)}:
+            for fsid in {export_fsid(e.path, o) for _, o in e.clients if _numbered(o)}:
                 self._by_fsid.setdefault(fsid, []).append(e)
 
     def domain(self, client: ClientId) -> str | None:
@@ -168,8 +169,7 @@ class Table:
             fsid = fsid_of_key(key.fsidtype, key.fsid)
             entries = self._by_fsid.get(fsid, []) if fsid is not None else []
         else:
-            entries = [e for e in self.entries if any(not isinstance(o.fsid, int)
-                                                      for _, o in e.clients)]
+            entries = [e for e in self.entries if not all(_numbered(o) for _, o in e.clients)]
         if not entries:
             return None
         choose = self.chooser(key.domain, who)
@@ -184,6 +184,11 @@ class Table:
                     key.fsidtype, key.fsid):
                 return entry.path
         return None
+
+
+def _numbered(options: ExportOptions) -> bool:
+    """Is the export named by an `fsid=` number (FSID_NUM; the root is 0)?"""
+    return options.pseudo_root or isinstance(options.fsid, int)
 
 
 def _ancestors(path: str) -> Iterator[str]:

@@ -14,7 +14,7 @@ from pynfsd.cache import lines as L
 from pynfsd.exports import ExportOptions, export_fsid, fsuuid, parse_exports
 from pynfsd.exports.embedded import EmbeddedWay
 from pynfsd.exports.fsuuid import NONBLKID, uuid_by_path, uuid_text, with_fs_uuid
-from pynfsd.exports.kernelform import client_export, fh_key, path_facts
+from pynfsd.exports.kernelform import client_export, fh_key, fsid_key, path_facts
 from pynfsd.exports.resolver import check_fsids, uuid_fold
 from pynfsd.exports.types import ExportsError
 from pynfsd.fs.linux import statfs
@@ -120,3 +120,13 @@ def test_one_uuid_may_not_name_two_exports() -> None:
     check_fsids(parse_exports("/a *(rw)\n/b *(rw)\n"))
     with pytest.raises(ExportsError, match="already used by /a"):
         check_fsids(parse_exports(f"/a *(fsid={'0f' * 16})\n/b *(fsid={'0F' * 16})\n"))
+
+
+async def test_fh_of_the_root_by_number_whichever_way_it_is_written(tmp_path: Path) -> None:
+    for written in ("root", "0"):
+        w: EmbeddedWay = way(Dns(), f"{tmp_path} *(ro,fsid={written})\n")
+        try:
+            line = L.encode_fh_request(L.FhKey("*", *fsid_key(0)))
+            assert L.decode_fh_reply(await ask(w, "nfsd.fh", line)).value == str(tmp_path)
+        finally:
+            await w.close()
