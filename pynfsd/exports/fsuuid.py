@@ -93,21 +93,20 @@ class _Blkid:
         return None if uuid is None else uuid.decode("ascii", "replace")
 
 
-_blkid: _Blkid | None = None
+_blkid: list[_Blkid | None] = []  # loaded once: [the library] or [None]
 _blkid_lock = threading.Lock()
 
 
 def _library() -> _Blkid | None:
-    """libblkid, loaded once; None when it is not installed."""
-    global _blkid
+    """libblkid, loaded at the first call; None when it is not installed."""
     with _blkid_lock:
-        if _blkid is None:
+        if not _blkid:
             name = ctypes.util.find_library("blkid") or "libblkid.so.1"
             try:
-                _blkid = _Blkid(ctypes.CDLL(name))
+                _blkid.append(_Blkid(ctypes.CDLL(name)))
             except (OSError, AttributeError):
-                return None
-        return _blkid
+                _blkid.append(None)
+        return _blkid[0]
 
 
 def uuid_text(path: str) -> str | None:

@@ -5,8 +5,8 @@ folded uuid) for a directory, `FSID_UUID8` (folded uuid) for the root of a files
 `fsid=<uuid>` or with the uuid mountd itself reads from the filesystem (no `fsid=`).
 
 An export without `fsid=` gets from the embedded resolver the uuid mountd reads from its
-filesystem (the test directory's, and a tmpfs's): a handle given out before rpc.mountd
-attached is still good once mountd answers."""
+filesystem (the test directory's, a tmpfs's, a loop-mounted ext4's blkid UUID): a handle
+given out before rpc.mountd attached is still good once mountd answers."""
 
 from __future__ import annotations
 
@@ -95,23 +95,47 @@ async def putfh_status(srv: ServerProcess, fh: bytes) -> str:
     return N.nfsstat4_names[res.status]
 
 
+def mount_on(share: Path, fs: str, stack: ExitStack) -> None:
+    """A tmpfs, or an ext4 image on a loop device (whose uuid blkid reads), on `share`."""
+    if fs == "tmpfs":
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(share)], check=True)
+    else:
+        image = share.parent / "ext4.img"
+        with open(image, "wb") as f:
+            f.truncate(16 << 20)
+        subprocess.run(["mkfs.ext4", "-q", str(image)], check=True)
+        if subprocess.run(["mount", "-o", "loop", str(image), str(share)]).returncode != 0:
+            pytest.skip("no loop device to mount an ext4 image on")
+    stack.callback(subprocess.run, ["umount", "-l", str(share)], check=False)
+    share.chmod(0o777)
+
+
+def blkid_uuid(path: Path) -> str:
+    """The UUID blkid(8) reads from the device mounted on `path`."""
+    device = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(path)], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    return subprocess.run(["blkid", "-o", "value", "-s", "UUID", device], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
 @live
-@pytest.mark.parametrize("mounted", [False, True], ids=["directory", "tmpfs-root"])
-async def test_a_handle_from_before_mountd_is_good_after(tmp_path: Path, mounted: bool) -> None:
+@pytest.mark.parametrize("fs", ["directory", "tmpfs", "ext4"])
+async def test_a_handle_from_before_mountd_is_good_after(tmp_path: Path, fs: str) -> None:
     """No fsid=: the embedded resolver answers first, with the uuid mountd reads from the
-    filesystem; the handles it gave out stay good when rpc.mountd answers instead."""
+    filesystem (the test directory's, a tmpfs's statfs fsid, a loop-mounted ext4's blkid
+    UUID); the handles it gave out stay good when rpc.mountd answers instead."""
     share, state = tmp_path / "share", tmp_path / "state"
     (tmp_path / "sandbox").mkdir()
     clients = "127.0.0.1(rw,insecure,no_subtree_check)"
     with ExitStack() as stack:
         srv = stack.enter_context(live_server(tmp_path, clients))
-        if mounted:
-            subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(share)], check=True)
-            stack.callback(subprocess.run, ["umount", "-l", str(share)], check=False)
-            share.chmod(0o777)
+        if fs != "directory":
+            mount_on(share, fs, stack)
         (share / "f").write_text("before and after\n")
         uuid = uuid_by_path(str(share))
         assert uuid is not None
+        if fs == "ext4":
+            assert uuid == bytes.fromhex(blkid_uuid(share).replace("-", ""))
         rpc = tmp_path / "ctl" / "rpc"
         before = await handles(srv, share)
         embedded = (rpc / "nfsd.export" / "content").read_text()
