@@ -262,6 +262,7 @@ def test_an_ignored_recall_is_revoked_after_the_lease() -> None:
     s.w.clock.advance(1)
     s.open(s.b, F, WRITE)  # revoked: B proceeds
     assert s.hooks.ended_ == [d] and not s.sm.clients.confirmed[s.a].delegations
+    assert (s.sm.delegations.recalls, s.sm.delegations.revoked) == (1, 1)  # the metrics' counts
     with pytest.raises(E.NFS4ERR_BAD_STATEID):
         s.sm.check_io_stateid(d.stateid(), F, False)
     with pytest.raises(E.NFS4ERR_BAD_STATEID):

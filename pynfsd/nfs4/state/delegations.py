@@ -174,6 +174,8 @@ class Delegations:
         self.max_per_client = DEFAULT_MAX_CLIENT_DELEGATIONS
         self.by_file: dict[bytes, tuple[Delegation, ...]] = {}
         self.count = 0
+        self.recalls = 0  # recalls begun, and delegations revoked, since the start
+        self.revoked = 0
         self.recent = RecentConflicts(clock)
         self._files = files
         self._locate = locate
@@ -246,6 +248,7 @@ class Delegations:
             pending.append(deleg)
             if deleg.recalled_at is None:
                 deleg.recalled_at = self.clock()
+                self.recalls += 1
                 self.recent.add(file_key)
                 self.hooks.recall(deleg)
         if pending:
@@ -303,6 +306,7 @@ class Delegations:
     def revoke(self, deleg: Delegation, why: str) -> None:
         log.warning("revoking the %s delegation of client %r: %s",
                     "write" if deleg.write else "read", deleg.client.ownerid, why)
+        self.revoked += 1
         self._remove(deleg)
 
     def _remove(self, deleg: Delegation) -> None:
