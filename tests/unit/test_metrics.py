@@ -130,6 +130,9 @@ async def test_rendered_text_matches_the_counters(tmp_path: Path) -> None:
     assert m["pynfsd_grace_active"][()] in (0, 1)
     assert m["process_resident_memory_bytes"][()] > 0
     assert "pynfsd_gss_contexts" not in m  # no RPCSEC_GSS flavour here
+    assert m["pynfsd_delegations"][()] == 0
+    assert m["pynfsd_delegation_recalls_total"][()] == 0
+    assert m["pynfsd_delegations_revoked_total"][()] == 0
     w.close()
 
 

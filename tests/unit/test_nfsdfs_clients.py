@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import Any
 
 import pytest
 
@@ -67,3 +68,27 @@ def test_info_gives_the_port_the_client_called_setclientid_from() -> None:
     assert again == clientid
     sm.setclientid_confirm(clientid, confirm, "root")
     assert 'address: "[2001:db8::7]:1023"' in dirs.info(clientid).decode().splitlines()
+
+
+class _Runner:
+    async def run(self, fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+
+async def test_delegations_are_listed_as_knfsd_lists_them() -> None:
+    """`type: deleg, access: r|w`, the file's superblock and name, no owner (knfsd)."""
+    from tests.unit.test_deleg_state import READ, WRITE, F, G, setup
+
+    s = setup()
+    r = s.open(s.a, F, READ)
+    w = s.open(s.a, G, WRITE)
+    assert r is not None and w is not None
+    dirs = ClientDirs(Tree(), state=s.sm, backends={}, runner=_Runner(), clock=lambda: 0.0)
+    lines = (await dirs.states(s.a)).decode().splitlines()
+    delegs = [line for line in lines if "type: deleg" in line]
+    assert delegs == [
+        f'- {stateid_hex(r.stateid())}: {{ type: deleg, access: r, superblock: "00:00:0", '
+        'filename: "" }',
+        f'- {stateid_hex(w.stateid())}: {{ type: deleg, access: w, superblock: "00:00:0", '
+        'filename: "" }',
+    ]
