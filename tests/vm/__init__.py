@@ -48,6 +48,11 @@ How it works
   ``guest.sh(cmd)``, console events awaited with ``wait_line``) and ``scene.py`` (``Scene``:
   bridge + pynfsd + guests + a printed timeline). ``helpers/lockwriter.c`` holds an fcntl lock
   and appends fsync'ed numbered records that the host checks on the server's disk.
+* Delegations (``tests/e2e/test_kernel_delegations.py``): the agent's ``ops`` prints the
+  mount's per-op RPC counts from ``/proc/self/mountstats``; ``keep_dirty`` turns writeback off
+  and ``hold_open`` keeps a file open (``helpers/holdwrite.c`` writes over it and never closes
+  or duplicates the descriptor, so the data stays dirty until a recall). ``Scene`` and
+  ``PynfsdServer`` take more ``serve`` options (``server_args``, ``extra_args``).
 
 Running
 -------

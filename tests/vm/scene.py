@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -49,12 +50,13 @@ class Scene:
     """A bridge with ``guests`` taps, a pynfsd on it, and the guests booted so far."""
 
     def __init__(self, workdir: Path, title: str, *, guests: int, lease: int = 10,
-                 grace: int = 10) -> None:
+                 grace: int = 10, server_args: Sequence[str] = ()) -> None:
         self.workdir = workdir
         self.timeline = Timeline(title)
         self.kernel = guest_kernel()
         self.bridge = BridgeNet(guests)
-        self.server = PynfsdServer(workdir, self.bridge.server_view(), lease=lease, grace=grace)
+        self.server = PynfsdServer(workdir, self.bridge.server_view(), lease=lease, grace=grace,
+                                   extra_args=server_args)
         self.guests: list[Guest] = []
         self._taps_used = 0
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -157,12 +158,17 @@ class PynfsdServer(Server):
 
     name = "pynfsd"
 
+    def __init__(self, workdir: Path, network: Network, port: int | None = None,
+                 lease: int = 10, grace: int = 10, extra_args: Sequence[str] = ()) -> None:
+        super().__init__(workdir, network, port, lease, grace)
+        self.extra_args = list(extra_args)   # more `serve` options, e.g. --delegations off
+
     def command(self) -> list[str]:
         line = f"{self.export_dir} *(rw,no_root_squash,insecure)"
         return [sys.executable, "-m", "pynfsd", "serve", "--export", line,
                 "--bind", self.network.server_bind, "--port", str(self.port),
                 "--state-dir", str(self.state_dir), "--lease", str(self.lease),
-                "--grace", str(self.grace), "--log-level", "info"]
+                "--grace", str(self.grace), "--log-level", "info", *self.extra_args]
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)

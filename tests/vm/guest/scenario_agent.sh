@@ -52,6 +52,41 @@ try() {
     fi
 }
 
+# ops: the RPCs this client sent on the mount, per op ("OPEN 3"), from /proc/self/mountstats
+ops() {
+    awk -v m="$M" '$1 == "device" { on = ($5 == m); p = 0; next }
+        on && /per-op statistics/ { p = 1; next }
+        on && p && NF == 0 { p = 0 }
+        on && p && $2 ~ /^[0-9]+$/ && $2 > 0 { sub(":", "", $1); print "OPS", $1, $2 }' \
+        /proc/self/mountstats
+}
+
+# keep_dirty: written pages stay in the page cache until close, fsync or a recall
+keep_dirty() {
+    echo 360000 > /proc/sys/vm/dirty_writeback_centisecs
+    echo 360000 > /proc/sys/vm/dirty_expire_centisecs
+}
+
+# hold_open FILE r|w [TEXT]: a background process keeps FILE open (w: after writing TEXT over
+# the start of the existing FILE, kept dirty under keep_dirty: helpers/holdwrite.c) until
+# `release FILE`
+hold_open() {
+    f=$1
+    mode=$2
+    rm -f "/tmp/ready.$f"
+    if [ "$mode" = w ]; then
+        holdwrite "$M/$f" "/tmp/ready.$f" "$3" > /dev/console 2>&1 &
+    else
+        sleep 100000 < "$M/$f" &
+        : > "/tmp/ready.$f"
+    fi
+    echo $! > "/tmp/open.$f"
+    while [ ! -e "/tmp/ready.$f" ]; do kill -0 $! || return 1; sleep 0.1; done
+    echo "holding $f ($mode) in pid $!"
+}
+
+release() { kill "$(cat "/tmp/open.$1")" && rm "/tmp/open.$1"; }
+
 nfs_log() { dmesg | grep -iE 'nfs|rpc|lockd' | grep -vE 'Regist|FS-Cache' | tail -n "${1:-8}"; }
 
 if [ "${1:-}" = exec ]; then   # re-entered by the loop below: run one command

@@ -1,0 +1,168 @@
+"""Delegations with two real Linux NFSv4.0 clients in qemu guests (AUTH_SYS).
+
+One bridge namespace, one ``pynfsd serve --delegations on`` and two guests, A and B, each with
+its own address so that the server's callbacks (CB_RECALL, CB_GETATTR) reach each guest's
+callback service. Both boots are shared by three parts, each shown on a timeline
+(``pytest -s``):
+
+* read delegation: A opens, reads and closes ``r.txt`` again and again; the guest's
+  ``/proc/self/mountstats`` shows no OPEN or CLOSE after the first. B writes the file: the
+  server recalls A's delegation (A sends DELEGRETURN), B's OPEN then succeeds, and A reads B's
+  data.
+* write delegation: A opens ``w.txt`` for write and writes over it, past its end; the data stays
+  dirty in A's page cache (writeback off, the file kept open by ``helpers/holdwrite.c``). B's
+  ``stat`` sees A's size while the server's file is unchanged: the server asked A with
+  CB_GETATTR (RFC 7530 §10.4.3). B's open recalls the delegation; A flushes (WRITE) and returns
+  it before B's OPEN succeeds, and B reads A's data.
+* restart: A holds ``r2.txt`` open with a read delegation when the server is killed and
+  started again; A reclaims the open with CLAIM_PREVIOUS and its delegation (the server's
+  client table shows it again), and later open/read/close of the file sends no OPEN.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_kernel_client import vm_skip_reason
+from tests.vm.multi import Guest
+from tests.vm.scene import Scene
+from tests.vm.servers import REPO_ROOT
+
+
+def delegations_skip_reason() -> str | None:
+    """Why these tests cannot run: no VM here, or a server without ``--delegations``."""
+    if (why := vm_skip_reason()) is not None:
+        return why
+    helptext = subprocess.run([sys.executable, "-m", "pynfsd", "serve", "--help"],
+                              capture_output=True, text=True, cwd=REPO_ROOT).stdout
+    return None if "--delegations" in helptext else "pynfsd serve has no --delegations"
+
+
+pytestmark = [pytest.mark.vm, pytest.mark.skipif(delegations_skip_reason() is not None,
+                                                 reason=str(delegations_skip_reason()))]
+
+LEASE = 10
+GRACE = 20
+REPEATS = 5
+
+
+def ops(guest: Guest) -> dict[str, int]:
+    """RPCs the guest's client has sent on its mount, per operation (``mountstats``)."""
+    _, out = guest.sh("ops", show=False)
+    return {words[1]: int(words[2]) for words in (line.split() for line in out)
+            if len(words) == 3 and words[0] == "OPS"}
+
+
+def sent(before: dict[str, int], after: dict[str, int], *names: str) -> dict[str, int]:
+    """How many of each named RPC were sent between two ``ops`` readings."""
+    return {n: after.get(n, 0) - before.get(n, 0) for n in names}
+
+
+def delegation_count(row: dict[str, Any]) -> int:
+    held = row.get("delegations", 0)
+    return len(held) if isinstance(held, list | dict) else int(held)
+
+
+def delegations_of(scene: Scene, hostname: str) -> int:
+    """Delegations the server's client table shows for the guest named ``hostname``."""
+    rows = [r for r in scene.clients() if f" {hostname}/" in str(r["co_ownerid"])]
+    return sum(delegation_count(r) for r in rows if r["confirmed"])
+
+
+def wait_delegations(scene: Scene, hostname: str, limit: float = 120.0) -> int:
+    """Poll ``pynfsd clients`` until the guest holds a delegation again (or ``limit``)."""
+    end = time.monotonic() + limit
+    while (held := delegations_of(scene, hostname)) == 0 and time.monotonic() < end:
+        time.sleep(3)
+    return held
+
+
+def read_delegation(scene: Scene, a: Guest, b: Guest) -> None:
+    tl = scene.timeline
+    tl.note("read delegation: A reads r.txt, B writes it")
+    a.ok("cat $M/r.txt")
+    tl.check(ops(a).get("OPEN", 0) >= 1, "A's first open of r.txt sent an OPEN")
+    tl.check(delegations_of(scene, "deleg-a") >= 1,
+             "the server's client table shows a delegation for A")
+    before = ops(a)
+    a.ok(f"for i in $(seq {REPEATS}); do cat $M/r.txt > /dev/null; done")
+    counts = sent(before, ops(a), "OPEN", "CLOSE", "READ")
+    tl.note(f"A sent for {REPEATS} more open/read/close: {counts}")
+    tl.check(counts["OPEN"] == 0 and counts["CLOSE"] == 0,
+             "A opens and closes r.txt under its read delegation: no OPEN, no CLOSE")
+    before = ops(a)
+    b.ok("echo 'v2 from B' > $M/r.txt", limit=120)
+    tl.check(sent(before, ops(a), "DELEGRETURN")["DELEGRETURN"] == 1,
+             "B's open for write recalled A's delegation: A sent DELEGRETURN")
+    tl.check(a.ok("cat $M/r.txt") == ["v2 from B"], "A then reads B's data")
+
+
+HOST_TEXT = "host data\n"
+A_TEXT = "A's data, longer than the host's"
+
+
+def write_delegation(scene: Scene, a: Guest, b: Guest) -> None:
+    tl = scene.timeline
+    disk = scene.server.export_dir / "w.txt"
+    tl.note("write delegation: A writes over w.txt and keeps it dirty, B stats and reads it")
+    a.ok("keep_dirty")
+    before = ops(a)
+    a.ok(f'hold_open w.txt w "{A_TEXT}"')   # no stat in A: it would flush
+    early = sent(before, ops(a), "OPEN", "WRITE")
+    tl.check(early == {"OPEN": 1, "WRITE": 0} and disk.read_text() == HOST_TEXT,
+             f"A's data is dirty in its page cache ({early}): the server's file is unchanged")
+    tl.check(delegations_of(scene, "deleg-a") >= 1, "the server shows A's delegation")
+    tl.check(b.ok("stat -c %s $M/w.txt") == [str(len(A_TEXT))],
+             "B's stat shows A's size: the server asked A with CB_GETATTR")
+    tl.check(disk.read_text() == HOST_TEXT, "the server's file is unchanged "
+             "(CB_GETATTR is no flush)")
+    out = b.ok("cat $M/w.txt", limit=120)
+    tl.check(out == [A_TEXT], "B's open recalled A's delegation and B reads A's data")
+    counts = sent(before, ops(a), "WRITE", "DELEGRETURN")
+    tl.check(counts["WRITE"] >= 1 and counts["DELEGRETURN"] == 1,
+             f"A flushed its dirty data and returned the delegation: {counts}")
+    tl.check(disk.read_text() == A_TEXT, "A's data is on the server's disk")
+    a.ok("release w.txt")
+
+
+def reclaim_after_restart(scene: Scene, a: Guest) -> None:
+    tl = scene.timeline
+    tl.note("restart: A holds r2.txt open under a read delegation when the server dies")
+    a.ok("cat $M/r2.txt && hold_open r2.txt r")
+    tl.check(delegations_of(scene, "deleg-a") >= 1, "the server shows A's delegations")
+    before = ops(a)
+    scene.crash_restart_server()
+    held = wait_delegations(scene, "deleg-a")
+    tl.check(held >= 1, "after the restart A's client reclaimed a delegation in grace")
+    reclaims = sent(before, ops(a), "OPEN")["OPEN"]
+    tl.check(reclaims == 1, f"A sent one OPEN (the CLAIM_PREVIOUS reclaim), not {reclaims}")
+    scene.log_lines("grace")
+    a.ok("release r2.txt")
+    before = ops(a)
+    a.ok(f"for i in $(seq {REPEATS}); do cat $M/r2.txt > /dev/null; done")
+    counts = sent(before, ops(a), "OPEN")
+    tl.check(counts["OPEN"] == 0, f"A reads r2.txt under the reclaimed delegation: {counts}")
+
+
+def test_read_and_write_delegations_recalled_and_reclaimed(tmp_path: Path) -> None:
+    """Read and write delegations, recalled over the callback channel, reclaimed in grace."""
+    with Scene(tmp_path, "delegations: two kernel clients, AUTH_SYS", guests=2, lease=LEASE,
+               grace=GRACE, server_args=["--delegations", "on"]) as scene:
+        export = scene.server.export_dir
+        (export / "r.txt").write_text("v1 from the host\n")
+        (export / "r2.txt").write_text("reclaim me\n")
+        (export / "w.txt").write_text(HOST_TEXT)
+        a = scene.guest("A", "deleg-a", wait=False)
+        b = scene.guest("B", "deleg-b", wait=False)
+        for guest in (a, b):
+            guest.wait_ready()
+            guest.ok("nfs_mount")
+        read_delegation(scene, a, b)
+        write_delegation(scene, a, b)
+        reclaim_after_restart(scene, a)
