@@ -153,7 +153,8 @@ class AdminCore:
         return (await listeners.add_listener(address)).status()
 
     def clients(self) -> list[dict[str, Any]]:
-        """Every client record: id, identity, lease left, opens, locks, collisions."""
+        """Every client record: id, identity, lease left, opens, locks, delegations,
+        collisions."""
         state = self.server.state
         now = state.clock()
         rows = []
@@ -170,6 +171,7 @@ class AdminCore:
                 "courtesy": info.confirmed and left <= 0,  # expired, state kept until conflict
                 "opens": info.opens,
                 "locks": info.locks,
+                "delegations": info.delegations,
                 "collisions": state.clients.collisions.count(info.ownerid),
             })
         return rows
@@ -207,6 +209,7 @@ class AdminCore:
             "unconfirmed_clients": counts.unconfirmed_clients,
             "opens": counts.opens,
             "locks": counts.locks,
+            "delegations": counts.delegations,
             "lease_time": server.config.lease_time,
             "collisions": server.state.clients.collisions.total,
             "grace": grace_status(server),
@@ -448,6 +451,7 @@ CLIENT_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("LEASE", lambda r: f"{r['lease_left']:.0f}s"),
     ("OPENS", lambda r: str(r["opens"])),
     ("LOCKS", lambda r: str(r["locks"])),
+    ("DELEGS", lambda r: str(r.get("delegations", 0))),
     ("COLLISIONS", lambda r: str(r["collisions"])),
     ("PRINCIPAL", lambda r: str(r["principal"])),
     ("ADDRESS", lambda r: str(r["address"])),

@@ -54,6 +54,7 @@ from pynfsd.nfs4.server import (
     NFSServer,
     ServerConfig,
 )
+from pynfsd.nfs4.state.delegations import DEFAULT_MAX_CLIENT_DELEGATIONS, DEFAULT_MAX_DELEGATIONS
 from pynfsd.nfsdfs import serve as nfsdfs_serve
 from pynfsd.rpc.auth import AuthRegistry
 from pynfsd.rpc.drc import DEFAULT_MAX_BYTES as DEFAULT_DRC_BYTES
@@ -122,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
                    f"1 to {MAX_LEASE}")
     s.add_argument("--grace", type=_int_in(0, MAX_LEASE), default=90, metavar="SECONDS",
                    help=f"grace period after a restart for state reclaim (default 90; 0 to {MAX_LEASE})")
+    s.add_argument("--delegations", choices=["on", "off"], default="on",
+                   help="grant read and write delegations to clients whose callback path "
+                   "works (default on; the export option no_delegations turns them off per export)")
+    s.add_argument("--max-delegations", type=_int_in(0, 1 << 24),
+                   default=DEFAULT_MAX_DELEGATIONS, metavar="N",
+                   help=f"delegations out at once, in all (default {DEFAULT_MAX_DELEGATIONS})")
+    s.add_argument("--max-client-delegations", type=_int_in(0, 1 << 24),
+                   default=DEFAULT_MAX_CLIENT_DELEGATIONS, metavar="N",
+                   help="delegations one client holds at most "
+                   f"(default {DEFAULT_MAX_CLIENT_DELEGATIONS})")
     s.add_argument("--keytab", metavar="FILE",
                    help="Kerberos keytab for RPCSEC_GSS (sec=krb5, krb5i, krb5p); default: "
                    "KRB5_KTNAME or /etc/krb5.keytab when present and python-gssapi is installed")
@@ -411,7 +422,10 @@ async def run_server(
     config = ServerConfig(state_dir=args.state_dir, lease_time=args.lease, grace_time=args.grace,
                           callback_keytab=keytab, maxread=io_size, maxwrite=io_size,
                           max_compound_ops=args.max_compound_ops,
-                          max_reply=args.max_reply_size, max_mounts=args.max_mounts)
+                          max_reply=args.max_reply_size, max_mounts=args.max_mounts,
+                          delegations=args.delegations == "on",
+                          max_delegations=args.max_delegations,
+                          max_client_delegations=args.max_client_delegations)
     stats = Stats()
     exports = await exportsvc.ExportService.start(args, entries, lambda: export_entries(args),
                                                   config.max_mounts)

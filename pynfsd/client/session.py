@@ -8,6 +8,10 @@
     lk = await s.lock(f, WRITE_LT, 0, 10)
     await s.unlock(lk); await s.close(f)
 
+With a `CallbackService` (`pynfsd.client.callback`) the session names it in SETCLIENTID and
+holds the delegations OPEN grants (`OpenFile.delegation`, also in the service's table); it
+returns a recalled one with DELEGRETURN unless the service's policy is "ignore".
+
 Each owner's seqid is tracked as RFC 7530 §9.1.7 says: it advances after every seqid-bearing
 operation except those that fail with the statuses the RFC lists.  Failures raise
 `Nfs4Failure` with the COMPOUND's status.  Scenarios and benchmarks use this to play many
@@ -19,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pynfsd.client.callback import CB_PROG, CallbackService, HeldDelegation
 from pynfsd.client.nfs4 import Nfs4Client, Nfs4Failure, bitmap, mode_attr, op
 from pynfsd.gen import nfs4 as N
 
@@ -47,6 +52,7 @@ class OpenFile:
     owner: Owner
     lock_owner: Owner | None = None
     lock_stateid: N.stateid4 | None = None
+    delegation: HeldDelegation | None = None
 
 
 @dataclass
@@ -56,10 +62,17 @@ class ClientSession:
     verifier: bytes = b"pynfsd-1"
     clientid: int = 0
     open_owners: dict[bytes, Owner] = field(default_factory=dict)
+    callback: CallbackService | None = None
 
     async def establish(self) -> int:
         """SETCLIENTID and SETCLIENTID_CONFIRM (RFC 7530 §16.33, §16.34)."""
-        ok = await self.nfs.check([op.setclientid(self.verifier, self.ownerid)])
+        cb = self.callback
+        if cb is not None:
+            cb.on_recall = self.delegreturn
+            setcid = op.setclientid(self.verifier, self.ownerid, CB_PROG, addr=cb.uaddr)
+        else:
+            setcid = op.setclientid(self.verifier, self.ownerid)
+        ok = await self.nfs.check([setcid])
         resok: N.SETCLIENTID4resok = ok[0]
         await self.nfs.check([op.setclientid_confirm(resok.clientid, resok.setclientid_confirm)])
         self.clientid = resok.clientid
@@ -93,17 +106,45 @@ class ClientSession:
         return await self._opened(o, vals[1], bytes(vals[2].object))
 
     async def reclaim_open(self, fh: bytes, *, access: int = ACCESS_BOTH, deny: int = 0,
-                           owner: bytes = b"owner") -> OpenFile:
-        """OPEN with CLAIM_PREVIOUS during the grace period (RFC 7530 §9.6.2)."""
+                           owner: bytes = b"owner",
+                           delegation: int = N.OPEN_DELEGATE_NONE) -> OpenFile:
+        """OPEN with CLAIM_PREVIOUS during the grace period (RFC 7530 §9.6.2), reclaiming a
+        delegation of type `delegation` too."""
         o = self.owner(owner)
         args = N.OPEN4args(o.seqid, access, deny, N.open_owner4(self.clientid, o.name),
                            N.openflag4(N.OPEN4_NOCREATE, None),
-                           N.open_claim4(N.CLAIM_PREVIOUS, N.OPEN_DELEGATE_NONE))
+                           N.open_claim4(N.CLAIM_PREVIOUS, delegation))
         vals = await self._sequenced(o, [op.putfh(fh), N.nfs_argop4(N.OP_OPEN, args)])
         return await self._opened(o, vals[1], fh)
 
+    async def open_delegated(self, dir_fh: bytes, name: bytes, held: HeldDelegation, *,
+                             access: int = ACCESS_READ, owner: bytes = b"owner") -> OpenFile:
+        """OPEN with CLAIM_DELEGATE_CUR: an open under a delegation held (§16.16)."""
+        o = self.owner(owner)
+        claim = N.open_claim4(N.CLAIM_DELEGATE_CUR, N.open_claim_delegate_cur4(held.stateid, name))
+        args = N.OPEN4args(o.seqid, access, 0, N.open_owner4(self.clientid, o.name),
+                           N.openflag4(N.OPEN4_NOCREATE, None), claim)
+        vals = await self._sequenced(o, [op.putfh(dir_fh), N.nfs_argop4(N.OP_OPEN, args)])
+        return await self._opened(o, vals[1], held.fh)
+
+    async def delegreturn(self, held: HeldDelegation) -> None:
+        """DELEGRETURN (§16.6); the delegation leaves the callback service's table."""
+        ret = N.nfs_argop4(N.OP_DELEGRETURN, N.DELEGRETURN4args(held.stateid))
+        await self.nfs.check([op.putfh(held.fh), ret])
+        if self.callback is not None and self.callback.delegations.get(held.fh) is held:
+            del self.callback.delegations[held.fh]
+
+    def _delegation(self, resok: N.OPEN4resok, fh: bytes) -> HeldDelegation | None:
+        d = resok.delegation
+        if d.delegation_type == N.OPEN_DELEGATE_NONE:
+            return None
+        held = HeldDelegation(fh, d.value.stateid, d.delegation_type == N.OPEN_DELEGATE_WRITE)
+        if self.callback is not None:
+            self.callback.delegations[fh] = held
+        return held
+
     async def _opened(self, o: Owner, resok: N.OPEN4resok, fh: bytes) -> OpenFile:
-        f = OpenFile(fh, resok.stateid, o)
+        f = OpenFile(fh, resok.stateid, o, delegation=self._delegation(resok, fh))
         if resok.rflags & 0x2:  # OPEN4_RESULT_CONFIRM
             vals = await self._sequenced(o, [op.putfh(fh), op.open_confirm(f.stateid, o.seqid)])
             f.stateid = vals[1].open_stateid

@@ -18,9 +18,10 @@ SEC_FLAVOURS = tuple(BY_NAME)  # the sec= names of the one flavour table
 _MAX_ID = 2**32 - 1
 _UUID_RE = re.compile(r"[0-9a-fA-F]{2}(?:[-:]?[0-9a-fA-F]{2}){15}")
 
-#: Flag options (all without effect here but ``crossmnt`` and ``manage-gids``: the server
-#: takes an AUTH_SYS caller's groups from its own group database), mapped to the group in
-#: which the last one written wins.
+#: Flag options (all without effect here but ``crossmnt``, ``manage-gids``: the server
+#: takes an AUTH_SYS caller's groups from its own group database, and ``no_delegations``:
+#: pynfsd's own, no delegation is granted on the export), mapped to the group in which the
+#: last one written wins.
 _FLAG_GROUPS = {
     "sync": "sync", "async": "sync",
     "wdelay": "wdelay", "no_wdelay": "wdelay",
@@ -34,6 +35,7 @@ _FLAG_GROUPS = {
     "nordirplus": "nordirplus", "security_label": "security_label",
     "mountpoint": "mountpoint", "mp": "mountpoint",
     "manage-gids": "manage-gids",
+    "delegations": "delegations", "no_delegations": "delegations",
 }  # fmt: skip
 _VALUED_FLAGS = {"mountpoint": "mountpoint", "mp": "mountpoint", "refer": "refer",
                  "replicas": "replicas", "xprtsec": "xprtsec"}  # fmt: skip

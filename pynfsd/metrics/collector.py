@@ -118,6 +118,8 @@ class SnapshotCollector(Collector):
         yield gauge("pynfsd_opens", "open files (open stateids)", snap.state["opens"])
         yield gauge("pynfsd_lock_states", "lock stateids", snap.state["lock_states"])
         yield gauge("pynfsd_locks", "byte-range locks held", snap.state["locks"])
+        yield gauge("pynfsd_delegations", "delegations held by clients",
+                    snap.state.get("delegations", 0))
         yield counter("pynfsd_client_id_collisions", "one co_ownerid from different "
                       "addresses or principals", snap.collisions)
 

@@ -74,7 +74,7 @@ class Snapshot:
     op_names: Mapping[int, str]
     clients: dict[str, int]  # active, courtesy, expired, unconfirmed
     clients_dropped: dict[str, int]  # expired, revoked, replaced
-    state: dict[str, int]  # open_owners, opens, lock_states, locks
+    state: dict[str, int]  # open_owners, opens, lock_states, locks, delegations
     collisions: int
     grace: dict[str, Any] | None
     drc: dict[str, Any] | None
@@ -109,7 +109,8 @@ def take(src: Sources) -> Snapshot:
         clients=client_states(src.state),
         clients_dropped={DROP_REASONS.get(s, str(s)): n for s, n in table.buried.items()},
         state={"open_owners": counts.open_owners, "opens": counts.opens,
-               "lock_states": counts.lock_states, "locks": counts.locks},
+               "lock_states": counts.lock_states, "locks": counts.locks,
+               "delegations": counts.delegations},
         collisions=table.collisions.total,
         grace=None if src.grace is None else dict(src.grace.status()),
         drc=None if src.drc is None else dict(src.drc.status()),

@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from pynfsd.exports.mounts import DEFAULT_MAX_MOUNTS
 from pynfsd.exports.types import ClientExport
 from pynfsd.fs.backend import Backend
+from pynfsd.nfs4.state.delegations import (
+    DEFAULT_MAX_CLIENT_DELEGATIONS,
+    DEFAULT_MAX_DELEGATIONS,
+)
 
 # Bounded work per COMPOUND (see pynfsd.nfs4.compound).  200 ops as knfsd's
 # NFSD_MAX_OPS_PER_COMPOUND (raised from 50 for clients that walk long paths in one
@@ -42,6 +46,10 @@ class ServerConfig:
     # RPCSEC_GSS callbacks: the server's initiator name and keytab (None: AUTH_SYS only)
     callback_keytab: str | None = None
     callback_gss_name: str | None = None
+    # delegations (pynfsd.nfs4.state.delegations): granted at all, and at most how many
+    delegations: bool = True
+    max_delegations: int = DEFAULT_MAX_DELEGATIONS
+    max_client_delegations: int = DEFAULT_MAX_CLIENT_DELEGATIONS
     clock: Callable[[], float] = field(default=time.monotonic)
     wallclock_ns: Callable[[], int] = field(default=time.time_ns)
 

@@ -3,7 +3,8 @@
 Theory of operation: the server builds one `Services` when it starts: the state manager, the
 configuration (the same object, so a changed bound applies to the next COMPOUND), the
 idmappers, the wait for client records to reach stable storage, the write verifier, the
-start of a callback path and the counters of operations.  Each COMPOUND gets a
+start of a callback path, the counters of operations and the delegations' recaller.
+Each COMPOUND gets a
 `CompoundContext` holding them, its `Vfs`, the credential and the client's address, plus its
 current and saved filehandles.  Handlers reach
 everything through the context and never name the server.
@@ -18,6 +19,7 @@ from pynfsd.idmap import IdMapper
 from pynfsd.metrics.stats import Stats
 from pynfsd.nfs4 import errors
 from pynfsd.nfs4.config import ServerConfig
+from pynfsd.nfs4.recall import Recaller
 from pynfsd.nfs4.state import StateManager
 from pynfsd.nfs4.vfs import Vfs
 from pynfsd.nfs4.vfstypes import Obj
@@ -42,13 +44,15 @@ class Services:
     start_callback: Callable[[int, object, str], None]
     #: per-operation counts and latencies, READ/WRITE bytes (`pynfsd.metrics.stats`)
     stats: Stats
+    #: CB_RECALL/CB_GETATTR of delegations, and the wait for their return
+    recaller: Recaller
 
 
 class CompoundContext:
     """The state of one COMPOUND: current and saved filehandles, credential, client."""
 
     __slots__ = ("services", "vfs", "cred", "client_addr", "_current", "_saved", "tag",
-                 "index", "non_idempotent", "prepare")
+                 "index", "non_idempotent", "prepare", "clientid")
 
     def __init__(self, services: Services, vfs: Vfs, cred: Credential, client_addr: str) -> None:
         self.services = services
@@ -63,6 +67,9 @@ class CompoundContext:
         # Set while the client's exports are not known yet: the first op that uses them awaits
         # it (the caches may park the request; NFS4ERR_DELAY for that op if they do not answer).
         self.prepare: Callable[[], Awaitable[None]] | None = None
+        # The client id an op of this COMPOUND named (OPEN, RENEW, a stateid): who asks, when
+        # a later op meets a delegation (pynfsd.nfs4.ops.deleg), as knfsd's lease breaker.
+        self.clientid: int | None = None
 
     @property
     def state(self) -> StateManager:

@@ -44,6 +44,7 @@ from pynfsd.nfs4.config import (
 from pynfsd.nfs4.context import CompoundContext, Services
 from pynfsd.nfs4.crossing import OnceLog
 from pynfsd.nfs4.ops import build_op_table
+from pynfsd.nfs4.recall import Recaller
 from pynfsd.nfs4.state import StateManager
 from pynfsd.nfs4.state.grace import GracePeriod
 from pynfsd.nfs4.state.leases import enforced_lease
@@ -118,6 +119,7 @@ class NFSServer:
             if config.callback_keytab else None,
             clock=config.clock,
         )
+        self.recaller = Recaller(self.callbacks)
         self.state = StateManager(
             clock=config.clock,
             rng=rng,
@@ -127,7 +129,11 @@ class NFSServer:
             open_files=BackendOpenFiles(self.backends),
             grace=self.grace,
             on_client_dropped=self.callbacks.forget,  # its callback path goes with it
+            delegation_hooks=self.recaller,
         )
+        self.state.delegations.enabled = config.delegations
+        self.state.delegations.max_total = config.max_delegations
+        self.state.delegations.max_per_client = config.max_client_delegations
         self._pool = BlockingPool(config.workers)
         # filesystems mounted inside exports (pynfsd.nfs4.crossing)
         self.mounts = MountTable()
@@ -144,6 +150,7 @@ class NFSServer:
             write_verifier=self.write_verifier,
             start_callback=self.start_callback,
             stats=Stats() if stats is None else stats,
+            recaller=self.recaller,
         )
         self.ops = build_op_table()
 
@@ -219,6 +226,7 @@ class NFSServer:
 
     async def shutdown(self) -> None:
         """Stop callback work and the caches' upcalls, then release backends and threads."""
+        await self.recaller.close()
         await self.callbacks.close()
         await self.views.caches.close()
         self.close()

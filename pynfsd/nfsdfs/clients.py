@@ -143,15 +143,19 @@ class ClientDirs:
             rows += [(stateid_hex(o.stateid()), o, "open") for o in oo.opens.values()]
         for lo in list(c.lock_owners.values()):
             rows += [(stateid_hex(ls.stateid()), ls, "lock") for ls in lo.lock_states]
+        rows += [(stateid_hex(d.stateid()), d, "deleg") for d in list(c.delegations.values())]
         out = []
         for sid, st, kind in rows:
-            key = st.file_key if kind == "open" else st.open.file_key
+            key = st.open.file_key if kind == "lock" else st.file_key
             dev, ino, path = await self.runner.run(self._where, key)
             fields = [f"type: {kind}"]
             if kind == "open":
                 fields += [f"access: {rw(st.access)}", f"deny: {rw(st.deny)}"]
-            fields += [f'superblock: "{superblock(dev, ino)}"', f'filename: "{last_two(path)}"',
-                       f'owner: "{printable_id(st.owner.owner)}"']
+            elif kind == "deleg":  # knfsd: "access: r" or "access: w", no owner
+                fields += [f"access: {'w' if st.write else 'r'}"]
+            fields += [f'superblock: "{superblock(dev, ino)}"', f'filename: "{last_two(path)}"']
+            if kind != "deleg":
+                fields += [f'owner: "{printable_id(st.owner.owner)}"']
             out.append(f"- {sid}: {{ {', '.join(fields)} }}\n")
         return "".join(out).encode()
 

@@ -97,6 +97,7 @@ async def test_clients_lists_identity_lease_opens_locks(world: World) -> None:
     assert ra == {"clientid": f"{a.clientid:016x}", "co_ownerid": "client-A",
                   "principal": "sys:0", "address": "10.0.0.5", "confirmed": True,
                   "lease_left": ENFORCED - 10, "courtesy": False, "opens": 1, "locks": 1,
+                  "delegations": 0,
                   "collisions": 0}
     assert rb["co_ownerid"] == 'odd \\"id\\"\\x01'
     assert (rb["principal"], rb["address"], rb["opens"], rb["locks"]) == (
@@ -177,8 +178,8 @@ async def test_status(world: World) -> None:
     st = ask(admin.AdminCore(world.server), {"cmd": "status"})["result"]
     grace = st.pop("grace")
     assert st == {"version": admin.__version__, "uptime": 42.0, "clients": 1,
-                  "unconfirmed_clients": 0, "opens": 1, "locks": 1, "lease_time": LEASE,
-                  "collisions": 0}
+                  "unconfirmed_clients": 0, "opens": 1, "locks": 1, "delegations": 0,
+                  "lease_time": LEASE, "collisions": 0}
     assert grace == json.loads(json.dumps(world.server.grace.status()))
     assert grace["in_grace"] is False  # a fresh state dir: nobody can reclaim
     assert f"grace: over ({grace['ended_reason']})" in admin.format_status({**st, "grace": grace})
@@ -201,13 +202,13 @@ def test_format_grace_in_progress() -> None:
 def test_format_clients_table() -> None:
     rows = [{"clientid": "00000001", "co_ownerid": "web-1", "principal": "sys:0",
              "address": "10.0.0.5", "confirmed": True, "lease_left": -3.0, "courtesy": True,
-             "opens": 2, "locks": 5, "collisions": 4}]
+             "opens": 2, "locks": 5, "delegations": 3, "collisions": 4}]
     text = admin.format_clients(rows)
     head, line = text.splitlines()[:2]
-    assert head.split() == ["CLIENTID", "STATE", "LEASE", "OPENS", "LOCKS", "COLLISIONS",
-                            "PRINCIPAL", "ADDRESS", "CO_OWNERID"]
-    assert line.split() == ["00000001", "courtesy", "-3s", "2", "5", "4", "sys:0", "10.0.0.5",
-                            '"web-1"']
+    assert head.split() == ["CLIENTID", "STATE", "LEASE", "OPENS", "LOCKS", "DELEGS",
+                            "COLLISIONS", "PRINCIPAL", "ADDRESS", "CO_OWNERID"]
+    assert line.split() == ["00000001", "courtesy", "-3s", "2", "5", "3", "4", "sys:0",
+                            "10.0.0.5", '"web-1"']
     assert "1 client id(s) are used by more than one machine" in text
     assert admin.format_clients([]) == "no clients\n"
     assert admin.format_duration(90061) == "1d 1h 01m 01s"

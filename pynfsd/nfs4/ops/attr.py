@@ -17,9 +17,11 @@ from pynfsd.nfs4.attrs import (
 )
 from pynfsd.nfs4.attrsrc import requested_set, source_for
 from pynfsd.nfs4.context import CompoundContext
-from pynfsd.nfs4.ops.seqid import to_stateid
+from pynfsd.nfs4.ops.deleg import breaking, holder_attrs, stateid_user
 from pynfsd.nfs4.optable import op
 from pynfsd.nfs4.vfstypes import Obj
+
+_DELEGATED = frozenset({N.FATTR4_SIZE, N.FATTR4_CHANGE})
 
 
 def _getattr_reply(args: N.GETATTR4args, _cfg: object) -> int:
@@ -30,6 +32,8 @@ def _getattr_reply(args: N.GETATTR4args, _cfg: object) -> int:
 async def getattr_(ctx: CompoundContext, args: N.GETATTR4args) -> N.GETATTR4resok:
     req = requested_set(args.attr_request)
     src = await source_for(ctx, ctx.current, req)
+    if req & _DELEGATED:  # §10.4.3: a write delegation's holder knows them better
+        src.attrs = await holder_attrs(ctx, src.fh, src.attrs)
     return N.GETATTR4resok(encode_fattr4(req, src))
 
 
@@ -74,7 +78,13 @@ async def setattr_(ctx: CompoundContext, args: N.SETATTR4args) -> list[int]:
     if s.size is not None:
         ctx.vfs.check_writable(obj)
         # RFC 7530 §16.32.4: a size change is checked against the stateid like a WRITE.
-        ctx.state.check_io_stateid(to_stateid(args.stateid), obj.fh, True)
+        ctx.state.check_io_stateid(await stateid_user(ctx, args.stateid, obj.fh, True), obj.fh,
+                                   True)
+    elif ctx.state.delegations.by_file:
+        await stateid_user(ctx, args.stateid, obj.fh, True)
+    # §10.4.1: any attribute change recalls other clients' delegations (the holder's own
+    # delegation stateid, or another stateid of its, names it as the requester)
+    await breaking(ctx, obj.fh, True)
     try:
         await apply_setattrs(ctx, obj, s)
     except errors.NFS4Error as e:

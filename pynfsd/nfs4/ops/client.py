@@ -1,5 +1,5 @@
-"""Client-id operations: SETCLIENTID, SETCLIENTID_CONFIRM, RENEW, and the delegation ops
-(RFC 7530 §16.33, §16.34, §16.28, §16.5, §16.6)."""
+"""Client-id operations: SETCLIENTID, SETCLIENTID_CONFIRM, RENEW
+(RFC 7530 §16.33, §16.34, §16.28)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
 from pynfsd.nfs4.callback import CallbackTarget
 from pynfsd.nfs4.context import CompoundContext
-from pynfsd.nfs4.ops.seqid import to_stateid
 from pynfsd.nfs4.optable import op
 
 
@@ -36,18 +35,5 @@ async def setclientid_confirm(ctx: CompoundContext, args: N.SETCLIENTID_CONFIRM4
 
 @op(N.OP_RENEW, needs_fh=False)
 async def renew(ctx: CompoundContext, args: N.RENEW4args) -> None:
+    ctx.clientid = args.clientid
     ctx.state.renew(args.clientid, ctx.principal)
-
-
-@op(N.OP_DELEGPURGE, needs_fh=False)
-async def delegpurge(ctx: CompoundContext, args: N.DELEGPURGE4args) -> None:
-    # pynfsd grants no delegations and so supports no CLAIM_DELEGATE_PREV (§16.5.4).
-    raise errors.NFS4ERR_NOTSUPP()
-
-
-@op(N.OP_DELEGRETURN)
-async def delegreturn(ctx: CompoundContext, args: N.DELEGRETURN4args) -> None:
-    # No delegation is ever granted: an unknown stateid gets the error its form calls for
-    # (STALE/EXPIRED/BAD, §9.1.4), and an open or lock stateid is not a delegation stateid.
-    ctx.state.owner_for_stateid(to_stateid(args.deleg_stateid))
-    raise errors.NFS4ERR_BAD_STATEID("not a delegation stateid")

@@ -18,6 +18,7 @@ from pynfsd.nfs4.attrs import (
 from pynfsd.nfs4.attrsrc import fsstat_if_needed, make_source, requested_set
 from pynfsd.nfs4.context import CompoundContext
 from pynfsd.nfs4.ops.attr import apply_setattrs
+from pynfsd.nfs4.ops.deleg import breaking
 from pynfsd.nfs4.ops.names import check_name
 from pynfsd.nfs4.optable import op
 from pynfsd.nfs4.vfstypes import Listed, Obj
@@ -185,9 +186,22 @@ async def _apply_extra(ctx: CompoundContext, obj: Obj, s: SetAttrs, ftype: FileT
 async def remove(ctx: CompoundContext, args: N.REMOVE4args) -> N.REMOVE4resok:
     d = ctx.current
     name = check_name(args.target)
+    await _break_named(ctx, d, name)
     before = await ctx.vfs.getattr(d)
     await ctx.vfs.remove(d, name)
     return N.REMOVE4resok(change_info(before, await ctx.vfs.getattr(d)))
+
+
+async def _break_named(ctx: CompoundContext, d: Obj, name: bytes) -> None:
+    """Recall other clients' delegations of the file `name` in `d` before it is removed or
+    renamed (§10.4.1); nothing to look up while no delegation is out."""
+    if not ctx.state.delegations.by_file:
+        return
+    try:
+        obj = await ctx.vfs.lookup(d, name)
+    except errors.NFS4Error:
+        return  # the operation itself reports what is wrong with the name
+    await breaking(ctx, obj.fh, True)
 
 
 def _saved(ctx: CompoundContext) -> Obj:
@@ -204,6 +218,8 @@ async def rename(ctx: CompoundContext, args: N.RENAME4args) -> N.RENAME4resok:
     src, dst = _saved(ctx), ctx.current
     ctx.vfs.check_sec(src)
     old, new = check_name(args.oldname), check_name(args.newname)
+    await _break_named(ctx, src, old)  # §10.4.1: the file renamed, and one renamed over
+    await _break_named(ctx, dst, new)
     sb, tb = await ctx.vfs.getattr(src), await ctx.vfs.getattr(dst)
     await ctx.vfs.rename(src, old, dst, new)
     sa, ta = await ctx.vfs.getattr(src), await ctx.vfs.getattr(dst)
@@ -215,6 +231,7 @@ async def link(ctx: CompoundContext, args: N.LINK4args) -> N.LINK4resok:
     src, d = _saved(ctx), ctx.current
     ctx.vfs.check_sec(src)
     name = check_name(args.newname)
+    await breaking(ctx, src.fh, True)  # §10.4.1: a new name for a delegated file
     before = await ctx.vfs.getattr(d)
     await ctx.vfs.link(src, d, name)
     return N.LINK4resok(change_info(before, await ctx.vfs.getattr(d)))

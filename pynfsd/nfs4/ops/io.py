@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
 from pynfsd.nfs4.context import CompoundContext
-from pynfsd.nfs4.ops.seqid import to_stateid
+from pynfsd.nfs4.ops.deleg import stateid_user
 from pynfsd.nfs4.optable import op, xdr_pad
 from pynfsd.xdr.runtime import Packer, Unpacker
 
@@ -43,8 +43,7 @@ def _read_reply(args: N.READ4args, cfg: ServerConfig) -> int:
 @op(N.OP_READ, pack_res=_pack_read_res, reply_size=_read_reply, on_file=True)
 async def read(ctx: CompoundContext, args: N.READ4args) -> N.READ4resok:
     obj = ctx.current
-    sid = args.stateid
-    ctx.state.check_io_stateid(to_stateid(sid), obj.fh, False)
+    ctx.state.check_io_stateid(await stateid_user(ctx, args.stateid, obj.fh, False), obj.fh, False)
     count = min(args.count, ctx.config.maxread)
     data, eof = await ctx.vfs.read(obj, args.offset, count)  # access checked on each READ
     ctx.services.stats.read_bytes += len(data)
@@ -55,7 +54,7 @@ async def read(ctx: CompoundContext, args: N.READ4args) -> N.READ4resok:
 async def write(ctx: CompoundContext, args: N.WRITE4args) -> N.WRITE4resok:
     obj = ctx.current
     # §9.1.4.3: a WRITE with the READ bypass stateid is treated as with the anonymous one
-    ctx.state.check_io_stateid(to_stateid(args.stateid), obj.fh, True)
+    ctx.state.check_io_stateid(await stateid_user(ctx, args.stateid, obj.fh, True), obj.fh, True)
     if args.offset + len(args.data) > (1 << 63) - 1:
         raise errors.NFS4ERR_FBIG()
     sync = args.stable != UNSTABLE4

@@ -1,4 +1,11 @@
-"""OPEN, OPEN_CONFIRM, OPEN_DOWNGRADE and CLOSE (RFC 7530 §16.16, §16.18, §16.19, §16.2)."""
+"""OPEN, OPEN_CONFIRM, OPEN_DOWNGRADE and CLOSE (RFC 7530 §16.16, §16.18, §16.19, §16.2).
+
+OPEN and delegations (§10.4, `pynfsd.nfs4.state.delegations`): an OPEN recalls the delegations
+of other clients it conflicts with before its share check (`ops.deleg.breaking`), and may be
+granted one after.  CLAIM_DELEGATE_CUR opens under the client's own delegation (also while
+it is recalled); CLAIM_PREVIOUS with a delegation type reclaims it in grace; the
+`no_delegations` export option and `serve --delegations off` turn grants off.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +19,13 @@ from pynfsd.nfs4.attrs import SetAttrs, decode_settable
 from pynfsd.nfs4.bitmap import int_to_bitmap
 from pynfsd.nfs4.context import CompoundContext
 from pynfsd.nfs4.ops.attr import apply_setattrs
+from pynfsd.nfs4.ops.deleg import breaking
 from pynfsd.nfs4.ops.dirs import change_info
 from pynfsd.nfs4.ops.names import check_name
 from pynfsd.nfs4.ops.seqid import sequenced, to_stateid, to_stateid4
 from pynfsd.nfs4.optable import op
 from pynfsd.nfs4.state import Stateid, check_share_args
+from pynfsd.nfs4.state.owners import Delegation
 from pynfsd.nfs4.vfstypes import Obj
 
 OPEN4_RESULT_CONFIRM = 0x2
@@ -25,6 +34,11 @@ _NS = 1_000_000_000
 # For EXCLUSIVE4 the verifier is kept in atime/mtime (as knfsd does); the client then sets
 # the real values with SETATTR, told by attrset that these were used (RFC 7530 §16.16.5).
 _EXCL_ATTRSET = [0, (1 << (N.FATTR4_TIME_ACCESS - 32)) | (1 << (N.FATTR4_TIME_MODIFY - 32))]
+# What knfsd sends with a delegation: no space limit on a write delegation, and an ACE that
+# leaves access checks to the server (ACCESS_ALLOWED, no access bits, EVERYONE@).
+_NO_LIMIT = N.nfs_space_limit4(N.NFS_LIMIT_SIZE, N.NFS4_UINT64_MAX)
+_DELEG_ACE = N.nfsace4(N.ACE4_ACCESS_ALLOWED_ACE_TYPE, 0, 0, b"EVERYONE@")
+_NO_DELEGATION = N.open_delegation4(N.OPEN_DELEGATE_NONE, None)
 
 
 @dataclass(slots=True)
@@ -40,7 +54,7 @@ class _Opened:
 @op(N.OP_OPEN)
 async def open_(ctx: CompoundContext, args: N.OPEN4args) -> N.OPEN4resok:
     state = ctx.state
-    clientid = args.owner.clientid
+    clientid = ctx.clientid = args.owner.clientid
     owner = state.open_owner(clientid, args.owner.owner, args.seqid)
     try:
         resok, obj = await sequenced(state, owner, args.seqid, N.OP_OPEN, lambda: _open(ctx, args))
@@ -55,14 +69,15 @@ async def _open(ctx: CompoundContext, args: N.OPEN4args) -> tuple[N.OPEN4resok, 
     access, deny = args.share_access, args.share_deny
     reclaim = claim.claim == N.CLAIM_PREVIOUS
     check_share_args(access, deny)  # before anything is created (§16.16.5)
+    own: Delegation | None = None
     if claim.claim == N.CLAIM_NULL:
         opened = await _open_by_name(ctx, args, check_name(claim.value))
     elif reclaim:
         opened = await _existing(ctx, ctx.current)
     elif claim.claim == N.CLAIM_DELEGATE_CUR:
-        raise errors.NFS4ERR_BAD_STATEID("no delegations are granted")
-    else:
-        raise errors.NFS4ERR_RECLAIM_BAD("no delegations were granted")
+        own, opened = await _delegate_cur(ctx, args.owner.clientid, claim.value)
+    else:  # CLAIM_DELEGATE_PREV: see pynfsd.nfs4.ops.deleg
+        raise errors.NFS4ERR_NOTSUPP("CLAIM_DELEGATE_PREV")
     if not opened.created:
         await ctx.vfs.check_open_access(
             opened.obj,
@@ -70,15 +85,56 @@ async def _open(ctx: CompoundContext, args: N.OPEN4args) -> tuple[N.OPEN4resok, 
             bool(access & N.OPEN4_SHARE_ACCESS_READ),
             bool(access & N.OPEN4_SHARE_ACCESS_WRITE),
         )
+    if own is None and not reclaim:  # §10.4.1: other clients' delegations are recalled
+        await breaking(ctx, opened.obj.fh, bool(access & N.OPEN4_SHARE_ACCESS_WRITE))
     res = ctx.state.open(
         args.owner.clientid, args.owner.owner, opened.obj.fh, access, deny, reclaim=reclaim
     )
     if opened.truncate:
-        await ctx.vfs.setattr(opened.obj, size=0)
+        opened.attrs = await ctx.vfs.setattr(opened.obj, size=0)
     rflags = OPEN4_RESULT_LOCKTYPE_POSIX | (OPEN4_RESULT_CONFIRM if res.needs_confirm else 0)
-    none = N.open_delegation4(N.OPEN_DELEGATE_NONE, None)
-    resok = N.OPEN4resok(to_stateid4(res.stateid), opened.cinfo, rflags, opened.attrset, none)
+    deleg = _NO_DELEGATION if own is not None else _delegate(ctx, args, opened)
+    resok = N.OPEN4resok(to_stateid4(res.stateid), opened.cinfo, rflags, opened.attrset, deleg)
     return resok, opened.obj
+
+
+async def _delegate_cur(
+    ctx: CompoundContext, clientid: int, cur: N.open_claim_delegate_cur4
+) -> tuple[Delegation, _Opened]:
+    """CLAIM_DELEGATE_CUR (§16.16.5): the file by name in the current directory, opened
+    under the client's own delegation of it (its stateid checked as §9.1.4.4 says)."""
+    obj = await ctx.vfs.lookup(ctx.current, check_name(cur.file))
+    own = ctx.state.delegations.find(to_stateid(cur.delegate_stateid), obj.fh)
+    if own is None or own.client.clientid != clientid:
+        raise errors.NFS4ERR_BAD_STATEID("not a delegation of this client")
+    return own, await _existing(ctx, obj)
+
+
+def _delegate(ctx: CompoundContext, args: N.OPEN4args, opened: _Opened) -> N.open_delegation4:
+    """The delegation this OPEN gets (§10.4), or a reclaimed one (CLAIM_PREVIOUS)."""
+    delegations = ctx.state.delegations
+    client = ctx.state.clients.confirmed.get(args.owner.clientid)
+    export = opened.obj.export
+    if client is None or export is None or export.options.has("no_delegations"):
+        return _NO_DELEGATION
+    fh, attrs = opened.obj.fh, opened.attrs
+    recall = False
+    if args.claim.claim == N.CLAIM_PREVIOUS:
+        if args.claim.value == N.OPEN_DELEGATE_NONE:
+            return _NO_DELEGATION
+        write = args.claim.value == N.OPEN_DELEGATE_WRITE
+        deleg, recall = delegations.reclaim(client, fh, write, attrs.change, attrs.size)
+    else:
+        granted = delegations.grant(client, fh, args.share_access, attrs.change, attrs.size)
+        if granted is None:
+            return _NO_DELEGATION
+        deleg = granted
+    sid = to_stateid4(deleg.stateid())
+    if deleg.write:
+        return N.open_delegation4(
+            N.OPEN_DELEGATE_WRITE, N.open_write_delegation4(sid, recall, _NO_LIMIT, _DELEG_ACE))
+    return N.open_delegation4(N.OPEN_DELEGATE_READ,
+                              N.open_read_delegation4(sid, recall, _DELEG_ACE))
 
 
 async def _existing(ctx: CompoundContext, obj: Obj) -> _Opened:

@@ -108,7 +108,8 @@ def client_info(c: Client, now: float) -> ClientInfo:
     opens = sum(len(oo.opens) for oo in c.open_owners.values())
     locks = count_locks(ls for lo in c.lock_owners.values() for ls in lo.lock_states)
     left = max(0.0, c.expires - now)
-    courteous = c.confirmed and c.pins == 0 and now >= c.expires and opens > 0
+    delegs = len(c.delegations)
+    courteous = c.confirmed and c.pins == 0 and now >= c.expires and opens + delegs > 0
     return ClientInfo(
         c.clientid,
         c.ownerid,
@@ -119,6 +120,7 @@ def client_info(c: Client, now: float) -> ClientInfo:
         opens,
         locks,
         courteous,
+        delegs,
     )
 
 
@@ -133,4 +135,5 @@ def state_counts(confirmed: Collection[Client], unconfirmed: int) -> StateCounts
         opens=sum(len(oo.opens) for oo in owners),
         lock_states=len(lock_sets),
         locks=count_locks(lock_sets),
+        delegations=sum(len(c.delegations) for c in confirmed),
     )

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state.clients import ClientTable
+from pynfsd.nfs4.state.delegations import DelegationHooks, Delegations
 from pynfsd.nfs4.state.files import FileTable, NoOpenFiles, OpenFiles
 from pynfsd.nfs4.state.grace import FixedGrace, GraceTracker, check_reclaim
 from pynfsd.nfs4.state.leases import (
@@ -93,6 +94,7 @@ class StateManager:
         courtesy_limit: float = COURTESY_LIMIT,
         max_courteous: int = MAX_COURTEOUS,
         on_client_dropped: Callable[[int], None] | None = None,
+        delegation_hooks: DelegationHooks | None = None,
     ) -> None:
         self.clock = clock
         # told the id of every client whose state is dropped (expired, revoked, replaced)
@@ -115,6 +117,8 @@ class StateManager:
         self.files = FileTable(
             open_files if open_files is not None else NoOpenFiles(), clock, self.waiter_window
         )
+        self.delegations = Delegations(clock, self.enforced_lease, self.files, self._stateid_client,
+                                       self._yield_courteous, self._in_grace, delegation_hooks)
 
     # -- client ids (§16.33, §16.34, §16.28) ----------------------------------------------
 
@@ -153,8 +157,11 @@ class StateManager:
 
         `principal` is accepted for future policy but not enforced: clients may renew with
         any credential (Linux uses whichever state-owner credential it has at hand).
+        A client holding delegations whose callback path is down is told so (§16.28.4).
         """
-        self._client(clientid)
+        client = self._client(clientid)
+        if client.delegations and self.delegations.hooks.callback_down(clientid):
+            raise E.NFS4ERR_CB_PATH_DOWN()
 
     def pin(self, clientid: int) -> None:
         """Hold the lease of `clientid` for an operation in progress: it cannot expire."""
@@ -299,6 +306,11 @@ class StateManager:
                 return None  # bypasses share reservations, so no reclaim can conflict
             self._check_io_grace()
             return self._check_anonymous(file_key, write)
+        deleg = self.delegations.find(stateid, file_key)
+        if deleg is not None:  # §10.4: I/O under a delegation; writes need a write one
+            if write and not deleg.write:
+                raise E.NFS4ERR_OPENMODE()
+            return None
         state = self._resolve(stateid, file_key, (OpenState, LockState))
         os = state if isinstance(state, OpenState) else state.open
         if write and not os.access & OPEN4_SHARE_ACCESS_WRITE:
@@ -458,6 +470,7 @@ class StateManager:
             expired += 1
         self.clients.expire_unconfirmed(now)
         self.files.sweep(now)
+        self.delegations.sweep()
         return expired
 
     def revoke_client(self, clientid: int) -> bool:
@@ -524,6 +537,7 @@ class StateManager:
             self.files.release_open_owner(oo)
         client.lock_owners.clear()
         client.states.clear()
+        self.delegations.drop_client(client)
         self.files.drop_client_waiters(client.clientid)
         if status:
             self.clients.bury(client.clientid, status)
@@ -536,6 +550,14 @@ class StateManager:
 
     def _locate(self, stateid: Stateid) -> tuple[Client, AnyState]:
         """Find the state behind a non-special stateid, ignoring its seqid."""
+        client = self._stateid_client(stateid)
+        state = client.states.get(int.from_bytes(stateid.other[8:], "big"))
+        if state is None:
+            raise E.NFS4ERR_BAD_STATEID()
+        return client, state
+
+    def _stateid_client(self, stateid: Stateid) -> Client:
+        """The live client a non-special stateid belongs to (STALE, EXPIRED, ADMIN_REVOKED)."""
         other = stateid.other
         if len(other) != 12 or is_special_other(other):
             raise E.NFS4ERR_BAD_STATEID()  # §9.1.4.4: special stateid not allowed here
@@ -546,10 +568,7 @@ class StateManager:
         if client is None:
             raise tombstone_error(self.clients.tombstones.get(clientid))
         self._check_lease(client)
-        state = client.states.get(int.from_bytes(other[8:], "big"))
-        if state is None:
-            raise E.NFS4ERR_BAD_STATEID()
-        return client, state
+        return client
 
     def _resolve(
         self,

@@ -41,10 +41,13 @@ class Client:
     open_owners: dict[bytes, OpenOwner] = field(default_factory=dict)
     lock_owners: dict[bytes, LockOwner] = field(default_factory=dict)
     states: dict[int, OpenState | LockState] = field(default_factory=dict)
+    delegations: dict[int, Delegation] = field(default_factory=dict)  # by stateid index
     next_index: int = 1
 
     def has_state(self) -> bool:
-        """True when the client holds opens or locks (what §9.1.2 calls "state")."""
+        """True when the client holds opens, locks or delegations (§9.1.2 "state")."""
+        if self.delegations:
+            return True
         return any(not s.closed for s in self.states.values() if isinstance(s, OpenState))
 
     def stateid_other(self, index: int) -> bytes:
@@ -187,3 +190,27 @@ class LockState(LockSet):
     def bump(self) -> Stateid:
         self.seqid = next_seqid(self.seqid)  # §9.1.4.2
         return self.stateid()
+
+
+@dataclass(slots=True, eq=False)
+class Delegation:
+    """A read or write delegation of one file to one client (§10.4), with its recall.
+
+    `recalled_at` is when the recall began (None: not recalled); `change` and `size` are the
+    server's change attribute and size when it was granted, `client_change` the holder's
+    change attribute last reported by CB_GETATTR and `bumped` the change attribute the
+    server reports while the holder has modified the file (§10.4.3)."""
+
+    index: int
+    client: Client
+    file_key: bytes
+    write: bool
+    seqid: int = 1
+    recalled_at: float | None = None
+    change: int = 0
+    size: int = 0
+    client_change: int | None = None
+    bumped: int | None = None
+
+    def stateid(self) -> Stateid:
+        return Stateid(self.seqid, self.client.stateid_other(self.index))

@@ -163,6 +163,7 @@ class ClientInfo:
     opens: int
     locks: int
     courteous: bool = False  # lease lapsed, state kept until someone conflicts (§9.6.3.1)
+    delegations: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,3 +174,4 @@ class StateCounts:
     opens: int
     lock_states: int
     locks: int
+    delegations: int = 0
