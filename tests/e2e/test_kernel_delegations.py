@@ -12,11 +12,17 @@ callback service. Both boots are shared by three parts, each shown on a timeline
 * write delegation: A opens ``w.txt`` for write and writes over it, past its end; the data stays
   dirty in A's page cache (writeback off, the file kept open by ``helpers/holdwrite.c``). B's
   ``stat`` sees A's size while the server's file is unchanged: the server asked A with
-  CB_GETATTR (RFC 7530 §10.4.3). B's open recalls the delegation; A flushes (WRITE) and returns
-  it before B's OPEN succeeds, and B reads A's data.
+  CB_GETATTR (RFC 7530 §10.4.3). B's open recalls the delegation and A returns it. Had A
+  flushed first (§10.4.1 says it should), B's first read has A's data; the Debian 6.1 kernel,
+  which still has the file open for write, returns the delegation without flushing (its open
+  stateid covers the dirty pages), so A's data reaches the server when A closes the file, and
+  B's next open reads it.
 * restart: A holds ``r2.txt`` open with a read delegation when the server is killed and
   started again; A reclaims the open with CLAIM_PREVIOUS and its delegation (the server's
-  client table shows it again), and later open/read/close of the file sends no OPEN.
+  client table shows it again; mountstats counts the reclaim as OPEN_NOATTR, and no plain
+  OPEN), and later open/read/close of the file sends no OPEN while A keeps it (the server may
+  ask for a reclaimed delegation back at once, as knfsd does when the callback path is not yet
+  confirmed: then A returns it, and the timeline says so).
 """
 
 from __future__ import annotations
@@ -122,13 +128,19 @@ def write_delegation(scene: Scene, a: Guest, b: Guest) -> None:
              "B's stat shows A's size: the server asked A with CB_GETATTR")
     tl.check(disk.read_text() == HOST_TEXT, "the server's file is unchanged "
              "(CB_GETATTR is no flush)")
-    out = b.ok("cat $M/w.txt", limit=120)
-    tl.check(out == [A_TEXT], "B's open recalled A's delegation and B reads A's data")
-    counts = sent(before, ops(a), "WRITE", "DELEGRETURN")
-    tl.check(counts["WRITE"] >= 1 and counts["DELEGRETURN"] == 1,
-             f"A flushed its dirty data and returned the delegation: {counts}")
-    tl.check(disk.read_text() == A_TEXT, "A's data is on the server's disk")
+    out = b.ok("cat $M/w.txt; echo", limit=120)   # A_TEXT has no newline of its own
+    counts = sent(before, ops(a), "OPEN", "WRITE", "DELEGRETURN")
+    tl.note(f"A sent since it opened w.txt: {counts}; the server's file: {disk.read_text()!r}")
+    tl.check(counts["DELEGRETURN"] == 1, "B's open recalled A's write delegation: A returned it")
+    if counts["WRITE"]:
+        tl.check(out[:1] == [A_TEXT], "A flushed before returning: B's first read has A's data")
+    else:
+        tl.note("A still has w.txt open for write: Linux 6.1 returns the delegation without "
+                "flushing (its open stateid covers the dirty pages; close-to-open applies)")
     a.ok("release w.txt")
+    tl.check(sent(before, ops(a), "WRITE")["WRITE"] >= 1 and disk.read_text() == A_TEXT,
+             "A's data is on the server's disk once A closed the file")
+    tl.check(b.ok("cat $M/w.txt; echo")[:1] == [A_TEXT], "B's next open reads A's data")
 
 
 def reclaim_after_restart(scene: Scene, a: Guest) -> None:
@@ -140,14 +152,22 @@ def reclaim_after_restart(scene: Scene, a: Guest) -> None:
     scene.crash_restart_server()
     held = wait_delegations(scene, "deleg-a")
     tl.check(held >= 1, "after the restart A's client reclaimed a delegation in grace")
-    reclaims = sent(before, ops(a), "OPEN")["OPEN"]
-    tl.check(reclaims == 1, f"A sent one OPEN (the CLAIM_PREVIOUS reclaim), not {reclaims}")
-    scene.log_lines("grace")
+    # the kernel sends its reclaims (CLAIM_PREVIOUS) as OPEN_NOATTR in mountstats' terms
+    reopen = sent(before, ops(a), "OPEN", "OPEN_NOATTR")
+    tl.check(reopen == {"OPEN": 0, "OPEN_NOATTR": 1},
+             f"A reopened r2.txt with one reclaim and no plain OPEN: {reopen}")
+    reopened = ops(a)
+    scene.log_lines("pynfsd.nfs4.grace")
     a.ok("release r2.txt")
     before = ops(a)
-    a.ok(f"for i in $(seq {REPEATS}); do cat $M/r2.txt > /dev/null; done")
-    counts = sent(before, ops(a), "OPEN")
-    tl.check(counts["OPEN"] == 0, f"A reads r2.txt under the reclaimed delegation: {counts}")
+    a.ok(f"for i in $(seq {REPEATS}); do cat $M/r2.txt > /dev/null; done", limit=120)
+    counts = sent(reopened, ops(a), "OPEN", "DELEGRETURN")
+    if counts["DELEGRETURN"] == 0:
+        tl.check(sent(before, ops(a), "OPEN")["OPEN"] == 0,
+                 "A reads r2.txt under the reclaimed delegation: no OPEN")
+    else:
+        tl.note(f"the server asked for the reclaimed delegation back (recall flag: the callback "
+                f"path was not yet confirmed when A reclaimed) and A returned it: {counts}")
 
 
 def test_read_and_write_delegations_recalled_and_reclaimed(tmp_path: Path) -> None:
