@@ -15,11 +15,12 @@ import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
 from tests.vm.network import Network
+from tests.vm.qemu import GuestVM, Transcript
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -223,6 +224,23 @@ class GaneshaServer(Server):
                                             recovery=recovery, export=self.export_dir))
         return ["ganesha.nfsd", "-F", "-f", str(conf), "-L", str(self.workdir / "ganesha.nfsd.log"),
                 "-p", str(self.workdir / "ganesha.pid"), "-N", "NIV_EVENT"]
+
+
+def run_guest(server: Server, vm: GuestVM, errors: list[str],
+              after: Callable[[], None] = lambda: None) -> Transcript:
+    """Start ``server``, boot ``vm`` against it, then call ``after`` and stop the server. An
+    exception is recorded in ``errors`` (the transcript is then what the guest printed, if
+    anything), not raised."""
+    transcript = Transcript()
+    try:
+        server.start()
+        transcript = vm.run()
+    except Exception as exc:
+        errors.append(repr(exc))
+    finally:
+        after()
+        server.stop()
+    return transcript
 
 
 SERVERS: dict[str, type[Server]] = {"pynfsd": PynfsdServer, "ganesha": GaneshaServer}

@@ -9,6 +9,7 @@
 # Background jobs started by a command keep running; they should write to /dev/console.
 # Config (from /config): SERVER_IP NFS_PORT EXPORT_PATH MOUNT_EXTRA UNIQUE_ID GUEST_NAME
 . /config
+. /guestlib.sh
 M=/mnt/nfs
 export TZ=UTC LC_ALL=C PATH=/bin
 
@@ -52,14 +53,8 @@ try() {
     fi
 }
 
-# ops: the RPCs this client sent on the mount, per op ("OPEN 3"), from /proc/self/mountstats
-ops() {
-    awk -v m="$M" '$1 == "device" { on = ($5 == m); p = 0; next }
-        on && /per-op statistics/ { p = 1; next }
-        on && p && NF == 0 { p = 0 }
-        on && p && $2 ~ /^[0-9]+$/ && $2 > 0 { sub(":", "", $1); print "OPS", $1, $2 }' \
-        /proc/self/mountstats
-}
+# ops: the RPCs this client sent on the mount, per op ("OPS OPEN 3"), from mountstats
+ops() { mount_ops $M; }
 
 # keep_dirty: written pages stay in the page cache until close, fsync or a recall
 keep_dirty() {
