@@ -17,6 +17,10 @@ callback service. Both boots are shared by three parts, each shown on a timeline
   which still has the file open for write, returns the delegation without flushing (its open
   stateid covers the dirty pages), so A's data reaches the server when A closes the file, and
   B's next open reads it.
+* the read and write parts again with ``sec=krb5i`` (a realm whose KDC runs in the namespace,
+  rpc.gssd and rpc.svcgssd in each guest with its own ``nfs/<guest>`` key): the callbacks
+  (CB_NULL, CB_RECALL, CB_GETATTR) run over RPCSEC_GSS, initiated as ``nfs@nfs-server.test``
+  and accepted by the guest's rpc.svcgssd.
 * restart: A holds ``r2.txt`` open with a read delegation when the server is killed and
   started again; A reclaims the open with CLAIM_PREVIOUS and its delegation (the server's
   client table shows it again; mountstats counts the reclaim as OPEN_NOATTR, and no plain
@@ -36,7 +40,19 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_kernel_client import vm_skip_reason
-from tests.vm.multi import Guest
+from tests.e2e.test_kernel_krb5 import krb5_skip_reason
+from tests.vm.kernel import GuestKernel
+from tests.vm.krb5guest import (
+    SERVER_NAME,
+    GuestRealm,
+    Krb5PynfsdServer,
+    add_guest_principal,
+    assemble_krb5,
+    run_layer_krb5,
+    start_guest_realm,
+)
+from tests.vm.multi import Guest, GuestNet
+from tests.vm.network import Network
 from tests.vm.scene import Scene
 from tests.vm.servers import REPO_ROOT
 
@@ -94,7 +110,7 @@ def read_delegation(scene: Scene, a: Guest, b: Guest) -> None:
     tl.note("read delegation: A reads r.txt, B writes it")
     a.ok("cat $M/r.txt")
     tl.check(ops(a).get("OPEN", 0) >= 1, "A's first open of r.txt sent an OPEN")
-    tl.check(delegations_of(scene, "deleg-a") >= 1,
+    tl.check(delegations_of(scene, a.config.hostname) >= 1,
              "the server's client table shows a delegation for A")
     before = ops(a)
     a.ok(f"for i in $(seq {REPEATS}); do cat $M/r.txt > /dev/null; done")
@@ -123,7 +139,7 @@ def write_delegation(scene: Scene, a: Guest, b: Guest) -> None:
     early = sent(before, ops(a), "OPEN", "WRITE")
     tl.check(early == {"OPEN": 1, "WRITE": 0} and disk.read_text() == HOST_TEXT,
              f"A's data is dirty in its page cache ({early}): the server's file is unchanged")
-    tl.check(delegations_of(scene, "deleg-a") >= 1, "the server shows A's delegation")
+    tl.check(delegations_of(scene, a.config.hostname) >= 1, "the server shows A's delegation")
     tl.check(b.ok("stat -c %s $M/w.txt") == [str(len(A_TEXT))],
              "B's stat shows A's size: the server asked A with CB_GETATTR")
     tl.check(disk.read_text() == HOST_TEXT, "the server's file is unchanged "
@@ -147,10 +163,10 @@ def reclaim_after_restart(scene: Scene, a: Guest) -> None:
     tl = scene.timeline
     tl.note("restart: A holds r2.txt open under a read delegation when the server dies")
     a.ok("cat $M/r2.txt && hold_open r2.txt r")
-    tl.check(delegations_of(scene, "deleg-a") >= 1, "the server shows A's delegations")
+    tl.check(delegations_of(scene, a.config.hostname) >= 1, "the server shows A's delegations")
     before = ops(a)
     scene.crash_restart_server()
-    held = wait_delegations(scene, "deleg-a")
+    held = wait_delegations(scene, a.config.hostname)
     tl.check(held >= 1, "after the restart A's client reclaimed a delegation in grace")
     # the kernel sends its reclaims (CLAIM_PREVIOUS) as OPEN_NOATTR in mountstats' terms
     reopen = sent(before, ops(a), "OPEN", "OPEN_NOATTR")
@@ -186,3 +202,61 @@ def test_read_and_write_delegations_recalled_and_reclaimed(tmp_path: Path) -> No
         read_delegation(scene, a, b)
         write_delegation(scene, a, b)
         reclaim_after_restart(scene, a)
+
+
+class NamedKrb5Pynfsd(Krb5PynfsdServer):
+    """The krb5 server with ``SERVER_NAME`` as its host name (its own UTS namespace): it then
+    initiates its callbacks as ``nfs@nfs-server.test``, the name the guests' gssd reached it
+    by, the only callback principal the Linux client accepts (check_gss_callback_principal)."""
+
+    def command(self) -> list[str]:
+        return ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', SERVER_NAME,
+                *super().command()]
+
+
+def krb5_assembler(realm: GuestRealm, net: GuestNet, keytab: Path) -> Any:
+    """Builds a guest's initramfs with rpc.gssd, rpc.svcgssd and its own machine keytab."""
+    def build(kernel: GuestKernel, agent: Path, cfg: dict[str, str | int], out: Path) -> Path:
+        layer = run_layer_krb5(realm, str(cfg["GUEST_NAME"]), net, keytab)
+        return assemble_krb5(kernel, agent, cfg, realm, out, krb5_layer=layer)
+    return build
+
+
+@pytest.mark.skipif(krb5_skip_reason() is not None, reason=str(krb5_skip_reason()))
+def test_krb5i_delegations_recalled_over_rpcsec_gss(tmp_path: Path) -> None:
+    """The read and write delegation parts with sec=krb5i: callbacks over RPCSEC_GSS."""
+    realms: list[GuestRealm] = []
+
+    def server(workdir: Path, net: Network) -> NamedKrb5Pynfsd:
+        realms.append(start_guest_realm(net, workdir))   # the KDC runs in the namespace
+        return NamedKrb5Pynfsd(workdir, net, realms[0], sec="krb5i")
+
+    try:
+        with Scene(tmp_path, "delegations: two kernel clients, sec=krb5i", guests=2,
+                   lease=LEASE, grace=GRACE, server_args=["--delegations", "on"],
+                   server=server) as scene:
+            export = scene.server.export_dir
+            (export / "r.txt").write_text("v1 from the host\n")
+            (export / "w.txt").write_text(HOST_TEXT)
+            guests = []
+            for index, (label, host) in enumerate((("A", "deleg-a.test"), ("B", "deleg-b.test"))):
+                keytab = add_guest_principal(realms[0], host, tmp_path / f"{label}.keytab")
+                build = krb5_assembler(realms[0], scene.bridge.guest(index), keytab)
+                guests.append(scene.guest(label, host, wait=False, assembler=build))
+            for guest in guests:
+                guest.wait_ready()
+                guest.ok(". /krb5/gssd.sh && load_krb5_modules && start_gssd && start_svcgssd")
+                guest.ok("MOUNT_EXTRA=,sec=krb5i; nfs_mount")
+            a, b = guests
+            read_delegation(scene, a, b)
+            write_delegation(scene, a, b)
+            rows = [r for r in scene.clients() if " deleg-a.test/" in str(r["co_ownerid"])]
+            scene.timeline.check(any("deleg-a.test" in str(r["principal"]) for r in rows),
+                                 "A's client id was set up under its krb5 machine principal, "
+                                 "so its callbacks run over RPCSEC_GSS")
+            accepted = a.ok("grep -c 'clnt: nfs@nfs-server.test' /tmp/svcgssd.log")
+            scene.timeline.check(int(accepted[-1]) >= 1, "A's rpc.svcgssd accepted the server's "
+                                 "callback contexts from nfs@nfs-server.test")
+    finally:
+        for realm in realms:
+            realm.stop()
