@@ -486,7 +486,7 @@ def format_status(st: dict[str, Any]) -> str:
     lines = [
         f"pynfsd {st['version']}, up {format_duration(float(st['uptime']))}",
         f"clients: {st['clients']} ({st['unconfirmed_clients']} unconfirmed)",
-        f"opens: {st['opens']}, locks: {st['locks']}",
+        f"opens: {st['opens']}, locks: {st['locks']}, delegations: {st.get('delegations', 0)}",
         f"lease: {st['lease_time']}s, colliding SETCLIENTIDs: {st['collisions']}",
         f"grace: {grace_text}",
         f"reply cache: {format_drc(st.get('drc'))}",

@@ -15,8 +15,9 @@ A reply without its optional part is a negative entry.  An export's options are 
 \\x<16 bytes>`, `secinfo n (flavour flags)...`, `fsloc n (host path)... migrated` and `xprtsec n
 mode...` (each mode an `NFSEXP_XPRTSEC_*` bit); at the first word it does not know the kernel
 stops reading ("newer mountd might be passing us security options we don't understand"), and
-so does this.  pynfsd adds one word the kernel does not know, `manage_gids` (the export's
-`manage-gids` option), always written last so that the line stays valid for the kernel.  The checks are the
+so does this.  pynfsd adds two words the kernel does not know, `manage_gids` (the export's
+`manage-gids` option) and `no_delegations` (the option of that name), always written last so
+that the line stays valid for the kernel.  The checks are the
 kernel's: known export flags only (`NFSEXP_ALLFLAGS`), an fsid of the length its type has,
 a 16-byte uuid, at most 8 secinfo flavours whose flags differ from the export's only in
 `NFSEXP_SECINFO_FLAGS`, valid anonymous ids, at most `NGROUPS_MAX` groups.  Every decoder
@@ -201,6 +202,7 @@ class ExportInfo:
     migrated: bool = False
     xprtsec: tuple[int, ...] = ()
     manage_gids: bool = False  # pynfsd's own trailing word: auth.unix.gid decides the groups
+    no_delegations: bool = False  # pynfsd's own trailing word: no delegation is granted
 
 
 ExportReply = Reply[ExportKey, ExportInfo]  # negative: not exported to this domain
@@ -283,8 +285,12 @@ def _manage_gids(_w: Words, _flags: int) -> dict[str, object]:
     return {"manage_gids": True}
 
 
+def _no_delegations(_w: Words, _flags: int) -> dict[str, object]:
+    return {"no_delegations": True}
+
+
 _OPTIONS = {b"uuid": _uuid, b"secinfo": _secinfo, b"fsloc": _fsloc, b"xprtsec": _xprtsec,
-            b"manage_gids": _manage_gids}
+            b"manage_gids": _manage_gids, b"no_delegations": _no_delegations}
 
 
 def encode_export_reply(r: ExportReply) -> bytes:
@@ -306,6 +312,8 @@ def encode_export_reply(r: ExportReply) -> bytes:
         head += [b"xprtsec", word(len(i.xprtsec)), *(word(m) for m in i.xprtsec)]
     if i.manage_gids:
         head.append(b"manage_gids")  # last: the kernel stops at it
+    if i.no_delegations:
+        head.append(b"no_delegations")  # as last, and as unknown to the kernel
     return line(*head)
 
 

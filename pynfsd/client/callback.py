@@ -14,7 +14,8 @@ background through `on_recall` (the session's DELEGRETURN); under `"ignore"` it 
 more, as a client that lost its way would (the server then revokes it after the lease).  An
 unknown delegation is NFS4ERR_BAD_STATEID (§18.2.3).  CB_GETATTR answers the change attribute
 and size recorded for the delegation (`HeldDelegation.change`/`size`, which a test sets to
-play a client with dirty data).  Every call is recorded (`recalls`, `getattrs`) for tests.
+play a client with dirty data).  `recall_answers` are statuses to answer the next CB_RECALLs
+with instead (NFS4ERR_DELAY: "not yet").  Every call is recorded (`recalls`, `getattrs`) for tests.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class CallbackService:
         self.delegations: dict[bytes, HeldDelegation] = {}
         self.recalls: list[N.CB_RECALL4args] = []
         self.getattrs: list[N.CB_GETATTR4args] = []
+        self.recall_answers: list[int] = []  # statuses to answer CB_RECALL with first
         self.on_recall: Callable[[HeldDelegation], Coroutine[Any, Any, None]] | None = None
         self.probed = asyncio.Event()
         self.recalled = asyncio.Event()
@@ -114,6 +116,8 @@ class CallbackService:
     def _recall(self, args: N.CB_RECALL4args) -> int:
         self.recalls.append(args)
         self.recalled.set()
+        if self.recall_answers:
+            return self.recall_answers.pop(0)
         held = self.delegations.get(bytes(args.fh))
         if held is None or held.stateid.other != args.stateid.other:
             return N.NFS4ERR_BAD_STATEID

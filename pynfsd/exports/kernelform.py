@@ -63,6 +63,7 @@ _XPRTSEC = {"none": L.NFSEXP_XPRTSEC_NONE, "tls": L.NFSEXP_XPRTSEC_TLS,
             "mtls": L.NFSEXP_XPRTSEC_MTLS}  # fmt: skip
 _SQUASH_FLAGS = L.NFSEXP_ROOTSQUASH | L.NFSEXP_ALLSQUASH
 MANAGE_GIDS = "manage-gids"
+NO_DELEGATIONS = "no_delegations"
 
 
 # ------------------------------------------------------------ options -> kernel form
@@ -83,7 +84,7 @@ def info_from_options(path: str, options: ExportOptions) -> L.ExportInfo:
     locations, migrated = _locations(options)
     return L.ExportInfo(
         flags, options.anonuid, options.anongid, fsid, uuid, secinfo, locations, migrated,
-        _xprtsec(options), options.has(MANAGE_GIDS),
+        _xprtsec(options), options.has(MANAGE_GIDS), options.has(NO_DELEGATIONS),
     )
 
 
@@ -180,6 +181,8 @@ def _valued_names(info: L.ExportInfo) -> set[str]:
             names.add("xprtsec=" + ":".join(modes))
     if info.manage_gids:
         names.add(MANAGE_GIDS)
+    if info.no_delegations:
+        names.add(NO_DELEGATIONS)
     return names
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4.callback import CallbackClient, CallbackError
@@ -71,7 +72,7 @@ class Recaller:
 
     # -- the conflicting request's side ------------------------------------------------------
 
-    async def wait(self, delegations: list[Delegation]) -> bool:
+    async def wait(self, delegations: Iterable[Delegation]) -> bool:
         """Wait up to `wait_time` for all of `delegations` to end; whether they did."""
         events = [self._event(d) for d in delegations if d.client.delegations.get(d.index) is d]
         if not events:

@@ -102,7 +102,7 @@ async def test_clients_status_and_revoke(server: ServerProcess) -> None:
         assert r["confirmed"] and not r["courtesy"] and 0 < r["lease_left"] <= 135
     table = pynfsd("clients", "--state-dir", str(state))
     assert table.returncode == 0, table.stderr
-    assert re.search(rf"^{a.clientid:016x}\s+active\s+\d+s\s+1\s+1\s+0\s+sys:0\s+{HOST}\s+"
+    assert re.search(rf"^{a.clientid:016x}\s+active\s+\d+s\s+1\s+1\s+0\s+0\s+sys:0\s+{HOST}\s+"
                      r'"client-A"$', table.stdout, re.M), table.stdout
     st = admin_json(state, "status")
     assert (st["clients"], st["opens"], st["locks"]) == (2, 2, 2)

@@ -183,6 +183,7 @@ async def test_status(world: World) -> None:
     assert grace == json.loads(json.dumps(world.server.grace.status()))
     assert grace["in_grace"] is False  # a fresh state dir: nobody can reclaim
     assert f"grace: over ({grace['ended_reason']})" in admin.format_status({**st, "grace": grace})
+    assert "opens: 1, locks: 1, delegations: 0\n" in admin.format_status(st)
 
 
 def test_status_without_a_grace_period_object(world: World) -> None:

@@ -72,6 +72,19 @@ class Setup:
         return self.sm.delegations.grant(client, file_key, access, 7, 100)
 
 
+    def delegated(self, access: int) -> Delegation:
+        d = self.open(self.a, F, access)
+        assert d is not None
+        return d
+
+    def recalled(self, access_a: int, access_b: int) -> Delegation:
+        """A holds a delegation of F that B's OPEN with `access_b` is recalling."""
+        d = self.delegated(access_a)
+        with pytest.raises(Recalling):
+            self.open(self.b, F, access_b)
+        return d
+
+
 def setup(**kw: object) -> Setup:
     hooks = FakeHooks()
     w = make_world(delegation_hooks=hooks, **kw)
@@ -160,10 +173,7 @@ def test_per_client_and_global_limits() -> None:
 
 def test_a_recently_conflicted_file_gets_no_delegation_for_a_while() -> None:
     s = setup()
-    d = s.open(s.a, F, READ)
-    assert d is not None
-    with pytest.raises(Recalling):
-        s.open(s.b, F, WRITE)
+    d = s.recalled(READ, WRITE)
     s.sm.delegations.delegreturn(d.stateid(), F)
     client_a = s.sm.clients.confirmed[s.a]
     assert s.sm.delegations.grant(client_a, F, READ, 1, 1) is None  # F conflicted recently
@@ -193,13 +203,12 @@ def test_recent_conflicts_decay_and_keep_a_fixed_size() -> None:
 
 def test_another_clients_write_open_recalls_a_read_delegation_once() -> None:
     s = setup()
-    d = s.open(s.a, F, READ)
-    assert d is not None
+    d = s.delegated(READ)
     s.open(s.b, F, READ)  # reading does not conflict (B gets its own read delegation)
     assert s.hooks.recalled == []
     with pytest.raises(Recalling) as e:
         s.open(s.b, F, WRITE, owner=b"w")
-    assert e.value.status == E.NFS4ERR_DELAY.status and e.value.delegations == [d]
+    assert e.value.status == E.NFS4ERR_DELAY.status and e.value.delegations == (d,)
     with pytest.raises(Recalling):
         s.open(s.b, F, WRITE, owner=b"w")
     assert s.hooks.recalled == [d]  # one CB_RECALL, however often B retries
@@ -210,17 +219,13 @@ def test_another_clients_write_open_recalls_a_read_delegation_once() -> None:
 
 def test_any_open_of_another_client_recalls_a_write_delegation() -> None:
     s = setup()
-    d = s.open(s.a, F, BOTH)
-    assert d is not None
-    with pytest.raises(Recalling):
-        s.open(s.b, F, READ)
+    d = s.recalled(BOTH, READ)
     assert s.hooks.recalled == [d]
 
 
 def test_the_holder_never_conflicts_with_its_own_delegation() -> None:
     s = setup()
-    d = s.open(s.a, F, BOTH)
-    assert d is not None
+    s.delegated(BOTH)
     s.open(s.a, F, READ, owner=b"second-owner")
     s.sm.delegations.break_(F, True, Requester(s.a))
     holder = s.sm.clients.confirmed[s.a]
@@ -229,6 +234,8 @@ def test_the_holder_never_conflicts_with_its_own_delegation() -> None:
     assert s.hooks.recalled == []
     with pytest.raises(Recalling):
         s.sm.delegations.break_(F, True, Requester(None, "10.9.9.9", holder.principal))
+    assert Requester(None, holder.client_addr, None).owns(holder)  # GETATTR: address alone
+    assert not Requester(None, holder.client_addr, "sys:1000").owns(holder)
 
 
 def test_special_stateid_reads_break_write_delegations_only() -> None:
@@ -241,15 +248,12 @@ def test_special_stateid_reads_break_write_delegations_only() -> None:
     w = s.open(s.b, G, BOTH)
     with pytest.raises(Recalling) as e:
         s.sm.delegations.break_(G, False, ANYONE)
-    assert e.value.delegations == [w]
+    assert e.value.delegations == (w,)
 
 
 def test_an_ignored_recall_is_revoked_after_the_lease() -> None:
     s = setup()
-    d = s.open(s.a, F, READ)
-    assert d is not None
-    with pytest.raises(Recalling):
-        s.open(s.b, F, WRITE)
+    d = s.recalled(READ, WRITE)
     s.w.clock.advance(ENFORCED - 1)
     s.sm.renew(s.a)  # A is alive, it just does not return the delegation
     s.sm.renew(s.b)
@@ -266,10 +270,7 @@ def test_an_ignored_recall_is_revoked_after_the_lease() -> None:
 
 def test_the_sweep_revokes_recalls_outstanding_past_the_lease() -> None:
     s = setup()
-    d = s.open(s.a, F, READ)
-    assert d is not None
-    with pytest.raises(Recalling):
-        s.open(s.b, F, WRITE)
+    d = s.recalled(READ, WRITE)
     s.w.clock.advance(ENFORCED / 2)
     s.sm.renew(s.a)
     s.sm.renew(s.b)
@@ -283,8 +284,7 @@ def test_the_sweep_revokes_recalls_outstanding_past_the_lease() -> None:
 
 def test_path_down_renew_answers_cb_path_down_and_the_delegation_is_revoked() -> None:
     s = setup()
-    d = s.open(s.a, F, READ)
-    assert d is not None
+    s.delegated(READ)
     s.sm.renew(s.a)
     s.hooks.up.discard(s.a)
     s.hooks.down.add(s.a)  # the recall failed on the path
@@ -304,8 +304,7 @@ def test_path_down_renew_answers_cb_path_down_and_the_delegation_is_revoked() ->
 
 def test_a_courteous_holder_is_cancelled_by_a_conflict_without_recall() -> None:
     s = setup()
-    d = s.open(s.a, F, READ)
-    assert d is not None
+    d = s.delegated(READ)
     s.w.clock.advance(ENFORCED / 2)
     s.sm.renew(s.b)
     s.w.clock.advance(ENFORCED / 2 + 1)
@@ -320,8 +319,7 @@ def test_a_courteous_holder_is_cancelled_by_a_conflict_without_recall() -> None:
 
 def test_a_client_with_only_a_delegation_is_courteous() -> None:
     s = setup()
-    d = s.open(s.a, F, READ)
-    assert d is not None
+    s.delegated(READ)
     holder = s.sm.clients.confirmed[s.a]
     s.sm.close(holder.open_owners[b"o" + F].opens[F].stateid(), F)
     s.w.clock.advance(ENFORCED + 1)
@@ -333,8 +331,7 @@ def test_a_client_with_only_a_delegation_is_courteous() -> None:
 
 def test_revoking_a_client_drops_its_delegations() -> None:
     s = setup()
-    d = s.open(s.a, F, READ)
-    assert d is not None
+    d = s.delegated(READ)
     assert s.sm.revoke_client(s.a)
     assert s.sm.delegations.count == 0 and s.hooks.ended_ == [d]
     assert F not in s.sm.delegations.by_file
@@ -362,8 +359,7 @@ def test_delegation_stateids_for_io() -> None:
 
 def test_delegreturn_errors() -> None:
     s = setup()
-    d = s.open(s.a, F, READ)
-    assert d is not None
+    d = s.delegated(READ)
     sid = d.stateid()
     open_sid = s.sm.clients.confirmed[s.a].open_owners[b"o" + F].opens[F].stateid()
     with pytest.raises(E.NFS4ERR_BAD_STATEID):

@@ -133,7 +133,7 @@ _OPTIONS = st.tuples(st.lists(_OPTION, max_size=12), st.none() | _SEC).map(
     lambda t: ",".join([*t[0], *([t[1]] if t[1] else [])]))
 #: Written flags that survive the kernel form (a default's name does not: it is no change).
 _SURVIVE = {"async", "no_wdelay", "subtree_check", "nohide", "crossmnt", "insecure_locks",
-            "no_acl", "pnfs", "nordirplus", "security_label", "manage-gids"}
+            "no_acl", "pnfs", "nordirplus", "security_label", "manage-gids", "no_delegations"}
 
 
 @settings(max_examples=400)

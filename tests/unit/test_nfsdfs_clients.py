@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import Any
 
 import pytest
 
@@ -35,3 +36,27 @@ def test_only_the_servers_own_client_directories_are_made() -> None:
         dirs.make_dir(dirs.folder, "1")
     with pytest.raises(TreeError):  # not in clients/
         dirs.make_dir(node, "1")
+
+
+class _Runner:
+    async def run(self, fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+
+async def test_delegations_are_listed_as_knfsd_lists_them() -> None:
+    """`type: deleg, access: r|w`, the file's superblock and name, no owner (knfsd)."""
+    from tests.unit.test_deleg_state import READ, WRITE, F, G, setup
+
+    s = setup()
+    r = s.open(s.a, F, READ)
+    w = s.open(s.a, G, WRITE)
+    assert r is not None and w is not None
+    dirs = ClientDirs(Tree(), state=s.sm, backends={}, runner=_Runner(), clock=lambda: 0.0)
+    lines = (await dirs.states(s.a)).decode().splitlines()
+    delegs = [line for line in lines if "type: deleg" in line]
+    assert delegs == [
+        f'- {stateid_hex(r.stateid())}: {{ type: deleg, access: r, superblock: "00:00:0", '
+        'filename: "" }',
+        f'- {stateid_hex(w.stateid())}: {{ type: deleg, access: w, superblock: "00:00:0", '
+        'filename: "" }',
+    ]

@@ -168,7 +168,8 @@ class CallbackClient:
         if error is not None:
             self._drop_channel(entry)
         if entry.path.state is not before and entry.path.state is PathState.DOWN:
-            # INFO, not WARNING: callbacks serve delegations, which pynfsd does not grant yet.
+            # INFO, not WARNING: many clients run no callback service; they get no delegations
+            # (a failed recall is logged as a warning by pynfsd.nfs4.recall).
             log.info("callback path of client %#x is down: %s", clientid, error)
         elif entry.path.state is not before:
             log.info("callback path of client %#x is %s", clientid, entry.path.state.value)

@@ -7,7 +7,7 @@ answers NFS4ERR_DELAY.  `holder_attrs` is CB_GETATTR (§10.4.3): a GETATTR of si
 by another client while a write delegation is out answers with the holder's values; when the
 holder cannot answer, the delegation is recalled instead (as knfsd).  The requester is the
 client id the COMPOUND named (`ctx.clientid`), else the address and principal of the call
-(see `pynfsd.nfs4.state.delegations.Requester`).
+(for GETATTR the address alone; see `pynfsd.nfs4.state.delegations.Requester`).
 
 DELEGPURGE and OPEN CLAIM_DELEGATE_PREV are NFS4ERR_NOTSUPP together (§16.5.4 allows it):
 they serve clients that keep delegations in their own stable storage across their restart;
@@ -64,7 +64,8 @@ async def stateid_user(ctx: CompoundContext, sid4: N.stateid4, fh: bytes, write:
 async def holder_attrs(ctx: CompoundContext, fh: bytes, attrs: Attrs) -> Attrs:
     """`attrs` with the size and change of another client's write delegation (§10.4.3)."""
     delegations = ctx.state.delegations
-    deleg = delegations.write_delegation(fh, requester(ctx)) if delegations.by_file else None
+    who = Requester(ctx.clientid, ctx.client_addr, None)  # by address (see Requester)
+    deleg = delegations.write_delegation(fh, who) if delegations.by_file else None
     if deleg is None:
         return attrs
     got = await ctx.services.recaller.getattr(deleg)

@@ -58,6 +58,12 @@ with split, merge, upgrade and downgrade (`lockset`); conflicts across lock-owne
 NFS4ERR_DENIED with the conflicting lock; blocking-lock fairness is described in `locks`.
 Locks are advisory: I/O never checks them.
 
+Delegations (§10.2-§10.5, `delegations`).  `StateManager.delegations` grants read and write
+delegations after OPEN, recalls the ones a request conflicts with (NFS4ERR_DELAY until they
+are returned or, a lease after the recall, revoked), takes DELEGRETURN and accepts delegation
+stateids for I/O; the callback side comes in through `DelegationHooks`.  A client holding
+delegations counts as holding state (courtesy), and its delegations go with its state.
+
 Stable storage and grace (§9.6.2, §9.6.3.4.3).  A `ClientStore` records a client the first
 time it gets an open in this boot (`client_has_state`) and forgets it when its state goes
 (`client_removed`); the op layer awaits `store.sync()` before replying.  A `GraceTracker`

@@ -13,7 +13,7 @@ other client has the file open for write; a write delegation for an OPEN with wr
 when no other client has the file open at all; never when delegations are off (`enabled`, and
 the op layer's export option), during grace, when the client's callback path is not up
 (confirmed by CB_NULL), when the client already holds one on the file, when another client
-holds one on it, for a file conflicted recently (`RecentConflicts`, knfsd's
+holds a write delegation of it (read delegations are shared), for a file conflicted recently (`RecentConflicts`, knfsd's
 delegation_blocked), nor beyond `max_per_client` per client or `max_total` in all.
 A reclaim (OPEN CLAIM_PREVIOUS in grace, §9.6.2) is granted whatever the path and the limits;
 its `recall` flag asks for it back when the path is not up (as knfsd).
@@ -23,7 +23,10 @@ an OPEN for write or any OPEN against a write delegation, I/O with a special sta
 RENAME, LINK, SETATTR) calls `break_` before it acts.  Who asks is a `Requester`: the client id
 when the COMPOUND named one (an OPEN, or a stateid earlier in it, as knfsd's lease breaker),
 else the client record whose SETCLIENTID came from the same address and principal (as Ganesha
-matches by address; a 4.0 REMOVE or GETATTR carries no client id).  A client never conflicts
+matches by address; a 4.0 REMOVE or GETATTR carries no client id).  A GETATTR is matched by
+address alone: Linux sends it ahead of CLOSE and DELEGRETURN in one COMPOUND, under the
+user's credential, and a holder must not be asked by CB_GETATTR about its own request (it
+answers NFS4ERR_BADHANDLE for a delegation it is returning).  A client never conflicts
 with its own delegation.  For each conflicting delegation: a holder whose lease lapsed is a
 courteous client and is cancelled (§9.6.3.1, no recall); a recall outstanding for longer than
 the enforced lease ends in revocation (its stateid is then NFS4ERR_BAD_STATEID, §10.4.6);
@@ -76,36 +79,38 @@ class NoCallbacks:
     def callback_up(self, clientid: int) -> bool:
         return False
 
-    def callback_down(self, clientid: int) -> bool:
-        return False
+    callback_down = callback_up
 
     def recall(self, deleg: Delegation) -> None:
-        return None
+        """Nobody to call."""
 
-    def ended(self, deleg: Delegation) -> None:
-        return None
+    ended = recall
 
 
 class Recalling(E.NFS4ERR_DELAY):
-    """A conflicting request meets delegations being recalled: NFS4ERR_DELAY (§10.4.1)."""
+    """A conflicting request meets delegations being recalled: NFS4ERR_DELAY (§10.4.1).
 
-    def __init__(self, delegations: list[Delegation]) -> None:
-        super().__init__("delegation being recalled")
-        self.delegations = delegations
+    `delegations` are those the request waits for (empty in a copy the replay cache of an
+    open-owner raises again, which keeps the generic constructor)."""
+
+    delegations: tuple[Delegation, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Requester:
-    """Who makes a request that may conflict: a client id, else its address and principal."""
+    """Who makes a request that may conflict: a client id, else its address and principal
+    (None: the address alone)."""
 
     clientid: int | None
     addr: str = ""
-    principal: str = ""
+    principal: str | None = ""
 
     def owns(self, client: Client) -> bool:
         if self.clientid is not None:
             return self.clientid == client.clientid
-        return client.client_addr == self.addr and client.principal == self.principal
+        if client.client_addr != self.addr:
+            return False
+        return self.principal is None or client.principal == self.principal
 
 
 ANYONE = Requester(None, "\0", "\0")  # a request no delegation holder owns
@@ -244,7 +249,9 @@ class Delegations:
                 self.recent.add(file_key)
                 self.hooks.recall(deleg)
         if pending:
-            raise Recalling(pending)
+            recalling = Recalling("delegation being recalled")
+            recalling.delegations = tuple(pending)
+            raise recalling
 
     def _overdue(self, deleg: Delegation) -> bool:
         started = deleg.recalled_at
