@@ -17,6 +17,10 @@ callback service. Both boots are shared by three parts, each shown on a timeline
   which still has the file open for write, returns the delegation without flushing (its open
   stateid covers the dirty pages), so A's data reaches the server when A closes the file, and
   B's next open reads it.
+* a recall ignored: a client of the project's library (``tests/vm/deleg_holder.py``, inside the
+  namespace) holds a read delegation and never answers its CB_RECALL; B's write waits
+  (NFS4ERR_DELAY) until the server revokes the delegation after the lease, then succeeds, and
+  the holder's READ with the delegation stateid gets NFS4ERR_BAD_STATEID.
 * the read and write parts again with ``sec=krb5i`` (a realm whose KDC runs in the namespace,
   rpc.gssd and rpc.svcgssd in each guest with its own ``nfs/<guest>`` key): the callbacks
   (CB_NULL, CB_RECALL, CB_GETATTR) run over RPCSEC_GSS, initiated as ``nfs@nfs-server.test``
@@ -159,6 +163,37 @@ def write_delegation(scene: Scene, a: Guest, b: Guest) -> None:
     tl.check(b.ok("cat $M/w.txt; echo")[:1] == [A_TEXT], "B's next open reads A's data")
 
 
+def ignored_recall(scene: Scene, b: Guest) -> None:
+    tl = scene.timeline
+    tl.note("a client that ignores recalls (tests/vm/deleg_holder.py, the project's client "
+            "library inside the namespace) holds a read delegation on g.txt; B writes g.txt")
+    srv = scene.server
+    argv = [sys.executable, "-m", "tests.vm.deleg_holder", srv.network.server_addr,
+            str(srv.port), str(srv.export_dir), "g.txt"]
+    holder = subprocess.Popen(scene.bridge.wrap(argv), stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=srv.environment(),
+                              cwd=REPO_ROOT)
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        held = holder.stdout.readline().strip()
+        tl.log("holder", held)
+        tl.check(held.startswith("@@HOLDING "), "the ignoring client holds a read delegation")
+        b.ok("echo 'from B' > $M/g.txt", limit=4 * LEASE)
+        out, _ = holder.communicate("check\n", timeout=60)
+        for line in out.splitlines():
+            tl.log("holder", line)
+        tl.check("@@RECALLS 1" in out and "@@READ NFS4ERR_BAD_STATEID" in out,
+                 "it was recalled once, did not return, and its delegation was revoked")
+        tl.check(bool(scene.log_lines("revoking the read delegation")),
+                 "the server logged the revocation")
+        tl.check((srv.export_dir / "g.txt").read_text() == "from B\n",
+                 "B's write went through once the delegation was revoked")
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait()
+
+
 def reclaim_after_restart(scene: Scene, a: Guest) -> None:
     tl = scene.timeline
     tl.note("restart: A holds r2.txt open under a read delegation when the server dies")
@@ -194,6 +229,7 @@ def test_read_and_write_delegations_recalled_and_reclaimed(tmp_path: Path) -> No
         (export / "r.txt").write_text("v1 from the host\n")
         (export / "r2.txt").write_text("reclaim me\n")
         (export / "w.txt").write_text(HOST_TEXT)
+        (export / "g.txt").write_text("the ignoring client's\n")
         a = scene.guest("A", "deleg-a", wait=False)
         b = scene.guest("B", "deleg-b", wait=False)
         for guest in (a, b):
@@ -201,6 +237,7 @@ def test_read_and_write_delegations_recalled_and_reclaimed(tmp_path: Path) -> No
             guest.ok("nfs_mount")
         read_delegation(scene, a, b)
         write_delegation(scene, a, b)
+        ignored_recall(scene, b)
         reclaim_after_restart(scene, a)
 
 
