@@ -6,9 +6,11 @@ How it fits together
   against (libc6, libtirpc3 + libtirpc-common for ``/etc/netconfig``, libevent-core, libkeyutils,
   libcom-err, the MIT krb5 libraries), ``dpkg -x`` them into one cached tree (nothing is
   installed on the host). Cache: ``$PYNFSD_VM_CACHE`` or ``/var/cache/pynfsd-vm``.
-* ``gssd_layer(kernel)``: a cached gzip'd cpio with ``rpc.gssd``, the closure of its
-  ``DT_NEEDED`` libraries (from that tree, never the host's), the loader, ``/etc/netconfig``,
-  ``/etc/nsswitch.conf`` (``files`` only) and the crypto modules the krb5 mechanism loads on
+* ``gssd_layer(kernel)``: a cached gzip'd cpio with ``rpc.gssd`` and ``rpc.svcgssd`` (the
+  acceptor of the server's RPCSEC_GSS callbacks, with libnfsidmap's plugins and an
+  ``/etc/idmapd.conf``), the closure of their ``DT_NEEDED`` libraries (from that tree, never
+  the host's), the loader, ``/etc/netconfig``, ``/etc/nsswitch.conf`` (``files`` only) and
+  the crypto modules the krb5 mechanism loads on
   demand (``cts``; ``aesni_intel``/``sha1_ssse3`` for speed), listed in
   ``/etc/krb5-modules.order`` because the guest's ``modprobe`` upcall is disabled.
 * ``GuestRealm``: a k5test realm with ``nfs/nfs-server.test`` (server keytab) and
@@ -18,7 +20,8 @@ How it fits together
   it is stopped by its PID.
 * ``run_layer_krb5()``: per run ``/etc/krb5.conf`` (KDC by address, TCP, no DNS), ``/etc/hosts``
   (guest and server names; gssd derives ``nfs@nfs-server.test`` from the server address),
-  the keytab and the standard ``workload.sh`` as ``/krb5/workload.sh``.
+  the keytab and the standard ``workload.sh`` as ``/krb5/workload.sh``; for another guest
+  of the same realm, its name, network and keytab (``add_guest_principal``).
 * ``assemble_krb5()``: base initramfs + gssd layer + krb5 run layer + the usual run layer
   (``/workload.sh`` is ``guest/krb5_driver.sh``: it starts gssd and runs the workload once per
   flavour). ``Krb5PynfsdServer``/``Krb5GaneshaServer``: the two servers with a
