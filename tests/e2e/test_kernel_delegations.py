@@ -35,6 +35,7 @@ callback service. Both boots are shared by three parts, each shown on a timeline
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import time
@@ -61,6 +62,7 @@ from tests.vm.scene import Scene
 from tests.vm.servers import REPO_ROOT
 
 
+@functools.cache
 def delegations_skip_reason() -> str | None:
     """Why these tests cannot run: no VM here, or a server without ``--delegations``."""
     if (why := vm_skip_reason()) is not None:
