@@ -12,16 +12,20 @@ from the exports table and the system's databases, without a separate daemon:
   address itself (mountd's `use_ipaddr`).
 * `nfsd.export` (`DOMAIN PATH`): the options of the best spec of that path (exports(5)
   precedence) among those in the domain's list, in the kernel's form (`kernelform`); for an
-  address domain, the best spec covering that address.  Not exported to it: negative.  A
-  domain that is an address is always read as one; this agrees with the list reading, since
-  a list that is one address arises only when nothing but that host spec covers the address.
+  address domain, the best spec covering that address.  An export without `fsid=` carries
+  the uuid rpc.mountd would give it (`fsuuid.with_fs_uuid`: the filesystem's blkid uuid or
+  statfs fsid), so its filehandles are the same whichever of the two answered.  Not
+  exported to it: negative.  A domain that is an address is always read as one; this agrees
+  with the list reading, since a list that is one address arises only when nothing but that
+  host spec covers the address.
   A path below an export with `crossmnt` (a filesystem mounted inside it) that is not
   exported to the domain itself gets that export's options without its fsid, uuid and
   locations (rpc.mountd's "different filesystem" answer).
 * `nfsd.fh` (`DOMAIN FSIDTYPE FSID`): the path of the export the domain may use whose fsid has
-  that key (`kernelform.fh_key`: for an export with a uuid, `FSID_UUID8` only on a mount
-  point and `FSID_UUID4_INUM` only with the directory's inode, as rpc.mountd matches);
-  else negative.
+  that key (`kernelform.fh_key`: for an export with a uuid, its own or its filesystem's,
+  `FSID_UUID8` only on a mount point and `FSID_UUID4_INUM` only with the directory's inode,
+  as rpc.mountd's `match_fsid`); else negative.  A uuid key is matched as mountd does, by
+  trying each export (a statfs, and blkid, for those without `fsid=`).
 * `auth.unix.gid` (`UID`): every group of the user (`getpwuid`, then `getgrouplist`, at most
   `NGROUPS_MAX`); an unknown uid is negative.
 
@@ -59,10 +63,10 @@ from pynfsd.cache import lines as L
 from pynfsd.cache.qword import NGROUPS_MAX, LineError
 from pynfsd.rpc.connections import RateLimitedLog
 
+from .fsuuid import with_fs_uuid
 from .kernelform import (
-    FSID_UUID4_INUM,
+    FSID_NUM,
     fh_key,
-    fold4,
     fsid_of_key,
     has_uuid,
     info_from_options,
@@ -118,13 +122,10 @@ class Table:
         check_fsids(self.entries)
         self.by_path = {e.path: e for e in self.entries}
         self.specs = list({s.pattern: s for e in self.entries for s, _ in e.clients}.values())
-        self._by_fsid: dict[int, list[ExportEntry]] = {}  # fsid -> entries
-        self._by_fold: dict[bytes, list[ExportEntry]] = {}  # uuid folded to 4 bytes -> entries
+        self._by_fsid: dict[int, list[ExportEntry]] = {}  # fsid= number (root: 0) -> entries
         for e in self.entries:
-            for fsid in {export_fsid(e.path, o) for _, o in e.clients}:
+            for fsid in {export_fsid(e.path, o) for _, o in e.clients if _numbered(o)}:
                 self._by_fsid.setdefault(fsid, []).append(e)
-                if fsid >= 1 << 32:
-                    self._by_fold.setdefault(fold4(fsid), []).append(e)
 
     def domain(self, client: ClientId) -> str | None:
         """auth.unix.ip: the sorted specs covering the client, or its address if too long."""
@@ -153,21 +154,22 @@ class Table:
         entry = self.by_path.get(key.path)
         options = choose(entry.clients) if entry is not None else None
         if options is not None:
-            return info_from_options(key.path, options)
+            return info_from_options(key.path, with_fs_uuid(key.path, options))
         for parent in _ancestors(key.path):
             above = self.by_path.get(parent)
             options = choose(above.clients) if above is not None else None
             if options is not None and options.has("crossmnt"):
-                return info_from_options(key.path, _submount(options))
+                return info_from_options(key.path, with_fs_uuid(key.path, _submount(options)))
         return None
 
     def fh(self, key: L.FhKey, who: Identify) -> str | None:
-        """nfsd.fh: the path of the export with that fsid that `key.domain` may use."""
-        if key.fsidtype == FSID_UUID4_INUM and len(key.fsid) == 8:
-            entries = self._by_fold.get(key.fsid[4:], [])
-        else:
+        """nfsd.fh: the path of the export with that fsid that `key.domain` may use (a
+        number from the index; other keys by trying each export, as rpc.mountd)."""
+        if key.fsidtype == FSID_NUM:
             fsid = fsid_of_key(key.fsidtype, key.fsid)
             entries = self._by_fsid.get(fsid, []) if fsid is not None else []
+        else:
+            entries = [e for e in self.entries if not all(_numbered(o) for _, o in e.clients)]
         if not entries:
             return None
         choose = self.chooser(key.domain, who)
@@ -175,11 +177,18 @@ class Table:
             options = choose(entry.clients)
             if options is None:
                 continue
+            if key.fsidtype != FSID_NUM:
+                options = with_fs_uuid(entry.path, options)
             facts = path_facts(entry.path) if has_uuid(options) else None
             if fh_key(options, export_fsid(entry.path, options), facts) == (
                     key.fsidtype, key.fsid):
                 return entry.path
         return None
+
+
+def _numbered(options: ExportOptions) -> bool:
+    """Is the export named by an `fsid=` number (FSID_NUM; the root is 0)?"""
+    return options.pseudo_root or isinstance(options.fsid, int)
 
 
 def _ancestors(path: str) -> Iterator[str]:

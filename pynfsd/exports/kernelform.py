@@ -22,14 +22,14 @@ between the two, and is the only place that does:
   only if every flavour is.  Flavours pynfsd does not speak are left out (an export with none
   left has an empty `sec`: no client may use it); no secinfo at all means `sys`.  `canonical` is what a round trip gives for parsed options.
 * `fsid_key` / `fsid_of_key`: a numeric fsid (below 2**32, 0 the root) is fsid type 1,
-  `FSID_NUM`, 4 bytes in host order (as rpc.mountd reads it); the 64-bit fsids
-  (`pynfsd.exports.resolver.export_fsid`: a uuid folded to 8 bytes, or a path hash) are type
-  5, `FSID_UUID8`, 8 bytes big-endian.  The kernel's fsid word is a signed 32-bit number, so
+  `FSID_NUM`, 4 bytes in host order (as rpc.mountd reads it); the other 64-bit fsids
+  (`pynfsd.exports.resolver.export_fsid`: a path hash) are type 5, `FSID_UUID8`, 8 bytes
+  big-endian.  The kernel's fsid word is a signed 32-bit number, so
   `fsid=` values from 2**31 travel as negative numbers, as rpc.mountd's `%d` writes them.
 * `fh_key`: the key knfsd's short filehandles use for an export with a uuid: `FSID_UUID8`
-  (the folded uuid) when the export is the root of its filesystem, else `FSID_UUID4_INUM`
-  (the export directory's inode number, 4 bytes in host order, then the uuid folded to 4
-  bytes).  rpc.mountd matches `FSID_UUID8` only on a mount point and `FSID_UUID4_INUM` only
+  (the uuid folded to 8 bytes, rpc.mountd's `get_uuid`) when the export is the root of its
+  filesystem, else `FSID_UUID4_INUM` (the export directory's inode number, 4 bytes in host
+  order, then the uuid folded to 4 bytes).  rpc.mountd matches `FSID_UUID8` only on a mount point and `FSID_UUID4_INUM` only
   on that inode (`match_fsid`), so which one to ask depends on the directory (`path_facts`,
   two lstat calls: blocking, run it on a worker).
 """
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pynfsd.cache import lines as L
 from pynfsd.rpc.flavors import BY_NAME, sec_name
 
-from .resolver import export_fsid
+from .resolver import export_fsid, uuid_fold
 from .types import ClientExport, ExportOptions, Squash
 
 FSID_NUM, FSID_UUID4_INUM, FSID_UUID8 = 1, 4, 5
@@ -242,13 +242,11 @@ def has_uuid(options: ExportOptions) -> bool:
 def fh_key(options: ExportOptions, fsid: int, facts: PathFacts | None) -> tuple[int, bytes]:
     """The nfsd.fh key knfsd would ask for an export with `options` and `fsid` whose directory
     is as `facts` say (None: unknown, taken as a mount point); see the module docstring."""
-    if has_uuid(options) and facts is not None and not facts.mountpoint:
-        return FSID_UUID4_INUM, (facts.ino % _U32).to_bytes(4, sys.byteorder) + fold4(fsid)
-    return fsid_key(fsid)
-
-
-def fold4(fsid: int) -> bytes:
-    """The uuid of a uuid export folded to 4 bytes, from its fsid (the uuid folded to 8)."""
-    uuid8 = fsid.to_bytes(8, "big")
-    return bytes(a ^ b for a, b in zip(uuid8[:4], uuid8[4:], strict=True))
+    if not has_uuid(options):
+        return fsid_key(fsid)
+    assert isinstance(options.fsid, str)
+    if facts is not None and not facts.mountpoint:
+        ino = (facts.ino % _U32).to_bytes(4, sys.byteorder)
+        return FSID_UUID4_INUM, ino + uuid_fold(options.fsid, 4)
+    return FSID_UUID8, uuid_fold(options.fsid, 8)
 

@@ -9,11 +9,13 @@ client's view can never go stale; the exports table itself is immutable (reload 
 
 Every export gets a 64-bit ``fsid``: the ``fsid=`` number when one is given (``fsid=0`` and
 ``fsid=root`` are the pseudo-root, ``PSEUDO_ROOT_FSID``); for a UUID (``fsid=<uuid>``, or the
-uuid rpc.mountd's nfsd.export answer carries) the UUID xor-folded to 8 bytes (`uuid_fold`),
-exactly the bytes knfsd's ``FSID_UUID8`` key and rpc.mountd's ``get_uuid`` make of it, so the
-filehandle names the export as mountd knows it and stays the same across restarts; without
-either, a hash of the path with the top bit set.  A derived value below 2**32 would read as
-an ``fsid=`` number (a UUID folding to that has odds 2**-32).
+uuid of the filesystem that rpc.mountd and the embedded resolver put in their nfsd.export
+answers for an export without ``fsid=``, `pynfsd.exports.fsuuid`) a hash of the UUID and the
+path, so the filehandle stays the same across restarts and whichever of the two answered,
+and two exports of one filesystem (one filesystem uuid) still get two fsids; without either,
+a hash of the path.  Derived values have the top bit set: below 2**32 they would read as an
+``fsid=`` number.  (The nfsd.fh key knfsd asks for a UUID export is another thing, made from
+the UUID itself: `pynfsd.exports.kernelform.fh_key`.)
 """
 
 from __future__ import annotations
@@ -67,16 +69,19 @@ def export_fsid(path: str, options: ExportOptions) -> int:
     if isinstance(options.fsid, int):
         return options.fsid
     if isinstance(options.fsid, str):
-        return int.from_bytes(uuid_fold(options.fsid, 8), "big")
+        return derived_fsid(b"uuid", uuid_fold(options.fsid, 16) + os.fsencode(path))
     return derived_fsid(b"path", os.fsencode(path))
 
 
 def check_fsids(entries: Sequence[ExportEntry]) -> None:
-    """Two different paths must never share an fsid (filehandles would be ambiguous)."""
-    owner: dict[int, str] = {}
+    """Two different paths must never share an ``fsid=`` number or uuid (knfsd's filehandles,
+    and pynfsd's nfsd.fh keys, would be ambiguous)."""
+    owner: dict[object, str] = {}
     for entry in entries:
         for _, options in entry.clients:
-            fsid = export_fsid(entry.path, options)
+            fsid: object = export_fsid(entry.path, options)
+            if isinstance(options.fsid, str) and not options.pseudo_root:
+                fsid = uuid_fold(options.fsid, 16)
             other = owner.setdefault(fsid, entry.path)
             if other != entry.path:
                 raise ExportsError(f"{entry.path}: fsid {options.fsid} already used by {other}")

@@ -96,6 +96,25 @@ def link_empty(fd: int, dst_dirfd: int, name: bytes) -> None:
     _check(_libc.linkat(fd, b"", dst_dirfd, name, AT_EMPTY_PATH))
 
 
+class _StatFs(ctypes.Structure):
+    """``struct statfs`` of 64-bit Linux (x86_64, aarch64): ``statfs64`` is the same call."""
+
+    _fields_ = [
+        ("f_type", ctypes.c_ulong), ("f_bsize", ctypes.c_long), ("f_blocks", ctypes.c_ulong),
+        ("f_bfree", ctypes.c_ulong), ("f_bavail", ctypes.c_ulong), ("f_files", ctypes.c_ulong),
+        ("f_ffree", ctypes.c_ulong), ("f_fsid", ctypes.c_uint * 2), ("f_namelen", ctypes.c_long),
+        ("f_frsize", ctypes.c_long), ("f_flags", ctypes.c_long), ("f_spare", ctypes.c_long * 4),
+    ]  # fmt: skip
+
+
+def statfs(path: bytes) -> tuple[int, tuple[int, int]]:
+    """``statfs(2)`` of ``path``: the filesystem's magic number (``f_type``) and its
+    ``f_fsid`` words (``__val[0]``, ``__val[1]``), which ``os.statvfs`` does not give."""
+    buf = _StatFs()
+    _check(_libc.statfs(path, ctypes.byref(buf)))
+    return int(buf.f_type), (int(buf.f_fsid[0]), int(buf.f_fsid[1]))
+
+
 def fs_type(dev: int, mountinfo: str = "/proc/self/mountinfo") -> str | None:
     """The filesystem type (``ext4``, ``fuse.sshfs``, ...) mounted with device number ``dev``,
     from ``mountinfo`` (proc(5): field 3 is ``major:minor``, the type follows `` - ``)."""

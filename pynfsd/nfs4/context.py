@@ -51,14 +51,16 @@ class Services:
 class CompoundContext:
     """The state of one COMPOUND: current and saved filehandles, credential, client."""
 
-    __slots__ = ("services", "vfs", "cred", "client_addr", "_current", "_saved", "tag",
-                 "index", "non_idempotent", "prepare", "clientid")
+    __slots__ = ("services", "vfs", "cred", "client_addr", "client_port", "_current", "_saved",
+                 "tag", "index", "non_idempotent", "prepare", "clientid")
 
-    def __init__(self, services: Services, vfs: Vfs, cred: Credential, client_addr: str) -> None:
+    def __init__(self, services: Services, vfs: Vfs, cred: Credential, client_addr: str,
+                 client_port: int = 0) -> None:
         self.services = services
         self.vfs = vfs
         self.cred = cred
         self.client_addr = client_addr
+        self.client_port = client_port  # the source port of the connection the call came on
         self._current: Obj | None = None
         self._saved: Obj | None = None
         self.tag = b""

@@ -86,7 +86,10 @@ class Recaller:
         return True
 
     async def getattr(self, deleg: Delegation) -> tuple[int, int] | None:
-        """(size, change) from the holder of a write delegation, or None (§10.4.3)."""
+        """(size, change) from the holder of a write delegation, or None (§10.4.3); None at
+        once when its callback path is known to be down."""
+        if self.callback_down(deleg.client.clientid):
+            return None
         try:
             async with asyncio.timeout(self.getattr_time):
                 res = await self.callbacks.getattr(deleg.client.clientid, deleg.file_key,

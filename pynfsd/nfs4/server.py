@@ -262,14 +262,14 @@ class NFSServer:
         """The COMPOUND's context, with its Vfs when the client's view is memoised (the hot
         path: no await); else with an empty one and `prepare`, run at the first op that needs
         the exports (`pynfsd.nfs4.compound`)."""
-        addr = call.peer[0]
+        addr, port = call.peer
         resolved = self.views.ready(addr)
         if resolved is not None:
             gids = self.views.groups_ready(call.cred) if self._manages(resolved, call) else None
             if gids is not False:
                 vfs = self._vfs(resolved, call, gids)  # type: ignore[arg-type]
-                return CompoundContext(self.services, vfs, call.cred, addr)
-        ctx = CompoundContext(self.services, self._vfs(None, call, None), call.cred, addr)
+                return CompoundContext(self.services, vfs, call.cred, addr, port)
+        ctx = CompoundContext(self.services, self._vfs(None, call, None), call.cred, addr, port)
 
         async def prepare() -> None:
             found = await self.views.resolve(addr)

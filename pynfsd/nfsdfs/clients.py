@@ -8,7 +8,9 @@ directories by calling mkdir(2)/rmdir(2) on the mounted tree from a worker threa
 `mkdir` (from this process only) lands in `make_dir`, which fills the new directory.  `run`
 syncs every `SYNC_INTERVAL` seconds against the state manager's confirmed clients.
 
-* `info`: `clientid: 0x<id>`, `address: "<addr>"`, `status: confirmed|courtesy`,
+* `info`: `clientid: 0x<id>`, `address: "<addr>:<port>"` (the address and source port of the
+  connection that sent SETCLIENTID, as knfsd's `%pISpc`: `"192.0.2.1:851"`, `"[2001:db8::1]:851"`),
+  `status: confirmed|courtesy`,
   `seconds from last renew: N`, `name: "<co_ownerid>"` (non-printable bytes as `\\xNN`),
   `minor version: 0`, as knfsd prints them.
 * `states`: one YAML line per open and lock state, always with `type` and `superblock`
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import os
 from collections.abc import Callable
@@ -49,6 +52,17 @@ def superblock(dev: int, ino: int) -> str:
 
 def last_two(path: str) -> str:
     return "/".join(path.rstrip("/").split("/")[-2:]) if path else ""
+
+
+def sockaddr_text(addr: str, port: int) -> str:
+    """An address and port as knfsd's `%pISpc` prints them: `a.b.c.d:port`, `[v6]:port` (the
+    IPv6 address compressed, without its scope)."""
+    host = addr.partition("%")[0]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return f"{addr}:{port}"
+    return f"{ip.compressed}:{port}" if ip.version == 4 else f"[{ip.compressed}]:{port}"
 
 
 def stateid_hex(stateid: Any) -> str:
@@ -128,7 +142,7 @@ class ClientDirs:
             return b""
         now = self.clock()
         renewed = max(0, int(now - (c.expires - self.state.enforced_lease)))
-        lines = [f"clientid: 0x{clientid:x}", f'address: "{c.client_addr}"',
+        lines = [f"clientid: 0x{clientid:x}", f'address: "{sockaddr_text(c.client_addr, c.client_port)}"',
                  f"status: {'courtesy' if c.courteous or now >= c.expires else 'confirmed'}",
                  f"seconds from last renew: {renewed}",
                  f'name: "{printable_id(c.ownerid)}"', "minor version: 0"]

@@ -19,7 +19,8 @@ the errno the caller gets).
   open for reading counts as a reader (`ready` for the chain), each read hands out exactly one
   request line (b"" when none: the reader sees EOF and polls), a read with a buffer shorter
   than the line gets the rest on the next reads, and each write is one reply.  `poll` is
-  readable while a request is queued, always writable.
+  readable while a request is queued, always writable.  exportfs's `-test-client-` lines
+  are answered as knfsd answers them (`probe.py`), not stored.
 * **Directories** are fixed, except `nfsd/clients/`, whose entries `set_dir` adds and
   removes (`nfsd.py`).
 
@@ -39,6 +40,7 @@ from typing import Any
 
 from pynfsd.cache.reader import ChannelWay
 from pynfsd.cache.ways import CACHE_NAMES
+from pynfsd.nfsdfs.probe import Probes
 
 ROOT = 1  # FUSE's root inode
 Show = Callable[[], "bytes | Awaitable[bytes]"]
@@ -230,13 +232,15 @@ def add_caches(tree: Tree, caches: Any, now: Callable[[], float],
     """`rpc/<cache>/{channel,content,flush}` for the four caches of a `ServerCaches`;
     `flushed` runs after each flush written (the views forget what they derived)."""
     way = tree.way
+    probes = Probes()
     for name in CACHE_NAMES:
         channel = caches.channels[name]
         folder = tree.mkdirs(f"rpc/{name}")
 
-        def reply(data: bytes, pid: int, name: str = name) -> int:
+        def reply(data: bytes, pid: int, name: str = name) -> int | Awaitable[int]:
             assert way is not None
-            return way.write(name, data, now())
+            probe = probes.write(name, data)  # exportfs's test export
+            return way.write(name, data, now()) if probe is None else probe
 
         tree.add(folder.inode, "channel", File(0o600, store=reply, channel=name))
         tree.add(folder.inode, "content", File(0o400, show=channel.content))

@@ -21,7 +21,7 @@ from pynfsd.gen import nfs4 as N
 from tests.e2e.helpers import pynfsd
 from tests.serverproc import ServerProcess, assert_log_clean
 
-LEASE = 3  # seconds: an ignored recall is revoked after 3.3 s
+LEASE = 6  # seconds: an ignored recall is revoked after 6.6 s
 MAX_CLIENT, MAX_ALL = 2, 3
 
 
@@ -136,7 +136,7 @@ async def test_an_ignored_recall_is_revoked_after_the_lease_and_the_writer_proce
 async def _keep_renewing(s: ClientSession) -> None:
     while True:
         await s.renew()
-        await asyncio.sleep(LEASE / 3)
+        await asyncio.sleep(LEASE / 6)
 
 
 async def test_per_client_and_global_limits(server: ServerProcess) -> None:

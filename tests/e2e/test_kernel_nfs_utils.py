@@ -1,15 +1,16 @@
 """The Linux kernel NFSv4.0 client (Debian, in qemu) against a pynfsd administered by the real
-nfs-utils: `exportfs`, `rpc.mountd` and `nfsdclnts` under `pynfsd nfs-utils`.
+nfs-utils: `rpc.nfsd`, `exportfs`, `rpc.mountd` and `nfsdclnts` under `pynfsd nfs-utils`.
 
 One guest boot (``tests/vm/guest/nfsutils.sh``) against ``pynfsd serve --exports FILE
---nfsd-fs DIR``, whose own exports file gives ``share`` to another host (a name nothing
-resolves).  The tools run under ``pynfsd nfs-utils``, in whose private namespace the test's
+--nfsd-fs DIR --no-listen``, whose own exports file gives ``share`` to another host (a name
+nothing resolves).  The server starts with no socket, as knfsd does: ``rpc.nfsd --port P``
+passes it its listening socket on 127.0.0.1:P, and the guest mounts with ``port=P``.  The tools run under ``pynfsd nfs-utils``, in whose private namespace the test's
 ``/etc`` files lie over the host's (``tests/vm/privateetc.py``'s overlay): ``/etc/hosts``
 names the guest (seen as 127.0.0.1) ``vmclient.pynfsd.test``, ``/etc/exports`` gives
 ``share`` to that name only, and ``/var/lib/nfs`` is the test's directory.  The guest mounts
 only through rpc.mountd's answers.  The guest:
 
-1. mounts ``share`` once rpc.mountd runs (``exportfs -ra`` first), writes and reads back;
+1. mounts ``share`` on rpc.nfsd's port once rpc.mountd runs (``exportfs -ra`` first), writes and reads back;
 2. holds a file open with a whole-file lock while the host runs ``nfsdclnts``;
 3. fails to write, on the same mount, once the host runs ``exportfs -o ro`` for it;
 4. fails to read once the host runs ``exportfs -u`` for it.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -47,20 +49,39 @@ MOUNTD = "exportfs -ra && exec rpc.mountd -F -d all -N 2 -N 3 --no-udp"
 
 
 class ExportsServer(PynfsdServer):
-    """``pynfsd serve --exports FILE --nfsd-fs DIR`` in the host's mount namespace, where
-    ``pynfsd nfs-utils`` finds its control tree."""
+    """``pynfsd serve --exports FILE --nfsd-fs DIR --no-listen`` in the host's mount namespace,
+    where ``pynfsd nfs-utils`` finds its control tree; once the tree is up, ``rpc.nfsd`` under
+    ``pynfsd nfs-utils`` passes it a listening socket on ``port`` (what the guest mounts)."""
 
     def __init__(self, workdir: Path, network: Network, exports: str) -> None:
         super().__init__(workdir, network)
         self.exports_file, self.ctl = workdir / "exports", workdir / "ctl"
         self.exports_file.write_text(exports)
         self.ctl.mkdir()
+        self.portlist: list[str] = []  # portlist before and after rpc.nfsd
+        self.rpc_nfsd: subprocess.CompletedProcess[str] | None = None
 
     def command(self) -> list[str]:
         argv = super().command()
         at = argv.index("--export")
         argv[at:at + 2] = ["--exports", str(self.exports_file), "--nfsd-fs", str(self.ctl)]
+        at = argv.index("--bind")
+        argv[at:at + 4] = ["--no-listen"]  # no --bind ADDR --port P: rpc.nfsd gives the socket
         return argv
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while b"no listening socket yet" not in self.log_path.read_bytes():
+            if self.pid is None or time.monotonic() > deadline:
+                raise RuntimeError(f"pynfsd --no-listen did not start:\n{self.log_tail()}")
+            time.sleep(0.1)
+        portlist = self.ctl / "nfsd" / "portlist"
+        self.portlist.append(portlist.read_text())
+        self.rpc_nfsd = nfs_utils(None, "rpc.nfsd", "--debug", "--no-udp", "-N", "3",
+                                  "-H", self.network.server_bind, "--port", str(self.port), "4",
+                                  state_dir=self.state_dir)
+        self.portlist.append(portlist.read_text())
+        super()._wait_ready(timeout)  # the guest's port now accepts connections
 
 
 @dataclass
@@ -193,6 +214,21 @@ def test_vm_ran_to_completion(nfs_utils_run: NfsUtilsRun) -> None:
     nfs_utils_run.guest("unmount")
 
 
+def test_rpc_nfsd_passes_the_socket_the_guest_mounts_through(nfs_utils_run: NfsUtilsRun,
+                                                            ) -> None:
+    server = nfs_utils_run.tools.server
+    assert "--no-listen" in server.command() and "--port" not in server.command()
+    done = server.rpc_nfsd
+    assert done is not None and done.returncode == 0, done
+    assert "knfsd is currently down" in done.stderr, done.stderr
+    assert "Created AF_INET TCP socket." in done.stderr, done.stderr
+    assert server.portlist == ["", f"tcp {server.port}\n"]
+    log = server.log_path.read_text()
+    assert re.search(rf"listening on 127\.0\.0\.1 port {server.port} \(portlist fd \d+", log), log
+    detail = nfs_utils_run.guest("mount")  # the guest's own /proc/mounts line
+    assert f"port={server.port}" in detail, detail
+
+
 def test_a_hostname_export_mounts_through_mountd(nfs_utils_run: NfsUtilsRun) -> None:
     nfs_utils_run.guest("mount")
     share = nfs_utils_run.run.export_dir / "share"
@@ -212,7 +248,8 @@ def test_nfsdclnts_prints_the_guests_open_and_lock(nfs_utils_run: NfsUtilsRun) -
     rows = [[c.strip() for c in line.split("|")] for line in out.splitlines() if "|" in line]
     held = [r for r in rows if r[-1] == "locked-file"]
     assert sorted(r[1] for r in held) == ["lock", "open"], out
-    assert all(r[6] == "4.0" and r[4].partition(":")[0] == "127.0.0.1" for r in held), out
+    # knfsd's info address: the guest's address (as the server sees it) and source port
+    assert all(r[6] == "4.0" and re.fullmatch(r"127\.0\.0\.1:\d+", r[4]) for r in held), out
     assert [r[2] for r in held if r[1] == "open"] == ["-w"], out  # lockwriter: O_WRONLY
 
 

@@ -12,7 +12,7 @@ open/read/write/poll as rpc.mountd and exportfs use /proc/net/rpc and /proc/fs/n
 * `nfsd/` files: export_features, versions, threads, portlist with a socket passed by
   descriptor number from another process (rpc.nfsd's way), and a client served through it;
 * `nfsd/clients/<n>`: made for a client with an open and a lock, seen by an inotify watcher
-  (IN_CREATE), `info` and `states` in knfsd's formats, `ctl` expire revokes the client and the
+  (IN_CREATE), `info` (the address with the client's port) and `states` in knfsd's formats, `ctl` expire revokes the client and the
   directory goes (IN_DELETE);
 * the unmodified rpc.nfsd starting a server begun with `--no-listen`, as it starts knfsd.
 """
@@ -345,6 +345,10 @@ async def client_session(srv: ServerProcess, mnt: Path, clients: Path, watch: In
                     .splitlines())
         assert info["clientid"] == f"0x{a.clientid:x}" and info["name"] == '"client-A"'
         assert info["status"] == "confirmed" and info["minor version"] == "0"
+        transport = a.c.rpc._transport  # the connection that sent SETCLIENTID
+        assert transport is not None
+        host, port = transport.get_extra_info("sockname")[:2]
+        assert info["address"] == f'"{host}:{port}"'  # knfsd's "127.0.0.1:851"
         st = os.stat(export / "a.txt")
         sb = f'"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"'
         states = read(clients / name / "states").decode().splitlines()

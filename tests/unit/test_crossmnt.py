@@ -31,6 +31,7 @@ from nfs4_fixtures import (
 )
 
 from pynfsd.client.nfs4 import Nfs4Client, op
+from pynfsd.exports.fsuuid import with_fs_uuid
 from pynfsd.exports.mounts import (
     DEFAULT_MAX_MOUNTS,
     MountTable,
@@ -265,7 +266,8 @@ async def test_exported_mount_point_is_crossed_without_crossmnt(tmp_path: Path, 
         # PUTFH of a plain directory (no pseudo-fs node): the backend meets the mount
         vals = await c.check([op.putfh(dir_fh), op.lookup(b"m2"), op.getfh()])
         got = await getattrs(c, vals[-1].object, FSID)
-        assert got[FSID].major == export_fsid(str(m2), ExportOptions())
+        # no fsid=: named by its filesystem's uuid, as rpc.mountd names it
+        assert got[FSID].major == export_fsid(str(m2), with_fs_uuid(str(m2), ExportOptions()))
         await lookup_fh(c, vals[-1].object, b"there")
         # its own options (ro), not the parent's
         await expect(c, [op.putfh(vals[-1].object), op.mkdir(b"x")], N.NFS4ERR_ROFS)

@@ -1,6 +1,7 @@
 """The pieces of knfsd's `clients/<n>/states` lines (`pynfsd.nfsdfs.clients`): access and deny
-words, the superblock word, the file name (last two components) and the stateid in hex; and
-that only the directories the server is making can be made."""
+words, the superblock word, the file name (last two components) and the stateid in hex; the
+`info` address with the port of the client's SETCLIENTID; and that only the directories the
+server is making can be made."""
 
 from __future__ import annotations
 
@@ -11,8 +12,16 @@ from typing import Any
 import pytest
 
 from pynfsd.nfs4.state.types import Stateid
-from pynfsd.nfsdfs.clients import ClientDirs, last_two, rw, stateid_hex, superblock
+from pynfsd.nfsdfs.clients import (
+    ClientDirs,
+    last_two,
+    rw,
+    sockaddr_text,
+    stateid_hex,
+    superblock,
+)
 from pynfsd.nfsdfs.tree import Tree, TreeError
+from tests.unit.state_support import make_world
 
 
 def test_state_words_as_knfsd_prints_them() -> None:
@@ -36,6 +45,29 @@ def test_only_the_servers_own_client_directories_are_made() -> None:
         dirs.make_dir(dirs.folder, "1")
     with pytest.raises(TreeError):  # not in clients/
         dirs.make_dir(node, "1")
+
+
+def test_addresses_with_their_port_as_knfsd_prints_them() -> None:
+    assert sockaddr_text("192.0.2.1", 851) == "192.0.2.1:851"
+    assert sockaddr_text("2001:db8:0:0:0:0:0:1", 851) == "[2001:db8::1]:851"
+    assert sockaddr_text("fe80::1%eth0", 2049) == "[fe80::1]:2049"  # %pISpc: no scope
+    assert sockaddr_text("2001:db8:0:1:1:1:1:1", 7) == "[2001:db8:0:1:1:1:1:1]:7"  # one 0: kept
+
+
+def test_info_gives_the_port_the_client_called_setclientid_from() -> None:
+    world = make_world()
+    sm = world.sm
+    clientid, confirm = sm.setclientid(b"verf0001", b"client-A", "root", None, "192.0.2.7",
+                                       client_port=851)
+    sm.setclientid_confirm(clientid, confirm, "root")
+    dirs = ClientDirs(Tree(), state=sm, backends=None, runner=None, clock=world.clock)
+    assert 'address: "192.0.2.7:851"' in dirs.info(clientid).decode().splitlines()
+    # a callback update from a new connection (same verifier): the record's address is its
+    again, confirm = sm.setclientid(b"verf0001", b"client-A", "root", None, "2001:db8::7",
+                                    client_port=1023)
+    assert again == clientid
+    sm.setclientid_confirm(clientid, confirm, "root")
+    assert 'address: "[2001:db8::7]:1023"' in dirs.info(clientid).decode().splitlines()
 
 
 class _Runner:

@@ -15,7 +15,8 @@ async def setclientid(ctx: CompoundContext, args: N.SETCLIENTID4args) -> N.SETCL
     try:
         target = CallbackTarget.from_setclientid(args, ctx.cred)
         clientid, confirm = ctx.state.setclientid(
-            args.client.verifier, args.client.id, ctx.principal, target, ctx.client_addr
+            args.client.verifier, args.client.id, ctx.principal, target, ctx.client_addr,
+            client_port=ctx.client_port,
         )
     except errors.NFS4ERR_CLID_INUSE as e:
         if isinstance(e.value, tuple):

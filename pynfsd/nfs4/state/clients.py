@@ -106,6 +106,7 @@ class ClientTable:
         principal: str,
         callback: object,
         client_addr: str,
+        client_port: int = 0,
     ) -> SetClientIdResult:
         """Process SETCLIENTID { v, x, k } per every case of §16.33.5 (the DRC is the RPC layer's)."""
         conf = self.confirmed_by_name.get(ownerid)
@@ -123,6 +124,7 @@ class ClientTable:
         record = Client(
             clientid, ownerid, verifier, principal, callback, client_addr, self.new_confirm(*avoid)
         )
+        record.client_port = client_port
         record.expires = self._clock() + self._lease  # unconfirmed records are not kept forever
         self._add_unconfirmed(record)
         return SetClientIdResult(clientid, record.confirm)
@@ -168,7 +170,7 @@ class ClientTable:
         """Unconfirmed { v, x, c, k, s } + confirmed { v, x, c, l, t }: take k, keep state."""
         conf.callback = unconf.callback
         conf.confirm = unconf.confirm
-        conf.client_addr = unconf.client_addr
+        conf.client_addr, conf.client_port = unconf.client_addr, unconf.client_port
         return conf
 
     def _confirm_new(self, unconf: Client) -> Client:

@@ -123,7 +123,8 @@ class StateManager:
     # -- client ids (§16.33, §16.34, §16.28) ----------------------------------------------
 
     def setclientid(
-        self, verifier: bytes, ownerid: bytes, principal: str, callback: object, client_addr: str
+        self, verifier: bytes, ownerid: bytes, principal: str, callback: object, client_addr: str,
+        client_port: int = 0,
     ) -> tuple[int, bytes]:
         """SETCLIENTID: returns (clientid, setclientid_confirm); may raise NFS4ERR_CLID_INUSE.
 
@@ -133,7 +134,8 @@ class StateManager:
         conf = self.clients.confirmed_by_name.get(ownerid)
         if conf is not None and (conf.principal != principal or not self.leases.courteous(conf)):
             self._expire_if_lapsed(conf)  # §9.1.2, §9.6.3.1
-        res = self.clients.setclientid(verifier, ownerid, principal, callback, client_addr)
+        res = self.clients.setclientid(verifier, ownerid, principal, callback, client_addr,
+                                       client_port)
         return res.clientid, res.confirm
 
     def setclientid_confirm(self, clientid: int, confirm: bytes, principal: str) -> None:

@@ -33,6 +33,7 @@ class Client:
     callback: object
     client_addr: str
     confirm: bytes
+    client_port: int = 0  # the source port of the SETCLIENTID that made the record
     confirmed: bool = False
     expires: float = 0.0
     pins: int = 0

@@ -2,7 +2,7 @@
 # The kernel client against a pynfsd administered by the real nfs-utils; /init runs it as
 # /workload.sh (busybox sh). EXPORT_PATH/share is exported to this guest by host name only in
 # the exports rpc.mountd reads (the server's own table gives it to another host), so it mounts
-# only through mountd's answers.
+# only through mountd's answers. NFS_PORT is the port of the socket rpc.nfsd passed the server.
 # One line "@@RESULT <name> PASS|FAIL <detail>" per check; "@@PAUSE <what>" asks the host to
 # act (mountd: exportfs -ra and start rpc.mountd; clients: run nfsdclnts while this guest
 # holds a lock; ro: exportfs -o ro; unexport: exportfs -u; end: stop rpc.mountd).
@@ -30,7 +30,7 @@ check_mount() {
     drop_caches
     back=$(cat $M/guest-file 2>&1)
     if [ "$back" = "$text" ]; then
-        result mount "PASS wrote and read back $M/guest-file"
+        result mount "PASS wrote and read back $M/guest-file: $(grep " $M " /proc/mounts)"
     else
         result mount "FAIL read back '$back'"
     fi
