@@ -47,12 +47,19 @@ from bench.profiling import (
     VariantPynfsd,
     summarize_collapsed,
 )
-from bench.report import PHASES, PhaseSample, ServerRun, comparison_table, ops_table
+from bench.report import (
+    PHASES,
+    PhaseSample,
+    ServerRun,
+    comparison_table,
+    guest_outcome,
+    ops_table,
+)
 from tests.vm.initramfs import assemble
 from tests.vm.kernel import guest_kernel
 from tests.vm.network import Network, make_network
 from tests.vm.qemu import GuestVM, Transcript
-from tests.vm.servers import Server, make_server
+from tests.vm.servers import Server, make_server, run_guest
 
 BENCH_SH = Path(__file__).resolve().parent / "guest" / "bench.sh"
 BENCH_RE = re.compile(r"^@@BENCH (\w+) (\d+) (-?\d+) (\d+)\s*$")
@@ -131,7 +138,6 @@ def new_profiler(name: str, workdir: Path, params: BenchParams) -> PhaseProfiler
 
 
 def parse_transcript(transcript: Transcript, marks: PhaseMarks, run: ServerRun) -> None:
-    done = False
     for line in transcript.lines:
         if m := BENCH_RE.match(line):
             phase, rep = m.group(1), int(m.group(2))
@@ -139,15 +145,7 @@ def parse_transcript(transcript: Transcript, marks: PhaseMarks, run: ServerRun) 
                                            marks.phase_cpu.get((phase, rep))))
         elif m := OPS_RE.match(line):
             run.ops[m.group(1)] = int(m.group(2))
-        elif line.startswith("@@MOUNT "):
-            run.mount = line[len("@@MOUNT "):]
-        elif line.startswith("@@BENCHFAIL"):
-            run.errors.append(line)
-        done = done or line.startswith("@@BENCHDONE")
-    if transcript.timed_out:
-        run.errors.append("the VM hit its timeout")
-    if not done and not run.errors:
-        run.errors.append("the guest did not finish the workload")
+    run.mount = guest_outcome(transcript.lines, transcript.timed_out, run.errors)
     run.errors.extend(transcript.pause_errors)
     run.cpu_total = marks.total_cpu
 
@@ -166,15 +164,7 @@ def run_server(name: str, net_name: str, workdir: Path, params: BenchParams) -> 
         marks = PhaseMarks(server, profiler)
         vm = GuestVM(kernel, initrd, net, workdir, params.timeout, on_pause=marks)
         run.console_log, run.server_log = str(vm.console_log), str(server.log_path)
-        transcript = Transcript()
-        try:
-            server.start()
-            transcript = vm.run()
-        except Exception as exc:
-            run.errors.append(repr(exc))
-        finally:
-            profiler.close()
-            server.stop()
+        transcript = run_guest(server, vm, run.errors, after=profiler.close)
     if isinstance(server, MeteredPynfsd):
         ok, failed = server.scrapes()
         print(f"{name}/{net_name}: {ok} scrapes, {failed} failed ({server.scrape_log})")

@@ -61,6 +61,24 @@ class ServerRun:
         return sum(s.amount for s in self.samples if s.phase == phase)
 
 
+def guest_outcome(lines: Iterable[str], timed_out: bool, errors: list[str]) -> str:
+    """The ``@@MOUNT`` line of a bench guest's transcript; adds to ``errors`` its
+    ``@@BENCHFAIL`` lines, a timeout, or (when nothing else went wrong) a missing
+    ``@@BENCHDONE``."""
+    mount, done = "", False
+    for line in lines:
+        if line.startswith("@@MOUNT "):
+            mount = line[len("@@MOUNT "):]
+        elif line.startswith("@@BENCHFAIL"):
+            errors.append(line)
+        done = done or line.startswith("@@BENCHDONE")
+    if timed_out:
+        errors.append("the VM hit its timeout")
+    if not done and not errors:
+        errors.append("the guest did not finish the workload")
+    return mount
+
+
 def _num(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 

@@ -48,6 +48,18 @@ How it works
   ``guest.sh(cmd)``, console events awaited with ``wait_line``) and ``scene.py`` (``Scene``:
   bridge + pynfsd + guests + a printed timeline). ``helpers/lockwriter.c`` holds an fcntl lock
   and appends fsync'ed numbered records that the host checks on the server's disk.
+* Delegations (``tests/e2e/test_kernel_delegations.py``): the agent's ``ops`` prints the
+  mount's per-op RPC counts from ``/proc/self/mountstats``; ``keep_dirty`` turns writeback off
+  and ``hold_open`` keeps a file open (``helpers/holdwrite.c`` writes over it and never closes
+  or duplicates the descriptor, so the data stays dirty until a recall). ``Scene`` and
+  ``PynfsdServer`` take more ``serve`` options (``server_args``, ``extra_args``), ``Scene`` a
+  server factory and ``Scene.guest`` an initramfs builder: the ``sec=krb5i`` variant gives
+  each guest rpc.gssd, rpc.svcgssd (which accepts the server's RPCSEC_GSS callbacks) and its
+  own ``nfs/<guest>`` key (``krb5guest.add_guest_principal``, ``run_layer_krb5``), and runs
+  the server with ``nfs-server.test`` as its host name. ``deleg_holder.py`` is a client of the
+  project's library, run inside the namespace, that holds a read delegation and ignores its
+  recall. ``bench/delegations.py`` (guest ``bench/guest/delegations.sh``) counts the RPCs of
+  open/read/close rounds with delegations on, off and against Ganesha.
 
 Running
 -------

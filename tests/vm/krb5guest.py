@@ -6,9 +6,11 @@ How it fits together
   against (libc6, libtirpc3 + libtirpc-common for ``/etc/netconfig``, libevent-core, libkeyutils,
   libcom-err, the MIT krb5 libraries), ``dpkg -x`` them into one cached tree (nothing is
   installed on the host). Cache: ``$PYNFSD_VM_CACHE`` or ``/var/cache/pynfsd-vm``.
-* ``gssd_layer(kernel)``: a cached gzip'd cpio with ``rpc.gssd``, the closure of its
-  ``DT_NEEDED`` libraries (from that tree, never the host's), the loader, ``/etc/netconfig``,
-  ``/etc/nsswitch.conf`` (``files`` only) and the crypto modules the krb5 mechanism loads on
+* ``gssd_layer(kernel)``: a cached gzip'd cpio with ``rpc.gssd`` and ``rpc.svcgssd`` (the
+  acceptor of the server's RPCSEC_GSS callbacks, with libnfsidmap's plugins and an
+  ``/etc/idmapd.conf``), the closure of their ``DT_NEEDED`` libraries (from that tree, never
+  the host's), the loader, ``/etc/netconfig``, ``/etc/nsswitch.conf`` (``files`` only) and
+  the crypto modules the krb5 mechanism loads on
   demand (``cts``; ``aesni_intel``/``sha1_ssse3`` for speed), listed in
   ``/etc/krb5-modules.order`` because the guest's ``modprobe`` upcall is disabled.
 * ``GuestRealm``: a k5test realm with ``nfs/nfs-server.test`` (server keytab) and
@@ -18,7 +20,8 @@ How it fits together
   it is stopped by its PID.
 * ``run_layer_krb5()``: per run ``/etc/krb5.conf`` (KDC by address, TCP, no DNS), ``/etc/hosts``
   (guest and server names; gssd derives ``nfs@nfs-server.test`` from the server address),
-  the keytab and the standard ``workload.sh`` as ``/krb5/workload.sh``.
+  the keytab and the standard ``workload.sh`` as ``/krb5/workload.sh``; for another guest
+  of the same realm, its name, network and keytab (``add_guest_principal``).
 * ``assemble_krb5()``: base initramfs + gssd layer + krb5 run layer + the usual run layer
   (``/workload.sh`` is ``guest/krb5_driver.sh``: it starts gssd and runs the workload once per
   flavour). ``Krb5PynfsdServer``/``Krb5GaneshaServer``: the two servers with a
@@ -49,10 +52,13 @@ GUEST_NAME = "guest.test"
 FLAVOURS = ("krb5", "krb5i", "krb5p")
 GSSD_PACKAGES = ("nfs-common", "libc6", "libtirpc3", "libtirpc-common", "libevent-core-2.1-7",
                  "libkeyutils1", "libcom-err2", "libkrb5-3", "libgssapi-krb5-2", "libk5crypto3",
-                 "libkrb5support0")
+                 "libkrb5support0", "libnfsidmap1")
 LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu")
 LOADER = "lib64/ld-linux-x86-64.so.2"
 GSSD = "usr/sbin/rpc.gssd"
+SVCGSSD = "usr/sbin/rpc.svcgssd"   # accepts the server's RPCSEC_GSS callbacks (CB_RECALL ...)
+IDMAP_PLUGINS = "usr/lib/x86_64-linux-gnu/libnfsidmap"
+IDMAPD_CONF = b"[General]\nDomain = test\n[Translation]\nMethod = nsswitch\n"
 # Loaded by the krb5 mechanism through request_module (disabled in the guest): cts for
 # aes-cts, and the accelerated AES/SHA-1 drivers (TCG emulates AES-NI and SSSE3).
 CRYPTO_MODULES = ["cts", "aesni_intel", "sha1_ssse3"]
@@ -118,12 +124,19 @@ def library_closure(root: Path, binary: Path) -> dict[str, Path]:
 
 def _write_gssd_layer(kernel: GuestKernel, root: Path, out: Path) -> None:
     cpio = CpioWriter()
-    cpio.add_file(GSSD, root / GSSD, 0o755)
+    libraries: dict[str, Path] = {}
+    for daemon in (GSSD, SVCGSSD):
+        cpio.add_file(daemon, root / daemon, 0o755)
+        libraries.update(library_closure(root, root / daemon))
     cpio.add_file(LOADER, (root / LOADER).resolve(), 0o755)
-    for soname, path in sorted(library_closure(root, root / GSSD).items()):
+    for soname, path in sorted(libraries.items()):
         cpio.add_file(f"lib/x86_64-linux-gnu/{soname}", path.resolve(), 0o755)
+    cpio.mkdir(IDMAP_PLUGINS)
+    for plugin in sorted((root / IDMAP_PLUGINS).glob("*.so")):   # dlopen'ed by libnfsidmap
+        cpio.add_file(f"{IDMAP_PLUGINS}/{plugin.name}", plugin.resolve(), 0o755)
     cpio.add_file("etc/netconfig", root / "etc" / "netconfig", 0o644)
     cpio.add_bytes("etc/nsswitch.conf", NSSWITCH)
+    cpio.add_bytes("etc/idmapd.conf", IDMAPD_CONF)
     order = module_load_order(kernel.modules_dir, CRYPTO_MODULES)
     for rel in order:
         cpio.add_file(f"lib/modules/{rel}", kernel.modules_dir / rel, 0o644)
@@ -219,35 +232,46 @@ def krb5_conf(realm: str, kdc_addr: str, kdc_port: int) -> str:
             f"[domain_realm]\n .test = {realm}\n test = {realm}\n")
 
 
-def hosts_file(network: Network) -> str:
-    return (f"127.0.0.1 localhost\n{network.guest_ip} {GUEST_NAME} guest\n"
+def hosts_file(network: Network, guest_name: str = GUEST_NAME) -> str:
+    short = guest_name.split(".")[0]
+    return (f"127.0.0.1 localhost\n{network.guest_ip} {guest_name} {short}\n"
             f"{network.server_addr} {SERVER_NAME} nfs-server\n")
 
 
-def run_layer_krb5(realm: GuestRealm) -> bytes:
-    """Per-run files: krb5.conf, hosts, the guest keytab, the standard workload."""
-    net = realm.network
+def add_guest_principal(realm: GuestRealm, guest_name: str, keytab: Path) -> Path:
+    """``nfs/<guest_name>`` in the realm, its key in ``keytab`` (a second guest's machine
+    credential and callback service)."""
+    _add_principal(realm.k5, f"nfs/{guest_name}@{realm.realm}", keytab)
+    return keytab
+
+
+def run_layer_krb5(realm: GuestRealm, guest_name: str = GUEST_NAME,
+                   network: Network | None = None, keytab: Path | None = None) -> bytes:
+    """Per-run files: krb5.conf, hosts, the guest keytab, the standard workload (by default
+    for the realm's one guest, ``GUEST_NAME`` on the realm's network)."""
+    net = network or realm.network
     cpio = CpioWriter()
     cpio.add_bytes("etc/krb5.conf", krb5_conf(realm.realm, net.server_addr,
                                               realm.kdc_port).encode())
-    cpio.add_bytes("etc/hosts", hosts_file(net).encode())
-    cpio.add_bytes("etc/hostname", f"{GUEST_NAME}\n".encode())
-    cpio.add_file("etc/krb5.keytab", realm.guest_keytab, 0o600)
+    cpio.add_bytes("etc/hosts", hosts_file(net, guest_name).encode())
+    cpio.add_bytes("etc/hostname", f"{guest_name}\n".encode())
+    cpio.add_file("etc/krb5.keytab", keytab or realm.guest_keytab, 0o600)
     cpio.add_file("krb5/workload.sh", GUEST / "workload.sh", 0o755)
     cpio.add_file("krb5/gssd.sh", GUEST / "krb5_gssd.sh", 0o644)
     return cpio.gzipped()
 
 
 def assemble_krb5(kernel: GuestKernel, workload: Path, config: Mapping[str, str | int],
-                  realm: GuestRealm, out: Path) -> Path:
-    """base + gssd layer + krb5 run layer + run layer (``workload`` as ``/workload.sh``)."""
+                  realm: GuestRealm, out: Path, krb5_layer: bytes | None = None) -> Path:
+    """base + gssd layer + krb5 run layer (default: ``run_layer_krb5(realm)``) + run layer
+    (``workload`` as ``/workload.sh``)."""
     base_path, layer_path = base_initramfs(kernel), gssd_layer(kernel)
     with open(out, "wb") as fh:
         with cache_lock("initramfs"), open(base_path, "rb") as base:
             shutil.copyfileobj(base, fh)
         with cache_lock("gssd"), open(layer_path, "rb") as layer:
             shutil.copyfileobj(layer, fh)
-        fh.write(run_layer_krb5(realm))
+        fh.write(run_layer_krb5(realm) if krb5_layer is None else krb5_layer)
         fh.write(run_layer(workload, {"GUEST_NAME": GUEST_NAME, **config}))
     return out
 

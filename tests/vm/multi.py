@@ -140,6 +140,8 @@ class Guest:
     _vm: GuestVM | None = None
     transcript: Transcript | None = None
     printer: Callable[[str], bool] = lambda line: False   # which console lines go on the timeline
+    # builds the initramfs from (kernel, agent script, /config values, output path)
+    assembler: Callable[[GuestKernel, Path, dict[str, str | int], Path], Path] = assemble
 
     @property
     def label(self) -> str:
@@ -153,7 +155,7 @@ class Guest:
             "EXPORT_PATH": self.export_path, "MOUNT_EXTRA": "",
             "GUEST_IP": self.net.guest_ip, "GUEST_PREFIX": 24,
             "GUEST_NAME": self.config.hostname, "UNIQUE_ID": self.config.unique_id}
-        initrd = assemble(self.kernel, AGENT, cfg, self.workdir / "initrd.img")
+        initrd = self.assembler(self.kernel, AGENT, cfg, self.workdir / "initrd.img")
         self._vm = GuestVM(self.kernel, initrd, self.net, self.workdir, timeout=900.0,
                            on_pause=self._next_command, on_line=self._on_line,
                            smp=1, memory=512)

@@ -17,13 +17,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from tests.scenarios.timeline import Timeline
+from tests.vm.initramfs import assemble
 from tests.vm.kernel import guest_kernel
 from tests.vm.multi import BridgeNet, Guest, GuestConfig
+from tests.vm.network import Network
 from tests.vm.servers import REPO_ROOT, PynfsdServer
 
 
@@ -49,12 +52,21 @@ class Scene:
     """A bridge with ``guests`` taps, a pynfsd on it, and the guests booted so far."""
 
     def __init__(self, workdir: Path, title: str, *, guests: int, lease: int = 10,
-                 grace: int = 10) -> None:
+                 grace: int = 10, server_args: Sequence[str] = (),
+                 server: Callable[[Path, Network], PynfsdServer] | None = None) -> None:
+        """``server`` makes the server on the bridge (default: a plain ``PynfsdServer``);
+        ``lease``, ``grace`` and ``server_args`` apply to it either way."""
         self.workdir = workdir
         self.timeline = Timeline(title)
         self.kernel = guest_kernel()
         self.bridge = BridgeNet(guests)
-        self.server = PynfsdServer(workdir, self.bridge.server_view(), lease=lease, grace=grace)
+        try:
+            self.server = (server or PynfsdServer)(workdir, self.bridge.server_view())
+        except BaseException:
+            self.bridge.close()
+            raise
+        self.server.lease, self.server.grace = lease, grace
+        self.server.extra_args += server_args
         self.guests: list[Guest] = []
         self._taps_used = 0
 
@@ -80,8 +92,8 @@ class Scene:
             finally:
                 self.bridge.close()
 
-    def guest(self, label: str, hostname: str, unique_id: str = "",
-              wait: bool = True) -> Guest:
+    def guest(self, label: str, hostname: str, unique_id: str = "", wait: bool = True,
+              assembler: Callable[..., Path] | None = None) -> Guest:
         """Boot a guest on the next free tap (each tap is used once: a rebooted machine gets
         a fresh tap and so a fresh address, which does not matter to NFSv4.0 identity)."""
         index = self._taps_used
@@ -90,7 +102,7 @@ class Scene:
         guest = Guest(config, self.kernel, self.bridge.guest(index),
                       self.workdir / f"vm-{label}", self.server.port,
                       str(self.server.export_dir), self.timeline,
-                      printer=ConsoleFilter())
+                      printer=ConsoleFilter(), assembler=assembler or assemble)
         self.guests.append(guest)
         guest.start(wait=wait)
         return guest

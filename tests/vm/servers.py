@@ -15,10 +15,12 @@ import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
 from tests.vm.network import Network
+from tests.vm.qemu import GuestVM, Transcript
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -157,12 +159,17 @@ class PynfsdServer(Server):
 
     name = "pynfsd"
 
+    def __init__(self, workdir: Path, network: Network, port: int | None = None,
+                 lease: int = 10, grace: int = 10, extra_args: Sequence[str] = ()) -> None:
+        super().__init__(workdir, network, port, lease, grace)
+        self.extra_args = list(extra_args)   # more `serve` options, e.g. --delegations off
+
     def command(self) -> list[str]:
         line = f"{self.export_dir} *(rw,no_root_squash,insecure)"
         return [sys.executable, "-m", "pynfsd", "serve", "--export", line,
                 "--bind", self.network.server_bind, "--port", str(self.port),
                 "--state-dir", str(self.state_dir), "--lease", str(self.lease),
-                "--grace", str(self.grace), "--log-level", "info"]
+                "--grace", str(self.grace), "--log-level", "info", *self.extra_args]
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -217,6 +224,23 @@ class GaneshaServer(Server):
                                             recovery=recovery, export=self.export_dir))
         return ["ganesha.nfsd", "-F", "-f", str(conf), "-L", str(self.workdir / "ganesha.nfsd.log"),
                 "-p", str(self.workdir / "ganesha.pid"), "-N", "NIV_EVENT"]
+
+
+def run_guest(server: Server, vm: GuestVM, errors: list[str],
+              after: Callable[[], None] = lambda: None) -> Transcript:
+    """Start ``server``, boot ``vm`` against it, then call ``after`` and stop the server. An
+    exception is recorded in ``errors`` (the transcript is then what the guest printed, if
+    anything), not raised."""
+    transcript = Transcript()
+    try:
+        server.start()
+        transcript = vm.run()
+    except Exception as exc:
+        errors.append(repr(exc))
+    finally:
+        after()
+        server.stop()
+    return transcript
 
 
 SERVERS: dict[str, type[Server]] = {"pynfsd": PynfsdServer, "ganesha": GaneshaServer}

@@ -35,3 +35,13 @@ retry_until() {
     done
     return 1
 }
+
+# mount_ops MOUNTPOINT [PREFIX]: the RPCs the client has sent on that mount, per operation,
+# from /proc/self/mountstats: one "PREFIX OP COUNT" line per op with a nonzero count
+mount_ops() {
+    awk -v m="$1" -v prefix="${2:-OPS}" '$1 == "device" { on = ($5 == m); p = 0; next }
+        on && /per-op statistics/ { p = 1; next }
+        on && p && NF == 0 { p = 0 }
+        on && p && $2 ~ /^[0-9]+$/ && $2 > 0 { sub(":", "", $1); print prefix, $1, $2 }' \
+        /proc/self/mountstats
+}

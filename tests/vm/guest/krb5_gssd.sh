@@ -24,3 +24,13 @@ start_gssd() {
 }
 
 gssd_log() { tail -n "${1:-40}" /tmp/gssd.log | sed 's/^/  [gssd] /'; }
+
+# start_svcgssd: rpc.svcgssd (after start_gssd), log in /tmp/svcgssd.log: it accepts the
+# RPCSEC_GSS contexts of the server's callbacks (nfs@<server> to nfs/<this host>)
+start_svcgssd() {
+    mkdir -p /var/tmp   # the acceptor's replay cache (krb5_0.rcache2)
+    rpc.svcgssd -f -v -v > /tmp/svcgssd.log 2>&1 &
+    svcgssd_pid=$!
+    sleep 0.5
+    [ -d /proc/$svcgssd_pid ]
+}

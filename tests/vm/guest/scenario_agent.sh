@@ -9,6 +9,7 @@
 # Background jobs started by a command keep running; they should write to /dev/console.
 # Config (from /config): SERVER_IP NFS_PORT EXPORT_PATH MOUNT_EXTRA UNIQUE_ID GUEST_NAME
 . /config
+. /guestlib.sh
 M=/mnt/nfs
 export TZ=UTC LC_ALL=C PATH=/bin
 
@@ -51,6 +52,35 @@ try() {
         rc=$?; [ $rc = 1 ] && echo denied || return $rc
     fi
 }
+
+# ops: the RPCs this client sent on the mount, per op ("OPS OPEN 3"), from mountstats
+ops() { mount_ops $M; }
+
+# keep_dirty: written pages stay in the page cache until close, fsync or a recall
+keep_dirty() {
+    echo 360000 > /proc/sys/vm/dirty_writeback_centisecs
+    echo 360000 > /proc/sys/vm/dirty_expire_centisecs
+}
+
+# hold_open FILE r|w [TEXT]: a background process keeps FILE open (w: after writing TEXT over
+# the start of the existing FILE, kept dirty under keep_dirty: helpers/holdwrite.c) until
+# `release FILE`
+hold_open() {
+    f=$1
+    mode=$2
+    rm -f "/tmp/ready.$f"
+    if [ "$mode" = w ]; then
+        holdwrite "$M/$f" "/tmp/ready.$f" "$3" > /dev/console 2>&1 &
+    else
+        sleep 100000 < "$M/$f" &
+        : > "/tmp/ready.$f"
+    fi
+    echo $! > "/tmp/open.$f"
+    while [ ! -e "/tmp/ready.$f" ]; do kill -0 $! || return 1; sleep 0.1; done
+    echo "holding $f ($mode) in pid $!"
+}
+
+release() { kill "$(cat "/tmp/open.$1")" && rm "/tmp/open.$1"; }
 
 nfs_log() { dmesg | grep -iE 'nfs|rpc|lockd' | grep -vE 'Regist|FS-Cache' | tail -n "${1:-8}"; }
 
