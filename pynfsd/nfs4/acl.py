@@ -106,67 +106,47 @@ def _deny_mask(p: int, is_dir: bool) -> int:
     return mask | (_EXEC if p & P.EXEC else 0)
 
 
-@dataclass(slots=True)
-class _Summary:
-    """Effective perms by class of one POSIX ACL (knfsd's posix_acl_summary)."""
-
-    owner: int = 0
-    users: int = 0
-    group: int = 0
-    groups: int = 0
-    other: int = 0
-    mask: int = 7
-
-    @classmethod
-    def of(cls, acl: Sequence[P.PosixAce]) -> _Summary:
-        s = cls()
-        for e in acl:
-            if e.tag == P.USER_OBJ:
-                s.owner = e.perm
-            elif e.tag == P.USER:
-                s.users |= e.perm
-            elif e.tag == P.GROUP_OBJ:
-                s.group = e.perm
-            elif e.tag == P.GROUP:
-                s.groups |= e.perm
-            elif e.tag == P.OTHER:
-                s.other = e.perm
-            else:
-                s.mask = e.perm
-        s.users &= s.mask
-        s.group &= s.mask
-        s.groups &= s.mask
-        return s
+def _summary(acl: Sequence[P.PosixAce]) -> dict[int, int]:
+    """Effective perms by tag (knfsd's posix_acl_summary): USER and GROUP hold the union of
+    the named entries; they and GROUP_OBJ are limited by the mask."""
+    s = {P.MASK: 7, P.USER: 0, P.GROUP: 0}
+    for e in acl:
+        s[e.tag] = (s[e.tag] | e.perm) if e.tag in (P.USER, P.GROUP) else e.perm
+    for tag in (P.USER, P.GROUP, P.GROUP_OBJ):
+        s[tag] &= s[P.MASK]
+    return s
 
 
 def _one_to_nfs4(acl: Sequence[P.PosixAce], is_dir: bool, flag: int) -> list[Ace]:
-    s = _Summary.of(acl)
+    s = _summary(acl)
+    owner, group, other, mask = s[P.USER_OBJ], s[P.GROUP_OBJ], s[P.OTHER], s[P.MASK]
+    users, groups = s[P.USER], s[P.GROUP]
     out: list[Ace] = []
 
     def add(kind: int, mask: int, who: str | int, extra: int = 0) -> None:
         out.append(Ace(kind, flag | extra, mask, who))
 
-    deny = ~s.owner & (s.users | s.group | s.groups | s.other)
+    deny = ~owner & (users | group | groups | other)
     if deny:
         add(DENY, _deny_mask(deny, is_dir), OWNER)
-    add(ALLOW, _allow_mask(s.owner, is_dir, owner=True), OWNER)
+    add(ALLOW, _allow_mask(owner, is_dir, owner=True), OWNER)
     for e in (e for e in acl if e.tag == P.USER):
-        deny = ~(e.perm & s.mask) & (s.groups | s.group | s.other)
+        deny = ~(e.perm & mask) & (groups | group | other)
         if deny:
             add(DENY, _deny_mask(deny, is_dir), e.id)
-        add(ALLOW, _allow_mask(e.perm & s.mask, is_dir), e.id)
+        add(ALLOW, _allow_mask(e.perm & mask, is_dir), e.id)
     named_groups = [e for e in acl if e.tag == P.GROUP]
-    add(ALLOW, _allow_mask(s.group, is_dir), GROUP)
+    add(ALLOW, _allow_mask(group, is_dir), GROUP)
     for e in named_groups:
-        add(ALLOW, _allow_mask(e.perm & s.mask, is_dir), e.id, x.ACE4_IDENTIFIER_GROUP)
-    deny = ~s.group & s.other
+        add(ALLOW, _allow_mask(e.perm & mask, is_dir), e.id, x.ACE4_IDENTIFIER_GROUP)
+    deny = ~group & other
     if deny:
         add(DENY, _deny_mask(deny, is_dir), GROUP)
     for e in named_groups:
-        deny = ~(e.perm & s.mask) & s.other
+        deny = ~(e.perm & mask) & other
         if deny:
             add(DENY, _deny_mask(deny, is_dir), e.id, x.ACE4_IDENTIFIER_GROUP)
-    add(ALLOW, _allow_mask(s.other, is_dir), EVERYONE)
+    add(ALLOW, _allow_mask(other, is_dir), EVERYONE)
     return out
 
 

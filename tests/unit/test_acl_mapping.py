@@ -7,6 +7,7 @@ read like what a Linux client shows for the same POSIX ACL served by knfsd.
 from __future__ import annotations
 
 import pytest
+from acl_support import fields, notation
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,42 +15,14 @@ from pynfsd.fs import posixacl as P
 from pynfsd.gen import nfs4 as x
 from pynfsd.nfs4 import acl as A
 
-_MASK_LETTERS = [
-    ("r", x.ACE4_READ_DATA), ("w", x.ACE4_WRITE_DATA), ("a", x.ACE4_APPEND_DATA),
-    ("x", x.ACE4_EXECUTE), ("d", x.ACE4_DELETE), ("D", x.ACE4_DELETE_CHILD),
-    ("t", x.ACE4_READ_ATTRIBUTES), ("T", x.ACE4_WRITE_ATTRIBUTES),
-    ("n", x.ACE4_READ_NAMED_ATTRS), ("N", x.ACE4_WRITE_NAMED_ATTRS),
-    ("c", x.ACE4_READ_ACL), ("C", x.ACE4_WRITE_ACL), ("o", x.ACE4_WRITE_OWNER),
-    ("y", x.ACE4_SYNCHRONIZE),
-]  # fmt: skip
-_FLAG_LETTERS = [
-    ("f", x.ACE4_FILE_INHERIT_ACE), ("d", x.ACE4_DIRECTORY_INHERIT_ACE),
-    ("n", x.ACE4_NO_PROPAGATE_INHERIT_ACE), ("i", x.ACE4_INHERIT_ONLY_ACE),
-    ("g", x.ACE4_IDENTIFIER_GROUP),
-]  # fmt: skip
-_TYPES = {"A": A.ALLOW, "D": A.DENY, "U": x.ACE4_SYSTEM_AUDIT_ACE_TYPE,
-          "L": x.ACE4_SYSTEM_ALARM_ACE_TYPE}  # fmt: skip
-
 
 def show(aces: list[A.Ace]) -> list[str]:
     """nfs4_getfacl's notation; named principals as their number."""
-    out = []
-    for a in aces:
-        kind = next(k for k, v in _TYPES.items() if v == a.type)
-        flags = "".join(c for c, bit in _FLAG_LETTERS if a.flag & bit)
-        mask = "".join(c for c, bit in _MASK_LETTERS if a.mask & bit)
-        out.append(f"{kind}:{flags}:{a.who}:{mask}")
-    return out
+    return [notation(a.type, a.flag, a.mask, str(a.who)) for a in aces]
 
 
 def parse(text: str) -> list[A.Ace]:
-    out = []
-    for line in text.split():
-        kind, flags, who, mask = line.split(":")
-        flag = sum(bit for c, bit in _FLAG_LETTERS if c in flags)
-        bits = sum(bit for c, bit in _MASK_LETTERS if c in mask)
-        out.append(A.Ace(_TYPES[kind], flag, bits, who if who.endswith("@") else int(who)))
-    return out
+    return [A.Ace(k, f, m, who if who.endswith("@") else int(who)) for k, f, m, who in fields(text)]
 
 
 def posix(text: str) -> P.PosixAcl:
