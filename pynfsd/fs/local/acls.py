@@ -7,7 +7,7 @@ object's ``/proc/self/fd`` path, as the caller: the kernel checks that the calle
 object, sets the mode from a new access ACL (dropping an ACL that says no more than the mode)
 and clears the setgid bit as for chmod. The kernel keeps them consistent afterwards: chmod
 rewrites the ACL, and a file created in a directory with a default ACL inherits it (the
-mode asked for masks it), so creation needs nothing here. A removed default ACL is a
+mode asked for masks it, and ``namespace`` then leaves that mode: ``has_default_acl``). A removed default ACL is a
 ``removexattr``; a missing one is ``ENODATA``, read as "none".
 
 Whether the filesystem holds ACLs at all is asked once, of the export root (``EOPNOTSUPP``
@@ -41,6 +41,17 @@ def _read(path: str, name: str) -> P.PosixAcl | None:
         return P.decode_xattr(data)
     except P.AclError as e:
         raise oserror(errno.EIO, f"{name}: {e}") from None
+
+
+def has_default_acl(dir_fd: int) -> bool:
+    """Whether the directory ``dir_fd`` has a default ACL (new objects inherit it)."""
+    try:
+        os.getxattr(proc(dir_fd), P.XATTR_DEFAULT)
+        return True
+    except OSError as e:
+        if e.errno in (*_ABSENT, errno.EOPNOTSUPP):
+            return False
+        raise
 
 
 class LocalAcls(LocalObjects):
