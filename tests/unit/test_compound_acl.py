@@ -17,7 +17,7 @@ from pynfsd.client.nfs4 import Nfs4Client, op
 from pynfsd.exports import parse_export_line
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4.attrs import SUPPORTED_ATTRS
-from pynfsd.nfs4.bitmap import set_to_bitmap
+from pynfsd.nfs4.bitmap import bitmap_to_int, iter_bits, set_to_bitmap
 
 OWNER, OTHER = user(1000), user(1001)
 FILE_0600 = ["A::OWNER@:rwatTcCy", "A::GROUP@:tcy", "A::EVERYONE@:tcy"]
@@ -175,3 +175,19 @@ def _words(attrs: frozenset[int]) -> list[int]:
 def test_noacl_is_kept_as_no_acl() -> None:
     entry = parse_export_line("/export *(noacl)")
     assert entry.clients[0][1].has("no_acl")
+
+
+async def test_create_and_open_set_the_acl_they_are_given(w: World) -> None:
+    """§6.4.3 case 3: mode and ACL given at creation are both set (mode, then ACL)."""
+    root = await fx.export_root(w.client())
+    d = await fx.mkdir(w.client(), root, b"shared", 0o777)
+    c = w.client(OWNER)
+    given = fx.fattr({N.FATTR4_MODE: 0o700, N.FATTR4_ACL: parse(GRANT_1001)})
+    res = await c.check([op.putfh(d), ops.create(N.NF4DIR, b"sub", attrs=given), op.getfh()])
+    assert set(iter_bits(bitmap_to_int(res[1].attrset))) == {N.FATTR4_MODE, N.FATTR4_ACL}
+    assert f"A::{OTHER.uid}:rtcy" in await get_acl(w.client(), res[2].object)
+    clientid = await fx.new_clientid(c)
+    how = N.createhow4(N.UNCHECKED4, given)
+    res = await c.check([op.putfh(d), op.open(1, clientid, b"o", b"f", create=how), op.getfh()])
+    assert f"A::{OTHER.uid}:rtcy" in await get_acl(w.client(), res[2].object)
+    assert await _reads(w.client(OTHER), res[2].object)
