@@ -30,13 +30,15 @@ _FLAG_GROUPS = {
     "secure_locks": "locks", "insecure_locks": "locks",
     "auth_nlm": "locks", "no_auth_nlm": "locks",
     "crossmnt": "crossmnt", "nocrossmnt": "crossmnt",
-    "acl": "acl", "no_acl": "acl",
+    "acl": "acl", "no_acl": "acl", "noacl": "acl",
     "pnfs": "pnfs", "no_pnfs": "pnfs",
     "nordirplus": "nordirplus", "security_label": "security_label",
     "mountpoint": "mountpoint", "mp": "mountpoint",
     "manage-gids": "manage-gids",
     "delegations": "delegations", "no_delegations": "delegations",
 }  # fmt: skip
+#: Other spellings of flag options, kept as the first.
+_SPELLING = {"mp": "mountpoint", "noacl": "no_acl"}
 _VALUED_FLAGS = {"mountpoint": "mountpoint", "mp": "mountpoint", "refer": "refer",
                  "replicas": "replicas", "xprtsec": "xprtsec"}  # fmt: skip
 
@@ -114,7 +116,7 @@ def _apply_one(state: OptionState, key: str, value: str | None) -> None:
     elif key in _VALUED_FLAGS and value is not None:
         state.flags[_VALUED_FLAGS[key]] = f"{_VALUED_FLAGS[key]}={_check_valued(key, value)}"
     elif key in _FLAG_GROUPS and value is None:
-        state.flags[_FLAG_GROUPS[key]] = "mountpoint" if key == "mp" else key
+        state.flags[_FLAG_GROUPS[key]] = _SPELLING.get(key, key)
     else:
         shown = key if value is None else f"{key}={value}"
         raise OptionError(f"unknown option {shown!r}")

@@ -81,6 +81,16 @@ All times are integer nanoseconds since the Unix epoch. ``setattr`` takes an ``i
 ``SET_TO_NOW`` sentinel for ``atime``/``mtime``; ``None`` leaves a field unchanged.
 ``setattr(mode=...)`` on a symlink is ignored (as knfsd does); ``size`` on a directory is
 ``EISDIR`` and on other non-files ``EINVAL``.
+
+ACLs
+----
+A backend whose filesystem holds POSIX ACLs says so (``acl_support``) and reads and writes
+them (``get_acl``/``set_acl``, ``pynfsd.fs.posixacl`` values) as the kernel does: setting an
+access ACL sets the permission bits of the mode to what it implies (an ACL that says no more
+than a mode is kept as the mode alone), chmod rewrites the ACL's owner, mask (or group) and
+other entries, and an object created in a directory with a default ACL inherits it, masked by
+the mode asked for. Setting an ACL needs ownership of the object (``EPERM``). Symlinks have
+no ACL (``EOPNOTSUPP``); nor does any object of a backend without support.
 """
 
 from __future__ import annotations
@@ -90,6 +100,8 @@ import enum
 import errno
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Final
+
+from pynfsd.fs.posixacl import PosixAcl
 
 if TYPE_CHECKING:
     from pynfsd.fs.creds import Identity
@@ -331,6 +343,25 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def statfs(self, h: bytes) -> FsStat:
         """Space and file counts of the filesystem holding ``h``."""
+
+    def acl_support(self) -> bool:
+        """Whether the filesystem holds POSIX ACLs (blocking: it may ask the filesystem)."""
+        return False
+
+    def get_acl(self, h: bytes) -> tuple[PosixAcl | None, PosixAcl | None]:
+        """The access ACL of ``h`` and, for a directory, its default ACL (None: none; an
+        object without an access ACL follows its mode)."""
+        raise OSError(errno.EOPNOTSUPP, "no ACLs on this backend")
+
+    def set_acl(self, h: bytes, access: PosixAcl, default: PosixAcl | None) -> Attrs:
+        """Replace the access ACL of ``h`` and, for a directory, its default ACL (None:
+        removed); returns the attributes afterwards (the mode follows the access ACL)."""
+        raise OSError(errno.EOPNOTSUPP, "no ACLs on this backend")
+
+    def acl_cached(self, h: bytes) -> PosixAcl | None:
+        """The access ACL of ``h`` when it can be told without blocking, for a backend that
+        leaves permission checks to the caller (``pynfsd.fs.perm``); None: none or unknown."""
+        return None
 
     def mount_point(self, dir_h: bytes, name: bytes) -> MountPoint:
         """The filesystem mounted on ``name`` in ``dir_h`` (after ``lookup`` gave ``EXDEV``);

@@ -8,6 +8,8 @@ come and go (a renamed entry gets a new cookie, like a newly added one). Handles
 inode number plus an HMAC under a random per-instance key, so handles are unforgeable and
 those of another instance are stale. ``change`` is a backend-wide counter assigned to an
 inode on every modification, so it grows monotonically. One lock serialises all calls.
+POSIX ACLs are kept per inode and behave as the kernel's (``pynfsd.fs.posixacl``): setting
+one sets the mode, chmod rewrites it, new objects inherit a directory's default ACL.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from pynfsd.fs import posixacl as P
 from pynfsd.fs.backend import (
     NAME_MAX,
     SET_TO_NOW,
@@ -96,6 +99,8 @@ class Inode:
     rdev: tuple[int, int] = (0, 0)
     dir: MemDir | None = None
     parent: int = 0
+    acl: P.PosixAcl | None = None
+    default_acl: P.PosixAcl | None = None
     atime: int = field(init=False)
     mtime: int = field(init=False)
     ctime: int = field(init=False)
@@ -202,7 +207,7 @@ class MemoryBackend(Backend):
         entries = parent.entries()
         if check_name(name) in entries.entries:
             raise oserror(errno.EEXIST, repr(name))
-        node = build()
+        node = self._inherit(parent, build())
         if node.type == FileType.DIR:
             node.parent = parent.ino
             parent.nlink += 1
@@ -488,10 +493,54 @@ class MemoryBackend(Backend):
                 self._chown(node, c.uid, c.gid)
             if c.mode is not None and node.type != FileType.LNK:
                 node.mode = c.mode & 0o7777
+                node.acl = None if node.acl is None else P.chmod(node.acl, node.mode)
             self._set_times(node, c.atime, c.mtime)
             if c.changes_anything():
                 self._touch(node, mtime=c.size is not None and c.mtime is None)
             return self._attrs(node)
+
+    # -- ACLs ----------------------------------------------------------------------------
+
+    def acl_support(self) -> bool:
+        return True
+
+    def _acl_node(self, h: bytes) -> Inode:
+        node = self._get(h)
+        if node.type == FileType.LNK:
+            raise oserror(errno.EOPNOTSUPP, "no ACL on a symlink")
+        return node
+
+    def get_acl(self, h: bytes) -> tuple[P.PosixAcl | None, P.PosixAcl | None]:
+        with self._lock:
+            node = self._acl_node(h)
+            return node.acl, node.default_acl
+
+    def acl_cached(self, h: bytes) -> P.PosixAcl | None:
+        with self._lock:
+            return self._get(h).acl
+
+    def set_acl(self, h: bytes, access: P.PosixAcl, default: P.PosixAcl | None) -> Attrs:
+        P.check_valid(access)
+        if default is not None:
+            P.check_valid(default)
+        with self._lock:
+            node = self._acl_node(h)
+            node.mode = node.mode & 0o7000 | P.mode_bits(access)
+            node.acl = None if P.is_minimal(access) else access
+            if node.type == FileType.DIR:
+                node.default_acl = default
+            self._touch(node)
+            return self._attrs(node)
+
+    def _inherit(self, parent: Inode, node: Inode) -> Inode:
+        """``node`` just created in ``parent``: its ACL from the parent's default ACL."""
+        if parent.default_acl is not None and node.type != FileType.LNK:
+            acl, bits = P.create_masq(parent.default_acl, node.mode)
+            node.mode = node.mode & 0o7000 | bits
+            node.acl = None if P.is_minimal(acl) else acl
+            if node.type == FileType.DIR:
+                node.default_acl = parent.default_acl
+        return node
 
     def statfs(self, h: bytes) -> FsStat:
         with self._lock:

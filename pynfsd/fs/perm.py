@@ -1,4 +1,4 @@
-"""POSIX permission evaluation, as Linux's generic_permission() does it (ACLs not modelled).
+"""POSIX permission evaluation, as Linux's generic_permission() does it, ACLs included.
 
 The model for backends that leave permissions to the caller (the in-memory backend, through
 the Vfs). The local backend does not use it: the kernel decides under the caller's identity
@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
+from pynfsd.fs import posixacl
 from pynfsd.fs.backend import Attrs, FileType
 
 READ: Final = 4
@@ -41,10 +42,16 @@ def root_bits(attrs: Attrs) -> int:
     return READ | WRITE
 
 
-def check_access(attrs: Attrs, uid: int, gids: Iterable[int], want: int) -> int:
-    """The subset of ``want`` (READ|WRITE|EXEC bits) that ``uid``/``gids`` is granted."""
+def check_access(
+    attrs: Attrs, uid: int, gids: Iterable[int], want: int,
+    acl: posixacl.PosixAcl | None = None,
+) -> int:
+    """The subset of ``want`` (READ|WRITE|EXEC bits) that ``uid``/``gids`` is granted, by
+    the object's access ``acl`` when it has one (``posixacl.permission``), else its mode."""
     if uid == 0:
         return want & root_bits(attrs)
+    if acl is not None:
+        return want & posixacl.permission(acl, attrs.uid, attrs.gid, uid, gids)
     return want & mode_class_bits(attrs, uid, gids)
 
 

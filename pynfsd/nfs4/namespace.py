@@ -138,7 +138,8 @@ class Namespace:
     def _posix_granted(self, obj: Obj, attrs: Attrs, want: int) -> int:
         """The subset of `want` the POSIX model grants this request's identity."""
         ident = self.identity(obj.export)
-        return perm.check_access(attrs, ident.uid, ident.groups, want)
+        acl = obj.backend.acl_cached(obj.handle) if obj.backend is not None else None
+        return perm.check_access(attrs, ident.uid, ident.groups, want, acl)
 
     # ------------------------------------------------------------ filehandles
     def root(self) -> Obj:

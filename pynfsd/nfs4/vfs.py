@@ -23,6 +23,11 @@ whatever the stateid, with the owner override (RFC 7530 §16.16.5).  READ and a 
 of a regular file the caller may execute are allowed (knfsd's read-if-execute, `perm.may_read`).
 READDIR of a directory the caller may read but not search lists the names; each entry then
 carries NFS4ERR_ACCESS instead of attributes (`Listed.status`, encoded as rdattr_error).
+
+ACLs (RFC 7530 §6): an export serves them when its filesystem holds POSIX ACLs and it is not
+exported `no_acl` (`acl_supported`); they are the backend's POSIX ACLs mapped as knfsd maps
+them (`pynfsd.nfs4.acl`).  Setting one is refused with NFS4ERR_ATTRNOTSUPP where ACLs are not
+served or POSIX cannot hold it; the backend sets the mode with it.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from pynfsd.fs import perm
+from pynfsd.fs import perm, posixacl
 from pynfsd.fs.backend import Attrs, FileType, FsStat
 from pynfsd.gen.nfs4 import (  # RFC 7530 §16.1 ACCESS4 bits
     ACCESS4_DELETE,
@@ -41,9 +46,12 @@ from pynfsd.gen.nfs4 import (  # RFC 7530 §16.1 ACCESS4 bits
     ACCESS4_READ,
 )
 from pynfsd.nfs4 import errors
+from pynfsd.nfs4.acl import Ace, AclUnrepresentable, nfs4_to_posix, posix_to_nfs4
 from pynfsd.nfs4.fh import export_fh
 from pynfsd.nfs4.namespace import Namespace, enforcing
 from pynfsd.nfs4.vfstypes import Obj
+
+NO_ACL = "no_acl"  # exports(5): ACLs are not served
 
 
 class Vfs(Namespace):
@@ -275,6 +283,46 @@ class Vfs(Namespace):
         if any(t is not None and t is not SET_TO_NOW for t in times):
             raise errors.NFS4ERR_PERM()
         self.permit(obj, attrs, perm.WRITE)
+
+    # ------------------------------------------------------------ ACLs
+    async def acl_supported(self, obj: Obj) -> bool:
+        """Whether `obj`'s export serves ACLs: POSIX ACLs on its filesystem, not `no_acl`."""
+        if obj.backend is None or obj.export is None or obj.export.options.has(NO_ACL):
+            return False
+        return await self._run(obj.export, obj.backend.acl_support)
+
+    async def get_acl(self, obj: Obj) -> list[Ace] | None:
+        """The NFSv4 ACL of `obj` (None where ACLs are not served): its POSIX ACLs, or its
+        mode when it has none (RFC 7530 §6.4.2)."""
+        if not await self.acl_supported(obj):
+            return None
+        attrs = await self.getattr(obj)
+        access = default = None
+        if attrs.type != FileType.LNK:
+            access, default = await self._run(obj.export, obj.be().get_acl, obj.handle)
+        access = access or posixacl.from_mode(attrs.mode)
+        return posix_to_nfs4(access, default, attrs.type == FileType.DIR)
+
+    async def set_acl(self, obj: Obj, aces: list[Ace]) -> Attrs:
+        """SETATTR(acl): the POSIX ACLs `aces` map to; the mode follows (RFC 7530 §6.4.1.2)."""
+        self.check_writable(obj)
+        attrs = await self.getattr(obj)
+        if attrs.type == FileType.LNK or not await self.acl_supported(obj):
+            raise errors.NFS4ERR_ATTRNOTSUPP("no ACLs here")
+        try:
+            access, default = nfs4_to_posix(aces, attrs.type == FileType.DIR)
+        except AclUnrepresentable as e:
+            raise errors.NFS4ERR_ATTRNOTSUPP(str(e)) from None
+        if not enforcing(obj) and self.identity(obj.export).uid not in (0, attrs.uid):
+            raise errors.NFS4ERR_PERM("only the owner may set an ACL")
+        obj.attrs = None
+        try:
+            obj.attrs = await self._call(obj.export, obj.be().set_acl, obj.handle, access, default)
+        except OSError as e:
+            if e.errno == errno.EOPNOTSUPP:
+                raise errors.NFS4ERR_ATTRNOTSUPP(str(e)) from None
+            raise errors.from_oserror(e) from None
+        return obj.attrs
 
     @staticmethod
     def _do_setattr(obj: Obj, changes: dict[str, Any]) -> Attrs:

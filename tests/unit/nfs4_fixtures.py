@@ -161,6 +161,7 @@ async def mkdir(c: Nfs4Client, dirfh: bytes, name: bytes, mode: int = 0o755) -> 
 
 
 _PACKERS: dict[int, Callable[[Packer, Any], None]] = {
+    N.FATTR4_ACL: N.pack_fattr4_acl,
     N.FATTR4_MODE: N.pack_fattr4_mode,
     N.FATTR4_SIZE: N.pack_fattr4_size,
     N.FATTR4_OWNER: N.pack_fattr4_owner,

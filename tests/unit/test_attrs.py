@@ -43,6 +43,12 @@ from pynfsd.xdr.runtime import Packer, XdrError
 
 READABLE = sorted(SUPPORTED_ATTRS - WRITE_ONLY_ATTRS)
 FH = bytes(range(1, 22))  # 21 bytes: exercises opaque padding
+#: An ACL of two ACEs (who strings of 6 and 17 bytes: padding both ways).
+ACL = [
+    x.nfsace4(x.ACE4_ACCESS_DENIED_ACE_TYPE, 0, x.ACE4_WRITE_DATA, b"OWNER@"),
+    x.nfsace4(x.ACE4_ACCESS_ALLOWED_ACE_TYPE, x.ACE4_IDENTIFIER_GROUP, x.ACE4_READ_DATA,
+              b"staff@example.org"),
+]
 
 
 def u32(v: int) -> bytes:
@@ -96,6 +102,8 @@ def make_src(**kw: Any) -> AttrSource:
         ),
         owner="alice@example.org",
         owner_group="staff@example.org",
+        acl=ACL,
+        aclsupport=x.ACL4_SUPPORT_ALLOW_ACL | x.ACL4_SUPPORT_DENY_ACL,
     )
     base.update(kw)
     return AttrSource(**base)
@@ -148,7 +156,7 @@ def test_bitmap_trailing_zero_words_and_order() -> None:
 
 def test_supported_set() -> None:
     assert REQUIRED_ATTRS <= SUPPORTED_ATTRS  # RFC 7530 §5.6
-    unsupported = {"acl", "archive", "hidden", "system", "time_backup", "time_create"}
+    unsupported = {"archive", "hidden", "system", "time_backup", "time_create"}
     unsupported |= {"mimetype", "quota_avail_hard", "quota_avail_soft", "quota_used"}
     unsupported |= {"fs_locations"}
     names = {ATTR_NAMES[b] for b in SUPPORTED_ATTRS}
@@ -179,7 +187,8 @@ EXPECTED: dict[int, tuple[Callable[[Packer, Any], None], Any]] = {
     x.FATTR4_LEASE_TIME: (x.pack_fattr4_lease_time, 90),
     x.FATTR4_RDATTR_ERROR: (x.pack_fattr4_rdattr_error, 0),
     x.FATTR4_FILEHANDLE: (x.pack_fattr4_filehandle, FH),
-    x.FATTR4_ACLSUPPORT: (x.pack_fattr4_aclsupport, 0),
+    x.FATTR4_ACL: (x.pack_fattr4_acl, ACL),
+    x.FATTR4_ACLSUPPORT: (x.pack_fattr4_aclsupport, 3),
     x.FATTR4_CANSETTIME: (x.pack_fattr4_cansettime, True),
     x.FATTR4_CASE_INSENSITIVE: (x.pack_fattr4_case_insensitive, False),
     x.FATTR4_CASE_PRESERVING: (x.pack_fattr4_case_preserving, True),
@@ -242,7 +251,7 @@ def test_each_attribute_matches_generated_codec(attr: int) -> None:
         (x.FATTR4_LINK_SUPPORT, bytes.fromhex("00000001")),
         (x.FATTR4_NAMED_ATTR, bytes.fromhex("00000000")),
         (x.FATTR4_LEASE_TIME, bytes.fromhex("0000005a")),
-        (x.FATTR4_SUPPORTED_ATTRS, bytes.fromhex("00000002 fcffafff 00f9be3e")),
+        (x.FATTR4_SUPPORTED_ATTRS, bytes.fromhex("00000002 fcffbfff 00f9be3e")),
     ],
     ids=lambda v: ATTR_NAMES[v] if isinstance(v, int) else "",
 )
@@ -280,7 +289,7 @@ def test_set_and_words_requests_agree() -> None:
 
 
 def test_unsupported_requested_attributes_are_omitted() -> None:
-    unsupported = [x.FATTR4_ACL, x.FATTR4_ARCHIVE, x.FATTR4_TIME_CREATE, x.FATTR4_QUOTA_USED, 90]
+    unsupported = [x.FATTR4_HIDDEN, x.FATTR4_ARCHIVE, x.FATTR4_TIME_CREATE, x.FATTR4_QUOTA_USED, 90]
     f = encode_fattr4(frozenset(unsupported + [x.FATTR4_SIZE]), S)
     assert f.attrmask == set_to_bitmap([x.FATTR4_SIZE])
     assert f.attr_vals == u64(A.size)
@@ -298,8 +307,9 @@ def test_reduced_supported_set() -> None:
 
 
 def test_supported_attribute_without_encoder_is_a_programming_error() -> None:
-    with pytest.raises(ValueError, match="acl"):
-        encode_fattr4(frozenset({x.FATTR4_ACL}), make_src(supported=SUPPORTED_ATTRS | {12}))
+    with pytest.raises(ValueError, match="hidden"):
+        encode_fattr4(frozenset({x.FATTR4_HIDDEN}),
+                      make_src(supported=SUPPORTED_ATTRS | {x.FATTR4_HIDDEN}))
 
 
 @pytest.mark.parametrize("attr", sorted(WRITE_ONLY_ATTRS))
@@ -381,7 +391,7 @@ def test_decode_settable_empty_and_single() -> None:
     assert s.atime == 1_999_999_999 and s.mtime is None
 
 
-@pytest.mark.parametrize("attr", [x.FATTR4_ACL, x.FATTR4_ARCHIVE, x.FATTR4_TIME_CREATE, 70])
+@pytest.mark.parametrize("attr", [x.FATTR4_HIDDEN, x.FATTR4_ARCHIVE, x.FATTR4_TIME_CREATE, 70])
 def test_settable_unsupported_is_attrnotsupp(attr: int) -> None:
     f = x.fattr4(set_to_bitmap([attr, x.FATTR4_MODE]), u32(0))
     with pytest.raises(errors.NFS4ERR_ATTRNOTSUPP):
@@ -389,7 +399,7 @@ def test_settable_unsupported_is_attrnotsupp(attr: int) -> None:
 
 
 def test_settable_attrnotsupp_before_inval() -> None:
-    f = x.fattr4(set_to_bitmap([x.FATTR4_TYPE, x.FATTR4_ACL]), u32(1) + u32(0))
+    f = x.fattr4(set_to_bitmap([x.FATTR4_TYPE, x.FATTR4_HIDDEN]), u32(1) + u32(0))
     with pytest.raises(errors.NFS4ERR_ATTRNOTSUPP):
         decode_settable(f)
 
@@ -504,7 +514,7 @@ def test_verify_supported_attrs_ignores_trailing_zero_words() -> None:
     assert not verify_matches(fattr({x.FATTR4_SUPPORTED_ATTRS: p.get_buffer()}), S)
 
 
-@pytest.mark.parametrize("attr", [x.FATTR4_ACL, x.FATTR4_HIDDEN, x.FATTR4_QUOTA_USED, 64])
+@pytest.mark.parametrize("attr", [x.FATTR4_ARCHIVE, x.FATTR4_HIDDEN, x.FATTR4_QUOTA_USED, 64])
 def test_verify_unsupported_is_attrnotsupp(attr: int) -> None:
     with pytest.raises(errors.NFS4ERR_ATTRNOTSUPP):  # RFC 7530 §16.35.5
         decode_for_verify(x.fattr4(set_to_bitmap([attr]), u32(0)))

@@ -61,8 +61,11 @@ async def test_getattr_of_every_supported_attribute(w: World, kind: str) -> None
     }.get(kind)
     target = await fh() if fh else (await c.check([op.putrootfh(), op.getfh()]))[1].object
     got = await getattrs(c, target, *_READABLE)
-    assert set(got) == set(_READABLE)
-    assert got[N.FATTR4_SUPPORTED_ATTRS] == bitmap(sorted(SUPPORTED_ATTRS))
+    # the pseudo-fs holds no ACLs (RFC 7530 §6.2.1: `acl` unsupported there, aclsupport 0)
+    served = SUPPORTED_ATTRS - ({N.FATTR4_ACL} if kind == "pseudo" else set())
+    assert set(got) == set(_READABLE) & served
+    assert got[N.FATTR4_SUPPORTED_ATTRS] == bitmap(sorted(served))
+    assert got[N.FATTR4_ACLSUPPORT] == (0 if kind == "pseudo" else 3)
     want_type = {"file": N.NF4REG, "dir": N.NF4DIR, "pseudo": N.NF4DIR}[kind]
     assert got[N.FATTR4_TYPE] == want_type
     assert got[N.FATTR4_FILEHANDLE] == target
@@ -85,7 +88,7 @@ async def test_getattr_of_a_write_only_attribute_is_inval(w: World) -> None:
 async def test_getattr_ignores_unsupported_attributes(w: World) -> None:
     c = w.client()
     root = await export_root(c)
-    got = await getattrs(c, root, N.FATTR4_ACL, N.FATTR4_TYPE, N.FATTR4_TIME_CREATE)
+    got = await getattrs(c, root, N.FATTR4_HIDDEN, N.FATTR4_TYPE, N.FATTR4_TIME_CREATE)
     assert set(got) == {N.FATTR4_TYPE}
 
 
@@ -246,8 +249,8 @@ async def test_setattr_of_a_read_only_attribute_is_inval(w: World) -> None:
 async def test_setattr_of_an_unsupported_attribute_is_attrnotsupp(w: World) -> None:
     c = w.client()
     root = await export_root(c)
-    acl = N.fattr4(bitmap([N.FATTR4_ACL]), b"\0\0\0\0")
-    args = N.nfs_argop4(N.OP_SETATTR, N.SETATTR4args(ANON, acl))
+    hidden = N.fattr4(bitmap([N.FATTR4_HIDDEN]), b"\0\0\0\0")
+    args = N.nfs_argop4(N.OP_SETATTR, N.SETATTR4args(ANON, hidden))
     await expect(c, [op.putfh(root), args], N.NFS4ERR_ATTRNOTSUPP)
 
 
@@ -302,9 +305,11 @@ async def test_verify_of_write_only_or_unsupported_attribute(w: World, make: obj
     build = make  # type: ignore[assignment]
     wo = {N.FATTR4_TIME_MODIFY_SET: client_time(1)}
     await expect(c, [op.putfh(root), build(wo)], N.NFS4ERR_INVAL)  # type: ignore[operator]
-    acl = N.fattr4(bitmap([N.FATTR4_ACL]), b"\0\0\0\0")
+    hidden = N.fattr4(bitmap([N.FATTR4_HIDDEN]), b"\0\0\0\0")
     opnum = N.OP_VERIFY if make is ops.verify else N.OP_NVERIFY
-    raw = N.nfs_argop4(opnum, N.VERIFY4args(acl) if make is ops.verify else N.NVERIFY4args(acl))
+    raw = N.nfs_argop4(
+        opnum, N.VERIFY4args(hidden) if make is ops.verify else N.NVERIFY4args(hidden)
+    )
     await expect(c, [op.putfh(root), raw], N.NFS4ERR_ATTRNOTSUPP)
 
 

@@ -11,6 +11,7 @@ from nfs4_fixtures import ANON, World, attrs_of, expect, export_root, make_file,
 from pynfsd.cli import build_parser
 from pynfsd.client.nfs4 import Nfs4Client, decode_compound, encode_compound, op
 from pynfsd.gen import nfs4 as N
+from pynfsd.nfs4.acl import MAX_ACL_BYTES
 from pynfsd.nfs4.attrs import SUPPORTED_ATTRS, WRITE_ONLY_ATTRS, fattr4_max_size
 from pynfsd.nfs4.compound import YIELD_EVERY, make_result
 from pynfsd.nfs4.ops import build_op_table
@@ -20,7 +21,8 @@ from pynfsd.xdr.runtime import Packer, Unpacker
 
 MIB = 1 << 20
 OPS = build_op_table()
-ALL_ATTRS = sorted(SUPPORTED_ATTRS - WRITE_ONLY_ATTRS)
+#: Every readable attribute but `acl`, whose estimate alone is MAX_ACL_BYTES.
+ALL_ATTRS = sorted(SUPPORTED_ATTRS - WRITE_ONLY_ATTRS - {N.FATTR4_ACL})
 
 
 def _statuses(res: N.COMPOUND4res) -> list[tuple[int, int]]:
@@ -141,7 +143,10 @@ def test_estimates_of_read_readdir_and_getattr() -> None:
     assert read == 12 + cfg.maxread
     assert readdir <= cfg.max_reply - 8192  # room for PUTFH and GETATTR around it
     getattr_all = OPS[N.OP_GETATTR].reply_size(N.GETATTR4args([0xFFFFFFFF] * 3), cfg)
-    assert 4 + 12 + 4 < getattr_all < 4096
+    no_acl = [w & ~(1 << N.FATTR4_ACL) if i == 0 else w for i, w in enumerate([0xFFFFFFFF] * 3)]
+    getattr_no_acl = OPS[N.OP_GETATTR].reply_size(N.GETATTR4args(no_acl), cfg)
+    assert 4 + 12 + 4 < getattr_no_acl < 4096
+    assert getattr_all == getattr_no_acl + MAX_ACL_BYTES
 
 
 @pytest.mark.parametrize("opnum", sorted(OPS), ids=lambda n: N.nfs_opnum4_names[n][3:])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +59,19 @@ class WorkloadRun:
         server_tail = tail_file(self.server_log, 25)
         return (f"{head}{extra}--- console tail ---\n{self.transcript.tail(lines)}\n"
                 f"--- server log tail ({self.server_log}) ---\n{server_tail}")
+
+    def passed(self, name: str) -> str:
+        """The detail of the guest's ``@@RESULT <name> PASS`` line (AssertionError, with the
+        diagnostics, when it failed or is missing)."""
+        ok, detail = self.results.get(name, (False, "no result"))
+        assert ok, f"guest check {name}: {detail}\n{self.diagnostics()}"
+        return detail
+
+    def assert_exited(self) -> None:
+        """The guest ran its workload to ``@@EXIT 0`` without harness errors or timeout."""
+        assert not self.errors and not self.transcript.timed_out, self.diagnostics()
+        exits = [line for line in self.transcript.lines if line.startswith("@@EXIT")]
+        assert exits and exits[-1].split()[:2] == ["@@EXIT", "0"], self.diagnostics()
 
 
 def tail_file(path: Path, n: int) -> str:
@@ -129,11 +142,13 @@ def run_workload(server_name: str, net_name: str, workdir: Path, *, big_mb: int 
                  script: Path = GUEST / "workload.sh",
                  settings: Mapping[str, str | int] | None = None,
                  pause: Callable[[Server], Callable[[str], str | None]] | None = None,
+                 layers: Sequence[Path] = (),
                  ) -> WorkloadRun:
     """Boot the guest once and run the workload (``only``: space-separated step names, default
     all; ``make``: the server, by default the named kind); never raises for guest failures.
     Another guest script runs with ``script`` (more /config entries in ``settings``), and
-    ``pause(server)`` answers its ``@@PAUSE`` requests (default: restart and crash)."""
+    ``pause(server)`` answers its ``@@PAUSE`` requests (default: restart and crash).
+    ``layers``: more gzip'd cpio archives appended to the initrd (tools for the guest)."""
     kernel = guest_kernel()
     workdir.mkdir(parents=True, exist_ok=True)
     with make_network(net_name) as net:
@@ -143,6 +158,9 @@ def run_workload(server_name: str, net_name: str, workdir: Path, *, big_mb: int 
                                  SMALL_FILES=small_files, BIGDIR_COUNT=bigdir_count,
                                  ONLY=only, STEP_TIMEOUT=step_timeout, **(settings or {}))
         initrd = assemble(kernel, script, config, workdir / "initrd.img")
+        with open(initrd, "ab") as out:
+            for layer in layers:
+                out.write(layer.read_bytes())
         vm = GuestVM(kernel, initrd, net, workdir, timeout,
                      on_pause=(pause or _pause_handler)(server),
                      watchdog=_server_watchdog(server))

@@ -79,15 +79,21 @@ def _download(package: str, dest: Path) -> Path:
 
 def gssd_root() -> Path:
     """The cached tree of the unpacked GSSD_PACKAGES (downloaded on first use)."""
-    key = hashlib.sha256(" ".join(GSSD_PACKAGES).encode()).hexdigest()[:12]
-    dest = cache_dir() / f"gssd-root-{key}"
-    with cache_lock("gssd"):
+    return unpacked_root("gssd", GSSD_PACKAGES)
+
+
+def unpacked_root(name: str, packages: tuple[str, ...]) -> Path:
+    """The cached tree ``<cache>/<name>-root-<hash>`` of ``packages`` downloaded with
+    ``apt-get download`` and unpacked with ``dpkg -x`` (nothing is installed on the host)."""
+    key = hashlib.sha256(" ".join(packages).encode()).hexdigest()[:12]
+    dest = cache_dir() / f"{name}-root-{key}"
+    with cache_lock(name):
         if (dest / ".complete").exists():
             return dest
         shutil.rmtree(dest, ignore_errors=True)
         with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
             staging = Path(tmp) / "root"
-            debs = [_download(p, Path(tmp)) for p in GSSD_PACKAGES]
+            debs = [_download(p, Path(tmp)) for p in packages]
             for deb in debs:
                 subprocess.run(["dpkg", "-x", str(deb), str(staging)], check=True)
             (staging / ".complete").write_text("".join(f"{d.name}\n" for d in debs))

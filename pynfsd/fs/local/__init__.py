@@ -13,7 +13,8 @@ a layer of ``LocalBackend`` over the descriptors of ``objects``:
 - ``readdir``: listing a directory, its cookies and the entries a caller may not reach;
 - ``data``: READ, WRITE, COMMIT and SETATTR, with the access checks the shared I/O
   descriptor needs and the READ grants the event-loop read path uses;
-- ``namespace``: creation, remove, rename and hard links.
+- ``namespace``: creation, remove, rename and hard links;
+- ``acls``: POSIX ACLs through the kernel's xattrs.
 
 Identity: every call runs with the caller's filesystem identity (``creds``: fsuid, fsgid and
 groups of the worker thread, without the capabilities a user lacks), so the kernel makes every
@@ -26,6 +27,7 @@ directory lies inside the export, and opening the cached I/O descriptor (see ``d
 
 from __future__ import annotations
 
+from pynfsd.fs.local.acls import LocalAcls
 from pynfsd.fs.local.data import LocalData
 from pynfsd.fs.local.namespace import LocalNamespace
 from pynfsd.fs.local.readdir import LocalReaddir
@@ -33,7 +35,7 @@ from pynfsd.fs.local.readdir import LocalReaddir
 __all__ = ["LocalBackend"]
 
 
-class LocalBackend(LocalData, LocalNamespace, LocalReaddir):
+class LocalBackend(LocalData, LocalNamespace, LocalReaddir, LocalAcls):
     """The directory ``root_path`` as a backend; persistent state lives in ``state_dir``."""
 
     enforces_permissions = True

@@ -7,7 +7,9 @@ sticky directories, setgid inheritance and protected hard links apply as for a l
 New objects get their owner from the kernel; a thread acting as root may ask for another
 owner (the backend contract), and then the created object, checked to be the one just made
 (type, and root-owned), is chowned through its descriptor. The mode asked for is then set as
-chmod(2) by the caller would, since the umask and mkdir(2) may have removed bits.
+chmod(2) by the caller would, since the umask and mkdir(2) may have removed bits -- unless
+the directory has a default ACL: the kernel then ignored the umask and gave the new object
+the inherited ACL masked by the mode asked for, which stays as knfsd leaves it.
 
 An object about to lose its last link is kept open first if NFSv4 opens hold it
 (``LocalObjects._keep_if_held``); one that lost it is evicted from the descriptor cache.
@@ -21,6 +23,7 @@ import stat
 
 from pynfsd.fs import creds, linux
 from pynfsd.fs.backend import Attrs, FileType
+from pynfsd.fs.local.acls import has_default_acl
 from pynfsd.fs.local.objects import LocalObjects, proc
 from pynfsd.fs.names import check_name, check_target, oserror
 
@@ -48,7 +51,7 @@ class LocalNamespace(LocalObjects):
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(check_name(name), flags, mode & 0o7777, dir_fd=dir_fd)
         try:
-            self._own(fd, os.fstat(fd), mode, uid, gid)
+            self._own(fd, os.fstat(fd), None if has_default_acl(dir_fd) else mode, uid, gid)
             return os.open(proc(fd), os.O_PATH | os.O_CLOEXEC)
         finally:
             os.close(fd)
@@ -93,7 +96,8 @@ class LocalNamespace(LocalObjects):
         try:
             if stat.S_IFMT(st.st_mode) != ifmt or st.st_uid != creds.current().uid:
                 raise oserror(errno.EAGAIN, "created object replaced concurrently")
-            self._own(fd, st, None if ifmt == stat.S_IFLNK else mode, uid, gid)
+            keep = ifmt == stat.S_IFLNK or has_default_acl(dir_fd)
+            self._own(fd, st, None if keep else mode, uid, gid)
         except BaseException:
             os.close(fd)
             raise

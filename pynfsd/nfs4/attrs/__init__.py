@@ -42,6 +42,7 @@ from pynfsd.nfs4.attrs.encode import (
 )
 from pynfsd.nfs4.attrs.table import (
     ATTR_NAMES,
+    NEEDS_ACL,
     NEEDS_FSSTAT,
     NEEDS_OWNER,
     READ_ONLY_ATTRS,
@@ -54,6 +55,7 @@ from pynfsd.nfs4.attrs.table import (
 
 __all__ = [
     "ATTR_NAMES",
+    "NEEDS_ACL",
     "NEEDS_FSSTAT",
     "NEEDS_OWNER",
     "OWNER_MAX",

@@ -16,6 +16,7 @@ from typing import Final, TypeVar
 from pynfsd.fs.backend import SET_TO_NOW, SetToNow
 from pynfsd.gen import nfs4 as x
 from pynfsd.nfs4 import errors
+from pynfsd.nfs4.acl import MAX_ACES
 from pynfsd.nfs4.attrs.encode import AttrSource, bitmap_xdr, encode_fattr4
 from pynfsd.nfs4.attrs.table import (
     ATTR_NAMES,
@@ -104,6 +105,7 @@ class SetAttrs:
     size: int | None = None
     atime: int | SetToNow | None = None
     mtime: int | SetToNow | None = None
+    acl: list[x.nfsace4] | None = None
     mask: list[int] = field(default_factory=list)
 
 
@@ -111,7 +113,7 @@ def _utf8(raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise XdrError(f"owner string is not valid UTF-8: {e}") from None
+        raise XdrError(f"owner or ACE who string is not valid UTF-8: {e}") from None
 
 
 def _settime(st: x.settime4) -> int | SetToNow:
@@ -133,6 +135,8 @@ def _decode_values(bits: int, data: bytes) -> dict[int, object]:
             raw = values[b]
             assert isinstance(raw, bytes)
             values[b] = _utf8(raw)
+        for ace in _typed(values, x.FATTR4_ACL, list) or ():
+            _utf8(ace.who)
         u.done()
     except XdrError as e:
         raise errors.NFS4ERR_BADXDR(str(e)) from None
@@ -150,6 +154,9 @@ def _to_setattrs(values: dict[int, object], mask: list[int]) -> SetAttrs:
     mode = _typed(values, x.FATTR4_MODE, int)
     if mode is not None and mode & ~0o7777:
         raise errors.NFS4ERR_INVAL(f"mode {mode:#o} has bits above 0o7777")
+    acl = _typed(values, x.FATTR4_ACL, list)
+    if acl is not None and len(acl) > MAX_ACES:
+        raise errors.NFS4ERR_FBIG(f"an ACL of {len(acl)} ACEs (at most {MAX_ACES})")
     atime = _typed(values, x.FATTR4_TIME_ACCESS_SET, x.settime4)
     mtime = _typed(values, x.FATTR4_TIME_MODIFY_SET, x.settime4)
     return SetAttrs(
@@ -159,6 +166,7 @@ def _to_setattrs(values: dict[int, object], mask: list[int]) -> SetAttrs:
         size=_typed(values, x.FATTR4_SIZE, int),
         atime=None if atime is None else _settime(atime),
         mtime=None if mtime is None else _settime(mtime),
+        acl=acl,
         mask=mask,
     )
 

@@ -16,6 +16,7 @@ from typing import Final
 from pynfsd.fs.backend import Attrs, FileType, FsStat
 from pynfsd.gen import nfs4 as x
 from pynfsd.nfs4 import errors
+from pynfsd.nfs4.acl import MAX_ACL_BYTES
 from pynfsd.nfs4.attrs.table import (
     ATTR_NAMES,
     NEEDS_FSSTAT,
@@ -31,7 +32,9 @@ class AttrSource:
     """Everything needed to encode one object's attributes without I/O.
 
     ``fsstat``, ``owner`` and ``owner_group`` may be left ``None`` when not requested (see
-    ``NEEDS_FSSTAT``/``NEEDS_OWNER``); requested attributes whose data is ``None`` are omitted.
+    ``NEEDS_FSSTAT``/``NEEDS_OWNER``), ``acl`` and ``aclsupport`` too (``NEEDS_ACL``);
+    requested attributes whose data is ``None`` are omitted.  ``supported`` lacks `acl`
+    where ACLs are not served.
     """
 
     attrs: Attrs
@@ -47,6 +50,8 @@ class AttrSource:
     fsstat: FsStat | None = None
     owner: str | None = None
     owner_group: str | None = None
+    acl: list[x.nfsace4] | None = None
+    aclsupport: int | None = None
     supported: frozenset[int] = SUPPORTED_ATTRS
     rdattr_error: int = 0
     time_delta_ns: int = 1
@@ -102,6 +107,19 @@ def _owner_group(s: AttrSource) -> bytes:
     return _opaque(s.owner_group.encode("utf-8"))
 
 
+def _acl(s: AttrSource) -> bytes:
+    assert s.acl is not None  # dropped by _plan_for() when None
+    return b"".join(
+        [_U32(len(s.acl))]
+        + [_U32(a.type) + _U32(a.flag) + _U32(a.access_mask) + _opaque(a.who) for a in s.acl]
+    )
+
+
+def _aclsupport(s: AttrSource) -> bytes:
+    assert s.aclsupport is not None  # dropped by _plan_for() when None
+    return _U32(s.aclsupport)
+
+
 #: Readable supported attribute -> encoder, types as in RFC 7530 §5.6/§5.7 tables.
 _ENCODERS: Final[dict[int, _Encoder]] = {
     x.FATTR4_SUPPORTED_ATTRS: lambda s: bitmap_xdr(s.supported),
@@ -117,7 +135,8 @@ _ENCODERS: Final[dict[int, _Encoder]] = {
     x.FATTR4_LEASE_TIME: lambda s: _U32(s.lease_time),
     x.FATTR4_RDATTR_ERROR: lambda s: _U32(s.rdattr_error),
     x.FATTR4_FILEHANDLE: lambda s: _opaque(s.fh),
-    x.FATTR4_ACLSUPPORT: _const(_U32(0)),
+    x.FATTR4_ACL: _acl,
+    x.FATTR4_ACLSUPPORT: _aclsupport,
     x.FATTR4_CANSETTIME: _const(_TRUE),
     x.FATTR4_CASE_INSENSITIVE: _const(_FALSE),
     x.FATTR4_CASE_PRESERVING: _const(_TRUE),
@@ -160,6 +179,7 @@ def _largest_source() -> AttrSource:
     return AttrSource(
         attrs, b"\0" * x.NFS4_FHSIZE, (0, 0), 0, 0, 0, 0, 0, 0, 0,
         fsstat=FsStat(0, 0, 0, 0, 0, 0, 0), owner="o" * OWNER_MAX, owner_group="g" * OWNER_MAX,
+        acl=[x.nfsace4(0, 0, 0, b"w" * (MAX_ACL_BYTES - 20))], aclsupport=0,
     )
 
 
@@ -238,6 +258,8 @@ def requested_attrs(words: list[int] | tuple[int, ...]) -> frozenset[int]:
 _NO_FSSTAT: Final = 1
 _NO_OWNER: Final = 2
 _NO_GROUP: Final = 4
+_NO_ACL: Final = 8
+_NO_ACLSUPPORT: Final = 16
 
 
 @lru_cache(maxsize=1024)
@@ -250,6 +272,10 @@ def _compile_available(bits: int, supported: frozenset[int], absent: int) -> _Pl
         gone.add(x.FATTR4_OWNER)
     if absent & _NO_GROUP:
         gone.add(x.FATTR4_OWNER_GROUP)
+    if absent & _NO_ACL:
+        gone.add(x.FATTR4_ACL)
+    if absent & _NO_ACLSUPPORT:
+        gone.add(x.FATTR4_ACLSUPPORT)
     return _compile(bits, supported - gone)
 
 
@@ -261,6 +287,8 @@ def _plan_for(requested: frozenset[int] | list[int] | tuple[int, ...], src: Attr
         (_NO_FSSTAT if src.fsstat is None else 0)
         | (_NO_OWNER if src.owner is None else 0)
         | (_NO_GROUP if src.owner_group is None else 0)
+        | (_NO_ACL if src.acl is None else 0)
+        | (_NO_ACLSUPPORT if src.aclsupport is None else 0)
     )
     return _compile_available(bits, src.supported, absent)
 

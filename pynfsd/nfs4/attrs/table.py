@@ -34,10 +34,12 @@ REQUIRED_ATTRS: Final = frozenset(
     }
 )
 
-#: RFC 7530 §5.7: the RECOMMENDED attributes we implement (no acl, archive, hidden, system,
-#: time_backup, time_create, mimetype, quota_*, fs_locations).
+#: RFC 7530 §5.7: the RECOMMENDED attributes we implement (no archive, hidden, system,
+#: time_backup, time_create, mimetype, quota_*, fs_locations).  `acl` only where ACLs are
+#: served: an object's ``AttrSource.supported`` drops it elsewhere.
 RECOMMENDED_ATTRS: Final = frozenset(
     {
+        x.FATTR4_ACL,
         x.FATTR4_ACLSUPPORT,
         x.FATTR4_CANSETTIME,
         x.FATTR4_CASE_INSENSITIVE,
@@ -81,6 +83,7 @@ WRITE_ONLY_ATTRS: Final = frozenset({x.FATTR4_TIME_ACCESS_SET, x.FATTR4_TIME_MOD
 #: Supported attributes that SETATTR may set (RFC 7530 §5.6/§5.7 tables, access "R/W"/"W").
 SETTABLE_ATTRS: Final = frozenset(
     {
+        x.FATTR4_ACL,
         x.FATTR4_SIZE,
         x.FATTR4_MODE,
         x.FATTR4_OWNER,
@@ -107,6 +110,9 @@ NEEDS_FSSTAT: Final = frozenset(
 
 #: Requesting any of these needs ``AttrSource.owner`` / ``owner_group`` (via the idmapper).
 NEEDS_OWNER: Final = frozenset({x.FATTR4_OWNER, x.FATTR4_OWNER_GROUP})
+
+#: Requesting any of these needs ``AttrSource.acl`` / ``aclsupport`` (a backend call).
+NEEDS_ACL: Final = frozenset({x.FATTR4_ACL, x.FATTR4_ACLSUPPORT, x.FATTR4_SUPPORTED_ATTRS})
 
 #: Nanoseconds in a second (nfstime4).
 NS: Final = 1_000_000_000

@@ -8,6 +8,7 @@ from typing import Any
 from pynfsd.gen import nfs4 as N
 from pynfsd.idmap import IdmapError
 from pynfsd.nfs4 import errors
+from pynfsd.nfs4.acl import Ace, from_wire
 from pynfsd.nfs4.attrs import (
     SetAttrs,
     decode_settable,
@@ -65,10 +66,25 @@ def setattr_changes(ctx: CompoundContext, s: SetAttrs) -> dict[str, Any]:
     return changes
 
 
+def acl_from_wire(ctx: CompoundContext, acl: list[N.nfsace4]) -> list[Ace]:
+    """A SETATTR's ACEs with their principals mapped (NFS4ERR_BADOWNER for unknown names)."""
+    idmap = ctx.services.idmap
+    try:
+        return from_wire(acl, idmap.name_to_uid, idmap.name_to_gid)
+    except IdmapError as e:
+        raise errors.NFS4ERR_BADOWNER(str(e)) from None
+
+
 async def apply_setattrs(ctx: CompoundContext, obj: Obj, s: SetAttrs) -> None:
+    """The attributes of SETATTR (or CREATE/OPEN): the mode, then the ACL (§6.4.1.3)."""
     changes = setattr_changes(ctx, s)
+    aces = None if s.acl is None else acl_from_wire(ctx, s.acl)
+    if aces is not None and not await ctx.vfs.acl_supported(obj):
+        raise errors.NFS4ERR_ATTRNOTSUPP("ACLs are not served here")
     if changes:
         await ctx.vfs.setattr(obj, **changes)
+    if aces is not None:
+        await ctx.vfs.set_acl(obj, aces)
 
 
 @op(N.OP_SETATTR)

@@ -171,13 +171,14 @@ async def create(ctx: CompoundContext, args: N.CREATE4args) -> N.CREATE4resok:
 
 
 async def _apply_extra(ctx: CompoundContext, obj: Obj, s: SetAttrs, ftype: FileType) -> None:
-    """Attributes other than mode that CREATE/OPEN asked for (owner, group, times)."""
-    extra = SetAttrs(None, s.owner, s.owner_group, s.size, s.atime, s.mtime)
+    """Attributes other than mode that CREATE/OPEN asked for (owner, group, times, ACL)."""
+    extra = SetAttrs(None, s.owner, s.owner_group, s.size, s.atime, s.mtime, s.acl)
     if ftype == FileType.LNK:
         extra.size = None
     if any(
         v is not None
-        for v in (extra.owner, extra.owner_group, extra.size, extra.atime, extra.mtime)
+        for v in (extra.owner, extra.owner_group, extra.size, extra.atime, extra.mtime,
+                  extra.acl)
     ):
         await apply_setattrs(ctx, obj, extra)
 

@@ -194,10 +194,11 @@ async def _create(
             raise errors.NFS4ERR_INVAL("truncating OPEN without write access")
         size_set = int_to_bitmap(1 << N.FATTR4_SIZE)
         return _Opened(obj, attrs, False, N.change_info4(False, 0, 0), size_set, truncate=True)
-    extra = SetAttrs(None, s.owner, s.owner_group, s.size, s.atime, s.mtime)
+    extra = SetAttrs(None, s.owner, s.owner_group, s.size, s.atime, s.mtime, s.acl)
     if any(
         v is not None
-        for v in (extra.owner, extra.owner_group, extra.size, extra.atime, extra.mtime)
+        for v in (extra.owner, extra.owner_group, extra.size, extra.atime, extra.mtime,
+                  extra.acl)
     ):
         await apply_setattrs(ctx, obj, extra)
     return _Opened(obj, attrs, created, N.change_info4(False, 0, 0), s.mask)
