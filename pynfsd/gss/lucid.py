@@ -19,7 +19,6 @@ pooled per thread of use, the sequence counter is atomic under the GIL).
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,7 +36,8 @@ class Krb5Context:
 
     Build it from a lucid context object (python-gssapi's `Krb5LucidContextV1`, or anything
     with the same attributes); `from_keys` builds one from `CfxKeys`. `clock` gives the wall
-    clock in seconds since the epoch (for the end time), `random` the confounders.
+    clock in seconds since the epoch (for the end time), `random` the confounders (by default
+    `krb5crypto` draws them from the kernel's CSPRNG itself).
     """
 
     def __init__(
@@ -45,7 +45,7 @@ class Krb5Context:
         lucid: Any,
         *,
         clock: Callable[[], float] = time.time,
-        random: Callable[[int], bytes] = os.urandom,
+        random: Callable[[int], bytes] | None = None,
     ) -> None:
         if lucid.version != LUCID_VERSION or lucid.protocol != PROTOCOL_CFX:
             raise ValueError(
@@ -73,7 +73,7 @@ class Krb5Context:
         recv_seq: int = 0,
         endtime: float = float("inf"),
         clock: Callable[[], float] = time.time,
-        random: Callable[[int], bytes] = os.urandom,
+        random: Callable[[int], bytes] | None = None,
     ) -> Krb5Context:
         """A context from its keys (`rfc4121.CfxKeys`: our role, enctype, key, subkey)."""
         self = cls.__new__(cls)
@@ -102,7 +102,7 @@ class Krb5Context:
         cfx.verify_mic(self._keys, msg, token)
 
     def wrap(self, msg: Buffer, conf: bool = True) -> bytes | bytearray:
-        confounder = self._random(BLOCK) if conf else None
+        confounder = self._random(BLOCK) if conf and self._random else None
         return cfx.make_wrap(self._keys, next(self._seq), msg, conf, confounder)
 
     def unwrap(self, token: Buffer) -> tuple[bytes | bytearray, bool]:

@@ -57,7 +57,8 @@ class CfxKeys:
     AcceptorSubkey; otherwise the context key (initiator subkey or session key) is used.
     """
 
-    __slots__ = ("initiator", "send", "send_flags", "sealed_prefix", "_recv", "_spec")
+    __slots__ = ("initiator", "send", "send_flags", "sealed_prefix", "mic_prefix", "_recv",
+                 "_by_flags", "_spec")
 
     def __init__(
         self,
@@ -79,10 +80,19 @@ class CfxKeys:
         # the first 8 octets of every sealed Wrap token we send (EC 0, RRC 0)
         self.sealed_prefix = _WRAP_HEADER.pack(TOK_WRAP, self.send_flags | FLAG_SEALED,
                                                0xFF, 0, 0, 0)[:8]
+        self.mic_prefix = _MIC_HEADER.pack(TOK_MIC, self.send_flags, _MIC_FILLER, 0)[:8]
         self._recv: dict[bool, _Direction] = {}
+        self._by_flags: dict[int, _Direction] = {}  # flags octets already checked
 
     def receive(self, flags: int) -> _Direction:
         """The peer's keys for a token with these flags (checks direction and key choice)."""
+        try:
+            return self._by_flags[flags]
+        except KeyError:
+            keys = self._by_flags[flags] = self._check_flags(flags)
+            return keys
+
+    def _check_flags(self, flags: int) -> _Direction:
         if bool(flags & FLAG_SENT_BY_ACCEPTOR) != self.initiator:
             # §4.2.2: a token must come from the other side (this also stops reflection).
             raise DefectiveToken("token sent in the wrong direction")
@@ -97,8 +107,8 @@ class CfxKeys:
 
 def make_mic(keys: CfxKeys, seq: int, msg: Buffer) -> bytes:
     """§4.2.6.1 MIC token: checksum over the message, then the 16-octet header."""
-    header = _MIC_HEADER.pack(TOK_MIC, keys.send_flags, _MIC_FILLER, seq & _SEQ_MASK)
-    return header + keys.send.sign.checksum((msg, header))
+    header = keys.mic_prefix + (seq & _SEQ_MASK).to_bytes(8)
+    return header + keys.send.sign.checksum(msg, header)
 
 
 def verify_mic(keys: CfxKeys, msg: Buffer, token: Buffer) -> int:
@@ -111,8 +121,7 @@ def verify_mic(keys: CfxKeys, msg: Buffer, token: Buffer) -> int:
     sign = keys.receive(flags).sign
     if len(token) != HEADER_SIZE + sign.mac_size:
         raise DefectiveToken("MIC token has the wrong length")
-    view = memoryview(token)
-    if not sign.verify_checksum((msg, view[:HEADER_SIZE]), view[HEADER_SIZE:]):
+    if not sign.verify_checksum(msg, token[:HEADER_SIZE], token[HEADER_SIZE:]):
         raise BadMic("MIC does not verify")
     return int(seq)
 
@@ -133,7 +142,7 @@ def make_wrap(
     out[:HEADER_SIZE] = header
     out[HEADER_SIZE : HEADER_SIZE + len(msg)] = msg
     # §4.2.4: the checksum covers msg | header with EC and RRC set to zero.
-    out[HEADER_SIZE + len(msg) :] = seal.checksum((msg, signed))
+    out[HEADER_SIZE + len(msg) :] = seal.checksum(msg, signed)
     return out
 
 
@@ -186,6 +195,6 @@ def _open_signed(seal: UsageKey, header: bytes, segments: list[memoryview], ec: 
         raise DefectiveToken("unsealed Wrap token has a bad EC")
     msg = gather(segments, 0, size - ec)
     signed = header[:4] + b"\x00\x00\x00\x00" + header[8:]
-    if not seal.verify_checksum((msg, signed), gather(segments, size - ec, size)):
+    if not seal.verify_checksum(msg, signed, gather(segments, size - ec, size)):
         raise BadMic("Wrap token checksum does not verify")
     return msg

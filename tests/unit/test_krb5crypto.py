@@ -151,17 +151,20 @@ MSG21 = bytes(range(21))
 
 
 def test_rfc8009_checksums() -> None:
-    assert kc.UsageKey(19, B128, 2).checksum([MSG21]) == h("D78367186643D67B411CBA9139FC1DEE")
-    assert kc.UsageKey(20, B256, 2).checksum([MSG21]) == h(
+    assert kc.UsageKey(19, B128, 2).checksum(MSG21, b"") == h("D78367186643D67B411CBA9139FC1DEE")
+    assert kc.UsageKey(20, B256, 2).checksum(MSG21[:7], MSG21[7:]) == h(
         "45EE791567EEFCA37F4AC1E0222DE80D43C3BFA06699672A"
     )
 
 
 def test_checksum_over_parts_equals_whole() -> None:
     key = kc.UsageKey(18, os.urandom(32), 25)
-    assert key.checksum([MSG21[:5], memoryview(MSG21)[5:], b""]) == key.checksum([MSG21])
-    assert key.verify_checksum([MSG21], key.checksum([MSG21]))
-    assert not key.verify_checksum([MSG21[:-1]], key.checksum([MSG21]))
+    whole = key.checksum(MSG21, b"")
+    assert key.checksum(MSG21[:5], memoryview(MSG21)[5:]) == whole
+    assert key.checksum(b"", bytearray(MSG21)) == whole
+    assert key.verify_checksum(MSG21, b"", whole)
+    assert not key.verify_checksum(MSG21[:-1], b"", whole)
+    assert not key.verify_checksum(MSG21, b"", whole[:-1])
 
 
 # RFC 8009 A "Sample encryptions", key usage 2: (enctype, base, plaintext length, confounder,
