@@ -370,24 +370,24 @@ class UsageKey:
             ctx = self._dec.free.pop()
         except IndexError:
             ctx = self._dec.new()
+        # Every call starts with a zero block: whatever chaining state the long-lived context
+        # was left in, its output block is dropped and the next one chains from the zero IV.
         if m == 1:
-            # a zero block first resets the long-lived context's chaining to the zero IV
-            p = ctx.update(_ZERO_BLOCK + data[start:end])[BLOCK:]
+            p = ctx.update(_ZERO_BLOCK + data[start:end])
         else:
             cut = start + (m - 2) * BLOCK
-            last = data[cut + BLOCK : end]
-            # D(C_m') = (P_m | 0) xor C_(m-1): the zero block before it unchains it, and its
-            # tail completes the truncated C_(m-1). Then CBC over C_1 … C_(m-1), C_m' (from
-            # the zero chaining state the last zero block left) chains C_(m-1) into D(C_m'),
-            # giving every plaintext block in one call. Every use starts with a zero block.
-            x = ctx.update(_ZERO_BLOCK + data[cut : cut + BLOCK] + _ZERO_BLOCK)[BLOCK : 2 * BLOCK]
-            p = ctx.update(b"".join((data[start:cut], last, x[len(last) :], data[cut : cut + BLOCK])))
+            c_m, last = data[cut : cut + BLOCK], data[cut + BLOCK : end]
+            if len(last) < BLOCK:
+                # D(C_m) = (P_m | 0) xor C_(m-1): its tail completes the truncated C_(m-1).
+                last += ctx.update(_ZERO_BLOCK + c_m)[BLOCK + len(last) :]
+            # CBC over C_1 … C_(m-1), C_m (RFC 3962 §5's swap undone) gives every block.
+            p = ctx.update(b"".join((_ZERO_BLOCK, data[start:cut], last, c_m)))
         self._dec.free.append(ctx)
         if not self._etm:  # RFC 3961 §5.3: HMAC of confounder | plaintext
-            mac.update(memoryview(p)[:n])
+            mac.update(memoryview(p)[BLOCK : BLOCK + n])
             if not hmac.compare_digest(self._ki.finish(mac)[: self.mac_size], data[end:]):
                 raise CryptoError("integrity check failed")
-        return p[BLOCK:n]
+        return p[2 * BLOCK : BLOCK + n]
 
     def _open_large(self, segments: Sequence[memoryview], total: int) -> bytearray:
         n = total - self.mac_size

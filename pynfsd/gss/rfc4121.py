@@ -181,7 +181,7 @@ def _check_sealed(plain: bytes | bytearray, header: bytes, ec: int) -> bytes | b
     if end < 0:
         raise DefectiveToken("Wrap token filler longer than its data")
     # §4.2.4: the encrypted header must match the one in the clear (RRC excepted).
-    if plain[-16:-10] != header[:6] or plain[-8:] != header[8:]:
+    if plain[-16:] != header and (plain[-16:-10] != header[:6] or plain[-8:] != header[8:]):
         raise DefectiveToken("encrypted Wrap header does not match")
     if isinstance(plain, bytearray):
         del plain[end:]  # no copy of a large message
