@@ -218,14 +218,15 @@ CHUNK = 64 * 1024
 class UsageKey:
     """Kc, Ke and Ki for one (enctype, base key, key usage) with reusable crypto objects."""
 
-    __slots__ = ("profile", "usage", "mac_size", "_kc", "_ki", "_enc", "_dec", "_etm")
+    __slots__ = ("profile", "usage", "mac_size", "hmac", "_kc", "_ki", "_enc", "_dec", "_etm")
 
     def __init__(self, enctype: int, base_key: bytes, usage: int) -> None:
         prof = self.profile = profile(enctype)
         self.usage = usage
         self.mac_size = prof.mac_size
         self._etm = prof.etm
-        self._kc = HmacKey(derive_key(enctype, base_key, usage, KC), prof.hash_name)
+        # the checksum key's schedule (Kc), for callers that inline a checksum
+        self.hmac = self._kc = HmacKey(derive_key(enctype, base_key, usage, KC), prof.hash_name)
         self._ki = HmacKey(derive_key(enctype, base_key, usage, KI), prof.hash_name)
         aes = algorithms.AES(derive_key(enctype, base_key, usage, KE))
         # an encryption entry is [context, the last ciphertext block it wrote, as an int]

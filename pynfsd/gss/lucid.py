@@ -25,7 +25,7 @@ from typing import Any
 
 from pynfsd.gss import ContextExpired
 from pynfsd.gss import rfc4121 as cfx
-from pynfsd.gss.krb5crypto import BLOCK, Buffer
+from pynfsd.gss.krb5crypto import Buffer
 
 LUCID_VERSION = 1
 PROTOCOL_CFX = 1  # lucid "protocol" 1 = RFC 4121; 0 = RFC 1964 (DES, 3DES, RC4: unsupported)
@@ -39,6 +39,10 @@ class Krb5Context:
     clock in seconds since the epoch (for the end time), `random` the confounders (by default
     `krb5crypto` draws them from the kernel's CSPRNG itself).
     """
+
+    # GSS_GetMIC and GSS_Wrap (conf: bool = True), made per context by `rfc4121`
+    get_mic: Callable[[Buffer], bytes]
+    wrap: Callable[..., bytes | bytearray]
 
     def __init__(
         self,
@@ -60,9 +64,8 @@ class Krb5Context:
             int(kd.acceptor_subkey_type or 0) or None,
             bytes(kd.acceptor_subkey) if kd.acceptor_subkey else None,
         )
-        self._setup(keys, int(lucid.send_seq), int(lucid.recv_seq), float(lucid.endtime))
+        self._setup(keys, int(lucid.send_seq), int(lucid.recv_seq), float(lucid.endtime), random)
         self._clock = clock
-        self._random = random
 
     @classmethod
     def from_keys(
@@ -77,14 +80,22 @@ class Krb5Context:
     ) -> Krb5Context:
         """A context from its keys (`rfc4121.CfxKeys`: our role, enctype, key, subkey)."""
         self = cls.__new__(cls)
-        self._setup(keys, send_seq, recv_seq, endtime)
+        self._setup(keys, send_seq, recv_seq, endtime, random)
         self._clock = clock
-        self._random = random
         return self
 
-    def _setup(self, keys: cfx.CfxKeys, send_seq: int, recv_seq: int, endtime: float) -> None:
+    def _setup(
+        self,
+        keys: cfx.CfxKeys,
+        send_seq: int,
+        recv_seq: int,
+        endtime: float,
+        random: Callable[[int], bytes] | None,
+    ) -> None:
         self._keys = keys
         self._seq = itertools.count(send_seq)
+        self.get_mic = cfx.mic_maker(keys, self._seq)
+        self.wrap = cfx.wrap_maker(keys, self._seq, random)
         self.initiator = keys.initiator
         self.enctype = keys.send.seal.profile.enctype
         self.recv_seq = recv_seq  # the peer's next sequence number at export time
@@ -92,18 +103,11 @@ class Krb5Context:
 
     # -- the four GSS-API per-message calls (RFC 2743 §2.3) ----------------------------------
 
-    def get_mic(self, msg: Buffer) -> bytes:
-        return cfx.make_mic(self._keys, next(self._seq), msg)
-
     def verify_mic(self, msg: Buffer, token: Buffer) -> None:
         """Raise BadMic, DefectiveToken or ContextExpired unless `token` is a MIC of `msg`."""
         if self._clock() >= self.endtime:
             raise ContextExpired("the context's ticket has expired")
         cfx.verify_mic(self._keys, msg, token)
-
-    def wrap(self, msg: Buffer, conf: bool = True) -> bytes | bytearray:
-        confounder = self._random(BLOCK) if conf and self._random else None
-        return cfx.make_wrap(self._keys, next(self._seq), msg, conf, confounder)
 
     def unwrap(self, token: Buffer) -> tuple[bytes | bytearray, bool]:
         """(message, confidentiality was applied); raises like `verify_mic`."""

@@ -15,9 +15,11 @@ clock come from the caller (`pynfsd.gss.lucid.Krb5Context`).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Iterator
+from hmac import compare_digest
 
 from pynfsd.gss import BadMic, DefectiveToken
-from pynfsd.gss.krb5crypto import SMALL_SEALED, Buffer, CryptoError, UsageKey, gather
+from pynfsd.gss.krb5crypto import BLOCK, SMALL_SEALED, Buffer, CryptoError, UsageKey, gather
 
 TOK_MIC = b"\x04\x04"
 TOK_WRAP = b"\x05\x04"
@@ -105,10 +107,26 @@ class CfxKeys:
         return keys
 
 
-def make_mic(keys: CfxKeys, seq: int, msg: Buffer) -> bytes:
-    """§4.2.6.1 MIC token: checksum over the message, then the 16-octet header."""
-    header = keys.mic_prefix + (seq & _SEQ_MASK).to_bytes(8)
-    return header + keys.send.sign.checksum(msg, header)
+def mic_maker(keys: CfxKeys, seqs: Iterator[int]) -> Callable[[Buffer], bytes]:
+    """A context's get_mic: §4.2.6.1 tokens numbered from `seqs` (a shared counter).
+
+    Everything a token needs but the message is looked up here once: a MIC token is small
+    and frequent (one per RPCSEC_GSS reply verifier), and each lookup costs about as much
+    as hashing a block.
+    """
+    prefix, sign = keys.mic_prefix, keys.send.sign
+    start, outer, size = sign.hmac.start, sign.hmac.outer, sign.mac_size
+
+    def get_mic(msg: Buffer) -> bytes:
+        header = prefix + (next(seqs) & _SEQ_MASK).to_bytes(8)
+        inner = start()
+        inner.update(msg)
+        inner.update(header)  # the checksum covers msg | header
+        mac = outer()
+        mac.update(inner.digest())
+        return header + mac.digest()[:size]  # type: ignore[no-any-return]
+
+    return get_mic
 
 
 def verify_mic(keys: CfxKeys, msg: Buffer, token: Buffer) -> int:
@@ -121,21 +139,33 @@ def verify_mic(keys: CfxKeys, msg: Buffer, token: Buffer) -> int:
     sign = keys.receive(flags).sign
     if len(token) != HEADER_SIZE + sign.mac_size:
         raise DefectiveToken("MIC token has the wrong length")
-    if not sign.verify_checksum(msg, token[:HEADER_SIZE], token[HEADER_SIZE:]):
+    if not compare_digest(sign.checksum(msg, token[:HEADER_SIZE]), token[HEADER_SIZE:]):
         raise BadMic("MIC does not verify")
     return int(seq)
 
 
-def make_wrap(
-    keys: CfxKeys, seq: int, msg: Buffer, conf: bool, confounder: bytes | None = None
-) -> bytes | bytearray:
-    """§4.2.6.2 Wrap token with RRC 0 and no filler when sealed."""
+def wrap_maker(
+    keys: CfxKeys, seqs: Iterator[int], random: Callable[[int], bytes] | None
+) -> Callable[[Buffer, bool], bytes | bytearray]:
+    """A context's wrap(msg, conf): §4.2.6.2 tokens with RRC 0 and no filler when sealed.
+
+    Numbered from `seqs` (shared with the MIC tokens); confounders come from `random`, or
+    when it is None from `krb5crypto`'s own source.
+    """
+    prefix, seal = keys.sealed_prefix, keys.send.seal.seal
+
+    def wrap(msg: Buffer, conf: bool = True) -> bytes | bytearray:
+        if conf:
+            header = prefix + (next(seqs) & _SEQ_MASK).to_bytes(8)
+            # §4.2.4: the encrypted copy of the header has RRC 0 (and EC as in the token).
+            return seal(header, msg, header, random(BLOCK) if random else None)
+        return _make_signed_wrap(keys, next(seqs) & _SEQ_MASK, msg)
+
+    return wrap
+
+
+def _make_signed_wrap(keys: CfxKeys, seq: int, msg: Buffer) -> bytearray:
     seal = keys.send.seal
-    seq &= _SEQ_MASK
-    if conf:
-        header = keys.sealed_prefix + seq.to_bytes(8)
-        # §4.2.4: the encrypted copy of the header has RRC 0 (and EC as in the token).
-        return seal.seal(header, msg, header, confounder)
     header = _WRAP_HEADER.pack(TOK_WRAP, keys.send_flags, 0xFF, seal.mac_size, 0, seq)
     signed = _WRAP_HEADER.pack(TOK_WRAP, keys.send_flags, 0xFF, 0, 0, seq)
     out = bytearray(HEADER_SIZE + len(msg) + seal.mac_size)
@@ -166,7 +196,9 @@ def read_wrap(keys: CfxKeys, token: Buffer) -> tuple[bytes | bytearray, bool, in
             plain = seal.open(_segments(token, rot))
     except CryptoError as e:
         raise BadMic(f"Wrap token does not decrypt: {e}") from None
-    return _check_sealed(plain, header, ec), True, int(seq)
+    if not ec and plain[-HEADER_SIZE:] == header:  # the common case: no filler, RRC 0
+        return plain[:-HEADER_SIZE], True, seq
+    return _check_sealed(plain, header, ec), True, seq
 
 
 def _segments(token: Buffer, rot: int) -> list[memoryview]:
@@ -181,7 +213,7 @@ def _check_sealed(plain: bytes | bytearray, header: bytes, ec: int) -> bytes | b
     if end < 0:
         raise DefectiveToken("Wrap token filler longer than its data")
     # §4.2.4: the encrypted header must match the one in the clear (RRC excepted).
-    if plain[-16:] != header and (plain[-16:-10] != header[:6] or plain[-8:] != header[8:]):
+    if plain[-16:-10] != header[:6] or plain[-8:] != header[8:]:
         raise DefectiveToken("encrypted Wrap header does not match")
     if isinstance(plain, bytearray):
         del plain[end:]  # no copy of a large message
