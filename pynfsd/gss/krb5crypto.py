@@ -227,7 +227,9 @@ class UsageKey:
         self._etm = prof.etm
         # the checksum key's schedule (Kc), for callers that inline a checksum
         self.hmac = self._kc = HmacKey(derive_key(enctype, base_key, usage, KC), prof.hash_name)
-        self._ki = HmacKey(derive_key(enctype, base_key, usage, KI), prof.hash_name)
+        # RFC 8009 §5 MACs IV | C with the zero IV: Ki's schedule starts with that block hashed
+        ki = derive_key(enctype, base_key, usage, KI)
+        self._ki = HmacKey(ki, prof.hash_name, _ZERO_BLOCK if prof.etm else b"")
         aes = algorithms.AES(derive_key(enctype, base_key, usage, KE))
         # an encryption entry is [context, the last ciphertext block it wrote, as an int]
         self._enc = _Pool(lambda: [Cipher(aes, modes.CBC(_ZERO_BLOCK)).encryptor(), 0])
@@ -292,8 +294,7 @@ class UsageKey:
         if n > BLOCK:  # RFC 3962 §5: swap the last two blocks, truncate the (new) last one
             cut = len(c) - 2 * BLOCK
             c = b"".join((c[:cut], c[cut + BLOCK :], c[cut : n - BLOCK]))
-        if self._etm:  # RFC 8009 §5: HMAC(Ki, IV | C)
-            mac.update(_ZERO_BLOCK)
+        if self._etm:  # RFC 8009 §5: HMAC(Ki, IV | C), IV already in the schedule
             mac.update(c)
         else:  # RFC 3961 §5.3: HMAC(Ki, confounder | plaintext)
             mac.update(conf)
@@ -311,9 +312,7 @@ class UsageKey:
         out = bytearray(start + m * BLOCK + self.mac_size + 2 * BLOCK)
         out[:start] = prefix
         view, mac = memoryview(out), self._ki.start()
-        if self._etm:
-            mac.update(_ZERO_BLOCK)
-        else:
+        if not self._etm:
             mac.update(conf)
         entry = self._enc.take()
         ctx = entry[0]
@@ -362,7 +361,6 @@ class UsageKey:
             raise CryptoError("ciphertext shorter than one block")
         mac = self._ki.start()
         if self._etm:  # RFC 8009 §5: verify before decrypting
-            mac.update(_ZERO_BLOCK)
             mac.update(memoryview(data)[start:end])
             if not hmac.compare_digest(self._ki.finish(mac)[: self.mac_size], data[end:]):
                 raise CryptoError("integrity check failed")
@@ -404,8 +402,6 @@ class UsageKey:
             c_m, pieces = gather(segments, cut, cut + BLOCK), _chunks(slices(segments, 0, cut))
         out = bytearray(m * BLOCK + 2 * BLOCK)
         view, mac = memoryview(out), self._ki.start()
-        if self._etm:
-            mac.update(_ZERO_BLOCK)
         ctx, pos, macced = self._dec.take(), 0, 0
         x = ctx.update(_ZERO_BLOCK + c_m + _ZERO_BLOCK)[BLOCK : 2 * BLOCK]  # as in open_at
         for piece in pieces:

@@ -26,18 +26,20 @@ _BATCH = 256
 class HmacKey:
     """An HMAC key schedule: `start()` is a fresh inner state, `outer()` a fresh outer one.
 
-    HMAC(K, m): `i = start(); i.update(m); o = outer(); o.update(i.digest()); o.digest()`,
-    or `digest(m)`, or `finish(i)` for the last two steps.
+    HMAC(K, prefix | m): `i = start(); i.update(m); o = outer(); o.update(i.digest());
+    o.digest()`, or `digest(m)`, or `finish(i)` for the last two steps.
     """
 
     __slots__ = ("start", "outer")
 
-    def __init__(self, key: bytes, hash_name: str) -> None:
+    def __init__(self, key: bytes, hash_name: str, prefix: bytes = b"") -> None:
+        """The schedule of `key`; a `prefix` is hashed into the inner state up front."""
         inner, outer = hashlib.new(hash_name), hashlib.new(hash_name)
         if len(key) > inner.block_size:  # RFC 2104 §2: long keys are hashed first
             key = hashlib.new(hash_name, key).digest()
         padded = key.ljust(inner.block_size, b"\x00")
         inner.update(bytes(b ^ 0x36 for b in padded))
+        inner.update(prefix)
         outer.update(bytes(b ^ 0x5C for b in padded))
         self.start: Callable[[], Any] = inner.copy
         self.outer: Callable[[], Any] = outer.copy

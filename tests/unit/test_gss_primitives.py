@@ -50,3 +50,9 @@ def test_a_forked_child_does_not_reuse_the_parents_blocks() -> None:
     os.waitpid(pid, 0)
     assert len(child) == 16
     assert child not in {primitives.random_block() for _ in range(300)}
+
+
+def test_a_prefix_is_hashed_first() -> None:
+    key, prefix, msg = os.urandom(24), bytes(16), os.urandom(100)
+    hk = primitives.HmacKey(key, "sha384", prefix)
+    assert hk.digest(msg) == hmac.digest(key, prefix + msg, "sha384")
