@@ -43,6 +43,10 @@ class Krb5Context:
     # GSS_GetMIC and GSS_Wrap (conf: bool = True), made per context by `rfc4121`
     get_mic: Callable[[Buffer], bytes]
     wrap: Callable[..., bytes | bytearray]
+    # GSS_VerifyMIC: raises BadMic, DefectiveToken or ContextExpired unless `token` is a MIC
+    # of `msg`; returns the token's sequence number (made by `rfc4121.mic_checker`)
+    verify_mic: Callable[[Buffer, Buffer], Any]
+    verify_mic_seq: Callable[[Buffer, Buffer], int]
 
     def __init__(
         self,
@@ -64,8 +68,8 @@ class Krb5Context:
             int(kd.acceptor_subkey_type or 0) or None,
             bytes(kd.acceptor_subkey) if kd.acceptor_subkey else None,
         )
-        self._setup(keys, int(lucid.send_seq), int(lucid.recv_seq), float(lucid.endtime), random)
         self._clock = clock
+        self._setup(keys, int(lucid.send_seq), int(lucid.recv_seq), float(lucid.endtime), random)
 
     @classmethod
     def from_keys(
@@ -80,8 +84,8 @@ class Krb5Context:
     ) -> Krb5Context:
         """A context from its keys (`rfc4121.CfxKeys`: our role, enctype, key, subkey)."""
         self = cls.__new__(cls)
-        self._setup(keys, send_seq, recv_seq, endtime, random)
         self._clock = clock
+        self._setup(keys, send_seq, recv_seq, endtime, random)
         return self
 
     def _setup(
@@ -96,18 +100,13 @@ class Krb5Context:
         self._seq = itertools.count(send_seq)
         self.get_mic = cfx.mic_maker(keys, self._seq)
         self.wrap = cfx.wrap_maker(keys, self._seq, random)
+        self.verify_mic = self.verify_mic_seq = cfx.mic_checker(keys, self._clock, endtime)
         self.initiator = keys.initiator
         self.enctype = keys.send.seal.profile.enctype
         self.recv_seq = recv_seq  # the peer's next sequence number at export time
         self.endtime = endtime
 
     # -- the four GSS-API per-message calls (RFC 2743 §2.3) ----------------------------------
-
-    def verify_mic(self, msg: Buffer, token: Buffer) -> None:
-        """Raise BadMic, DefectiveToken or ContextExpired unless `token` is a MIC of `msg`."""
-        if self._clock() >= self.endtime:
-            raise ContextExpired("the context's ticket has expired")
-        cfx.verify_mic(self._keys, msg, token)
 
     def unwrap(self, token: Buffer) -> tuple[bytes | bytearray, bool]:
         """(message, confidentiality was applied); raises like `verify_mic`."""
@@ -117,10 +116,6 @@ class Krb5Context:
         return msg, sealed
 
     # -- variants that also return the token's sequence number -------------------------------
-
-    def verify_mic_seq(self, msg: Buffer, token: Buffer) -> int:
-        self._check_time()
-        return cfx.verify_mic(self._keys, msg, token)
 
     def unwrap_seq(self, token: Buffer) -> tuple[bytes | bytearray, bool, int]:
         self._check_time()

@@ -18,7 +18,7 @@ import struct
 from collections.abc import Callable, Iterator
 from hmac import compare_digest
 
-from pynfsd.gss import BadMic, DefectiveToken
+from pynfsd.gss import BadMic, ContextExpired, DefectiveToken
 from pynfsd.gss.krb5crypto import BLOCK, SMALL_SEALED, Buffer, CryptoError, UsageKey, gather
 
 TOK_MIC = b"\x04\x04"
@@ -129,19 +129,29 @@ def mic_maker(keys: CfxKeys, seqs: Iterator[int]) -> Callable[[Buffer], bytes]:
     return get_mic
 
 
-def verify_mic(keys: CfxKeys, msg: Buffer, token: Buffer) -> int:
-    """Check a MIC token over `msg`; returns its sequence number."""
-    if len(token) < HEADER_SIZE:
-        raise DefectiveToken("MIC token too short")
-    tok_id, flags, filler, seq = _MIC_HEADER.unpack_from(token)
-    if tok_id != TOK_MIC or filler != _MIC_FILLER or flags & FLAG_SEALED:
-        raise DefectiveToken("not a CFX MIC token")  # §4.2.6.1; Sealed SHALL NOT be set
-    sign = keys.receive(flags).sign
-    if len(token) != HEADER_SIZE + sign.mac_size:
-        raise DefectiveToken("MIC token has the wrong length")
-    if not compare_digest(sign.checksum(msg, token[:HEADER_SIZE]), token[HEADER_SIZE:]):
-        raise BadMic("MIC does not verify")
-    return int(seq)
+def mic_checker(
+    keys: CfxKeys, clock: Callable[[], float], endtime: float
+) -> Callable[[Buffer, Buffer], int]:
+    """A context's verify_mic(msg, token): checks a MIC token over `msg`, returns its
+    sequence number; raises ContextExpired once `clock()` reaches `endtime`."""
+    receive = keys.receive
+
+    def verify_mic(msg: Buffer, token: Buffer) -> int:
+        if clock() >= endtime:
+            raise ContextExpired("the context's ticket has expired")
+        if len(token) < HEADER_SIZE:
+            raise DefectiveToken("MIC token too short")
+        tok_id, flags, filler, seq = _MIC_HEADER.unpack_from(token)
+        if tok_id != TOK_MIC or filler != _MIC_FILLER or flags & FLAG_SEALED:
+            raise DefectiveToken("not a CFX MIC token")  # §4.2.6.1; Sealed SHALL NOT be set
+        sign = receive(flags).sign
+        if len(token) != HEADER_SIZE + sign.mac_size:
+            raise DefectiveToken("MIC token has the wrong length")
+        if not compare_digest(sign.checksum(msg, token[:HEADER_SIZE]), token[HEADER_SIZE:]):
+            raise BadMic("MIC does not verify")
+        return seq  # type: ignore[no-any-return]
+
+    return verify_mic
 
 
 def wrap_maker(
