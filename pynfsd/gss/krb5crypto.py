@@ -22,12 +22,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from pynfsd.gss.primitives import HmacKey, random_block
 
 Buffer = bytes | bytearray | memoryview
 
@@ -204,16 +205,6 @@ class _Pool:
             return self.new()
 
 
-def _hmac_factory(key: bytes, hash_name: str) -> Callable[[], Any]:
-    """A constructor of HMAC objects already keyed (copying a keyed context is cheapest)."""
-    try:  # OpenSSL's HMAC object itself, without the pure-Python wrapper of hmac.HMAC
-        from _hashlib import hmac_new
-
-        return hmac_new(key, digestmod=hash_name).copy  # type: ignore[no-any-return]
-    except (ImportError, ValueError):  # pragma: no cover - CPython without OpenSSL
-        return hmac.new(key, digestmod=hash_name).copy
-
-
 # Up to this many octets of plaintext a message is joined into one buffer and run through
 # each primitive in one call (fewer Python-level steps); above it, it is streamed in place.
 SMALL = 8192
@@ -227,15 +218,18 @@ CHUNK = 64 * 1024
 class UsageKey:
     """Kc, Ke and Ki for one (enctype, base key, key usage) with reusable crypto objects."""
 
-    __slots__ = ("profile", "usage", "mac_size", "_kc", "_ki", "_enc", "_dec", "_etm")
+    __slots__ = ("profile", "usage", "mac_size", "hmac", "_kc", "_ki", "_enc", "_dec", "_etm")
 
     def __init__(self, enctype: int, base_key: bytes, usage: int) -> None:
         prof = self.profile = profile(enctype)
         self.usage = usage
         self.mac_size = prof.mac_size
         self._etm = prof.etm
-        self._kc = _hmac_factory(derive_key(enctype, base_key, usage, KC), prof.hash_name)
-        self._ki = _hmac_factory(derive_key(enctype, base_key, usage, KI), prof.hash_name)
+        # the checksum key's schedule (Kc), for callers that inline a checksum
+        self.hmac = self._kc = HmacKey(derive_key(enctype, base_key, usage, KC), prof.hash_name)
+        # RFC 8009 §5 MACs IV | C with the zero IV: Ki's schedule starts with that block hashed
+        ki = derive_key(enctype, base_key, usage, KI)
+        self._ki = HmacKey(ki, prof.hash_name, _ZERO_BLOCK if prof.etm else b"")
         aes = algorithms.AES(derive_key(enctype, base_key, usage, KE))
         # an encryption entry is [context, the last ciphertext block it wrote, as an int]
         self._enc = _Pool(lambda: [Cipher(aes, modes.CBC(_ZERO_BLOCK)).encryptor(), 0])
@@ -243,15 +237,18 @@ class UsageKey:
 
     # -- checksums (RFC 3961 §5.4 get_mic; RFC 8009 §5) ------------------------------------
 
-    def checksum(self, parts: Sequence[Buffer]) -> bytes:
-        """The truncated HMAC of the concatenation of `parts` under Kc."""
-        mac = self._kc()
-        for part in parts:
-            mac.update(part)
-        return mac.digest()[: self.mac_size]  # type: ignore[no-any-return]
+    def checksum(self, msg: Buffer, trailer: Buffer) -> bytes:
+        """The truncated HMAC of `msg | trailer` under Kc (the two are not joined)."""
+        inner = self._kc.start()
+        inner.update(msg)
+        inner.update(trailer)
+        outer = self._kc.outer()
+        outer.update(inner.digest())
+        return outer.digest()[: self.mac_size]  # type: ignore[no-any-return]
 
-    def verify_checksum(self, parts: Sequence[Buffer], expected: Buffer) -> bool:
-        return hmac.compare_digest(self.checksum(parts), expected)
+    def verify_checksum(self, msg: Buffer, trailer: Buffer, expected: Buffer) -> bool:
+        """Whether `expected` is `checksum(msg, trailer)` (compared in constant time)."""
+        return hmac.compare_digest(self.checksum(msg, trailer), expected)
 
     # -- encryption ------------------------------------------------------------------------
 
@@ -274,32 +271,38 @@ class UsageKey:
         as AES on a few blocks): join, one CBC call, RFC 3962 §5's swap and truncation of
         the last two blocks as output slices, one HMAC.
         """
-        conf = os.urandom(BLOCK) if confounder is None else confounder
         if len(msg) > SMALL:
+            conf = random_block() if confounder is None else confounder
             return self._seal_large(prefix, msg, trailer, conf)
         n = BLOCK + len(msg) + len(trailer)
-        m = -(-n // BLOCK)
-        entry = self._enc.take()
-        first = (int.from_bytes(conf) ^ entry[1]).to_bytes(BLOCK)  # undo the chaining
-        c = entry[0].update(b"".join((first, msg, trailer, _ZERO_BLOCK[: m * BLOCK - n])))
+        try:
+            entry = self._enc.free.pop()
+        except IndexError:
+            entry = self._enc.new()
+        if confounder is None and self._etm:
+            # The context chains the previous message's last block into the first one, so
+            # the confounder is this random block XOR that one: as random, and here it is
+            # not needed in the clear (RFC 8009 MACs the ciphertext).
+            first = conf = random_block()
+        else:
+            conf = random_block() if confounder is None else confounder
+            first = (int.from_bytes(conf) ^ entry[1]).to_bytes(BLOCK)  # undo the chaining
+        c = entry[0].update(b"".join((first, msg, trailer, _ZERO_BLOCK[: -n % BLOCK])))
         entry[1] = int.from_bytes(c[-BLOCK:])
         self._enc.free.append(entry)
-        if m > 1:  # RFC 3962 §5: swap the last two blocks, truncate the (new) last one
-            cut = (m - 2) * BLOCK
-            parts = [prefix, c[:cut], c[cut + BLOCK :], c[cut : n - BLOCK]]
-        else:
-            parts = [prefix, c]
-        mac = self._ki()
-        if self._etm:  # RFC 8009 §5: HMAC(Ki, IV | C)
-            mac.update(_ZERO_BLOCK)
-            for part in parts[1:]:
-                mac.update(part)
+        mac = self._ki.start()
+        if n > BLOCK:  # RFC 3962 §5: swap the last two blocks, truncate the (new) last one
+            cut = len(c) - 2 * BLOCK
+            c = b"".join((c[:cut], c[cut + BLOCK :], c[cut : n - BLOCK]))
+        if self._etm:  # RFC 8009 §5: HMAC(Ki, IV | C), IV already in the schedule
+            mac.update(c)
         else:  # RFC 3961 §5.3: HMAC(Ki, confounder | plaintext)
             mac.update(conf)
             mac.update(msg)
             mac.update(trailer)
-        parts.append(mac.digest()[: self.mac_size])
-        return b"".join(parts)
+        outer = self._ki.outer()
+        outer.update(mac.digest())
+        return b"".join((prefix, c, outer.digest()[: self.mac_size]))
 
     def _seal_large(self, prefix: bytes, msg: Buffer, trailer: bytes, conf: bytes) -> bytearray:
         start = len(prefix)
@@ -308,10 +311,8 @@ class UsageKey:
         cut = start + (m - 2) * BLOCK  # the ciphertext before it is final as CBC writes it
         out = bytearray(start + m * BLOCK + self.mac_size + 2 * BLOCK)
         out[:start] = prefix
-        view, mac = memoryview(out), self._ki()
-        if self._etm:
-            mac.update(_ZERO_BLOCK)
-        else:
+        view, mac = memoryview(out), self._ki.start()
+        if not self._etm:
             mac.update(conf)
         entry = self._enc.take()
         ctx = entry[0]
@@ -335,7 +336,7 @@ class UsageKey:
         out[cut + BLOCK : start + n] = prev[: start + n - cut - BLOCK]
         mac.update(view[macced : start + n] if self._etm else trailer)
         end = start + n + self.mac_size
-        out[start + n : end] = mac.digest()[: self.mac_size]
+        out[start + n : end] = self._ki.finish(mac)[: self.mac_size]
         view.release()
         del out[end:]
         return out
@@ -358,32 +359,34 @@ class UsageKey:
         n = end - start
         if n < BLOCK:
             raise CryptoError("ciphertext shorter than one block")
-        mac = self._ki()
+        mac = self._ki.start()
         if self._etm:  # RFC 8009 §5: verify before decrypting
-            mac.update(_ZERO_BLOCK)
             mac.update(memoryview(data)[start:end])
-            if not hmac.compare_digest(mac.digest()[: self.mac_size], data[end:]):
+            if not hmac.compare_digest(self._ki.finish(mac)[: self.mac_size], data[end:]):
                 raise CryptoError("integrity check failed")
         m = -(-n // BLOCK)
-        ctx = self._dec.take()
+        try:
+            ctx = self._dec.free.pop()
+        except IndexError:
+            ctx = self._dec.new()
+        # Every call starts with a zero block: whatever chaining state the long-lived context
+        # was left in, its output block is dropped and the next one chains from the zero IV.
         if m == 1:
-            # a zero block first resets the long-lived context's chaining to the zero IV
-            p = ctx.update(_ZERO_BLOCK + data[start:end])[BLOCK:]
+            p = ctx.update(_ZERO_BLOCK + data[start:end])
         else:
             cut = start + (m - 2) * BLOCK
-            last = data[cut + BLOCK : end]
-            # D(C_m') = (P_m | 0) xor C_(m-1): the zero block before it unchains it, and its
-            # tail completes the truncated C_(m-1). Then CBC over C_1 … C_(m-1), C_m' (from
-            # the zero chaining state the last zero block left) chains C_(m-1) into D(C_m'),
-            # giving every plaintext block in one call. Every use starts with a zero block.
-            x = ctx.update(_ZERO_BLOCK + data[cut : cut + BLOCK] + _ZERO_BLOCK)[BLOCK : 2 * BLOCK]
-            p = ctx.update(b"".join((data[start:cut], last, x[len(last) :], data[cut : cut + BLOCK])))
+            c_m, last = data[cut : cut + BLOCK], data[cut + BLOCK : end]
+            if len(last) < BLOCK:
+                # D(C_m) = (P_m | 0) xor C_(m-1): its tail completes the truncated C_(m-1).
+                last += ctx.update(_ZERO_BLOCK + c_m)[BLOCK + len(last) :]
+            # CBC over C_1 … C_(m-1), C_m (RFC 3962 §5's swap undone) gives every block.
+            p = ctx.update(b"".join((_ZERO_BLOCK, data[start:cut], last, c_m)))
         self._dec.free.append(ctx)
         if not self._etm:  # RFC 3961 §5.3: HMAC of confounder | plaintext
-            mac.update(memoryview(p)[:n])
-            if not hmac.compare_digest(mac.digest()[: self.mac_size], data[end:]):
+            mac.update(memoryview(p)[BLOCK : BLOCK + n])
+            if not hmac.compare_digest(self._ki.finish(mac)[: self.mac_size], data[end:]):
                 raise CryptoError("integrity check failed")
-        return p[BLOCK:n]
+        return p[2 * BLOCK : BLOCK + n]
 
     def _open_large(self, segments: Sequence[memoryview], total: int) -> bytearray:
         n = total - self.mac_size
@@ -398,9 +401,7 @@ class UsageKey:
             expected, last = gather(segments, n, total), gather(segments, cut + BLOCK, n)
             c_m, pieces = gather(segments, cut, cut + BLOCK), _chunks(slices(segments, 0, cut))
         out = bytearray(m * BLOCK + 2 * BLOCK)
-        view, mac = memoryview(out), self._ki()
-        if self._etm:
-            mac.update(_ZERO_BLOCK)
+        view, mac = memoryview(out), self._ki.start()
         ctx, pos, macced = self._dec.take(), 0, 0
         x = ctx.update(_ZERO_BLOCK + c_m + _ZERO_BLOCK)[BLOCK : 2 * BLOCK]  # as in open_at
         for piece in pieces:
@@ -412,7 +413,7 @@ class UsageKey:
         # the rest of C_(m-1)' | C_m as sent (encrypt-then-MAC), or of the plaintext
         mac.update(gather(segments, cut, n) if self._etm else view[macced:n])
         view.release()
-        if not hmac.compare_digest(mac.digest()[: self.mac_size], expected):
+        if not hmac.compare_digest(self._ki.finish(mac)[: self.mac_size], expected):
             raise CryptoError("integrity check failed")
         del out[n:]
         del out[:BLOCK]

@@ -19,14 +19,13 @@ pooled per thread of use, the sequence counter is atomic under the GIL).
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from pynfsd.gss import ContextExpired
 from pynfsd.gss import rfc4121 as cfx
-from pynfsd.gss.krb5crypto import BLOCK, Buffer
+from pynfsd.gss.krb5crypto import Buffer
 
 LUCID_VERSION = 1
 PROTOCOL_CFX = 1  # lucid "protocol" 1 = RFC 4121; 0 = RFC 1964 (DES, 3DES, RC4: unsupported)
@@ -37,15 +36,24 @@ class Krb5Context:
 
     Build it from a lucid context object (python-gssapi's `Krb5LucidContextV1`, or anything
     with the same attributes); `from_keys` builds one from `CfxKeys`. `clock` gives the wall
-    clock in seconds since the epoch (for the end time), `random` the confounders.
+    clock in seconds since the epoch (for the end time), `random` the confounders (by default
+    `krb5crypto` draws them from the kernel's CSPRNG itself).
     """
+
+    # GSS_GetMIC and GSS_Wrap (conf: bool = True), made per context by `rfc4121`
+    get_mic: Callable[[Buffer], bytes]
+    wrap: Callable[..., bytes | bytearray]
+    # GSS_VerifyMIC: raises BadMic, DefectiveToken or ContextExpired unless `token` is a MIC
+    # of `msg`; returns the token's sequence number (made by `rfc4121.mic_checker`)
+    verify_mic: Callable[[Buffer, Buffer], Any]
+    verify_mic_seq: Callable[[Buffer, Buffer], int]
 
     def __init__(
         self,
         lucid: Any,
         *,
         clock: Callable[[], float] = time.time,
-        random: Callable[[int], bytes] = os.urandom,
+        random: Callable[[int], bytes] | None = None,
     ) -> None:
         if lucid.version != LUCID_VERSION or lucid.protocol != PROTOCOL_CFX:
             raise ValueError(
@@ -60,9 +68,8 @@ class Krb5Context:
             int(kd.acceptor_subkey_type or 0) or None,
             bytes(kd.acceptor_subkey) if kd.acceptor_subkey else None,
         )
-        self._setup(keys, int(lucid.send_seq), int(lucid.recv_seq), float(lucid.endtime))
         self._clock = clock
-        self._random = random
+        self._setup(keys, int(lucid.send_seq), int(lucid.recv_seq), float(lucid.endtime), random)
 
     @classmethod
     def from_keys(
@@ -73,37 +80,33 @@ class Krb5Context:
         recv_seq: int = 0,
         endtime: float = float("inf"),
         clock: Callable[[], float] = time.time,
-        random: Callable[[int], bytes] = os.urandom,
+        random: Callable[[int], bytes] | None = None,
     ) -> Krb5Context:
         """A context from its keys (`rfc4121.CfxKeys`: our role, enctype, key, subkey)."""
         self = cls.__new__(cls)
-        self._setup(keys, send_seq, recv_seq, endtime)
         self._clock = clock
-        self._random = random
+        self._setup(keys, send_seq, recv_seq, endtime, random)
         return self
 
-    def _setup(self, keys: cfx.CfxKeys, send_seq: int, recv_seq: int, endtime: float) -> None:
+    def _setup(
+        self,
+        keys: cfx.CfxKeys,
+        send_seq: int,
+        recv_seq: int,
+        endtime: float,
+        random: Callable[[int], bytes] | None,
+    ) -> None:
         self._keys = keys
         self._seq = itertools.count(send_seq)
+        self.get_mic = cfx.mic_maker(keys, self._seq)
+        self.wrap = cfx.wrap_maker(keys, self._seq, random)
+        self.verify_mic = self.verify_mic_seq = cfx.mic_checker(keys, self._clock, endtime)
         self.initiator = keys.initiator
         self.enctype = keys.send.seal.profile.enctype
         self.recv_seq = recv_seq  # the peer's next sequence number at export time
         self.endtime = endtime
 
     # -- the four GSS-API per-message calls (RFC 2743 §2.3) ----------------------------------
-
-    def get_mic(self, msg: Buffer) -> bytes:
-        return cfx.make_mic(self._keys, next(self._seq), msg)
-
-    def verify_mic(self, msg: Buffer, token: Buffer) -> None:
-        """Raise BadMic, DefectiveToken or ContextExpired unless `token` is a MIC of `msg`."""
-        if self._clock() >= self.endtime:
-            raise ContextExpired("the context's ticket has expired")
-        cfx.verify_mic(self._keys, msg, token)
-
-    def wrap(self, msg: Buffer, conf: bool = True) -> bytes | bytearray:
-        confounder = self._random(BLOCK) if conf else None
-        return cfx.make_wrap(self._keys, next(self._seq), msg, conf, confounder)
 
     def unwrap(self, token: Buffer) -> tuple[bytes | bytearray, bool]:
         """(message, confidentiality was applied); raises like `verify_mic`."""
@@ -113,10 +116,6 @@ class Krb5Context:
         return msg, sealed
 
     # -- variants that also return the token's sequence number -------------------------------
-
-    def verify_mic_seq(self, msg: Buffer, token: Buffer) -> int:
-        self._check_time()
-        return cfx.verify_mic(self._keys, msg, token)
 
     def unwrap_seq(self, token: Buffer) -> tuple[bytes | bytearray, bool, int]:
         self._check_time()

@@ -15,9 +15,11 @@ clock come from the caller (`pynfsd.gss.lucid.Krb5Context`).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Iterator
+from hmac import compare_digest
 
-from pynfsd.gss import BadMic, DefectiveToken
-from pynfsd.gss.krb5crypto import SMALL_SEALED, Buffer, CryptoError, UsageKey, gather
+from pynfsd.gss import BadMic, ContextExpired, DefectiveToken
+from pynfsd.gss.krb5crypto import BLOCK, SMALL_SEALED, Buffer, CryptoError, UsageKey, gather
 
 TOK_MIC = b"\x04\x04"
 TOK_WRAP = b"\x05\x04"
@@ -57,7 +59,8 @@ class CfxKeys:
     AcceptorSubkey; otherwise the context key (initiator subkey or session key) is used.
     """
 
-    __slots__ = ("initiator", "send", "send_flags", "sealed_prefix", "_recv", "_spec")
+    __slots__ = ("initiator", "send", "send_flags", "sealed_prefix", "mic_prefix", "_recv",
+                 "_by_flags", "_spec")
 
     def __init__(
         self,
@@ -79,10 +82,19 @@ class CfxKeys:
         # the first 8 octets of every sealed Wrap token we send (EC 0, RRC 0)
         self.sealed_prefix = _WRAP_HEADER.pack(TOK_WRAP, self.send_flags | FLAG_SEALED,
                                                0xFF, 0, 0, 0)[:8]
+        self.mic_prefix = _MIC_HEADER.pack(TOK_MIC, self.send_flags, _MIC_FILLER, 0)[:8]
         self._recv: dict[bool, _Direction] = {}
+        self._by_flags: dict[int, _Direction] = {}  # flags octets already checked
 
     def receive(self, flags: int) -> _Direction:
         """The peer's keys for a token with these flags (checks direction and key choice)."""
+        try:
+            return self._by_flags[flags]
+        except KeyError:
+            keys = self._by_flags[flags] = self._check_flags(flags)
+            return keys
+
+    def _check_flags(self, flags: int) -> _Direction:
         if bool(flags & FLAG_SENT_BY_ACCEPTOR) != self.initiator:
             # §4.2.2: a token must come from the other side (this also stops reflection).
             raise DefectiveToken("token sent in the wrong direction")
@@ -95,45 +107,82 @@ class CfxKeys:
         return keys
 
 
-def make_mic(keys: CfxKeys, seq: int, msg: Buffer) -> bytes:
-    """§4.2.6.1 MIC token: checksum over the message, then the 16-octet header."""
-    header = _MIC_HEADER.pack(TOK_MIC, keys.send_flags, _MIC_FILLER, seq & _SEQ_MASK)
-    return header + keys.send.sign.checksum((msg, header))
+def mic_maker(keys: CfxKeys, seqs: Iterator[int]) -> Callable[[Buffer], bytes]:
+    """A context's get_mic: §4.2.6.1 tokens numbered from `seqs` (a shared counter).
+
+    Everything a token needs but the message is looked up here once: a MIC token is small
+    and frequent (one per RPCSEC_GSS reply verifier), and each lookup costs about as much
+    as hashing a block.
+    """
+    prefix, sign = keys.mic_prefix, keys.send.sign
+    start, outer, size = sign.hmac.start, sign.hmac.outer, sign.mac_size
+
+    def get_mic(msg: Buffer) -> bytes:
+        header = prefix + (next(seqs) & _SEQ_MASK).to_bytes(8)
+        inner = start()
+        inner.update(msg)
+        inner.update(header)  # the checksum covers msg | header
+        mac = outer()
+        mac.update(inner.digest())
+        return header + mac.digest()[:size]  # type: ignore[no-any-return]
+
+    return get_mic
 
 
-def verify_mic(keys: CfxKeys, msg: Buffer, token: Buffer) -> int:
-    """Check a MIC token over `msg`; returns its sequence number."""
-    if len(token) < HEADER_SIZE:
-        raise DefectiveToken("MIC token too short")
-    tok_id, flags, filler, seq = _MIC_HEADER.unpack_from(token)
-    if tok_id != TOK_MIC or filler != _MIC_FILLER or flags & FLAG_SEALED:
-        raise DefectiveToken("not a CFX MIC token")  # §4.2.6.1; Sealed SHALL NOT be set
-    sign = keys.receive(flags).sign
-    if len(token) != HEADER_SIZE + sign.mac_size:
-        raise DefectiveToken("MIC token has the wrong length")
-    view = memoryview(token)
-    if not sign.verify_checksum((msg, view[:HEADER_SIZE]), view[HEADER_SIZE:]):
-        raise BadMic("MIC does not verify")
-    return int(seq)
+def mic_checker(
+    keys: CfxKeys, clock: Callable[[], float], endtime: float
+) -> Callable[[Buffer, Buffer], int]:
+    """A context's verify_mic(msg, token): checks a MIC token over `msg`, returns its
+    sequence number; raises ContextExpired once `clock()` reaches `endtime`."""
+    receive = keys.receive
+
+    def verify_mic(msg: Buffer, token: Buffer) -> int:
+        if clock() >= endtime:
+            raise ContextExpired("the context's ticket has expired")
+        if len(token) < HEADER_SIZE:
+            raise DefectiveToken("MIC token too short")
+        tok_id, flags, filler, seq = _MIC_HEADER.unpack_from(token)
+        if tok_id != TOK_MIC or filler != _MIC_FILLER or flags & FLAG_SEALED:
+            raise DefectiveToken("not a CFX MIC token")  # §4.2.6.1; Sealed SHALL NOT be set
+        sign = receive(flags).sign
+        if len(token) != HEADER_SIZE + sign.mac_size:
+            raise DefectiveToken("MIC token has the wrong length")
+        if not compare_digest(sign.checksum(msg, token[:HEADER_SIZE]), token[HEADER_SIZE:]):
+            raise BadMic("MIC does not verify")
+        return seq  # type: ignore[no-any-return]
+
+    return verify_mic
 
 
-def make_wrap(
-    keys: CfxKeys, seq: int, msg: Buffer, conf: bool, confounder: bytes | None = None
-) -> bytes | bytearray:
-    """§4.2.6.2 Wrap token with RRC 0 and no filler when sealed."""
+def wrap_maker(
+    keys: CfxKeys, seqs: Iterator[int], random: Callable[[int], bytes] | None
+) -> Callable[[Buffer, bool], bytes | bytearray]:
+    """A context's wrap(msg, conf): §4.2.6.2 tokens with RRC 0 and no filler when sealed.
+
+    Numbered from `seqs` (shared with the MIC tokens); confounders come from `random`, or
+    when it is None from `krb5crypto`'s own source.
+    """
+    prefix, seal = keys.sealed_prefix, keys.send.seal.seal
+
+    def wrap(msg: Buffer, conf: bool = True) -> bytes | bytearray:
+        if conf:
+            header = prefix + (next(seqs) & _SEQ_MASK).to_bytes(8)
+            # §4.2.4: the encrypted copy of the header has RRC 0 (and EC as in the token).
+            return seal(header, msg, header, random(BLOCK) if random else None)
+        return _make_signed_wrap(keys, next(seqs) & _SEQ_MASK, msg)
+
+    return wrap
+
+
+def _make_signed_wrap(keys: CfxKeys, seq: int, msg: Buffer) -> bytearray:
     seal = keys.send.seal
-    seq &= _SEQ_MASK
-    if conf:
-        header = keys.sealed_prefix + seq.to_bytes(8)
-        # §4.2.4: the encrypted copy of the header has RRC 0 (and EC as in the token).
-        return seal.seal(header, msg, header, confounder)
     header = _WRAP_HEADER.pack(TOK_WRAP, keys.send_flags, 0xFF, seal.mac_size, 0, seq)
     signed = _WRAP_HEADER.pack(TOK_WRAP, keys.send_flags, 0xFF, 0, 0, seq)
     out = bytearray(HEADER_SIZE + len(msg) + seal.mac_size)
     out[:HEADER_SIZE] = header
     out[HEADER_SIZE : HEADER_SIZE + len(msg)] = msg
     # §4.2.4: the checksum covers msg | header with EC and RRC set to zero.
-    out[HEADER_SIZE + len(msg) :] = seal.checksum((msg, signed))
+    out[HEADER_SIZE + len(msg) :] = seal.checksum(msg, signed)
     return out
 
 
@@ -157,7 +206,9 @@ def read_wrap(keys: CfxKeys, token: Buffer) -> tuple[bytes | bytearray, bool, in
             plain = seal.open(_segments(token, rot))
     except CryptoError as e:
         raise BadMic(f"Wrap token does not decrypt: {e}") from None
-    return _check_sealed(plain, header, ec), True, int(seq)
+    if not ec and plain[-HEADER_SIZE:] == header:  # the common case: no filler, RRC 0
+        return plain[:-HEADER_SIZE], True, seq
+    return _check_sealed(plain, header, ec), True, seq
 
 
 def _segments(token: Buffer, rot: int) -> list[memoryview]:
@@ -186,6 +237,6 @@ def _open_signed(seal: UsageKey, header: bytes, segments: list[memoryview], ec: 
         raise DefectiveToken("unsealed Wrap token has a bad EC")
     msg = gather(segments, 0, size - ec)
     signed = header[:4] + b"\x00\x00\x00\x00" + header[8:]
-    if not seal.verify_checksum((msg, signed), gather(segments, size - ec, size)):
+    if not seal.verify_checksum(msg, signed, gather(segments, size - ec, size)):
         raise BadMic("Wrap token checksum does not verify")
     return msg
