@@ -164,13 +164,13 @@ async def create(ctx: CompoundContext, args: N.CREATE4args) -> N.CREATE4resok:
     before = await ctx.vfs.getattr(d)
     mode = s.mode if s.mode is not None else (0o755 if ftype == FileType.DIR else 0o644)
     obj, _ = await ctx.vfs.make(d, name, ftype, mode, target, rdev)
-    await _apply_extra(ctx, obj, s, ftype)
+    await apply_extra(ctx, obj, s, ftype)
     after = await ctx.vfs.getattr(d)
     ctx.current = obj
     return N.CREATE4resok(change_info(before, after), s.mask)
 
 
-async def _apply_extra(ctx: CompoundContext, obj: Obj, s: SetAttrs, ftype: FileType) -> None:
+async def apply_extra(ctx: CompoundContext, obj: Obj, s: SetAttrs, ftype: FileType) -> None:
     """Attributes other than mode that CREATE/OPEN asked for (owner, group, times, ACL)."""
     extra = SetAttrs(None, s.owner, s.owner_group, s.size, s.atime, s.mtime, s.acl)
     if ftype == FileType.LNK:

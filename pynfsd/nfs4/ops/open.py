@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from pynfsd.fs.backend import Attrs, FileType
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
-from pynfsd.nfs4.attrs import SetAttrs, decode_settable
+from pynfsd.nfs4.attrs import decode_settable
 from pynfsd.nfs4.bitmap import int_to_bitmap
 from pynfsd.nfs4.context import CompoundContext
-from pynfsd.nfs4.ops.attr import apply_setattrs
 from pynfsd.nfs4.ops.deleg import breaking
-from pynfsd.nfs4.ops.dirs import change_info
+from pynfsd.nfs4.ops.dirs import apply_extra, change_info
 from pynfsd.nfs4.ops.names import check_name
 from pynfsd.nfs4.ops.seqid import sequenced, to_stateid, to_stateid4
 from pynfsd.nfs4.optable import op
@@ -194,13 +193,7 @@ async def _create(
             raise errors.NFS4ERR_INVAL("truncating OPEN without write access")
         size_set = int_to_bitmap(1 << N.FATTR4_SIZE)
         return _Opened(obj, attrs, False, N.change_info4(False, 0, 0), size_set, truncate=True)
-    extra = SetAttrs(None, s.owner, s.owner_group, s.size, s.atime, s.mtime, s.acl)
-    if any(
-        v is not None
-        for v in (extra.owner, extra.owner_group, extra.size, extra.atime, extra.mtime,
-                  extra.acl)
-    ):
-        await apply_setattrs(ctx, obj, extra)
+    await apply_extra(ctx, obj, s, FileType.REG)
     return _Opened(obj, attrs, created, N.change_info4(False, 0, 0), s.mask)
 
 
