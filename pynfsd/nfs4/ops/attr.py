@@ -33,7 +33,8 @@ def _getattr_reply(args: N.GETATTR4args, _cfg: object) -> int:
 async def getattr_(ctx: CompoundContext, args: N.GETATTR4args) -> N.GETATTR4resok:
     req = requested_set(args.attr_request)
     src = await source_for(ctx, ctx.current, req)
-    if req & _DELEGATED:  # §10.4.3: a write delegation's holder knows them better
+    if req & _DELEGATED and ctx.state.delegations.by_file:
+        # §10.4.3: a write delegation's holder knows them better
         src.attrs = await holder_attrs(ctx, src.fh, src.attrs)
     return N.GETATTR4resok(encode_fattr4(req, src))
 

@@ -62,10 +62,11 @@ async def stateid_user(ctx: CompoundContext, sid4: N.stateid4, fh: bytes, write:
 
 
 async def holder_attrs(ctx: CompoundContext, fh: bytes, attrs: Attrs) -> Attrs:
-    """`attrs` with the size and change of another client's write delegation (§10.4.3)."""
+    """`attrs` with the size and change of another client's write delegation (§10.4.3); the
+    caller asks only while some delegation is out (`by_file`), off the GETATTR hot path."""
     delegations = ctx.state.delegations
     who = Requester(ctx.clientid, ctx.client_addr, None)  # by address (see Requester)
-    deleg = delegations.write_delegation(fh, who) if delegations.by_file else None
+    deleg = delegations.write_delegation(fh, who)
     if deleg is None:
         return attrs
     got = await ctx.services.recaller.getattr(deleg)
