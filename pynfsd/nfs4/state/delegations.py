@@ -51,7 +51,8 @@ from typing import Protocol
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state.files import FileTable
 from pynfsd.nfs4.state.owners import Client, Delegation
-from pynfsd.nfs4.state.types import OPEN4_SHARE_ACCESS_WRITE, Stateid, seqid_earlier
+from pynfsd.nfs4.state.stateids import check_seqid
+from pynfsd.nfs4.state.types import OPEN4_SHARE_ACCESS_WRITE, Stateid
 
 log = logging.getLogger("pynfsd.nfs4.state")
 
@@ -124,7 +125,6 @@ class RecentConflicts:
         self._clock = clock
         self._sets = [0, 0]
         self._new = 0
-        self._entries = 0
         self._swapped = clock()
 
     @staticmethod
@@ -139,13 +139,11 @@ class RecentConflicts:
         if now - self._swapped >= BLOOM_PERIOD:
             self._new ^= 1
             self._sets[self._new] = 0
-            self._entries = 0
             self._swapped = now
 
     def add(self, file_key: bytes) -> None:
         self._age()
         self._sets[self._new] |= self._mask(file_key)
-        self._entries += 1
 
     def __contains__(self, file_key: bytes) -> bool:
         self._age()
@@ -290,10 +288,7 @@ class Delegations:
             return None
         if file_key is not None and deleg.file_key != file_key:
             raise E.NFS4ERR_BAD_STATEID("delegation stateid is for another file")
-        if stateid.seqid != deleg.seqid:
-            if seqid_earlier(stateid.seqid, deleg.seqid):
-                raise E.NFS4ERR_OLD_STATEID()
-            raise E.NFS4ERR_BAD_STATEID("stateid seqid from the future")
+        check_seqid(stateid, deleg.seqid)
         return deleg
 
     def delegreturn(self, stateid: Stateid, file_key: bytes) -> None:

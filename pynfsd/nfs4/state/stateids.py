@@ -28,7 +28,13 @@ def check_stateid(
         raise E.NFS4ERR_BAD_STATEID("wrong stateid type for this operation")
     if open_state.owner.cancelled or (not open_state.owner.confirmed and not unconfirmed_ok):
         raise E.NFS4ERR_BAD_STATEID("open not confirmed")  # §16.18.5
-    if stateid.seqid != state.seqid:
-        if seqid_earlier(stateid.seqid, state.seqid):
+    check_seqid(stateid, state.seqid)
+
+
+def check_seqid(stateid: Stateid, current: int) -> None:
+    """The last check of §9.1.4.4: an earlier seqid is NFS4ERR_OLD_STATEID, a later one
+    NFS4ERR_BAD_STATEID (opens, lock sets and delegations alike)."""
+    if stateid.seqid != current:
+        if seqid_earlier(stateid.seqid, current):
             raise E.NFS4ERR_OLD_STATEID()
         raise E.NFS4ERR_BAD_STATEID("stateid seqid from the future")
