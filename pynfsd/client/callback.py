@@ -15,7 +15,8 @@ more, as a client that lost its way would (the server then revokes it after the 
 unknown delegation is NFS4ERR_BAD_STATEID (§18.2.3).  CB_GETATTR answers the change attribute
 and size recorded for the delegation (`HeldDelegation.change`/`size`, which a test sets to
 play a client with dirty data).  `recall_answers` are statuses to answer the next CB_RECALLs
-with instead (NFS4ERR_DELAY: "not yet").  Every call is recorded (`recalls`, `getattrs`) for tests.
+with instead (NFS4ERR_DELAY: "not yet").  Every call is recorded for tests: each CB_COMPOUND with
+the caller's credential (`calls`), and each CB_RECALL and CB_GETATTR (`recalls`, `getattrs`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pynfsd.gen import nfs4 as N
-from pynfsd.rpc.auth import AuthNone, AuthRegistry, AuthSys
+from pynfsd.nfs4.callback.uaddr import universal_address
+from pynfsd.rpc.auth import AuthNone, AuthRegistry, AuthSys, Credential
 from pynfsd.rpc.server import RpcCall, RpcServer
 from pynfsd.rpc.transport import RpcTcpServer, serve
 from pynfsd.xdr.runtime import Packer, Unpacker
@@ -52,6 +54,7 @@ class CallbackService:
     def __init__(self, policy: Policy = "return") -> None:
         self.policy: Policy = policy
         self.delegations: dict[bytes, HeldDelegation] = {}
+        self.calls: list[tuple[Credential, N.CB_COMPOUND4args]] = []
         self.recalls: list[N.CB_RECALL4args] = []
         self.getattrs: list[N.CB_GETATTR4args] = []
         self.recall_answers: list[int] = []  # statuses to answer CB_RECALL with first
@@ -75,8 +78,7 @@ class CallbackService:
     def uaddr(self) -> str:
         """The universal address of the service (RFC 5665), for SETCLIENTID."""
         assert self.tcp is not None
-        port = self.tcp.port
-        return f"{self.host}.{port >> 8}.{port & 0xFF}"
+        return universal_address(self.host, self.tcp.port)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -94,6 +96,7 @@ class CallbackService:
         u = Unpacker(call.args)
         args = N.unpack_CB_COMPOUND4args(u)
         u.done()
+        self.calls.append((call.cred, args))
         results: list[N.nfs_cb_resop4] = []
         status = N.NFS4_OK
         for argop in args.argarray:

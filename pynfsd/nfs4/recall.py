@@ -113,7 +113,7 @@ class Recaller:
         clientid = deleg.client.clientid
         sid = N.stateid4(deleg.seqid, deleg.stateid().other)
         not_yet = 1
-        while deleg.client.delegations.get(deleg.index) is deleg:
+        while deleg.held:
             self.recalls_sent += 1
             try:
                 status = await self.callbacks.recall(clientid, sid, False, deleg.file_key)

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+from pynfsd.client.callback import CallbackService
 from pynfsd.gen import nfs4 as N
 from pynfsd.gen import rpc as R
 from pynfsd.nfs4.callback import (
@@ -32,10 +33,9 @@ from pynfsd.nfs4.callback import (
     security_from_credential,
     universal_address,
 )
-from pynfsd.rpc.auth import AuthNone, AuthRegistry, AuthSys, Credential
+from pynfsd.rpc.auth import Credential
 from pynfsd.rpc.record import RecordReader
-from pynfsd.rpc.server import RpcCall, RpcServer
-from pynfsd.rpc.transport import RpcTcpServer, serve
+from pynfsd.rpc.transport import RpcTcpServer
 from pynfsd.xdr.runtime import Packer, Unpacker
 
 CB_PROG = 0x40000000
@@ -211,33 +211,15 @@ def test_path_state_and_generations() -> None:
 # ------------------------------------------------------------------ loopback, AUTH_SYS
 
 
-class CallbackService:
-    """A test callback service: CB_COMPOUND answers every CB_RECALL with `recall_status`."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[Credential, N.CB_COMPOUND4args]] = []
-        self.recall_status = N.NFS4_OK
-
-    async def compound(self, call: RpcCall) -> bytes:
-        u = Unpacker(call.args)
-        args = N.unpack_CB_COMPOUND4args(u)
-        u.done()
-        self.calls.append((call.cred, args))
-        res = [N.nfs_cb_resop4(N.OP_CB_RECALL, N.CB_RECALL4res(self.recall_status))]
-        return cb_res(self.recall_status, *res)
-
-
 @asynccontextmanager
 async def callback_service(host: str = "127.0.0.1") -> AsyncIterator[tuple[CallbackService, RpcTcpServer]]:
-    svc = CallbackService()
-    rpc = RpcServer(AuthRegistry([AuthNone(), AuthSys()]))
-    rpc.register(CB_PROG, 1, {CB_COMPOUND: svc.compound})
-    tcp = await serve(rpc, host, 0)
+    """The project's client callback service, listening on `host`."""
+    svc = await CallbackService.start(host)
+    assert svc.tcp is not None
     try:
-        yield svc, tcp
+        yield svc, svc.tcp
     finally:
-        tcp.close()
-        await tcp.wait_closed()
+        await svc.close()
 
 
 def sys_target(port: int, host: str = "127.0.0.1", ident: int = 9) -> CallbackTarget:
@@ -252,8 +234,8 @@ async def test_auth_sys_probe_and_recall(host: str) -> None:
         cb = CallbackClient()
         path = await cb.confirmed(1, sys_target(tcp.port, host))
         assert path.up and cb.path(1) is path
+        svc.recall_answers = [N.NFS4_OK, N.NFS4ERR_BADHANDLE]
         assert await cb.recall(1, STATEID, False, FH) == N.NFS4_OK
-        svc.recall_status = N.NFS4ERR_BADHANDLE
         assert await cb.recall(1, STATEID, True, FH) == N.NFS4ERR_BADHANDLE
         assert cb.path(1).up  # an op error is an answer: the path works
         cred, args = svc.calls[0]

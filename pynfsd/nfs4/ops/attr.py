@@ -18,7 +18,7 @@ from pynfsd.nfs4.attrs import (
 )
 from pynfsd.nfs4.attrsrc import requested_set, source_for
 from pynfsd.nfs4.context import CompoundContext
-from pynfsd.nfs4.ops.deleg import breaking, holder_attrs, stateid_user
+from pynfsd.nfs4.ops.deleg import breaking, holder_attrs, stateid_requester
 from pynfsd.nfs4.optable import op
 from pynfsd.nfs4.vfstypes import Obj
 
@@ -95,10 +95,10 @@ async def setattr_(ctx: CompoundContext, args: N.SETATTR4args) -> list[int]:
     if s.size is not None:
         ctx.vfs.check_writable(obj)
         # RFC 7530 §16.32.4: a size change is checked against the stateid like a WRITE.
-        ctx.state.check_io_stateid(await stateid_user(ctx, args.stateid, obj.fh, True), obj.fh,
-                                   True)
+        sid, _ = stateid_requester(ctx, args.stateid)
+        ctx.state.check_io_stateid(sid, obj.fh, True)
     elif ctx.state.delegations.by_file:
-        await stateid_user(ctx, args.stateid, obj.fh, True)
+        stateid_requester(ctx, args.stateid)
     # §10.4.1: any attribute change recalls other clients' delegations (the holder's own
     # delegation stateid, or another stateid of its, names it as the requester)
     await breaking(ctx, obj.fh, True)

@@ -48,16 +48,23 @@ async def breaking(ctx: CompoundContext, fh: bytes, write: bool) -> None:
         delegations.break_(fh, write, who)  # returned meanwhile; anything new conflicts?
 
 
-async def stateid_user(ctx: CompoundContext, sid4: N.stateid4, fh: bytes, write: bool
-                       ) -> Stateid:
-    """The stateid of READ, WRITE or SETATTR: its client is who asks (`ctx.clientid`); a
-    special stateid names nobody, and its access breaks delegations it conflicts with."""
+def stateid_requester(ctx: CompoundContext, sid4: N.stateid4) -> tuple[Stateid, bool]:
+    """The stateid of READ, WRITE or SETATTR, and whether it names a client: then that client
+    is who asks (`ctx.clientid`); a special stateid names nobody."""
     sid = to_stateid(sid4)
     clientid = ctx.state.clientid_of(sid)
-    if clientid is None:
-        await breaking(ctx, fh, write)
-    else:
+    if clientid is not None:
         ctx.clientid = clientid
+    return sid, clientid is not None
+
+
+async def stateid_user(ctx: CompoundContext, sid4: N.stateid4, fh: bytes, write: bool
+                       ) -> Stateid:
+    """`stateid_requester`'s stateid; a special stateid's access breaks the delegations it
+    conflicts with."""
+    sid, named = stateid_requester(ctx, sid4)
+    if not named:
+        await breaking(ctx, fh, write)
     return sid
 
 
@@ -73,7 +80,7 @@ async def holder_attrs(ctx: CompoundContext, fh: bytes, attrs: Attrs) -> Attrs:
     if got is None:
         await breaking(ctx, fh, False)  # CB_GETATTR failed: recall (knfsd)
         return attrs
-    if not delegations.live(deleg):
+    if not deleg.held:
         return attrs
     reported = delegations.modified(deleg, *got)
     if reported is None:

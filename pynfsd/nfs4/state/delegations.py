@@ -236,7 +236,7 @@ class Delegations:
             return
         pending: list[Delegation] = []
         for deleg in self.conflicting(file_key, write, who):
-            if not self.live(deleg):
+            if not deleg.held:
                 continue
             if self._yield_courteous(deleg.client, "a file it holds a delegation of"):
                 continue  # its whole state went, delegations included (§9.6.3.1)
@@ -257,9 +257,6 @@ class Delegations:
     def _overdue(self, deleg: Delegation) -> bool:
         started = deleg.recalled_at
         return started is not None and self.clock() >= started + self.enforced_lease
-
-    def live(self, deleg: Delegation) -> bool:
-        return deleg.client.delegations.get(deleg.index) is deleg
 
     def write_delegation(self, file_key: bytes, who: Requester) -> Delegation | None:
         """Another client's write delegation on a file (whose holder CB_GETATTR asks)."""

@@ -215,3 +215,8 @@ class Delegation:
 
     def stateid(self) -> Stateid:
         return Stateid(self.seqid, self.client.stateid_other(self.index))
+
+    @property
+    def held(self) -> bool:
+        """Whether the client still holds it (not returned, revoked or replaced)."""
+        return self.client.delegations.get(self.index) is self
