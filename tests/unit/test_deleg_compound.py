@@ -266,14 +266,22 @@ async def test_getattr_by_another_client_asks_the_write_delegation_holder(tmp_pa
             v = bytes(attrs.attr_vals)
             return int.from_bytes(v[8:16], "big"), int.from_bytes(v[:8], "big")
 
+        async def modify_time() -> int:
+            attrs = await w.b.getattr(f.fh, N.FATTR4_CHANGE, N.FATTR4_TIME_MODIFY)
+            v = bytes(attrs.attr_vals)  # change, then nfstime4 (seconds, nseconds)
+            return int.from_bytes(v[8:16], "big", signed=True) * 10**9 + int.from_bytes(v[16:20], "big")
+
         assert await size_change() == (10, deleg.change)
+        before = await modify_time()
         f.delegation.change, f.delegation.size = deleg.change + 5, 4242  # dirty in its cache
         assert await size_change() == (4242, deleg.change + 1)
         assert await size_change() == (4242, deleg.change + 1)
-        assert len(w.svc.getattrs) == 3 and w.svc.recalls == []
+        reported = await modify_time()  # knfsd: the holder's modification moves mtime to now
+        assert reported > before and reported == await modify_time()
+        assert len(w.svc.getattrs) == 6 and w.svc.recalls == []
         await w.b.getattr(f.fh, N.FATTR4_MODE)  # neither size nor change: nobody is asked
         await w.a.getattr(f.fh, N.FATTR4_SIZE)  # the holder itself
-        assert len(w.svc.getattrs) == 3
+        assert len(w.svc.getattrs) == 6
 
 
 async def test_a_failing_cb_getattr_recalls(tmp_path: Path) -> None:

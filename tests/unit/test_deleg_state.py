@@ -389,10 +389,10 @@ def test_cb_getattr_change_arithmetic() -> None:
     d = s.open(s.a, F, BOTH)  # granted at change 7, size 100
     assert d is not None
     dels = s.sm.delegations
-    assert dels.modified(d, 100, 7) is None  # not modified: the server's values hold
-    assert dels.modified(d, 150, 7) == (150, 8)  # modified: change above the server's
-    assert dels.modified(d, 150, 7) == (150, 8)  # the same report: the same answer
-    assert dels.modified(d, 200, 9) == (200, 9)  # a new change: bumped again
+    assert dels.modified(d, 100, 7, 1000) is None  # not modified: the server's values hold
+    assert dels.modified(d, 150, 7, 2000) == (150, 8, 2000)  # modified: change above the server's
+    assert dels.modified(d, 150, 7, 3000) == (150, 8, 2000)  # the same report: the same answer
+    assert dels.modified(d, 200, 9, 4000) == (200, 9, 4000)  # a new change: bumped again, now
     assert dels.write_delegation(F, Requester(s.b)) is d
     assert dels.write_delegation(F, Requester(s.a)) is None  # the holder asks itself
 

@@ -18,6 +18,7 @@ sends either (knfsd answers NOTSUPP as well).
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 from pynfsd.fs.backend import Attrs
@@ -82,11 +83,12 @@ async def holder_attrs(ctx: CompoundContext, fh: bytes, attrs: Attrs) -> Attrs:
         return attrs
     if not deleg.held:
         return attrs
-    reported = delegations.modified(deleg, *got)
+    reported = delegations.modified(deleg, *got, time.time_ns())
     if reported is None:
         return attrs
-    size, change = reported
-    return replace(attrs, size=size, change=change)
+    size, change, when = reported
+    return replace(attrs, size=size, change=change, mtime_ns=max(attrs.mtime_ns, when),
+                   ctime_ns=max(attrs.ctime_ns, when))
 
 
 @op(N.OP_DELEGRETURN)

@@ -262,17 +262,20 @@ class Delegations:
         """Another client's write delegation on a file (whose holder CB_GETATTR asks)."""
         return next(iter(d for d in self.conflicting(file_key, False, who) if d.write), None)
 
-    def modified(self, deleg: Delegation, size: int, change: int) -> tuple[int, int] | None:
+    def modified(self, deleg: Delegation, size: int, change: int, now_ns: int
+                 ) -> tuple[int, int, int] | None:
         """What to answer after the holder reported `size` and `change` by CB_GETATTR
         (§10.4.3): None if it has not modified the file (the server's values hold), else its
-        size and a change attribute above the server's at the grant, bumped once for every
-        new change value the holder reports."""
+        size, a change attribute above the server's at the grant, bumped once for every new
+        change value the holder reports, and the time (`now_ns` of the report that bumped
+        it) to give as the file's modify and change times, as knfsd sets them."""
         if deleg.bumped is None and change == deleg.change and size == deleg.size:
             return None
         if deleg.bumped is None or change != deleg.client_change:
             deleg.bumped = (deleg.change if deleg.bumped is None else deleg.bumped) + 1
             deleg.client_change = change
-        return size, deleg.bumped
+            deleg.modified_ns = now_ns
+        return size, deleg.bumped, deleg.modified_ns
 
     # -- return, revocation, lookups -------------------------------------------------------
 

@@ -199,8 +199,9 @@ class Delegation:
 
     `recalled_at` is when the recall began (None: not recalled); `change` and `size` are the
     server's change attribute and size when it was granted, `client_change` the holder's
-    change attribute last reported by CB_GETATTR and `bumped` the change attribute the
-    server reports while the holder has modified the file (§10.4.3)."""
+    change attribute last reported by CB_GETATTR, `bumped` the change attribute the server
+    reports while the holder has modified the file (§10.4.3) and `modified_ns` the wall-clock
+    time (ns) of the report that bumped it, reported as its modify and change times."""
 
     index: int
     client: Client
@@ -212,6 +213,7 @@ class Delegation:
     size: int = 0
     client_change: int | None = None
     bumped: int | None = None
+    modified_ns: int = 0
 
     def stateid(self) -> Stateid:
         return Stateid(self.seqid, self.client.stateid_other(self.index))
