@@ -152,6 +152,7 @@ class EtcdRecovery:
                 db = await self._begin(records)
         await self._maybe_lift(db, rev)
         await self._cleanup()
+        self.record_count = await self.kv.count(self.url.key("clients"))
 
     async def _keepalive(self) -> None:
         reply = await self.kv.call(self.kv.client.refresh_lease, self.lease_id)
