@@ -186,21 +186,23 @@ class ClusterGrace:
     def in_grace(self) -> bool:
         return self.db.in_grace
 
+    # the progress hooks feed this node's own reclaim tracking while it needs grace
+
     def client_confirmed(self, ownerid: bytes) -> None:
-        if self.local is not None:
-            self.local.client_confirmed(ownerid)
+        self._tell("client_confirmed", ownerid)
 
     def reclaimed(self, ownerid: bytes) -> None:
-        if self.local is not None:
-            self.local.reclaimed(ownerid)
+        self._tell("reclaimed", ownerid)
 
     def non_reclaim(self, ownerid: bytes) -> None:
-        if self.local is not None:
-            self.local.non_reclaim(ownerid)
+        self._tell("non_reclaim", ownerid)
 
     def client_gone(self, ownerid: bytes) -> None:
+        self._tell("client_gone", ownerid)
+
+    def _tell(self, hook: str, ownerid: bytes) -> None:
         if self.local is not None:
-            self.local.client_gone(ownerid)
+            getattr(self.local, hook)(ownerid)
 
     def status(self) -> dict[str, object]:
         local = self.local.status() if self.local is not None else {}
@@ -213,7 +215,7 @@ class ClusterGrace:
             "need": self.need,
             "epoch": self.db.current,
             "recovery_epoch": self.db.recovery,
-            "ended_reason": None if self.db.in_grace else "cluster grace lifted",
+            "ended_reason": None if self.db.in_grace else "the cluster is not in grace",
         }
 
 
