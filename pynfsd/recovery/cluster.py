@@ -24,6 +24,10 @@ revision, so two nodes starting at once make one epoch.  Every node watches the 
 at a new epoch it loads the records written before C (who may reclaim), re-writes the records
 of its own clients with epoch C, acknowledges C, and serves only reclaims.
 
+Reclaims are served only once every other member has acknowledged the epoch (NFS4ERR_DELAY
+until then, as Ganesha waits for every node's ENFORCING flag): before that, a node that has
+not yet seen the epoch begin could still grant state that conflicts with a reclaim.
+
 A node that needs grace tracks its own clients' reclaims with a local `GracePeriod` (the
 clients it expects: records it wrote itself, or written by nodes that are no longer members).
 When that ends (all came back and finished, or its time ran out) the node clears its need
