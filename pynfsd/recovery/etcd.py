@@ -169,6 +169,8 @@ class EtcdRecovery:
             await self._flush()
         if not db.in_grace:
             self._previous = {}
+        elif self.grace.local is not None and self.grace.local.waiting():
+            await self._reclaimed_elsewhere(db)
         if gone and not self.grace.need:  # their clients may come here: grace for them
             records = await self._records()
             if any(r.node in gone for r in records):
@@ -247,6 +249,16 @@ class EtcdRecovery:
             self._queue(ownerid, Record(ownerid, rec.principal, rec.time, self.node, db.current))
         await self._flush()
         await self._ack(db)
+
+    async def _reclaimed_elsewhere(self, db: GraceDb) -> None:
+        """Clients this node waits for that reclaimed on another node (it re-wrote their
+        record in this epoch), or whose record went, will not come here: done."""
+        assert self.grace.local is not None
+        by_id = {r.ownerid: r for r in await self._records()}
+        for ownerid in self.grace.local.waiting():
+            rec = by_id.get(ownerid)
+            if rec is None or rec.epoch >= db.current and rec.node != self.node:
+                self.grace.client_gone(ownerid)
 
     async def _ack(self, db: GraceDb) -> None:
         self.acked = max(self.acked, db.current)
