@@ -105,3 +105,14 @@ def test_etcd_urls() -> None:
             EtcdUrl.parse(bad)
     assert grpc_target((("127.0.0.1", 1), ("127.0.0.1", 2))) == ("ipv4:127.0.0.1:1,127.0.0.1", 2)
     assert grpc_target((("::1", 1),)) == ("ipv6:[::1]", 1)
+
+
+def test_a_fenced_node_grants_no_new_state() -> None:
+    from pynfsd.nfs4 import errors as E
+
+    g = C.ClusterGrace(ManualClock(), duration=60, lease=5)
+    g.non_reclaim(b"client")  # a member: new state is fine
+    g.fenced = True
+    with pytest.raises(E.NFS4ERR_DELAY):
+        g.non_reclaim(b"client")
+    assert "membership lost" in C.format_cluster({"available": False, "fenced": True})[0]
