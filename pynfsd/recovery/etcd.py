@@ -17,20 +17,22 @@ takes a lease, reads the grace record and the client records and, if some record
 to clients that must reclaim here (this node wrote it, or its node is not a member), asks for
 grace (`begin`) in one transaction with its need flag.  Then `run()` ticks every
 `interval` seconds (a third of the lease), and at once when a watch on the grace record,
-the need flags and the members reports a change: it renews the lease (a new one and a fresh membership key if it had
-expired), reads the grace record, the need flags and the members, enters a new epoch when
+the need flags and the members reports a change: it renews the lease (a new one and a fresh
+membership key if it had expired), reads the grace record, the need flags and the members, enters a new epoch when
 one began (load who may reclaim, re-write its own clients' records with the new epoch,
 acknowledge), begins grace itself when a member vanished that had written records (it takes
 over that node's clients), clears its need flag when its own reclaims are done, lifts the
 grace when no flag is left or its deadline passed, deletes the records nobody reclaimed once
 every member acknowledged the epoch, and retries record writes that failed.
 
-Records: `client_has_state`/`client_removed` queue a put/delete keyed by co_ownerid (so the
-queue holds at most one entry per client: it is bounded by the server's client limit), and
-`sync()` writes the queue in transactions of at most `TXN_OPS` operations.  `sync` is bounded
+Records: `client_has_state`/`client_removed` queue a put/delete keyed by co_ownerid (one
+entry per client at most, and at most `max_pending` entries: beyond, a new client's record
+is refused with NFS4ERR_DELAY before it gets any state), and `sync()` writes the queue in transactions of at most `TXN_OPS` operations.  `sync` is bounded
 by the timeout; if etcd cannot be reached it raises `StoreUnavailable` (at once while etcd is
 known to be down): OPEN answers NFS4ERR_DELAY before creating any state, and the queued
-change stays queued and is written by the next tick that reaches etcd.
+change stays queued and is written by the next tick that reaches etcd.  A node whose ticks
+have not renewed its lease for a whole `ttl` fences itself (`ClusterGrace.fenced`: no new
+state) until a tick succeeds again.
 """
 
 from __future__ import annotations
