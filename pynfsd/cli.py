@@ -451,7 +451,8 @@ async def run_server(
     sources.connections = server.table
     control = await admin.start_admin(nfs, args.state_dir, drc, server.table, listeners=server,
                                       snapshot=snapshotter(sources),
-                                      commands=exports.admin_commands())
+                                      commands={**exports.admin_commands(), **(
+                                          cluster.recovery.admin_commands() if cluster else {})})
     try:
         tree = await nfsdfs_serve.start(args, exports, server, nfs) if args.nfsd_fs else None
     except (OSError, RuntimeError) as e:

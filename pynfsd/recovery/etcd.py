@@ -254,6 +254,30 @@ class EtcdRecovery:
                 return new
         raise EtcdUnavailable(f"{self.url}: the grace record keeps changing")
 
+    async def takeover(self, node: str) -> dict[str, Any]:
+        """`pynfsd takeover NODE`: NODE is down; end its membership now (revoke its lease)
+        and ask for grace so that its clients reclaim here (`rados_cluster`'s `start`)."""
+        if node == self.node or not node or "/" in node:
+            raise ValueError(f"cannot take over {node!r}: name another node")
+        kv = await self.kv.get(self.url.key("nodes", node))
+        if kv is not None and kv.lease:
+            await self.kv.call(self.kv.client.revoke_lease, kv.lease)
+        await self._read_members()
+        log.info("recovery: taking over the clients of node %s (by request)", node)
+        db = await self._begin(await self._records())
+        return {"node": self.node, "took_over": node, "epoch": db.current,
+                "recovery_epoch": db.recovery}
+
+    def admin_commands(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        """The control socket's `takeover` request."""
+        async def takeover(request: dict[str, Any]) -> dict[str, Any]:
+            try:
+                return await self.takeover(str(request.get("node", "")))
+            except EtcdUnavailable as e:  # the admin reply names it
+                raise ValueError(f"etcd unreachable: {e}") from None
+
+        return {"takeover": takeover}
+
     async def _enter(self, db: GraceDb) -> None:
         """A new epoch began: who may reclaim, our clients re-written, then acknowledged."""
         self.epoch = max(self.epoch, db.current)  # new records are written with it from now

@@ -7,6 +7,7 @@
   sees a's membership expire and begins a cluster grace; the client reclaims its open and
   lock on b with a filehandle node a gave it; another client's conflicting LOCK gets
   NFS4ERR_GRACE until the reclaim is over, then NFS4ERR_DENIED, then the lock once released;
+- `pynfsd takeover NODE`: the same at once, without waiting for the dead node's lease;
 - etcd down during service: existing state keeps working (READ, WRITE, RENEW, LOCKU, CLOSE),
   a new client's OPEN gets NFS4ERR_DELAY (never state without its record), at most
   --recovery-queue record changes wait, once the membership lease is surely gone a new LOCK
@@ -121,6 +122,38 @@ async def test_takeover_reclaim_on_the_other_node(tmp_path: Path, url: str) -> N
         await two.nfs.close()
         assert_log_clean(b.log_text())
         assert "taking over their clients" in b.log_text()
+
+
+async def test_takeover_by_command(tmp_path: Path, url: str) -> None:
+    """`pynfsd takeover a` on b ends a's membership at once (its lease would last 30 s) and
+    begins the grace in which a's client reclaims on b."""
+    export = tmp_path / "export"
+    export.mkdir()
+    a = node(tmp_path, export, url, "a", "--node-ttl", "30")
+    b = node(tmp_path, export, url, "b", "--node-ttl", "30")
+    with a, b:
+        one = await session(a, b"client-one")
+        f = await one.open(await one.lookup_path(str(export)), b"file", create=True)
+        await one.lock(f, WRITE_LT, 0, 1)
+        a.kill9()
+        out = subprocess.run([sys.executable, "-m", "pynfsd", "takeover", "a", "--state-dir",
+                              str(b.state_dir)], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        assert "takes over the clients of a" in out.stdout
+        st = status(b)
+        assert st["grace"]["in_grace"] and [n["name"] for n in st["cluster"]["nodes"]] == ["b"]
+        await one.nfs.close()
+        one.nfs = await Nfs4Client.connect(HOST, b.port)
+        one.open_owners.clear()
+        await one.establish()
+        g = await one.reclaim_open(f.fh)
+        await one.lock(g, WRITE_LT, 0, 1, reclaim=True)
+        await one.nfs.close()
+        refused = subprocess.run([sys.executable, "-m", "pynfsd", "takeover", "b",
+                                  "--state-dir", str(b.state_dir)], capture_output=True,
+                                 text=True, timeout=30)
+        assert refused.returncode == 1 and "name another node" in refused.stderr
+        assert_log_clean(b.log_text())
 
 
 async def test_a_restart_puts_every_node_in_grace(tmp_path: Path, url: str) -> None:
