@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from pynfsd.client.nfs4 import Nfs4Client, Nfs4Failure
+from pynfsd.client.nfs4 import Nfs4Client, Nfs4Failure, op
 from pynfsd.client.session import WRITE_LT, ClientSession
 from pynfsd.gen import nfs4 as N
 from tests.etcd_cluster import EtcdCluster
@@ -43,6 +43,21 @@ def node(tmp: Path, export: Path, url: str, name: str, *extra: str) -> ServerPro
         extra_args=["--recovery", url, "--node-id", name, "--node-ttl", str(TTL),
                     "--lease", str(LEASE), "--grace", str(GRACE), "--delegations", "off",
                     "--recovery-timeout", "2", *extra])
+
+
+def pair(tmp: Path, url: str, *extra: str) -> tuple[Path, ServerProcess, ServerProcess]:
+    """The shared export directory and nodes a and b serving it."""
+    export = tmp / "export"
+    export.mkdir()
+    return export, node(tmp, export, url, "a", *extra), node(tmp, export, url, "b", *extra)
+
+
+async def move(s: ClientSession, srv: ServerProcess) -> None:
+    """The client's server address now leads to `srv`: a new connection and client id."""
+    await s.nfs.close()
+    s.nfs = await Nfs4Client.connect(HOST, srv.port)
+    s.open_owners.clear()
+    await s.establish()
 
 
 def status(srv: ServerProcess) -> dict[str, Any]:
@@ -83,9 +98,7 @@ async def keep_renewing(sessions: list[ClientSession]) -> None:
 
 
 async def test_takeover_reclaim_on_the_other_node(tmp_path: Path, url: str) -> None:
-    export = tmp_path / "export"
-    export.mkdir()
-    a, b = node(tmp_path, export, url, "a"), node(tmp_path, export, url, "b")
+    export, a, b = pair(tmp_path, url)
     with a, b:
         one = await session(a, b"client-one")
         root = await one.lookup_path(str(export))
@@ -103,11 +116,9 @@ async def test_takeover_reclaim_on_the_other_node(tmp_path: Path, url: str) -> N
         assert [n["name"] for n in st["nodes"]] == ["b"] and st["recovery_epoch"] > 0
         assert await status_of(two.lock(f2, WRITE_LT, 0, 10)) == N.NFS4ERR_GRACE
 
-        await one.nfs.close()
-        one.nfs = await Nfs4Client.connect(HOST, b.port)  # the address moved to b
-        assert await status_of(one.renew()) == N.NFS4ERR_STALE_CLIENTID
-        one.open_owners.clear()
-        await one.establish()
+        old_id = one.clientid
+        await move(one, b)  # the address moved to b
+        assert await status_of(one.nfs.check([op.renew(old_id)])) == N.NFS4ERR_STALE_CLIENTID
         g = await one.reclaim_open(f.fh)  # node a's filehandle is valid on node b
         await one.lock(g, WRITE_LT, 0, 10, reclaim=True)
         assert await one.read(g, 0, 22) == b"written through node a"
@@ -127,10 +138,7 @@ async def test_takeover_reclaim_on_the_other_node(tmp_path: Path, url: str) -> N
 async def test_takeover_by_command(tmp_path: Path, url: str) -> None:
     """`pynfsd takeover a` on b ends a's membership at once (its lease would last 30 s) and
     begins the grace in which a's client reclaims on b."""
-    export = tmp_path / "export"
-    export.mkdir()
-    a = node(tmp_path, export, url, "a", "--node-ttl", "30")
-    b = node(tmp_path, export, url, "b", "--node-ttl", "30")
+    export, a, b = pair(tmp_path, url, "--node-ttl", "30")
     with a, b:
         one = await session(a, b"client-one")
         f = await one.open(await one.lookup_path(str(export)), b"file", create=True)
@@ -142,10 +150,7 @@ async def test_takeover_by_command(tmp_path: Path, url: str) -> None:
         assert "takes over the clients of a" in out.stdout
         st = status(b)
         assert st["grace"]["in_grace"] and [n["name"] for n in st["cluster"]["nodes"]] == ["b"]
-        await one.nfs.close()
-        one.nfs = await Nfs4Client.connect(HOST, b.port)
-        one.open_owners.clear()
-        await one.establish()
+        await move(one, b)
         g = await one.reclaim_open(f.fh)
         await one.lock(g, WRITE_LT, 0, 1, reclaim=True)
         await one.nfs.close()
@@ -157,10 +162,7 @@ async def test_takeover_by_command(tmp_path: Path, url: str) -> None:
 
 
 async def test_a_restart_puts_every_node_in_grace(tmp_path: Path, url: str) -> None:
-    export = tmp_path / "export"
-    export.mkdir()
-    a = node(tmp_path, export, url, "a", "--grace", "90")
-    b = node(tmp_path, export, url, "b", "--grace", "90")
+    export, a, b = pair(tmp_path, url, "--grace", "90")
     with a, b:
         one = await session(a, b"client-one")
         root = await one.lookup_path(str(export))
@@ -173,10 +175,7 @@ async def test_a_restart_puts_every_node_in_grace(tmp_path: Path, url: str) -> N
                     "both nodes are in grace")
         assert await status_of(two.open(root, b"new-on-b", create=True)) == N.NFS4ERR_GRACE
         await two.write(g, 0, b"existing state works in grace")  # b's own clients keep theirs
-        await one.nfs.close()
-        one.nfs = await Nfs4Client.connect(HOST, a.port)
-        one.open_owners.clear()
-        await one.establish()
+        await move(one, a)
         f = await one.reclaim_open(f.fh)
         await one.lock(f, WRITE_LT, 0, 10, reclaim=True)
         await status_of(one.open(root, b"after", create=True))  # its reclaims are over
