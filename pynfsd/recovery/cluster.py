@@ -161,8 +161,10 @@ def expected_clients(records: Iterable[Record], node: str, members: Iterable[str
 class ClusterGrace:
     """One node's `GraceTracker` in a cluster (see the module docstring)."""
 
-    def __init__(self, clock: Callable[[], float], duration: float, lease: float) -> None:
+    def __init__(self, clock: Callable[[], float], duration: float, lease: float,
+                 wallclock: Callable[[], float] | None = None) -> None:
         self._clock = clock
+        self._wallclock = wallclock or clock  # the grace record's deadline is wall-clock time
         self.duration = duration
         self.lease = lease
         self.db = GraceDb()
@@ -217,9 +219,10 @@ class ClusterGrace:
 
     def status(self) -> dict[str, object]:
         local = self.local.status() if self.local is not None else {}
+        left = self.db.until - self._wallclock() if self.db.in_grace else 0.0
         return {
             "in_grace": self.db.in_grace,
-            "seconds_left": max(0.0, float(local.get("seconds_left", 0.0))),  # type: ignore[arg-type]
+            "seconds_left": max(0.0, left),
             "recorded": local.get("recorded", 0),
             "reclaimed": local.get("reclaimed", 0),
             "pending": local.get("pending", 0),

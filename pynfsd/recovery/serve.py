@@ -82,7 +82,8 @@ async def join(args: argparse.Namespace, config: ServerConfig) -> Cluster | None
     if args.recovery == "file":
         return None
     url = EtcdUrl.parse(args.recovery)
-    grace = ClusterGrace(config.clock, config.grace_time, enforced_lease(config.lease_time))
+    grace = ClusterGrace(config.clock, config.grace_time, enforced_lease(config.lease_time),
+                         lambda: config.wallclock_ns() / 1e9)
     recovery = EtcdRecovery(url, args.node_id, grace, timeout=float(args.recovery_timeout),
                             ttl=args.node_ttl, max_pending=args.recovery_queue)
     try:

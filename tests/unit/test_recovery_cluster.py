@@ -55,7 +55,8 @@ def test_cluster_grace_tracks_local_reclaims_until_done() -> None:
     clock = ManualClock()
     g = C.ClusterGrace(clock, duration=60, lease=5)
     assert not g.in_grace() and not g.wants_lift()
-    g.observe(C.begin(C.GraceDb(), now=0.0, duration=60))
+    g.observe(C.begin(C.GraceDb(), now=clock(), duration=60))
+    assert g.status()["seconds_left"] == 60
     g.needs([b"one", b"two"])
     assert g.in_grace() and not g.wants_lift()
     for ownerid in (b"one", b"two"):
