@@ -99,6 +99,7 @@ class EtcdRecovery:
         self._cleanup_epoch = 0
         self._started = wallclock()
         self._wake = asyncio.Event()
+        self.watching = asyncio.Event()  # the watch is in place
 
     # -- start-up and the tick ------------------------------------------------------------
 
@@ -135,10 +136,12 @@ class EtcdRecovery:
             try:
                 watch = await self.kv.call(self.kv.client.watch, self.url.key("grace"),
                                            range_end=self.url.key("nodes0"))
+                self.watching.set()
                 async for _event in watch:
                     self._wake.set()
             except Exception as e:  # etcd unreachable: the tick notices; watch again later
                 log.debug("recovery: watch ended: %s", e)
+            self.watching.clear()
             await asyncio.sleep(self.interval)
 
     async def _loop(self) -> None:

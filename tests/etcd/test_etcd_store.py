@@ -226,11 +226,12 @@ async def test_member_kill9_and_leader_change_under_load(url: str, cluster: Etcd
 
 
 async def test_a_running_node_learns_of_a_new_epoch_by_its_watch(url: str) -> None:
-    """b's tick runs every 10 s (a third of its 30 s lease); the watch wakes it at once."""
+    """b's tick runs every 20 s (a third of its 60 s lease); the watch wakes it at once."""
     clock = ManualClock()
-    b = node(url, "b", clock, ttl=30)
+    b = node(url, "b", clock, ttl=60)
     await b.start()
     runner = asyncio.create_task(b.run())
+    await asyncio.wait_for(b.watching.wait(), 20)
     a = node(url, "a", clock)
     await a.start()
     a.client_has_state(b"client", "root")
@@ -238,7 +239,7 @@ async def test_a_running_node_learns_of_a_new_epoch_by_its_watch(url: str) -> No
     await a.close()
     a2 = node(url, "a", clock)
     await a2.start()  # a restarts and asks for grace
-    for _ in range(50):  # 5 s, half of b's tick interval
+    for _ in range(100):  # 10 s, half of b's tick interval
         if b.grace.in_grace() and b.acked == a2.grace.db.current:
             break
         await asyncio.sleep(0.1)
