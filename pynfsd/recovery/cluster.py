@@ -175,6 +175,8 @@ class ClusterGrace:
     # -- what the etcd skin tells it ----------------------------------------------------
 
     def observe(self, db: GraceDb) -> None:
+        if db.current < self.db.current:
+            return  # read before a newer epoch this node already knows of
         if db.in_grace != self.db.in_grace or db.current != self.db.current:
             log.info("cluster grace: epoch %d, %s", db.current,
                      f"recovering from epoch {db.recovery}" if db.in_grace else "not in grace")

@@ -96,6 +96,7 @@ class EtcdRecovery:
         self._pending: dict[bytes, Record | None] = {}
         self._queued = self._durable = 0
         self._flush_lock = asyncio.Lock()
+        self._tick_lock = asyncio.Lock()  # a tick and an admin takeover, one at a time
         self._cleanup_epoch = 0
         self._started = wallclock()
         self._wake = asyncio.Event()
@@ -173,6 +174,10 @@ class EtcdRecovery:
             self.grace.fenced = True
 
     async def tick(self) -> None:
+        async with self._tick_lock:
+            await self._tick()
+
+    async def _tick(self) -> None:
         await self._keepalive()
         db, rev = await self._grace_db()
         gone = await self._read_members()
@@ -262,12 +267,13 @@ class EtcdRecovery:
         and ask for grace so that its clients reclaim here (`rados_cluster`'s `start`)."""
         if node == self.node or not node or "/" in node:
             raise ValueError(f"cannot take over {node!r}: name another node")
-        kv = await self.kv.get(self.url.key("nodes", node))
-        if kv is not None and kv.lease:
-            await self.kv.call(self.kv.client.revoke_lease, kv.lease)
-        await self._read_members()
-        log.info("recovery: taking over the clients of node %s (by request)", node)
-        db = await self._begin(await self._records())
+        async with self._tick_lock:
+            kv = await self.kv.get(self.url.key("nodes", node))
+            if kv is not None and kv.lease:
+                await self.kv.call(self.kv.client.revoke_lease, kv.lease)
+            await self._read_members()
+            log.info("recovery: taking over the clients of node %s (by request)", node)
+            db = await self._begin(await self._records())
         return {"node": self.node, "took_over": node, "epoch": db.current,
                 "recovery_epoch": db.recovery}
 
@@ -313,6 +319,7 @@ class EtcdRecovery:
                         self.grace.need, os.getpid(), self._started, len(self._current))
         await self.kv.call(self.kv.client.put, self.url.key("nodes", self.node), info.encode(),
                            lease=self.lease_id)
+        self.members[self.node] = info
 
     async def _maybe_lift(self, db: GraceDb, rev: int) -> None:
         if self.grace.wants_lift():

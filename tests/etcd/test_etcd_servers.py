@@ -150,6 +150,7 @@ async def test_takeover_by_command(tmp_path: Path, url: str) -> None:
         assert "takes over the clients of a" in out.stdout
         st = status(b)
         assert st["grace"]["in_grace"] and [n["name"] for n in st["cluster"]["nodes"]] == ["b"]
+        assert (st["grace"]["recorded"], st["grace"]["pending"]) == (1, 1)  # a's client
         await move(one, b)
         g = await one.reclaim_open(f.fh)
         await one.lock(g, WRITE_LT, 0, 1, reclaim=True)

@@ -73,6 +73,15 @@ def test_cluster_grace_tracks_local_reclaims_until_done() -> None:
     assert not g.in_grace() and not g.need and g.local is None
 
 
+def test_an_older_grace_record_read_late_changes_nothing() -> None:
+    g = C.ClusterGrace(ManualClock(), duration=60, lease=5)
+    old = C.GraceDb()
+    g.observe(C.begin(old, now=0.0, duration=60))
+    g.needs([b"client"])
+    g.observe(old)  # a tick's read from before the new epoch
+    assert g.in_grace() and g.need and g.local is not None
+
+
 def test_a_node_that_needs_grace_gives_up_when_its_time_is_over() -> None:
     clock = ManualClock()
     g = C.ClusterGrace(clock, duration=60, lease=5)
