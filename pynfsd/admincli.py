@@ -73,6 +73,11 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
              "server running with --state-dir.")
     add_listen_command(sub)
     add_export_commands(sub)
+    t = _command(sub, "takeover", help="take over a dead cluster node's clients (root only)",
+                 description="On a server started with --recovery etcd://...: end NODE's "
+                 "membership now (it is down) and begin a cluster-wide grace in which NODE's "
+                 "clients reclaim here.  Run it before moving NODE's address to this server.")
+    t.add_argument("node", metavar="NODE", help="the --node-id of the node taken over")
     nfsutils.add_command(sub, DEFAULT_STATE_DIR)
 
 
@@ -113,6 +118,8 @@ def admin_request(args: argparse.Namespace) -> dict[str, object]:
         return {"cmd": "exportfs", "action": "reload" if args.reload else "show"}
     if args.command == "cache":
         return {"cmd": "cache", "action": args.action, "name": args.name}
+    if args.command == "takeover":
+        return {"cmd": "takeover", "node": args.node}
     if getattr(args, "action", None) == "revoke":
         return {"cmd": "revoke", "clientid": args.id}
     return {"cmd": "clients"}
@@ -156,6 +163,10 @@ def admin_main(args: argparse.Namespace) -> int:
         print(format_exportfs(request, result), end="")
     elif request["cmd"] == "cache":
         print(format_cache(request, result), end="")
+    elif request["cmd"] == "takeover":
+        print(f"node {result['node']} takes over the clients of {result['took_over']}: "
+              f"cluster grace, epoch {result['epoch']} (recovering epoch "
+              f"{result['recovery_epoch']})")
     elif request["cmd"] == "revoke":
         print(f"revoked client {result['clientid']} (\"{result['co_ownerid']}\"): "
               f"{result['opens']} open(s), {result['locks']} lock(s)")
