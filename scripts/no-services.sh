@@ -14,6 +14,8 @@
 #   krb5-kdc       krb5-kdc.service, /etc/init.d/krb5-kdc (port 88)
 #   krb5-admin-server  krb5-admin-server.service, /etc/init.d/krb5-admin-server (port 749)
 #   gssproxy       gssproxy.service
+#   etcd-server    etcd.service (alias etcd2.service), /etc/init.d/etcd (ports 2379, 2380);
+#                  the tests start their own etcd members as child processes
 #   podman         podman.service, podman.socket, podman-restart.service,
 #                  podman-auto-update.timer; containernetworking-plugins: cni-dhcp.socket
 # Each unit that exists is disabled with deb-systemd-helper (which also records the choice,
@@ -29,11 +31,15 @@ UNITS="nfs-ganesha.service nfs-ganesha-lock.service rpcbind.service rpcbind.sock
        podman-auto-update.service cni-dhcp.service cni-dhcp.socket
        nfs-server.service nfs-kernel-server.service nfs-blkmap.service nfs-mountd.service
        nfs-idmapd.service rpc-statd.service rpc-statd-notify.service nfsdcld.service
-       rpc-svcgssd.service rpc-gssd.service auth-rpcgss-module.service proc-fs-nfsd.mount"
-INITSCRIPTS="krb5-kdc krb5-admin-server rpcbind nfs-common nfs-kernel-server gssproxy nfs-ganesha"
-# Daemons of rpcbind, nfs-common and nfs-kernel-server: none may be running after the tests
-# (the tests run rpc.mountd only as their own child process, inside `pynfsd nfs-utils`).
-DAEMONS="rpcbind rpc.mountd rpc.idmapd rpc.statd sm-notify blkmapd nfsdcld rpc.gssd rpc.svcgssd"
+       rpc-svcgssd.service rpc-gssd.service auth-rpcgss-module.service proc-fs-nfsd.mount
+       etcd.service"
+INITSCRIPTS="krb5-kdc krb5-admin-server rpcbind nfs-common nfs-kernel-server gssproxy nfs-ganesha
+             etcd"
+# Daemons of rpcbind, nfs-common, nfs-kernel-server and etcd-server: none may be running after
+# the tests (the tests run rpc.mountd only as their own child process, inside `pynfsd
+# nfs-utils`, and etcd members only as children of tests/etcd_cluster.py, which kills them).
+DAEMONS="rpcbind rpc.mountd rpc.idmapd rpc.statd sm-notify blkmapd nfsdcld rpc.gssd rpc.svcgssd
+         etcd"
 
 running_daemons() {   # "NAME PID" for each process whose command name is one of DAEMONS
     for comm in /proc/[0-9]*/comm; do
