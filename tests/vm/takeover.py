@@ -8,10 +8,18 @@
         with scene.contender("locked.dat") as c2: ...
 
 The network is a ``FailoverNet`` (``tests/vm/failover.py``). Both nodes serve the same host
-directory and keep their client records and filehandle key in one shared ``--state-dir``
-(the embedded file store on shared storage: only one node runs at a time, which the state
-directory's lock enforces). B starts once A is dead and the address is on B's side: its
-grace period is the takeover's, and A's clients reclaim their state on B within it.
+directory. Where they keep client records and the filehandle key (``store``):
+
+* ``"state-dir"``: one shared ``--state-dir`` (the embedded file store on shared storage).
+  Only one node runs at a time, which the state directory's lock enforces: B starts once A
+  is dead and the address is on B's side; its grace period is the takeover's.
+* ``"etcd"``: a 3-member etcd cluster in the bridge namespace (``tests/etcd_cluster.py``),
+  which the nodes reach over their veths (``--recovery etcd://... --node-id a|b``, each node
+  its own state directory). B runs from the start on its own address; when A's membership
+  lapses, B begins the cluster's grace for A's clients, and only then does the test move the
+  address to it (as a cluster manager moves a service address once the survivor is ready).
+
+Either way A's clients reclaim their state on B within its grace period.
 
 ``Contender`` runs ``tests/vm/contender.py`` (a client of the project's library) in the bridge
 namespace and keeps what it prints with the time each line arrived, on the timeline.
@@ -19,6 +27,7 @@ namespace and keeps what it prints with the time each line arrived, on the timel
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -28,26 +37,61 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+from pynfsd.admin import format_grace
+from tests.etcd_cluster import EtcdCluster
 from tests.vm.failover import FLOATING_ADDR, FailoverNet
 from tests.vm.multi import ConsoleLine
 from tests.vm.network import Network
 from tests.vm.scene import Scene
 from tests.vm.servers import REPO_ROOT, PynfsdServer
 
+STORES = ("state-dir", "etcd")
+
 
 class TakeoverScene(Scene):
     """A ``Scene`` on a ``FailoverNet``: node A serves first, ``take_over`` moves to B."""
 
     def __init__(self, workdir: Path, title: str, *, lease: int = 10, grace: int = 10,
-                 server_args: Sequence[str] = ()) -> None:
+                 server_args: Sequence[str] = (), store: str = "state-dir") -> None:
+        if store not in STORES:
+            raise ValueError(f"store {store!r}: one of {STORES}")
         self.nodes: dict[str, PynfsdServer] = {}
         self.active = "a"
+        self.store = store
         super().__init__(workdir, title, guests=1, lease=lease, grace=grace,
                          server_args=server_args, server=self._first_node, bridge=FailoverNet)
         standby = self._node("b")
         standby.lease, standby.grace = lease, grace
         standby.extra_args += server_args
+        self.etcd: EtcdCluster | None = None
+        if store == "etcd":
+            self.etcd = EtcdCluster(3, host=self.failover.bridge_addr,
+                                    wrap=self.failover.wrap([]), workdir=workdir / "etcd")
+            self._use_etcd(f"etcd://{self.etcd.endpoints}/pynfsd-takeover")
+
+    def _use_etcd(self, url: str) -> None:
+        """Each node its own state directory; records, grace and handle key in etcd."""
+        for name, node in self.nodes.items():
+            node.state_dir = node.workdir / "state"
+            node.extra_args += ["--recovery", url, "--node-id", name]
+
+    def __enter__(self) -> TakeoverScene:
+        if self.etcd is not None:
+            try:
+                self.etcd.start()
+            except BaseException:
+                self.etcd.stop()
+                self.bridge.close()
+                raise
+            self.timeline.log("host", f"etcd: 3 members on {self.etcd.endpoints}")
+        super().__enter__()
+        if self.etcd is not None:
+            self.nodes["b"].start()
+            self.timeline.log("host", f"node b: pynfsd started (pid {self.nodes['b'].pid}), "
+                              "standing by on its own address")
+        return self
 
     @property
     def failover(self) -> FailoverNet:
@@ -67,14 +111,42 @@ class TakeoverScene(Scene):
         return node
 
     def take_over(self, to: str) -> None:
-        """Move the service address to node ``to`` and start pynfsd there (its grace)."""
+        """Node ``to`` takes the service address: with etcd, once it has begun the cluster's
+        grace for the dead node's clients; on a shared state directory, it starts there."""
+        node = self.nodes[to]
+        if self.etcd is not None:
+            grace = self.wait_in_grace(node, 60.0)
+            self.timeline.log("host", f"node {to}: in grace ({format_grace(grace)})")
         self.failover.move_floating(to)
         self.timeline.log("host", f"service address {FLOATING_ADDR} moved to node {to} "
                           "(its interface and MAC with it)")
-        self.server, self.active = self.nodes[to], to
-        self.server.start()
-        self.timeline.log("host", f"node {to}: pynfsd started (pid {self.server.pid}) on the "
-                          f"shared state: grace {self.server.grace}s for the takeover")
+        self.server, self.active = node, to
+        if self.etcd is None:
+            node.start()
+            self.timeline.log("host", f"node {to}: pynfsd started (pid {node.pid}) on the "
+                              f"shared state: grace {node.grace}s for the takeover")
+
+    def status(self, node: PynfsdServer) -> dict[str, Any]:
+        """``pynfsd status --json`` of a running node."""
+        argv = [sys.executable, "-m", "pynfsd", "status", "--json", "--state-dir",
+                str(node.state_dir)]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True,
+                             env=node.environment(), cwd=REPO_ROOT).stdout
+        data = json.loads(out)
+        assert isinstance(data, dict)
+        return data
+
+    def wait_in_grace(self, node: PynfsdServer, timeout: float) -> dict[str, Any]:
+        """The node's grace status once it reports being in grace."""
+        end = time.monotonic() + timeout
+        while True:
+            grace = self.status(node).get("grace") or {}
+            if grace.get("in_grace"):
+                return dict(grace)
+            if time.monotonic() > end:
+                raise AssertionError(f"node not in grace after {timeout:.0f}s: {grace}\n"
+                                     f"{self.timeline.text()}")
+            time.sleep(0.5)
 
     def contender(self, file: str) -> Contender:
         argv = [sys.executable, "-m", "tests.vm.contender", FLOATING_ADDR,
@@ -89,7 +161,11 @@ class TakeoverScene(Scene):
                 if name != self.active:
                     node.stop()
         finally:
-            super().__exit__(et, ev, tb)
+            try:
+                super().__exit__(et, ev, tb)   # guests, the active node, the namespaces
+            finally:
+                if self.etcd is not None:
+                    self.etcd.stop()
 
 
 class Contender:
