@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from pynfsd import __version__
 from pynfsd.metrics.snapshot import headline
 from pynfsd.nfs4.state.clients import printable_id
+from pynfsd.recovery.cluster import format_cluster
 from pynfsd.rpc.listeners import ListenerError
 
 if TYPE_CHECKING:
@@ -202,6 +203,8 @@ class AdminCore:
         if self.listeners is not None:
             conns["listeners"] = [item.status() for item in self.listeners.listeners]
         metrics = {} if self.snapshot is None else {"metrics": headline(self.snapshot())}
+        store_status = getattr(server.client_store, "status", None)  # a cluster's store
+        cluster = {"cluster": store_status()} if callable(store_status) else {}
         return {
             "version": __version__,
             "uptime": round(uptime, 1),
@@ -214,6 +217,7 @@ class AdminCore:
             "collisions": server.state.clients.collisions.total,
             "grace": grace_status(server),
             **drc,
+            **cluster,
             **conns,
             **metrics,
         }
@@ -491,6 +495,8 @@ def format_status(st: dict[str, Any]) -> str:
         f"grace: {grace_text}",
         f"reply cache: {format_drc(st.get('drc'))}",
     ]
+    if isinstance(st.get("cluster"), dict):
+        lines.extend(format_cluster(st["cluster"]))
     if isinstance(st.get("connections"), dict):
         lines.append(f"connections: {format_connections(st['connections'])}")
     if isinstance(st.get("listeners"), list):

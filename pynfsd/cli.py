@@ -47,6 +47,7 @@ from pynfsd.metrics.http import MetricsServer, parse_address
 from pynfsd.metrics.serve import snapshotter, start_metrics
 from pynfsd.metrics.snapshot import Sources, gss_of, op_names
 from pynfsd.metrics.stats import Stats
+from pynfsd.nfs4.backends import keyed_local_backend
 from pynfsd.nfs4.server import (
     DEFAULT_MAX_COMPOUND_OPS,
     DEFAULT_MAX_REPLY,
@@ -56,6 +57,7 @@ from pynfsd.nfs4.server import (
 )
 from pynfsd.nfs4.state.delegations import DEFAULT_MAX_CLIENT_DELEGATIONS, DEFAULT_MAX_DELEGATIONS
 from pynfsd.nfsdfs import serve as nfsdfs_serve
+from pynfsd.recovery import serve as recovery_serve
 from pynfsd.rpc.auth import AuthRegistry
 from pynfsd.rpc.drc import DEFAULT_MAX_BYTES as DEFAULT_DRC_BYTES
 from pynfsd.rpc.drc import ReplyCache
@@ -152,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                    f"127.0.0.1:{METRICS_PORT} (default: off)")
     add_limit_options(s)
     exportsvc.add_arguments(s, _positive, _positive_seconds)
+    recovery_serve.add_arguments(s, _positive)
     nfsdfs_serve.add_argument(s)
     add_admin_commands(sub)
     return parser
@@ -166,7 +169,8 @@ exit codes:
      a missing --keytab or --principal-map, a socket passed by systemd (LISTEN_FDS) that
      is not a listening TCP socket, more listening sockets than --max-listeners
   3  unavailable: the port or address cannot be used (in use, not permitted, no such
-     address), or another server holds the state directory
+     address), another server holds the state directory, or etcd (--recovery) does not
+     answer
 """
 
 
@@ -426,10 +430,17 @@ async def run_server(
                           delegations=args.delegations == "on",
                           max_delegations=args.max_delegations,
                           max_client_delegations=args.max_client_delegations)
+    cluster = await recovery_serve.join(args, config)
+    if cluster is not None:
+        config.backend_factory = keyed_local_backend(cluster.key)
     stats = Stats()
     exports = await exportsvc.ExportService.start(args, entries, lambda: export_entries(args),
                                                   config.max_mounts)
-    nfs = NFSServer(config, exports.views, stats=stats)
+    nfs = NFSServer(config, exports.views, stats=stats,
+                    client_store=cluster.recovery if cluster else None,
+                    grace=cluster.grace if cluster else None)
+    if cluster is not None:
+        cluster.run()
     drc = ReplyCache(args.drc_size) if args.drc_size else None
     rpc = RpcServer(registry, drc, stats)
     nfs.register(rpc)
@@ -466,6 +477,8 @@ async def run_server(
     server.close()
     await server.wait_closed()
     await nfs.shutdown()
+    if cluster is not None:
+        await cluster.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -480,6 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         state_lock = lock_state_dir(args.state_dir)  # noqa: F841 - held until exit
         exportsvc.check_arguments(args)
         nfsdfs_serve.check(args)
+        recovery_serve.check(args)
         limits = connection_limits(args, len(entries))
         auth = auth_registry(args)
         passed = passed_sockets()
@@ -498,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("pynfsd %s starting (%s event loop)", __version__, "uvloop" if uvloop else "asyncio")
     try:
         asyncio.run(run_server(args, entries, auth, limits, passed))
-    except ListenError as e:
+    except (ListenError, recovery_serve.EtcdUnavailable) as e:
         print(f"pynfsd: {e}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except ConfigError as e:

@@ -73,6 +73,7 @@ class EtcdCluster:
         self.peer_ports = list(ports[members:])
         self.names = [f"m{i}" for i in range(members)]
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * members
+        self.killed: set[int] = set()  # members kill() stopped on purpose
         self.token = f"pynfsd-test-{os.getpid()}-{id(self)}"
 
     # ----------------------------------------------------------------- addresses
@@ -108,6 +109,7 @@ class EtcdCluster:
 
     def _spawn(self, i: int) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.killed.discard(i)
         with open(self.log_path(i), "ab") as log:
             self.procs[i] = subprocess.Popen(self._argv(i), stdout=log, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL)
@@ -132,6 +134,7 @@ class EtcdCluster:
     def kill(self, i: int) -> None:
         """SIGKILL member i (no clean shutdown; its data dir stays for restart())."""
         p = self.procs[i]
+        self.killed.add(i)
         if p is not None and p.poll() is None:
             p.send_signal(signal.SIGKILL)
             p.wait(timeout=10)
@@ -168,7 +171,8 @@ class EtcdCluster:
         eps = ",".join(self.client_url(i) for i in idx)
         argv = [*self.wrap, "etcdctl", "--endpoints", eps, "--command-timeout=3s", *args]
         env = dict(os.environ, ETCDCTL_API="3")
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+        return subprocess.run(argv, capture_output=True, text=True, errors="replace",
+                              timeout=timeout, env=env)
 
     def live(self) -> list[int]:
         return [i for i in range(len(self.names)) if self.running(i)]
@@ -180,7 +184,7 @@ class EtcdCluster:
         while time.monotonic() < deadline:
             for i in range(len(self.names)):
                 p = self.procs[i]
-                if p is not None and p.poll() is not None:
+                if p is not None and i not in self.killed and p.poll() is not None:
                     raise EtcdError(f"etcd member {i} exited with {p.returncode}; "
                                     f"log: {self._tail(i)}")
             try:

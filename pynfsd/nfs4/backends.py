@@ -27,6 +27,18 @@ def local_backend(export: ClientExport, state_dir: str) -> Backend:
     return LocalBackend(export.path, state_dir)
 
 
+def keyed_local_backend(key: bytes) -> BackendFactory:
+    """Local backends whose handles are signed with ``key`` (a cluster's shared handle key)
+    instead of the key in each export's state directory."""
+
+    def make(export: ClientExport, state_dir: str) -> Backend:
+        from pynfsd.fs.local import LocalBackend
+
+        return LocalBackend(export.path, state_dir, key=key)
+
+    return make
+
+
 class Backends:
     """The backends of the exports used so far, by fsid."""
 

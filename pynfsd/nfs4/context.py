@@ -36,8 +36,9 @@ class Services:
     #: owners as ``user@domain`` (RPCSEC_GSS) and as numeric strings (AUTH_NONE, AUTH_SYS)
     idmap: IdMapper
     idmap_numeric: IdMapper
-    #: returns once the client records changed so far are on stable storage
-    durable: Callable[[], Awaitable[None]]
+    #: returns once the client records changed so far are on stable storage; ``durable(True)``
+    #: raises NFS4ERR_DELAY when the store cannot be reached (else that is only logged)
+    durable: Callable[..., Awaitable[None]]
     #: changes on every server start (RFC 7530 §16.36.5)
     write_verifier: bytes
     #: ``(clientid, callback target, client address)``: probe a confirmed client's path

@@ -43,12 +43,13 @@ from pynfsd.nfs4.config import (
 )
 from pynfsd.nfs4.context import CompoundContext, Services
 from pynfsd.nfs4.crossing import OnceLog
+from pynfsd.nfs4.errors import NFS4ERR_DELAY
 from pynfsd.nfs4.ops import build_op_table
 from pynfsd.nfs4.recall import Recaller
 from pynfsd.nfs4.state import StateManager
-from pynfsd.nfs4.state.grace import GracePeriod
+from pynfsd.nfs4.state.grace import GracePeriod, GraceTracker
 from pynfsd.nfs4.state.leases import enforced_lease
-from pynfsd.nfs4.state.store import FileClientStore
+from pynfsd.nfs4.state.store import FileClientStore, ServerStore, StoreUnavailable
 from pynfsd.nfs4.vfs import Vfs
 from pynfsd.nfs4.vfstypes import ClientView, VfsHost
 from pynfsd.nfs4.views import ExportViews, Resolved, static_views
@@ -75,7 +76,8 @@ class NFSServer:
     or a `StaticExportResolver` whose table the embedded resolver then answers from (tests).
     ``rng`` makes the random bytes (write verifier, boot id, state ids and verifiers);
     ``client_store`` the client records (default: the files under ``<state-dir>/clients``,
-    read when the store is made); the clocks are the config's; ``stats`` the counters of
+    read when the store is made) and ``grace`` its grace period (default: this server's own,
+    from the records; a cluster passes `pynfsd.recovery.cluster.ClusterGrace`); the clocks are the config's; ``stats`` the counters of
     operations (`pynfsd.metrics.stats`, shared with the RPC server by `pynfsd serve`).
     """
 
@@ -86,7 +88,8 @@ class NFSServer:
         idmap: IdMapper | None = None,
         *,
         rng: Callable[[int], bytes] = secrets.token_bytes,
-        client_store: FileClientStore | None = None,
+        client_store: ServerStore | None = None,
+        grace: GraceTracker | None = None,
         stats: Stats | None = None,
     ) -> None:
         self.config = config
@@ -103,10 +106,10 @@ class NFSServer:
         self.write_verifier = rng(8)
         # Client records on stable storage decide who may reclaim after a restart, and the
         # grace period during which only reclaims are served (RFC 7530 §9.6.2).
-        self.client_store = client_store if client_store is not None else FileClientStore(
-            os.path.join(config.state_dir, "clients"), lambda: config.wallclock_ns() / 1e9
-        )
-        self.grace = GracePeriod(
+        self.client_store: ServerStore = client_store if client_store is not None else (
+            FileClientStore(os.path.join(config.state_dir, "clients"),
+                            lambda: config.wallclock_ns() / 1e9))
+        self.grace: GraceTracker = grace if grace is not None else GracePeriod(
             config.clock,
             config.grace_time,
             self.client_store.recorded(),
@@ -163,9 +166,15 @@ class NFSServer:
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._pool.run(fn, *args)
 
-    async def durable(self) -> None:
-        """Wait until the client records changed so far are on stable storage."""
-        await self.client_store.sync(self.run_blocking)
+    async def durable(self, strict: bool = False) -> None:
+        """Wait until the client records changed so far are on stable storage.  If the store
+        cannot be reached: NFS4ERR_DELAY when ``strict`` (a record that must exist before new
+        state); else the changes (removals) stay queued and are written when it is back."""
+        try:
+            await self.client_store.sync(self.run_blocking)
+        except StoreUnavailable as e:
+            if strict:
+                raise NFS4ERR_DELAY(f"client records: {e}") from None
 
     async def view_for(self, client_addr: str) -> ClientView:
         """The client's view of the exports, through the export caches."""

@@ -90,7 +90,8 @@ class LocalObjects(Backend):
     ``state_dir``."""
 
     def __init__(
-        self, root_path: str, state_dir: str, cache_size: int = 256, max_kept: int = MAX_KEPT
+        self, root_path: str, state_dir: str, cache_size: int = 256, max_kept: int = MAX_KEPT,
+        *, key: bytes | None = None,
     ) -> None:
         if os.geteuid() == 0 and not creds.supported():
             # without per-thread credentials every call would run with root's permissions
@@ -101,8 +102,9 @@ class LocalObjects(Backend):
             self._root_id = (st.st_dev, st.st_ino)
             root_type, root_fh = linux.handle_of_fd(self._root_fd)
             os.makedirs(state_dir, mode=0o700, exist_ok=True)
-            self._codec = HandleCodec(
-                statedir.load_or_create_key(state_dir), root_type.to_bytes(4, "little") + root_fh
+            self._codec = HandleCodec(  # ``key``: shared by a cluster's nodes (pynfsd.recovery)
+                key or statedir.load_or_create_key(state_dir),
+                root_type.to_bytes(4, "little") + root_fh,
             )
             self._root_h = self._codec.encode(root_type, root_fh)
             os.close(linux.open_by_handle_at(self._root_fd, root_type, root_fh, O_PATH))

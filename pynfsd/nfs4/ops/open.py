@@ -68,6 +68,7 @@ async def _open(ctx: CompoundContext, args: N.OPEN4args) -> tuple[N.OPEN4resok, 
     access, deny = args.share_access, args.share_deny
     reclaim = claim.claim == N.CLAIM_PREVIOUS
     check_share_args(access, deny)  # before anything is created (§16.16.5)
+    await _record_first(ctx, args.owner.clientid)
     own: Delegation | None = None
     if claim.claim == N.CLAIM_NULL:
         opened = await _open_by_name(ctx, args, check_name(claim.value))
@@ -95,6 +96,19 @@ async def _open(ctx: CompoundContext, args: N.OPEN4args) -> tuple[N.OPEN4resok, 
     deleg = _NO_DELEGATION if own is not None else _delegate(ctx, args, opened)
     resok = N.OPEN4resok(to_stateid4(res.stateid), opened.cinfo, rflags, opened.attrset, deleg)
     return resok, opened.obj
+
+
+async def _record_first(ctx: CompoundContext, clientid: int) -> None:
+    """A client's record is durable before its first state exists (§9.6.3.4); when the store
+    cannot make it so now, NFS4ERR_DELAY before anything is created, and the client retries."""
+    client = ctx.state.record(clientid)
+    if client is None:
+        return
+    try:
+        await ctx.services.durable(True)
+    except errors.NFS4ERR_DELAY:
+        client.recorded = False  # written on a later OPEN
+        raise
 
 
 async def _delegate_cur(

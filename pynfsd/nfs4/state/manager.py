@@ -249,8 +249,17 @@ class StateManager:
     def _record(self, client: Client) -> None:
         """Put a client in stable storage the first time it holds state in this boot."""
         if not client.recorded:
+            self._store.client_has_state(client.ownerid, client.principal)  # may refuse
             client.recorded = True
-            self._store.client_has_state(client.ownerid, client.principal)
+
+    def record(self, clientid: int) -> Client | None:
+        """Queue the record of a client before its first state (OPEN awaits it); the client,
+        or None if it is recorded already."""
+        client = self._client(clientid)
+        if client.recorded:
+            return None
+        self._record(client)
+        return client
 
     def open_confirm(self, stateid: Stateid, file_key: bytes | None = None) -> Stateid:
         """OPEN_CONFIRM (§16.18): confirm the open-owner; returns the bumped stateid."""

@@ -15,7 +15,8 @@ reclaim in this boot's grace period.  The state manager drives it from the event
 - `grace_done()`: grace ended.  Records of clients that did not come back go, so that they
   cannot reclaim after a further restart (the second edge condition of §9.6.3.4.2).
 - `client_confirmed(ownerid, principal)`: a client id was confirmed (this store ignores it).
-- `async sync(run_blocking)`: returns once everything queued before the call is durable.
+- `async sync(run_blocking)`: returns once everything queued before the call is durable; a
+  store whose medium is unreachable raises `StoreUnavailable` (the file store never does).
 
 The hooks never block: they only queue.  `sync` performs the queued writes and removals in a
 worker thread (`run_blocking`, e.g. a `pynfsd.blocking.Runner`'s `run`); the op layer awaits it before
@@ -55,6 +56,11 @@ log = logging.getLogger("pynfsd.nfs4.clientstore")  # the name operators filter 
 RunBlocking = Callable[[Callable[[], None]], Awaitable[None]]
 
 
+class StoreUnavailable(Exception):
+    """`sync` could not make the queued changes durable now (a distributed store whose
+    medium cannot be reached); they stay queued.  OPEN answers NFS4ERR_DELAY."""
+
+
 class ClientStore(Protocol):
     """Stable storage of client records (the embedded one is `FileClientStore`).
 
@@ -82,6 +88,14 @@ class ClientStore(Protocol):
     def grace_done(self) -> None: ...
 
     async def sync(self, run_blocking: RunBlocking) -> None: ...
+
+
+class ServerStore(ClientStore, Protocol):
+    """What the server also asks of its store: who may reclaim at start, and a final flush."""
+
+    def recorded(self) -> frozenset[bytes]: ...
+
+    def flush(self) -> None: ...
 
 
 class NullClientStore:

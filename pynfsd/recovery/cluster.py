@@ -1,0 +1,233 @@
+"""Cluster-wide grace over a shared recovery database (sans-IO), after NFS-Ganesha's
+`rados_cluster` recovery backend.
+
+Theory of operation
+-------------------
+The shared database (etcd, `pynfsd.recovery.etcd`) holds:
+
+- one *grace record* (`GraceDb`): the current epoch C and the recovery epoch R.  R == 0 means
+  the cluster is not in grace; R != 0 means every node serves only reclaims, and clients that
+  held state before epoch C (their record's epoch is below C) may reclaim on any node;
+- one *need flag* per node that must see its clients reclaim (it restarted, or it takes over
+  a dead node's clients).  It outlives the node (no lease): a node that dies in grace does not
+  end the grace early;
+- one *membership key* per running node, under the node's etcd lease (it vanishes when the
+  node stops renewing it), holding the node's state and the epoch it has *acknowledged*: it
+  saw epoch C begin and re-wrote the records of the clients it still serves with epoch C;
+- one *client record* per client that holds state (`Record`): co_ownerid, principal, the node
+  and the epoch that wrote it.  Records have no lease: they outlive their node.
+
+A node that needs grace runs `begin`: if R == 0, C becomes C+1 and R the old C (a new grace
+epoch); else the running grace is joined (its deadline may move later).  The change of the
+grace record and the node's need flag are one transaction, conditioned on the grace record's
+revision, so two nodes starting at once make one epoch.  Every node watches the grace record;
+at a new epoch it loads the records written before C (who may reclaim), re-writes the records
+of its own clients with epoch C, acknowledges C, and serves only reclaims.
+
+A node that needs grace tracks its own clients' reclaims with a local `GracePeriod` (the
+clients it expects: records it wrote itself, or written by nodes that are no longer members).
+When that ends (all came back and finished, or its time ran out) the node clears its need
+flag.  The grace is lifted (R = 0) by whichever node finds no need flag left, or finds the
+grace deadline passed; that node then deletes the records of epochs below C once every
+member has acknowledged C: those clients reclaimed nowhere (RFC 7530 §9.6.3.4.3).
+
+`ClusterGrace` is the state manager's `GraceTracker` on one node: `in_grace()` is the last
+observed R != 0; the reclaim hooks feed the local `GracePeriod` while the node needs grace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pynfsd.nfs4.state.grace import GracePeriod
+
+log = logging.getLogger("pynfsd.recovery")
+
+
+@dataclass(frozen=True, slots=True)
+class GraceDb:
+    """The cluster's epochs: C (current) and R (recovering from; 0: no grace); `until` is the
+    wall-clock time after which any node may lift the grace."""
+
+    current: int = 1
+    recovery: int = 0
+    until: float = 0.0
+
+    @property
+    def in_grace(self) -> bool:
+        return self.recovery != 0
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, data: bytes | None) -> GraceDb:
+        if not data:
+            return cls()
+        body = json.loads(data)
+        return cls(int(body["current"]), int(body["recovery"]), float(body.get("until", 0.0)))
+
+
+def begin(db: GraceDb, now: float, duration: float) -> GraceDb:
+    """The grace record after a node asks for grace: a new epoch, or the running one joined."""
+    if db.in_grace:
+        return GraceDb(db.current, db.recovery, max(db.until, now + duration))
+    return GraceDb(db.current + 1, db.current, now + duration)
+
+
+def may_lift(db: GraceDb, needs: Iterable[str], now: float) -> bool:
+    """Whether grace may end: no node needs it any more, or its time is over."""
+    return db.in_grace and (not list(needs) or now >= db.until)
+
+
+def lifted(db: GraceDb) -> GraceDb:
+    return GraceDb(db.current, 0, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One client's record: who it is, and which node wrote it in which epoch."""
+
+    ownerid: bytes
+    principal: str
+    time: float
+    node: str
+    epoch: int
+
+    def encode(self) -> bytes:
+        body = {"ownerid": self.ownerid.hex(), "principal": self.principal, "time": self.time,
+                "node": self.node, "epoch": self.epoch, "version": 1}
+        return json.dumps(body, sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Record:
+        body = json.loads(data)
+        if not isinstance(body, dict) or body.get("version") != 1:
+            raise ValueError("not a version 1 client record")
+        return cls(bytes.fromhex(body["ownerid"]), str(body["principal"]), float(body["time"]),
+                   str(body["node"]), int(body["epoch"]))
+
+
+def record_id(ownerid: bytes) -> str:
+    """The key suffix of a client's record (a hash: co_ownerids are arbitrary bytes)."""
+    return hashlib.blake2b(ownerid, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """A member's announcement: its state (starting, grace, serving, unavailable), the epoch
+    it acknowledged, whether it needs grace, its process and start time, its records."""
+
+    name: str
+    state: str
+    epoch: int
+    need: bool = False
+    pid: int = 0
+    started: float = 0.0
+    records: int = 0
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> NodeInfo:
+        body: dict[str, Any] = json.loads(data)
+        return cls(str(body["name"]), str(body["state"]), int(body["epoch"]),
+                   bool(body.get("need")), int(body.get("pid", 0)),
+                   float(body.get("started", 0.0)), int(body.get("records", 0)))
+
+
+def expected_clients(records: Iterable[Record], node: str, members: Iterable[str],
+                     epoch: int) -> list[bytes]:
+    """The clients a node that needs grace waits for: records of epochs before `epoch` that
+    it wrote itself or that a node no longer a member wrote (their clients come here)."""
+    live = set(members) - {node}
+    return [r.ownerid for r in records if r.epoch < epoch and r.node not in live]
+
+
+class ClusterGrace:
+    """One node's `GraceTracker` in a cluster (see the module docstring)."""
+
+    def __init__(self, clock: Callable[[], float], duration: float, lease: float) -> None:
+        self._clock = clock
+        self.duration = duration
+        self.lease = lease
+        self.db = GraceDb()
+        self.local: GracePeriod | None = None  # while this node needs grace
+        self.need = False
+
+    # -- what the etcd skin tells it ----------------------------------------------------
+
+    def observe(self, db: GraceDb) -> None:
+        if db.in_grace != self.db.in_grace or db.current != self.db.current:
+            log.info("cluster grace: epoch %d, %s", db.current,
+                     f"recovering from epoch {db.recovery}" if db.in_grace else "not in grace")
+        self.db = db
+        if not db.in_grace:
+            self.need = False
+            self.local = None
+
+    def needs(self, expected: Iterable[bytes]) -> None:
+        """This node asked for grace: track the reclaims of the clients it expects."""
+        self.need = True
+        self.local = GracePeriod(self._clock, self.duration, expected, lease=self.lease)
+
+    def wants_lift(self) -> bool:
+        """This node needs grace no more (its clients came back, or its time is over)."""
+        return self.need and (self.local is None or not self.local.in_grace())
+
+    # -- GraceTracker -------------------------------------------------------------------
+
+    def in_grace(self) -> bool:
+        return self.db.in_grace
+
+    def client_confirmed(self, ownerid: bytes) -> None:
+        if self.local is not None:
+            self.local.client_confirmed(ownerid)
+
+    def reclaimed(self, ownerid: bytes) -> None:
+        if self.local is not None:
+            self.local.reclaimed(ownerid)
+
+    def non_reclaim(self, ownerid: bytes) -> None:
+        if self.local is not None:
+            self.local.non_reclaim(ownerid)
+
+    def client_gone(self, ownerid: bytes) -> None:
+        if self.local is not None:
+            self.local.client_gone(ownerid)
+
+    def status(self) -> dict[str, object]:
+        local = self.local.status() if self.local is not None else {}
+        return {
+            "in_grace": self.db.in_grace,
+            "seconds_left": max(0.0, float(local.get("seconds_left", 0.0))),  # type: ignore[arg-type]
+            "recorded": local.get("recorded", 0),
+            "reclaimed": local.get("reclaimed", 0),
+            "pending": local.get("pending", 0),
+            "need": self.need,
+            "epoch": self.db.current,
+            "recovery_epoch": self.db.recovery,
+            "ended_reason": None if self.db.in_grace else "cluster grace lifted",
+        }
+
+
+def format_cluster(st: dict[str, Any]) -> list[str]:
+    """`pynfsd status` lines for a cluster's store (`EtcdRecovery.status()`)."""
+    grace = f"in grace (recovering epoch {st.get('recovery_epoch')})" if st.get(
+        "recovery_epoch") else "not in grace"
+    lines = [f"cluster: {st.get('url')} as node {st.get('node')}, epoch {st.get('epoch')}, "
+             f"{grace}, {st.get('records')} client record(s)"
+             + ("" if st.get("available") else f"; etcd UNREACHABLE: {st.get('last_error')}")]
+    if st.get("pending_writes"):
+        lines.append(f"  {st['pending_writes']} record change(s) waiting for etcd")
+    for n in st.get("nodes") or []:
+        need = ", needs grace" if n.get("need") else ""
+        lines.append(f"  node {n.get('name')}: {n.get('state')}, epoch {n.get('epoch')}"
+                     f"{need}, pid {n.get('pid')}, {n.get('records')} client(s)")
+    return lines
