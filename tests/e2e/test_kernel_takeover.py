@@ -5,8 +5,14 @@ the guest mounts the floating service address, which starts on A (``tests/vm/fai
 ``tests/vm/takeover.py``). The guest holds a whole-file fcntl lock on ``locked.dat`` and
 appends fsync'ed records to ``journal.dat`` under another; a second client (the project's
 client library, ``tests/vm/contender.py``, in the bridge namespace) has ``locked.dat`` open
-and sees the guest's lock. A is killed with SIGKILL mid-write; the test moves the address to
-B and starts B on the shared client records, which opens the takeover's grace period.
+and sees the guest's lock. A is killed with SIGKILL mid-write. Two ways to keep the nodes'
+client records (one VM boot each):
+
+* ``etcd``: a 3-member etcd cluster in the test's namespace, ``--recovery etcd://...``; B
+  runs from the start, notices that A's membership lapsed, begins the cluster's grace for
+  A's clients, and then receives the service address;
+* ``state-dir``: one shared ``--state-dir`` (the embedded file store on shared storage); B
+  starts once the address is on its side, and its grace period is the takeover's.
 
 What must hold: the kernel reclaims its opens and both locks on B and the writer finishes
 without an error; every record the guest saw fsync'ed is on the disk, in order and intact;
@@ -33,13 +39,13 @@ from tests.e2e.test_kernel_scenarios import (
     try_lock,
 )
 from tests.vm.multi import Guest
-from tests.vm.takeover import Contender, TakeoverScene
+from tests.vm.takeover import STORES, Contender, TakeoverScene
 
 pytestmark = [pytest.mark.vm,
               pytest.mark.skipif(vm_skip_reason() is not None, reason=str(vm_skip_reason()))]
 
 LEASE = 10
-GRACE = 15
+GRACE = 20
 COUNT = 60
 # end the holder of locked.dat and wait until its descriptors (and so its lock) are gone
 UNHOLD = ("p=$(cat /tmp/holder.locked.dat); kill $p; "
@@ -68,6 +74,11 @@ def check_grace_then_denied(scene: TakeoverScene, c2: Contender) -> None:
              "(grace over, G1's reclaimed lock in the way)")
     ended = [ln for ln in scene.log_lines("nfs4.grace") if "grace ended" in ln]
     tl.check(len(ended) == 1, "node B's log shows the end of its grace period once")
+    if scene.etcd is not None:
+        cluster = scene.show_cluster(scene.server)
+        tl.check(cluster.get("recovery_epoch") == 0
+                 and [n.get("name") for n in cluster.get("nodes", [])] == ["b"],
+                 "etcd: the cluster's grace is lifted and node b is its only member")
 
 
 def check_journal(scene: TakeoverScene, g1: Guest) -> None:
@@ -82,12 +93,14 @@ def check_journal(scene: TakeoverScene, g1: Guest) -> None:
              f"records 1..{last} are all present, in order and intact")
 
 
-def test_takeover_to_the_other_node(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", STORES)
+def test_takeover_to_the_other_node(tmp_path: Path, store: str) -> None:
     """kill -9 node A under a locking, fsync'ing kernel client; node B takes the address."""
     # Without delegations: under a write delegation the kernel keeps its fcntl locks to itself
     # (RFC 7530 §10.4); here the locks must be on the server, to be reclaimed on node B.
-    with TakeoverScene(tmp_path, "takeover: kill -9 node A, node B takes the address",
-                       lease=LEASE, grace=GRACE, server_args=("--delegations", "off")) as scene:
+    with TakeoverScene(tmp_path, f"takeover ({store}): kill -9 node A, node B takes the "
+                       "address", lease=LEASE, grace=GRACE, store=store,
+                       server_args=("--delegations", "off")) as scene:
         tl = scene.timeline
         g1 = scene.guest("G1", "t-one", "t-one-id")
         hold_and_write(g1)

@@ -40,6 +40,7 @@ from types import TracebackType
 from typing import Any
 
 from pynfsd.admin import format_grace
+from pynfsd.recovery.cluster import format_cluster
 from tests.etcd_cluster import EtcdCluster
 from tests.vm.failover import FLOATING_ADDR, FailoverNet
 from tests.vm.multi import ConsoleLine
@@ -121,6 +122,8 @@ class TakeoverScene(Scene):
         self.timeline.log("host", f"service address {FLOATING_ADDR} moved to node {to} "
                           "(its interface and MAC with it)")
         self.server, self.active = node, to
+        if self.etcd is not None:
+            self.show_cluster(node)
         if self.etcd is None:
             node.start()
             self.timeline.log("host", f"node {to}: pynfsd started (pid {node.pid}) on the "
@@ -135,6 +138,13 @@ class TakeoverScene(Scene):
         data = json.loads(out)
         assert isinstance(data, dict)
         return data
+
+    def show_cluster(self, node: PynfsdServer) -> dict[str, Any]:
+        """The cluster as ``node`` sees it (``pynfsd status``), shown on the timeline."""
+        cluster = dict(self.status(node).get("cluster") or {})
+        for line in format_cluster(cluster):
+            self.timeline.log("host", line)
+        return cluster
 
     def wait_in_grace(self, node: PynfsdServer, timeout: float) -> dict[str, Any]:
         """The node's grace status once it reports being in grace."""
