@@ -64,10 +64,12 @@ How it works
   (``FailoverNet``: a ``BridgeNet`` plus one namespace per node, each joined to the bridge by
   a veth with its own address, and the service address 192.168.77.10 on ``float0``, a veth end
   that ``move_floating`` moves, MAC and all, into the other node's namespace) and
-  ``takeover.py`` (``TakeoverScene``: nodes A and B serving the same export and client
-  records, ``take_over`` moves the address and starts B; ``Contender``: ``contender.py``, a
-  client of the project's library in the bridge namespace that reclaims its open on B and
-  polls for a conflicting lock, each answer on the timeline).
+  ``takeover.py`` (``TakeoverScene``: nodes A and B serving the same export, their client
+  records either in a 3-member etcd cluster run in the bridge namespace, B standing by until
+  it begins the grace for A's clients, or in one shared ``--state-dir``, B started after A's
+  death; ``take_over`` moves the address to B; ``Contender``: ``contender.py``, a client of
+  the project's library in the bridge namespace that reclaims its open on B and polls for a
+  conflicting lock, each answer on the timeline).
 
 Running
 -------
