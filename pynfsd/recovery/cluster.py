@@ -24,6 +24,10 @@ revision, so two nodes starting at once make one epoch.  Every node watches the 
 at a new epoch it loads the records written before C (who may reclaim), re-writes the records
 of its own clients with epoch C, acknowledges C, and serves only reclaims.
 
+Reclaims are served only once every other member has acknowledged the epoch (NFS4ERR_DELAY
+until then, as Ganesha waits for every node's ENFORCING flag): before that, a node that has
+not yet seen the epoch begin could still grant state that conflicts with a reclaim.
+
 A node that needs grace tracks its own clients' reclaims with a local `GracePeriod` (the
 clients it expects: records it wrote itself, or written by nodes that are no longer members).
 When that ends (all came back and finished, or its time ran out) the node clears its need
@@ -186,21 +190,23 @@ class ClusterGrace:
     def in_grace(self) -> bool:
         return self.db.in_grace
 
+    # the progress hooks feed this node's own reclaim tracking while it needs grace
+
     def client_confirmed(self, ownerid: bytes) -> None:
-        if self.local is not None:
-            self.local.client_confirmed(ownerid)
+        self._tell("client_confirmed", ownerid)
 
     def reclaimed(self, ownerid: bytes) -> None:
-        if self.local is not None:
-            self.local.reclaimed(ownerid)
+        self._tell("reclaimed", ownerid)
 
     def non_reclaim(self, ownerid: bytes) -> None:
-        if self.local is not None:
-            self.local.non_reclaim(ownerid)
+        self._tell("non_reclaim", ownerid)
 
     def client_gone(self, ownerid: bytes) -> None:
+        self._tell("client_gone", ownerid)
+
+    def _tell(self, hook: str, ownerid: bytes) -> None:
         if self.local is not None:
-            self.local.client_gone(ownerid)
+            getattr(self.local, hook)(ownerid)
 
     def status(self) -> dict[str, object]:
         local = self.local.status() if self.local is not None else {}
@@ -213,7 +219,7 @@ class ClusterGrace:
             "need": self.need,
             "epoch": self.db.current,
             "recovery_epoch": self.db.recovery,
-            "ended_reason": None if self.db.in_grace else "cluster grace lifted",
+            "ended_reason": None if self.db.in_grace else "the cluster is not in grace",
         }
 
 

@@ -16,7 +16,8 @@ URL's PREFIX:
 takes a lease, reads the grace record and the client records and, if some record may belong
 to clients that must reclaim here (this node wrote it, or its node is not a member), asks for
 grace (`begin`) in one transaction with its need flag.  Then `run()` ticks every
-`interval` seconds: it renews the lease (a new one and a fresh membership key if it had
+`interval` seconds (a third of the lease), and at once when a watch on the grace record,
+the need flags and the members reports a change: it renews the lease (a new one and a fresh membership key if it had
 expired), reads the grace record, the need flags and the members, enters a new epoch when
 one began (load who may reclaim, re-write its own clients' records with the new epoch,
 acknowledge), begins grace itself when a member vanished that had written records (it takes
@@ -72,7 +73,7 @@ class EtcdRecovery:
                  max_pending: int = DEFAULT_MAX_PENDING) -> None:
         self.url, self.node, self.grace = url, node, grace
         self.timeout, self.ttl = timeout, ttl
-        self.interval = max(0.2, min(1.0, ttl / 4))
+        self.interval = max(0.2, ttl / 3)  # lease renewals; a watch wakes the tick sooner
         self._now = wallclock
         self.kv = EtcdKv(url, timeout)
         self.lease_id = 0
@@ -84,6 +85,7 @@ class EtcdRecovery:
         self.members: dict[str, NodeInfo] = {}
         self.needs: list[str] = []
         self.record_count = 0
+        self.enforcing = True  # every other member acknowledged the current epoch
         self._previous: dict[bytes, Record] | None = {}  # may reclaim (None: loading)
         self._current: dict[bytes, Record] = {}  # recorded by this node in this boot
         self._pending: dict[bytes, Record | None] = {}
@@ -114,6 +116,27 @@ class EtcdRecovery:
         return key
 
     async def run(self) -> None:
+        watcher = asyncio.create_task(self._watch())
+        try:
+            await self._loop()
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+    async def _watch(self) -> None:
+        """Wake the tick at once when the grace record, a need flag or a member changes (the
+        keys from PREFIX/grace to PREFIX/nodes/*, not the client records)."""
+        while True:
+            try:
+                watch = await self.kv.call(self.kv.client.watch, self.url.key("grace"),
+                                           range_end=self.url.key("nodes0"))
+                async for _event in watch:
+                    self._wake.set()
+            except Exception as e:  # etcd unreachable: the tick notices; watch again later
+                log.debug("recovery: watch ended: %s", e)
+            await asyncio.sleep(self.interval)
+
+    async def _loop(self) -> None:
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.interval)
@@ -137,6 +160,8 @@ class EtcdRecovery:
         gone = await self._read_members()
         self.needs = [k.key.rsplit(b"/", 1)[-1].decode()
                       for k in await self.kv.get_prefix(self.url.key("need"))]
+        self.enforcing = all(m.epoch >= db.current for m in self.members.values()
+                             if m.name != self.node)
         if db.current > self.acked:
             await self._enter(db)
         self.grace.observe(db)
@@ -152,6 +177,7 @@ class EtcdRecovery:
                 db = await self._begin(records)
         await self._maybe_lift(db, rev)
         await self._cleanup()
+        self.record_count = await self.kv.count(self.url.key("clients"))
 
     async def _keepalive(self) -> None:
         reply = await self.kv.call(self.kv.client.refresh_lease, self.lease_id)
@@ -202,6 +228,7 @@ class EtcdRecovery:
             if ok:
                 log.info("recovery: node %s asked for grace: epoch %d, recovering from %d",
                          self.node, new.current, new.recovery)
+                self.enforcing = not (set(self.members) - {self.node})
                 expected = expected_clients(records, self.node, self.members, new.current)
                 self.grace.needs([o for o in expected if o not in self._current])
                 await self._enter(new)
@@ -290,6 +317,8 @@ class EtcdRecovery:
     def may_reclaim(self, ownerid: bytes) -> bool:
         if self._previous is None:
             raise E.NFS4ERR_DELAY("the client records of this grace period are loading")
+        if not self.enforcing:  # another node may still grant conflicting state
+            raise E.NFS4ERR_DELAY("not every node has entered the grace period yet")
         return ownerid in self._previous
 
     def grace_done(self) -> None:
@@ -298,7 +327,6 @@ class EtcdRecovery:
     def _queue(self, ownerid: bytes, rec: Record | None) -> None:
         self._pending[ownerid] = rec
         self._queued += 1
-        self._wake.set()
 
     async def sync(self, run_blocking: RunBlocking | None = None) -> None:
         """Return once every change queued before the call is in etcd; StoreUnavailable if

@@ -121,6 +121,11 @@ class EtcdKv:
     async def get_prefix(self, key: bytes) -> list[Any]:
         return list(await self.call(self.client.get_prefix, key + b"/"))
 
+    async def count(self, key: bytes) -> int:
+        """How many keys are under ``key/`` (keys only: the values are not sent)."""
+        found = await self.call(self.client.get_prefix, key + b"/", keys_only=True)
+        return int(found.count)
+
     async def txn(self, compare: list[Any], success: list[Any],
                   failure: list[Any] | None = None) -> tuple[bool, list[Any]]:
         ok, responses = await self.call(self.client.transaction, compare, success, failure or [])

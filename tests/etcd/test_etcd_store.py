@@ -70,9 +70,12 @@ async def test_restart_begins_grace_and_every_node_enters_it(url: str) -> None:
     a2 = node(url, "a", clock)  # a restarts: it had a client
     await a2.start()
     assert a2.grace.in_grace() and a2.grace.need
-    assert a2.may_reclaim(b"held-by-a")
-    await b.tick()  # b learns it from etcd
+    with pytest.raises(E.NFS4ERR_DELAY):  # b may still grant conflicting state: wait
+        a2.may_reclaim(b"held-by-a")
+    await b.tick()  # b learns it from etcd, and acknowledges the epoch
     assert b.grace.in_grace() and b.grace.db.current == a2.grace.db.current == 2
+    await a2.tick()
+    assert a2.may_reclaim(b"held-by-a")
     assert b.may_reclaim(b"held-by-a")  # a's client may reclaim on b too
     a2.grace.client_confirmed(b"held-by-a")
     a2.grace.reclaimed(b"held-by-a")
@@ -220,3 +223,27 @@ async def test_member_kill9_and_leader_change_under_load(url: str, cluster: Etcd
     for ownerid in confirmed:
         assert await stored(url, ownerid) is not None, ownerid
     await a.close()
+
+
+async def test_a_running_node_learns_of_a_new_epoch_by_its_watch(url: str) -> None:
+    """b's tick runs every 10 s (a third of its 30 s lease); the watch wakes it at once."""
+    clock = ManualClock()
+    b = node(url, "b", clock, ttl=30)
+    await b.start()
+    runner = asyncio.create_task(b.run())
+    a = node(url, "a", clock)
+    await a.start()
+    a.client_has_state(b"client", "root")
+    await a.sync()
+    await a.close()
+    a2 = node(url, "a", clock)
+    await a2.start()  # a restarts and asks for grace
+    for _ in range(50):  # 5 s, half of b's tick interval
+        if b.grace.in_grace() and b.acked == a2.grace.db.current:
+            break
+        await asyncio.sleep(0.1)
+    assert b.grace.in_grace() and b.acked == 2
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+    await a2.close()
+    await b.close()
