@@ -38,6 +38,7 @@ from tests.e2e.test_kernel_scenarios import (
     record,
     try_lock,
 )
+from tests.vm.failover import FLOATING_ADDR, FLOATING_MAC
 from tests.vm.multi import Guest
 from tests.vm.takeover import STORES, Contender, TakeoverScene
 
@@ -116,6 +117,8 @@ def test_takeover_to_the_other_node(tmp_path: Path, store: str) -> None:
                      "C2 reclaims its open on node B (same filehandle, CLAIM_PREVIOUS)")
             g1.wait_line(rf"^@@FSYNCED G1 {before + 5}$", GRACE + LEASE + 60)
             tl.note("G1's writer makes progress again on node B")
+            tl.check(FLOATING_MAC in " ".join(g1.ok(f"ip neigh show {FLOATING_ADDR}")),
+                     "G1 reaches the service address at the MAC it learnt on node A")
             mine = [c for c in scene.clients() if "t-one-id" in str(c["co_ownerid"])]
             tl.check(len(mine) == 1 and int(mine[0]["opens"]) >= 2
                      and int(mine[0]["locks"]) >= 2,

@@ -111,6 +111,12 @@ class TakeoverScene(Scene):
         self.nodes[name] = node
         return node
 
+    def kill_server(self) -> None:
+        pid = self.server.pid
+        self.server.kill()
+        self.timeline.log("host", f"kill -9 node {self.active}'s pynfsd (pid {pid}): no clean "
+                          "shutdown")
+
     def take_over(self, to: str) -> None:
         """Node ``to`` takes the service address: with etcd, once it has begun the cluster's
         grace for the dead node's clients; on a shared state directory, it starts there."""
