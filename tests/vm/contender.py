@@ -8,7 +8,7 @@ holds one), prints ``@@OPENED`` and ``@@LOCKT <status>`` (a conflicting lock sho
 NFS4ERR_DENIED) and RENEWs every second. On the line ``takeover`` on stdin it does what a
 client of the dead node does: connects again (the same address, now served by the other
 node), SETCLIENTID with its unchanged identity and verifier, reclaims its open with
-CLAIM_PREVIOUS (``@@RECLAIM <status>``), then asks for a whole-file blocking write lock
+CLAIM_PREVIOUS (``@@RECLAIM <status>``, again after each NFS4ERR_DELAY), then asks for a whole-file blocking write lock
 (WRITEW_LT, not a reclaim) every ``POLL`` seconds, printing ``@@LOCK <status>`` for each
 answer, until one is granted (``@@GRANTED``). On ``release`` it unlocks, closes and prints
 ``@@RELEASED``. ``@@FAILED <why>`` ends it early.
@@ -28,6 +28,7 @@ from pynfsd.gen import nfs4 as N
 POLL = 1.0
 CALL_TIMEOUT = 10.0        # bounds every call (TimeoutError is an OSError)
 CONNECT_TRIES = 120        # 0.5 s apart
+DELAYS = 60                # NFS4ERR_DELAY answers to a reclaim retried, POLL apart
 WHOLE = (0, 0xFFFFFFFFFFFFFFFF)
 T = TypeVar("T")
 
@@ -82,7 +83,7 @@ async def lock_until_granted(s: ClientSession, f: OpenFile) -> None:
             return
         except Nfs4Failure as e:
             say(f"@@LOCK {name(e.status)}")
-            if e.status not in (N.NFS4ERR_GRACE, N.NFS4ERR_DENIED):
+            if e.status not in (N.NFS4ERR_GRACE, N.NFS4ERR_DENIED, N.NFS4ERR_DELAY):
                 raise
         await asyncio.sleep(POLL)
         await bounded(s.renew())
@@ -99,11 +100,17 @@ async def before(s: ClientSession, export: str, file: str) -> OpenFile:
 
 async def after(s: ClientSession, f: OpenFile, server: str, port: int) -> None:
     await reconnect(s, server, port)
-    try:
-        reclaimed = await bounded(s.reclaim_open(f.fh))
-    except Nfs4Failure as e:
-        say(f"@@RECLAIM {name(e.status)}")
-        raise
+    for _ in range(DELAYS):
+        try:
+            reclaimed = await bounded(s.reclaim_open(f.fh))
+            break
+        except Nfs4Failure as e:
+            say(f"@@RECLAIM {name(e.status)}")
+            if e.status != N.NFS4ERR_DELAY:
+                raise
+        await asyncio.sleep(POLL)
+    else:
+        raise OSError("the reclaim was delayed for too long")
     say(f"@@RECLAIM {name(N.NFS4_OK)}")
     f.stateid, f.lock_owner, f.lock_stateid = reclaimed.stateid, None, None
     await lock_until_granted(s, f)
