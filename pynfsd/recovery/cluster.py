@@ -37,6 +37,9 @@ member has acknowledged C: those clients reclaimed nowhere (RFC 7530 §9.6.3.4.3
 
 `ClusterGrace` is the state manager's `GraceTracker` on one node: `in_grace()` is the last
 observed R != 0; the reclaim hooks feed the local `GracePeriod` while the node needs grace.
+A node that could not renew its membership for a whole lease is *fenced*: the others may be
+taking over its clients, so it grants no new state (NFS4ERR_DELAY for every new OPEN, LOCK
+and reclaim) until it reaches etcd again; existing state keeps working.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state.grace import GracePeriod
 
 log = logging.getLogger("pynfsd.recovery")
@@ -164,6 +168,7 @@ class ClusterGrace:
         self.db = GraceDb()
         self.local: GracePeriod | None = None  # while this node needs grace
         self.need = False
+        self.fenced = False  # membership lost: another node may be taking over our clients
 
     # -- what the etcd skin tells it ----------------------------------------------------
 
@@ -199,6 +204,8 @@ class ClusterGrace:
         self._tell("reclaimed", ownerid)
 
     def non_reclaim(self, ownerid: bytes) -> None:
+        if self.fenced:  # every new OPEN and LOCK passes here (check_reclaim)
+            raise E.NFS4ERR_DELAY("this node lost its cluster membership: no new state")
         self._tell("non_reclaim", ownerid)
 
     def client_gone(self, ownerid: bytes) -> None:
@@ -229,7 +236,8 @@ def format_cluster(st: dict[str, Any]) -> list[str]:
         "recovery_epoch") else "not in grace"
     lines = [f"cluster: {st.get('url')} as node {st.get('node')}, epoch {st.get('epoch')}, "
              f"{grace}, {st.get('records')} client record(s)"
-             + ("" if st.get("available") else f"; etcd UNREACHABLE: {st.get('last_error')}")]
+             + ("" if st.get("available") else f"; etcd UNREACHABLE: {st.get('last_error')}")
+             + ("; membership lost: no new state" if st.get("fenced") else "")]
     if st.get("pending_writes"):
         lines.append(f"  {st['pending_writes']} record change(s) waiting for etcd")
     for n in st.get("nodes") or []:

@@ -70,11 +70,14 @@ class EtcdRecovery:
     def __init__(self, url: EtcdUrl, node: str, grace: ClusterGrace, *, timeout: float =
                  DEFAULT_TIMEOUT, ttl: int = DEFAULT_TTL,
                  wallclock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic,
                  max_pending: int = DEFAULT_MAX_PENDING) -> None:
         self.url, self.node, self.grace = url, node, grace
         self.timeout, self.ttl = timeout, ttl
         self.interval = max(0.2, ttl / 3)  # lease renewals; a watch wakes the tick sooner
         self._now = wallclock
+        self._mono = monotonic
+        self._renewed = monotonic()  # the last renewal of the membership lease
         self.kv = EtcdKv(url, timeout)
         self.lease_id = 0
         self.acked = 0  # the epoch whose start this node has acknowledged
@@ -147,12 +150,22 @@ class EtcdRecovery:
                 await self.tick()
                 if not self.available:
                     log.warning("recovery: %s reachable again", self.url)
-                self.available, self.last_error = True, ""
+                self.available, self.last_error, self.grace.fenced = True, "", False
             except EtcdUnavailable as e:
                 if self.available:
-                    log.error("recovery: etcd unreachable: %s (new client state is refused "
+                    log.error("recovery: etcd unreachable: %s (new clients' state is refused "
                               "with NFS4ERR_DELAY until it is back)", e)
                 self.available, self.last_error = False, str(e)
+                self._fence()
+
+    def _fence(self) -> None:
+        """No renewal for a whole lease: our membership is gone, and with it our clients
+        may be going to another node; grant no new state until etcd answers again."""
+        if not self.grace.fenced and self._mono() - self._renewed > self.ttl:
+            log.error("recovery: node %s could not renew its membership for %d s: another "
+                      "node may take over its clients; no new state until etcd answers",
+                      self.node, self.ttl)
+            self.grace.fenced = True
 
     async def tick(self) -> None:
         await self._keepalive()
@@ -169,6 +182,8 @@ class EtcdRecovery:
             await self._flush()
         if not db.in_grace:
             self._previous = {}
+        elif self.grace.local is not None and self.grace.local.waiting():
+            await self._reclaimed_elsewhere(db)
         if gone and not self.grace.need:  # their clients may come here: grace for them
             records = await self._records()
             if any(r.node in gone for r in records):
@@ -181,6 +196,7 @@ class EtcdRecovery:
 
     async def _keepalive(self) -> None:
         reply = await self.kv.call(self.kv.client.refresh_lease, self.lease_id)
+        self._renewed = self._mono()
         if reply is None or reply.TTL <= 0:
             log.warning("recovery: the membership lease of %s had expired: joining again",
                         self.node)
@@ -247,6 +263,16 @@ class EtcdRecovery:
             self._queue(ownerid, Record(ownerid, rec.principal, rec.time, self.node, db.current))
         await self._flush()
         await self._ack(db)
+
+    async def _reclaimed_elsewhere(self, db: GraceDb) -> None:
+        """Clients this node waits for that reclaimed on another node (it re-wrote their
+        record in this epoch), or whose record went, will not come here: done."""
+        assert self.grace.local is not None
+        by_id = {r.ownerid: r for r in await self._records()}
+        for ownerid in self.grace.local.waiting():
+            rec = by_id.get(ownerid)
+            if rec is None or rec.epoch >= db.current and rec.node != self.node:
+                self.grace.client_gone(ownerid)
 
     async def _ack(self, db: GraceDb) -> None:
         self.acked = max(self.acked, db.current)
@@ -317,7 +343,7 @@ class EtcdRecovery:
     def may_reclaim(self, ownerid: bytes) -> bool:
         if self._previous is None:
             raise E.NFS4ERR_DELAY("the client records of this grace period are loading")
-        if not self.enforcing:  # another node may still grant conflicting state
+        if not self.enforcing or self.grace.fenced:  # a node may grant conflicting state
             raise E.NFS4ERR_DELAY("not every node has entered the grace period yet")
         return ownerid in self._previous
 
@@ -370,6 +396,7 @@ class EtcdRecovery:
         return {
             "backend": "etcd", "url": str(self.url), "node": self.node,
             "available": self.available, "last_error": self.last_error,
+            "fenced": self.grace.fenced,
             "epoch": db.current, "recovery_epoch": db.recovery,
             "grace_until": db.until, "records": self.record_count,
             "pending_writes": len(self._pending),

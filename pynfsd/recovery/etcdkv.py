@@ -13,6 +13,7 @@ create-if-absent transaction and read by every node.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import socket
 from collections.abc import Awaitable, Callable
@@ -96,6 +97,10 @@ class EtcdKv:
 
     def __init__(self, url: EtcdUrl, timeout: float) -> None:
         import aetcd  # the `etcd` extra: imported only when --recovery etcd is used
+
+        # gRPC's own DEBUG lines (every call, and a call cancelled at shutdown as a traceback)
+        # say nothing about pynfsd: its failures reach the log as EtcdUnavailable instead
+        logging.getLogger("grpc").setLevel(logging.INFO)
 
         self.url = url
         self.timeout = timeout

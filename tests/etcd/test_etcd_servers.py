@@ -1,13 +1,17 @@
 """Two `pynfsd serve --recovery etcd://...` processes on loopback ports sharing one real
 3-member etcd cluster, driven by the project's NFSv4.0 client (pynfsd.client):
 
+- a node's restart: both nodes enter grace, the restarted node's client reclaims there,
+  and the grace ends on both once it has (not when the grace time runs out);
 - takeover: a client holds an open, a lock and written data on node a; a is killed -9; node b
   sees a's membership expire and begins a cluster grace; the client reclaims its open and
   lock on b with a filehandle node a gave it; another client's conflicting LOCK gets
   NFS4ERR_GRACE until the reclaim is over, then NFS4ERR_DENIED, then the lock once released;
-- etcd down during service: existing state keeps working, a new client's OPEN gets
-  NFS4ERR_DELAY (never state without its record), at most --recovery-queue record changes
-  wait, and it recovers by itself when etcd is back;
+- etcd down during service: existing state keeps working (READ, WRITE, RENEW, LOCKU, CLOSE),
+  a new client's OPEN gets NFS4ERR_DELAY (never state without its record), at most
+  --recovery-queue record changes wait, once the membership lease is surely gone a new LOCK
+  gets NFS4ERR_DELAY too (another node may be taking over), and it all recovers by itself
+  when etcd is back;
 - etcd unreachable at start: exit code 3 and a one-line reason.
 """
 
@@ -119,6 +123,40 @@ async def test_takeover_reclaim_on_the_other_node(tmp_path: Path, url: str) -> N
         assert "taking over their clients" in b.log_text()
 
 
+async def test_a_restart_puts_every_node_in_grace(tmp_path: Path, url: str) -> None:
+    export = tmp_path / "export"
+    export.mkdir()
+    a = node(tmp_path, export, url, "a", "--grace", "90")
+    b = node(tmp_path, export, url, "b", "--grace", "90")
+    with a, b:
+        one = await session(a, b"client-one")
+        root = await one.lookup_path(str(export))
+        f = await one.open(root, b"on-a", create=True)
+        await one.lock(f, WRITE_LT, 0, 10)
+        two = await session(b, b"client-two")
+        g = await two.open(root, b"on-b", create=True)
+        a.restart()
+        await until(lambda: status(a)["grace"]["in_grace"] and status(b)["grace"]["in_grace"],
+                    "both nodes are in grace")
+        assert await status_of(two.open(root, b"new-on-b", create=True)) == N.NFS4ERR_GRACE
+        await two.write(g, 0, b"existing state works in grace")  # b's own clients keep theirs
+        await one.nfs.close()
+        one.nfs = await Nfs4Client.connect(HOST, a.port)
+        one.open_owners.clear()
+        await one.establish()
+        f = await one.reclaim_open(f.fh)
+        await one.lock(f, WRITE_LT, 0, 10, reclaim=True)
+        await status_of(one.open(root, b"after", create=True))  # its reclaims are over
+        await until(lambda: not status(a)["grace"]["in_grace"]
+                    and not status(b)["grace"]["in_grace"], "the grace ends on both nodes",
+                    limit=30)  # long before its time (90 s) runs out
+        await two.open(root, b"new-on-b", create=True)
+        await one.nfs.close()
+        await two.nfs.close()
+        assert_log_clean(a.log_text())
+        assert_log_clean(b.log_text())
+
+
 async def test_etcd_down_during_service(tmp_path: Path, url: str, cluster: EtcdCluster) -> None:
     export = tmp_path / "export"
     export.mkdir()
@@ -126,6 +164,7 @@ async def test_etcd_down_during_service(tmp_path: Path, url: str, cluster: EtcdC
         one = await session(a, b"holder")
         root = await one.lookup_path(str(export))
         f = await one.open(root, b"data", create=True)
+        await one.lock(f, WRITE_LT, 0, 1)
         for i in range(3):
             cluster.kill(i)
         await until(lambda: not status(a)["cluster"]["available"], "node a notices")
@@ -133,8 +172,11 @@ async def test_etcd_down_during_service(tmp_path: Path, url: str, cluster: EtcdC
         await one.write(f, 0, b"still writing")
         assert await one.read(f, 0, 13) == b"still writing"
         await one.renew()
-        await one.lock(f, WRITE_LT, 0, 1)
         await one.unlock(f, WRITE_LT, 0, 1)
+        # after a whole lease without renewal, another node may take over: no new state
+        await until(lambda: status(a)["cluster"]["fenced"], "node a fences itself")
+        assert await status_of(one.lock(f, WRITE_LT, 0, 1)) == N.NFS4ERR_DELAY
+        await one.renew()
         await one.close(f)
         # a new client's first state needs its record: NFS4ERR_DELAY, nothing created
         newcomers = [await session(a, b"new-%d" % i) for i in range(3)]

@@ -6,67 +6,56 @@ from __future__ import annotations
 
 import pytest
 
-from pynfsd.recovery.cluster import (
-    ClusterGrace,
-    GraceDb,
-    NodeInfo,
-    Record,
-    begin,
-    expected_clients,
-    format_cluster,
-    lifted,
-    may_lift,
-    record_id,
-)
+from pynfsd.recovery import cluster as C
 from pynfsd.recovery.etcdkv import EtcdUrl, grpc_target
 from tests.clock import ManualClock
 
 
 def test_begin_starts_a_new_epoch_or_joins_the_running_one() -> None:
-    db = GraceDb()
+    db = C.GraceDb()
     assert not db.in_grace and db.current == 1
-    first = begin(db, now=100.0, duration=90)
+    first = C.begin(db, now=100.0, duration=90)
     assert (first.current, first.recovery, first.until) == (2, 1, 190.0)
-    joined = begin(first, now=150.0, duration=90)  # a second node starts during grace
+    joined = C.begin(first, now=150.0, duration=90)  # a second node starts during grace
     assert (joined.current, joined.recovery, joined.until) == (2, 1, 240.0)
-    assert begin(joined, now=100.0, duration=10).until == 240.0  # never earlier
-    after = lifted(joined)
+    assert C.begin(joined, now=100.0, duration=10).until == 240.0  # never earlier
+    after = C.lifted(joined)
     assert not after.in_grace and after.current == 2
-    assert begin(after, now=300.0, duration=90).current == 3
+    assert C.begin(after, now=300.0, duration=90).current == 3
 
 
 def test_grace_lifts_when_no_node_needs_it_or_time_is_over() -> None:
-    db = begin(GraceDb(), now=0.0, duration=90)
-    assert not may_lift(db, ["a"], now=10.0)
-    assert may_lift(db, [], now=10.0)
-    assert may_lift(db, ["a"], now=90.0)
-    assert not may_lift(lifted(db), [], now=10.0)
+    db = C.begin(C.GraceDb(), now=0.0, duration=90)
+    assert not C.may_lift(db, ["a"], now=10.0)
+    assert C.may_lift(db, [], now=10.0)
+    assert C.may_lift(db, ["a"], now=90.0)
+    assert not C.may_lift(C.lifted(db), [], now=10.0)
 
 
 def test_formats_round_trip_and_reject_garbage() -> None:
-    db = GraceDb(3, 2, 12.5)
-    assert GraceDb.decode(db.encode()) == db
-    assert GraceDb.decode(None) == GraceDb()
-    rec = Record(b"\x00Linux NFSv4.0 host", "nfs/host@REALM", 1.5, "a", 2)
-    assert Record.decode(rec.encode()) == rec
+    db = C.GraceDb(3, 2, 12.5)
+    assert C.GraceDb.decode(db.encode()) == db
+    assert C.GraceDb.decode(None) == C.GraceDb()
+    rec = C.Record(b"\x00Linux NFSv4.0 host", "nfs/host@REALM", 1.5, "a", 2)
+    assert C.Record.decode(rec.encode()) == rec
     with pytest.raises(ValueError):
-        Record.decode(b'{"version": 2}')
-    info = NodeInfo("a", "grace", 2, True, 42, 1.0, 3)
-    assert NodeInfo.decode(info.encode()) == info
-    assert record_id(b"x") != record_id(b"y") and len(record_id(b"x")) == 32
+        C.Record.decode(b'{"version": 2}')
+    info = C.NodeInfo("a", "grace", 2, True, 42, 1.0, 3)
+    assert C.NodeInfo.decode(info.encode()) == info
+    assert C.record_id(b"x") != C.record_id(b"y") and len(C.record_id(b"x")) == 32
 
 
 def test_expected_clients_are_our_own_and_those_of_departed_nodes() -> None:
-    records = [Record(b"mine", "p", 0, "a", 1), Record(b"of-dead-c", "p", 0, "c", 1),
-               Record(b"of-live-b", "p", 0, "b", 1), Record(b"new", "p", 0, "a", 2)]
-    assert expected_clients(records, "a", ["a", "b"], epoch=2) == [b"mine", b"of-dead-c"]
+    records = [C.Record(b"mine", "p", 0, "a", 1), C.Record(b"of-dead-c", "p", 0, "c", 1),
+               C.Record(b"of-live-b", "p", 0, "b", 1), C.Record(b"new", "p", 0, "a", 2)]
+    assert C.expected_clients(records, "a", ["a", "b"], epoch=2) == [b"mine", b"of-dead-c"]
 
 
 def test_cluster_grace_tracks_local_reclaims_until_done() -> None:
     clock = ManualClock()
-    g = ClusterGrace(clock, duration=60, lease=5)
+    g = C.ClusterGrace(clock, duration=60, lease=5)
     assert not g.in_grace() and not g.wants_lift()
-    g.observe(begin(GraceDb(), now=0.0, duration=60))
+    g.observe(C.begin(C.GraceDb(), now=0.0, duration=60))
     g.needs([b"one", b"two"])
     assert g.in_grace() and not g.wants_lift()
     for ownerid in (b"one", b"two"):
@@ -79,14 +68,14 @@ def test_cluster_grace_tracks_local_reclaims_until_done() -> None:
     assert g.in_grace()  # the cluster's grace lasts until some node lifts it
     st = g.status()
     assert st["in_grace"] and st["reclaimed"] == 2 and st["epoch"] == 2
-    g.observe(lifted(g.db))
+    g.observe(C.lifted(g.db))
     assert not g.in_grace() and not g.need and g.local is None
 
 
 def test_a_node_that_needs_grace_gives_up_when_its_time_is_over() -> None:
     clock = ManualClock()
-    g = ClusterGrace(clock, duration=60, lease=5)
-    g.observe(begin(GraceDb(), now=0.0, duration=60))
+    g = C.ClusterGrace(clock, duration=60, lease=5)
+    g.observe(C.begin(C.GraceDb(), now=0.0, duration=60))
     g.needs([b"never-comes-back"])
     clock.advance(59)
     assert not g.wants_lift()
@@ -95,7 +84,7 @@ def test_a_node_that_needs_grace_gives_up_when_its_time_is_over() -> None:
 
 
 def test_status_lines() -> None:
-    lines = format_cluster({
+    lines = C.format_cluster({
         "url": "etcd://h:2379/p", "node": "a", "epoch": 3, "recovery_epoch": 2,
         "records": 5, "available": False, "last_error": "timeout", "pending_writes": 1,
         "nodes": [{"name": "a", "state": "grace", "epoch": 3, "need": True, "pid": 7,
@@ -116,3 +105,14 @@ def test_etcd_urls() -> None:
             EtcdUrl.parse(bad)
     assert grpc_target((("127.0.0.1", 1), ("127.0.0.1", 2))) == ("ipv4:127.0.0.1:1,127.0.0.1", 2)
     assert grpc_target((("::1", 1),)) == ("ipv6:[::1]", 1)
+
+
+def test_a_fenced_node_grants_no_new_state() -> None:
+    from pynfsd.nfs4 import errors as E
+
+    g = C.ClusterGrace(ManualClock(), duration=60, lease=5)
+    g.non_reclaim(b"client")  # a member: new state is fine
+    g.fenced = True
+    with pytest.raises(E.NFS4ERR_DELAY):
+        g.non_reclaim(b"client")
+    assert "membership lost" in C.format_cluster({"available": False, "fenced": True})[0]

@@ -141,6 +141,10 @@ class GracePeriod:
             "ended_reason": self.ended_reason,
         }
 
+    def waiting(self) -> list[bytes]:
+        """The recorded clients that may still reclaim (none once grace is over)."""
+        return list(self._pending) if self.in_grace() else []
+
     # -- progress (the GraceTracker hooks) --------------------------------------------------
 
     def client_confirmed(self, ownerid: bytes) -> None:
