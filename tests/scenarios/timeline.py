@@ -10,6 +10,7 @@ the whole story in its assertion message; the conftest also attaches it to the t
 
 from __future__ import annotations
 
+import threading
 import time
 
 from pynfsd.gen import nfs4 as N
@@ -26,12 +27,14 @@ class Timeline:
         self.title = title
         self.t0 = time.monotonic()
         self.lines: list[str] = []
+        self._lock = threading.Lock()    # guests' and helpers' reader threads log too
         print(f"\n=== {title}", flush=True)
 
     def log(self, actor: str, event: str) -> None:
         line = f"t={time.monotonic() - self.t0:6.2f}s  {actor:<6} {event}"
-        self.lines.append(line)
-        print(line, flush=True)
+        with self._lock:
+            self.lines.append(line)
+            print(line, flush=True)
 
     def note(self, event: str) -> None:
         """A line from the narrator: waits, server restarts, conclusions."""

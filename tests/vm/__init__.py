@@ -60,6 +60,16 @@ How it works
   project's library, run inside the namespace, that holds a read delegation and ignores its
   recall. ``bench/delegations.py`` (guest ``bench/guest/delegations.sh``) counts the RPCs of
   open/read/close rounds with delegations on, off and against Ganesha.
+* Takeover between two nodes (``tests/e2e/test_kernel_takeover.py``): ``failover.py``
+  (``FailoverNet``: a ``BridgeNet`` plus one namespace per node, each joined to the bridge by
+  a veth with its own address, and the service address 192.168.77.10 on ``float0``, a veth end
+  that ``move_floating`` moves, MAC and all, into the other node's namespace) and
+  ``takeover.py`` (``TakeoverScene``: nodes A and B serving the same export, their client
+  records either in a 3-member etcd cluster run in the bridge namespace, B standing by until
+  it begins the grace for A's clients, or in one shared ``--state-dir``, B started after A's
+  death; ``take_over`` moves the address to B; ``Contender``: ``contender.py``, a client of
+  the project's library in the bridge namespace that reclaims its open on B and polls for a
+  conflicting lock, each answer on the timeline).
 
 Running
 -------
@@ -69,6 +79,7 @@ Install the host tools once: ``scripts/vm-deps.sh`` (as root). Then, from the re
     PYNFSD_E2E_SERVERS=pynfsd,ganesha python -m pytest -m vm tests/e2e
     python -m pytest -m vm tests/e2e -k "pynfsd-user and flock"  # one test (one VM boot)
     python -m pytest -m vm -s tests/e2e/test_kernel_scenarios.py  # issue 3, with timelines
+    python -m pytest -m vm -s tests/e2e/test_kernel_takeover.py   # node A to node B
     python -m tests.vm.run --server pynfsd --net netns --big-mb 32 /tmp/vmrun   # by hand
     python -m tests.vm.run --server ganesha --net user --only "flock renames" /tmp/vmrun2
 

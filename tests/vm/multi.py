@@ -40,7 +40,8 @@ QUIET = re.compile(r"^@@(OUT|RC|PAUSE) ")   # agent protocol lines, not worth a 
 class BridgeNet:
     """A private namespace with a bridge for the server and one tap per guest."""
 
-    server_bind = server_addr = f"{SUBNET}.1"
+    bridge_addr = f"{SUBNET}.1"                 # br0's own address in the namespace
+    server_bind = server_addr = bridge_addr     # where the guests find the server
 
     def __init__(self, guests: int) -> None:
         prune_stale_namespaces()
@@ -50,7 +51,7 @@ class BridgeNet:
         try:
             _ip_in(self.ns, "link", "set", "lo", "up")
             _ip_in(self.ns, "link", "add", "br0", "type", "bridge")
-            _ip_in(self.ns, "addr", "add", f"{self.server_addr}/24", "dev", "br0")
+            _ip_in(self.ns, "addr", "add", f"{self.bridge_addr}/24", "dev", "br0")
             for i in range(guests):
                 _ip_in(self.ns, "tuntap", "add", "dev", f"tap{i}", "mode", "tap")
                 _ip_in(self.ns, "link", "set", f"tap{i}", "master", "br0")

@@ -53,13 +53,15 @@ class Scene:
 
     def __init__(self, workdir: Path, title: str, *, guests: int, lease: int = 10,
                  grace: int = 10, server_args: Sequence[str] = (),
-                 server: Callable[[Path, Network], PynfsdServer] | None = None) -> None:
+                 server: Callable[[Path, Network], PynfsdServer] | None = None,
+                 bridge: Callable[[int], BridgeNet] = BridgeNet) -> None:
         """``server`` makes the server on the bridge (default: a plain ``PynfsdServer``);
-        ``lease``, ``grace`` and ``server_args`` apply to it either way."""
+        ``lease``, ``grace`` and ``server_args`` apply to it either way. ``bridge`` makes the
+        network from the number of guests (default: a ``BridgeNet``)."""
         self.workdir = workdir
         self.timeline = Timeline(title)
         self.kernel = guest_kernel()
-        self.bridge = BridgeNet(guests)
+        self.bridge = bridge(guests)
         try:
             self.server = (server or PynfsdServer)(workdir, self.bridge.server_view())
         except BaseException:
