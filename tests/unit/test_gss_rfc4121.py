@@ -230,3 +230,31 @@ def test_from_lucid() -> None:
     )
     with pytest.raises(ValueError):
         Krb5Context(lucid(cfx_kd=bad_kd))
+
+
+def test_the_fast_paths_keep_every_check() -> None:
+    """Once a context has seen a good token, equal headers skip the header parse: a token
+    whose encrypted header copy differs, whose data is shorter than its header copy, or
+    which comes as a view or bytearray, is still refused or read as before."""
+    init, acc = peers(18)
+    msg = os.urandom(100)
+    for _ in range(2):  # cold, then with the first 8 octets already checked
+        token = bytes(init.wrap(msg))
+        assert acc.unwrap(token) == (msg, True)
+        assert acc.unwrap(memoryview(bytearray(token))) == (msg, True)
+        mic = init.get_mic(msg)
+        acc.verify_mic(msg, mic)
+        acc.verify_mic(memoryview(bytearray(msg)), memoryview(bytearray(mic)))
+        acc.verify_mic(msg, bytearray(mic))
+        with pytest.raises(BadMic):
+            acc.verify_mic(msg[1:], mic)
+    seal = init._keys.send.seal
+    header = token[:16]
+    other = header[:8] + struct.pack(">Q", 99)  # the same clear header, another copy
+    with pytest.raises(DefectiveToken):
+        acc.unwrap(bytes(seal.seal(header, msg, other)))
+    with pytest.raises(DefectiveToken):  # msg | header copy shorter than a header
+        acc.unwrap(bytes(seal.seal(header, b"", header[:10])))
+    with pytest.raises(BadMic):
+        acc.unwrap(token[:-1] + bytes([token[-1] ^ 1]))
+    assert acc.verify_mic_seq(msg, init.get_mic(msg)) == struct.unpack(">Q", header[8:])[0] + 2
