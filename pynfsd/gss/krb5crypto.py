@@ -432,18 +432,18 @@ def _opener(aes: _Contexts, ki: HmacKey, prof: Profile) -> Callable[..., Any]:
             mac.update(data[start:end])
             if not hmac.compare_digest(mac.finalize()[:size], data[end:]):
                 raise CryptoError("integrity check failed")
-        m = -(-n // BLOCK)
         dec = aes.dec
         # Every call starts with a zero block: whatever chaining state the long-lived context
         # was left in, its output block is dropped and the next one chains from the zero IV.
-        if m == 1:
+        if n == BLOCK:
             p = dec.update(_ZERO_BLOCK + data[start:end])
         else:
-            cut = start + (m - 2) * BLOCK
+            partial = n & 15  # octets of the last plaintext block, 0 when it is whole
+            cut = end - BLOCK - (partial or BLOCK)  # C_m as sent; then C_(m-1), truncated
             c_m, last = data[cut : cut + BLOCK], data[cut + BLOCK : end]
-            if len(last) < BLOCK:
+            if partial:
                 # D(C_m) = (P_m | 0) xor C_(m-1): its tail completes the truncated C_(m-1).
-                last += dec.update(_ZERO_BLOCK + c_m)[BLOCK + len(last) :]
+                last += dec.update(_ZERO_BLOCK + c_m)[BLOCK + partial :]
             # CBC over C_1 … C_(m-1), C_m (RFC 3962 §5's swap undone) gives every block.
             p = dec.update(b"".join((_ZERO_BLOCK, data[start:cut], last, c_m)))
         if not etm:  # RFC 3961 §5.3: HMAC of confounder | plaintext

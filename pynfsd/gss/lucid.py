@@ -18,7 +18,6 @@ pooled per thread of use, the sequence counter is atomic under the GIL).
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -98,7 +97,7 @@ class Krb5Context:
         random: Callable[[int], bytes] | None,
     ) -> None:
         self._keys = keys
-        self._seq = itertools.count(send_seq)
+        self._seq = cfx.sequence_numbers(send_seq)
         self.get_mic = cfx.mic_maker(keys, self._seq)
         self.wrap = cfx.wrap_maker(keys, self._seq, random)
         self.verify_mic = cfx.mic_checker(keys, self._clock, endtime)

@@ -14,6 +14,8 @@ clock come from the caller (`pynfsd.gss.lucid.Krb5Context`).
 
 from __future__ import annotations
 
+import itertools
+import operator
 import struct
 from collections.abc import Callable, Iterator
 from hmac import compare_digest
@@ -113,18 +115,29 @@ class CfxKeys:
         return keys
 
 
+def sequence_numbers(first: int) -> Iterator[int]:
+    """A context's SND_SEQ counter from `first`, modulo 2**64 (§4.2.6: it wraps); shared by
+    its MIC and Wrap tokens. All C-level, so one number is never handed out twice."""
+    return map(operator.and_, itertools.count(first), itertools.repeat(_SEQ_MASK))
+
+
+def _headers(prefix: bytes, seqs: Iterator[int]) -> Callable[[], bytes]:
+    """Each call: the next token header, `prefix` (its first 8 octets) and SND_SEQ."""
+    return map(_PREFIX_SEQ.pack, itertools.repeat(prefix), seqs).__next__
+
+
 def mic_maker(keys: CfxKeys, seqs: Iterator[int]) -> Callable[[Buffer], bytes]:
-    """A context's get_mic: §4.2.6.1 tokens numbered from `seqs` (a shared counter).
+    """A context's get_mic: §4.2.6.1 tokens numbered from `seqs` (`sequence_numbers`).
 
     Everything a token needs but the message is looked up here once: a MIC token is small
     and frequent (one per RPCSEC_GSS reply verifier), and each lookup costs about as much
     as hashing a block.
     """
     prefix, sign = keys.mic_prefix, keys.send.sign
-    pack, start, size = _PREFIX_SEQ.pack, sign.kc.start, sign.mac_size
+    header_for, start, size = _headers(prefix, seqs), sign.kc.start, sign.mac_size
 
     def get_mic(msg: Buffer) -> bytes:
-        header = pack(prefix, next(seqs) & _SEQ_MASK)
+        header = header_for()
         state = start()
         state.update(msg)
         state.update(header)  # the checksum covers msg | header
@@ -188,14 +201,14 @@ def wrap_maker(
     Numbered from `seqs` (shared with the MIC tokens); confounders come from `random`, or
     when it is None from `krb5crypto`'s own source.
     """
-    prefix, seal, pack = keys.sealed_prefix, keys.send.seal.seal, _PREFIX_SEQ.pack
+    header_for, seal = _headers(keys.sealed_prefix, seqs), keys.send.seal.seal
 
     def wrap(msg: Buffer, conf: bool = True) -> bytes | bytearray:
         if conf:
-            header = pack(prefix, next(seqs) & _SEQ_MASK)
+            header = header_for()
             # §4.2.4: the encrypted copy of the header has RRC 0 (and EC as in the token).
             return seal(header, msg, header, random(BLOCK) if random else None)
-        return _make_signed_wrap(keys, next(seqs) & _SEQ_MASK, msg)
+        return _make_signed_wrap(keys, next(seqs), msg)
 
     return wrap
 
