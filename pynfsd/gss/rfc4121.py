@@ -15,8 +15,8 @@ clock come from the caller (`pynfsd.gss.lucid.Krb5Context`).
 from __future__ import annotations
 
 import itertools
-import operator
 import struct
+import sys
 from collections.abc import Callable, Iterator
 from hmac import compare_digest
 from typing import Any
@@ -117,8 +117,14 @@ class CfxKeys:
 
 def sequence_numbers(first: int) -> Iterator[int]:
     """A context's SND_SEQ counter from `first`, modulo 2**64 (§4.2.6: it wraps); shared by
-    its MIC and Wrap tokens. All C-level, so one number is never handed out twice."""
-    return map(operator.and_, itertools.count(first), itertools.repeat(_SEQ_MASK))
+    its MIC and Wrap tokens. All C-level, so one number is never handed out twice; below
+    sys.maxsize it runs on machine integers (the fastest C-level counter measured)."""
+    first &= _SEQ_MASK
+    return itertools.chain(
+        range(first, sys.maxsize),
+        range(max(first, sys.maxsize), _SEQ_MASK + 1),
+        itertools.chain.from_iterable(itertools.repeat(range(_SEQ_MASK + 1))),
+    )
 
 
 def _headers(prefix: bytes, seqs: Iterator[int]) -> Callable[[], bytes]:

@@ -3,8 +3,10 @@ answers), round trips, rotation, filler, flags, sequence numbers, expiry, bad in
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -258,3 +260,10 @@ def test_the_fast_paths_keep_every_check() -> None:
     with pytest.raises(BadMic):
         acc.unwrap(token[:-1] + bytes([token[-1] ^ 1]))
     assert acc.verify_mic_seq(msg, init.get_mic(msg)) == struct.unpack(">Q", header[8:])[0] + 2
+
+
+def test_sequence_numbers_run_on_past_machine_integers_and_wrap_at_64_bits() -> None:
+    big = sys.maxsize
+    assert list(itertools.islice(cfx.sequence_numbers(big - 1), 3)) == [big - 1, big, big + 1]
+    assert list(itertools.islice(cfx.sequence_numbers((1 << 64) - 1), 3)) == [(1 << 64) - 1, 0, 1]
+    assert list(itertools.islice(cfx.sequence_numbers(1 << 64), 2)) == [0, 1]
