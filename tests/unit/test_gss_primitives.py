@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hmac
 import os
-import threading
 
 import pytest
 
 from pynfsd.gss import primitives
+from tests.threads import run_in_threads
 
 
 @pytest.mark.parametrize("hash_name", ["sha1", "sha256", "sha384"])
@@ -56,11 +56,7 @@ def test_threads_never_get_the_same_confounder() -> None:
         mine = [draw(source)[0] for _ in range(2000)]
         got.extend(mine)
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work)
     assert len(got) == len(set(got)) == 8000
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import hmac
 import os
-import threading
 
 import pytest
 
 from pynfsd.gss import krb5crypto as kc
+from tests.threads import run_in_threads
 
 
 def h(text: str) -> bytes:
@@ -343,11 +343,7 @@ def test_threads_each_use_their_own_contexts(enctype: int) -> None:
             if key.decrypt(body) != plain or kc.cts_decrypt(ke, body[: -prof.mac_size])[16:] != plain:
                 failures.append(length)
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work)
     assert failures == []
 
 
