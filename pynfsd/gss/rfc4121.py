@@ -140,14 +140,16 @@ def mic_maker(keys: CfxKeys, seqs: Iterator[int]) -> Callable[[Buffer], bytes]:
     as hashing a block.
     """
     prefix, sign = keys.mic_prefix, keys.send.sign
-    header_for, start, size = _headers(prefix, seqs), sign.kc.start, sign.mac_size
+    header_for, start = _headers(prefix, seqs), sign.kc.start
+    # header | the HMAC truncated to the checksum's size, in one call
+    token = struct.Struct(f"{HEADER_SIZE}s{sign.mac_size}s").pack
 
     def get_mic(msg: Buffer) -> bytes:
         header = header_for()
         state = start()
         state.update(msg)
         state.update(header)  # the checksum covers msg | header
-        return header + state.finalize()[:size]  # type: ignore[no-any-return]
+        return token(header, state.finalize())
 
     return get_mic
 
