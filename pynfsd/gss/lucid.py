@@ -13,7 +13,7 @@ numbers are returned by the `*_seq` variants and not checked here: RPCSEC_GSS ru
 sequence window (RFC 2203 §5.3.3.1), as the kernel does.
 
 Thread safety: one context may be used from several threads at once (the crypto objects are
-pooled per thread of use, the sequence counter is atomic under the GIL).
+kept per thread of use, the sequence counter is one C-level iterator, atomic under the GIL).
 """
 
 from __future__ import annotations

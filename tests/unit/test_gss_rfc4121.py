@@ -14,6 +14,7 @@ import pytest
 from pynfsd.gss import BadMic, ContextExpired, DefectiveToken, GssError
 from pynfsd.gss import rfc4121 as cfx
 from pynfsd.gss.lucid import Krb5Context
+from tests.threads import run_in_threads
 
 # Captured from MIT krb5 1.20 (Debian): an initiator's tokens under the acceptor subkey
 # (flags 0x04, or 0x06 sealed); Wrap tokens from gss_wrap_iov without a trailer, so rotated
@@ -267,3 +268,20 @@ def test_sequence_numbers_run_on_past_machine_integers_and_wrap_at_64_bits() -> 
     assert list(itertools.islice(cfx.sequence_numbers(big - 1), 3)) == [big - 1, big, big + 1]
     assert list(itertools.islice(cfx.sequence_numbers((1 << 64) - 1), 3)) == [(1 << 64) - 1, 0, 1]
     assert list(itertools.islice(cfx.sequence_numbers(1 << 64), 2)) == [0, 1]
+
+
+def test_one_context_used_by_several_threads_never_repeats_a_sequence_number() -> None:
+    init, acc = peers(18, send_seq=(1 << 64) - 1000)
+    seqs: list[int] = []
+
+    def work() -> None:
+        mine = []
+        for i in range(300):
+            msg = b"m%d" % i
+            mine.append(acc.verify_mic_seq(msg, init.get_mic(msg)))
+            mine.append(acc.unwrap_seq(init.wrap(msg))[2])
+        seqs.extend(mine)
+
+    run_in_threads(work)
+    expected = [*range((1 << 64) - 1000, 1 << 64), *range(4 * 600 - 1000)]
+    assert sorted(seqs) == sorted(expected)
