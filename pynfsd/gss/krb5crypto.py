@@ -10,11 +10,13 @@ Theory of operation (the hot path): a `UsageKey` holds the derived Kc, Ke and Ki
 key and one key usage, with pre-keyed OpenSSL objects that are reused across messages:
 building an AES context costs more than encrypting a small message. AES-CTS (RFC 3962 §5:
 CBC with the last two blocks swapped and the last one truncated, also when it is full) runs
-on a long-lived CBC context: CBC chaining state is only the previous ciphertext block, so
-XOR-ing that block into the first input block (encryption), or feeding one zero block first
-(decryption), turns it into a fresh context with the all-zero IV. Contexts sit in a small
-pool, one per concurrent caller, so threads never share one. Messages are fed as a list of
-buffers (no joining) and the output is written once into the buffer that is returned.
+on long-lived CBC contexts, one pair per thread (`_Contexts`), so threads never share one.
+CBC chaining state is only the previous ciphertext block: feeding the encryptor that block
+again (its output is then E(Ke, 0), dropped) and the masked confounder (`_sealer`), or the
+decryptor one zero block first (`_opener`), turns it into a fresh context with the all-zero
+IV. `seal` and `open_at` are closures made per key with everything a small message needs
+bound (each Python-level step costs about as much as AES on a few blocks); large messages
+are fed as a list of buffers (no joining) and written once into the buffer returned.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from pynfsd.gss.primitives import HmacKey, random_block
+from pynfsd.gss.primitives import Confounders, HmacKey
 
 Buffer = bytes | bytearray | memoryview
 
@@ -44,6 +47,7 @@ KI = 0x55  # integrity key
 
 BLOCK = 16
 _ZERO_BLOCK = bytes(BLOCK)
+_PADDING = [bytes(-n % BLOCK) for n in range(BLOCK)]  # to a whole block, by length mod 16
 
 
 class CryptoError(Exception):
@@ -183,26 +187,23 @@ def cts_decrypt(key: bytes, ciphertext: bytes) -> bytes:
     return head + bytes(a ^ b for a, b in zip(x[: len(last)], last, strict=True))
 
 
-class _Pool:
-    """Long-lived crypto contexts for one key, one per concurrent caller.
+class _Contexts(threading.local):
+    """This thread's long-lived AES-CBC contexts for one key (a thread never shares them).
 
-    A context is taken out for one message and put back afterwards (list pop/append are
-    atomic), so callers in different threads never share one; a context whose message failed
-    half-way is simply dropped. The hot paths use `free` directly (a method call costs as
-    much as AES on a few blocks); `take` is the same thing spelled out.
+    `enc` is [the encryptor's update, the last ciphertext block it wrote (its chaining
+    state), the encryptor]; `dec` the decryptor. A thread gets its own on first use
+    (`threading.local` runs `__init__` again per thread); `renew()` replaces them after a
+    message failed half-way, which could leave a partial block buffered in a context.
     """
 
-    __slots__ = ("new", "free")
+    def __init__(self, aes: algorithms.AES) -> None:
+        self.aes = aes
+        self.renew()
 
-    def __init__(self, factory: Callable[[], Any]) -> None:
-        self.new = factory
-        self.free: list[Any] = []
-
-    def take(self) -> Any:
-        try:
-            return self.free.pop()
-        except IndexError:
-            return self.new()
+    def renew(self) -> None:
+        encryptor = Cipher(self.aes, modes.CBC(_ZERO_BLOCK)).encryptor()
+        self.enc: list[Any] = [encryptor.update, _ZERO_BLOCK, encryptor]
+        self.dec = Cipher(self.aes, modes.CBC(_ZERO_BLOCK)).decryptor()
 
 
 # Up to this many octets of plaintext a message is joined into one buffer and run through
@@ -216,35 +217,41 @@ CHUNK = 64 * 1024
 
 
 class UsageKey:
-    """Kc, Ke and Ki for one (enctype, base key, key usage) with reusable crypto objects."""
+    """Kc, Ke and Ki for one (enctype, base key, key usage) with reusable crypto objects.
 
-    __slots__ = ("profile", "usage", "mac_size", "hmac", "_kc", "_ki", "_enc", "_dec", "_etm")
+    `kc` is the checksum key's schedule (Kc), for callers that inline a checksum.
+    """
+
+    # seal(prefix, msg, trailer, confounder=None) and open_at(data, start, trailer=None),
+    # made per key by `_sealer` and `_opener`
+    seal: Callable[..., bytes | bytearray]
+    open_at: Callable[..., Any]
+
+    __slots__ = ("profile", "usage", "mac_size", "kc", "seal", "open_at", "_ki", "_aes",
+                 "_etm")
 
     def __init__(self, enctype: int, base_key: bytes, usage: int) -> None:
         prof = self.profile = profile(enctype)
         self.usage = usage
         self.mac_size = prof.mac_size
         self._etm = prof.etm
-        # the checksum key's schedule (Kc), for callers that inline a checksum
-        self.hmac = self._kc = HmacKey(derive_key(enctype, base_key, usage, KC), prof.hash_name)
+        self.kc = HmacKey(derive_key(enctype, base_key, usage, KC), prof.hash_name)
         # RFC 8009 §5 MACs IV | C with the zero IV: Ki's schedule starts with that block hashed
         ki = derive_key(enctype, base_key, usage, KI)
         self._ki = HmacKey(ki, prof.hash_name, _ZERO_BLOCK if prof.etm else b"")
-        aes = algorithms.AES(derive_key(enctype, base_key, usage, KE))
-        # an encryption entry is [context, the last ciphertext block it wrote, as an int]
-        self._enc = _Pool(lambda: [Cipher(aes, modes.CBC(_ZERO_BLOCK)).encryptor(), 0])
-        self._dec = _Pool(lambda: Cipher(aes, modes.CBC(_ZERO_BLOCK)).decryptor())
+        ke = derive_key(enctype, base_key, usage, KE)
+        self._aes = _Contexts(algorithms.AES(ke))
+        self.seal = _sealer(self._aes, self._ki, prof, _aes_block(ke, _ZERO_BLOCK))
+        self.open_at = _opener(self._aes, self._ki, prof)
 
     # -- checksums (RFC 3961 §5.4 get_mic; RFC 8009 §5) ------------------------------------
 
     def checksum(self, msg: Buffer, trailer: Buffer) -> bytes:
         """The truncated HMAC of `msg | trailer` under Kc (the two are not joined)."""
-        inner = self._kc.start()
-        inner.update(msg)
-        inner.update(trailer)
-        outer = self._kc.outer()
-        outer.update(inner.digest())
-        return outer.digest()[: self.mac_size]  # type: ignore[no-any-return]
+        state = self.kc.start()
+        state.update(msg)
+        state.update(trailer)
+        return state.finalize()[: self.mac_size]  # type: ignore[no-any-return]
 
     def verify_checksum(self, msg: Buffer, trailer: Buffer, expected: Buffer) -> bool:
         """Whether `expected` is `checksum(msg, trailer)` (compared in constant time)."""
@@ -262,85 +269,6 @@ class UsageKey:
     def decrypt(self, ciphertext: Buffer) -> bytes:
         return bytes(self.open((memoryview(ciphertext),)))
 
-    def seal(
-        self, prefix: bytes, msg: Buffer, trailer: bytes, confounder: bytes | None = None
-    ) -> bytes | bytearray:
-        """`prefix | encrypt(msg | trailer)` (the plaintext pieces are not joined when large).
-
-        Small messages take one straight path (every Python step here costs about as much
-        as AES on a few blocks): join, one CBC call, RFC 3962 §5's swap and truncation of
-        the last two blocks as output slices, one HMAC.
-        """
-        if len(msg) > SMALL:
-            conf = random_block() if confounder is None else confounder
-            return self._seal_large(prefix, msg, trailer, conf)
-        n = BLOCK + len(msg) + len(trailer)
-        try:
-            entry = self._enc.free.pop()
-        except IndexError:
-            entry = self._enc.new()
-        if confounder is None and self._etm:
-            # The context chains the previous message's last block into the first one, so
-            # the confounder is this random block XOR that one: as random, and here it is
-            # not needed in the clear (RFC 8009 MACs the ciphertext).
-            first = conf = random_block()
-        else:
-            conf = random_block() if confounder is None else confounder
-            first = (int.from_bytes(conf) ^ entry[1]).to_bytes(BLOCK)  # undo the chaining
-        c = entry[0].update(b"".join((first, msg, trailer, _ZERO_BLOCK[: -n % BLOCK])))
-        entry[1] = int.from_bytes(c[-BLOCK:])
-        self._enc.free.append(entry)
-        mac = self._ki.start()
-        if n > BLOCK:  # RFC 3962 §5: swap the last two blocks, truncate the (new) last one
-            cut = len(c) - 2 * BLOCK
-            c = b"".join((c[:cut], c[cut + BLOCK :], c[cut : n - BLOCK]))
-        if self._etm:  # RFC 8009 §5: HMAC(Ki, IV | C), IV already in the schedule
-            mac.update(c)
-        else:  # RFC 3961 §5.3: HMAC(Ki, confounder | plaintext)
-            mac.update(conf)
-            mac.update(msg)
-            mac.update(trailer)
-        outer = self._ki.outer()
-        outer.update(mac.digest())
-        return b"".join((prefix, c, outer.digest()[: self.mac_size]))
-
-    def _seal_large(self, prefix: bytes, msg: Buffer, trailer: bytes, conf: bytes) -> bytearray:
-        start = len(prefix)
-        n = BLOCK + len(msg) + len(trailer)
-        m = -(-n // BLOCK)
-        cut = start + (m - 2) * BLOCK  # the ciphertext before it is final as CBC writes it
-        out = bytearray(start + m * BLOCK + self.mac_size + 2 * BLOCK)
-        out[:start] = prefix
-        view, mac = memoryview(out), self._ki.start()
-        if not self._etm:
-            mac.update(conf)
-        entry = self._enc.take()
-        ctx = entry[0]
-        first = (int.from_bytes(conf) ^ entry[1]).to_bytes(BLOCK)
-        pos = start + ctx.update_into(first, view[start:])
-        macced = start
-        src = memoryview(msg)
-        for off in range(0, len(src), CHUNK):
-            chunk = src[off : off + CHUNK]
-            pos += ctx.update_into(chunk, view[pos:])
-            if self._etm:
-                mac.update(view[macced : min(pos, cut)])
-                macced = min(pos, cut)
-            else:
-                mac.update(chunk)
-        pos += ctx.update_into(trailer + _ZERO_BLOCK[: m * BLOCK - n], view[pos:])
-        entry[1] = int.from_bytes(view[pos - BLOCK : pos])
-        self._enc.free.append(entry)
-        prev = out[cut : cut + BLOCK]  # RFC 3962 §5 swap, as in the small path (m > 2 here)
-        out[cut : cut + BLOCK] = out[cut + BLOCK : cut + 2 * BLOCK]
-        out[cut + BLOCK : start + n] = prev[: start + n - cut - BLOCK]
-        mac.update(view[macced : start + n] if self._etm else trailer)
-        end = start + n + self.mac_size
-        out[start + n : end] = self._ki.finish(mac)[: self.mac_size]
-        view.release()
-        del out[end:]
-        return out
-
     def open(self, segments: Sequence[memoryview]) -> bytes | bytearray:
         """Decrypt C | H given as consecutive segments; returns the plaintext (no confounder).
 
@@ -350,43 +278,8 @@ class UsageKey:
         total = len(segments[0]) if len(segments) == 1 else sum(len(s) for s in segments)
         if total <= SMALL_SEALED + self.mac_size:
             whole = bytes(segments[0]) if len(segments) == 1 else b"".join(segments)
-            return self.open_at(whole, 0)
+            return self.open_at(whole, 0)  # type: ignore[no-any-return]
         return self._open_large(segments, total)
-
-    def open_at(self, data: bytes, start: int) -> bytes:
-        """Decrypt the small C | H that fills `data` from `start` (`open`'s one straight path)."""
-        end = len(data) - self.mac_size
-        n = end - start
-        if n < BLOCK:
-            raise CryptoError("ciphertext shorter than one block")
-        mac = self._ki.start()
-        if self._etm:  # RFC 8009 §5: verify before decrypting
-            mac.update(memoryview(data)[start:end])
-            if not hmac.compare_digest(self._ki.finish(mac)[: self.mac_size], data[end:]):
-                raise CryptoError("integrity check failed")
-        m = -(-n // BLOCK)
-        try:
-            ctx = self._dec.free.pop()
-        except IndexError:
-            ctx = self._dec.new()
-        # Every call starts with a zero block: whatever chaining state the long-lived context
-        # was left in, its output block is dropped and the next one chains from the zero IV.
-        if m == 1:
-            p = ctx.update(_ZERO_BLOCK + data[start:end])
-        else:
-            cut = start + (m - 2) * BLOCK
-            c_m, last = data[cut : cut + BLOCK], data[cut + BLOCK : end]
-            if len(last) < BLOCK:
-                # D(C_m) = (P_m | 0) xor C_(m-1): its tail completes the truncated C_(m-1).
-                last += ctx.update(_ZERO_BLOCK + c_m)[BLOCK + len(last) :]
-            # CBC over C_1 … C_(m-1), C_m (RFC 3962 §5's swap undone) gives every block.
-            p = ctx.update(b"".join((_ZERO_BLOCK, data[start:cut], last, c_m)))
-        self._dec.free.append(ctx)
-        if not self._etm:  # RFC 3961 §5.3: HMAC of confounder | plaintext
-            mac.update(memoryview(p)[BLOCK : BLOCK + n])
-            if not hmac.compare_digest(self._ki.finish(mac)[: self.mac_size], data[end:]):
-                raise CryptoError("integrity check failed")
-        return p[2 * BLOCK : BLOCK + n]
 
     def _open_large(self, segments: Sequence[memoryview], total: int) -> bytearray:
         n = total - self.mac_size
@@ -402,22 +295,169 @@ class UsageKey:
             c_m, pieces = gather(segments, cut, cut + BLOCK), _chunks(slices(segments, 0, cut))
         out = bytearray(m * BLOCK + 2 * BLOCK)
         view, mac = memoryview(out), self._ki.start()
-        ctx, pos, macced = self._dec.take(), 0, 0
-        x = ctx.update(_ZERO_BLOCK + c_m + _ZERO_BLOCK)[BLOCK : 2 * BLOCK]  # as in open_at
-        for piece in pieces:
-            pos += ctx.update_into(piece, view[pos:])
-            mac.update(piece if self._etm else view[macced:pos])
-            macced = pos
-        ctx.update_into(b"".join((last, x[len(last) :], c_m)), view[pos:])
-        self._dec.free.append(ctx)
+        contexts = self._aes
+        ctx, pos, macced = contexts.dec, 0, 0
+        try:
+            x = ctx.update(_ZERO_BLOCK + c_m + _ZERO_BLOCK)[BLOCK : 2 * BLOCK]  # as in open_at
+            for piece in pieces:
+                pos += ctx.update_into(piece, view[pos:])
+                mac.update(piece if self._etm else view[macced:pos])
+                macced = pos
+            ctx.update_into(b"".join((last, x[len(last) :], c_m)), view[pos:])
+        except BaseException:
+            contexts.renew()  # a segment may end half-way through a block
+            raise
         # the rest of C_(m-1)' | C_m as sent (encrypt-then-MAC), or of the plaintext
         mac.update(gather(segments, cut, n) if self._etm else view[macced:n])
         view.release()
-        if not hmac.compare_digest(self._ki.finish(mac)[: self.mac_size], expected):
+        if not hmac.compare_digest(mac.finalize()[: self.mac_size], expected):
             raise CryptoError("integrity check failed")
         del out[n:]
         del out[:BLOCK]
         return out
+
+
+def _sealer(aes: _Contexts, ki: HmacKey, prof: Profile, k0: bytes) -> Callable[..., Any]:
+    """A key's `seal(prefix, msg, trailer, confounder=None)`: `prefix | encrypt(msg |
+    trailer)`, with a confounder drawn here unless one is given.
+
+    Small messages take one straight path, with everything it needs bound here once (each
+    Python step costs about as much as AES on a few blocks): one join, one CBC call, RFC
+    3962 §5's swap and truncation of the last two blocks as output slices, one HMAC. Large
+    ones are streamed in place (`_seal_large`).
+
+    CBC chaining: the encryptor is first fed its own last ciphertext block, so that output
+    block is E(Ke, 0) = `k0` (dropped) and the chaining state is `k0` for every message.
+    Each confounder is drawn with itself XOR `k0` (`Confounders`), which CBC turns back into
+    the confounder under the zero IV: no per-message XOR.
+    """
+    confounders, keyed, size, etm = Confounders(k0), ki.start, prof.mac_size, prof.etm
+
+    def seal(
+        prefix: bytes, msg: Buffer, trailer: bytes, confounder: bytes | None = None
+    ) -> bytes | bytearray:
+        if confounder is None:
+            try:
+                conf, first = confounders.next()
+            except StopIteration:
+                conf, first = confounders.refill()
+        else:
+            conf, first = confounder, _xor_bytes(confounder, k0)
+        if len(msg) > SMALL:
+            return _seal_large(aes, ki, prof, (prefix, msg, trailer), conf, first)
+        n = BLOCK + len(msg) + len(trailer)
+        enc = aes.enc
+        c = enc[0](b"".join((enc[1], first, msg, trailer, _PADDING[n & 15])))
+        enc[1] = c[-BLOCK:]
+        if n > BLOCK:  # RFC 3962 §5: swap the last two blocks, truncate the (new) last one
+            cut = len(c) - 2 * BLOCK
+            head, tail, last = c[BLOCK:cut], c[cut + BLOCK :], c[cut:n]
+        else:
+            head, tail, last = c[BLOCK:], b"", b""
+        mac = keyed()
+        if etm:  # RFC 8009 §5: HMAC(Ki, IV | C), IV already in the schedule
+            mac.update(head)
+            mac.update(tail)
+            mac.update(last)
+        else:  # RFC 3961 §5.3: HMAC(Ki, confounder | plaintext)
+            mac.update(conf)
+            mac.update(msg)
+            mac.update(trailer)
+        return b"".join((prefix, head, tail, last, mac.finalize()[:size]))
+
+    return seal
+
+
+def _seal_large(
+    aes: _Contexts, ki: HmacKey, prof: Profile, parts: tuple[bytes, Buffer, bytes],
+    conf: bytes, first: bytes,
+) -> bytearray:
+    """`_sealer`'s path for large messages: streamed into one output buffer in chunks."""
+    prefix, msg, trailer = parts
+    start, size, etm = len(prefix), prof.mac_size, prof.etm
+    n = BLOCK + len(msg) + len(trailer)
+    m = -(-n // BLOCK)
+    cut = start + (m - 2) * BLOCK  # the ciphertext before it is final as CBC writes it
+    out = bytearray(start + m * BLOCK + size + 2 * BLOCK)
+    out[:start] = prefix
+    view, mac = memoryview(out), ki.start()
+    if not etm:
+        mac.update(conf)
+    enc = aes.enc
+    ctx, macced = enc[2], start
+    try:
+        ctx.update(enc[1])  # the chaining reset of the small path
+        pos = start + ctx.update_into(first, view[start:])
+        src = memoryview(msg)
+        for off in range(0, len(src), CHUNK):
+            chunk = src[off : off + CHUNK]
+            pos += ctx.update_into(chunk, view[pos:])
+            if etm:
+                mac.update(view[macced : min(pos, cut)])
+                macced = min(pos, cut)
+            else:
+                mac.update(chunk)
+        pos += ctx.update_into(trailer + _ZERO_BLOCK[: m * BLOCK - n], view[pos:])
+    except BaseException:
+        aes.renew()  # a chunk may be left half-way in the context
+        raise
+    enc[1] = bytes(view[pos - BLOCK : pos])
+    prev = out[cut : cut + BLOCK]  # RFC 3962 §5 swap, as in the small path (m > 2 here)
+    out[cut : cut + BLOCK] = out[cut + BLOCK : cut + 2 * BLOCK]
+    out[cut + BLOCK : start + n] = prev[: start + n - cut - BLOCK]
+    mac.update(view[macced : start + n] if etm else trailer)
+    end = start + n + size
+    out[start + n : end] = mac.finalize()[:size]
+    view.release()
+    del out[end:]
+    return out
+
+
+def _opener(aes: _Contexts, ki: HmacKey, prof: Profile) -> Callable[..., Any]:
+    """A key's `open_at(data, start, trailer=None)`: the plaintext (without confounder) of
+    the small C | H that fills `data` from `start`, in one straight path as in `_sealer`.
+
+    With a `trailer`, the plaintext must end with it: the plaintext without it is returned,
+    or None when it does not.
+    """
+    keyed, size, etm = ki.start, prof.mac_size, prof.etm
+
+    def open_at(data: bytes, start: int, trailer: bytes | None = None) -> bytes | None:
+        end = len(data) - size
+        n = end - start
+        if n < BLOCK:
+            raise CryptoError("ciphertext shorter than one block")
+        mac = keyed()
+        if etm:  # RFC 8009 §5: verify before decrypting
+            mac.update(data[start:end])
+            if not hmac.compare_digest(mac.finalize()[:size], data[end:]):
+                raise CryptoError("integrity check failed")
+        dec = aes.dec
+        # Every call starts with a zero block: whatever chaining state the long-lived context
+        # was left in, its output block is dropped and the next one chains from the zero IV.
+        if n == BLOCK:
+            p = dec.update(_ZERO_BLOCK + data[start:end])
+        else:
+            partial = n & 15  # octets of the last plaintext block, 0 when it is whole
+            cut = end - BLOCK - (partial or BLOCK)  # C_m as sent; then C_(m-1), truncated
+            c_m, last = data[cut : cut + BLOCK], data[cut + BLOCK : end]
+            if partial:
+                # D(C_m) = (P_m | 0) xor C_(m-1): its tail completes the truncated C_(m-1).
+                last += dec.update(_ZERO_BLOCK + c_m)[BLOCK + partial :]
+            # CBC over C_1 … C_(m-1), C_m (RFC 3962 §5's swap undone) gives every block.
+            p = dec.update(b"".join((_ZERO_BLOCK, data[start:cut], last, c_m)))
+        if not etm:  # RFC 3961 §5.3: HMAC of confounder | plaintext
+            mac.update(p[BLOCK : BLOCK + n])
+            if not hmac.compare_digest(mac.finalize()[:size], data[end:]):
+                raise CryptoError("integrity check failed")
+        if trailer is None:
+            return p[2 * BLOCK : BLOCK + n]  # type: ignore[no-any-return]
+        tail = BLOCK + n - len(trailer)
+        if tail < 2 * BLOCK or p[tail : BLOCK + n] != trailer:
+            return None
+        return p[2 * BLOCK : tail]  # type: ignore[no-any-return]
+
+    return open_at
 
 
 def _xor_bytes(a: bytes, b: bytes) -> bytes:

@@ -13,12 +13,11 @@ numbers are returned by the `*_seq` variants and not checked here: RPCSEC_GSS ru
 sequence window (RFC 2203 §5.3.3.1), as the kernel does.
 
 Thread safety: one context may be used from several threads at once (the crypto objects are
-pooled per thread of use, the sequence counter is atomic under the GIL).
+kept per thread of use, the sequence counter is one C-level iterator, atomic under the GIL).
 """
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -44,9 +43,10 @@ class Krb5Context:
     get_mic: Callable[[Buffer], bytes]
     wrap: Callable[..., bytes | bytearray]
     # GSS_VerifyMIC: raises BadMic, DefectiveToken or ContextExpired unless `token` is a MIC
-    # of `msg`; returns the token's sequence number (made by `rfc4121.mic_checker`)
-    verify_mic: Callable[[Buffer, Buffer], Any]
-    verify_mic_seq: Callable[[Buffer, Buffer], int]
+    # of `msg` (made by `rfc4121.mic_checker`)
+    verify_mic: Callable[[Buffer, Buffer], None]
+    # GSS_Unwrap: (message, confidentiality was applied); raises like `verify_mic`
+    unwrap: Callable[[Buffer], tuple[bytes | bytearray, bool]]
 
     def __init__(
         self,
@@ -97,25 +97,21 @@ class Krb5Context:
         random: Callable[[int], bytes] | None,
     ) -> None:
         self._keys = keys
-        self._seq = itertools.count(send_seq)
+        self._seq = cfx.sequence_numbers(send_seq)
         self.get_mic = cfx.mic_maker(keys, self._seq)
         self.wrap = cfx.wrap_maker(keys, self._seq, random)
-        self.verify_mic = self.verify_mic_seq = cfx.mic_checker(keys, self._clock, endtime)
+        self.verify_mic = cfx.mic_checker(keys, self._clock, endtime)
+        self.unwrap = cfx.unwrapper(keys, self._clock, endtime)
         self.initiator = keys.initiator
         self.enctype = keys.send.seal.profile.enctype
         self.recv_seq = recv_seq  # the peer's next sequence number at export time
         self.endtime = endtime
 
-    # -- the four GSS-API per-message calls (RFC 2743 §2.3) ----------------------------------
-
-    def unwrap(self, token: Buffer) -> tuple[bytes | bytearray, bool]:
-        """(message, confidentiality was applied); raises like `verify_mic`."""
-        if self._clock() >= self.endtime:
-            raise ContextExpired("the context's ticket has expired")
-        msg, sealed, _ = cfx.read_wrap(self._keys, token)
-        return msg, sealed
-
     # -- variants that also return the token's sequence number -------------------------------
+
+    def verify_mic_seq(self, msg: Buffer, token: Buffer) -> int:
+        self.verify_mic(msg, token)
+        return cfx.sequence_number(token)
 
     def unwrap_seq(self, token: Buffer) -> tuple[bytes | bytearray, bool, int]:
         self._check_time()

@@ -14,9 +14,12 @@ clock come from the caller (`pynfsd.gss.lucid.Krb5Context`).
 
 from __future__ import annotations
 
+import itertools
 import struct
+import sys
 from collections.abc import Callable, Iterator
 from hmac import compare_digest
+from typing import Any
 
 from pynfsd.gss import BadMic, ContextExpired, DefectiveToken
 from pynfsd.gss.krb5crypto import BLOCK, SMALL_SEALED, Buffer, CryptoError, UsageKey, gather
@@ -38,6 +41,11 @@ _SEQ_MASK = (1 << 64) - 1
 _MIC_HEADER = struct.Struct(">2sB5sQ")
 _WRAP_HEADER = struct.Struct(">2sBBHHQ")
 _MIC_FILLER = b"\xff" * 5
+_PREFIX_SEQ = struct.Struct(">8sQ")  # a header: its first 8 octets, then SND_SEQ
+_SEQ = struct.Struct(">8xQ")
+_NO_EC_RRC = bytes(4)
+# Wrap tokens up to this size are copied whole and decrypted in one piece.
+_SMALL_TOKEN = HEADER_SIZE + SMALL_SEALED + 24
 
 
 class _Direction:
@@ -107,51 +115,90 @@ class CfxKeys:
         return keys
 
 
+def sequence_numbers(first: int) -> Iterator[int]:
+    """A context's SND_SEQ counter from `first`, modulo 2**64 (§4.2.6: it wraps); shared by
+    its MIC and Wrap tokens. All C-level, so one number is never handed out twice; below
+    sys.maxsize it runs on machine integers (the fastest C-level counter measured)."""
+    first &= _SEQ_MASK
+    return itertools.chain(
+        range(first, sys.maxsize),
+        range(max(first, sys.maxsize), _SEQ_MASK + 1),
+        itertools.chain.from_iterable(itertools.repeat(range(_SEQ_MASK + 1))),
+    )
+
+
+def _headers(prefix: bytes, seqs: Iterator[int]) -> Callable[[], bytes]:
+    """Each call: the next token header, `prefix` (its first 8 octets) and SND_SEQ."""
+    return map(_PREFIX_SEQ.pack, itertools.repeat(prefix), seqs).__next__
+
+
 def mic_maker(keys: CfxKeys, seqs: Iterator[int]) -> Callable[[Buffer], bytes]:
-    """A context's get_mic: §4.2.6.1 tokens numbered from `seqs` (a shared counter).
+    """A context's get_mic: §4.2.6.1 tokens numbered from `seqs` (`sequence_numbers`).
 
     Everything a token needs but the message is looked up here once: a MIC token is small
     and frequent (one per RPCSEC_GSS reply verifier), and each lookup costs about as much
     as hashing a block.
     """
     prefix, sign = keys.mic_prefix, keys.send.sign
-    start, outer, size = sign.hmac.start, sign.hmac.outer, sign.mac_size
+    header_for, start = _headers(prefix, seqs), sign.kc.start
+    # header | the HMAC truncated to the checksum's size, in one call
+    token = struct.Struct(f"{HEADER_SIZE}s{sign.mac_size}s").pack
 
     def get_mic(msg: Buffer) -> bytes:
-        header = prefix + (next(seqs) & _SEQ_MASK).to_bytes(8)
-        inner = start()
-        inner.update(msg)
-        inner.update(header)  # the checksum covers msg | header
-        mac = outer()
-        mac.update(inner.digest())
-        return header + mac.digest()[:size]  # type: ignore[no-any-return]
+        header = header_for()
+        state = start()
+        state.update(msg)
+        state.update(header)  # the checksum covers msg | header
+        return token(header, state.finalize())
 
     return get_mic
 
 
 def mic_checker(
     keys: CfxKeys, clock: Callable[[], float], endtime: float
-) -> Callable[[Buffer, Buffer], int]:
-    """A context's verify_mic(msg, token): checks a MIC token over `msg`, returns its
-    sequence number; raises ContextExpired once `clock()` reaches `endtime`."""
-    receive = keys.receive
+) -> Callable[[Buffer, Buffer], None]:
+    """A context's verify_mic(msg, token): checks a MIC token over `msg`; raises
+    ContextExpired once `clock()` reaches `endtime`.
 
-    def verify_mic(msg: Buffer, token: Buffer) -> int:
+    The first 8 octets of a MIC token are all of its header but the sequence number; once a
+    token's have passed the checks, equal ones map straight to the key's schedule.
+    """
+    checked: dict[bytes, tuple[Callable[[], Any], int]] = {}
+
+    def verify_mic(msg: Buffer, token: Buffer) -> None:
         if clock() >= endtime:
             raise ContextExpired("the context's ticket has expired")
-        if len(token) < HEADER_SIZE:
-            raise DefectiveToken("MIC token too short")
-        tok_id, flags, filler, seq = _MIC_HEADER.unpack_from(token)
-        if tok_id != TOK_MIC or filler != _MIC_FILLER or flags & FLAG_SEALED:
-            raise DefectiveToken("not a CFX MIC token")  # §4.2.6.1; Sealed SHALL NOT be set
-        sign = receive(flags).sign
-        if len(token) != HEADER_SIZE + sign.mac_size:
-            raise DefectiveToken("MIC token has the wrong length")
-        if not compare_digest(sign.checksum(msg, token[:HEADER_SIZE]), token[HEADER_SIZE:]):
+        try:
+            start, size = checked[token[:8]]  # type: ignore[index]
+        except (KeyError, TypeError, ValueError):  # not seen yet, or a view that is no key
+            token = bytes(token)
+            sign = _mic_key(keys, token)
+            start, size = checked[token[:8]] = sign.kc.start, sign.mac_size
+        state = start()
+        state.update(msg)
+        state.update(token[:HEADER_SIZE])
+        if not compare_digest(state.finalize()[:size], token[HEADER_SIZE:]):
+            # a token of the wrong length never verifies; it is named for what it is
+            if len(token) != HEADER_SIZE + size:
+                raise DefectiveToken("MIC token has the wrong length")
             raise BadMic("MIC does not verify")
-        return seq  # type: ignore[no-any-return]
 
     return verify_mic
+
+
+def sequence_number(token: Buffer) -> int:
+    """SND_SEQ of a MIC or Wrap token (of one that verified: its header is checked)."""
+    return _SEQ.unpack_from(token)[0]  # type: ignore[no-any-return]
+
+
+def _mic_key(keys: CfxKeys, token: bytes) -> UsageKey:
+    """The peer's sign key for a MIC token, once its header is checked (§4.2.6.1)."""
+    if len(token) < HEADER_SIZE:
+        raise DefectiveToken("MIC token too short")
+    tok_id, flags, filler, _ = _MIC_HEADER.unpack_from(token)
+    if tok_id != TOK_MIC or filler != _MIC_FILLER or flags & FLAG_SEALED:
+        raise DefectiveToken("not a CFX MIC token")  # §4.2.6.1; Sealed SHALL NOT be set
+    return keys.receive(flags).sign
 
 
 def wrap_maker(
@@ -162,14 +209,14 @@ def wrap_maker(
     Numbered from `seqs` (shared with the MIC tokens); confounders come from `random`, or
     when it is None from `krb5crypto`'s own source.
     """
-    prefix, seal = keys.sealed_prefix, keys.send.seal.seal
+    header_for, seal = _headers(keys.sealed_prefix, seqs), keys.send.seal.seal
 
     def wrap(msg: Buffer, conf: bool = True) -> bytes | bytearray:
         if conf:
-            header = prefix + (next(seqs) & _SEQ_MASK).to_bytes(8)
+            header = header_for()
             # §4.2.4: the encrypted copy of the header has RRC 0 (and EC as in the token).
             return seal(header, msg, header, random(BLOCK) if random else None)
-        return _make_signed_wrap(keys, next(seqs) & _SEQ_MASK, msg)
+        return _make_signed_wrap(keys, next(seqs), msg)
 
     return wrap
 
@@ -186,8 +233,42 @@ def _make_signed_wrap(keys: CfxKeys, seq: int, msg: Buffer) -> bytearray:
     return out
 
 
+def unwrapper(
+    keys: CfxKeys, clock: Callable[[], float], endtime: float
+) -> Callable[[Buffer], tuple[bytes | bytearray, bool]]:
+    """A context's unwrap(token): (message, sealed?); raises like `mic_checker`'s.
+
+    The usual token is small and sealed, with no filler and no rotation (what pynfsd, MIT
+    and Linux send). Its first 8 octets are then all of its header but SND_SEQ: once a
+    token's have passed `read_wrap`'s checks, equal ones go straight to the key's
+    small-message decryption, and the encrypted header copy is compared whole.
+    """
+    checked: dict[bytes, Callable[[bytes, int, bytes], bytes | None]] = {}
+
+    def unwrap(token: Buffer) -> tuple[bytes | bytearray, bool]:
+        if clock() >= endtime:
+            raise ContextExpired("the context's ticket has expired")
+        if len(token) <= _SMALL_TOKEN:
+            token = bytes(token)
+            open_at = checked.get(token[:8])
+            if open_at is not None:
+                try:
+                    msg = open_at(token, HEADER_SIZE, token[:HEADER_SIZE])
+                except CryptoError as e:
+                    raise BadMic(f"Wrap token does not decrypt: {e}") from None
+                if msg is None:  # §4.2.4
+                    raise DefectiveToken("encrypted Wrap header does not match")
+                return msg, True
+        plain, sealed, _ = read_wrap(keys, token)
+        if sealed and token[4:8] == _NO_EC_RRC and len(token) <= _SMALL_TOKEN:
+            checked[bytes(token[:8])] = keys.receive(token[2]).seal.open_at
+        return plain, sealed
+
+    return unwrap
+
+
 def read_wrap(keys: CfxKeys, token: Buffer) -> tuple[bytes | bytearray, bool, int]:
-    """Open a Wrap token: (message, sealed?, sequence number)."""
+    """Open any Wrap token: (message, sealed?, sequence number)."""
     if len(token) < HEADER_SIZE:
         raise DefectiveToken("Wrap token too short")
     tok_id, flags, filler, ec, rrc, seq = _WRAP_HEADER.unpack_from(token)
@@ -196,18 +277,13 @@ def read_wrap(keys: CfxKeys, token: Buffer) -> tuple[bytes | bytearray, bool, in
     seal = keys.receive(flags).seal
     header = bytes(token[:HEADER_SIZE])
     size = len(token) - HEADER_SIZE
-    rot = rrc % size if size else 0  # §4.2.5: undo a right rotation, in place
+    segments = _segments(token, rrc % size if size else 0)  # §4.2.5: undo a rotation
     if not flags & FLAG_SEALED:
-        return _open_signed(seal, header, _segments(token, rot), ec), False, int(seq)
+        return _open_signed(seal, header, segments, ec), False, seq
     try:
-        if rot == 0 and size <= SMALL_SEALED + seal.mac_size:  # the common case
-            plain: bytes | bytearray = seal.open_at(bytes(token), HEADER_SIZE)
-        else:
-            plain = seal.open(_segments(token, rot))
+        plain = seal.open(segments)
     except CryptoError as e:
         raise BadMic(f"Wrap token does not decrypt: {e}") from None
-    if not ec and plain[-HEADER_SIZE:] == header:  # the common case: no filler, RRC 0
-        return plain[:-HEADER_SIZE], True, seq
     return _check_sealed(plain, header, ec), True, seq
 
 

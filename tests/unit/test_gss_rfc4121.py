@@ -3,8 +3,10 @@ answers), round trips, rotation, filler, flags, sequence numbers, expiry, bad in
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from pynfsd.gss import BadMic, ContextExpired, DefectiveToken, GssError
 from pynfsd.gss import rfc4121 as cfx
 from pynfsd.gss.lucid import Krb5Context
+from tests.threads import run_in_threads
 
 # Captured from MIT krb5 1.20 (Debian): an initiator's tokens under the acceptor subkey
 # (flags 0x04, or 0x06 sealed); Wrap tokens from gss_wrap_iov without a trailer, so rotated
@@ -230,3 +233,55 @@ def test_from_lucid() -> None:
     )
     with pytest.raises(ValueError):
         Krb5Context(lucid(cfx_kd=bad_kd))
+
+
+def test_the_fast_paths_keep_every_check() -> None:
+    """Once a context has seen a good token, equal headers skip the header parse: a token
+    whose encrypted header copy differs, whose data is shorter than its header copy, or
+    which comes as a view or bytearray, is still refused or read as before."""
+    init, acc = peers(18)
+    msg = os.urandom(100)
+    for _ in range(2):  # cold, then with the first 8 octets already checked
+        token = bytes(init.wrap(msg))
+        assert acc.unwrap(token) == (msg, True)
+        assert acc.unwrap(memoryview(bytearray(token))) == (msg, True)
+        mic = init.get_mic(msg)
+        acc.verify_mic(msg, mic)
+        acc.verify_mic(memoryview(bytearray(msg)), memoryview(bytearray(mic)))
+        acc.verify_mic(msg, bytearray(mic))
+        with pytest.raises(BadMic):
+            acc.verify_mic(msg[1:], mic)
+    seal = init._keys.send.seal
+    header = token[:16]
+    other = header[:8] + struct.pack(">Q", 99)  # the same clear header, another copy
+    with pytest.raises(DefectiveToken):
+        acc.unwrap(bytes(seal.seal(header, msg, other)))
+    with pytest.raises(DefectiveToken):  # msg | header copy shorter than a header
+        acc.unwrap(bytes(seal.seal(header, b"", header[:10])))
+    with pytest.raises(BadMic):
+        acc.unwrap(token[:-1] + bytes([token[-1] ^ 1]))
+    assert acc.verify_mic_seq(msg, init.get_mic(msg)) == struct.unpack(">Q", header[8:])[0] + 2
+
+
+def test_sequence_numbers_run_on_past_machine_integers_and_wrap_at_64_bits() -> None:
+    big = sys.maxsize
+    assert list(itertools.islice(cfx.sequence_numbers(big - 1), 3)) == [big - 1, big, big + 1]
+    assert list(itertools.islice(cfx.sequence_numbers((1 << 64) - 1), 3)) == [(1 << 64) - 1, 0, 1]
+    assert list(itertools.islice(cfx.sequence_numbers(1 << 64), 2)) == [0, 1]
+
+
+def test_one_context_used_by_several_threads_never_repeats_a_sequence_number() -> None:
+    init, acc = peers(18, send_seq=(1 << 64) - 1000)
+    seqs: list[int] = []
+
+    def work() -> None:
+        mine = []
+        for i in range(300):
+            msg = b"m%d" % i
+            mine.append(acc.verify_mic_seq(msg, init.get_mic(msg)))
+            mine.append(acc.unwrap_seq(init.wrap(msg))[2])
+        seqs.extend(mine)
+
+    run_in_threads(work)
+    expected = [*range((1 << 64) - 1000, 1 << 64), *range(4 * 600 - 1000)]
+    assert sorted(seqs) == sorted(expected)

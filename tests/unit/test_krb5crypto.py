@@ -10,6 +10,7 @@ import os
 import pytest
 
 from pynfsd.gss import krb5crypto as kc
+from tests.threads import run_in_threads
 
 
 def h(text: str) -> bytes:
@@ -323,3 +324,53 @@ def test_small_messages_in_a_row_match_the_reference(enctype: int) -> None:
         assert body[-prof.mac_size :] == hmac.digest(ki, signed, prof.hash_name)[: prof.mac_size]
         assert key.decrypt(body) == plain
         assert key.decrypt(kc.cts_encrypt(ke, decrypted) + body[-prof.mac_size :]) == plain
+
+
+@pytest.mark.parametrize("enctype", [18, 20])
+def test_threads_each_use_their_own_contexts(enctype: int) -> None:
+    """Several threads sealing and opening with one key at once: every message is the RFC
+    formula and opens (each thread chains its own CBC contexts)."""
+    prof = kc.profile(enctype)
+    base = os.urandom(prof.key_size)
+    key = kc.UsageKey(enctype, base, 22)
+    ke = kc.derive_key(enctype, base, 22, kc.KE)
+    failures: list[int] = []
+
+    def work() -> None:
+        for length in [*range(0, 40), 128, 300, 20_000] * 5:
+            plain = os.urandom(length)
+            body = key.encrypt(plain)
+            if key.decrypt(body) != plain or kc.cts_decrypt(ke, body[: -prof.mac_size])[16:] != plain:
+                failures.append(length)
+
+    run_in_threads(work)
+    assert failures == []
+
+
+@pytest.mark.parametrize("enctype", [17, 18, 19, 20])
+def test_a_message_that_fails_half_way_leaves_the_contexts_usable(enctype: int) -> None:
+    prof = kc.profile(enctype)
+    base = os.urandom(prof.key_size)
+    key = kc.UsageKey(enctype, base, 22)
+    ke = kc.derive_key(enctype, base, 22, kc.KE)
+    with pytest.raises(TypeError):  # the bad trailer is reached after the message was fed
+        key.seal(b"", os.urandom(kc.SMALL + 5), 7)  # type: ignore[arg-type]
+    for length in (0, 17, 128, kc.SMALL + 9):
+        plain = os.urandom(length)
+        body = key.encrypt(plain)
+        assert kc.cts_decrypt(ke, body[: -prof.mac_size])[16:] == plain
+        assert key.decrypt(body) == plain
+
+
+@pytest.mark.parametrize("enctype", [17, 18, 19, 20])
+def test_open_at_checks_and_strips_a_trailer(enctype: int) -> None:
+    key = kc.UsageKey(enctype, os.urandom(kc.profile(enctype).key_size), 22)
+    for length in (0, 1, 16, 100, 128):
+        msg = os.urandom(length)
+        body = b"HEAD" + key.encrypt(msg + b"trailer-16-bytes")
+        assert key.open_at(body, 4, b"trailer-16-bytes") == msg
+        assert key.open_at(body, 4, b"trailer-16-bytez") is None
+        assert key.open_at(body, 4) == msg + b"trailer-16-bytes"
+    short = key.encrypt(b"trailer-16-byte")  # the plaintext is shorter than the trailer
+    assert key.open_at(short, 0, b"xtrailer-16-byte") is None
+    assert key.open_at(short, 0, b"trailer-16-byte") == b""
