@@ -62,7 +62,7 @@ class Params:
     secs: tuple[str, ...] = ("sys", "krb5p")
     files: int = 2500
     entries: int = 10000
-    listings: int = 5
+    listings: int = 8
     size_mb: tuple[tuple[str, int], ...] = (("sys", 1024), ("", 256))   # "": other flavours
     random_ops: int = 4000
     timeout: float = 3600.0       # per guest boot
@@ -188,29 +188,32 @@ def report(boots: list[Boot], params: Params, plot_path: str | None) -> None:
         print(f"plot: {plot_path}")
 
 
+COUNTS = (("files", "files created, stat'ed, renamed and unlinked"),
+          ("entries", "entries of the directory the readdir row lists"),
+          ("listings", "listings of that directory, each from cold caches"),
+          ("random_ops", "4 KiB O_DIRECT reads, and as many writes"))
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.cpu_per_op",
                                  description=__doc__.split("\n\n")[0])
     d = Params()
     ap.add_argument("--secs", default=",".join(d.secs), help="flavours, in order")
-    ap.add_argument("--rounds", type=int, default=2,
-                    help="boots per server, in alternating order")
+    ap.add_argument("--rounds", type=int, default=2, help="boots per server, alternating")
     ap.add_argument("--servers", default="pynfsd,ganesha")
-    ap.add_argument("--files", type=int, default=d.files)
-    ap.add_argument("--entries", type=int, default=d.entries,
-                    help="entries of the directory the readdir row lists")
-    ap.add_argument("--listings", type=int, default=d.listings)
+    for name, what in COUNTS:
+        ap.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name),
+                        help=f"{what} (default {getattr(d, name)})")
     ap.add_argument("--size-mb", type=parse_sizes, default=d.size_mb,
                     help="MiB of the sequential rows: M, or SEC=M,...,=M (default "
                     "sys=1024,=256)")
-    ap.add_argument("--random-ops", type=int, default=d.random_ops)
     ap.add_argument("--net", default="netns", choices=["netns", "user"])
-    ap.add_argument("--timeout", type=float, default=d.timeout, help="per guest boot")
-    ap.add_argument("--phase-timeout", type=float, default=d.phase_timeout)
+    for name, seconds in (("timeout", d.timeout), ("phase-timeout", d.phase_timeout)):
+        ap.add_argument(f"--{name}", type=float, default=seconds, help="seconds")
     ap.add_argument("--plot", metavar="PNG", help="write the bar chart here")
+    ap.add_argument("--json", type=Path, default=None, help="write all samples here")
     ap.add_argument("--workdir", type=Path, default=None,
                     help="default: a new /var/tmp/pynfsd-cpu-per-op-<time>")
-    ap.add_argument("--json", type=Path, default=None, help="write all samples here")
     return ap.parse_args(argv)
 
 

@@ -37,6 +37,8 @@ class Row:
     bar: float             # the bar on pynfsd / peer
 
 
+CPUOP_RE = re.compile(r"^@@CPUOP (\w+) (\w+) (\d+) (\d+) (-?\d+)\s*$")
+OPS_RE = re.compile(r"^@@OPS (before|after) (\w+) (\w+) (\w+) (\d+)\s*$")
 TICK = 0.01          # /proc/PID/stat resolution, seconds
 COARSE_BELOW = 0.5   # a phase with less CPU has more than 2 % tick granularity
 ROWS = (
@@ -53,8 +55,6 @@ ROWS = (
 ROW = {r.phase: r for r in ROWS}
 SEQUENTIAL = ("seqwrite", "seqread")
 
-CPUOP_RE = re.compile(r"^@@CPUOP (\w+) (\w+) (\d+) (\d+) (-?\d+)\s*$")
-OPS_RE = re.compile(r"^@@OPS (before|after) (\w+) (\w+) (\w+) (\d+)\s*$")
 
 
 @dataclass
