@@ -2,7 +2,8 @@
 
 ``python -m bench.cpu_per_op [--secs sys,krb5p] [--rounds R] [--files N] [--entries E]
 [--listings L] [--size-mb [SEC=]M,...] [--random-ops K] [--net netns|user] [--plot PNG]
-[--json OUT] [--workdir DIR]``
+[--json OUT] [--workdir DIR]``; ``--from-json OUT [--plot PNG]`` prints (and plots) an
+earlier run again.
 
 Each round boots the guest kernel (``tests/vm``, rpc.gssd from ``tests/vm/krb5guest.py``) once
 per server, the two servers in alternating order (A B, B A, ...), each exporting
@@ -212,16 +213,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.add_argument(f"--{name}", type=float, default=seconds, help="seconds")
     ap.add_argument("--plot", metavar="PNG", help="write the bar chart here")
     ap.add_argument("--json", type=Path, default=None, help="write all samples here")
+    ap.add_argument("--from-json", type=Path, default=None, metavar="JSON",
+                    help="measure nothing: print the tables (and --plot) of an earlier --json")
     ap.add_argument("--workdir", type=Path, default=None,
                     help="default: a new /var/tmp/pynfsd-cpu-per-op-<time>")
     return ap.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    params = Params(tuple(s for s in args.secs.split(",") if s), args.files, args.entries,
-                    args.listings, args.size_mb, args.random_ops, args.timeout,
-                    args.phase_timeout)
+def dump(path: Path, params: Params, boots: list[Boot]) -> None:
+    doc = {"params": asdict(params), "boots": [asdict(b) for b in boots]}
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def load(path: Path) -> tuple[Params, list[Boot]]:
+    """The parameters and boots of an earlier run's ``--json``."""
+    doc = json.loads(path.read_text())
+    p = doc["params"]
+    params = Params(tuple(p["secs"]), p["files"], p["entries"], p["listings"],
+                    tuple((sec, mb) for sec, mb in p["size_mb"]), p["random_ops"],
+                    p["timeout"], p["phase_timeout"])
+    boots = []
+    for b in doc["boots"]:
+        boot = Boot(**{k: v for k, v in b.items() if k != "samples"})
+        boot.samples = [Sample(**s) for s in b["samples"]]
+        boot.host_load = (b["host_load"][0], b["host_load"][1])
+        boots.append(boot)
+    return params, boots
+
+
+def measure(args: argparse.Namespace, params: Params) -> list[Boot]:
     root = args.workdir or Path(f"/var/tmp/pynfsd-cpu-per-op-{time.strftime('%Y%m%d-%H%M%S')}")
     servers = [s for s in args.servers.split(",") if s]
     boots = []
@@ -230,10 +250,21 @@ def main(argv: list[str] | None = None) -> int:
             boots.append(run_boot(name, rnd, args.net, root / f"{name}-round{rnd}", params))
             print(f"round {rnd} {name}: {len(boots[-1].samples)} phases, "
                   f"{len(boots[-1].errors)} errors", flush=True)
-    report(boots, params, args.plot)
     if args.json:
-        doc = {"params": asdict(params), "boots": [asdict(b) for b in boots]}
-        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+        dump(args.json, params, boots)
+    return boots
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    params = Params(tuple(s for s in args.secs.split(",") if s), args.files, args.entries,
+                    args.listings, args.size_mb, args.random_ops, args.timeout,
+                    args.phase_timeout)
+    if args.from_json:
+        params, boots = load(args.from_json)
+    else:
+        boots = measure(args, params)
+    report(boots, params, args.plot)
     return 1 if any(b.errors or not b.samples for b in boots) else 0
 
 

@@ -15,8 +15,10 @@ from bench.cpu_per_op import (
     FSOPS,
     Boot,
     Params,
+    dump,
     fill_listing,
     guest_settings,
+    load,
     parse_boot,
     parse_sizes,
     size_for,
@@ -205,3 +207,11 @@ def test_fsops_random_direct_io_keeps_the_size_and_writes_blocks(fsops: Path,
     written = [b for b in blocks if b == b"\x5a" * 4096]
     assert 50 < len(written) < 200   # 200 writes at random blocks: many, some twice
     assert all(b in (bytes(4096), b"\x5a" * 4096) for b in blocks)
+
+
+def test_a_run_dumped_to_json_loads_back_the_same(tmp_path: Path) -> None:
+    params = Params(secs=("krb5p",), files=7, size_mb=(("krb5p", 3), ("", 5)))
+    boot = Boot("ganesha", 2, samples_of("ganesha", {2: 0.7}, sec="krb5p"), ["x"], "m",
+                ["note"], (1.5, 2.5), "/w")
+    dump(tmp_path / "run.json", params, [boot])
+    assert load(tmp_path / "run.json") == (params, [boot])
