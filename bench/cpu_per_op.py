@@ -63,7 +63,7 @@ class Params:
     secs: tuple[str, ...] = ("sys", "krb5p")
     files: int = 2500
     entries: int = 10000
-    listings: int = 8
+    listings: int = 20
     size_mb: tuple[tuple[str, int], ...] = (("sys", 1024), ("", 256))   # "": other flavours
     random_ops: int = 4000
     timeout: float = 3600.0       # per guest boot
