@@ -6,8 +6,9 @@ while borrowed is closed only when its last borrower returns it, so a descriptor
 closed (and its number reused for another file) under a running read or write.
 
 An entry also remembers, for at most ``MAX_GRANTS`` identities, the ctime at which the kernel
-last granted each read access (the local backend's event-loop read path needs no credential
-switch while the ctime is unchanged); the oldest is forgotten first.
+last granted each access -- read (or execute) for a regular file, search for a directory --
+so the local backend's event-loop paths (READ, LOOKUP) need no credential switch while the
+ctime is unchanged; the oldest is forgotten first.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class CachedObject:
         self.refs = 0
         self.dead = False
         self.write_lock = threading.Lock()
-        self.grants: dict[Identity, int] = {}  # identity -> ctime_ns when read was granted
+        # identity -> ctime_ns when read (a file) or search (a directory) was granted
+        self.grants: dict[Identity, int] = {}
 
     def close(self) -> None:
         for fd in (self.fd, self.io_fd):
@@ -102,7 +104,8 @@ class FdCache:
             return obj.io_fd
 
     def grant(self, obj: CachedObject, who: Identity, ctime_ns: int) -> None:
-        """Remember that ``who`` may read ``obj`` while its ctime is ``ctime_ns``."""
+        """Remember that ``who`` may read (a file) or search (a directory) ``obj`` while its
+        ctime is ``ctime_ns``."""
         with self._lock:
             grants = obj.grants
             grants.pop(who, None)

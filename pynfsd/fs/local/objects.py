@@ -108,6 +108,7 @@ class LocalObjects(Backend):
             os.close(linux.open_by_handle_at(self._root_fd, root_type, root_fh, O_PATH))
             self._changes = ChangeTracker(statedir.next_boot_count(state_dir))
             self._nonblocking_stat = linux.fs_type(st.st_dev) in _INODES_IN_MEMORY
+            self._cached_lookups = self._nonblocking_stat  # until openat2 turns out missing
         except BaseException:
             os.close(self._root_fd)
             raise
