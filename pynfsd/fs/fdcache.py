@@ -8,7 +8,8 @@ closed (and its number reused for another file) under a running read or write.
 An entry also remembers, for at most ``MAX_GRANTS`` identities, the ctime at which the kernel
 last granted each access -- read (or execute) for a regular file, search for a directory --
 so the local backend's event-loop paths (READ, LOOKUP) need no credential switch while the
-ctime is unchanged; the oldest is forgotten first.
+ctime is unchanged; and likewise the kernel's whole answer to ACCESS (read, write, execute)
+for each identity. The oldest is forgotten first.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class CachedObject:
     WRITEs to one file in flight).
     """
 
-    __slots__ = ("key", "fd", "io_fd", "io_writable", "ino", "refs", "dead", "write_lock", "grants")
+    __slots__ = ("key", "fd", "io_fd", "io_writable", "ino", "refs", "dead", "write_lock", "grants",
+                 "access")
 
     def __init__(self, key: bytes, fd: int, ino: int) -> None:
         self.key = key
@@ -46,6 +48,14 @@ class CachedObject:
         self.write_lock = threading.Lock()
         # identity -> ctime_ns when read (a file) or search (a directory) was granted
         self.grants: dict[Identity, int] = {}
+        # identity -> (ctime_ns, the access bits the kernel granted at that ctime)
+        self.access: dict[Identity, tuple[int, int]] = {}
+
+    def forget_grants(self) -> None:
+        """Drop every remembered decision (a mode, owner or ACL change made here: also when
+        the ctime does not visibly move)."""
+        self.grants.clear()
+        self.access.clear()
 
     def close(self) -> None:
         for fd in (self.fd, self.io_fd):
@@ -112,6 +122,15 @@ class FdCache:
             grants[who] = ctime_ns
             while len(grants) > MAX_GRANTS:
                 del grants[next(iter(grants))]
+
+    def remember_access(self, obj: CachedObject, who: Identity, ctime_ns: int, bits: int) -> None:
+        """Remember the access bits the kernel granted ``who`` on ``obj`` at ``ctime_ns``."""
+        with self._lock:
+            known = obj.access
+            known.pop(who, None)
+            known[who] = (ctime_ns, bits)
+            while len(known) > MAX_GRANTS:
+                del known[next(iter(known))]
 
     def _drop(self, obj: CachedObject) -> None:
         """Remove from the table; close now or when the last borrower is done."""

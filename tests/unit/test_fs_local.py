@@ -505,3 +505,27 @@ def test_lookup_cached_never_crosses_a_mount_point(env: Env) -> None:
         assert b._cached_lookups
     finally:
         subprocess.run(["umount", str(env.root / "m")], check=True)
+
+
+def test_access_cached_is_the_kernels_answer_for_that_identity_at_that_ctime(env: Env) -> None:
+    from pynfsd.fs import perm
+    from pynfsd.fs.creds import ROOT, Identity
+
+    b = env.backend()
+    rwx = perm.READ | perm.WRITE | perm.EXEC
+    user, other = Identity(3000, 3000, ()), Identity(3001, 3001, ())
+    env.root.chmod(0o777)
+    f = _as(user, b.create_file, b.root(), b"f", 0o640, 3000, 3000, True)[0]
+    assert b.access_cached(f, rwx, user) == perm.READ | perm.WRITE  # told when created
+    assert b.access_cached(f, rwx, other) is None and b.access_cached(f, rwx, ROOT) is None
+    assert _as(other, b.access, f, rwx) == 0
+    assert b.access_cached(f, rwx, other) == 0 and b.access_cached(f, perm.READ, user) == perm.READ
+    os.chmod(env.root / "f", 0o444)  # the ctime moves: the kernel decides again
+    assert b.access_cached(f, rwx, user) is None and b.access_cached(f, rwx, other) is None
+    assert _as(other, b.access, f, rwx) == perm.READ == b.access_cached(f, rwx, other)
+    b.setattr(f, mode=0o400)  # a change made here forgets at once, moved ctime or not
+    obj = b._cache.get(f)
+    assert obj is not None and obj.access == {} and obj.grants == {}
+    b._cache.release(obj)
+    assert b.access_cached(f, rwx, other) is None
+    assert b.access_cached(b"\0" * 40, rwx, user) is None  # not open here: the worker says why

@@ -30,10 +30,10 @@ import errno
 import os
 import stat
 
-from pynfsd.fs import creds, linux, perm
+from pynfsd.fs import creds, linux
 from pynfsd.fs.backend import Attrs, FsStat, MountPoint
 from pynfsd.fs.creds import Identity
-from pynfsd.fs.local.objects import O_PATH, LocalObjects, proc
+from pynfsd.fs.local.objects import O_PATH, LocalObjects, kernel_access, proc
 from pynfsd.fs.names import check_name, oserror
 
 MAX_COVERED = 1024
@@ -144,18 +144,25 @@ class LocalLookup(LocalObjects):
             return os.readlink(b"", dir_fd=obj.fd)
 
     def access(self, h: bytes, want: int) -> int:
-        """The kernel's answer for the calling thread's identity, ACLs included."""
-        granted = 0
+        """The kernel's answer for the calling thread's identity, ACLs included; the whole
+        answer (read, write, execute) is remembered for ``access_cached`` at the ctime seen
+        before asking."""
         with self._borrow(h) as obj:
-            self._live(obj)
-            for bit, mode in ((perm.READ, os.R_OK), (perm.WRITE, os.W_OK), (perm.EXEC, os.X_OK)):
-                try:
-                    if want & bit and creds.faccess_fd(obj.fd, mode):
-                        granted |= bit
-                except OSError as e:
-                    if e.errno != errno.EROFS:
-                        raise
-        return granted
+            st = self._live(obj)
+            granted = kernel_access(obj.fd)
+            self._cache.remember_access(obj, creds.current(), st.st_ctime_ns, granted)
+        return granted & want
+
+    def access_cached(self, h: bytes, want: int, who: Identity) -> int | None:
+        """``access`` by ``who`` from the kernel's answer remembered at the object's current
+        ctime (a mode, owner or ACL change moves it), on the event loop; else None."""
+        with self._if_cached(h) as obj:
+            if obj is None:
+                return None
+            known = obj.access.get(who)
+            if known is None or known[0] != self._live(obj).st_ctime_ns:
+                return None
+            return known[1] & want
 
     def statfs(self, h: bytes) -> FsStat:
         with self._borrow(h) as obj:
