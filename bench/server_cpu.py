@@ -4,6 +4,7 @@
     python -m bench.server_cpu --compare OLD_TREE     # this tree and another, alternating
     python -m bench.server_cpu --rows getattr,read-4k # some rows only
     python -m bench.server_cpu --rows getattr --profile /tmp/ga   # /tmp/ga.0: pstats
+    python -m bench.server_cpu --rows getattr --pyspy /tmp/ga     # /tmp/ga.0: py-spy stacks
 
 Starts `pynfsd serve` (from ``--src``, and ``--compare``) over a fresh directory under /tmp
 and drives it from this process with ``--conns`` connections of ``--depth`` COMPOUNDs in
@@ -31,8 +32,10 @@ import random
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,12 +144,12 @@ async def _setup(port: int, export: Path, k: int, depth: int, io: bool) -> Conn:
     await s.establish()
     dirfh = await s.lookup_path(str(export / "pub"))
     c = Conn(nfs, s, dirfh, f"{port}-{k}")
-    f = await s.open(dirfh, f"data-{k}".encode(), create=True, owner=b"data")
+    data = export / "pub" / f"data-{k}"
+    with open(data, "wb") as out:  # written here, not over NFS: profiles show only the rows
+        for _ in range(BIG_FILE // MIB if io else 0):
+            out.write(os.urandom(MIB))
+    f = await s.open(dirfh, data.name.encode(), owner=b"data")
     c.data_fh, c.data_sid = f.fh, f.stateid
-    chunk = os.urandom(MIB)
-    for off in range(0, BIG_FILE if io else 0, MIB):
-        await s.write(f, off, chunk, N.UNSTABLE4)
-    await nfs.check([op.putfh(f.fh), op.commit()])
     for slot in range(depth):  # a confirmed open-owner per slot: no OPEN_CONFIRM when measured
         o = s.owner(b"slot-%d" % slot)
         await s.close(await s.open(dirfh, f"o-{c.tag}-{slot}".encode(), create=True, owner=o.name))
@@ -183,12 +186,24 @@ class Server:
         return ((cpu_seconds(self.pid) or 0.0) - before) / (per * len(self.conns)) * 1e6
 
 
+def _spy(pid: int, out: str) -> subprocess.Popen[bytes]:
+    """py-spy sampling every thread of ``pid`` while it runs (not while idle), collapsed
+    stacks to ``out``, without pausing it (less perturbation than a profiler)."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    spy = subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "1000", "--format", "raw",
+                            "--nonblocking", "--output", out], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    time.sleep(1.0)  # attached before the rows start
+    return spy
+
+
 def _runner(args: argparse.Namespace, n: int) -> tuple[str, ...]:
     """How tree ``n`` is started: plain, under cProfile, or with an experiment patched in."""
+    here = Path(__file__).resolve().parent  # this tree's tools, whichever tree serves
     if args.profile:
-        return ("-m", "bench.profiled_serve", "--cpu", f"{args.profile}.{n}")
+        return (str(here / "profiled_serve.py"), "--cpu", f"{args.profile}.{n}")
     if args.variant and n == 0:
-        return ("-m", "bench.experiment_serve", args.variant)
+        return (str(here / "experiment_serve.py"), args.variant)
     return ("-m", "pynfsd")
 
 
@@ -207,6 +222,7 @@ async def run(args: argparse.Namespace, base: Path) -> dict[tuple[Path, str], li
             procs.append(proc)
             conns = [await _setup(port, export, k, args.depth, io) for k in range(args.conns)]
             servers.append(Server(src, proc.pid, conns))
+        spies = [_spy(srv.pid, f"{args.pyspy}.{n}") for n, srv in enumerate(servers)] if args.pyspy else []
         for row in args.rows:
             ops = args.ops // 8 if row.endswith("1m") else args.ops
             if row == "remove":  # as many as were made, split in samples
@@ -214,6 +230,9 @@ async def run(args: argparse.Namespace, base: Path) -> dict[tuple[Path, str], li
             for _ in range(args.samples):
                 for srv in servers:
                     out.setdefault((srv.src, row), []).append(await srv.sample(row, ops, args.depth))
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            spy.wait(60)
     finally:
         for srv in servers:
             for c in srv.conns:
@@ -249,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {','.join(ROWS)}")
     p.add_argument("--profile", metavar="OUT",
                    help="run the servers under cProfile (all threads, CPU time): OUT.0, OUT.1 pstats")
+    p.add_argument("--pyspy", metavar="OUT",
+                   help="sample the servers with py-spy during the rows: OUT.0, OUT.1 (collapsed)")
     p.add_argument("--variant", help="an experiment of bench.experiment_serve for the first tree")
     args = p.parse_args(argv)
     args.rows = [r for r in args.rows.split(",") if r]
