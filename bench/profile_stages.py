@@ -8,8 +8,9 @@ share of samples is the share of CPU. Each sample goes to the stage of its inner
 that names one (`STAGES`, first match from the leaf up): attribute encoding inside an op
 handler counts as attribute encoding, a filesystem call on a worker thread as the worker's.
 ``--us`` (the unprofiled µs of server CPU per op, from the same bench) turns shares into µs.
-Time in C (system calls, the event loop's own code) is charged to the Python frame that
-called it.
+Time in C (system calls) is charged to the Python frame that called it; uvloop's own code
+(polling, socket reads, callbacks) to the event loop. A worker thread waiting at its queue is
+left out (py-spy does not always see it idle).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ STAGES: list[tuple[str, list[tuple[str, str]]]] = [
     ("op arguments decode", [("unpack_", "pynfsd/gen/nfs4.py"), ("_unpack", "pynfsd/gen/nfs4.py")]),
     ("results encode", [("pack_", "pynfsd/gen/nfs4.py"), ("_pack", "pynfsd/gen/nfs4.py"),
                         ("encode_reply", "nfs4/compound.py"), ("make_result", "nfs4/compound.py")]),
-    ("send (reply to the socket)", [("_send", "rpc/transport.py")]),
+    ("send (reply to the socket)", [("_send", "rpc/transport.py"),
+                                    ("_Connection._flush", "rpc/transport.py"),
+                                    ("_Connection._reply", "rpc/transport.py")]),
     ("receive (socket, record marking)", [("_Connection.data_received", "rpc/transport.py")]),
     ("RPC header, credential", [("decode_call", "rpc/header.py"), ("", "rpc/auth.py"),
                                 ("encode_accepted", "rpc/")]),
@@ -37,10 +40,20 @@ STAGES: list[tuple[str, list[tuple[str, str]]]] = [
     ("COMPOUND loop, RPC dispatch", [("", "nfs4/compound.py"), ("", "rpc/server.py"),
                                      ("NFSServer.compound", "nfs4/server.py")]),
 ]
-REST = "event loop, tasks, the rest"
+REST = "other Python code"
+LOOP = "event loop (uvloop: polling, reads, callbacks)"
+#: A worker thread's leaf at its queue: waiting for work or for the GIL, which py-spy does not
+#: always recognise as idle (bench/profiling.py drops the same leaves).
+IDLE_LEAF = "BlockingPool._work (pynfsd/blocking.py"
+LOOP_LEAF = "Runner.run (asyncio/runners.py"  # uvloop's own native code runs under this frame
 
 
-def _stage(frames: list[str]) -> str:
+def _stage(frames: list[str]) -> str | None:
+    """The stage of one sample; None for a worker waiting at its queue (not CPU)."""
+    if frames[-1].startswith(IDLE_LEAF):
+        return None
+    if frames[-1].startswith(LOOP_LEAF):
+        return LOOP
     for frame in reversed(frames):
         func, _, where = frame.partition(" (")
         for stage, rules in STAGES:
@@ -54,10 +67,11 @@ def shares(path: str) -> tuple[dict[str, float], int]:
     counts: Counter[str] = Counter()
     for line in open(path, encoding="utf-8", errors="replace"):
         stack, _, n = line.rstrip("\n").rpartition(" ")
-        if stack and n.isdigit():
-            counts[_stage(stack.split(";"))] += int(n)
+        stage = _stage(stack.split(";")) if stack and n.isdigit() else None
+        if stage is not None:
+            counts[stage] += int(n)
     total = sum(counts.values()) or 1
-    return {s: counts[s] / total for s in [*(s for s, _ in STAGES), REST]}, total
+    return {s: counts[s] / total for s in [*(s for s, _ in STAGES), LOOP, REST]}, total
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,10 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     cols = [(shares(args.samples), args.us)]
     if args.compare:
         cols.append((shares(args.compare), args.compare_us or args.us))
-    print(f"{'stage':<42}" + "".join(f"{'µs':>8}{'share':>7}" for _ in cols))
+    print(f"{'stage':<46}" + "".join(f"{'µs':>8}{'share':>7}" for _ in cols))
     for stage in cols[0][0][0]:
-        print(f"{stage:<42}" + "".join(f"{s[stage] * us:>8.1f}{s[stage]:>7.0%}" for (s, _), us in cols))
-    print(f"{'samples':<42}" + "".join(f"{n:>15}" for (_, n), _ in cols))
+        print(f"{stage:<46}" + "".join(f"{s[stage] * us:>8.1f}{s[stage]:>7.0%}" for (s, _), us in cols))
+    print(f"{'samples':<46}" + "".join(f"{n:>15}" for (_, n), _ in cols))
     return 0
 
 
