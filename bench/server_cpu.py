@@ -252,7 +252,9 @@ def report(out: dict[tuple[Path, str], list[float]], trees: list[Path], rows: li
             s = out[(t, row)]
             medians.append(statistics.median(s))
             cells += f"{medians[-1]:>12.1f} ({min(s):.0f}–{max(s):.0f})".rjust(30)
-        ratio = f"{medians[0] / medians[1]:>8.2f}" if len(trees) == 2 else ""
+        ratio = ""
+        if len(trees) == 2:  # a row shorter than a clock tick (10 ms) may read 0
+            ratio = f"{medians[0] / medians[1]:>8.2f}" if medians[1] else f"{'-':>8}"
         print(f"{row:<10}{cells}{ratio}")
 
 
