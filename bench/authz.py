@@ -39,9 +39,11 @@ _LISTENING = re.compile(rb"listening on 127\.0\.0\.1 port (\d+)")
 USERS = (61000, 61001)
 
 
-def start_server(src: Path, export: Path, state: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(src: Path, export: Path, state: Path,
+                 runner: tuple[str, ...] = ("-m", "pynfsd")) -> tuple[subprocess.Popen[bytes], int]:
+    """`pynfsd serve` from tree ``src`` (through ``runner``: e.g. ``bench.profiled_serve``)."""
     log = state.with_suffix(".log")
-    argv = [sys.executable, "-m", "pynfsd", "serve", "--bind", "127.0.0.1", "--port", "0",
+    argv = [sys.executable, *runner, "serve", "--bind", "127.0.0.1", "--port", "0",
             "--export", f"{export} *(rw,no_root_squash,insecure)", "--state-dir", str(state),
             "--log-level", "INFO"]
     with open(log, "wb") as out:

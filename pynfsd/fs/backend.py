@@ -4,8 +4,9 @@ Theory of operation
 -------------------
 A backend exposes a tree of objects named by opaque *handles* (``bytes``, at most
 ``MAX_HANDLE_SIZE`` = 100 bytes). All calls are blocking and thread-safe; the NFS layer runs
-them on worker threads. The exceptions are ``read_cached`` and ``getattr_cached``, which never
-block (they answer only from memory, or decline) and are called on the event loop first.
+them on worker threads. The exceptions are ``read_cached``, ``getattr_cached``,
+``lookup_cached`` and ``access_cached``, which never block (they answer only from memory, or decline) and are
+called on the event loop first.
 A backend never imports the NFS layer: every failure is an ``OSError`` whose ``errno`` says
 what went wrong, and the NFS layer maps errno -> nfsstat4 in one table.
 
@@ -250,6 +251,18 @@ class Backend(abc.ABC):
     def getattr_cached(self, h: bytes) -> Attrs | None:
         """``getattr`` if it can be answered without blocking, else None (the caller then
         calls ``getattr`` on a worker thread). Never blocks; the default always declines."""
+        return None
+
+    def access_cached(self, h: bytes, want: int, who: Identity) -> int | None:
+        """``access`` by ``who`` if it can be answered without blocking and without switching
+        credentials, else None (the caller then calls ``access`` on a worker thread acting as
+        ``who``). Never blocks; the default always declines."""
+        return None
+
+    def lookup_cached(self, dir_h: bytes, name: bytes, who: Identity) -> tuple[bytes, Attrs] | None:
+        """``lookup`` by ``who`` if it can be answered without blocking and without switching
+        credentials, else None (the caller then calls ``lookup`` on a worker thread acting as
+        ``who``). Never blocks; the default always declines."""
         return None
 
     def read_cached(

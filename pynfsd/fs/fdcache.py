@@ -6,8 +6,10 @@ while borrowed is closed only when its last borrower returns it, so a descriptor
 closed (and its number reused for another file) under a running read or write.
 
 An entry also remembers, for at most ``MAX_GRANTS`` identities, the ctime at which the kernel
-last granted each read access (the local backend's event-loop read path needs no credential
-switch while the ctime is unchanged); the oldest is forgotten first.
+last granted each access -- read (or execute) for a regular file, search for a directory --
+so the local backend's event-loop paths (READ, LOOKUP) need no credential switch while the
+ctime is unchanged; and likewise the kernel's whole answer to ACCESS (read, write, execute)
+for each identity. The oldest is forgotten first.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ class CachedObject:
     WRITEs to one file in flight).
     """
 
-    __slots__ = ("key", "fd", "io_fd", "io_writable", "ino", "refs", "dead", "write_lock", "grants")
+    __slots__ = ("key", "fd", "io_fd", "io_writable", "ino", "refs", "dead", "write_lock", "grants",
+                 "access")
 
     def __init__(self, key: bytes, fd: int, ino: int) -> None:
         self.key = key
@@ -43,7 +46,16 @@ class CachedObject:
         self.refs = 0
         self.dead = False
         self.write_lock = threading.Lock()
-        self.grants: dict[Identity, int] = {}  # identity -> ctime_ns when read was granted
+        # identity -> ctime_ns when read (a file) or search (a directory) was granted
+        self.grants: dict[Identity, int] = {}
+        # identity -> (ctime_ns, the access bits the kernel granted at that ctime)
+        self.access: dict[Identity, tuple[int, int]] = {}
+
+    def forget_grants(self) -> None:
+        """Drop every remembered decision (a mode, owner or ACL change made here: also when
+        the ctime does not visibly move)."""
+        self.grants.clear()
+        self.access.clear()
 
     def close(self) -> None:
         for fd in (self.fd, self.io_fd):
@@ -102,13 +114,23 @@ class FdCache:
             return obj.io_fd
 
     def grant(self, obj: CachedObject, who: Identity, ctime_ns: int) -> None:
-        """Remember that ``who`` may read ``obj`` while its ctime is ``ctime_ns``."""
+        """Remember that ``who`` may read (a file) or search (a directory) ``obj`` while its
+        ctime is ``ctime_ns``."""
         with self._lock:
             grants = obj.grants
             grants.pop(who, None)
             grants[who] = ctime_ns
             while len(grants) > MAX_GRANTS:
                 del grants[next(iter(grants))]
+
+    def remember_access(self, obj: CachedObject, who: Identity, ctime_ns: int, bits: int) -> None:
+        """Remember the access bits the kernel granted ``who`` on ``obj`` at ``ctime_ns``."""
+        with self._lock:
+            known = obj.access
+            known.pop(who, None)
+            known[who] = (ctime_ns, bits)
+            while len(known) > MAX_GRANTS:
+                del known[next(iter(known))]
 
     def _drop(self, obj: CachedObject) -> None:
         """Remove from the table; close now or when the last borrower is done."""

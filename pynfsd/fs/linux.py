@@ -1,7 +1,8 @@
 """Linux system calls the standard library lacks, through ctypes.
 
 ``name_to_handle_at``/``open_by_handle_at`` (persistent file handles), ``getdents64``
-(directory offsets usable as cookies), and the ``AT_EMPTY_PATH`` forms of ``fchownat``,
+(directory offsets usable as cookies), ``openat2`` with ``RESOLVE_CACHED`` (a lookup that
+never waits for the disk), and the ``AT_EMPTY_PATH`` forms of ``fchownat``,
 ``utimensat`` and ``linkat`` that act on ``O_PATH`` descriptors, symlinks included.
 Every failure raises ``OSError`` with the errno the kernel returned.
 """
@@ -94,6 +95,24 @@ def utimens_empty(fd: int, atime: tuple[int, int], mtime: tuple[int, int]) -> No
 def link_empty(fd: int, dst_dirfd: int, name: bytes) -> None:
     """``linkat(fd, "", dst_dirfd, name, AT_EMPTY_PATH)``: hard-link the object ``fd`` names."""
     _check(_libc.linkat(fd, b"", dst_dirfd, name, AT_EMPTY_PATH))
+
+
+SYS_OPENAT2: Final = 437  # the same number on every architecture Linux added it to
+RESOLVE_NO_XDEV: Final = 0x01
+RESOLVE_BENEATH: Final = 0x08
+RESOLVE_CACHED: Final = 0x20  # Linux 5.12: EAGAIN unless the walk needs no I/O or revalidation
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, name: bytes, flags: int, resolve: int) -> int:
+    """``openat2(dirfd, name, {flags, 0, resolve})``: ENOSYS before Linux 5.6, EINVAL for
+    resolve flags the kernel does not know (``RESOLVE_CACHED`` before 5.12)."""
+    how = _OpenHow(flags, 0, resolve)
+    return _check(_libc.syscall(SYS_OPENAT2, dirfd, name, ctypes.byref(how),
+                                ctypes.c_size_t(ctypes.sizeof(how))))
 
 
 class _StatFs(ctypes.Structure):

@@ -227,7 +227,10 @@ class Namespace:
         NFS4ERR_XDEV (not a LOOKUP error, RFC 7530 §15.2)."""
         backend = d.be()
         try:
-            handle, attrs = await self._call(d.export, backend.lookup, d.handle, name)
+            found = backend.lookup_cached(d.handle, name, self.identity(d.export))
+            if found is None:
+                found = await self._call(d.export, backend.lookup, d.handle, name)
+            handle, attrs = found
         except OSError as e:
             if e.errno != errno.EXDEV:
                 raise errors.from_oserror(e) from None

@@ -88,7 +88,10 @@ class Vfs(Namespace):
         """The subset of `want` (perm bits) the identity has: the backend's answer when it
         enforces permissions (the kernel's, ACLs included), else the POSIX model's."""
         if enforcing(obj):
-            return await self._run(obj.export, obj.be().access, obj.handle, want)
+            be, h, who = obj.be(), obj.handle, self.identity(obj.export)
+            return await self._quick_or_run(
+                obj, lambda: be.access_cached(h, want, who), be.access, h, want
+            )
         return self._posix_granted(obj, attrs, want)
 
     async def readlink(self, obj: Obj) -> bytes:

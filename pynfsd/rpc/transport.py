@@ -2,13 +2,15 @@
 
 Theory of operation: each connection owns a `RecordReader`; every complete record becomes its
 own task running `RpcServer.handle_call`, so many calls are outstanding at once and replies
-go out in completion order.  Reading pauses while the transport's write buffer is above its
+go out in completion order: the small replies finished in one turn of the event loop in one
+write at its end, a batch reaching `_JOIN_BELOW` bytes at once.  Reading pauses while the transport's write buffer is above its
 high-water mark, while `max_outstanding` calls are running, or while decoded records wait
 for a slot; it resumes when all three clear.  A record marker announcing more than
 `max_record` bytes (or too many empty fragments) aborts that connection only.
 
 Per-connection memory is therefore bounded by roughly: `max_record` (reader) + one read
-chunk of queued records + `max_outstanding` calls in progress + `write_high` + one reply.
+chunk of queued records + `max_outstanding` calls in progress + `write_high` + a batch of
+replies (`_JOIN_BELOW` bytes and one reply).
 Across connections, `ConnectionTable` (pynfsd/rpc/connections.py) caps their number, closes
 idle ones from one periodic sweep, and keeps the sum of partial records under a budget; this
 module only reports to it and closes what it names.  Bytes received and sent are added to the
@@ -139,6 +141,8 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.transport: asyncio.Transport | None = None
         self.info = ConnInfo(("", 0))
+        self.replies: list[Buffer] = []  # records made this loop iteration, marker first
+        self.reply_bytes = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -191,13 +195,38 @@ class _Connection(asyncio.Protocol):
     async def _serve(self, record: bytes) -> None:
         try:
             reply = await self.owner.rpc.handle_call(record, self.info)
-            if reply is not None and not self.closed and self.transport is not None:
-                self.owner.stats.sent_bytes += _send(self.transport, reply)
+            if reply is not None and not self.closed:
+                self._reply(reply)
         except Exception:
             log.exception("RPC call from %s port %d failed", *self.info.peer)
         finally:
             self.outstanding -= 1
             self._pump()
+
+    def _reply(self, parts: list[Buffer]) -> None:
+        """Queue one reply record; the small replies made in one loop iteration go out
+        together at its end (`_flush`): one system call and, on loopback, one wake-up of the
+        reader for all of them, where a write per reply cost more CPU than making a small
+        reply. Once `_JOIN_BELOW` bytes are queued they go out at once."""
+        size = sum(len(p) for p in parts)
+        if not self.replies:
+            asyncio.get_running_loop().call_soon(self._flush)  # one per batch
+        self.replies.append(marker(size))
+        self.replies.extend(parts)
+        self.reply_bytes += size + 4
+        if self.reply_bytes >= _JOIN_BELOW:
+            self._flush()  # large ones at once: flow control sees them as before
+
+    def _flush(self) -> None:
+        parts, size = self.replies, self.reply_bytes
+        self.replies, self.reply_bytes = [], 0
+        if not parts or self.closed or self.transport is None:
+            return
+        self.owner.stats.sent_bytes += size
+        if size < _JOIN_BELOW:
+            self.transport.write(b"".join(parts))  # one buffer: one write call, one segment
+        else:
+            self.transport.writelines(parts)  # large payloads (READ data) are not copied
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -228,17 +257,6 @@ def _set_nodelay(sock: object) -> None:
 
 
 _JOIN_BELOW = 16 << 10
-
-
-def _send(transport: asyncio.WriteTransport, parts: list[Buffer]) -> int:
-    """Write one reply record: small ones joined into one buffer (one write call, one
-    segment), large ones gathered without copying the payload.  Returns the bytes written."""
-    size = sum(len(p) for p in parts)
-    if size < _JOIN_BELOW:
-        transport.write(b"".join([marker(size), *parts]))
-    else:
-        transport.writelines([marker(size), *parts])
-    return size + 4
 
 
 @dataclass(slots=True)

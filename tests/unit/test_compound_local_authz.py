@@ -303,3 +303,43 @@ async def test_a_binary_the_user_may_only_execute_is_read_over_nfs(env: tuple[Wo
     await expect(c, [op.putfh(await lookup_fh(c, root, b"m700")), op.read(ANON, 0, 9)],
                  N.NFS4ERR_ACCESS)  # fmt: skip
     assert out == expected
+
+
+async def test_lookup_is_searched_as_each_caller_even_when_answered_from_memory(
+    env: tuple[World, Path],
+) -> None:
+    """LOOKUPs by root and by a member of the directory's group let later ones be answered
+    on the event loop; a user who may not search the directory is still refused, as locally,
+    and so is the member once a chmod takes the permission away."""
+    w, exp = env
+    _file(_dir(exp / "priv", 0o750, gid=4242) / "f", 0o644)
+    root, member, outsider = w.client(), w.client(user(NOBODY, 4242)), w.client(user(NOBODY))
+    assert sh_as_user(f"stat {exp / 'priv' / 'f'}") != 0
+    dfh = await lookup_fh(root, await _root(root, exp), b"priv")
+    for _ in range(2):  # the second of each may come from memory
+        await lookup_fh(root, dfh, b"f")
+        await lookup_fh(member, dfh, b"f")
+        await expect(outsider, [op.putfh(dfh), op.lookup(b"f")], N.NFS4ERR_ACCESS)
+    (exp / "priv").chmod(0o700)
+    await expect(member, [op.putfh(dfh), op.lookup(b"f")], N.NFS4ERR_ACCESS)
+    await lookup_fh(root, dfh, b"f")
+
+
+async def test_access_after_create_and_after_a_local_chmod_is_the_kernels(
+    env: tuple[World, Path],
+) -> None:
+    """The ACCESS a client sends after creating a file, and again after a chmod made on the
+    server, answer as the kernel would for that user, whether or not they come from memory."""
+    w, exp = env
+    pub = _dir(exp / "pub", 0o777)
+    c = w.client(user(NOBODY))
+    dfh = await lookup_fh(c, await _root(c, exp), b"pub")
+    fh = (await open_file(c, dfh, await new_clientid(c), b"o", b"mine")).fh  # 0644
+    want = ACCESS4_READ | ACCESS4_MODIFY | ACCESS4_EXECUTE
+    for _ in range(2):
+        res = await c.check([op.putfh(fh), op.access(want)])
+        assert res[1].access == ACCESS4_READ | ACCESS4_MODIFY
+    (pub / "mine").chmod(0o400)
+    assert sh_as_user(f"test -w {pub / 'mine'}") != 0
+    res = await c.check([op.putfh(fh), op.access(want)])
+    assert res[1].access == ACCESS4_READ

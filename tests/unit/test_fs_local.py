@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pynfsd.fs import statedir
+from pynfsd.fs import creds, statedir
 from pynfsd.fs.backend import FileType
 from pynfsd.fs.change import STEP, ChangeTracker
 from pynfsd.fs.fdcache import FdCache
@@ -368,6 +368,8 @@ def test_no_event_loop_answers_on_filesystems_that_may_block(
     b.write(f, 0, b"abc", False)
     assert b.getattr_cached(f) is None and b.read_cached(f, 0, 3) is None
     assert b.read(f, 0, 3) == (b"abc", True)
+    b.lookup(b.root(), b"f")
+    assert b.lookup_cached(b.root(), b"f", creds.ROOT) is None
 
 
 def test_fs_type_reads_mountinfo(tmp_path: Path) -> None:
@@ -434,3 +436,96 @@ def test_read_grants_are_per_identity_bounded_and_follow_ctime(env: Env) -> None
     assert b.read_cached(f, 0, 6, users[-1]) is None
     err = _as(users[-1], b.read, f, 0, 6)
     assert isinstance(err, OSError) and err.errno == errno.EACCES
+
+
+def test_lookup_cached_answers_for_whom_the_kernel_let_search_while_the_ctime_holds(env: Env) -> None:
+    from pynfsd.fs.creds import ROOT, Identity
+
+    b = env.backend()
+    d, _ = b.mkdir(b.root(), b"d", 0o711, 0, 0)
+    f, _, _ = b.create_file(d, b"f", 0o644, 0, 0, True)
+    user, other = Identity(3000, 3000, ()), Identity(3001, 3001, ())
+    b._cache.invalidate(d)
+    d = b.lookup(b.root(), b"d")[0]  # a fresh entry: no grant yet
+    assert b.lookup_cached(d, b"f", ROOT) is None
+    assert _as(user, b.lookup, d, b"f") == b.lookup(d, b"f")  # both searched as themselves
+    for who in (ROOT, user):
+        assert b.lookup_cached(d, b"f", who) == b.lookup(d, b"f")
+    assert b.lookup_cached(d, b"f", other) is None  # granted to others only
+    os.chmod(env.root / "d", 0o700)  # the ctime moves: the kernel decides again
+    assert b.lookup_cached(d, b"f", user) is None
+    err = _as(user, b.lookup, d, b"f")
+    assert isinstance(err, OSError) and err.errno == errno.EACCES
+    assert b.lookup_cached(d, b"f", user) is None  # a refusal grants nothing
+    b.lookup(d, b"f")
+    (env.root / "d" / "new").touch()  # a name added moves the ctime too
+    assert b.lookup_cached(d, b"new", ROOT) is None
+
+
+def test_lookup_cached_leaves_what_it_cannot_answer_from_memory_to_the_worker(env: Env) -> None:
+    from pynfsd.fs.creds import ROOT
+
+    b = env.backend()
+    d, _ = b.mkdir(b.root(), b"d", 0o755, 0, 0)
+    b.symlink(d, b"ln", b"/etc/passwd", 0, 0)
+    b.lookup(d, b"ln")
+    ln = b.lookup_cached(d, b"ln", ROOT)
+    assert ln is not None and ln[1].type == FileType.LNK  # the link itself, never followed
+    assert b.lookup_cached(b"\0" * 40, b"ln", ROOT) is None  # directory not open here
+    expect(errno.EINVAL, b.lookup_cached, d, b"..", ROOT)
+    got: Any = None
+    try:
+        got = b.lookup_cached(d, b"absent", ROOT)  # not in the dentry cache: EAGAIN
+    except OSError as e:
+        got = e.errno  # a negative dentry the kernel keeps: the answer without I/O
+    assert got in (None, errno.ENOENT)
+    f, _, _ = b.create_file(d, b"f", 0o644, 0, 0, True)
+    b.lookup(d, b"f")
+    assert b.lookup_cached(f, b"x", ROOT) is None  # not a directory: the worker's ENOTDIR
+    b._cached_lookups = False  # as after ENOSYS/EINVAL from a kernel without RESOLVE_CACHED
+    assert b.lookup_cached(d, b"f", ROOT) is None
+
+
+def test_lookup_cached_never_crosses_a_mount_point(env: Env) -> None:
+    import subprocess
+
+    from pynfsd.fs.creds import ROOT
+
+    b = env.backend()
+    b.mkdir(b.root(), b"m", 0o755, 0, 0)
+    if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(env.root / "m")],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        b.create_file(b.root(), b"x", 0o644, 0, 0, True)
+        b.lookup(b.root(), b"x")  # root may search the export root at this ctime
+        expect(errno.EXDEV, b.lookup, b.root(), b"m")
+        assert b.lookup_cached(b.root(), b"x", ROOT) is not None
+        assert b.lookup_cached(b.root(), b"m", ROOT) is None  # the worker's EXDEV decides
+        assert b._cached_lookups
+    finally:
+        subprocess.run(["umount", str(env.root / "m")], check=True)
+
+
+def test_access_cached_is_the_kernels_answer_for_that_identity_at_that_ctime(env: Env) -> None:
+    from pynfsd.fs import perm
+    from pynfsd.fs.creds import ROOT, Identity
+
+    b = env.backend()
+    rwx = perm.READ | perm.WRITE | perm.EXEC
+    user, other = Identity(3000, 3000, ()), Identity(3001, 3001, ())
+    env.root.chmod(0o777)
+    f = _as(user, b.create_file, b.root(), b"f", 0o640, 3000, 3000, True)[0]
+    assert b.access_cached(f, rwx, user) == perm.READ | perm.WRITE  # told when created
+    assert b.access_cached(f, rwx, other) is None and b.access_cached(f, rwx, ROOT) is None
+    assert _as(other, b.access, f, rwx) == 0
+    assert b.access_cached(f, rwx, other) == 0 and b.access_cached(f, perm.READ, user) == perm.READ
+    os.chmod(env.root / "f", 0o444)  # the ctime moves: the kernel decides again
+    assert b.access_cached(f, rwx, user) is None and b.access_cached(f, rwx, other) is None
+    assert _as(other, b.access, f, rwx) == perm.READ == b.access_cached(f, rwx, other)
+    b.setattr(f, mode=0o400)  # a change made here forgets at once, moved ctime or not
+    obj = b._cache.get(f)
+    assert obj is not None and obj.access == {} and obj.grants == {}
+    b._cache.release(obj)
+    assert b.access_cached(f, rwx, other) is None
+    assert b.access_cached(b"\0" * 40, rwx, user) is None  # not open here: the worker says why

@@ -383,3 +383,39 @@ def test_limits_must_fit_together() -> None:
     with pytest.raises(ValueError):
         Limits(idle_timeout=-1)
     assert Limits(idle_timeout=0).idle_timeout == 0  # never
+
+
+class _Writes:
+    """A transport's stand-in that counts the write calls and passes them on."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.calls = real, 0
+
+    def write(self, data: bytes) -> None:
+        self.calls += 1
+        self.real.write(data)
+
+    def writelines(self, parts: list[bytes]) -> None:
+        self.calls += 1
+        self.real.writelines(parts)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+async def test_replies_made_in_one_loop_turn_go_out_in_one_write(loop_factory: LoopFactory) -> None:
+    async with await started(Toy()) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        await until(lambda: len(server._connections) == 1)
+        conn = next(iter(server._connections))
+        writes = _Writes(conn.transport)
+        conn.transport = writes  # type: ignore[assignment]
+        calls = [encode_call(xid, PROG, 1, 1, b"%04d" % xid) for xid in range(1, 9)]
+        writer.write(b"".join(marker(len(c)) + c for c in calls))  # eight calls, one segment
+        got = set()
+        for _ in calls:
+            size = struct.unpack(">I", await reader.readexactly(4))[0] & 0x7FFFFFFF
+            got.add(decode_reply(await reader.readexactly(size))[1])
+        assert got == {b"%04d" % xid for xid in range(1, 9)}
+        assert writes.calls < len(calls)  # echoes answered in one turn: written together
+        writer.close()

@@ -84,7 +84,7 @@ class LocalAcls(LocalObjects):
             if stat.S_ISLNK(st.st_mode) or not self.acl_support():
                 raise oserror(errno.EOPNOTSUPP, "no ACL here")
             path = proc(obj.fd)
-            obj.grants.clear()  # READ decisions made under the old ACL
+            obj.forget_grants()  # decisions made under the old ACL
             os.setxattr(path, P.XATTR_ACCESS, P.encode_xattr(access))
             if stat.S_ISDIR(st.st_mode):
                 if default is not None:

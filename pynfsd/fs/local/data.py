@@ -181,7 +181,7 @@ class LocalData(LocalObjects):
         with self._borrow(h) as obj:
             st = self._live(obj)
             if c.mode is not None or c.uid is not None or c.gid is not None:
-                obj.grants.clear()  # also when ctime does not visibly move
+                obj.forget_grants()  # also when ctime does not visibly move
             if c.size is not None:
                 self._truncate(obj, c.size)
             if c.uid is not None or c.gid is not None:

@@ -6,6 +6,16 @@ Theory of operation
 ``O_NOFOLLOW``) and publishes its handle; ``parent`` opens ``..`` and checks, as root, that it
 is still inside the export.
 
+``lookup_cached`` answers on the event loop, without a worker thread's round trip (which
+costs more CPU than the lookup itself), when that cannot block and needs no credential: the
+directory is open here on a filesystem that keeps open inodes in memory, the caller was
+granted search permission on it (by a ``lookup`` the kernel allowed under the caller's
+identity) since its ctime last changed, and ``openat2`` with ``RESOLVE_CACHED`` finds the
+name in the dentry cache (else it fails with EAGAIN instead of reading the disk). A
+permission change (mode, owner, ACL) changes the ctime, and so does every name added or
+removed, so a grant never outlives the decision it stands for. Whatever it cannot answer so
+(a mount point, a name not cached, an old kernel) goes to the worker.
+
 Mount points: objects on other filesystems are never reached through this backend. ``lookup``
 of a mount point is ``EXDEV``; ``mount_point`` then tells where it is (the path the kernel
 gives the mounted root's descriptor), the fileid of the directory it covers (the ``d_ino``
@@ -20,12 +30,15 @@ import errno
 import os
 import stat
 
-from pynfsd.fs import creds, linux, perm
+from pynfsd.fs import creds, linux
 from pynfsd.fs.backend import Attrs, FsStat, MountPoint
-from pynfsd.fs.local.objects import O_PATH, LocalObjects, proc
+from pynfsd.fs.creds import Identity
+from pynfsd.fs.local.objects import O_PATH, LocalObjects, kernel_access, proc
 from pynfsd.fs.names import check_name, oserror
 
-MAX_COVERED = 1024  # mount points whose covered directory's fileid is remembered
+MAX_COVERED = 1024
+# a single name, in the dentry cache, neither a mount point nor a link followed
+_CACHED_CHILD = linux.RESOLVE_CACHED | linux.RESOLVE_BENEATH | linux.RESOLVE_NO_XDEV  # mount points whose covered directory's fileid is remembered
 
 
 def _covered_fileid(dir_fd: int, name: bytes) -> int:
@@ -47,8 +60,41 @@ class LocalLookup(LocalObjects):
     # -- Backend: lookups ----------------------------------------------------------------
 
     def lookup(self, dir_h: bytes, name: bytes) -> tuple[bytes, Attrs]:
-        with self._dir(dir_h) as (d, _):
-            return self._publish(*self._open_child(d.fd, name))
+        with self._dir(dir_h) as (d, st):
+            found = self._publish(*self._open_child(d.fd, name))
+            self._cache.grant(d, creds.current(), st.st_ctime_ns)  # searched as the caller
+            return found
+
+    def lookup_cached(self, dir_h: bytes, name: bytes, who: Identity) -> tuple[bytes, Attrs] | None:
+        """``lookup`` by ``who`` from memory, on the event loop; None when it cannot be
+        answered so (see the module docstring). ENOENT only for a name the dentry cache
+        knows to be absent."""
+        if not self._cached_lookups:
+            return None
+        with self._if_cached(dir_h) as d:
+            if d is None:
+                return None
+            st = self._live(d)
+            if not stat.S_ISDIR(st.st_mode) or d.grants.get(who) != st.st_ctime_ns:
+                return None
+            name = check_name(name)
+            try:
+                fd = linux.openat2(d.fd, name, O_PATH, _CACHED_CHILD)
+            except OSError as e:
+                if e.errno in (errno.ENOSYS, errno.EINVAL, errno.EPERM):
+                    self._cached_lookups = False  # no openat2 or RESOLVE_CACHED, or seccomp
+                if e.errno == errno.ENOENT:
+                    raise
+                return None  # EAGAIN (not cached), EXDEV (a mount point), ...: the worker
+            try:
+                cst = os.fstat(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            if cst.st_dev != self._root_id[0]:
+                os.close(fd)
+                return None
+            return self._publish(fd, cst)
 
     def mount_point(self, dir_h: bytes, name: bytes) -> MountPoint:
         with self._dir(dir_h) as (d, st):
@@ -98,18 +144,25 @@ class LocalLookup(LocalObjects):
             return os.readlink(b"", dir_fd=obj.fd)
 
     def access(self, h: bytes, want: int) -> int:
-        """The kernel's answer for the calling thread's identity, ACLs included."""
-        granted = 0
+        """The kernel's answer for the calling thread's identity, ACLs included; the whole
+        answer (read, write, execute) is remembered for ``access_cached`` at the ctime seen
+        before asking."""
         with self._borrow(h) as obj:
-            self._live(obj)
-            for bit, mode in ((perm.READ, os.R_OK), (perm.WRITE, os.W_OK), (perm.EXEC, os.X_OK)):
-                try:
-                    if want & bit and creds.faccess_fd(obj.fd, mode):
-                        granted |= bit
-                except OSError as e:
-                    if e.errno != errno.EROFS:
-                        raise
-        return granted
+            st = self._live(obj)
+            granted = kernel_access(obj.fd)
+            self._cache.remember_access(obj, creds.current(), st.st_ctime_ns, granted)
+        return granted & want
+
+    def access_cached(self, h: bytes, want: int, who: Identity) -> int | None:
+        """``access`` by ``who`` from the kernel's answer remembered at the object's current
+        ctime (a mode, owner or ACL change moves it), on the event loop; else None."""
+        with self._if_cached(h) as obj:
+            if obj is None:
+                return None
+            known = obj.access.get(who)
+            if known is None or known[0] != self._live(obj).st_ctime_ns:
+                return None
+            return known[1] & want
 
     def statfs(self, h: bytes) -> FsStat:
         with self._borrow(h) as obj:
