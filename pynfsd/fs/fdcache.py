@@ -10,12 +10,20 @@ last granted each access -- read (or execute) for a regular file, search for a d
 so the local backend's event-loop paths (READ, LOOKUP) need no credential switch while the
 ctime is unchanged; and likewise the kernel's whole answer to ACCESS (read, write, execute)
 for each identity. The oldest is forgotten first.
+
+An answer is remembered only once its ctime has *settled*: ctime comes from a coarse clock
+(a timer tick, 1-10 ms; whole seconds on some filesystems), so a change made by another
+process on this host within the same tick as the ctime seen before asking could leave the
+ctime unchanged and the remembered answer wrong. An answer whose ctime is older than
+``SETTLE_NS`` (``SETTLE_COARSE_NS`` for a whole-second ctime) is safe: any later change
+stamps a later ctime. Younger ones are answered by the kernel each time.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final
@@ -23,6 +31,14 @@ from typing import Final
 from pynfsd.fs.creds import Identity
 
 MAX_GRANTS: Final = 8
+SETTLE_NS: Final = 100_000_000  # 0.1 s: ten 10 ms ticks, with room for a thread descheduled
+SETTLE_COARSE_NS: Final = 2_100_000_000  # a whole-second ctime: 1 s or 2 s (FAT) granularity
+
+
+def settled(ctime_ns: int, now_ns: int | None = None) -> bool:
+    """Whether an answer seen at ``ctime_ns`` may be remembered (see the module docstring)."""
+    age = (time.time_ns() if now_ns is None else now_ns) - ctime_ns
+    return age > (SETTLE_COARSE_NS if ctime_ns % 1_000_000_000 == 0 else SETTLE_NS)
 
 
 class CachedObject:
@@ -115,7 +131,9 @@ class FdCache:
 
     def grant(self, obj: CachedObject, who: Identity, ctime_ns: int) -> None:
         """Remember that ``who`` may read (a file) or search (a directory) ``obj`` while its
-        ctime is ``ctime_ns``."""
+        ctime is ``ctime_ns`` (once that ctime has settled)."""
+        if not settled(ctime_ns):
+            return
         with self._lock:
             grants = obj.grants
             grants.pop(who, None)
@@ -124,7 +142,10 @@ class FdCache:
                 del grants[next(iter(grants))]
 
     def remember_access(self, obj: CachedObject, who: Identity, ctime_ns: int, bits: int) -> None:
-        """Remember the access bits the kernel granted ``who`` on ``obj`` at ``ctime_ns``."""
+        """Remember the access bits the kernel granted ``who`` on ``obj`` at ``ctime_ns`` (once
+        that ctime has settled)."""
+        if not settled(ctime_ns):
+            return
         with self._lock:
             known = obj.access
             known.pop(who, None)

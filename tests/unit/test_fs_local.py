@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pynfsd.fs import creds, statedir
+from pynfsd.fs import creds, fdcache, statedir
 from pynfsd.fs.backend import FileType
 from pynfsd.fs.change import STEP, ChangeTracker
 from pynfsd.fs.fdcache import FdCache
@@ -328,6 +328,32 @@ def test_evicted_descriptor_stays_open_while_borrowed(tmp_path: Path) -> None:
     assert len(cache) == 0
 
 
+@pytest.fixture
+def settle_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Answers are remembered at any ctime, however recent (the tests' files are new)."""
+    monkeypatch.setattr(fdcache, "SETTLE_NS", -1)
+    monkeypatch.setattr(fdcache, "SETTLE_COARSE_NS", -1)
+
+
+def test_answers_are_remembered_only_at_a_settled_ctime(env: Env) -> None:
+    """A ctime younger than a few clock ticks is not trusted: a change by another process in
+    the same tick could leave it unchanged, so the kernel is asked each time."""
+    now = 1_700_000_000_123_456_789
+    assert not fdcache.settled(now - 1_000_000, now)  # 1 ms old
+    assert fdcache.settled(now - fdcache.SETTLE_NS - 1, now)
+    whole = 1_700_000_000_000_000_000  # a whole-second ctime: a coarse filesystem
+    assert not fdcache.settled(whole, whole + 1_000_000_000)
+    assert fdcache.settled(whole, whole + fdcache.SETTLE_COARSE_NS + 1)
+    assert not fdcache.settled(now + 5, now)  # a ctime ahead of the clock
+    b = env.backend()
+    f, _, _ = b.create_file(b.root(), b"f", 0o644, 0, 0, True)
+    b.write(f, 0, b"fresh", False)
+    b.read(f, 0, 1)  # granted by the kernel, at a ctime a moment old: not remembered
+    assert b.read_cached(f, 0, 5) is None
+    assert b.access(f, 0x3F) and b.access_cached(f, 0x3F, creds.current()) is None
+
+
+@pytest.mark.usefixtures("settle_at_once")
 def test_read_cached_answers_like_read_or_declines(env: Env) -> None:
     b = env.backend()
     f, _, _ = b.create_file(b.root(), b"f", 0o644, 0, 0, True)
@@ -414,6 +440,7 @@ def _as(ident: Any, fn: Callable[..., Any], *args: Any) -> Any:
     return in_thread_as(ident, attempt)
 
 
+@pytest.mark.usefixtures("settle_at_once")
 def test_read_grants_are_per_identity_bounded_and_follow_ctime(env: Env) -> None:
     from pynfsd.fs.creds import Identity
     from pynfsd.fs.fdcache import MAX_GRANTS
@@ -438,6 +465,7 @@ def test_read_grants_are_per_identity_bounded_and_follow_ctime(env: Env) -> None
     assert isinstance(err, OSError) and err.errno == errno.EACCES
 
 
+@pytest.mark.usefixtures("settle_at_once")
 def test_lookup_cached_answers_for_whom_the_kernel_let_search_while_the_ctime_holds(env: Env) -> None:
     from pynfsd.fs.creds import ROOT, Identity
 
@@ -462,6 +490,7 @@ def test_lookup_cached_answers_for_whom_the_kernel_let_search_while_the_ctime_ho
     assert b.lookup_cached(d, b"new", ROOT) is None
 
 
+@pytest.mark.usefixtures("settle_at_once")
 def test_lookup_cached_leaves_what_it_cannot_answer_from_memory_to_the_worker(env: Env) -> None:
     from pynfsd.fs.creds import ROOT
 
@@ -486,6 +515,7 @@ def test_lookup_cached_leaves_what_it_cannot_answer_from_memory_to_the_worker(en
     assert b.lookup_cached(d, b"f", ROOT) is None
 
 
+@pytest.mark.usefixtures("settle_at_once")
 def test_lookup_cached_never_crosses_a_mount_point(env: Env) -> None:
     import subprocess
 
@@ -507,6 +537,7 @@ def test_lookup_cached_never_crosses_a_mount_point(env: Env) -> None:
         subprocess.run(["umount", str(env.root / "m")], check=True)
 
 
+@pytest.mark.usefixtures("settle_at_once")
 def test_access_cached_is_the_kernels_answer_for_that_identity_at_that_ctime(env: Env) -> None:
     from pynfsd.fs import perm
     from pynfsd.fs.creds import ROOT, Identity
