@@ -82,6 +82,11 @@ class Spec:
     slots: tuple[SlotCalls, ...] = ()
     drain: float = 10.0
 
+    @property
+    def in_flight(self) -> int:
+        """Calls kept in flight: one per slot."""
+        return self.conns * self.depth
+
     def text(self) -> str:
         mode = "openclose" if self.slots else "simple"
         lines = [f"mode {mode}", f"conns {self.conns}", f"depth {self.depth}",

@@ -10,7 +10,7 @@ what must be open, and pre-encodes the calls the generator sends (AUTH_SYS as ro
 * ``OPEN+CLOSE``: per slot its own open-owner (opened, confirmed and closed once here) and file:
   PUTFH sat, OPEN (read, no create), GETFH, GETATTR, then PUTFH file, CLOSE; the generator fills
   in the seqids and the stateid at the offsets found here;
-* ``READ``: PUTFH data, READ 4 KiB with the stateid of an open made here, at 256 offsets.
+* ``READ``: PUTFH data, READ 4 KiB with the stateid of an open made here, at up to 256 offsets.
 
 Every simple call is sent once here first: it must succeed, and its reply length is the one
 the generator then demands of every reply.  An OPEN answered NFS4ERR_GRACE is retried until
@@ -23,7 +23,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 from bench.sat_gen import SlotCalls, Spec
@@ -41,20 +41,6 @@ ATTRS = (N.FATTR4_TYPE, N.FATTR4_CHANGE, N.FATTR4_SIZE, N.FATTR4_FSID, N.FATTR4_
          N.FATTR4_RAWDEV, N.FATTR4_SPACE_USED, N.FATTR4_TIME_ACCESS, N.FATTR4_TIME_METADATA,
          N.FATTR4_TIME_MODIFY, N.FATTR4_MOUNTED_ON_FILEID)
 GRACE_WAIT = 120.0
-
-
-@dataclass(frozen=True)
-class Load:
-    """How hard and how long the generator drives each operation."""
-
-    conns: int = 4
-    depth: int = 16
-    warmup: float = 1.0
-    seconds: float = 5.0
-
-    @property
-    def slots(self) -> int:
-        return self.conns * self.depth
 
 
 def make_files(export: Path, slots: int) -> None:
@@ -105,12 +91,11 @@ async def _open(s: ClientSession, dirfh: bytes, name: str, owner: bytes) -> Open
         await asyncio.sleep(0.5)
 
 
-async def _simple(c: Nfs4Client, load: Load, calls: list[list[N.nfs_argop4]]) -> Spec:
+async def _simple(c: Nfs4Client, load: Spec, calls: list[list[N.nfs_argop4]]) -> Spec:
     lengths = {await _expect_len(c, ops) for ops in calls}
     if len(lengths) != 1:
         raise RuntimeError(f"replies of different lengths {sorted(lengths)}")
-    return Spec(load.conns, load.depth, load.warmup, load.seconds,
-                requests=tuple(call(ops) for ops in calls), expect=lengths.pop())
+    return replace(load, requests=tuple(call(ops) for ops in calls), expect=lengths.pop())
 
 
 async def _slot(s: ClientSession, dirfh: bytes, k: int) -> SlotCalls:
@@ -133,7 +118,7 @@ async def _slot(s: ClientSession, dirfh: bytes, k: int) -> SlotCalls:
                      offset_of(close_seqid, 4), offset_of(close_stateid, 16))
 
 
-async def _prepare(op_name: str, port: int, export: Path, load: Load, tag: bytes) -> Spec:
+async def _prepare(op_name: str, port: int, export: Path, load: Spec, tag: bytes) -> Spec:
     c = await Nfs4Client.connect("127.0.0.1", port, cred=CRED)
     try:
         s = ClientSession(c, b"pynfsd-bench-" + tag, verifier=os.urandom(8))
@@ -148,15 +133,16 @@ async def _prepare(op_name: str, port: int, export: Path, load: Load, tag: bytes
         if op_name == "READ":
             f = await _open(s, dirfh, DATA, b"reader")
             return await _simple(c, load, [[op.putfh(f.fh), op.read(f.stateid, i * BLOCK, BLOCK)]
-                                           for i in range(min(READ_OFFSETS, load.slots))])
+                                           for i in range(min(READ_OFFSETS, load.in_flight))])
         if op_name == "OPEN+CLOSE":
-            slots = [await _slot(s, dirfh, k) for k in range(load.slots)]
-            return Spec(load.conns, load.depth, load.warmup, load.seconds, slots=tuple(slots))
+            slots = [await _slot(s, dirfh, k) for k in range(load.in_flight)]
+            return replace(load, slots=tuple(slots))
         raise ValueError(f"unknown operation {op_name!r}")
     finally:
         await c.close()
 
 
-def prepare(op_name: str, port: int, export: Path, load: Load, tag: str) -> Spec:
-    """The generator's spec for `op_name` against the server on 127.0.0.1:`port`."""
+def prepare(op_name: str, port: int, export: Path, load: Spec, tag: str) -> Spec:
+    """`load` (connections, depth and times, no calls) with the calls of `op_name` against the
+    server on 127.0.0.1:`port` exporting `export`."""
     return asyncio.run(_prepare(op_name, port, export, load, tag.encode()))

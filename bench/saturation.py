@@ -37,7 +37,7 @@ from typing import Any
 
 from bench import sat_gen
 from bench.sat_report import RunResult, plot, summarize, table, to_json
-from bench.sat_setup import OPERATIONS, Load, make_files, prepare
+from bench.sat_setup import OPERATIONS, make_files, prepare
 from pynfsd.client.nfs4 import Nfs4Failure
 from pynfsd.rpc.client import RpcError
 from tests.vm.network import UserNet
@@ -61,7 +61,7 @@ SERVERS: dict[str, type[Server]] = {"pynfsd": PynfsdServer, "ganesha": GaneshaSe
 
 def run_op(server: Server, op_name: str, rnd: int, args: argparse.Namespace,
            exe: Path) -> RunResult:
-    load = Load(args.conns, args.depth, args.warmup, args.seconds)
+    load = sat_gen.Spec(args.conns, args.depth, args.warmup, args.seconds)
     tag = f"{server.name}-{rnd}-{op_name}-{os.getpid()}"
     try:
         spec = prepare(op_name, server.port, server.export_dir, load, tag)

@@ -198,11 +198,12 @@ static void enqueue(conn_t *c, const buf_t *msg, slot_t *s, int k) {
     outstanding++;
 }
 
-/* The slot's next call: simple: its request; openclose: CLOSE after a good OPEN, else OPEN. */
+/* The slot's next call: simple: its request; openclose: CLOSE after a good OPEN, else OPEN.
+ * Once stopping, only the CLOSE of an open is still sent: no file is left open. */
 static void send_next(int k) {
     slot_t *s = &slots[k];
     conn_t *c = &conns[s->conn];
-    if (stopping) { s->state = IDLE; return; }
+    if (stopping && s->state != OPENING) { s->state = IDLE; return; }
     if (!openclose) {
         s->state = SIMPLE;
         enqueue(c, &reqs[k % nreqs], s, k);
