@@ -203,6 +203,14 @@ class Window:
         use = self.server_use
         return self.ops_per_s / use if use else None
 
+    @property
+    def gen_us_per_call(self) -> float | None:
+        """The generator's CPU µs per call answered in the window: what it costs itself."""
+        calls = self.out.end[0] - self.out.begin[0]
+        if self.start.gen is None or self.stop.gen is None or not calls:
+            return None
+        return (self.stop.gen - self.start.gen) / calls * 1e6
+
     def why_not_counted(self) -> str:
         """'' when the run counts, else the reasons it does not."""
         why = []

@@ -37,9 +37,11 @@ class RunResult:
         kinds = ", ".join(f"{k} ×{n}" for k, n in sorted(w.out.kinds.items()))
         per_cpu = w.ops_per_cpu_s
         why = w.why_not_counted()
+        gen_us = w.gen_us_per_call
         return (f"{head} {w.ops_per_s:>9,.0f} ops/s  "
                 f"{'?' if per_cpu is None else f'{per_cpu:,.0f}':>9} per server CPU-s  "
-                f"server {pct(w.server_use):>5}  generator {pct(w.gen_use):>5}  "
+                f"server {pct(w.server_use):>5}  generator {pct(w.gen_use):>5} "
+                f"({'?' if gen_us is None else f'{gen_us:.1f}'} µs/call)  "
                 f"cores {w.server_cpu}:{pct(w.core_use(w.server_cpu))} "
                 f"{w.gen_cpu}:{pct(w.core_use(w.gen_cpu))}  "
                 f"replies {w.out.done[0]:,} errors {w.errors}{' (' + kinds + ')' if kinds else ''}"
@@ -57,6 +59,7 @@ class Side:
     runs: int = 0
     server_use: float | None = None
     gen_use: float | None = None
+    measured: int = 0       # runs with figures (a failed run has none)
 
     @property
     def mark(self) -> str:
@@ -82,7 +85,7 @@ def _side(results: Sequence[RunResult]) -> Side:
     gens = [w.gen_use for w in pool if w.gen_use is not None]
     return Side(statistics.median(rates), min(rates), max(rates), len(counted), len(results),
                 statistics.median(uses) if uses else None,
-                statistics.median(gens) if gens else None)
+                statistics.median(gens) if gens else None, len(pool))
 
 
 def summarize(results: Sequence[RunResult], ops: Sequence[str], ours: str,
@@ -113,30 +116,37 @@ def _round_ratios(results: Sequence[RunResult], ours: str, peer: str) -> list[fl
     return out
 
 
-def _fmt_side(s: Side) -> str:
-    if not s.runs:
-        return f"{'-':>26}"
-    return f"{s.median:>9,.0f}{s.mark:1} ({s.low:,.0f}–{s.high:,.0f}) {s.counted}/{s.runs}"
+def _cells(s: Side) -> list[str]:
+    """ops/s, its lowest–highest, server and generator core use, runs counted."""
+    if not s.measured:
+        return ["-", "-", "-", f"0/{s.runs}"]
+    return [f"{s.median:,.0f}{s.mark}", f"{s.low:,.0f}–{s.high:,.0f}",
+            f"{pct(s.server_use)} / {pct(s.gen_use)}", f"{s.counted}/{s.runs}"]
+
+
+def _ratio_cells(row: Row) -> list[str]:
+    if row.ratio is None or row.ratio_low is None or row.ratio_high is None:
+        return ["-", "-", "no round where both count"]
+    ok = "met" if row.ratio >= 1.0 else "not met"
+    return [f"{row.ratio:.2f}×", f"{row.ratio_low:.2f}–{row.ratio_high:.2f}", f"≥ 1.0×: {ok}"]
 
 
 def table(rows: Sequence[Row], ours: str, peer: str | None) -> str:
+    """A markdown table: per server ops/s, spread, core use (server / generator) and runs
+    counted; with a peer the ratio, its spread and the goal."""
     names = [ours] + ([peer] if peer else [])
-    head = "operation  | " + " | ".join(f"{n + ' ops/s (low–high) counted':>36}" for n in names)
+    head = ["operation"]
+    for n in names:
+        head += [f"{n} ops/s", "low–high", "core use server / generator", "counted"]
     if peer:
-        head += " | ratio (low–high)  | goal"
-    lines = [head]
+        head += [f"{ours} ÷ {peer}", "low–high", "goal"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        cells = [f"{_fmt_side(row.sides[n]):>36}" for n in names]
-        line = f"{row.op:<10} | " + " | ".join(cells)
+        cells = [row.op] + [c for n in names for c in _cells(row.sides[n])]
         if peer:
-            if row.ratio is None:
-                line += " | -                 | ≥ 1.0× (no round where both count)"
-            else:
-                ok = "met" if row.ratio >= 1.0 else "not met"
-                line += (f" | {row.ratio:.2f}× ({row.ratio_low:.2f}–{row.ratio_high:.2f})"
-                         f" | ≥ 1.0×: {ok}")
-        lines.append(line)
-    lines.append(f"(* no run counted: median of all runs. A run counts when the generator uses "
+            cells += _ratio_cells(row)
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append(f"\n(* no run counted: median of all runs. A run counts when the generator uses "
                  f"< {GEN_LIMIT:.0%} of its core, the server ≥ {SERVER_FLOOR:.0%} of its own, "
                  f"and no error was seen.)")
     return "\n".join(lines)
@@ -160,6 +170,12 @@ def to_json(results: Sequence[RunResult], rows: Sequence[Row], meta: dict[str, A
                       "sides": {n: vars(s) for n, s in row.sides.items()}} for row in rows]}
 
 
+def _tick(row: Row, servers: Sequence[str]) -> str:
+    if row.ratio is None or len(servers) < 2:
+        return row.op
+    return f"{row.op}\n{servers[0]} ÷ {servers[1]}: {row.ratio:.2f}×"
+
+
 def plot(rows: Sequence[Row], path: str, title: str) -> None:
     """Bars of ops/s per operation, one per server side by side, lowest–highest as error bars."""
     import matplotlib
@@ -178,7 +194,9 @@ def plot(rows: Sequence[Row], path: str, title: str) -> None:
         bars = ax.bar(xs, meds, width, yerr=err, capsize=4, label=server)
         ax.bar_label(bars, labels=[f"{m:,.0f}{s.mark}" for m, s in zip(meds, sides, strict=True)],
                      fontsize=8, padding=2)
-    ax.set_xticks(range(len(rows)), [row.op for row in rows])
+    ax.set_xticks(range(len(rows)), [_tick(row, servers) for row in rows])
+    if any(side.mark for row in rows for side in row.sides.values()):
+        fig.text(0.01, 0.01, "* no run counted: median of all runs", fontsize=8)
     ax.set_ylabel("operations/s, server on one core")
     ax.set_title(title, fontsize=10)
     ax.legend()

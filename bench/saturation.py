@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nload average at the end {load_after[0]:.2f} {load_after[1]:.2f} "
           f"{load_after[2]:.2f}\n{table(rows, 'pynfsd', args.peer)}")
     if args.plot:
-        plot(rows, args.plot, f"ops/s at saturation, server pinned to one core ({started})")
+        plot(rows, args.plot, f"NFSv4.0 sec=sys ops/s, server pinned to one core ({started})")
         print("plot:", args.plot)
     if args.json:
         Path(args.json).write_text(json.dumps(to_json(results, rows, meta), indent=1))

@@ -84,6 +84,7 @@ def test_window_figures() -> None:
     assert w.ops == 2000 and w.ops_per_s == pytest.approx(1000)
     assert w.server_use == pytest.approx(0.5) and w.gen_use == pytest.approx(0.25)
     assert w.ops_per_cpu_s == pytest.approx(2000)
+    assert w.gen_us_per_call == pytest.approx(250)
     assert (w.core_use(0), w.core_use(1)) == (pytest.approx(1.0), pytest.approx(0.5))
 
 
@@ -124,8 +125,8 @@ def test_summary_uses_counted_runs_and_same_round_ratios() -> None:
 def test_table_json_and_plot(tmp_path: Path) -> None:
     rows = summarize(results(), ["GETATTR", "READ"], "pynfsd", "ganesha")
     text = table(rows, "pynfsd", "ganesha")
-    assert "0.38× (0.25–0.50) | ≥ 1.0×: not met" in text
-    assert "no round where both count" in text and "700*" in text
+    assert "| GETATTR | 1,250 | 1,000–1,500 | 97 % / 10 % | 2/3 | 4,000 | 3,000–5,000 | 99 % / 40 % | 3/3 | 0.38× | 0.25–0.50 | ≥ 1.0×: not met |" in text
+    assert "| READ | 700* | 700–700 | 50 % / 10 % | 0/1 | - | - | - | 0/1 | - | - | no round where both count |" in text
     doc = to_json(results(), rows, {"machine": "test"})
     assert [r["counts"] for r in doc["runs"]] == [True, True, True, False, True, True, False, False]
     assert doc["runs"][3]["window"]["why_not_counted"] == "server at 50 % of its core"
