@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -98,8 +99,12 @@ def run_server(kind: str, rnd: int, args: argparse.Namespace, exe: Path,
 def machine() -> dict[str, Any]:
     model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                   if ln.startswith("model name")), "?")
+    ganesha = ""
+    if shutil.which("ganesha.nfsd"):
+        done = subprocess.run(["ganesha.nfsd", "-v"], capture_output=True, text=True)
+        ganesha = next(iter((done.stdout + done.stderr).strip().splitlines()), "")
     return {"cpu": model, "cpus": os.cpu_count(), "kernel": platform.release(),
-            "python": platform.python_version()}
+            "python": platform.python_version(), "ganesha": ganesha}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
