@@ -173,7 +173,7 @@ def to_json(results: Sequence[RunResult], rows: Sequence[Row], meta: dict[str, A
 def _tick(row: Row, servers: Sequence[str]) -> str:
     if row.ratio is None or len(servers) < 2:
         return row.op
-    return f"{row.op}\n{servers[0]} ÷ {servers[1]}: {row.ratio:.2f}×"
+    return f"{row.op}\n{row.ratio:.2f}× {servers[1]}"
 
 
 def plot(rows: Sequence[Row], path: str, title: str) -> None:
@@ -184,7 +184,7 @@ def plot(rows: Sequence[Row], path: str, title: str) -> None:
     import matplotlib.pyplot as plt
 
     servers = list(rows[0].sides) if rows else []
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.8))
     width = 0.8 / max(1, len(servers))
     for i, server in enumerate(servers):
         xs = [j + (i - (len(servers) - 1) / 2) * width for j in range(len(rows))]
@@ -198,6 +198,8 @@ def plot(rows: Sequence[Row], path: str, title: str) -> None:
     if any(side.mark for row in rows for side in row.sides.values()):
         fig.text(0.01, 0.01, "* no run counted: median of all runs", fontsize=8)
     ax.set_ylabel("operations/s, server on one core")
+    ax.set_xlabel(f"(under each operation: {servers[0]} ÷ {servers[-1]}, median of the rounds)"
+                  if len(servers) > 1 else "")
     ax.set_title(title, fontsize=10)
     ax.legend()
     ax.grid(True, axis="y", alpha=0.3)
