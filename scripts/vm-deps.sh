@@ -1,5 +1,6 @@
 #!/bin/sh
-# Install everything the Linux-kernel-client VM tests (tests/vm, tests/e2e) need.
+# Install everything the Linux-kernel-client VM tests (tests/vm, tests/e2e) need, and the
+# benchmarks' peer and tools (NFS-Ganesha; gcc also builds bench/loadgen's generator).
 # Idempotent: re-running only installs what is missing. Must run as root.
 # The guest kernel and initramfs are cached in $PYNFSD_VM_CACHE or /var/cache/pynfsd-vm (about
 # 500 MB, kept between runs; remove that directory to reclaim the space).
