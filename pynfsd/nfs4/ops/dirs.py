@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 _READDIR_RESOK_OVERHEAD = 8 + 4 + 4  # cookieverf, final "no more entries", eof
 _ENTRY_OVERHEAD = 4 + 8 + 4 + 4  # value_follows, cookie, name length, attrmask length
+# Entries read from the backend per round trip: a small first batch measures the encoded size
+# of an entry for the attributes asked; the following ones fill what room is left (_next_batch).
+_FIRST_BATCH = 16
+_MAX_BATCH = 512
 PATH_MAX = 4096  # the longest symlink target READLINK returns (Linux PATH_MAX)
 
 
@@ -86,8 +90,7 @@ async def readdir(ctx: CompoundContext, args: N.READDIR4args) -> tuple[bytes, by
     p = Packer()
     used = _READDIR_RESOK_OVERHEAD
     cookie, verf, eof, n = args.cookie, args.cookieverf, False, 0
-    # read about as many entries as can fit (an entry encodes to 48 bytes or more), not more
-    batch_size = min(512, max(16, maxcount // 48))
+    batch_size = _FIRST_BATCH
     while not eof:
         batch, eof, verf = await ctx.vfs.readdir(d, cookie, args.cookieverf, batch_size)
         for e in batch:
@@ -109,7 +112,14 @@ async def readdir(ctx: CompoundContext, args: N.READDIR4args) -> tuple[bytes, by
             cookie = e.cookie
         if not batch:
             break
+        batch_size = _next_batch(maxcount - used, used - _READDIR_RESOK_OVERHEAD, n)
     return _finish(p, verf, eof)
+
+
+def _next_batch(room: int, encoded: int, n: int) -> int:
+    """How many entries to read next: as many as the room left holds at the average encoded
+    size so far, plus one -- every entry read but not sent is a wasted lstat and handle."""
+    return min(_MAX_BATCH, room * n // max(encoded, 1) + 1)
 
 
 def _entry_fattr(
