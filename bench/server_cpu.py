@@ -12,6 +12,8 @@ flight. Each row sends the COMPOUNDs the Linux client sends for that operation:
 
 * create: PUTFH OPEN(UNCHECKED) GETFH ACCESS GETATTR, then PUTFH CLOSE (one create is both);
 * stat: PUTFH LOOKUP GETFH GETATTR; getattr: PUTFH GETATTR; remove: PUTFH REMOVE;
+* readdir: PUTFH READDIR (32 KiB, the client's READDIR attributes) of a directory of 10,000
+  files, from its start: one op is one READDIR reply (~150 entries), at ``--ops`` / 20;
 * read/write 4 KiB at random aligned offsets of a 64 MiB file, 1 MiB sequentially (UNSTABLE
   writes, as the client's write-back sends them).
 
@@ -52,7 +54,11 @@ KERNEL_ATTRS = (N.FATTR4_TYPE, N.FATTR4_CHANGE, N.FATTR4_SIZE, N.FATTR4_FSID, N.
                 N.FATTR4_MODE, N.FATTR4_NUMLINKS, N.FATTR4_OWNER, N.FATTR4_OWNER_GROUP,
                 N.FATTR4_RAWDEV, N.FATTR4_SPACE_USED, N.FATTR4_TIME_ACCESS,
                 N.FATTR4_TIME_METADATA, N.FATTR4_TIME_MODIFY, N.FATTR4_MOUNTED_ON_FILEID)
-ROWS = ("create", "stat", "getattr", "remove", "read-4k", "write-4k", "read-1m", "write-1m")
+#: What it asks in READDIR (nfs4_readdir_bitmap): the above, rdattr_error and the filehandle.
+READDIR_ATTRS = (*KERNEL_ATTRS, N.FATTR4_RDATTR_ERROR, N.FATTR4_FILEHANDLE)
+ROWS = ("create", "stat", "getattr", "remove", "readdir", "read-4k", "write-4k", "read-1m",
+        "write-1m")
+LISTED = 10_000  # files in the directory the readdir row lists
 BIG_FILE = 64 << 20
 KIB4, MIB = 4096, 1 << 20
 
@@ -131,6 +137,8 @@ DRIVERS: dict[str, Callable[[Conn, int, int], Awaitable[None]]] = {
     "stat": _stat,
     "getattr": _fixed(lambda c: encode_compound([op.putfh(c.data_fh), op.getattr(*KERNEL_ATTRS)])),
     "remove": _remove,
+    "readdir": _fixed(lambda c: encode_compound([
+        op.putfh(c.dirfh), op.readdir(0, bytes(8), 8192, 32768, READDIR_ATTRS)])),
     "read-4k": _io(KIB4, False, False),
     "write-4k": _io(KIB4, True, False),
     "read-1m": _io(MIB, False, True),
@@ -217,6 +225,8 @@ async def run(args: argparse.Namespace, base: Path) -> dict[tuple[Path, str], li
             export = base / f"exp-{n}"
             (export / "pub").mkdir(parents=True)
             os.chmod(export / "pub", 0o777)
+            for i in range(LISTED if "readdir" in args.rows else 0):
+                (export / "pub" / f"listed-{i:05d}").write_bytes(b"")
             runner = _runner(args, n)
             proc, port = start_server(src, export, base / f"state-{n}", runner)
             procs.append(proc)
@@ -225,6 +235,8 @@ async def run(args: argparse.Namespace, base: Path) -> dict[tuple[Path, str], li
         spies = [_spy(srv.pid, f"{args.pyspy}.{n}") for n, srv in enumerate(servers)] if args.pyspy else []
         for row in args.rows:
             ops = args.ops // 8 if row.endswith("1m") else args.ops
+            if row == "readdir":  # one READDIR costs as much as a hundred or so GETATTRs
+                ops = max(args.conns, ops // 20)
             if row == "remove":  # as many as were made, split in samples
                 ops = min(len(c.made) for c in servers[0].conns) * args.conns // args.samples
             for _ in range(args.samples):

@@ -26,6 +26,11 @@ COOKIE_BIAS = 3  # cookie = d_off + 3: never 0, 1 or 2 (RFC 7530 section 16.24.4
 # Why a listed name may not be reached, reported per entry rather than failing the listing
 # (as knfsd's rdattr_error): no search permission on the directory; a damaged inode.
 _UNREACHABLE = (errno.EACCES, errno.EPERM, errno.EIO)
+# getdents64 buffer: room for "." and ".." and one longest name (a 280-byte record), then
+# about 40 bytes a wanted entry (a record is 19 bytes, its name and padding to 8)
+_DIRENT_BUF_MIN = 1024
+_DIRENT_GUESS = 40
+_DIRENT_BUF_MAX = 32768
 
 
 class LocalReaddir(LocalLookup):
@@ -59,7 +64,10 @@ class LocalReaddir(LocalLookup):
 
     def _scan(self, fd: int, max_entries: int) -> tuple[list[DirEntry], bool]:
         out: list[DirEntry] = []
-        while batch := linux.getdents64(fd):
+        # a buffer about the size of the entries wanted: every record read beyond them is
+        # parsed for nothing (the next call seeks back to its cookie)
+        bufsize = min(_DIRENT_BUF_MAX, _DIRENT_BUF_MIN + max_entries * _DIRENT_GUESS)
+        while batch := linux.getdents64(fd, bufsize):
             for name, d_off, d_ino in batch:
                 if name in (b".", b".."):
                     continue
