@@ -26,11 +26,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Final
+from typing import Final, TypeVar
 
 from pynfsd.fs.creds import Identity
 
 MAX_GRANTS: Final = 8
+_T = TypeVar("_T")
 SETTLE_NS: Final = 100_000_000  # 0.1 s: ten 10 ms ticks, with room for a thread descheduled
 SETTLE_COARSE_NS: Final = 2_100_000_000  # a whole-second ctime: 1 s or 2 s (FAT) granularity
 
@@ -132,26 +133,22 @@ class FdCache:
     def grant(self, obj: CachedObject, who: Identity, ctime_ns: int) -> None:
         """Remember that ``who`` may read (a file) or search (a directory) ``obj`` while its
         ctime is ``ctime_ns`` (once that ctime has settled)."""
-        if not settled(ctime_ns):
-            return
-        with self._lock:
-            grants = obj.grants
-            grants.pop(who, None)
-            grants[who] = ctime_ns
-            while len(grants) > MAX_GRANTS:
-                del grants[next(iter(grants))]
+        self._remember(obj.grants, who, ctime_ns, ctime_ns)
 
     def remember_access(self, obj: CachedObject, who: Identity, ctime_ns: int, bits: int) -> None:
         """Remember the access bits the kernel granted ``who`` on ``obj`` at ``ctime_ns`` (once
         that ctime has settled)."""
+        self._remember(obj.access, who, ctime_ns, (ctime_ns, bits))
+
+    def _remember(self, table: dict[Identity, _T], who: Identity, ctime_ns: int, value: _T) -> None:
+        """``table[who] = value`` as the newest of at most ``MAX_GRANTS``, if ``ctime_ns`` settled."""
         if not settled(ctime_ns):
             return
         with self._lock:
-            known = obj.access
-            known.pop(who, None)
-            known[who] = (ctime_ns, bits)
-            while len(known) > MAX_GRANTS:
-                del known[next(iter(known))]
+            table.pop(who, None)
+            table[who] = value
+            while len(table) > MAX_GRANTS:
+                del table[next(iter(table))]
 
     def _drop(self, obj: CachedObject) -> None:
         """Remove from the table; close now or when the last borrower is done."""

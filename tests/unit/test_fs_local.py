@@ -547,7 +547,9 @@ def test_access_cached_is_the_kernels_answer_for_that_identity_at_that_ctime(env
     user, other = Identity(3000, 3000, ()), Identity(3001, 3001, ())
     env.root.chmod(0o777)
     f = _as(user, b.create_file, b.root(), b"f", 0o640, 3000, 3000, True)[0]
-    assert b.access_cached(f, rwx, user) == perm.READ | perm.WRITE  # told when created
+    assert b.access_cached(f, rwx, user) is None  # nothing remembered until ACCESS asks
+    assert _as(user, b.access, f, rwx) == perm.READ | perm.WRITE
+    assert b.access_cached(f, rwx, user) == perm.READ | perm.WRITE
     assert b.access_cached(f, rwx, other) is None and b.access_cached(f, rwx, ROOT) is None
     assert _as(other, b.access, f, rwx) == 0
     assert b.access_cached(f, rwx, other) == 0 and b.access_cached(f, perm.READ, user) == perm.READ

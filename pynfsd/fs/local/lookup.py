@@ -30,15 +30,15 @@ import errno
 import os
 import stat
 
-from pynfsd.fs import creds, linux
+from pynfsd.fs import creds, linux, perm
 from pynfsd.fs.backend import Attrs, FsStat, MountPoint
 from pynfsd.fs.creds import Identity
-from pynfsd.fs.local.objects import O_PATH, LocalObjects, kernel_access, proc
+from pynfsd.fs.local.objects import O_PATH, LocalObjects, proc
 from pynfsd.fs.names import check_name, oserror
 
-MAX_COVERED = 1024
+MAX_COVERED = 1024  # mount points whose covered directory's fileid is remembered
 # a single name, in the dentry cache, neither a mount point nor a link followed
-_CACHED_CHILD = linux.RESOLVE_CACHED | linux.RESOLVE_BENEATH | linux.RESOLVE_NO_XDEV  # mount points whose covered directory's fileid is remembered
+_CACHED_CHILD = linux.RESOLVE_CACHED | linux.RESOLVE_BENEATH | linux.RESOLVE_NO_XDEV
 
 
 def _covered_fileid(dir_fd: int, name: bytes) -> int:
@@ -52,6 +52,19 @@ def _covered_fileid(dir_fd: int, name: bytes) -> int:
     finally:
         os.close(fd)
     raise oserror(errno.ENOENT, repr(name))
+
+
+def kernel_access(fd: int) -> int:
+    """The ``perm`` bits the calling thread's identity has on the object ``fd`` names."""
+    granted = 0
+    for bit, mode in ((perm.READ, os.R_OK), (perm.WRITE, os.W_OK), (perm.EXEC, os.X_OK)):
+        try:
+            if creds.faccess_fd(fd, mode):
+                granted |= bit
+        except OSError as e:
+            if e.errno != errno.EROFS:
+                raise
+    return granted
 
 
 class LocalLookup(LocalObjects):

@@ -24,7 +24,7 @@ import stat
 from pynfsd.fs import creds, linux
 from pynfsd.fs.backend import Attrs, FileType
 from pynfsd.fs.local.acls import has_default_acl
-from pynfsd.fs.local.objects import LocalObjects, kernel_access, proc
+from pynfsd.fs.local.objects import LocalObjects, proc
 from pynfsd.fs.names import check_name, check_target, oserror
 
 _NODE_FMT = {
@@ -86,9 +86,7 @@ class LocalNamespace(LocalObjects):
                     except FileNotFoundError:
                         continue  # removed meanwhile: try creating again
                 self._modified(dst)
-                st = os.fstat(fd)  # before asking: a later change moves the ctime past it
-                # the ACCESS a client sends after creating is then answered from memory
-                return (*self._publish(fd, st, kernel_access(fd)), True)
+                return (*self._publish(fd, os.fstat(fd)), True)
             raise oserror(errno.EAGAIN)
 
     def _adopt(self, dir_fd: int, name: bytes, ifmt: int, mode: int | None, uid: int,

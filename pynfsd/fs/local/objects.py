@@ -36,7 +36,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pynfsd.fs import creds, linux, perm, statedir
+from pynfsd.fs import creds, linux, statedir
 from pynfsd.fs.backend import Attrs, Backend, FileType
 from pynfsd.fs.change import ChangeTracker
 from pynfsd.fs.fdcache import CachedObject, FdCache
@@ -83,19 +83,6 @@ def stat_attrs(st: os.stat_result, change: int) -> Attrs:
         st.st_size, st.st_blocks * 512, rdev, st.st_ino, st.st_atime_ns, st.st_mtime_ns,
         st.st_ctime_ns, change,
     )  # fmt: skip
-
-
-def kernel_access(fd: int) -> int:
-    """The ``perm`` bits the calling thread's identity has on the object ``fd`` names."""
-    granted = 0
-    for bit, mode in ((perm.READ, os.R_OK), (perm.WRITE, os.W_OK), (perm.EXEC, os.X_OK)):
-        try:
-            if creds.faccess_fd(fd, mode):
-                granted |= bit
-        except OSError as e:
-            if e.errno != errno.EROFS:
-                raise
-    return granted
 
 
 class LocalObjects(Backend):
@@ -224,18 +211,14 @@ class LocalObjects(Backend):
             _require_dir(st)
             yield obj, st
 
-    def _publish(self, fd: int, st: os.stat_result, access: int | None = None) -> tuple[bytes, Attrs]:
-        """Handle and attributes of the object ``fd``; the cache takes ownership of ``fd``.
-        ``access``: the kernel's answer for the calling thread at ``st``'s ctime, remembered."""
+    def _publish(self, fd: int, st: os.stat_result) -> tuple[bytes, Attrs]:
+        """Handle and attributes of the object ``fd``; the cache takes ownership of ``fd``."""
         try:
             h = self._codec.encode(*linux.handle_of_fd(fd))
         except BaseException:
             os.close(fd)
             raise
-        obj = self._cache.put(h, fd, st.st_ino)
-        if access is not None:
-            self._cache.remember_access(obj, creds.current(), st.st_ctime_ns, access)
-        self._cache.release(obj)
+        self._cache.release(self._cache.put(h, fd, st.st_ino))
         return h, self._attrs(st)
 
     def _attrs(self, st: os.stat_result) -> Attrs:
