@@ -39,6 +39,7 @@ from pynfsd.nfs4.attrs.encode import (
     encode_rdattr_error,
     fattr4_max_size,
     requested_attrs,
+    words_xdr,
 )
 from pynfsd.nfs4.attrs.table import (
     ATTR_NAMES,
@@ -75,4 +76,5 @@ __all__ = [
     "fattr4_max_size",
     "requested_attrs",
     "verify_matches",
+    "words_xdr",
 ]

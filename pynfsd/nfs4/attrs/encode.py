@@ -84,7 +84,12 @@ def _opaque(data: bytes) -> bytes:
 
 @lru_cache(maxsize=64)
 def bitmap_xdr(bits: frozenset[int]) -> bytes:
-    words = set_to_bitmap(bits)
+    return words_xdr(tuple(set_to_bitmap(bits)))
+
+
+@lru_cache(maxsize=64)
+def words_xdr(words: tuple[int, ...]) -> bytes:
+    """A bitmap4 already in words, as XDR (READDIR packs one per entry)."""
     return _U32(len(words)) + b"".join(_U32(w) for w in words)
 
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import struct
-from functools import lru_cache
 from typing import TYPE_CHECKING, cast
 
 from pynfsd.fs.backend import Attrs, FileType, FsStat
@@ -16,6 +15,7 @@ from pynfsd.nfs4.attrs import (
     decode_settable,
     encode_fattr4,
     encode_rdattr_error,
+    words_xdr,
 )
 from pynfsd.nfs4.attrsrc import fsstat_if_needed, make_source, requested_set
 from pynfsd.nfs4.context import CompoundContext
@@ -57,16 +57,12 @@ def _entry_xdr(cookie: int, name: bytes, fattr: N.fattr4) -> bytes:
     mask, vals = fattr.attrmask, fattr.attr_vals
     return b"".join((
         _ENTRY_HEAD(1, cookie, len(name)), name, _PADDING[-len(name) & 3],
-        _bitmap_xdr(tuple(mask)), _U32(len(vals)), vals, _PADDING[-len(vals) & 3],
+        words_xdr(tuple(mask)), _U32(len(vals)), vals, _PADDING[-len(vals) & 3],
     ))
 
 
 _PADDING = (b"", b"\0", b"\0\0", b"\0\0\0")
 
-
-@lru_cache(maxsize=64)
-def _bitmap_xdr(words: tuple[int, ...]) -> bytes:
-    return _U32(len(words)) + b"".join(_U32(w) for w in words)
 
 
 def _pack_readdir_res(p: Packer, res: N.READDIR4res) -> None:
