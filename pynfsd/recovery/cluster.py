@@ -44,17 +44,31 @@ and reclaim) until it reaches etcd again; existing state keeps working.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pynfsd.nfs4 import errors as E
 from pynfsd.nfs4.state.grace import GracePeriod
 
 log = logging.getLogger("pynfsd.recovery")
+
+
+_T = TypeVar("_T")
+
+
+def _from_json(data: bytes, build: Callable[[dict[str, Any]], _T], what: str) -> _T:
+    """``build(body)`` of a JSON object read from etcd; ValueError for anything else (garbage
+    or a field of the wrong type or missing is never more than a value to ignore)."""
+    try:
+        body = json.loads(data)
+        if not isinstance(body, dict):
+            raise TypeError("not a JSON object")
+        return build(body)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ValueError(f"not a {what}: {e!r}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +91,8 @@ class GraceDb:
     def decode(cls, data: bytes | None) -> GraceDb:
         if not data:
             return cls()
-        body = json.loads(data)
-        return cls(int(body["current"]), int(body["recovery"]), float(body.get("until", 0.0)))
+        return _from_json(data, lambda b: cls(int(b["current"]), int(b["recovery"]),
+                                              float(b.get("until", 0.0))), "grace record")
 
 
 def begin(db: GraceDb, now: float, duration: float) -> GraceDb:
@@ -114,16 +128,15 @@ class Record:
 
     @classmethod
     def decode(cls, data: bytes) -> Record:
-        body = json.loads(data)
-        if not isinstance(body, dict) or body.get("version") != 1:
-            raise ValueError("not a version 1 client record")
-        return cls(bytes.fromhex(body["ownerid"]), str(body["principal"]), float(body["time"]),
-                   str(body["node"]), int(body["epoch"]))
+        def build(b: dict[str, Any]) -> Record:
+            if b.get("version") != 1:
+                raise ValueError("not version 1")
+            return cls(bytes.fromhex(b["ownerid"]), str(b["principal"]), float(b["time"]),
+                       str(b["node"]), int(b["epoch"]))
+
+        return _from_json(data, build, "version 1 client record")
 
 
-def record_id(ownerid: bytes) -> str:
-    """The key suffix of a client's record (a hash: co_ownerids are arbitrary bytes)."""
-    return hashlib.blake2b(ownerid, digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,10 +157,10 @@ class NodeInfo:
 
     @classmethod
     def decode(cls, data: bytes) -> NodeInfo:
-        body: dict[str, Any] = json.loads(data)
-        return cls(str(body["name"]), str(body["state"]), int(body["epoch"]),
-                   bool(body.get("need")), int(body.get("pid", 0)),
-                   float(body.get("started", 0.0)), int(body.get("records", 0)))
+        return _from_json(data, lambda b: cls(
+            str(b["name"]), str(b["state"]), int(b["epoch"]), bool(b.get("need")),
+            int(b.get("pid", 0)), float(b.get("started", 0.0)), int(b.get("records", 0))),
+            "node announcement")
 
 
 def expected_clients(records: Iterable[Record], node: str, members: Iterable[str],

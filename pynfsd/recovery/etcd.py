@@ -45,7 +45,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pynfsd.nfs4 import errors as E
-from pynfsd.nfs4.state.store import RunBlocking, StoreUnavailable
+from pynfsd.nfs4.state.store import RunBlocking, StoreUnavailable, record_id
 from pynfsd.recovery.cluster import (
     ClusterGrace,
     GraceDb,
@@ -55,7 +55,6 @@ from pynfsd.recovery.cluster import (
     expected_clients,
     lifted,
     may_lift,
-    record_id,
 )
 from pynfsd.recovery.etcdkv import EtcdKv, EtcdUnavailable, EtcdUrl
 
@@ -222,7 +221,7 @@ class EtcdRecovery:
         for kv in await self.kv.get_prefix(self.url.key("nodes")):
             try:
                 info = NodeInfo.decode(kv.value)
-            except (ValueError, KeyError) as e:
+            except ValueError as e:
                 log.warning("recovery: ignoring %r: %s", kv.key, e)
                 continue
             found[info.name] = info
@@ -235,7 +234,7 @@ class EtcdRecovery:
         for kv in await self.kv.get_prefix(self.url.key("clients")):
             try:
                 out.append(Record.decode(kv.value))
-            except (ValueError, KeyError) as e:
+            except ValueError as e:
                 log.warning("recovery: ignoring client record %r: %s", kv.key, e)
         self.record_count = len(out)
         return out
@@ -454,5 +453,5 @@ class EtcdRecovery:
 def _epoch_of(data: bytes) -> int:
     try:
         return Record.decode(data).epoch
-    except (ValueError, KeyError):
+    except ValueError:
         return 1 << 62  # not ours to delete

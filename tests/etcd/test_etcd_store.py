@@ -12,8 +12,8 @@ import asyncio
 import pytest
 
 from pynfsd.nfs4 import errors as E
-from pynfsd.nfs4.state.store import StoreUnavailable
-from pynfsd.recovery.cluster import ClusterGrace, Record, record_id
+from pynfsd.nfs4.state.store import StoreUnavailable, record_id
+from pynfsd.recovery.cluster import ClusterGrace, Record
 from pynfsd.recovery.etcd import EtcdRecovery
 from pynfsd.recovery.etcdkv import EtcdUnavailable, EtcdUrl
 from tests.clock import ManualClock

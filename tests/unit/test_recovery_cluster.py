@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from pynfsd.nfs4.state.store import record_id, record_name
 from pynfsd.recovery import cluster as C
 from pynfsd.recovery.etcdkv import EtcdUrl, grpc_target
 from tests.clock import ManualClock
@@ -42,7 +43,26 @@ def test_formats_round_trip_and_reject_garbage() -> None:
         C.Record.decode(b'{"version": 2}')
     info = C.NodeInfo("a", "grace", 2, True, 42, 1.0, 3)
     assert C.NodeInfo.decode(info.encode()) == info
-    assert C.record_id(b"x") != C.record_id(b"y") and len(C.record_id(b"x")) == 32
+    assert record_id(b"x") != record_id(b"y") and len(record_id(b"x")) == 32
+    assert record_name(b"x") == record_id(b"x") + ".rec"  # the file store's name for it
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"[]", b"null", b"{", b'"text"', b"{}", b'{"version": 1}',
+    b'{"version": 1, "ownerid": 5, "principal": "p", "time": 1, "node": "a", "epoch": 1}',
+    b'{"version": 1, "ownerid": "zz", "principal": "p", "time": 1, "node": "a", "epoch": 1}',
+    b'{"version": 1, "ownerid": "00", "principal": "p", "time": null, "node": "a", "epoch": 1}',
+    b'{"name": "a", "state": "serving", "epoch": [1]}', b'{"current": "x", "recovery": 0}',
+    b"\xff\xfe",
+])
+def test_garbage_in_etcd_is_a_value_error_for_every_decoder(data: bytes) -> None:
+    """What another writer left under the prefix is logged and ignored, never a crash."""
+    for decode in (C.Record.decode, C.NodeInfo.decode):
+        with pytest.raises(ValueError):
+            decode(data)
+    if data:  # an absent grace record is the initial one
+        with pytest.raises(ValueError):
+            C.GraceDb.decode(data)
 
 
 def test_expected_clients_are_our_own_and_those_of_departed_nodes() -> None:

@@ -135,8 +135,14 @@ class ClientRecord:
     time: float
 
 
+def record_id(ownerid: bytes) -> str:
+    """A client's record name without suffix (a hash: co_ownerids are arbitrary bytes); the
+    file store's file and a cluster's etcd key are named by it."""
+    return hashlib.blake2b(ownerid, digest_size=16).hexdigest()
+
+
 def record_name(ownerid: bytes) -> str:
-    return hashlib.blake2b(ownerid, digest_size=16).hexdigest() + ".rec"
+    return record_id(ownerid) + ".rec"
 
 
 def encode_record(rec: ClientRecord) -> bytes:
