@@ -58,6 +58,13 @@ class AuthFlavor(ABC):
     """One auth flavour (RFC 5531 §8.2).  Subclasses set `flavor`."""
 
     flavor: int
+    #: Whether `unwrap` or `wrap` change anything (set for each subclass from whether it
+    #: overrides them): the dispatcher skips both for a flavour that does not.
+    wraps: bool = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.wraps = cls.unwrap is not AuthFlavor.unwrap or cls.wrap is not AuthFlavor.wrap
 
     @abstractmethod
     async def accept(self, call: CallHeader) -> Accepted:

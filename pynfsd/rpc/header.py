@@ -23,6 +23,8 @@ _CALL_FIXED = struct.Struct(">IIIIII")  # xid, mtype, rpcvers, prog, vers, proc
 _ACCEPTED = struct.Struct(">IIII")  # xid, REPLY, MSG_ACCEPTED, verf flavor
 _DENIED_MISMATCH = struct.Struct(">IIIIII")
 _DENIED_AUTH = struct.Struct(">IIIII")
+#: After the xid: REPLY, MSG_ACCEPTED, a null verifier (AUTH_NONE, no body) and SUCCESS.
+_ACCEPTED_NULL_SUCCESS = b"\0\0\0\x01" + b"\0" * 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,8 @@ def encode_accepted(
     xid: int, stat: int, verf: R.opaque_auth | None = None, low: int = 0, high: int = 0
 ) -> bytes:
     """MSG_ACCEPTED reply header; for SUCCESS the results follow it on the wire."""
+    if verf is None and stat == R.SUCCESS:
+        return _U32.pack(xid) + _ACCEPTED_NULL_SUCCESS  # AUTH_NONE and AUTH_SYS replies
     verf_bytes = _verf_bytes(verf)
     head = _U32.pack(xid) + b"\0\0\0\x01\0\0\0\0" + verf_bytes + _U32.pack(stat)
     if stat == R.PROG_MISMATCH:
