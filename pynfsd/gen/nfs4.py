@@ -312,88 +312,84 @@ bitmap4 = list[int]
 
 
 def unpack_bitmap4(u: Unpacker) -> list[int]:
-    _n = u.unpack_uint()
-    u.check_count(_n, None, 4)
-    v = [unpack_uint32_t(u) for _ in range(_n)]
+    v = u.unpack_uint_array(None)
     return v
 
 
 def pack_bitmap4(p: Packer, v: list[int]) -> None:
-    p.pack_uint(len(v))
-    for _item in v:
-        pack_uint32_t(p, _item)
+    p.pack_uint_array(v, None)
 
 
 changeid4 = int
 
 
 def unpack_changeid4(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_changeid4(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 clientid4 = int
 
 
 def unpack_clientid4(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_clientid4(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 count4 = int
 
 
 def unpack_count4(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_count4(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 length4 = int
 
 
 def unpack_length4(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_length4(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 mode4 = int
 
 
 def unpack_mode4(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_mode4(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 nfs_cookie4 = int
 
 
 def unpack_nfs_cookie4(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_nfs_cookie4(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 nfs_fh4 = bytes
@@ -412,24 +408,24 @@ offset4 = int
 
 
 def unpack_offset4(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_offset4(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 qop4 = int
 
 
 def unpack_qop4(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_qop4(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 sec_oid4 = bytes
@@ -448,12 +444,12 @@ seqid4 = int
 
 
 def unpack_seqid4(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_seqid4(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 utf8string = bytes
@@ -472,48 +468,48 @@ utf8str_cis = bytes
 
 
 def unpack_utf8str_cis(u: Unpacker) -> bytes:
-    v = unpack_utf8string(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def pack_utf8str_cis(p: Packer, v: bytes) -> None:
-    pack_utf8string(p, v)
+    p.pack_opaque(v, None)
 
 
 utf8str_cs = bytes
 
 
 def unpack_utf8str_cs(u: Unpacker) -> bytes:
-    v = unpack_utf8string(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def pack_utf8str_cs(p: Packer, v: bytes) -> None:
-    pack_utf8string(p, v)
+    p.pack_opaque(v, None)
 
 
 utf8str_mixed = bytes
 
 
 def unpack_utf8str_mixed(u: Unpacker) -> bytes:
-    v = unpack_utf8string(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def pack_utf8str_mixed(p: Packer, v: bytes) -> None:
-    pack_utf8string(p, v)
+    p.pack_opaque(v, None)
 
 
 component4 = bytes
 
 
 def unpack_component4(u: Unpacker) -> bytes:
-    v = unpack_utf8str_cs(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def pack_component4(p: Packer, v: bytes) -> None:
-    pack_utf8str_cs(p, v)
+    p.pack_opaque(v, None)
 
 
 linktext4 = bytes
@@ -532,12 +528,12 @@ ascii_REQUIRED4 = bytes
 
 
 def unpack_ascii_REQUIRED4(u: Unpacker) -> bytes:
-    v = unpack_utf8string(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def pack_ascii_REQUIRED4(p: Packer, v: bytes) -> None:
-    pack_utf8string(p, v)
+    p.pack_opaque(v, None)
 
 
 pathname4 = list[bytes]
@@ -546,14 +542,14 @@ pathname4 = list[bytes]
 def unpack_pathname4(u: Unpacker) -> list[bytes]:
     _n = u.unpack_uint()
     u.check_count(_n, None, 4)
-    v = [unpack_component4(u) for _ in range(_n)]
+    v = [u.unpack_opaque(None) for _ in range(_n)]
     return v
 
 
 def pack_pathname4(p: Packer, v: list[bytes]) -> None:
     p.pack_uint(len(v))
     for _item in v:
-        pack_component4(p, _item)
+        p.pack_opaque(_item, None)
 
 
 verifier4 = bytes
@@ -576,14 +572,14 @@ class nfstime4:
 
 
 def unpack_nfstime4(u: Unpacker) -> nfstime4:
-    _seconds = unpack_int64_t(u)
-    _nseconds = unpack_uint32_t(u)
+    _seconds = u.unpack_hyper()
+    _nseconds = u.unpack_uint()
     return nfstime4(_seconds, _nseconds)
 
 
 def pack_nfstime4(p: Packer, v: nfstime4) -> None:
-    pack_int64_t(p, v.seconds)
-    pack_uint32_t(p, v.nseconds)
+    p.pack_hyper(v.seconds)
+    p.pack_uint(v.nseconds)
 
 
 SET_TO_SERVER_TIME4: int = 0
@@ -650,7 +646,7 @@ def unpack_settime4(u: Unpacker) -> settime4:
 
 def pack_settime4(p: Packer, v: settime4) -> None:
     d = v.set_it
-    pack_time_how4(p, d)
+    p.pack_int(d)
     fn = settime4_arm_packers.get(d)
     if fn is None:
         fn = _pack_settime4_arm_default
@@ -661,12 +657,12 @@ nfs_lease4 = int
 
 
 def unpack_nfs_lease4(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_nfs_lease4(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 
@@ -677,14 +673,14 @@ class fsid4:
 
 
 def unpack_fsid4(u: Unpacker) -> fsid4:
-    _major = unpack_uint64_t(u)
-    _minor = unpack_uint64_t(u)
+    _major = u.unpack_uhyper()
+    _minor = u.unpack_uhyper()
     return fsid4(_major, _minor)
 
 
 def pack_fsid4(p: Packer, v: fsid4) -> None:
-    pack_uint64_t(p, v.major)
-    pack_uint64_t(p, v.minor)
+    p.pack_uhyper(v.major)
+    p.pack_uhyper(v.minor)
 
 
 
@@ -697,7 +693,7 @@ class fs_location4:
 def unpack_fs_location4(u: Unpacker) -> fs_location4:
     _n = u.unpack_uint()
     u.check_count(_n, None, 4)
-    _server = [unpack_utf8str_cis(u) for _ in range(_n)]
+    _server = [u.unpack_opaque(None) for _ in range(_n)]
     _rootpath = unpack_pathname4(u)
     return fs_location4(_server, _rootpath)
 
@@ -705,7 +701,7 @@ def unpack_fs_location4(u: Unpacker) -> fs_location4:
 def pack_fs_location4(p: Packer, v: fs_location4) -> None:
     p.pack_uint(len(v.server))
     for _item in v.server:
-        pack_utf8str_cis(p, _item)
+        p.pack_opaque(_item, None)
     pack_pathname4(p, v.rootpath)
 
 
@@ -735,36 +731,36 @@ acetype4 = int
 
 
 def unpack_acetype4(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_acetype4(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 aceflag4 = int
 
 
 def unpack_aceflag4(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_aceflag4(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 acemask4 = int
 
 
 def unpack_acemask4(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_acemask4(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 
@@ -777,18 +773,18 @@ class nfsace4:
 
 
 def unpack_nfsace4(u: Unpacker) -> nfsace4:
-    _type = unpack_acetype4(u)
-    _flag = unpack_aceflag4(u)
-    _access_mask = unpack_acemask4(u)
-    _who = unpack_utf8str_mixed(u)
+    _type = u.unpack_uint()
+    _flag = u.unpack_uint()
+    _access_mask = u.unpack_uint()
+    _who = u.unpack_opaque(None)
     return nfsace4(_type, _flag, _access_mask, _who)
 
 
 def pack_nfsace4(p: Packer, v: nfsace4) -> None:
-    pack_acetype4(p, v.type)
-    pack_aceflag4(p, v.flag)
-    pack_acemask4(p, v.access_mask)
-    pack_utf8str_mixed(p, v.who)
+    p.pack_uint(v.type)
+    p.pack_uint(v.flag)
+    p.pack_uint(v.access_mask)
+    p.pack_opaque(v.who, None)
 
 
 
@@ -799,14 +795,14 @@ class specdata4:
 
 
 def unpack_specdata4(u: Unpacker) -> specdata4:
-    _specdata1 = unpack_uint32_t(u)
-    _specdata2 = unpack_uint32_t(u)
+    _specdata1 = u.unpack_uint()
+    _specdata2 = u.unpack_uint()
     return specdata4(_specdata1, _specdata2)
 
 
 def pack_specdata4(p: Packer, v: specdata4) -> None:
-    pack_uint32_t(p, v.specdata1)
-    pack_uint32_t(p, v.specdata2)
+    p.pack_uint(v.specdata1)
+    p.pack_uint(v.specdata2)
 
 
 
@@ -835,13 +831,13 @@ class stateid4:
 
 
 def unpack_stateid4(u: Unpacker) -> stateid4:
-    _seqid = unpack_uint32_t(u)
+    _seqid = u.unpack_uint()
     _other = u.unpack_fopaque(12)
     return stateid4(_seqid, _other)
 
 
 def pack_stateid4(p: Packer, v: stateid4) -> None:
-    pack_uint32_t(p, v.seqid)
+    p.pack_uint(v.seqid)
     p.pack_fopaque(12, v.other)
 
 
@@ -885,43 +881,43 @@ def unpack_fattr4_type(u: Unpacker) -> int:
 
 
 def pack_fattr4_type(p: Packer, v: int) -> None:
-    pack_nfs_ftype4(p, v)
+    p.pack_int(v)
 
 
 fattr4_fh_expire_type = int
 
 
 def unpack_fattr4_fh_expire_type(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_fattr4_fh_expire_type(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 fattr4_change = int
 
 
 def unpack_fattr4_change(u: Unpacker) -> int:
-    v = unpack_changeid4(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_change(p: Packer, v: int) -> None:
-    pack_changeid4(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_size = int
 
 
 def unpack_fattr4_size(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_size(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_link_support = bool
@@ -988,12 +984,12 @@ fattr4_lease_time = int
 
 
 def unpack_fattr4_lease_time(u: Unpacker) -> int:
-    v = unpack_nfs_lease4(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_fattr4_lease_time(p: Packer, v: int) -> None:
-    pack_nfs_lease4(p, v)
+    p.pack_uint(v)
 
 
 fattr4_rdattr_error = int
@@ -1006,7 +1002,7 @@ def unpack_fattr4_rdattr_error(u: Unpacker) -> int:
 
 
 def pack_fattr4_rdattr_error(p: Packer, v: int) -> None:
-    pack_nfsstat4(p, v)
+    p.pack_int(v)
 
 
 fattr4_acl = list[nfsace4]
@@ -1029,12 +1025,12 @@ fattr4_aclsupport = int
 
 
 def unpack_fattr4_aclsupport(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_fattr4_aclsupport(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 fattr4_archive = bool
@@ -1101,60 +1097,60 @@ fattr4_fileid = int
 
 
 def unpack_fattr4_fileid(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_fileid(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_files_avail = int
 
 
 def unpack_fattr4_files_avail(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_files_avail(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_filehandle = bytes
 
 
 def unpack_fattr4_filehandle(u: Unpacker) -> bytes:
-    v = unpack_nfs_fh4(u)
+    v = u.unpack_opaque(128)
     return v
 
 
 def pack_fattr4_filehandle(p: Packer, v: bytes) -> None:
-    pack_nfs_fh4(p, v)
+    p.pack_opaque(v, 128)
 
 
 fattr4_files_free = int
 
 
 def unpack_fattr4_files_free(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_files_free(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_files_total = int
 
 
 def unpack_fattr4_files_total(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_files_total(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_fs_locations = fs_locations4
@@ -1197,96 +1193,96 @@ fattr4_maxfilesize = int
 
 
 def unpack_fattr4_maxfilesize(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_maxfilesize(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_maxlink = int
 
 
 def unpack_fattr4_maxlink(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_fattr4_maxlink(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 fattr4_maxname = int
 
 
 def unpack_fattr4_maxname(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_fattr4_maxname(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 fattr4_maxread = int
 
 
 def unpack_fattr4_maxread(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_maxread(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_maxwrite = int
 
 
 def unpack_fattr4_maxwrite(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_maxwrite(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_mimetype = bytes
 
 
 def unpack_fattr4_mimetype(u: Unpacker) -> bytes:
-    v = unpack_ascii_REQUIRED4(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def pack_fattr4_mimetype(p: Packer, v: bytes) -> None:
-    pack_ascii_REQUIRED4(p, v)
+    p.pack_opaque(v, None)
 
 
 fattr4_mode = int
 
 
 def unpack_fattr4_mode(u: Unpacker) -> int:
-    v = unpack_mode4(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_fattr4_mode(p: Packer, v: int) -> None:
-    pack_mode4(p, v)
+    p.pack_uint(v)
 
 
 fattr4_mounted_on_fileid = int
 
 
 def unpack_fattr4_mounted_on_fileid(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_mounted_on_fileid(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_no_trunc = bool
@@ -1305,72 +1301,72 @@ fattr4_numlinks = int
 
 
 def unpack_fattr4_numlinks(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_fattr4_numlinks(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 fattr4_owner = bytes
 
 
 def unpack_fattr4_owner(u: Unpacker) -> bytes:
-    v = unpack_utf8str_mixed(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def pack_fattr4_owner(p: Packer, v: bytes) -> None:
-    pack_utf8str_mixed(p, v)
+    p.pack_opaque(v, None)
 
 
 fattr4_owner_group = bytes
 
 
 def unpack_fattr4_owner_group(u: Unpacker) -> bytes:
-    v = unpack_utf8str_mixed(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def pack_fattr4_owner_group(p: Packer, v: bytes) -> None:
-    pack_utf8str_mixed(p, v)
+    p.pack_opaque(v, None)
 
 
 fattr4_quota_avail_hard = int
 
 
 def unpack_fattr4_quota_avail_hard(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_quota_avail_hard(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_quota_avail_soft = int
 
 
 def unpack_fattr4_quota_avail_soft(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_quota_avail_soft(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_quota_used = int
 
 
 def unpack_fattr4_quota_used(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_quota_used(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_rawdev = specdata4
@@ -1389,48 +1385,48 @@ fattr4_space_avail = int
 
 
 def unpack_fattr4_space_avail(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_space_avail(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_space_free = int
 
 
 def unpack_fattr4_space_free(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_space_free(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_space_total = int
 
 
 def unpack_fattr4_space_total(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_space_total(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_space_used = int
 
 
 def unpack_fattr4_space_used(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_space_used(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_system = bool
@@ -1550,13 +1546,13 @@ class fattr4:
 
 def unpack_fattr4(u: Unpacker) -> fattr4:
     _attrmask = unpack_bitmap4(u)
-    _attr_vals = unpack_attrlist4(u)
+    _attr_vals = u.unpack_opaque(None)
     return fattr4(_attrmask, _attr_vals)
 
 
 def pack_fattr4(p: Packer, v: fattr4) -> None:
     pack_bitmap4(p, v.attrmask)
-    pack_attrlist4(p, v.attr_vals)
+    p.pack_opaque(v.attr_vals, None)
 
 
 
@@ -1569,15 +1565,15 @@ class change_info4:
 
 def unpack_change_info4(u: Unpacker) -> change_info4:
     _atomic = u.unpack_bool()
-    _before = unpack_changeid4(u)
-    _after = unpack_changeid4(u)
+    _before = u.unpack_uhyper()
+    _after = u.unpack_uhyper()
     return change_info4(_atomic, _before, _after)
 
 
 def pack_change_info4(p: Packer, v: change_info4) -> None:
     p.pack_bool(v.atomic)
-    pack_changeid4(p, v.before)
-    pack_changeid4(p, v.after)
+    p.pack_uhyper(v.before)
+    p.pack_uhyper(v.after)
 
 
 clientaddr4 = netaddr4
@@ -1600,13 +1596,13 @@ class cb_client4:
 
 
 def unpack_cb_client4(u: Unpacker) -> cb_client4:
-    _cb_program = unpack_uint32_t(u)
+    _cb_program = u.unpack_uint()
     _cb_location = unpack_netaddr4(u)
     return cb_client4(_cb_program, _cb_location)
 
 
 def pack_cb_client4(p: Packer, v: cb_client4) -> None:
-    pack_uint32_t(p, v.cb_program)
+    p.pack_uint(v.cb_program)
     pack_netaddr4(p, v.cb_location)
 
 
@@ -1618,13 +1614,13 @@ class nfs_client_id4:
 
 
 def unpack_nfs_client_id4(u: Unpacker) -> nfs_client_id4:
-    _verifier = unpack_verifier4(u)
+    _verifier = u.unpack_fopaque(8)
     _id = u.unpack_opaque(1024)
     return nfs_client_id4(_verifier, _id)
 
 
 def pack_nfs_client_id4(p: Packer, v: nfs_client_id4) -> None:
-    pack_verifier4(p, v.verifier)
+    p.pack_fopaque(8, v.verifier)
     p.pack_opaque(v.id, 1024)
 
 
@@ -1636,13 +1632,13 @@ class state_owner4:
 
 
 def unpack_state_owner4(u: Unpacker) -> state_owner4:
-    _clientid = unpack_clientid4(u)
+    _clientid = u.unpack_uhyper()
     _owner = u.unpack_opaque(1024)
     return state_owner4(_clientid, _owner)
 
 
 def pack_state_owner4(p: Packer, v: state_owner4) -> None:
-    pack_clientid4(p, v.clientid)
+    p.pack_uhyper(v.clientid)
     p.pack_opaque(v.owner, 1024)
 
 
@@ -1749,12 +1745,12 @@ class ACCESS4args:
 
 
 def unpack_ACCESS4args(u: Unpacker) -> ACCESS4args:
-    _access = unpack_uint32_t(u)
+    _access = u.unpack_uint()
     return ACCESS4args(_access)
 
 
 def pack_ACCESS4args(p: Packer, v: ACCESS4args) -> None:
-    pack_uint32_t(p, v.access)
+    p.pack_uint(v.access)
 
 
 
@@ -1765,14 +1761,14 @@ class ACCESS4resok:
 
 
 def unpack_ACCESS4resok(u: Unpacker) -> ACCESS4resok:
-    _supported = unpack_uint32_t(u)
-    _access = unpack_uint32_t(u)
+    _supported = u.unpack_uint()
+    _access = u.unpack_uint()
     return ACCESS4resok(_supported, _access)
 
 
 def pack_ACCESS4resok(p: Packer, v: ACCESS4resok) -> None:
-    pack_uint32_t(p, v.supported)
-    pack_uint32_t(p, v.access)
+    p.pack_uint(v.supported)
+    p.pack_uint(v.access)
 
 
 
@@ -1822,7 +1818,7 @@ def unpack_ACCESS4res(u: Unpacker) -> ACCESS4res:
 
 def pack_ACCESS4res(p: Packer, v: ACCESS4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = ACCESS4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_ACCESS4res_arm_default
@@ -1837,13 +1833,13 @@ class CLOSE4args:
 
 
 def unpack_CLOSE4args(u: Unpacker) -> CLOSE4args:
-    _seqid = unpack_seqid4(u)
+    _seqid = u.unpack_uint()
     _open_stateid = unpack_stateid4(u)
     return CLOSE4args(_seqid, _open_stateid)
 
 
 def pack_CLOSE4args(p: Packer, v: CLOSE4args) -> None:
-    pack_seqid4(p, v.seqid)
+    p.pack_uint(v.seqid)
     pack_stateid4(p, v.open_stateid)
 
 
@@ -1894,7 +1890,7 @@ def unpack_CLOSE4res(u: Unpacker) -> CLOSE4res:
 
 def pack_CLOSE4res(p: Packer, v: CLOSE4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = CLOSE4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_CLOSE4res_arm_default
@@ -1909,14 +1905,14 @@ class COMMIT4args:
 
 
 def unpack_COMMIT4args(u: Unpacker) -> COMMIT4args:
-    _offset = unpack_offset4(u)
-    _count = unpack_count4(u)
+    _offset = u.unpack_uhyper()
+    _count = u.unpack_uint()
     return COMMIT4args(_offset, _count)
 
 
 def pack_COMMIT4args(p: Packer, v: COMMIT4args) -> None:
-    pack_offset4(p, v.offset)
-    pack_count4(p, v.count)
+    p.pack_uhyper(v.offset)
+    p.pack_uint(v.count)
 
 
 
@@ -1926,12 +1922,12 @@ class COMMIT4resok:
 
 
 def unpack_COMMIT4resok(u: Unpacker) -> COMMIT4resok:
-    _writeverf = unpack_verifier4(u)
+    _writeverf = u.unpack_fopaque(8)
     return COMMIT4resok(_writeverf)
 
 
 def pack_COMMIT4resok(p: Packer, v: COMMIT4resok) -> None:
-    pack_verifier4(p, v.writeverf)
+    p.pack_fopaque(8, v.writeverf)
 
 
 
@@ -1981,7 +1977,7 @@ def unpack_COMMIT4res(u: Unpacker) -> COMMIT4res:
 
 def pack_COMMIT4res(p: Packer, v: COMMIT4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = COMMIT4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_COMMIT4res_arm_default
@@ -2000,12 +1996,12 @@ def _unpack_createtype4_void(u: Unpacker) -> None:
 
 
 def _unpack_createtype4_arm_0(u: Unpacker) -> bytes:
-    v = unpack_linktext4(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def _pack_createtype4_arm_0(p: Packer, v: Any) -> None:
-    pack_linktext4(p, v)
+    p.pack_opaque(v, None)
 
 
 def _unpack_createtype4_arm_1(u: Unpacker) -> specdata4:
@@ -2063,7 +2059,7 @@ def unpack_createtype4(u: Unpacker) -> createtype4:
 
 def pack_createtype4(p: Packer, v: createtype4) -> None:
     d = v.type
-    pack_nfs_ftype4(p, d)
+    p.pack_int(d)
     fn = createtype4_arm_packers.get(d)
     if fn is None:
         fn = _pack_createtype4_arm_default
@@ -2080,14 +2076,14 @@ class CREATE4args:
 
 def unpack_CREATE4args(u: Unpacker) -> CREATE4args:
     _objtype = unpack_createtype4(u)
-    _objname = unpack_component4(u)
+    _objname = u.unpack_opaque(None)
     _createattrs = unpack_fattr4(u)
     return CREATE4args(_objtype, _objname, _createattrs)
 
 
 def pack_CREATE4args(p: Packer, v: CREATE4args) -> None:
     pack_createtype4(p, v.objtype)
-    pack_component4(p, v.objname)
+    p.pack_opaque(v.objname, None)
     pack_fattr4(p, v.createattrs)
 
 
@@ -2156,7 +2152,7 @@ def unpack_CREATE4res(u: Unpacker) -> CREATE4res:
 
 def pack_CREATE4res(p: Packer, v: CREATE4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = CREATE4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_CREATE4res_arm_default
@@ -2170,12 +2166,12 @@ class DELEGPURGE4args:
 
 
 def unpack_DELEGPURGE4args(u: Unpacker) -> DELEGPURGE4args:
-    _clientid = unpack_clientid4(u)
+    _clientid = u.unpack_uhyper()
     return DELEGPURGE4args(_clientid)
 
 
 def pack_DELEGPURGE4args(p: Packer, v: DELEGPURGE4args) -> None:
-    pack_clientid4(p, v.clientid)
+    p.pack_uhyper(v.clientid)
 
 
 
@@ -2190,7 +2186,7 @@ def unpack_DELEGPURGE4res(u: Unpacker) -> DELEGPURGE4res:
 
 
 def pack_DELEGPURGE4res(p: Packer, v: DELEGPURGE4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -2220,7 +2216,7 @@ def unpack_DELEGRETURN4res(u: Unpacker) -> DELEGRETURN4res:
 
 
 def pack_DELEGRETURN4res(p: Packer, v: DELEGRETURN4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -2300,7 +2296,7 @@ def unpack_GETATTR4res(u: Unpacker) -> GETATTR4res:
 
 def pack_GETATTR4res(p: Packer, v: GETATTR4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = GETATTR4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_GETATTR4res_arm_default
@@ -2314,12 +2310,12 @@ class GETFH4resok:
 
 
 def unpack_GETFH4resok(u: Unpacker) -> GETFH4resok:
-    _object = unpack_nfs_fh4(u)
+    _object = u.unpack_opaque(128)
     return GETFH4resok(_object)
 
 
 def pack_GETFH4resok(p: Packer, v: GETFH4resok) -> None:
-    pack_nfs_fh4(p, v.object)
+    p.pack_opaque(v.object, 128)
 
 
 
@@ -2369,7 +2365,7 @@ def unpack_GETFH4res(u: Unpacker) -> GETFH4res:
 
 def pack_GETFH4res(p: Packer, v: GETFH4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = GETFH4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_GETFH4res_arm_default
@@ -2383,12 +2379,12 @@ class LINK4args:
 
 
 def unpack_LINK4args(u: Unpacker) -> LINK4args:
-    _newname = unpack_component4(u)
+    _newname = u.unpack_opaque(None)
     return LINK4args(_newname)
 
 
 def pack_LINK4args(p: Packer, v: LINK4args) -> None:
-    pack_component4(p, v.newname)
+    p.pack_opaque(v.newname, None)
 
 
 
@@ -2453,7 +2449,7 @@ def unpack_LINK4res(u: Unpacker) -> LINK4res:
 
 def pack_LINK4res(p: Packer, v: LINK4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = LINK4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_LINK4res_arm_default
@@ -2470,17 +2466,17 @@ class open_to_lock_owner4:
 
 
 def unpack_open_to_lock_owner4(u: Unpacker) -> open_to_lock_owner4:
-    _open_seqid = unpack_seqid4(u)
+    _open_seqid = u.unpack_uint()
     _open_stateid = unpack_stateid4(u)
-    _lock_seqid = unpack_seqid4(u)
+    _lock_seqid = u.unpack_uint()
     _lock_owner = unpack_lock_owner4(u)
     return open_to_lock_owner4(_open_seqid, _open_stateid, _lock_seqid, _lock_owner)
 
 
 def pack_open_to_lock_owner4(p: Packer, v: open_to_lock_owner4) -> None:
-    pack_seqid4(p, v.open_seqid)
+    p.pack_uint(v.open_seqid)
     pack_stateid4(p, v.open_stateid)
-    pack_seqid4(p, v.lock_seqid)
+    p.pack_uint(v.lock_seqid)
     pack_lock_owner4(p, v.lock_owner)
 
 
@@ -2493,13 +2489,13 @@ class exist_lock_owner4:
 
 def unpack_exist_lock_owner4(u: Unpacker) -> exist_lock_owner4:
     _lock_stateid = unpack_stateid4(u)
-    _lock_seqid = unpack_seqid4(u)
+    _lock_seqid = u.unpack_uint()
     return exist_lock_owner4(_lock_stateid, _lock_seqid)
 
 
 def pack_exist_lock_owner4(p: Packer, v: exist_lock_owner4) -> None:
     pack_stateid4(p, v.lock_stateid)
-    pack_seqid4(p, v.lock_seqid)
+    p.pack_uint(v.lock_seqid)
 
 
 
@@ -2571,17 +2567,17 @@ class LOCK4args:
 def unpack_LOCK4args(u: Unpacker) -> LOCK4args:
     _locktype = unpack_nfs_lock_type4(u)
     _reclaim = u.unpack_bool()
-    _offset = unpack_offset4(u)
-    _length = unpack_length4(u)
+    _offset = u.unpack_uhyper()
+    _length = u.unpack_uhyper()
     _locker = unpack_locker4(u)
     return LOCK4args(_locktype, _reclaim, _offset, _length, _locker)
 
 
 def pack_LOCK4args(p: Packer, v: LOCK4args) -> None:
-    pack_nfs_lock_type4(p, v.locktype)
+    p.pack_int(v.locktype)
     p.pack_bool(v.reclaim)
-    pack_offset4(p, v.offset)
-    pack_length4(p, v.length)
+    p.pack_uhyper(v.offset)
+    p.pack_uhyper(v.length)
     pack_locker4(p, v.locker)
 
 
@@ -2595,17 +2591,17 @@ class LOCK4denied:
 
 
 def unpack_LOCK4denied(u: Unpacker) -> LOCK4denied:
-    _offset = unpack_offset4(u)
-    _length = unpack_length4(u)
+    _offset = u.unpack_uhyper()
+    _length = u.unpack_uhyper()
     _locktype = unpack_nfs_lock_type4(u)
     _owner = unpack_lock_owner4(u)
     return LOCK4denied(_offset, _length, _locktype, _owner)
 
 
 def pack_LOCK4denied(p: Packer, v: LOCK4denied) -> None:
-    pack_offset4(p, v.offset)
-    pack_length4(p, v.length)
-    pack_nfs_lock_type4(p, v.locktype)
+    p.pack_uhyper(v.offset)
+    p.pack_uhyper(v.length)
+    p.pack_int(v.locktype)
     pack_lock_owner4(p, v.owner)
 
 
@@ -2682,7 +2678,7 @@ def unpack_LOCK4res(u: Unpacker) -> LOCK4res:
 
 def pack_LOCK4res(p: Packer, v: LOCK4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = LOCK4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_LOCK4res_arm_default
@@ -2700,16 +2696,16 @@ class LOCKT4args:
 
 def unpack_LOCKT4args(u: Unpacker) -> LOCKT4args:
     _locktype = unpack_nfs_lock_type4(u)
-    _offset = unpack_offset4(u)
-    _length = unpack_length4(u)
+    _offset = u.unpack_uhyper()
+    _length = u.unpack_uhyper()
     _owner = unpack_lock_owner4(u)
     return LOCKT4args(_locktype, _offset, _length, _owner)
 
 
 def pack_LOCKT4args(p: Packer, v: LOCKT4args) -> None:
-    pack_nfs_lock_type4(p, v.locktype)
-    pack_offset4(p, v.offset)
-    pack_length4(p, v.length)
+    p.pack_int(v.locktype)
+    p.pack_uhyper(v.offset)
+    p.pack_uhyper(v.length)
     pack_lock_owner4(p, v.owner)
 
 
@@ -2771,7 +2767,7 @@ def unpack_LOCKT4res(u: Unpacker) -> LOCKT4res:
 
 def pack_LOCKT4res(p: Packer, v: LOCKT4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = LOCKT4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_LOCKT4res_arm_default
@@ -2790,19 +2786,19 @@ class LOCKU4args:
 
 def unpack_LOCKU4args(u: Unpacker) -> LOCKU4args:
     _locktype = unpack_nfs_lock_type4(u)
-    _seqid = unpack_seqid4(u)
+    _seqid = u.unpack_uint()
     _lock_stateid = unpack_stateid4(u)
-    _offset = unpack_offset4(u)
-    _length = unpack_length4(u)
+    _offset = u.unpack_uhyper()
+    _length = u.unpack_uhyper()
     return LOCKU4args(_locktype, _seqid, _lock_stateid, _offset, _length)
 
 
 def pack_LOCKU4args(p: Packer, v: LOCKU4args) -> None:
-    pack_nfs_lock_type4(p, v.locktype)
-    pack_seqid4(p, v.seqid)
+    p.pack_int(v.locktype)
+    p.pack_uint(v.seqid)
     pack_stateid4(p, v.lock_stateid)
-    pack_offset4(p, v.offset)
-    pack_length4(p, v.length)
+    p.pack_uhyper(v.offset)
+    p.pack_uhyper(v.length)
 
 
 
@@ -2852,7 +2848,7 @@ def unpack_LOCKU4res(u: Unpacker) -> LOCKU4res:
 
 def pack_LOCKU4res(p: Packer, v: LOCKU4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = LOCKU4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_LOCKU4res_arm_default
@@ -2866,12 +2862,12 @@ class LOOKUP4args:
 
 
 def unpack_LOOKUP4args(u: Unpacker) -> LOOKUP4args:
-    _objname = unpack_component4(u)
+    _objname = u.unpack_opaque(None)
     return LOOKUP4args(_objname)
 
 
 def pack_LOOKUP4args(p: Packer, v: LOOKUP4args) -> None:
-    pack_component4(p, v.objname)
+    p.pack_opaque(v.objname, None)
 
 
 
@@ -2886,7 +2882,7 @@ def unpack_LOOKUP4res(u: Unpacker) -> LOOKUP4res:
 
 
 def pack_LOOKUP4res(p: Packer, v: LOOKUP4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -2901,7 +2897,7 @@ def unpack_LOOKUPP4res(u: Unpacker) -> LOOKUPP4res:
 
 
 def pack_LOOKUPP4res(p: Packer, v: LOOKUPP4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -2931,7 +2927,7 @@ def unpack_NVERIFY4res(u: Unpacker) -> NVERIFY4res:
 
 
 def pack_NVERIFY4res(p: Packer, v: NVERIFY4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 UNCHECKED4: int = 0
@@ -2973,12 +2969,12 @@ def _pack_createhow4_arm_0(p: Packer, v: Any) -> None:
 
 
 def _unpack_createhow4_arm_1(u: Unpacker) -> bytes:
-    v = unpack_verifier4(u)
+    v = u.unpack_fopaque(8)
     return v
 
 
 def _pack_createhow4_arm_1(p: Packer, v: Any) -> None:
-    pack_verifier4(p, v)
+    p.pack_fopaque(8, v)
 
 
 createhow4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
@@ -3003,7 +2999,7 @@ def unpack_createhow4(u: Unpacker) -> createhow4:
 
 def pack_createhow4(p: Packer, v: createhow4) -> None:
     d = v.mode
-    pack_createmode4(p, d)
+    p.pack_int(d)
     fn = createhow4_arm_packers.get(d)
     if fn is None:
         raise XdrError(f'invalid createhow4 discriminant {d}')
@@ -3074,7 +3070,7 @@ def unpack_openflag4(u: Unpacker) -> openflag4:
 
 def pack_openflag4(p: Packer, v: openflag4) -> None:
     d = v.opentype
-    pack_opentype4(p, d)
+    p.pack_int(d)
     fn = openflag4_arm_packers.get(d)
     if fn is None:
         fn = _pack_openflag4_arm_default
@@ -3106,14 +3102,14 @@ class nfs_modified_limit4:
 
 
 def unpack_nfs_modified_limit4(u: Unpacker) -> nfs_modified_limit4:
-    _num_blocks = unpack_uint32_t(u)
-    _bytes_per_block = unpack_uint32_t(u)
+    _num_blocks = u.unpack_uint()
+    _bytes_per_block = u.unpack_uint()
     return nfs_modified_limit4(_num_blocks, _bytes_per_block)
 
 
 def pack_nfs_modified_limit4(p: Packer, v: nfs_modified_limit4) -> None:
-    pack_uint32_t(p, v.num_blocks)
-    pack_uint32_t(p, v.bytes_per_block)
+    p.pack_uint(v.num_blocks)
+    p.pack_uint(v.bytes_per_block)
 
 
 
@@ -3128,12 +3124,12 @@ def _unpack_nfs_space_limit4_void(u: Unpacker) -> None:
 
 
 def _unpack_nfs_space_limit4_arm_0(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def _pack_nfs_space_limit4_arm_0(p: Packer, v: Any) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 def _unpack_nfs_space_limit4_arm_1(u: Unpacker) -> nfs_modified_limit4:
@@ -3165,7 +3161,7 @@ def unpack_nfs_space_limit4(u: Unpacker) -> nfs_space_limit4:
 
 def pack_nfs_space_limit4(p: Packer, v: nfs_space_limit4) -> None:
     d = v.limitby
-    pack_limit_by4(p, d)
+    p.pack_int(d)
     fn = nfs_space_limit4_arm_packers.get(d)
     if fn is None:
         raise XdrError(f'invalid nfs_space_limit4 discriminant {d}')
@@ -3218,13 +3214,13 @@ class open_claim_delegate_cur4:
 
 def unpack_open_claim_delegate_cur4(u: Unpacker) -> open_claim_delegate_cur4:
     _delegate_stateid = unpack_stateid4(u)
-    _file = unpack_component4(u)
+    _file = u.unpack_opaque(None)
     return open_claim_delegate_cur4(_delegate_stateid, _file)
 
 
 def pack_open_claim_delegate_cur4(p: Packer, v: open_claim_delegate_cur4) -> None:
     pack_stateid4(p, v.delegate_stateid)
-    pack_component4(p, v.file)
+    p.pack_opaque(v.file, None)
 
 
 
@@ -3239,12 +3235,12 @@ def _unpack_open_claim4_void(u: Unpacker) -> None:
 
 
 def _unpack_open_claim4_arm_0(u: Unpacker) -> bytes:
-    v = unpack_component4(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def _pack_open_claim4_arm_0(p: Packer, v: Any) -> None:
-    pack_component4(p, v)
+    p.pack_opaque(v, None)
 
 
 def _unpack_open_claim4_arm_1(u: Unpacker) -> int:
@@ -3253,7 +3249,7 @@ def _unpack_open_claim4_arm_1(u: Unpacker) -> int:
 
 
 def _pack_open_claim4_arm_1(p: Packer, v: Any) -> None:
-    pack_open_delegation_type4(p, v)
+    p.pack_int(v)
 
 
 def _unpack_open_claim4_arm_2(u: Unpacker) -> open_claim_delegate_cur4:
@@ -3266,12 +3262,12 @@ def _pack_open_claim4_arm_2(p: Packer, v: Any) -> None:
 
 
 def _unpack_open_claim4_arm_3(u: Unpacker) -> bytes:
-    v = unpack_component4(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def _pack_open_claim4_arm_3(p: Packer, v: Any) -> None:
-    pack_component4(p, v)
+    p.pack_opaque(v, None)
 
 
 open_claim4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
@@ -3298,7 +3294,7 @@ def unpack_open_claim4(u: Unpacker) -> open_claim4:
 
 def pack_open_claim4(p: Packer, v: open_claim4) -> None:
     d = v.claim
-    pack_open_claim_type4(p, d)
+    p.pack_int(d)
     fn = open_claim4_arm_packers.get(d)
     if fn is None:
         raise XdrError(f'invalid open_claim4 discriminant {d}')
@@ -3317,9 +3313,9 @@ class OPEN4args:
 
 
 def unpack_OPEN4args(u: Unpacker) -> OPEN4args:
-    _seqid = unpack_seqid4(u)
-    _share_access = unpack_uint32_t(u)
-    _share_deny = unpack_uint32_t(u)
+    _seqid = u.unpack_uint()
+    _share_access = u.unpack_uint()
+    _share_deny = u.unpack_uint()
     _owner = unpack_open_owner4(u)
     _openhow = unpack_openflag4(u)
     _claim = unpack_open_claim4(u)
@@ -3327,9 +3323,9 @@ def unpack_OPEN4args(u: Unpacker) -> OPEN4args:
 
 
 def pack_OPEN4args(p: Packer, v: OPEN4args) -> None:
-    pack_seqid4(p, v.seqid)
-    pack_uint32_t(p, v.share_access)
-    pack_uint32_t(p, v.share_deny)
+    p.pack_uint(v.seqid)
+    p.pack_uint(v.share_access)
+    p.pack_uint(v.share_deny)
     pack_open_owner4(p, v.owner)
     pack_openflag4(p, v.openhow)
     pack_open_claim4(p, v.claim)
@@ -3440,7 +3436,7 @@ def unpack_open_delegation4(u: Unpacker) -> open_delegation4:
 
 def pack_open_delegation4(p: Packer, v: open_delegation4) -> None:
     d = v.delegation_type
-    pack_open_delegation_type4(p, d)
+    p.pack_int(d)
     fn = open_delegation4_arm_packers.get(d)
     if fn is None:
         raise XdrError(f'invalid open_delegation4 discriminant {d}')
@@ -3460,7 +3456,7 @@ class OPEN4resok:
 def unpack_OPEN4resok(u: Unpacker) -> OPEN4resok:
     _stateid = unpack_stateid4(u)
     _cinfo = unpack_change_info4(u)
-    _rflags = unpack_uint32_t(u)
+    _rflags = u.unpack_uint()
     _attrset = unpack_bitmap4(u)
     _delegation = unpack_open_delegation4(u)
     return OPEN4resok(_stateid, _cinfo, _rflags, _attrset, _delegation)
@@ -3469,7 +3465,7 @@ def unpack_OPEN4resok(u: Unpacker) -> OPEN4resok:
 def pack_OPEN4resok(p: Packer, v: OPEN4resok) -> None:
     pack_stateid4(p, v.stateid)
     pack_change_info4(p, v.cinfo)
-    pack_uint32_t(p, v.rflags)
+    p.pack_uint(v.rflags)
     pack_bitmap4(p, v.attrset)
     pack_open_delegation4(p, v.delegation)
 
@@ -3521,7 +3517,7 @@ def unpack_OPEN4res(u: Unpacker) -> OPEN4res:
 
 def pack_OPEN4res(p: Packer, v: OPEN4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = OPEN4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_OPEN4res_arm_default
@@ -3555,7 +3551,7 @@ def unpack_OPENATTR4res(u: Unpacker) -> OPENATTR4res:
 
 
 def pack_OPENATTR4res(p: Packer, v: OPENATTR4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -3567,13 +3563,13 @@ class OPEN_CONFIRM4args:
 
 def unpack_OPEN_CONFIRM4args(u: Unpacker) -> OPEN_CONFIRM4args:
     _open_stateid = unpack_stateid4(u)
-    _seqid = unpack_seqid4(u)
+    _seqid = u.unpack_uint()
     return OPEN_CONFIRM4args(_open_stateid, _seqid)
 
 
 def pack_OPEN_CONFIRM4args(p: Packer, v: OPEN_CONFIRM4args) -> None:
     pack_stateid4(p, v.open_stateid)
-    pack_seqid4(p, v.seqid)
+    p.pack_uint(v.seqid)
 
 
 
@@ -3638,7 +3634,7 @@ def unpack_OPEN_CONFIRM4res(u: Unpacker) -> OPEN_CONFIRM4res:
 
 def pack_OPEN_CONFIRM4res(p: Packer, v: OPEN_CONFIRM4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = OPEN_CONFIRM4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_OPEN_CONFIRM4res_arm_default
@@ -3656,17 +3652,17 @@ class OPEN_DOWNGRADE4args:
 
 def unpack_OPEN_DOWNGRADE4args(u: Unpacker) -> OPEN_DOWNGRADE4args:
     _open_stateid = unpack_stateid4(u)
-    _seqid = unpack_seqid4(u)
-    _share_access = unpack_uint32_t(u)
-    _share_deny = unpack_uint32_t(u)
+    _seqid = u.unpack_uint()
+    _share_access = u.unpack_uint()
+    _share_deny = u.unpack_uint()
     return OPEN_DOWNGRADE4args(_open_stateid, _seqid, _share_access, _share_deny)
 
 
 def pack_OPEN_DOWNGRADE4args(p: Packer, v: OPEN_DOWNGRADE4args) -> None:
     pack_stateid4(p, v.open_stateid)
-    pack_seqid4(p, v.seqid)
-    pack_uint32_t(p, v.share_access)
-    pack_uint32_t(p, v.share_deny)
+    p.pack_uint(v.seqid)
+    p.pack_uint(v.share_access)
+    p.pack_uint(v.share_deny)
 
 
 
@@ -3731,7 +3727,7 @@ def unpack_OPEN_DOWNGRADE4res(u: Unpacker) -> OPEN_DOWNGRADE4res:
 
 def pack_OPEN_DOWNGRADE4res(p: Packer, v: OPEN_DOWNGRADE4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = OPEN_DOWNGRADE4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_OPEN_DOWNGRADE4res_arm_default
@@ -3745,12 +3741,12 @@ class PUTFH4args:
 
 
 def unpack_PUTFH4args(u: Unpacker) -> PUTFH4args:
-    _object = unpack_nfs_fh4(u)
+    _object = u.unpack_opaque(128)
     return PUTFH4args(_object)
 
 
 def pack_PUTFH4args(p: Packer, v: PUTFH4args) -> None:
-    pack_nfs_fh4(p, v.object)
+    p.pack_opaque(v.object, 128)
 
 
 
@@ -3765,7 +3761,7 @@ def unpack_PUTFH4res(u: Unpacker) -> PUTFH4res:
 
 
 def pack_PUTFH4res(p: Packer, v: PUTFH4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -3780,7 +3776,7 @@ def unpack_PUTPUBFH4res(u: Unpacker) -> PUTPUBFH4res:
 
 
 def pack_PUTPUBFH4res(p: Packer, v: PUTPUBFH4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -3795,7 +3791,7 @@ def unpack_PUTROOTFH4res(u: Unpacker) -> PUTROOTFH4res:
 
 
 def pack_PUTROOTFH4res(p: Packer, v: PUTROOTFH4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -3808,15 +3804,15 @@ class READ4args:
 
 def unpack_READ4args(u: Unpacker) -> READ4args:
     _stateid = unpack_stateid4(u)
-    _offset = unpack_offset4(u)
-    _count = unpack_count4(u)
+    _offset = u.unpack_uhyper()
+    _count = u.unpack_uint()
     return READ4args(_stateid, _offset, _count)
 
 
 def pack_READ4args(p: Packer, v: READ4args) -> None:
     pack_stateid4(p, v.stateid)
-    pack_offset4(p, v.offset)
-    pack_count4(p, v.count)
+    p.pack_uhyper(v.offset)
+    p.pack_uint(v.count)
 
 
 
@@ -3884,7 +3880,7 @@ def unpack_READ4res(u: Unpacker) -> READ4res:
 
 def pack_READ4res(p: Packer, v: READ4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = READ4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_READ4res_arm_default
@@ -3902,19 +3898,19 @@ class READDIR4args:
 
 
 def unpack_READDIR4args(u: Unpacker) -> READDIR4args:
-    _cookie = unpack_nfs_cookie4(u)
-    _cookieverf = unpack_verifier4(u)
-    _dircount = unpack_count4(u)
-    _maxcount = unpack_count4(u)
+    _cookie = u.unpack_uhyper()
+    _cookieverf = u.unpack_fopaque(8)
+    _dircount = u.unpack_uint()
+    _maxcount = u.unpack_uint()
     _attr_request = unpack_bitmap4(u)
     return READDIR4args(_cookie, _cookieverf, _dircount, _maxcount, _attr_request)
 
 
 def pack_READDIR4args(p: Packer, v: READDIR4args) -> None:
-    pack_nfs_cookie4(p, v.cookie)
-    pack_verifier4(p, v.cookieverf)
-    pack_count4(p, v.dircount)
-    pack_count4(p, v.maxcount)
+    p.pack_uhyper(v.cookie)
+    p.pack_fopaque(8, v.cookieverf)
+    p.pack_uint(v.dircount)
+    p.pack_uint(v.maxcount)
     pack_bitmap4(p, v.attr_request)
 
 
@@ -3950,8 +3946,8 @@ def unpack_entry4(u: Unpacker) -> entry4:
     head: entry4 | None = None
     tail: entry4 | None = None
     while True:
-        _cookie = unpack_nfs_cookie4(u)
-        _name = unpack_component4(u)
+        _cookie = u.unpack_uhyper()
+        _name = u.unpack_opaque(None)
         _attrs = unpack_fattr4(u)
         node = entry4(_cookie, _name, _attrs, None)
         if tail is None:
@@ -3968,8 +3964,8 @@ def unpack_entry4(u: Unpacker) -> entry4:
 def pack_entry4(p: Packer, v: entry4) -> None:
     node: entry4 | None = v
     while node is not None:
-        pack_nfs_cookie4(p, node.cookie)
-        pack_component4(p, node.name)
+        p.pack_uhyper(node.cookie)
+        p.pack_opaque(node.name, None)
         pack_fattr4(p, node.attrs)
         node = node.nextentry
         p.pack_bool(node is not None)
@@ -4008,13 +4004,13 @@ class READDIR4resok:
 
 
 def unpack_READDIR4resok(u: Unpacker) -> READDIR4resok:
-    _cookieverf = unpack_verifier4(u)
+    _cookieverf = u.unpack_fopaque(8)
     _reply = unpack_dirlist4(u)
     return READDIR4resok(_cookieverf, _reply)
 
 
 def pack_READDIR4resok(p: Packer, v: READDIR4resok) -> None:
-    pack_verifier4(p, v.cookieverf)
+    p.pack_fopaque(8, v.cookieverf)
     pack_dirlist4(p, v.reply)
 
 
@@ -4065,7 +4061,7 @@ def unpack_READDIR4res(u: Unpacker) -> READDIR4res:
 
 def pack_READDIR4res(p: Packer, v: READDIR4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = READDIR4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_READDIR4res_arm_default
@@ -4079,12 +4075,12 @@ class READLINK4resok:
 
 
 def unpack_READLINK4resok(u: Unpacker) -> READLINK4resok:
-    _link = unpack_linktext4(u)
+    _link = u.unpack_opaque(None)
     return READLINK4resok(_link)
 
 
 def pack_READLINK4resok(p: Packer, v: READLINK4resok) -> None:
-    pack_linktext4(p, v.link)
+    p.pack_opaque(v.link, None)
 
 
 
@@ -4134,7 +4130,7 @@ def unpack_READLINK4res(u: Unpacker) -> READLINK4res:
 
 def pack_READLINK4res(p: Packer, v: READLINK4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = READLINK4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_READLINK4res_arm_default
@@ -4148,12 +4144,12 @@ class REMOVE4args:
 
 
 def unpack_REMOVE4args(u: Unpacker) -> REMOVE4args:
-    _target = unpack_component4(u)
+    _target = u.unpack_opaque(None)
     return REMOVE4args(_target)
 
 
 def pack_REMOVE4args(p: Packer, v: REMOVE4args) -> None:
-    pack_component4(p, v.target)
+    p.pack_opaque(v.target, None)
 
 
 
@@ -4218,7 +4214,7 @@ def unpack_REMOVE4res(u: Unpacker) -> REMOVE4res:
 
 def pack_REMOVE4res(p: Packer, v: REMOVE4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = REMOVE4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_REMOVE4res_arm_default
@@ -4233,14 +4229,14 @@ class RENAME4args:
 
 
 def unpack_RENAME4args(u: Unpacker) -> RENAME4args:
-    _oldname = unpack_component4(u)
-    _newname = unpack_component4(u)
+    _oldname = u.unpack_opaque(None)
+    _newname = u.unpack_opaque(None)
     return RENAME4args(_oldname, _newname)
 
 
 def pack_RENAME4args(p: Packer, v: RENAME4args) -> None:
-    pack_component4(p, v.oldname)
-    pack_component4(p, v.newname)
+    p.pack_opaque(v.oldname, None)
+    p.pack_opaque(v.newname, None)
 
 
 
@@ -4308,7 +4304,7 @@ def unpack_RENAME4res(u: Unpacker) -> RENAME4res:
 
 def pack_RENAME4res(p: Packer, v: RENAME4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = RENAME4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_RENAME4res_arm_default
@@ -4322,12 +4318,12 @@ class RENEW4args:
 
 
 def unpack_RENEW4args(u: Unpacker) -> RENEW4args:
-    _clientid = unpack_clientid4(u)
+    _clientid = u.unpack_uhyper()
     return RENEW4args(_clientid)
 
 
 def pack_RENEW4args(p: Packer, v: RENEW4args) -> None:
-    pack_clientid4(p, v.clientid)
+    p.pack_uhyper(v.clientid)
 
 
 
@@ -4342,7 +4338,7 @@ def unpack_RENEW4res(u: Unpacker) -> RENEW4res:
 
 
 def pack_RENEW4res(p: Packer, v: RENEW4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -4357,7 +4353,7 @@ def unpack_RESTOREFH4res(u: Unpacker) -> RESTOREFH4res:
 
 
 def pack_RESTOREFH4res(p: Packer, v: RESTOREFH4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -4372,7 +4368,7 @@ def unpack_SAVEFH4res(u: Unpacker) -> SAVEFH4res:
 
 
 def pack_SAVEFH4res(p: Packer, v: SAVEFH4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -4382,12 +4378,12 @@ class SECINFO4args:
 
 
 def unpack_SECINFO4args(u: Unpacker) -> SECINFO4args:
-    _name = unpack_component4(u)
+    _name = u.unpack_opaque(None)
     return SECINFO4args(_name)
 
 
 def pack_SECINFO4args(p: Packer, v: SECINFO4args) -> None:
-    pack_component4(p, v.name)
+    p.pack_opaque(v.name, None)
 
 
 RPC_GSS_SVC_NONE: int = 1
@@ -4417,16 +4413,16 @@ class rpcsec_gss_info:
 
 
 def unpack_rpcsec_gss_info(u: Unpacker) -> rpcsec_gss_info:
-    _oid = unpack_sec_oid4(u)
-    _qop = unpack_qop4(u)
+    _oid = u.unpack_opaque(None)
+    _qop = u.unpack_uint()
     _service = unpack_rpc_gss_svc_t(u)
     return rpcsec_gss_info(_oid, _qop, _service)
 
 
 def pack_rpcsec_gss_info(p: Packer, v: rpcsec_gss_info) -> None:
-    pack_sec_oid4(p, v.oid)
-    pack_qop4(p, v.qop)
-    pack_rpc_gss_svc_t(p, v.service)
+    p.pack_opaque(v.oid, None)
+    p.pack_uint(v.qop)
+    p.pack_int(v.service)
 
 
 
@@ -4467,7 +4463,7 @@ def _pack_secinfo4_arm_default(p: Packer, v: Any) -> None:
 
 
 def unpack_secinfo4(u: Unpacker) -> secinfo4:
-    d = unpack_uint32_t(u)
+    d = u.unpack_uint()
     fn = secinfo4_arm_unpackers.get(d)
     if fn is None:
         fn = _unpack_secinfo4_arm_default
@@ -4476,7 +4472,7 @@ def unpack_secinfo4(u: Unpacker) -> secinfo4:
 
 def pack_secinfo4(p: Packer, v: secinfo4) -> None:
     d = v.flavor
-    pack_uint32_t(p, d)
+    p.pack_uint(d)
     fn = secinfo4_arm_packers.get(d)
     if fn is None:
         fn = _pack_secinfo4_arm_default
@@ -4546,7 +4542,7 @@ def unpack_SECINFO4res(u: Unpacker) -> SECINFO4res:
 
 def pack_SECINFO4res(p: Packer, v: SECINFO4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = SECINFO4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_SECINFO4res_arm_default
@@ -4585,7 +4581,7 @@ def unpack_SETATTR4res(u: Unpacker) -> SETATTR4res:
 
 
 def pack_SETATTR4res(p: Packer, v: SETATTR4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
     pack_bitmap4(p, v.attrsset)
 
 
@@ -4600,14 +4596,14 @@ class SETCLIENTID4args:
 def unpack_SETCLIENTID4args(u: Unpacker) -> SETCLIENTID4args:
     _client = unpack_nfs_client_id4(u)
     _callback = unpack_cb_client4(u)
-    _callback_ident = unpack_uint32_t(u)
+    _callback_ident = u.unpack_uint()
     return SETCLIENTID4args(_client, _callback, _callback_ident)
 
 
 def pack_SETCLIENTID4args(p: Packer, v: SETCLIENTID4args) -> None:
     pack_nfs_client_id4(p, v.client)
     pack_cb_client4(p, v.callback)
-    pack_uint32_t(p, v.callback_ident)
+    p.pack_uint(v.callback_ident)
 
 
 
@@ -4618,14 +4614,14 @@ class SETCLIENTID4resok:
 
 
 def unpack_SETCLIENTID4resok(u: Unpacker) -> SETCLIENTID4resok:
-    _clientid = unpack_clientid4(u)
-    _setclientid_confirm = unpack_verifier4(u)
+    _clientid = u.unpack_uhyper()
+    _setclientid_confirm = u.unpack_fopaque(8)
     return SETCLIENTID4resok(_clientid, _setclientid_confirm)
 
 
 def pack_SETCLIENTID4resok(p: Packer, v: SETCLIENTID4resok) -> None:
-    pack_clientid4(p, v.clientid)
-    pack_verifier4(p, v.setclientid_confirm)
+    p.pack_uhyper(v.clientid)
+    p.pack_fopaque(8, v.setclientid_confirm)
 
 
 
@@ -4686,7 +4682,7 @@ def unpack_SETCLIENTID4res(u: Unpacker) -> SETCLIENTID4res:
 
 def pack_SETCLIENTID4res(p: Packer, v: SETCLIENTID4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = SETCLIENTID4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_SETCLIENTID4res_arm_default
@@ -4701,14 +4697,14 @@ class SETCLIENTID_CONFIRM4args:
 
 
 def unpack_SETCLIENTID_CONFIRM4args(u: Unpacker) -> SETCLIENTID_CONFIRM4args:
-    _clientid = unpack_clientid4(u)
-    _setclientid_confirm = unpack_verifier4(u)
+    _clientid = u.unpack_uhyper()
+    _setclientid_confirm = u.unpack_fopaque(8)
     return SETCLIENTID_CONFIRM4args(_clientid, _setclientid_confirm)
 
 
 def pack_SETCLIENTID_CONFIRM4args(p: Packer, v: SETCLIENTID_CONFIRM4args) -> None:
-    pack_clientid4(p, v.clientid)
-    pack_verifier4(p, v.setclientid_confirm)
+    p.pack_uhyper(v.clientid)
+    p.pack_fopaque(8, v.setclientid_confirm)
 
 
 
@@ -4723,7 +4719,7 @@ def unpack_SETCLIENTID_CONFIRM4res(u: Unpacker) -> SETCLIENTID_CONFIRM4res:
 
 
 def pack_SETCLIENTID_CONFIRM4res(p: Packer, v: SETCLIENTID_CONFIRM4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -4753,7 +4749,7 @@ def unpack_VERIFY4res(u: Unpacker) -> VERIFY4res:
 
 
 def pack_VERIFY4res(p: Packer, v: VERIFY4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -4767,7 +4763,7 @@ class WRITE4args:
 
 def unpack_WRITE4args(u: Unpacker) -> WRITE4args:
     _stateid = unpack_stateid4(u)
-    _offset = unpack_offset4(u)
+    _offset = u.unpack_uhyper()
     _stable = unpack_stable_how4(u)
     _data = u.unpack_opaque(None)
     return WRITE4args(_stateid, _offset, _stable, _data)
@@ -4775,8 +4771,8 @@ def unpack_WRITE4args(u: Unpacker) -> WRITE4args:
 
 def pack_WRITE4args(p: Packer, v: WRITE4args) -> None:
     pack_stateid4(p, v.stateid)
-    pack_offset4(p, v.offset)
-    pack_stable_how4(p, v.stable)
+    p.pack_uhyper(v.offset)
+    p.pack_int(v.stable)
     p.pack_opaque(v.data, None)
 
 
@@ -4789,16 +4785,16 @@ class WRITE4resok:
 
 
 def unpack_WRITE4resok(u: Unpacker) -> WRITE4resok:
-    _count = unpack_count4(u)
+    _count = u.unpack_uint()
     _committed = unpack_stable_how4(u)
-    _writeverf = unpack_verifier4(u)
+    _writeverf = u.unpack_fopaque(8)
     return WRITE4resok(_count, _committed, _writeverf)
 
 
 def pack_WRITE4resok(p: Packer, v: WRITE4resok) -> None:
-    pack_count4(p, v.count)
-    pack_stable_how4(p, v.committed)
-    pack_verifier4(p, v.writeverf)
+    p.pack_uint(v.count)
+    p.pack_int(v.committed)
+    p.pack_fopaque(8, v.writeverf)
 
 
 
@@ -4848,7 +4844,7 @@ def unpack_WRITE4res(u: Unpacker) -> WRITE4res:
 
 def pack_WRITE4res(p: Packer, v: WRITE4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = WRITE4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_WRITE4res_arm_default
@@ -4882,7 +4878,7 @@ def unpack_RELEASE_LOCKOWNER4res(u: Unpacker) -> RELEASE_LOCKOWNER4res:
 
 
 def pack_RELEASE_LOCKOWNER4res(p: Packer, v: RELEASE_LOCKOWNER4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -4897,7 +4893,7 @@ def unpack_ILLEGAL4res(u: Unpacker) -> ILLEGAL4res:
 
 
 def pack_ILLEGAL4res(p: Packer, v: ILLEGAL4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -5345,7 +5341,7 @@ def unpack_nfs_argop4(u: Unpacker) -> nfs_argop4:
 
 def pack_nfs_argop4(p: Packer, v: nfs_argop4) -> None:
     d = v.argop
-    pack_nfs_opnum4(p, d)
+    p.pack_int(d)
     fn = nfs_argop4_arm_packers.get(d)
     if fn is None:
         raise XdrError(f'invalid nfs_argop4 discriminant {d}')
@@ -5797,7 +5793,7 @@ def unpack_nfs_resop4(u: Unpacker) -> nfs_resop4:
 
 def pack_nfs_resop4(p: Packer, v: nfs_resop4) -> None:
     d = v.resop
-    pack_nfs_opnum4(p, d)
+    p.pack_int(d)
     fn = nfs_resop4_arm_packers.get(d)
     if fn is None:
         raise XdrError(f'invalid nfs_resop4 discriminant {d}')
@@ -5813,8 +5809,8 @@ class COMPOUND4args:
 
 
 def unpack_COMPOUND4args(u: Unpacker) -> COMPOUND4args:
-    _tag = unpack_utf8str_cs(u)
-    _minorversion = unpack_uint32_t(u)
+    _tag = u.unpack_opaque(None)
+    _minorversion = u.unpack_uint()
     _n = u.unpack_uint()
     u.check_count(_n, None, 4)
     _argarray = [unpack_nfs_argop4(u) for _ in range(_n)]
@@ -5822,8 +5818,8 @@ def unpack_COMPOUND4args(u: Unpacker) -> COMPOUND4args:
 
 
 def pack_COMPOUND4args(p: Packer, v: COMPOUND4args) -> None:
-    pack_utf8str_cs(p, v.tag)
-    pack_uint32_t(p, v.minorversion)
+    p.pack_opaque(v.tag, None)
+    p.pack_uint(v.minorversion)
     p.pack_uint(len(v.argarray))
     for _item in v.argarray:
         pack_nfs_argop4(p, _item)
@@ -5839,7 +5835,7 @@ class COMPOUND4res:
 
 def unpack_COMPOUND4res(u: Unpacker) -> COMPOUND4res:
     _status = unpack_nfsstat4(u)
-    _tag = unpack_utf8str_cs(u)
+    _tag = u.unpack_opaque(None)
     _n = u.unpack_uint()
     u.check_count(_n, None, 4)
     _resarray = [unpack_nfs_resop4(u) for _ in range(_n)]
@@ -5847,8 +5843,8 @@ def unpack_COMPOUND4res(u: Unpacker) -> COMPOUND4res:
 
 
 def pack_COMPOUND4res(p: Packer, v: COMPOUND4res) -> None:
-    pack_nfsstat4(p, v.status)
-    pack_utf8str_cs(p, v.tag)
+    p.pack_int(v.status)
+    p.pack_opaque(v.tag, None)
     p.pack_uint(len(v.resarray))
     for _item in v.resarray:
         pack_nfs_resop4(p, _item)
@@ -5862,13 +5858,13 @@ class CB_GETATTR4args:
 
 
 def unpack_CB_GETATTR4args(u: Unpacker) -> CB_GETATTR4args:
-    _fh = unpack_nfs_fh4(u)
+    _fh = u.unpack_opaque(128)
     _attr_request = unpack_bitmap4(u)
     return CB_GETATTR4args(_fh, _attr_request)
 
 
 def pack_CB_GETATTR4args(p: Packer, v: CB_GETATTR4args) -> None:
-    pack_nfs_fh4(p, v.fh)
+    p.pack_opaque(v.fh, 128)
     pack_bitmap4(p, v.attr_request)
 
 
@@ -5934,7 +5930,7 @@ def unpack_CB_GETATTR4res(u: Unpacker) -> CB_GETATTR4res:
 
 def pack_CB_GETATTR4res(p: Packer, v: CB_GETATTR4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = CB_GETATTR4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_CB_GETATTR4res_arm_default
@@ -5952,14 +5948,14 @@ class CB_RECALL4args:
 def unpack_CB_RECALL4args(u: Unpacker) -> CB_RECALL4args:
     _stateid = unpack_stateid4(u)
     _truncate = u.unpack_bool()
-    _fh = unpack_nfs_fh4(u)
+    _fh = u.unpack_opaque(128)
     return CB_RECALL4args(_stateid, _truncate, _fh)
 
 
 def pack_CB_RECALL4args(p: Packer, v: CB_RECALL4args) -> None:
     pack_stateid4(p, v.stateid)
     p.pack_bool(v.truncate)
-    pack_nfs_fh4(p, v.fh)
+    p.pack_opaque(v.fh, 128)
 
 
 
@@ -5974,7 +5970,7 @@ def unpack_CB_RECALL4res(u: Unpacker) -> CB_RECALL4res:
 
 
 def pack_CB_RECALL4res(p: Packer, v: CB_RECALL4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -5989,7 +5985,7 @@ def unpack_CB_ILLEGAL4res(u: Unpacker) -> CB_ILLEGAL4res:
 
 
 def pack_CB_ILLEGAL4res(p: Packer, v: CB_ILLEGAL4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 OP_CB_GETATTR: int = 3
@@ -6154,9 +6150,9 @@ class CB_COMPOUND4args:
 
 
 def unpack_CB_COMPOUND4args(u: Unpacker) -> CB_COMPOUND4args:
-    _tag = unpack_utf8str_cs(u)
-    _minorversion = unpack_uint32_t(u)
-    _callback_ident = unpack_uint32_t(u)
+    _tag = u.unpack_opaque(None)
+    _minorversion = u.unpack_uint()
+    _callback_ident = u.unpack_uint()
     _n = u.unpack_uint()
     u.check_count(_n, None, 4)
     _argarray = [unpack_nfs_cb_argop4(u) for _ in range(_n)]
@@ -6164,9 +6160,9 @@ def unpack_CB_COMPOUND4args(u: Unpacker) -> CB_COMPOUND4args:
 
 
 def pack_CB_COMPOUND4args(p: Packer, v: CB_COMPOUND4args) -> None:
-    pack_utf8str_cs(p, v.tag)
-    pack_uint32_t(p, v.minorversion)
-    pack_uint32_t(p, v.callback_ident)
+    p.pack_opaque(v.tag, None)
+    p.pack_uint(v.minorversion)
+    p.pack_uint(v.callback_ident)
     p.pack_uint(len(v.argarray))
     for _item in v.argarray:
         pack_nfs_cb_argop4(p, _item)
@@ -6182,7 +6178,7 @@ class CB_COMPOUND4res:
 
 def unpack_CB_COMPOUND4res(u: Unpacker) -> CB_COMPOUND4res:
     _status = unpack_nfsstat4(u)
-    _tag = unpack_utf8str_cs(u)
+    _tag = u.unpack_opaque(None)
     _n = u.unpack_uint()
     u.check_count(_n, None, 4)
     _resarray = [unpack_nfs_cb_resop4(u) for _ in range(_n)]
@@ -6190,8 +6186,8 @@ def unpack_CB_COMPOUND4res(u: Unpacker) -> CB_COMPOUND4res:
 
 
 def pack_CB_COMPOUND4res(p: Packer, v: CB_COMPOUND4res) -> None:
-    pack_nfsstat4(p, v.status)
-    pack_utf8str_cs(p, v.tag)
+    p.pack_int(v.status)
+    p.pack_opaque(v.tag, None)
     p.pack_uint(len(v.resarray))
     for _item in v.resarray:
         pack_nfs_cb_resop4(p, _item)

@@ -71,9 +71,9 @@ def unpack_rpc_gss_cred_vers_1_t(u: Unpacker) -> rpc_gss_cred_vers_1_t:
 
 
 def pack_rpc_gss_cred_vers_1_t(p: Packer, v: rpc_gss_cred_vers_1_t) -> None:
-    pack_rpc_gss_proc_t(p, v.gss_proc)
+    p.pack_int(v.gss_proc)
     p.pack_uint(v.seq_num)
-    pack_rpc_gss_service_t(p, v.service)
+    p.pack_int(v.service)
     p.pack_opaque(v.handle, None)
 
 

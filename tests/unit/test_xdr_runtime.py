@@ -323,3 +323,24 @@ def test_arrays_match_xdrlib3() -> None:
     assert [u.unpack_uint() for _ in range(count)] == [1, 2, 3]
     assert [u.unpack_int(), u.unpack_int()] == [-1, 5]
     u.done()
+
+
+@pytest.mark.parametrize("items", [[], [0], [1, 2, 3], [0xFFFFFFFF] * 16])
+def test_uint_arrays_in_one_call_match_xdrlib3(items: list[int]) -> None:
+    ref = xdrlib3.Packer()
+    ref.pack_array(items, ref.pack_uint)
+    assert packed("pack_uint_array", items) == packed("pack_uint_array", items, 16)
+    assert packed("pack_uint_array", items) == ref.get_buffer()
+    assert unpacked("unpack_uint_array", ref.get_buffer(), 16) == items
+
+
+def test_uint_arrays_are_bounded_before_anything_is_read() -> None:
+    with pytest.raises(XdrError, match="maximum"):
+        Packer().pack_uint_array([1, 2, 3], 2)
+    with pytest.raises(XdrError, match="maximum"):
+        Unpacker(H("00000003" + "00000001" * 3)).unpack_uint_array(2)
+    u = Unpacker(H("ffffffff00000001"))
+    with pytest.raises(XdrError, match="needs"):  # a count that cannot fit allocates nothing
+        u.unpack_uint_array()
+    with pytest.raises(XdrError):
+        Unpacker(H("0000000200000001000000")).unpack_uint_array()  # truncated item
