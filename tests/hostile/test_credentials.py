@@ -14,14 +14,7 @@ from pynfsd.gen import nfs4 as N
 from pynfsd.rpc.auth import DEFAULT_MAX_CREDENTIALS
 from pynfsd.rpc.client import AuthSysCred, decode_reply, encode_call
 from pynfsd.rpc.record import encode_record
-from tests.serverproc import (
-    NFS_PROGRAM,
-    NFS_V4,
-    NFSPROC4_COMPOUND,
-    BlockingRpc,
-    ServerProcess,
-    lookup_path,
-)
+from tests.serverproc import BlockingRpc, ServerProcess, lookup_path
 
 MACHINE = "m" * 255  # the largest credential AUTH_SYS allows: 255-byte name, 16 gids
 GIDS = tuple(range(1000, 1016))
@@ -37,13 +30,13 @@ def export(tmp_path: Path) -> Path:
 
 def flood(srv: ServerProcess, uids: range, args: bytes | None = None) -> list[bytes]:
     """One call per uid (NULL, or a COMPOUND of `args`), pipelined 64 at a time; the results."""
-    proc = 0 if args is None else NFSPROC4_COMPOUND
+    proc = 0 if args is None else N.NFSPROC4_COMPOUND
     out: list[bytes] = []
     with BlockingRpc(srv.port) as conn:
         for start in range(uids.start, uids.stop, 64):
             batch = range(start, min(start + 64, uids.stop))
             conn.sock.sendall(b"".join(encode_record(encode_call(
-                uid, NFS_PROGRAM, NFS_V4, proc, args or b"",
+                uid, N.NFS4_PROGRAM, N.NFS_V4, proc, args or b"",
                 AuthSysCred(uid, uid, GIDS, MACHINE).opaque_auth())) for uid in batch))
             for uid in batch:
                 xid, results = decode_reply(conn.recv_record())
