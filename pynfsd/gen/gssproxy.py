@@ -488,31 +488,13 @@ def _unpack_gssx_handle_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_gssx_handle_arm_0(u: Unpacker) -> gssx_cred:
-    v = unpack_gssx_cred(u)
-    return v
-
-
-def _pack_gssx_handle_arm_0(p: Packer, v: Any) -> None:
-    pack_gssx_cred(p, v)
-
-
-def _unpack_gssx_handle_arm_1(u: Unpacker) -> gssx_ctx:
-    v = unpack_gssx_ctx(u)
-    return v
-
-
-def _pack_gssx_handle_arm_1(p: Packer, v: Any) -> None:
-    pack_gssx_ctx(p, v)
-
-
 gssx_handle_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    1: _unpack_gssx_handle_arm_0,
-    0: _unpack_gssx_handle_arm_1,
+    1: unpack_gssx_cred,
+    0: unpack_gssx_ctx,
 }
 gssx_handle_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    1: _pack_gssx_handle_arm_0,
-    0: _pack_gssx_handle_arm_1,
+    1: pack_gssx_cred,
+    0: pack_gssx_ctx,
 }
 
 

@@ -610,20 +610,11 @@ def _unpack_settime4_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_settime4_arm_0(u: Unpacker) -> nfstime4:
-    v = unpack_nfstime4(u)
-    return v
-
-
-def _pack_settime4_arm_0(p: Packer, v: Any) -> None:
-    pack_nfstime4(p, v)
-
-
 settime4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    1: _unpack_settime4_arm_0,
+    1: unpack_nfstime4,
 }
 settime4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    1: _pack_settime4_arm_0,
+    1: pack_nfstime4,
 }
 
 
@@ -1782,20 +1773,11 @@ def _unpack_ACCESS4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_ACCESS4res_arm_0(u: Unpacker) -> ACCESS4resok:
-    v = unpack_ACCESS4resok(u)
-    return v
-
-
-def _pack_ACCESS4res_arm_0(p: Packer, v: Any) -> None:
-    pack_ACCESS4resok(p, v)
-
-
 ACCESS4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_ACCESS4res_arm_0,
+    0: unpack_ACCESS4resok,
 }
 ACCESS4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_ACCESS4res_arm_0,
+    0: pack_ACCESS4resok,
 }
 
 
@@ -1854,20 +1836,11 @@ def _unpack_CLOSE4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_CLOSE4res_arm_0(u: Unpacker) -> stateid4:
-    v = unpack_stateid4(u)
-    return v
-
-
-def _pack_CLOSE4res_arm_0(p: Packer, v: Any) -> None:
-    pack_stateid4(p, v)
-
-
 CLOSE4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_CLOSE4res_arm_0,
+    0: unpack_stateid4,
 }
 CLOSE4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_CLOSE4res_arm_0,
+    0: pack_stateid4,
 }
 
 
@@ -1941,20 +1914,11 @@ def _unpack_COMMIT4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_COMMIT4res_arm_0(u: Unpacker) -> COMMIT4resok:
-    v = unpack_COMMIT4resok(u)
-    return v
-
-
-def _pack_COMMIT4res_arm_0(p: Packer, v: Any) -> None:
-    pack_COMMIT4resok(p, v)
-
-
 COMMIT4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_COMMIT4res_arm_0,
+    0: unpack_COMMIT4resok,
 }
 COMMIT4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_COMMIT4res_arm_0,
+    0: pack_COMMIT4resok,
 }
 
 
@@ -2004,15 +1968,6 @@ def _pack_createtype4_arm_0(p: Packer, v: Any) -> None:
     p.pack_opaque(v, None)
 
 
-def _unpack_createtype4_arm_1(u: Unpacker) -> specdata4:
-    v = unpack_specdata4(u)
-    return v
-
-
-def _pack_createtype4_arm_1(p: Packer, v: Any) -> None:
-    pack_specdata4(p, v)
-
-
 def _unpack_createtype4_arm_2(u: Unpacker) -> None:
     v = None
     return v
@@ -2024,16 +1979,16 @@ def _pack_createtype4_arm_2(p: Packer, v: Any) -> None:
 
 createtype4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
     5: _unpack_createtype4_arm_0,
-    3: _unpack_createtype4_arm_1,
-    4: _unpack_createtype4_arm_1,
+    3: unpack_specdata4,
+    4: unpack_specdata4,
     6: _unpack_createtype4_arm_2,
     7: _unpack_createtype4_arm_2,
     2: _unpack_createtype4_arm_2,
 }
 createtype4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
     5: _pack_createtype4_arm_0,
-    3: _pack_createtype4_arm_1,
-    4: _pack_createtype4_arm_1,
+    3: pack_specdata4,
+    4: pack_specdata4,
     6: _pack_createtype4_arm_2,
     7: _pack_createtype4_arm_2,
     2: _pack_createtype4_arm_2,
@@ -2116,20 +2071,11 @@ def _unpack_CREATE4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_CREATE4res_arm_0(u: Unpacker) -> CREATE4resok:
-    v = unpack_CREATE4resok(u)
-    return v
-
-
-def _pack_CREATE4res_arm_0(p: Packer, v: Any) -> None:
-    pack_CREATE4resok(p, v)
-
-
 CREATE4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_CREATE4res_arm_0,
+    0: unpack_CREATE4resok,
 }
 CREATE4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_CREATE4res_arm_0,
+    0: pack_CREATE4resok,
 }
 
 
@@ -2260,20 +2206,11 @@ def _unpack_GETATTR4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_GETATTR4res_arm_0(u: Unpacker) -> GETATTR4resok:
-    v = unpack_GETATTR4resok(u)
-    return v
-
-
-def _pack_GETATTR4res_arm_0(p: Packer, v: Any) -> None:
-    pack_GETATTR4resok(p, v)
-
-
 GETATTR4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_GETATTR4res_arm_0,
+    0: unpack_GETATTR4resok,
 }
 GETATTR4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_GETATTR4res_arm_0,
+    0: pack_GETATTR4resok,
 }
 
 
@@ -2329,20 +2266,11 @@ def _unpack_GETFH4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_GETFH4res_arm_0(u: Unpacker) -> GETFH4resok:
-    v = unpack_GETFH4resok(u)
-    return v
-
-
-def _pack_GETFH4res_arm_0(p: Packer, v: Any) -> None:
-    pack_GETFH4resok(p, v)
-
-
 GETFH4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_GETFH4res_arm_0,
+    0: unpack_GETFH4resok,
 }
 GETFH4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_GETFH4res_arm_0,
+    0: pack_GETFH4resok,
 }
 
 
@@ -2413,20 +2341,11 @@ def _unpack_LINK4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_LINK4res_arm_0(u: Unpacker) -> LINK4resok:
-    v = unpack_LINK4resok(u)
-    return v
-
-
-def _pack_LINK4res_arm_0(p: Packer, v: Any) -> None:
-    pack_LINK4resok(p, v)
-
-
 LINK4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_LINK4res_arm_0,
+    0: unpack_LINK4resok,
 }
 LINK4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_LINK4res_arm_0,
+    0: pack_LINK4resok,
 }
 
 
@@ -2509,31 +2428,13 @@ def _unpack_locker4_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_locker4_arm_0(u: Unpacker) -> open_to_lock_owner4:
-    v = unpack_open_to_lock_owner4(u)
-    return v
-
-
-def _pack_locker4_arm_0(p: Packer, v: Any) -> None:
-    pack_open_to_lock_owner4(p, v)
-
-
-def _unpack_locker4_arm_1(u: Unpacker) -> exist_lock_owner4:
-    v = unpack_exist_lock_owner4(u)
-    return v
-
-
-def _pack_locker4_arm_1(p: Packer, v: Any) -> None:
-    pack_exist_lock_owner4(p, v)
-
-
 locker4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    1: _unpack_locker4_arm_0,
-    0: _unpack_locker4_arm_1,
+    1: unpack_open_to_lock_owner4,
+    0: unpack_exist_lock_owner4,
 }
 locker4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    1: _pack_locker4_arm_0,
-    0: _pack_locker4_arm_1,
+    1: pack_open_to_lock_owner4,
+    0: pack_exist_lock_owner4,
 }
 
 
@@ -2631,31 +2532,13 @@ def _unpack_LOCK4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_LOCK4res_arm_0(u: Unpacker) -> LOCK4resok:
-    v = unpack_LOCK4resok(u)
-    return v
-
-
-def _pack_LOCK4res_arm_0(p: Packer, v: Any) -> None:
-    pack_LOCK4resok(p, v)
-
-
-def _unpack_LOCK4res_arm_1(u: Unpacker) -> LOCK4denied:
-    v = unpack_LOCK4denied(u)
-    return v
-
-
-def _pack_LOCK4res_arm_1(p: Packer, v: Any) -> None:
-    pack_LOCK4denied(p, v)
-
-
 LOCK4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_LOCK4res_arm_0,
-    10010: _unpack_LOCK4res_arm_1,
+    0: unpack_LOCK4resok,
+    10010: unpack_LOCK4denied,
 }
 LOCK4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_LOCK4res_arm_0,
-    10010: _pack_LOCK4res_arm_1,
+    0: pack_LOCK4resok,
+    10010: pack_LOCK4denied,
 }
 
 
@@ -2720,15 +2603,6 @@ def _unpack_LOCKT4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_LOCKT4res_arm_0(u: Unpacker) -> LOCK4denied:
-    v = unpack_LOCK4denied(u)
-    return v
-
-
-def _pack_LOCKT4res_arm_0(p: Packer, v: Any) -> None:
-    pack_LOCK4denied(p, v)
-
-
 def _unpack_LOCKT4res_arm_1(u: Unpacker) -> None:
     v = None
     return v
@@ -2739,11 +2613,11 @@ def _pack_LOCKT4res_arm_1(p: Packer, v: Any) -> None:
 
 
 LOCKT4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    10010: _unpack_LOCKT4res_arm_0,
+    10010: unpack_LOCK4denied,
     0: _unpack_LOCKT4res_arm_1,
 }
 LOCKT4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    10010: _pack_LOCKT4res_arm_0,
+    10010: pack_LOCK4denied,
     0: _pack_LOCKT4res_arm_1,
 }
 
@@ -2812,20 +2686,11 @@ def _unpack_LOCKU4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_LOCKU4res_arm_0(u: Unpacker) -> stateid4:
-    v = unpack_stateid4(u)
-    return v
-
-
-def _pack_LOCKU4res_arm_0(p: Packer, v: Any) -> None:
-    pack_stateid4(p, v)
-
-
 LOCKU4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_LOCKU4res_arm_0,
+    0: unpack_stateid4,
 }
 LOCKU4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_LOCKU4res_arm_0,
+    0: pack_stateid4,
 }
 
 
@@ -2959,15 +2824,6 @@ def _unpack_createhow4_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_createhow4_arm_0(u: Unpacker) -> fattr4:
-    v = unpack_fattr4(u)
-    return v
-
-
-def _pack_createhow4_arm_0(p: Packer, v: Any) -> None:
-    pack_fattr4(p, v)
-
-
 def _unpack_createhow4_arm_1(u: Unpacker) -> bytes:
     v = u.unpack_fopaque(8)
     return v
@@ -2978,13 +2834,13 @@ def _pack_createhow4_arm_1(p: Packer, v: Any) -> None:
 
 
 createhow4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_createhow4_arm_0,
-    1: _unpack_createhow4_arm_0,
+    0: unpack_fattr4,
+    1: unpack_fattr4,
     2: _unpack_createhow4_arm_1,
 }
 createhow4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_createhow4_arm_0,
-    1: _pack_createhow4_arm_0,
+    0: pack_fattr4,
+    1: pack_fattr4,
     2: _pack_createhow4_arm_1,
 }
 
@@ -3034,20 +2890,11 @@ def _unpack_openflag4_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_openflag4_arm_0(u: Unpacker) -> createhow4:
-    v = unpack_createhow4(u)
-    return v
-
-
-def _pack_openflag4_arm_0(p: Packer, v: Any) -> None:
-    pack_createhow4(p, v)
-
-
 openflag4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    1: _unpack_openflag4_arm_0,
+    1: unpack_createhow4,
 }
 openflag4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    1: _pack_openflag4_arm_0,
+    1: pack_createhow4,
 }
 
 
@@ -3132,22 +2979,13 @@ def _pack_nfs_space_limit4_arm_0(p: Packer, v: Any) -> None:
     p.pack_uhyper(v)
 
 
-def _unpack_nfs_space_limit4_arm_1(u: Unpacker) -> nfs_modified_limit4:
-    v = unpack_nfs_modified_limit4(u)
-    return v
-
-
-def _pack_nfs_space_limit4_arm_1(p: Packer, v: Any) -> None:
-    pack_nfs_modified_limit4(p, v)
-
-
 nfs_space_limit4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
     1: _unpack_nfs_space_limit4_arm_0,
-    2: _unpack_nfs_space_limit4_arm_1,
+    2: unpack_nfs_modified_limit4,
 }
 nfs_space_limit4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
     1: _pack_nfs_space_limit4_arm_0,
-    2: _pack_nfs_space_limit4_arm_1,
+    2: pack_nfs_modified_limit4,
 }
 
 
@@ -3252,15 +3090,6 @@ def _pack_open_claim4_arm_1(p: Packer, v: Any) -> None:
     p.pack_int(v)
 
 
-def _unpack_open_claim4_arm_2(u: Unpacker) -> open_claim_delegate_cur4:
-    v = unpack_open_claim_delegate_cur4(u)
-    return v
-
-
-def _pack_open_claim4_arm_2(p: Packer, v: Any) -> None:
-    pack_open_claim_delegate_cur4(p, v)
-
-
 def _unpack_open_claim4_arm_3(u: Unpacker) -> bytes:
     v = u.unpack_opaque(None)
     return v
@@ -3273,13 +3102,13 @@ def _pack_open_claim4_arm_3(p: Packer, v: Any) -> None:
 open_claim4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
     0: _unpack_open_claim4_arm_0,
     1: _unpack_open_claim4_arm_1,
-    2: _unpack_open_claim4_arm_2,
+    2: unpack_open_claim_delegate_cur4,
     3: _unpack_open_claim4_arm_3,
 }
 open_claim4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
     0: _pack_open_claim4_arm_0,
     1: _pack_open_claim4_arm_1,
-    2: _pack_open_claim4_arm_2,
+    2: pack_open_claim_delegate_cur4,
     3: _pack_open_claim4_arm_3,
 }
 
@@ -3396,33 +3225,15 @@ def _pack_open_delegation4_arm_0(p: Packer, v: Any) -> None:
     pass
 
 
-def _unpack_open_delegation4_arm_1(u: Unpacker) -> open_read_delegation4:
-    v = unpack_open_read_delegation4(u)
-    return v
-
-
-def _pack_open_delegation4_arm_1(p: Packer, v: Any) -> None:
-    pack_open_read_delegation4(p, v)
-
-
-def _unpack_open_delegation4_arm_2(u: Unpacker) -> open_write_delegation4:
-    v = unpack_open_write_delegation4(u)
-    return v
-
-
-def _pack_open_delegation4_arm_2(p: Packer, v: Any) -> None:
-    pack_open_write_delegation4(p, v)
-
-
 open_delegation4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
     0: _unpack_open_delegation4_arm_0,
-    1: _unpack_open_delegation4_arm_1,
-    2: _unpack_open_delegation4_arm_2,
+    1: unpack_open_read_delegation4,
+    2: unpack_open_write_delegation4,
 }
 open_delegation4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
     0: _pack_open_delegation4_arm_0,
-    1: _pack_open_delegation4_arm_1,
-    2: _pack_open_delegation4_arm_2,
+    1: pack_open_read_delegation4,
+    2: pack_open_write_delegation4,
 }
 
 
@@ -3481,20 +3292,11 @@ def _unpack_OPEN4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_OPEN4res_arm_0(u: Unpacker) -> OPEN4resok:
-    v = unpack_OPEN4resok(u)
-    return v
-
-
-def _pack_OPEN4res_arm_0(p: Packer, v: Any) -> None:
-    pack_OPEN4resok(p, v)
-
-
 OPEN4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_OPEN4res_arm_0,
+    0: unpack_OPEN4resok,
 }
 OPEN4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_OPEN4res_arm_0,
+    0: pack_OPEN4resok,
 }
 
 
@@ -3598,20 +3400,11 @@ def _unpack_OPEN_CONFIRM4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_OPEN_CONFIRM4res_arm_0(u: Unpacker) -> OPEN_CONFIRM4resok:
-    v = unpack_OPEN_CONFIRM4resok(u)
-    return v
-
-
-def _pack_OPEN_CONFIRM4res_arm_0(p: Packer, v: Any) -> None:
-    pack_OPEN_CONFIRM4resok(p, v)
-
-
 OPEN_CONFIRM4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_OPEN_CONFIRM4res_arm_0,
+    0: unpack_OPEN_CONFIRM4resok,
 }
 OPEN_CONFIRM4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_OPEN_CONFIRM4res_arm_0,
+    0: pack_OPEN_CONFIRM4resok,
 }
 
 
@@ -3691,20 +3484,11 @@ def _unpack_OPEN_DOWNGRADE4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_OPEN_DOWNGRADE4res_arm_0(u: Unpacker) -> OPEN_DOWNGRADE4resok:
-    v = unpack_OPEN_DOWNGRADE4resok(u)
-    return v
-
-
-def _pack_OPEN_DOWNGRADE4res_arm_0(p: Packer, v: Any) -> None:
-    pack_OPEN_DOWNGRADE4resok(p, v)
-
-
 OPEN_DOWNGRADE4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_OPEN_DOWNGRADE4res_arm_0,
+    0: unpack_OPEN_DOWNGRADE4resok,
 }
 OPEN_DOWNGRADE4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_OPEN_DOWNGRADE4res_arm_0,
+    0: pack_OPEN_DOWNGRADE4resok,
 }
 
 
@@ -3844,20 +3628,11 @@ def _unpack_READ4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_READ4res_arm_0(u: Unpacker) -> READ4resok:
-    v = unpack_READ4resok(u)
-    return v
-
-
-def _pack_READ4res_arm_0(p: Packer, v: Any) -> None:
-    pack_READ4resok(p, v)
-
-
 READ4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_READ4res_arm_0,
+    0: unpack_READ4resok,
 }
 READ4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_READ4res_arm_0,
+    0: pack_READ4resok,
 }
 
 
@@ -4025,20 +3800,11 @@ def _unpack_READDIR4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_READDIR4res_arm_0(u: Unpacker) -> READDIR4resok:
-    v = unpack_READDIR4resok(u)
-    return v
-
-
-def _pack_READDIR4res_arm_0(p: Packer, v: Any) -> None:
-    pack_READDIR4resok(p, v)
-
-
 READDIR4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_READDIR4res_arm_0,
+    0: unpack_READDIR4resok,
 }
 READDIR4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_READDIR4res_arm_0,
+    0: pack_READDIR4resok,
 }
 
 
@@ -4094,20 +3860,11 @@ def _unpack_READLINK4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_READLINK4res_arm_0(u: Unpacker) -> READLINK4resok:
-    v = unpack_READLINK4resok(u)
-    return v
-
-
-def _pack_READLINK4res_arm_0(p: Packer, v: Any) -> None:
-    pack_READLINK4resok(p, v)
-
-
 READLINK4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_READLINK4res_arm_0,
+    0: unpack_READLINK4resok,
 }
 READLINK4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_READLINK4res_arm_0,
+    0: pack_READLINK4resok,
 }
 
 
@@ -4178,20 +3935,11 @@ def _unpack_REMOVE4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_REMOVE4res_arm_0(u: Unpacker) -> REMOVE4resok:
-    v = unpack_REMOVE4resok(u)
-    return v
-
-
-def _pack_REMOVE4res_arm_0(p: Packer, v: Any) -> None:
-    pack_REMOVE4resok(p, v)
-
-
 REMOVE4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_REMOVE4res_arm_0,
+    0: unpack_REMOVE4resok,
 }
 REMOVE4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_REMOVE4res_arm_0,
+    0: pack_REMOVE4resok,
 }
 
 
@@ -4268,20 +4016,11 @@ def _unpack_RENAME4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_RENAME4res_arm_0(u: Unpacker) -> RENAME4resok:
-    v = unpack_RENAME4resok(u)
-    return v
-
-
-def _pack_RENAME4res_arm_0(p: Packer, v: Any) -> None:
-    pack_RENAME4resok(p, v)
-
-
 RENAME4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_RENAME4res_arm_0,
+    0: unpack_RENAME4resok,
 }
 RENAME4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_RENAME4res_arm_0,
+    0: pack_RENAME4resok,
 }
 
 
@@ -4436,20 +4175,11 @@ def _unpack_secinfo4_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_secinfo4_arm_0(u: Unpacker) -> rpcsec_gss_info:
-    v = unpack_rpcsec_gss_info(u)
-    return v
-
-
-def _pack_secinfo4_arm_0(p: Packer, v: Any) -> None:
-    pack_rpcsec_gss_info(p, v)
-
-
 secinfo4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    6: _unpack_secinfo4_arm_0,
+    6: unpack_rpcsec_gss_info,
 }
 secinfo4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    6: _pack_secinfo4_arm_0,
+    6: pack_rpcsec_gss_info,
 }
 
 
@@ -4635,15 +4365,6 @@ def _unpack_SETCLIENTID4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_SETCLIENTID4res_arm_0(u: Unpacker) -> SETCLIENTID4resok:
-    v = unpack_SETCLIENTID4resok(u)
-    return v
-
-
-def _pack_SETCLIENTID4res_arm_0(p: Packer, v: Any) -> None:
-    pack_SETCLIENTID4resok(p, v)
-
-
 def _unpack_SETCLIENTID4res_arm_1(u: Unpacker) -> netaddr4:
     v = unpack_clientaddr4(u)
     return v
@@ -4654,11 +4375,11 @@ def _pack_SETCLIENTID4res_arm_1(p: Packer, v: Any) -> None:
 
 
 SETCLIENTID4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_SETCLIENTID4res_arm_0,
+    0: unpack_SETCLIENTID4resok,
     10017: _unpack_SETCLIENTID4res_arm_1,
 }
 SETCLIENTID4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_SETCLIENTID4res_arm_0,
+    0: pack_SETCLIENTID4resok,
     10017: _pack_SETCLIENTID4res_arm_1,
 }
 
@@ -4808,20 +4529,11 @@ def _unpack_WRITE4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_WRITE4res_arm_0(u: Unpacker) -> WRITE4resok:
-    v = unpack_WRITE4resok(u)
-    return v
-
-
-def _pack_WRITE4res_arm_0(p: Packer, v: Any) -> None:
-    pack_WRITE4resok(p, v)
-
-
 WRITE4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_WRITE4res_arm_0,
+    0: unpack_WRITE4resok,
 }
 WRITE4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_WRITE4res_arm_0,
+    0: pack_WRITE4resok,
 }
 
 
@@ -4907,69 +4619,6 @@ def _unpack_nfs_argop4_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_nfs_argop4_arm_0(u: Unpacker) -> ACCESS4args:
-    v = unpack_ACCESS4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_0(p: Packer, v: Any) -> None:
-    pack_ACCESS4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_1(u: Unpacker) -> CLOSE4args:
-    v = unpack_CLOSE4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_1(p: Packer, v: Any) -> None:
-    pack_CLOSE4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_2(u: Unpacker) -> COMMIT4args:
-    v = unpack_COMMIT4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_2(p: Packer, v: Any) -> None:
-    pack_COMMIT4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_3(u: Unpacker) -> CREATE4args:
-    v = unpack_CREATE4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_3(p: Packer, v: Any) -> None:
-    pack_CREATE4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_4(u: Unpacker) -> DELEGPURGE4args:
-    v = unpack_DELEGPURGE4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_4(p: Packer, v: Any) -> None:
-    pack_DELEGPURGE4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_5(u: Unpacker) -> DELEGRETURN4args:
-    v = unpack_DELEGRETURN4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_5(p: Packer, v: Any) -> None:
-    pack_DELEGRETURN4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_6(u: Unpacker) -> GETATTR4args:
-    v = unpack_GETATTR4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_6(p: Packer, v: Any) -> None:
-    pack_GETATTR4args(p, v)
-
-
 def _unpack_nfs_argop4_arm_7(u: Unpacker) -> None:
     v = None
     return v
@@ -4979,51 +4628,6 @@ def _pack_nfs_argop4_arm_7(p: Packer, v: Any) -> None:
     pass
 
 
-def _unpack_nfs_argop4_arm_8(u: Unpacker) -> LINK4args:
-    v = unpack_LINK4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_8(p: Packer, v: Any) -> None:
-    pack_LINK4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_9(u: Unpacker) -> LOCK4args:
-    v = unpack_LOCK4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_9(p: Packer, v: Any) -> None:
-    pack_LOCK4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_10(u: Unpacker) -> LOCKT4args:
-    v = unpack_LOCKT4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_10(p: Packer, v: Any) -> None:
-    pack_LOCKT4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_11(u: Unpacker) -> LOCKU4args:
-    v = unpack_LOCKU4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_11(p: Packer, v: Any) -> None:
-    pack_LOCKU4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_12(u: Unpacker) -> LOOKUP4args:
-    v = unpack_LOOKUP4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_12(p: Packer, v: Any) -> None:
-    pack_LOOKUP4args(p, v)
-
-
 def _unpack_nfs_argop4_arm_13(u: Unpacker) -> None:
     v = None
     return v
@@ -5031,60 +4635,6 @@ def _unpack_nfs_argop4_arm_13(u: Unpacker) -> None:
 
 def _pack_nfs_argop4_arm_13(p: Packer, v: Any) -> None:
     pass
-
-
-def _unpack_nfs_argop4_arm_14(u: Unpacker) -> NVERIFY4args:
-    v = unpack_NVERIFY4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_14(p: Packer, v: Any) -> None:
-    pack_NVERIFY4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_15(u: Unpacker) -> OPEN4args:
-    v = unpack_OPEN4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_15(p: Packer, v: Any) -> None:
-    pack_OPEN4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_16(u: Unpacker) -> OPENATTR4args:
-    v = unpack_OPENATTR4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_16(p: Packer, v: Any) -> None:
-    pack_OPENATTR4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_17(u: Unpacker) -> OPEN_CONFIRM4args:
-    v = unpack_OPEN_CONFIRM4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_17(p: Packer, v: Any) -> None:
-    pack_OPEN_CONFIRM4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_18(u: Unpacker) -> OPEN_DOWNGRADE4args:
-    v = unpack_OPEN_DOWNGRADE4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_18(p: Packer, v: Any) -> None:
-    pack_OPEN_DOWNGRADE4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_19(u: Unpacker) -> PUTFH4args:
-    v = unpack_PUTFH4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_19(p: Packer, v: Any) -> None:
-    pack_PUTFH4args(p, v)
 
 
 def _unpack_nfs_argop4_arm_20(u: Unpacker) -> None:
@@ -5105,24 +4655,6 @@ def _pack_nfs_argop4_arm_21(p: Packer, v: Any) -> None:
     pass
 
 
-def _unpack_nfs_argop4_arm_22(u: Unpacker) -> READ4args:
-    v = unpack_READ4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_22(p: Packer, v: Any) -> None:
-    pack_READ4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_23(u: Unpacker) -> READDIR4args:
-    v = unpack_READDIR4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_23(p: Packer, v: Any) -> None:
-    pack_READDIR4args(p, v)
-
-
 def _unpack_nfs_argop4_arm_24(u: Unpacker) -> None:
     v = None
     return v
@@ -5130,33 +4662,6 @@ def _unpack_nfs_argop4_arm_24(u: Unpacker) -> None:
 
 def _pack_nfs_argop4_arm_24(p: Packer, v: Any) -> None:
     pass
-
-
-def _unpack_nfs_argop4_arm_25(u: Unpacker) -> REMOVE4args:
-    v = unpack_REMOVE4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_25(p: Packer, v: Any) -> None:
-    pack_REMOVE4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_26(u: Unpacker) -> RENAME4args:
-    v = unpack_RENAME4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_26(p: Packer, v: Any) -> None:
-    pack_RENAME4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_27(u: Unpacker) -> RENEW4args:
-    v = unpack_RENEW4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_27(p: Packer, v: Any) -> None:
-    pack_RENEW4args(p, v)
 
 
 def _unpack_nfs_argop4_arm_28(u: Unpacker) -> None:
@@ -5177,69 +4682,6 @@ def _pack_nfs_argop4_arm_29(p: Packer, v: Any) -> None:
     pass
 
 
-def _unpack_nfs_argop4_arm_30(u: Unpacker) -> SECINFO4args:
-    v = unpack_SECINFO4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_30(p: Packer, v: Any) -> None:
-    pack_SECINFO4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_31(u: Unpacker) -> SETATTR4args:
-    v = unpack_SETATTR4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_31(p: Packer, v: Any) -> None:
-    pack_SETATTR4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_32(u: Unpacker) -> SETCLIENTID4args:
-    v = unpack_SETCLIENTID4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_32(p: Packer, v: Any) -> None:
-    pack_SETCLIENTID4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_33(u: Unpacker) -> SETCLIENTID_CONFIRM4args:
-    v = unpack_SETCLIENTID_CONFIRM4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_33(p: Packer, v: Any) -> None:
-    pack_SETCLIENTID_CONFIRM4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_34(u: Unpacker) -> VERIFY4args:
-    v = unpack_VERIFY4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_34(p: Packer, v: Any) -> None:
-    pack_VERIFY4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_35(u: Unpacker) -> WRITE4args:
-    v = unpack_WRITE4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_35(p: Packer, v: Any) -> None:
-    pack_WRITE4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_36(u: Unpacker) -> RELEASE_LOCKOWNER4args:
-    v = unpack_RELEASE_LOCKOWNER4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_36(p: Packer, v: Any) -> None:
-    pack_RELEASE_LOCKOWNER4args(p, v)
-
-
 def _unpack_nfs_argop4_arm_37(u: Unpacker) -> None:
     v = None
     return v
@@ -5250,83 +4692,83 @@ def _pack_nfs_argop4_arm_37(p: Packer, v: Any) -> None:
 
 
 nfs_argop4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    3: _unpack_nfs_argop4_arm_0,
-    4: _unpack_nfs_argop4_arm_1,
-    5: _unpack_nfs_argop4_arm_2,
-    6: _unpack_nfs_argop4_arm_3,
-    7: _unpack_nfs_argop4_arm_4,
-    8: _unpack_nfs_argop4_arm_5,
-    9: _unpack_nfs_argop4_arm_6,
+    3: unpack_ACCESS4args,
+    4: unpack_CLOSE4args,
+    5: unpack_COMMIT4args,
+    6: unpack_CREATE4args,
+    7: unpack_DELEGPURGE4args,
+    8: unpack_DELEGRETURN4args,
+    9: unpack_GETATTR4args,
     10: _unpack_nfs_argop4_arm_7,
-    11: _unpack_nfs_argop4_arm_8,
-    12: _unpack_nfs_argop4_arm_9,
-    13: _unpack_nfs_argop4_arm_10,
-    14: _unpack_nfs_argop4_arm_11,
-    15: _unpack_nfs_argop4_arm_12,
+    11: unpack_LINK4args,
+    12: unpack_LOCK4args,
+    13: unpack_LOCKT4args,
+    14: unpack_LOCKU4args,
+    15: unpack_LOOKUP4args,
     16: _unpack_nfs_argop4_arm_13,
-    17: _unpack_nfs_argop4_arm_14,
-    18: _unpack_nfs_argop4_arm_15,
-    19: _unpack_nfs_argop4_arm_16,
-    20: _unpack_nfs_argop4_arm_17,
-    21: _unpack_nfs_argop4_arm_18,
-    22: _unpack_nfs_argop4_arm_19,
+    17: unpack_NVERIFY4args,
+    18: unpack_OPEN4args,
+    19: unpack_OPENATTR4args,
+    20: unpack_OPEN_CONFIRM4args,
+    21: unpack_OPEN_DOWNGRADE4args,
+    22: unpack_PUTFH4args,
     23: _unpack_nfs_argop4_arm_20,
     24: _unpack_nfs_argop4_arm_21,
-    25: _unpack_nfs_argop4_arm_22,
-    26: _unpack_nfs_argop4_arm_23,
+    25: unpack_READ4args,
+    26: unpack_READDIR4args,
     27: _unpack_nfs_argop4_arm_24,
-    28: _unpack_nfs_argop4_arm_25,
-    29: _unpack_nfs_argop4_arm_26,
-    30: _unpack_nfs_argop4_arm_27,
+    28: unpack_REMOVE4args,
+    29: unpack_RENAME4args,
+    30: unpack_RENEW4args,
     31: _unpack_nfs_argop4_arm_28,
     32: _unpack_nfs_argop4_arm_29,
-    33: _unpack_nfs_argop4_arm_30,
-    34: _unpack_nfs_argop4_arm_31,
-    35: _unpack_nfs_argop4_arm_32,
-    36: _unpack_nfs_argop4_arm_33,
-    37: _unpack_nfs_argop4_arm_34,
-    38: _unpack_nfs_argop4_arm_35,
-    39: _unpack_nfs_argop4_arm_36,
+    33: unpack_SECINFO4args,
+    34: unpack_SETATTR4args,
+    35: unpack_SETCLIENTID4args,
+    36: unpack_SETCLIENTID_CONFIRM4args,
+    37: unpack_VERIFY4args,
+    38: unpack_WRITE4args,
+    39: unpack_RELEASE_LOCKOWNER4args,
     10044: _unpack_nfs_argop4_arm_37,
 }
 nfs_argop4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    3: _pack_nfs_argop4_arm_0,
-    4: _pack_nfs_argop4_arm_1,
-    5: _pack_nfs_argop4_arm_2,
-    6: _pack_nfs_argop4_arm_3,
-    7: _pack_nfs_argop4_arm_4,
-    8: _pack_nfs_argop4_arm_5,
-    9: _pack_nfs_argop4_arm_6,
+    3: pack_ACCESS4args,
+    4: pack_CLOSE4args,
+    5: pack_COMMIT4args,
+    6: pack_CREATE4args,
+    7: pack_DELEGPURGE4args,
+    8: pack_DELEGRETURN4args,
+    9: pack_GETATTR4args,
     10: _pack_nfs_argop4_arm_7,
-    11: _pack_nfs_argop4_arm_8,
-    12: _pack_nfs_argop4_arm_9,
-    13: _pack_nfs_argop4_arm_10,
-    14: _pack_nfs_argop4_arm_11,
-    15: _pack_nfs_argop4_arm_12,
+    11: pack_LINK4args,
+    12: pack_LOCK4args,
+    13: pack_LOCKT4args,
+    14: pack_LOCKU4args,
+    15: pack_LOOKUP4args,
     16: _pack_nfs_argop4_arm_13,
-    17: _pack_nfs_argop4_arm_14,
-    18: _pack_nfs_argop4_arm_15,
-    19: _pack_nfs_argop4_arm_16,
-    20: _pack_nfs_argop4_arm_17,
-    21: _pack_nfs_argop4_arm_18,
-    22: _pack_nfs_argop4_arm_19,
+    17: pack_NVERIFY4args,
+    18: pack_OPEN4args,
+    19: pack_OPENATTR4args,
+    20: pack_OPEN_CONFIRM4args,
+    21: pack_OPEN_DOWNGRADE4args,
+    22: pack_PUTFH4args,
     23: _pack_nfs_argop4_arm_20,
     24: _pack_nfs_argop4_arm_21,
-    25: _pack_nfs_argop4_arm_22,
-    26: _pack_nfs_argop4_arm_23,
+    25: pack_READ4args,
+    26: pack_READDIR4args,
     27: _pack_nfs_argop4_arm_24,
-    28: _pack_nfs_argop4_arm_25,
-    29: _pack_nfs_argop4_arm_26,
-    30: _pack_nfs_argop4_arm_27,
+    28: pack_REMOVE4args,
+    29: pack_RENAME4args,
+    30: pack_RENEW4args,
     31: _pack_nfs_argop4_arm_28,
     32: _pack_nfs_argop4_arm_29,
-    33: _pack_nfs_argop4_arm_30,
-    34: _pack_nfs_argop4_arm_31,
-    35: _pack_nfs_argop4_arm_32,
-    36: _pack_nfs_argop4_arm_33,
-    37: _pack_nfs_argop4_arm_34,
-    38: _pack_nfs_argop4_arm_35,
-    39: _pack_nfs_argop4_arm_36,
+    33: pack_SECINFO4args,
+    34: pack_SETATTR4args,
+    35: pack_SETCLIENTID4args,
+    36: pack_SETCLIENTID_CONFIRM4args,
+    37: pack_VERIFY4args,
+    38: pack_WRITE4args,
+    39: pack_RELEASE_LOCKOWNER4args,
     10044: _pack_nfs_argop4_arm_37,
 }
 
@@ -5359,427 +4801,85 @@ def _unpack_nfs_resop4_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_nfs_resop4_arm_0(u: Unpacker) -> ACCESS4res:
-    v = unpack_ACCESS4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_0(p: Packer, v: Any) -> None:
-    pack_ACCESS4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_1(u: Unpacker) -> CLOSE4res:
-    v = unpack_CLOSE4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_1(p: Packer, v: Any) -> None:
-    pack_CLOSE4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_2(u: Unpacker) -> COMMIT4res:
-    v = unpack_COMMIT4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_2(p: Packer, v: Any) -> None:
-    pack_COMMIT4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_3(u: Unpacker) -> CREATE4res:
-    v = unpack_CREATE4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_3(p: Packer, v: Any) -> None:
-    pack_CREATE4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_4(u: Unpacker) -> DELEGPURGE4res:
-    v = unpack_DELEGPURGE4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_4(p: Packer, v: Any) -> None:
-    pack_DELEGPURGE4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_5(u: Unpacker) -> DELEGRETURN4res:
-    v = unpack_DELEGRETURN4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_5(p: Packer, v: Any) -> None:
-    pack_DELEGRETURN4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_6(u: Unpacker) -> GETATTR4res:
-    v = unpack_GETATTR4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_6(p: Packer, v: Any) -> None:
-    pack_GETATTR4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_7(u: Unpacker) -> GETFH4res:
-    v = unpack_GETFH4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_7(p: Packer, v: Any) -> None:
-    pack_GETFH4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_8(u: Unpacker) -> LINK4res:
-    v = unpack_LINK4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_8(p: Packer, v: Any) -> None:
-    pack_LINK4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_9(u: Unpacker) -> LOCK4res:
-    v = unpack_LOCK4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_9(p: Packer, v: Any) -> None:
-    pack_LOCK4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_10(u: Unpacker) -> LOCKT4res:
-    v = unpack_LOCKT4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_10(p: Packer, v: Any) -> None:
-    pack_LOCKT4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_11(u: Unpacker) -> LOCKU4res:
-    v = unpack_LOCKU4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_11(p: Packer, v: Any) -> None:
-    pack_LOCKU4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_12(u: Unpacker) -> LOOKUP4res:
-    v = unpack_LOOKUP4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_12(p: Packer, v: Any) -> None:
-    pack_LOOKUP4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_13(u: Unpacker) -> LOOKUPP4res:
-    v = unpack_LOOKUPP4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_13(p: Packer, v: Any) -> None:
-    pack_LOOKUPP4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_14(u: Unpacker) -> NVERIFY4res:
-    v = unpack_NVERIFY4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_14(p: Packer, v: Any) -> None:
-    pack_NVERIFY4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_15(u: Unpacker) -> OPEN4res:
-    v = unpack_OPEN4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_15(p: Packer, v: Any) -> None:
-    pack_OPEN4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_16(u: Unpacker) -> OPENATTR4res:
-    v = unpack_OPENATTR4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_16(p: Packer, v: Any) -> None:
-    pack_OPENATTR4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_17(u: Unpacker) -> OPEN_CONFIRM4res:
-    v = unpack_OPEN_CONFIRM4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_17(p: Packer, v: Any) -> None:
-    pack_OPEN_CONFIRM4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_18(u: Unpacker) -> OPEN_DOWNGRADE4res:
-    v = unpack_OPEN_DOWNGRADE4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_18(p: Packer, v: Any) -> None:
-    pack_OPEN_DOWNGRADE4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_19(u: Unpacker) -> PUTFH4res:
-    v = unpack_PUTFH4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_19(p: Packer, v: Any) -> None:
-    pack_PUTFH4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_20(u: Unpacker) -> PUTPUBFH4res:
-    v = unpack_PUTPUBFH4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_20(p: Packer, v: Any) -> None:
-    pack_PUTPUBFH4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_21(u: Unpacker) -> PUTROOTFH4res:
-    v = unpack_PUTROOTFH4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_21(p: Packer, v: Any) -> None:
-    pack_PUTROOTFH4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_22(u: Unpacker) -> READ4res:
-    v = unpack_READ4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_22(p: Packer, v: Any) -> None:
-    pack_READ4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_23(u: Unpacker) -> READDIR4res:
-    v = unpack_READDIR4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_23(p: Packer, v: Any) -> None:
-    pack_READDIR4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_24(u: Unpacker) -> READLINK4res:
-    v = unpack_READLINK4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_24(p: Packer, v: Any) -> None:
-    pack_READLINK4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_25(u: Unpacker) -> REMOVE4res:
-    v = unpack_REMOVE4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_25(p: Packer, v: Any) -> None:
-    pack_REMOVE4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_26(u: Unpacker) -> RENAME4res:
-    v = unpack_RENAME4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_26(p: Packer, v: Any) -> None:
-    pack_RENAME4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_27(u: Unpacker) -> RENEW4res:
-    v = unpack_RENEW4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_27(p: Packer, v: Any) -> None:
-    pack_RENEW4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_28(u: Unpacker) -> RESTOREFH4res:
-    v = unpack_RESTOREFH4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_28(p: Packer, v: Any) -> None:
-    pack_RESTOREFH4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_29(u: Unpacker) -> SAVEFH4res:
-    v = unpack_SAVEFH4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_29(p: Packer, v: Any) -> None:
-    pack_SAVEFH4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_30(u: Unpacker) -> SECINFO4res:
-    v = unpack_SECINFO4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_30(p: Packer, v: Any) -> None:
-    pack_SECINFO4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_31(u: Unpacker) -> SETATTR4res:
-    v = unpack_SETATTR4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_31(p: Packer, v: Any) -> None:
-    pack_SETATTR4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_32(u: Unpacker) -> SETCLIENTID4res:
-    v = unpack_SETCLIENTID4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_32(p: Packer, v: Any) -> None:
-    pack_SETCLIENTID4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_33(u: Unpacker) -> SETCLIENTID_CONFIRM4res:
-    v = unpack_SETCLIENTID_CONFIRM4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_33(p: Packer, v: Any) -> None:
-    pack_SETCLIENTID_CONFIRM4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_34(u: Unpacker) -> VERIFY4res:
-    v = unpack_VERIFY4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_34(p: Packer, v: Any) -> None:
-    pack_VERIFY4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_35(u: Unpacker) -> WRITE4res:
-    v = unpack_WRITE4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_35(p: Packer, v: Any) -> None:
-    pack_WRITE4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_36(u: Unpacker) -> RELEASE_LOCKOWNER4res:
-    v = unpack_RELEASE_LOCKOWNER4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_36(p: Packer, v: Any) -> None:
-    pack_RELEASE_LOCKOWNER4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_37(u: Unpacker) -> ILLEGAL4res:
-    v = unpack_ILLEGAL4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_37(p: Packer, v: Any) -> None:
-    pack_ILLEGAL4res(p, v)
-
-
 nfs_resop4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    3: _unpack_nfs_resop4_arm_0,
-    4: _unpack_nfs_resop4_arm_1,
-    5: _unpack_nfs_resop4_arm_2,
-    6: _unpack_nfs_resop4_arm_3,
-    7: _unpack_nfs_resop4_arm_4,
-    8: _unpack_nfs_resop4_arm_5,
-    9: _unpack_nfs_resop4_arm_6,
-    10: _unpack_nfs_resop4_arm_7,
-    11: _unpack_nfs_resop4_arm_8,
-    12: _unpack_nfs_resop4_arm_9,
-    13: _unpack_nfs_resop4_arm_10,
-    14: _unpack_nfs_resop4_arm_11,
-    15: _unpack_nfs_resop4_arm_12,
-    16: _unpack_nfs_resop4_arm_13,
-    17: _unpack_nfs_resop4_arm_14,
-    18: _unpack_nfs_resop4_arm_15,
-    19: _unpack_nfs_resop4_arm_16,
-    20: _unpack_nfs_resop4_arm_17,
-    21: _unpack_nfs_resop4_arm_18,
-    22: _unpack_nfs_resop4_arm_19,
-    23: _unpack_nfs_resop4_arm_20,
-    24: _unpack_nfs_resop4_arm_21,
-    25: _unpack_nfs_resop4_arm_22,
-    26: _unpack_nfs_resop4_arm_23,
-    27: _unpack_nfs_resop4_arm_24,
-    28: _unpack_nfs_resop4_arm_25,
-    29: _unpack_nfs_resop4_arm_26,
-    30: _unpack_nfs_resop4_arm_27,
-    31: _unpack_nfs_resop4_arm_28,
-    32: _unpack_nfs_resop4_arm_29,
-    33: _unpack_nfs_resop4_arm_30,
-    34: _unpack_nfs_resop4_arm_31,
-    35: _unpack_nfs_resop4_arm_32,
-    36: _unpack_nfs_resop4_arm_33,
-    37: _unpack_nfs_resop4_arm_34,
-    38: _unpack_nfs_resop4_arm_35,
-    39: _unpack_nfs_resop4_arm_36,
-    10044: _unpack_nfs_resop4_arm_37,
+    3: unpack_ACCESS4res,
+    4: unpack_CLOSE4res,
+    5: unpack_COMMIT4res,
+    6: unpack_CREATE4res,
+    7: unpack_DELEGPURGE4res,
+    8: unpack_DELEGRETURN4res,
+    9: unpack_GETATTR4res,
+    10: unpack_GETFH4res,
+    11: unpack_LINK4res,
+    12: unpack_LOCK4res,
+    13: unpack_LOCKT4res,
+    14: unpack_LOCKU4res,
+    15: unpack_LOOKUP4res,
+    16: unpack_LOOKUPP4res,
+    17: unpack_NVERIFY4res,
+    18: unpack_OPEN4res,
+    19: unpack_OPENATTR4res,
+    20: unpack_OPEN_CONFIRM4res,
+    21: unpack_OPEN_DOWNGRADE4res,
+    22: unpack_PUTFH4res,
+    23: unpack_PUTPUBFH4res,
+    24: unpack_PUTROOTFH4res,
+    25: unpack_READ4res,
+    26: unpack_READDIR4res,
+    27: unpack_READLINK4res,
+    28: unpack_REMOVE4res,
+    29: unpack_RENAME4res,
+    30: unpack_RENEW4res,
+    31: unpack_RESTOREFH4res,
+    32: unpack_SAVEFH4res,
+    33: unpack_SECINFO4res,
+    34: unpack_SETATTR4res,
+    35: unpack_SETCLIENTID4res,
+    36: unpack_SETCLIENTID_CONFIRM4res,
+    37: unpack_VERIFY4res,
+    38: unpack_WRITE4res,
+    39: unpack_RELEASE_LOCKOWNER4res,
+    10044: unpack_ILLEGAL4res,
 }
 nfs_resop4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    3: _pack_nfs_resop4_arm_0,
-    4: _pack_nfs_resop4_arm_1,
-    5: _pack_nfs_resop4_arm_2,
-    6: _pack_nfs_resop4_arm_3,
-    7: _pack_nfs_resop4_arm_4,
-    8: _pack_nfs_resop4_arm_5,
-    9: _pack_nfs_resop4_arm_6,
-    10: _pack_nfs_resop4_arm_7,
-    11: _pack_nfs_resop4_arm_8,
-    12: _pack_nfs_resop4_arm_9,
-    13: _pack_nfs_resop4_arm_10,
-    14: _pack_nfs_resop4_arm_11,
-    15: _pack_nfs_resop4_arm_12,
-    16: _pack_nfs_resop4_arm_13,
-    17: _pack_nfs_resop4_arm_14,
-    18: _pack_nfs_resop4_arm_15,
-    19: _pack_nfs_resop4_arm_16,
-    20: _pack_nfs_resop4_arm_17,
-    21: _pack_nfs_resop4_arm_18,
-    22: _pack_nfs_resop4_arm_19,
-    23: _pack_nfs_resop4_arm_20,
-    24: _pack_nfs_resop4_arm_21,
-    25: _pack_nfs_resop4_arm_22,
-    26: _pack_nfs_resop4_arm_23,
-    27: _pack_nfs_resop4_arm_24,
-    28: _pack_nfs_resop4_arm_25,
-    29: _pack_nfs_resop4_arm_26,
-    30: _pack_nfs_resop4_arm_27,
-    31: _pack_nfs_resop4_arm_28,
-    32: _pack_nfs_resop4_arm_29,
-    33: _pack_nfs_resop4_arm_30,
-    34: _pack_nfs_resop4_arm_31,
-    35: _pack_nfs_resop4_arm_32,
-    36: _pack_nfs_resop4_arm_33,
-    37: _pack_nfs_resop4_arm_34,
-    38: _pack_nfs_resop4_arm_35,
-    39: _pack_nfs_resop4_arm_36,
-    10044: _pack_nfs_resop4_arm_37,
+    3: pack_ACCESS4res,
+    4: pack_CLOSE4res,
+    5: pack_COMMIT4res,
+    6: pack_CREATE4res,
+    7: pack_DELEGPURGE4res,
+    8: pack_DELEGRETURN4res,
+    9: pack_GETATTR4res,
+    10: pack_GETFH4res,
+    11: pack_LINK4res,
+    12: pack_LOCK4res,
+    13: pack_LOCKT4res,
+    14: pack_LOCKU4res,
+    15: pack_LOOKUP4res,
+    16: pack_LOOKUPP4res,
+    17: pack_NVERIFY4res,
+    18: pack_OPEN4res,
+    19: pack_OPENATTR4res,
+    20: pack_OPEN_CONFIRM4res,
+    21: pack_OPEN_DOWNGRADE4res,
+    22: pack_PUTFH4res,
+    23: pack_PUTPUBFH4res,
+    24: pack_PUTROOTFH4res,
+    25: pack_READ4res,
+    26: pack_READDIR4res,
+    27: pack_READLINK4res,
+    28: pack_REMOVE4res,
+    29: pack_RENAME4res,
+    30: pack_RENEW4res,
+    31: pack_RESTOREFH4res,
+    32: pack_SAVEFH4res,
+    33: pack_SECINFO4res,
+    34: pack_SETATTR4res,
+    35: pack_SETCLIENTID4res,
+    36: pack_SETCLIENTID_CONFIRM4res,
+    37: pack_VERIFY4res,
+    38: pack_WRITE4res,
+    39: pack_RELEASE_LOCKOWNER4res,
+    10044: pack_ILLEGAL4res,
 }
 
 
@@ -5894,20 +4994,11 @@ def _unpack_CB_GETATTR4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_CB_GETATTR4res_arm_0(u: Unpacker) -> CB_GETATTR4resok:
-    v = unpack_CB_GETATTR4resok(u)
-    return v
-
-
-def _pack_CB_GETATTR4res_arm_0(p: Packer, v: Any) -> None:
-    pack_CB_GETATTR4resok(p, v)
-
-
 CB_GETATTR4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_CB_GETATTR4res_arm_0,
+    0: unpack_CB_GETATTR4resok,
 }
 CB_GETATTR4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_CB_GETATTR4res_arm_0,
+    0: pack_CB_GETATTR4resok,
 }
 
 
@@ -6017,24 +5108,6 @@ def _unpack_nfs_cb_argop4_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_nfs_cb_argop4_arm_0(u: Unpacker) -> CB_GETATTR4args:
-    v = unpack_CB_GETATTR4args(u)
-    return v
-
-
-def _pack_nfs_cb_argop4_arm_0(p: Packer, v: Any) -> None:
-    pack_CB_GETATTR4args(p, v)
-
-
-def _unpack_nfs_cb_argop4_arm_1(u: Unpacker) -> CB_RECALL4args:
-    v = unpack_CB_RECALL4args(u)
-    return v
-
-
-def _pack_nfs_cb_argop4_arm_1(p: Packer, v: Any) -> None:
-    pack_CB_RECALL4args(p, v)
-
-
 def _unpack_nfs_cb_argop4_arm_2(u: Unpacker) -> None:
     v = None
     return v
@@ -6045,13 +5118,13 @@ def _pack_nfs_cb_argop4_arm_2(p: Packer, v: Any) -> None:
 
 
 nfs_cb_argop4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    3: _unpack_nfs_cb_argop4_arm_0,
-    4: _unpack_nfs_cb_argop4_arm_1,
+    3: unpack_CB_GETATTR4args,
+    4: unpack_CB_RECALL4args,
     10044: _unpack_nfs_cb_argop4_arm_2,
 }
 nfs_cb_argop4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    3: _pack_nfs_cb_argop4_arm_0,
-    4: _pack_nfs_cb_argop4_arm_1,
+    3: pack_CB_GETATTR4args,
+    4: pack_CB_RECALL4args,
     10044: _pack_nfs_cb_argop4_arm_2,
 }
 
@@ -6084,42 +5157,15 @@ def _unpack_nfs_cb_resop4_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_nfs_cb_resop4_arm_0(u: Unpacker) -> CB_GETATTR4res:
-    v = unpack_CB_GETATTR4res(u)
-    return v
-
-
-def _pack_nfs_cb_resop4_arm_0(p: Packer, v: Any) -> None:
-    pack_CB_GETATTR4res(p, v)
-
-
-def _unpack_nfs_cb_resop4_arm_1(u: Unpacker) -> CB_RECALL4res:
-    v = unpack_CB_RECALL4res(u)
-    return v
-
-
-def _pack_nfs_cb_resop4_arm_1(p: Packer, v: Any) -> None:
-    pack_CB_RECALL4res(p, v)
-
-
-def _unpack_nfs_cb_resop4_arm_2(u: Unpacker) -> CB_ILLEGAL4res:
-    v = unpack_CB_ILLEGAL4res(u)
-    return v
-
-
-def _pack_nfs_cb_resop4_arm_2(p: Packer, v: Any) -> None:
-    pack_CB_ILLEGAL4res(p, v)
-
-
 nfs_cb_resop4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    3: _unpack_nfs_cb_resop4_arm_0,
-    4: _unpack_nfs_cb_resop4_arm_1,
-    10044: _unpack_nfs_cb_resop4_arm_2,
+    3: unpack_CB_GETATTR4res,
+    4: unpack_CB_RECALL4res,
+    10044: unpack_CB_ILLEGAL4res,
 }
 nfs_cb_resop4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    3: _pack_nfs_cb_resop4_arm_0,
-    4: _pack_nfs_cb_resop4_arm_1,
-    10044: _pack_nfs_cb_resop4_arm_2,
+    3: pack_CB_GETATTR4res,
+    4: pack_CB_RECALL4res,
+    10044: pack_CB_ILLEGAL4res,
 }
 
 

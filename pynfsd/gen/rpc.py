@@ -349,22 +349,13 @@ def _pack_rpc_reply_data_arm_0(p: Packer, v: Any) -> None:
     p.pack_fopaque(0, v)
 
 
-def _unpack_rpc_reply_data_arm_1(u: Unpacker) -> rpc_mismatch_info:
-    v = unpack_rpc_mismatch_info(u)
-    return v
-
-
-def _pack_rpc_reply_data_arm_1(p: Packer, v: Any) -> None:
-    pack_rpc_mismatch_info(p, v)
-
-
 rpc_reply_data_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
     0: _unpack_rpc_reply_data_arm_0,
-    2: _unpack_rpc_reply_data_arm_1,
+    2: unpack_rpc_mismatch_info,
 }
 rpc_reply_data_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
     0: _pack_rpc_reply_data_arm_0,
-    2: _pack_rpc_reply_data_arm_1,
+    2: pack_rpc_mismatch_info,
 }
 
 
@@ -423,15 +414,6 @@ def _unpack_rejected_reply_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_rejected_reply_arm_0(u: Unpacker) -> rpc_mismatch_info:
-    v = unpack_rpc_mismatch_info(u)
-    return v
-
-
-def _pack_rejected_reply_arm_0(p: Packer, v: Any) -> None:
-    pack_rpc_mismatch_info(p, v)
-
-
 def _unpack_rejected_reply_arm_1(u: Unpacker) -> int:
     v = unpack_auth_stat(u)
     return v
@@ -442,11 +424,11 @@ def _pack_rejected_reply_arm_1(p: Packer, v: Any) -> None:
 
 
 rejected_reply_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_rejected_reply_arm_0,
+    0: unpack_rpc_mismatch_info,
     1: _unpack_rejected_reply_arm_1,
 }
 rejected_reply_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_rejected_reply_arm_0,
+    0: pack_rpc_mismatch_info,
     1: _pack_rejected_reply_arm_1,
 }
 

@@ -88,20 +88,11 @@ def _unpack_rpc_gss_cred_t_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_rpc_gss_cred_t_arm_0(u: Unpacker) -> rpc_gss_cred_vers_1_t:
-    v = unpack_rpc_gss_cred_vers_1_t(u)
-    return v
-
-
-def _pack_rpc_gss_cred_t_arm_0(p: Packer, v: Any) -> None:
-    pack_rpc_gss_cred_vers_1_t(p, v)
-
-
 rpc_gss_cred_t_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    1: _unpack_rpc_gss_cred_t_arm_0,
+    1: unpack_rpc_gss_cred_vers_1_t,
 }
 rpc_gss_cred_t_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    1: _pack_rpc_gss_cred_t_arm_0,
+    1: pack_rpc_gss_cred_vers_1_t,
 }
 
 
