@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from typing import Any, cast
 
 from pynfsd.gen import nfs4 as N
@@ -51,6 +52,9 @@ log = logging.getLogger(__name__)
 
 #: The loop yields to the event loop every this many ops.
 YIELD_EVERY = 32
+_STATUS_LEN = struct.Struct(">iI")  # COMPOUND4res status, the tag's length
+_EMPTY_TAG_HEAD = struct.Struct(">iII")
+_U32 = struct.Struct(">I")
 
 
 # Ops that use no export, so they run before the client's exports are known (see
@@ -187,11 +191,12 @@ async def _prepare(ctx: CompoundContext, args: Any) -> tuple[int, Any]:
 
 
 def encode_reply(status: int, tag: bytes, numres: int, results: Packer | None) -> list[bytes]:
-    head = Packer()
-    head.pack_int(status)
-    head.pack_opaque(tag)
-    head.pack_uint(numres)
+    if tag:
+        pad = b"\0" * (-len(tag) & 3)
+        head = b"".join((_STATUS_LEN.pack(status, len(tag)), tag, pad, _U32.pack(numres)))
+    else:
+        head = _EMPTY_TAG_HEAD.pack(status, 0, numres)  # status, tag<> (empty), resarray count
     if results is None:
-        return [head.get_buffer()]
+        return [head]
     # The results go out as they are (no copy): a READ reply's data is an out-of-line segment.
-    return [head.get_buffer(), *cast(list[bytes], results.get_buffers())]
+    return [head, *cast(list[bytes], results.get_buffers())]

@@ -20,6 +20,7 @@ MAX_AUTH_BYTES = 400  # RFC 5531 §8.2: opaque_auth body<400>
 
 _U32 = struct.Struct(">I")
 _CALL_FIXED = struct.Struct(">IIIIII")  # xid, mtype, rpcvers, prog, vers, proc
+_CALL_AND_CRED = struct.Struct(">IIIIIIII")  # the above, then the credential's flavour, length
 _ACCEPTED = struct.Struct(">IIII")  # xid, REPLY, MSG_ACCEPTED, verf flavor
 _DENIED_MISMATCH = struct.Struct(">IIIIII")
 _DENIED_AUTH = struct.Struct(">IIIII")
@@ -80,6 +81,18 @@ class BadCall(Exception):
 
 def decode_call(record: bytes) -> CallHeader:
     """Decode a call header or raise `BadCall` saying how to answer."""
+    if len(record) >= _CALL_AND_CRED.size:
+        # The usual call: the fixed words and the credential's flavour and length in one read.
+        xid, mtype, rpcvers, prog, vers, proc, _, _ = _CALL_AND_CRED.unpack_from(record, 0)
+        if mtype == R.CALL and rpcvers == RPC_VERSION:
+            cred, cred_end = _opaque_auth(record, _CALL_FIXED.size, xid, R.AUTH_BADCRED)
+            verf, args_offset = _opaque_auth(record, cred_end, xid, R.AUTH_BADVERF)
+            return CallHeader(xid, prog, vers, proc, cred, verf, record, cred_end, args_offset)
+    return _decode_call_checked(record)
+
+
+def _decode_call_checked(record: bytes) -> CallHeader:
+    """`decode_call` field by field: the first bad one decides the reply."""
     size = len(record)
     if size < 4:
         raise BadCall(Verdict.DROP)  # not even an xid to answer to

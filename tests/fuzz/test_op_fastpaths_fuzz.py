@@ -3,7 +3,8 @@
 `OpSpec.pack_ok` (a successful result encoded straight from the handler's value) gives the
 same bytes as the op number and `pack_res` of the result object `make_result` builds, for every
 op of the server's table that uses it; the ops that may not use it are the ones with a
-hand-tuned encoder or a result that is not a status and an NFS4_OK arm.
+hand-tuned encoder or a result that is not a status and an NFS4_OK arm.  The COMPOUND4res
+head `encode_reply` builds with struct is what the packer would build.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pynfsd.gen import nfs4 as N
-from pynfsd.nfs4.compound import make_result
+from pynfsd.nfs4.compound import encode_reply, make_result
 from pynfsd.nfs4.ops import build_op_table
 from pynfsd.nfs4.optable import OpSpec
 from pynfsd.xdr.runtime import Packer
@@ -56,3 +57,14 @@ def test_pack_ok_matches_the_result_object(spec: OpSpec, data: st.DataObject) ->
     slow.pack_uint(spec.opnum)
     spec.pack_res(slow, make_result(spec, N.NFS4_OK, value))
     assert fast.get_buffer() == slow.get_buffer()
+
+
+@FAST
+@given(status=st.sampled_from(sorted(N.nfsstat4_values)), tag=st.binary(max_size=64),
+       numres=st.integers(0, 2**32 - 1))
+def test_reply_head_matches_the_packer(status: int, tag: bytes, numres: int) -> None:
+    p = Packer()
+    p.pack_int(status)
+    p.pack_opaque(tag)
+    p.pack_uint(numres)
+    assert encode_reply(status, tag, numres, None) == [p.get_buffer()]
