@@ -99,12 +99,14 @@ def op(
     *,
     needs_fh: bool = True,
     pack_res: Callable[[Packer, Any], None] | None = None,
+    pack_ok: Callable[[Packer, Any], None] | None = None,
     unpack_args: Callable[[Unpacker], Any] | None = None,
     reply_size: Estimate | int = SMALL_REPLY,
     on_file: bool = False,
     writes: bool = False,
 ) -> Callable[[Handler], Handler]:
-    """Mark a handler as the one for `opnum` (`pack_res`: a hand-tuned encoder;
+    """Mark a handler as the one for `opnum` (`pack_res`: a hand-tuned encoder, and
+    `pack_ok` its NFS4_OK arm's, else successful results go through `pack_res` too;
     `reply_size`: an upper bound of the encoded result, a function of the arguments;
     `on_file`: the current object must not be a pseudo-fs directory; `writes`: the current
     object's export must be writable; both checked before the handler)."""
@@ -129,7 +131,8 @@ def op(
             on_file,
             writes,
             _OK_HEAD.pack(opnum, N.NFS4_OK),
-            *_ok_arm(name, is_union, len(fields(res_cls)), pack_res is None),
+            *((pack_ok, True) if pack_ok is not None
+              else _ok_arm(name, is_union, len(fields(res_cls)), pack_res is None)),
         )
         setattr(fn, SPEC_ATTR, spec)
         return fn
