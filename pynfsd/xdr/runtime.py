@@ -185,10 +185,21 @@ class Unpacker:
         return bytes(data[pos : pos + n])
 
     def unpack_opaque(self, maxlen: int | None = None) -> bytes:
-        n = self.unpack_uint()
+        # unpack_uint then unpack_fopaque, in one call (filehandles, names, tags)
+        pos, end, data = self.pos, self._end, self._data
+        if end - pos < 4:
+            raise XdrError(f"truncated unsigned int at offset {pos}")
+        n = _U32.unpack_from(data, pos)[0]
+        start = self.pos = pos + 4
         if maxlen is not None and n > maxlen:
             raise XdrError(f"opaque length {n} exceeds its maximum {maxlen}")
-        return self.unpack_fopaque(n)
+        padded = (n + 3) & ~3
+        if padded > end - start:
+            raise XdrError(f"needs {padded} bytes at offset {start}, only {end - start} left")
+        self.pos = start + padded
+        if padded != n and any(data[start + n : start + padded]):
+            raise XdrError("non-zero XDR padding")
+        return bytes(data[start : start + n])
 
     def unpack_opaque_view(self, maxlen: int | None = None) -> memoryview:
         """Like unpack_opaque, without copying (for large WRITE payloads)."""
