@@ -6,18 +6,17 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, cast
 
-from pynfsd.fs.backend import Attrs, FileType, FsStat
+from pynfsd.fs.backend import Attrs, FileType
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
 from pynfsd.nfs4.attrs import (
     WRITE_ONLY_ATTRS,
     SetAttrs,
     decode_settable,
-    encode_fattr4,
     encode_rdattr_error,
     words_xdr,
 )
-from pynfsd.nfs4.attrsrc import fsstat_if_needed, make_source, requested_set
+from pynfsd.nfs4.attrsrc import EntryAttrs, fsstat_if_needed, requested_set
 from pynfsd.nfs4.context import CompoundContext
 from pynfsd.nfs4.ops.attr import apply_setattrs
 from pynfsd.nfs4.ops.deleg import breaking
@@ -52,17 +51,13 @@ _U32 = struct.Struct(">I").pack
 _END = {True: _U32(0) + _U32(1), False: _U32(0) + _U32(0)}  # no more entries, eof
 
 
-def _entry_xdr(cookie: int, name: bytes, fattr: N.fattr4) -> bytes:
-    """One entry4 (with value_follows) as XDR, without a Packer: this runs per entry."""
-    mask, vals = fattr.attrmask, fattr.attr_vals
-    return b"".join((
-        _ENTRY_HEAD(1, cookie, len(name)), name, _PADDING[-len(name) & 3],
-        words_xdr(tuple(mask)), _U32(len(vals)), vals, _PADDING[-len(vals) & 3],
-    ))
+def _entry_xdr(cookie: int, name: bytes, fattr: bytes) -> bytes:
+    """One entry4 (with value_follows) as XDR, its fattr4 already encoded: this runs per
+    entry."""
+    return b"".join((_ENTRY_HEAD(1, cookie, len(name)), name, _PADDING[-len(name) & 3], fattr))
 
 
 _PADDING = (b"", b"\0", b"\0\0", b"\0\0\0")
-
 
 
 def _pack_readdir_res(p: Packer, res: N.READDIR4res) -> None:
@@ -93,11 +88,13 @@ async def readdir(ctx: CompoundContext, args: N.READDIR4args) -> tuple[bytes, by
     used = _READDIR_RESOK_OVERHEAD
     cookie, verf, eof, n = args.cookie, args.cookieverf, False, 0
     batch_size = _FIRST_BATCH
+    encoder: EntryAttrs | None = None
     while not eof:
         batch, eof, verf = await ctx.vfs.readdir(d, cookie, args.cookieverf, batch_size)
+        if encoder is None:
+            encoder = EntryAttrs(ctx, d, await ctx.vfs.getattr(d), req, fsstat)
         for e in batch:
-            fattr = _entry_fattr(ctx, e, req, fsstat)
-            xdr = _entry_xdr(e.cookie, e.name, fattr)
+            xdr = _entry_xdr(e.cookie, e.name, _entry_fattr(encoder, e, req))
             if used + len(xdr) > maxcount:
                 if n == 0:
                     raise errors.NFS4ERR_TOOSMALL()
@@ -118,10 +115,8 @@ def _next_batch(room: int, encoded: int, n: int) -> int:
     return min(_MAX_BATCH, room * n // max(encoded, 1) + 1)
 
 
-def _entry_fattr(
-    ctx: CompoundContext, e: Listed, req: frozenset[int], fsstat: FsStat | None
-) -> N.fattr4:
-    """An entry's attributes; for one whose attributes could not be had, its error as
+def _entry_fattr(encoder: EntryAttrs, e: Listed, req: frozenset[int]) -> bytes:
+    """An entry's attributes as XDR; for one whose attributes could not be had, its error as
     rdattr_error (with mounted_on_fileid, the fileid the directory lists, when asked: the
     one attribute known without reaching the object), or -- when the client did not ask for
     rdattr_error -- the whole READDIR fails with it (RFC 7530 §16.24.4, as knfsd)."""
@@ -129,8 +124,10 @@ def _entry_fattr(
         fattr = encode_rdattr_error(req, e.status, mounted_on_fileid=e.fileid)
         if fattr is None:
             raise errors.error_for_status(e.status, "an entry's attributes")
-        return fattr
-    return encode_fattr4(req, make_source(ctx, e.obj, e.attrs, req, fsstat))
+        vals = fattr.attr_vals
+        return b"".join((words_xdr(tuple(fattr.attrmask)), _U32(len(vals)), vals,
+                         _PADDING[-len(vals) & 3]))
+    return encoder.xdr(e.obj, e.attrs)
 
 
 @op(N.OP_READLINK, reply_size=4 + 4 + PATH_MAX)
