@@ -29,10 +29,15 @@ if TYPE_CHECKING:
     from pynfsd.nfs4.config import ServerConfig
 
 _READDIR_RESOK_OVERHEAD = 8 + 4 + 4  # cookieverf, final "no more entries", eof
-# Entries read from the backend per round trip: a small first batch measures the encoded size
-# of an entry for the attributes asked; the following ones fill what room is left (_next_batch).
+# Entries read from the backend per round trip to a worker: the first batch is sized by the
+# average entry of the last READDIR that asked for the same attributes (_first_batch), or is
+# small when there was none, to measure it; the following ones fill what room is left
+# (_next_batch). So a READDIR of a listing is one round trip.
 _FIRST_BATCH = 16
 _MAX_BATCH = 512
+# the average encoded entry by the attributes asked (at most _MAX_REMEMBERED sets of them)
+_ENTRY_BYTES: dict[frozenset[int], int] = {}
+_MAX_REMEMBERED = 64
 PATH_MAX = 4096  # the longest symlink target READLINK returns (Linux PATH_MAX)
 
 
@@ -86,10 +91,10 @@ async def readdir(ctx: CompoundContext, args: N.READDIR4args) -> tuple[bytes, by
     fsstat = await fsstat_if_needed(ctx, d, req)
     out: list[bytes] = []
     used = _READDIR_RESOK_OVERHEAD
-    cookie, verf, eof, n = args.cookie, args.cookieverf, False, 0
-    batch_size = _FIRST_BATCH
+    cookie, verf, eof, n, full = args.cookie, args.cookieverf, False, 0, False
+    batch_size = _first_batch(maxcount - used, _ENTRY_BYTES.get(req))
     encoder: EntryAttrs | None = None
-    while not eof:
+    while not eof and not full:
         batch, eof, verf = await ctx.vfs.readdir(d, cookie, args.cookieverf, batch_size)
         if encoder is None:
             encoder = EntryAttrs(ctx, d, await ctx.vfs.getattr(d), req, fsstat)
@@ -98,7 +103,8 @@ async def readdir(ctx: CompoundContext, args: N.READDIR4args) -> tuple[bytes, by
             if used + len(xdr) > maxcount:
                 if n == 0:
                     raise errors.NFS4ERR_TOOSMALL()
-                return verf, b"".join(out) + _END[False]
+                full = True
+                break
             used += len(xdr)
             n += 1
             out.append(xdr)
@@ -106,7 +112,25 @@ async def readdir(ctx: CompoundContext, args: N.READDIR4args) -> tuple[bytes, by
         if not batch:
             break
         batch_size = _next_batch(maxcount - used, used - _READDIR_RESOK_OVERHEAD, n)
-    return verf, b"".join(out) + _END[eof]
+    if n:
+        _remember_entry_size(req, (used - _READDIR_RESOK_OVERHEAD) // n)
+    return verf, b"".join(out) + _END[eof and not full]
+
+
+def _first_batch(room: int, entry_bytes: int | None) -> int:
+    """How many entries to read first: what the room holds at the average entry of the last
+    READDIR of these attributes, and a little more (1/64, and one) so that names a little
+    longer than before still fill the reply in one round trip; else a small batch."""
+    if entry_bytes is None:
+        return _FIRST_BATCH
+    fit = room // max(entry_bytes, 1)
+    return min(_MAX_BATCH, fit + fit // 64 + 1)
+
+
+def _remember_entry_size(req: frozenset[int], entry_bytes: int) -> None:
+    if req not in _ENTRY_BYTES and len(_ENTRY_BYTES) >= _MAX_REMEMBERED:
+        _ENTRY_BYTES.clear()
+    _ENTRY_BYTES[req] = entry_bytes
 
 
 def _next_batch(room: int, encoded: int, n: int) -> int:
