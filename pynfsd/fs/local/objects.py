@@ -223,7 +223,11 @@ class LocalObjects(Backend):
 
     def _open_child(self, dir_fd: int, name: bytes) -> tuple[int, os.stat_result]:
         """``O_PATH`` descriptor and stat of ``name`` in ``dir_fd`` (not following links)."""
-        fd = os.open(check_name(name), O_PATH, dir_fd=dir_fd)
+        return self._open_listed(dir_fd, check_name(name))
+
+    def _open_listed(self, dir_fd: int, name: bytes) -> tuple[int, os.stat_result]:
+        """``_open_child`` of a name the kernel listed (one component, neither . nor ..)."""
+        fd = os.open(name, O_PATH, dir_fd=dir_fd)
         st = os.fstat(fd)
         if st.st_dev != self._root_id[0]:
             os.close(fd)

@@ -46,7 +46,7 @@ class LocalReaddir(LocalLookup):
         caller may not reach it, see the backend contract), or None if it vanished."""
         cookie = d_off + COOKIE_BIAS
         try:
-            fd, st = self._open_child(dir_fd, name)
+            fd, st = self._open_listed(dir_fd, name)
         except OSError as e:
             if e.errno == errno.EXDEV:
                 mount, st = self._mount_at(dir_fd, name, d_ino)
