@@ -100,7 +100,7 @@ import abc
 import enum
 import errno
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Final
+from typing import TYPE_CHECKING, ClassVar, Final, NamedTuple
 
 from pynfsd.fs.posixacl import PosixAcl
 
@@ -151,9 +151,12 @@ class AttrChanges:
         return any(v is not None for v in fields)
 
 
-@dataclass(slots=True, frozen=True)
-class Attrs:
-    """Attributes of one object (``mode`` holds only the 0o7777 permission bits)."""
+class Attrs(NamedTuple):
+    """Attributes of one object (``mode`` holds only the 0o7777 permission bits).
+
+    A named tuple, not a frozen dataclass: one is made for every object a READDIR lists, and a
+    frozen dataclass's ``__init__`` sets each of the 13 fields through ``object.__setattr__``.
+    """
 
     type: FileType
     mode: int
@@ -197,9 +200,9 @@ class MountPoint:
     fs_key: bytes
 
 
-@dataclass(slots=True, frozen=True)
-class DirEntry:
-    """One readdir entry; ``cookie`` resumes the listing right after this entry.
+class DirEntry(NamedTuple):
+    """One readdir entry; ``cookie`` resumes the listing right after this entry (a named
+    tuple: one is made per entry listed).
 
     For a mount point, ``mount`` describes it, ``handle`` is empty and ``attrs`` are those of
     the mounted root as ``stat`` shows them (change 0): the caller crosses or skips it.

@@ -47,6 +47,10 @@ class ChangeTracker:
 
     def observe(self, fileid: int, ctime_ns: int) -> int:
         """The change value of an object whose ctime is ``ctime_ns``."""
+        if fileid not in self._records:
+            # most objects have no record (READDIR observes every entry): no lock needed, as
+            # a record added meanwhile by ``bump`` is for a modification ordered after this
+            return (ctime_ns + self._offset) & MASK
         with self._lock:
             return self._value(fileid, ctime_ns) & MASK
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+from collections.abc import Callable
 from typing import Final
 
 AT_EMPTY_PATH: Final = 0x1000
@@ -22,14 +23,6 @@ UTIME_OMIT: Final = (1 << 30) - 2
 _DIRENT = struct.Struct("<QqHB")  # d_ino, d_off, d_reclen, d_type; then the name
 
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-class _FileHandle(ctypes.Structure):
-    _fields_ = [
-        ("handle_bytes", ctypes.c_uint),
-        ("handle_type", ctypes.c_int),
-        ("f_handle", ctypes.c_ubyte * MAX_HANDLE_SZ),
-    ]
 
 
 class _Timespec(ctypes.Structure):
@@ -43,29 +36,47 @@ def _check(ret: int) -> int:
     return ret
 
 
+# struct file_handle's head (handle_bytes, handle_type); the handle's bytes follow it
+_HANDLE_HEAD = struct.Struct("=Ii")
+_HANDLE_ARGS = (ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int)
+_name_to_handle_at = _libc.name_to_handle_at
+_name_to_handle_at.argtypes = _HANDLE_ARGS
+# The same call that keeps the GIL: on an open descriptor it only encodes what the inode
+# holds, so dropping and taking the GIL back would cost more than the call (once per entry
+# READDIR lists).
+_handle_of_fd = ctypes.PyDLL(None, use_errno=True).name_to_handle_at
+_handle_of_fd.argtypes = _HANDLE_ARGS
+
+
+_HandleBuffer = ctypes.c_char * (_HANDLE_HEAD.size + MAX_HANDLE_SZ)
+# the mount id the call reports: never read, so every call may write the same one
+_MOUNT_ID = ctypes.byref(ctypes.c_int())
+
+
+def _to_handle(call: Callable[..., int], dirfd: int, name: bytes, flags: int) -> tuple[int, bytes]:
+    buf = _HandleBuffer()
+    _HANDLE_HEAD.pack_into(buf, 0, MAX_HANDLE_SZ, 0)
+    _check(call(dirfd, name, buf, _MOUNT_ID, flags))
+    size, handle_type = _HANDLE_HEAD.unpack_from(buf)
+    return handle_type, buf.raw[_HANDLE_HEAD.size : _HANDLE_HEAD.size + size]
+
+
 def name_to_handle_at(dirfd: int, name: bytes, flags: int) -> tuple[int, bytes]:
     """The kernel handle ``(type, bytes)`` of ``name`` relative to ``dirfd``."""
-    fh = _FileHandle()
-    fh.handle_bytes = MAX_HANDLE_SZ
-    mount_id = ctypes.c_int()
-    _check(_libc.name_to_handle_at(dirfd, name, ctypes.byref(fh), ctypes.byref(mount_id), flags))
-    return fh.handle_type, bytes(fh.f_handle[: fh.handle_bytes])
+    return _to_handle(_name_to_handle_at, dirfd, name, flags)
 
 
 def handle_of_fd(fd: int) -> tuple[int, bytes]:
     """The kernel handle of the object ``fd`` refers to (``O_PATH`` descriptors work)."""
-    return name_to_handle_at(fd, b"", AT_EMPTY_PATH)
+    return _to_handle(_handle_of_fd, fd, b"", AT_EMPTY_PATH)
 
 
 def open_by_handle_at(mount_fd: int, handle_type: int, handle: bytes, flags: int) -> int:
     """Open the object a kernel handle names (needs CAP_DAC_READ_SEARCH)."""
     if len(handle) > MAX_HANDLE_SZ:
         raise OSError(22, os.strerror(22))
-    fh = _FileHandle()
-    fh.handle_bytes = len(handle)
-    fh.handle_type = handle_type
-    ctypes.memmove(fh.f_handle, handle, len(handle))
-    return _check(_libc.open_by_handle_at(mount_fd, ctypes.byref(fh), flags))
+    fh = ctypes.create_string_buffer(_HANDLE_HEAD.pack(len(handle), handle_type) + handle)
+    return _check(_libc.open_by_handle_at(mount_fd, fh, flags))
 
 
 def getdents64(fd: int, bufsize: int = 32768) -> list[tuple[bytes, int, int]]:

@@ -10,6 +10,7 @@ give cheaply).
 from __future__ import annotations
 
 import logging
+import struct
 from dataclasses import dataclass
 
 from pynfsd.fs.backend import Attrs, FsStat
@@ -22,7 +23,11 @@ from pynfsd.nfs4.attrs import (
     NEEDS_OWNER,
     SUPPORTED_ATTRS,
     AttrSource,
+    encode_fattr4,
+    layout_for,
+    owner_xdr,
     requested_attrs,
+    words_xdr,
 )
 from pynfsd.nfs4.context import CompoundContext
 from pynfsd.nfs4.vfstypes import Obj
@@ -115,3 +120,50 @@ async def source_for(ctx: CompoundContext, obj: Obj, req: frozenset[int]) -> Att
     acl = await acl_if_needed(ctx, obj, req)
     attrs = await ctx.vfs.getattr(obj)
     return make_source(ctx, obj, attrs, req, await fsstat_if_needed(ctx, obj, req), acl)
+
+
+_U32 = struct.Struct(">I").pack
+
+
+class EntryAttrs:
+    """The attributes of one READDIR's entries, as XDR (bitmap4, then the values' opaque).
+
+    What the entries share -- the limits, the filesystem counts, the fsid of the directory's
+    export, the layout of the request -- is gathered once per READDIR; an entry of that
+    export is then one call of the layout and owner strings encoded once per uid and gid.
+    Any other entry (an export root, a mounted filesystem crossed) goes the way GETATTR
+    goes (``make_source``): its fsid and mounted-on fileid are its own.
+    """
+
+    def __init__(
+        self, ctx: CompoundContext, d: Obj, attrs: Attrs, req: frozenset[int],
+        fsstat: FsStat | None,
+    ) -> None:
+        self._ctx, self._req, self._fsstat = ctx, req, fsstat
+        self._shared = make_source(ctx, d, attrs, req, fsstat)
+        self._layout = layout_for(req, self._shared)
+        self._export = d.export
+        self._root = d.backend.root() if d.backend is not None else None
+        self._owners = owner_idmap(ctx) if req & NEEDS_OWNER else None
+        self._names: dict[tuple[bool, int], bytes] = {}
+
+    def _owner(self, group: bool, n: int) -> bytes:
+        """The XDR opaque of uid (or gid) ``n``'s name; b"" when owners were not asked."""
+        name = self._names.get((group, n))
+        if name is None:
+            if self._owners is None:
+                return b""
+            to_name = self._owners.group_to_name if group else self._owners.user_to_name
+            name = self._names[(group, n)] = owner_xdr(to_name(n))
+        return name
+
+    def xdr(self, obj: Obj, attrs: Attrs) -> bytes:
+        """The entry's ``fattr4`` as XDR."""
+        if obj.export is not self._export or obj.node is not None or obj.handle == self._root:
+            f = encode_fattr4(self._req, make_source(self._ctx, obj, attrs, self._req,
+                                                     self._fsstat))
+            return words_xdr(tuple(f.attrmask)) + _U32(len(f.attr_vals)) + f.attr_vals
+        s, layout = self._shared, self._layout
+        vals = layout.encode(s, attrs, obj.fh, s.fsid, self._owner(False, attrs.uid),
+                             self._owner(True, attrs.gid), attrs.fileid)
+        return layout.mask_xdr + _U32(len(vals)) + vals

@@ -341,9 +341,7 @@ class Namespace:
         searchable = enforcing(d) or self._posix_granted(d, attrs, perm.EXEC) == perm.EXEC
         while True:
             ents, eof, verf = await self._backend_readdir(d, cookie, verifier, max_entries)
-            out = [
-                entry for e in ents if (entry := await self._dir_entry(d, e, searchable)) is not None
-            ]
+            out = await self._listed(d, ents, searchable)
             if out or eof or not ents:
                 return out, eof, verf
             cookie, verifier = ents[-1].cookie, verf  # only mount points not crossed: go on
@@ -361,15 +359,30 @@ class Namespace:
                 raise await self._cookie_error(backend, d, verifier) from None
             raise errors.from_oserror(e) from None
 
+    async def _listed(self, d: Obj, ents: list[DirEntry], searchable: bool) -> list[Listed]:
+        """The READDIR entries of ``ents``: a plain reachable object is made here, in line (one
+        per entry listed); the others as ``_dir_entry`` says."""
+        export, backend = d.export, d.backend
+        assert export is not None
+        prefix = export_fh(export.fsid, b"")
+        out: list[Listed] = []
+        for e in ents:
+            if e.mount is None and not e.error and searchable:
+                obj = Obj(prefix + e.handle, export, backend, e.handle, None, e.attrs)
+                out.append(Listed(e.name, e.cookie, obj, e.attrs))
+            elif (entry := await self._dir_entry(d, e, searchable)) is not None:
+                out.append(entry)
+        return out
+
     async def _dir_entry(self, d: Obj, e: DirEntry, searchable: bool) -> Listed | None:
-        """A READDIR entry; a mount point crossed shows the mounted root (its fsid and
-        attributes, as knfsd with crossmnt); one not crossed is left out (see crossing).
-        An entry the caller may not reach carries the error (RFC 7530 §16.24.4)."""
+        """A READDIR entry that is not a plain object: a mount point crossed shows the mounted
+        root (its fsid and attributes, as knfsd with crossmnt); one not crossed is left out
+        (see crossing). An entry the caller may not reach carries the error (RFC 7530
+        §16.24.4)."""
         if e.error or not searchable:
             status = errors.from_errno(e.error or errno.EACCES).status
             return Listed(e.name, e.cookie, None, None, status, e.fileid)
-        if e.mount is None:
-            return Listed(e.name, e.cookie, self._entry_obj(d, e), e.attrs)
+        assert e.mount is not None
         export = self._crossing(d, e.mount)
         on_the_way = d.node.children.get(e.name) if d.node is not None else None
         if export is not None:
@@ -388,10 +401,6 @@ class Namespace:
             if current != verifier:
                 return errors.NFS4ERR_NOT_SAME()
         return errors.NFS4ERR_BAD_COOKIE()
-
-    def _entry_obj(self, d: Obj, e: DirEntry) -> Obj:
-        assert d.export is not None
-        return Obj(export_fh(d.export.fsid, e.handle), d.export, d.backend, e.handle, attrs=e.attrs)
 
     async def _pseudo_readdir(
         self, d: Obj, cookie: int, max_entries: int

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from pynfsd.exports.mounts import DEFAULT_MAX_MOUNTS, MountTable
 from pynfsd.exports.pseudofs import PseudoFs, PseudoNode
@@ -91,10 +91,10 @@ class Obj:
         return self.backend
 
 
-@dataclass(slots=True, frozen=True)
-class Listed:
+class Listed(NamedTuple):
     """One READDIR entry: the object and its attributes, or -- when they could not be had --
-    ``status`` (an nfsstat4) and ``fileid``, what the directory lists for the name."""
+    ``status`` (an nfsstat4) and ``fileid``, what the directory lists for the name (a named
+    tuple: one is made per entry)."""
 
     name: bytes
     cookie: int

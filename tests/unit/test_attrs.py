@@ -632,3 +632,34 @@ def test_requested_attrs_is_bounded() -> None:
     assert requested_attrs([0x12, 0x2, 0xFFFFFFFF] + [0xFFFFFFFF] * 10_000) == {1, 4, 33}
     assert requested_attrs([]) == frozenset()
     assert requested_attrs(set_to_bitmap(SUPPORTED_ATTRS)) == SUPPORTED_ATTRS
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sets(st.sampled_from(READABLE)))
+def test_any_layout_matches_the_generated_codec(attrs: set[int]) -> None:
+    """A layout packs runs of fixed-size attributes together: any choice of attributes
+    encodes as the generated codec's packers in ascending order."""
+    p = Packer()
+    for attr in sorted(attrs):
+        packer, value = EXPECTED[attr]
+        packer(p, value)
+    f = encode_fattr4(frozenset(attrs), S)
+    assert f.attrmask == set_to_bitmap(attrs)
+    assert f.attr_vals == p.get_buffer()
+
+
+def test_layout_values_change_with_the_object() -> None:
+    """One layout serves every object: nothing of the first object stays in it."""
+    req = frozenset({x.FATTR4_TYPE, x.FATTR4_SIZE, x.FATTR4_FILEHANDLE, x.FATTR4_OWNER,
+                     x.FATTR4_TIME_MODIFY})
+    one = encode_fattr4(req, S)
+    other = make_src(attrs=make_attrs(type=FileType.DIR, size=5, mtime_ns=-1), fh=b"\x07",
+                     owner="bob")
+    values = decode_fattr4(encode_fattr4(req, other))
+    assert values[x.FATTR4_TYPE] == x.NF4DIR and values[x.FATTR4_SIZE] == 5
+    assert values[x.FATTR4_FILEHANDLE] == b"\x07" and values[x.FATTR4_OWNER] == b"bob"
+    assert values[x.FATTR4_TIME_MODIFY] == x.nfstime4(-1, 999_999_999)
+    assert encode_fattr4(req, S) == one

@@ -67,21 +67,18 @@ def proc(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
-def _file_type(st: os.stat_result) -> FileType:
-    return _TYPES[stat.S_IFMT(st.st_mode)]
-
-
 def _require_dir(st: os.stat_result) -> None:
     if not stat.S_ISDIR(st.st_mode):
         raise oserror(errno.ENOTDIR)
 
 
 def stat_attrs(st: os.stat_result, change: int) -> Attrs:
-    rdev = (os.major(st.st_rdev), os.minor(st.st_rdev))
+    r = st.st_rdev
+    mode = st.st_mode
     return Attrs(
-        _file_type(st), stat.S_IMODE(st.st_mode), st.st_nlink, st.st_uid, st.st_gid,
-        st.st_size, st.st_blocks * 512, rdev, st.st_ino, st.st_atime_ns, st.st_mtime_ns,
-        st.st_ctime_ns, change,
+        _TYPES[mode & 0o170000], mode & 0o7777, st.st_nlink, st.st_uid, st.st_gid, st.st_size,
+        st.st_blocks * 512, (os.major(r), os.minor(r)) if r else (0, 0), st.st_ino,
+        st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns, change,
     )  # fmt: skip
 
 
@@ -226,7 +223,11 @@ class LocalObjects(Backend):
 
     def _open_child(self, dir_fd: int, name: bytes) -> tuple[int, os.stat_result]:
         """``O_PATH`` descriptor and stat of ``name`` in ``dir_fd`` (not following links)."""
-        fd = os.open(check_name(name), O_PATH, dir_fd=dir_fd)
+        return self._open_listed(dir_fd, check_name(name))
+
+    def _open_listed(self, dir_fd: int, name: bytes) -> tuple[int, os.stat_result]:
+        """``_open_child`` of a name the kernel listed (one component, neither . nor ..)."""
+        fd = os.open(name, O_PATH, dir_fd=dir_fd)
         st = os.fstat(fd)
         if st.st_dev != self._root_id[0]:
             os.close(fd)

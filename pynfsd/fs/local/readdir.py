@@ -46,7 +46,7 @@ class LocalReaddir(LocalLookup):
         caller may not reach it, see the backend contract), or None if it vanished."""
         cookie = d_off + COOKIE_BIAS
         try:
-            fd, st = self._open_child(dir_fd, name)
+            fd, st = self._open_listed(dir_fd, name)
         except OSError as e:
             if e.errno == errno.EXDEV:
                 mount, st = self._mount_at(dir_fd, name, d_ino)
@@ -60,22 +60,23 @@ class LocalReaddir(LocalLookup):
             h = self._codec.encode(*linux.handle_of_fd(fd))
         finally:
             os.close(fd)
-        return DirEntry(name, cookie, h, self._attrs(st), fileid=d_ino)
+        return DirEntry(name, cookie, h, self._attrs(st), None, d_ino)
 
     def _scan(self, fd: int, max_entries: int) -> tuple[list[DirEntry], bool]:
         out: list[DirEntry] = []
         # a buffer about the size of the entries wanted: every record read beyond them is
         # parsed for nothing (the next call seeks back to its cookie)
         bufsize = min(_DIRENT_BUF_MAX, _DIRENT_BUF_MIN + max_entries * _DIRENT_GUESS)
+        entry, append = self._dir_entry, out.append  # bound once: this loop runs per name
         while batch := linux.getdents64(fd, bufsize):
             for name, d_off, d_ino in batch:
-                if name in (b".", b".."):
+                if name == b"." or name == b"..":
                     continue
                 if len(out) >= max_entries:
                     return out, False
-                entry = self._dir_entry(fd, name, d_off, d_ino)
-                if entry is not None:
-                    out.append(entry)
+                found = entry(fd, name, d_off, d_ino)
+                if found is not None:
+                    append(found)
         return out, True
 
     def readdir(

@@ -1,14 +1,14 @@
 """fattr4 encoding (RFC 7530 §5, §16.7.4): GETATTR and READDIR, table driven.
 
-Each supported readable attribute has an encoder ``AttrSource -> bytes`` in ``_ENCODERS``; a
-request bitmap is compiled once (cached) into a ``_Plan`` of encoders in ascending order and
-the result bitmap.  See the package docstring for the theory.
+A request bitmap is compiled once (cached) into a ``_Plan``: the requested and supported
+attributes in ascending order and the result bitmap; the attributes an object can give become
+a ``Layout`` (cached, at most ``MAX_LAYOUTS``), whose function packs all the values at once
+(`layout`). See the package docstring for the theory.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
@@ -17,10 +17,10 @@ from pynfsd.fs.backend import Attrs, FileType, FsStat
 from pynfsd.gen import nfs4 as x
 from pynfsd.nfs4 import errors
 from pynfsd.nfs4.acl import MAX_ACL_BYTES
+from pynfsd.nfs4.attrs.layout import ENCODABLE, Encode, compile_layout, opaque
 from pynfsd.nfs4.attrs.table import (
     ATTR_NAMES,
     NEEDS_FSSTAT,
-    NS,
     SUPPORTED_ATTRS,
     WRITE_ONLY_ATTRS,
 )
@@ -62,24 +62,6 @@ class AttrSource:
 
 _U32 = struct.Struct(">I").pack
 _U64 = struct.Struct(">Q").pack
-_TIME = struct.Struct(">qI").pack
-_PAIR64 = struct.Struct(">QQ").pack
-_PAIR32 = struct.Struct(">II").pack
-_TRUE: Final = _U32(1)
-_FALSE: Final = _U32(0)
-
-_Encoder = Callable[[AttrSource], bytes]
-
-
-def _nfstime4(ns: int) -> bytes:
-    """nfstime4 for integer nanoseconds (seconds may be negative; 0 <= nseconds < 1e9)."""
-    seconds, nseconds = divmod(ns, NS)
-    return _TIME(seconds, nseconds)
-
-
-def _opaque(data: bytes) -> bytes:
-    n = len(data)
-    return _U32(n) + data + b"\0" * (-n & 3)
 
 
 @lru_cache(maxsize=64)
@@ -93,85 +75,14 @@ def words_xdr(words: tuple[int, ...]) -> bytes:
     return _U32(len(words)) + b"".join(_U32(w) for w in words)
 
 
-def _const(value: bytes) -> _Encoder:
-    return lambda _s: value
+def owner_xdr(name: str | None) -> bytes:
+    """An owner or owner_group string as the XDR opaque a layout takes (b"" when absent)."""
+    return b"" if name is None else opaque(name.encode("utf-8"))
 
 
-def _fsstat(s: AttrSource) -> FsStat:
-    assert s.fsstat is not None  # _plan_for() drops NEEDS_FSSTAT attributes when None
-    return s.fsstat
-
-
-def _owner(s: AttrSource) -> bytes:
-    assert s.owner is not None  # dropped by _plan_for() when None
-    return _opaque(s.owner.encode("utf-8"))
-
-
-def _owner_group(s: AttrSource) -> bytes:
-    assert s.owner_group is not None  # dropped by _plan_for() when None
-    return _opaque(s.owner_group.encode("utf-8"))
-
-
-def _acl(s: AttrSource) -> bytes:
-    assert s.acl is not None  # dropped by _plan_for() when None
-    return b"".join(
-        [_U32(len(s.acl))]
-        + [_U32(a.type) + _U32(a.flag) + _U32(a.access_mask) + _opaque(a.who) for a in s.acl]
-    )
-
-
-def _aclsupport(s: AttrSource) -> bytes:
-    assert s.aclsupport is not None  # dropped by _plan_for() when None
-    return _U32(s.aclsupport)
-
-
-#: Readable supported attribute -> encoder, types as in RFC 7530 §5.6/§5.7 tables.
-_ENCODERS: Final[dict[int, _Encoder]] = {
-    x.FATTR4_SUPPORTED_ATTRS: lambda s: bitmap_xdr(s.supported),
-    x.FATTR4_TYPE: lambda s: _U32(s.attrs.type),
-    x.FATTR4_FH_EXPIRE_TYPE: _const(_U32(x.FH4_PERSISTENT)),  # §4.2.3: handles never expire
-    x.FATTR4_CHANGE: lambda s: _U64(s.attrs.change),
-    x.FATTR4_SIZE: lambda s: _U64(s.attrs.size),
-    x.FATTR4_LINK_SUPPORT: _const(_TRUE),
-    x.FATTR4_SYMLINK_SUPPORT: _const(_TRUE),
-    x.FATTR4_NAMED_ATTR: _const(_FALSE),
-    x.FATTR4_FSID: lambda s: _PAIR64(s.fsid[0], s.fsid[1]),
-    x.FATTR4_UNIQUE_HANDLES: lambda s: _TRUE if s.unique_handles else _FALSE,
-    x.FATTR4_LEASE_TIME: lambda s: _U32(s.lease_time),
-    x.FATTR4_RDATTR_ERROR: lambda s: _U32(s.rdattr_error),
-    x.FATTR4_FILEHANDLE: lambda s: _opaque(s.fh),
-    x.FATTR4_ACL: _acl,
-    x.FATTR4_ACLSUPPORT: _aclsupport,
-    x.FATTR4_CANSETTIME: _const(_TRUE),
-    x.FATTR4_CASE_INSENSITIVE: _const(_FALSE),
-    x.FATTR4_CASE_PRESERVING: _const(_TRUE),
-    x.FATTR4_CHOWN_RESTRICTED: _const(_TRUE),
-    x.FATTR4_FILEID: lambda s: _U64(s.attrs.fileid),
-    x.FATTR4_FILES_AVAIL: lambda s: _U64(_fsstat(s).files_avail),
-    x.FATTR4_FILES_FREE: lambda s: _U64(_fsstat(s).files_free),
-    x.FATTR4_FILES_TOTAL: lambda s: _U64(_fsstat(s).files_total),
-    x.FATTR4_HOMOGENEOUS: _const(_TRUE),
-    x.FATTR4_MAXFILESIZE: lambda s: _U64(s.maxfilesize),
-    x.FATTR4_MAXLINK: lambda s: _U32(s.maxlink),
-    x.FATTR4_MAXNAME: lambda s: _U32(s.maxname),
-    x.FATTR4_MAXREAD: lambda s: _U64(s.maxread),
-    x.FATTR4_MAXWRITE: lambda s: _U64(s.maxwrite),
-    x.FATTR4_MODE: lambda s: _U32(s.attrs.mode & 0o7777),
-    x.FATTR4_NO_TRUNC: _const(_TRUE),
-    x.FATTR4_NUMLINKS: lambda s: _U32(s.attrs.nlink),
-    x.FATTR4_OWNER: _owner,
-    x.FATTR4_OWNER_GROUP: _owner_group,
-    x.FATTR4_RAWDEV: lambda s: _PAIR32(s.attrs.rdev[0], s.attrs.rdev[1]),
-    x.FATTR4_SPACE_AVAIL: lambda s: _U64(_fsstat(s).bytes_avail),
-    x.FATTR4_SPACE_FREE: lambda s: _U64(_fsstat(s).bytes_free),
-    x.FATTR4_SPACE_TOTAL: lambda s: _U64(_fsstat(s).bytes_total),
-    x.FATTR4_SPACE_USED: lambda s: _U64(s.attrs.space_used),
-    x.FATTR4_TIME_ACCESS: lambda s: _nfstime4(s.attrs.atime_ns),
-    x.FATTR4_TIME_DELTA: lambda s: _nfstime4(s.time_delta_ns),
-    x.FATTR4_TIME_METADATA: lambda s: _nfstime4(s.attrs.ctime_ns),
-    x.FATTR4_TIME_MODIFY: lambda s: _nfstime4(s.attrs.mtime_ns),
-    x.FATTR4_MOUNTED_ON_FILEID: lambda s: _U64(s.mounted_on_fileid),
-}
+def _encode_with(encode: Encode, s: AttrSource) -> bytes:
+    return encode(s, s.attrs, s.fh, s.fsid, owner_xdr(s.owner), owner_xdr(s.owner_group),
+                  s.mounted_on_fileid)
 
 
 #: The longest owner/owner_group string counted in reply-size estimates ("user@domain").
@@ -188,8 +99,10 @@ def _largest_source() -> AttrSource:
     )
 
 
-#: Attribute -> the most bytes its value encodes to (from the encoders themselves).
-_MAX_SIZE: Final = {a: len(enc(_largest_source())) for a, enc in _ENCODERS.items()}
+#: Attribute -> the most bytes its value encodes to (from the layouts themselves).
+_MAX_SIZE: Final = {
+    a: len(_encode_with(compile_layout((a,), bitmap_xdr), _largest_source())) for a in ENCODABLE
+}
 
 
 @lru_cache(maxsize=1024)
@@ -207,9 +120,9 @@ def fattr4_max_size(words: list[int] | tuple[int, ...]) -> int:
 
 @dataclass(slots=True, frozen=True)
 class _Plan:
-    """A compiled request: what to encode, in order, and the resulting bitmap."""
+    """A compiled request: the attributes to encode, in order, and the resulting bitmap."""
 
-    encoders: tuple[_Encoder, ...]
+    attrs: tuple[int, ...]
     mask: tuple[int, ...]
     bits: int
     write_only: bool
@@ -220,14 +133,31 @@ def _compile(requested: int, supported: frozenset[int]) -> _Plan:
     """Plan for ``requested`` (a bit-integer) over ``supported``; ascending order (§16.7.4)."""
     wanted = [b for b in iter_bits(requested) if b in supported]
     write_only = any(b in WRITE_ONLY_ATTRS for b in wanted)
-    readable = [b for b in wanted if b not in WRITE_ONLY_ATTRS]
-    missing = [ATTR_NAMES.get(b, str(b)) for b in readable if b not in _ENCODERS]
+    readable = tuple(b for b in wanted if b not in WRITE_ONLY_ATTRS)
+    missing = [ATTR_NAMES.get(b, str(b)) for b in readable if b not in ENCODABLE]
     if missing:
         raise ValueError(f"supported attributes without an encoder: {missing}")
     bits = sum(1 << b for b in readable)
-    return _Plan(
-        tuple(_ENCODERS[b] for b in readable), tuple(int_to_bitmap(bits)), bits, write_only
-    )
+    return _Plan(readable, tuple(int_to_bitmap(bits)), bits, write_only)
+
+
+@dataclass(slots=True, frozen=True)
+class Layout:
+    """What to send for one request over one kind of object: the result bitmap (words and
+    XDR) and the function that encodes the values (`layout.compile_layout`)."""
+
+    mask: tuple[int, ...]
+    mask_xdr: bytes
+    encode: Encode
+
+
+#: Layouts kept (each a compiled function of a few KiB): requests name few distinct bitmaps.
+MAX_LAYOUTS: Final = 256
+
+
+@lru_cache(maxsize=MAX_LAYOUTS)
+def _layout(plan: _Plan) -> Layout:
+    return Layout(plan.mask, words_xdr(plan.mask), compile_layout(plan.attrs, bitmap_xdr))
 
 
 #: bitmap4 words that can hold an RFC 7530 attribute; later words only name unsupported ones.
@@ -284,7 +214,9 @@ def _compile_available(bits: int, supported: frozenset[int], absent: int) -> _Pl
     return _compile(bits, supported - gone)
 
 
-def _plan_for(requested: frozenset[int] | list[int] | tuple[int, ...], src: AttrSource) -> _Plan:
+def layout_for(requested: frozenset[int] | list[int] | tuple[int, ...], src: AttrSource) -> Layout:
+    """The layout of ``requested`` for objects like ``src``: its supported attributes, and
+    those whose data it has (``fsstat``, owners, ACL); NFS4ERR_INVAL for a set-only one."""
     bits = _request_bits(requested)
     if _compile(bits, src.supported).write_only:
         raise errors.NFS4ERR_INVAL("a set-only attribute was requested")  # RFC 7530 §5.5
@@ -295,7 +227,7 @@ def _plan_for(requested: frozenset[int] | list[int] | tuple[int, ...], src: Attr
         | (_NO_ACL if src.acl is None else 0)
         | (_NO_ACLSUPPORT if src.aclsupport is None else 0)
     )
-    return _compile_available(bits, src.supported, absent)
+    return _layout(_compile_available(bits, src.supported, absent))
 
 
 def encode_fattr4(
@@ -307,8 +239,8 @@ def encode_fattr4(
     Unsupported attributes are omitted and their bits cleared in the result mask; a set-only
     attribute (``WRITE_ONLY_ATTRS``) raises NFS4ERR_INVAL (RFC 7530 §5.5).
     """
-    plan = _plan_for(requested, src)
-    return x.fattr4(list(plan.mask), b"".join([enc(src) for enc in plan.encoders]))
+    layout = layout_for(requested, src)
+    return x.fattr4(list(layout.mask), _encode_with(layout.encode, src))
 
 
 def encode_rdattr_error(

@@ -19,7 +19,6 @@ sends either (knfsd answers NOTSUPP as well).
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 from pynfsd.fs.backend import Attrs
 from pynfsd.gen import nfs4 as N
@@ -87,8 +86,8 @@ async def holder_attrs(ctx: CompoundContext, fh: bytes, attrs: Attrs) -> Attrs:
     if reported is None:
         return attrs
     size, change, when = reported
-    return replace(attrs, size=size, change=change, mtime_ns=max(attrs.mtime_ns, when),
-                   ctime_ns=max(attrs.ctime_ns, when))
+    return attrs._replace(size=size, change=change, mtime_ns=max(attrs.mtime_ns, when),
+                          ctime_ns=max(attrs.ctime_ns, when))
 
 
 @op(N.OP_DELEGRETURN)

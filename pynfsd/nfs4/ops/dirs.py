@@ -6,18 +6,17 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, cast
 
-from pynfsd.fs.backend import Attrs, FileType, FsStat
+from pynfsd.fs.backend import Attrs, FileType
 from pynfsd.gen import nfs4 as N
 from pynfsd.nfs4 import errors
 from pynfsd.nfs4.attrs import (
     WRITE_ONLY_ATTRS,
     SetAttrs,
     decode_settable,
-    encode_fattr4,
     encode_rdattr_error,
     words_xdr,
 )
-from pynfsd.nfs4.attrsrc import fsstat_if_needed, make_source, requested_set
+from pynfsd.nfs4.attrsrc import EntryAttrs, fsstat_if_needed, requested_set
 from pynfsd.nfs4.context import CompoundContext
 from pynfsd.nfs4.ops.attr import apply_setattrs
 from pynfsd.nfs4.ops.deleg import breaking
@@ -30,10 +29,15 @@ if TYPE_CHECKING:
     from pynfsd.nfs4.config import ServerConfig
 
 _READDIR_RESOK_OVERHEAD = 8 + 4 + 4  # cookieverf, final "no more entries", eof
-# Entries read from the backend per round trip: a small first batch measures the encoded size
-# of an entry for the attributes asked; the following ones fill what room is left (_next_batch).
+# Entries read from the backend per round trip to a worker: the first batch is sized by the
+# average entry of the last READDIR that asked for the same attributes (_first_batch), or is
+# small when there was none, to measure it; the following ones fill what room is left
+# (_next_batch). So a READDIR of a listing is one round trip.
 _FIRST_BATCH = 16
 _MAX_BATCH = 512
+# the average encoded entry by the attributes asked (at most _MAX_REMEMBERED sets of them)
+_ENTRY_BYTES: dict[frozenset[int], int] = {}
+_MAX_REMEMBERED = 64
 PATH_MAX = 4096  # the longest symlink target READLINK returns (Linux PATH_MAX)
 
 
@@ -52,17 +56,13 @@ _U32 = struct.Struct(">I").pack
 _END = {True: _U32(0) + _U32(1), False: _U32(0) + _U32(0)}  # no more entries, eof
 
 
-def _entry_xdr(cookie: int, name: bytes, fattr: N.fattr4) -> bytes:
-    """One entry4 (with value_follows) as XDR, without a Packer: this runs per entry."""
-    mask, vals = fattr.attrmask, fattr.attr_vals
-    return b"".join((
-        _ENTRY_HEAD(1, cookie, len(name)), name, _PADDING[-len(name) & 3],
-        words_xdr(tuple(mask)), _U32(len(vals)), vals, _PADDING[-len(vals) & 3],
-    ))
+def _entry_xdr(cookie: int, name: bytes, fattr: bytes) -> bytes:
+    """One entry4 (with value_follows) as XDR, its fattr4 already encoded: this runs per
+    entry."""
+    return b"".join((_ENTRY_HEAD(1, cookie, len(name)), name, _PADDING[-len(name) & 3], fattr))
 
 
 _PADDING = (b"", b"\0", b"\0\0", b"\0\0\0")
-
 
 
 def _pack_readdir_res(p: Packer, res: N.READDIR4res) -> None:
@@ -91,17 +91,20 @@ async def readdir(ctx: CompoundContext, args: N.READDIR4args) -> tuple[bytes, by
     fsstat = await fsstat_if_needed(ctx, d, req)
     out: list[bytes] = []
     used = _READDIR_RESOK_OVERHEAD
-    cookie, verf, eof, n = args.cookie, args.cookieverf, False, 0
-    batch_size = _FIRST_BATCH
-    while not eof:
+    cookie, verf, eof, n, full = args.cookie, args.cookieverf, False, 0, False
+    batch_size = _first_batch(maxcount - used, _ENTRY_BYTES.get(req))
+    encoder: EntryAttrs | None = None
+    while not eof and not full:
         batch, eof, verf = await ctx.vfs.readdir(d, cookie, args.cookieverf, batch_size)
+        if encoder is None:
+            encoder = EntryAttrs(ctx, d, await ctx.vfs.getattr(d), req, fsstat)
         for e in batch:
-            fattr = _entry_fattr(ctx, e, req, fsstat)
-            xdr = _entry_xdr(e.cookie, e.name, fattr)
+            xdr = _entry_xdr(e.cookie, e.name, _entry_fattr(encoder, e, req))
             if used + len(xdr) > maxcount:
                 if n == 0:
                     raise errors.NFS4ERR_TOOSMALL()
-                return verf, b"".join(out) + _END[False]
+                full = True
+                break
             used += len(xdr)
             n += 1
             out.append(xdr)
@@ -109,7 +112,25 @@ async def readdir(ctx: CompoundContext, args: N.READDIR4args) -> tuple[bytes, by
         if not batch:
             break
         batch_size = _next_batch(maxcount - used, used - _READDIR_RESOK_OVERHEAD, n)
-    return verf, b"".join(out) + _END[eof]
+    if n:
+        _remember_entry_size(req, (used - _READDIR_RESOK_OVERHEAD) // n)
+    return verf, b"".join(out) + _END[eof and not full]
+
+
+def _first_batch(room: int, entry_bytes: int | None) -> int:
+    """How many entries to read first: what the room holds at the average entry of the last
+    READDIR of these attributes, and a little more (1/64, and one) so that names a little
+    longer than before still fill the reply in one round trip; else a small batch."""
+    if entry_bytes is None:
+        return _FIRST_BATCH
+    fit = room // max(entry_bytes, 1)
+    return min(_MAX_BATCH, fit + fit // 64 + 1)
+
+
+def _remember_entry_size(req: frozenset[int], entry_bytes: int) -> None:
+    if req not in _ENTRY_BYTES and len(_ENTRY_BYTES) >= _MAX_REMEMBERED:
+        _ENTRY_BYTES.clear()
+    _ENTRY_BYTES[req] = entry_bytes
 
 
 def _next_batch(room: int, encoded: int, n: int) -> int:
@@ -118,10 +139,8 @@ def _next_batch(room: int, encoded: int, n: int) -> int:
     return min(_MAX_BATCH, room * n // max(encoded, 1) + 1)
 
 
-def _entry_fattr(
-    ctx: CompoundContext, e: Listed, req: frozenset[int], fsstat: FsStat | None
-) -> N.fattr4:
-    """An entry's attributes; for one whose attributes could not be had, its error as
+def _entry_fattr(encoder: EntryAttrs, e: Listed, req: frozenset[int]) -> bytes:
+    """An entry's attributes as XDR; for one whose attributes could not be had, its error as
     rdattr_error (with mounted_on_fileid, the fileid the directory lists, when asked: the
     one attribute known without reaching the object), or -- when the client did not ask for
     rdattr_error -- the whole READDIR fails with it (RFC 7530 §16.24.4, as knfsd)."""
@@ -129,8 +148,10 @@ def _entry_fattr(
         fattr = encode_rdattr_error(req, e.status, mounted_on_fileid=e.fileid)
         if fattr is None:
             raise errors.error_for_status(e.status, "an entry's attributes")
-        return fattr
-    return encode_fattr4(req, make_source(ctx, e.obj, e.attrs, req, fsstat))
+        vals = fattr.attr_vals
+        return b"".join((words_xdr(tuple(fattr.attrmask)), _U32(len(vals)), vals,
+                         _PADDING[-len(vals) & 3]))
+    return encoder.xdr(e.obj, e.attrs)
 
 
 @op(N.OP_READLINK, reply_size=4 + 4 + PATH_MAX)
