@@ -159,11 +159,15 @@ class LocalLookup(LocalObjects):
     def access(self, h: bytes, want: int) -> int:
         """The kernel's answer for the calling thread's identity, ACLs included; the whole
         answer (read, write, execute) is remembered for ``access_cached`` at the ctime seen
-        before asking."""
+        before asking, and so is what it grants ``lookup_cached`` (search, of a directory)
+        and ``read_cached`` (read or execute, of a file): the LOOKUP that follows a client's
+        ACCESS of a directory needs no round trip of its own."""
         with self._borrow(h) as obj:
             st = self._live(obj)
-            granted = kernel_access(obj.fd)
-            self._cache.remember_access(obj, creds.current(), st.st_ctime_ns, granted)
+            who, granted = creds.current(), kernel_access(obj.fd)
+            self._cache.remember_access(obj, who, st.st_ctime_ns, granted)
+            if granted & (perm.EXEC if stat.S_ISDIR(st.st_mode) else perm.READ | perm.EXEC):
+                self._cache.grant(obj, who, st.st_ctime_ns)
         return granted & want
 
     def access_cached(self, h: bytes, want: int, who: Identity) -> int | None:
