@@ -13,6 +13,9 @@ flight. Each row sends the COMPOUNDs the Linux client sends for that operation:
 
 * create: PUTFH OPEN(UNCHECKED) GETFH ACCESS GETATTR, then PUTFH CLOSE (one create is both);
 * stat: PUTFH LOOKUP GETFH GETATTR; getattr: PUTFH GETATTR; remove: PUTFH REMOVE;
+* unlink: what ``rm`` of one file sends in a directory being changed (the client's cached
+  access and lookup of the directory lapse with its change attribute): PUTFH ACCESS GETATTR
+  of the directory, PUTFH LOOKUP GETFH GETATTR, PUTFH REMOVE (one op is all three);
 * readdir: PUTFH READDIR (32 KiB, the client's READDIR attributes) of a directory of 10,000
   files, from its start: one op is one READDIR reply (~150 entries), at ``--ops`` / 20;
 * read/write 4 KiB at random aligned offsets of a 64 MiB file, 1 MiB sequentially (UNSTABLE
@@ -60,7 +63,7 @@ KERNEL_ATTRS = (N.FATTR4_TYPE, N.FATTR4_CHANGE, N.FATTR4_SIZE, N.FATTR4_FSID, N.
                 N.FATTR4_TIME_METADATA, N.FATTR4_TIME_MODIFY, N.FATTR4_MOUNTED_ON_FILEID)
 #: What it asks in READDIR (nfs4_readdir_bitmap): the above, rdattr_error and the filehandle.
 READDIR_ATTRS = (*KERNEL_ATTRS, N.FATTR4_RDATTR_ERROR, N.FATTR4_FILEHANDLE)
-ROWS = ("create", "stat", "getattr", "remove", "readdir", "read-4k", "write-4k", "read-1m",
+ROWS = ("create", "stat", "getattr", "remove", "unlink", "readdir", "read-4k", "write-4k", "read-1m",
         "write-1m")
 LISTED = 10_000  # files in the directory the readdir row lists
 BIG_FILE = 64 << 20
@@ -114,6 +117,15 @@ def _remove(c: Conn, slot: int, i: int) -> Awaitable[None]:
     return _checked(c, encode_compound([op.putfh(c.dirfh), op.remove(c.made[i])]))
 
 
+async def _unlink(c: Conn, slot: int, i: int) -> None:
+    name = c.made[-1 - i]  # from the end: "remove" takes them from the start
+    await _checked(c, encode_compound([op.putfh(c.dirfh), op.access(0x1f),
+                                       op.getattr(*KERNEL_ATTRS)]))
+    await _checked(c, encode_compound([op.putfh(c.dirfh), op.lookup(name), op.getfh(),
+                                       op.getattr(*KERNEL_ATTRS)]))
+    await _checked(c, encode_compound([op.putfh(c.dirfh), op.remove(name)]))
+
+
 def _fixed(make: Callable[[Conn], bytes]) -> Callable[[Conn, int, int], Awaitable[None]]:
     cache: dict[int, bytes] = {}
 
@@ -141,6 +153,7 @@ DRIVERS: dict[str, Callable[[Conn, int, int], Awaitable[None]]] = {
     "stat": _stat,
     "getattr": _fixed(lambda c: encode_compound([op.putfh(c.data_fh), op.getattr(*KERNEL_ATTRS)])),
     "remove": _remove,
+    "unlink": _unlink,
     "readdir": _fixed(lambda c: encode_compound([
         op.putfh(c.dirfh), op.readdir(0, bytes(8), 8192, 32768, READDIR_ATTRS)])),
     "read-4k": _io(KIB4, False, False),
@@ -268,8 +281,10 @@ async def run(args: argparse.Namespace, base: Path) -> dict[tuple[Path, str], li
             ops = args.ops // 8 if row.endswith("1m") else args.ops
             if row == "readdir":  # one READDIR costs as much as a hundred or so GETATTRs
                 ops = max(args.conns, ops // 20)
-            if row == "remove":  # as many as were made, split in samples
-                ops = min(len(c.made) for c in servers[0].conns) * args.conns // args.samples
+            if row in ("remove", "unlink"):  # as many as were made, split in samples
+                share = len({"remove", "unlink"} & set(args.rows))
+                made = min(len(c.made) for c in servers[0].conns)
+                ops = made * args.conns // args.samples // share
             for _ in range(args.samples):
                 for srv in servers:
                     out.setdefault((srv.src, row), []).append(await srv.sample(row, ops, args.depth))
@@ -327,8 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     args.rows = [r for r in args.rows.split(",") if r]
     if unknown := set(args.rows) - set(ROWS):
         p.error(f"unknown rows: {', '.join(sorted(unknown))}")
-    if {"stat", "remove"} & set(args.rows) and "create" not in args.rows:
-        p.error("stat and remove work on the files the create row makes")
+    if {"stat", "remove", "unlink"} & set(args.rows) and "create" not in args.rows:
+        p.error("stat, remove and unlink work on the files the create row makes")
     base = Path(tempfile.mkdtemp(prefix="pynfsd-bench-cpu-", dir="/tmp"))
     os.chmod(base, 0o755)
     try:
