@@ -408,6 +408,35 @@ def test_with_multigrain_ctimes_an_answer_is_remembered_at_once_and_a_change_rig
     assert isinstance(_as(user, b.lookup, d, b"x"), PermissionError)
 
 
+def test_with_multigrain_ctimes_a_create_or_remove_answers_the_next_access_of_its_directory(
+    env: Env,
+) -> None:
+    """The worker that adds or removes a name also asks the kernel the caller's access to
+    the directory at its new ctime: the ACCESS and LOOKUP a client sends before its next
+    create or remove there come from memory, and a chmod right after is still seen."""
+    from pynfsd.fs import linux, perm
+    from pynfsd.fs.creds import Identity
+
+    if not fdcache.fine_ctime(linux.fs_type(os.stat(env.root).st_dev)):
+        pytest.skip("no multigrain timestamps here")
+    b = env.backend()
+    user, other = Identity(3000, 3000, ()), Identity(3001, 3001, ())
+    rwx = perm.READ | perm.WRITE | perm.EXEC
+    env.root.chmod(0o777)
+    root = b.root()
+    for i in range(50):
+        _as(user, b.create_file, root, b"f%d" % i, 0o600, 3000, 3000, True)
+        assert b.access_cached(root, rwx, user) == rwx  # the create's worker asked
+        assert b.access_cached(root, rwx, other) is None  # for the caller only
+        assert b.lookup_cached(root, b"f%d" % i, user) is not None
+        _as(user, b.remove, root, b"f%d" % i)
+        assert b.access_cached(root, rwx, user) == rwx  # the remove's worker asked
+    _as(user, b.create_file, root, b"last", 0o600, 3000, 3000, True)
+    env.root.chmod(0o755)  # right after, by another process
+    assert b.access_cached(root, rwx, user) is None
+    assert _as(user, b.access, root, rwx) == perm.READ | perm.EXEC
+
+
 @pytest.mark.usefixtures("settle_at_once")
 def test_read_cached_answers_like_read_or_declines(env: Env) -> None:
     b = env.backend()

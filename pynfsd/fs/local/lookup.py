@@ -33,6 +33,7 @@ import stat
 from pynfsd.fs import creds, linux, perm
 from pynfsd.fs.backend import Attrs, FsStat, MountPoint
 from pynfsd.fs.creds import Identity
+from pynfsd.fs.fdcache import CachedObject
 from pynfsd.fs.local.objects import O_PATH, LocalObjects, proc
 from pynfsd.fs.names import check_name, oserror
 
@@ -163,12 +164,16 @@ class LocalLookup(LocalObjects):
         and ``read_cached`` (read or execute, of a file): the LOOKUP that follows a client's
         ACCESS of a directory needs no round trip of its own."""
         with self._borrow(h) as obj:
-            st = self._live(obj)
-            who, granted = creds.current(), kernel_access(obj.fd)
-            self._cache.remember_access(obj, who, st.st_ctime_ns, granted)
-            if granted & (perm.EXEC if stat.S_ISDIR(st.st_mode) else perm.READ | perm.EXEC):
-                self._cache.grant(obj, who, st.st_ctime_ns)
-        return granted & want
+            return self._ask_access(obj, self._live(obj)) & want
+
+    def _ask_access(self, obj: CachedObject, st: os.stat_result) -> int:
+        """The kernel's whole answer for the calling thread's identity on ``obj``, whose
+        ``st`` (an fstat made before asking) gives the ctime it is remembered at."""
+        who, granted = creds.current(), kernel_access(obj.fd)
+        self._cache.remember_access(obj, who, st.st_ctime_ns, granted)
+        if granted & (perm.EXEC if stat.S_ISDIR(st.st_mode) else perm.READ | perm.EXEC):
+            self._cache.grant(obj, who, st.st_ctime_ns)
+        return granted
 
     def access_cached(self, h: bytes, want: int, who: Identity) -> int | None:
         """``access`` by ``who`` from the kernel's answer remembered at the object's current

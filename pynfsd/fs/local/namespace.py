@@ -13,6 +13,12 @@ the inherited ACL masked by the mode asked for, which stays as knfsd leaves it.
 
 An object about to lose its last link is kept open first if NFSv4 opens hold it
 (``LocalObjects._keep_if_held``); one that lost it is evicted from the descriptor cache.
+
+A client creating or removing files one after another asks ACCESS of the directory and
+LOOKUP in it before each (its cached answers lapse with the directory's change attribute).
+Where answers need not settle (``fdcache.fine_ctime``), the worker that created or removed
+a name also asks the kernel the caller's access to the directory at its new ctime
+(``_ask_access``), so those come from memory instead of a round trip each.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ import stat
 
 from pynfsd.fs import creds, linux
 from pynfsd.fs.backend import Attrs, FileType
+from pynfsd.fs.fdcache import CachedObject
 from pynfsd.fs.local.acls import has_default_acl
-from pynfsd.fs.local.objects import LocalObjects, proc
+from pynfsd.fs.local.lookup import LocalLookup
+from pynfsd.fs.local.objects import proc
 from pynfsd.fs.names import check_name, check_target, oserror
 
 _NODE_FMT = {
@@ -33,7 +41,7 @@ _NODE_FMT = {
 }  # fmt: skip
 
 
-class LocalNamespace(LocalObjects):
+class LocalNamespace(LocalLookup):
     """Creation, removal, renaming and hard links of the local backend."""
 
     # -- Backend: creation ---------------------------------------------------------------
@@ -86,6 +94,7 @@ class LocalNamespace(LocalObjects):
                     except FileNotFoundError:
                         continue  # removed meanwhile: try creating again
                 self._modified(dst)
+                self._ask_again(d)
                 return (*self._publish(fd, os.fstat(fd)), True)
             raise oserror(errno.EAGAIN)
 
@@ -132,6 +141,13 @@ class LocalNamespace(LocalObjects):
             self._modified(dst)
             return self._adopt(d.fd, name, ifmt, mode, uid, gid)
 
+    def _ask_again(self, d: CachedObject) -> None:
+        """After a name was added to or removed from directory ``d`` by the calling thread's
+        identity: its access to ``d`` at the new ctime, remembered when that needs no
+        settling (see the module docstring)."""
+        if self._cache.fine_ctime:
+            self._ask_access(d, os.fstat(d.fd))
+
     # -- Backend: namespace changes ------------------------------------------------------
 
     def _lstat(self, dir_fd: int, name: bytes) -> os.stat_result | None:
@@ -158,6 +174,7 @@ class LocalNamespace(LocalObjects):
                 os.rmdir(name, dir_fd=d.fd)
             self._modified(dst)
             self._gone(victim)
+            self._ask_again(d)
 
     def rename(
         self, src_dir_h: bytes, src_name: bytes, dst_dir_h: bytes, dst_name: bytes
