@@ -432,6 +432,10 @@ def test_with_multigrain_ctimes_a_create_or_remove_answers_the_next_access_of_it
         _as(user, b.remove, root, b"f%d" % i)
         assert b.access_cached(root, rwx, user) == rwx  # the remove's worker asked
     _as(user, b.create_file, root, b"last", 0o600, 3000, 3000, True)
+    sub, _ = b.mkdir(root, b"sub", 0o777, 0, 0)
+    _as(user, b.rename, root, b"last", sub, b"moved")
+    assert b.access_cached(root, rwx, user) == rwx == b.access_cached(sub, rwx, user)
+    _as(user, b.rename, sub, b"moved", root, b"last")
     env.root.chmod(0o755)  # right after, by another process
     assert b.access_cached(root, rwx, user) is None
     assert _as(user, b.access, root, rwx) == perm.READ | perm.EXEC

@@ -16,8 +16,8 @@ An object about to lose its last link is kept open first if NFSv4 opens hold it
 
 A client creating or removing files one after another asks ACCESS of the directory and
 LOOKUP in it before each (its cached answers lapse with the directory's change attribute).
-Where answers need not settle (``fdcache.fine_ctime``), the worker that created or removed
-a name also asks the kernel the caller's access to the directory at its new ctime
+Where answers need not settle (``fdcache.fine_ctime``), the worker that created, removed or
+renamed a name also asks the kernel the caller's access to the directory at its new ctime
 (``_ask_access``), so those come from memory instead of a round trip each.
 """
 
@@ -190,6 +190,8 @@ class LocalNamespace(LocalLookup):
                 if st is not None:
                     self._modified(st)
             self._gone(replaced)
+            for d in (s, t) if t is not s else (s,):
+                self._ask_again(d)
 
     def link(self, h: bytes, dir_h: bytes, name: bytes) -> Attrs:
         with self._borrow(h) as obj, self._dir(dir_h) as (d, dst):
