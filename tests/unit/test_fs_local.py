@@ -424,6 +424,9 @@ def test_with_multigrain_ctimes_a_create_or_remove_answers_the_next_access_of_it
     rwx = perm.READ | perm.WRITE | perm.EXEC
     env.root.chmod(0o777)
     root = b.root()
+    _as(user, b.create_file, root, b"first", 0o600, 3000, 3000, True)
+    assert b.access_cached(root, rwx, user) is None  # never asked: not asked at a create
+    assert _as(user, b.access, root, rwx) == rwx
     for i in range(50):
         _as(user, b.create_file, root, b"f%d" % i, 0o600, 3000, 3000, True)
         assert b.access_cached(root, rwx, user) == rwx  # the create's worker asked
@@ -433,6 +436,7 @@ def test_with_multigrain_ctimes_a_create_or_remove_answers_the_next_access_of_it
         assert b.access_cached(root, rwx, user) == rwx  # the remove's worker asked
     _as(user, b.create_file, root, b"last", 0o600, 3000, 3000, True)
     sub, _ = b.mkdir(root, b"sub", 0o777, 0, 0)
+    assert _as(user, b.access, sub, rwx) == rwx
     _as(user, b.rename, root, b"last", sub, b"moved")
     assert b.access_cached(root, rwx, user) == rwx == b.access_cached(sub, rwx, user)
     _as(user, b.rename, sub, b"moved", root, b"last")

@@ -18,7 +18,8 @@ A client creating or removing files one after another asks ACCESS of the directo
 LOOKUP in it before each (its cached answers lapse with the directory's change attribute).
 Where answers need not settle (``fdcache.fine_ctime``), the worker that created, removed or
 renamed a name also asks the kernel the caller's access to the directory at its new ctime
-(``_ask_access``), so those come from memory instead of a round trip each.
+(``_ask_access``), so those come from memory instead of a round trip each -- when that
+caller's access to it was asked before (a client that sends no ACCESS pays nothing).
 """
 
 from __future__ import annotations
@@ -144,8 +145,9 @@ class LocalNamespace(LocalLookup):
     def _ask_again(self, d: CachedObject) -> None:
         """After a name was added to or removed from directory ``d`` by the calling thread's
         identity: its access to ``d`` at the new ctime, remembered when that needs no
-        settling (see the module docstring)."""
-        if self._cache.fine_ctime:
+        settling (see the module docstring) -- for a caller whose access was asked before
+        only (a client that does not send ACCESS does not pay for the answer)."""
+        if self._cache.fine_ctime and creds.current() in d.access:
             self._ask_access(d, os.fstat(d.fd))
 
     # -- Backend: namespace changes ------------------------------------------------------
