@@ -9,7 +9,8 @@
 
 Starts `pynfsd serve` (from ``--src``, and ``--compare``) over a fresh directory under /tmp
 and drives it from this process with ``--conns`` connections of ``--depth`` COMPOUNDs in
-flight. Each row sends the COMPOUNDs the Linux client sends for that operation:
+flight (``--gap-us``: each pausing that long between its COMPOUNDs, so that the server idles
+between calls as it does under a slow client). Each row sends the COMPOUNDs the Linux client sends for that operation:
 
 * create: PUTFH OPEN(UNCHECKED) GETFH ACCESS GETATTR, then PUTFH CLOSE (one create is both);
 * stat: PUTFH LOOKUP GETFH GETATTR; getattr: PUTFH GETATTR; remove: PUTFH REMOVE;
@@ -182,7 +183,7 @@ async def _setup(port: int, export: Path, k: int, depth: int, io: bool) -> Conn:
     return c
 
 
-async def _drive(c: Conn, row: str, ops: int, depth: int, base: int) -> None:
+async def _drive(c: Conn, row: str, ops: int, depth: int, base: int, gap: float) -> None:
     fn, counter = DRIVERS[row], itertools.count(base)
 
     async def slot(s: int) -> None:
@@ -190,6 +191,8 @@ async def _drive(c: Conn, row: str, ops: int, depth: int, base: int) -> None:
             if i >= base + ops:
                 return
             await fn(c, s, i)
+            if gap:
+                await asyncio.sleep(gap)
     await asyncio.gather(*(slot(s) for s in range(depth)))
 
 
@@ -204,12 +207,12 @@ class Server:
     hops_file: Path | None = None  # --hops: where the server writes its counts on SIGUSR1
     hops_by_fn: dict[tuple[str, str], float] = field(default_factory=dict)  # last sample's
 
-    async def sample(self, row: str, ops: int, depth: int) -> float:
+    async def sample(self, row: str, ops: int, depth: int, gap: float = 0.0) -> float:
         per = ops // len(self.conns)
         base = self.done.get(row, 0)
         before = cpu_seconds(self.pid) or 0.0
         hops = await self._hops()
-        await asyncio.gather(*(_drive(c, row, per, depth, base) for c in self.conns))
+        await asyncio.gather(*(_drive(c, row, per, depth, base, gap) for c in self.conns))
         self.done[row] = base + per
         if self.hops_file is not None:
             after = await self._hops()
@@ -287,7 +290,8 @@ async def run(args: argparse.Namespace, base: Path) -> dict[tuple[Path, str], li
                 ops = made * args.conns // args.samples // share
             for _ in range(args.samples):
                 for srv in servers:
-                    out.setdefault((srv.src, row), []).append(await srv.sample(row, ops, args.depth))
+                    out.setdefault((srv.src, row), []).append(
+                        await srv.sample(row, ops, args.depth, args.gap_us / 1e6))
         for spy in spies:
             spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
             spy.wait(60)
@@ -330,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=5, help="samples per row and tree (default 5)")
     p.add_argument("--conns", type=int, default=2, help="connections (default 2)")
     p.add_argument("--depth", type=int, default=4, help="COMPOUNDs in flight per connection")
+    p.add_argument("--gap-us", type=float, default=0.0,
+                   help="pause of each slot between its operations, in µs (a slower client's "
+                        "pace: the server idles between calls, as under the emulated guest)")
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {','.join(ROWS)}")
     p.add_argument("--profile", metavar="OUT",
                    help="run the servers under cProfile (all threads, CPU time): OUT.0, OUT.1 pstats")

@@ -140,6 +140,9 @@ class DeclCoder:
             lines.append(f"{indent}else:")
             lines.append(f"{indent}    {target} = None")
             return
+        if d.kind == "varray" and self.is_uint(tn):
+            lines.append(f"{indent}{target} = u.unpack_uint_array({self.bound(d)})")
+            return
         if d.kind in ("farray", "varray"):
             item = self.scalar_unpack(tn)
             if d.kind == "farray":
@@ -162,7 +165,52 @@ class DeclCoder:
             return _PRIM[tn][1]
         if self.resolve(tn) is None:
             raise SpecError(f"unknown type {tn}")
+        plain = self.plain_typedef(tn)
+        if plain is not None:
+            return self.plain_unpack(plain)
         return f"unpack_{tn}(u)"
+
+    def plain_typedef(self, tn: str) -> Decl | None:
+        """What a typedef of `tn` comes down to when that is one call of the runtime (a
+        primitive, or opaque or a string with its bound), so that it is decoded and encoded
+        inline instead of through the typedef's own codec functions (the same bytes, fewer
+        calls); None for anything else (enums keep their checking decoder)."""
+        t = self.resolve(tn)
+        for _ in range(20):
+            if not isinstance(t, Typedef):
+                return None
+            d = t.decl
+            if d.type.name in ("opaque", "string") and d.kind in ("farray", "varray"):
+                return d if d.kind == "varray" or d.type.name == "opaque" else None
+            if d.kind != "scalar":
+                return None
+            if d.type.name in _PRIM:
+                return d
+            t = self.resolve(d.type.name)
+        return None
+
+    def is_uint(self, tn: str) -> bool:
+        """`tn` is an unsigned int (or a typedef of one): its arrays go in one runtime call."""
+        plain = self.plain_typedef(tn)
+        return tn == "uint" or (plain is not None and plain.type.name == "uint")
+
+    def plain_unpack(self, d: Decl) -> str:
+        tn = d.type.name
+        if tn in _PRIM:
+            return _PRIM[tn][1]
+        if d.kind == "farray":
+            return f"u.unpack_fopaque({self.bound(d)})"
+        fn = "unpack_opaque" if tn == "opaque" else "unpack_string"
+        return f"u.{fn}({self.bound(d)})"
+
+    def plain_pack(self, d: Decl, value: str) -> str:
+        tn = d.type.name
+        if tn in _PRIM:
+            return _PRIM[tn][2].format(v=value)
+        if d.kind == "farray":
+            return f"p.pack_fopaque({self.bound(d)}, {value})"
+        fn = "pack_opaque" if tn == "opaque" else "pack_string"
+        return f"p.{fn}({value}, {self.bound(d)})"
 
     def pack_stmt(self, d: Decl, lines: list[str], value: str, indent: str) -> None:
         tn = d.type.name
@@ -181,6 +229,9 @@ class DeclCoder:
             lines.append(f"{indent}else:")
             lines.append(f"{indent}    p.pack_uint(1)")
             lines.append(f"{indent}    {self.scalar_pack(tn, value)}")
+            return
+        if d.kind == "varray" and self.is_uint(tn):
+            lines.append(f"{indent}p.pack_uint_array({value}, {self.bound(d)})")
             return
         if d.kind in ("farray", "varray"):
             b = self.bound(d)
@@ -208,4 +259,9 @@ class DeclCoder:
     def scalar_pack(self, tn: str, value: str) -> str:
         if tn in _PRIM:
             return _PRIM[tn][2].format(v=value)
+        plain = self.plain_typedef(tn)
+        if plain is not None:
+            return self.plain_pack(plain, value)
+        if self.enum_of(tn) is not None:
+            return f"p.pack_int({value})"  # an enum's encoder checks nothing: inline it
         return f"pack_{tn}(p, {value})"

@@ -21,6 +21,7 @@ class Gen(DeclCoder):
         self.module = module
         self.error_enums = error_enums
         self.out: list[str] = []
+        self.defined: set[str] = set()  # the types whose codec functions are written so far
 
     def w(self, line: str = "") -> None:
         self.out.append(line)
@@ -52,6 +53,7 @@ class Gen(DeclCoder):
                 self.gen_struct(t)
             elif isinstance(t, Union):
                 self.gen_union(t)
+            self.defined.add(tname)
         return "\n".join(self.out) + "\n"
 
     def gen_enum(self, e: Enum) -> None:
@@ -233,16 +235,16 @@ class Gen(DeclCoder):
         w()
         arms = []
         for i, (labels, d) in enumerate(un.cases):
-            fn = self.arm_fn(un, i, d)
+            fn = self.direct_arm(d) or self.arm_fn(un, i, d)
             for lab in labels:
                 arms.append((self.const_value(lab), fn))
         w(f"{un.name}_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {{")
         for value, fn in arms:
-            w(f"    {value}: _unpack_{fn},")
+            w(f"    {value}: {self.arm_ref('unpack', fn)},")
         w("}")
         w(f"{un.name}_arm_packers: dict[int, Callable[[Packer, Any], None]] = {{")
         for value, fn in arms:
-            w(f"    {value}: _pack_{fn},")
+            w(f"    {value}: {self.arm_ref('pack', fn)},")
         w("}")
         w()
         w()
@@ -274,6 +276,19 @@ class Gen(DeclCoder):
             w(f"        fn = _{direction}_{un.name}_arm_default")
         else:
             w(f"        raise XdrError(f'invalid {un.name} discriminant {{d}}')")
+
+    def direct_arm(self, d: Decl) -> str | None:
+        """An arm that is one struct or union written above: its own codec functions go in
+        the arm tables (``=name``), with no wrapper function between them and the union's."""
+        tn = d.type.name
+        if d.kind == "scalar" and tn in self.defined and isinstance(self.resolve(tn),
+                                                                    (Struct, Union)):
+            return "=" + d.type.name
+        return None
+
+    @staticmethod
+    def arm_ref(direction: str, fn: str) -> str:
+        return f"{direction}_{fn[1:]}" if fn.startswith("=") else f"_{direction}_{fn}"
 
     def arm_fn(self, un: Union, idx: int | str, d: Decl) -> str:
         name = f"{un.name}_arm_{idx}"

@@ -63,24 +63,24 @@ gssx_buffer = bytes
 
 
 def unpack_gssx_buffer(u: Unpacker) -> bytes:
-    v = unpack_octet_string(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def pack_gssx_buffer(p: Packer, v: bytes) -> None:
-    pack_octet_string(p, v)
+    p.pack_opaque(v, None)
 
 
 gssx_OID = bytes
 
 
 def unpack_gssx_OID(u: Unpacker) -> bytes:
-    v = unpack_octet_string(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def pack_gssx_OID(p: Packer, v: bytes) -> None:
-    pack_octet_string(p, v)
+    p.pack_opaque(v, None)
 
 
 gssx_OID_set = list[bytes]
@@ -89,14 +89,14 @@ gssx_OID_set = list[bytes]
 def unpack_gssx_OID_set(u: Unpacker) -> list[bytes]:
     _n = u.unpack_uint()
     u.check_count(_n, None, 4)
-    v = [unpack_gssx_OID(u) for _ in range(_n)]
+    v = [u.unpack_opaque(None) for _ in range(_n)]
     return v
 
 
 def pack_gssx_OID_set(p: Packer, v: list[bytes]) -> None:
     p.pack_uint(len(v))
     for _item in v:
-        pack_gssx_OID(p, _item)
+        p.pack_opaque(_item, None)
 
 
 GSSX_C_INITIATE: int = 1
@@ -137,14 +137,14 @@ class gssx_option:
 
 
 def unpack_gssx_option(u: Unpacker) -> gssx_option:
-    _option = unpack_gssx_buffer(u)
-    _value = unpack_gssx_buffer(u)
+    _option = u.unpack_opaque(None)
+    _value = u.unpack_opaque(None)
     return gssx_option(_option, _value)
 
 
 def pack_gssx_option(p: Packer, v: gssx_option) -> None:
-    pack_gssx_buffer(p, v.option)
-    pack_gssx_buffer(p, v.value)
+    p.pack_opaque(v.option, None)
+    p.pack_opaque(v.value, None)
 
 
 
@@ -158,10 +158,10 @@ class gssx_mech_attr:
 
 
 def unpack_gssx_mech_attr(u: Unpacker) -> gssx_mech_attr:
-    _attr = unpack_gssx_OID(u)
-    _name = unpack_gssx_buffer(u)
-    _short_desc = unpack_gssx_buffer(u)
-    _long_desc = unpack_gssx_buffer(u)
+    _attr = u.unpack_opaque(None)
+    _name = u.unpack_opaque(None)
+    _short_desc = u.unpack_opaque(None)
+    _long_desc = u.unpack_opaque(None)
     _n = u.unpack_uint()
     u.check_count(_n, None, 8)
     _extensions = [unpack_gssx_option(u) for _ in range(_n)]
@@ -169,10 +169,10 @@ def unpack_gssx_mech_attr(u: Unpacker) -> gssx_mech_attr:
 
 
 def pack_gssx_mech_attr(p: Packer, v: gssx_mech_attr) -> None:
-    pack_gssx_OID(p, v.attr)
-    pack_gssx_buffer(p, v.name)
-    pack_gssx_buffer(p, v.short_desc)
-    pack_gssx_buffer(p, v.long_desc)
+    p.pack_opaque(v.attr, None)
+    p.pack_opaque(v.name, None)
+    p.pack_opaque(v.short_desc, None)
+    p.pack_opaque(v.long_desc, None)
     p.pack_uint(len(v.extensions))
     for _item in v.extensions:
         pack_gssx_option(p, _item)
@@ -194,15 +194,15 @@ class gssx_mech_info:
 
 
 def unpack_gssx_mech_info(u: Unpacker) -> gssx_mech_info:
-    _mech = unpack_gssx_OID(u)
+    _mech = u.unpack_opaque(None)
     _name_types = unpack_gssx_OID_set(u)
     _mech_attrs = unpack_gssx_OID_set(u)
     _known_mech_attrs = unpack_gssx_OID_set(u)
     _cred_options = unpack_gssx_OID_set(u)
     _sec_ctx_options = unpack_gssx_OID_set(u)
-    _saslname_sasl_mech_name = unpack_gssx_buffer(u)
-    _saslname_mech_name = unpack_gssx_buffer(u)
-    _saslname_mech_desc = unpack_gssx_buffer(u)
+    _saslname_sasl_mech_name = u.unpack_opaque(None)
+    _saslname_mech_name = u.unpack_opaque(None)
+    _saslname_mech_desc = u.unpack_opaque(None)
     _n = u.unpack_uint()
     u.check_count(_n, None, 8)
     _extensions = [unpack_gssx_option(u) for _ in range(_n)]
@@ -210,15 +210,15 @@ def unpack_gssx_mech_info(u: Unpacker) -> gssx_mech_info:
 
 
 def pack_gssx_mech_info(p: Packer, v: gssx_mech_info) -> None:
-    pack_gssx_OID(p, v.mech)
+    p.pack_opaque(v.mech, None)
     pack_gssx_OID_set(p, v.name_types)
     pack_gssx_OID_set(p, v.mech_attrs)
     pack_gssx_OID_set(p, v.known_mech_attrs)
     pack_gssx_OID_set(p, v.cred_options)
     pack_gssx_OID_set(p, v.sec_ctx_options)
-    pack_gssx_buffer(p, v.saslname_sasl_mech_name)
-    pack_gssx_buffer(p, v.saslname_mech_name)
-    pack_gssx_buffer(p, v.saslname_mech_desc)
+    p.pack_opaque(v.saslname_sasl_mech_name, None)
+    p.pack_opaque(v.saslname_mech_name, None)
+    p.pack_opaque(v.saslname_mech_desc, None)
     p.pack_uint(len(v.extensions))
     for _item in v.extensions:
         pack_gssx_option(p, _item)
@@ -233,8 +233,8 @@ class gssx_name_attr:
 
 
 def unpack_gssx_name_attr(u: Unpacker) -> gssx_name_attr:
-    _attr = unpack_gssx_buffer(u)
-    _value = unpack_gssx_buffer(u)
+    _attr = u.unpack_opaque(None)
+    _value = u.unpack_opaque(None)
     _n = u.unpack_uint()
     u.check_count(_n, None, 8)
     _extensions = [unpack_gssx_option(u) for _ in range(_n)]
@@ -242,8 +242,8 @@ def unpack_gssx_name_attr(u: Unpacker) -> gssx_name_attr:
 
 
 def pack_gssx_name_attr(p: Packer, v: gssx_name_attr) -> None:
-    pack_gssx_buffer(p, v.attr)
-    pack_gssx_buffer(p, v.value)
+    p.pack_opaque(v.attr, None)
+    p.pack_opaque(v.value, None)
     p.pack_uint(len(v.extensions))
     for _item in v.extensions:
         pack_gssx_option(p, _item)
@@ -262,12 +262,12 @@ class gssx_status:
 
 
 def unpack_gssx_status(u: Unpacker) -> gssx_status:
-    _major_status = unpack_gssx_uint64(u)
-    _mech = unpack_gssx_OID(u)
-    _minor_status = unpack_gssx_uint64(u)
-    _major_status_string = unpack_utf8string(u)
-    _minor_status_string = unpack_utf8string(u)
-    _server_ctx = unpack_octet_string(u)
+    _major_status = u.unpack_uhyper()
+    _mech = u.unpack_opaque(None)
+    _minor_status = u.unpack_uhyper()
+    _major_status_string = u.unpack_opaque(None)
+    _minor_status_string = u.unpack_opaque(None)
+    _server_ctx = u.unpack_opaque(None)
     _n = u.unpack_uint()
     u.check_count(_n, None, 8)
     _options = [unpack_gssx_option(u) for _ in range(_n)]
@@ -275,12 +275,12 @@ def unpack_gssx_status(u: Unpacker) -> gssx_status:
 
 
 def pack_gssx_status(p: Packer, v: gssx_status) -> None:
-    pack_gssx_uint64(p, v.major_status)
-    pack_gssx_OID(p, v.mech)
-    pack_gssx_uint64(p, v.minor_status)
-    pack_utf8string(p, v.major_status_string)
-    pack_utf8string(p, v.minor_status_string)
-    pack_octet_string(p, v.server_ctx)
+    p.pack_uhyper(v.major_status)
+    p.pack_opaque(v.mech, None)
+    p.pack_uhyper(v.minor_status)
+    p.pack_opaque(v.major_status_string, None)
+    p.pack_opaque(v.minor_status_string, None)
+    p.pack_opaque(v.server_ctx, None)
     p.pack_uint(len(v.options))
     for _item in v.options:
         pack_gssx_option(p, _item)
@@ -295,8 +295,8 @@ class gssx_call_ctx:
 
 
 def unpack_gssx_call_ctx(u: Unpacker) -> gssx_call_ctx:
-    _locale = unpack_utf8string(u)
-    _server_ctx = unpack_octet_string(u)
+    _locale = u.unpack_opaque(None)
+    _server_ctx = u.unpack_opaque(None)
     _n = u.unpack_uint()
     u.check_count(_n, None, 8)
     _options = [unpack_gssx_option(u) for _ in range(_n)]
@@ -304,8 +304,8 @@ def unpack_gssx_call_ctx(u: Unpacker) -> gssx_call_ctx:
 
 
 def pack_gssx_call_ctx(p: Packer, v: gssx_call_ctx) -> None:
-    pack_utf8string(p, v.locale)
-    pack_octet_string(p, v.server_ctx)
+    p.pack_opaque(v.locale, None)
+    p.pack_opaque(v.server_ctx, None)
     p.pack_uint(len(v.options))
     for _item in v.options:
         pack_gssx_option(p, _item)
@@ -323,10 +323,10 @@ class gssx_name:
 
 
 def unpack_gssx_name(u: Unpacker) -> gssx_name:
-    _display_name = unpack_gssx_buffer(u)
-    _name_type = unpack_gssx_OID(u)
-    _exported_name = unpack_gssx_buffer(u)
-    _exported_composite_name = unpack_gssx_buffer(u)
+    _display_name = u.unpack_opaque(None)
+    _name_type = u.unpack_opaque(None)
+    _exported_name = u.unpack_opaque(None)
+    _exported_composite_name = u.unpack_opaque(None)
     _n = u.unpack_uint()
     u.check_count(_n, None, 12)
     _name_attributes = [unpack_gssx_name_attr(u) for _ in range(_n)]
@@ -337,10 +337,10 @@ def unpack_gssx_name(u: Unpacker) -> gssx_name:
 
 
 def pack_gssx_name(p: Packer, v: gssx_name) -> None:
-    pack_gssx_buffer(p, v.display_name)
-    pack_gssx_OID(p, v.name_type)
-    pack_gssx_buffer(p, v.exported_name)
-    pack_gssx_buffer(p, v.exported_composite_name)
+    p.pack_opaque(v.display_name, None)
+    p.pack_opaque(v.name_type, None)
+    p.pack_opaque(v.exported_name, None)
+    p.pack_opaque(v.exported_composite_name, None)
     p.pack_uint(len(v.name_attributes))
     for _item in v.name_attributes:
         pack_gssx_name_attr(p, _item)
@@ -362,10 +362,10 @@ class gssx_cred_element:
 
 def unpack_gssx_cred_element(u: Unpacker) -> gssx_cred_element:
     _MN = unpack_gssx_name(u)
-    _mech = unpack_gssx_OID(u)
+    _mech = u.unpack_opaque(None)
     _cred_usage = unpack_gssx_cred_usage(u)
-    _initiator_time_rec = unpack_gssx_time(u)
-    _acceptor_time_rec = unpack_gssx_time(u)
+    _initiator_time_rec = u.unpack_uhyper()
+    _acceptor_time_rec = u.unpack_uhyper()
     _n = u.unpack_uint()
     u.check_count(_n, None, 8)
     _options = [unpack_gssx_option(u) for _ in range(_n)]
@@ -374,10 +374,10 @@ def unpack_gssx_cred_element(u: Unpacker) -> gssx_cred_element:
 
 def pack_gssx_cred_element(p: Packer, v: gssx_cred_element) -> None:
     pack_gssx_name(p, v.MN)
-    pack_gssx_OID(p, v.mech)
-    pack_gssx_cred_usage(p, v.cred_usage)
-    pack_gssx_time(p, v.initiator_time_rec)
-    pack_gssx_time(p, v.acceptor_time_rec)
+    p.pack_opaque(v.mech, None)
+    p.pack_int(v.cred_usage)
+    p.pack_uhyper(v.initiator_time_rec)
+    p.pack_uhyper(v.acceptor_time_rec)
     p.pack_uint(len(v.options))
     for _item in v.options:
         pack_gssx_option(p, _item)
@@ -397,7 +397,7 @@ def unpack_gssx_cred(u: Unpacker) -> gssx_cred:
     _n = u.unpack_uint()
     u.check_count(_n, None, 52)
     _elements = [unpack_gssx_cred_element(u) for _ in range(_n)]
-    _cred_handle_reference = unpack_octet_string(u)
+    _cred_handle_reference = u.unpack_opaque(None)
     _needs_release = u.unpack_bool()
     return gssx_cred(_desired_name, _elements, _cred_handle_reference, _needs_release)
 
@@ -407,7 +407,7 @@ def pack_gssx_cred(p: Packer, v: gssx_cred) -> None:
     p.pack_uint(len(v.elements))
     for _item in v.elements:
         pack_gssx_cred_element(p, _item)
-    pack_octet_string(p, v.cred_handle_reference)
+    p.pack_opaque(v.cred_handle_reference, None)
     p.pack_bool(v.needs_release)
 
 
@@ -428,14 +428,14 @@ class gssx_ctx:
 
 
 def unpack_gssx_ctx(u: Unpacker) -> gssx_ctx:
-    _exported_context_token = unpack_gssx_buffer(u)
-    _state = unpack_octet_string(u)
+    _exported_context_token = u.unpack_opaque(None)
+    _state = u.unpack_opaque(None)
     _needs_release = u.unpack_bool()
-    _mech = unpack_gssx_OID(u)
+    _mech = u.unpack_opaque(None)
     _src_name = unpack_gssx_name(u)
     _targ_name = unpack_gssx_name(u)
-    _lifetime = unpack_gssx_time(u)
-    _ctx_flags = unpack_gssx_uint64(u)
+    _lifetime = u.unpack_uhyper()
+    _ctx_flags = u.unpack_uhyper()
     _locally_initiated = u.unpack_bool()
     _open = u.unpack_bool()
     _n = u.unpack_uint()
@@ -445,14 +445,14 @@ def unpack_gssx_ctx(u: Unpacker) -> gssx_ctx:
 
 
 def pack_gssx_ctx(p: Packer, v: gssx_ctx) -> None:
-    pack_gssx_buffer(p, v.exported_context_token)
-    pack_octet_string(p, v.state)
+    p.pack_opaque(v.exported_context_token, None)
+    p.pack_opaque(v.state, None)
     p.pack_bool(v.needs_release)
-    pack_gssx_OID(p, v.mech)
+    p.pack_opaque(v.mech, None)
     pack_gssx_name(p, v.src_name)
     pack_gssx_name(p, v.targ_name)
-    pack_gssx_time(p, v.lifetime)
-    pack_gssx_uint64(p, v.ctx_flags)
+    p.pack_uhyper(v.lifetime)
+    p.pack_uhyper(v.ctx_flags)
     p.pack_bool(v.locally_initiated)
     p.pack_bool(v.open)
     p.pack_uint(len(v.options))
@@ -488,41 +488,23 @@ def _unpack_gssx_handle_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_gssx_handle_arm_0(u: Unpacker) -> gssx_cred:
-    v = unpack_gssx_cred(u)
-    return v
-
-
-def _pack_gssx_handle_arm_0(p: Packer, v: Any) -> None:
-    pack_gssx_cred(p, v)
-
-
-def _unpack_gssx_handle_arm_1(u: Unpacker) -> gssx_ctx:
-    v = unpack_gssx_ctx(u)
-    return v
-
-
-def _pack_gssx_handle_arm_1(p: Packer, v: Any) -> None:
-    pack_gssx_ctx(p, v)
-
-
 gssx_handle_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    1: _unpack_gssx_handle_arm_0,
-    0: _unpack_gssx_handle_arm_1,
+    1: unpack_gssx_cred,
+    0: unpack_gssx_ctx,
 }
 gssx_handle_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    1: _pack_gssx_handle_arm_0,
-    0: _pack_gssx_handle_arm_1,
+    1: pack_gssx_cred,
+    0: pack_gssx_ctx,
 }
 
 
 def _unpack_gssx_handle_arm_default(u: Unpacker) -> bytes:
-    v = unpack_octet_string(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def _pack_gssx_handle_arm_default(p: Packer, v: Any) -> None:
-    pack_octet_string(p, v)
+    p.pack_opaque(v, None)
 
 
 def unpack_gssx_handle(u: Unpacker) -> gssx_handle:
@@ -535,7 +517,7 @@ def unpack_gssx_handle(u: Unpacker) -> gssx_handle:
 
 def pack_gssx_handle(p: Packer, v: gssx_handle) -> None:
     d = v.handle_type
-    pack_gssx_handle_type(p, d)
+    p.pack_int(d)
     fn = gssx_handle_arm_packers.get(d)
     if fn is None:
         fn = _pack_gssx_handle_arm_default
@@ -553,20 +535,20 @@ class gssx_cb:
 
 
 def unpack_gssx_cb(u: Unpacker) -> gssx_cb:
-    _initiator_addrtype = unpack_gssx_uint64(u)
-    _initiator_address = unpack_gssx_buffer(u)
-    _acceptor_addrtype = unpack_gssx_uint64(u)
-    _acceptor_address = unpack_gssx_buffer(u)
-    _application_data = unpack_gssx_buffer(u)
+    _initiator_addrtype = u.unpack_uhyper()
+    _initiator_address = u.unpack_opaque(None)
+    _acceptor_addrtype = u.unpack_uhyper()
+    _acceptor_address = u.unpack_opaque(None)
+    _application_data = u.unpack_opaque(None)
     return gssx_cb(_initiator_addrtype, _initiator_address, _acceptor_addrtype, _acceptor_address, _application_data)
 
 
 def pack_gssx_cb(p: Packer, v: gssx_cb) -> None:
-    pack_gssx_uint64(p, v.initiator_addrtype)
-    pack_gssx_buffer(p, v.initiator_address)
-    pack_gssx_uint64(p, v.acceptor_addrtype)
-    pack_gssx_buffer(p, v.acceptor_address)
-    pack_gssx_buffer(p, v.application_data)
+    p.pack_uhyper(v.initiator_addrtype)
+    p.pack_opaque(v.initiator_address, None)
+    p.pack_uhyper(v.acceptor_addrtype)
+    p.pack_opaque(v.acceptor_address, None)
+    p.pack_opaque(v.application_data, None)
 
 
 
@@ -637,7 +619,7 @@ def unpack_gssx_res_indicate_mechs(u: Unpacker) -> gssx_res_indicate_mechs:
     _mech_attr_descs = [unpack_gssx_mech_attr(u) for _ in range(_n)]
     _n = u.unpack_uint()
     u.check_count(_n, None, 4)
-    _supported_extensions = [unpack_gssx_buffer(u) for _ in range(_n)]
+    _supported_extensions = [u.unpack_opaque(None) for _ in range(_n)]
     _n = u.unpack_uint()
     u.check_count(_n, None, 8)
     _extensions = [unpack_gssx_option(u) for _ in range(_n)]
@@ -654,7 +636,7 @@ def pack_gssx_res_indicate_mechs(p: Packer, v: gssx_res_indicate_mechs) -> None:
         pack_gssx_mech_attr(p, _item1)
     p.pack_uint(len(v.supported_extensions))
     for _item2 in v.supported_extensions:
-        pack_gssx_buffer(p, _item2)
+        p.pack_opaque(_item2, None)
     p.pack_uint(len(v.extensions))
     for _item3 in v.extensions:
         pack_gssx_option(p, _item3)
@@ -686,11 +668,11 @@ def unpack_gssx_arg_acquire_cred(u: Unpacker) -> gssx_arg_acquire_cred:
         _desired_name = unpack_gssx_name(u)
     else:
         _desired_name = None
-    _time_req = unpack_gssx_time(u)
+    _time_req = u.unpack_uhyper()
     _desired_mechs = unpack_gssx_OID_set(u)
     _cred_usage = unpack_gssx_cred_usage(u)
-    _initiator_time_req = unpack_gssx_time(u)
-    _acceptor_time_req = unpack_gssx_time(u)
+    _initiator_time_req = u.unpack_uhyper()
+    _acceptor_time_req = u.unpack_uhyper()
     _n = u.unpack_uint()
     u.check_count(_n, None, 8)
     _options = [unpack_gssx_option(u) for _ in range(_n)]
@@ -710,11 +692,11 @@ def pack_gssx_arg_acquire_cred(p: Packer, v: gssx_arg_acquire_cred) -> None:
     else:
         p.pack_uint(1)
         pack_gssx_name(p, v.desired_name)
-    pack_gssx_time(p, v.time_req)
+    p.pack_uhyper(v.time_req)
     pack_gssx_OID_set(p, v.desired_mechs)
-    pack_gssx_cred_usage(p, v.cred_usage)
-    pack_gssx_time(p, v.initiator_time_req)
-    pack_gssx_time(p, v.acceptor_time_req)
+    p.pack_int(v.cred_usage)
+    p.pack_uhyper(v.initiator_time_req)
+    p.pack_uhyper(v.acceptor_time_req)
     p.pack_uint(len(v.options))
     for _item in v.options:
         pack_gssx_option(p, _item)
@@ -774,7 +756,7 @@ def unpack_gssx_arg_accept_sec_context(u: Unpacker) -> gssx_arg_accept_sec_conte
         _cred_handle = unpack_gssx_cred(u)
     else:
         _cred_handle = None
-    _input_token = unpack_gssx_buffer(u)
+    _input_token = u.unpack_opaque(None)
     if u.unpack_bool():
         _input_cb = unpack_gssx_cb(u)
     else:
@@ -798,7 +780,7 @@ def pack_gssx_arg_accept_sec_context(p: Packer, v: gssx_arg_accept_sec_context) 
     else:
         p.pack_uint(1)
         pack_gssx_cred(p, v.cred_handle)
-    pack_gssx_buffer(p, v.input_token)
+    p.pack_opaque(v.input_token, None)
     if v.input_cb is None:
         p.pack_uint(0)
     else:
@@ -827,7 +809,7 @@ def unpack_gssx_res_accept_sec_context(u: Unpacker) -> gssx_res_accept_sec_conte
     else:
         _context_handle = None
     if u.unpack_bool():
-        _output_token = unpack_gssx_buffer(u)
+        _output_token = u.unpack_opaque(None)
     else:
         _output_token = None
     if u.unpack_bool():
@@ -851,7 +833,7 @@ def pack_gssx_res_accept_sec_context(p: Packer, v: gssx_res_accept_sec_context) 
         p.pack_uint(0)
     else:
         p.pack_uint(1)
-        pack_gssx_buffer(p, v.output_token)
+        p.pack_opaque(v.output_token, None)
     if v.delegated_cred_handle is None:
         p.pack_uint(0)
     else:

@@ -312,88 +312,84 @@ bitmap4 = list[int]
 
 
 def unpack_bitmap4(u: Unpacker) -> list[int]:
-    _n = u.unpack_uint()
-    u.check_count(_n, None, 4)
-    v = [unpack_uint32_t(u) for _ in range(_n)]
+    v = u.unpack_uint_array(None)
     return v
 
 
 def pack_bitmap4(p: Packer, v: list[int]) -> None:
-    p.pack_uint(len(v))
-    for _item in v:
-        pack_uint32_t(p, _item)
+    p.pack_uint_array(v, None)
 
 
 changeid4 = int
 
 
 def unpack_changeid4(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_changeid4(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 clientid4 = int
 
 
 def unpack_clientid4(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_clientid4(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 count4 = int
 
 
 def unpack_count4(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_count4(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 length4 = int
 
 
 def unpack_length4(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_length4(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 mode4 = int
 
 
 def unpack_mode4(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_mode4(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 nfs_cookie4 = int
 
 
 def unpack_nfs_cookie4(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_nfs_cookie4(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 nfs_fh4 = bytes
@@ -412,24 +408,24 @@ offset4 = int
 
 
 def unpack_offset4(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_offset4(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 qop4 = int
 
 
 def unpack_qop4(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_qop4(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 sec_oid4 = bytes
@@ -448,12 +444,12 @@ seqid4 = int
 
 
 def unpack_seqid4(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_seqid4(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 utf8string = bytes
@@ -472,48 +468,48 @@ utf8str_cis = bytes
 
 
 def unpack_utf8str_cis(u: Unpacker) -> bytes:
-    v = unpack_utf8string(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def pack_utf8str_cis(p: Packer, v: bytes) -> None:
-    pack_utf8string(p, v)
+    p.pack_opaque(v, None)
 
 
 utf8str_cs = bytes
 
 
 def unpack_utf8str_cs(u: Unpacker) -> bytes:
-    v = unpack_utf8string(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def pack_utf8str_cs(p: Packer, v: bytes) -> None:
-    pack_utf8string(p, v)
+    p.pack_opaque(v, None)
 
 
 utf8str_mixed = bytes
 
 
 def unpack_utf8str_mixed(u: Unpacker) -> bytes:
-    v = unpack_utf8string(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def pack_utf8str_mixed(p: Packer, v: bytes) -> None:
-    pack_utf8string(p, v)
+    p.pack_opaque(v, None)
 
 
 component4 = bytes
 
 
 def unpack_component4(u: Unpacker) -> bytes:
-    v = unpack_utf8str_cs(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def pack_component4(p: Packer, v: bytes) -> None:
-    pack_utf8str_cs(p, v)
+    p.pack_opaque(v, None)
 
 
 linktext4 = bytes
@@ -532,12 +528,12 @@ ascii_REQUIRED4 = bytes
 
 
 def unpack_ascii_REQUIRED4(u: Unpacker) -> bytes:
-    v = unpack_utf8string(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def pack_ascii_REQUIRED4(p: Packer, v: bytes) -> None:
-    pack_utf8string(p, v)
+    p.pack_opaque(v, None)
 
 
 pathname4 = list[bytes]
@@ -546,14 +542,14 @@ pathname4 = list[bytes]
 def unpack_pathname4(u: Unpacker) -> list[bytes]:
     _n = u.unpack_uint()
     u.check_count(_n, None, 4)
-    v = [unpack_component4(u) for _ in range(_n)]
+    v = [u.unpack_opaque(None) for _ in range(_n)]
     return v
 
 
 def pack_pathname4(p: Packer, v: list[bytes]) -> None:
     p.pack_uint(len(v))
     for _item in v:
-        pack_component4(p, _item)
+        p.pack_opaque(_item, None)
 
 
 verifier4 = bytes
@@ -576,14 +572,14 @@ class nfstime4:
 
 
 def unpack_nfstime4(u: Unpacker) -> nfstime4:
-    _seconds = unpack_int64_t(u)
-    _nseconds = unpack_uint32_t(u)
+    _seconds = u.unpack_hyper()
+    _nseconds = u.unpack_uint()
     return nfstime4(_seconds, _nseconds)
 
 
 def pack_nfstime4(p: Packer, v: nfstime4) -> None:
-    pack_int64_t(p, v.seconds)
-    pack_uint32_t(p, v.nseconds)
+    p.pack_hyper(v.seconds)
+    p.pack_uint(v.nseconds)
 
 
 SET_TO_SERVER_TIME4: int = 0
@@ -614,20 +610,11 @@ def _unpack_settime4_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_settime4_arm_0(u: Unpacker) -> nfstime4:
-    v = unpack_nfstime4(u)
-    return v
-
-
-def _pack_settime4_arm_0(p: Packer, v: Any) -> None:
-    pack_nfstime4(p, v)
-
-
 settime4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    1: _unpack_settime4_arm_0,
+    1: unpack_nfstime4,
 }
 settime4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    1: _pack_settime4_arm_0,
+    1: pack_nfstime4,
 }
 
 
@@ -650,7 +637,7 @@ def unpack_settime4(u: Unpacker) -> settime4:
 
 def pack_settime4(p: Packer, v: settime4) -> None:
     d = v.set_it
-    pack_time_how4(p, d)
+    p.pack_int(d)
     fn = settime4_arm_packers.get(d)
     if fn is None:
         fn = _pack_settime4_arm_default
@@ -661,12 +648,12 @@ nfs_lease4 = int
 
 
 def unpack_nfs_lease4(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_nfs_lease4(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 
@@ -677,14 +664,14 @@ class fsid4:
 
 
 def unpack_fsid4(u: Unpacker) -> fsid4:
-    _major = unpack_uint64_t(u)
-    _minor = unpack_uint64_t(u)
+    _major = u.unpack_uhyper()
+    _minor = u.unpack_uhyper()
     return fsid4(_major, _minor)
 
 
 def pack_fsid4(p: Packer, v: fsid4) -> None:
-    pack_uint64_t(p, v.major)
-    pack_uint64_t(p, v.minor)
+    p.pack_uhyper(v.major)
+    p.pack_uhyper(v.minor)
 
 
 
@@ -697,7 +684,7 @@ class fs_location4:
 def unpack_fs_location4(u: Unpacker) -> fs_location4:
     _n = u.unpack_uint()
     u.check_count(_n, None, 4)
-    _server = [unpack_utf8str_cis(u) for _ in range(_n)]
+    _server = [u.unpack_opaque(None) for _ in range(_n)]
     _rootpath = unpack_pathname4(u)
     return fs_location4(_server, _rootpath)
 
@@ -705,7 +692,7 @@ def unpack_fs_location4(u: Unpacker) -> fs_location4:
 def pack_fs_location4(p: Packer, v: fs_location4) -> None:
     p.pack_uint(len(v.server))
     for _item in v.server:
-        pack_utf8str_cis(p, _item)
+        p.pack_opaque(_item, None)
     pack_pathname4(p, v.rootpath)
 
 
@@ -735,36 +722,36 @@ acetype4 = int
 
 
 def unpack_acetype4(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_acetype4(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 aceflag4 = int
 
 
 def unpack_aceflag4(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_aceflag4(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 acemask4 = int
 
 
 def unpack_acemask4(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_acemask4(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 
@@ -777,18 +764,18 @@ class nfsace4:
 
 
 def unpack_nfsace4(u: Unpacker) -> nfsace4:
-    _type = unpack_acetype4(u)
-    _flag = unpack_aceflag4(u)
-    _access_mask = unpack_acemask4(u)
-    _who = unpack_utf8str_mixed(u)
+    _type = u.unpack_uint()
+    _flag = u.unpack_uint()
+    _access_mask = u.unpack_uint()
+    _who = u.unpack_opaque(None)
     return nfsace4(_type, _flag, _access_mask, _who)
 
 
 def pack_nfsace4(p: Packer, v: nfsace4) -> None:
-    pack_acetype4(p, v.type)
-    pack_aceflag4(p, v.flag)
-    pack_acemask4(p, v.access_mask)
-    pack_utf8str_mixed(p, v.who)
+    p.pack_uint(v.type)
+    p.pack_uint(v.flag)
+    p.pack_uint(v.access_mask)
+    p.pack_opaque(v.who, None)
 
 
 
@@ -799,14 +786,14 @@ class specdata4:
 
 
 def unpack_specdata4(u: Unpacker) -> specdata4:
-    _specdata1 = unpack_uint32_t(u)
-    _specdata2 = unpack_uint32_t(u)
+    _specdata1 = u.unpack_uint()
+    _specdata2 = u.unpack_uint()
     return specdata4(_specdata1, _specdata2)
 
 
 def pack_specdata4(p: Packer, v: specdata4) -> None:
-    pack_uint32_t(p, v.specdata1)
-    pack_uint32_t(p, v.specdata2)
+    p.pack_uint(v.specdata1)
+    p.pack_uint(v.specdata2)
 
 
 
@@ -835,13 +822,13 @@ class stateid4:
 
 
 def unpack_stateid4(u: Unpacker) -> stateid4:
-    _seqid = unpack_uint32_t(u)
+    _seqid = u.unpack_uint()
     _other = u.unpack_fopaque(12)
     return stateid4(_seqid, _other)
 
 
 def pack_stateid4(p: Packer, v: stateid4) -> None:
-    pack_uint32_t(p, v.seqid)
+    p.pack_uint(v.seqid)
     p.pack_fopaque(12, v.other)
 
 
@@ -885,43 +872,43 @@ def unpack_fattr4_type(u: Unpacker) -> int:
 
 
 def pack_fattr4_type(p: Packer, v: int) -> None:
-    pack_nfs_ftype4(p, v)
+    p.pack_int(v)
 
 
 fattr4_fh_expire_type = int
 
 
 def unpack_fattr4_fh_expire_type(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_fattr4_fh_expire_type(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 fattr4_change = int
 
 
 def unpack_fattr4_change(u: Unpacker) -> int:
-    v = unpack_changeid4(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_change(p: Packer, v: int) -> None:
-    pack_changeid4(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_size = int
 
 
 def unpack_fattr4_size(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_size(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_link_support = bool
@@ -988,12 +975,12 @@ fattr4_lease_time = int
 
 
 def unpack_fattr4_lease_time(u: Unpacker) -> int:
-    v = unpack_nfs_lease4(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_fattr4_lease_time(p: Packer, v: int) -> None:
-    pack_nfs_lease4(p, v)
+    p.pack_uint(v)
 
 
 fattr4_rdattr_error = int
@@ -1006,7 +993,7 @@ def unpack_fattr4_rdattr_error(u: Unpacker) -> int:
 
 
 def pack_fattr4_rdattr_error(p: Packer, v: int) -> None:
-    pack_nfsstat4(p, v)
+    p.pack_int(v)
 
 
 fattr4_acl = list[nfsace4]
@@ -1029,12 +1016,12 @@ fattr4_aclsupport = int
 
 
 def unpack_fattr4_aclsupport(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_fattr4_aclsupport(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 fattr4_archive = bool
@@ -1101,60 +1088,60 @@ fattr4_fileid = int
 
 
 def unpack_fattr4_fileid(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_fileid(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_files_avail = int
 
 
 def unpack_fattr4_files_avail(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_files_avail(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_filehandle = bytes
 
 
 def unpack_fattr4_filehandle(u: Unpacker) -> bytes:
-    v = unpack_nfs_fh4(u)
+    v = u.unpack_opaque(128)
     return v
 
 
 def pack_fattr4_filehandle(p: Packer, v: bytes) -> None:
-    pack_nfs_fh4(p, v)
+    p.pack_opaque(v, 128)
 
 
 fattr4_files_free = int
 
 
 def unpack_fattr4_files_free(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_files_free(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_files_total = int
 
 
 def unpack_fattr4_files_total(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_files_total(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_fs_locations = fs_locations4
@@ -1197,96 +1184,96 @@ fattr4_maxfilesize = int
 
 
 def unpack_fattr4_maxfilesize(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_maxfilesize(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_maxlink = int
 
 
 def unpack_fattr4_maxlink(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_fattr4_maxlink(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 fattr4_maxname = int
 
 
 def unpack_fattr4_maxname(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_fattr4_maxname(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 fattr4_maxread = int
 
 
 def unpack_fattr4_maxread(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_maxread(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_maxwrite = int
 
 
 def unpack_fattr4_maxwrite(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_maxwrite(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_mimetype = bytes
 
 
 def unpack_fattr4_mimetype(u: Unpacker) -> bytes:
-    v = unpack_ascii_REQUIRED4(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def pack_fattr4_mimetype(p: Packer, v: bytes) -> None:
-    pack_ascii_REQUIRED4(p, v)
+    p.pack_opaque(v, None)
 
 
 fattr4_mode = int
 
 
 def unpack_fattr4_mode(u: Unpacker) -> int:
-    v = unpack_mode4(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_fattr4_mode(p: Packer, v: int) -> None:
-    pack_mode4(p, v)
+    p.pack_uint(v)
 
 
 fattr4_mounted_on_fileid = int
 
 
 def unpack_fattr4_mounted_on_fileid(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_mounted_on_fileid(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_no_trunc = bool
@@ -1305,72 +1292,72 @@ fattr4_numlinks = int
 
 
 def unpack_fattr4_numlinks(u: Unpacker) -> int:
-    v = unpack_uint32_t(u)
+    v = u.unpack_uint()
     return v
 
 
 def pack_fattr4_numlinks(p: Packer, v: int) -> None:
-    pack_uint32_t(p, v)
+    p.pack_uint(v)
 
 
 fattr4_owner = bytes
 
 
 def unpack_fattr4_owner(u: Unpacker) -> bytes:
-    v = unpack_utf8str_mixed(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def pack_fattr4_owner(p: Packer, v: bytes) -> None:
-    pack_utf8str_mixed(p, v)
+    p.pack_opaque(v, None)
 
 
 fattr4_owner_group = bytes
 
 
 def unpack_fattr4_owner_group(u: Unpacker) -> bytes:
-    v = unpack_utf8str_mixed(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def pack_fattr4_owner_group(p: Packer, v: bytes) -> None:
-    pack_utf8str_mixed(p, v)
+    p.pack_opaque(v, None)
 
 
 fattr4_quota_avail_hard = int
 
 
 def unpack_fattr4_quota_avail_hard(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_quota_avail_hard(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_quota_avail_soft = int
 
 
 def unpack_fattr4_quota_avail_soft(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_quota_avail_soft(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_quota_used = int
 
 
 def unpack_fattr4_quota_used(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_quota_used(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_rawdev = specdata4
@@ -1389,48 +1376,48 @@ fattr4_space_avail = int
 
 
 def unpack_fattr4_space_avail(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_space_avail(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_space_free = int
 
 
 def unpack_fattr4_space_free(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_space_free(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_space_total = int
 
 
 def unpack_fattr4_space_total(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_space_total(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_space_used = int
 
 
 def unpack_fattr4_space_used(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def pack_fattr4_space_used(p: Packer, v: int) -> None:
-    pack_uint64_t(p, v)
+    p.pack_uhyper(v)
 
 
 fattr4_system = bool
@@ -1550,13 +1537,13 @@ class fattr4:
 
 def unpack_fattr4(u: Unpacker) -> fattr4:
     _attrmask = unpack_bitmap4(u)
-    _attr_vals = unpack_attrlist4(u)
+    _attr_vals = u.unpack_opaque(None)
     return fattr4(_attrmask, _attr_vals)
 
 
 def pack_fattr4(p: Packer, v: fattr4) -> None:
     pack_bitmap4(p, v.attrmask)
-    pack_attrlist4(p, v.attr_vals)
+    p.pack_opaque(v.attr_vals, None)
 
 
 
@@ -1569,15 +1556,15 @@ class change_info4:
 
 def unpack_change_info4(u: Unpacker) -> change_info4:
     _atomic = u.unpack_bool()
-    _before = unpack_changeid4(u)
-    _after = unpack_changeid4(u)
+    _before = u.unpack_uhyper()
+    _after = u.unpack_uhyper()
     return change_info4(_atomic, _before, _after)
 
 
 def pack_change_info4(p: Packer, v: change_info4) -> None:
     p.pack_bool(v.atomic)
-    pack_changeid4(p, v.before)
-    pack_changeid4(p, v.after)
+    p.pack_uhyper(v.before)
+    p.pack_uhyper(v.after)
 
 
 clientaddr4 = netaddr4
@@ -1600,13 +1587,13 @@ class cb_client4:
 
 
 def unpack_cb_client4(u: Unpacker) -> cb_client4:
-    _cb_program = unpack_uint32_t(u)
+    _cb_program = u.unpack_uint()
     _cb_location = unpack_netaddr4(u)
     return cb_client4(_cb_program, _cb_location)
 
 
 def pack_cb_client4(p: Packer, v: cb_client4) -> None:
-    pack_uint32_t(p, v.cb_program)
+    p.pack_uint(v.cb_program)
     pack_netaddr4(p, v.cb_location)
 
 
@@ -1618,13 +1605,13 @@ class nfs_client_id4:
 
 
 def unpack_nfs_client_id4(u: Unpacker) -> nfs_client_id4:
-    _verifier = unpack_verifier4(u)
+    _verifier = u.unpack_fopaque(8)
     _id = u.unpack_opaque(1024)
     return nfs_client_id4(_verifier, _id)
 
 
 def pack_nfs_client_id4(p: Packer, v: nfs_client_id4) -> None:
-    pack_verifier4(p, v.verifier)
+    p.pack_fopaque(8, v.verifier)
     p.pack_opaque(v.id, 1024)
 
 
@@ -1636,13 +1623,13 @@ class state_owner4:
 
 
 def unpack_state_owner4(u: Unpacker) -> state_owner4:
-    _clientid = unpack_clientid4(u)
+    _clientid = u.unpack_uhyper()
     _owner = u.unpack_opaque(1024)
     return state_owner4(_clientid, _owner)
 
 
 def pack_state_owner4(p: Packer, v: state_owner4) -> None:
-    pack_clientid4(p, v.clientid)
+    p.pack_uhyper(v.clientid)
     p.pack_opaque(v.owner, 1024)
 
 
@@ -1749,12 +1736,12 @@ class ACCESS4args:
 
 
 def unpack_ACCESS4args(u: Unpacker) -> ACCESS4args:
-    _access = unpack_uint32_t(u)
+    _access = u.unpack_uint()
     return ACCESS4args(_access)
 
 
 def pack_ACCESS4args(p: Packer, v: ACCESS4args) -> None:
-    pack_uint32_t(p, v.access)
+    p.pack_uint(v.access)
 
 
 
@@ -1765,14 +1752,14 @@ class ACCESS4resok:
 
 
 def unpack_ACCESS4resok(u: Unpacker) -> ACCESS4resok:
-    _supported = unpack_uint32_t(u)
-    _access = unpack_uint32_t(u)
+    _supported = u.unpack_uint()
+    _access = u.unpack_uint()
     return ACCESS4resok(_supported, _access)
 
 
 def pack_ACCESS4resok(p: Packer, v: ACCESS4resok) -> None:
-    pack_uint32_t(p, v.supported)
-    pack_uint32_t(p, v.access)
+    p.pack_uint(v.supported)
+    p.pack_uint(v.access)
 
 
 
@@ -1786,20 +1773,11 @@ def _unpack_ACCESS4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_ACCESS4res_arm_0(u: Unpacker) -> ACCESS4resok:
-    v = unpack_ACCESS4resok(u)
-    return v
-
-
-def _pack_ACCESS4res_arm_0(p: Packer, v: Any) -> None:
-    pack_ACCESS4resok(p, v)
-
-
 ACCESS4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_ACCESS4res_arm_0,
+    0: unpack_ACCESS4resok,
 }
 ACCESS4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_ACCESS4res_arm_0,
+    0: pack_ACCESS4resok,
 }
 
 
@@ -1822,7 +1800,7 @@ def unpack_ACCESS4res(u: Unpacker) -> ACCESS4res:
 
 def pack_ACCESS4res(p: Packer, v: ACCESS4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = ACCESS4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_ACCESS4res_arm_default
@@ -1837,13 +1815,13 @@ class CLOSE4args:
 
 
 def unpack_CLOSE4args(u: Unpacker) -> CLOSE4args:
-    _seqid = unpack_seqid4(u)
+    _seqid = u.unpack_uint()
     _open_stateid = unpack_stateid4(u)
     return CLOSE4args(_seqid, _open_stateid)
 
 
 def pack_CLOSE4args(p: Packer, v: CLOSE4args) -> None:
-    pack_seqid4(p, v.seqid)
+    p.pack_uint(v.seqid)
     pack_stateid4(p, v.open_stateid)
 
 
@@ -1858,20 +1836,11 @@ def _unpack_CLOSE4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_CLOSE4res_arm_0(u: Unpacker) -> stateid4:
-    v = unpack_stateid4(u)
-    return v
-
-
-def _pack_CLOSE4res_arm_0(p: Packer, v: Any) -> None:
-    pack_stateid4(p, v)
-
-
 CLOSE4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_CLOSE4res_arm_0,
+    0: unpack_stateid4,
 }
 CLOSE4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_CLOSE4res_arm_0,
+    0: pack_stateid4,
 }
 
 
@@ -1894,7 +1863,7 @@ def unpack_CLOSE4res(u: Unpacker) -> CLOSE4res:
 
 def pack_CLOSE4res(p: Packer, v: CLOSE4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = CLOSE4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_CLOSE4res_arm_default
@@ -1909,14 +1878,14 @@ class COMMIT4args:
 
 
 def unpack_COMMIT4args(u: Unpacker) -> COMMIT4args:
-    _offset = unpack_offset4(u)
-    _count = unpack_count4(u)
+    _offset = u.unpack_uhyper()
+    _count = u.unpack_uint()
     return COMMIT4args(_offset, _count)
 
 
 def pack_COMMIT4args(p: Packer, v: COMMIT4args) -> None:
-    pack_offset4(p, v.offset)
-    pack_count4(p, v.count)
+    p.pack_uhyper(v.offset)
+    p.pack_uint(v.count)
 
 
 
@@ -1926,12 +1895,12 @@ class COMMIT4resok:
 
 
 def unpack_COMMIT4resok(u: Unpacker) -> COMMIT4resok:
-    _writeverf = unpack_verifier4(u)
+    _writeverf = u.unpack_fopaque(8)
     return COMMIT4resok(_writeverf)
 
 
 def pack_COMMIT4resok(p: Packer, v: COMMIT4resok) -> None:
-    pack_verifier4(p, v.writeverf)
+    p.pack_fopaque(8, v.writeverf)
 
 
 
@@ -1945,20 +1914,11 @@ def _unpack_COMMIT4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_COMMIT4res_arm_0(u: Unpacker) -> COMMIT4resok:
-    v = unpack_COMMIT4resok(u)
-    return v
-
-
-def _pack_COMMIT4res_arm_0(p: Packer, v: Any) -> None:
-    pack_COMMIT4resok(p, v)
-
-
 COMMIT4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_COMMIT4res_arm_0,
+    0: unpack_COMMIT4resok,
 }
 COMMIT4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_COMMIT4res_arm_0,
+    0: pack_COMMIT4resok,
 }
 
 
@@ -1981,7 +1941,7 @@ def unpack_COMMIT4res(u: Unpacker) -> COMMIT4res:
 
 def pack_COMMIT4res(p: Packer, v: COMMIT4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = COMMIT4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_COMMIT4res_arm_default
@@ -2000,21 +1960,12 @@ def _unpack_createtype4_void(u: Unpacker) -> None:
 
 
 def _unpack_createtype4_arm_0(u: Unpacker) -> bytes:
-    v = unpack_linktext4(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def _pack_createtype4_arm_0(p: Packer, v: Any) -> None:
-    pack_linktext4(p, v)
-
-
-def _unpack_createtype4_arm_1(u: Unpacker) -> specdata4:
-    v = unpack_specdata4(u)
-    return v
-
-
-def _pack_createtype4_arm_1(p: Packer, v: Any) -> None:
-    pack_specdata4(p, v)
+    p.pack_opaque(v, None)
 
 
 def _unpack_createtype4_arm_2(u: Unpacker) -> None:
@@ -2028,16 +1979,16 @@ def _pack_createtype4_arm_2(p: Packer, v: Any) -> None:
 
 createtype4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
     5: _unpack_createtype4_arm_0,
-    3: _unpack_createtype4_arm_1,
-    4: _unpack_createtype4_arm_1,
+    3: unpack_specdata4,
+    4: unpack_specdata4,
     6: _unpack_createtype4_arm_2,
     7: _unpack_createtype4_arm_2,
     2: _unpack_createtype4_arm_2,
 }
 createtype4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
     5: _pack_createtype4_arm_0,
-    3: _pack_createtype4_arm_1,
-    4: _pack_createtype4_arm_1,
+    3: pack_specdata4,
+    4: pack_specdata4,
     6: _pack_createtype4_arm_2,
     7: _pack_createtype4_arm_2,
     2: _pack_createtype4_arm_2,
@@ -2063,7 +2014,7 @@ def unpack_createtype4(u: Unpacker) -> createtype4:
 
 def pack_createtype4(p: Packer, v: createtype4) -> None:
     d = v.type
-    pack_nfs_ftype4(p, d)
+    p.pack_int(d)
     fn = createtype4_arm_packers.get(d)
     if fn is None:
         fn = _pack_createtype4_arm_default
@@ -2080,14 +2031,14 @@ class CREATE4args:
 
 def unpack_CREATE4args(u: Unpacker) -> CREATE4args:
     _objtype = unpack_createtype4(u)
-    _objname = unpack_component4(u)
+    _objname = u.unpack_opaque(None)
     _createattrs = unpack_fattr4(u)
     return CREATE4args(_objtype, _objname, _createattrs)
 
 
 def pack_CREATE4args(p: Packer, v: CREATE4args) -> None:
     pack_createtype4(p, v.objtype)
-    pack_component4(p, v.objname)
+    p.pack_opaque(v.objname, None)
     pack_fattr4(p, v.createattrs)
 
 
@@ -2120,20 +2071,11 @@ def _unpack_CREATE4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_CREATE4res_arm_0(u: Unpacker) -> CREATE4resok:
-    v = unpack_CREATE4resok(u)
-    return v
-
-
-def _pack_CREATE4res_arm_0(p: Packer, v: Any) -> None:
-    pack_CREATE4resok(p, v)
-
-
 CREATE4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_CREATE4res_arm_0,
+    0: unpack_CREATE4resok,
 }
 CREATE4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_CREATE4res_arm_0,
+    0: pack_CREATE4resok,
 }
 
 
@@ -2156,7 +2098,7 @@ def unpack_CREATE4res(u: Unpacker) -> CREATE4res:
 
 def pack_CREATE4res(p: Packer, v: CREATE4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = CREATE4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_CREATE4res_arm_default
@@ -2170,12 +2112,12 @@ class DELEGPURGE4args:
 
 
 def unpack_DELEGPURGE4args(u: Unpacker) -> DELEGPURGE4args:
-    _clientid = unpack_clientid4(u)
+    _clientid = u.unpack_uhyper()
     return DELEGPURGE4args(_clientid)
 
 
 def pack_DELEGPURGE4args(p: Packer, v: DELEGPURGE4args) -> None:
-    pack_clientid4(p, v.clientid)
+    p.pack_uhyper(v.clientid)
 
 
 
@@ -2190,7 +2132,7 @@ def unpack_DELEGPURGE4res(u: Unpacker) -> DELEGPURGE4res:
 
 
 def pack_DELEGPURGE4res(p: Packer, v: DELEGPURGE4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -2220,7 +2162,7 @@ def unpack_DELEGRETURN4res(u: Unpacker) -> DELEGRETURN4res:
 
 
 def pack_DELEGRETURN4res(p: Packer, v: DELEGRETURN4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -2264,20 +2206,11 @@ def _unpack_GETATTR4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_GETATTR4res_arm_0(u: Unpacker) -> GETATTR4resok:
-    v = unpack_GETATTR4resok(u)
-    return v
-
-
-def _pack_GETATTR4res_arm_0(p: Packer, v: Any) -> None:
-    pack_GETATTR4resok(p, v)
-
-
 GETATTR4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_GETATTR4res_arm_0,
+    0: unpack_GETATTR4resok,
 }
 GETATTR4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_GETATTR4res_arm_0,
+    0: pack_GETATTR4resok,
 }
 
 
@@ -2300,7 +2233,7 @@ def unpack_GETATTR4res(u: Unpacker) -> GETATTR4res:
 
 def pack_GETATTR4res(p: Packer, v: GETATTR4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = GETATTR4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_GETATTR4res_arm_default
@@ -2314,12 +2247,12 @@ class GETFH4resok:
 
 
 def unpack_GETFH4resok(u: Unpacker) -> GETFH4resok:
-    _object = unpack_nfs_fh4(u)
+    _object = u.unpack_opaque(128)
     return GETFH4resok(_object)
 
 
 def pack_GETFH4resok(p: Packer, v: GETFH4resok) -> None:
-    pack_nfs_fh4(p, v.object)
+    p.pack_opaque(v.object, 128)
 
 
 
@@ -2333,20 +2266,11 @@ def _unpack_GETFH4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_GETFH4res_arm_0(u: Unpacker) -> GETFH4resok:
-    v = unpack_GETFH4resok(u)
-    return v
-
-
-def _pack_GETFH4res_arm_0(p: Packer, v: Any) -> None:
-    pack_GETFH4resok(p, v)
-
-
 GETFH4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_GETFH4res_arm_0,
+    0: unpack_GETFH4resok,
 }
 GETFH4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_GETFH4res_arm_0,
+    0: pack_GETFH4resok,
 }
 
 
@@ -2369,7 +2293,7 @@ def unpack_GETFH4res(u: Unpacker) -> GETFH4res:
 
 def pack_GETFH4res(p: Packer, v: GETFH4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = GETFH4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_GETFH4res_arm_default
@@ -2383,12 +2307,12 @@ class LINK4args:
 
 
 def unpack_LINK4args(u: Unpacker) -> LINK4args:
-    _newname = unpack_component4(u)
+    _newname = u.unpack_opaque(None)
     return LINK4args(_newname)
 
 
 def pack_LINK4args(p: Packer, v: LINK4args) -> None:
-    pack_component4(p, v.newname)
+    p.pack_opaque(v.newname, None)
 
 
 
@@ -2417,20 +2341,11 @@ def _unpack_LINK4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_LINK4res_arm_0(u: Unpacker) -> LINK4resok:
-    v = unpack_LINK4resok(u)
-    return v
-
-
-def _pack_LINK4res_arm_0(p: Packer, v: Any) -> None:
-    pack_LINK4resok(p, v)
-
-
 LINK4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_LINK4res_arm_0,
+    0: unpack_LINK4resok,
 }
 LINK4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_LINK4res_arm_0,
+    0: pack_LINK4resok,
 }
 
 
@@ -2453,7 +2368,7 @@ def unpack_LINK4res(u: Unpacker) -> LINK4res:
 
 def pack_LINK4res(p: Packer, v: LINK4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = LINK4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_LINK4res_arm_default
@@ -2470,17 +2385,17 @@ class open_to_lock_owner4:
 
 
 def unpack_open_to_lock_owner4(u: Unpacker) -> open_to_lock_owner4:
-    _open_seqid = unpack_seqid4(u)
+    _open_seqid = u.unpack_uint()
     _open_stateid = unpack_stateid4(u)
-    _lock_seqid = unpack_seqid4(u)
+    _lock_seqid = u.unpack_uint()
     _lock_owner = unpack_lock_owner4(u)
     return open_to_lock_owner4(_open_seqid, _open_stateid, _lock_seqid, _lock_owner)
 
 
 def pack_open_to_lock_owner4(p: Packer, v: open_to_lock_owner4) -> None:
-    pack_seqid4(p, v.open_seqid)
+    p.pack_uint(v.open_seqid)
     pack_stateid4(p, v.open_stateid)
-    pack_seqid4(p, v.lock_seqid)
+    p.pack_uint(v.lock_seqid)
     pack_lock_owner4(p, v.lock_owner)
 
 
@@ -2493,13 +2408,13 @@ class exist_lock_owner4:
 
 def unpack_exist_lock_owner4(u: Unpacker) -> exist_lock_owner4:
     _lock_stateid = unpack_stateid4(u)
-    _lock_seqid = unpack_seqid4(u)
+    _lock_seqid = u.unpack_uint()
     return exist_lock_owner4(_lock_stateid, _lock_seqid)
 
 
 def pack_exist_lock_owner4(p: Packer, v: exist_lock_owner4) -> None:
     pack_stateid4(p, v.lock_stateid)
-    pack_seqid4(p, v.lock_seqid)
+    p.pack_uint(v.lock_seqid)
 
 
 
@@ -2513,31 +2428,13 @@ def _unpack_locker4_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_locker4_arm_0(u: Unpacker) -> open_to_lock_owner4:
-    v = unpack_open_to_lock_owner4(u)
-    return v
-
-
-def _pack_locker4_arm_0(p: Packer, v: Any) -> None:
-    pack_open_to_lock_owner4(p, v)
-
-
-def _unpack_locker4_arm_1(u: Unpacker) -> exist_lock_owner4:
-    v = unpack_exist_lock_owner4(u)
-    return v
-
-
-def _pack_locker4_arm_1(p: Packer, v: Any) -> None:
-    pack_exist_lock_owner4(p, v)
-
-
 locker4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    1: _unpack_locker4_arm_0,
-    0: _unpack_locker4_arm_1,
+    1: unpack_open_to_lock_owner4,
+    0: unpack_exist_lock_owner4,
 }
 locker4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    1: _pack_locker4_arm_0,
-    0: _pack_locker4_arm_1,
+    1: pack_open_to_lock_owner4,
+    0: pack_exist_lock_owner4,
 }
 
 
@@ -2571,17 +2468,17 @@ class LOCK4args:
 def unpack_LOCK4args(u: Unpacker) -> LOCK4args:
     _locktype = unpack_nfs_lock_type4(u)
     _reclaim = u.unpack_bool()
-    _offset = unpack_offset4(u)
-    _length = unpack_length4(u)
+    _offset = u.unpack_uhyper()
+    _length = u.unpack_uhyper()
     _locker = unpack_locker4(u)
     return LOCK4args(_locktype, _reclaim, _offset, _length, _locker)
 
 
 def pack_LOCK4args(p: Packer, v: LOCK4args) -> None:
-    pack_nfs_lock_type4(p, v.locktype)
+    p.pack_int(v.locktype)
     p.pack_bool(v.reclaim)
-    pack_offset4(p, v.offset)
-    pack_length4(p, v.length)
+    p.pack_uhyper(v.offset)
+    p.pack_uhyper(v.length)
     pack_locker4(p, v.locker)
 
 
@@ -2595,17 +2492,17 @@ class LOCK4denied:
 
 
 def unpack_LOCK4denied(u: Unpacker) -> LOCK4denied:
-    _offset = unpack_offset4(u)
-    _length = unpack_length4(u)
+    _offset = u.unpack_uhyper()
+    _length = u.unpack_uhyper()
     _locktype = unpack_nfs_lock_type4(u)
     _owner = unpack_lock_owner4(u)
     return LOCK4denied(_offset, _length, _locktype, _owner)
 
 
 def pack_LOCK4denied(p: Packer, v: LOCK4denied) -> None:
-    pack_offset4(p, v.offset)
-    pack_length4(p, v.length)
-    pack_nfs_lock_type4(p, v.locktype)
+    p.pack_uhyper(v.offset)
+    p.pack_uhyper(v.length)
+    p.pack_int(v.locktype)
     pack_lock_owner4(p, v.owner)
 
 
@@ -2635,31 +2532,13 @@ def _unpack_LOCK4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_LOCK4res_arm_0(u: Unpacker) -> LOCK4resok:
-    v = unpack_LOCK4resok(u)
-    return v
-
-
-def _pack_LOCK4res_arm_0(p: Packer, v: Any) -> None:
-    pack_LOCK4resok(p, v)
-
-
-def _unpack_LOCK4res_arm_1(u: Unpacker) -> LOCK4denied:
-    v = unpack_LOCK4denied(u)
-    return v
-
-
-def _pack_LOCK4res_arm_1(p: Packer, v: Any) -> None:
-    pack_LOCK4denied(p, v)
-
-
 LOCK4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_LOCK4res_arm_0,
-    10010: _unpack_LOCK4res_arm_1,
+    0: unpack_LOCK4resok,
+    10010: unpack_LOCK4denied,
 }
 LOCK4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_LOCK4res_arm_0,
-    10010: _pack_LOCK4res_arm_1,
+    0: pack_LOCK4resok,
+    10010: pack_LOCK4denied,
 }
 
 
@@ -2682,7 +2561,7 @@ def unpack_LOCK4res(u: Unpacker) -> LOCK4res:
 
 def pack_LOCK4res(p: Packer, v: LOCK4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = LOCK4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_LOCK4res_arm_default
@@ -2700,16 +2579,16 @@ class LOCKT4args:
 
 def unpack_LOCKT4args(u: Unpacker) -> LOCKT4args:
     _locktype = unpack_nfs_lock_type4(u)
-    _offset = unpack_offset4(u)
-    _length = unpack_length4(u)
+    _offset = u.unpack_uhyper()
+    _length = u.unpack_uhyper()
     _owner = unpack_lock_owner4(u)
     return LOCKT4args(_locktype, _offset, _length, _owner)
 
 
 def pack_LOCKT4args(p: Packer, v: LOCKT4args) -> None:
-    pack_nfs_lock_type4(p, v.locktype)
-    pack_offset4(p, v.offset)
-    pack_length4(p, v.length)
+    p.pack_int(v.locktype)
+    p.pack_uhyper(v.offset)
+    p.pack_uhyper(v.length)
     pack_lock_owner4(p, v.owner)
 
 
@@ -2724,15 +2603,6 @@ def _unpack_LOCKT4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_LOCKT4res_arm_0(u: Unpacker) -> LOCK4denied:
-    v = unpack_LOCK4denied(u)
-    return v
-
-
-def _pack_LOCKT4res_arm_0(p: Packer, v: Any) -> None:
-    pack_LOCK4denied(p, v)
-
-
 def _unpack_LOCKT4res_arm_1(u: Unpacker) -> None:
     v = None
     return v
@@ -2743,11 +2613,11 @@ def _pack_LOCKT4res_arm_1(p: Packer, v: Any) -> None:
 
 
 LOCKT4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    10010: _unpack_LOCKT4res_arm_0,
+    10010: unpack_LOCK4denied,
     0: _unpack_LOCKT4res_arm_1,
 }
 LOCKT4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    10010: _pack_LOCKT4res_arm_0,
+    10010: pack_LOCK4denied,
     0: _pack_LOCKT4res_arm_1,
 }
 
@@ -2771,7 +2641,7 @@ def unpack_LOCKT4res(u: Unpacker) -> LOCKT4res:
 
 def pack_LOCKT4res(p: Packer, v: LOCKT4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = LOCKT4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_LOCKT4res_arm_default
@@ -2790,19 +2660,19 @@ class LOCKU4args:
 
 def unpack_LOCKU4args(u: Unpacker) -> LOCKU4args:
     _locktype = unpack_nfs_lock_type4(u)
-    _seqid = unpack_seqid4(u)
+    _seqid = u.unpack_uint()
     _lock_stateid = unpack_stateid4(u)
-    _offset = unpack_offset4(u)
-    _length = unpack_length4(u)
+    _offset = u.unpack_uhyper()
+    _length = u.unpack_uhyper()
     return LOCKU4args(_locktype, _seqid, _lock_stateid, _offset, _length)
 
 
 def pack_LOCKU4args(p: Packer, v: LOCKU4args) -> None:
-    pack_nfs_lock_type4(p, v.locktype)
-    pack_seqid4(p, v.seqid)
+    p.pack_int(v.locktype)
+    p.pack_uint(v.seqid)
     pack_stateid4(p, v.lock_stateid)
-    pack_offset4(p, v.offset)
-    pack_length4(p, v.length)
+    p.pack_uhyper(v.offset)
+    p.pack_uhyper(v.length)
 
 
 
@@ -2816,20 +2686,11 @@ def _unpack_LOCKU4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_LOCKU4res_arm_0(u: Unpacker) -> stateid4:
-    v = unpack_stateid4(u)
-    return v
-
-
-def _pack_LOCKU4res_arm_0(p: Packer, v: Any) -> None:
-    pack_stateid4(p, v)
-
-
 LOCKU4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_LOCKU4res_arm_0,
+    0: unpack_stateid4,
 }
 LOCKU4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_LOCKU4res_arm_0,
+    0: pack_stateid4,
 }
 
 
@@ -2852,7 +2713,7 @@ def unpack_LOCKU4res(u: Unpacker) -> LOCKU4res:
 
 def pack_LOCKU4res(p: Packer, v: LOCKU4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = LOCKU4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_LOCKU4res_arm_default
@@ -2866,12 +2727,12 @@ class LOOKUP4args:
 
 
 def unpack_LOOKUP4args(u: Unpacker) -> LOOKUP4args:
-    _objname = unpack_component4(u)
+    _objname = u.unpack_opaque(None)
     return LOOKUP4args(_objname)
 
 
 def pack_LOOKUP4args(p: Packer, v: LOOKUP4args) -> None:
-    pack_component4(p, v.objname)
+    p.pack_opaque(v.objname, None)
 
 
 
@@ -2886,7 +2747,7 @@ def unpack_LOOKUP4res(u: Unpacker) -> LOOKUP4res:
 
 
 def pack_LOOKUP4res(p: Packer, v: LOOKUP4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -2901,7 +2762,7 @@ def unpack_LOOKUPP4res(u: Unpacker) -> LOOKUPP4res:
 
 
 def pack_LOOKUPP4res(p: Packer, v: LOOKUPP4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -2931,7 +2792,7 @@ def unpack_NVERIFY4res(u: Unpacker) -> NVERIFY4res:
 
 
 def pack_NVERIFY4res(p: Packer, v: NVERIFY4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 UNCHECKED4: int = 0
@@ -2963,32 +2824,23 @@ def _unpack_createhow4_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_createhow4_arm_0(u: Unpacker) -> fattr4:
-    v = unpack_fattr4(u)
-    return v
-
-
-def _pack_createhow4_arm_0(p: Packer, v: Any) -> None:
-    pack_fattr4(p, v)
-
-
 def _unpack_createhow4_arm_1(u: Unpacker) -> bytes:
-    v = unpack_verifier4(u)
+    v = u.unpack_fopaque(8)
     return v
 
 
 def _pack_createhow4_arm_1(p: Packer, v: Any) -> None:
-    pack_verifier4(p, v)
+    p.pack_fopaque(8, v)
 
 
 createhow4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_createhow4_arm_0,
-    1: _unpack_createhow4_arm_0,
+    0: unpack_fattr4,
+    1: unpack_fattr4,
     2: _unpack_createhow4_arm_1,
 }
 createhow4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_createhow4_arm_0,
-    1: _pack_createhow4_arm_0,
+    0: pack_fattr4,
+    1: pack_fattr4,
     2: _pack_createhow4_arm_1,
 }
 
@@ -3003,7 +2855,7 @@ def unpack_createhow4(u: Unpacker) -> createhow4:
 
 def pack_createhow4(p: Packer, v: createhow4) -> None:
     d = v.mode
-    pack_createmode4(p, d)
+    p.pack_int(d)
     fn = createhow4_arm_packers.get(d)
     if fn is None:
         raise XdrError(f'invalid createhow4 discriminant {d}')
@@ -3038,20 +2890,11 @@ def _unpack_openflag4_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_openflag4_arm_0(u: Unpacker) -> createhow4:
-    v = unpack_createhow4(u)
-    return v
-
-
-def _pack_openflag4_arm_0(p: Packer, v: Any) -> None:
-    pack_createhow4(p, v)
-
-
 openflag4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    1: _unpack_openflag4_arm_0,
+    1: unpack_createhow4,
 }
 openflag4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    1: _pack_openflag4_arm_0,
+    1: pack_createhow4,
 }
 
 
@@ -3074,7 +2917,7 @@ def unpack_openflag4(u: Unpacker) -> openflag4:
 
 def pack_openflag4(p: Packer, v: openflag4) -> None:
     d = v.opentype
-    pack_opentype4(p, d)
+    p.pack_int(d)
     fn = openflag4_arm_packers.get(d)
     if fn is None:
         fn = _pack_openflag4_arm_default
@@ -3106,14 +2949,14 @@ class nfs_modified_limit4:
 
 
 def unpack_nfs_modified_limit4(u: Unpacker) -> nfs_modified_limit4:
-    _num_blocks = unpack_uint32_t(u)
-    _bytes_per_block = unpack_uint32_t(u)
+    _num_blocks = u.unpack_uint()
+    _bytes_per_block = u.unpack_uint()
     return nfs_modified_limit4(_num_blocks, _bytes_per_block)
 
 
 def pack_nfs_modified_limit4(p: Packer, v: nfs_modified_limit4) -> None:
-    pack_uint32_t(p, v.num_blocks)
-    pack_uint32_t(p, v.bytes_per_block)
+    p.pack_uint(v.num_blocks)
+    p.pack_uint(v.bytes_per_block)
 
 
 
@@ -3128,30 +2971,21 @@ def _unpack_nfs_space_limit4_void(u: Unpacker) -> None:
 
 
 def _unpack_nfs_space_limit4_arm_0(u: Unpacker) -> int:
-    v = unpack_uint64_t(u)
+    v = u.unpack_uhyper()
     return v
 
 
 def _pack_nfs_space_limit4_arm_0(p: Packer, v: Any) -> None:
-    pack_uint64_t(p, v)
-
-
-def _unpack_nfs_space_limit4_arm_1(u: Unpacker) -> nfs_modified_limit4:
-    v = unpack_nfs_modified_limit4(u)
-    return v
-
-
-def _pack_nfs_space_limit4_arm_1(p: Packer, v: Any) -> None:
-    pack_nfs_modified_limit4(p, v)
+    p.pack_uhyper(v)
 
 
 nfs_space_limit4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
     1: _unpack_nfs_space_limit4_arm_0,
-    2: _unpack_nfs_space_limit4_arm_1,
+    2: unpack_nfs_modified_limit4,
 }
 nfs_space_limit4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
     1: _pack_nfs_space_limit4_arm_0,
-    2: _pack_nfs_space_limit4_arm_1,
+    2: pack_nfs_modified_limit4,
 }
 
 
@@ -3165,7 +2999,7 @@ def unpack_nfs_space_limit4(u: Unpacker) -> nfs_space_limit4:
 
 def pack_nfs_space_limit4(p: Packer, v: nfs_space_limit4) -> None:
     d = v.limitby
-    pack_limit_by4(p, d)
+    p.pack_int(d)
     fn = nfs_space_limit4_arm_packers.get(d)
     if fn is None:
         raise XdrError(f'invalid nfs_space_limit4 discriminant {d}')
@@ -3218,13 +3052,13 @@ class open_claim_delegate_cur4:
 
 def unpack_open_claim_delegate_cur4(u: Unpacker) -> open_claim_delegate_cur4:
     _delegate_stateid = unpack_stateid4(u)
-    _file = unpack_component4(u)
+    _file = u.unpack_opaque(None)
     return open_claim_delegate_cur4(_delegate_stateid, _file)
 
 
 def pack_open_claim_delegate_cur4(p: Packer, v: open_claim_delegate_cur4) -> None:
     pack_stateid4(p, v.delegate_stateid)
-    pack_component4(p, v.file)
+    p.pack_opaque(v.file, None)
 
 
 
@@ -3239,12 +3073,12 @@ def _unpack_open_claim4_void(u: Unpacker) -> None:
 
 
 def _unpack_open_claim4_arm_0(u: Unpacker) -> bytes:
-    v = unpack_component4(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def _pack_open_claim4_arm_0(p: Packer, v: Any) -> None:
-    pack_component4(p, v)
+    p.pack_opaque(v, None)
 
 
 def _unpack_open_claim4_arm_1(u: Unpacker) -> int:
@@ -3253,37 +3087,28 @@ def _unpack_open_claim4_arm_1(u: Unpacker) -> int:
 
 
 def _pack_open_claim4_arm_1(p: Packer, v: Any) -> None:
-    pack_open_delegation_type4(p, v)
-
-
-def _unpack_open_claim4_arm_2(u: Unpacker) -> open_claim_delegate_cur4:
-    v = unpack_open_claim_delegate_cur4(u)
-    return v
-
-
-def _pack_open_claim4_arm_2(p: Packer, v: Any) -> None:
-    pack_open_claim_delegate_cur4(p, v)
+    p.pack_int(v)
 
 
 def _unpack_open_claim4_arm_3(u: Unpacker) -> bytes:
-    v = unpack_component4(u)
+    v = u.unpack_opaque(None)
     return v
 
 
 def _pack_open_claim4_arm_3(p: Packer, v: Any) -> None:
-    pack_component4(p, v)
+    p.pack_opaque(v, None)
 
 
 open_claim4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
     0: _unpack_open_claim4_arm_0,
     1: _unpack_open_claim4_arm_1,
-    2: _unpack_open_claim4_arm_2,
+    2: unpack_open_claim_delegate_cur4,
     3: _unpack_open_claim4_arm_3,
 }
 open_claim4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
     0: _pack_open_claim4_arm_0,
     1: _pack_open_claim4_arm_1,
-    2: _pack_open_claim4_arm_2,
+    2: pack_open_claim_delegate_cur4,
     3: _pack_open_claim4_arm_3,
 }
 
@@ -3298,7 +3123,7 @@ def unpack_open_claim4(u: Unpacker) -> open_claim4:
 
 def pack_open_claim4(p: Packer, v: open_claim4) -> None:
     d = v.claim
-    pack_open_claim_type4(p, d)
+    p.pack_int(d)
     fn = open_claim4_arm_packers.get(d)
     if fn is None:
         raise XdrError(f'invalid open_claim4 discriminant {d}')
@@ -3317,9 +3142,9 @@ class OPEN4args:
 
 
 def unpack_OPEN4args(u: Unpacker) -> OPEN4args:
-    _seqid = unpack_seqid4(u)
-    _share_access = unpack_uint32_t(u)
-    _share_deny = unpack_uint32_t(u)
+    _seqid = u.unpack_uint()
+    _share_access = u.unpack_uint()
+    _share_deny = u.unpack_uint()
     _owner = unpack_open_owner4(u)
     _openhow = unpack_openflag4(u)
     _claim = unpack_open_claim4(u)
@@ -3327,9 +3152,9 @@ def unpack_OPEN4args(u: Unpacker) -> OPEN4args:
 
 
 def pack_OPEN4args(p: Packer, v: OPEN4args) -> None:
-    pack_seqid4(p, v.seqid)
-    pack_uint32_t(p, v.share_access)
-    pack_uint32_t(p, v.share_deny)
+    p.pack_uint(v.seqid)
+    p.pack_uint(v.share_access)
+    p.pack_uint(v.share_deny)
     pack_open_owner4(p, v.owner)
     pack_openflag4(p, v.openhow)
     pack_open_claim4(p, v.claim)
@@ -3400,33 +3225,15 @@ def _pack_open_delegation4_arm_0(p: Packer, v: Any) -> None:
     pass
 
 
-def _unpack_open_delegation4_arm_1(u: Unpacker) -> open_read_delegation4:
-    v = unpack_open_read_delegation4(u)
-    return v
-
-
-def _pack_open_delegation4_arm_1(p: Packer, v: Any) -> None:
-    pack_open_read_delegation4(p, v)
-
-
-def _unpack_open_delegation4_arm_2(u: Unpacker) -> open_write_delegation4:
-    v = unpack_open_write_delegation4(u)
-    return v
-
-
-def _pack_open_delegation4_arm_2(p: Packer, v: Any) -> None:
-    pack_open_write_delegation4(p, v)
-
-
 open_delegation4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
     0: _unpack_open_delegation4_arm_0,
-    1: _unpack_open_delegation4_arm_1,
-    2: _unpack_open_delegation4_arm_2,
+    1: unpack_open_read_delegation4,
+    2: unpack_open_write_delegation4,
 }
 open_delegation4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
     0: _pack_open_delegation4_arm_0,
-    1: _pack_open_delegation4_arm_1,
-    2: _pack_open_delegation4_arm_2,
+    1: pack_open_read_delegation4,
+    2: pack_open_write_delegation4,
 }
 
 
@@ -3440,7 +3247,7 @@ def unpack_open_delegation4(u: Unpacker) -> open_delegation4:
 
 def pack_open_delegation4(p: Packer, v: open_delegation4) -> None:
     d = v.delegation_type
-    pack_open_delegation_type4(p, d)
+    p.pack_int(d)
     fn = open_delegation4_arm_packers.get(d)
     if fn is None:
         raise XdrError(f'invalid open_delegation4 discriminant {d}')
@@ -3460,7 +3267,7 @@ class OPEN4resok:
 def unpack_OPEN4resok(u: Unpacker) -> OPEN4resok:
     _stateid = unpack_stateid4(u)
     _cinfo = unpack_change_info4(u)
-    _rflags = unpack_uint32_t(u)
+    _rflags = u.unpack_uint()
     _attrset = unpack_bitmap4(u)
     _delegation = unpack_open_delegation4(u)
     return OPEN4resok(_stateid, _cinfo, _rflags, _attrset, _delegation)
@@ -3469,7 +3276,7 @@ def unpack_OPEN4resok(u: Unpacker) -> OPEN4resok:
 def pack_OPEN4resok(p: Packer, v: OPEN4resok) -> None:
     pack_stateid4(p, v.stateid)
     pack_change_info4(p, v.cinfo)
-    pack_uint32_t(p, v.rflags)
+    p.pack_uint(v.rflags)
     pack_bitmap4(p, v.attrset)
     pack_open_delegation4(p, v.delegation)
 
@@ -3485,20 +3292,11 @@ def _unpack_OPEN4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_OPEN4res_arm_0(u: Unpacker) -> OPEN4resok:
-    v = unpack_OPEN4resok(u)
-    return v
-
-
-def _pack_OPEN4res_arm_0(p: Packer, v: Any) -> None:
-    pack_OPEN4resok(p, v)
-
-
 OPEN4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_OPEN4res_arm_0,
+    0: unpack_OPEN4resok,
 }
 OPEN4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_OPEN4res_arm_0,
+    0: pack_OPEN4resok,
 }
 
 
@@ -3521,7 +3319,7 @@ def unpack_OPEN4res(u: Unpacker) -> OPEN4res:
 
 def pack_OPEN4res(p: Packer, v: OPEN4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = OPEN4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_OPEN4res_arm_default
@@ -3555,7 +3353,7 @@ def unpack_OPENATTR4res(u: Unpacker) -> OPENATTR4res:
 
 
 def pack_OPENATTR4res(p: Packer, v: OPENATTR4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -3567,13 +3365,13 @@ class OPEN_CONFIRM4args:
 
 def unpack_OPEN_CONFIRM4args(u: Unpacker) -> OPEN_CONFIRM4args:
     _open_stateid = unpack_stateid4(u)
-    _seqid = unpack_seqid4(u)
+    _seqid = u.unpack_uint()
     return OPEN_CONFIRM4args(_open_stateid, _seqid)
 
 
 def pack_OPEN_CONFIRM4args(p: Packer, v: OPEN_CONFIRM4args) -> None:
     pack_stateid4(p, v.open_stateid)
-    pack_seqid4(p, v.seqid)
+    p.pack_uint(v.seqid)
 
 
 
@@ -3602,20 +3400,11 @@ def _unpack_OPEN_CONFIRM4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_OPEN_CONFIRM4res_arm_0(u: Unpacker) -> OPEN_CONFIRM4resok:
-    v = unpack_OPEN_CONFIRM4resok(u)
-    return v
-
-
-def _pack_OPEN_CONFIRM4res_arm_0(p: Packer, v: Any) -> None:
-    pack_OPEN_CONFIRM4resok(p, v)
-
-
 OPEN_CONFIRM4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_OPEN_CONFIRM4res_arm_0,
+    0: unpack_OPEN_CONFIRM4resok,
 }
 OPEN_CONFIRM4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_OPEN_CONFIRM4res_arm_0,
+    0: pack_OPEN_CONFIRM4resok,
 }
 
 
@@ -3638,7 +3427,7 @@ def unpack_OPEN_CONFIRM4res(u: Unpacker) -> OPEN_CONFIRM4res:
 
 def pack_OPEN_CONFIRM4res(p: Packer, v: OPEN_CONFIRM4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = OPEN_CONFIRM4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_OPEN_CONFIRM4res_arm_default
@@ -3656,17 +3445,17 @@ class OPEN_DOWNGRADE4args:
 
 def unpack_OPEN_DOWNGRADE4args(u: Unpacker) -> OPEN_DOWNGRADE4args:
     _open_stateid = unpack_stateid4(u)
-    _seqid = unpack_seqid4(u)
-    _share_access = unpack_uint32_t(u)
-    _share_deny = unpack_uint32_t(u)
+    _seqid = u.unpack_uint()
+    _share_access = u.unpack_uint()
+    _share_deny = u.unpack_uint()
     return OPEN_DOWNGRADE4args(_open_stateid, _seqid, _share_access, _share_deny)
 
 
 def pack_OPEN_DOWNGRADE4args(p: Packer, v: OPEN_DOWNGRADE4args) -> None:
     pack_stateid4(p, v.open_stateid)
-    pack_seqid4(p, v.seqid)
-    pack_uint32_t(p, v.share_access)
-    pack_uint32_t(p, v.share_deny)
+    p.pack_uint(v.seqid)
+    p.pack_uint(v.share_access)
+    p.pack_uint(v.share_deny)
 
 
 
@@ -3695,20 +3484,11 @@ def _unpack_OPEN_DOWNGRADE4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_OPEN_DOWNGRADE4res_arm_0(u: Unpacker) -> OPEN_DOWNGRADE4resok:
-    v = unpack_OPEN_DOWNGRADE4resok(u)
-    return v
-
-
-def _pack_OPEN_DOWNGRADE4res_arm_0(p: Packer, v: Any) -> None:
-    pack_OPEN_DOWNGRADE4resok(p, v)
-
-
 OPEN_DOWNGRADE4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_OPEN_DOWNGRADE4res_arm_0,
+    0: unpack_OPEN_DOWNGRADE4resok,
 }
 OPEN_DOWNGRADE4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_OPEN_DOWNGRADE4res_arm_0,
+    0: pack_OPEN_DOWNGRADE4resok,
 }
 
 
@@ -3731,7 +3511,7 @@ def unpack_OPEN_DOWNGRADE4res(u: Unpacker) -> OPEN_DOWNGRADE4res:
 
 def pack_OPEN_DOWNGRADE4res(p: Packer, v: OPEN_DOWNGRADE4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = OPEN_DOWNGRADE4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_OPEN_DOWNGRADE4res_arm_default
@@ -3745,12 +3525,12 @@ class PUTFH4args:
 
 
 def unpack_PUTFH4args(u: Unpacker) -> PUTFH4args:
-    _object = unpack_nfs_fh4(u)
+    _object = u.unpack_opaque(128)
     return PUTFH4args(_object)
 
 
 def pack_PUTFH4args(p: Packer, v: PUTFH4args) -> None:
-    pack_nfs_fh4(p, v.object)
+    p.pack_opaque(v.object, 128)
 
 
 
@@ -3765,7 +3545,7 @@ def unpack_PUTFH4res(u: Unpacker) -> PUTFH4res:
 
 
 def pack_PUTFH4res(p: Packer, v: PUTFH4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -3780,7 +3560,7 @@ def unpack_PUTPUBFH4res(u: Unpacker) -> PUTPUBFH4res:
 
 
 def pack_PUTPUBFH4res(p: Packer, v: PUTPUBFH4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -3795,7 +3575,7 @@ def unpack_PUTROOTFH4res(u: Unpacker) -> PUTROOTFH4res:
 
 
 def pack_PUTROOTFH4res(p: Packer, v: PUTROOTFH4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -3808,15 +3588,15 @@ class READ4args:
 
 def unpack_READ4args(u: Unpacker) -> READ4args:
     _stateid = unpack_stateid4(u)
-    _offset = unpack_offset4(u)
-    _count = unpack_count4(u)
+    _offset = u.unpack_uhyper()
+    _count = u.unpack_uint()
     return READ4args(_stateid, _offset, _count)
 
 
 def pack_READ4args(p: Packer, v: READ4args) -> None:
     pack_stateid4(p, v.stateid)
-    pack_offset4(p, v.offset)
-    pack_count4(p, v.count)
+    p.pack_uhyper(v.offset)
+    p.pack_uint(v.count)
 
 
 
@@ -3848,20 +3628,11 @@ def _unpack_READ4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_READ4res_arm_0(u: Unpacker) -> READ4resok:
-    v = unpack_READ4resok(u)
-    return v
-
-
-def _pack_READ4res_arm_0(p: Packer, v: Any) -> None:
-    pack_READ4resok(p, v)
-
-
 READ4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_READ4res_arm_0,
+    0: unpack_READ4resok,
 }
 READ4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_READ4res_arm_0,
+    0: pack_READ4resok,
 }
 
 
@@ -3884,7 +3655,7 @@ def unpack_READ4res(u: Unpacker) -> READ4res:
 
 def pack_READ4res(p: Packer, v: READ4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = READ4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_READ4res_arm_default
@@ -3902,19 +3673,19 @@ class READDIR4args:
 
 
 def unpack_READDIR4args(u: Unpacker) -> READDIR4args:
-    _cookie = unpack_nfs_cookie4(u)
-    _cookieverf = unpack_verifier4(u)
-    _dircount = unpack_count4(u)
-    _maxcount = unpack_count4(u)
+    _cookie = u.unpack_uhyper()
+    _cookieverf = u.unpack_fopaque(8)
+    _dircount = u.unpack_uint()
+    _maxcount = u.unpack_uint()
     _attr_request = unpack_bitmap4(u)
     return READDIR4args(_cookie, _cookieverf, _dircount, _maxcount, _attr_request)
 
 
 def pack_READDIR4args(p: Packer, v: READDIR4args) -> None:
-    pack_nfs_cookie4(p, v.cookie)
-    pack_verifier4(p, v.cookieverf)
-    pack_count4(p, v.dircount)
-    pack_count4(p, v.maxcount)
+    p.pack_uhyper(v.cookie)
+    p.pack_fopaque(8, v.cookieverf)
+    p.pack_uint(v.dircount)
+    p.pack_uint(v.maxcount)
     pack_bitmap4(p, v.attr_request)
 
 
@@ -3950,8 +3721,8 @@ def unpack_entry4(u: Unpacker) -> entry4:
     head: entry4 | None = None
     tail: entry4 | None = None
     while True:
-        _cookie = unpack_nfs_cookie4(u)
-        _name = unpack_component4(u)
+        _cookie = u.unpack_uhyper()
+        _name = u.unpack_opaque(None)
         _attrs = unpack_fattr4(u)
         node = entry4(_cookie, _name, _attrs, None)
         if tail is None:
@@ -3968,8 +3739,8 @@ def unpack_entry4(u: Unpacker) -> entry4:
 def pack_entry4(p: Packer, v: entry4) -> None:
     node: entry4 | None = v
     while node is not None:
-        pack_nfs_cookie4(p, node.cookie)
-        pack_component4(p, node.name)
+        p.pack_uhyper(node.cookie)
+        p.pack_opaque(node.name, None)
         pack_fattr4(p, node.attrs)
         node = node.nextentry
         p.pack_bool(node is not None)
@@ -4008,13 +3779,13 @@ class READDIR4resok:
 
 
 def unpack_READDIR4resok(u: Unpacker) -> READDIR4resok:
-    _cookieverf = unpack_verifier4(u)
+    _cookieverf = u.unpack_fopaque(8)
     _reply = unpack_dirlist4(u)
     return READDIR4resok(_cookieverf, _reply)
 
 
 def pack_READDIR4resok(p: Packer, v: READDIR4resok) -> None:
-    pack_verifier4(p, v.cookieverf)
+    p.pack_fopaque(8, v.cookieverf)
     pack_dirlist4(p, v.reply)
 
 
@@ -4029,20 +3800,11 @@ def _unpack_READDIR4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_READDIR4res_arm_0(u: Unpacker) -> READDIR4resok:
-    v = unpack_READDIR4resok(u)
-    return v
-
-
-def _pack_READDIR4res_arm_0(p: Packer, v: Any) -> None:
-    pack_READDIR4resok(p, v)
-
-
 READDIR4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_READDIR4res_arm_0,
+    0: unpack_READDIR4resok,
 }
 READDIR4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_READDIR4res_arm_0,
+    0: pack_READDIR4resok,
 }
 
 
@@ -4065,7 +3827,7 @@ def unpack_READDIR4res(u: Unpacker) -> READDIR4res:
 
 def pack_READDIR4res(p: Packer, v: READDIR4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = READDIR4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_READDIR4res_arm_default
@@ -4079,12 +3841,12 @@ class READLINK4resok:
 
 
 def unpack_READLINK4resok(u: Unpacker) -> READLINK4resok:
-    _link = unpack_linktext4(u)
+    _link = u.unpack_opaque(None)
     return READLINK4resok(_link)
 
 
 def pack_READLINK4resok(p: Packer, v: READLINK4resok) -> None:
-    pack_linktext4(p, v.link)
+    p.pack_opaque(v.link, None)
 
 
 
@@ -4098,20 +3860,11 @@ def _unpack_READLINK4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_READLINK4res_arm_0(u: Unpacker) -> READLINK4resok:
-    v = unpack_READLINK4resok(u)
-    return v
-
-
-def _pack_READLINK4res_arm_0(p: Packer, v: Any) -> None:
-    pack_READLINK4resok(p, v)
-
-
 READLINK4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_READLINK4res_arm_0,
+    0: unpack_READLINK4resok,
 }
 READLINK4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_READLINK4res_arm_0,
+    0: pack_READLINK4resok,
 }
 
 
@@ -4134,7 +3887,7 @@ def unpack_READLINK4res(u: Unpacker) -> READLINK4res:
 
 def pack_READLINK4res(p: Packer, v: READLINK4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = READLINK4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_READLINK4res_arm_default
@@ -4148,12 +3901,12 @@ class REMOVE4args:
 
 
 def unpack_REMOVE4args(u: Unpacker) -> REMOVE4args:
-    _target = unpack_component4(u)
+    _target = u.unpack_opaque(None)
     return REMOVE4args(_target)
 
 
 def pack_REMOVE4args(p: Packer, v: REMOVE4args) -> None:
-    pack_component4(p, v.target)
+    p.pack_opaque(v.target, None)
 
 
 
@@ -4182,20 +3935,11 @@ def _unpack_REMOVE4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_REMOVE4res_arm_0(u: Unpacker) -> REMOVE4resok:
-    v = unpack_REMOVE4resok(u)
-    return v
-
-
-def _pack_REMOVE4res_arm_0(p: Packer, v: Any) -> None:
-    pack_REMOVE4resok(p, v)
-
-
 REMOVE4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_REMOVE4res_arm_0,
+    0: unpack_REMOVE4resok,
 }
 REMOVE4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_REMOVE4res_arm_0,
+    0: pack_REMOVE4resok,
 }
 
 
@@ -4218,7 +3962,7 @@ def unpack_REMOVE4res(u: Unpacker) -> REMOVE4res:
 
 def pack_REMOVE4res(p: Packer, v: REMOVE4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = REMOVE4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_REMOVE4res_arm_default
@@ -4233,14 +3977,14 @@ class RENAME4args:
 
 
 def unpack_RENAME4args(u: Unpacker) -> RENAME4args:
-    _oldname = unpack_component4(u)
-    _newname = unpack_component4(u)
+    _oldname = u.unpack_opaque(None)
+    _newname = u.unpack_opaque(None)
     return RENAME4args(_oldname, _newname)
 
 
 def pack_RENAME4args(p: Packer, v: RENAME4args) -> None:
-    pack_component4(p, v.oldname)
-    pack_component4(p, v.newname)
+    p.pack_opaque(v.oldname, None)
+    p.pack_opaque(v.newname, None)
 
 
 
@@ -4272,20 +4016,11 @@ def _unpack_RENAME4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_RENAME4res_arm_0(u: Unpacker) -> RENAME4resok:
-    v = unpack_RENAME4resok(u)
-    return v
-
-
-def _pack_RENAME4res_arm_0(p: Packer, v: Any) -> None:
-    pack_RENAME4resok(p, v)
-
-
 RENAME4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_RENAME4res_arm_0,
+    0: unpack_RENAME4resok,
 }
 RENAME4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_RENAME4res_arm_0,
+    0: pack_RENAME4resok,
 }
 
 
@@ -4308,7 +4043,7 @@ def unpack_RENAME4res(u: Unpacker) -> RENAME4res:
 
 def pack_RENAME4res(p: Packer, v: RENAME4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = RENAME4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_RENAME4res_arm_default
@@ -4322,12 +4057,12 @@ class RENEW4args:
 
 
 def unpack_RENEW4args(u: Unpacker) -> RENEW4args:
-    _clientid = unpack_clientid4(u)
+    _clientid = u.unpack_uhyper()
     return RENEW4args(_clientid)
 
 
 def pack_RENEW4args(p: Packer, v: RENEW4args) -> None:
-    pack_clientid4(p, v.clientid)
+    p.pack_uhyper(v.clientid)
 
 
 
@@ -4342,7 +4077,7 @@ def unpack_RENEW4res(u: Unpacker) -> RENEW4res:
 
 
 def pack_RENEW4res(p: Packer, v: RENEW4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -4357,7 +4092,7 @@ def unpack_RESTOREFH4res(u: Unpacker) -> RESTOREFH4res:
 
 
 def pack_RESTOREFH4res(p: Packer, v: RESTOREFH4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -4372,7 +4107,7 @@ def unpack_SAVEFH4res(u: Unpacker) -> SAVEFH4res:
 
 
 def pack_SAVEFH4res(p: Packer, v: SAVEFH4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -4382,12 +4117,12 @@ class SECINFO4args:
 
 
 def unpack_SECINFO4args(u: Unpacker) -> SECINFO4args:
-    _name = unpack_component4(u)
+    _name = u.unpack_opaque(None)
     return SECINFO4args(_name)
 
 
 def pack_SECINFO4args(p: Packer, v: SECINFO4args) -> None:
-    pack_component4(p, v.name)
+    p.pack_opaque(v.name, None)
 
 
 RPC_GSS_SVC_NONE: int = 1
@@ -4417,16 +4152,16 @@ class rpcsec_gss_info:
 
 
 def unpack_rpcsec_gss_info(u: Unpacker) -> rpcsec_gss_info:
-    _oid = unpack_sec_oid4(u)
-    _qop = unpack_qop4(u)
+    _oid = u.unpack_opaque(None)
+    _qop = u.unpack_uint()
     _service = unpack_rpc_gss_svc_t(u)
     return rpcsec_gss_info(_oid, _qop, _service)
 
 
 def pack_rpcsec_gss_info(p: Packer, v: rpcsec_gss_info) -> None:
-    pack_sec_oid4(p, v.oid)
-    pack_qop4(p, v.qop)
-    pack_rpc_gss_svc_t(p, v.service)
+    p.pack_opaque(v.oid, None)
+    p.pack_uint(v.qop)
+    p.pack_int(v.service)
 
 
 
@@ -4440,20 +4175,11 @@ def _unpack_secinfo4_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_secinfo4_arm_0(u: Unpacker) -> rpcsec_gss_info:
-    v = unpack_rpcsec_gss_info(u)
-    return v
-
-
-def _pack_secinfo4_arm_0(p: Packer, v: Any) -> None:
-    pack_rpcsec_gss_info(p, v)
-
-
 secinfo4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    6: _unpack_secinfo4_arm_0,
+    6: unpack_rpcsec_gss_info,
 }
 secinfo4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    6: _pack_secinfo4_arm_0,
+    6: pack_rpcsec_gss_info,
 }
 
 
@@ -4467,7 +4193,7 @@ def _pack_secinfo4_arm_default(p: Packer, v: Any) -> None:
 
 
 def unpack_secinfo4(u: Unpacker) -> secinfo4:
-    d = unpack_uint32_t(u)
+    d = u.unpack_uint()
     fn = secinfo4_arm_unpackers.get(d)
     if fn is None:
         fn = _unpack_secinfo4_arm_default
@@ -4476,7 +4202,7 @@ def unpack_secinfo4(u: Unpacker) -> secinfo4:
 
 def pack_secinfo4(p: Packer, v: secinfo4) -> None:
     d = v.flavor
-    pack_uint32_t(p, d)
+    p.pack_uint(d)
     fn = secinfo4_arm_packers.get(d)
     if fn is None:
         fn = _pack_secinfo4_arm_default
@@ -4546,7 +4272,7 @@ def unpack_SECINFO4res(u: Unpacker) -> SECINFO4res:
 
 def pack_SECINFO4res(p: Packer, v: SECINFO4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = SECINFO4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_SECINFO4res_arm_default
@@ -4585,7 +4311,7 @@ def unpack_SETATTR4res(u: Unpacker) -> SETATTR4res:
 
 
 def pack_SETATTR4res(p: Packer, v: SETATTR4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
     pack_bitmap4(p, v.attrsset)
 
 
@@ -4600,14 +4326,14 @@ class SETCLIENTID4args:
 def unpack_SETCLIENTID4args(u: Unpacker) -> SETCLIENTID4args:
     _client = unpack_nfs_client_id4(u)
     _callback = unpack_cb_client4(u)
-    _callback_ident = unpack_uint32_t(u)
+    _callback_ident = u.unpack_uint()
     return SETCLIENTID4args(_client, _callback, _callback_ident)
 
 
 def pack_SETCLIENTID4args(p: Packer, v: SETCLIENTID4args) -> None:
     pack_nfs_client_id4(p, v.client)
     pack_cb_client4(p, v.callback)
-    pack_uint32_t(p, v.callback_ident)
+    p.pack_uint(v.callback_ident)
 
 
 
@@ -4618,14 +4344,14 @@ class SETCLIENTID4resok:
 
 
 def unpack_SETCLIENTID4resok(u: Unpacker) -> SETCLIENTID4resok:
-    _clientid = unpack_clientid4(u)
-    _setclientid_confirm = unpack_verifier4(u)
+    _clientid = u.unpack_uhyper()
+    _setclientid_confirm = u.unpack_fopaque(8)
     return SETCLIENTID4resok(_clientid, _setclientid_confirm)
 
 
 def pack_SETCLIENTID4resok(p: Packer, v: SETCLIENTID4resok) -> None:
-    pack_clientid4(p, v.clientid)
-    pack_verifier4(p, v.setclientid_confirm)
+    p.pack_uhyper(v.clientid)
+    p.pack_fopaque(8, v.setclientid_confirm)
 
 
 
@@ -4639,15 +4365,6 @@ def _unpack_SETCLIENTID4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_SETCLIENTID4res_arm_0(u: Unpacker) -> SETCLIENTID4resok:
-    v = unpack_SETCLIENTID4resok(u)
-    return v
-
-
-def _pack_SETCLIENTID4res_arm_0(p: Packer, v: Any) -> None:
-    pack_SETCLIENTID4resok(p, v)
-
-
 def _unpack_SETCLIENTID4res_arm_1(u: Unpacker) -> netaddr4:
     v = unpack_clientaddr4(u)
     return v
@@ -4658,11 +4375,11 @@ def _pack_SETCLIENTID4res_arm_1(p: Packer, v: Any) -> None:
 
 
 SETCLIENTID4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_SETCLIENTID4res_arm_0,
+    0: unpack_SETCLIENTID4resok,
     10017: _unpack_SETCLIENTID4res_arm_1,
 }
 SETCLIENTID4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_SETCLIENTID4res_arm_0,
+    0: pack_SETCLIENTID4resok,
     10017: _pack_SETCLIENTID4res_arm_1,
 }
 
@@ -4686,7 +4403,7 @@ def unpack_SETCLIENTID4res(u: Unpacker) -> SETCLIENTID4res:
 
 def pack_SETCLIENTID4res(p: Packer, v: SETCLIENTID4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = SETCLIENTID4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_SETCLIENTID4res_arm_default
@@ -4701,14 +4418,14 @@ class SETCLIENTID_CONFIRM4args:
 
 
 def unpack_SETCLIENTID_CONFIRM4args(u: Unpacker) -> SETCLIENTID_CONFIRM4args:
-    _clientid = unpack_clientid4(u)
-    _setclientid_confirm = unpack_verifier4(u)
+    _clientid = u.unpack_uhyper()
+    _setclientid_confirm = u.unpack_fopaque(8)
     return SETCLIENTID_CONFIRM4args(_clientid, _setclientid_confirm)
 
 
 def pack_SETCLIENTID_CONFIRM4args(p: Packer, v: SETCLIENTID_CONFIRM4args) -> None:
-    pack_clientid4(p, v.clientid)
-    pack_verifier4(p, v.setclientid_confirm)
+    p.pack_uhyper(v.clientid)
+    p.pack_fopaque(8, v.setclientid_confirm)
 
 
 
@@ -4723,7 +4440,7 @@ def unpack_SETCLIENTID_CONFIRM4res(u: Unpacker) -> SETCLIENTID_CONFIRM4res:
 
 
 def pack_SETCLIENTID_CONFIRM4res(p: Packer, v: SETCLIENTID_CONFIRM4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -4753,7 +4470,7 @@ def unpack_VERIFY4res(u: Unpacker) -> VERIFY4res:
 
 
 def pack_VERIFY4res(p: Packer, v: VERIFY4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -4767,7 +4484,7 @@ class WRITE4args:
 
 def unpack_WRITE4args(u: Unpacker) -> WRITE4args:
     _stateid = unpack_stateid4(u)
-    _offset = unpack_offset4(u)
+    _offset = u.unpack_uhyper()
     _stable = unpack_stable_how4(u)
     _data = u.unpack_opaque(None)
     return WRITE4args(_stateid, _offset, _stable, _data)
@@ -4775,8 +4492,8 @@ def unpack_WRITE4args(u: Unpacker) -> WRITE4args:
 
 def pack_WRITE4args(p: Packer, v: WRITE4args) -> None:
     pack_stateid4(p, v.stateid)
-    pack_offset4(p, v.offset)
-    pack_stable_how4(p, v.stable)
+    p.pack_uhyper(v.offset)
+    p.pack_int(v.stable)
     p.pack_opaque(v.data, None)
 
 
@@ -4789,16 +4506,16 @@ class WRITE4resok:
 
 
 def unpack_WRITE4resok(u: Unpacker) -> WRITE4resok:
-    _count = unpack_count4(u)
+    _count = u.unpack_uint()
     _committed = unpack_stable_how4(u)
-    _writeverf = unpack_verifier4(u)
+    _writeverf = u.unpack_fopaque(8)
     return WRITE4resok(_count, _committed, _writeverf)
 
 
 def pack_WRITE4resok(p: Packer, v: WRITE4resok) -> None:
-    pack_count4(p, v.count)
-    pack_stable_how4(p, v.committed)
-    pack_verifier4(p, v.writeverf)
+    p.pack_uint(v.count)
+    p.pack_int(v.committed)
+    p.pack_fopaque(8, v.writeverf)
 
 
 
@@ -4812,20 +4529,11 @@ def _unpack_WRITE4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_WRITE4res_arm_0(u: Unpacker) -> WRITE4resok:
-    v = unpack_WRITE4resok(u)
-    return v
-
-
-def _pack_WRITE4res_arm_0(p: Packer, v: Any) -> None:
-    pack_WRITE4resok(p, v)
-
-
 WRITE4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_WRITE4res_arm_0,
+    0: unpack_WRITE4resok,
 }
 WRITE4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_WRITE4res_arm_0,
+    0: pack_WRITE4resok,
 }
 
 
@@ -4848,7 +4556,7 @@ def unpack_WRITE4res(u: Unpacker) -> WRITE4res:
 
 def pack_WRITE4res(p: Packer, v: WRITE4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = WRITE4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_WRITE4res_arm_default
@@ -4882,7 +4590,7 @@ def unpack_RELEASE_LOCKOWNER4res(u: Unpacker) -> RELEASE_LOCKOWNER4res:
 
 
 def pack_RELEASE_LOCKOWNER4res(p: Packer, v: RELEASE_LOCKOWNER4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -4897,7 +4605,7 @@ def unpack_ILLEGAL4res(u: Unpacker) -> ILLEGAL4res:
 
 
 def pack_ILLEGAL4res(p: Packer, v: ILLEGAL4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -4911,69 +4619,6 @@ def _unpack_nfs_argop4_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_nfs_argop4_arm_0(u: Unpacker) -> ACCESS4args:
-    v = unpack_ACCESS4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_0(p: Packer, v: Any) -> None:
-    pack_ACCESS4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_1(u: Unpacker) -> CLOSE4args:
-    v = unpack_CLOSE4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_1(p: Packer, v: Any) -> None:
-    pack_CLOSE4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_2(u: Unpacker) -> COMMIT4args:
-    v = unpack_COMMIT4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_2(p: Packer, v: Any) -> None:
-    pack_COMMIT4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_3(u: Unpacker) -> CREATE4args:
-    v = unpack_CREATE4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_3(p: Packer, v: Any) -> None:
-    pack_CREATE4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_4(u: Unpacker) -> DELEGPURGE4args:
-    v = unpack_DELEGPURGE4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_4(p: Packer, v: Any) -> None:
-    pack_DELEGPURGE4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_5(u: Unpacker) -> DELEGRETURN4args:
-    v = unpack_DELEGRETURN4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_5(p: Packer, v: Any) -> None:
-    pack_DELEGRETURN4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_6(u: Unpacker) -> GETATTR4args:
-    v = unpack_GETATTR4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_6(p: Packer, v: Any) -> None:
-    pack_GETATTR4args(p, v)
-
-
 def _unpack_nfs_argop4_arm_7(u: Unpacker) -> None:
     v = None
     return v
@@ -4983,51 +4628,6 @@ def _pack_nfs_argop4_arm_7(p: Packer, v: Any) -> None:
     pass
 
 
-def _unpack_nfs_argop4_arm_8(u: Unpacker) -> LINK4args:
-    v = unpack_LINK4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_8(p: Packer, v: Any) -> None:
-    pack_LINK4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_9(u: Unpacker) -> LOCK4args:
-    v = unpack_LOCK4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_9(p: Packer, v: Any) -> None:
-    pack_LOCK4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_10(u: Unpacker) -> LOCKT4args:
-    v = unpack_LOCKT4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_10(p: Packer, v: Any) -> None:
-    pack_LOCKT4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_11(u: Unpacker) -> LOCKU4args:
-    v = unpack_LOCKU4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_11(p: Packer, v: Any) -> None:
-    pack_LOCKU4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_12(u: Unpacker) -> LOOKUP4args:
-    v = unpack_LOOKUP4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_12(p: Packer, v: Any) -> None:
-    pack_LOOKUP4args(p, v)
-
-
 def _unpack_nfs_argop4_arm_13(u: Unpacker) -> None:
     v = None
     return v
@@ -5035,60 +4635,6 @@ def _unpack_nfs_argop4_arm_13(u: Unpacker) -> None:
 
 def _pack_nfs_argop4_arm_13(p: Packer, v: Any) -> None:
     pass
-
-
-def _unpack_nfs_argop4_arm_14(u: Unpacker) -> NVERIFY4args:
-    v = unpack_NVERIFY4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_14(p: Packer, v: Any) -> None:
-    pack_NVERIFY4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_15(u: Unpacker) -> OPEN4args:
-    v = unpack_OPEN4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_15(p: Packer, v: Any) -> None:
-    pack_OPEN4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_16(u: Unpacker) -> OPENATTR4args:
-    v = unpack_OPENATTR4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_16(p: Packer, v: Any) -> None:
-    pack_OPENATTR4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_17(u: Unpacker) -> OPEN_CONFIRM4args:
-    v = unpack_OPEN_CONFIRM4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_17(p: Packer, v: Any) -> None:
-    pack_OPEN_CONFIRM4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_18(u: Unpacker) -> OPEN_DOWNGRADE4args:
-    v = unpack_OPEN_DOWNGRADE4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_18(p: Packer, v: Any) -> None:
-    pack_OPEN_DOWNGRADE4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_19(u: Unpacker) -> PUTFH4args:
-    v = unpack_PUTFH4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_19(p: Packer, v: Any) -> None:
-    pack_PUTFH4args(p, v)
 
 
 def _unpack_nfs_argop4_arm_20(u: Unpacker) -> None:
@@ -5109,24 +4655,6 @@ def _pack_nfs_argop4_arm_21(p: Packer, v: Any) -> None:
     pass
 
 
-def _unpack_nfs_argop4_arm_22(u: Unpacker) -> READ4args:
-    v = unpack_READ4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_22(p: Packer, v: Any) -> None:
-    pack_READ4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_23(u: Unpacker) -> READDIR4args:
-    v = unpack_READDIR4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_23(p: Packer, v: Any) -> None:
-    pack_READDIR4args(p, v)
-
-
 def _unpack_nfs_argop4_arm_24(u: Unpacker) -> None:
     v = None
     return v
@@ -5134,33 +4662,6 @@ def _unpack_nfs_argop4_arm_24(u: Unpacker) -> None:
 
 def _pack_nfs_argop4_arm_24(p: Packer, v: Any) -> None:
     pass
-
-
-def _unpack_nfs_argop4_arm_25(u: Unpacker) -> REMOVE4args:
-    v = unpack_REMOVE4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_25(p: Packer, v: Any) -> None:
-    pack_REMOVE4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_26(u: Unpacker) -> RENAME4args:
-    v = unpack_RENAME4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_26(p: Packer, v: Any) -> None:
-    pack_RENAME4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_27(u: Unpacker) -> RENEW4args:
-    v = unpack_RENEW4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_27(p: Packer, v: Any) -> None:
-    pack_RENEW4args(p, v)
 
 
 def _unpack_nfs_argop4_arm_28(u: Unpacker) -> None:
@@ -5181,69 +4682,6 @@ def _pack_nfs_argop4_arm_29(p: Packer, v: Any) -> None:
     pass
 
 
-def _unpack_nfs_argop4_arm_30(u: Unpacker) -> SECINFO4args:
-    v = unpack_SECINFO4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_30(p: Packer, v: Any) -> None:
-    pack_SECINFO4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_31(u: Unpacker) -> SETATTR4args:
-    v = unpack_SETATTR4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_31(p: Packer, v: Any) -> None:
-    pack_SETATTR4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_32(u: Unpacker) -> SETCLIENTID4args:
-    v = unpack_SETCLIENTID4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_32(p: Packer, v: Any) -> None:
-    pack_SETCLIENTID4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_33(u: Unpacker) -> SETCLIENTID_CONFIRM4args:
-    v = unpack_SETCLIENTID_CONFIRM4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_33(p: Packer, v: Any) -> None:
-    pack_SETCLIENTID_CONFIRM4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_34(u: Unpacker) -> VERIFY4args:
-    v = unpack_VERIFY4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_34(p: Packer, v: Any) -> None:
-    pack_VERIFY4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_35(u: Unpacker) -> WRITE4args:
-    v = unpack_WRITE4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_35(p: Packer, v: Any) -> None:
-    pack_WRITE4args(p, v)
-
-
-def _unpack_nfs_argop4_arm_36(u: Unpacker) -> RELEASE_LOCKOWNER4args:
-    v = unpack_RELEASE_LOCKOWNER4args(u)
-    return v
-
-
-def _pack_nfs_argop4_arm_36(p: Packer, v: Any) -> None:
-    pack_RELEASE_LOCKOWNER4args(p, v)
-
-
 def _unpack_nfs_argop4_arm_37(u: Unpacker) -> None:
     v = None
     return v
@@ -5254,83 +4692,83 @@ def _pack_nfs_argop4_arm_37(p: Packer, v: Any) -> None:
 
 
 nfs_argop4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    3: _unpack_nfs_argop4_arm_0,
-    4: _unpack_nfs_argop4_arm_1,
-    5: _unpack_nfs_argop4_arm_2,
-    6: _unpack_nfs_argop4_arm_3,
-    7: _unpack_nfs_argop4_arm_4,
-    8: _unpack_nfs_argop4_arm_5,
-    9: _unpack_nfs_argop4_arm_6,
+    3: unpack_ACCESS4args,
+    4: unpack_CLOSE4args,
+    5: unpack_COMMIT4args,
+    6: unpack_CREATE4args,
+    7: unpack_DELEGPURGE4args,
+    8: unpack_DELEGRETURN4args,
+    9: unpack_GETATTR4args,
     10: _unpack_nfs_argop4_arm_7,
-    11: _unpack_nfs_argop4_arm_8,
-    12: _unpack_nfs_argop4_arm_9,
-    13: _unpack_nfs_argop4_arm_10,
-    14: _unpack_nfs_argop4_arm_11,
-    15: _unpack_nfs_argop4_arm_12,
+    11: unpack_LINK4args,
+    12: unpack_LOCK4args,
+    13: unpack_LOCKT4args,
+    14: unpack_LOCKU4args,
+    15: unpack_LOOKUP4args,
     16: _unpack_nfs_argop4_arm_13,
-    17: _unpack_nfs_argop4_arm_14,
-    18: _unpack_nfs_argop4_arm_15,
-    19: _unpack_nfs_argop4_arm_16,
-    20: _unpack_nfs_argop4_arm_17,
-    21: _unpack_nfs_argop4_arm_18,
-    22: _unpack_nfs_argop4_arm_19,
+    17: unpack_NVERIFY4args,
+    18: unpack_OPEN4args,
+    19: unpack_OPENATTR4args,
+    20: unpack_OPEN_CONFIRM4args,
+    21: unpack_OPEN_DOWNGRADE4args,
+    22: unpack_PUTFH4args,
     23: _unpack_nfs_argop4_arm_20,
     24: _unpack_nfs_argop4_arm_21,
-    25: _unpack_nfs_argop4_arm_22,
-    26: _unpack_nfs_argop4_arm_23,
+    25: unpack_READ4args,
+    26: unpack_READDIR4args,
     27: _unpack_nfs_argop4_arm_24,
-    28: _unpack_nfs_argop4_arm_25,
-    29: _unpack_nfs_argop4_arm_26,
-    30: _unpack_nfs_argop4_arm_27,
+    28: unpack_REMOVE4args,
+    29: unpack_RENAME4args,
+    30: unpack_RENEW4args,
     31: _unpack_nfs_argop4_arm_28,
     32: _unpack_nfs_argop4_arm_29,
-    33: _unpack_nfs_argop4_arm_30,
-    34: _unpack_nfs_argop4_arm_31,
-    35: _unpack_nfs_argop4_arm_32,
-    36: _unpack_nfs_argop4_arm_33,
-    37: _unpack_nfs_argop4_arm_34,
-    38: _unpack_nfs_argop4_arm_35,
-    39: _unpack_nfs_argop4_arm_36,
+    33: unpack_SECINFO4args,
+    34: unpack_SETATTR4args,
+    35: unpack_SETCLIENTID4args,
+    36: unpack_SETCLIENTID_CONFIRM4args,
+    37: unpack_VERIFY4args,
+    38: unpack_WRITE4args,
+    39: unpack_RELEASE_LOCKOWNER4args,
     10044: _unpack_nfs_argop4_arm_37,
 }
 nfs_argop4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    3: _pack_nfs_argop4_arm_0,
-    4: _pack_nfs_argop4_arm_1,
-    5: _pack_nfs_argop4_arm_2,
-    6: _pack_nfs_argop4_arm_3,
-    7: _pack_nfs_argop4_arm_4,
-    8: _pack_nfs_argop4_arm_5,
-    9: _pack_nfs_argop4_arm_6,
+    3: pack_ACCESS4args,
+    4: pack_CLOSE4args,
+    5: pack_COMMIT4args,
+    6: pack_CREATE4args,
+    7: pack_DELEGPURGE4args,
+    8: pack_DELEGRETURN4args,
+    9: pack_GETATTR4args,
     10: _pack_nfs_argop4_arm_7,
-    11: _pack_nfs_argop4_arm_8,
-    12: _pack_nfs_argop4_arm_9,
-    13: _pack_nfs_argop4_arm_10,
-    14: _pack_nfs_argop4_arm_11,
-    15: _pack_nfs_argop4_arm_12,
+    11: pack_LINK4args,
+    12: pack_LOCK4args,
+    13: pack_LOCKT4args,
+    14: pack_LOCKU4args,
+    15: pack_LOOKUP4args,
     16: _pack_nfs_argop4_arm_13,
-    17: _pack_nfs_argop4_arm_14,
-    18: _pack_nfs_argop4_arm_15,
-    19: _pack_nfs_argop4_arm_16,
-    20: _pack_nfs_argop4_arm_17,
-    21: _pack_nfs_argop4_arm_18,
-    22: _pack_nfs_argop4_arm_19,
+    17: pack_NVERIFY4args,
+    18: pack_OPEN4args,
+    19: pack_OPENATTR4args,
+    20: pack_OPEN_CONFIRM4args,
+    21: pack_OPEN_DOWNGRADE4args,
+    22: pack_PUTFH4args,
     23: _pack_nfs_argop4_arm_20,
     24: _pack_nfs_argop4_arm_21,
-    25: _pack_nfs_argop4_arm_22,
-    26: _pack_nfs_argop4_arm_23,
+    25: pack_READ4args,
+    26: pack_READDIR4args,
     27: _pack_nfs_argop4_arm_24,
-    28: _pack_nfs_argop4_arm_25,
-    29: _pack_nfs_argop4_arm_26,
-    30: _pack_nfs_argop4_arm_27,
+    28: pack_REMOVE4args,
+    29: pack_RENAME4args,
+    30: pack_RENEW4args,
     31: _pack_nfs_argop4_arm_28,
     32: _pack_nfs_argop4_arm_29,
-    33: _pack_nfs_argop4_arm_30,
-    34: _pack_nfs_argop4_arm_31,
-    35: _pack_nfs_argop4_arm_32,
-    36: _pack_nfs_argop4_arm_33,
-    37: _pack_nfs_argop4_arm_34,
-    38: _pack_nfs_argop4_arm_35,
-    39: _pack_nfs_argop4_arm_36,
+    33: pack_SECINFO4args,
+    34: pack_SETATTR4args,
+    35: pack_SETCLIENTID4args,
+    36: pack_SETCLIENTID_CONFIRM4args,
+    37: pack_VERIFY4args,
+    38: pack_WRITE4args,
+    39: pack_RELEASE_LOCKOWNER4args,
     10044: _pack_nfs_argop4_arm_37,
 }
 
@@ -5345,7 +4783,7 @@ def unpack_nfs_argop4(u: Unpacker) -> nfs_argop4:
 
 def pack_nfs_argop4(p: Packer, v: nfs_argop4) -> None:
     d = v.argop
-    pack_nfs_opnum4(p, d)
+    p.pack_int(d)
     fn = nfs_argop4_arm_packers.get(d)
     if fn is None:
         raise XdrError(f'invalid nfs_argop4 discriminant {d}')
@@ -5363,427 +4801,85 @@ def _unpack_nfs_resop4_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_nfs_resop4_arm_0(u: Unpacker) -> ACCESS4res:
-    v = unpack_ACCESS4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_0(p: Packer, v: Any) -> None:
-    pack_ACCESS4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_1(u: Unpacker) -> CLOSE4res:
-    v = unpack_CLOSE4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_1(p: Packer, v: Any) -> None:
-    pack_CLOSE4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_2(u: Unpacker) -> COMMIT4res:
-    v = unpack_COMMIT4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_2(p: Packer, v: Any) -> None:
-    pack_COMMIT4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_3(u: Unpacker) -> CREATE4res:
-    v = unpack_CREATE4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_3(p: Packer, v: Any) -> None:
-    pack_CREATE4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_4(u: Unpacker) -> DELEGPURGE4res:
-    v = unpack_DELEGPURGE4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_4(p: Packer, v: Any) -> None:
-    pack_DELEGPURGE4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_5(u: Unpacker) -> DELEGRETURN4res:
-    v = unpack_DELEGRETURN4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_5(p: Packer, v: Any) -> None:
-    pack_DELEGRETURN4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_6(u: Unpacker) -> GETATTR4res:
-    v = unpack_GETATTR4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_6(p: Packer, v: Any) -> None:
-    pack_GETATTR4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_7(u: Unpacker) -> GETFH4res:
-    v = unpack_GETFH4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_7(p: Packer, v: Any) -> None:
-    pack_GETFH4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_8(u: Unpacker) -> LINK4res:
-    v = unpack_LINK4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_8(p: Packer, v: Any) -> None:
-    pack_LINK4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_9(u: Unpacker) -> LOCK4res:
-    v = unpack_LOCK4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_9(p: Packer, v: Any) -> None:
-    pack_LOCK4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_10(u: Unpacker) -> LOCKT4res:
-    v = unpack_LOCKT4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_10(p: Packer, v: Any) -> None:
-    pack_LOCKT4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_11(u: Unpacker) -> LOCKU4res:
-    v = unpack_LOCKU4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_11(p: Packer, v: Any) -> None:
-    pack_LOCKU4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_12(u: Unpacker) -> LOOKUP4res:
-    v = unpack_LOOKUP4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_12(p: Packer, v: Any) -> None:
-    pack_LOOKUP4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_13(u: Unpacker) -> LOOKUPP4res:
-    v = unpack_LOOKUPP4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_13(p: Packer, v: Any) -> None:
-    pack_LOOKUPP4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_14(u: Unpacker) -> NVERIFY4res:
-    v = unpack_NVERIFY4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_14(p: Packer, v: Any) -> None:
-    pack_NVERIFY4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_15(u: Unpacker) -> OPEN4res:
-    v = unpack_OPEN4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_15(p: Packer, v: Any) -> None:
-    pack_OPEN4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_16(u: Unpacker) -> OPENATTR4res:
-    v = unpack_OPENATTR4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_16(p: Packer, v: Any) -> None:
-    pack_OPENATTR4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_17(u: Unpacker) -> OPEN_CONFIRM4res:
-    v = unpack_OPEN_CONFIRM4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_17(p: Packer, v: Any) -> None:
-    pack_OPEN_CONFIRM4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_18(u: Unpacker) -> OPEN_DOWNGRADE4res:
-    v = unpack_OPEN_DOWNGRADE4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_18(p: Packer, v: Any) -> None:
-    pack_OPEN_DOWNGRADE4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_19(u: Unpacker) -> PUTFH4res:
-    v = unpack_PUTFH4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_19(p: Packer, v: Any) -> None:
-    pack_PUTFH4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_20(u: Unpacker) -> PUTPUBFH4res:
-    v = unpack_PUTPUBFH4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_20(p: Packer, v: Any) -> None:
-    pack_PUTPUBFH4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_21(u: Unpacker) -> PUTROOTFH4res:
-    v = unpack_PUTROOTFH4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_21(p: Packer, v: Any) -> None:
-    pack_PUTROOTFH4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_22(u: Unpacker) -> READ4res:
-    v = unpack_READ4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_22(p: Packer, v: Any) -> None:
-    pack_READ4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_23(u: Unpacker) -> READDIR4res:
-    v = unpack_READDIR4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_23(p: Packer, v: Any) -> None:
-    pack_READDIR4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_24(u: Unpacker) -> READLINK4res:
-    v = unpack_READLINK4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_24(p: Packer, v: Any) -> None:
-    pack_READLINK4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_25(u: Unpacker) -> REMOVE4res:
-    v = unpack_REMOVE4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_25(p: Packer, v: Any) -> None:
-    pack_REMOVE4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_26(u: Unpacker) -> RENAME4res:
-    v = unpack_RENAME4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_26(p: Packer, v: Any) -> None:
-    pack_RENAME4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_27(u: Unpacker) -> RENEW4res:
-    v = unpack_RENEW4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_27(p: Packer, v: Any) -> None:
-    pack_RENEW4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_28(u: Unpacker) -> RESTOREFH4res:
-    v = unpack_RESTOREFH4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_28(p: Packer, v: Any) -> None:
-    pack_RESTOREFH4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_29(u: Unpacker) -> SAVEFH4res:
-    v = unpack_SAVEFH4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_29(p: Packer, v: Any) -> None:
-    pack_SAVEFH4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_30(u: Unpacker) -> SECINFO4res:
-    v = unpack_SECINFO4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_30(p: Packer, v: Any) -> None:
-    pack_SECINFO4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_31(u: Unpacker) -> SETATTR4res:
-    v = unpack_SETATTR4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_31(p: Packer, v: Any) -> None:
-    pack_SETATTR4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_32(u: Unpacker) -> SETCLIENTID4res:
-    v = unpack_SETCLIENTID4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_32(p: Packer, v: Any) -> None:
-    pack_SETCLIENTID4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_33(u: Unpacker) -> SETCLIENTID_CONFIRM4res:
-    v = unpack_SETCLIENTID_CONFIRM4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_33(p: Packer, v: Any) -> None:
-    pack_SETCLIENTID_CONFIRM4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_34(u: Unpacker) -> VERIFY4res:
-    v = unpack_VERIFY4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_34(p: Packer, v: Any) -> None:
-    pack_VERIFY4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_35(u: Unpacker) -> WRITE4res:
-    v = unpack_WRITE4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_35(p: Packer, v: Any) -> None:
-    pack_WRITE4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_36(u: Unpacker) -> RELEASE_LOCKOWNER4res:
-    v = unpack_RELEASE_LOCKOWNER4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_36(p: Packer, v: Any) -> None:
-    pack_RELEASE_LOCKOWNER4res(p, v)
-
-
-def _unpack_nfs_resop4_arm_37(u: Unpacker) -> ILLEGAL4res:
-    v = unpack_ILLEGAL4res(u)
-    return v
-
-
-def _pack_nfs_resop4_arm_37(p: Packer, v: Any) -> None:
-    pack_ILLEGAL4res(p, v)
-
-
 nfs_resop4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    3: _unpack_nfs_resop4_arm_0,
-    4: _unpack_nfs_resop4_arm_1,
-    5: _unpack_nfs_resop4_arm_2,
-    6: _unpack_nfs_resop4_arm_3,
-    7: _unpack_nfs_resop4_arm_4,
-    8: _unpack_nfs_resop4_arm_5,
-    9: _unpack_nfs_resop4_arm_6,
-    10: _unpack_nfs_resop4_arm_7,
-    11: _unpack_nfs_resop4_arm_8,
-    12: _unpack_nfs_resop4_arm_9,
-    13: _unpack_nfs_resop4_arm_10,
-    14: _unpack_nfs_resop4_arm_11,
-    15: _unpack_nfs_resop4_arm_12,
-    16: _unpack_nfs_resop4_arm_13,
-    17: _unpack_nfs_resop4_arm_14,
-    18: _unpack_nfs_resop4_arm_15,
-    19: _unpack_nfs_resop4_arm_16,
-    20: _unpack_nfs_resop4_arm_17,
-    21: _unpack_nfs_resop4_arm_18,
-    22: _unpack_nfs_resop4_arm_19,
-    23: _unpack_nfs_resop4_arm_20,
-    24: _unpack_nfs_resop4_arm_21,
-    25: _unpack_nfs_resop4_arm_22,
-    26: _unpack_nfs_resop4_arm_23,
-    27: _unpack_nfs_resop4_arm_24,
-    28: _unpack_nfs_resop4_arm_25,
-    29: _unpack_nfs_resop4_arm_26,
-    30: _unpack_nfs_resop4_arm_27,
-    31: _unpack_nfs_resop4_arm_28,
-    32: _unpack_nfs_resop4_arm_29,
-    33: _unpack_nfs_resop4_arm_30,
-    34: _unpack_nfs_resop4_arm_31,
-    35: _unpack_nfs_resop4_arm_32,
-    36: _unpack_nfs_resop4_arm_33,
-    37: _unpack_nfs_resop4_arm_34,
-    38: _unpack_nfs_resop4_arm_35,
-    39: _unpack_nfs_resop4_arm_36,
-    10044: _unpack_nfs_resop4_arm_37,
+    3: unpack_ACCESS4res,
+    4: unpack_CLOSE4res,
+    5: unpack_COMMIT4res,
+    6: unpack_CREATE4res,
+    7: unpack_DELEGPURGE4res,
+    8: unpack_DELEGRETURN4res,
+    9: unpack_GETATTR4res,
+    10: unpack_GETFH4res,
+    11: unpack_LINK4res,
+    12: unpack_LOCK4res,
+    13: unpack_LOCKT4res,
+    14: unpack_LOCKU4res,
+    15: unpack_LOOKUP4res,
+    16: unpack_LOOKUPP4res,
+    17: unpack_NVERIFY4res,
+    18: unpack_OPEN4res,
+    19: unpack_OPENATTR4res,
+    20: unpack_OPEN_CONFIRM4res,
+    21: unpack_OPEN_DOWNGRADE4res,
+    22: unpack_PUTFH4res,
+    23: unpack_PUTPUBFH4res,
+    24: unpack_PUTROOTFH4res,
+    25: unpack_READ4res,
+    26: unpack_READDIR4res,
+    27: unpack_READLINK4res,
+    28: unpack_REMOVE4res,
+    29: unpack_RENAME4res,
+    30: unpack_RENEW4res,
+    31: unpack_RESTOREFH4res,
+    32: unpack_SAVEFH4res,
+    33: unpack_SECINFO4res,
+    34: unpack_SETATTR4res,
+    35: unpack_SETCLIENTID4res,
+    36: unpack_SETCLIENTID_CONFIRM4res,
+    37: unpack_VERIFY4res,
+    38: unpack_WRITE4res,
+    39: unpack_RELEASE_LOCKOWNER4res,
+    10044: unpack_ILLEGAL4res,
 }
 nfs_resop4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    3: _pack_nfs_resop4_arm_0,
-    4: _pack_nfs_resop4_arm_1,
-    5: _pack_nfs_resop4_arm_2,
-    6: _pack_nfs_resop4_arm_3,
-    7: _pack_nfs_resop4_arm_4,
-    8: _pack_nfs_resop4_arm_5,
-    9: _pack_nfs_resop4_arm_6,
-    10: _pack_nfs_resop4_arm_7,
-    11: _pack_nfs_resop4_arm_8,
-    12: _pack_nfs_resop4_arm_9,
-    13: _pack_nfs_resop4_arm_10,
-    14: _pack_nfs_resop4_arm_11,
-    15: _pack_nfs_resop4_arm_12,
-    16: _pack_nfs_resop4_arm_13,
-    17: _pack_nfs_resop4_arm_14,
-    18: _pack_nfs_resop4_arm_15,
-    19: _pack_nfs_resop4_arm_16,
-    20: _pack_nfs_resop4_arm_17,
-    21: _pack_nfs_resop4_arm_18,
-    22: _pack_nfs_resop4_arm_19,
-    23: _pack_nfs_resop4_arm_20,
-    24: _pack_nfs_resop4_arm_21,
-    25: _pack_nfs_resop4_arm_22,
-    26: _pack_nfs_resop4_arm_23,
-    27: _pack_nfs_resop4_arm_24,
-    28: _pack_nfs_resop4_arm_25,
-    29: _pack_nfs_resop4_arm_26,
-    30: _pack_nfs_resop4_arm_27,
-    31: _pack_nfs_resop4_arm_28,
-    32: _pack_nfs_resop4_arm_29,
-    33: _pack_nfs_resop4_arm_30,
-    34: _pack_nfs_resop4_arm_31,
-    35: _pack_nfs_resop4_arm_32,
-    36: _pack_nfs_resop4_arm_33,
-    37: _pack_nfs_resop4_arm_34,
-    38: _pack_nfs_resop4_arm_35,
-    39: _pack_nfs_resop4_arm_36,
-    10044: _pack_nfs_resop4_arm_37,
+    3: pack_ACCESS4res,
+    4: pack_CLOSE4res,
+    5: pack_COMMIT4res,
+    6: pack_CREATE4res,
+    7: pack_DELEGPURGE4res,
+    8: pack_DELEGRETURN4res,
+    9: pack_GETATTR4res,
+    10: pack_GETFH4res,
+    11: pack_LINK4res,
+    12: pack_LOCK4res,
+    13: pack_LOCKT4res,
+    14: pack_LOCKU4res,
+    15: pack_LOOKUP4res,
+    16: pack_LOOKUPP4res,
+    17: pack_NVERIFY4res,
+    18: pack_OPEN4res,
+    19: pack_OPENATTR4res,
+    20: pack_OPEN_CONFIRM4res,
+    21: pack_OPEN_DOWNGRADE4res,
+    22: pack_PUTFH4res,
+    23: pack_PUTPUBFH4res,
+    24: pack_PUTROOTFH4res,
+    25: pack_READ4res,
+    26: pack_READDIR4res,
+    27: pack_READLINK4res,
+    28: pack_REMOVE4res,
+    29: pack_RENAME4res,
+    30: pack_RENEW4res,
+    31: pack_RESTOREFH4res,
+    32: pack_SAVEFH4res,
+    33: pack_SECINFO4res,
+    34: pack_SETATTR4res,
+    35: pack_SETCLIENTID4res,
+    36: pack_SETCLIENTID_CONFIRM4res,
+    37: pack_VERIFY4res,
+    38: pack_WRITE4res,
+    39: pack_RELEASE_LOCKOWNER4res,
+    10044: pack_ILLEGAL4res,
 }
 
 
@@ -5797,7 +4893,7 @@ def unpack_nfs_resop4(u: Unpacker) -> nfs_resop4:
 
 def pack_nfs_resop4(p: Packer, v: nfs_resop4) -> None:
     d = v.resop
-    pack_nfs_opnum4(p, d)
+    p.pack_int(d)
     fn = nfs_resop4_arm_packers.get(d)
     if fn is None:
         raise XdrError(f'invalid nfs_resop4 discriminant {d}')
@@ -5813,8 +4909,8 @@ class COMPOUND4args:
 
 
 def unpack_COMPOUND4args(u: Unpacker) -> COMPOUND4args:
-    _tag = unpack_utf8str_cs(u)
-    _minorversion = unpack_uint32_t(u)
+    _tag = u.unpack_opaque(None)
+    _minorversion = u.unpack_uint()
     _n = u.unpack_uint()
     u.check_count(_n, None, 4)
     _argarray = [unpack_nfs_argop4(u) for _ in range(_n)]
@@ -5822,8 +4918,8 @@ def unpack_COMPOUND4args(u: Unpacker) -> COMPOUND4args:
 
 
 def pack_COMPOUND4args(p: Packer, v: COMPOUND4args) -> None:
-    pack_utf8str_cs(p, v.tag)
-    pack_uint32_t(p, v.minorversion)
+    p.pack_opaque(v.tag, None)
+    p.pack_uint(v.minorversion)
     p.pack_uint(len(v.argarray))
     for _item in v.argarray:
         pack_nfs_argop4(p, _item)
@@ -5839,7 +4935,7 @@ class COMPOUND4res:
 
 def unpack_COMPOUND4res(u: Unpacker) -> COMPOUND4res:
     _status = unpack_nfsstat4(u)
-    _tag = unpack_utf8str_cs(u)
+    _tag = u.unpack_opaque(None)
     _n = u.unpack_uint()
     u.check_count(_n, None, 4)
     _resarray = [unpack_nfs_resop4(u) for _ in range(_n)]
@@ -5847,8 +4943,8 @@ def unpack_COMPOUND4res(u: Unpacker) -> COMPOUND4res:
 
 
 def pack_COMPOUND4res(p: Packer, v: COMPOUND4res) -> None:
-    pack_nfsstat4(p, v.status)
-    pack_utf8str_cs(p, v.tag)
+    p.pack_int(v.status)
+    p.pack_opaque(v.tag, None)
     p.pack_uint(len(v.resarray))
     for _item in v.resarray:
         pack_nfs_resop4(p, _item)
@@ -5862,13 +4958,13 @@ class CB_GETATTR4args:
 
 
 def unpack_CB_GETATTR4args(u: Unpacker) -> CB_GETATTR4args:
-    _fh = unpack_nfs_fh4(u)
+    _fh = u.unpack_opaque(128)
     _attr_request = unpack_bitmap4(u)
     return CB_GETATTR4args(_fh, _attr_request)
 
 
 def pack_CB_GETATTR4args(p: Packer, v: CB_GETATTR4args) -> None:
-    pack_nfs_fh4(p, v.fh)
+    p.pack_opaque(v.fh, 128)
     pack_bitmap4(p, v.attr_request)
 
 
@@ -5898,20 +4994,11 @@ def _unpack_CB_GETATTR4res_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_CB_GETATTR4res_arm_0(u: Unpacker) -> CB_GETATTR4resok:
-    v = unpack_CB_GETATTR4resok(u)
-    return v
-
-
-def _pack_CB_GETATTR4res_arm_0(p: Packer, v: Any) -> None:
-    pack_CB_GETATTR4resok(p, v)
-
-
 CB_GETATTR4res_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_CB_GETATTR4res_arm_0,
+    0: unpack_CB_GETATTR4resok,
 }
 CB_GETATTR4res_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_CB_GETATTR4res_arm_0,
+    0: pack_CB_GETATTR4resok,
 }
 
 
@@ -5934,7 +5021,7 @@ def unpack_CB_GETATTR4res(u: Unpacker) -> CB_GETATTR4res:
 
 def pack_CB_GETATTR4res(p: Packer, v: CB_GETATTR4res) -> None:
     d = v.status
-    pack_nfsstat4(p, d)
+    p.pack_int(d)
     fn = CB_GETATTR4res_arm_packers.get(d)
     if fn is None:
         fn = _pack_CB_GETATTR4res_arm_default
@@ -5952,14 +5039,14 @@ class CB_RECALL4args:
 def unpack_CB_RECALL4args(u: Unpacker) -> CB_RECALL4args:
     _stateid = unpack_stateid4(u)
     _truncate = u.unpack_bool()
-    _fh = unpack_nfs_fh4(u)
+    _fh = u.unpack_opaque(128)
     return CB_RECALL4args(_stateid, _truncate, _fh)
 
 
 def pack_CB_RECALL4args(p: Packer, v: CB_RECALL4args) -> None:
     pack_stateid4(p, v.stateid)
     p.pack_bool(v.truncate)
-    pack_nfs_fh4(p, v.fh)
+    p.pack_opaque(v.fh, 128)
 
 
 
@@ -5974,7 +5061,7 @@ def unpack_CB_RECALL4res(u: Unpacker) -> CB_RECALL4res:
 
 
 def pack_CB_RECALL4res(p: Packer, v: CB_RECALL4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 
@@ -5989,7 +5076,7 @@ def unpack_CB_ILLEGAL4res(u: Unpacker) -> CB_ILLEGAL4res:
 
 
 def pack_CB_ILLEGAL4res(p: Packer, v: CB_ILLEGAL4res) -> None:
-    pack_nfsstat4(p, v.status)
+    p.pack_int(v.status)
 
 
 OP_CB_GETATTR: int = 3
@@ -6021,24 +5108,6 @@ def _unpack_nfs_cb_argop4_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_nfs_cb_argop4_arm_0(u: Unpacker) -> CB_GETATTR4args:
-    v = unpack_CB_GETATTR4args(u)
-    return v
-
-
-def _pack_nfs_cb_argop4_arm_0(p: Packer, v: Any) -> None:
-    pack_CB_GETATTR4args(p, v)
-
-
-def _unpack_nfs_cb_argop4_arm_1(u: Unpacker) -> CB_RECALL4args:
-    v = unpack_CB_RECALL4args(u)
-    return v
-
-
-def _pack_nfs_cb_argop4_arm_1(p: Packer, v: Any) -> None:
-    pack_CB_RECALL4args(p, v)
-
-
 def _unpack_nfs_cb_argop4_arm_2(u: Unpacker) -> None:
     v = None
     return v
@@ -6049,13 +5118,13 @@ def _pack_nfs_cb_argop4_arm_2(p: Packer, v: Any) -> None:
 
 
 nfs_cb_argop4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    3: _unpack_nfs_cb_argop4_arm_0,
-    4: _unpack_nfs_cb_argop4_arm_1,
+    3: unpack_CB_GETATTR4args,
+    4: unpack_CB_RECALL4args,
     10044: _unpack_nfs_cb_argop4_arm_2,
 }
 nfs_cb_argop4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    3: _pack_nfs_cb_argop4_arm_0,
-    4: _pack_nfs_cb_argop4_arm_1,
+    3: pack_CB_GETATTR4args,
+    4: pack_CB_RECALL4args,
     10044: _pack_nfs_cb_argop4_arm_2,
 }
 
@@ -6088,42 +5157,15 @@ def _unpack_nfs_cb_resop4_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_nfs_cb_resop4_arm_0(u: Unpacker) -> CB_GETATTR4res:
-    v = unpack_CB_GETATTR4res(u)
-    return v
-
-
-def _pack_nfs_cb_resop4_arm_0(p: Packer, v: Any) -> None:
-    pack_CB_GETATTR4res(p, v)
-
-
-def _unpack_nfs_cb_resop4_arm_1(u: Unpacker) -> CB_RECALL4res:
-    v = unpack_CB_RECALL4res(u)
-    return v
-
-
-def _pack_nfs_cb_resop4_arm_1(p: Packer, v: Any) -> None:
-    pack_CB_RECALL4res(p, v)
-
-
-def _unpack_nfs_cb_resop4_arm_2(u: Unpacker) -> CB_ILLEGAL4res:
-    v = unpack_CB_ILLEGAL4res(u)
-    return v
-
-
-def _pack_nfs_cb_resop4_arm_2(p: Packer, v: Any) -> None:
-    pack_CB_ILLEGAL4res(p, v)
-
-
 nfs_cb_resop4_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    3: _unpack_nfs_cb_resop4_arm_0,
-    4: _unpack_nfs_cb_resop4_arm_1,
-    10044: _unpack_nfs_cb_resop4_arm_2,
+    3: unpack_CB_GETATTR4res,
+    4: unpack_CB_RECALL4res,
+    10044: unpack_CB_ILLEGAL4res,
 }
 nfs_cb_resop4_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    3: _pack_nfs_cb_resop4_arm_0,
-    4: _pack_nfs_cb_resop4_arm_1,
-    10044: _pack_nfs_cb_resop4_arm_2,
+    3: pack_CB_GETATTR4res,
+    4: pack_CB_RECALL4res,
+    10044: pack_CB_ILLEGAL4res,
 }
 
 
@@ -6154,9 +5196,9 @@ class CB_COMPOUND4args:
 
 
 def unpack_CB_COMPOUND4args(u: Unpacker) -> CB_COMPOUND4args:
-    _tag = unpack_utf8str_cs(u)
-    _minorversion = unpack_uint32_t(u)
-    _callback_ident = unpack_uint32_t(u)
+    _tag = u.unpack_opaque(None)
+    _minorversion = u.unpack_uint()
+    _callback_ident = u.unpack_uint()
     _n = u.unpack_uint()
     u.check_count(_n, None, 4)
     _argarray = [unpack_nfs_cb_argop4(u) for _ in range(_n)]
@@ -6164,9 +5206,9 @@ def unpack_CB_COMPOUND4args(u: Unpacker) -> CB_COMPOUND4args:
 
 
 def pack_CB_COMPOUND4args(p: Packer, v: CB_COMPOUND4args) -> None:
-    pack_utf8str_cs(p, v.tag)
-    pack_uint32_t(p, v.minorversion)
-    pack_uint32_t(p, v.callback_ident)
+    p.pack_opaque(v.tag, None)
+    p.pack_uint(v.minorversion)
+    p.pack_uint(v.callback_ident)
     p.pack_uint(len(v.argarray))
     for _item in v.argarray:
         pack_nfs_cb_argop4(p, _item)
@@ -6182,7 +5224,7 @@ class CB_COMPOUND4res:
 
 def unpack_CB_COMPOUND4res(u: Unpacker) -> CB_COMPOUND4res:
     _status = unpack_nfsstat4(u)
-    _tag = unpack_utf8str_cs(u)
+    _tag = u.unpack_opaque(None)
     _n = u.unpack_uint()
     u.check_count(_n, None, 4)
     _resarray = [unpack_nfs_cb_resop4(u) for _ in range(_n)]
@@ -6190,8 +5232,8 @@ def unpack_CB_COMPOUND4res(u: Unpacker) -> CB_COMPOUND4res:
 
 
 def pack_CB_COMPOUND4res(p: Packer, v: CB_COMPOUND4res) -> None:
-    pack_nfsstat4(p, v.status)
-    pack_utf8str_cs(p, v.tag)
+    p.pack_int(v.status)
+    p.pack_opaque(v.tag, None)
     p.pack_uint(len(v.resarray))
     for _item in v.resarray:
         pack_nfs_cb_resop4(p, _item)

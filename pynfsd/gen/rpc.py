@@ -45,7 +45,7 @@ def unpack_opaque_auth(u: Unpacker) -> opaque_auth:
 
 
 def pack_opaque_auth(p: Packer, v: opaque_auth) -> None:
-    pack_auth_flavor(p, v.flavor)
+    p.pack_int(v.flavor)
     p.pack_opaque(v.body, 400)
 
 
@@ -218,7 +218,7 @@ def unpack_rpc_msg_body(u: Unpacker) -> rpc_msg_body:
 
 def pack_rpc_msg_body(p: Packer, v: rpc_msg_body) -> None:
     d = v.mtype
-    pack_msg_type(p, d)
+    p.pack_int(d)
     fn = rpc_msg_body_arm_packers.get(d)
     if fn is None:
         raise XdrError(f'invalid rpc_msg_body discriminant {d}')
@@ -304,7 +304,7 @@ def unpack_reply_body(u: Unpacker) -> reply_body:
 
 def pack_reply_body(p: Packer, v: reply_body) -> None:
     d = v.stat
-    pack_reply_stat(p, d)
+    p.pack_int(d)
     fn = reply_body_arm_packers.get(d)
     if fn is None:
         raise XdrError(f'invalid reply_body discriminant {d}')
@@ -349,22 +349,13 @@ def _pack_rpc_reply_data_arm_0(p: Packer, v: Any) -> None:
     p.pack_fopaque(0, v)
 
 
-def _unpack_rpc_reply_data_arm_1(u: Unpacker) -> rpc_mismatch_info:
-    v = unpack_rpc_mismatch_info(u)
-    return v
-
-
-def _pack_rpc_reply_data_arm_1(p: Packer, v: Any) -> None:
-    pack_rpc_mismatch_info(p, v)
-
-
 rpc_reply_data_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
     0: _unpack_rpc_reply_data_arm_0,
-    2: _unpack_rpc_reply_data_arm_1,
+    2: unpack_rpc_mismatch_info,
 }
 rpc_reply_data_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
     0: _pack_rpc_reply_data_arm_0,
-    2: _pack_rpc_reply_data_arm_1,
+    2: pack_rpc_mismatch_info,
 }
 
 
@@ -387,7 +378,7 @@ def unpack_rpc_reply_data(u: Unpacker) -> rpc_reply_data:
 
 def pack_rpc_reply_data(p: Packer, v: rpc_reply_data) -> None:
     d = v.stat
-    pack_accept_stat(p, d)
+    p.pack_int(d)
     fn = rpc_reply_data_arm_packers.get(d)
     if fn is None:
         fn = _pack_rpc_reply_data_arm_default
@@ -423,30 +414,21 @@ def _unpack_rejected_reply_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_rejected_reply_arm_0(u: Unpacker) -> rpc_mismatch_info:
-    v = unpack_rpc_mismatch_info(u)
-    return v
-
-
-def _pack_rejected_reply_arm_0(p: Packer, v: Any) -> None:
-    pack_rpc_mismatch_info(p, v)
-
-
 def _unpack_rejected_reply_arm_1(u: Unpacker) -> int:
     v = unpack_auth_stat(u)
     return v
 
 
 def _pack_rejected_reply_arm_1(p: Packer, v: Any) -> None:
-    pack_auth_stat(p, v)
+    p.pack_int(v)
 
 
 rejected_reply_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    0: _unpack_rejected_reply_arm_0,
+    0: unpack_rpc_mismatch_info,
     1: _unpack_rejected_reply_arm_1,
 }
 rejected_reply_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    0: _pack_rejected_reply_arm_0,
+    0: pack_rpc_mismatch_info,
     1: _pack_rejected_reply_arm_1,
 }
 
@@ -461,7 +443,7 @@ def unpack_rejected_reply(u: Unpacker) -> rejected_reply:
 
 def pack_rejected_reply(p: Packer, v: rejected_reply) -> None:
     d = v.stat
-    pack_reject_stat(p, d)
+    p.pack_int(d)
     fn = rejected_reply_arm_packers.get(d)
     if fn is None:
         raise XdrError(f'invalid rejected_reply discriminant {d}')
@@ -483,9 +465,7 @@ def unpack_authsys_parms(u: Unpacker) -> authsys_parms:
     _machinename = u.unpack_string(255)
     _uid = u.unpack_uint()
     _gid = u.unpack_uint()
-    _n = u.unpack_uint()
-    u.check_count(_n, 16, 4)
-    _gids = [u.unpack_uint() for _ in range(_n)]
+    _gids = u.unpack_uint_array(16)
     return authsys_parms(_stamp, _machinename, _uid, _gid, _gids)
 
 
@@ -494,9 +474,5 @@ def pack_authsys_parms(p: Packer, v: authsys_parms) -> None:
     p.pack_string(v.machinename, 255)
     p.pack_uint(v.uid)
     p.pack_uint(v.gid)
-    if len(v.gids) > 16:
-        raise XdrError('array exceeds its maximum 16')
-    p.pack_uint(len(v.gids))
-    for _item in v.gids:
-        p.pack_uint(_item)
+    p.pack_uint_array(v.gids, 16)
 

@@ -71,9 +71,9 @@ def unpack_rpc_gss_cred_vers_1_t(u: Unpacker) -> rpc_gss_cred_vers_1_t:
 
 
 def pack_rpc_gss_cred_vers_1_t(p: Packer, v: rpc_gss_cred_vers_1_t) -> None:
-    pack_rpc_gss_proc_t(p, v.gss_proc)
+    p.pack_int(v.gss_proc)
     p.pack_uint(v.seq_num)
-    pack_rpc_gss_service_t(p, v.service)
+    p.pack_int(v.service)
     p.pack_opaque(v.handle, None)
 
 
@@ -88,20 +88,11 @@ def _unpack_rpc_gss_cred_t_void(u: Unpacker) -> None:
     return None
 
 
-def _unpack_rpc_gss_cred_t_arm_0(u: Unpacker) -> rpc_gss_cred_vers_1_t:
-    v = unpack_rpc_gss_cred_vers_1_t(u)
-    return v
-
-
-def _pack_rpc_gss_cred_t_arm_0(p: Packer, v: Any) -> None:
-    pack_rpc_gss_cred_vers_1_t(p, v)
-
-
 rpc_gss_cred_t_arm_unpackers: dict[int, Callable[[Unpacker], Any]] = {
-    1: _unpack_rpc_gss_cred_t_arm_0,
+    1: unpack_rpc_gss_cred_vers_1_t,
 }
 rpc_gss_cred_t_arm_packers: dict[int, Callable[[Packer, Any], None]] = {
-    1: _pack_rpc_gss_cred_t_arm_0,
+    1: pack_rpc_gss_cred_vers_1_t,
 }
 
 

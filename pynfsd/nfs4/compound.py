@@ -24,6 +24,12 @@ The client's exports (its view, from the export caches) are asked for at the fir
 uses them (`CompoundContext.prepare`), not before: the request may be parked there while an
 upcall is answered, and resumes at that op; no answer in time is NFS4ERR_DELAY for that op.
 
+A successful result is encoded straight from the handler's value (`OpSpec.pack_ok`, the
+same bytes as its result object would give); an error, or an op with a hand-tuned encoder,
+goes through the result object (`make_result`).  The arguments are decoded and the bounds
+checked by a plain function, and only the handler is awaited: a COMPOUND of ops that do not
+suspend creates one coroutine per op.
+
 Each op that runs (or is refused by those bounds) is counted in `Services.stats` with its
 status and its duration (decoding its arguments included) on the stats' clock.
 """
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from typing import Any, cast
 
 from pynfsd.gen import nfs4 as N
@@ -45,6 +52,9 @@ log = logging.getLogger(__name__)
 
 #: The loop yields to the event loop every this many ops.
 YIELD_EVERY = 32
+_STATUS_LEN = struct.Struct(">iI")  # COMPOUND4res status, the tag's length
+_EMPTY_TAG_HEAD = struct.Struct(">iII")
+_U32 = struct.Struct(">I")
 
 
 # Ops that use no export, so they run before the client's exports are known (see
@@ -117,6 +127,7 @@ async def process(
     out = Packer()
     status = N.NFS4_OK
     stats = ctx.services.stats
+    clock = stats.clock
     head = 12 + xdr_pad(len(ctx.tag))  # COMPOUND4res status, tag, resarray length
     for i in range(count):
         ctx.index = i
@@ -130,9 +141,16 @@ async def process(
         if spec is None:
             return _illegal(out, stats, N.NFS4ERR_OP_ILLEGAL), out, i + 1  # RFC 7530 §16.39
         ctx.non_idempotent |= opnum in NON_IDEMPOTENT
-        started = stats.clock()
-        status, value = await _execute(ctx, spec, u, head + len(out))
-        stats.op_done(opnum, status, stats.clock() - started)
+        started = clock()
+        status, value = _decode(ctx, spec, u, head + len(out))  # value: the arguments
+        if status == N.NFS4_OK and ctx.prepare is not None and opnum not in NO_EXPORTS:
+            status, value = await _prepare(ctx, value)
+        if status == N.NFS4_OK:
+            status, value = await run_op(ctx, spec, value)
+        stats.op_done(opnum, status, clock() - started)
+        if status == N.NFS4_OK and spec.fast_ok:
+            spec.pack_ok(out, value)
+            continue
         out.pack_uint(opnum)
         spec.pack_res(out, make_result(spec, status, value))
         if status != N.NFS4_OK:
@@ -140,10 +158,9 @@ async def process(
     return status, out, count
 
 
-async def _execute(
-    ctx: CompoundContext, spec: OpSpec, u: Unpacker, used: int
-) -> tuple[int, Any]:
-    """Decode and run one op within the COMPOUND's bounds (`used`: reply bytes so far)."""
+def _decode(ctx: CompoundContext, spec: OpSpec, u: Unpacker, used: int) -> tuple[int, Any]:
+    """(NFS4_OK, the op's arguments), or the status that ends the COMPOUND at this op: the
+    COMPOUND's bounds (`used`: reply bytes so far) or arguments that do not decode."""
     cfg = ctx.config
     if ctx.index >= cfg.max_compound_ops:
         # RFC 7530 §13.1.3.4, §15.2: too many ops for the server; the COMPOUND ends here.
@@ -160,20 +177,26 @@ async def _execute(
         log.debug("NFS4ERR_RESOURCE: %s would take the reply past %d bytes", spec.name,
                   cfg.max_reply)
         return N.NFS4ERR_RESOURCE, None
-    if ctx.prepare is not None and spec.opnum not in NO_EXPORTS:
-        try:
-            await ctx.prepare()  # the export caches; parks the request while they are asked
-        except errors.NFS4Error as e:
-            return e.status, e.value
-    return await run_op(ctx, spec, args)
+    return N.NFS4_OK, args
+
+
+async def _prepare(ctx: CompoundContext, args: Any) -> tuple[int, Any]:
+    """The client's exports, at the first op that uses them: (NFS4_OK, `args`) or the error."""
+    assert ctx.prepare is not None
+    try:
+        await ctx.prepare()  # the export caches; parks the request while they are asked
+    except errors.NFS4Error as e:
+        return e.status, e.value
+    return N.NFS4_OK, args
 
 
 def encode_reply(status: int, tag: bytes, numres: int, results: Packer | None) -> list[bytes]:
-    head = Packer()
-    head.pack_int(status)
-    head.pack_opaque(tag)
-    head.pack_uint(numres)
+    if tag:
+        pad = b"\0" * (-len(tag) & 3)
+        head = b"".join((_STATUS_LEN.pack(status, len(tag)), tag, pad, _U32.pack(numres)))
+    else:
+        head = _EMPTY_TAG_HEAD.pack(status, 0, numres)  # status, tag<> (empty), resarray count
     if results is None:
-        return [head.get_buffer()]
+        return [head]
     # The results go out as they are (no copy): a READ reply's data is an out-of-line segment.
-    return [head.get_buffer(), *cast(list[bytes], results.get_buffers())]
+    return [head, *cast(list[bytes], results.get_buffers())]

@@ -10,6 +10,7 @@ a table, which the server builds once (`pynfsd.nfs4.ops.build_op_table`) and han
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, fields
 from types import ModuleType
@@ -31,6 +32,7 @@ Estimate = Callable[[Any, "ServerConfig"], int]
 SMALL_REPLY = 256
 #: The attribute a handler's `OpSpec` is kept in by `@op`.
 SPEC_ATTR = "__opspec__"
+_OK_HEAD = struct.Struct(">Ii")  # resop4's op number and the result's nfsstat4
 
 
 def fixed(n: int) -> Estimate:
@@ -58,6 +60,20 @@ class OpSpec:
     reply_size: Estimate
     on_file: bool  # a pseudo-fs directory is NFS4ERR_ISDIR (data ops)
     writes: bool  # the export must be writable (NFS4ERR_ROFS)
+    #: the op number and NFS4_OK as XDR: how every successful result starts
+    ok_head: bytes = b""
+    #: the NFS4_OK arm's encoder (None: the arm is void), for `pack_ok`
+    ok_arm: Callable[[Packer, Any], None] | None = None
+    #: False when the result needs `res_cls` and `pack_res` even for NFS4_OK (a hand-tuned
+    #: `pack_res`): then `pack_ok` is not used
+    fast_ok: bool = False
+
+    def pack_ok(self, p: Packer, value: Any) -> None:
+        """Encode the op number and its NFS4_OK result straight from the handler's value, the
+        same bytes as `pack_res` of the result object (no result object is made)."""
+        p.pack_raw(self.ok_head)
+        if self.ok_arm is not None:
+            self.ok_arm(p, value)
 
 
 #: The ops by number.
@@ -83,12 +99,14 @@ def op(
     *,
     needs_fh: bool = True,
     pack_res: Callable[[Packer, Any], None] | None = None,
+    pack_ok: Callable[[Packer, Any], None] | None = None,
     unpack_args: Callable[[Unpacker], Any] | None = None,
     reply_size: Estimate | int = SMALL_REPLY,
     on_file: bool = False,
     writes: bool = False,
 ) -> Callable[[Handler], Handler]:
-    """Mark a handler as the one for `opnum` (`pack_res`: a hand-tuned encoder;
+    """Mark a handler as the one for `opnum` (`pack_res`: a hand-tuned encoder, and
+    `pack_ok` its NFS4_OK arm's, else successful results go through `pack_res` too;
     `reply_size`: an upper bound of the encoded result, a function of the arguments;
     `on_file`: the current object must not be a pseudo-fs directory; `writes`: the current
     object's export must be writable; both checked before the handler)."""
@@ -112,11 +130,27 @@ def op(
             estimate,
             on_file,
             writes,
+            _OK_HEAD.pack(opnum, N.NFS4_OK),
+            *((pack_ok, True) if pack_ok is not None
+              else _ok_arm(name, is_union, len(fields(res_cls)), pack_res is None)),
         )
         setattr(fn, SPEC_ATTR, spec)
         return fn
 
     return mark
+
+
+def _ok_arm(name: str, is_union: bool, nfields: int, generated: bool
+            ) -> tuple[Callable[[Packer, Any], None] | None, bool]:
+    """The generated encoder of `name`'s NFS4_OK arm and whether `pack_ok` may be used: a
+    result with a hand-tuned encoder, or one whose NFS4_OK arm is not spelled out, may not."""
+    if not generated:
+        return None, False
+    if not is_union:
+        return None, nfields == 1  # a status alone; SETATTR4res has its bitmap besides
+    arms: dict[int, Callable[[Packer, Any], None]] = getattr(N, f"{name}4res_arm_packers")
+    arm = arms.get(N.NFS4_OK)
+    return arm, arm is not None
 
 
 def collect(modules: Iterable[ModuleType]) -> OpTable:

@@ -158,9 +158,13 @@ class EtcdRecovery:
                 self.available, self.last_error, self.grace.fenced = True, "", False
             except EtcdUnavailable as e:
                 if self.available:
-                    log.error("recovery: etcd unreachable: %s (new clients' state is refused "
+                    log.error("recovery: etcd unusable: %s (new clients' state is refused "
                               "with NFS4ERR_DELAY until it is back)", e)
                 self.available, self.last_error = False, str(e)
+                self._fence()
+            except Exception as e:  # a bug must not end the node's membership loop
+                log.exception("recovery: tick failed")
+                self.available, self.last_error = False, repr(e)
                 self._fence()
 
     def _fence(self) -> None:
@@ -213,8 +217,15 @@ class EtcdRecovery:
             await self._announce()
 
     async def _grace_db(self) -> tuple[GraceDb, int]:
-        kv = await self.kv.get(self.url.key("grace"))
-        return (GraceDb.decode(kv.value), kv.mod_revision) if kv else (GraceDb(), 0)
+        key = self.url.key("grace")
+        kv = await self.kv.get(key)
+        if kv is None:
+            return GraceDb(), 0
+        try:
+            return GraceDb.decode(kv.value), kv.mod_revision
+        except ValueError as e:  # the cluster's epochs are unknown: as if etcd did not answer
+            raise EtcdUnavailable(f"{self.url}: {key.decode()} is not a grace record ({e}); "
+                                  "restore or delete it") from None
 
     async def _read_members(self) -> set[str]:
         found = {}
@@ -395,7 +406,7 @@ class EtcdRecovery:
         target = self._queued
         while self._durable < target:
             if not self.available:
-                raise StoreUnavailable(f"etcd unreachable: {self.last_error}")
+                raise StoreUnavailable(f"etcd unusable: {self.last_error}")
             try:
                 await self._flush()
             except EtcdUnavailable as e:

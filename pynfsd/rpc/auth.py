@@ -22,6 +22,8 @@ from pynfsd.rpc.header import CallHeader
 from pynfsd.xdr.runtime import Unpacker, XdrError
 
 NOBODY = 65534
+#: AUTH_SYS credential bodies whose decoded verdict is remembered (`AuthSys`).
+DEFAULT_MAX_CREDENTIALS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,13 @@ class AuthFlavor(ABC):
     """One auth flavour (RFC 5531 §8.2).  Subclasses set `flavor`."""
 
     flavor: int
+    #: Whether `unwrap` or `wrap` change anything (set for each subclass from whether it
+    #: overrides them): the dispatcher skips both for a flavour that does not.
+    wraps: bool = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.wraps = cls.unwrap is not AuthFlavor.unwrap or cls.wrap is not AuthFlavor.wrap
 
     @abstractmethod
     async def accept(self, call: CallHeader) -> Accepted:
@@ -93,13 +102,39 @@ class AuthNone(AuthFlavor):
 
 
 class AuthSys(AuthFlavor):
-    """AUTH_SYS (RFC 5531 §10.2 / Appendix A), decoded strictly."""
+    """AUTH_SYS (RFC 5531 §10.2 / Appendix A), decoded strictly.
+
+    A client sends the same few credentials over and over, so the verdict on a credential
+    body (its `Accepted`, with the reply cache's identity bytes in `state`) is remembered by
+    the body's bytes: the next call with those bytes skips the decode.  At most `max_cached`
+    bodies are remembered; one more forgets the oldest.  Only accepted bodies are kept."""
 
     flavor = R.AUTH_SYS
 
+    def __init__(self, max_cached: int = DEFAULT_MAX_CREDENTIALS) -> None:
+        self.max_cached = max_cached
+        self._cache: dict[bytes, Accepted] = {}
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
     async def accept(self, call: CallHeader) -> Accepted:
         _require_null_verf(call)  # RFC 5531 Appendix A: the verifier is AUTH_NONE
-        return Accepted(decode_authsys(call.cred.body))
+        body = call.cred.body
+        hit = self._cache.get(body)
+        if hit is not None:
+            return hit
+        cred = decode_authsys(body)
+        accepted = Accepted(cred, state=credential_identity(cred))
+        cache = self._cache
+        if len(cache) >= self.max_cached:
+            del cache[next(iter(cache))]  # the oldest body first
+        cache[body] = accepted
+        return accepted
+
+    def cache_identity(self, accepted: Accepted) -> bytes:
+        identity = accepted.state
+        return identity if isinstance(identity, bytes) else super().cache_identity(accepted)
 
 
 def decode_authsys(body: bytes) -> Credential:

@@ -20,9 +20,12 @@ MAX_AUTH_BYTES = 400  # RFC 5531 §8.2: opaque_auth body<400>
 
 _U32 = struct.Struct(">I")
 _CALL_FIXED = struct.Struct(">IIIIII")  # xid, mtype, rpcvers, prog, vers, proc
+_CALL_AND_CRED = struct.Struct(">IIIIIIII")  # the above, then the credential's flavour, length
 _ACCEPTED = struct.Struct(">IIII")  # xid, REPLY, MSG_ACCEPTED, verf flavor
 _DENIED_MISMATCH = struct.Struct(">IIIIII")
 _DENIED_AUTH = struct.Struct(">IIIII")
+#: After the xid: REPLY, MSG_ACCEPTED, a null verifier (AUTH_NONE, no body) and SUCCESS.
+_ACCEPTED_NULL_SUCCESS = b"\0\0\0\x01" + b"\0" * 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,18 @@ class BadCall(Exception):
 
 def decode_call(record: bytes) -> CallHeader:
     """Decode a call header or raise `BadCall` saying how to answer."""
+    if len(record) >= _CALL_AND_CRED.size:
+        # The usual call: the fixed words and the credential's flavour and length in one read.
+        xid, mtype, rpcvers, prog, vers, proc, _, _ = _CALL_AND_CRED.unpack_from(record, 0)
+        if mtype == R.CALL and rpcvers == RPC_VERSION:
+            cred, cred_end = _opaque_auth(record, _CALL_FIXED.size, xid, R.AUTH_BADCRED)
+            verf, args_offset = _opaque_auth(record, cred_end, xid, R.AUTH_BADVERF)
+            return CallHeader(xid, prog, vers, proc, cred, verf, record, cred_end, args_offset)
+    return _decode_call_checked(record)
+
+
+def _decode_call_checked(record: bytes) -> CallHeader:
+    """`decode_call` field by field: the first bad one decides the reply."""
     size = len(record)
     if size < 4:
         raise BadCall(Verdict.DROP)  # not even an xid to answer to
@@ -122,6 +137,8 @@ def encode_accepted(
     xid: int, stat: int, verf: R.opaque_auth | None = None, low: int = 0, high: int = 0
 ) -> bytes:
     """MSG_ACCEPTED reply header; for SUCCESS the results follow it on the wire."""
+    if verf is None and stat == R.SUCCESS:
+        return _U32.pack(xid) + _ACCEPTED_NULL_SUCCESS  # AUTH_NONE and AUTH_SYS replies
     verf_bytes = _verf_bytes(verf)
     head = _U32.pack(xid) + b"\0\0\0\x01\0\0\0\0" + verf_bytes + _U32.pack(stat)
     if stat == R.PROG_MISMATCH:

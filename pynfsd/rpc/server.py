@@ -129,12 +129,13 @@ class RpcServer:
         if not callable(handler_or_stat):
             return [self._reject(call, accepted, handler_or_stat)]
         try:
-            args = await flavor.unwrap(accepted, call.args)
+            wraps = flavor.wraps
+            args = await flavor.unwrap(accepted, call.args) if wraps else call.args
             rpc_call = RpcCall(
                 call.xid, call.prog, call.vers, call.proc, accepted.cred, args, conn
             )
             results = await self._run(handler_or_stat, rpc_call, flavor, accepted)
-            wrapped = await flavor.wrap(accepted, _as_list(results))
+            wrapped = await flavor.wrap(accepted, _as_list(results)) if wraps else results
         except GarbageArgs:
             return [encode_accepted(call.xid, R.GARBAGE_ARGS, accepted.verf)]
         except DropCall:
@@ -143,7 +144,10 @@ class RpcServer:
             log.exception("RPC prog %d vers %d proc %d failed", call.prog, call.vers, call.proc)
             return [encode_accepted(call.xid, R.SYSTEM_ERR, accepted.verf)]
         out: list[Buffer] = [encode_accepted(call.xid, R.SUCCESS, accepted.verf)]
-        out.extend(wrapped)
+        if isinstance(wrapped, list):
+            out.extend(wrapped)
+        else:
+            out.append(wrapped)
         return out
 
     async def _run(

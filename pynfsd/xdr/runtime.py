@@ -87,6 +87,13 @@ class Packer:
     def pack_bool(self, v: bool) -> None:
         self._buf += _U32.pack(1 if v else 0)
 
+    def pack_uint_array(self, items: list[int], maxlen: int | None = None) -> None:
+        """A variable-length array of unsigned ints (a bitmap4), count and items at once."""
+        n = len(items)
+        if maxlen is not None and n > maxlen:
+            raise XdrError(f"array exceeds its maximum {maxlen}")
+        self._buf += struct.pack(f">I{n}I", n, *items)
+
     def pack_fopaque(self, n: int, data: bytes) -> None:
         if len(data) != n:
             raise XdrError(f"fixed opaque needs {n} bytes, got {len(data)}")
@@ -155,6 +162,14 @@ class Unpacker:
     def unpack_hyper(self) -> int:
         return int(_I64.unpack_from(self._data, self._need(8))[0])
 
+    def unpack_uint_array(self, maxlen: int | None = None) -> list[int]:
+        """A variable-length array of unsigned ints (a bitmap4): one bounded read."""
+        n = self.unpack_uint()
+        if maxlen is not None and n > maxlen:
+            raise XdrError(f"array of {n} items exceeds its maximum {maxlen}")
+        pos = self._need(4 * n)
+        return list(struct.unpack_from(f">{n}I", self._data, pos))
+
     def unpack_bool(self) -> bool:
         v = self.unpack_uint()
         if v > 1:
@@ -170,10 +185,21 @@ class Unpacker:
         return bytes(data[pos : pos + n])
 
     def unpack_opaque(self, maxlen: int | None = None) -> bytes:
-        n = self.unpack_uint()
+        # unpack_uint then unpack_fopaque, in one call (filehandles, names, tags)
+        pos, end, data = self.pos, self._end, self._data
+        if end - pos < 4:
+            raise XdrError(f"truncated unsigned int at offset {pos}")
+        n = _U32.unpack_from(data, pos)[0]
+        start = self.pos = pos + 4
         if maxlen is not None and n > maxlen:
             raise XdrError(f"opaque length {n} exceeds its maximum {maxlen}")
-        return self.unpack_fopaque(n)
+        padded = (n + 3) & ~3
+        if padded > end - start:
+            raise XdrError(f"needs {padded} bytes at offset {start}, only {end - start} left")
+        self.pos = start + padded
+        if padded != n and any(data[start + n : start + padded]):
+            raise XdrError("non-zero XDR padding")
+        return bytes(data[start : start + n])
 
     def unpack_opaque_view(self, maxlen: int | None = None) -> memoryview:
         """Like unpack_opaque, without copying (for large WRITE payloads)."""

@@ -248,3 +248,41 @@ async def test_a_running_node_learns_of_a_new_epoch_by_its_watch(url: str) -> No
     await asyncio.gather(runner, return_exceptions=True)
     await a2.close()
     await b.close()
+
+
+async def test_a_garbage_grace_record_refuses_new_state_until_mended(url: str) -> None:
+    """Someone writes garbage over the grace record: the node's loop survives, names the key,
+    refuses new clients' records (StoreUnavailable -> NFS4ERR_DELAY) and serves again once
+    the key is deleted or restored."""
+    clock = ManualClock()
+    a = node(url, "a", clock, ttl=60)
+    await a.start()
+    good = await a.kv.get(a.url.key("grace"))
+    runner = asyncio.create_task(a.run())
+    await asyncio.wait_for(a.watching.wait(), 20)
+    for garbage in (b"\xff\x00 not json", b'{"current": "x"}', b"[1, 2]"):
+        await a.kv.call(a.kv.client.put, a.url.key("grace"), garbage)
+        for _ in range(100):
+            if not a.available:
+                break
+            await asyncio.sleep(0.05)
+        assert not a.available and "is not a grace record" in a.last_error
+        a.client_has_state(b"while-garbage", "root")
+        with pytest.raises(StoreUnavailable, match="grace"):
+            await a.sync()
+        if good is None:  # no grace record yet: deleting the garbage mends it
+            await a.kv.call(a.kv.client.delete, a.url.key("grace"))
+        else:
+            await a.kv.call(a.kv.client.put, a.url.key("grace"), good.value)
+        for _ in range(100):
+            if a.available:
+                break
+            await asyncio.sleep(0.05)
+        assert a.available and not runner.done()
+        await a.sync()
+        assert await stored(url, b"while-garbage") is not None
+        a.client_removed(b"while-garbage")
+        await a.sync()
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+    await a.close()

@@ -131,7 +131,11 @@ def test_without_cap_sys_admin_nothing_runs(tree: Path, tmp_path: Path) -> None:
 
 @root_only
 def test_signals_are_passed_to_the_command(tree: Path) -> None:
-    script = "trap 'kill $p; echo got TERM; exit 42' TERM; sleep 60 & p=$!; echo ready; wait"
+    # "ready" only once the background child is sleep itself: a TERM sent to the shell's
+    # forked child before its exec is caught by the shell's inherited trap and lost.
+    script = ("trap 'kill $p; echo got TERM; exit 42' TERM; sleep 60 & p=$!; "
+              "until [ \"$(cat /proc/$p/comm 2>/dev/null)\" = sleep ]; do :; done; "
+              "echo ready; wait")
     proc = subprocess.Popen(nfs_utils_argv(tree, "sh", "-c", script), cwd=REPO,
                             stdout=subprocess.PIPE, text=True)
     try:

@@ -15,6 +15,7 @@ from pynfsd.rpc.auth import (
     AuthRegistry,
     AuthSys,
     Credential,
+    credential_identity,
     decode_authsys,
 )
 from pynfsd.rpc.client import AuthSysCred, encode_call
@@ -107,3 +108,36 @@ async def test_registry_refuses_duplicates_and_accepts_plugins() -> None:
     cred = (await reg.lookup(390003).accept(header(NULL))).cred
     assert cred.principal == "x@REALM" and cred.sec_flavor == 390003
     assert Credential(6, 0, 0, pseudoflavor=390005).sec_flavor == 390005
+
+
+async def test_authsys_remembers_a_credential_by_its_bytes_within_its_bound() -> None:
+    flavor = AuthSys(max_cached=2)
+    creds = [AuthSysCred(uid, uid).opaque_auth() for uid in (1, 2, 3)]
+    first = await flavor.accept(header(creds[0]))
+    assert await flavor.accept(header(creds[0])) is first  # the same bytes: not decoded again
+    assert flavor.cache_identity(first) == credential_identity(first.cred)
+    await flavor.accept(header(creds[1]))
+    third = await flavor.accept(header(creds[2]))  # one more: the oldest body is forgotten
+    assert len(flavor) == 2 and third.cred.uid == 3
+    again = await flavor.accept(header(creds[0]))
+    assert again is not first and again.cred == first.cred
+    # A remembered body with a bad verifier is refused as before; a bad body is never kept.
+    with pytest.raises(AuthError) as info:
+        await flavor.accept(header(creds[0], R.opaque_auth(R.AUTH_SYS, b"")))
+    assert info.value.auth_stat == R.AUTH_BADVERF
+    with pytest.raises(AuthError):
+        await flavor.accept(header(R.opaque_auth(R.AUTH_SYS, authsys_body(b"h", [])[:-4])))
+    assert len(flavor) == 2
+
+
+def test_only_flavours_that_protect_their_bodies_are_awaited_for_it() -> None:
+    class Wrapping(AuthFlavor):
+        flavor = 99
+
+        async def accept(self, call: CallHeader) -> Accepted:
+            raise AssertionError
+
+        async def wrap(self, accepted: Accepted, results: list[bytes]) -> list[bytes]:
+            return results
+
+    assert not AuthSys.wraps and not AuthNone.wraps and Wrapping.wraps

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 import xdrlib3
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pynfsd.xdr.runtime import Packer, Unpacker, XdrError
 
@@ -323,3 +325,50 @@ def test_arrays_match_xdrlib3() -> None:
     assert [u.unpack_uint() for _ in range(count)] == [1, 2, 3]
     assert [u.unpack_int(), u.unpack_int()] == [-1, 5]
     u.done()
+
+
+@pytest.mark.parametrize("items", [[], [0], [1, 2, 3], [0xFFFFFFFF] * 16])
+def test_uint_arrays_in_one_call_match_xdrlib3(items: list[int]) -> None:
+    ref = xdrlib3.Packer()
+    ref.pack_array(items, ref.pack_uint)
+    assert packed("pack_uint_array", items) == packed("pack_uint_array", items, 16)
+    assert packed("pack_uint_array", items) == ref.get_buffer()
+    assert unpacked("unpack_uint_array", ref.get_buffer(), 16) == items
+
+
+def test_uint_arrays_are_bounded_before_anything_is_read() -> None:
+    with pytest.raises(XdrError, match="maximum"):
+        Packer().pack_uint_array([1, 2, 3], 2)
+    with pytest.raises(XdrError, match="maximum"):
+        Unpacker(H("00000003" + "00000001" * 3)).unpack_uint_array(2)
+    u = Unpacker(H("ffffffff00000001"))
+    with pytest.raises(XdrError, match="needs"):  # a count that cannot fit allocates nothing
+        u.unpack_uint_array()
+    with pytest.raises(XdrError):
+        Unpacker(H("0000000200000001000000")).unpack_uint_array()  # truncated item
+
+
+def _opaque_in_two_steps(u: Unpacker, maxlen: int | None) -> bytes:
+    n = u.unpack_uint()
+    if maxlen is not None and n > maxlen:
+        raise XdrError("exceeds its maximum")
+    return u.unpack_fopaque(n)
+
+
+@given(data=st.binary(max_size=24) | st.lists(st.integers(0, 9), max_size=3).map(
+    lambda ns: b"".join(n.to_bytes(4, "big") + bytes([0, 1][: n % 3]) * n for n in ns)),
+    maxlen=st.none() | st.integers(0, 8))
+def test_opaque_in_one_call_matches_length_then_bytes(data: bytes, maxlen: int | None) -> None:
+    """`unpack_opaque` reads as `unpack_uint` then `unpack_fopaque` would: the same value, or
+    XdrError at the same position; what it accepts leaves both at the same offset."""
+    ours, ref = Unpacker(data), Unpacker(data)
+    try:
+        expected: bytes | None = _opaque_in_two_steps(ref, maxlen)
+    except XdrError:
+        expected = None
+    if expected is None:
+        with pytest.raises(XdrError):
+            ours.unpack_opaque(maxlen)
+    else:
+        assert ours.unpack_opaque(maxlen) == expected
+    assert ours.pos == ref.pos

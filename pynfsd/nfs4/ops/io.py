@@ -23,8 +23,13 @@ def _pack_read_res(p: Packer, res: N.READ4res) -> None:
     p.pack_int(res.status)
     if res.status == N.NFS4_OK:
         assert res.value is not None
-        p.pack_bool(res.value.eof)
-        p.pack_opaque_ref(res.value.data)
+        _pack_read_ok(p, res.value)
+
+
+def _pack_read_ok(p: Packer, ok: N.READ4resok) -> None:
+    """READ4resok, its data referenced (the NFS4_OK arm of `_pack_read_res`)."""
+    p.pack_bool(ok.eof)
+    p.pack_opaque_ref(ok.data)
 
 
 def _unpack_write_args(u: Unpacker) -> N.WRITE4args:
@@ -40,7 +45,8 @@ def _read_reply(args: N.READ4args, cfg: ServerConfig) -> int:
     return 12 + xdr_pad(min(args.count, cfg.maxread))
 
 
-@op(N.OP_READ, pack_res=_pack_read_res, reply_size=_read_reply, on_file=True)
+@op(N.OP_READ, pack_res=_pack_read_res, pack_ok=_pack_read_ok, reply_size=_read_reply,
+    on_file=True)
 async def read(ctx: CompoundContext, args: N.READ4args) -> N.READ4resok:
     obj = ctx.current
     ctx.state.check_io_stateid(await stateid_user(ctx, args.stateid, obj.fh, False), obj.fh, False)
