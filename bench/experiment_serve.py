@@ -7,15 +7,22 @@ nothing here is used in production. Variants:
   function directly on the event loop thread instead of handing it to a worker (no thread hop
   per backend call; the identity switch is made on the loop thread, and a slow disk call then
   stalls every connection, so this is an experiment, not a fix).
+* ``count-hops``: every call handed to a worker thread is counted by its function's name; on
+  SIGUSR1 the counts so far are written as JSON to the file named by ``PYNFSD_HOPS`` (what
+  ``bench.server_cpu --hops`` reads around each sample: thread round trips per operation).
 """
 
 from __future__ import annotations
 
+import collections
+import json
+import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
-VARIANTS = ("inline-fs",)
+VARIANTS = ("inline-fs", "count-hops")
 
 
 def _inline_fs() -> None:
@@ -36,12 +43,33 @@ def _inline_fs() -> None:
     BlockingPool.run_as = run_as_inline  # type: ignore[method-assign]
 
 
+def _count_hops() -> None:
+    from pynfsd.blocking import BlockingPool
+    from pynfsd.fs.creds import Identity
+
+    counts: collections.Counter[str] = collections.Counter()
+    plain = BlockingPool.run_as
+
+    async def run_as_counted(
+        self: BlockingPool, ident: Identity, fn: Callable[..., Any], *args: Any
+    ) -> Any:
+        counts[getattr(fn, "__qualname__", repr(fn))] += 1
+        return await plain(self, ident, fn, *args)
+
+    def dump(signum: int, frame: object) -> None:
+        with open(os.environ["PYNFSD_HOPS"], "w", encoding="utf-8") as out:
+            json.dump(dict(counts), out)
+
+    BlockingPool.run_as = run_as_counted  # type: ignore[method-assign]
+    signal.signal(signal.SIGUSR1, dump)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[0] not in VARIANTS:
         print(f"usage: python -m bench.experiment_serve {{{','.join(VARIANTS)}}} serve ...",
               file=sys.stderr)
         return 2
-    _inline_fs()
+    (_inline_fs if argv[0] == "inline-fs" else _count_hops)()
     from pynfsd.cli import main as pynfsd_main
     return pynfsd_main(argv[1:])
 

@@ -5,6 +5,7 @@
     python -m bench.server_cpu --rows getattr,read-4k # some rows only
     python -m bench.server_cpu --rows getattr --profile /tmp/ga   # /tmp/ga.0: pstats
     python -m bench.server_cpu --rows getattr --pyspy /tmp/ga     # /tmp/ga.0: py-spy stacks
+    python -m bench.server_cpu --rows create,remove --hops         # thread round trips per op
 
 Starts `pynfsd serve` (from ``--src``, and ``--compare``) over a fresh directory under /tmp
 and drives it from this process with ``--conns`` connections of ``--depth`` COMPOUNDs in
@@ -13,6 +14,9 @@ between calls as it does under a slow client). Each row sends the COMPOUNDs the 
 
 * create: PUTFH OPEN(UNCHECKED) GETFH ACCESS GETATTR, then PUTFH CLOSE (one create is both);
 * stat: PUTFH LOOKUP GETFH GETATTR; getattr: PUTFH GETATTR; remove: PUTFH REMOVE;
+* unlink: what ``rm`` of one file sends in a directory being changed (the client's cached
+  access and lookup of the directory lapse with its change attribute): PUTFH ACCESS GETATTR
+  of the directory, PUTFH LOOKUP GETFH GETATTR, PUTFH REMOVE (one op is all three);
 * readdir: PUTFH READDIR (32 KiB, the client's READDIR attributes) of a directory of 10,000
   files, from its start: one op is one READDIR reply (~150 entries), at ``--ops`` / 20;
 * read/write 4 KiB at random aligned offsets of a 64 MiB file, 1 MiB sequentially (UNSTABLE
@@ -22,6 +26,8 @@ The server's CPU (``/proc/PID/stat``: user+system of all its threads) is read be
 ``--ops`` operations; a row is ``--samples`` such samples on each server, the trees alternating
 sample by sample. Printed: the median µs per operation and the spread (least–most) of the
 samples. Other load on a shared host only ever adds, so compare medians and look at the spread.
+With ``--hops`` every tree runs under ``bench.experiment_serve count-hops`` and the table gives
+the calls handed to a worker thread per operation instead (median; the calls by name below).
 Ends only the servers it started.
 """
 
@@ -30,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import os
 import random
 import shutil
@@ -57,7 +64,7 @@ KERNEL_ATTRS = (N.FATTR4_TYPE, N.FATTR4_CHANGE, N.FATTR4_SIZE, N.FATTR4_FSID, N.
                 N.FATTR4_TIME_METADATA, N.FATTR4_TIME_MODIFY, N.FATTR4_MOUNTED_ON_FILEID)
 #: What it asks in READDIR (nfs4_readdir_bitmap): the above, rdattr_error and the filehandle.
 READDIR_ATTRS = (*KERNEL_ATTRS, N.FATTR4_RDATTR_ERROR, N.FATTR4_FILEHANDLE)
-ROWS = ("create", "stat", "getattr", "remove", "readdir", "read-4k", "write-4k", "read-1m",
+ROWS = ("create", "stat", "getattr", "remove", "unlink", "readdir", "read-4k", "write-4k", "read-1m",
         "write-1m")
 LISTED = 10_000  # files in the directory the readdir row lists
 BIG_FILE = 64 << 20
@@ -111,6 +118,15 @@ def _remove(c: Conn, slot: int, i: int) -> Awaitable[None]:
     return _checked(c, encode_compound([op.putfh(c.dirfh), op.remove(c.made[i])]))
 
 
+async def _unlink(c: Conn, slot: int, i: int) -> None:
+    name = c.made[-1 - i]  # from the end: "remove" takes them from the start
+    await _checked(c, encode_compound([op.putfh(c.dirfh), op.access(0x1f),
+                                       op.getattr(*KERNEL_ATTRS)]))
+    await _checked(c, encode_compound([op.putfh(c.dirfh), op.lookup(name), op.getfh(),
+                                       op.getattr(*KERNEL_ATTRS)]))
+    await _checked(c, encode_compound([op.putfh(c.dirfh), op.remove(name)]))
+
+
 def _fixed(make: Callable[[Conn], bytes]) -> Callable[[Conn, int, int], Awaitable[None]]:
     cache: dict[int, bytes] = {}
 
@@ -138,6 +154,7 @@ DRIVERS: dict[str, Callable[[Conn, int, int], Awaitable[None]]] = {
     "stat": _stat,
     "getattr": _fixed(lambda c: encode_compound([op.putfh(c.data_fh), op.getattr(*KERNEL_ATTRS)])),
     "remove": _remove,
+    "unlink": _unlink,
     "readdir": _fixed(lambda c: encode_compound([
         op.putfh(c.dirfh), op.readdir(0, bytes(8), 8192, 32768, READDIR_ATTRS)])),
     "read-4k": _io(KIB4, False, False),
@@ -187,14 +204,37 @@ class Server:
     pid: int
     conns: list[Conn]
     done: dict[str, int] = field(default_factory=dict)  # ops made so far per row
+    hops_file: Path | None = None  # --hops: where the server writes its counts on SIGUSR1
+    hops_by_fn: dict[tuple[str, str], float] = field(default_factory=dict)  # last sample's
 
     async def sample(self, row: str, ops: int, depth: int, gap: float = 0.0) -> float:
         per = ops // len(self.conns)
         base = self.done.get(row, 0)
         before = cpu_seconds(self.pid) or 0.0
+        hops = await self._hops()
         await asyncio.gather(*(_drive(c, row, per, depth, base, gap) for c in self.conns))
         self.done[row] = base + per
+        if self.hops_file is not None:
+            after = await self._hops()
+            for fn, n in after.items():
+                if n > hops.get(fn, 0):
+                    self.hops_by_fn[(row, fn)] = (n - hops.get(fn, 0)) / (per * len(self.conns))
+            return (sum(after.values()) - sum(hops.values())) / (per * len(self.conns))
         return ((cpu_seconds(self.pid) or 0.0) - before) / (per * len(self.conns)) * 1e6
+
+    async def _hops(self) -> dict[str, int]:
+        """The server's count of worker calls by function (``--hops``), else nothing."""
+        if self.hops_file is None:
+            return {}
+        self.hops_file.unlink(missing_ok=True)
+        os.kill(self.pid, signal.SIGUSR1)
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            try:
+                return dict(json.loads(self.hops_file.read_text()))
+            except (FileNotFoundError, ValueError):
+                continue  # not written (completely) yet
+        raise RuntimeError("the server wrote no hop counts")
 
 
 def _spy(pid: int, out: str) -> subprocess.Popen[bytes]:
@@ -211,6 +251,8 @@ def _spy(pid: int, out: str) -> subprocess.Popen[bytes]:
 def _runner(args: argparse.Namespace, n: int) -> tuple[str, ...]:
     """How tree ``n`` is started: plain, under cProfile, or with an experiment patched in."""
     here = Path(__file__).resolve().parent  # this tree's tools, whichever tree serves
+    if args.hops:
+        return (str(here / "experiment_serve.py"), "count-hops")
     if args.profile:
         return (str(here / "profiled_serve.py"), "--cpu", f"{args.profile}.{n}")
     if args.variant and n == 0:
@@ -230,18 +272,22 @@ async def run(args: argparse.Namespace, base: Path) -> dict[tuple[Path, str], li
             os.chmod(export / "pub", 0o777)
             for i in range(LISTED if "readdir" in args.rows else 0):
                 (export / "pub" / f"listed-{i:05d}").write_bytes(b"")
-            runner = _runner(args, n)
-            proc, port = start_server(src, export, base / f"state-{n}", runner)
+            hops = base / f"hops-{n}.json" if args.hops else None
+            if hops is not None:
+                os.environ["PYNFSD_HOPS"] = str(hops)  # the server started next writes there
+            proc, port = start_server(src, export, base / f"state-{n}", _runner(args, n))
             procs.append(proc)
             conns = [await _setup(port, export, k, args.depth, io) for k in range(args.conns)]
-            servers.append(Server(src, proc.pid, conns))
+            servers.append(Server(src, proc.pid, conns, hops_file=hops))
         spies = [_spy(srv.pid, f"{args.pyspy}.{n}") for n, srv in enumerate(servers)] if args.pyspy else []
         for row in args.rows:
             ops = args.ops // 8 if row.endswith("1m") else args.ops
             if row == "readdir":  # one READDIR costs as much as a hundred or so GETATTRs
                 ops = max(args.conns, ops // 20)
-            if row == "remove":  # as many as were made, split in samples
-                ops = min(len(c.made) for c in servers[0].conns) * args.conns // args.samples
+            if row in ("remove", "unlink"):  # as many as were made, split in samples
+                share = len({"remove", "unlink"} & set(args.rows))
+                made = min(len(c.made) for c in servers[0].conns)
+                ops = made * args.conns // args.samples // share
             for _ in range(args.samples):
                 for srv in servers:
                     out.setdefault((srv.src, row), []).append(
@@ -249,6 +295,9 @@ async def run(args: argparse.Namespace, base: Path) -> dict[tuple[Path, str], li
         for spy in spies:
             spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
             spy.wait(60)
+        for srv in servers:
+            for (row, fn), per_op in sorted(srv.hops_by_fn.items()):
+                print(f"  {str(srv.src)[-28:]} {row}: {fn} {per_op:.2f}/op")
     finally:
         for srv in servers:
             for c in srv.conns:
@@ -259,7 +308,8 @@ async def run(args: argparse.Namespace, base: Path) -> dict[tuple[Path, str], li
     return out
 
 
-def report(out: dict[tuple[Path, str], list[float]], trees: list[Path], rows: list[str]) -> None:
+def report(out: dict[tuple[Path, str], list[float]], trees: list[Path], rows: list[str],
+           digits: int = 0) -> None:
     head = "".join(f"{str(t)[-28:]:>30}" for t in trees)
     print(f"{'row':<10}{head}" + ("   ratio" if len(trees) == 2 else ""))
     for row in rows:
@@ -267,7 +317,8 @@ def report(out: dict[tuple[Path, str], list[float]], trees: list[Path], rows: li
         for t in trees:
             s = out[(t, row)]
             medians.append(statistics.median(s))
-            cells += f"{medians[-1]:>12.1f} ({min(s):.0f}–{max(s):.0f})".rjust(30)
+            lo, hi = f"{min(s):.{digits}f}", f"{max(s):.{digits}f}"
+            cells += f"{medians[-1]:>12.{max(1, digits)}f} ({lo}–{hi})".rjust(30)
         ratio = ""
         if len(trees) == 2:  # a row shorter than a clock tick (10 ms) may read 0
             ratio = f"{medians[0] / medians[1]:>8.2f}" if medians[1] else f"{'-':>8}"
@@ -291,20 +342,24 @@ def main(argv: list[str] | None = None) -> int:
                    help="run the servers under cProfile (all threads, CPU time): OUT.0, OUT.1 pstats")
     p.add_argument("--pyspy", metavar="OUT",
                    help="sample the servers with py-spy during the rows: OUT.0, OUT.1 (collapsed)")
+    p.add_argument("--hops", action="store_true",
+                   help="count the calls handed to worker threads per op instead of the CPU")
     p.add_argument("--variant", help="an experiment of bench.experiment_serve for the first tree")
     args = p.parse_args(argv)
     args.rows = [r for r in args.rows.split(",") if r]
     if unknown := set(args.rows) - set(ROWS):
         p.error(f"unknown rows: {', '.join(sorted(unknown))}")
-    if {"stat", "remove"} & set(args.rows) and "create" not in args.rows:
-        p.error("stat and remove work on the files the create row makes")
+    if {"stat", "remove", "unlink"} & set(args.rows) and "create" not in args.rows:
+        p.error("stat, remove and unlink work on the files the create row makes")
     base = Path(tempfile.mkdtemp(prefix="pynfsd-bench-cpu-", dir="/tmp"))
     os.chmod(base, 0o755)
     try:
-        print(f"µs of server CPU per op: median (least–most) of {args.samples} samples of "
+        what = "worker calls" if args.hops else "µs of server CPU"
+        print(f"{what} per op: median (least–most) of {args.samples} samples of "
               f"{args.ops} ops, {args.conns} conns x {args.depth} in flight")
         out = asyncio.run(run(args, base))
-        report(out, [args.src] + ([args.compare] if args.compare else []), args.rows)
+        trees = [args.src] + ([args.compare] if args.compare else [])
+        report(out, trees, args.rows, 2 if args.hops else 0)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return 0

@@ -17,11 +17,19 @@ process on this host within the same tick as the ctime seen before asking could 
 ctime unchanged and the remembered answer wrong. An answer whose ctime is older than
 ``SETTLE_NS`` (``SETTLE_COARSE_NS`` for a whole-second ctime) is safe: any later change
 stamps a later ctime. Younger ones are answered by the kernel each time.
+
+Except where the filesystem has *multigrain* timestamps (Linux 6.13 on: ext4, xfs, btrfs and
+tmpfs set ``FS_MGTIME``; Documentation/filesystems/multigrain-ts.rst): once a ctime has been
+read by ``stat`` (which flags the inode ``I_CTIME_QUERIED``), the next change of the inode
+takes a fine-grained time and so a visibly different ctime. Every answer here is taken after
+an ``fstat`` of the object read the ctime it is remembered at, so on such a filesystem
+(``fine_ctime``, checked once per export) it is remembered at once.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -34,6 +42,20 @@ MAX_GRANTS: Final = 8
 _T = TypeVar("_T")
 SETTLE_NS: Final = 100_000_000  # 0.1 s: ten 10 ms ticks, with room for a thread descheduled
 SETTLE_COARSE_NS: Final = 2_100_000_000  # a whole-second ctime: 1 s or 2 s (FAT) granularity
+
+
+#: Filesystems (as /proc/self/mountinfo names them) with multigrain timestamps, and the kernel
+#: that gave them: a change after a stat that read the ctime always shows a new ctime.
+MULTIGRAIN_FS: Final = frozenset({"ext4", "xfs", "btrfs", "tmpfs"})
+MULTIGRAIN_SINCE: Final = (6, 13)
+
+
+def fine_ctime(fs_type: str | None, release: str | None = None) -> bool:
+    """Whether ``fs_type`` has multigrain timestamps under the running kernel (``release``,
+    as ``uname -r`` gives it), so that answers need not wait for their ctime to settle."""
+    m = re.match(r"(\d+)\.(\d+)", os.uname().release if release is None else release)
+    return fs_type in MULTIGRAIN_FS and m is not None and (
+        (int(m.group(1)), int(m.group(2))) >= MULTIGRAIN_SINCE)
 
 
 def settled(ctime_ns: int, now_ns: int | None = None) -> bool:
@@ -84,8 +106,9 @@ class CachedObject:
 class FdCache:
     """LRU of ``CachedObject`` with at most ``capacity`` entries (two fds each at most)."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, fine_ctime: bool = False) -> None:
         self._capacity = max(1, capacity)
+        self.fine_ctime = fine_ctime  # multigrain ctimes: no settling (module docstring)
         self._lock = threading.Lock()
         self._entries: OrderedDict[bytes, CachedObject] = OrderedDict()
 
@@ -141,8 +164,9 @@ class FdCache:
         self._remember(obj.access, who, ctime_ns, (ctime_ns, bits))
 
     def _remember(self, table: dict[Identity, _T], who: Identity, ctime_ns: int, value: _T) -> None:
-        """``table[who] = value`` as the newest of at most ``MAX_GRANTS``, if ``ctime_ns`` settled."""
-        if not settled(ctime_ns):
+        """``table[who] = value`` as the newest of at most ``MAX_GRANTS``, if ``ctime_ns`` settled
+        (or needs not: ``fine_ctime``)."""
+        if not (self.fine_ctime or settled(ctime_ns)):
             return
         with self._lock:
             table.pop(who, None)

@@ -80,6 +80,10 @@ class Obj:
     # Attributes read during this COMPOUND (Objs live for one COMPOUND): every modification
     # made through the Vfs drops or replaces them, so a later op never sees stale values.
     attrs: Attrs | None = None
+    # The kernel's whole access answer (perm bits) for this COMPOUND's identity, asked on a
+    # worker thread in this COMPOUND while ``attrs`` was the object here; it holds only as long
+    # as ``attrs`` is still that object (a change through the Vfs replaces or drops it).
+    granted: tuple[Attrs, int] | None = None
 
     @property
     def is_pseudo(self) -> bool:

@@ -28,6 +28,21 @@ def test_every_row_runs_against_a_real_server(capsys: pytest.CaptureFixture[str]
             assert ratio == "-"
 
 
+def test_hops_counts_the_calls_each_row_hands_to_worker_threads(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One create is one worker call (the file made and the kernel's access to it together),
+    one REMOVE one, and rm's ACCESS, LOOKUP and REMOVE at most three."""
+    argv = ["--hops", "--rows", "create,remove,unlink", "--ops", "32", "--samples", "1"]
+    assert server_cpu.main(argv) == 0
+    out = capsys.readouterr().out
+    hops = {ln.split()[0]: float(ln.split()[1]) for ln in out.splitlines()
+            if ln.split() and ln.split()[0] in ("create", "remove", "unlink")}
+    assert hops["create"] == pytest.approx(1.0) and hops["remove"] == pytest.approx(1.0), out
+    assert 1.0 <= hops["unlink"] <= 3.0, out
+    assert "_create_and_access 1.00/op" in out
+
+
 def test_stat_and_remove_need_the_files_create_makes() -> None:
     with pytest.raises(SystemExit):
         server_cpu.main(["--rows", "stat"])

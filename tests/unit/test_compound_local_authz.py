@@ -20,6 +20,7 @@ from nfs4_fixtures import (
     attrs_of,
     expect,
     export_root,
+    fattr,
     lookup_fh,
     make_world,
     new_clientid,
@@ -343,3 +344,41 @@ async def test_access_after_create_and_after_a_local_chmod_is_the_kernels(
     assert sh_as_user(f"test -w {pub / 'mine'}") != 0
     res = await c.check([op.putfh(fh), op.access(want)])
     assert res[1].access == ACCESS4_READ
+
+
+async def test_the_access_after_open_create_takes_no_second_round_trip_and_is_not_kept(
+    env: tuple[World, Path], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OPEN(create) asks the kernel the caller's access to the new file in the same worker
+    call, for the ACCESS later in that COMPOUND only: a chmod on the server after it, or a
+    SETATTR of the mode inside the COMPOUND, is answered anew."""
+    w, exp = env
+    pub = _dir(exp / "pub", 0o777)
+    c = w.client(user(NOBODY))
+    dfh = await lookup_fh(c, await _root(c, exp), b"pub")
+    cid = await new_clientid(c)
+    await open_file(c, dfh, cid, b"first", b"first")  # the client's record is written first
+    calls: list[str] = []
+    pool = w.server.pool
+    plain = pool.run_as
+
+    async def counted(ident: creds.Identity, fn: object, *args: object) -> object:
+        calls.append(getattr(fn, "__qualname__", repr(fn)))
+        return await plain(ident, fn, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pool, "run_as", counted)
+    want = ACCESS4_READ | ACCESS4_MODIFY | ACCESS4_EXECUTE
+    create = ops.open_create(1, cid, b"o", b"new", N.UNCHECKED4, fattr({N.FATTR4_MODE: 0o600}))
+    res = await c.check([op.putfh(dfh), create, op.getfh(), op.access(want)])
+    assert res[3].access == ACCESS4_READ | ACCESS4_MODIFY
+    assert len(calls) == 1, calls  # the create and the kernel's access answer together
+    fh = res[2].object
+    (pub / "new").chmod(0o400)
+    assert sh_as_user(f"test -w {pub / 'new'}") != 0
+    res = await c.check([op.putfh(fh), op.access(want)])
+    assert res[1].access == ACCESS4_READ  # asked again: not kept beyond its COMPOUND
+    again = ops.open_create(2, cid, b"o", b"new", N.UNCHECKED4, fattr({N.FATTR4_MODE: 0o600}),
+                            access=R)
+    res = await c.check([op.putfh(dfh), again, op.getfh(), ops.setattr({N.FATTR4_MODE: 0}),
+                         op.access(want)])
+    assert res[4].access == 0  # the mode changed inside the COMPOUND: asked anew

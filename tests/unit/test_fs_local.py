@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -335,9 +336,13 @@ def settle_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fdcache, "SETTLE_COARSE_NS", -1)
 
 
-def test_answers_are_remembered_only_at_a_settled_ctime(env: Env) -> None:
+def test_answers_are_remembered_only_at_a_settled_ctime(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A ctime younger than a few clock ticks is not trusted: a change by another process in
-    the same tick could leave it unchanged, so the kernel is asked each time."""
+    the same tick could leave it unchanged, so the kernel is asked each time (a filesystem
+    without multigrain timestamps: here, as if the kernel were older than 6.13)."""
+    monkeypatch.setattr(fdcache, "MULTIGRAIN_SINCE", (99, 0))
     now = 1_700_000_000_123_456_789
     assert not fdcache.settled(now - 1_000_000, now)  # 1 ms old
     assert fdcache.settled(now - fdcache.SETTLE_NS - 1, now)
@@ -351,6 +356,93 @@ def test_answers_are_remembered_only_at_a_settled_ctime(env: Env) -> None:
     b.read(f, 0, 1)  # granted by the kernel, at a ctime a moment old: not remembered
     assert b.read_cached(f, 0, 5) is None
     assert b.access(f, 0x3F) and b.access_cached(f, 0x3F, creds.current()) is None
+
+
+def test_multigrain_timestamps_are_told_by_kernel_and_filesystem() -> None:
+    assert fdcache.fine_ctime("ext4", "6.13.0") and fdcache.fine_ctime("tmpfs", "6.18.44-fc")
+    assert fdcache.fine_ctime("xfs", "7.0.1") and fdcache.fine_ctime("btrfs", "6.14-rc1")
+    assert not fdcache.fine_ctime("ext4", "6.12.9") and not fdcache.fine_ctime("ext4", "5.15.0")
+    assert not fdcache.fine_ctime("ext3", "6.18.0") and not fdcache.fine_ctime("nfs", "6.18.0")
+    assert not fdcache.fine_ctime(None, "6.18.0") and not fdcache.fine_ctime("ext4", "weird")
+
+
+def test_with_multigrain_ctimes_an_answer_is_remembered_at_once_and_a_change_right_after_is_seen(
+    env: Env,
+) -> None:
+    """On a filesystem with multigrain timestamps an answer taken after the fstat that read
+    its ctime is remembered at once; a chmod or setfacl by another process right after it
+    (the same clock tick, over and over) always moves the ctime, so the next answer from
+    memory is never the old one."""
+    from pynfsd.fs import linux, perm
+    from pynfsd.fs.creds import Identity
+
+    if not fdcache.fine_ctime(linux.fs_type(os.stat(env.root).st_dev)):
+        pytest.skip("no multigrain timestamps here")
+    b = env.backend()
+    user = Identity(3000, 3000, ())
+    rwx = perm.READ | perm.WRITE | perm.EXEC
+    env.root.chmod(0o777)
+    f = _as(user, b.create_file, b.root(), b"f", 0o600, 3000, 3000, True)[0]
+    path = env.root / "f"
+    modes = (0o600, 0o400, 0o000, 0o700)
+    for i in range(400):
+        answer = _as(user, b.access, f, rwx)
+        assert b.access_cached(f, rwx, user) == answer  # remembered at once
+        os.chmod(path, modes[i % 4])  # at once, as another process would
+        cached = b.access_cached(f, rwx, user)
+        assert cached is None, (i, answer, cached)  # the ctime moved: the kernel decides
+    os.chmod(path, 0o600)
+    _as(user, b.access, f, rwx)
+    assert b.access_cached(f, rwx, user) == perm.READ | perm.WRITE
+    denied = subprocess.run(["setfacl", "-m", "u::---", str(path)], capture_output=True)
+    if denied.returncode == 0:  # an ACL set by another process right after: seen too
+        assert b.access_cached(f, rwx, user) is None
+        assert _as(user, b.access, f, rwx) == 0 == b.access_cached(f, rwx, user)
+    d, _ = b.mkdir(b.root(), b"d", 0o755, 0, 0)
+    x, _, _ = b.create_file(d, b"x", 0o644, 0, 0, True)
+    assert b.lookup_cached(d, b"x", user) is None  # search not granted yet
+    assert _as(user, b.access, d, rwx) == perm.READ | perm.EXEC
+    assert b.lookup_cached(d, b"x", user) == (x, b.getattr(x))  # granted by that ACCESS
+    os.chmod(env.root / "d", 0o700)  # right after, by another process: seen
+    assert b.lookup_cached(d, b"x", user) is None
+    assert isinstance(_as(user, b.lookup, d, b"x"), PermissionError)
+
+
+def test_with_multigrain_ctimes_a_create_or_remove_answers_the_next_access_of_its_directory(
+    env: Env,
+) -> None:
+    """The worker that adds or removes a name also asks the kernel the caller's access to
+    the directory at its new ctime: the ACCESS and LOOKUP a client sends before its next
+    create or remove there come from memory, and a chmod right after is still seen."""
+    from pynfsd.fs import linux, perm
+    from pynfsd.fs.creds import Identity
+
+    if not fdcache.fine_ctime(linux.fs_type(os.stat(env.root).st_dev)):
+        pytest.skip("no multigrain timestamps here")
+    b = env.backend()
+    user, other = Identity(3000, 3000, ()), Identity(3001, 3001, ())
+    rwx = perm.READ | perm.WRITE | perm.EXEC
+    env.root.chmod(0o777)
+    root = b.root()
+    _as(user, b.create_file, root, b"first", 0o600, 3000, 3000, True)
+    assert b.access_cached(root, rwx, user) is None  # never asked: not asked at a create
+    assert _as(user, b.access, root, rwx) == rwx
+    for i in range(50):
+        _as(user, b.create_file, root, b"f%d" % i, 0o600, 3000, 3000, True)
+        assert b.access_cached(root, rwx, user) == rwx  # the create's worker asked
+        assert b.access_cached(root, rwx, other) is None  # for the caller only
+        assert b.lookup_cached(root, b"f%d" % i, user) is not None
+        _as(user, b.remove, root, b"f%d" % i)
+        assert b.access_cached(root, rwx, user) == rwx  # the remove's worker asked
+    _as(user, b.create_file, root, b"last", 0o600, 3000, 3000, True)
+    sub, _ = b.mkdir(root, b"sub", 0o777, 0, 0)
+    assert _as(user, b.access, sub, rwx) == rwx
+    _as(user, b.rename, root, b"last", sub, b"moved")
+    assert b.access_cached(root, rwx, user) == rwx == b.access_cached(sub, rwx, user)
+    _as(user, b.rename, sub, b"moved", root, b"last")
+    env.root.chmod(0o755)  # right after, by another process
+    assert b.access_cached(root, rwx, user) is None
+    assert _as(user, b.access, root, rwx) == perm.READ | perm.EXEC
 
 
 @pytest.mark.usefixtures("settle_at_once")

@@ -33,6 +33,7 @@ import stat
 from pynfsd.fs import creds, linux, perm
 from pynfsd.fs.backend import Attrs, FsStat, MountPoint
 from pynfsd.fs.creds import Identity
+from pynfsd.fs.fdcache import CachedObject
 from pynfsd.fs.local.objects import O_PATH, LocalObjects, proc
 from pynfsd.fs.names import check_name, oserror
 
@@ -159,12 +160,20 @@ class LocalLookup(LocalObjects):
     def access(self, h: bytes, want: int) -> int:
         """The kernel's answer for the calling thread's identity, ACLs included; the whole
         answer (read, write, execute) is remembered for ``access_cached`` at the ctime seen
-        before asking."""
+        before asking, and so is what it grants ``lookup_cached`` (search, of a directory)
+        and ``read_cached`` (read or execute, of a file): the LOOKUP that follows a client's
+        ACCESS of a directory needs no round trip of its own."""
         with self._borrow(h) as obj:
-            st = self._live(obj)
-            granted = kernel_access(obj.fd)
-            self._cache.remember_access(obj, creds.current(), st.st_ctime_ns, granted)
-        return granted & want
+            return self._ask_access(obj, self._live(obj)) & want
+
+    def _ask_access(self, obj: CachedObject, st: os.stat_result) -> int:
+        """The kernel's whole answer for the calling thread's identity on ``obj``, whose
+        ``st`` (an fstat made before asking) gives the ctime it is remembered at."""
+        who, granted = creds.current(), kernel_access(obj.fd)
+        self._cache.remember_access(obj, who, st.st_ctime_ns, granted)
+        if granted & (perm.EXEC if stat.S_ISDIR(st.st_mode) else perm.READ | perm.EXEC):
+            self._cache.grant(obj, who, st.st_ctime_ns)
+        return granted
 
     def access_cached(self, h: bytes, want: int, who: Identity) -> int | None:
         """``access`` by ``who`` from the kernel's answer remembered at the object's current

@@ -13,6 +13,13 @@ the inherited ACL masked by the mode asked for, which stays as knfsd leaves it.
 
 An object about to lose its last link is kept open first if NFSv4 opens hold it
 (``LocalObjects._keep_if_held``); one that lost it is evicted from the descriptor cache.
+
+A client creating or removing files one after another asks ACCESS of the directory and
+LOOKUP in it before each (its cached answers lapse with the directory's change attribute).
+Where answers need not settle (``fdcache.fine_ctime``), the worker that created, removed or
+renamed a name also asks the kernel the caller's access to the directory at its new ctime
+(``_ask_access``), so those come from memory instead of a round trip each -- when that
+caller's access to it was asked before (a client that sends no ACCESS pays nothing).
 """
 
 from __future__ import annotations
@@ -23,8 +30,10 @@ import stat
 
 from pynfsd.fs import creds, linux
 from pynfsd.fs.backend import Attrs, FileType
+from pynfsd.fs.fdcache import CachedObject
 from pynfsd.fs.local.acls import has_default_acl
-from pynfsd.fs.local.objects import LocalObjects, proc
+from pynfsd.fs.local.lookup import LocalLookup
+from pynfsd.fs.local.objects import proc
 from pynfsd.fs.names import check_name, check_target, oserror
 
 _NODE_FMT = {
@@ -33,7 +42,7 @@ _NODE_FMT = {
 }  # fmt: skip
 
 
-class LocalNamespace(LocalObjects):
+class LocalNamespace(LocalLookup):
     """Creation, removal, renaming and hard links of the local backend."""
 
     # -- Backend: creation ---------------------------------------------------------------
@@ -86,6 +95,7 @@ class LocalNamespace(LocalObjects):
                     except FileNotFoundError:
                         continue  # removed meanwhile: try creating again
                 self._modified(dst)
+                self._ask_again(d)
                 return (*self._publish(fd, os.fstat(fd)), True)
             raise oserror(errno.EAGAIN)
 
@@ -132,6 +142,14 @@ class LocalNamespace(LocalObjects):
             self._modified(dst)
             return self._adopt(d.fd, name, ifmt, mode, uid, gid)
 
+    def _ask_again(self, d: CachedObject) -> None:
+        """After a name was added to or removed from directory ``d`` by the calling thread's
+        identity: its access to ``d`` at the new ctime, remembered when that needs no
+        settling (see the module docstring) -- for a caller whose access was asked before
+        only (a client that does not send ACCESS does not pay for the answer)."""
+        if self._cache.fine_ctime and creds.current() in d.access:
+            self._ask_access(d, os.fstat(d.fd))
+
     # -- Backend: namespace changes ------------------------------------------------------
 
     def _lstat(self, dir_fd: int, name: bytes) -> os.stat_result | None:
@@ -158,6 +176,7 @@ class LocalNamespace(LocalObjects):
                 os.rmdir(name, dir_fd=d.fd)
             self._modified(dst)
             self._gone(victim)
+            self._ask_again(d)
 
     def rename(
         self, src_dir_h: bytes, src_name: bytes, dst_dir_h: bytes, dst_name: bytes
@@ -173,6 +192,8 @@ class LocalNamespace(LocalObjects):
                 if st is not None:
                     self._modified(st)
             self._gone(replaced)
+            for d in (s, t) if t is not s else (s,):
+                self._ask_again(d)
 
     def link(self, h: bytes, dir_h: bytes, name: bytes) -> Attrs:
         with self._borrow(h) as obj, self._dir(dir_h) as (d, dst):

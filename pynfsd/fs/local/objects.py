@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from pynfsd.fs import creds, linux, statedir
 from pynfsd.fs.backend import Attrs, Backend, FileType
 from pynfsd.fs.change import ChangeTracker
-from pynfsd.fs.fdcache import CachedObject, FdCache
+from pynfsd.fs.fdcache import CachedObject, FdCache, fine_ctime
 from pynfsd.fs.handles import HandleCodec
 from pynfsd.fs.holds import MAX_KEPT, Holds
 from pynfsd.fs.names import check_name, oserror
@@ -106,12 +106,13 @@ class LocalObjects(Backend):
             self._root_h = self._codec.encode(root_type, root_fh)
             os.close(linux.open_by_handle_at(self._root_fd, root_type, root_fh, O_PATH))
             self._changes = ChangeTracker(statedir.next_boot_count(state_dir))
-            self._nonblocking_stat = linux.fs_type(st.st_dev) in _INODES_IN_MEMORY
+            fs_type = linux.fs_type(st.st_dev)
+            self._nonblocking_stat = fs_type in _INODES_IN_MEMORY
             self._cached_lookups = self._nonblocking_stat  # until openat2 turns out missing
         except BaseException:
             os.close(self._root_fd)
             raise
-        self._cache = FdCache(cache_size)
+        self._cache = FdCache(cache_size, fine_ctime(fs_type))
         # covered directories' fileids by (dir ino, name, mounted dev, mounted root ino), as
         # ``lookup`` finds them
         self._covered: dict[tuple[int, bytes, int, int], int] = {}
