@@ -35,9 +35,9 @@ _READDIR_RESOK_OVERHEAD = 8 + 4 + 4  # cookieverf, final "no more entries", eof
 # (_next_batch). So a READDIR of a listing is one round trip.
 _FIRST_BATCH = 16
 _MAX_BATCH = 512
-# the average encoded entry by the attributes asked (at most _MAX_REMEMBERED sets of them)
+# the average encoded entry by the attributes asked (at most MAX_ENTRY_SIZES sets of them)
 _ENTRY_BYTES: dict[frozenset[int], int] = {}
-_MAX_REMEMBERED = 64
+MAX_ENTRY_SIZES = 64
 PATH_MAX = 4096  # the longest symlink target READLINK returns (Linux PATH_MAX)
 
 
@@ -128,7 +128,7 @@ def _first_batch(room: int, entry_bytes: int | None) -> int:
 
 
 def _remember_entry_size(req: frozenset[int], entry_bytes: int) -> None:
-    if req not in _ENTRY_BYTES and len(_ENTRY_BYTES) >= _MAX_REMEMBERED:
+    if req not in _ENTRY_BYTES and len(_ENTRY_BYTES) >= MAX_ENTRY_SIZES:
         _ENTRY_BYTES.clear()
     _ENTRY_BYTES[req] = entry_bytes
 
