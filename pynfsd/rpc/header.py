@@ -38,7 +38,7 @@ class CallHeader:
     proc: int
     cred: R.opaque_auth
     verf: R.opaque_auth
-    record: bytes | bytearray  # a large call is the bytearray it was received into
+    record: bytes
     cred_end: int
     args_offset: int
 
@@ -79,7 +79,7 @@ class BadCall(Exception):
         return encode_auth_error(self.xid, self.auth_stat)
 
 
-def decode_call(record: bytes | bytearray) -> CallHeader:
+def decode_call(record: bytes) -> CallHeader:
     """Decode a call header or raise `BadCall` saying how to answer."""
     if len(record) >= _CALL_AND_CRED.size:
         # The usual call: the fixed words and the credential's flavour and length in one read.
@@ -91,7 +91,7 @@ def decode_call(record: bytes | bytearray) -> CallHeader:
     return _decode_call_checked(record)
 
 
-def _decode_call_checked(record: bytes | bytearray) -> CallHeader:
+def _decode_call_checked(record: bytes) -> CallHeader:
     """`decode_call` field by field: the first bad one decides the reply."""
     size = len(record)
     if size < 4:
@@ -111,7 +111,7 @@ def _decode_call_checked(record: bytes | bytearray) -> CallHeader:
     return CallHeader(xid, prog, vers, proc, cred, verf, record, cred_end, args_offset)
 
 
-def _opaque_auth(record: bytes | bytearray, pos: int, xid: int, bad: int) -> tuple[R.opaque_auth, int]:
+def _opaque_auth(record: bytes, pos: int, xid: int, bad: int) -> tuple[R.opaque_auth, int]:
     """Decode opaque_auth at `pos`; an ill-formed one is an AUTH_ERROR with status `bad`."""
     if len(record) - pos < 8:
         raise BadCall(Verdict.AUTH_ERROR, xid, bad)

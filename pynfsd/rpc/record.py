@@ -20,23 +20,11 @@ completes: one copy of a big WRITE however many reads it arrived in.  Every othe
 copied onto one growing buffer, so a record of 1-byte fragments holds one bytearray, not a
 list entry per fragment.  `held` counts the memory actually kept alive (a view pins its whole
 object, which the half rule bounds by twice the piece), for the transport's server-wide budget.
-
-Reading straight into the record (given a `scratch` buffer, for an `asyncio.BufferedProtocol`):
-the transport asks `get_buffer` where the next bytes go and reports them with `buffer_updated`.
-Outside a large fragment that is the scratch buffer, whose bytes are fed as above and copied
-before `buffer_updated` returns, so one scratch (`SCRATCH` bytes) serves every connection of
-an event loop.  A fragment of at least `_VIEW_MIN` bytes gets
-a buffer of its own size as soon as its marker is read (the marker's length was checked
-against `max_record` first, and `held` counts the whole buffer), and `get_buffer` hands out
-its unfilled rest: the socket's bytes land in the record without any copy, and a record of
-one such fragment (the Linux client sends one per record) is that bytearray itself.  The
-socket is never read past the fragment's end, so the next marker starts in the scratch.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import cast
 
 LAST_FRAGMENT = 0x80000000
 MAX_FRAGMENT = 0x7FFFFFFF  # RFC 5531 §11: 31-bit fragment length
@@ -44,9 +32,6 @@ DEFAULT_MAX_EMPTY_FRAGMENTS = 64  # empty non-last fragments allowed in one reco
 
 _MARKER = struct.Struct(">I")
 _VIEW_MIN = 16 << 10  # pieces at least this large (and half their object) are views, not copies
-SCRATCH = 64 << 10  # direct reading: the buffer for markers and small fragments (`scratch`)
-
-Record = bytes | bytearray
 
 
 class RecordError(Exception):
@@ -71,17 +56,9 @@ class RecordReader:
         "_empty",
         "_held",
         "_failed",
-        "_direct",
-        "_big",
-        "_fill",
-        "_into_big",
-        "_scratch",
     )
 
-    def __init__(
-        self, max_record: int, max_empty_fragments: int = DEFAULT_MAX_EMPTY_FRAGMENTS,
-        scratch: memoryview | None = None,
-    ) -> None:
+    def __init__(self, max_record: int, max_empty_fragments: int = DEFAULT_MAX_EMPTY_FRAGMENTS) -> None:
         if max_record < 0 or max_empty_fragments < 0:
             raise ValueError("max_record and max_empty_fragments must be >= 0")
         self.max_record = max_record
@@ -89,23 +66,17 @@ class RecordReader:
         self._marker = bytearray()
         self._need = -1  # bytes of fragment body still expected; -1: reading a marker
         self._last = False
-        self._parts: list[bytes | bytearray | memoryview] = []  # the record body before `_small`
+        self._parts: list[bytes | memoryview] = []  # the record body before `_small`
         self._small = bytearray()  # small pieces, coalesced
         self._record_len = 0  # bytes of the record announced by markers so far
         self._empty = 0  # empty non-last fragments in this record
         self._held = 0  # memory held by `_parts` (views count their whole object)
         self._failed: RecordError | None = None
-        self._direct = scratch is not None  # large fragments get a buffer of their own
-        self._big: bytearray | None = None  # the large fragment being received, direct only
-        self._fill = 0  # bytes of `_big` received
-        self._into_big = False  # whether the last `get_buffer` was the rest of `_big`
-        self._scratch = memoryview(b"") if scratch is None else scratch
 
     @property
     def buffered(self) -> int:
         """Bytes of the stream currently held (partial marker + record body received so far)."""
-        big = self._fill if self._big is not None else 0
-        return len(self._marker) + sum(len(p) for p in self._parts) + len(self._small) + big
+        return len(self._marker) + sum(len(p) for p in self._parts) + len(self._small)
 
     @property
     def held(self) -> int:
@@ -117,41 +88,13 @@ class RecordReader:
         """Whether a record has begun (a marker byte or more) and not yet completed."""
         return bool(self._marker) or self._need >= 0 or self._record_len > 0 or self._empty > 0
 
-    def get_buffer(self) -> memoryview:
-        """Where the next bytes of the stream go (direct reading): the rest of the large
-        fragment being received, else the scratch buffer. Report them with `buffer_updated`."""
-        big = self._big
-        if big is not None and self._need > 0:
-            self._into_big = True
-            return memoryview(big)[self._fill :]
-        self._into_big = False
-        return self._scratch
-
-    def buffer_updated(self, n: int) -> list[Record]:
-        """`n` bytes were written at the start of the last `get_buffer`; the records they
-        complete (possibly none)."""
-        if not self._into_big:
-            return self._feed(self._scratch[:n])
-        if self._failed is not None:
-            raise self._failed
-        self._fill += n
-        self._need -= n
-        records: list[Record] = []
-        if self._need == 0:
-            self._fragment_done(records)
-        return records
-
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
-        """Consume `data`; return every record it completes (possibly none).  Without
-        `scratch` every record is `bytes`."""
-        return cast("list[bytes]", self._feed(data))
-
-    def _feed(self, data: bytes | bytearray | memoryview) -> list[Record]:
+        """Consume `data`; return every record it completes (possibly none)."""
         if self._failed is not None:
             raise self._failed
         view = memoryview(data).cast("B")
         keep = isinstance(data, bytes)  # views of it stay valid
-        records: list[Record] = []
+        records: list[bytes] = []
         pos, end = 0, len(view)
         while pos < end:
             if self._need < 0:
@@ -161,18 +104,11 @@ class RecordReader:
             elif self._need:
                 pos = self._read_body(view, pos, keep)
             if self._need == 0:
-                self._fragment_done(records)
+                if self._last:
+                    records.append(self._finish_record())
+                else:
+                    self._need = -1
         return records
-
-    def _fragment_done(self, records: list[Record]) -> None:
-        if self._big is not None:
-            self._flush_small()
-            self._parts.append(self._big)  # counted in `_held` when it was made
-            self._big = None
-        if self._last:
-            records.append(self._finish_record())
-        else:
-            self._need = -1
 
     def _read_small_fragments(self, view: memoryview, pos: int) -> int:
         """Copy whole small fragments inside `view` in one tight loop (1-byte fragments).
@@ -222,17 +158,10 @@ class RecordReader:
         self._record_len += length
         self._need = length
         self._last = last
-        if self._direct and length >= _VIEW_MIN:
-            self._big, self._fill = bytearray(length), 0
-            self._held += length
 
     def _read_body(self, view: memoryview, pos: int, keep: bool) -> int:
         take = min(self._need, len(view) - pos)
-        big = self._big
-        if big is not None:
-            big[self._fill : self._fill + take] = view[pos : pos + take]
-            self._fill += take
-        elif keep and take >= _VIEW_MIN and 2 * take >= len(view):
+        if keep and take >= _VIEW_MIN and 2 * take >= len(view):
             self._flush_small()
             self._parts.append(view[pos : pos + take])
             self._held += len(view)  # the view pins the whole object fed in
@@ -247,14 +176,9 @@ class RecordReader:
             self._held += len(self._small)
             self._small = bytearray()
 
-    def _finish_record(self) -> Record:
+    def _finish_record(self) -> bytes:
         self._flush_small()
-        parts = self._parts
-        record: Record
-        if len(parts) == 1 and isinstance(parts[0], bytearray):
-            record = parts[0]  # a large fragment received in place: no copy
-        else:
-            record = b"".join(parts)  # the one copy (none for a lone bytes part)
+        record = b"".join(self._parts)  # the one copy (none for a lone bytes part)
         self._parts = []
         self._record_len = self._empty = self._held = 0
         self._need = -1
@@ -265,7 +189,6 @@ class RecordReader:
         self._failed = RecordError(why)
         self._parts = []
         self._small = bytearray()
-        self._big = None
         self._held = 0
         raise self._failed
 

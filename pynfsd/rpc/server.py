@@ -92,12 +92,12 @@ class RpcServer:
         table.update(procs)
         versions[vers] = table
 
-    async def handle_record(self, record: bytes | bytearray, conn: ConnInfo) -> bytes | None:
+    async def handle_record(self, record: bytes, conn: ConnInfo) -> bytes | None:
         """The reply record payload for one call record, or None to send nothing."""
         parts = await self.handle_call(record, conn)
         return None if parts is None else b"".join(parts)
 
-    async def handle_call(self, record: bytes | bytearray, conn: ConnInfo) -> list[Buffer] | None:
+    async def handle_call(self, record: bytes, conn: ConnInfo) -> list[Buffer] | None:
         """Like `handle_record`, as a list of buffers for a gathering write."""
         try:
             call = decode_call(record)

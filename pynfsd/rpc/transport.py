@@ -1,8 +1,6 @@
 """The asyncio skin over the sans-IO RPC core: a TCP server (RFC 5531 §11 record marking).
 
-Theory of operation: each connection owns a `RecordReader`, which tells the event loop where
-to read (an `asyncio.BufferedProtocol`: a large record is read straight into a buffer of its
-size, and a WRITE's data reaches the filesystem as a view of it, with no copy); every complete record becomes its
+Theory of operation: each connection owns a `RecordReader`; every complete record becomes its
 own task running `RpcServer.handle_call`, so many calls are outstanding at once and replies
 go out in completion order: the small replies finished in one turn of the event loop in one
 write at its end, a batch reaching `_JOIN_BELOW` bytes at once.  Reading pauses while the transport's write buffer is above its
@@ -46,14 +44,7 @@ from pynfsd.rpc.listeners import (
     format_hostport,
     parse_hostport,
 )
-from pynfsd.rpc.record import (
-    DEFAULT_MAX_EMPTY_FRAGMENTS,
-    SCRATCH,
-    Record,
-    RecordError,
-    RecordReader,
-    marker,
-)
+from pynfsd.rpc.record import DEFAULT_MAX_EMPTY_FRAGMENTS, RecordError, RecordReader, marker
 from pynfsd.rpc.server import Buffer, ConnInfo, RpcServer
 
 log = logging.getLogger(__name__)
@@ -135,15 +126,14 @@ def normalize_addr(sockaddr: object) -> tuple[str, int]:
     return host, port
 
 
-class _Connection(asyncio.BufferedProtocol):
+class _Connection(asyncio.Protocol):
     """One client connection: framing, task per call, flow control."""
 
     def __init__(self, owner: RpcTcpServer) -> None:
         self.owner = owner
         self.limits = owner.limits
-        self.reader = RecordReader(self.limits.max_record, self.limits.max_empty_fragments,
-                                   owner.scratch)
-        self.queued: deque[Record] = deque()
+        self.reader = RecordReader(self.limits.max_record, self.limits.max_empty_fragments)
+        self.queued: deque[bytes] = deque()
         self.outstanding = 0
         self.tasks: set[asyncio.Task[None]] = set()
         self.write_paused = False
@@ -165,13 +155,10 @@ class _Connection(asyncio.BufferedProtocol):
         _set_nodelay(transport.get_extra_info("socket"))
         self.owner._connections.add(self)
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self.reader.get_buffer()
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.owner.stats.received_bytes += nbytes
+    def data_received(self, data: bytes) -> None:
+        self.owner.stats.received_bytes += len(data)
         try:
-            records = self.reader.buffer_updated(nbytes)
+            records = self.reader.feed(data)
         except RecordError as e:
             log.warning("closing connection from %s port %d: %s", *self.info.peer, e)
             self.abort()
@@ -205,7 +192,7 @@ class _Connection(asyncio.BufferedProtocol):
         else:
             self.transport.resume_reading()
 
-    async def _serve(self, record: Record) -> None:
+    async def _serve(self, record: bytes) -> None:
         try:
             reply = await self.owner.rpc.handle_call(record, self.info)
             if reply is not None and not self.closed:
@@ -299,7 +286,6 @@ class RpcTcpServer:
             limits.max_connections, limits.idle_timeout, limits.partial_budget)
         self._listeners: list[Listener] = []
         self._connections: set[_Connection] = set()
-        self.scratch = memoryview(bytearray(SCRATCH))  # shared: emptied by each buffer_updated
         self._sweeper: asyncio.Task[None] | None = None
 
     async def _listen(self, sockets: Sequence[tuple[socket.socket, str]]) -> None:

@@ -8,7 +8,6 @@ import pytest
 
 from pynfsd.rpc.record import (
     LAST_FRAGMENT,
-    SCRATCH,
     RecordError,
     RecordReader,
     encode_record,
@@ -186,83 +185,3 @@ def test_large_pieces_are_joined_once_and_other_buffers_copied() -> None:
     assert reader.feed(buf) == []
     buf[:] = bytes(len(buf))
     assert reader.feed(stream[50_000:]) == [body, b"next"]
-
-
-def direct() -> memoryview:
-    return memoryview(bytearray(SCRATCH))
-
-
-def pour(reader: RecordReader, stream: bytes, most: int) -> list[bytes | bytearray]:
-    """Play a socket into a direct reader: each read fills at most `most` bytes of the buffer
-    `get_buffer` gives, as `recv_into` would."""
-    out: list[bytes | bytearray] = []
-    pos = 0
-    while pos < len(stream):
-        buf = reader.get_buffer()
-        n = min(len(buf), most, len(stream) - pos)
-        buf[:n] = stream[pos : pos + n]
-        pos += n
-        out += reader.buffer_updated(n)
-    return out
-
-
-BIG = bytes(range(256)) * 300  # 76,800 bytes: a fragment received in place
-DIRECT_RECORDS = [*RECORDS, BIG, b"after", BIG[:20_000] + BIG[:20_000]]
-DIRECT_STREAM = b"".join(encode_record(r) for r in DIRECT_RECORDS[:-1]) + encode_record(
-    DIRECT_RECORDS[-1], max_fragment=20_000)  # two large fragments, joined
-
-
-@pytest.mark.parametrize("most", [1, 3, 1000, 5000, 65536, 1 << 20])
-def test_direct_reading_gives_the_same_records(most: int) -> None:
-    reader = RecordReader(1 << 20, 4, direct())
-    assert pour(reader, DIRECT_STREAM, most) == DIRECT_RECORDS
-    assert not reader.in_record and reader.held == 0
-
-
-def test_a_large_fragment_is_read_into_its_own_buffer_and_becomes_the_record() -> None:
-    reader = RecordReader(1 << 20, 4, direct())
-    stream = encode_record(BIG) + encode_record(b"next")
-    buf = reader.get_buffer()
-    buf[:100] = stream[:100]  # the marker and the start of the body, into the scratch
-    assert reader.buffer_updated(100) == [] and reader.held == len(BIG)  # all of it, at once
-    seen = []
-    pos = 100
-    while pos < len(BIG) + 4:
-        buf = reader.get_buffer()
-        assert len(buf) == len(BIG) + 4 - pos  # never past the fragment's end
-        seen.append(buf.obj)
-        n = min(len(buf), 30_000)
-        buf[:n] = stream[pos : pos + n]
-        pos += n
-        done = reader.buffer_updated(n)
-    assert done == [BIG] and all(obj is done[0] for obj in seen)  # received in place
-    assert isinstance(done[0], bytearray) and not reader.in_record
-    assert pour(reader, stream[pos:], 1 << 20) == [b"next"]
-
-
-def test_direct_reading_checks_the_cap_before_making_a_buffer() -> None:
-    reader = RecordReader(1 << 16, 4, direct())
-    buf = reader.get_buffer()
-    buf[:4] = marker((1 << 16) + 1, True)
-    with pytest.raises(RecordError, match="exceeds"):
-        reader.buffer_updated(4)
-    assert reader.held == 0
-    with pytest.raises(RecordError):
-        reader.buffer_updated(0)  # poisoned
-
-
-def test_readers_share_one_scratch() -> None:
-    """The transport gives every connection's reader the loop's one scratch buffer."""
-    scratch = direct()
-    one, two = RecordReader(1 << 20, 4, scratch), RecordReader(1 << 20, 4, scratch)
-    step = {one: 7000, two: 3001}  # the two streams' reads end at different places
-    pos = {one: 0, two: 0}
-    got: dict[RecordReader, list[bytes | bytearray]] = {one: [], two: []}
-    while any(pos[r] < len(DIRECT_STREAM) for r in (one, two)):
-        for r in (one, two):
-            buf = r.get_buffer()
-            n = min(len(buf), step[r], len(DIRECT_STREAM) - pos[r])
-            buf[:n] = DIRECT_STREAM[pos[r] : pos[r] + n]
-            pos[r] += n
-            got[r] += r.buffer_updated(n)
-    assert got[one] == got[two] == DIRECT_RECORDS
