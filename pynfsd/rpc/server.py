@@ -135,7 +135,9 @@ class RpcServer:
                 call.xid, call.prog, call.vers, call.proc, accepted.cred, args, conn
             )
             results = await self._run(handler_or_stat, rpc_call, flavor, accepted)
-            wrapped = await flavor.wrap(accepted, _as_list(results)) if wraps else results
+            wrapped = _as_list(results)
+            if wraps:
+                wrapped = await flavor.wrap(accepted, wrapped)
         except GarbageArgs:
             return [encode_accepted(call.xid, R.GARBAGE_ARGS, accepted.verf)]
         except DropCall:
@@ -144,10 +146,7 @@ class RpcServer:
             log.exception("RPC prog %d vers %d proc %d failed", call.prog, call.vers, call.proc)
             return [encode_accepted(call.xid, R.SYSTEM_ERR, accepted.verf)]
         out: list[Buffer] = [encode_accepted(call.xid, R.SUCCESS, accepted.verf)]
-        if isinstance(wrapped, list):
-            out.extend(wrapped)
-        else:
-            out.append(wrapped)
+        out.extend(wrapped)
         return out
 
     async def _run(
