@@ -92,13 +92,9 @@ class Vfs(Namespace):
         if obj.granted is not None and obj.granted[0] is attrs:
             return obj.granted[1] & want  # asked earlier in this COMPOUND
         be, h, who = obj.be(), obj.handle, self.identity(obj.export)
-        try:
-            quick = be.access_cached(h, want, who)
-        except OSError as e:
-            raise errors.from_oserror(e) from None
-        if quick is not None:
-            return quick
-        bits = await self._run(obj.export, be.access, h, perm.ALL)
+        bits = await self._quick_or_run(
+            obj, lambda: be.access_cached(h, perm.ALL, who), be.access, h, perm.ALL
+        )
         obj.granted = (attrs, bits)  # the ACCESS after an OPEN needs no second round trip
         return bits & want
 
