@@ -24,10 +24,10 @@ from pynfsd.nfs4.attrs import (
     SUPPORTED_ATTRS,
     AttrSource,
     encode_fattr4,
+    fattr4_xdr,
     layout_for,
     owner_xdr,
     requested_attrs,
-    words_xdr,
 )
 from pynfsd.nfs4.context import CompoundContext
 from pynfsd.nfs4.vfstypes import Obj
@@ -160,9 +160,8 @@ class EntryAttrs:
     def xdr(self, obj: Obj, attrs: Attrs) -> bytes:
         """The entry's ``fattr4`` as XDR."""
         if obj.export is not self._export or obj.node is not None or obj.handle == self._root:
-            f = encode_fattr4(self._req, make_source(self._ctx, obj, attrs, self._req,
-                                                     self._fsstat))
-            return words_xdr(tuple(f.attrmask)) + _U32(len(f.attr_vals)) + f.attr_vals
+            return fattr4_xdr(encode_fattr4(self._req, make_source(self._ctx, obj, attrs,
+                                                                  self._req, self._fsstat)))
         s, layout = self._shared, self._layout
         vals = layout.encode(s, attrs, obj.fh, s.fsid, self._owner(False, attrs.uid),
                              self._owner(True, attrs.gid), attrs.fileid)

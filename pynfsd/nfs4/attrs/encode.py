@@ -75,6 +75,12 @@ def words_xdr(words: tuple[int, ...]) -> bytes:
     return _U32(len(words)) + b"".join(_U32(w) for w in words)
 
 
+def fattr4_xdr(f: x.fattr4) -> bytes:
+    """A ``fattr4`` as XDR (its bitmap4, then its values as an opaque)."""
+    vals = f.attr_vals
+    return b"".join((words_xdr(tuple(f.attrmask)), _U32(len(vals)), vals, b"\0" * (-len(vals) & 3)))
+
+
 def owner_xdr(name: str | None) -> bytes:
     """An owner or owner_group string as the XDR opaque a layout takes (b"" when absent)."""
     return b"" if name is None else opaque(name.encode("utf-8"))

@@ -14,7 +14,7 @@ from pynfsd.nfs4.attrs import (
     SetAttrs,
     decode_settable,
     encode_rdattr_error,
-    words_xdr,
+    fattr4_xdr,
 )
 from pynfsd.nfs4.attrsrc import EntryAttrs, fsstat_if_needed, requested_set
 from pynfsd.nfs4.context import CompoundContext
@@ -148,9 +148,7 @@ def _entry_fattr(encoder: EntryAttrs, e: Listed, req: frozenset[int]) -> bytes:
         fattr = encode_rdattr_error(req, e.status, mounted_on_fileid=e.fileid)
         if fattr is None:
             raise errors.error_for_status(e.status, "an entry's attributes")
-        vals = fattr.attr_vals
-        return b"".join((words_xdr(tuple(fattr.attrmask)), _U32(len(vals)), vals,
-                         _PADDING[-len(vals) & 3]))
+        return fattr4_xdr(fattr)
     return encoder.xdr(e.obj, e.attrs)
 
 
