@@ -137,8 +137,6 @@ class Record:
         return _from_json(data, build, "version 1 client record")
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
     """A member's announcement: its state (starting, grace, serving, unavailable), the epoch
